@@ -1,0 +1,3 @@
+//! Benchmarks for the `kv-ring` layer: being written.
+
+fn main() {}
