@@ -1,6 +1,145 @@
-//! Memory-mapped, segmented, append-only log with CRC32C framing and group commit.
+//! A write-ahead log: memory-mapped, segmented, append-only, with CRC32C framing, group
+//! commit and crash recovery.
 //!
-//! Not built yet: see the project's open issues.
+//! Use it as the durable log of a state machine: append records from any number of threads,
+//! get back an [`Lsn`] that locates each record directly ([`Wal::read`], what a Bitcask-style
+//! index needs), iterate from any `Lsn` ([`Wal::iter_from`]), and drop whole old segments once
+//! their contents are checkpointed ([`Wal::truncate_before`]).
+//!
+//! # The design decision that matters
+//!
+//! Records are written by **copying them into a shared file mapping** of a fixed-size,
+//! preallocated segment, not with `write(2)`. Appending is then a reservation (a few
+//! instructions under a short mutex) plus a `memcpy`; the record is in the kernel's page
+//! cache the moment the copy ends, so a crash of the process loses nothing, and durability
+//! against power loss is a separate, shareable step: one `msync` covers every append
+//! published before it (group commit). Concurrent appenders copy in parallel into disjoint
+//! reserved ranges; a *published* watermark advances only over contiguous completed ranges,
+//! so readers, flushes and recovery never see a record with a hole before it.
+//!
+//! Writing through a shared mapping is sound only under these rules, which this crate keeps:
+//!
+//! - **Preallocate before mapping.** Each segment is allocated in full with
+//!   `posix_fallocate` (`fs2::FileExt::allocate`) before it is mapped, never grown with
+//!   `set_len` alone: a sparse file turns a full disk into `SIGBUS` on a page fault (LevelDB
+//!   #150, h2o #910, cacache-rs #48). A full disk is an error when a segment is created.
+//! - **Fixed-size maps.** A segment is never truncated or remapped while mapped; it is
+//!   unmapped before its file is deleted (`truncate_before` skips segments still in use).
+//! - **`fsync` the directory** after creating (temporary file + rename), or deleting a segment.
+//! - **Pages reach the disk in any order**, so after a power cut the log can have holes, not
+//!   just a torn tail. Recovery stops at the first invalid record and never skips a hole to
+//!   accept later records; an append is acknowledged under [`SyncPolicy::Always`] only after
+//!   a flush that covers it; a segment is flushed whole before the next one receives records.
+//! - **A failed flush is fatal.** After a failed `msync` Linux may mark the pages clean, so a
+//!   retry would report durability that is not there (Rebello et al., USENIX ATC '20): the log
+//!   turns *poisoned* and refuses appends until reopened.
+//! - The maps are [`memmap2::MmapRaw`] (`memmap2` >= 0.9.11: RUSTSEC-2026-0186 in
+//!   `flush_range` is fixed there): writers use raw pointers into ranges they own, so no
+//!   `&mut [u8]` ever aliases another thread's access.
+//!
+//! Anchors this learned from: fjall's journal (`PersistMode`, poisoning after a failed fsync,
+//! batch start/end markers), RocksDB's `wal_recovery_mode` ([`RecoveryMode`]), LevelDB's log
+//! format and `fault_injection_test.cc`, and redb's `crash_consistency.rs` (a backend that
+//! tracks live versus durable bytes; see this crate's `tests/crash_sim.rs`).
+//!
+//! # On-disk format (format version 1)
+//!
+//! A log is a directory holding a `LOCK` file (held with an exclusive `flock` while open) and
+//! segment files named `NNNNNNNNNN.wal`, the segment's sequence number in ten decimal digits
+//! (they sort in log order). Sequence numbers are contiguous; the first is 1 unless older
+//! segments were deleted. All integers are little-endian.
+//!
+//! A segment is a file of fixed size (default 64 MiB, a multiple of 8), preallocated and
+//! zero-filled, starting with a 32-byte header:
+//!
+//! | offset | size | field                                                        |
+//! |--------|------|--------------------------------------------------------------|
+//! | 0      | 8    | magic `4B 56 57 41 4C 00 0D 0A` (`"KVWAL\0\r\n"`)            |
+//! | 8      | 4    | format version, `1`                                          |
+//! | 12     | 4    | reserved, zero                                               |
+//! | 16     | 8    | sequence number (`u64`, below 2^32; equals the file name's)  |
+//! | 24     | 4    | CRC32C of bytes 0..24                                        |
+//! | 28     | 4    | reserved, zero                                               |
+//!
+//! Records follow from offset 32, each starting at a multiple of 8:
+//!
+//! | offset | size  | field                                                              |
+//! |--------|-------|--------------------------------------------------------------------|
+//! | 0      | 4     | `len`: bits 0..31 payload length; bit 31 `MORE` (see below)        |
+//! | 4      | 4     | CRC32C (Castagnoli) of the 4 bytes of `len` followed by the payload |
+//! | 8      | len   | payload                                                            |
+//! | 8+len  | 0..7  | zero padding to the next multiple of 8                             |
+//!
+//! - An all-zero 8-byte record header marks the end of the written log in a segment (an
+//!   empty payload still has a nonzero CRC). So does having fewer than 8 bytes left.
+//! - `MORE` set means the next record belongs to the same batch. A batch is the records up to
+//!   and including the first one without `MORE`; it lies within one segment, and recovery
+//!   keeps it only if all its records are valid (all or nothing).
+//! - A record is valid when its length fits in the segment, its CRC matches and its padding
+//!   is zero. The bytes after the last valid record of the newest segment are zero.
+//! - An [`Lsn`] is `(sequence number << 32) | offset of the record header`.
+//!
+//! Recovery on open scans the segments in order. What it may discard depends on the
+//! [`RecoveryMode`]; by default a torn or corrupt tail of the newest segment is zeroed and
+//! reported in a [`RecoveryReport`], and anything invalid in an older segment (an invalid
+//! record, an incomplete batch, or a nonzero byte after the end marker) is an
+//! [`Error::Corrupt`] naming the segment and offset.
+//!
+//! # Example
+//!
+//! ```
+//! use kv_wal::{Lsn, SyncPolicy, Wal, WalOptions};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let wal = Wal::open(dir.path(), WalOptions::new().sync(SyncPolicy::Always))?;
+//! let lsn = wal.append(b"set x = 1")?; // durable when this returns
+//! wal.append_batch(&[b"set y = 2", b"set z = 3"])?; // all or nothing after a crash
+//! assert_eq!(wal.read(lsn)?, b"set x = 1");
+//! drop(wal);
+//!
+//! // Reopening recovers the log; replay it into the state machine.
+//! let wal = Wal::open(dir.path(), WalOptions::new())?;
+//! let replayed: Vec<Vec<u8>> = wal
+//!     .iter_from(Lsn::ZERO)
+//!     .map(|r| r.map(|r| r.payload))
+//!     .collect::<Result<_, _>>()?;
+//! assert_eq!(replayed.len(), 3);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 #![deny(missing_docs)]
-#![forbid(unsafe_code)]
+
+mod error;
+mod format;
+mod iter;
+mod lsn;
+mod options;
+mod recovery;
+mod segment;
+mod wal;
+
+pub use error::{Error, Result};
+pub use iter::{Record, WalIter};
+pub use lsn::Lsn;
+pub use options::{FlushEvent, FlushHook, RecoveryMode, SyncPolicy, WalOptions};
+pub use recovery::{RecoveryReport, Truncation};
+pub use wal::Wal;
+
+/// The byte layout constants, for tools and tests that build or inspect segment files.
+pub mod layout {
+    /// Bytes of the segment header; the first record starts at this offset.
+    pub const HEADER_LEN: usize = crate::format::HEADER_LEN;
+    /// Bytes of a record header (`len | crc`).
+    pub const RECORD_HEADER_LEN: usize = crate::format::RECORD_HEADER_LEN;
+    /// The format version this crate writes and reads.
+    pub const FORMAT_VERSION: u32 = crate::format::FORMAT_VERSION;
+
+    /// Bytes a record with a `payload_len`-byte payload occupies (header and padding included).
+    ///
+    /// ```
+    /// assert_eq!(kv_wal::layout::frame_len(100), 112);
+    /// ```
+    pub fn frame_len(payload_len: usize) -> usize {
+        crate::format::frame_len(payload_len).unwrap_or(usize::MAX)
+    }
+}

@@ -1,0 +1,206 @@
+//! Options: segment size, sync policy, recovery mode.
+
+use std::{fmt, io, path::Path, sync::Arc, time::Duration};
+
+use crate::{
+    Error, Result,
+    format::{ALIGN, HEADER_LEN, RECORD_HEADER_LEN},
+};
+
+/// When appended records become durable (survive a power cut or kernel crash).
+///
+/// Records are written by copying them into a shared file mapping, so once an append returns
+/// they are in the kernel's page cache: **a crash of the process (even `SIGKILL`) loses nothing
+/// that was acknowledged, under every policy.** The policy decides what survives a power cut or
+/// a kernel crash, i.e. when the dirty pages are written back with `msync(MS_SYNC)` (which on
+/// Linux is `fdatasync` of the byte range: data and the metadata needed to read it back).
+///
+/// Whatever the policy, recovery returns a *prefix* of the appends: it stops at the first
+/// missing or invalid record and never skips a hole to return later records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SyncPolicy {
+    /// An append returns only after a flush that covers it has completed: every acknowledged
+    /// record survives a power cut. Concurrent appends share flushes (group commit): one
+    /// appender flushes everything published so far while the others wait and are woken with
+    /// its result, including its error.
+    Always,
+    /// A background thread flushes every `interval`: a power cut loses at most about the last
+    /// interval of acknowledged appends (like Redis `appendfsync everysec`). Dropping the `Wal`
+    /// stops the thread and makes a last flush.
+    Periodic(Duration),
+    /// The log never flushes by itself (call [`Wal::sync`](crate::Wal::sync)); the kernel
+    /// writes pages back when it chooses. A power cut can lose any acknowledged append, and
+    /// can leave holes in older segments (recover with [`RecoveryMode::PointInTime`] then).
+    Never,
+}
+
+impl Default for SyncPolicy {
+    /// `Periodic(1 s)`.
+    fn default() -> Self {
+        SyncPolicy::Periodic(Duration::from_secs(1))
+    }
+}
+
+/// What recovery on open may discard (after RocksDB's `wal_recovery_mode`).
+///
+/// Recovery always stops at the first invalid record of a segment; the modes differ in where
+/// such a stop is acceptable. Whatever is discarded is zeroed on disk and reported in the
+/// [`RecoveryReport`](crate::RecoveryReport).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum RecoveryMode {
+    /// Any invalid record or stray byte is an [`Error::Corrupt`]: use after a clean shutdown,
+    /// when nothing can be torn.
+    AbsoluteConsistency,
+    /// The default. A torn or corrupt tail of the *newest* segment (what a crash leaves) is
+    /// truncated; corruption in any older segment is an [`Error::Corrupt`] naming the segment
+    /// and offset. Older segments are flushed whole before the next one gets its first record
+    /// (under `Always` and `Periodic`), so a crash cannot tear them.
+    #[default]
+    TolerateCorruptedTail,
+    /// Recover to the last consistent point: stop at the first invalid record in *any*
+    /// segment, truncate there and delete every later segment. Never fails because of file
+    /// contents. Use after a power cut under `SyncPolicy::Never`, or to salvage a damaged log.
+    PointInTime,
+}
+
+/// A completed flush, as seen by a [`WalOptions::flush_hook`].
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct FlushEvent<'a> {
+    /// The segment file.
+    pub path: &'a Path,
+    /// The segment's sequence number.
+    pub segment: u32,
+    /// First byte made durable.
+    pub offset: usize,
+    /// Number of bytes made durable.
+    pub len: usize,
+}
+
+/// A callback run after each successful `msync`; see [`WalOptions::flush_hook`].
+pub type FlushHook = Arc<dyn Fn(&FlushEvent<'_>) -> io::Result<()> + Send + Sync>;
+
+/// Options for [`Wal::open`](crate::Wal::open), as a builder.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use kv_wal::{RecoveryMode, SyncPolicy, WalOptions};
+///
+/// let opts = WalOptions::new()
+///     .segment_size(1 << 20)
+///     .sync(SyncPolicy::Periodic(Duration::from_millis(100)))
+///     .recovery(RecoveryMode::TolerateCorruptedTail);
+/// assert_eq!(opts.get_segment_size(), 1 << 20);
+/// ```
+#[derive(Clone)]
+pub struct WalOptions {
+    pub(crate) segment_size: u32,
+    pub(crate) sync: SyncPolicy,
+    pub(crate) recovery: RecoveryMode,
+    pub(crate) prefault: bool,
+    pub(crate) flush_hook: Option<FlushHook>,
+}
+
+impl Default for WalOptions {
+    fn default() -> Self {
+        WalOptions {
+            segment_size: 64 << 20,
+            sync: SyncPolicy::default(),
+            recovery: RecoveryMode::default(),
+            prefault: false,
+            flush_hook: None,
+        }
+    }
+}
+
+impl fmt::Debug for WalOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WalOptions")
+            .field("segment_size", &self.segment_size)
+            .field("sync", &self.sync)
+            .field("recovery", &self.recovery)
+            .field("prefault", &self.prefault)
+            .field("flush_hook", &self.flush_hook.is_some())
+            .finish()
+    }
+}
+
+impl WalOptions {
+    /// The defaults: 64 MiB segments, `SyncPolicy::Periodic(1 s)`,
+    /// `RecoveryMode::TolerateCorruptedTail`, no prefaulting, no flush hook.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Size of each segment file in bytes (default 64 MiB). Must be a multiple of 8, at least
+    /// 64 and below 4 GiB. The largest record (or batch) is `segment_size - 40` bytes. Applies
+    /// to segments created from now on; existing segments keep their size.
+    pub fn segment_size(mut self, bytes: u32) -> Self {
+        self.segment_size = bytes;
+        self
+    }
+
+    /// The [`SyncPolicy`] (default `Periodic(1 s)`).
+    pub fn sync(mut self, policy: SyncPolicy) -> Self {
+        self.sync = policy;
+        self
+    }
+
+    /// The [`RecoveryMode`] used when opening (default `TolerateCorruptedTail`).
+    pub fn recovery(mut self, mode: RecoveryMode) -> Self {
+        self.recovery = mode;
+        self
+    }
+
+    /// Map new segments with `MAP_POPULATE` (default `false`), so that appends into a fresh
+    /// segment do not take a page fault per page. Costs the time to fault in the whole segment
+    /// when it is created.
+    pub fn prefault(mut self, yes: bool) -> Self {
+        self.prefault = yes;
+        self
+    }
+
+    /// A callback run after every successful flush, with the byte range it made durable (for
+    /// metrics and for fault-injection tests that model what a power cut keeps). If it returns
+    /// an error, the flush is treated as failed: the log is poisoned. Default: none.
+    pub fn flush_hook(mut self, hook: FlushHook) -> Self {
+        self.flush_hook = Some(hook);
+        self
+    }
+
+    /// The configured segment size.
+    pub fn get_segment_size(&self) -> u32 {
+        self.segment_size
+    }
+
+    /// The configured sync policy.
+    pub fn get_sync(&self) -> SyncPolicy {
+        self.sync
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        let size = self.segment_size as usize;
+        if size % ALIGN != 0 {
+            return Err(Error::InvalidOptions {
+                reason: "segment_size must be a multiple of 8",
+            });
+        }
+        if size < 64 || size < HEADER_LEN + RECORD_HEADER_LEN {
+            return Err(Error::InvalidOptions {
+                reason: "segment_size must be at least 64 bytes",
+            });
+        }
+        if let SyncPolicy::Periodic(d) = self.sync {
+            if d.is_zero() {
+                return Err(Error::InvalidOptions {
+                    reason: "the Periodic interval must be nonzero",
+                });
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,237 @@
+//! Recovery on open: scan every segment, decide what is valid, zero what is not.
+
+use std::path::{Path, PathBuf};
+
+use crate::{
+    Error, Lsn, RecoveryMode, Result,
+    format::{self, Stop},
+    segment::{self, Segment},
+};
+
+/// What recovery found when the log was opened ([`Wal::recovery_report`](crate::Wal::recovery_report)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RecoveryReport {
+    /// Segments kept.
+    pub segments: usize,
+    /// Records recovered (every record of every kept segment).
+    pub records: u64,
+    /// Where the next append goes.
+    pub end: Lsn,
+    /// What was discarded, if anything.
+    pub truncation: Option<Truncation>,
+}
+
+/// The part of the log that recovery discarded (zeroed or deleted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Truncation {
+    /// The segment that was cut.
+    pub path: PathBuf,
+    /// Its sequence number.
+    pub segment: u32,
+    /// Where the valid log now ends in it (everything from here on was zeroed).
+    pub offset: u64,
+    /// Offset of the first invalid record or stray byte.
+    pub invalid_at: u64,
+    /// What was wrong there.
+    pub reason: &'static str,
+    /// Bytes zeroed in that segment (from `offset` to its last nonzero byte).
+    pub bytes_discarded: u64,
+    /// Later segments deleted (only under [`RecoveryMode::PointInTime`]).
+    pub segments_removed: Vec<u32>,
+}
+
+/// The recovered log, ready for appends.
+pub(crate) struct Recovered {
+    pub segments: Vec<Segment>,
+    /// Offset in the last segment where the next record goes.
+    pub end: usize,
+    pub report: RecoveryReport,
+}
+
+/// Lists the segment files in `dir` in sequence order, deleting leftover temporary files of an
+/// interrupted segment creation.
+fn list(dir: &Path) -> Result<Vec<(u32, PathBuf)>> {
+    let mut found = Vec::new();
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io("read directory", dir, e))?;
+    let mut removed_tmp = false;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("read directory", dir, e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(seq) = segment::parse_file_name(name) {
+            found.push((seq, entry.path()));
+        } else if name
+            .strip_suffix(".tmp")
+            .and_then(segment::parse_file_name)
+            .is_some()
+        {
+            let p = entry.path();
+            std::fs::remove_file(&p).map_err(|e| Error::io("delete temporary segment", &p, e))?;
+            removed_tmp = true;
+        }
+    }
+    if removed_tmp {
+        segment::sync_dir(dir)?;
+    }
+    found.sort_unstable_by_key(|(seq, _)| *seq);
+    Ok(found)
+}
+
+/// Opens and checks every segment in `dir`, applying `mode`.
+pub(crate) fn recover(
+    dir: &Path,
+    mode: RecoveryMode,
+    segment_size: u32,
+    prefault: bool,
+) -> Result<Recovered> {
+    let files = list(dir)?;
+    let n = files.len();
+    let mut kept: Vec<Segment> = Vec::with_capacity(n);
+    let mut records = 0u64;
+    let mut end = format::HEADER_LEN;
+    let mut truncation: Option<Truncation> = None;
+    // Index in `files` from which everything is to be deleted (PointInTime cuts).
+    let mut cut_from: Option<usize> = None;
+
+    for (i, (seq, path)) in files.iter().enumerate() {
+        let newest = i + 1 == n;
+        if let Some(prev) = kept.last() {
+            if prev.seq().checked_add(1) != Some(*seq) {
+                let missing = prev.seq().saturating_add(1);
+                if mode == RecoveryMode::PointInTime {
+                    cut_from = Some(i);
+                    truncation = Some(Truncation {
+                        path: prev.path().to_owned(),
+                        segment: prev.seq(),
+                        offset: end as u64,
+                        invalid_at: prev.len() as u64,
+                        reason: "next segment is missing",
+                        bytes_discarded: 0,
+                        segments_removed: Vec::new(),
+                    });
+                    break;
+                }
+                return Err(Error::MissingSegment {
+                    dir: dir.to_owned(),
+                    segment: missing,
+                });
+            }
+        }
+        let seg = match Segment::open(path, *seq) {
+            Ok(s) => s,
+            Err(Error::BadHeader { reason, .. }) if mode == RecoveryMode::PointInTime => {
+                cut_from = Some(i);
+                if let Some(prev) = kept.last() {
+                    truncation = Some(Truncation {
+                        path: prev.path().to_owned(),
+                        segment: prev.seq(),
+                        offset: end as u64,
+                        invalid_at: prev.len() as u64,
+                        reason,
+                        bytes_discarded: 0,
+                        segments_removed: Vec::new(),
+                    });
+                } else {
+                    truncation = Some(Truncation {
+                        path: path.clone(),
+                        segment: *seq,
+                        offset: 0,
+                        invalid_at: 0,
+                        reason,
+                        bytes_discarded: 0,
+                        segments_removed: Vec::new(),
+                    });
+                }
+                break;
+            }
+            Err(e) => return Err(e),
+        };
+        // SAFETY: recovery runs before the log is shared; nothing else touches the mapping.
+        let scan = format::scan(unsafe { seg.bytes(seg.len()) });
+        let problem = match (scan.stop, scan.last_nonzero) {
+            (Stop::Invalid { offset, reason }, _) => Some((offset, reason)),
+            (_, Some(at)) => Some((at, "nonzero bytes after the end of the log")),
+            _ => None,
+        };
+        records += scan.records;
+        end = scan.end;
+        let Some((invalid_at, reason)) = problem else {
+            kept.push(seg);
+            continue;
+        };
+        let discardable = match mode {
+            RecoveryMode::AbsoluteConsistency => false,
+            RecoveryMode::TolerateCorruptedTail => newest,
+            RecoveryMode::PointInTime => true,
+        };
+        if !discardable {
+            return Err(Error::Corrupt {
+                path: path.clone(),
+                segment: *seq,
+                offset: invalid_at as u64,
+                reason,
+            });
+        }
+        let last = scan.last_nonzero.unwrap_or(scan.end.saturating_sub(1));
+        let discard = (last + 1).saturating_sub(scan.end);
+        // SAFETY: recovery has exclusive access to the mapping.
+        unsafe { seg.zero(scan.end, discard) };
+        seg.flush(scan.end, discard)
+            .map_err(|e| Error::io("flush truncated segment", path, e))?;
+        truncation = Some(Truncation {
+            path: path.clone(),
+            segment: *seq,
+            offset: scan.end as u64,
+            invalid_at: invalid_at as u64,
+            reason,
+            bytes_discarded: discard as u64,
+            segments_removed: Vec::new(),
+        });
+        kept.push(seg);
+        if !newest {
+            cut_from = Some(i + 1);
+        }
+        break;
+    }
+
+    if let Some(from) = cut_from {
+        let mut removed = Vec::new();
+        for (seq, path) in &files[from..] {
+            std::fs::remove_file(path).map_err(|e| Error::io("delete segment", path, e))?;
+            removed.push(*seq);
+        }
+        segment::sync_dir(dir)?;
+        if let Some(t) = truncation.as_mut() {
+            t.segments_removed = removed;
+        }
+    }
+
+    // Make whatever the previous process left in the page cache durable before we build on
+    // it (after a SIGKILL the kernel still holds its unflushed writes).
+    for seg in &kept {
+        seg.sync_file()?;
+    }
+
+    if kept.is_empty() {
+        let seq = files
+            .first()
+            .map(|(s, _)| *s)
+            .unwrap_or(1);
+        kept.push(Segment::create(dir, seq, segment_size, prefault)?);
+        end = format::HEADER_LEN;
+    }
+    let last_seq = kept.last().map(Segment::seq).unwrap_or(1);
+    let report = RecoveryReport {
+        segments: kept.len(),
+        records,
+        end: Lsn::new(last_seq, end as u32),
+        truncation,
+    };
+    Ok(Recovered {
+        segments: kept,
+        end,
+        report,
+    })
+}

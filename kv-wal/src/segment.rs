@@ -1,0 +1,274 @@
+//! One segment: a fixed-size, preallocated file mapped into memory.
+//!
+//! The rules that make writing through a shared mapping sound (see the crate docs) are kept
+//! here: a segment is fully allocated before it is mapped, its size never changes while it is
+//! mapped, and it is unmapped before its file is deleted.
+
+use std::{
+    fs::{self, File, OpenOptions},
+    io,
+    os::unix::fs::FileExt as _,
+    path::{Path, PathBuf},
+    ptr::NonNull,
+};
+
+use fs2::FileExt as _;
+use memmap2::{MmapOptions, MmapRaw};
+
+use crate::{
+    Error, Result,
+    format::{self, ALIGN, HEADER_LEN},
+};
+
+/// The file name of segment `seq`: ten decimal digits, so names sort in sequence order.
+pub(crate) fn file_name(seq: u32) -> String {
+    format!("{seq:010}.wal")
+}
+
+/// Parses a segment file name back into its sequence number.
+pub(crate) fn parse_file_name(name: &str) -> Option<u32> {
+    let digits = name.strip_suffix(".wal")?;
+    if digits.len() != 10 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// `fsync` a directory, so that creating, renaming or deleting a file in it is durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io("fsync directory", dir, e))
+}
+
+/// A mapped segment file.
+///
+/// Writes go through a raw pointer into the shared mapping: writers own disjoint byte ranges
+/// (handed out by the log's reservation), and readers only read ranges that were published,
+/// after which nobody writes them again.
+pub(crate) struct Segment {
+    seq: u32,
+    path: PathBuf,
+    len: usize,
+    base: NonNull<u8>,
+    // Declared last: the mapping must outlive every use of `base`.
+    map: MmapRaw,
+}
+
+// SAFETY: `base` points into `map`, which is `Send + Sync` and lives as long as `self`; the
+// ranges accessed through `base` are coordinated by the log (disjoint writes, reads of
+// published, immutable ranges), as documented on `write` and `bytes`.
+unsafe impl Send for Segment {}
+// SAFETY: as above.
+unsafe impl Sync for Segment {}
+
+impl std::fmt::Debug for Segment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Segment")
+            .field("seq", &self.seq)
+            .field("path", &self.path)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl Segment {
+    /// Creates segment `seq` in `dir`: a temporary file is preallocated, given its header,
+    /// `fsync`ed and renamed into place, then the directory is `fsync`ed. A crash at any point
+    /// leaves either no segment or a complete, durable, empty one.
+    pub(crate) fn create(dir: &Path, seq: u32, size: u32, prefault: bool) -> Result<Segment> {
+        let path = dir.join(file_name(seq));
+        let tmp = dir.join(format!("{}.tmp", file_name(seq)));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(|e| Error::io("create segment", &tmp, e))?;
+        // posix_fallocate: the blocks exist before the file is mapped, so a full disk is an
+        // error here rather than a SIGBUS on a page fault later.
+        file.allocate(u64::from(size))
+            .map_err(|e| Error::io("preallocate segment", &tmp, e))?;
+        file.write_all_at(&format::encode_header(seq), 0)
+            .map_err(|e| Error::io("write segment header", &tmp, e))?;
+        file.sync_all()
+            .map_err(|e| Error::io("fsync segment", &tmp, e))?;
+        fs::rename(&tmp, &path).map_err(|e| Error::io("rename segment", &tmp, e))?;
+        sync_dir(dir)?;
+        Self::map(file, path, seq, size as usize, prefault)
+    }
+
+    /// Opens an existing segment file and checks its header. A file whose length is not a
+    /// multiple of 8 is extended (with `posix_fallocate`) to the next multiple first.
+    pub(crate) fn open(path: &Path, seq: u32) -> Result<Segment> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| Error::io("open segment", path, e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io("stat segment", path, e))?
+            .len();
+        let bad = |reason| Error::BadHeader {
+            path: path.to_owned(),
+            reason,
+        };
+        if len < HEADER_LEN as u64 {
+            return Err(bad("file shorter than the segment header"));
+        }
+        if len > u64::from(u32::MAX) {
+            return Err(bad("file larger than 4 GiB"));
+        }
+        let mut header = [0u8; HEADER_LEN];
+        file.read_exact_at(&mut header, 0)
+            .map_err(|e| Error::io("read segment header", path, e))?;
+        let found = format::decode_header(&header).map_err(bad)?;
+        if found != seq {
+            return Err(bad("sequence number does not match the file name"));
+        }
+        let len = len as usize;
+        let aligned = format::align_up(len).ok_or(bad("file length overflows"))?;
+        if aligned != len {
+            file.allocate(aligned as u64)
+                .map_err(|e| Error::io("extend segment", path, e))?;
+        }
+        Self::map(file, path.to_owned(), seq, aligned, false)
+    }
+
+    fn map(file: File, path: PathBuf, seq: u32, len: usize, prefault: bool) -> Result<Segment> {
+        debug_assert!(len % ALIGN == 0);
+        let mut opts = MmapOptions::new();
+        opts.len(len);
+        if prefault {
+            opts.populate();
+        }
+        let map = opts
+            .map_raw(&file)
+            .map_err(|e| Error::io("map segment", &path, e))?;
+        let base = NonNull::new(map.as_mut_ptr()).ok_or_else(|| {
+            Error::io("map segment", &path, io::Error::other("null mapping"))
+        })?;
+        Ok(Segment {
+            seq,
+            path,
+            len,
+            base,
+            map,
+        })
+    }
+
+    /// The sequence number.
+    pub(crate) fn seq(&self) -> u32 {
+        self.seq
+    }
+
+    /// The file.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The size in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Copies `bytes` into the mapping at `offset`.
+    ///
+    /// # Panics
+    ///
+    /// If the range is outside the segment (a bug in the caller).
+    ///
+    /// # Safety
+    ///
+    /// No other thread may access `offset..offset + bytes.len()` during the call: the range
+    /// must have been reserved by the caller and not yet published.
+    pub(crate) unsafe fn write(&self, offset: usize, bytes: &[u8]) {
+        assert!(offset <= self.len && bytes.len() <= self.len - offset);
+        // SAFETY: the range is inside the mapping (checked above) and exclusively ours (the
+        // caller's contract); `bytes` cannot overlap the mapping's reserved range because
+        // nobody else holds a reference into it.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.base.as_ptr().add(offset), bytes.len());
+        }
+    }
+
+    /// Zeroes `offset..offset + len`.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Segment::write`].
+    pub(crate) unsafe fn zero(&self, offset: usize, len: usize) {
+        assert!(offset <= self.len && len <= self.len - offset);
+        // SAFETY: in bounds (checked above) and exclusively ours (the caller's contract).
+        unsafe { std::ptr::write_bytes(self.base.as_ptr().add(offset), 0, len) };
+    }
+
+    /// The first `len` bytes of the segment.
+    ///
+    /// # Panics
+    ///
+    /// If `len` exceeds the segment (a bug in the caller).
+    ///
+    /// # Safety
+    ///
+    /// Nobody may write `0..len` while the slice lives: the range must be published (or the
+    /// caller must have exclusive access, as recovery does).
+    pub(crate) unsafe fn bytes(&self, len: usize) -> &[u8] {
+        assert!(len <= self.len);
+        // SAFETY: in bounds; the mapping lives as long as `self`; no concurrent writes to the
+        // range (the caller's contract).
+        unsafe { std::slice::from_raw_parts(self.base.as_ptr(), len) }
+    }
+
+    /// `msync(MS_SYNC)` of `offset..offset + len` (rounded out to pages).
+    pub(crate) fn flush(&self, offset: usize, len: usize) -> io::Result<()> {
+        self.map.flush_range(offset, len)
+    }
+
+    /// `fdatasync` of the whole file (used once per segment on open).
+    pub(crate) fn sync_file(&self) -> Result<()> {
+        self.map
+            .flush()
+            .map_err(|e| Error::io("fsync segment", &self.path, e))
+    }
+
+    /// Unmaps the segment, then deletes its file. The caller `fsync`s the directory.
+    pub(crate) fn delete(self) -> Result<()> {
+        let path = self.path.clone();
+        drop(self);
+        fs::remove_file(&path).map_err(|e| Error::io("delete segment", &path, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_round_trip_and_sort() {
+        assert_eq!(file_name(7), "0000000007.wal");
+        assert_eq!(parse_file_name(&file_name(u32::MAX)), Some(u32::MAX));
+        assert_eq!(parse_file_name("7.wal"), None);
+        assert_eq!(parse_file_name("0000000007.wal.tmp"), None);
+        assert!(file_name(9) < file_name(10));
+    }
+
+    #[test]
+    fn create_then_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let seg = Segment::create(dir.path(), 3, 4096, true).unwrap();
+        assert_eq!((seg.seq(), seg.len()), (3, 4096));
+        // SAFETY: this test owns the segment.
+        unsafe { seg.write(HEADER_LEN, b"abc") };
+        seg.flush(0, 4096).unwrap();
+        drop(seg);
+        let seg = Segment::open(&dir.path().join(file_name(3)), 3).unwrap();
+        // SAFETY: this test owns the segment.
+        assert_eq!(unsafe { &seg.bytes(HEADER_LEN + 3)[HEADER_LEN..] }, b"abc");
+        assert!(Segment::open(&dir.path().join(file_name(3)), 4).is_err());
+        seg.delete().unwrap();
+        assert!(!dir.path().join(file_name(3)).exists());
+    }
+}

@@ -1,0 +1,649 @@
+//! The log: reservation, publication, group commit, reading, truncation.
+
+use std::{
+    collections::BTreeMap,
+    fs::{File, OpenOptions},
+    io,
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use fs2::FileExt as _;
+use parking_lot::{Condvar, Mutex, RwLock};
+
+use crate::{
+    Error, FlushEvent, Lsn, RecoveryReport, Result, SyncPolicy, WalOptions,
+    format::{self, HEADER_LEN, MAX_PAYLOAD, Slot},
+    iter::WalIter,
+    recovery,
+    segment::{self, Segment},
+};
+
+/// A write-ahead log: a directory of fixed-size, memory-mapped segments.
+///
+/// `Wal` is `Send + Sync`; share it (e.g. in an `Arc`) and append from any number of threads.
+/// Appends are ordered by their [`Lsn`]; a reader or a recovery never sees a record unless every
+/// record before it is complete.
+///
+/// # Durability
+///
+/// An append returns once its record is in the shared mapping, i.e. in the kernel's page
+/// cache, so it survives a crash of the process under every [`SyncPolicy`]. What survives a
+/// power cut depends on the policy: under [`SyncPolicy::Always`] every append that returned;
+/// under `Periodic` what the last flush covered; under `Never` what [`Wal::sync`] covered.
+/// After a failed flush the log is *poisoned* ([`Error::SyncFailed`], then
+/// [`Error::Poisoned`]) until it is reopened.
+///
+/// # Example
+///
+/// ```
+/// use kv_wal::{SyncPolicy, Wal, WalOptions};
+///
+/// let dir = tempfile::tempdir()?;
+/// let opts = WalOptions::new().segment_size(1 << 16).sync(SyncPolicy::Always);
+/// let wal = Wal::open(dir.path(), opts.clone())?;
+/// let a = wal.append(b"hello")?;
+/// let b = wal.append_batch(&[b"two", b"records"])?;
+/// assert_eq!(&wal.read(a)?[..], b"hello");
+/// drop(wal);
+///
+/// let wal = Wal::open(dir.path(), opts)?;
+/// assert_eq!(wal.recovery_report().records, 3);
+/// let all: Vec<_> = wal.iter_from(b).map(|r| r.map(|r| r.payload)).collect::<Result<_, _>>()?;
+/// assert_eq!(all, [&b"two"[..], b"records"]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Wal {
+    shared: Arc<Shared>,
+    flusher: Option<JoinHandle<()>>,
+    report: RecoveryReport,
+    _lock: File,
+}
+
+impl std::fmt::Debug for Wal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wal")
+            .field("dir", &self.shared.dir)
+            .field("options", &self.shared.opts)
+            .field("published", &self.end_lsn())
+            .finish()
+    }
+}
+
+pub(crate) struct Shared {
+    dir: PathBuf,
+    opts: WalOptions,
+    /// Every mapped segment, by sequence number.
+    pub(crate) segments: RwLock<BTreeMap<u32, Arc<Segment>>>,
+    state: Mutex<State>,
+    state_cv: Condvar,
+    /// Mirror of `State::published` for lock-free readers.
+    pub(crate) published: AtomicU64,
+    poisoned: AtomicBool,
+    sync: Mutex<SyncState>,
+    sync_cv: Condvar,
+    stop: Mutex<bool>,
+    stop_cv: Condvar,
+}
+
+/// Reservation and publication, under one short mutex.
+struct State {
+    active: Arc<Segment>,
+    /// Next free offset in `active`.
+    reserved: usize,
+    /// Set while one appender seals `active` and creates the next segment.
+    rolling: bool,
+    /// Every record before this is complete.
+    published: Lsn,
+    /// Completed ranges (start -> end) waiting for an earlier one to complete.
+    pending: BTreeMap<Lsn, Lsn>,
+    /// Threads waiting on `state_cv`.
+    waiters: usize,
+}
+
+/// Group commit.
+struct SyncState {
+    /// Everything before this is durable.
+    durable: Lsn,
+    /// Whether a thread is flushing now.
+    leader: bool,
+    poisoned: Option<(PathBuf, Arc<io::Error>)>,
+}
+
+impl Wal {
+    /// Opens (or creates) the log in `dir`, recovering what is there.
+    ///
+    /// Takes an exclusive lock on `dir/LOCK`, then scans every segment as described in
+    /// [`RecoveryMode`](crate::RecoveryMode): a torn tail is zeroed and reported in
+    /// [`Wal::recovery_report`]; corruption the mode does not allow to discard is an error.
+    /// Recovery never panics, whatever the files contain.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Locked`] if another `Wal` has the directory open; [`Error::Corrupt`],
+    /// [`Error::BadHeader`] or [`Error::MissingSegment`] if recovery refuses the files;
+    /// [`Error::InvalidOptions`]; [`Error::Io`].
+    pub fn open(dir: impl AsRef<Path>, opts: WalOptions) -> Result<Wal> {
+        opts.validate()?;
+        let dir = dir.as_ref().to_owned();
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
+        let lock_path = dir.join("LOCK");
+        let lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(|e| Error::io("open lock file", &lock_path, e))?;
+        lock.try_lock_exclusive().map_err(|e| {
+            if e.kind() == io::ErrorKind::WouldBlock
+                || e.raw_os_error() == fs2::lock_contended_error().raw_os_error()
+            {
+                Error::Locked {
+                    path: lock_path.clone(),
+                }
+            } else {
+                Error::io("lock", &lock_path, e)
+            }
+        })?;
+
+        let rec = recovery::recover(&dir, opts.recovery, opts.segment_size, opts.prefault)?;
+        let mut map = BTreeMap::new();
+        for seg in rec.segments {
+            map.insert(seg.seq(), Arc::new(seg));
+        }
+        let Some(active) = map.values().next_back().cloned() else {
+            return Err(Error::io(
+                "recover",
+                &dir,
+                io::Error::other("recovery returned no segment"),
+            ));
+        };
+        let end = Lsn::new(active.seq(), rec.end as u32);
+        let shared = Arc::new(Shared {
+            dir,
+            segments: RwLock::new(map),
+            state: Mutex::new(State {
+                active,
+                reserved: rec.end,
+                rolling: false,
+                published: end,
+                pending: BTreeMap::new(),
+                waiters: 0,
+            }),
+            state_cv: Condvar::new(),
+            published: AtomicU64::new(end.as_u64()),
+            poisoned: AtomicBool::new(false),
+            sync: Mutex::new(SyncState {
+                durable: end,
+                leader: false,
+                poisoned: None,
+            }),
+            sync_cv: Condvar::new(),
+            stop: Mutex::new(false),
+            stop_cv: Condvar::new(),
+            opts,
+        });
+        let flusher = match shared.opts.sync {
+            SyncPolicy::Periodic(interval) => {
+                let s = Arc::clone(&shared);
+                let handle = std::thread::Builder::new()
+                    .name("kv-wal-flusher".into())
+                    .spawn(move || s.flusher_loop(interval))
+                    .map_err(|e| Error::io("spawn flusher thread", &shared.dir, e))?;
+                Some(handle)
+            }
+            _ => None,
+        };
+        Ok(Wal {
+            shared,
+            flusher,
+            report: rec.report,
+            _lock: lock,
+        })
+    }
+
+    /// What recovery found and discarded when this log was opened.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.report
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// Appends one record and returns its [`Lsn`].
+    ///
+    /// Under [`SyncPolicy::Always`] it returns once the record is durable.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::RecordTooLarge`] if it cannot fit in a segment; [`Error::SyncFailed`] /
+    /// [`Error::Poisoned`] after a failed flush; [`Error::Io`] if a new segment cannot be
+    /// created (e.g. the disk is full).
+    pub fn append(&self, payload: &[u8]) -> Result<Lsn> {
+        self.shared.append(&[payload])
+    }
+
+    /// Appends records atomically: after a crash, recovery returns all of them or none.
+    /// Returns the [`Lsn`] of the first; the others follow it contiguously (iterate from it).
+    ///
+    /// The batch must fit in one segment.
+    ///
+    /// # Errors
+    ///
+    /// As [`Wal::append`], and [`Error::EmptyBatch`].
+    pub fn append_batch(&self, payloads: &[&[u8]]) -> Result<Lsn> {
+        self.shared.append(payloads)
+    }
+
+    /// Makes every append that has returned so far durable (one shared flush).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SyncFailed`] if the flush fails (the log is then poisoned) or
+    /// [`Error::Poisoned`].
+    pub fn sync(&self) -> Result<()> {
+        let target = {
+            let st = self.shared.state.lock();
+            Lsn::new(st.active.seq(), st.reserved as u32)
+        };
+        self.shared.sync_to(target)
+    }
+
+    /// Reads the payload of the record at `lsn` (an `Lsn` returned by an append or an iterator).
+    ///
+    /// The checksum is verified on every read.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidLsn`] if `lsn` is past the end, in a removed segment, or not a record
+    /// boundary; [`Error::CorruptRecord`] if the bytes fail their checksum.
+    pub fn read(&self, lsn: Lsn) -> Result<Vec<u8>> {
+        let published = self.end_lsn();
+        if lsn >= published {
+            return Err(Error::InvalidLsn {
+                lsn,
+                reason: "past the end of the log",
+            });
+        }
+        let seg = self
+            .shared
+            .segments
+            .read()
+            .get(&lsn.segment())
+            .cloned()
+            .ok_or(Error::InvalidLsn {
+                lsn,
+                reason: "segment removed or never existed",
+            })?;
+        let limit = if lsn.segment() == published.segment() {
+            published.offset() as usize
+        } else {
+            seg.len()
+        };
+        if (lsn.offset() as usize) < HEADER_LEN {
+            return Err(Error::InvalidLsn {
+                lsn,
+                reason: "inside the segment header",
+            });
+        }
+        // SAFETY: `0..limit` is published (or in a sealed segment): nobody writes it any more.
+        let bytes = unsafe { seg.bytes(limit) };
+        match format::parse_record(bytes, lsn.offset() as usize) {
+            Ok(Slot::Record(p)) => Ok(bytes[p.payload_at..p.payload_at + p.payload_len].to_vec()),
+            Ok(Slot::End | Slot::Full) => Err(Error::InvalidLsn {
+                lsn,
+                reason: "no record there",
+            }),
+            Err(reason) => Err(Error::CorruptRecord {
+                path: seg.path().to_owned(),
+                lsn,
+                reason,
+            }),
+        }
+    }
+
+    /// Iterates over the records from `from` (inclusive) to the end of the log.
+    ///
+    /// Appends may continue while iterating: the iterator yields every record published
+    /// before it reaches them, and returns `None` when it has caught up; calling `next` again
+    /// later yields records appended since. [`Lsn::ZERO`] (or any `Lsn` before the oldest
+    /// segment) starts at the oldest record.
+    pub fn iter_from(&self, from: Lsn) -> WalIter<'_> {
+        WalIter::new(self, from)
+    }
+
+    /// The `Lsn` the next record will get if nothing is in flight: every record before it is
+    /// complete and readable.
+    pub fn end_lsn(&self) -> Lsn {
+        Lsn::from_u64(self.shared.published.load(Ordering::Acquire))
+    }
+
+    /// Everything before this `Lsn` has been flushed.
+    pub fn durable_lsn(&self) -> Lsn {
+        self.shared.sync.lock().durable
+    }
+
+    /// The `Lsn` of the oldest record still in the log.
+    pub fn first_lsn(&self) -> Lsn {
+        let first = self.shared.segments.read().keys().next().copied().unwrap_or(0);
+        Lsn::new(first, HEADER_LEN as u32)
+    }
+
+    /// Whether a failed flush has poisoned the log.
+    pub fn is_poisoned(&self) -> bool {
+        self.shared.poisoned.load(Ordering::Acquire)
+    }
+
+    /// Deletes every whole segment that ends before `lsn` (for checkpointing: once the state
+    /// up to `lsn` is saved elsewhere). The active segment is never deleted. Returns the number
+    /// of segments deleted.
+    ///
+    /// A segment still in use by an iterator or a flush in progress is kept, and so is every
+    /// later one (the log stays contiguous); a later call deletes them.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if a file cannot be deleted or the directory cannot be synced.
+    pub fn truncate_before(&self, lsn: Lsn) -> Result<usize> {
+        let active = self.shared.state.lock().active.seq();
+        let mut victims = Vec::new();
+        {
+            let mut segs = self.shared.segments.write();
+            while let Some((&seq, seg)) = segs.iter().next() {
+                if seq >= lsn.segment() || seq >= active || Arc::strong_count(seg) > 1 {
+                    break;
+                }
+                if let Some(seg) = segs.remove(&seq) {
+                    victims.push(seg);
+                }
+            }
+        }
+        let n = victims.len();
+        for seg in victims {
+            match Arc::try_unwrap(seg) {
+                Ok(seg) => seg.delete()?,
+                Err(_) => {
+                    // Unreachable: the count was 1 under the write lock and the map held it.
+                    return Err(Error::io(
+                        "delete segment",
+                        &self.shared.dir,
+                        io::Error::other("segment still in use"),
+                    ));
+                }
+            }
+        }
+        if n > 0 {
+            segment::sync_dir(&self.shared.dir)?;
+        }
+        Ok(n)
+    }
+
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.shared
+    }
+}
+
+impl Drop for Wal {
+    fn drop(&mut self) {
+        *self.shared.stop.lock() = true;
+        self.shared.stop_cv.notify_all();
+        if let Some(h) = self.flusher.take() {
+            let _ = h.join();
+            // Periodic: a last flush, best effort (errors cannot be reported from drop).
+            let _ = self.sync();
+        }
+    }
+}
+
+impl Shared {
+    fn append(&self, payloads: &[&[u8]]) -> Result<Lsn> {
+        if payloads.is_empty() {
+            return Err(Error::EmptyBatch);
+        }
+        let max = self.opts.segment_size as usize - HEADER_LEN;
+        let mut total = 0usize;
+        for p in payloads {
+            let framed = (p.len() <= MAX_PAYLOAD)
+                .then(|| format::frame_len(p.len()))
+                .flatten();
+            total = framed.and_then(|f| total.checked_add(f)).unwrap_or(usize::MAX);
+        }
+        if total > max {
+            return Err(Error::RecordTooLarge { len: total, max });
+        }
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(self.poison_error());
+        }
+        let (seg, start) = self.reserve(total)?;
+        let mut at = start;
+        for (i, p) in payloads.iter().enumerate() {
+            let header = format::record_header(p, i + 1 < payloads.len());
+            // SAFETY: `start..start + total` was reserved for this call alone and is not
+            // published until `complete` below.
+            unsafe {
+                seg.write(at, &header);
+                seg.write(at + header.len(), p);
+                let padded = at + format::frame_len(p.len()).unwrap_or(0);
+                seg.zero(at + header.len() + p.len(), padded - at - header.len() - p.len());
+                at = padded;
+            }
+        }
+        let first = Lsn::new(seg.seq(), start as u32);
+        let end = Lsn::new(seg.seq(), (start + total) as u32);
+        drop(seg);
+        self.complete(first, end);
+        if self.opts.sync == SyncPolicy::Always {
+            self.sync_to(end)?;
+        }
+        Ok(first)
+    }
+
+    /// Reserves `total` bytes, rolling over to a new segment if the active one is too full.
+    fn reserve(&self, total: usize) -> Result<(Arc<Segment>, usize)> {
+        let mut st = self.state.lock();
+        loop {
+            if st.rolling {
+                st.waiters += 1;
+                self.state_cv.wait(&mut st);
+                st.waiters -= 1;
+                continue;
+            }
+            if total <= st.active.len() - st.reserved {
+                let start = st.reserved;
+                st.reserved += total;
+                return Ok((Arc::clone(&st.active), start));
+            }
+            // Roll over. Seal the active segment: no more reservations in it, and wait until
+            // every reserved record in it is complete, so no later segment ever holds a
+            // record while an earlier one still has a hole.
+            st.rolling = true;
+            let sealed_end = Lsn::new(st.active.seq(), st.reserved as u32);
+            while st.published < sealed_end {
+                st.waiters += 1;
+                self.state_cv.wait(&mut st);
+                st.waiters -= 1;
+            }
+            let next = st.active.seq().checked_add(1);
+            drop(st);
+            let made = (|| {
+                let next = next.ok_or_else(|| Error::SequenceExhausted {
+                    dir: self.dir.clone(),
+                })?;
+                // Make the sealed segment durable before the next one gets records: a power
+                // cut can then tear only the newest segment.
+                if self.opts.sync != SyncPolicy::Never {
+                    self.sync_to(sealed_end)?;
+                }
+                Segment::create(&self.dir, next, self.opts.segment_size, self.opts.prefault)
+            })();
+            st = self.state.lock();
+            st.rolling = false;
+            self.state_cv.notify_all();
+            let seg = Arc::new(made?);
+            self.segments.write().insert(seg.seq(), Arc::clone(&seg));
+            st.published = Lsn::new(seg.seq(), HEADER_LEN as u32);
+            self.published
+                .store(st.published.as_u64(), Ordering::Release);
+            st.reserved = HEADER_LEN;
+            st.active = seg;
+        }
+    }
+
+    /// Marks `start..end` complete and advances the published watermark past every
+    /// contiguous completed range.
+    fn complete(&self, start: Lsn, end: Lsn) {
+        let mut st = self.state.lock();
+        if st.published != start {
+            st.pending.insert(start, end);
+            return;
+        }
+        st.published = end;
+        loop {
+            let at = st.published;
+            let Some(next) = st.pending.remove(&at) else { break };
+            st.published = next;
+        }
+        self.published
+            .store(st.published.as_u64(), Ordering::Release);
+        if st.waiters > 0 {
+            self.state_cv.notify_all();
+        }
+    }
+
+    fn poison_error(&self) -> Error {
+        match &self.sync.lock().poisoned {
+            Some((path, e)) => Error::Poisoned {
+                path: path.clone(),
+                source: Arc::clone(e),
+            },
+            None => Error::Poisoned {
+                path: self.dir.clone(),
+                source: Arc::new(io::Error::other("poisoned")),
+            },
+        }
+    }
+
+    /// Returns once everything before `target` is durable: group commit.
+    ///
+    /// The first caller to find no flush in progress becomes the leader: it flushes
+    /// everything published so far (which covers every waiter whose record is published),
+    /// then wakes the others with the result. A waiter not covered becomes the next leader.
+    pub(crate) fn sync_to(&self, target: Lsn) -> Result<()> {
+        if Lsn::from_u64(self.published.load(Ordering::Acquire)) < target {
+            let mut st = self.state.lock();
+            while st.published < target {
+                st.waiters += 1;
+                self.state_cv.wait(&mut st);
+                st.waiters -= 1;
+            }
+        }
+        let mut s = self.sync.lock();
+        if let Some((path, e)) = &s.poisoned {
+            return Err(Error::Poisoned {
+                path: path.clone(),
+                source: Arc::clone(e),
+            });
+        }
+        loop {
+            if s.durable >= target {
+                return Ok(());
+            }
+            if let Some((path, e)) = &s.poisoned {
+                // The flush we waited for failed: report its error.
+                return Err(Error::SyncFailed {
+                    path: path.clone(),
+                    source: Arc::clone(e),
+                });
+            }
+            if s.leader {
+                self.sync_cv.wait(&mut s);
+                continue;
+            }
+            s.leader = true;
+            let from = s.durable;
+            drop(s);
+            let upto = Lsn::from_u64(self.published.load(Ordering::Acquire));
+            let res = self.flush(from, upto);
+            s = self.sync.lock();
+            s.leader = false;
+            match res {
+                Ok(()) => s.durable = s.durable.max(upto),
+                Err((path, e)) => {
+                    let e = Arc::new(e);
+                    s.poisoned = Some((path.clone(), Arc::clone(&e)));
+                    self.poisoned.store(true, Ordering::Release);
+                    self.sync_cv.notify_all();
+                    return Err(Error::SyncFailed { path, source: e });
+                }
+            }
+            self.sync_cv.notify_all();
+        }
+    }
+
+    /// `msync`s `from..upto`, segment by segment, in order.
+    fn flush(&self, from: Lsn, upto: Lsn) -> Result<(), (PathBuf, io::Error)> {
+        if upto <= from {
+            return Ok(());
+        }
+        let segs: Vec<Arc<Segment>> = self
+            .segments
+            .read()
+            .range(from.segment()..=upto.segment())
+            .map(|(_, s)| Arc::clone(s))
+            .collect();
+        for seg in segs {
+            let start = if seg.seq() == from.segment() {
+                from.offset() as usize
+            } else {
+                0
+            };
+            let end = if seg.seq() == upto.segment() {
+                upto.offset() as usize
+            } else {
+                seg.len()
+            };
+            if end <= start {
+                continue;
+            }
+            seg.flush(start, end - start)
+                .map_err(|e| (seg.path().to_owned(), e))?;
+            if let Some(hook) = &self.opts.flush_hook {
+                let ev = FlushEvent {
+                    path: seg.path(),
+                    segment: seg.seq(),
+                    offset: start,
+                    len: end - start,
+                };
+                hook(&ev).map_err(|e| (seg.path().to_owned(), e))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn flusher_loop(&self, interval: Duration) {
+        loop {
+            {
+                let mut stop = self.stop.lock();
+                if !*stop {
+                    self.stop_cv.wait_for(&mut stop, interval);
+                }
+                if *stop {
+                    return;
+                }
+            }
+            let published = Lsn::from_u64(self.published.load(Ordering::Acquire));
+            if self.sync.lock().durable < published {
+                // An error poisons the log; appenders see it on their next call.
+                let _ = self.sync_to(published);
+            }
+        }
+    }
+}
