@@ -1,0 +1,471 @@
+//! One shard: a fixed bucket array that readers walk without locking, and the eviction state
+//! that writers change under the shard's lock.
+
+use std::borrow::Borrow;
+use std::collections::VecDeque;
+
+use crossbeam_epoch::{Atomic, Guard, Owned, Shared};
+
+use crate::ghost::Ghost;
+use crate::node::{Node, NodePtr, state};
+use crate::shim::{AtomicU64, AtomicUsize, Mutex, Ordering};
+
+/// S3-FIFO moves an entry from the small queue to the main one if it was read at least this
+/// many times while in the small queue.
+const PROMOTE_FREQ: u8 = 1;
+
+/// Call `Guard::flush` after this many writes to a shard, so the up to ~64 objects a thread's
+/// local bag holds get handed to the global collector instead of lingering (moka PR #169,
+/// crossbeam #566).
+const FLUSH_EVERY: u32 = 64;
+
+/// How the eviction policy behaves; see [`Policy`](crate::Policy).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Params {
+    /// Readers raise a node's `freq` up to this (1: a CLOCK bit; 3: S3-FIFO's 2-bit counter).
+    pub(crate) max_freq: u8,
+    /// S3-FIFO: new entries start in a small probation queue, and the ghost set is kept.
+    pub(crate) s3fifo: bool,
+}
+
+/// Sizes of one shard.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ShardSize {
+    pub(crate) capacity: u64,
+    pub(crate) buckets: usize,
+    pub(crate) ghost: usize,
+}
+
+/// What an insert did.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct InsertOutcome {
+    pub(crate) stored: bool,
+    pub(crate) evicted: u64,
+    /// The caller should `guard.flush()` (after releasing the lock).
+    pub(crate) flush: bool,
+}
+
+/// A bucket head or a node's `next`.
+type Link<K, V> = Atomic<Node<K, V>>;
+
+pub(crate) struct Shard<K, V> {
+    /// Never resized: a table sized once from the capacity removes the hardest class of
+    /// epoch-reclamation bugs (moka #34, a use-after-free during concurrent rehash).
+    buckets: Box<[Atomic<Node<K, V>>]>,
+    mask: usize,
+    state: Mutex<ShardState<K, V>>,
+    /// Mirrors of `ShardState::{len, weight}` for lock-free `Cache::len`.
+    len: AtomicUsize,
+    weight: AtomicU64,
+}
+
+struct ShardState<K, V> {
+    /// S3-FIFO's probation queue (empty under CLOCK).
+    small: VecDeque<NodePtr<K, V>>,
+    /// CLOCK's ring, or S3-FIFO's main queue.
+    main: VecDeque<NodePtr<K, V>>,
+    ghost: Ghost,
+    capacity: u64,
+    small_capacity: u64,
+    /// Weight and number of the entries linked in bucket chains.
+    weight: u64,
+    len: usize,
+    /// Weight of the live entries in `small`.
+    small_weight: u64,
+    /// Queue entries whose node is `REMOVED`: garbage the queues still own.
+    removed: usize,
+    writes: u32,
+}
+
+impl<K, V> Shard<K, V> {
+    pub(crate) fn new(size: ShardSize, params: Params) -> Self {
+        let buckets = size.buckets.next_power_of_two();
+        // 5% of the capacity: on the Zipf trace of `tests/hit_ratio_zipf.rs` this beats the
+        // paper's 10% (78.3% vs 77.8% hits).
+        let small_capacity = if params.s3fifo { size.capacity / 20 } else { 0 };
+        Self {
+            buckets: (0..buckets).map(|_| Atomic::null()).collect(),
+            mask: buckets - 1,
+            state: Mutex::new(ShardState {
+                small: VecDeque::new(),
+                main: VecDeque::new(),
+                ghost: Ghost::new(if params.s3fifo { size.ghost } else { 0 }),
+                capacity: size.capacity,
+                small_capacity,
+                weight: 0,
+                len: 0,
+                small_weight: 0,
+                removed: 0,
+                writes: 0,
+            }),
+            len: AtomicUsize::new(0),
+            weight: AtomicU64::new(0),
+        }
+    }
+
+    #[inline]
+    fn bucket(&self, hash: u64) -> &Atomic<Node<K, V>> {
+        &self.buckets[hash as usize & self.mask]
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn weight(&self) -> u64 {
+        self.weight.load(Ordering::Relaxed)
+    }
+
+    /// Queue entries, live and removed.
+    #[cfg(test)]
+    pub(crate) fn queued(&self) -> usize {
+        let st = self.state.lock();
+        st.small.len() + st.main.len()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> u64 {
+        self.state.lock().capacity
+    }
+
+    /// Finds `key` without taking any lock, and records the read in the node.
+    #[inline]
+    pub(crate) fn get<'a, Q>(
+        &'a self,
+        hash: u64,
+        key: &Q,
+        max_freq: u8,
+        guard: &'a Guard,
+    ) -> Option<&'a V>
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Eq,
+    {
+        let mut cur = self.bucket(hash).load(Ordering::Acquire, guard);
+        // SAFETY: every node reachable from a bucket was published with a Release store after
+        // it was fully built, and is freed only through `defer_destroy` after it has been
+        // unlinked, so while `guard` pins the epoch it stays allocated. Unlinking never changes
+        // the victim's own `next`, so a reader standing on it walks on into live (or likewise
+        // epoch-protected) nodes.
+        while let Some(node) = unsafe { cur.as_ref() } {
+            if node.hash == hash && node.key.borrow() == key {
+                node.touch(max_freq);
+                return Some(&node.value);
+            }
+            cur = node.next.load(Ordering::Acquire, guard);
+        }
+        None
+    }
+
+    /// Inserts or replaces `key`, then evicts until the shard is within its capacity.
+    pub(crate) fn insert(
+        &self,
+        hash: u64,
+        key: K,
+        value: V,
+        weight: u64,
+        params: Params,
+        guard: &Guard,
+    ) -> InsertOutcome
+    where
+        K: Eq,
+        V: Clone,
+    {
+        let mut st = self.state.lock();
+        let mut outcome = InsertOutcome {
+            flush: st.tick(),
+            ..InsertOutcome::default()
+        };
+        if weight > st.capacity {
+            // Too heavy to ever fit: do not store it, and do not keep serving an older value.
+            self.remove_locked(&mut st, hash, &key, guard);
+            self.publish_len(&st);
+            return outcome;
+        }
+
+        let bucket = self.bucket(hash);
+        let (pred, cur) = self.find(bucket, hash, &key, guard);
+        let new = Owned::new(Node::new(hash, key, value, weight, 0, state::MAIN));
+        // CLOCK makes room *before* the new entry joins the queue: evicting after would sweep
+        // the re-circulated entries behind the new one and evict it first.
+        // SAFETY: `cur` was loaded under `guard` from a chain we hold the lock of; see `get`.
+        let (queue, new) = if let Some(old) = unsafe { cur.as_ref() } {
+            // Replacement: the new node takes the old one's place in the chain (and keeps its
+            // recency and queue); the old one stays owned by its queue, marked removed. This
+            // happens before evicting, while `pred` is still known to be current.
+            new.next
+                .store(old.next.load(Ordering::Relaxed, guard), Ordering::Relaxed);
+            new.freq
+                .store(old.freq.load(Ordering::Relaxed), Ordering::Relaxed);
+            let queue = old.state();
+            new.set_state(queue);
+            let new = new.into_shared(guard);
+            pred.store(new, Ordering::Release);
+            st.forget(old);
+            outcome.evicted = self.make_room(&mut st, weight, params, guard);
+            (queue, new)
+        } else {
+            let queue = if params.s3fifo && !st.ghost.take(hash) {
+                state::SMALL
+            } else {
+                state::MAIN
+            };
+            new.set_state(queue);
+            // Evict first: eviction may unlink nodes of this very chain.
+            outcome.evicted = self.make_room(&mut st, weight, params, guard);
+            new.next
+                .store(bucket.load(Ordering::Relaxed, guard), Ordering::Relaxed);
+            let new = new.into_shared(guard);
+            bucket.store(new, Ordering::Release);
+            (queue, new)
+        };
+        st.enqueue(queue, new.as_raw(), weight);
+        outcome.stored = true;
+        self.maybe_compact(&mut st, guard);
+        self.publish_len(&st);
+        outcome
+    }
+
+    /// Removes `key`, returning its value.
+    pub(crate) fn remove<Q>(&self, hash: u64, key: &Q, guard: &Guard) -> (Option<V>, bool)
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Eq,
+        V: Clone,
+    {
+        let mut st = self.state.lock();
+        let flush = st.tick();
+        let value = self.remove_locked(&mut st, hash, key, guard);
+        self.maybe_compact(&mut st, guard);
+        self.publish_len(&st);
+        (value, flush)
+    }
+
+    /// Unlinks every entry; readers already standing on one finish undisturbed.
+    pub(crate) fn clear(&self, guard: &Guard) {
+        let mut locked = self.state.lock();
+        let st = &mut *locked;
+        for bucket in self.buckets.iter() {
+            bucket.store(Shared::null(), Ordering::Release);
+        }
+        for ptr in st.small.drain(..).chain(st.main.drain(..)) {
+            // SAFETY: the node was just unlinked (every bucket is now empty) and its queue entry,
+            // its only owner, is being dropped: it is destroyed exactly once, after every reader
+            // pinned now has unpinned.
+            unsafe { guard.defer_destroy(Shared::from(ptr.0)) };
+        }
+        st.ghost.clear();
+        st.weight = 0;
+        st.len = 0;
+        st.small_weight = 0;
+        st.removed = 0;
+        self.publish_len(st);
+    }
+
+    /// The link that points at `key`'s node (or at the chain's end), and what it points at.
+    fn find<'a, 'g, Q>(
+        &'a self,
+        bucket: &'a Atomic<Node<K, V>>,
+        hash: u64,
+        key: &Q,
+        guard: &'g Guard,
+    ) -> (&'a Link<K, V>, Shared<'g, Node<K, V>>)
+    where
+        'g: 'a,
+        K: Borrow<Q>,
+        Q: ?Sized + Eq,
+    {
+        let mut pred = bucket;
+        let mut cur = pred.load(Ordering::Relaxed, guard);
+        // SAFETY: see `get`; in addition we hold the shard lock, so the chain cannot change.
+        while let Some(node) = unsafe { cur.as_ref() } {
+            if node.hash == hash && node.key.borrow() == key {
+                break;
+            }
+            pred = &node.next;
+            cur = node.next.load(Ordering::Relaxed, guard);
+        }
+        (pred, cur)
+    }
+
+    fn remove_locked<Q>(
+        &self,
+        st: &mut ShardState<K, V>,
+        hash: u64,
+        key: &Q,
+        guard: &Guard,
+    ) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Eq,
+        V: Clone,
+    {
+        let (pred, cur) = self.find(self.bucket(hash), hash, key, guard);
+        // SAFETY: as in `find`.
+        let node = unsafe { cur.as_ref() }?;
+        // Unlink without touching `node.next`: a reader standing on `node` walks on.
+        pred.store(node.next.load(Ordering::Relaxed, guard), Ordering::Release);
+        st.forget(node);
+        Some(node.value.clone())
+    }
+
+    /// Evicts until an entry of `weight` fits.
+    fn make_room(
+        &self,
+        st: &mut ShardState<K, V>,
+        weight: u64,
+        params: Params,
+        guard: &Guard,
+    ) -> u64 {
+        let mut evicted = 0;
+        while st.weight + weight > st.capacity {
+            if !self.evict_one(st, params, guard) {
+                break;
+            }
+            evicted += 1;
+        }
+        evicted
+    }
+
+    /// Unlinks `node` from its chain (it must be linked).
+    fn unlink(&self, node: &Node<K, V>, guard: &Guard) {
+        let mut pred = self.bucket(node.hash);
+        let mut cur = pred.load(Ordering::Relaxed, guard);
+        // SAFETY: as in `find`.
+        while let Some(n) = unsafe { cur.as_ref() } {
+            if std::ptr::eq(n, node) {
+                pred.store(n.next.load(Ordering::Relaxed, guard), Ordering::Release);
+                return;
+            }
+            pred = &n.next;
+            cur = n.next.load(Ordering::Relaxed, guard);
+        }
+        debug_assert!(false, "an enqueued live node is always linked");
+    }
+
+    /// Evicts one entry by the policy's hand; false if the shard holds no entry.
+    ///
+    /// CLOCK (one queue, `max_freq` 1): the front entry goes if its bit is clear, else its bit is
+    /// cleared and it goes round again. S3-FIFO: the small queue is swept while it holds more
+    /// than its twentieth of the capacity; its front entry moves to the main queue if it was read
+    /// there, else it is evicted and its hash remembered in the ghost set. The main queue is a
+    /// CLOCK with a 2-bit counter.
+    fn evict_one(&self, st: &mut ShardState<K, V>, params: Params, guard: &Guard) -> bool {
+        // Each entry can be passed over at most `max_freq` times (plus one promotion) unless
+        // readers keep raising its counter; after that budget, the front entry goes regardless,
+        // which bounds the loop.
+        let budget = (st.small.len() + st.main.len()) * (usize::from(params.max_freq) + 2) + 1;
+        for round in 0..2 * budget {
+            let force = round >= budget;
+            let from_small =
+                !st.small.is_empty() && (st.small_weight > st.small_capacity || st.main.is_empty());
+            let popped = if from_small {
+                st.small.pop_front()
+            } else {
+                st.main.pop_front()
+            };
+            let Some(ptr) = popped else { return false };
+            // SAFETY: a queue entry owns a node that has not been freed (it is freed only when
+            // its entry is dropped, below or in `clear`/`Drop`), and we hold the shard lock.
+            let node = unsafe { &*ptr.0 };
+            if node.state() == state::REMOVED {
+                st.removed -= 1;
+                // SAFETY: a removed node was unlinked when it was marked; its queue entry, its
+                // only owner, was just popped, so it is destroyed exactly once.
+                unsafe { guard.defer_destroy(Shared::from(ptr.0)) };
+                continue;
+            }
+            let freq = node.freq.load(Ordering::Relaxed);
+            if from_small {
+                st.small_weight -= node.weight;
+                if freq >= PROMOTE_FREQ && !force {
+                    node.freq.store(0, Ordering::Relaxed);
+                    node.set_state(state::MAIN);
+                    st.main.push_back(ptr);
+                    continue;
+                }
+                st.ghost.push(node.hash);
+            } else if freq > 0 && !force {
+                node.freq.store(freq - 1, Ordering::Relaxed);
+                st.main.push_back(ptr);
+                continue;
+            }
+            self.unlink(node, guard);
+            st.weight -= node.weight;
+            st.len -= 1;
+            // SAFETY: just unlinked, and its only owner (the queue entry) was popped.
+            unsafe { guard.defer_destroy(Shared::from(ptr.0)) };
+            return true;
+        }
+        false
+    }
+
+    /// Frees removed nodes once they outnumber the live ones, so that a workload of replacements
+    /// and removals (which never triggers eviction) cannot grow the queues without bound.
+    fn maybe_compact(&self, st: &mut ShardState<K, V>, guard: &Guard) {
+        if st.removed <= st.len + 64 {
+            return;
+        }
+        let retain = |ptr: &NodePtr<K, V>| {
+            // SAFETY: a queue entry's node is allocated (see `evict_one`) and we hold the lock.
+            let node = unsafe { &*ptr.0 };
+            if node.state() == state::REMOVED {
+                // SAFETY: unlinked when marked removed; its owning queue entry is being dropped.
+                unsafe { guard.defer_destroy(Shared::from(ptr.0)) };
+                false
+            } else {
+                true
+            }
+        };
+        st.small.retain(retain);
+        st.main.retain(retain);
+        st.removed = 0;
+    }
+
+    fn publish_len(&self, st: &ShardState<K, V>) {
+        self.len.store(st.len, Ordering::Relaxed);
+        self.weight.store(st.weight, Ordering::Relaxed);
+    }
+}
+
+impl<K, V> ShardState<K, V> {
+    /// Counts a write; true every `FLUSH_EVERY` writes.
+    fn tick(&mut self) -> bool {
+        self.writes = self.writes.wrapping_add(1);
+        self.writes.is_multiple_of(FLUSH_EVERY)
+    }
+
+    fn enqueue(&mut self, queue: u8, node: *const Node<K, V>, weight: u64) {
+        self.weight += weight;
+        self.len += 1;
+        if queue == state::SMALL {
+            self.small_weight += weight;
+            self.small.push_back(NodePtr(node));
+        } else {
+            self.main.push_back(NodePtr(node));
+        }
+    }
+
+    /// Accounts for a node that was just unlinked; its queue entry frees it later.
+    fn forget(&mut self, node: &Node<K, V>) {
+        if node.state() == state::SMALL {
+            self.small_weight -= node.weight;
+        }
+        node.set_state(state::REMOVED);
+        self.weight -= node.weight;
+        self.len -= 1;
+        self.removed += 1;
+    }
+}
+
+impl<K, V> Drop for Shard<K, V> {
+    fn drop(&mut self) {
+        let st = self.state.get_mut();
+        for ptr in st.small.drain(..).chain(st.main.drain(..)) {
+            // SAFETY: `&mut self` means no reader or writer can reach the node any more, and its
+            // queue entry is its only owner, so it is freed here exactly once and directly
+            // (nodes freed earlier went through `defer_destroy` after leaving their queue).
+            drop(unsafe { Owned::from_raw(ptr.0.cast_mut()) });
+        }
+    }
+}
