@@ -1,6 +1,62 @@
-//! Consistent-hash ring with virtual nodes, replica placement and transfer plans.
+//! A consistent-hash ring with virtual nodes: where each key lives, and what must move when the
+//! membership changes.
 //!
-//! Not built yet: see the project's open issues.
+//! - [`token`] maps a key to its position on the ring (`xxh3_64`, part of kvstore's on-disk
+//!   contract).
+//! - [`Ring`] is an immutable membership snapshot: each node has `vnodes` virtual nodes (default
+//!   100, optionally weighted); [`Ring::preference_list`] gives a token's replicas, the first `rf`
+//!   *distinct* nodes clockwise; [`Ring::ownership`] the share of the token space each node holds.
+//! - [`transfer_plan`] diffs two rings into `(range, from, to)` copies and the ranges to drop
+//!   afterwards, touching only ranges whose replica set changed.
+//!
+//! # The design decision: rings are values
+//! Adding or removing a node returns a *new* ring with the next epoch; nothing is mutated. A
+//! coordinator swaps the current `Ring` (an `Arc` inside, so a clone is one increment) while
+//! readers finish lookups on the snapshot they hold, and a redistribution keeps both the old and
+//! the new ring in hand to plan and route dual writes. Node positions are a pure function of the
+//! node id ([`Placement::Random`]) or, for [`Placement::Balanced`], chosen once at join by a
+//! replication-aware allocator and persisted as tokens.
+//!
+//! Learned from: the Dynamo paper (virtual nodes, preference lists that skip repeated physical
+//! nodes, and its strategy 3 on balance), Cassandra (`(previous, token]` ownership,
+//! `allocate_tokens_for_local_replication_factor`, epoch-numbered cluster metadata from CEP-21)
+//! and Riak's ring claimants.
+//!
+//! # Example
+//! ```
+//! use kv_ring::{Placement, Ring, RingOptions, transfer_plan};
+//!
+//! let options = RingOptions::default().placement(Placement::Balanced { replication_factor: 3 });
+//! let ring = Ring::with_nodes(options, ["node1", "node2", "node3", "node4"])?;
+//!
+//! let replicas = ring.replicas_for_key(b"user:1001", 3)?;
+//! println!("user:1001 lives on {:?}", replicas);
+//!
+//! let grown = ring.add_node("node5")?;
+//! let plan = transfer_plan(&ring, &grown, 3)?;
+//! for t in &plan.transfers {
+//!     assert_eq!(t.to.as_str(), "node5");
+//!     assert!(ring.preference_list(t.range.end, 3)?.contains(t.from.as_str()));
+//! }
+//! # Ok::<(), kv_ring::Error>(())
+//! ```
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
+
+mod balanced;
+mod error;
+mod node_id;
+mod options;
+mod plan;
+mod replicas;
+mod ring;
+mod token;
+
+pub use error::{Error, Result};
+pub use node_id::{MAX_NODE_ID_LEN, NodeId};
+pub use options::{DEFAULT_VNODES, MAX_VNODES, Placement, RingOptions};
+pub use plan::{Cleanup, Transfer, TransferPlan, transfer_plan};
+pub use replicas::Replicas;
+pub use ring::{Ownership, Ring, VnodeRange};
+pub use token::{TokenRange, token};
