@@ -12,7 +12,7 @@ pub const MAX_VNODES: u32 = 4096;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Placement {
     /// Each position is a hash of the node id and the virtual node's index
-    /// (`xxh3_64_with_seed(id, index)`): the ring is a pure function of its membership, the same
+    /// (`xxh3_64(id ++ [0xff] ++ index)`): the ring is a pure function of its membership, the same
     /// in every process whatever the order of joins. The busiest node typically holds 15-25% more
     /// than the mean at 100 virtual nodes (the spread shrinks as `1/sqrt(vnodes)`).
     Random,

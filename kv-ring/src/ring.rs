@@ -550,10 +550,22 @@ pub(crate) fn prev(i: usize, len: usize) -> usize {
     if i == 0 { len - 1 } else { i - 1 }
 }
 
-/// `count` hash-derived tokens for `node`: `xxh3_64_with_seed(id, index)`.
+/// `count` hash-derived tokens for `node`: virtual node `i` sits at
+/// `xxh3_64(id ++ [0xff] ++ i as u32 little-endian)`.
+///
+/// Not `xxh3_64_with_seed(id, i)`: for inputs of 1 to 3 bytes xxh3 folds the seed into the input
+/// linearly, so ids like `n10`/`n11` collide at neighbouring seeds. `0xff` never occurs in a valid
+/// id, so the encoding is unambiguous.
 fn random_tokens(node: &NodeId, count: u32) -> Vec<u64> {
-    (0..u64::from(count))
-        .map(|i| xxhash_rust::xxh3::xxh3_64_with_seed(node.as_str().as_bytes(), i))
+    let mut buf = node.as_str().as_bytes().to_vec();
+    buf.push(0xff);
+    let id_len = buf.len();
+    (0..count)
+        .map(|i| {
+            buf.truncate(id_len);
+            buf.extend_from_slice(&i.to_le_bytes());
+            token(&buf)
+        })
         .collect()
 }
 
@@ -671,6 +683,15 @@ mod tests {
                 b.replicas_for_key(&key, 3).unwrap().to_vec()
             );
         }
+    }
+
+    /// Regression: positions derived as `xxh3_64_with_seed(id, index)` collided for short ids
+    /// (`n10` at index 2 and `n11` at index 1), leaving nodes with fewer virtual nodes.
+    #[test]
+    fn hash_positions_of_short_ids_do_not_collide() {
+        let ids: Vec<String> = (0..200).map(|n| format!("n{n}")).collect();
+        let r = Ring::with_nodes(RingOptions::default().vnodes(64).unwrap(), &ids).unwrap();
+        assert_eq!(r.vnode_count(), 200 * 64);
     }
 
     #[test]
