@@ -53,7 +53,9 @@ fn le_u64(bytes: &[u8], at: usize) -> Option<u64> {
 
 /// Checks a segment header and returns the sequence number it carries.
 pub(crate) fn decode_header(bytes: &[u8]) -> Result<u32, &'static str> {
-    let h = bytes.get(..HEADER_LEN).ok_or("file shorter than the segment header")?;
+    let h = bytes
+        .get(..HEADER_LEN)
+        .ok_or("file shorter than the segment header")?;
     if h[0..8] != MAGIC {
         return Err("bad magic number");
     }
@@ -110,7 +112,7 @@ pub(crate) enum Slot {
 
 /// Parses the record at `at` within `bytes` (which ends where the readable log ends).
 pub(crate) fn parse_record(bytes: &[u8], at: usize) -> Result<Slot, &'static str> {
-    if at % ALIGN != 0 {
+    if !at.is_multiple_of(ALIGN) {
         return Err("misaligned record offset");
     }
     let Some(hdr_end) = at.checked_add(RECORD_HEADER_LEN) else {
@@ -126,7 +128,9 @@ pub(crate) fn parse_record(bytes: &[u8], at: usize) -> Result<Slot, &'static str
     }
     let payload_len = (word & !MORE) as usize;
     let padded = align_up(payload_len).ok_or("record length overflows")?;
-    let next = hdr_end.checked_add(padded).ok_or("record length overflows")?;
+    let next = hdr_end
+        .checked_add(padded)
+        .ok_or("record length overflows")?;
     if next > bytes.len() {
         return Err("record length runs past the end of the segment");
     }
@@ -286,7 +290,10 @@ mod tests {
 
     #[test]
     fn full_segment_stops_cleanly() {
-        let s = segment(&[(b"12345678", false), (b"12345678", false)], HEADER_LEN + 32 + 4);
+        let s = segment(
+            &[(b"12345678", false), (b"12345678", false)],
+            HEADER_LEN + 32 + 4,
+        );
         let r = scan(&s);
         assert_eq!((r.records, r.stop), (2, Stop::Full));
     }

@@ -71,9 +71,7 @@ impl Iterator for WalIter<'_> {
                         drop(segs);
                         self.seg = Some(Arc::clone(&s));
                         s
-                    } else if let Some((&first, _)) =
-                        segs.range(self.pos.segment()..).next()
-                    {
+                    } else if let Some((&first, _)) = segs.range(self.pos.segment()..).next() {
                         self.seg = None;
                         if first > self.pos.segment() && self.pos < self.wal.first_lsn() {
                             // Starting before the oldest segment: begin at the oldest record.
@@ -112,9 +110,7 @@ impl Iterator for WalIter<'_> {
                 }
                 Ok(Slot::End | Slot::Full) if seg.seq() < published.segment() => {
                     // End of a sealed segment: continue with the next one.
-                    let Some(next) = seg.seq().checked_add(1) else {
-                        return None;
-                    };
+                    let next = seg.seq().checked_add(1)?;
                     self.pos = Lsn::new(next, HEADER_LEN as u32);
                 }
                 Ok(Slot::End | Slot::Full) => return None,

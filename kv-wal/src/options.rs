@@ -184,7 +184,7 @@ impl WalOptions {
 
     pub(crate) fn validate(&self) -> Result<()> {
         let size = self.segment_size as usize;
-        if size % ALIGN != 0 {
+        if !size.is_multiple_of(ALIGN) {
             return Err(Error::InvalidOptions {
                 reason: "segment_size must be a multiple of 8",
             });
@@ -194,12 +194,12 @@ impl WalOptions {
                 reason: "segment_size must be at least 64 bytes",
             });
         }
-        if let SyncPolicy::Periodic(d) = self.sync {
-            if d.is_zero() {
-                return Err(Error::InvalidOptions {
-                    reason: "the Periodic interval must be nonzero",
-                });
-            }
+        if let SyncPolicy::Periodic(d) = self.sync
+            && d.is_zero()
+        {
+            return Err(Error::InvalidOptions {
+                reason: "the Periodic interval must be nonzero",
+            });
         }
         Ok(())
     }

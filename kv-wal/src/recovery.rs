@@ -97,27 +97,27 @@ pub(crate) fn recover(
 
     for (i, (seq, path)) in files.iter().enumerate() {
         let newest = i + 1 == n;
-        if let Some(prev) = kept.last() {
-            if prev.seq().checked_add(1) != Some(*seq) {
-                let missing = prev.seq().saturating_add(1);
-                if mode == RecoveryMode::PointInTime {
-                    cut_from = Some(i);
-                    truncation = Some(Truncation {
-                        path: prev.path().to_owned(),
-                        segment: prev.seq(),
-                        offset: end as u64,
-                        invalid_at: prev.len() as u64,
-                        reason: "next segment is missing",
-                        bytes_discarded: 0,
-                        segments_removed: Vec::new(),
-                    });
-                    break;
-                }
-                return Err(Error::MissingSegment {
-                    dir: dir.to_owned(),
-                    segment: missing,
+        if let Some(prev) = kept.last()
+            && prev.seq().checked_add(1) != Some(*seq)
+        {
+            let missing = prev.seq().saturating_add(1);
+            if mode == RecoveryMode::PointInTime {
+                cut_from = Some(i);
+                truncation = Some(Truncation {
+                    path: prev.path().to_owned(),
+                    segment: prev.seq(),
+                    offset: end as u64,
+                    invalid_at: prev.len() as u64,
+                    reason: "next segment is missing",
+                    bytes_discarded: 0,
+                    segments_removed: Vec::new(),
                 });
+                break;
             }
+            return Err(Error::MissingSegment {
+                dir: dir.to_owned(),
+                segment: missing,
+            });
         }
         let seg = match Segment::open(path, *seq) {
             Ok(s) => s,
@@ -215,10 +215,7 @@ pub(crate) fn recover(
     }
 
     if kept.is_empty() {
-        let seq = files
-            .first()
-            .map(|(s, _)| *s)
-            .unwrap_or(1);
+        let seq = files.first().map(|(s, _)| *s).unwrap_or(1);
         kept.push(Segment::create(dir, seq, segment_size, prefault)?);
         end = format::HEADER_LEN;
     }

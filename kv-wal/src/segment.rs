@@ -138,7 +138,7 @@ impl Segment {
     }
 
     fn map(file: File, path: PathBuf, seq: u32, len: usize, prefault: bool) -> Result<Segment> {
-        debug_assert!(len % ALIGN == 0);
+        debug_assert!(len.is_multiple_of(ALIGN));
         let mut opts = MmapOptions::new();
         opts.len(len);
         if prefault {
@@ -147,9 +147,8 @@ impl Segment {
         let map = opts
             .map_raw(&file)
             .map_err(|e| Error::io("map segment", &path, e))?;
-        let base = NonNull::new(map.as_mut_ptr()).ok_or_else(|| {
-            Error::io("map segment", &path, io::Error::other("null mapping"))
-        })?;
+        let base = NonNull::new(map.as_mut_ptr())
+            .ok_or_else(|| Error::io("map segment", &path, io::Error::other("null mapping")))?;
         Ok(Segment {
             seq,
             path,
@@ -190,7 +189,11 @@ impl Segment {
         // caller's contract); `bytes` cannot overlap the mapping's reserved range because
         // nobody else holds a reference into it.
         unsafe {
-            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.base.as_ptr().add(offset), bytes.len());
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                self.base.as_ptr().add(offset),
+                bytes.len(),
+            );
         }
     }
 

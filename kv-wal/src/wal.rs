@@ -333,7 +333,14 @@ impl Wal {
 
     /// The `Lsn` of the oldest record still in the log.
     pub fn first_lsn(&self) -> Lsn {
-        let first = self.shared.segments.read().keys().next().copied().unwrap_or(0);
+        let first = self
+            .shared
+            .segments
+            .read()
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(0);
         Lsn::new(first, HEADER_LEN as u32)
     }
 
@@ -414,7 +421,9 @@ impl Shared {
             let framed = (p.len() <= MAX_PAYLOAD)
                 .then(|| format::frame_len(p.len()))
                 .flatten();
-            total = framed.and_then(|f| total.checked_add(f)).unwrap_or(usize::MAX);
+            total = framed
+                .and_then(|f| total.checked_add(f))
+                .unwrap_or(usize::MAX);
         }
         if total > max {
             return Err(Error::RecordTooLarge { len: total, max });
@@ -432,7 +441,10 @@ impl Shared {
                 seg.write(at, &header);
                 seg.write(at + header.len(), p);
                 let padded = at + format::frame_len(p.len()).unwrap_or(0);
-                seg.zero(at + header.len() + p.len(), padded - at - header.len() - p.len());
+                seg.zero(
+                    at + header.len() + p.len(),
+                    padded - at - header.len() - p.len(),
+                );
                 at = padded;
             }
         }
@@ -497,18 +509,29 @@ impl Shared {
         }
     }
 
-    /// Marks `start..end` complete and advances the published watermark past every
-    /// contiguous completed range.
+    /// Marks `start..end` complete, advances the published watermark past every contiguous
+    /// completed range, and returns once `end` is published.
+    ///
+    /// Waiting matters even without a flush: an append is acknowledged only when every record
+    /// before it is complete, or a crash of the process while an earlier appender is still
+    /// copying would leave a hole that hides the acknowledged record from recovery.
     fn complete(&self, start: Lsn, end: Lsn) {
         let mut st = self.state.lock();
         if st.published != start {
             st.pending.insert(start, end);
+            while st.published < end {
+                st.waiters += 1;
+                self.state_cv.wait(&mut st);
+                st.waiters -= 1;
+            }
             return;
         }
         st.published = end;
         loop {
             let at = st.published;
-            let Some(next) = st.pending.remove(&at) else { break };
+            let Some(next) = st.pending.remove(&at) else {
+                break;
+            };
             st.published = next;
         }
         self.published

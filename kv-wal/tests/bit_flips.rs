@@ -1,6 +1,8 @@
 //! Flipping every bit of a small log, one at a time: each flip is detected (an error, or a
 //! reported truncation) and never returned as data.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
 mod common;
 
 use common::{collect, fast_tempdir, payload, read_dir, write_dir};
@@ -19,7 +21,11 @@ fn every_bit_flip_is_detected() {
     let original = collect(&wal);
     drop(wal);
     let files = read_dir(src.path());
-    assert!(files.len() >= 3, "want several segments, got {}", files.len());
+    assert!(
+        files.len() >= 3,
+        "want several segments, got {}",
+        files.len()
+    );
 
     let dir = fast_tempdir();
     let mut flips = 0;

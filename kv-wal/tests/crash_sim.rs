@@ -15,6 +15,8 @@
 //! that includes every append acknowledged under `SyncPolicy::Always` (or covered by a
 //! `sync()` under `Never`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
 mod common;
 
 use std::{
@@ -99,7 +101,11 @@ impl Sim {
         let files = read_dir(&self.dir)
             .into_iter()
             .map(|(name, live)| {
-                let durable = d.durable.get(&name).cloned().unwrap_or_else(|| fresh(&live));
+                let durable = d
+                    .durable
+                    .get(&name)
+                    .cloned()
+                    .unwrap_or_else(|| fresh(&live));
                 (name, live, durable)
             })
             .collect();
@@ -167,15 +173,21 @@ fn check(
 ) -> usize {
     let dir = fast_tempdir();
     write_dir(dir.path(), image);
-    let wal = Wal::open(dir.path(), WalOptions::new().sync(SyncPolicy::Never).recovery(mode))
-        .unwrap_or_else(|e| panic!("{what}: recovery failed: {e}"));
+    let wal = Wal::open(
+        dir.path(),
+        WalOptions::new().sync(SyncPolicy::Never).recovery(mode),
+    )
+    .unwrap_or_else(|e| panic!("{what}: recovery failed: {e}"));
     let got = collect(&wal);
     let want: Vec<(Lsn, Vec<u8>)> = appends
         .iter()
         .take(got.len())
         .map(|(l, p)| (*l, p.clone()))
         .collect();
-    assert_eq!(got, want, "{what}: recovered records are not a prefix of the appends");
+    assert_eq!(
+        got, want,
+        "{what}: recovered records are not a prefix of the appends"
+    );
     if let Some(max_acked) = acked.iter().max() {
         let last = got.last().map(|(l, _)| *l);
         assert!(
@@ -187,15 +199,33 @@ fn check(
 }
 
 fn run_crashes(snap: &Snapshot, appends: &BTreeMap<Lsn, Vec<u8>>, mode: RecoveryMode, tag: &str) {
-    check(&snap.image(Crash::DropUnflushed), appends, &snap.acked, mode, &format!("{tag} drop"));
+    check(
+        &snap.image(Crash::DropUnflushed),
+        appends,
+        &snap.acked,
+        mode,
+        &format!("{tag} drop"),
+    );
     for seed in 0..8 {
         let what = format!("{tag} holes seed {seed}");
-        check(&snap.image(Crash::Holes(seed)), appends, &snap.acked, mode, &what);
+        check(
+            &snap.image(Crash::Holes(seed)),
+            appends,
+            &snap.acked,
+            mode,
+            &what,
+        );
     }
     let n = snap.diff().len();
     for k in 0..=n {
         let what = format!("{tag} torn at byte {k} of {n}");
-        check(&snap.image(Crash::Torn(k)), appends, &snap.acked, mode, &what);
+        check(
+            &snap.image(Crash::Torn(k)),
+            appends,
+            &snap.acked,
+            mode,
+            &what,
+        );
     }
 }
 
@@ -242,14 +272,25 @@ fn always_concurrent_appends_survive_every_crash_mode() {
             }
             snaps.push(sim.snapshot());
         }
-        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
     });
     snaps.push(sim.snapshot());
     let appends: BTreeMap<Lsn, Vec<u8>> = appends.into_iter().collect();
     assert_eq!(appends.len() as u64, THREADS * PER_THREAD);
-    assert!(wal.end_lsn().segment() > 1, "the test should cross segment boundaries");
+    assert!(
+        wal.end_lsn().segment() > 1,
+        "the test should cross segment boundaries"
+    );
     for (i, snap) in snaps.iter().enumerate() {
-        run_crashes(snap, &appends, RecoveryMode::TolerateCorruptedTail, &format!("snapshot {i}"));
+        run_crashes(
+            snap,
+            &appends,
+            RecoveryMode::TolerateCorruptedTail,
+            &format!("snapshot {i}"),
+        );
     }
 }
 
@@ -289,6 +330,11 @@ fn never_with_manual_sync_recovers_a_prefix_after_each_append() {
     }
     assert!(wal.end_lsn().segment() > 1);
     for (i, snap) in snaps.iter().enumerate() {
-        run_crashes(snap, &appends, RecoveryMode::PointInTime, &format!("after append {i}"));
+        run_crashes(
+            snap,
+            &appends,
+            RecoveryMode::PointInTime,
+            &format!("after append {i}"),
+        );
     }
 }

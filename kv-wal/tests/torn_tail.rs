@@ -1,6 +1,8 @@
 //! Cutting the log at every byte offset of its last records, on real files: every record
 //! wholly before the cut is recovered, nothing after it, and recovery never panics.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
 mod common;
 
 use common::{collect, fast_tempdir, payload, read_dir, write_dir};
@@ -10,7 +12,9 @@ const SEGMENT: u32 = 1024;
 
 /// Writes `n` records (crossing segment boundaries) and returns them.
 fn build(dir: &std::path::Path, n: u64) -> Vec<(Lsn, Vec<u8>)> {
-    let opts = WalOptions::new().segment_size(SEGMENT).sync(SyncPolicy::Never);
+    let opts = WalOptions::new()
+        .segment_size(SEGMENT)
+        .sync(SyncPolicy::Never);
     let wal = Wal::open(dir, opts).unwrap();
     for i in 0..n {
         wal.append(&payload(i)).unwrap();
@@ -37,8 +41,10 @@ fn cut_every_byte(how: Cut) {
     assert!(newest_seg > 1, "the log should span several segments");
     let (newest_name, newest_bytes) = files.last().unwrap().clone();
     // Cut at every byte of the last six records of the newest segment.
-    let in_newest: Vec<&(Lsn, Vec<u8>)> =
-        records.iter().filter(|(l, _)| l.segment() == newest_seg).collect();
+    let in_newest: Vec<&(Lsn, Vec<u8>)> = records
+        .iter()
+        .filter(|(l, _)| l.segment() == newest_seg)
+        .collect();
     let first_cut = in_newest[in_newest.len().saturating_sub(6)].0.offset() as usize;
     let last = in_newest.last().unwrap();
     let end = last.0.offset() as usize + kv_wal::layout::frame_len(last.1.len()) + 8;
@@ -52,15 +58,18 @@ fn cut_every_byte(how: Cut) {
             Cut::Shorten => bytes.truncate(cut),
         }
         write_dir(dir.path(), &image);
-        let wal = Wal::open(dir.path(), WalOptions::new().segment_size(SEGMENT).sync(SyncPolicy::Never))
-            .unwrap_or_else(|e| panic!("{how:?} cut at {cut}: {e}"));
+        let wal = Wal::open(
+            dir.path(),
+            WalOptions::new()
+                .segment_size(SEGMENT)
+                .sync(SyncPolicy::Never),
+        )
+        .unwrap_or_else(|e| panic!("{how:?} cut at {cut}: {e}"));
         let got = collect(&wal);
         // A record survives iff its header and payload are wholly before the cut.
         let want: Vec<(Lsn, Vec<u8>)> = records
             .iter()
-            .filter(|(l, p)| {
-                l.segment() < newest_seg || l.offset() as usize + 8 + p.len() <= cut
-            })
+            .filter(|(l, p)| l.segment() < newest_seg || l.offset() as usize + 8 + p.len() <= cut)
             .cloned()
             .collect();
         assert_eq!(got, want, "{how:?} cut at {cut}");
@@ -72,21 +81,34 @@ fn cut_every_byte(how: Cut) {
             .map(|(l, p)| l.offset() as usize + kv_wal::layout::frame_len(p.len()))
             .max()
             .unwrap_or(HEADER_LEN);
-        if newest_bytes[valid_end.min(cut)..cut].iter().any(|&b| b != 0) {
+        if newest_bytes[valid_end.min(cut)..cut]
+            .iter()
+            .any(|&b| b != 0)
+        {
             let t = wal.recovery_report().truncation.clone();
             let t = t.unwrap_or_else(|| panic!("{how:?} cut at {cut}: no truncation reported"));
             assert_eq!(t.segment, newest_seg);
             assert_eq!(t.offset, valid_end as u64);
             assert!(t.path.ends_with(&newest_name));
         } else {
-            assert_eq!(wal.recovery_report().truncation, None, "{how:?} cut at {cut}");
+            assert_eq!(
+                wal.recovery_report().truncation,
+                None,
+                "{how:?} cut at {cut}"
+            );
         }
         // The log continues after the cut, and what it appends is recovered next time.
         if cut % 5 == 0 {
             let lsn = wal.append(b"after the cut").unwrap();
             wal.sync().unwrap();
             drop(wal);
-            let wal = Wal::open(dir.path(), WalOptions::new().segment_size(SEGMENT).sync(SyncPolicy::Never)).unwrap();
+            let wal = Wal::open(
+                dir.path(),
+                WalOptions::new()
+                    .segment_size(SEGMENT)
+                    .sync(SyncPolicy::Never),
+            )
+            .unwrap();
             let again = collect(&wal);
             assert_eq!(again.len(), want.len() + 1, "{how:?} cut at {cut}");
             assert_eq!(again.last().unwrap(), &(lsn, b"after the cut".to_vec()));

@@ -1,4 +1,5 @@
 //! Helpers shared by the integration tests.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -16,7 +17,10 @@ pub fn payload(n: u64) -> Vec<u8> {
 /// Every record of the log, in order.
 pub fn collect(wal: &Wal) -> Vec<(Lsn, Vec<u8>)> {
     wal.iter_from(Lsn::ZERO)
-        .map(|r| r.map(|r| (r.lsn, r.payload)).expect("iterating a recovered log"))
+        .map(|r| {
+            r.map(|r| (r.lsn, r.payload))
+                .expect("iterating a recovered log")
+        })
         .collect()
 }
 
@@ -24,10 +28,10 @@ pub fn collect(wal: &Wal) -> Vec<(Lsn, Vec<u8>)> {
 /// times and do not need a real disk (fsync is nearly free there).
 pub fn fast_tempdir() -> tempfile::TempDir {
     let shm = Path::new("/dev/shm");
-    if shm.is_dir() {
-        if let Ok(d) = tempfile::tempdir_in(shm) {
-            return d;
-        }
+    if shm.is_dir()
+        && let Ok(d) = tempfile::tempdir_in(shm)
+    {
+        return d;
     }
     tempfile::tempdir().expect("tempdir")
 }
