@@ -27,7 +27,12 @@ fn apply(plan: &TransferPlan, mut placed: Placed) -> Placed {
     for t in &plan.transfers {
         let moving: Vec<Vec<u8>> = placed
             .get(&t.from)
-            .map(|keys| keys.iter().filter(|k| t.range.contains(token(k))).cloned().collect())
+            .map(|keys| {
+                keys.iter()
+                    .filter(|k| t.range.contains(token(k)))
+                    .cloned()
+                    .collect()
+            })
             .unwrap_or_default();
         placed.entry(t.to.clone()).or_default().extend(moving);
     }
@@ -45,7 +50,12 @@ fn check_plan(old: &Ring, new: &Ring, rf: usize, keys: &[Vec<u8>]) -> Result<(),
     for t in &plan.transfers {
         let before = old.preference_list(t.range.end, rf).unwrap();
         let after = new.preference_list(t.range.end, rf).unwrap();
-        prop_assert!(before.contains(t.from.as_str()), "from {} did not hold {:?}", t.from, t.range);
+        prop_assert!(
+            before.contains(t.from.as_str()),
+            "from {} did not hold {:?}",
+            t.from,
+            t.range
+        );
         prop_assert!(after.contains(t.to.as_str()) && !before.contains(t.to.as_str()));
     }
     for key in keys {
@@ -53,7 +63,14 @@ fn check_plan(old: &Ring, new: &Ring, rf: usize, keys: &[Vec<u8>]) -> Result<(),
         let after = new.replicas_for_key(key, rf).unwrap().to_vec();
         let same_set = before.iter().collect::<BTreeSet<_>>() == after.iter().collect();
         let moved = plan.transfers_for(token(key)).next().is_some();
-        prop_assert_eq!(moved, !same_set, "key {:?}: moved {} but set changed {}", key, moved, !same_set);
+        prop_assert_eq!(
+            moved,
+            !same_set,
+            "key {:?}: moved {} but set changed {}",
+            key,
+            moved,
+            !same_set
+        );
     }
     prop_assert_eq!(apply(&plan, place(old, keys, rf)), place(new, keys, rf));
     Ok(())
@@ -67,7 +84,9 @@ fn placement() -> impl Strategy<Value = Placement> {
 }
 
 fn keys() -> Vec<Vec<u8>> {
-    (0..400u32).map(|k| format!("key{k}").into_bytes()).collect()
+    (0..400u32)
+        .map(|k| format!("key{k}").into_bytes())
+        .collect()
 }
 
 proptest! {
