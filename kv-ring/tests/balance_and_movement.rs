@@ -166,3 +166,40 @@ fn modulo_hashing_moves_almost_everything() {
         );
     }
 }
+
+/// Weights: a node of weight 2 holds twice the share of the others, in both placements.
+#[test]
+fn weighted_nodes_hold_their_weighted_share() {
+    for (placement, tolerance) in [
+        (
+            Placement::Balanced {
+                replication_factor: 3,
+            },
+            0.02,
+        ),
+        (Placement::Random, 0.25),
+    ] {
+        let ring = Ring::with_nodes(
+            RingOptions::default().placement(placement),
+            (1..=6).map(node),
+        )
+        .unwrap()
+        .add_weighted_node("heavy", 2.0)
+        .unwrap();
+        let own = ring.ownership(1).unwrap();
+        let fair = 1.0 / 8.0;
+        for o in &own {
+            let expected = if o.node.as_str() == "heavy" {
+                2.0 * fair
+            } else {
+                fair
+            };
+            assert!(
+                (o.primary / expected - 1.0).abs() <= tolerance,
+                "{placement:?}: {} holds {:.4}, expected {expected:.4}",
+                o.node,
+                o.primary
+            );
+        }
+    }
+}
