@@ -453,7 +453,10 @@ impl Shared {
         drop(seg);
         self.complete(first, end);
         if self.opts.sync == SyncPolicy::Always {
+            // Publication is awaited by the flush leader, so followers sleep only once.
             self.sync_to(end)?;
+        } else {
+            self.wait_published(end);
         }
         Ok(first)
     }
@@ -509,21 +512,12 @@ impl Shared {
         }
     }
 
-    /// Marks `start..end` complete, advances the published watermark past every contiguous
-    /// completed range, and returns once `end` is published.
-    ///
-    /// Waiting matters even without a flush: an append is acknowledged only when every record
-    /// before it is complete, or a crash of the process while an earlier appender is still
-    /// copying would leave a hole that hides the acknowledged record from recovery.
+    /// Marks `start..end` complete and advances the published watermark past every contiguous
+    /// completed range.
     fn complete(&self, start: Lsn, end: Lsn) {
         let mut st = self.state.lock();
         if st.published != start {
             st.pending.insert(start, end);
-            while st.published < end {
-                st.waiters += 1;
-                self.state_cv.wait(&mut st);
-                st.waiters -= 1;
-            }
             return;
         }
         st.published = end;
@@ -538,6 +532,34 @@ impl Shared {
             .store(st.published.as_u64(), Ordering::Release);
         if st.waiters > 0 {
             self.state_cv.notify_all();
+        }
+    }
+
+    /// Returns once everything before `end` is published.
+    ///
+    /// An append is acknowledged only when every record before it is complete: otherwise a
+    /// crash of the process while an earlier appender is still copying would leave a hole
+    /// that hides the acknowledged record from recovery. The earlier appender is usually a
+    /// `memcpy` away from done, so spin and yield briefly before sleeping.
+    fn wait_published(&self, end: Lsn) {
+        let done = || self.published.load(Ordering::Acquire) >= end.as_u64();
+        for _ in 0..64 {
+            if done() {
+                return;
+            }
+            std::hint::spin_loop();
+        }
+        for _ in 0..8 {
+            if done() {
+                return;
+            }
+            std::thread::yield_now();
+        }
+        let mut st = self.state.lock();
+        while st.published < end {
+            st.waiters += 1;
+            self.state_cv.wait(&mut st);
+            st.waiters -= 1;
         }
     }
 
@@ -556,18 +578,11 @@ impl Shared {
 
     /// Returns once everything before `target` is durable: group commit.
     ///
-    /// The first caller to find no flush in progress becomes the leader: it flushes
-    /// everything published so far (which covers every waiter whose record is published),
-    /// then wakes the others with the result. A waiter not covered becomes the next leader.
+    /// The first caller to find no flush in progress becomes the leader: it waits until its
+    /// own target is published, flushes everything published so far (which covers every
+    /// waiter whose record is published), then wakes the others with the result. A waiter not
+    /// covered becomes the next leader.
     pub(crate) fn sync_to(&self, target: Lsn) -> Result<()> {
-        if Lsn::from_u64(self.published.load(Ordering::Acquire)) < target {
-            let mut st = self.state.lock();
-            while st.published < target {
-                st.waiters += 1;
-                self.state_cv.wait(&mut st);
-                st.waiters -= 1;
-            }
-        }
         let mut s = self.sync.lock();
         if let Some((path, e)) = &s.poisoned {
             return Err(Error::Poisoned {
@@ -593,6 +608,9 @@ impl Shared {
             s.leader = true;
             let from = s.durable;
             drop(s);
+            // Only the leader waits for publication (of its own record; everything published
+            // by then rides along). Never waits on a flush, so this cannot deadlock.
+            self.wait_published(target);
             let upto = Lsn::from_u64(self.published.load(Ordering::Acquire));
             let res = self.flush(from, upto);
             s = self.sync.lock();
