@@ -134,6 +134,35 @@ pub mod layout {
     /// The format version this crate writes and reads.
     pub const FORMAT_VERSION: u32 = crate::format::FORMAT_VERSION;
 
+    /// The 32-byte header of segment `seq` (magic, version, sequence number, checksum).
+    ///
+    /// ```
+    /// let h = kv_wal::layout::segment_header(1);
+    /// assert_eq!(&h[..5], b"KVWAL");
+    /// ```
+    pub fn segment_header(seq: u32) -> [u8; HEADER_LEN] {
+        crate::format::encode_header(seq)
+    }
+
+    /// A record as it is laid out in a segment: header, payload and zero padding. `more` marks
+    /// a record followed by more records of the same batch.
+    ///
+    /// # Panics
+    ///
+    /// If the payload is 2 GiB or longer.
+    ///
+    /// ```
+    /// let r = kv_wal::layout::encode_record(b"abc", false);
+    /// assert_eq!(r.len(), 16);
+    /// ```
+    pub fn encode_record(payload: &[u8], more: bool) -> Vec<u8> {
+        assert!(payload.len() <= crate::format::MAX_PAYLOAD, "payload too large");
+        let mut v = crate::format::record_header(payload, more).to_vec();
+        v.extend_from_slice(payload);
+        v.resize(frame_len(payload.len()), 0);
+        v
+    }
+
     /// Bytes a record with a `payload_len`-byte payload occupies (header and padding included).
     ///
     /// ```
