@@ -71,18 +71,13 @@ impl Iterator for WalIter<'_> {
                         drop(segs);
                         self.seg = Some(Arc::clone(&s));
                         s
-                    } else if let Some((&first, _)) = segs.range(self.pos.segment()..).next() {
-                        self.seg = None;
-                        if first > self.pos.segment() && self.pos < self.wal.first_lsn() {
-                            // Starting before the oldest segment: begin at the oldest record.
-                            self.pos = Lsn::new(first, HEADER_LEN as u32);
-                            continue;
-                        }
-                        self.failed = true;
-                        return Some(Err(Error::InvalidLsn {
-                            lsn: self.pos,
-                            reason: "segment removed while iterating",
-                        }));
+                    } else if let Some(&oldest) = segs.keys().next()
+                        && oldest > self.pos.segment()
+                        && self.seg.is_none()
+                    {
+                        // Starting before the oldest segment: begin at the oldest record.
+                        self.pos = Lsn::new(oldest, HEADER_LEN as u32);
+                        continue;
                     } else {
                         self.failed = true;
                         return Some(Err(Error::InvalidLsn {

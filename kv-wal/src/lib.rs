@@ -15,7 +15,11 @@
 //! against power loss is a separate, shareable step: one `msync` covers every append
 //! published before it (group commit). Concurrent appenders copy in parallel into disjoint
 //! reserved ranges; a *published* watermark advances only over contiguous completed ranges,
-//! so readers, flushes and recovery never see a record with a hole before it.
+//! so readers, flushes and recovery never see a record with a hole before it. An append
+//! returns only once its record is published (a crash of the process while an earlier
+//! appender is still copying must not hide an acknowledged record behind a torn one: the
+//! `kill_child` test found exactly that before this rule). Under `Always`, only the flush
+//! leader waits for publication; its followers sleep once, on the group-commit condvar.
 //!
 //! Writing through a shared mapping is sound only under these rules, which this crate keeps:
 //!
@@ -156,7 +160,10 @@ pub mod layout {
     /// assert_eq!(r.len(), 16);
     /// ```
     pub fn encode_record(payload: &[u8], more: bool) -> Vec<u8> {
-        assert!(payload.len() <= crate::format::MAX_PAYLOAD, "payload too large");
+        assert!(
+            payload.len() <= crate::format::MAX_PAYLOAD,
+            "payload too large"
+        );
         let mut v = crate::format::record_header(payload, more).to_vec();
         v.extend_from_slice(payload);
         v.resize(frame_len(payload.len()), 0);

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::{
-    Error, Lsn, RecoveryMode, Result,
+    Error, Lsn, RecoveryMode, Result, WalOptions,
     format::{self, Stop},
     segment::{self, Segment},
 };
@@ -80,12 +80,8 @@ fn list(dir: &Path) -> Result<Vec<(u32, PathBuf)>> {
 }
 
 /// Opens and checks every segment in `dir`, applying `mode`.
-pub(crate) fn recover(
-    dir: &Path,
-    mode: RecoveryMode,
-    segment_size: u32,
-    prefault: bool,
-) -> Result<Recovered> {
+pub(crate) fn recover(dir: &Path, opts: &WalOptions) -> Result<Recovered> {
+    let mode = opts.recovery;
     let files = list(dir)?;
     let n = files.len();
     let mut kept: Vec<Segment> = Vec::with_capacity(n);
@@ -216,7 +212,7 @@ pub(crate) fn recover(
 
     if kept.is_empty() {
         let seq = files.first().map(|(s, _)| *s).unwrap_or(1);
-        kept.push(Segment::create(dir, seq, segment_size, prefault)?);
+        kept.push(Segment::create(dir, seq, opts.segment_size, opts.prefault)?);
         end = format::HEADER_LEN;
     }
     let last_seq = kept.last().map(Segment::seq).unwrap_or(1);

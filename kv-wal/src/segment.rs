@@ -118,8 +118,9 @@ impl Segment {
         if len < HEADER_LEN as u64 {
             return Err(bad("file shorter than the segment header"));
         }
-        if len > u64::from(u32::MAX) {
-            return Err(bad("file larger than 4 GiB"));
+        if len > u64::from(u32::MAX - 7) {
+            // Offsets (and so Lsns) are 32-bit.
+            return Err(bad("file of 4 GiB or more"));
         }
         let mut header = [0u8; HEADER_LEN];
         file.read_exact_at(&mut header, 0)

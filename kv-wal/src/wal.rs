@@ -152,7 +152,7 @@ impl Wal {
             }
         })?;
 
-        let rec = recovery::recover(&dir, opts.recovery, opts.segment_size, opts.prefault)?;
+        let rec = recovery::recover(&dir, &opts)?;
         let mut map = BTreeMap::new();
         for seg in rec.segments {
             map.insert(seg.seq(), Arc::new(seg));
