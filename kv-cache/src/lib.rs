@@ -75,7 +75,7 @@
 //! # Checking the unsafe code
 //!
 //! * Loom, on the insert/publish/remove/reclaim protocol with two threads and capacity 1-2:
-//!   `RUSTFLAGS="--cfg crossbeam_loom" LOOM_MAX_PREEMPTIONS=2 cargo test -p kv-cache --release
+//!   `RUSTFLAGS="--cfg crossbeam_loom" LOOM_MAX_PREEMPTIONS=3 cargo test -p kv-cache --release
 //!   --test loom` (run by `.ci/run`).
 //! * Miri, on the unit and integration tests (needs a nightly toolchain with the `miri`
 //!   component): `cargo +nightly miri test -p kv-cache`.

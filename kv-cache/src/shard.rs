@@ -5,6 +5,7 @@ use std::borrow::Borrow;
 use std::collections::VecDeque;
 
 use crossbeam_epoch::{Atomic, Guard, Owned, Shared};
+use crossbeam_utils::CachePadded;
 
 use crate::ghost::Ghost;
 use crate::node::{Node, NodePtr, state};
@@ -53,6 +54,12 @@ pub(crate) struct Shard<K, V> {
     /// epoch-reclamation bugs (moka #34, a use-after-free during concurrent rehash).
     buckets: Box<[Atomic<Node<K, V>>]>,
     mask: usize,
+    /// On its own cache line: every write changes the lock word and the counters, and must not
+    /// invalidate the line readers load `buckets` and `mask` from.
+    writer: CachePadded<Writer<K, V>>,
+}
+
+struct Writer<K, V> {
     state: Mutex<ShardState<K, V>>,
     /// Mirrors of `ShardState::{len, weight}` for lock-free `Cache::len`.
     len: AtomicUsize,
@@ -86,20 +93,22 @@ impl<K, V> Shard<K, V> {
         Self {
             buckets: (0..buckets).map(|_| Atomic::null()).collect(),
             mask: buckets - 1,
-            state: Mutex::new(ShardState {
-                small: VecDeque::new(),
-                main: VecDeque::new(),
-                ghost: Ghost::new(if params.s3fifo { size.ghost } else { 0 }),
-                capacity: size.capacity,
-                small_capacity,
-                weight: 0,
-                len: 0,
-                small_weight: 0,
-                removed: 0,
-                writes: 0,
+            writer: CachePadded::new(Writer {
+                state: Mutex::new(ShardState {
+                    small: VecDeque::new(),
+                    main: VecDeque::new(),
+                    ghost: Ghost::new(if params.s3fifo { size.ghost } else { 0 }),
+                    capacity: size.capacity,
+                    small_capacity,
+                    weight: 0,
+                    len: 0,
+                    small_weight: 0,
+                    removed: 0,
+                    writes: 0,
+                }),
+                len: AtomicUsize::new(0),
+                weight: AtomicU64::new(0),
             }),
-            len: AtomicUsize::new(0),
-            weight: AtomicU64::new(0),
         }
     }
 
@@ -109,23 +118,23 @@ impl<K, V> Shard<K, V> {
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.len.load(Ordering::Relaxed)
+        self.writer.len.load(Ordering::Relaxed)
     }
 
     pub(crate) fn weight(&self) -> u64 {
-        self.weight.load(Ordering::Relaxed)
+        self.writer.weight.load(Ordering::Relaxed)
     }
 
     /// Queue entries, live and removed.
     #[cfg(test)]
     pub(crate) fn queued(&self) -> usize {
-        let st = self.state.lock();
+        let st = self.writer.state.lock();
         st.small.len() + st.main.len()
     }
 
     #[cfg(test)]
     pub(crate) fn capacity(&self) -> u64 {
-        self.state.lock().capacity
+        self.writer.state.lock().capacity
     }
 
     /// Finds `key` without taking any lock, and records the read in the node.
@@ -171,7 +180,7 @@ impl<K, V> Shard<K, V> {
         K: Eq,
         V: Clone,
     {
-        let mut st = self.state.lock();
+        let mut st = self.writer.state.lock();
         let mut outcome = InsertOutcome {
             flush: st.tick(),
             ..InsertOutcome::default()
@@ -233,7 +242,7 @@ impl<K, V> Shard<K, V> {
         Q: ?Sized + Eq,
         V: Clone,
     {
-        let mut st = self.state.lock();
+        let mut st = self.writer.state.lock();
         let flush = st.tick();
         let value = self.remove_locked(&mut st, hash, key, guard);
         self.maybe_compact(&mut st, guard);
@@ -243,7 +252,7 @@ impl<K, V> Shard<K, V> {
 
     /// Unlinks every entry; readers already standing on one finish undisturbed.
     pub(crate) fn clear(&self, guard: &Guard) {
-        let mut locked = self.state.lock();
+        let mut locked = self.writer.state.lock();
         let st = &mut *locked;
         for bucket in self.buckets.iter() {
             bucket.store(Shared::null(), Ordering::Release);
@@ -423,8 +432,8 @@ impl<K, V> Shard<K, V> {
     }
 
     fn publish_len(&self, st: &ShardState<K, V>) {
-        self.len.store(st.len, Ordering::Relaxed);
-        self.weight.store(st.weight, Ordering::Relaxed);
+        self.writer.len.store(st.len, Ordering::Relaxed);
+        self.writer.weight.store(st.weight, Ordering::Relaxed);
     }
 }
 
@@ -460,7 +469,7 @@ impl<K, V> ShardState<K, V> {
 
 impl<K, V> Drop for Shard<K, V> {
     fn drop(&mut self) {
-        let st = self.state.get_mut();
+        let st = self.writer.state.get_mut();
         for ptr in st.small.drain(..).chain(st.main.drain(..)) {
             // SAFETY: `&mut self` means no reader or writer can reach the node any more, and its
             // queue entry is its only owner, so it is freed here exactly once and directly
