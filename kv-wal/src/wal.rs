@@ -24,6 +24,9 @@ use crate::{
     segment::{self, Segment},
 };
 
+/// How many times a group-commit follower yields, polling for its flush, before it sleeps.
+const SPIN_YIELDS: usize = 64;
+
 /// A write-ahead log: a directory of fixed-size, memory-mapped segments.
 ///
 /// `Wal` is `Send + Sync`; share it (e.g. in an `Arc`) and append from any number of threads.
@@ -85,6 +88,10 @@ pub(crate) struct Shared {
     /// Mirror of `State::published` for lock-free readers.
     pub(crate) published: AtomicU64,
     poisoned: AtomicBool,
+    /// Mirror of `SyncState::durable`, for followers polling without the mutex.
+    durable: AtomicU64,
+    /// Mirror of `SyncState::leader`.
+    leading: AtomicBool,
     sync: Mutex<SyncState>,
     sync_cv: Condvar,
     stop: Mutex<bool>,
@@ -179,6 +186,8 @@ impl Wal {
             state_cv: Condvar::new(),
             published: AtomicU64::new(end.as_u64()),
             poisoned: AtomicBool::new(false),
+            durable: AtomicU64::new(end.as_u64()),
+            leading: AtomicBool::new(false),
             sync: Mutex::new(SyncState {
                 durable: end,
                 leader: false,
@@ -583,6 +592,18 @@ impl Shared {
     /// waiter whose record is published), then wakes the others with the result. A waiter not
     /// covered becomes the next leader.
     pub(crate) fn sync_to(&self, target: Lsn) -> Result<()> {
+        // While a flush is in progress, poll for a little before sleeping on the condvar: a
+        // sleep and a wake-up per append (two context switches) cost more than the flush
+        // itself once many appenders share it, and the flush usually covers the poller.
+        for _ in 0..SPIN_YIELDS {
+            if self.durable.load(Ordering::Acquire) >= target.as_u64() {
+                return Ok(());
+            }
+            if !self.leading.load(Ordering::Acquire) || self.poisoned.load(Ordering::Acquire) {
+                break;
+            }
+            std::thread::yield_now();
+        }
         let mut s = self.sync.lock();
         if let Some((path, e)) = &s.poisoned {
             return Err(Error::Poisoned {
@@ -606,6 +627,7 @@ impl Shared {
                 continue;
             }
             s.leader = true;
+            self.leading.store(true, Ordering::Release);
             let from = s.durable;
             drop(s);
             // Only the leader waits for publication (of its own record; everything published
@@ -615,8 +637,12 @@ impl Shared {
             let res = self.flush(from, upto);
             s = self.sync.lock();
             s.leader = false;
+            self.leading.store(false, Ordering::Release);
             match res {
-                Ok(()) => s.durable = s.durable.max(upto),
+                Ok(()) => {
+                    s.durable = s.durable.max(upto);
+                    self.durable.store(s.durable.as_u64(), Ordering::Release);
+                }
                 Err((path, e)) => {
                     let e = Arc::new(e);
                     s.poisoned = Some((path.clone(), Arc::clone(&e)));
