@@ -146,9 +146,8 @@ fn print_hit_ratios(values: &[Bytes]) {
     // Zipf(1.0): key k (0-based) has probability 1/(k+1) / H(KEYS).
     let harmonic: f64 = (1..=KEYS).map(|k| 1.0 / k as f64).sum();
     let optimum: f64 = (1..=CAPACITY).map(|k| 1.0 / k as f64).sum::<f64>() / harmonic;
-    eprintln!(
-        "cache-aside hit ratio, Zipf(1.0) over {KEYS} keys, capacity {CAPACITY}, {HIT_RATIO_REQUESTS} requests:"
-    );
+    eprintln!("cache-aside hit ratio, Zipf(1.0) over {KEYS} keys, capacity {CAPACITY},");
+    eprintln!("{HIT_RATIO_REQUESTS} requests (a miss is followed by an insert):");
     eprintln!(
         "  exact LRU (lru crate)   {:.1}%",
         100.0 * lru_hits as f64 / trace.len() as f64

@@ -1,7 +1,7 @@
 //! Model checks of the insert/publish/remove/reclaim protocol with loom: the interleavings (up
-//! to three preemptions) of two threads on a cache of capacity 1 or 2 (one shard), with values that count their own
-//! drops, so a use-after-free shows up as a corrupt value, a double free as a negative count,
-//! and a leak as a positive one.
+//! to three preemptions) of two threads on a cache of capacity 1 or 2 (one shard), with values
+//! that count their own drops, so a use-after-free shows up as a corrupt value, a double free as
+//! a negative count, and a leak as a positive one.
 //!
 //! Leaks are checked when the next execution starts and after the model: under loom, the
 //! default collector's deferred garbage is reliably freed only when an execution ends (loom
