@@ -2,6 +2,8 @@
 
 use std::sync::{Arc, atomic::Ordering};
 
+use bytes::Bytes;
+
 use crate::{
     Error, Lsn, Result, Wal,
     format::{self, HEADER_LEN, Slot},
@@ -15,7 +17,7 @@ pub struct Record {
     /// Where it is.
     pub lsn: Lsn,
     /// Its payload.
-    pub payload: Vec<u8>,
+    pub payload: Bytes,
 }
 
 /// An iterator over the records of a [`Wal`], from [`Wal::iter_from`].
@@ -98,7 +100,9 @@ impl Iterator for WalIter<'_> {
                 Ok(Slot::Record(p)) => {
                     let rec = Record {
                         lsn: self.pos,
-                        payload: bytes[p.payload_at..p.payload_at + p.payload_len].to_vec(),
+                        payload: Bytes::copy_from_slice(
+                            &bytes[p.payload_at..p.payload_at + p.payload_len],
+                        ),
                     };
                     self.pos = Lsn::new(seg.seq(), p.next as u32);
                     return Some(Ok(rec));

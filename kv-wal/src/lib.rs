@@ -98,15 +98,15 @@
 //! let wal = Wal::open(dir.path(), WalOptions::new().sync(SyncPolicy::Always))?;
 //! let lsn = wal.append(b"set x = 1")?; // durable when this returns
 //! wal.append_batch(&[b"set y = 2", b"set z = 3"])?; // all or nothing after a crash
-//! assert_eq!(wal.read(lsn)?, b"set x = 1");
+//! assert_eq!(wal.read(lsn)?, &b"set x = 1"[..]);
 //! drop(wal);
 //!
 //! // Reopening recovers the log; replay it into the state machine.
 //! let wal = Wal::open(dir.path(), WalOptions::new())?;
-//! let replayed: Vec<Vec<u8>> = wal
+//! let replayed = wal
 //!     .iter_from(Lsn::ZERO)
-//!     .map(|r| r.map(|r| r.payload))
-//!     .collect::<Result<_, _>>()?;
+//!     .map(|r| r.map(|r| r.payload)) // `bytes::Bytes`
+//!     .collect::<Result<Vec<_>, _>>()?;
 //! assert_eq!(replayed.len(), 3);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```

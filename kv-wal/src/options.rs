@@ -17,6 +17,17 @@ use crate::{
 ///
 /// Whatever the policy, recovery returns a *prefix* of the appends: it stops at the first
 /// missing or invalid record and never skips a hole to return later records.
+///
+/// # Example
+///
+/// ```
+/// use kv_wal::{SyncPolicy, Wal, WalOptions};
+/// # let dir = tempfile::tempdir()?;
+/// let wal = Wal::open(dir.path(), WalOptions::new().sync(SyncPolicy::Always))?;
+/// let lsn = wal.append(b"acknowledged = durable")?;
+/// assert!(wal.durable_lsn() > lsn);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SyncPolicy {
@@ -47,6 +58,19 @@ impl Default for SyncPolicy {
 /// Recovery always stops at the first invalid record of a segment; the modes differ in where
 /// such a stop is acceptable. Whatever is discarded is zeroed on disk and reported in the
 /// [`RecoveryReport`](crate::RecoveryReport).
+///
+/// # Example
+///
+/// ```
+/// use kv_wal::{RecoveryMode, Wal, WalOptions};
+/// # let dir = tempfile::tempdir()?;
+/// // Salvage whatever prefix is valid, whatever the damage:
+/// let wal = Wal::open(dir.path(), WalOptions::new().recovery(RecoveryMode::PointInTime))?;
+/// if let Some(t) = &wal.recovery_report().truncation {
+///     eprintln!("discarded from segment {} offset {}: {}", t.segment, t.offset, t.reason);
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum RecoveryMode {
@@ -80,6 +104,22 @@ pub struct FlushEvent<'a> {
 }
 
 /// A callback run after each successful `msync`; see [`WalOptions::flush_hook`].
+///
+/// ```
+/// use std::sync::{Arc, atomic::{AtomicU64, Ordering}};
+/// use kv_wal::{FlushEvent, SyncPolicy, Wal, WalOptions};
+/// # let dir = tempfile::tempdir()?;
+/// let flushed = Arc::new(AtomicU64::new(0));
+/// let f = Arc::clone(&flushed);
+/// let opts = WalOptions::new().sync(SyncPolicy::Always).flush_hook(Arc::new(move |ev: &FlushEvent<'_>| {
+///     f.fetch_add(ev.len as u64, Ordering::Relaxed);
+///     Ok(())
+/// }));
+/// let wal = Wal::open(dir.path(), opts)?;
+/// wal.append(b"x")?;
+/// assert!(flushed.load(Ordering::Relaxed) >= 16);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub type FlushHook = Arc<dyn Fn(&FlushEvent<'_>) -> io::Result<()> + Send + Sync>;
 
 /// Options for [`Wal::open`](crate::Wal::open), as a builder.
@@ -202,5 +242,32 @@ impl WalOptions {
             });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_as_documented() {
+        let o = WalOptions::new();
+        assert_eq!(o.get_segment_size(), 64 << 20);
+        assert_eq!(o.get_sync(), SyncPolicy::Periodic(Duration::from_secs(1)));
+        assert_eq!(o.recovery, RecoveryMode::TolerateCorruptedTail);
+        assert!(!o.prefault && o.flush_hook.is_none());
+        assert!(o.validate().is_ok());
+    }
+
+    #[test]
+    fn bad_options_are_refused() {
+        for o in [
+            WalOptions::new().segment_size(100),
+            WalOptions::new().segment_size(56),
+            WalOptions::new().sync(SyncPolicy::Periodic(Duration::ZERO)),
+        ] {
+            assert!(matches!(o.validate(), Err(Error::InvalidOptions { .. })));
+        }
+        assert!(WalOptions::new().segment_size(64).validate().is_ok());
     }
 }

@@ -13,6 +13,7 @@ use std::{
     time::Duration,
 };
 
+use bytes::Bytes;
 use fs2::FileExt as _;
 use parking_lot::{Condvar, Mutex, RwLock};
 
@@ -218,6 +219,16 @@ impl Wal {
     }
 
     /// What recovery found and discarded when this log was opened.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let wal = kv_wal::Wal::open(dir.path(), kv_wal::WalOptions::new())?;
+    /// let report = wal.recovery_report();
+    /// assert_eq!((report.records, report.truncation.is_none()), (0, true));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn recovery_report(&self) -> &RecoveryReport {
         &self.report
     }
@@ -236,6 +247,17 @@ impl Wal {
     /// [`Error::RecordTooLarge`] if it cannot fit in a segment; [`Error::SyncFailed`] /
     /// [`Error::Poisoned`] after a failed flush; [`Error::Io`] if a new segment cannot be
     /// created (e.g. the disk is full).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let wal = kv_wal::Wal::open(dir.path(), kv_wal::WalOptions::new())?;
+    /// let a = wal.append(b"first")?;
+    /// let b = wal.append(b"second")?;
+    /// assert!(a < b);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn append(&self, payload: &[u8]) -> Result<Lsn> {
         self.shared.append(&[payload])
     }
@@ -248,6 +270,17 @@ impl Wal {
     /// # Errors
     ///
     /// As [`Wal::append`], and [`Error::EmptyBatch`].
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let wal = kv_wal::Wal::open(dir.path(), kv_wal::WalOptions::new())?;
+    /// let first = wal.append_batch(&[b"debit a", b"credit b"])?;
+    /// let batch: Vec<_> = wal.iter_from(first).map(|r| r.map(|r| r.payload)).collect::<Result<_, _>>()?;
+    /// assert_eq!(batch, [&b"debit a"[..], &b"credit b"[..]]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn append_batch(&self, payloads: &[&[u8]]) -> Result<Lsn> {
         self.shared.append(payloads)
     }
@@ -258,6 +291,18 @@ impl Wal {
     ///
     /// [`Error::SyncFailed`] if the flush fails (the log is then poisoned) or
     /// [`Error::Poisoned`].
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// use kv_wal::{SyncPolicy, Wal, WalOptions};
+    /// let wal = Wal::open(dir.path(), WalOptions::new().sync(SyncPolicy::Never))?;
+    /// let lsn = wal.append(b"x")?;
+    /// wal.sync()?;
+    /// assert!(wal.durable_lsn() > lsn);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn sync(&self) -> Result<()> {
         let target = {
             let st = self.shared.state.lock();
@@ -268,13 +313,25 @@ impl Wal {
 
     /// Reads the payload of the record at `lsn` (an `Lsn` returned by an append or an iterator).
     ///
-    /// The checksum is verified on every read.
+    /// The payload is copied out of the map (so the segment can be removed while the caller
+    /// holds it); the checksum is verified on every read.
     ///
     /// # Errors
     ///
     /// [`Error::InvalidLsn`] if `lsn` is past the end, in a removed segment, or not a record
     /// boundary; [`Error::CorruptRecord`] if the bytes fail their checksum.
-    pub fn read(&self, lsn: Lsn) -> Result<Vec<u8>> {
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let wal = kv_wal::Wal::open(dir.path(), kv_wal::WalOptions::new())?;
+    /// let lsn = wal.append(b"value")?;
+    /// // An index would store `lsn.as_u64()` and come back later:
+    /// assert_eq!(wal.read(kv_wal::Lsn::from_u64(lsn.as_u64()))?, &b"value"[..]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn read(&self, lsn: Lsn) -> Result<Bytes> {
         let published = self.end_lsn();
         if lsn >= published {
             return Err(Error::InvalidLsn {
@@ -306,7 +363,9 @@ impl Wal {
         // SAFETY: `0..limit` is published (or in a sealed segment): nobody writes it any more.
         let bytes = unsafe { seg.bytes(limit) };
         match format::parse_record(bytes, lsn.offset() as usize) {
-            Ok(Slot::Record(p)) => Ok(bytes[p.payload_at..p.payload_at + p.payload_len].to_vec()),
+            Ok(Slot::Record(p)) => Ok(Bytes::copy_from_slice(
+                &bytes[p.payload_at..p.payload_at + p.payload_len],
+            )),
             Ok(Slot::End | Slot::Full) => Err(Error::InvalidLsn {
                 lsn,
                 reason: "no record there",
@@ -325,6 +384,18 @@ impl Wal {
     /// before it reaches them, and returns `None` when it has caught up; calling `next` again
     /// later yields records appended since. [`Lsn::ZERO`] (or any `Lsn` before the oldest
     /// segment) starts at the oldest record.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let wal = kv_wal::Wal::open(dir.path(), kv_wal::WalOptions::new())?;
+    /// let mut tail = wal.iter_from(kv_wal::Lsn::ZERO);
+    /// assert!(tail.next().is_none()); // caught up
+    /// wal.append(b"later")?;
+    /// assert_eq!(tail.next().unwrap()?.payload, &b"later"[..]); // and continues
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn iter_from(&self, from: Lsn) -> WalIter<'_> {
         WalIter::new(self, from)
     }
@@ -368,6 +439,22 @@ impl Wal {
     /// # Errors
     ///
     /// [`Error::Io`] if a file cannot be deleted or the directory cannot be synced.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// use kv_wal::{Wal, WalOptions};
+    /// let wal = Wal::open(dir.path(), WalOptions::new().segment_size(4096))?;
+    /// let mut last = wal.append(&[0u8; 1000])?;
+    /// for _ in 0..20 {
+    ///     last = wal.append(&[0u8; 1000])?;
+    /// }
+    /// // State up to `last` is checkpointed elsewhere: drop the segments before it.
+    /// assert!(wal.truncate_before(last)? > 0);
+    /// assert_eq!(wal.first_lsn().segment(), last.segment());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn truncate_before(&self, lsn: Lsn) -> Result<usize> {
         let active = self.shared.state.lock().active.seq();
         let mut victims = Vec::new();
@@ -712,5 +799,56 @@ impl Shared {
                 let _ = self.sync_to(published);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wal(dir: &Path) -> Wal {
+        Wal::open(
+            dir,
+            WalOptions::new().segment_size(4096).sync(SyncPolicy::Never),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn out_of_order_completions_publish_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = wal(dir.path());
+        let s = wal.shared();
+        let start = wal.end_lsn();
+        let (seg_a, a) = s.reserve(16).unwrap();
+        let (seg_b, b) = s.reserve(24).unwrap();
+        assert_eq!(seg_a.seq(), seg_b.seq());
+        let la = Lsn::new(seg_a.seq(), a as u32);
+        let lb = Lsn::new(seg_b.seq(), b as u32);
+        let lb_end = Lsn::new(seg_b.seq(), (b + 24) as u32);
+        // The later record completes first: nothing is published past the hole.
+        s.complete(lb, lb_end);
+        assert_eq!(wal.end_lsn(), start);
+        // The hole fills: both are published at once.
+        s.complete(la, lb);
+        assert_eq!(wal.end_lsn(), lb_end);
+    }
+
+    #[test]
+    fn roll_over_waits_for_the_sealed_segment_and_starts_after_the_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = wal(dir.path());
+        let big = vec![1u8; 3000];
+        let a = wal.append(&big).unwrap();
+        let b = wal.append(&big).unwrap();
+        assert_eq!(b, Lsn::new(a.segment() + 1, HEADER_LEN as u32));
+        assert_eq!(wal.read(a).unwrap(), &big[..]);
+        assert_eq!(wal.read(b).unwrap(), &big[..]);
+    }
+
+    #[test]
+    fn wal_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Wal>();
     }
 }

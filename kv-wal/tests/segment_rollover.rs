@@ -141,7 +141,7 @@ fn truncate_before_removes_whole_old_segments() {
         .iter_from(Lsn::ZERO)
         .map(|r| r.unwrap().payload)
         .collect();
-    assert_eq!(rest.last(), Some(&payload(99)));
+    assert_eq!(rest.last().map(|b| b.to_vec()), Some(payload(99)));
     assert!(rest.len() >= 40);
     drop(wal);
     // The log reopens from its new first segment.
@@ -215,7 +215,7 @@ fn corruption_before_the_tail() {
     // It keeps working.
     let lsn = wal.append(b"new").unwrap();
     assert_eq!(lsn.segment(), 2);
-    assert_eq!(wal.read(lsn).unwrap(), b"new");
+    assert_eq!(wal.read(lsn).unwrap(), &b"new"[..]);
 }
 
 #[test]

@@ -18,7 +18,7 @@ pub fn payload(n: u64) -> Vec<u8> {
 pub fn collect(wal: &Wal) -> Vec<(Lsn, Vec<u8>)> {
     wal.iter_from(Lsn::ZERO)
         .map(|r| {
-            r.map(|r| (r.lsn, r.payload))
+            r.map(|r| (r.lsn, r.payload.to_vec()))
                 .expect("iterating a recovered log")
         })
         .collect()
