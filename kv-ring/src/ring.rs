@@ -47,7 +47,13 @@ struct Inner {
     points: Vec<u64>,
     /// `owners[i]` is the member index owning `points[i]`.
     owners: Vec<u32>,
+    /// `successors[i]`: the first `min(SUCCESSORS, members)` distinct owners from point `i` on,
+    /// precomputed so that preference lists of the common replication factors are one lookup.
+    successors: Vec<[u32; SUCCESSORS]>,
 }
+
+/// Preference lists up to this length come from the precomputed table.
+const SUCCESSORS: usize = 4;
 
 #[derive(Clone)]
 struct Member {
@@ -76,6 +82,7 @@ impl Ring {
                 members: Vec::new(),
                 points: Vec::new(),
                 owners: Vec::new(),
+                successors: Vec::new(),
             }),
         }
     }
@@ -271,7 +278,8 @@ impl Ring {
             .collect();
         pairs.sort_unstable();
         pairs.dedup_by_key(|p| p.0);
-        let (points, owners) = pairs.into_iter().unzip();
+        let (points, owners): (Vec<u64>, Vec<u32>) = pairs.into_iter().unzip();
+        let successors = successor_table(&owners, members.len());
         Ring {
             inner: Arc::new(Inner {
                 options: self.inner.options,
@@ -279,6 +287,7 @@ impl Ring {
                 members,
                 points,
                 owners,
+                successors,
             }),
         }
     }
@@ -319,6 +328,7 @@ impl Ring {
                 members: inner.members.clone(),
                 points: inner.points.clone(),
                 owners: inner.owners.clone(),
+                successors: inner.successors.clone(),
             }),
         }
     }
@@ -534,21 +544,11 @@ impl Ring {
     #[inline]
     pub(crate) fn walk(&self, start: usize, rf: usize, out: &mut Indices) {
         out.clear();
-        let owners = &self.inner.owners;
-        let mut i = start;
-        for _ in 0..owners.len() {
-            let o = owners[i];
-            if !out.contains(&o) {
-                out.push(o);
-                if out.len() == rf {
-                    return;
-                }
-            }
-            i += 1;
-            if i == owners.len() {
-                i = 0;
-            }
+        if rf <= SUCCESSORS {
+            out.extend_from_slice(&self.inner.successors[start][..rf]);
+            return;
         }
+        walk_owners(&self.inner.owners, start, rf, out);
     }
 
     /// Every virtual node token, ascending.
@@ -577,6 +577,40 @@ pub struct Ownership {
     pub primary: f64,
     /// The fraction of the token space for which it is any of the replicas, in `[0, 1]`.
     pub replica: f64,
+}
+
+/// The first `rf` distinct values of `owners` from index `start` on, wrapping, into `out`.
+fn walk_owners(owners: &[u32], start: usize, rf: usize, out: &mut Indices) {
+    out.clear();
+    let mut i = start;
+    for _ in 0..owners.len() {
+        let o = owners[i];
+        if !out.contains(&o) {
+            out.push(o);
+            if out.len() == rf {
+                return;
+            }
+        }
+        i += 1;
+        if i == owners.len() {
+            i = 0;
+        }
+    }
+}
+
+/// The successor table: for each point, its first `SUCCESSORS` distinct owners (padded with the
+/// last one when the ring has fewer members; only `..min(rf, members)` is ever read).
+fn successor_table(owners: &[u32], members: usize) -> Vec<[u32; SUCCESSORS]> {
+    let k = SUCCESSORS.min(members);
+    let mut out = Indices::new();
+    (0..owners.len())
+        .map(|i| {
+            walk_owners(owners, i, k, &mut out);
+            let mut row = [out[out.len() - 1]; SUCCESSORS];
+            row[..out.len()].copy_from_slice(&out);
+            row
+        })
+        .collect()
 }
 
 /// The index before `i` on a ring of `len` points.
@@ -789,6 +823,23 @@ mod tests {
             });
         });
         assert_eq!(current.read().unwrap().len(), 39);
+    }
+
+    /// The precomputed successor table gives the same lists as walking the ring.
+    #[test]
+    fn successor_table_matches_the_walk() {
+        for members in 1..=6 {
+            let ids: Vec<String> = (0..members).map(|i| format!("n{i}")).collect();
+            let r = Ring::with_nodes(RingOptions::default().vnodes(7).unwrap(), &ids).unwrap();
+            let (mut fast, mut slow) = (Indices::new(), Indices::new());
+            for i in 0..r.vnode_count() {
+                for rf in 1..=members {
+                    r.walk(i, rf, &mut fast);
+                    walk_owners(&r.inner.owners, i, rf, &mut slow);
+                    assert_eq!(fast, slow, "members {members}, point {i}, rf {rf}");
+                }
+            }
+        }
     }
 
     #[test]
