@@ -149,17 +149,17 @@ fn print_hit_ratios(values: &[Bytes]) {
     eprintln!("cache-aside hit ratio, Zipf(1.0) over {KEYS} keys, capacity {CAPACITY},");
     eprintln!("{HIT_RATIO_REQUESTS} requests (a miss is followed by an insert):");
     eprintln!(
-        "  exact LRU (lru crate)   {:.1}%",
+        "  exact LRU (lru crate)   {:.2}%",
         100.0 * lru_hits as f64 / trace.len() as f64
     );
     for name in NAMES {
         let cache = new_cache(name);
         eprintln!(
-            "  {name:<22}  {:.1}%",
+            "  {name:<22}  {:.2}%",
             100.0 * cache_aside(cache.as_ref(), &trace, values)
         );
     }
-    eprintln!("  static optimum          {:.1}%", 100.0 * optimum);
+    eprintln!("  static optimum          {:.2}%", 100.0 * optimum);
 }
 
 fn get_hit(c: &mut Criterion) {

@@ -57,6 +57,10 @@ pub struct Cache<K, V, W = UnitWeigher, S = DefaultHashBuilder> {
     weigher: W,
     hasher: S,
     counters: Counters,
+    /// Aligns the cache to a cache-line pair, so that its read-only fields (loaded by every
+    /// `get`) never share a line with a neighbouring allocation that some thread writes (a
+    /// reference count, say), which would make every read miss.
+    _align: [CachePadded<()>; 0],
 }
 
 impl<K, V> Cache<K, V>
@@ -138,6 +142,7 @@ where
             weigher,
             hasher,
             counters: Counters::new(),
+            _align: [],
         }
     }
 

@@ -49,7 +49,7 @@
 //!   take no read lock: the epoch replaces it.
 //! * **moka**: its bug tracker. The use-after-free during concurrent rehash (moka #34) is why
 //!   the table never resizes; lagging epoch garbage (moka PR #169, crossbeam #566) is why the
-//!   write path calls `Guard::flush` every 64 writes per shard and `Drop` frees directly. We did
+//!   write path calls `Guard::flush` every 256 writes per shard and `Drop` frees directly. We did
 //!   not take moka's (or Caffeine's) read buffers: replaying reads into a policy under a lock
 //!   costs more than a relaxed store into the node.
 //! * **CLOCK / SIEVE**: recency as a bit in the entry, set by readers without moving anything;

@@ -17,8 +17,9 @@ const PROMOTE_FREQ: u8 = 1;
 
 /// Call `Guard::flush` after this many writes to a shard, so the up to ~64 objects a thread's
 /// local bag holds get handed to the global collector instead of lingering (moka PR #169,
-/// crossbeam #566).
-const FLUSH_EVERY: u32 = 64;
+/// crossbeam #566). Not every write: a flush allocates a sealed bag and scans every thread's
+/// epoch, which costs cross-core traffic.
+const FLUSH_EVERY: u32 = 256;
 
 /// How the eviction policy behaves; see [`Policy`](crate::Policy).
 #[derive(Clone, Copy, Debug)]
