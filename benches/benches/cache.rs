@@ -11,7 +11,7 @@
 //! trace (a miss is followed by an insert), with an exact LRU and the static optimum (the
 //! 10,000 most probable keys always cached) for reference.
 //!
-//! Run: `cargo bench -p benches --bench cache` (about three minutes).
+//! Run: `cargo bench -p benches --bench cache` (about a minute and a half).
 
 use std::hint::black_box;
 use std::num::NonZeroUsize;
@@ -262,7 +262,7 @@ fn zipf_95_5(c: &mut Criterion) {
 fn config() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
+        .measurement_time(Duration::from_secs(2))
         .sample_size(20)
 }
 

@@ -523,6 +523,17 @@ mod tests {
     }
 
     #[test]
+    fn retired_nodes_wait_in_bounded_batches_and_clear_hands_them_over() {
+        let cache: Cache<u32, u32> = CacheBuilder::new(10).shards(1).build();
+        for i in 0..1000 {
+            cache.insert(i, i);
+            assert!(cache.shards[0].retired() < 64);
+        }
+        cache.clear();
+        assert_eq!(cache.shards[0].retired(), 0);
+    }
+
+    #[test]
     fn s3fifo_keeps_a_hot_entry_through_a_scan() {
         let s3: Cache<u32, u32> = CacheBuilder::new(10)
             .policy(Policy::S3Fifo)

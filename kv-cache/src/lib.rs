@@ -89,6 +89,7 @@ mod builder;
 mod cache;
 mod ghost;
 mod node;
+mod retire;
 mod shard;
 mod shim;
 mod stats;

@@ -9,6 +9,7 @@ use crossbeam_utils::CachePadded;
 
 use crate::ghost::Ghost;
 use crate::node::{Node, NodePtr, state};
+use crate::retire::Retired;
 use crate::shim::{AtomicU64, AtomicUsize, Mutex, Ordering};
 
 /// S3-FIFO moves an entry from the small queue to the main one if it was read at least this
@@ -83,9 +84,43 @@ struct ShardState<K, V> {
     /// Queue entries whose node is `REMOVED`: garbage the queues still own.
     removed: usize,
     writes: u32,
+    /// Unlinked nodes no queue owns any more, awaiting deferred destruction.
+    retired: Retired<K, V>,
 }
 
 impl<K, V> Shard<K, V> {
+    pub(crate) fn len(&self) -> usize {
+        self.writer.len.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn weight(&self) -> u64 {
+        self.writer.weight.load(Ordering::Relaxed)
+    }
+
+    /// Queue entries, live and removed.
+    #[cfg(test)]
+    pub(crate) fn queued(&self) -> usize {
+        let st = self.writer.state.lock();
+        st.small.len() + st.main.len()
+    }
+
+    /// Nodes retired and not yet handed to the epoch collector.
+    #[cfg(test)]
+    pub(crate) fn retired(&self) -> usize {
+        self.writer.state.lock().retired.len()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> u64 {
+        self.writer.state.lock().capacity
+    }
+}
+
+impl<K, V> Shard<K, V>
+where
+    K: Send + Sync + 'static,
+    V: Send + Sync + 'static,
+{
     pub(crate) fn new(size: ShardSize, params: Params) -> Self {
         let buckets = size.buckets.next_power_of_two();
         // 5% of the capacity: on the Zipf trace of `tests/hit_ratio_zipf.rs` this beats the
@@ -106,6 +141,7 @@ impl<K, V> Shard<K, V> {
                     small_weight: 0,
                     removed: 0,
                     writes: 0,
+                    retired: Retired::new(),
                 }),
                 len: AtomicUsize::new(0),
                 weight: AtomicU64::new(0),
@@ -116,26 +152,6 @@ impl<K, V> Shard<K, V> {
     #[inline]
     fn bucket(&self, hash: u64) -> &Atomic<Node<K, V>> {
         &self.buckets[hash as usize & self.mask]
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.writer.len.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn weight(&self) -> u64 {
-        self.writer.weight.load(Ordering::Relaxed)
-    }
-
-    /// Queue entries, live and removed.
-    #[cfg(test)]
-    pub(crate) fn queued(&self) -> usize {
-        let st = self.writer.state.lock();
-        st.small.len() + st.main.len()
-    }
-
-    #[cfg(test)]
-    pub(crate) fn capacity(&self) -> u64 {
-        self.writer.state.lock().capacity
     }
 
     /// Finds `key` without taking any lock, and records the read in the node.
@@ -153,8 +169,8 @@ impl<K, V> Shard<K, V> {
     {
         let mut cur = self.bucket(hash).load(Ordering::Acquire, guard);
         // SAFETY: every node reachable from a bucket was published with a Release store after
-        // it was fully built, and is freed only through `defer_destroy` after it has been
-        // unlinked, so while `guard` pins the epoch it stays allocated. Unlinking never changes
+        // it was fully built, and is freed only through epoch-deferred destruction after it has
+        // been unlinked, so while `guard` pins the epoch it stays allocated. Unlinking never changes
         // the victim's own `next`, so a reader standing on it walks on into live (or likewise
         // epoch-protected) nodes.
         while let Some(node) = unsafe { cur.as_ref() } {
@@ -260,10 +276,10 @@ impl<K, V> Shard<K, V> {
         }
         for ptr in st.small.drain(..).chain(st.main.drain(..)) {
             // SAFETY: the node was just unlinked (every bucket is now empty) and its queue entry,
-            // its only owner, is being dropped: it is destroyed exactly once, after every reader
-            // pinned now has unpinned.
-            unsafe { guard.defer_destroy(Shared::from(ptr.0)) };
+            // its only owner, was just drained.
+            unsafe { st.retired.retire(ptr, guard) };
         }
+        st.retired.defer_all(guard);
         st.ghost.clear();
         st.weight = 0;
         st.len = 0;
@@ -381,8 +397,8 @@ impl<K, V> Shard<K, V> {
             if node.state() == state::REMOVED {
                 st.removed -= 1;
                 // SAFETY: a removed node was unlinked when it was marked; its queue entry, its
-                // only owner, was just popped, so it is destroyed exactly once.
-                unsafe { guard.defer_destroy(Shared::from(ptr.0)) };
+                // only owner, was just popped.
+                unsafe { st.retired.retire(ptr, guard) };
                 continue;
             }
             let freq = node.freq.load(Ordering::Relaxed);
@@ -404,7 +420,7 @@ impl<K, V> Shard<K, V> {
             st.weight -= node.weight;
             st.len -= 1;
             // SAFETY: just unlinked, and its only owner (the queue entry) was popped.
-            unsafe { guard.defer_destroy(Shared::from(ptr.0)) };
+            unsafe { st.retired.retire(ptr, guard) };
             return true;
         }
         false
@@ -416,19 +432,20 @@ impl<K, V> Shard<K, V> {
         if st.removed <= st.len + 64 {
             return;
         }
-        let retain = |ptr: &NodePtr<K, V>| {
+        let retired = &mut st.retired;
+        let mut retain = |ptr: &NodePtr<K, V>| {
             // SAFETY: a queue entry's node is allocated (see `evict_one`) and we hold the lock.
             let node = unsafe { &*ptr.0 };
             if node.state() == state::REMOVED {
                 // SAFETY: unlinked when marked removed; its owning queue entry is being dropped.
-                unsafe { guard.defer_destroy(Shared::from(ptr.0)) };
+                unsafe { retired.retire(*ptr, guard) };
                 false
             } else {
                 true
             }
         };
-        st.small.retain(retain);
-        st.main.retain(retain);
+        st.small.retain(&mut retain);
+        st.main.retain(&mut retain);
         st.removed = 0;
     }
 
@@ -474,7 +491,7 @@ impl<K, V> Drop for Shard<K, V> {
         for ptr in st.small.drain(..).chain(st.main.drain(..)) {
             // SAFETY: `&mut self` means no reader or writer can reach the node any more, and its
             // queue entry is its only owner, so it is freed here exactly once and directly
-            // (nodes freed earlier went through `defer_destroy` after leaving their queue).
+            // (nodes that left their queue earlier went to `retired`, which frees its own).
             drop(unsafe { Owned::from_raw(ptr.0.cast_mut()) });
         }
     }
