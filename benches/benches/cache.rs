@@ -6,12 +6,13 @@
 //! * `cache_get_hit/<cache>`: one thread, `get` of keys known to be present.
 //! * `cache_zipf_95_5/<cache>/<threads>`: throughput of 95% `get` / 5% `insert` on 1 and 2
 //!   threads, each thread replaying its own trace.
+//! * `cache_zipf_read_only/<cache>/<threads>`: the same with `get` only (after the warm-up).
 //!
 //! Before measuring, it prints the cache-aside hit ratio of every cache on a 1,000,000-request
 //! trace (a miss is followed by an insert), with an exact LRU and the static optimum (the
 //! 10,000 most probable keys always cached) for reference.
 //!
-//! Run: `cargo bench -p benches --bench cache` (about a minute and a half).
+//! Run: `cargo bench -p benches --bench cache` (about two minutes).
 
 use std::hint::black_box;
 use std::num::NonZeroUsize;
@@ -186,13 +187,13 @@ fn get_hit(c: &mut Criterion) {
     group.finish();
 }
 
-/// Keys with a 1-in-20 insert flag in the top bit.
-fn workload(seed: u64) -> Vec<u64> {
+/// Keys with an insert flag in the top bit, `inserts_per_100` of them.
+fn workload(seed: u64, inserts_per_100: u32) -> Vec<u64> {
     let mut rng = StdRng::seed_from_u64(seed ^ 0x95);
     zipf_keys(TRACE_LEN, seed)
         .into_iter()
         .map(|key| {
-            if rng.random_ratio(1, 20) {
+            if rng.random_ratio(inserts_per_100, 100) {
                 key | 1 << 63
             } else {
                 key
@@ -202,20 +203,28 @@ fn workload(seed: u64) -> Vec<u64> {
 }
 
 fn zipf_95_5(c: &mut Criterion) {
+    zipf_throughput(c, "cache_zipf_95_5", 5);
+}
+
+/// The same without inserts (after the warm-up): how reads alone scale.
+fn zipf_read_only(c: &mut Criterion) {
+    zipf_throughput(c, "cache_zipf_read_only", 0);
+}
+
+fn zipf_throughput(c: &mut Criterion, group_name: &str, inserts_per_100: u32) {
     let values = values();
-    let traces: Vec<Vec<u64>> = (0..2).map(|t| workload(1000 + t)).collect();
-    let mut group = c.benchmark_group("cache_zipf_95_5");
+    let traces: Vec<Vec<u64>> = (0..2)
+        .map(|t| workload(1000 + t, inserts_per_100))
+        .collect();
+    let mut group = c.benchmark_group(group_name);
     for name in NAMES {
         let cache = new_cache(name);
-        // Warm up to a steady state: one pass of cache-aside over the first trace.
-        cache_aside(
-            cache.as_ref(),
-            &traces[0][..TRACE_LEN / 4]
-                .iter()
-                .map(|k| k & !(1 << 63))
-                .collect::<Vec<_>>(),
-            &values,
-        );
+        // Warm up to a steady state: cache-aside over a quarter of the first trace.
+        let warm_up: Vec<u64> = traces[0][..TRACE_LEN / 4]
+            .iter()
+            .map(|k| k & !(1 << 63))
+            .collect();
+        cache_aside(cache.as_ref(), &warm_up, &values);
         for threads in [1usize, 2] {
             group.throughput(Throughput::Elements(BATCH * threads as u64));
             let mut start = 0usize;
@@ -269,6 +278,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = get_hit, zipf_95_5
+    targets = get_hit, zipf_95_5, zipf_read_only
 }
 criterion_main!(benches);

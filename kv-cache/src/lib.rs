@@ -21,7 +21,7 @@
 //! [`CacheBuilder::estimated_items`]), and never resized. Entries are immutable nodes in
 //! singly linked bucket chains; a new value for a key is a new node swapped into the chain. A
 //! reader therefore only ever sees fully built nodes reached through `Acquire` loads, and a node
-//! is freed only through `Guard::defer_destroy` after it has been unlinked, so no node a pinned
+//! is freed only through the epoch collector after it has been unlinked, so no node a pinned
 //! reader can reach is freed under it. Without rehashing, the protocol is small enough to model
 //! check (`tests/loom.rs`) and to reason about in the `// SAFETY:` comments.
 //!
@@ -68,17 +68,35 @@
 //!
 //! Removed and evicted nodes go to crossbeam-epoch's deferred destruction, so memory is
 //! reclaimed once every reader pinned at the time has unpinned; `get` returns clones, never a
-//! guard, so no caller can hold the epoch. `remove` and replacements leave a marked node in its
-//! queue until the hand reaches it; the queues are compacted once marked nodes outnumber live
-//! ones, so garbage stays proportional to the capacity (`tests/no_garbage_growth.rs`).
+//! guard, so no caller can hold the epoch. Unlinked nodes are retired per shard and deferred in
+//! batches of 64 (`src/retire.rs`): one deferred closure instead of 64 saves most of the
+//! cross-core traffic of crossbeam's bag pushes and collections. `remove` and replacements leave
+//! a marked node in its queue until the hand reaches it; the queues are compacted once marked
+//! nodes outnumber live ones. So garbage stays proportional to the capacity plus a constant per
+//! shard and thread (`tests/no_garbage_growth.rs`), and `Drop` frees everything directly.
+//!
+//! # Performance
+//!
+//! Measured side by side with `lru` (behind a `Mutex`), moka and quick_cache in
+//! `benches/benches/cache.rs`; the table is in the workspace's `BENCHMARKS.md`. In short, on a
+//! 2-core VM: a get hit costs about what it costs in quick_cache or `lru` (about 42 ns), and a
+//! read-only Zipf workload scales from 1 to 2 threads (about 1.4x with `Bytes` values, whose
+//! reference count the two cores share on hot keys; 1.6x without), where quick_cache's read
+//! lock makes it slower on 2 threads than on 1. With 5% inserts, every insert moves the shard's
+//! lock and queue cache lines between cores and allocates a node, so the 95/5 mix does not scale
+//! on this machine, though it still runs ahead of quick_cache on 2 threads.
 //!
 //! # Checking the unsafe code
 //!
 //! * Loom, on the insert/publish/remove/reclaim protocol with two threads and capacity 1-2:
 //!   `RUSTFLAGS="--cfg crossbeam_loom" LOOM_MAX_PREEMPTIONS=3 cargo test -p kv-cache --release
 //!   --test loom` (run by `.ci/run`).
-//! * Miri, on the unit and integration tests (needs a nightly toolchain with the `miri`
-//!   component): `cargo +nightly miri test -p kv-cache`.
+//! * Miri, on the unit and integration tests, which shrink their workloads under `cfg(miri)`
+//!   (needs a nightly toolchain with the `miri` component; not installed where this was
+//!   written, so not yet run): `cargo +nightly miri test -p kv-cache`.
+//! * AddressSanitizer on the same tests (nightly, no extra component; passes):
+//!   `RUSTFLAGS=-Zsanitizer=address cargo +nightly test -p kv-cache --target
+//!   x86_64-unknown-linux-gnu --tests`.
 //!
 //! This crate has no fallible operation, hence no error type: a zero capacity or an entry too
 //! heavy to fit simply stores nothing.

@@ -49,6 +49,7 @@ fn ours(trace: &[u64], policy: Policy) -> f64 {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "a million requests: far too slow under Miri")]
 fn clock_is_within_two_percent_of_exact_lru_and_s3fifo_beats_it() {
     let trace = trace();
     let lru = exact_lru(&trace);

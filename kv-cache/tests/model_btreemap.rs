@@ -73,7 +73,7 @@ fn check(cache: &Cache<u8, u32>, ops: &[Op], capacity: u64, exact: bool) {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 256,
+        cases: if cfg!(miri) { 4 } else { 256 },
         rng_seed: RngSeed::Fixed(7),
         ..ProptestConfig::default()
     })]
