@@ -16,6 +16,7 @@ use std::{
     hint::black_box,
     io::Write,
     path::PathBuf,
+    sync::Barrier,
     time::{Duration, Instant},
 };
 
@@ -43,20 +44,30 @@ fn policy_name(p: SyncPolicy) -> &'static str {
     }
 }
 
-/// Runs `iters` appends spread over `threads` threads and returns the time they took.
+/// At least this many appends per thread in each sample, so that a sample is never dominated
+/// by starting the threads.
+const MIN_PER_THREAD: u64 = 1000;
+
+/// Runs at least `iters` appends spread over `threads` threads and returns the time `iters`
+/// of them took (the clock starts once every thread is running, at a barrier).
 fn run_appends(wal: &Wal, payload: &[u8], threads: u64, iters: u64) -> Duration {
-    let per = iters.div_ceil(threads).max(1);
-    let start = Instant::now();
-    std::thread::scope(|s| {
+    let per = iters.div_ceil(threads).max(MIN_PER_THREAD);
+    let barrier = Barrier::new(threads as usize + 1);
+    let elapsed = std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| {
+                barrier.wait();
                 for _ in 0..per {
                     black_box(wal.append(payload).expect("append"));
                 }
             });
         }
-    });
-    let elapsed = start.elapsed();
+        barrier.wait();
+        let start = Instant::now();
+        // Leaving the scope joins every thread.
+        start
+    })
+    .elapsed();
     // Keep the disk footprint bounded: drop every segment but the active one.
     wal.truncate_before(wal.end_lsn()).expect("truncate_before");
     // Scale to the `iters` appends criterion asked for.
