@@ -136,8 +136,8 @@ impl Ring {
     ///
     /// # Errors
     /// [`Error::InvalidNodeId`], [`Error::DuplicateNode`], [`Error::InvalidWeight`], or
-    /// [`Error::InvalidTokens`] if `tokens` is empty, longer than `MAX_VNODES`, repeats a token or
-    /// holds one that another node already has.
+    /// [`Error::InvalidTokens`] if `tokens` is empty, longer than `MAX_VNODES * 60`, repeats a
+    /// token or holds one that another node already has.
     pub fn add_node_with_tokens(&self, id: &str, weight: f64, tokens: &[u64]) -> Result<Ring> {
         let node = self.check_new_member(id)?;
         if !weight.is_finite() || weight <= 0.0 {
