@@ -150,9 +150,12 @@ impl Ring {
             id: id.to_owned(),
             reason,
         };
-        if tokens.is_empty() || tokens.len() > MAX_VNODES as usize {
+        // A balanced ring's node may own far more partitions than `MAX_VNODES` (all of them,
+        // alone), so the bound here is the largest grid.
+        let most = MAX_VNODES as usize * balanced::PARTITIONS_PER_VNODE;
+        if tokens.is_empty() || tokens.len() > most {
             return Err(invalid(format!(
-                "{} tokens given, 1..={MAX_VNODES} expected",
+                "{} tokens given, 1..={most} expected",
                 tokens.len()
             )));
         }
@@ -784,6 +787,13 @@ mod tests {
             .at_epoch(ring.epoch());
         assert_eq!(restored.epoch(), ring.epoch());
         let (a, b) = (ring.add_node("f").unwrap(), restored.add_node("f").unwrap());
+        // Regression: a node of a small balanced ring owns more than MAX_VNODES partitions.
+        let big = Ring::with_nodes(options.vnodes(256).unwrap(), ["x", "y", "z"]).unwrap();
+        let tokens = big.tokens_of("x").unwrap();
+        assert!(tokens.len() > MAX_VNODES as usize);
+        Ring::new(*big.options())
+            .add_node_with_tokens("x", 1.0, tokens)
+            .unwrap();
         for k in 0..500u32 {
             let key = k.to_le_bytes();
             assert_eq!(
