@@ -46,6 +46,8 @@ struct Snapshot {
     files: Vec<(String, Vec<u8>, Vec<u8>)>,
     /// Appends acknowledged as durable before the crash.
     acked: Vec<Lsn>,
+    /// Everything before this was flushed before the crash (`Periodic`).
+    durable: Option<Lsn>,
 }
 
 #[derive(Clone)]
@@ -96,8 +98,15 @@ impl Sim {
     /// Freezes the live and durable bytes and the acknowledged set, atomically with respect
     /// to flushes (the hook holds the disk lock while it records one).
     fn snapshot(&self) -> Snapshot {
+        self.snapshot_with(|| None)
+    }
+
+    /// As `snapshot`; `durable` is read while flushes are held off and, if it returns an
+    /// `Lsn`, every append before it counts as acknowledged (the `Periodic` guarantee).
+    fn snapshot_with(&self, durable: impl FnOnce() -> Option<Lsn>) -> Snapshot {
         let d = self.disk.lock().unwrap();
         let acked = self.acked.lock().unwrap().clone();
+        let durable = durable();
         let files = read_dir(&self.dir)
             .into_iter()
             .map(|(name, live)| {
@@ -109,7 +118,11 @@ impl Sim {
                 (name, live, durable)
             })
             .collect();
-        Snapshot { files, acked }
+        Snapshot {
+            files,
+            acked,
+            durable,
+        }
     }
 }
 
@@ -199,6 +212,17 @@ fn check(
 }
 
 fn run_crashes(snap: &Snapshot, appends: &BTreeMap<Lsn, Vec<u8>>, mode: RecoveryMode, tag: &str) {
+    // Under `Periodic`, every append that starts before the durable Lsn ends before it (the
+    // durable Lsn is a record boundary), so it must survive.
+    let mut acked = snap.acked.clone();
+    if let Some(d) = snap.durable {
+        acked.extend(appends.keys().filter(|l| **l < d));
+    }
+    let snap = &Snapshot {
+        files: snap.files.clone(),
+        acked,
+        durable: snap.durable,
+    };
     check(
         &snap.image(Crash::DropUnflushed),
         appends,
@@ -217,7 +241,10 @@ fn run_crashes(snap: &Snapshot, appends: &BTreeMap<Lsn, Vec<u8>>, mode: Recovery
         );
     }
     let n = snap.diff().len();
-    for k in 0..=n {
+    // Every byte offset; for a long unflushed tail (the Periodic test), an evenly spread
+    // subset of about 400 offsets keeps the test fast.
+    let step = (n / 400).max(1);
+    for k in (0..=n).step_by(step).chain(std::iter::once(n)) {
         let what = format!("{tag} torn at byte {k} of {n}");
         check(
             &snap.image(Crash::Torn(k)),
@@ -336,5 +363,32 @@ fn never_with_manual_sync_recovers_a_prefix_after_each_append() {
             RecoveryMode::PointInTime,
             &format!("after append {i}"),
         );
+    }
+}
+
+/// `Periodic`: a background thread flushes every millisecond; whatever the flusher had made
+/// durable when the crash hit is recovered, and nothing but a prefix.
+#[test]
+fn periodic_flusher_output_survives_every_crash_mode() {
+    let dir = fast_tempdir();
+    let sim = Sim::new(dir.path());
+    let opts = WalOptions::new()
+        .segment_size(8192)
+        .sync(SyncPolicy::Periodic(std::time::Duration::from_millis(1)))
+        .flush_hook(sim.hook());
+    let wal = Wal::open(dir.path(), opts).unwrap();
+    let mut appends = BTreeMap::new();
+    let mut snaps = Vec::new();
+    for i in 0..400u64 {
+        let p = payload(i);
+        appends.insert(wal.append(&p).unwrap(), p);
+        if i % 50 == 49 {
+            snaps.push(sim.snapshot_with(|| Some(wal.durable_lsn())));
+        }
+    }
+    assert!(wal.end_lsn().segment() > 1);
+    for (i, snap) in snaps.iter().enumerate() {
+        let tag = format!("periodic snapshot {i}");
+        run_crashes(snap, &appends, RecoveryMode::TolerateCorruptedTail, &tag);
     }
 }
