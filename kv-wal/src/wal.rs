@@ -489,6 +489,30 @@ impl Wal {
         Ok(n)
     }
 
+    /// Flushes everything appended (whatever the policy), stops the background flusher and
+    /// releases the directory lock. Dropping the `Wal` does the same but cannot report an
+    /// error (and does not flush under `Never`).
+    ///
+    /// # Errors
+    ///
+    /// As [`Wal::sync`].
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// use kv_wal::{SyncPolicy, Wal, WalOptions};
+    /// let wal = Wal::open(dir.path(), WalOptions::new().sync(SyncPolicy::Never))?;
+    /// wal.append(b"x")?;
+    /// wal.close()?; // durable now
+    /// let wal = Wal::open(dir.path(), WalOptions::new())?;
+    /// assert_eq!(wal.recovery_report().records, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn close(self) -> Result<()> {
+        self.sync()
+    }
+
     pub(crate) fn shared(&self) -> &Shared {
         &self.shared
     }
