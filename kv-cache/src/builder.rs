@@ -29,8 +29,8 @@ pub enum Policy {
     /// last passed it survives; among those not read, the oldest insertion goes first.
     #[default]
     Clock,
-    /// S3-FIFO (Yang et al., SOSP 2023): new entries enter a small FIFO queue holding a twentieth
-    /// of the capacity; an entry read while there moves to the main queue on reaching its front,
+    /// S3-FIFO (Yang et al., SOSP 2023): new entries enter a small FIFO queue holding 2% of the
+    /// capacity; an entry read while there moves to the main queue on reaching its front,
     /// one that was not is evicted and its hash is remembered in a ghost set, so that if it
     /// comes back it goes straight to the main queue. The main queue is a CLOCK with a 2-bit
     /// counter (SIEVE-like "lazy promotion"). It keeps one-hit wonders from flushing the cache,
