@@ -80,15 +80,17 @@
 //!
 //! Measured side by side with `lru` (behind a `Mutex`), moka and quick_cache by
 //! `benches/benches/cache.rs`; the table is in the workspace's `BENCHMARKS.md`. On the 2-core VM
-//! it was written on (medians of three runs, Zipf(1.0), 100-byte `Bytes` values):
+//! it was written on (medians of three runs, Zipf(1.0) over 100,000 keys, 100-byte `Bytes`
+//! values; the machine was noisy, runs varied by up to 30%):
 //!
-//! * a get hit costs about what it costs in quick_cache or `lru` (about 50 ns);
-//! * reads alone go from 20.8 to 27.7 Mops/s on 2 threads, where quick_cache's per-shard read
-//!   lock takes it from 21.2 down to 14.8; what still limits us is the values' reference count,
-//!   which both cores bump on hot keys (without it, reads scale about 1.6x);
-//! * with 5% inserts, 15.0 Mops/s on 1 thread and 15.6 on 2, against quick_cache's 17.4 and
-//!   11.9: every insert moves its shard's lock, queue and bucket cache lines between the cores
-//!   and allocates a node, so the mix does not scale here, though it stays ahead on 2 threads.
+//! * a get hit costs what it costs in quick_cache or `lru`: 46-59 ns for all four;
+//! * reads alone scale from 1 to 2 threads (CLOCK 16.2 -> 23.0 Mops/s) where quick_cache's
+//!   per-shard read lock makes it slower on 2 threads (19.5 -> 17.2). What limits us is the
+//!   values' reference count, which both cores bump on hot keys: with `'static` `Bytes` (no
+//!   count) reads scale about 1.6x;
+//! * with 5% inserts, ahead of quick_cache on 2 threads (CLOCK 14.5, S3-FIFO 17.7, quick_cache
+//!   13.8 Mops/s) but with little scaling (CLOCK 12.0 -> 14.5): each insert moves its shard's
+//!   lock, queue and bucket cache lines between the cores and allocates a node.
 
 //! # Checking the unsafe code
 //!
