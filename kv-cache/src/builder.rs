@@ -115,9 +115,10 @@ impl<W, S> CacheBuilder<W, S> {
         self
     }
 
-    /// How many entries the cache is expected to hold, which sizes its fixed bucket table
-    /// (default: the capacity without a weigher, `capacity / 1024` with one). The table never
-    /// resizes; more entries than this only make bucket chains longer.
+    /// How many entries the cache is expected to hold, which sizes its fixed bucket table: 16
+    /// bytes per entry, allocated up front (default: the capacity without a weigher,
+    /// `capacity / 1024` with one, at most 2^22 either way). The table never resizes; more
+    /// entries than this only make bucket chains longer.
     pub fn estimated_items(mut self, items: usize) -> Self {
         self.estimated_items = Some(items.max(1));
         self
@@ -165,7 +166,7 @@ impl<W, S> CacheBuilder<W, S> {
             };
             usize::try_from(items)
                 .unwrap_or(usize::MAX)
-                .clamp(1, 1 << 30)
+                .clamp(1, 1 << 22)
         });
         let shards = self.shards.unwrap_or_else(|| default_shards(items));
         let params = self.policy.params();

@@ -175,9 +175,9 @@ where
         let mut cur = self.bucket(hash).load(Ordering::Acquire, guard);
         // SAFETY: every node reachable from a bucket was published with a Release store after
         // it was fully built, and is freed only through epoch-deferred destruction after it has
-        // been unlinked, so while `guard` pins the epoch it stays allocated. Unlinking never changes
-        // the victim's own `next`, so a reader standing on it walks on into live (or likewise
-        // epoch-protected) nodes.
+        // been unlinked, so while `guard` pins the epoch it stays allocated. Unlinking never
+        // changes the victim's own `next`, so a reader standing on it walks on into live (or
+        // likewise epoch-protected) nodes.
         while let Some(node) = unsafe { cur.as_ref() } {
             if node.hash == hash && node.key.borrow() == key {
                 node.touch(max_freq);
@@ -349,7 +349,7 @@ where
         guard: &Guard,
     ) -> u64 {
         let mut evicted = 0;
-        while st.weight + weight > st.capacity {
+        while st.weight.saturating_add(weight) > st.capacity {
             if !self.evict_one(st, params, guard) {
                 break;
             }
