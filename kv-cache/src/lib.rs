@@ -123,3 +123,8 @@ pub use builder::{CacheBuilder, DefaultHashBuilder, Policy};
 pub use cache::Cache;
 pub use stats::Stats;
 pub use weigher::{UnitWeigher, Weigher};
+
+/// Compiles and runs the README's example as a doctest, so it cannot go stale.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
