@@ -49,7 +49,7 @@ fn policy_name(p: SyncPolicy) -> &'static str {
 const MIN_PER_THREAD: u64 = 1000;
 
 /// Runs at least `iters` appends spread over `threads` threads and returns the time `iters`
-/// of them took (the clock starts once every thread is running, at a barrier).
+/// of them took (every thread is started and waiting at a barrier before the clock starts).
 fn run_appends(wal: &Wal, payload: &[u8], threads: u64, iters: u64) -> Duration {
     let per = iters.div_ceil(threads).max(MIN_PER_THREAD);
     let barrier = Barrier::new(threads as usize + 1);
@@ -62,8 +62,10 @@ fn run_appends(wal: &Wal, payload: &[u8], threads: u64, iters: u64) -> Duration 
                 }
             });
         }
-        barrier.wait();
+        // The clock starts before the main thread's own barrier wait: once the barrier opens
+        // the main thread may be descheduled for a long time while the writers run.
         let start = Instant::now();
+        barrier.wait();
         // Leaving the scope joins every thread.
         start
     })
