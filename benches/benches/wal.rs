@@ -49,7 +49,8 @@ fn policy_name(p: SyncPolicy) -> &'static str {
 const MIN_PER_THREAD: u64 = 1000;
 
 /// Runs at least `iters` appends spread over `threads` threads and returns the time `iters`
-/// of them took (every thread is started and waiting at a barrier before the clock starts).
+/// of them took (the threads are spawned first; the clock starts at the barrier that releases
+/// them, so thread start-up is not measured).
 fn run_appends(wal: &Wal, payload: &[u8], threads: u64, iters: u64) -> Duration {
     let per = iters.div_ceil(threads).max(MIN_PER_THREAD);
     let barrier = Barrier::new(threads as usize + 1);
