@@ -414,6 +414,9 @@ mod tests {
     /// The documented approximation: once every entry has been read, CLOCK degrades to FIFO
     /// order (the hand clears all bits, then evicts the oldest insertion), where an exact LRU
     /// would evict the least recently read.
+    ///
+    /// Regression: an early version enqueued the new entry before evicting, so the hand swept
+    /// the re-circulated entries behind it and evicted the entry being inserted.
     #[test]
     fn when_everything_was_read_clock_falls_back_to_insertion_order() {
         let cache = clock(2);
