@@ -111,7 +111,9 @@ pub enum Error {
 
     /// A flush (`msync`) failed. The log is now poisoned: nothing written since the last good
     /// flush can be trusted to be durable, so further appends fail until the `Wal` is reopened
-    /// (reopening re-scans the files and keeps what is really there).
+    /// (reopening re-scans the files and keeps what is really there). The appends that got
+    /// this error are in the log but not known to be durable: after a reopen they may or may
+    /// not be there, like any unacknowledged append.
     #[error("flush of {path} failed; the log is poisoned: {source}")]
     SyncFailed {
         /// The segment whose flush failed.

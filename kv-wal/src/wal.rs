@@ -573,7 +573,7 @@ impl Shared {
         drop(seg);
         self.complete(first, end);
         if self.opts.sync == SyncPolicy::Always {
-            // Publication is awaited by the flush leader, so followers sleep only once.
+            // The flush leader awaits publication; followers only wait for the flush.
             self.sync_to(end)?;
         } else {
             self.wait_published(end);
