@@ -14,6 +14,17 @@ use std::time::Duration;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use kv_ring::{Placement, Ring, RingOptions, token, transfer_plan};
 
+/// Both placements, at the replication factor the benchmarks use.
+const PLACEMENTS: [(&str, Placement); 2] = [
+    ("random", Placement::Random),
+    (
+        "balanced",
+        Placement::Balanced {
+            replication_factor: 3,
+        },
+    ),
+];
+
 fn nodes(n: usize) -> Vec<String> {
     (1..=n).map(|i| format!("node{i}")).collect()
 }
@@ -83,15 +94,7 @@ fn lookups(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("ring/preference_list_rf3");
     for n in [3, 16, 128] {
-        for (name, placement) in [
-            ("random", Placement::Random),
-            (
-                "balanced",
-                Placement::Balanced {
-                    replication_factor: 3,
-                },
-            ),
-        ] {
+        for (name, placement) in PLACEMENTS {
             let options = RingOptions::default().placement(placement);
             let ring = Ring::with_nodes(options, nodes(n)).expect("ring");
             group.bench_with_input(BenchmarkId::new(name, n), &ring, |b, ring| {
@@ -118,15 +121,7 @@ fn lookups(c: &mut Criterion) {
 fn plans(c: &mut Criterion) {
     let mut group = c.benchmark_group("ring/transfer_plan_join_16_to_17");
     group.sample_size(20);
-    for (name, placement) in [
-        ("random", Placement::Random),
-        (
-            "balanced",
-            Placement::Balanced {
-                replication_factor: 3,
-            },
-        ),
-    ] {
+    for (name, placement) in PLACEMENTS {
         let options = RingOptions::default().placement(placement);
         let old = Ring::with_nodes(options, nodes(16)).expect("ring");
         let new = old.add_node("node17").expect("join");
