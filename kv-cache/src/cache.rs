@@ -42,10 +42,12 @@ use crate::weigher::{UnitWeigher, Weigher};
 /// let cache: Arc<Cache<String, Bytes>> = Arc::new(Cache::new(10_000));
 /// let reader = {
 ///     let cache = Arc::clone(&cache);
-///     std::thread::spawn(move || cache.get("k").is_none() || cache.get("k").is_some())
+///     std::thread::spawn(move || cache.get("k"))
 /// };
 /// cache.insert("k".to_string(), Bytes::from_static(b"v"));
-/// assert!(reader.join().unwrap());
+/// // The read raced with the insert: it saw nothing or the whole value.
+/// let seen = reader.join().unwrap();
+/// assert!(seen.is_none() || seen == Some(Bytes::from_static(b"v")));
 /// assert_eq!(cache.get("k"), Some(Bytes::from_static(b"v")));
 /// ```
 pub struct Cache<K, V, W = UnitWeigher, S = DefaultHashBuilder> {
@@ -254,6 +256,8 @@ where
         let hash = self.hasher.hash_one(key);
         let guard = epoch::pin();
         let (value, flush) = self.shard(hash).remove(hash, key, &guard);
+        // Cloned outside the shard lock, while `guard` keeps the unlinked node alive.
+        let value = value.cloned();
         if flush {
             guard.flush();
         }
@@ -575,6 +579,131 @@ mod tests {
             cache.contains_key(&0),
             "a re-admitted ghost outlives new one-hit wonders"
         );
+    }
+
+    /// Regression: removed and replaced nodes were bounded only by count (live + 64), so a
+    /// weighted cache replacing a heavy value kept ~75 copies of it, 60 times its capacity.
+    #[test]
+    fn replacing_heavy_values_keeps_unlinked_garbage_within_the_capacity() {
+        let cache: Cache<u32, Vec<u8>, _> = CacheBuilder::new(1000)
+            .weigher(|_: &u32, v: &Vec<u8>| v.len() as u64)
+            .shards(1)
+            .build();
+        for i in 0..10 {
+            cache.insert(i, vec![0; 1]);
+        }
+        // 10 + 900 fits: nothing is ever evicted, so the hand never frees the old nodes.
+        for round in 0..500u32 {
+            cache.insert(100, vec![0; 900]);
+            if round % 3 == 0 {
+                cache.remove(&100);
+            }
+            let garbage = cache.shards[0].garbage_weight();
+            assert!(
+                garbage <= 2 * (1000 + 64),
+                "round {round}: {garbage} weight of unlinked values for capacity 1000"
+            );
+        }
+        assert_eq!(cache.len(), 11);
+    }
+
+    /// A value whose `clone` panics when asked to.
+    #[derive(Debug)]
+    struct Fragile(bool);
+
+    impl Clone for Fragile {
+        fn clone(&self) -> Self {
+            assert!(!self.0, "Fragile::clone");
+            Fragile(false)
+        }
+    }
+
+    /// Regression: `remove` cloned the value under the shard lock, after unlinking it, so a
+    /// panicking `clone` skipped publishing the new length (`len()` stayed stale).
+    #[test]
+    fn a_panicking_clone_in_remove_leaves_len_exact() {
+        let cache: Cache<u32, Fragile> = CacheBuilder::new(10).shards(1).build();
+        cache.insert(1, Fragile(true));
+        cache.insert(2, Fragile(false));
+        let removed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cache.remove(&1)));
+        assert!(removed.is_err(), "the clone panicked");
+        assert!(!cache.contains_key(&1));
+        assert_eq!((cache.len(), cache.weight()), (1, 1));
+        cache.insert(3, Fragile(false)); // the lock is neither held nor poisoned
+        assert_eq!(cache.len(), 2);
+    }
+
+    /// Every key hashes to the same value: one bucket chain, one shard.
+    #[derive(Clone, Default)]
+    struct Collide;
+
+    impl std::hash::Hasher for Collide {
+        fn finish(&self) -> u64 {
+            42
+        }
+        fn write(&mut self, _: &[u8]) {}
+    }
+
+    impl BuildHasher for Collide {
+        type Hasher = Collide;
+        fn build_hasher(&self) -> Collide {
+            Collide
+        }
+    }
+
+    #[test]
+    fn keys_with_equal_hashes_are_kept_apart() {
+        let cache: Cache<u32, u32, UnitWeigher, Collide> =
+            CacheBuilder::new(10).hasher(Collide).build();
+        for key in 0..30 {
+            cache.insert(key, key * 10);
+        }
+        assert_eq!(cache.len(), 10);
+        for key in 20..30 {
+            assert_eq!(cache.get(&key), Some(key * 10));
+        }
+        assert_eq!(cache.remove(&25), Some(250));
+        cache.insert(24, 1);
+        assert_eq!(
+            (cache.get(&24), cache.get(&25), cache.get(&26)),
+            (Some(1), None, Some(260))
+        );
+    }
+
+    /// A key whose `eq` panics when either side is marked.
+    #[derive(Debug)]
+    struct Touchy(u32, bool);
+
+    impl std::hash::Hash for Touchy {
+        fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+            self.0.hash(state);
+        }
+    }
+
+    impl PartialEq for Touchy {
+        fn eq(&self, other: &Self) -> bool {
+            assert!(!self.1 && !other.1, "Touchy::eq");
+            self.0 == other.0
+        }
+    }
+    impl Eq for Touchy {}
+
+    #[test]
+    fn a_panicking_eq_under_the_shard_lock_leaves_the_cache_usable() {
+        let cache: Cache<Touchy, u32, UnitWeigher, Collide> =
+            CacheBuilder::new(10).hasher(Collide).build();
+        cache.insert(Touchy(1, false), 1);
+        cache.insert(Touchy(2, false), 2);
+        // Walks the shared chain, comparing under the shard lock, and panics there.
+        let inserted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            cache.insert(Touchy(3, true), 3)
+        }));
+        assert!(inserted.is_err(), "eq panicked");
+        assert_eq!(cache.len(), 2);
+        assert_eq!(cache.get(&Touchy(1, false)), Some(1));
+        cache.insert(Touchy(2, false), 20);
+        assert_eq!(cache.remove(&Touchy(1, false)), Some(1));
+        assert_eq!((cache.len(), cache.get(&Touchy(2, false))), (1, Some(20)));
     }
 
     #[test]

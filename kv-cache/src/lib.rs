@@ -49,7 +49,8 @@
 //!   take no read lock: the epoch replaces it.
 //! * **moka**: its bug tracker. The use-after-free during concurrent rehash (moka #34) is why
 //!   the table never resizes; lagging epoch garbage (moka PR #169, crossbeam #566) is why the
-//!   write path calls `Guard::flush` every 256 writes per shard and `Drop` frees directly. We did
+//!   write path calls `Guard::flush` every 256 writes per shard (and sooner once more than a
+//!   shard's capacity in weight was deferred) and `Drop` frees what the cache owns directly. We did
 //!   not take moka's (or Caffeine's) read buffers: replaying reads into a policy under a lock
 //!   costs more than a relaxed store into the node.
 //! * **CLOCK / SIEVE**: recency as a bit in the entry, set by readers without moving anything;
@@ -73,8 +74,14 @@
 //! batches of 64 (`src/retire.rs`): one deferred closure instead of 64 saves most of the
 //! cross-core traffic of crossbeam's bag pushes and collections. `remove` and replacements leave
 //! a marked node in its queue until the hand reaches it; the queues are compacted once marked
-//! nodes outnumber live ones. So garbage stays proportional to the capacity plus a constant per
-//! shard and thread (`tests/no_garbage_growth.rs`), and `Drop` frees everything directly.
+//! nodes outnumber live ones by 64. Both are also bounded by weight, not only by count: a batch
+//! is deferred (and then flushed) once it weighs more than the shard's capacity plus 64, and the
+//! queues are compacted once marked nodes do, so a weighted cache replacing heavy values does
+//! not hold dozens of copies of them. So garbage stays proportional to the capacity plus a
+//! constant per shard and thread (`tests/no_garbage_growth.rs`, and in weight
+//! `replacing_heavy_values_keeps_unlinked_garbage_within_the_capacity`), while readers stay
+//! pinned no longer than one `get`. `Drop` frees what the cache still owns directly; batches
+//! already deferred are freed by the collector.
 //!
 //! # Performance
 //!

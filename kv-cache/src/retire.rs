@@ -5,6 +5,11 @@
 //! epoch: cross-core traffic on every write. Retiring nodes into a per-shard batch and deferring
 //! the whole batch at once cuts that by the batch size, at the price of keeping up to
 //! `BATCH - 1` unlinked nodes per shard alive until the batch fills (or `clear`, or `Drop`).
+//!
+//! Counting nodes is not enough for a weighted cache: 63 nodes of nearly a shard's capacity each
+//! would hold 63 times the capacity. So a batch is also deferred once its weight exceeds the
+//! shard's garbage limit (its capacity plus 64), and the shard asks its writer to flush the
+//! thread's epoch bag once that much weight has been deferred since the last flush.
 
 use crossbeam_epoch::{Guard, Owned};
 
@@ -19,16 +24,44 @@ const BATCH: usize = 1;
 /// Unlinked nodes waiting to be handed to the epoch collector. Owned by a shard's writer state.
 pub(crate) struct Retired<K, V> {
     batch: Vec<NodePtr<K, V>>,
+    /// Total weight of `batch`.
+    weight: u64,
+    /// Weight deferred since the last [`take_flush`](Self::take_flush) said to flush.
+    unflushed: u64,
+    /// Weight of garbage tolerated per shard before it is handed over (and then flushed).
+    limit: u64,
 }
 
 impl<K, V> Retired<K, V> {
-    pub(crate) fn new() -> Self {
-        Self { batch: Vec::new() }
+    /// `limit`: the shard's capacity plus 64. With unit weights a batch (64 nodes) never
+    /// exceeds it, so only the node count triggers a deferral.
+    pub(crate) fn new(limit: u64) -> Self {
+        Self {
+            batch: Vec::new(),
+            weight: 0,
+            unflushed: 0,
+            limit,
+        }
+    }
+
+    /// Whether the writer should `Guard::flush`: more than `limit` weight was deferred into
+    /// this thread's (or another writer's) epoch bag since the last time this said so.
+    pub(crate) fn take_flush(&mut self) -> bool {
+        let flush = self.unflushed > self.limit;
+        if flush {
+            self.unflushed = 0;
+        }
+        flush
     }
 
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.batch.len()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn weight(&self) -> u64 {
+        self.weight
     }
 }
 
@@ -45,8 +78,10 @@ where
     /// this call can reach it), must be owned by nothing else (no queue entry), and must not
     /// have been retired before.
     pub(crate) unsafe fn retire(&mut self, node: NodePtr<K, V>, guard: &Guard) {
+        // SAFETY: the caller hands over the only owner of a node that has not been freed.
+        self.weight = self.weight.saturating_add(unsafe { (*node.0).weight });
         self.batch.push(node);
-        if self.batch.len() >= BATCH {
+        if self.batch.len() >= BATCH || self.weight > self.limit {
             self.defer_all(guard);
         }
     }
@@ -56,6 +91,8 @@ where
         if self.batch.is_empty() {
             return;
         }
+        self.unflushed = self.unflushed.saturating_add(self.weight);
+        self.weight = 0;
         let batch = Batch(std::mem::replace(
             &mut self.batch,
             Vec::with_capacity(BATCH),
@@ -85,5 +122,36 @@ impl<K, V> Drop for Retired<K, V> {
         // Only reached when the shard is dropped (`&mut` access: no reader is left), so the
         // nodes can be freed directly.
         drop(Batch(std::mem::take(&mut self.batch)));
+    }
+}
+
+#[cfg(all(test, not(crossbeam_loom)))]
+mod tests {
+    use crossbeam_epoch::Owned;
+
+    use super::*;
+    use crate::node::{Node, state};
+
+    fn node(weight: u64, guard: &Guard) -> NodePtr<u32, u32> {
+        NodePtr(
+            Owned::new(Node::new(0, 0, 0, weight, 0, state::MAIN))
+                .into_shared(guard)
+                .as_raw(),
+        )
+    }
+
+    /// Regression: a batch was deferred only once it held 64 nodes, however heavy they were.
+    #[test]
+    fn a_heavy_batch_is_handed_over_and_asks_for_a_flush() {
+        let guard = crossbeam_epoch::pin();
+        let mut retired = Retired::new(100);
+        // SAFETY: fresh nodes, never linked, owned by nothing else.
+        unsafe { retired.retire(node(60, &guard), &guard) };
+        assert_eq!((retired.len(), retired.take_flush()), (1, false));
+        // SAFETY: as above.
+        unsafe { retired.retire(node(60, &guard), &guard) };
+        assert_eq!(retired.len(), 0, "120 > 100: deferred");
+        assert!(retired.take_flush());
+        assert!(!retired.take_flush(), "asks once");
     }
 }

@@ -82,6 +82,9 @@ struct ShardState<K, V> {
     len: usize,
     /// Queue entries whose node is `REMOVED`: garbage the queues still own.
     removed: usize,
+    /// Their total weight: bounded too, or a weighted cache could hold many times its capacity
+    /// in replaced values.
+    removed_weight: u64,
     writes: u32,
     /// Unlinked nodes no queue owns any more, awaiting deferred destruction.
     retired: Retired<K, V>,
@@ -115,6 +118,14 @@ impl<K, V> Shard<K, V> {
         self.writer.state.lock().retired.len()
     }
 
+    /// Weight of the unlinked nodes the shard still holds: removed ones in its queues, and
+    /// retired ones not yet handed to the epoch collector.
+    #[cfg(test)]
+    pub(crate) fn garbage_weight(&self) -> u64 {
+        let st = self.writer.state.lock();
+        st.removed_weight + st.retired.weight()
+    }
+
     #[cfg(test)]
     pub(crate) fn capacity(&self) -> u64 {
         self.writer.state.lock().capacity
@@ -145,8 +156,9 @@ where
                     len: 0,
                     small_weight: 0,
                     removed: 0,
+                    removed_weight: 0,
                     writes: 0,
-                    retired: Retired::new(),
+                    retired: Retired::new(size.capacity.saturating_add(64)),
                 }),
                 len: AtomicUsize::new(0),
                 weight: AtomicU64::new(0),
@@ -200,7 +212,6 @@ where
     ) -> InsertOutcome
     where
         K: Eq,
-        V: Clone,
     {
         let mut st = self.writer.state.lock();
         let mut outcome = InsertOutcome {
@@ -210,6 +221,8 @@ where
         if weight > st.capacity {
             // Too heavy to ever fit: do not store it, and do not keep serving an older value.
             self.remove_locked(&mut st, hash, &key, guard);
+            self.maybe_compact(&mut st, guard);
+            outcome.flush |= st.retired.take_flush();
             self.publish_len(&st);
             return outcome;
         }
@@ -253,21 +266,31 @@ where
         st.enqueue(queue, new.as_raw(), weight);
         outcome.stored = true;
         self.maybe_compact(&mut st, guard);
+        outcome.flush |= st.retired.take_flush();
         self.publish_len(&st);
         outcome
     }
 
-    /// Removes `key`, returning its value.
-    pub(crate) fn remove<Q>(&self, hash: u64, key: &Q, guard: &Guard) -> (Option<V>, bool)
+    /// Removes `key`, returning its (unlinked) value and whether to flush.
+    ///
+    /// The value is returned by reference so that the caller clones it after the lock is
+    /// released: a panicking or slow `V::clone` then neither runs under the lock nor leaves the
+    /// shard half-updated.
+    pub(crate) fn remove<'g, Q>(
+        &self,
+        hash: u64,
+        key: &Q,
+        guard: &'g Guard,
+    ) -> (Option<&'g V>, bool)
     where
         K: Borrow<Q>,
         Q: ?Sized + Eq,
-        V: Clone,
     {
         let mut st = self.writer.state.lock();
-        let flush = st.tick();
+        let mut flush = st.tick();
         let value = self.remove_locked(&mut st, hash, key, guard);
         self.maybe_compact(&mut st, guard);
+        flush |= st.retired.take_flush();
         self.publish_len(&st);
         (value, flush)
     }
@@ -285,11 +308,14 @@ where
             unsafe { st.retired.retire(ptr, guard) };
         }
         st.retired.defer_all(guard);
+        // `Cache::clear` flushes after clearing every shard.
+        st.retired.take_flush();
         st.ghost.clear();
         st.weight = 0;
         st.len = 0;
         st.small_weight = 0;
         st.removed = 0;
+        st.removed_weight = 0;
         self.publish_len(st);
     }
 
@@ -319,25 +345,28 @@ where
         (pred, cur)
     }
 
-    fn remove_locked<Q>(
+    /// Unlinks `key`'s node, leaving it to its queue, and returns its value.
+    fn remove_locked<'g, Q>(
         &self,
         st: &mut ShardState<K, V>,
         hash: u64,
         key: &Q,
-        guard: &Guard,
-    ) -> Option<V>
+        guard: &'g Guard,
+    ) -> Option<&'g V>
     where
         K: Borrow<Q>,
         Q: ?Sized + Eq,
-        V: Clone,
     {
         let (pred, cur) = self.find(self.bucket(hash), hash, key, guard);
-        // SAFETY: as in `find`.
+        // SAFETY: as in `find`. The reference outlives the shard lock: the node is freed only
+        // through epoch-deferred destruction once it leaves its queue (which `guard`, pinned
+        // before the unlink below, holds off), or in `Drop`, which needs `&mut` access to the
+        // cache that the caller's borrow excludes.
         let node = unsafe { cur.as_ref() }?;
         // Unlink without touching `node.next`: a reader standing on `node` walks on.
         pred.store(node.next.load(Ordering::Relaxed, guard), Ordering::Release);
         st.forget(node);
-        Some(node.value.clone())
+        Some(&node.value)
     }
 
     /// Evicts until an entry of `weight` fits.
@@ -401,6 +430,7 @@ where
             let node = unsafe { &*ptr.0 };
             if node.state() == state::REMOVED {
                 st.removed -= 1;
+                st.removed_weight = st.removed_weight.saturating_sub(node.weight);
                 // SAFETY: a removed node was unlinked when it was marked; its queue entry, its
                 // only owner, was just popped.
                 unsafe { st.retired.retire(ptr, guard) };
@@ -431,10 +461,12 @@ where
         false
     }
 
-    /// Frees removed nodes once they outnumber the live ones, so that a workload of replacements
-    /// and removals (which never triggers eviction) cannot grow the queues without bound.
+    /// Frees removed nodes once they outnumber the live ones (by more than 64), or outweigh the
+    /// capacity (by more than 64), so that a workload of replacements and removals (which never
+    /// triggers eviction) cannot grow the queues, or the memory they hold, without bound. With
+    /// unit weights the count triggers first, since `len <= capacity`.
     fn maybe_compact(&self, st: &mut ShardState<K, V>, guard: &Guard) {
-        if st.removed <= st.len + 64 {
+        if st.removed <= st.len + 64 && st.removed_weight <= st.capacity.saturating_add(64) {
             return;
         }
         let retired = &mut st.retired;
@@ -452,6 +484,7 @@ where
         st.small.retain(&mut retain);
         st.main.retain(&mut retain);
         st.removed = 0;
+        st.removed_weight = 0;
     }
 
     fn publish_len(&self, st: &ShardState<K, V>) {
@@ -487,6 +520,7 @@ impl<K, V> ShardState<K, V> {
         self.weight -= node.weight;
         self.len -= 1;
         self.removed += 1;
+        self.removed_weight = self.removed_weight.saturating_add(node.weight);
     }
 }
 
