@@ -13,7 +13,7 @@ use std::{
 };
 
 use fs2::FileExt as _;
-use memmap2::{MmapOptions, MmapRaw};
+use memmap2::{Advice, MmapOptions, MmapRaw, UncheckedAdvice};
 
 use crate::{
     Error, Result,
@@ -39,6 +39,13 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| Error::io("fsync directory", dir, e))
+}
+
+/// The page size (4 KiB if the system does not say).
+fn page_size() -> usize {
+    // SAFETY: `sysconf` has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(n).ok().filter(|&n| n > 0).unwrap_or(4096)
 }
 
 /// A mapped segment file.
@@ -96,7 +103,13 @@ impl Segment {
             .map_err(|e| Error::io("fsync segment", &tmp, e))?;
         fs::rename(&tmp, &path).map_err(|e| Error::io("rename segment", &tmp, e))?;
         sync_dir(dir)?;
-        Self::map(file, path, seq, size as usize, prefault)
+        let populate = prefault && !cfg!(target_os = "linux");
+        let seg = Self::map(file, path, seq, size as usize, populate)?;
+        seg.prepare_for_appends(HEADER_LEN);
+        if prefault {
+            seg.prefault();
+        }
+        Ok(seg)
     }
 
     /// Opens an existing segment file and checks its header. A file whose length is not a
@@ -157,6 +170,58 @@ impl Segment {
             base,
             map,
         })
+    }
+
+    /// Readies the segment to receive appends at `from` and after: no readahead, and no cached
+    /// page at or after `from`'s page (best effort: errors only cost speed).
+    ///
+    /// Why: a page fault with readahead puts the file in the page cache in *large folios*
+    /// (on Linux 6.x they grow with the readahead window, up to 2 MiB), and a write fault
+    /// through a shared mapping marks the whole folio dirty. Each flush then writes the whole
+    /// folio back, not the few bytes appended: measured on ext4, 1 to 2 MiB written per
+    /// `msync` and 0.6 ms per flush instead of 0.06 ms once a segment is 30 MiB into a
+    /// sequential fill. `MADV_RANDOM` keeps faults to one page, so a flush writes the dirty
+    /// pages only. Pages recovery scanned past the end are dropped so that they too come back
+    /// one page at a time.
+    pub(crate) fn prepare_for_appends(&self, from: usize) {
+        let _ = self.map.advise(Advice::Random);
+        let page = page_size();
+        let Some(start) = from.checked_next_multiple_of(page) else {
+            return;
+        };
+        if start >= self.len {
+            return;
+        }
+        let len = self.len - start;
+        // SAFETY: nothing in `start..` is published or reserved yet (this runs before the
+        // segment receives appends), so no reference into it exists; on a shared file
+        // mapping MADV_DONTNEED only unmaps the pages (dirty state goes to the page cache),
+        // the next access faults the file's contents back in.
+        let _ = unsafe {
+            self.map
+                .unchecked_advise_range(UncheckedAdvice::DontNeed, start, len)
+        };
+        if let Ok(f) = File::open(&self.path) {
+            // SAFETY: a plain syscall on a file descriptor we own; it only evicts clean,
+            // unmapped page-cache pages.
+            let _ = unsafe {
+                libc::posix_fadvise(
+                    std::os::fd::AsRawFd::as_raw_fd(&f),
+                    start as libc::off_t,
+                    len as libc::off_t,
+                    libc::POSIX_FADV_DONTNEED,
+                )
+            };
+        }
+    }
+
+    /// Faults every page of the mapping in for reading (best effort), so that appends do not
+    /// wait on a read per page; pages stay one page each (see `prepare_for_appends`).
+    fn prefault(&self) {
+        #[cfg(target_os = "linux")]
+        {
+            let _ = self.map.advise(Advice::PopulateRead);
+        }
     }
 
     /// The sequence number.

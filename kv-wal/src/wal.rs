@@ -173,6 +173,7 @@ impl Wal {
             ));
         };
         let end = Lsn::new(active.seq(), rec.end as u32);
+        active.prepare_for_appends(rec.end);
         let shared = Arc::new(Shared {
             dir,
             segments: RwLock::new(map),
