@@ -275,9 +275,9 @@ where
     ///
     /// The value is returned by reference so that the caller clones it after the lock is
     /// released: a panicking or slow `V::clone` then neither runs under the lock nor leaves the
-    /// shard half-updated.
+    /// shard half-updated. The reference borrows the shard too, since `Drop` frees directly.
     pub(crate) fn remove<'g, Q>(
-        &self,
+        &'g self,
         hash: u64,
         key: &Q,
         guard: &'g Guard,
