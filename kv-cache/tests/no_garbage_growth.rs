@@ -37,8 +37,9 @@ const CAPACITY: u64 = 1_000;
 /// Smaller under Miri, which runs this about a thousand times slower.
 const OPS_PER_THREAD: u64 = if cfg!(miri) { 2_000 } else { 300_000 };
 /// Allowed live values: the entries, removed entries awaiting the hand (at most as many as
-/// live ones plus 64 per shard), and epoch lag (bags of up to 64 per thread, flushed every 256
-/// writes per shard).
+/// live ones plus 64 per shard), retired nodes not yet deferred (under 64 per shard), and epoch
+/// lag (a thread's bag holds up to 64 deferred batches of up to 64 nodes, but is flushed every
+/// 256 writes per shard, or sooner once a shard's capacity plus 64 was deferred).
 const BOUND: i64 = 4 * CAPACITY as i64 + 4096;
 
 #[test]
