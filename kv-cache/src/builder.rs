@@ -100,6 +100,13 @@ impl CacheBuilder {
     }
 }
 
+/// The most shards a cache may have ([`CacheBuilder::shards`] clamps to it).
+pub const MAX_SHARDS: usize = 1 << 12;
+
+/// The largest table a cache sizes for ([`CacheBuilder::estimated_items`] clamps to it): 2^26
+/// entries, a 1 GiB bucket table.
+pub const MAX_ESTIMATED_ITEMS: usize = 1 << 26;
+
 impl<W, S> CacheBuilder<W, S> {
     /// The eviction policy (default [`Policy::Clock`]).
     pub fn policy(mut self, policy: Policy) -> Self {
@@ -107,20 +114,21 @@ impl<W, S> CacheBuilder<W, S> {
         self
     }
 
-    /// The number of shards, rounded up to a power of two (at least 1). Each shard has its own
-    /// writer lock and an equal share of the capacity; an entry heavier than one share is never
-    /// stored. One shard gives exact CLOCK order over the whole cache.
+    /// The number of shards, rounded up to a power of two and clamped to `1..=`[`MAX_SHARDS`].
+    /// Each shard has its own writer lock and an equal share of the capacity; an entry heavier
+    /// than one share is never stored. One shard gives exact CLOCK order over the whole cache.
     pub fn shards(mut self, shards: usize) -> Self {
-        self.shards = Some(shards.max(1).next_power_of_two());
+        self.shards = Some(shards.clamp(1, MAX_SHARDS).next_power_of_two());
         self
     }
 
     /// How many entries the cache is expected to hold, which sizes its fixed bucket table: 16
     /// bytes per entry, allocated up front (default: the capacity without a weigher,
-    /// `capacity / 1024` with one, at most 2^22 either way). The table never resizes; more
-    /// entries than this only make bucket chains longer.
+    /// `capacity / 1024` with one, at most 2^22 either way; a value given here is clamped to
+    /// `1..=`[`MAX_ESTIMATED_ITEMS`]). The table never resizes; more entries than this only make
+    /// bucket chains longer.
     pub fn estimated_items(mut self, items: usize) -> Self {
-        self.estimated_items = Some(items.max(1));
+        self.estimated_items = Some(items.clamp(1, MAX_ESTIMATED_ITEMS));
         self
     }
 
@@ -219,5 +227,24 @@ mod tests {
         let cache: Cache<u32, u32> = CacheBuilder::new(1003).shards(8).build();
         assert_eq!(cache.shard_capacities().iter().sum::<u64>(), 1003);
         assert_eq!(cache.capacity(), 1003);
+    }
+
+    /// Regression: `shards(usize::MAX)` overflowed `next_power_of_two` and a huge
+    /// `estimated_items` tried to allocate its table; both are clamped, not a panic.
+    #[test]
+    fn absurd_sizes_are_clamped() {
+        let cache: Cache<u32, u32> = CacheBuilder::new(10)
+            .shards(usize::MAX)
+            .estimated_items(usize::MAX / 2)
+            .estimated_items(4)
+            .build();
+        assert_eq!(cache.shard_capacities().len(), MAX_SHARDS);
+        cache.insert(1, 1);
+        assert_eq!(
+            CacheBuilder::new(10)
+                .estimated_items(usize::MAX)
+                .estimated_items,
+            Some(MAX_ESTIMATED_ITEMS)
+        );
     }
 }

@@ -126,7 +126,7 @@ mod shim;
 mod stats;
 mod weigher;
 
-pub use builder::{CacheBuilder, DefaultHashBuilder, Policy};
+pub use builder::{CacheBuilder, DefaultHashBuilder, MAX_ESTIMATED_ITEMS, MAX_SHARDS, Policy};
 pub use cache::Cache;
 pub use stats::Stats;
 pub use weigher::{UnitWeigher, Weigher};
