@@ -90,6 +90,8 @@ pub(crate) fn recover(dir: &Path, opts: &WalOptions) -> Result<Recovered> {
     let mut truncation: Option<Truncation> = None;
     // Index in `files` from which everything is to be deleted (PointInTime cuts).
     let mut cut_from: Option<usize> = None;
+    // A torn or corrupt tail to zero: (index in `kept`, from, length).
+    let mut zero_tail: Option<(usize, usize, usize)> = None;
 
     for (i, (seq, path)) in files.iter().enumerate() {
         let newest = i + 1 == n;
@@ -172,10 +174,10 @@ pub(crate) fn recover(dir: &Path, opts: &WalOptions) -> Result<Recovered> {
         }
         let last = scan.last_nonzero.unwrap_or(scan.end.saturating_sub(1));
         let discard = (last + 1).saturating_sub(scan.end);
-        // SAFETY: recovery has exclusive access to the mapping.
-        unsafe { seg.zero(scan.end, discard) };
-        seg.flush(scan.end, discard)
-            .map_err(|e| Error::io("flush truncated segment", path, e))?;
+        // Zeroed only after every later segment is gone (below): zeroing first and crashing
+        // before the deletes would leave a clean-looking end followed by later segments, which
+        // the next open would accept, records after a hole.
+        zero_tail = Some((kept.len(), scan.end, discard));
         truncation = Some(Truncation {
             path: path.clone(),
             segment: *seq,
@@ -193,15 +195,24 @@ pub(crate) fn recover(dir: &Path, opts: &WalOptions) -> Result<Recovered> {
     }
 
     if let Some(from) = cut_from {
+        // Newest first, so an interrupted cut never leaves a gap in the sequence.
         let mut removed = Vec::new();
-        for (seq, path) in &files[from..] {
+        for (seq, path) in files[from..].iter().rev() {
             std::fs::remove_file(path).map_err(|e| Error::io("delete segment", path, e))?;
             removed.push(*seq);
         }
+        removed.reverse();
         segment::sync_dir(dir)?;
         if let Some(t) = truncation.as_mut() {
             t.segments_removed = removed;
         }
+    }
+    if let Some((index, from, len)) = zero_tail {
+        let seg = &kept[index];
+        // SAFETY: recovery has exclusive access to the mapping.
+        unsafe { seg.zero(from, len) };
+        seg.flush(from, len)
+            .map_err(|e| Error::io("flush truncated segment", seg.path(), e))?;
     }
 
     // Make whatever the previous process left in the page cache durable before we build on
