@@ -28,11 +28,12 @@ pub(crate) fn frame_len(payload_len: usize) -> Option<usize> {
     align_up(payload_len)?.checked_add(RECORD_HEADER_LEN)
 }
 
-/// Encodes a segment header for sequence number `seq`.
-pub(crate) fn encode_header(seq: u32) -> [u8; HEADER_LEN] {
+/// Encodes the header of segment `seq`, a file of `size` bytes.
+pub(crate) fn encode_header(seq: u32, size: u32) -> [u8; HEADER_LEN] {
     let mut h = [0u8; HEADER_LEN];
     h[0..8].copy_from_slice(&MAGIC);
     h[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h[12..16].copy_from_slice(&size.to_le_bytes());
     h[16..24].copy_from_slice(&u64::from(seq).to_le_bytes());
     let crc = crc32c::crc32c(&h[0..24]);
     h[24..28].copy_from_slice(&crc.to_le_bytes());
@@ -51,8 +52,8 @@ fn le_u64(bytes: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_le_bytes(a))
 }
 
-/// Checks a segment header and returns the sequence number it carries.
-pub(crate) fn decode_header(bytes: &[u8]) -> Result<u32, &'static str> {
+/// Checks a segment header and returns the sequence number and the segment size it carries.
+pub(crate) fn decode_header(bytes: &[u8]) -> Result<(u32, u32), &'static str> {
     let h = bytes
         .get(..HEADER_LEN)
         .ok_or("file shorter than the segment header")?;
@@ -67,11 +68,16 @@ pub(crate) fn decode_header(bytes: &[u8]) -> Result<u32, &'static str> {
     if version != FORMAT_VERSION {
         return Err("unsupported format version");
     }
-    if le_u32(h, 12) != Some(0) || le_u32(h, 28) != Some(0) {
+    if le_u32(h, 28) != Some(0) {
         return Err("nonzero reserved header bytes");
     }
+    let size = le_u32(h, 12).ok_or("short header")?;
+    if (size as usize) < HEADER_LEN || !(size as usize).is_multiple_of(8) {
+        return Err("segment size in the header is not a multiple of 8 above the header");
+    }
     let seq = le_u64(h, 16).ok_or("short header")?;
-    u32::try_from(seq).map_err(|_| "sequence number out of range")
+    let seq = u32::try_from(seq).map_err(|_| "sequence number out of range")?;
+    Ok((seq, size))
 }
 
 /// The length word and checksum of a record.
@@ -240,7 +246,8 @@ mod tests {
 
     fn segment(records: &[(&[u8], bool)], size: usize) -> Vec<u8> {
         let mut s = vec![0u8; size];
-        s[..HEADER_LEN].copy_from_slice(&encode_header(7));
+        let size = s.len() as u32;
+        s[..HEADER_LEN].copy_from_slice(&encode_header(7, size));
         let mut at = HEADER_LEN;
         for (p, more) in records {
             s[at..at + 8].copy_from_slice(&record_header(p, *more));
@@ -262,8 +269,9 @@ mod tests {
 
     #[test]
     fn header_round_trip() {
-        assert_eq!(decode_header(&encode_header(42)), Ok(42));
-        let mut h = encode_header(42);
+        assert_eq!(decode_header(&encode_header(42, 4096)), Ok((42, 4096)));
+        assert!(decode_header(&encode_header(42, 4097)).is_err());
+        let mut h = encode_header(42, 4096);
         h[17] ^= 1;
         assert!(decode_header(&h).is_err());
     }

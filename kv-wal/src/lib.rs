@@ -68,7 +68,7 @@
 //! |--------|------|--------------------------------------------------------------|
 //! | 0      | 8    | magic `4B 56 57 41 4C 00 0D 0A` (`"KVWAL\0\r\n"`)            |
 //! | 8      | 4    | format version, `1`                                          |
-//! | 12     | 4    | reserved, zero                                               |
+//! | 12     | 4    | the segment's size in bytes (the file's length; multiple of 8) |
 //! | 16     | 8    | sequence number (`u64`, below 2^32; equals the file name's)  |
 //! | 24     | 4    | CRC32C of bytes 0..24                                        |
 //! | 28     | 4    | reserved, zero                                               |
@@ -146,14 +146,15 @@ pub mod layout {
     /// The format version this crate writes and reads.
     pub const FORMAT_VERSION: u32 = crate::format::FORMAT_VERSION;
 
-    /// The 32-byte header of segment `seq` (magic, version, sequence number, checksum).
+    /// The 32-byte header of segment `seq`, a file of `size` bytes (magic, version, size,
+    /// sequence number, checksum).
     ///
     /// ```
-    /// let h = kv_wal::layout::segment_header(1);
+    /// let h = kv_wal::layout::segment_header(1, 4096);
     /// assert_eq!(&h[..5], b"KVWAL");
     /// ```
-    pub fn segment_header(seq: u32) -> [u8; HEADER_LEN] {
-        crate::format::encode_header(seq)
+    pub fn segment_header(seq: u32, size: u32) -> [u8; HEADER_LEN] {
+        crate::format::encode_header(seq, size)
     }
 
     /// A record as it is laid out in a segment: header, payload and zero padding. `more` marks

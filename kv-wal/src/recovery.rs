@@ -117,7 +117,11 @@ pub(crate) fn recover(dir: &Path, opts: &WalOptions) -> Result<Recovered> {
                 segment: missing,
             });
         }
-        let seg = match Segment::open(path, *seq) {
+        // Only the newest segment can be torn (older ones were flushed whole before the next
+        // received records), so only it may be shorter than its header says, and not under
+        // AbsoluteConsistency.
+        let short_ok = newest && mode != RecoveryMode::AbsoluteConsistency;
+        let seg = match Segment::open(path, *seq, short_ok) {
             Ok(s) => s,
             Err(Error::BadHeader { reason, .. }) if mode == RecoveryMode::PointInTime => {
                 cut_from = Some(i);

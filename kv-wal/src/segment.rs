@@ -12,7 +12,6 @@ use std::{
     ptr::NonNull,
 };
 
-use fs2::FileExt as _;
 use memmap2::{Advice, MmapOptions, MmapRaw, UncheckedAdvice};
 
 use crate::{
@@ -79,6 +78,29 @@ impl std::fmt::Debug for Segment {
     }
 }
 
+/// Allocates every block of the first `size` bytes of `file` (`posix_fallocate`; a no-op for
+/// blocks already allocated). Called directly rather than through `fs2`, which reads `errno`
+/// where `posix_fallocate` returns its error, and so reports a full disk as "Success".
+#[cfg(target_os = "linux")]
+fn preallocate(file: &File, size: u32) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `posix_fallocate` only reads its integer arguments; the descriptor is valid for
+    // as long as `file` is borrowed.
+    let ret = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, libc::off_t::from(size)) };
+    if ret == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(ret))
+    }
+}
+
+/// Allocates every block of the first `size` bytes of `file` (`fs2`'s portable
+/// `F_PREALLOCATE`/`posix_fallocate`).
+#[cfg(not(target_os = "linux"))]
+fn preallocate(file: &File, size: u32) -> io::Result<()> {
+    fs2::FileExt::allocate(file, u64::from(size))
+}
+
 impl Segment {
     /// Creates segment `seq` in `dir`: a temporary file is preallocated, given its header,
     /// `fsync`ed and renamed into place, then the directory is `fsync`ed. A crash at any point
@@ -95,9 +117,8 @@ impl Segment {
             .map_err(|e| Error::io("create segment", &tmp, e))?;
         // posix_fallocate: the blocks exist before the file is mapped, so a full disk is an
         // error here rather than a SIGBUS on a page fault later.
-        file.allocate(u64::from(size))
-            .map_err(|e| Error::io("preallocate segment", &tmp, e))?;
-        file.write_all_at(&format::encode_header(seq), 0)
+        preallocate(&file, size).map_err(|e| Error::io("preallocate segment", &tmp, e))?;
+        file.write_all_at(&format::encode_header(seq, size), 0)
             .map_err(|e| Error::io("write segment header", &tmp, e))?;
         file.sync_all()
             .map_err(|e| Error::io("fsync segment", &tmp, e))?;
@@ -112,9 +133,14 @@ impl Segment {
         Ok(seg)
     }
 
-    /// Opens an existing segment file and checks its header. A file whose length is not a
-    /// multiple of 8 is extended (with `posix_fallocate`) to the next multiple first.
-    pub(crate) fn open(path: &Path, seq: u32) -> Result<Segment> {
+    /// Opens an existing segment file and checks its header, including that the file is as
+    /// long as the header says: a shortened older segment would otherwise pass for a complete
+    /// one (and the log would go on with later segments after a hole), so it is refused. A
+    /// shortened *newest* segment (`short_ok`) is a torn tail: it is extended with zeros to its
+    /// size and recovery truncates at the cut. The file is allocated in full before it is
+    /// mapped: a copy made with `cp --sparse=always`, `rsync -S` or `tar -S` has holes, and
+    /// writing into a hole on a full disk is a SIGBUS.
+    pub(crate) fn open(path: &Path, seq: u32, short_ok: bool) -> Result<Segment> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -138,17 +164,17 @@ impl Segment {
         let mut header = [0u8; HEADER_LEN];
         file.read_exact_at(&mut header, 0)
             .map_err(|e| Error::io("read segment header", path, e))?;
-        let found = format::decode_header(&header).map_err(bad)?;
+        let (found, size) = format::decode_header(&header).map_err(bad)?;
         if found != seq {
             return Err(bad("sequence number does not match the file name"));
         }
-        let len = len as usize;
-        let aligned = format::align_up(len).ok_or(bad("file length overflows"))?;
-        if aligned != len {
-            file.allocate(aligned as u64)
-                .map_err(|e| Error::io("extend segment", path, e))?;
+        if len > u64::from(size) || (len < u64::from(size) && !short_ok) {
+            return Err(bad(
+                "file length differs from the segment size in its header",
+            ));
         }
-        Self::map(file, path.to_owned(), seq, aligned, false)
+        preallocate(&file, size).map_err(|e| Error::io("preallocate segment", path, e))?;
+        Self::map(file, path.to_owned(), seq, size as usize, false)
     }
 
     fn map(file: File, path: PathBuf, seq: u32, len: usize, prefault: bool) -> Result<Segment> {
@@ -333,10 +359,10 @@ mod tests {
         unsafe { seg.write(HEADER_LEN, b"abc") };
         seg.flush(0, 4096).unwrap();
         drop(seg);
-        let seg = Segment::open(&dir.path().join(file_name(3)), 3).unwrap();
+        let seg = Segment::open(&dir.path().join(file_name(3)), 3, false).unwrap();
         // SAFETY: this test owns the segment.
         assert_eq!(unsafe { &seg.bytes(HEADER_LEN + 3)[HEADER_LEN..] }, b"abc");
-        assert!(Segment::open(&dir.path().join(file_name(3)), 4).is_err());
+        assert!(Segment::open(&dir.path().join(file_name(3)), 4, false).is_err());
         seg.delete().unwrap();
         assert!(!dir.path().join(file_name(3)).exists());
     }

@@ -15,9 +15,13 @@ pub fn fuzz_open(data: &[u8]) {
     // The first byte picks how the input becomes segment files, so the fuzzer also reaches
     // past the header check.
     let name = |seq: u32| format!("{seq:010}.wal");
+    // The header declares the file's length, as the log writes it; the body is zero-padded to
+    // a multiple of 8 to match.
     let with_header = |seq: u32, body: &[u8]| {
-        let mut v = layout::segment_header(seq).to_vec();
+        let size = (layout::HEADER_LEN + body.len()).next_multiple_of(8);
+        let mut v = layout::segment_header(seq, size as u32).to_vec();
         v.extend_from_slice(body);
+        v.resize(size, 0);
         v
     };
     let files: Vec<(String, Vec<u8>)> = match shape % 4 {
