@@ -40,6 +40,29 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
         .map_err(|e| Error::io("fsync directory", dir, e))
 }
 
+/// Creates `dir` and any missing ancestors, and makes each creation durable by `fsync`ing the
+/// parent it was created in: without that, a log's first segments could vanish with their
+/// directory after a power cut even though every append was flushed.
+pub(crate) fn create_dir_durably(dir: &Path) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        create_dir_durably(parent)?;
+    }
+    match fs::create_dir(dir) {
+        Ok(()) => {}
+        // Another process (or thread) created it meanwhile: it is its job to sync it.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => return Ok(()),
+        Err(e) => return Err(Error::io("create directory", dir, e)),
+    }
+    let parent = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    sync_dir(parent)
+}
+
 /// The page size (4 KiB if the system does not say).
 fn page_size() -> usize {
     // SAFETY: `sysconf` has no preconditions.

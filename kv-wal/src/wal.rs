@@ -139,7 +139,7 @@ impl Wal {
     pub fn open(dir: impl AsRef<Path>, opts: WalOptions) -> Result<Wal> {
         opts.validate()?;
         let dir = dir.as_ref().to_owned();
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
+        segment::create_dir_durably(&dir)?;
         let lock_path = dir.join("LOCK");
         let lock = OpenOptions::new()
             .read(true)

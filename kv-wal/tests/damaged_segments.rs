@@ -92,3 +92,14 @@ fn a_sparse_segment_is_allocated_again_on_open() {
     assert_eq!(collect(&wal).len(), n);
     wal.append(b"after reopen").unwrap();
 }
+
+/// A log opened in directories that do not exist yet creates all of them.
+#[test]
+fn missing_directories_are_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let deep = dir.path().join("a").join("b").join("wal");
+    let wal = Wal::open(&deep, opts()).unwrap();
+    wal.append(b"x").unwrap();
+    drop(wal);
+    assert_eq!(collect(&Wal::open(&deep, opts()).unwrap()).len(), 1);
+}
