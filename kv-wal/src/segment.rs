@@ -63,6 +63,9 @@ pub(crate) fn create_dir_durably(dir: &Path) -> Result<()> {
     sync_dir(parent)
 }
 
+/// Granularity of `Segment::populate_chunk` (a multiple of every page size).
+pub(crate) const POPULATE_CHUNK: usize = 1 << 20;
+
 /// The page size (4 KiB if the system does not say).
 fn page_size() -> usize {
     // SAFETY: `sysconf` has no preconditions.
@@ -262,6 +265,31 @@ impl Segment {
                 )
             };
         }
+        self.populate_chunk(start / POPULATE_CHUNK);
+        self.populate_chunk(start / POPULATE_CHUNK + 1);
+    }
+
+    /// Faults chunk `n` (`POPULATE_CHUNK` bytes) of the mapping in, writable, ahead of the
+    /// appends (best effort, Linux only).
+    ///
+    /// With one-page faults (see `prepare_for_appends`) a write fault per page made single
+    /// writer appends of 100 B records a third slower (4.7 M/s instead of 7 M/s); one
+    /// `MADV_POPULATE_WRITE` per MiB does the same faults in a kernel loop, ahead of time.
+    /// The pages it dirties hold zeros, which is what the file holds there already.
+    pub(crate) fn populate_chunk(&self, n: usize) {
+        let Some(start) = n.checked_mul(POPULATE_CHUNK) else {
+            return;
+        };
+        if start >= self.len {
+            return;
+        }
+        let len = POPULATE_CHUNK.min(self.len - start);
+        #[cfg(target_os = "linux")]
+        {
+            let _ = self.map.advise_range(Advice::PopulateWrite, start, len);
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = len;
     }
 
     /// Faults every page of the mapping in for reading (best effort), so that appends do not

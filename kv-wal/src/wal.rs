@@ -569,6 +569,11 @@ impl Shared {
                 at = padded;
             }
         }
+        // Crossing into a new chunk: fault the one after it in, ahead of the appends.
+        let chunk = (start + total) / segment::POPULATE_CHUNK;
+        if start / segment::POPULATE_CHUNK != chunk {
+            seg.populate_chunk(chunk + 1);
+        }
         let first = Lsn::new(seg.seq(), start as u32);
         let end = Lsn::new(seg.seq(), (start + total) as u32);
         drop(seg);
