@@ -9,7 +9,12 @@
 //! The log lives in a temporary directory under `KV_WAL_BENCH_DIR` (default: the system temp
 //! dir). Use a directory on the real disk, not tmpfs, or the `fsync` numbers mean nothing.
 //!
-//! Run: `cargo bench -p benches --bench wal`.
+//! Also `wal_append_always_deep`: one writer appending 100 B records under `Always` 40 MiB
+//! into a segment that was filled sequentially, where flushes used to write whole 2 MiB page
+//! cache folios (see the `kv-wal` crate docs on `MADV_RANDOM`).
+//!
+//! Run: `cargo bench -p benches --bench wal`. With `WAL_BENCH_TRACE=1` every sample of the
+//! multi-writer groups prints its own rate and segment, which shows trends within a run.
 
 use std::{
     fs::OpenOptions,
@@ -71,6 +76,14 @@ fn run_appends(wal: &Wal, payload: &[u8], threads: u64, iters: u64) -> Duration 
         start
     })
     .elapsed();
+    if std::env::var_os("WAL_BENCH_TRACE").is_some() {
+        eprintln!(
+            "sample: {} appends by {threads} threads in {elapsed:?} = {:.0}/s, segment {}",
+            per * threads,
+            (per * threads) as f64 / elapsed.as_secs_f64(),
+            wal.end_lsn().segment()
+        );
+    }
     // Keep the disk footprint bounded: drop every segment but the active one.
     wal.truncate_before(wal.end_lsn()).expect("truncate_before");
     // Scale to the `iters` appends criterion asked for.
@@ -163,5 +176,32 @@ fn disk_bandwidth(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, naive_baseline, disk_bandwidth, appends);
+/// One writer, `Always`, 100 B records, appended 40 MiB into a 64 MiB segment that was filled
+/// sequentially (1 MiB batches through the same mapping) just before.
+fn append_deep_in_segment(c: &mut Criterion) {
+    let mut g = c.benchmark_group("wal_append_always_deep");
+    g.throughput(Throughput::Elements(1));
+    g.sample_size(10);
+    g.warm_up_time(Duration::from_millis(500));
+    g.measurement_time(Duration::from_secs(2));
+    let dir = tempdir();
+    let wal = Wal::open(dir.path(), WalOptions::new().sync(SyncPolicy::Always)).expect("open");
+    let record = [0xA5u8; 100];
+    let batch: Vec<&[u8]> = vec![&record[..]; (1 << 20) / kv_wal::layout::frame_len(100)];
+    while wal.end_lsn().offset() < 40 << 20 {
+        wal.append_batch(&batch).expect("fill");
+    }
+    g.bench_function(BenchmarkId::new("100B_at_40MiB", 1), |b| {
+        b.iter(|| black_box(wal.append(&record).expect("append")))
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    naive_baseline,
+    disk_bandwidth,
+    append_deep_in_segment,
+    appends
+);
 criterion_main!(benches);
