@@ -40,13 +40,15 @@
 //! - **A failed flush is fatal.** After a failed `msync` Linux may mark the pages clean, so a
 //!   retry would report durability that is not there (Rebello et al., USENIX ATC '20): the log
 //!   turns *poisoned* and refuses appends until reopened.
-//! - **One page per fault in the segment being appended** (`MADV_RANDOM`). Readahead fills the
-//!   page cache with large folios (up to 2 MiB on Linux 6.x), a write fault through a shared
-//!   mapping dirties a whole folio, and every flush then writes the folio back: measured here,
-//!   2 MiB written and 0.6 ms per flush of a 100-byte record once a segment was 30 MiB into a
-//!   sequential fill, against 10 KiB and 0.09 ms with one-page folios. So that the appends
-//!   do not take a page fault per page instead, the next MiB is faulted in writable ahead of
-//!   the tail (`MADV_POPULATE_WRITE`, one call per MiB).
+//! - **Under `Always`, one page per fault in the segment being appended** (`MADV_RANDOM`).
+//!   Readahead fills the page cache with large folios (up to 2 MiB on Linux 6.x), a write
+//!   fault through a shared mapping dirties a whole folio, and every flush then writes the
+//!   folio back: measured here, 2 MiB written and 0.6 ms per flush of a 100-byte record once a
+//!   segment was 30 MiB into a sequential fill, against 10 KiB and 0.09 ms with one-page
+//!   folios. So that the appends do not take a page fault per page instead, the next MiB is
+//!   faulted in writable ahead of the tail (`MADV_POPULATE_WRITE`, one call per MiB). Under
+//!   `Periodic` and `Never` the kernel's large folios stay: appends are cheaper with them,
+//!   and a flush a second writes at most a folio more than it must.
 //! - The maps are [`memmap2::MmapRaw`] (`memmap2` >= 0.9.11: RUSTSEC-2026-0186 in
 //!   `flush_range` is fixed there): writers use raw pointers into ranges they own, so no
 //!   `&mut [u8]` ever aliases another thread's access.

@@ -173,7 +173,9 @@ impl Wal {
             ));
         };
         let end = Lsn::new(active.seq(), rec.end as u32);
-        active.prepare_for_appends(rec.end);
+        if opts.sync == SyncPolicy::Always {
+            active.prepare_for_appends(rec.end);
+        }
         let shared = Arc::new(Shared {
             dir,
             segments: RwLock::new(map),
@@ -569,9 +571,10 @@ impl Shared {
                 at = padded;
             }
         }
-        // Crossing into a new chunk: fault the one after it in, ahead of the appends.
+        // Under `Always` (one-page folios, see `Segment::prepare_for_appends`): crossing into a
+        // new chunk, fault the one after it in, ahead of the appends.
         let chunk = (start + total) / segment::POPULATE_CHUNK;
-        if start / segment::POPULATE_CHUNK != chunk {
+        if self.opts.sync == SyncPolicy::Always && start / segment::POPULATE_CHUNK != chunk {
             seg.populate_chunk(chunk + 1);
         }
         let first = Lsn::new(seg.seq(), start as u32);
@@ -623,7 +626,12 @@ impl Shared {
                 if self.opts.sync != SyncPolicy::Never {
                     self.sync_to(sealed_end)?;
                 }
-                Segment::create(&self.dir, next, self.opts.segment_size, self.opts.prefault)
+                let seg =
+                    Segment::create(&self.dir, next, self.opts.segment_size, self.opts.prefault)?;
+                if self.opts.sync == SyncPolicy::Always {
+                    seg.prepare_for_appends(HEADER_LEN);
+                }
+                Ok(seg)
             })();
             st = self.state.lock();
             st.rolling = false;
