@@ -35,8 +35,8 @@
 //! - **Pages reach the disk in any order**, so after a power cut the log can have holes, not
 //!   just a torn tail. Recovery stops at the first invalid record and never skips a hole to
 //!   accept later records; an append is acknowledged under [`SyncPolicy::Always`] only after
-//!   a flush that covers it; under `Always` and `Periodic` a segment is flushed whole before
-//!   the next one receives records, so only the newest segment can be torn.
+//!   a flush that covers it; under every policy a segment is flushed whole before the next
+//!   one receives records, so only the newest segment can be torn.
 //! - **A failed flush is fatal.** After a failed `msync` Linux may mark the pages clean, so a
 //!   retry would report durability that is not there (Rebello et al., USENIX ATC '20): the log
 //!   turns *poisoned* and refuses appends until reopened.

@@ -40,9 +40,12 @@ pub enum SyncPolicy {
     /// interval of acknowledged appends (like Redis `appendfsync everysec`). Dropping the `Wal`
     /// stops the thread and makes a last flush.
     Periodic(Duration),
-    /// The log never flushes by itself (call [`Wal::sync`](crate::Wal::sync)); the kernel
-    /// writes pages back when it chooses. A power cut can lose any acknowledged append, and
-    /// can leave holes in older segments (recover with [`RecoveryMode::PointInTime`] then).
+    /// The log flushes only when a segment fills up (one flush per segment, so that only the
+    /// newest segment can be torn) and when [`Wal::sync`](crate::Wal::sync) is called; the
+    /// kernel writes other pages back when it chooses. A power cut can lose any acknowledged
+    /// append not covered by one of those flushes, and can leave holes in the newest segment
+    /// (the default recovery truncates at the first; [`RecoveryMode::PointInTime`] salvages a
+    /// log damaged elsewhere).
     Never,
 }
 
@@ -80,7 +83,7 @@ pub enum RecoveryMode {
     /// The default. A torn or corrupt tail of the *newest* segment (what a crash leaves) is
     /// truncated; corruption in any older segment is an [`Error::Corrupt`] naming the segment
     /// and offset. Older segments are flushed whole before the next one gets its first record
-    /// (under `Always` and `Periodic`), so a crash cannot tear them.
+    /// (under every sync policy), so a crash cannot tear them.
     #[default]
     TolerateCorruptedTail,
     /// Recover to the last consistent point: stop at the first invalid record in *any*

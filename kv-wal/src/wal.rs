@@ -621,11 +621,11 @@ impl Shared {
                 let next = next.ok_or_else(|| Error::SequenceExhausted {
                     dir: self.dir.clone(),
                 })?;
-                // Make the sealed segment durable before the next one gets records: a power
-                // cut can then tear only the newest segment.
-                if self.opts.sync != SyncPolicy::Never {
-                    self.sync_to(sealed_end)?;
-                }
+                // Make the sealed segment durable before the next one gets records, under
+                // every policy (`Never` too: one flush per segment): a power cut can then tear
+                // only the newest segment. Without it a lost page at the end of an older
+                // segment looks like a clean end, and recovery would go on past the hole.
+                self.sync_to(sealed_end)?;
                 let seg =
                     Segment::create(&self.dir, next, self.opts.segment_size, self.opts.prefault)?;
                 if self.opts.sync == SyncPolicy::Always {
