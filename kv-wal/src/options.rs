@@ -209,7 +209,7 @@ impl WalOptions {
 
     /// A callback run after every successful flush, with the byte range it made durable (for
     /// metrics and for fault-injection tests that model what a power cut keeps). If it returns
-    /// an error, the flush is treated as failed: the log is poisoned. Default: none.
+    /// an error or panics, the flush is treated as failed: the log is poisoned. Default: none.
     pub fn flush_hook(mut self, hook: FlushHook) -> Self {
         self.flush_hook = Some(hook);
         self

@@ -759,7 +759,17 @@ impl Shared {
             // by then rides along). Never waits on a flush, so this cannot deadlock.
             self.wait_published(target);
             let upto = Lsn::from_u64(self.published.load(Ordering::Acquire));
-            let res = self.flush(from, upto);
+            // A panic inside the flush (from a user's flush hook) must not leave `leader` set
+            // for ever, hanging every later `Always` append, `sync` and `Drop`: it counts as a
+            // failed flush, which poisons the log and wakes every waiter with the error.
+            let res =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.flush(from, upto)))
+                    .unwrap_or_else(|_| {
+                        Err((
+                            self.dir.clone(),
+                            io::Error::other("the flush panicked (in the flush hook?)"),
+                        ))
+                    });
             s = self.sync.lock();
             s.leader = false;
             self.leading.store(false, Ordering::Release);

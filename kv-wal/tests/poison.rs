@@ -107,3 +107,24 @@ fn periodic_flusher_flushes_and_stops_on_drop() {
     drop(wal); // joins the flusher
     Wal::open(dir.path(), WalOptions::new()).unwrap();
 }
+
+/// Regression (review finding): a panic in the flush hook left the flush leader marked for
+/// ever, so every later `Always` append, `sync()` and the `Drop` of a `Periodic` log hung.
+/// Now it poisons the log like a failed flush. Every wait below is bounded by the fix: without
+/// it the second append never returns.
+#[test]
+fn a_panicking_flush_hook_poisons_instead_of_hanging() {
+    let dir = fast_tempdir();
+    let opts = WalOptions::new()
+        .segment_size(8192)
+        .sync(SyncPolicy::Always)
+        .flush_hook(Arc::new(|_ev: &kv_wal::FlushEvent<'_>| panic!("hook bug")));
+    let wal = Wal::open(dir.path(), opts).unwrap();
+    assert!(matches!(wal.append(b"a"), Err(Error::SyncFailed { .. })));
+    assert!(matches!(wal.append(b"b"), Err(Error::Poisoned { .. })));
+    assert!(wal.sync().is_err());
+    drop(wal);
+    // The record reached the page cache before the flush: reopening finds it.
+    let wal = Wal::open(dir.path(), WalOptions::new().segment_size(8192)).unwrap();
+    assert_eq!(collect(&wal).len(), 1);
+}
