@@ -74,10 +74,12 @@ impl Iterator for WalIter<'_> {
                         self.seg = Some(Arc::clone(&s));
                         s
                     } else if let Some(&oldest) = segs.keys().next()
-                        && oldest > self.pos.segment()
+                        && self.pos.segment() == 0
                         && self.seg.is_none()
                     {
-                        // Starting before the oldest segment: begin at the oldest record.
+                        // Starting at `Lsn::ZERO`: begin at the oldest record. (A position in a
+                        // removed segment is an error instead: a reader resuming there would
+                        // otherwise skip records without noticing.)
                         self.pos = Lsn::new(oldest, HEADER_LEN as u32);
                         continue;
                     } else {

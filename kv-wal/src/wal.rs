@@ -385,8 +385,10 @@ impl Wal {
     ///
     /// Appends may continue while iterating: the iterator yields every record published
     /// before it reaches them, and returns `None` when it has caught up; calling `next` again
-    /// later yields records appended since. [`Lsn::ZERO`] (or any `Lsn` before the oldest
-    /// segment) starts at the oldest record.
+    /// later yields records appended since. [`Lsn::ZERO`] starts at the oldest record; an
+    /// `Lsn` in a segment that was removed (by [`truncate_before`](Wal::truncate_before)) yields
+    /// [`Error::InvalidLsn`], so a reader resuming from a position that is gone learns that it
+    /// missed records.
     ///
     /// # Example
     ///

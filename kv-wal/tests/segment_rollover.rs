@@ -232,3 +232,28 @@ fn a_missing_segment_is_an_error() {
         Err(Error::MissingSegment { segment: 2, .. })
     ));
 }
+
+/// Regression (review finding): iterating from a position in a removed segment silently
+/// started at the oldest remaining record, so a reader resuming there skipped records without
+/// noticing. It is an `InvalidLsn` error now, as `read` of the same position is; `Lsn::ZERO`
+/// still means "from the oldest record".
+#[test]
+fn iterating_from_a_removed_segment_is_an_error() {
+    let dir = fast_tempdir();
+    let wal = Wal::open(dir.path(), opts()).unwrap();
+    let first = wal.append(&payload(0)).unwrap();
+    let mut n = 1;
+    while wal.end_lsn().segment() < 3 {
+        wal.append(&payload(n)).unwrap();
+        n += 1;
+    }
+    let keep = Lsn::new(wal.end_lsn().segment(), HEADER_LEN as u32);
+    wal.truncate_before(keep).unwrap();
+    assert!(matches!(
+        wal.iter_from(first).next(),
+        Some(Err(Error::InvalidLsn { .. }))
+    ));
+    assert!(matches!(wal.read(first), Err(Error::InvalidLsn { .. })));
+    let from_zero = wal.iter_from(Lsn::ZERO).next().unwrap().unwrap();
+    assert!(from_zero.lsn.segment() >= 2);
+}
