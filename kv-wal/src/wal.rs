@@ -321,8 +321,11 @@ impl Wal {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidLsn`] if `lsn` is past the end, in a removed segment, or not a record
-    /// boundary; [`Error::CorruptRecord`] if the bytes fail their checksum.
+    /// [`Error::InvalidLsn`] if `lsn` is past the end, in a removed segment, before the first
+    /// record or not 8-aligned; [`Error::CorruptRecord`] if the bytes there fail their
+    /// checksum. An aligned `lsn` inside another record is not always detected: if the bytes
+    /// there happen to frame a valid record (a payload that embeds one), they are returned.
+    /// Pass only `Lsn`s the log gave you.
     ///
     /// # Example
     ///
@@ -335,6 +338,12 @@ impl Wal {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn read(&self, lsn: Lsn) -> Result<Bytes> {
+        if (lsn.offset() as usize) < HEADER_LEN || !lsn.offset().is_multiple_of(8) {
+            return Err(Error::InvalidLsn {
+                lsn,
+                reason: "not a record boundary",
+            });
+        }
         let published = self.end_lsn();
         if lsn >= published {
             return Err(Error::InvalidLsn {

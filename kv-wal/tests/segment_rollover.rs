@@ -257,3 +257,22 @@ fn iterating_from_a_removed_segment_is_an_error() {
     let from_zero = wal.iter_from(Lsn::ZERO).next().unwrap().unwrap();
     assert!(from_zero.lsn.segment() >= 2);
 }
+
+/// A misaligned `Lsn`, or one inside the segment header, is `InvalidLsn` (it was reported as a
+/// corrupt record, which reads like disk damage).
+#[test]
+fn reading_a_misaligned_lsn_is_invalid() {
+    let dir = fast_tempdir();
+    let wal = Wal::open(dir.path(), opts()).unwrap();
+    let lsn = wal.append(&payload(0)).unwrap();
+    for bad in [
+        Lsn::new(lsn.segment(), lsn.offset() + 4),
+        Lsn::new(lsn.segment(), 8),
+    ] {
+        assert!(
+            matches!(wal.read(bad), Err(Error::InvalidLsn { .. })),
+            "{bad:?}"
+        );
+    }
+    assert_eq!(wal.read(lsn).unwrap(), payload(0));
+}
