@@ -81,7 +81,7 @@
 //!
 //! | offset | size  | field                                                              |
 //! |--------|-------|--------------------------------------------------------------------|
-//! | 0      | 4     | `len`: bits 0..31 payload length; bit 31 `MORE` (see below)        |
+//! | 0      | 4     | `len`: bits 0..=30 payload length; bit 31 `MORE` (see below)       |
 //! | 4      | 4     | CRC32C (Castagnoli) of the 4 bytes of `len` followed by the payload |
 //! | 8      | len   | payload                                                            |
 //! | 8+len  | 0..7  | zero padding to the next multiple of 8                             |
