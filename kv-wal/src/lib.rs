@@ -29,6 +29,9 @@
 //!   `posix_fallocate` (`fs2::FileExt::allocate`) before it is mapped, never grown with
 //!   `set_len` alone: a sparse file turns a full disk into `SIGBUS` on a page fault (LevelDB
 //!   #150, h2o #910, cacache-rs #48). A full disk is an error when a segment is created.
+//!   Existing segments are allocated again when opened (a copy made with `cp --sparse` has
+//!   holes). On copy-on-write filesystems (btrfs, ZFS) `fallocate` does not reserve space for
+//!   overwrites, so this protection does not hold there: keep logs on ext4 or XFS.
 //! - **Fixed-size maps.** A segment is never truncated or remapped while mapped; it is
 //!   unmapped before its file is deleted (`truncate_before` skips segments still in use).
 //! - **`fsync` the directory** after creating (temporary file + rename), or deleting a segment.
