@@ -253,6 +253,8 @@ impl Segment {
             self.map
                 .unchecked_advise_range(UncheckedAdvice::DontNeed, start, len)
         };
+        // (`posix_fadvise` is not on every Unix; elsewhere the pages stay cached.)
+        #[cfg(target_os = "linux")]
         if let Ok(f) = File::open(&self.path) {
             // SAFETY: a plain syscall on a file descriptor we own; it only evicts clean,
             // unmapped page-cache pages.
