@@ -1,6 +1,7 @@
 //! Compaction (copy the live records of the oldest sealed segments to the head of the log,
 //! then delete those segments) and hint files for sealed segments.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -49,10 +50,9 @@ impl Candidate {
 }
 
 impl Node {
-    /// Compacts every sealed segment that holds dead records (and the live segments before
-    /// them, since segments are deleted oldest first): copies their live records to the head
-    /// of the log, drops tombstones older than the grace period, makes the copies durable,
-    /// then deletes the segments and their hint files. Reads and writes continue meanwhile
+    /// Compacts every sealed segment (all but the one being appended to): copies their live
+    /// records to the head of the log, drops tombstones older than the grace period, makes
+    /// the copies durable, then deletes the segments and their hint files (Bitcask's merge). Reads and writes continue meanwhile
     /// (writers wait while each batch of at most 256 KiB is copied).
     ///
     /// The background thread does the same once the dead fraction of the oldest segments
@@ -96,9 +96,9 @@ impl Node {
 }
 
 impl Inner {
-    /// The sealed segments to compact: the longest prefix of the log whose dead fraction
-    /// passes the threshold (or, when `force`, that ends with the last sealed segment holding
-    /// any dead byte). Returns the last one.
+    /// The sealed segments to compact, as the last of a prefix of the log: when `force`, all
+    /// of them (so tombstones past their grace period go too); else the longest prefix whose
+    /// dead fraction passes the threshold.
     fn victims(&self, force: bool) -> Option<u32> {
         let active = self.wal.end_lsn().segment();
         let mut total = 0u64;
@@ -110,12 +110,8 @@ impl Inner {
             }
             total += s.total;
             dead += s.dead;
-            let pass = if force {
-                s.dead > 0
-            } else {
-                total > 0 && dead as f64 >= self.opts.compaction_threshold * total as f64
-            };
-            if pass {
+            if force || (total > 0 && dead as f64 >= self.opts.compaction_threshold * total as f64)
+            {
                 last = Some(s.seq);
             }
         }
@@ -134,10 +130,14 @@ impl Inner {
             self.copy_live(seq, &mut report)?;
             report.segments_compacted += 1;
         }
+        self.fail_point(2)?;
         // The copies must be durable before the originals go.
         self.wal.sync()?;
+        self.fail_point(3)?;
         report.segments_deleted = self.wal.truncate_before(Lsn::new(last + 1, 0))?;
+        self.fail_point(4)?;
         self.forget_segments_before(self.wal.first_lsn().segment())?;
+        self.compactions.fetch_add(1, Ordering::Relaxed);
         report.duration = start.elapsed();
         Ok(report)
     }
@@ -243,6 +243,18 @@ impl Inner {
             report.bytes_copied += len;
             lsn = Lsn::new(lsn.segment(), lsn.offset() + len as u32);
         }
+        self.fail_point(1)
+    }
+
+    /// Fault injection for tests ([`NodeOptions::fail_compaction_at`](crate::NodeOptions)).
+    fn fail_point(&self, step: u8) -> Result<()> {
+        if self.opts.fail_compaction_at == Some(step) {
+            return Err(Error::io(
+                "compaction (injected failure)",
+                self.wal.dir(),
+                std::io::Error::other(format!("fail point {step}")),
+            ));
+        }
         Ok(())
     }
 
@@ -270,6 +282,7 @@ impl Inner {
             }
             hint::write(self.wal.dir(), seq, &b.finish())?;
             self.hinted.lock().insert(seq);
+            self.hints_written.fetch_add(1, Ordering::Relaxed);
             written += 1;
         }
         Ok(written)

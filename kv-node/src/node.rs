@@ -4,7 +4,7 @@ use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use bytes::Bytes;
 use kv_cache::{Cache, CacheBuilder};
@@ -47,6 +47,8 @@ pub(crate) struct Inner {
     pub hinted: Mutex<BTreeSet<u32>>,
     pub recovery: RecoveryReport,
     pub last_maintenance_error: Mutex<Option<String>>,
+    pub compactions: AtomicU64,
+    pub hints_written: AtomicU64,
 }
 
 /// One storage node: a log-structured hash table on a [`kv_wal::Wal`], fronted by a
@@ -109,6 +111,8 @@ impl Node {
             hinted: Mutex::new(BTreeSet::new()),
             recovery: RecoveryReport::default(),
             last_maintenance_error: Mutex::new(None),
+            compactions: AtomicU64::new(0),
+            hints_written: AtomicU64::new(0),
         };
         let inner = Arc::new(recovery::recover(inner)?);
         let maintenance = inner
@@ -573,6 +577,8 @@ impl Inner {
             cache_misses: cache.misses,
             cache_evictions: cache.evictions,
             last_recovery: self.recovery.duration,
+            compactions: self.compactions.load(Ordering::Relaxed),
+            hints_written: self.hints_written.load(Ordering::Relaxed),
             last_maintenance_error: self.last_maintenance_error.lock().clone(),
         }
     }

@@ -47,6 +47,7 @@ pub struct NodeOptions {
     pub(crate) maintenance_interval: Duration,
     pub(crate) index_partition_bits: u32,
     pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) fail_compaction_at: Option<u8>,
 }
 
 impl Default for NodeOptions {
@@ -62,6 +63,7 @@ impl Default for NodeOptions {
             maintenance_interval: Duration::from_secs(1),
             index_partition_bits: 14,
             clock: Arc::new(SystemClock),
+            fail_compaction_at: None,
         }
     }
 }
@@ -168,6 +170,16 @@ impl NodeOptions {
     /// [`Node::delete`](crate::Node::delete) and for the tombstone grace period (tests skew it).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// Fault injection for tests: compaction stops with an error at `step` (1: after its
+    /// first copy batch, 2: after every copy but before the sync, 3: after the sync but before
+    /// deleting segments, 4: after deleting segments but before deleting their hint files),
+    /// as if the process died there. Not for production use.
+    #[doc(hidden)]
+    pub fn fail_compaction_at(mut self, step: u8) -> Self {
+        self.fail_compaction_at = Some(step);
         self
     }
 

@@ -27,6 +27,10 @@ pub struct NodeStats {
     pub cache_evictions: u64,
     /// How long the last recovery (at open) took.
     pub last_recovery: Duration,
+    /// Compactions that copied or deleted anything since the node was opened.
+    pub compactions: u64,
+    /// Hint files written since the node was opened.
+    pub hints_written: u64,
     /// The last error of the background thread (hint files, compaction), if any.
     pub last_maintenance_error: Option<String>,
 }
