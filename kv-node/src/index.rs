@@ -64,6 +64,18 @@ impl Index {
         part.find(token, |e| *e.key == *key).map(|e| e.loc)
     }
 
+    /// Runs `f` on the key's location while holding its partition's read lock, so no writer
+    /// can change the key meanwhile (used to fill the cache only with the current version).
+    pub fn with_location<R>(
+        &self,
+        token: u64,
+        key: &[u8],
+        f: impl FnOnce(Option<&Location>) -> R,
+    ) -> R {
+        let part = self.parts[self.part_of(token)].read();
+        f(part.find(token, |e| *e.key == *key).map(|e| &e.loc))
+    }
+
     /// Last writer wins: stores `loc` if its version is higher than the key's current one
     /// (or equal, when `replace_equal`: recovery lets a later copy of the same write win).
     pub fn upsert(&self, token: u64, key: &[u8], loc: Location, replace_equal: bool) -> Upsert {

@@ -472,30 +472,28 @@ impl Inner {
         record::value_of(&payload).map_err(|reason| Error::CorruptRecord { lsn, reason })
     }
 
-    /// Caches a value just read, unless a newer write got in meanwhile (see the crate docs,
-    /// *Cache coherence*).
+    /// Caches a value if it is still the key's current version. The check and the insert
+    /// happen under the key's index partition lock, which every writer takes to change the
+    /// key, and writers refresh the cache after that: so the cache never holds a version
+    /// older than the index's once the write that replaced it has returned (see the crate
+    /// docs, *Cache coherence*).
     pub fn fill_cache(&self, token: u64, key: &[u8], value: &Bytes, version: Version) {
-        let key = Bytes::copy_from_slice(key);
-        self.cache.insert(key.clone(), (value.clone(), version));
-        self.recheck_cache(token, &key, version);
-    }
-
-    fn recheck_cache(&self, token: u64, key: &[u8], version: Version) {
-        match self.index.get(token, key) {
-            Some(loc) if loc.version == version && !loc.tombstone => {}
-            _ => {
-                self.cache.remove(key);
+        self.index.with_location(token, key, |loc| {
+            if loc.is_some_and(|l| l.version == version && !l.tombstone) {
+                self.cache
+                    .insert(Bytes::copy_from_slice(key), (value.clone(), version));
             }
-        }
+        });
     }
 
-    /// After a write changed the index: update the cached value if the key is cached.
+    /// After a write changed the index: update the cached value if the key is cached, drop
+    /// it for a tombstone.
     pub fn refresh_cache(&self, token: u64, key: &[u8], value: Option<&[u8]>, version: Version) {
-        if !self.cache.contains_key(key) {
-            return;
-        }
         match value {
-            Some(v) => self.fill_cache(token, key, &Bytes::copy_from_slice(v), version),
+            Some(v) if self.cache.contains_key(key) => {
+                self.fill_cache(token, key, &Bytes::copy_from_slice(v), version);
+            }
+            Some(_) => {}
             None => {
                 self.cache.remove(key);
             }
