@@ -68,11 +68,7 @@ fn compaction_reclaims_space_and_keeps_every_live_key() {
     common::assert_gets(&node, &want);
     drop(node);
     let node = Node::open(dir.path(), small_opts()).unwrap();
-    assert_same(
-        &dump(&node),
-        &without_tombstones(&want),
-        &format!("after reopen"),
-    );
+    assert_same(&dump(&node), &without_tombstones(&want), "after reopen");
     common::assert_gets(&node, &want);
 }
 
