@@ -211,7 +211,7 @@ impl Inner {
         }
         let now = self.opts.clock.now_millis();
         let grace = self.opts.tombstone_grace.as_millis() as u64;
-        let _gate = self.gate.write();
+        let _gate = self.gate.exclusive();
         let mut keep = Vec::with_capacity(batch.len());
         for c in batch.drain(..) {
             let Some(loc) = self.index.get(c.token, c.key()) else {

@@ -47,8 +47,9 @@
 //! range, not all keys (see the `node_ranges` benchmark).
 //!
 //! **Concurrency.** Writers append, then update the index (keeping the highest version),
-//! holding a *gate* `RwLock` shared; many write at once. Compaction and `drop_ranges` take
-//! the gate exclusively for short moments (one copy batch; one drop record), so that they
+//! holding a *gate* shared (one of 16 cache-padded `RwLock`s, so concurrent writers do not
+//! contend on one lock word); many write at once. Compaction and `drop_ranges` take every
+//! shard of the gate exclusively for short moments (one copy batch; one drop record), so that they
 //! never observe a write between its append and its index update.
 //!
 //! **Cache coherence.** The cache is filled only with the key's *current* version: the
@@ -93,6 +94,7 @@
 
 mod compaction;
 mod error;
+mod gate;
 mod hint;
 mod index;
 mod maintenance;

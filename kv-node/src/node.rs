@@ -9,8 +9,9 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use bytes::Bytes;
 use kv_cache::{Cache, CacheBuilder};
 use kv_wal::{Lsn, Wal};
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 
+use crate::gate::Gate;
 use crate::index::{Index, Location, Upsert};
 use crate::maintenance::Maintenance;
 use crate::options::CacheCapacity;
@@ -31,9 +32,10 @@ pub(crate) struct Inner {
     pub wal: Wal,
     pub index: Index,
     pub cache: ValueCache,
-    /// Writers hold it shared from their append to their index update; compaction and
-    /// `drop_ranges` hold it exclusively, so they see no write half done.
-    pub gate: RwLock<()>,
+    /// Writers hold one shard of it shared from their append to their index update;
+    /// compaction and `drop_ranges` hold every shard exclusively, so they see no write half
+    /// done. Sharded so that writers on different threads do not bounce one lock word.
+    pub gate: Gate,
     pub segments: Segments,
     pub live_keys: AtomicI64,
     pub tombstones: AtomicI64,
@@ -100,7 +102,7 @@ impl Node {
             wal,
             index: Index::new(opts.index_partition_bits),
             cache,
-            gate: RwLock::new(()),
+            gate: Gate::default(),
             segments: Segments::default(),
             live_keys: AtomicI64::new(0),
             tombstones: AtomicI64::new(0),
@@ -157,7 +159,7 @@ impl Node {
         let payload_len = record::entry_len(key, value);
         let outcome = ENCODE_BUF.with_borrow_mut(|buf| {
             record::encode_entry(buf, token, version, key, value);
-            let _gate = self.inner.gate.read();
+            let _gate = self.inner.gate.shared(token);
             let lsn = self.inner.wal.append(buf)?;
             let loc = Location {
                 version,
@@ -358,11 +360,17 @@ fn build_cache(capacity: CacheCapacity) -> ValueCache {
     fn bytes(k: &Bytes, v: &(Bytes, Version)) -> u64 {
         (k.len() + v.0.len() + 32) as u64
     }
+    // The table is sized once from the expected number of entries (kv-cache never resizes):
+    // say it, or a weigher makes the builder assume 1 KiB entries.
+    const MAX_ITEMS: u64 = kv_cache::MAX_ESTIMATED_ITEMS as u64;
     match capacity {
         CacheCapacity::Entries(n) => CacheBuilder::new(n.max(1))
+            .estimated_items(n.clamp(1, MAX_ITEMS) as usize)
             .weigher(one as fn(&Bytes, &(Bytes, Version)) -> u64)
             .build(),
+        // Assume entries of about 256 bytes.
         CacheCapacity::Bytes(n) => CacheBuilder::new(n.max(1))
+            .estimated_items((n / 256).clamp(1, MAX_ITEMS) as usize)
             .weigher(bytes as fn(&Bytes, &(Bytes, Version)) -> u64)
             .build(),
     }
@@ -536,7 +544,7 @@ impl Inner {
         let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
         let mut changed = 0;
         {
-            let _gate = self.gate.read();
+            let _gate = self.gate.shared(todo[0].0);
             let first = self.wal.append_batch(&refs)?;
             let mut lsn = first;
             for (token, w, len) in &todo {
