@@ -117,10 +117,11 @@ impl Node {
             hints_written: AtomicU64::new(0),
         };
         let inner = Arc::new(recovery::recover(inner)?);
-        let maintenance = inner
-            .opts
-            .background
-            .then(|| Maintenance::start(Arc::clone(&inner)));
+        let maintenance = if inner.opts.background {
+            Some(Maintenance::start(Arc::clone(&inner))?)
+        } else {
+            None
+        };
         Ok(Node { inner, maintenance })
     }
 
