@@ -93,6 +93,7 @@
 #![forbid(unsafe_code)]
 
 mod compaction;
+mod digest;
 mod error;
 mod gate;
 mod hint;
@@ -108,6 +109,7 @@ mod stats;
 mod version;
 
 pub use compaction::CompactionReport;
+pub use digest::Digest;
 pub use error::{Error, Result};
 pub use node::Node;
 pub use options::{CacheCapacity, DEFAULT_MAX_VALUE_LEN, MAX_KEY_LEN, NodeOptions};
