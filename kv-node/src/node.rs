@@ -90,6 +90,7 @@ impl Node {
     /// [`Error::InvalidOptions`]; [`Error::Wal`] if the log is corrupt beyond what its
     /// recovery mode discards; [`Error::Io`].
     pub fn open(dir: impl AsRef<Path>, opts: NodeOptions) -> Result<Node> {
+        let started = std::time::Instant::now();
         opts.validate()?;
         let dir = dir.as_ref().to_owned();
         let wal_dir = dir.join("wal");
@@ -116,7 +117,7 @@ impl Node {
             compactions: AtomicU64::new(0),
             hints_written: AtomicU64::new(0),
         };
-        let inner = Arc::new(recovery::recover(inner)?);
+        let inner = Arc::new(recovery::recover(inner, started)?);
         let maintenance = if inner.opts.background {
             Some(Maintenance::start(Arc::clone(&inner))?)
         } else {
