@@ -61,6 +61,9 @@
 //! through the slot (release CAS, acquire load), so each holder sees its predecessor's
 //! `published`; the roller reads the parked baton the same way and hands its watermark to
 //! the next holder through the tail.
+//!
+//! The unit tests below also run under Miri, which explores weak-memory behaviours:
+//! `cargo +nightly miri test -p kv-wal --lib sequencer`.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::*, fence};
 
@@ -187,7 +190,10 @@ impl Sequencer {
             return Claim::Sealed;
         }
         // Loaded after the tail: if the CAS below succeeds the tail did not change since, so
-        // no roll-over happened in between and this is the length of our segment.
+        // this is the length of our segment. (Unless a roll-over in between sealed an empty
+        // segment at `HEADER_LEN` and reopened the tail at the same word: then a record that
+        // fit the old length fits the new segment too, as every record fits a new one, and a
+        // spurious roll-over only leaves an empty segment, which recovery accepts.)
         let seg_len = self.tail.0.seg_len.load(Acquire);
         let off = off as usize;
         let (next, claim) = match seg_len.checked_sub(off) {

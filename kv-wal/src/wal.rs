@@ -599,6 +599,7 @@ impl Shared {
         }
         let first = Lsn::new(seg.seq(), start as u32);
         let end = Lsn::new(seg.seq(), (start + total) as u32);
+        // From here on `seg` may be rolled away and deleted: not used again.
         self.sequencer.complete(ticket, start + total);
         if self.opts.sync == SyncPolicy::Always {
             // The flush leader awaits publication; followers only wait for the flush.
