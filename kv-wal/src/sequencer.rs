@@ -18,11 +18,12 @@
 //!
 //! `slots` is a ring of [`RING`] words, slot `t % RING` for ticket `t`, each holding a ticket
 //! tag and either the record's end offset (*complete*) or [`BATON`]. A slot whose tag is not
-//! `t` is *empty* for ticket `t`. Exactly two threads ever change slot `t % RING` for ticket
+//! `t` is *empty* for ticket `t`. At most two threads ever change slot `t % RING` for ticket
 //! `t`, each with one compare-and-swap from empty: the owner of ticket `t`, once its bytes are
-//! copied, to `(t, end)`; and the baton holder, once it has published every ticket before
-//! `t`, to `(t, BATON)`. Whoever loses the race learns from the winner's value that both
-//! are done: the owner takes the baton, or the holder publishes `t` too and goes on. So the
+//! copied, to `(t, end)` (unless it finds the baton already there); and the baton holder, once
+//! it has published every ticket before `t`, to `(t, BATON)`. Whoever loses the race learns
+//! from the winner's value that both are done: the owner takes the baton, or the holder
+//! publishes `t` too and goes on. So the
 //! holder publishes a run of consecutive complete records with one store of `published`,
 //! then parks the baton at the first incomplete one, whose owner will publish it: an appender
 //! descheduled between its reservation and its completion delays the others only until it
