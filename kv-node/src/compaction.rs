@@ -220,12 +220,23 @@ impl Inner {
         let now = self.opts.clock.now_millis();
         let grace = self.opts.tombstone_grace.as_millis() as u64;
         let _gate = self.gate.exclusive();
+        // Drops in progress (registered under the gate too): what they cover is dropped here,
+        // not moved past their drop record where their scan would miss it.
+        let drops = self.pending_drops.lock().clone();
         let mut keep = Vec::with_capacity(batch.len());
         for c in batch.drain(..) {
             let Some(loc) = self.index.get(c.token, c.key()) else {
                 continue;
             };
             if loc.lsn != c.lsn {
+                continue;
+            }
+            if let Some(d) = drops.iter().find(|d| d.covers(c.token, c.lsn)) {
+                if let Some(removed) = self.index.remove_at(c.token, c.key(), c.lsn) {
+                    self.forget(&removed);
+                    self.cache.remove(c.key());
+                    d.removed.fetch_add(1, Ordering::Relaxed);
+                }
                 continue;
             }
             if loc.tombstone && now.saturating_sub(loc.version.millis()) >= grace {

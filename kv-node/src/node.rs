@@ -52,8 +52,26 @@ pub(crate) struct Inner {
     pub hinted: Mutex<BTreeSet<u32>>,
     pub recovery: RecoveryReport,
     pub last_maintenance_error: Mutex<Option<String>>,
+    /// Drops whose scan is running: compaction must drop, not move, what they cover.
+    pub pending_drops: Mutex<Vec<Arc<PendingDrop>>>,
     pub compactions: AtomicU64,
     pub hints_written: AtomicU64,
+}
+
+/// A `drop_ranges` between appending its drop record and finishing its scan of the index.
+pub(crate) struct PendingDrop {
+    pub ranges: Vec<kv_ring::TokenRange>,
+    /// Its drop record: it forgets what lies before this.
+    pub marker: Lsn,
+    /// Entries compaction removed on its behalf (they count as dropped).
+    pub removed: AtomicU64,
+}
+
+impl PendingDrop {
+    /// Whether the drop covers a record of this token at this position.
+    pub fn covers(&self, token: u64, at: Lsn) -> bool {
+        at < self.marker && self.ranges.iter().any(|r| r.contains(token))
+    }
 }
 
 /// One storage node: a log-structured hash table on a [`kv_wal::Wal`], fronted by a
@@ -118,6 +136,7 @@ impl Node {
             hinted: Mutex::new(BTreeSet::new()),
             recovery: RecoveryReport::default(),
             last_maintenance_error: Mutex::new(None),
+            pending_drops: Mutex::new(Vec::new()),
             compactions: AtomicU64::new(0),
             hints_written: AtomicU64::new(0),
         };

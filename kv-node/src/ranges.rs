@@ -6,7 +6,10 @@ use bytes::Bytes;
 use kv_ring::TokenRange;
 
 use crate::index::Location;
-use crate::node::{Inner, frame};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::node::{Inner, PendingDrop, frame};
 use crate::record::{self, Record, Write};
 use crate::stats::RangeCount;
 use crate::{Error, Node, Result};
@@ -121,11 +124,21 @@ impl Node {
             });
         }
         // Exclusive: every write before the drop record has updated the index when we scan,
-        // and every write after it has a later Lsn, which the scan keeps.
-        let lsn = {
+        // and every write after it has a later Lsn, which the scan keeps. Compaction, which
+        // could move a covered record past the drop record meanwhile, sees the pending drop
+        // (registered under the same exclusion) and drops such records instead of moving them.
+        let pending = {
             let _gate = inner.gate.exclusive();
-            inner.wal.append(&payload)?
+            let marker = inner.wal.append(&payload)?;
+            let pending = Arc::new(PendingDrop {
+                ranges: ranges.to_vec(),
+                marker,
+                removed: AtomicU64::new(0),
+            });
+            inner.pending_drops.lock().push(Arc::clone(&pending));
+            pending
         };
+        let lsn = pending.marker;
         let bytes = frame(payload.len());
         inner.segments.written(lsn.segment(), bytes);
         inner.segments.dead(lsn.segment(), bytes);
@@ -141,6 +154,11 @@ impl Node {
                 inner.cache.remove(&k[..]);
             }
         }
+        inner
+            .pending_drops
+            .lock()
+            .retain(|p| !Arc::ptr_eq(p, &pending));
+        dropped += pending.removed.load(Ordering::Relaxed) as usize;
         Ok(dropped)
     }
 
