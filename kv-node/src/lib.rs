@@ -1,6 +1,117 @@
-//! One storage node: a log-structured hash table (Bitcask-style) on kv-wal, fronted by kv-cache.
+//! One storage node: a log-structured hash table (Bitcask-style) on [`kv_wal`], fronted by a
+//! [`kv_cache`] cache. Usable alone as an embedded single-node store, and the replica that
+//! `kv-cluster` places keys on.
 //!
-//! Not built yet: see the project's open issues.
+//! ```
+//! use kv_node::{Node, NodeOptions};
+//! let dir = tempfile::tempdir()?;
+//! let node = Node::open(dir.path(), NodeOptions::new())?;
+//! node.put(b"user:1001", b"Alice Johnson")?;
+//! assert_eq!(node.get(b"user:1001")?.unwrap().0, &b"Alice Johnson"[..]);
+//! node.delete(b"user:1001")?;
+//! assert_eq!(node.get(b"user:1001")?, None);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Design
+//!
+//! **The log is the data.** Every write appends one record to the node's [`kv_wal::Wal`]
+//! (in `dir/wal`); nothing else is ever written but hint files. An in-memory **index** maps
+//! each key to its newest record `(version, Lsn, length, tombstone?)`; a read looks the key
+//! up and copies the value out of the memory-mapped segment ([`kv_wal::Wal::read`]: no
+//! `read` syscall, checksum verified). A [`kv_cache::Cache`] of `(value, version)` sits in
+//! front of the index for hot keys (reads take no lock there).
+//!
+//! **Versions, last writer wins.** Every write carries a [`Version`] (hybrid logical clock,
+//! assigned by the coordinator, or by the node's own [`Hlc`] for [`Node::put`]). The node
+//! keeps the highest version per key; an older or equal one changes nothing and is not
+//! written. Deletes are tombstones: versions without a value. That makes every operation
+//! idempotent and order-independent, which is what replication, redistribution and repair
+//! rely on.
+//!
+//! **Log records** (the payload of a WAL record; the WAL frames and checksums it), little
+//! endian:
+//!
+//! | kind | layout |
+//! |---|---|
+//! | put (1), tombstone (2) | `kind: u8 · 0u8 ×3 · key_len: u32 · version: u64 · token: u64 · key · value` (a tombstone has no value bytes) |
+//! | drop (3) | `kind: u8 · 0u8 ×3 · n: u32 · n × (start: u64, end: u64)`: every key in these token ranges written *before* this record is forgotten |
+//!
+//! `token = kv_ring::token(key)` is stored so that hint files, recovery and range operations
+//! never hash a key again.
+//!
+//! **Index partitioned by token.** `2^14` partitions by the token's top bits, each a hash
+//! table behind its own `RwLock`. Because the top bits keep the ring's order, a token range
+//! maps to a run of partitions: [`Node::export`], [`Node::drop_ranges`] and
+//! [`Node::count_in_ranges`] cost the keys in the range plus two partial partitions per
+//! range, not all keys (see the `node_ranges` benchmark).
+//!
+//! **Concurrency.** Writers append, then update the index (keeping the highest version),
+//! holding a *gate* `RwLock` shared; many write at once. Compaction and `drop_ranges` take
+//! the gate exclusively for short moments (one copy batch; one drop record), so that they
+//! never observe a write between its append and its index update.
+//!
+//! **Cache coherence.** A reader that misses inserts `(value, version)` into the cache and
+//! then looks at the index again: if the index no longer holds that version, it removes the
+//! entry it inserted. A writer, after updating the index, replaces the cached entry if the
+//! key is cached (with the same re-check), or removes it for a tombstone. Whichever of a
+//! racing reader and writer comes second sees the other's effect, so the cache never keeps a
+//! value older than the index's once both return: a get never returns a value older than a
+//! write applied before it began.
+//!
+//! **Compaction** (on demand, or in the background once the dead fraction of the oldest
+//! segments passes the threshold): WAL segments can only be deleted oldest first, so
+//! compaction takes a prefix of sealed segments, copies the records the index still points
+//! at to the head of the log (same payload bytes, so the same version), repoints the index,
+//! `sync`s, then deletes the segments and their hint files. A tombstone older than the grace
+//! period is dropped instead of copied. That is safe: an older value of its key can only be
+//! at an earlier position (a write older than the index's version is never appended, and
+//! the gate keeps compaction from copying a value past a newer write), so it is in the
+//! deleted prefix too, and segments are deleted oldest first. Drop records in the prefix
+//! only concern records before them, which go with it. A crash at any point leaves either
+//! the originals, or originals and copies (recovery prefers the later copy of an equal
+//! version), or the copies alone.
+//!
+//! **Hint files** (`dir/wal/NNNNNNNNNN.hint`, format in the `hint` module): for each sealed
+//! segment, the index items of all its records without values, with a checksum and the
+//! checksum of the segment's last record. Recovery uses a hint only if it checks out against
+//! its segment; otherwise (missing, stale, corrupt, pointing past the segment's end) it
+//! scans the segment and writes the hint again later.
+//!
+//! **Recovery**: the WAL recovers first (torn tail cut, per its recovery mode); then each
+//! segment in order, from its hint or by a scan, is folded into the index: the highest
+//! version wins, ties go to the later copy, a drop record removes what precedes it. The
+//! clock then observes the highest version seen.
+//!
+//! Limits (design.md): keys of 1 to 64 KiB, values up to 16 MiB by default and never more
+//! than fits in a segment with the key; a batch must fit in a segment.
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
+
+mod compaction;
+mod error;
+mod hint;
+mod index;
+mod maintenance;
+mod node;
+mod options;
+mod ranges;
+mod record;
+mod recovery;
+mod segments;
+mod stats;
+mod version;
+
+pub use compaction::CompactionReport;
+pub use error::{Error, Result};
+pub use node::Node;
+pub use options::{CacheCapacity, DEFAULT_MAX_VALUE_LEN, MAX_KEY_LEN, NodeOptions};
+pub use ranges::Export;
+pub use record::{Record, Write};
+pub use recovery::RecoveryReport;
+pub use stats::{NodeStats, RangeCount};
+pub use version::{Clock, Hlc, SystemClock, Version};
+
+/// Re-exported: the token ranges that range operations take.
+pub use kv_ring::TokenRange;

@@ -1,0 +1,290 @@
+//! Compaction (copy the live records of the oldest sealed segments to the head of the log,
+//! then delete those segments) and hint files for sealed segments.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kv_wal::Lsn;
+use kv_wal::layout::HEADER_LEN;
+
+use crate::hint::{self, HintBuilder};
+use crate::node::{Inner, frame};
+use crate::record::{self, LogRecord};
+use crate::{Error, Node, Result};
+
+/// What a compaction did: see [`Node::compact`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CompactionReport {
+    /// Sealed segments whose live records were copied.
+    pub segments_compacted: usize,
+    /// Segments deleted (fewer than compacted if a reader still had one open; a later
+    /// compaction deletes it).
+    pub segments_deleted: usize,
+    /// Live records copied to the head of the log.
+    pub records_copied: u64,
+    /// Their framed bytes.
+    pub bytes_copied: u64,
+    /// Tombstones past their grace period dropped instead of copied.
+    pub tombstones_purged: u64,
+    /// How long it took.
+    pub duration: Duration,
+}
+
+/// Most bytes copied under one hold of the write gate.
+const COPY_BATCH_BYTES: usize = 256 << 10;
+
+/// A live record found in a victim segment.
+struct Candidate {
+    token: u64,
+    key_len: usize,
+    lsn: Lsn,
+    payload: Bytes,
+}
+
+impl Candidate {
+    fn key(&self) -> &[u8] {
+        &self.payload[record::ENTRY_HEADER..record::ENTRY_HEADER + self.key_len]
+    }
+}
+
+impl Node {
+    /// Compacts every sealed segment (all but the one being appended to): copies their live
+    /// records to the head of the log, drops tombstones older than the grace period, makes
+    /// the copies durable, then deletes the segments and their hint files (Bitcask's merge). Reads and writes continue meanwhile
+    /// (writers wait while each batch of at most 256 KiB is copied).
+    ///
+    /// The background thread does the same once the dead fraction of the oldest segments
+    /// passes [`NodeOptions::compaction_threshold`](crate::NodeOptions::compaction_threshold).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Wal`] / [`Error::Io`]; a crash at any point loses nothing (see the crate docs).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// use kv_node::{Node, NodeOptions};
+    /// use kv_wal::WalOptions;
+    /// let opts = NodeOptions::new().wal(WalOptions::new().segment_size(64 << 10));
+    /// let node = Node::open(dir.path(), opts)?;
+    /// for round in 0..20u32 {
+    ///     for k in 0..100u32 {
+    ///         node.put(&k.to_le_bytes(), &[round as u8; 100])?;
+    ///     }
+    /// }
+    /// let before = node.stats();
+    /// let report = node.compact()?;
+    /// assert!(report.segments_deleted > 0);
+    /// assert!(node.stats().dead_bytes < before.dead_bytes);
+    /// assert_eq!(node.get(&7u32.to_le_bytes())?.unwrap().0[0], 19);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn compact(&self) -> Result<CompactionReport> {
+        self.inner.compact(true)
+    }
+
+    /// Writes the hint file of every sealed segment that lacks one; returns how many were
+    /// written. The background thread does this on its own.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if a file cannot be written; [`Error::Wal`] if a segment cannot be read.
+    pub fn write_hints(&self) -> Result<usize> {
+        self.inner.write_hints()
+    }
+}
+
+impl Inner {
+    /// The sealed segments to compact, as the last of a prefix of the log: when `force`, all
+    /// of them (so tombstones past their grace period go too); else the longest prefix whose
+    /// dead fraction passes the threshold.
+    fn victims(&self, force: bool) -> Option<u32> {
+        let active = self.wal.end_lsn().segment();
+        let mut total = 0u64;
+        let mut dead = 0u64;
+        let mut last = None;
+        for s in self.segments.snapshot() {
+            if s.seq >= active {
+                break;
+            }
+            total += s.total;
+            dead += s.dead;
+            if force || (total > 0 && dead as f64 >= self.opts.compaction_threshold * total as f64)
+            {
+                last = Some(s.seq);
+            }
+        }
+        last
+    }
+
+    pub fn compact(&self, force: bool) -> Result<CompactionReport> {
+        let _one = self.maintenance_lock.lock();
+        let start = Instant::now();
+        let mut report = CompactionReport::default();
+        let Some(last) = self.victims(force) else {
+            return Ok(report);
+        };
+        let first = self.wal.first_lsn().segment();
+        for seq in first..=last {
+            self.copy_live(seq, &mut report)?;
+            report.segments_compacted += 1;
+        }
+        self.fail_point(2)?;
+        // The copies must be durable before the originals go.
+        self.wal.sync()?;
+        self.fail_point(3)?;
+        report.segments_deleted = self.wal.truncate_before(Lsn::new(last + 1, 0))?;
+        self.fail_point(4)?;
+        self.forget_segments_before(self.wal.first_lsn().segment())?;
+        self.compactions.fetch_add(1, Ordering::Relaxed);
+        report.duration = start.elapsed();
+        Ok(report)
+    }
+
+    /// After segments were deleted: drop their counters and hint files.
+    fn forget_segments_before(&self, first: u32) -> Result<()> {
+        self.segments.remove_below(first);
+        let gone: Vec<u32> = {
+            let mut hinted = self.hinted.lock();
+            let keep = hinted.split_off(&first);
+            std::mem::replace(&mut *hinted, keep).into_iter().collect()
+        };
+        let dir = self.wal.dir();
+        for seq in &gone {
+            let p = hint::path(dir, *seq);
+            match std::fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("delete hint file", &p, e)),
+            }
+        }
+        if !gone.is_empty() {
+            hint::sync_dir(dir)?;
+        }
+        Ok(())
+    }
+
+    /// Copies the live records of segment `seq` to the head of the log.
+    fn copy_live(&self, seq: u32, report: &mut CompactionReport) -> Result<()> {
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        for rec in self.wal.iter_from(Lsn::new(seq, HEADER_LEN as u32)) {
+            let rec = rec?;
+            if rec.lsn.segment() != seq {
+                break;
+            }
+            let decoded = record::decode(&rec.payload).map_err(|reason| Error::CorruptRecord {
+                lsn: rec.lsn,
+                reason,
+            })?;
+            let LogRecord::Entry { token, key, .. } = decoded else {
+                continue; // A drop record only concerns records before it: all deleted too.
+            };
+            if self
+                .index
+                .get(token, key)
+                .is_none_or(|loc| loc.lsn != rec.lsn)
+            {
+                continue;
+            }
+            bytes += frame(rec.payload.len()) as usize;
+            batch.push(Candidate {
+                token,
+                key_len: key.len(),
+                lsn: rec.lsn,
+                payload: rec.payload,
+            });
+            if bytes >= COPY_BATCH_BYTES.min(self.max_payload() / 2) {
+                self.copy_batch(&mut batch, report)?;
+                bytes = 0;
+            }
+        }
+        self.copy_batch(&mut batch, report)
+    }
+
+    /// Copies a batch, with writers held off so none can slip a newer version in between the
+    /// check and the copy (a stale copy after a newer write could outlive a purged tombstone).
+    fn copy_batch(&self, batch: &mut Vec<Candidate>, report: &mut CompactionReport) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let now = self.opts.clock.now_millis();
+        let grace = self.opts.tombstone_grace.as_millis() as u64;
+        let _gate = self.gate.write();
+        let mut keep = Vec::with_capacity(batch.len());
+        for c in batch.drain(..) {
+            let Some(loc) = self.index.get(c.token, c.key()) else {
+                continue;
+            };
+            if loc.lsn != c.lsn {
+                continue;
+            }
+            if loc.tombstone && now.saturating_sub(loc.version.millis()) >= grace {
+                if let Some(removed) = self.index.remove_at(c.token, c.key(), c.lsn) {
+                    self.forget(&removed);
+                    report.tombstones_purged += 1;
+                }
+                continue;
+            }
+            keep.push(c);
+        }
+        if keep.is_empty() {
+            return Ok(());
+        }
+        let refs: Vec<&[u8]> = keep.iter().map(|c| &c.payload[..]).collect();
+        let mut lsn = self.wal.append_batch(&refs)?;
+        for c in &keep {
+            let len = frame(c.payload.len());
+            self.segments.written(lsn.segment(), len);
+            self.segments.dead(c.lsn.segment(), len);
+            self.index.relocate(c.token, c.key(), c.lsn, lsn);
+            report.records_copied += 1;
+            report.bytes_copied += len;
+            lsn = Lsn::new(lsn.segment(), lsn.offset() + len as u32);
+        }
+        self.fail_point(1)
+    }
+
+    /// Fault injection for tests ([`NodeOptions::fail_compaction_at`](crate::NodeOptions)).
+    fn fail_point(&self, step: u8) -> Result<()> {
+        if self.opts.fail_compaction_at == Some(step) {
+            return Err(Error::io(
+                "compaction (injected failure)",
+                self.wal.dir(),
+                std::io::Error::other(format!("fail point {step}")),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn write_hints(&self) -> Result<usize> {
+        let _one = self.maintenance_lock.lock();
+        let first = self.wal.first_lsn().segment();
+        let active = self.wal.end_lsn().segment();
+        let mut written = 0;
+        for seq in first.max(1)..active {
+            if self.hinted.lock().contains(&seq) {
+                continue;
+            }
+            let mut b = HintBuilder::new(seq);
+            for rec in self.wal.iter_from(Lsn::new(seq, HEADER_LEN as u32)) {
+                let rec = rec?;
+                if rec.lsn.segment() != seq {
+                    break;
+                }
+                let decoded =
+                    record::decode(&rec.payload).map_err(|reason| Error::CorruptRecord {
+                        lsn: rec.lsn,
+                        reason,
+                    })?;
+                b.add(rec.lsn.offset(), &rec.payload, &decoded);
+            }
+            hint::write(self.wal.dir(), seq, &b.finish())?;
+            self.hinted.lock().insert(seq);
+            self.hints_written.fetch_add(1, Ordering::Relaxed);
+            written += 1;
+        }
+        Ok(written)
+    }
+}

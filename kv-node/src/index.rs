@@ -1,0 +1,256 @@
+//! The in-memory index: key -> where its newest record is, partitioned by token.
+//!
+//! `2^bits` partitions, chosen by the top bits of the key's token, each a hash table (keyed
+//! by the token itself, so no key is hashed twice) behind its own `RwLock`. Partitioning by
+//! the *top* bits keeps the ring's order: a token range covers a contiguous run of
+//! partitions, so range operations visit only the keys in the range plus at most two
+//! partial partitions at its edges.
+
+use hashbrown::HashTable;
+use kv_ring::TokenRange;
+use kv_wal::Lsn;
+use parking_lot::RwLock;
+
+use crate::Version;
+
+/// Where a key's newest record is, and what it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Location {
+    pub version: Version,
+    pub lsn: Lsn,
+    /// The record's payload length.
+    pub len: u32,
+    pub tombstone: bool,
+}
+
+pub(crate) struct Entry {
+    pub token: u64,
+    pub key: Box<[u8]>,
+    pub loc: Location,
+}
+
+/// What [`Index::upsert`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Upsert {
+    /// The key was new.
+    Inserted,
+    /// The key's previous newest record is now dead.
+    Replaced(Location),
+    /// The index already had a newer (or the same) version: the new record is dead.
+    Kept,
+}
+
+pub(crate) struct Index {
+    parts: Box<[RwLock<HashTable<Entry>>]>,
+    shift: u32,
+}
+
+impl Index {
+    pub fn new(bits: u32) -> Index {
+        Index {
+            parts: (0..1usize << bits)
+                .map(|_| RwLock::new(HashTable::new()))
+                .collect(),
+            shift: 64 - bits,
+        }
+    }
+
+    fn part_of(&self, token: u64) -> usize {
+        (token >> self.shift) as usize
+    }
+
+    pub fn get(&self, token: u64, key: &[u8]) -> Option<Location> {
+        let part = self.parts[self.part_of(token)].read();
+        part.find(token, |e| *e.key == *key).map(|e| e.loc)
+    }
+
+    /// Last writer wins: stores `loc` if its version is higher than the key's current one
+    /// (or equal, when `replace_equal`: recovery lets a later copy of the same write win).
+    pub fn upsert(&self, token: u64, key: &[u8], loc: Location, replace_equal: bool) -> Upsert {
+        let mut part = self.parts[self.part_of(token)].write();
+        match part.find_mut(token, |e| *e.key == *key) {
+            Some(e) => {
+                let newer = loc.version > e.loc.version
+                    || (replace_equal && loc.version == e.loc.version && loc.lsn > e.loc.lsn);
+                if newer {
+                    Upsert::Replaced(std::mem::replace(&mut e.loc, loc))
+                } else {
+                    Upsert::Kept
+                }
+            }
+            None => {
+                part.insert_unique(
+                    token,
+                    Entry {
+                        token,
+                        key: key.into(),
+                        loc,
+                    },
+                    |e| e.token,
+                );
+                Upsert::Inserted
+            }
+        }
+    }
+
+    /// Points the key at `to` if it still points at `from` (compaction moved the record).
+    pub fn relocate(&self, token: u64, key: &[u8], from: Lsn, to: Lsn) -> bool {
+        let mut part = self.parts[self.part_of(token)].write();
+        match part.find_mut(token, |e| *e.key == *key) {
+            Some(e) if e.loc.lsn == from => {
+                e.loc.lsn = to;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Removes the key if it still points at `at`; returns what was removed.
+    pub fn remove_at(&self, token: u64, key: &[u8], at: Lsn) -> Option<Location> {
+        let mut part = self.parts[self.part_of(token)].write();
+        match part.find_entry(token, |e| *e.key == *key) {
+            Ok(occupied) if occupied.get().loc.lsn == at => Some(occupied.remove().0.loc),
+            _ => None,
+        }
+    }
+
+    /// The partitions that can hold tokens of `ranges`, in order, each once.
+    pub fn partitions_for(&self, ranges: &[TokenRange]) -> Vec<usize> {
+        let last = self.parts.len() - 1;
+        let mut marks = vec![false; self.parts.len()];
+        let mut mark = |from: usize, to: usize| marks[from..=to].iter_mut().for_each(|m| *m = true);
+        for r in ranges {
+            if r.is_full() {
+                mark(0, last);
+            } else if r.start < r.end {
+                mark(self.part_of(r.start + 1), self.part_of(r.end));
+            } else {
+                if r.start < u64::MAX {
+                    mark(self.part_of(r.start + 1), last);
+                }
+                mark(0, self.part_of(r.end));
+            }
+        }
+        marks
+            .iter()
+            .enumerate()
+            .filter_map(|(i, &m)| m.then_some(i))
+            .collect()
+    }
+
+    /// Calls `f` on every entry of partition `part` whose token lies in `ranges` (under the
+    /// partition's read lock: keep `f` short).
+    pub fn scan_partition(&self, part: usize, ranges: &[TokenRange], mut f: impl FnMut(&Entry)) {
+        let part = self.parts[part].read();
+        for e in part.iter() {
+            if ranges.iter().any(|r| r.contains(e.token)) {
+                f(e);
+            }
+        }
+    }
+
+    /// Removes every entry of partition `part` in `ranges` whose record is before `before`;
+    /// calls `f` on each removed entry.
+    pub fn drop_in_partition(
+        &self,
+        part: usize,
+        ranges: &[TokenRange],
+        before: Lsn,
+        mut f: impl FnMut(&Entry),
+    ) {
+        let mut part = self.parts[part].write();
+        part.retain(|e| {
+            let drop = e.loc.lsn < before && ranges.iter().any(|r| r.contains(e.token));
+            if drop {
+                f(e);
+            }
+            !drop
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loc(version: u64, lsn: u64) -> Location {
+        Location {
+            version: Version::new(version),
+            lsn: Lsn::from_u64(lsn),
+            len: 10,
+            tombstone: false,
+        }
+    }
+
+    #[test]
+    fn upsert_keeps_the_highest_version() {
+        let ix = Index::new(4);
+        assert_eq!(ix.upsert(5, b"k", loc(2, 100), false), Upsert::Inserted);
+        assert_eq!(ix.upsert(5, b"k", loc(1, 200), false), Upsert::Kept);
+        assert_eq!(ix.upsert(5, b"k", loc(2, 300), false), Upsert::Kept);
+        assert_eq!(ix.get(5, b"k"), Some(loc(2, 100)));
+        assert_eq!(
+            ix.upsert(5, b"k", loc(2, 300), true),
+            Upsert::Replaced(loc(2, 100))
+        );
+        assert_eq!(
+            ix.upsert(5, b"k", loc(3, 50), false),
+            Upsert::Replaced(loc(2, 300))
+        );
+        // Same token, other key: a separate entry.
+        assert_eq!(ix.upsert(5, b"j", loc(1, 1), false), Upsert::Inserted);
+        assert_eq!(ix.get(5, b"k"), Some(loc(3, 50)));
+    }
+
+    #[test]
+    fn relocate_and_remove_only_at_the_expected_place() {
+        let ix = Index::new(4);
+        ix.upsert(1, b"k", loc(1, 100), false);
+        assert!(!ix.relocate(1, b"k", Lsn::from_u64(99), Lsn::from_u64(500)));
+        assert!(ix.relocate(1, b"k", Lsn::from_u64(100), Lsn::from_u64(500)));
+        assert_eq!(ix.get(1, b"k").unwrap().lsn, Lsn::from_u64(500));
+        assert_eq!(ix.remove_at(1, b"k", Lsn::from_u64(100)), None);
+        assert!(ix.remove_at(1, b"k", Lsn::from_u64(500)).is_some());
+        assert_eq!(ix.get(1, b"k"), None);
+    }
+
+    #[test]
+    fn partitions_for_ranges_cover_exactly_their_tokens() {
+        let ix = Index::new(4); // 16 partitions of 2^60 tokens
+        let p = 1u64 << 60;
+        assert_eq!(ix.partitions_for(&[TokenRange::FULL]).len(), 16);
+        assert_eq!(ix.partitions_for(&[TokenRange::new(0, p - 1)]), vec![0]);
+        assert_eq!(ix.partitions_for(&[TokenRange::new(p - 1, p)]), vec![1]);
+        assert_eq!(
+            ix.partitions_for(&[TokenRange::new(p, 3 * p)]),
+            vec![1, 2, 3]
+        );
+        // Wrapping: (15.5p, MAX] and [0, p/2].
+        assert_eq!(
+            ix.partitions_for(&[TokenRange::new(15 * p + p / 2, p / 2)]),
+            vec![0, 15]
+        );
+        assert_eq!(ix.partitions_for(&[TokenRange::new(u64::MAX, 5)]), vec![0]);
+        // Overlapping ranges visit a partition once.
+        assert_eq!(
+            ix.partitions_for(&[TokenRange::new(0, 2 * p), TokenRange::new(p, 2 * p)]),
+            vec![0, 1, 2]
+        );
+    }
+
+    #[test]
+    fn drop_removes_only_older_records_in_range() {
+        let ix = Index::new(4);
+        ix.upsert(10, b"old", loc(1, 100), false);
+        ix.upsert(11, b"new", loc(1, 900), false);
+        ix.upsert(u64::MAX, b"out", loc(1, 100), false);
+        let mut dropped = Vec::new();
+        for part in ix.partitions_for(&[TokenRange::new(0, 20)]) {
+            ix.drop_in_partition(part, &[TokenRange::new(0, 20)], Lsn::from_u64(500), |e| {
+                dropped.push(e.key.to_vec())
+            });
+        }
+        assert_eq!(dropped, vec![b"old".to_vec()]);
+        assert!(ix.get(11, b"new").is_some() && ix.get(u64::MAX, b"out").is_some());
+    }
+}

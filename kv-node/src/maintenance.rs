@@ -1,0 +1,64 @@
+//! The background thread: hint files for newly sealed segments, compaction past the
+//! threshold.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::node::Inner;
+
+pub(crate) struct Maintenance {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Maintenance {
+    pub fn start(inner: Arc<Inner>) -> Maintenance {
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let signal = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("kv-node-maintenance".into())
+            .spawn(move || {
+                let every = inner.opts.maintenance_interval;
+                loop {
+                    {
+                        let (lock, cv) = &*signal;
+                        let mut stopped = lock.lock();
+                        if !*stopped {
+                            cv.wait_for(&mut stopped, every);
+                        }
+                        if *stopped {
+                            return;
+                        }
+                    }
+                    let result = inner.write_hints().and_then(|_| inner.compact(false));
+                    if let Err(e) = result {
+                        *inner.last_maintenance_error.lock() = Some(e.to_string());
+                    }
+                }
+            })
+            .ok();
+        Maintenance { stop, thread }
+    }
+
+    /// Stops the thread and waits for it (a pass in progress finishes first).
+    pub fn stop(mut self) {
+        self.signal_and_join();
+    }
+
+    fn signal_and_join(&mut self) {
+        let (lock, cv) = &*self.stop;
+        *lock.lock() = true;
+        cv.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Maintenance {
+    fn drop(&mut self) {
+        self.signal_and_join();
+    }
+}

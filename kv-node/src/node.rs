@@ -1,0 +1,585 @@
+//! [`Node`]: open, the write path, the read path, stats.
+
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use bytes::Bytes;
+use kv_cache::{Cache, CacheBuilder};
+use kv_wal::{Lsn, Wal};
+use parking_lot::{Mutex, RwLock};
+
+use crate::index::{Index, Location, Upsert};
+use crate::maintenance::Maintenance;
+use crate::options::CacheCapacity;
+use crate::record::{self, Write};
+use crate::recovery::{self, RecoveryReport};
+use crate::segments::Segments;
+use crate::stats::NodeStats;
+use crate::{Error, Hlc, NodeOptions, Result, Version};
+
+pub(crate) type ValueCache = Cache<Bytes, (Bytes, Version), fn(&Bytes, &(Bytes, Version)) -> u64>;
+
+/// How many times a read retries when compaction moved the record it was about to read.
+const READ_RETRIES: usize = 8;
+
+/// Shared state of an open node (the background thread holds it too).
+pub(crate) struct Inner {
+    pub dir: PathBuf,
+    pub wal: Wal,
+    pub index: Index,
+    pub cache: ValueCache,
+    /// Writers hold it shared from their append to their index update; compaction and
+    /// `drop_ranges` hold it exclusively, so they see no write half done.
+    pub gate: RwLock<()>,
+    pub segments: Segments,
+    pub live_keys: AtomicI64,
+    pub tombstones: AtomicI64,
+    /// Framed bytes of the records the index points at.
+    pub live_bytes: AtomicI64,
+    pub hlc: Hlc,
+    pub opts: NodeOptions,
+    /// One compaction or hint pass at a time.
+    pub maintenance_lock: Mutex<()>,
+    /// Segments with a valid hint file.
+    pub hinted: Mutex<BTreeSet<u32>>,
+    pub recovery: RecoveryReport,
+    pub last_maintenance_error: Mutex<Option<String>>,
+    pub compactions: AtomicU64,
+    pub hints_written: AtomicU64,
+}
+
+/// One storage node: a log-structured hash table on a [`kv_wal::Wal`], fronted by a
+/// [`kv_cache::Cache`]. See the [crate docs](crate) for the design.
+///
+/// `Node` is `Send + Sync`: share it (`Arc<Node>`) between threads.
+///
+/// ```
+/// use kv_node::{Node, NodeOptions, Version};
+/// let dir = tempfile::tempdir()?;
+/// let node = Node::open(dir.path(), NodeOptions::new())?;
+/// assert!(node.apply(b"k", Some(b"v2"), Version::new(2))?);
+/// assert!(!node.apply(b"k", Some(b"v1"), Version::new(1))?); // older: ignored
+/// assert_eq!(node.get(b"k")?.unwrap().0, &b"v2"[..]);
+/// node.close()?;
+/// let node = Node::open(dir.path(), NodeOptions::new())?; // recovers
+/// assert_eq!(node.get(b"k")?.unwrap().1, Version::new(2));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Node {
+    pub(crate) inner: Arc<Inner>,
+    maintenance: Option<Maintenance>,
+}
+
+thread_local! {
+    static ENCODE_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Node {
+    /// Opens (creating if needed) the node stored in `dir`: its log lives in `dir/wal`
+    /// (segments, hint files and the `LOCK` file). Recovers the index from hint files and a
+    /// scan of the rest of the log; see [`Node::recovery_report`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Locked`] if another `Node` (this process or another) has the directory open;
+    /// [`Error::InvalidOptions`]; [`Error::Wal`] if the log is corrupt beyond what its
+    /// recovery mode discards; [`Error::Io`].
+    pub fn open(dir: impl AsRef<Path>, opts: NodeOptions) -> Result<Node> {
+        opts.validate()?;
+        let dir = dir.as_ref().to_owned();
+        let wal_dir = dir.join("wal");
+        std::fs::create_dir_all(&wal_dir)
+            .map_err(|e| Error::io("create node directory", &wal_dir, e))?;
+        let wal = Wal::open(&wal_dir, opts.wal.clone())?;
+        let cache = build_cache(opts.cache);
+        let inner = Inner {
+            dir,
+            wal,
+            index: Index::new(opts.index_partition_bits),
+            cache,
+            gate: RwLock::new(()),
+            segments: Segments::default(),
+            live_keys: AtomicI64::new(0),
+            tombstones: AtomicI64::new(0),
+            live_bytes: AtomicI64::new(0),
+            hlc: Hlc::with_clock(Arc::clone(&opts.clock)),
+            opts,
+            maintenance_lock: Mutex::new(()),
+            hinted: Mutex::new(BTreeSet::new()),
+            recovery: RecoveryReport::default(),
+            last_maintenance_error: Mutex::new(None),
+            compactions: AtomicU64::new(0),
+            hints_written: AtomicU64::new(0),
+        };
+        let inner = Arc::new(recovery::recover(inner)?);
+        let maintenance = inner
+            .opts
+            .background
+            .then(|| Maintenance::start(Arc::clone(&inner)));
+        Ok(Node { inner, maintenance })
+    }
+
+    /// The directory the node was opened on.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Applies a write with last-writer-wins: stores `value` (or a tombstone, for `None`)
+    /// under `key` if `version` is higher than the version the node holds for `key`.
+    /// Returns whether it changed anything. Idempotent: applying the same write twice, or an
+    /// older one after a newer one, changes nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::EmptyKey`], [`Error::KeyTooLarge`], [`Error::ValueTooLarge`]; [`Error::Wal`] if
+    /// the log cannot take it (a full disk, a failed flush).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// use kv_node::{Node, NodeOptions, Version};
+    /// let node = Node::open(dir.path(), NodeOptions::new())?;
+    /// node.apply(b"k", None, Version::new(5))?; // a delete that arrived first
+    /// assert!(!node.apply(b"k", Some(b"late"), Version::new(4))?);
+    /// assert_eq!(node.get(b"k")?, None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn apply(&self, key: &[u8], value: Option<&[u8]>, version: Version) -> Result<bool> {
+        self.inner.check(key, value)?;
+        let token = kv_ring::token(key);
+        if let Some(cur) = self.inner.index.get(token, key)
+            && cur.version >= version
+        {
+            return Ok(false);
+        }
+        let payload_len = record::entry_len(key, value);
+        let outcome = ENCODE_BUF.with_borrow_mut(|buf| {
+            record::encode_entry(buf, token, version, key, value);
+            let _gate = self.inner.gate.read();
+            let lsn = self.inner.wal.append(buf)?;
+            let loc = Location {
+                version,
+                lsn,
+                len: payload_len as u32,
+                tombstone: value.is_none(),
+            };
+            self.inner
+                .segments
+                .written(lsn.segment(), frame(payload_len));
+            let outcome = self.inner.index.upsert(token, key, loc, false);
+            self.inner.account(&outcome, loc);
+            Ok::<_, Error>(outcome)
+        })?;
+        let changed = outcome != Upsert::Kept;
+        if changed {
+            self.inner.refresh_cache(token, key, value, version);
+        }
+        Ok(changed)
+    }
+
+    /// Applies many writes as one atomic log batch: after a crash, all of them or none are
+    /// recovered. Each write is last-writer-wins as in [`Node::apply`]; returns how many
+    /// changed something.
+    ///
+    /// # Errors
+    ///
+    /// As [`Node::apply`] for each write (checked before anything is written), and
+    /// [`Error::BatchTooLarge`] if the batch does not fit in one log segment.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// use kv_node::{Node, NodeOptions, Version, Write};
+    /// let node = Node::open(dir.path(), NodeOptions::new())?;
+    /// let v = Version::new(1);
+    /// let n = node.apply_batch(&[
+    ///     Write { key: b"a", value: Some(b"1"), version: v },
+    ///     Write { key: b"b", value: Some(b"2"), version: v },
+    /// ])?;
+    /// assert_eq!(n, 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn apply_batch(&self, writes: &[Write<'_>]) -> Result<usize> {
+        self.inner.apply_batch(writes)
+    }
+
+    /// The value and version of `key`, or `None` if it is absent or deleted.
+    ///
+    /// Served from the cache when it holds the key, else from the index and the
+    /// memory-mapped log (then cached). Never older than the latest write applied before the
+    /// call.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Wal`] / [`Error::CorruptRecord`] if the record cannot be read back.
+    pub fn get(&self, key: &[u8]) -> Result<Option<(Bytes, Version)>> {
+        if let Some(hit) = self.inner.cache.get(key) {
+            return Ok(Some(hit));
+        }
+        let token = kv_ring::token(key);
+        let Some((value, version)) = self.inner.read(token, key)? else {
+            return Ok(None);
+        };
+        let Some(value) = value else {
+            return Ok(None);
+        };
+        self.inner.fill_cache(token, key, &value, version);
+        Ok(Some((value, version)))
+    }
+
+    /// Like [`Node::get`], but a deleted key returns its tombstone: `Some((None, version))`.
+    /// For repair and anti-entropy, which must compare deletes too. Bypasses the cache.
+    ///
+    /// # Errors
+    ///
+    /// As [`Node::get`].
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// use kv_node::{Node, NodeOptions, Version};
+    /// let node = Node::open(dir.path(), NodeOptions::new())?;
+    /// node.apply(b"k", None, Version::new(3))?;
+    /// assert_eq!(node.get_versioned(b"k")?, Some((None, Version::new(3))));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn get_versioned(&self, key: &[u8]) -> Result<Option<(Option<Bytes>, Version)>> {
+        self.inner.read(kv_ring::token(key), key)
+    }
+
+    /// Stores `value` under `key` with a new version from the node's clock (single-node use;
+    /// a cluster assigns versions itself and calls [`Node::apply`]). Returns the version.
+    ///
+    /// # Errors
+    ///
+    /// As [`Node::apply`].
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let node = kv_node::Node::open(dir.path(), kv_node::NodeOptions::new())?;
+    /// let v1 = node.put(b"user:1", b"Alice")?;
+    /// let v2 = node.put(b"user:1", b"Alice Johnson")?;
+    /// assert!(v2 > v1);
+    /// assert_eq!(node.get(b"user:1")?.unwrap().0, &b"Alice Johnson"[..]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn put(&self, key: &[u8], value: &[u8]) -> Result<Version> {
+        let version = self.inner.hlc.now();
+        self.apply(key, Some(value), version)?;
+        Ok(version)
+    }
+
+    /// Deletes `key` (writes a tombstone with a new version from the node's clock). Returns
+    /// the tombstone's version.
+    ///
+    /// # Errors
+    ///
+    /// As [`Node::apply`].
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let node = kv_node::Node::open(dir.path(), kv_node::NodeOptions::new())?;
+    /// node.put(b"k", b"v")?;
+    /// node.delete(b"k")?;
+    /// assert_eq!(node.get(b"k")?, None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn delete(&self, key: &[u8]) -> Result<Version> {
+        let version = self.inner.hlc.now();
+        self.apply(key, None, version)?;
+        Ok(version)
+    }
+
+    /// Makes every write applied so far durable (one shared flush of the log).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Wal`] if the flush fails (the log is then poisoned).
+    pub fn sync(&self) -> Result<()> {
+        Ok(self.inner.wal.sync()?)
+    }
+
+    /// What recovery found when this node was opened.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.inner.recovery
+    }
+
+    /// Counts of keys, bytes, segments and cache activity.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let node = kv_node::Node::open(dir.path(), kv_node::NodeOptions::new())?;
+    /// node.put(b"a", b"1")?;
+    /// node.put(b"a", b"2")?;
+    /// node.delete(b"b")?;
+    /// let s = node.stats();
+    /// assert_eq!((s.live_keys, s.tombstones), (1, 1));
+    /// assert!(s.dead_bytes > 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn stats(&self) -> NodeStats {
+        self.inner.stats()
+    }
+
+    /// Stops the background thread, flushes the log and releases the directory.
+    ///
+    /// # Errors
+    ///
+    /// As [`Node::sync`].
+    pub fn close(mut self) -> Result<()> {
+        if let Some(m) = self.maintenance.take() {
+            m.stop();
+        }
+        self.inner.wal.sync()?;
+        Ok(())
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(m) = self.maintenance.take() {
+            m.stop();
+        }
+    }
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("dir", &self.inner.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+fn build_cache(capacity: CacheCapacity) -> ValueCache {
+    fn one(_: &Bytes, _: &(Bytes, Version)) -> u64 {
+        1
+    }
+    fn bytes(k: &Bytes, v: &(Bytes, Version)) -> u64 {
+        (k.len() + v.0.len() + 32) as u64
+    }
+    match capacity {
+        CacheCapacity::Entries(n) => CacheBuilder::new(n.max(1))
+            .weigher(one as fn(&Bytes, &(Bytes, Version)) -> u64)
+            .build(),
+        CacheCapacity::Bytes(n) => CacheBuilder::new(n.max(1))
+            .weigher(bytes as fn(&Bytes, &(Bytes, Version)) -> u64)
+            .build(),
+    }
+}
+
+/// Framed size of a payload in the log.
+pub(crate) fn frame(payload_len: usize) -> u64 {
+    kv_wal::layout::frame_len(payload_len) as u64
+}
+
+impl Inner {
+    /// Enforces the limits on one write.
+    pub fn check(&self, key: &[u8], value: Option<&[u8]>) -> Result<()> {
+        if key.is_empty() {
+            return Err(Error::EmptyKey);
+        }
+        if key.len() > self.opts.max_key_len {
+            return Err(Error::KeyTooLarge {
+                len: key.len(),
+                max: self.opts.max_key_len,
+            });
+        }
+        if let Some(v) = value {
+            let max = self.max_value_len(key.len());
+            if v.len() > max {
+                return Err(Error::ValueTooLarge { len: v.len(), max });
+            }
+        }
+        Ok(())
+    }
+
+    /// The longest value that fits with a key of `key_len` bytes.
+    fn max_value_len(&self, key_len: usize) -> usize {
+        let fits = self
+            .max_payload()
+            .saturating_sub(record::ENTRY_HEADER + key_len);
+        self.opts.max_value_len.min(fits)
+    }
+
+    /// The largest payload (or batch of payloads) a segment holds.
+    pub fn max_payload(&self) -> usize {
+        (self.opts.wal.get_segment_size() as usize)
+            .saturating_sub(kv_wal::layout::HEADER_LEN + kv_wal::layout::RECORD_HEADER_LEN)
+    }
+
+    /// Updates counters after an index change made by a write of `loc`.
+    pub fn account(&self, outcome: &Upsert, loc: Location) {
+        let new_bytes = frame(loc.len as usize) as i64;
+        match outcome {
+            Upsert::Inserted => {
+                self.count(loc.tombstone, 1);
+                self.live_bytes.fetch_add(new_bytes, Ordering::Relaxed);
+            }
+            Upsert::Replaced(old) => {
+                self.count(old.tombstone, -1);
+                self.count(loc.tombstone, 1);
+                let old_bytes = frame(old.len as usize);
+                self.segments.dead(old.lsn.segment(), old_bytes);
+                self.live_bytes
+                    .fetch_add(new_bytes - old_bytes as i64, Ordering::Relaxed);
+            }
+            Upsert::Kept => self.segments.dead(loc.lsn.segment(), new_bytes as u64),
+        }
+    }
+
+    /// Adds `n` to the live-key or tombstone count.
+    pub fn count(&self, tombstone: bool, n: i64) {
+        let c = if tombstone {
+            &self.tombstones
+        } else {
+            &self.live_keys
+        };
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// An entry of the index was removed (dropped or purged).
+    pub fn forget(&self, loc: &Location) {
+        self.count(loc.tombstone, -1);
+        let bytes = frame(loc.len as usize);
+        self.segments.dead(loc.lsn.segment(), bytes);
+        self.live_bytes.fetch_sub(bytes as i64, Ordering::Relaxed);
+    }
+
+    /// The newest record of `key` from the index and the log: `Some((None, v))` for a
+    /// tombstone.
+    pub fn read(&self, token: u64, key: &[u8]) -> Result<Option<(Option<Bytes>, Version)>> {
+        for _ in 0..READ_RETRIES {
+            let Some(loc) = self.index.get(token, key) else {
+                return Ok(None);
+            };
+            if loc.tombstone {
+                return Ok(Some((None, loc.version)));
+            }
+            match self.read_at(loc.lsn) {
+                Ok(v) => return Ok(Some((v, loc.version))),
+                // Compaction moved the record and removed its segment: look again.
+                Err(Error::Wal(kv_wal::Error::InvalidLsn { .. })) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::Closed)
+    }
+
+    /// The value of the put at `lsn` (`None` for a tombstone).
+    pub fn read_at(&self, lsn: Lsn) -> Result<Option<Bytes>> {
+        let payload = self.wal.read(lsn)?;
+        record::value_of(&payload).map_err(|reason| Error::CorruptRecord { lsn, reason })
+    }
+
+    /// Caches a value just read, unless a newer write got in meanwhile (see the crate docs,
+    /// *Cache coherence*).
+    pub fn fill_cache(&self, token: u64, key: &[u8], value: &Bytes, version: Version) {
+        let key = Bytes::copy_from_slice(key);
+        self.cache.insert(key.clone(), (value.clone(), version));
+        self.recheck_cache(token, &key, version);
+    }
+
+    fn recheck_cache(&self, token: u64, key: &[u8], version: Version) {
+        match self.index.get(token, key) {
+            Some(loc) if loc.version == version && !loc.tombstone => {}
+            _ => {
+                self.cache.remove(key);
+            }
+        }
+    }
+
+    /// After a write changed the index: update the cached value if the key is cached.
+    pub fn refresh_cache(&self, token: u64, key: &[u8], value: Option<&[u8]>, version: Version) {
+        if !self.cache.contains_key(key) {
+            return;
+        }
+        match value {
+            Some(v) => self.fill_cache(token, key, &Bytes::copy_from_slice(v), version),
+            None => {
+                self.cache.remove(key);
+            }
+        }
+    }
+
+    pub fn apply_batch(&self, writes: &[Write<'_>]) -> Result<usize> {
+        for w in writes {
+            self.check(w.key, w.value)?;
+        }
+        // Keep only the writes that are newer than what the index holds now.
+        let mut todo = Vec::with_capacity(writes.len());
+        let mut bytes = 0usize;
+        for w in writes {
+            let token = kv_ring::token(w.key);
+            if let Some(cur) = self.index.get(token, w.key)
+                && cur.version >= w.version
+            {
+                continue;
+            }
+            let len = record::entry_len(w.key, w.value);
+            bytes += kv_wal::layout::frame_len(len);
+            todo.push((token, w, len));
+        }
+        if todo.is_empty() {
+            return Ok(0);
+        }
+        if bytes > self.max_payload() {
+            return Err(Error::BatchTooLarge {
+                bytes,
+                max: self.max_payload(),
+            });
+        }
+        let mut payloads = Vec::with_capacity(todo.len());
+        for (token, w, _) in &todo {
+            let mut buf = Vec::new();
+            record::encode_entry(&mut buf, *token, w.version, w.key, w.value);
+            payloads.push(buf);
+        }
+        let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+        let mut changed = 0;
+        {
+            let _gate = self.gate.read();
+            let first = self.wal.append_batch(&refs)?;
+            let mut lsn = first;
+            for (token, w, len) in &todo {
+                let loc = Location {
+                    version: w.version,
+                    lsn,
+                    len: *len as u32,
+                    tombstone: w.value.is_none(),
+                };
+                self.segments.written(lsn.segment(), frame(*len));
+                let outcome = self.index.upsert(*token, w.key, loc, false);
+                self.account(&outcome, loc);
+                if outcome != Upsert::Kept {
+                    changed += 1;
+                    self.refresh_cache(*token, w.key, w.value, w.version);
+                }
+                lsn = Lsn::new(lsn.segment(), lsn.offset() + frame(*len) as u32);
+            }
+        }
+        Ok(changed)
+    }
+
+    pub fn stats(&self) -> NodeStats {
+        let segs = self.segments.snapshot();
+        let total: u64 = segs.iter().map(|s| s.total).sum();
+        let live = self.live_bytes.load(Ordering::Relaxed).max(0) as u64;
+        let cache = self.cache.stats();
+        NodeStats {
+            live_keys: self.live_keys.load(Ordering::Relaxed).max(0) as u64,
+            tombstones: self.tombstones.load(Ordering::Relaxed).max(0) as u64,
+            live_bytes: live,
+            dead_bytes: total.saturating_sub(live),
+            segments: segs.len(),
+            cache_entries: self.cache.len(),
+            cache_hits: cache.hits,
+            cache_misses: cache.misses,
+            cache_evictions: cache.evictions,
+            last_recovery: self.recovery.duration,
+            compactions: self.compactions.load(Ordering::Relaxed),
+            hints_written: self.hints_written.load(Ordering::Relaxed),
+            last_maintenance_error: self.last_maintenance_error.lock().clone(),
+        }
+    }
+}

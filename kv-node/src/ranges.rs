@@ -1,0 +1,253 @@
+//! Range operations for redistribution: export, import, drop, count.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+use kv_ring::TokenRange;
+
+use crate::index::Location;
+use crate::node::{Inner, frame};
+use crate::record::{self, Record, Write};
+use crate::stats::RangeCount;
+use crate::{Error, Node, Result};
+
+impl Node {
+    /// Iterates over every key whose token lies in `ranges`, values and tombstones, in
+    /// batches of at most `batch_size` records. Costs time in proportion to the keys in the
+    /// ranges (plus at most two partial index partitions per range), not to all keys.
+    ///
+    /// Writes made while the export runs may or may not be included; a redistribution covers
+    /// them with dual writes.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// use kv_node::{Node, NodeOptions};
+    /// use kv_ring::{TokenRange, token};
+    /// let node = Node::open(dir.path(), NodeOptions::new())?;
+    /// for i in 0..100 {
+    ///     node.put(format!("key{i}").as_bytes(), b"v")?;
+    /// }
+    /// let half = TokenRange::new(0, u64::MAX / 2);
+    /// let exported: Vec<_> = node.export(&[half], 10).collect::<Result<Vec<_>, _>>()?;
+    /// assert!(exported.iter().all(|b| b.len() <= 10));
+    /// let n: usize = exported.iter().map(Vec::len).sum();
+    /// assert_eq!(n as u64, node.count_in_ranges(&[half]).live);
+    /// assert!(exported.iter().flatten().all(|r| half.contains(token(&r.key))));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn export(&self, ranges: &[TokenRange], batch_size: usize) -> Export<'_> {
+        Export {
+            inner: &self.inner,
+            parts: self.inner.index.partitions_for(ranges),
+            ranges: ranges.to_vec(),
+            next_part: 0,
+            pending: VecDeque::new(),
+            batch_size: batch_size.max(1),
+            failed: false,
+        }
+    }
+
+    /// Applies exported records with last-writer-wins (as [`Node::apply`] each); returns how
+    /// many changed something. Records are written in as few log batches as fit.
+    ///
+    /// # Errors
+    ///
+    /// As [`Node::apply_batch`].
+    ///
+    /// ```
+    /// # let (a, b) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    /// use kv_node::{Node, NodeOptions};
+    /// use kv_ring::TokenRange;
+    /// let from = Node::open(a.path(), NodeOptions::new())?;
+    /// let to = Node::open(b.path(), NodeOptions::new())?;
+    /// from.put(b"k", b"v")?;
+    /// for batch in from.export(&[TokenRange::FULL], 1000) {
+    ///     to.import(&batch?)?;
+    /// }
+    /// assert_eq!(to.get(b"k")?, from.get(b"k")?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn import(&self, batch: &[Record]) -> Result<usize> {
+        let limit = (self.inner.max_payload() / 2).max(1);
+        let mut changed = 0;
+        let mut chunk: Vec<Write<'_>> = Vec::new();
+        let mut bytes = 0;
+        for r in batch {
+            let w = r.as_write();
+            let len = kv_wal::layout::frame_len(record::entry_len(w.key, w.value));
+            if !chunk.is_empty() && bytes + len > limit {
+                changed += self.inner.apply_batch(&chunk)?;
+                chunk.clear();
+                bytes = 0;
+            }
+            chunk.push(w);
+            bytes += len;
+        }
+        if !chunk.is_empty() {
+            changed += self.inner.apply_batch(&chunk)?;
+        }
+        Ok(changed)
+    }
+
+    /// Forgets every key and tombstone whose token lies in `ranges` (the node no longer
+    /// replicates them). Durable: a drop record in the log keeps them forgotten after a
+    /// restart. Writes that arrive after it are kept. Returns the number of keys and
+    /// tombstones dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Wal`] if the drop record cannot be written.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// use kv_node::{Node, NodeOptions};
+    /// use kv_ring::TokenRange;
+    /// let node = Node::open(dir.path(), NodeOptions::new())?;
+    /// node.put(b"k", b"v")?;
+    /// assert_eq!(node.drop_ranges(&[TokenRange::FULL])?, 1);
+    /// assert_eq!(node.get(b"k")?, None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn drop_ranges(&self, ranges: &[TokenRange]) -> Result<usize> {
+        if ranges.is_empty() {
+            return Ok(0);
+        }
+        let inner = &self.inner;
+        let payload = record::encode_drop(ranges);
+        if payload.len() > inner.max_payload() {
+            return Err(Error::BatchTooLarge {
+                bytes: payload.len(),
+                max: inner.max_payload(),
+            });
+        }
+        // Exclusive: every write before the drop record has updated the index when we scan,
+        // and every write after it has a later Lsn, which the scan keeps.
+        let lsn = {
+            let _gate = inner.gate.write();
+            inner.wal.append(&payload)?
+        };
+        let bytes = frame(payload.len());
+        inner.segments.written(lsn.segment(), bytes);
+        inner.segments.dead(lsn.segment(), bytes);
+        let mut dropped = 0;
+        let mut keys = Vec::new();
+        for part in inner.index.partitions_for(ranges) {
+            inner.index.drop_in_partition(part, ranges, lsn, |e| {
+                inner.forget(&e.loc);
+                keys.push(e.key.clone());
+            });
+            dropped += keys.len();
+            for k in keys.drain(..) {
+                inner.cache.remove(&k[..]);
+            }
+        }
+        Ok(dropped)
+    }
+
+    /// Counts the keys and tombstones whose token lies in `ranges` (from the index, without
+    /// reading values).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let node = kv_node::Node::open(dir.path(), kv_node::NodeOptions::new())?;
+    /// node.put(b"a", b"1")?;
+    /// node.delete(b"b")?;
+    /// let c = node.count_in_ranges(&[kv_ring::TokenRange::FULL]);
+    /// assert_eq!((c.live, c.tombstones), (1, 1));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn count_in_ranges(&self, ranges: &[TokenRange]) -> RangeCount {
+        let mut c = RangeCount::default();
+        for part in self.inner.index.partitions_for(ranges) {
+            self.inner.index.scan_partition(part, ranges, |e| {
+                if e.loc.tombstone {
+                    c.tombstones += 1;
+                } else {
+                    c.live += 1;
+                }
+                c.live_bytes += frame(e.loc.len as usize);
+            });
+        }
+        c
+    }
+}
+
+/// The iterator of [`Node::export`]: batches of records in the requested token ranges.
+pub struct Export<'a> {
+    inner: &'a Inner,
+    ranges: Vec<TokenRange>,
+    parts: Vec<usize>,
+    next_part: usize,
+    pending: VecDeque<(u64, Box<[u8]>, Location)>,
+    batch_size: usize,
+    failed: bool,
+}
+
+impl std::fmt::Debug for Export<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Export")
+            .field("ranges", &self.ranges)
+            .field("partitions_left", &(self.parts.len() - self.next_part))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Export<'_> {
+    fn record(&self, token: u64, key: Box<[u8]>, loc: Location) -> Result<Option<Record>> {
+        let key = Bytes::from(key);
+        if loc.tombstone {
+            return Ok(Some(Record {
+                key,
+                value: None,
+                version: loc.version,
+            }));
+        }
+        let found = match self.inner.read_at(loc.lsn) {
+            Ok(value) => Some((value, loc.version)),
+            // Moved by compaction since the scan: look it up again.
+            Err(Error::Wal(kv_wal::Error::InvalidLsn { .. })) => self.inner.read(token, &key)?,
+            Err(e) => return Err(e),
+        };
+        Ok(found.map(|(value, version)| Record {
+            key,
+            value,
+            version,
+        }))
+    }
+}
+
+impl Iterator for Export<'_> {
+    type Item = Result<Vec<Record>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        while self.pending.len() < self.batch_size && self.next_part < self.parts.len() {
+            let part = self.parts[self.next_part];
+            self.next_part += 1;
+            let pending = &mut self.pending;
+            self.inner.index.scan_partition(part, &self.ranges, |e| {
+                pending.push_back((e.token, e.key.clone(), e.loc));
+            });
+        }
+        if self.pending.is_empty() {
+            return None;
+        }
+        let mut batch = Vec::with_capacity(self.batch_size.min(self.pending.len()));
+        while batch.len() < self.batch_size {
+            let Some((token, key, loc)) = self.pending.pop_front() else {
+                break;
+            };
+            match self.record(token, key, loc) {
+                Ok(Some(r)) => batch.push(r),
+                Ok(None) => {}
+                Err(e) => {
+                    self.failed = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+        Some(Ok(batch))
+    }
+}

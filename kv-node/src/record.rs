@@ -1,0 +1,263 @@
+//! The node's log records: the payloads it appends to the WAL (format described in the crate
+//! docs), and the public [`Record`] / [`Write`] types of its API.
+
+use bytes::{BufMut, Bytes};
+use kv_ring::TokenRange;
+
+use crate::Version;
+
+/// A key with its value (or tombstone) and version: what [`Node::export`](crate::Node::export)
+/// yields and [`Node::import`](crate::Node::import) applies.
+///
+/// ```
+/// use bytes::Bytes;
+/// use kv_node::{Record, Version};
+/// let r = Record { key: Bytes::from_static(b"k"), value: None, version: Version::new(9) };
+/// assert!(r.is_tombstone());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    /// The key.
+    pub key: Bytes,
+    /// The value, or `None` for a tombstone (a delete).
+    pub value: Option<Bytes>,
+    /// The write's version.
+    pub version: Version,
+}
+
+impl Record {
+    /// Whether this is a delete.
+    pub fn is_tombstone(&self) -> bool {
+        self.value.is_none()
+    }
+
+    /// The borrowed form, for [`Node::apply_batch`](crate::Node::apply_batch).
+    pub fn as_write(&self) -> Write<'_> {
+        Write {
+            key: &self.key,
+            value: self.value.as_deref(),
+            version: self.version,
+        }
+    }
+}
+
+/// One write of a batch (borrowed): see [`Node::apply_batch`](crate::Node::apply_batch).
+///
+/// ```
+/// use kv_node::{Version, Write};
+/// let w = Write { key: b"user:1", value: Some(b"Alice"), version: Version::new(1) };
+/// assert_eq!(w.key, b"user:1");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Write<'a> {
+    /// The key.
+    pub key: &'a [u8],
+    /// The value, or `None` for a tombstone.
+    pub value: Option<&'a [u8]>,
+    /// The write's version.
+    pub version: Version,
+}
+
+pub(crate) const KIND_PUT: u8 = 1;
+pub(crate) const KIND_TOMBSTONE: u8 = 2;
+pub(crate) const KIND_DROP: u8 = 3;
+
+/// Bytes before the key in a put or tombstone payload.
+pub(crate) const ENTRY_HEADER: usize = 24;
+/// Bytes before the ranges in a drop payload.
+const DROP_HEADER: usize = 8;
+
+/// A decoded log payload.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum LogRecord<'a> {
+    /// A put or a tombstone.
+    Entry {
+        token: u64,
+        version: Version,
+        key: &'a [u8],
+        /// `None` for a tombstone.
+        value: Option<&'a [u8]>,
+    },
+    /// Every key in these ranges written before this record is forgotten.
+    Drop(Vec<TokenRange>),
+}
+
+/// Encodes a put or tombstone payload into `out` (cleared first).
+pub(crate) fn encode_entry(
+    out: &mut Vec<u8>,
+    token: u64,
+    version: Version,
+    key: &[u8],
+    value: Option<&[u8]>,
+) {
+    out.clear();
+    out.reserve(ENTRY_HEADER + key.len() + value.map_or(0, <[u8]>::len));
+    out.put_u8(if value.is_some() {
+        KIND_PUT
+    } else {
+        KIND_TOMBSTONE
+    });
+    out.put_bytes(0, 3);
+    out.put_u32_le(key.len() as u32);
+    out.put_u64_le(version.as_u64());
+    out.put_u64_le(token);
+    out.put_slice(key);
+    if let Some(v) = value {
+        out.put_slice(v);
+    }
+}
+
+/// Length of an encoded put or tombstone payload.
+pub(crate) fn entry_len(key: &[u8], value: Option<&[u8]>) -> usize {
+    ENTRY_HEADER + key.len() + value.map_or(0, <[u8]>::len)
+}
+
+/// Encodes a drop-ranges payload.
+pub(crate) fn encode_drop(ranges: &[TokenRange]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(DROP_HEADER + 16 * ranges.len());
+    out.put_u8(KIND_DROP);
+    out.put_bytes(0, 3);
+    out.put_u32_le(ranges.len() as u32);
+    for r in ranges {
+        out.put_u64_le(r.start);
+        out.put_u64_le(r.end);
+    }
+    out
+}
+
+fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+fn u64_at(b: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
+}
+
+/// Decodes a payload; `Err` names what is wrong (the WAL's checksum passed, so this means a
+/// bug or a log written by something else).
+pub(crate) fn decode(payload: &[u8]) -> Result<LogRecord<'_>, &'static str> {
+    let kind = *payload.first().ok_or("empty record")?;
+    match kind {
+        KIND_PUT | KIND_TOMBSTONE => {
+            let key_len = u32_at(payload, 4).ok_or("short record header")? as usize;
+            let version = Version::new(u64_at(payload, 8).ok_or("short record header")?);
+            let token = u64_at(payload, 16).ok_or("short record header")?;
+            let key = payload
+                .get(ENTRY_HEADER..ENTRY_HEADER + key_len)
+                .ok_or("key length past the end of the record")?;
+            let rest = &payload[ENTRY_HEADER + key_len..];
+            let value = if kind == KIND_PUT {
+                Some(rest)
+            } else if rest.is_empty() {
+                None
+            } else {
+                return Err("tombstone with a value");
+            };
+            Ok(LogRecord::Entry {
+                token,
+                version,
+                key,
+                value,
+            })
+        }
+        KIND_DROP => {
+            let n = u32_at(payload, 4).ok_or("short drop record")? as usize;
+            if payload.len() != DROP_HEADER + 16 * n {
+                return Err("drop record length does not match its range count");
+            }
+            let ranges = (0..n)
+                .map(|i| {
+                    let at = DROP_HEADER + 16 * i;
+                    TokenRange {
+                        start: u64_at(payload, at).unwrap_or(0),
+                        end: u64_at(payload, at + 8).unwrap_or(0),
+                    }
+                })
+                .collect();
+            Ok(LogRecord::Drop(ranges))
+        }
+        _ => Err("unknown record kind"),
+    }
+}
+
+/// The value of an encoded put (a slice of the payload), or `None` for a tombstone.
+pub(crate) fn value_of(payload: &Bytes) -> Result<Option<Bytes>, &'static str> {
+    match decode(payload)? {
+        LogRecord::Entry {
+            key,
+            value: Some(_),
+            ..
+        } => Ok(Some(payload.slice(ENTRY_HEADER + key.len()..))),
+        LogRecord::Entry { value: None, .. } => Ok(None),
+        LogRecord::Drop(_) => Err("expected a put, found a drop record"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_round_trip() {
+        let mut buf = Vec::new();
+        encode_entry(&mut buf, 42, Version::new(7), b"key", Some(b"value"));
+        assert_eq!(buf.len(), entry_len(b"key", Some(b"value")));
+        assert_eq!(
+            decode(&buf).unwrap(),
+            LogRecord::Entry {
+                token: 42,
+                version: Version::new(7),
+                key: b"key",
+                value: Some(b"value"),
+            }
+        );
+        assert_eq!(value_of(&Bytes::from(buf)).unwrap().unwrap(), &b"value"[..]);
+        encode_entry(&mut Vec::new(), 1, Version::ZERO, b"k", None);
+        let mut t = Vec::new();
+        encode_entry(&mut t, 1, Version::new(3), b"k", None);
+        assert!(matches!(
+            decode(&t).unwrap(),
+            LogRecord::Entry { value: None, .. }
+        ));
+        // An empty value is a put, not a tombstone.
+        encode_entry(&mut t, 1, Version::new(3), b"k", Some(b""));
+        assert!(matches!(
+            decode(&t).unwrap(),
+            LogRecord::Entry {
+                value: Some(b""),
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn drops_round_trip() {
+        let ranges = vec![TokenRange::new(1, 5), TokenRange::new(9, 2)];
+        assert_eq!(
+            decode(&encode_drop(&ranges)).unwrap(),
+            LogRecord::Drop(ranges)
+        );
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        for bad in [
+            &b""[..],
+            &[9u8, 0, 0, 0][..],
+            &[1u8, 0, 0, 0, 255, 255, 255, 255][..],
+            &[3u8, 0, 0, 0, 2, 0, 0, 0, 1][..],
+        ] {
+            assert!(decode(bad).is_err(), "{bad:?}");
+        }
+        let mut t = Vec::new();
+        encode_entry(&mut t, 1, Version::new(3), b"k", None);
+        t.push(1);
+        assert!(decode(&t).is_err());
+        assert!(value_of(&Bytes::from(encode_drop(&[]))).is_err());
+        // every truncation of a valid entry fails cleanly
+        encode_entry(&mut t, 1, Version::new(3), b"key", Some(b"v"));
+        for n in 0..ENTRY_HEADER + 3 {
+            assert!(decode(&t[..n]).is_err(), "{n}");
+        }
+    }
+}

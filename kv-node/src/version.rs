@@ -1,0 +1,201 @@
+//! Versions and the hybrid logical clock that assigns them.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The version of a write: a hybrid logical clock value, 48 bits of milliseconds since the
+/// Unix epoch and 16 bits of counter (design.md, *Common types*).
+///
+/// Replicas keep the highest version per key (last writer wins); two writes with the same
+/// version are the same write.
+///
+/// ```
+/// use kv_node::Version;
+/// let v = Version::from_parts(1_700_000_000_000, 7);
+/// assert_eq!(v.millis(), 1_700_000_000_000);
+/// assert_eq!(v.counter(), 7);
+/// assert!(Version::from_parts(1, 0) > Version::from_parts(0, u16::MAX));
+/// assert_eq!(Version::new(v.as_u64()), v);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Version(u64);
+
+impl Version {
+    /// The smallest version; every write has a larger one.
+    pub const ZERO: Version = Version(0);
+
+    /// Wraps a raw `u64` (as stored on disk or sent over the wire).
+    pub const fn new(raw: u64) -> Version {
+        Version(raw)
+    }
+
+    /// The raw `u64`.
+    pub const fn as_u64(self) -> u64 {
+        self.0
+    }
+
+    /// Builds a version from milliseconds since the Unix epoch (the low 48 bits are kept)
+    /// and a counter.
+    pub const fn from_parts(millis: u64, counter: u16) -> Version {
+        Version(((millis & MILLIS_MASK) << 16) | counter as u64)
+    }
+
+    /// Milliseconds since the Unix epoch.
+    pub const fn millis(self) -> u64 {
+        self.0 >> 16
+    }
+
+    /// The logical counter within the millisecond.
+    pub const fn counter(self) -> u16 {
+        self.0 as u16
+    }
+}
+
+const MILLIS_MASK: u64 = (1 << 48) - 1;
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.millis(), self.counter())
+    }
+}
+
+/// A source of wall-clock time, behind a trait so tests can skew it.
+///
+/// ```
+/// use kv_node::{Clock, SystemClock};
+/// assert!(SystemClock.now_millis() > 1_600_000_000_000);
+/// ```
+pub trait Clock: Send + Sync {
+    /// Milliseconds since the Unix epoch.
+    fn now_millis(&self) -> u64;
+}
+
+/// The system's wall clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_millis(&self) -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    }
+}
+
+/// A hybrid logical clock: versions that follow wall-clock time but never go backwards and
+/// never repeat, even when the wall clock stalls or steps back, and across threads.
+///
+/// ```
+/// use kv_node::Hlc;
+/// let hlc = Hlc::new();
+/// let a = hlc.now();
+/// let b = hlc.now();
+/// assert!(b > a);
+/// // A version seen from another clock pushes this one past it.
+/// let far = kv_node::Version::from_parts(a.millis() + 60_000, 3);
+/// hlc.observe(far);
+/// assert!(hlc.now() > far);
+/// ```
+pub struct Hlc {
+    last: AtomicU64,
+    clock: Arc<dyn Clock>,
+}
+
+impl Hlc {
+    /// A clock on the system's wall clock.
+    pub fn new() -> Hlc {
+        Hlc::with_clock(Arc::new(SystemClock))
+    }
+
+    /// A clock on the given time source.
+    pub fn with_clock(clock: Arc<dyn Clock>) -> Hlc {
+        Hlc {
+            last: AtomicU64::new(0),
+            clock,
+        }
+    }
+
+    /// A new version, larger than every version this clock returned or observed.
+    pub fn now(&self) -> Version {
+        let wall = Version::from_parts(self.clock.now_millis(), 0).as_u64();
+        let mut last = self.last.load(Ordering::Relaxed);
+        loop {
+            let next = wall.max(last + 1);
+            match self
+                .last
+                .compare_exchange_weak(last, next, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => return Version(next),
+                Err(seen) => last = seen,
+            }
+        }
+    }
+
+    /// Records a version seen elsewhere (a replica's, a recovered one), so later versions
+    /// from this clock are larger.
+    pub fn observe(&self, seen: Version) {
+        self.last.fetch_max(seen.as_u64(), Ordering::AcqRel);
+    }
+}
+
+impl Default for Hlc {
+    fn default() -> Self {
+        Hlc::new()
+    }
+}
+
+impl fmt::Debug for Hlc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hlc")
+            .field("last", &Version(self.last.load(Ordering::Relaxed)))
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Frozen(u64);
+    impl Clock for Frozen {
+        fn now_millis(&self) -> u64 {
+            self.0
+        }
+    }
+
+    #[test]
+    fn a_stalled_clock_still_gives_increasing_versions() {
+        let hlc = Hlc::with_clock(Arc::new(Frozen(1000)));
+        let a = hlc.now();
+        let b = hlc.now();
+        assert_eq!(a, Version::from_parts(1000, 0));
+        assert_eq!(b, Version::from_parts(1000, 1));
+    }
+
+    #[test]
+    fn a_clock_stepping_back_does_not_go_backwards() {
+        let hlc = Hlc::with_clock(Arc::new(Frozen(500)));
+        hlc.observe(Version::from_parts(2000, 9));
+        assert_eq!(hlc.now(), Version::from_parts(2000, 10));
+    }
+
+    #[test]
+    fn versions_are_unique_across_threads() {
+        let hlc = Arc::new(Hlc::with_clock(Arc::new(Frozen(7))));
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let hlc = Arc::clone(&hlc);
+                std::thread::spawn(move || (0..1000).map(|_| hlc.now()).collect::<Vec<_>>())
+            })
+            .collect();
+        let mut all: Vec<Version> = handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), 4000);
+    }
+}

@@ -1,0 +1,127 @@
+//! Cache coherence under concurrent writers and readers: a get never returns a version older
+//! than one acknowledged before it began, never a value that does not belong to its version,
+//! and once writers stop the cache agrees with the index for every key.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use kv_node::{Node, NodeOptions, Version};
+use kv_wal::{SyncPolicy, WalOptions};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+
+const KEYS: usize = 48;
+const WRITES_PER_WRITER: usize = 20_000;
+
+fn key(k: usize) -> Vec<u8> {
+    format!("key-{k}").into_bytes()
+}
+
+/// Every fifth version is a delete.
+fn is_delete(v: u64) -> bool {
+    v.is_multiple_of(5)
+}
+
+fn value(k: usize, v: u64) -> Vec<u8> {
+    format!("{k}:{v}").into_bytes()
+}
+
+#[test]
+fn gets_never_go_back_in_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = NodeOptions::new()
+        .wal(
+            WalOptions::new()
+                .segment_size(256 << 10)
+                .sync(SyncPolicy::Never),
+        )
+        .cache_entries(16) // far fewer than the keys: constant eviction and refill
+        .maintenance_interval(std::time::Duration::from_millis(5))
+        .compaction_threshold(0.3); // background compaction moves records under the readers
+    let node = Node::open(dir.path(), opts).unwrap();
+    let next: Vec<AtomicU64> = (0..KEYS).map(|_| AtomicU64::new(0)).collect();
+    let acked: Vec<AtomicU64> = (0..KEYS).map(|_| AtomicU64::new(0)).collect();
+    let done = AtomicBool::new(false);
+    let (node, next, acked, done) = (&node, &next, &acked, &done);
+    std::thread::scope(|s| {
+        let writers: Vec<_> = (0..2u64)
+            .map(|w| {
+                s.spawn(move || {
+                    let mut rng = StdRng::seed_from_u64(w);
+                    for _ in 0..WRITES_PER_WRITER {
+                        let k = rng.random_range(0..KEYS);
+                        let v = next[k].fetch_add(1, Ordering::SeqCst) + 1;
+                        let val = value(k, v);
+                        let value = (!is_delete(v)).then_some(&val[..]);
+                        node.apply(&key(k), value, Version::new(v)).unwrap();
+                        acked[k].fetch_max(v, Ordering::SeqCst);
+                    }
+                })
+            })
+            .collect();
+        for r in 0..2u64 {
+            s.spawn(move || {
+                let mut rng = StdRng::seed_from_u64(100 + r);
+                // Bounded: stops when the writers are done, or after this many reads.
+                for _ in 0..2_000_000 {
+                    if done.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let k = rng.random_range(0..KEYS);
+                    let floor = acked[k].load(Ordering::SeqCst);
+                    match node.get(&key(k)).unwrap() {
+                        Some((val, ver)) => {
+                            let v = ver.as_u64();
+                            assert!(
+                                v >= floor,
+                                "key {k}: read version {v} after {floor} was acknowledged"
+                            );
+                            assert!(!is_delete(v), "key {k}: a deleted version {v} was returned");
+                            assert_eq!(
+                                val,
+                                value(k, v),
+                                "key {k}: value does not match its version"
+                            );
+                        }
+                        None => {
+                            // Absent (never written) or deleted: then no newer value was acked
+                            // before the read began, unless a later delete covers it.
+                            if floor > 0 {
+                                let cur = node.get_versioned(&key(k)).unwrap().unwrap();
+                                assert!(cur.1.as_u64() >= floor);
+                            }
+                        }
+                    }
+                }
+            });
+        }
+        for w in writers {
+            w.join().unwrap();
+        }
+        done.store(true, Ordering::SeqCst);
+    });
+    // Quiescent: the cache must agree with the index for every key.
+    for k in 0..KEYS {
+        let truth = node.get_versioned(&key(k)).unwrap();
+        let got = node.get(&key(k)).unwrap();
+        match truth {
+            Some((Some(v), ver)) => assert_eq!(got, Some((v, ver)), "key {k}"),
+            Some((None, _)) | None => assert_eq!(got, None, "key {k}"),
+        }
+        // And the newest acknowledged write is the one kept.
+        let top = next[k].load(Ordering::SeqCst);
+        if top > 0 {
+            assert_eq!(
+                node.get_versioned(&key(k)).unwrap().unwrap().1,
+                Version::new(top)
+            );
+        }
+    }
+    let s = node.stats();
+    assert!(
+        s.cache_hits > 0 && s.cache_misses > 0 && s.cache_evictions > 0,
+        "{s:?}"
+    );
+}
