@@ -11,10 +11,10 @@ use smallvec::SmallVec;
 
 use crate::error::{Error, Result};
 use crate::meta::{FORMAT_VERSION, Meta, members_of};
-use crate::node_api::{Hlc, Version, Write};
 use crate::options::ClusterOptions;
 use crate::replica::Replica;
 use crate::routing::{NodeMap, Routing, drain};
+use kv_node::{Hlc, Version, Write};
 
 /// The cluster lock file's name in the data directory.
 const LOCK_FILE: &str = "LOCK";

@@ -4,8 +4,6 @@ use std::path::PathBuf;
 
 use kv_ring::NodeId;
 
-use crate::node_api::NodeError;
-
 /// What can go wrong in a [`Cluster`](crate::Cluster).
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
@@ -59,7 +57,7 @@ pub enum Error {
         /// The node.
         node: NodeId,
         /// Its error.
-        source: NodeError,
+        source: kv_node::Error,
     },
     /// A replica operation was routed with a ring older than the node has been fenced to: the
     /// caller must reload the ring and retry.

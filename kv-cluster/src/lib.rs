@@ -81,9 +81,9 @@ mod change;
 mod cluster;
 mod error;
 mod fence;
+mod local;
 mod memory;
 mod meta;
-mod node_api;
 mod options;
 mod progress;
 mod replica;
@@ -93,8 +93,9 @@ mod stats;
 pub use backend::Backend;
 pub use cluster::Cluster;
 pub use error::{Error, Result};
+pub use kv_node::{Clock, Hlc, NodeOptions, RangeCount, Record, SystemClock, Version, Write};
+pub use local::{KvNodeBackend, LocalReplica};
 pub use memory::{MemoryBackend, MemoryReplica};
-pub use node_api::{Clock, Hlc, NodeError, RangeCount, Record, SystemClock, Version, Write};
 pub use options::{
     ClusterOptions, Consistency, DEFAULT_REPLICATION_FACTOR, DEFAULT_TRANSFER_BATCH,
     DEFAULT_VNODES, RateLimit,

@@ -11,8 +11,8 @@ use parking_lot::{Mutex, RwLock};
 use crate::backend::Backend;
 use crate::error::Result;
 use crate::fence::Fence;
-use crate::node_api::{RangeCount, Record, Version, Write};
 use crate::replica::{RecordStream, Replica};
+use kv_node::{RangeCount, Record, Version, Write};
 
 /// Keys by `(token, key)`, so that a token range is a contiguous run.
 type Map = BTreeMap<(u64, Bytes), (Option<Bytes>, Version)>;

@@ -4,8 +4,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::backend::Backend;
-use crate::memory::MemoryBackend;
-use crate::node_api::{Clock, SystemClock};
+use crate::local::KvNodeBackend;
+use kv_node::{Clock, SystemClock};
 
 /// How many replicas must answer a read or acknowledge a write.
 ///
@@ -156,7 +156,7 @@ impl ClusterOptions {
             transfer_batch: DEFAULT_TRANSFER_BATCH,
             rate_limit: None,
             clock: Arc::new(SystemClock),
-            backend: Arc::new(MemoryBackend::default()),
+            backend: Arc::new(KvNodeBackend::new(kv_node::NodeOptions::new())),
         }
     }
 
@@ -180,6 +180,11 @@ impl ClusterOptions {
     {
         self.initial_nodes = ids.into_iter().map(Into::into).collect();
         self
+    }
+
+    /// Sets the read and write consistency together.
+    pub fn consistency(self, c: Consistency) -> Self {
+        self.read_consistency(c).write_consistency(c)
     }
 
     /// Sets the read consistency.
@@ -211,6 +216,12 @@ impl ClusterOptions {
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
         self
+    }
+
+    /// Sets the options every storage node is opened with (cache size, sync policy, ...);
+    /// shorthand for a [`KvNodeBackend`] [`backend`](ClusterOptions::backend).
+    pub fn node_options(self, options: kv_node::NodeOptions) -> Self {
+        self.backend(Arc::new(KvNodeBackend::new(options)))
     }
 
     /// Sets how member nodes are opened.

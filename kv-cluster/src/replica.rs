@@ -6,7 +6,7 @@ use bytes::Bytes;
 use kv_ring::{NodeId, TokenRange};
 
 use crate::error::Result;
-use crate::node_api::{RangeCount, Record, Version, Write};
+use kv_node::{RangeCount, Record, Version, Write};
 
 /// Batches of records streamed out of a replica by [`Replica::export`].
 pub type RecordStream<'a> = Box<dyn Iterator<Item = Result<Vec<Record>>> + 'a>;

@@ -5,8 +5,8 @@ use kv_ring::{NodeId, TokenRange, token};
 
 use crate::cluster::Cluster;
 use crate::error::Result;
-use crate::node_api::Version;
 use crate::progress::ChangeKind;
+use kv_node::Version;
 
 /// A member's role in the cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -44,7 +44,8 @@ pub struct NodeStats {
     pub replica_keys: u64,
     /// Tombstones it holds in its replica ranges.
     pub tombstones: u64,
-    /// Key and value bytes of its live replica keys.
+    /// Bytes of its replica keys, as the node counts them (a storage node counts the log
+    /// records of live keys and tombstones).
     pub bytes: u64,
     /// `primary_keys` as a fraction of the cluster's keys.
     pub share: f64,
