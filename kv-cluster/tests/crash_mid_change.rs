@@ -113,3 +113,16 @@ fn an_interrupted_change_resumes_in_process() {
     cluster.add_node("node5").unwrap();
     common::check(&cluster, &model);
 }
+
+#[test]
+fn an_add_dropped_mid_stream_completes_on_reopen_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = common::Model::default();
+    let cluster = loaded(dir.path(), common::disk_opts(), &model);
+    interrupt(&cluster, ChangeKind::Add, "node4", 5, &model);
+    drop(cluster);
+
+    let cluster = Cluster::open(dir.path(), common::disk_opts()).unwrap();
+    assert_eq!(cluster.nodes().len(), 4);
+    common::check(&cluster, &model);
+}

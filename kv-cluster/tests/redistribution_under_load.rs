@@ -130,3 +130,16 @@ fn clients_see_every_acknowledged_write_while_nodes_join_and_leave() {
     let nodes: Vec<String> = cluster.nodes().iter().map(|n| n.id.to_string()).collect();
     assert_eq!(nodes, ["node3", "node5", "node6"]);
 }
+
+#[test]
+fn the_same_on_storage_nodes_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Arc::new(Cluster::open(dir.path(), opts(common::disk_opts())).unwrap());
+    run(cluster.clone(), &changes());
+    let nodes: Vec<String> = cluster.nodes().iter().map(|n| n.id.to_string()).collect();
+    assert_eq!(nodes, ["node3", "node5", "node6"]);
+    drop(cluster);
+    // And everything is still where it should be after a reopen.
+    let cluster = Cluster::open(dir.path(), common::disk_opts()).unwrap();
+    assert_eq!(cluster.stats().unwrap().nodes.len(), 3);
+}
