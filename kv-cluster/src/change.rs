@@ -13,7 +13,6 @@
 //! No step removes a copy before the new ring is committed, so no key ever has fewer replicas
 //! than it had; streaming again is harmless because every import is last-writer-wins.
 
-use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,9 +22,9 @@ use kv_ring::{NodeId, Ring, TokenRange, TransferPlan, transfer_plan};
 use crate::cluster::Cluster;
 use crate::error::{Error, Result};
 use crate::meta::{ChangeMeta, Phase, build_ring, members_of};
-use crate::options::RateLimit;
 use crate::progress::{ChangeKind, ChangeSummary, PairSummary, Progress};
 use crate::routing::{NodeMap, Routing};
+use crate::stream::{self, Limiter};
 
 impl Cluster {
     /// Adds node `id`: the ring gains it, and it receives a copy of every range it now
@@ -229,6 +228,8 @@ impl Cluster {
             bytes_moved: 0,
             keys_dropped: 0,
             fraction_moved: plan.fraction_moved(),
+            streaming: Duration::ZERO,
+            cleanup: Duration::ZERO,
             elapsed: Duration::ZERO,
         };
 
@@ -242,6 +243,7 @@ impl Cluster {
             });
             let mut change = change;
             self.stream(&plan, &nodes, &mut change, &mut summary, started, progress)?;
+            summary.streaming = started.elapsed();
 
             // Commit: the new ring is in force from here on.
             let mut meta = self.meta.lock().clone();
@@ -268,12 +270,9 @@ impl Cluster {
         }
 
         // Cleanup: the nodes that lost ranges drop them.
-        for (id, ranges) in group_cleanups(&plan) {
-            if let Some(n) = nodes.get(&id) {
-                summary.keys_dropped += n.drop_ranges(new.epoch(), &ranges)? as u64;
-                n.sync()?;
-            }
-        }
+        let cleanup = Instant::now();
+        summary.keys_dropped = stream::drop_lost(&nodes, &plan, new.epoch())?;
+        summary.cleanup = cleanup.elapsed();
         let mut meta = self.meta.lock().clone();
         meta.change = None;
         self.persist(meta)?;
@@ -306,7 +305,7 @@ impl Cluster {
         progress: &mut dyn FnMut(&Progress) -> ControlFlow<()>,
     ) -> Result<()> {
         let epoch = plan.from_epoch;
-        let pairs = group_transfers(plan);
+        let pairs = stream::pairs(plan);
         let node_of = |id: &NodeId| {
             nodes.get(id).ok_or_else(|| Error::UnknownNode {
                 node: id.to_string(),
@@ -318,14 +317,6 @@ impl Cluster {
                 .iter()
                 .any(|(f, t)| f == from.as_str() && t == to.as_str())
         };
-        let mut estimated = 0;
-        for ((from, to), ranges) in &pairs {
-            if !done(change, from, to) {
-                let c = node_of(from)?.count_in_ranges(ranges)?;
-                estimated += c.live + c.tombstones;
-            }
-        }
-        let mut limiter = Limiter::new(self.opts.rate_limit);
         let mut report = Progress {
             kind: change.kind,
             node: summary.node.clone(),
@@ -334,11 +325,12 @@ impl Cluster {
             pair_keys: 0,
             keys: 0,
             bytes: 0,
-            estimated_keys: estimated,
+            estimated_keys: self.estimate(&pairs, nodes, |f, t| done(change, f, t))?,
             pairs_done: 0,
             pairs_total: pairs.len(),
             elapsed: Duration::ZERO,
         };
+        let limiter = Limiter::new(self.opts.rate_limit);
         for ((from, to), ranges) in &pairs {
             if done(change, from, to) {
                 report.pairs_done += 1;
@@ -354,9 +346,7 @@ impl Cluster {
             report.from = from.clone();
             report.to = to.clone();
             report.pair_keys = 0;
-            for batch in src.export(epoch, ranges, self.opts.transfer_batch)? {
-                let batch = batch?;
-                dst.import(epoch, &batch)?;
+            let mut on_batch = |batch: &[kv_node::Record]| {
                 let bytes: u64 = batch
                     .iter()
                     .map(|r| (r.key.len() + r.value.as_ref().map_or(0, |v| v.len())) as u64)
@@ -367,13 +357,22 @@ impl Cluster {
                 report.keys += batch.len() as u64;
                 report.bytes += bytes;
                 report.elapsed = started.elapsed();
-                limiter.pace(report.keys, report.bytes, started);
-                if progress(&report).is_break() {
-                    return Err(Error::ChangeInterrupted {
-                        kind: change.kind,
-                        node: summary.node.clone(),
-                    });
-                }
+                limiter.pace(report.keys, report.bytes);
+                progress(&report)
+            };
+            let flow = stream::copy_ranges(
+                src.as_ref(),
+                dst.as_ref(),
+                epoch,
+                ranges,
+                self.opts.transfer_batch,
+                &mut on_batch,
+            )?;
+            if flow.is_break() {
+                return Err(Error::ChangeInterrupted {
+                    kind: change.kind,
+                    node: summary.node.clone(),
+                });
             }
             dst.sync()?;
             change.streamed.push((from.to_string(), to.to_string()));
@@ -387,6 +386,40 @@ impl Cluster {
         }
         Ok(())
     }
+
+    /// An estimate of the records left to stream, without scanning: each source's key count
+    /// times the share of its ranges that its pairs copy.
+    fn estimate(
+        &self,
+        pairs: &[((NodeId, NodeId), Vec<TokenRange>)],
+        nodes: &NodeMap,
+        done: impl Fn(&NodeId, &NodeId) -> bool,
+    ) -> Result<u64> {
+        let routing = self.routing();
+        let owned: Vec<(NodeId, f64)> = routing
+            .ring
+            .ownership(self.rf)?
+            .into_iter()
+            .map(|o| (o.node, o.replica))
+            .collect();
+        let mut estimate = 0.0;
+        for ((from, to), ranges) in pairs {
+            let Some(node) = nodes.get(from) else {
+                continue;
+            };
+            let share = owned
+                .iter()
+                .find(|(n, _)| n == from)
+                .map_or(0.0, |(_, s)| *s);
+            if done(from, to) || share <= 0.0 {
+                continue;
+            }
+            let held = node.held()?;
+            let fraction: f64 = ranges.iter().map(|r| r.fraction()).sum();
+            estimate += (held.live + held.tombstones) as f64 * (fraction / share).min(1.0);
+        }
+        Ok(estimate.round() as u64)
+    }
 }
 
 /// Clears the running change when dropped, however the change ended.
@@ -395,53 +428,5 @@ struct Running<'a>(&'a parking_lot::Mutex<Option<(ChangeKind, NodeId)>>);
 impl Drop for Running<'_> {
     fn drop(&mut self) {
         *self.0.lock() = None;
-    }
-}
-
-/// Transfers grouped by `(from, to)`, in plan order.
-fn group_transfers(plan: &TransferPlan) -> Vec<((NodeId, NodeId), Vec<TokenRange>)> {
-    let mut out: Vec<((NodeId, NodeId), Vec<TokenRange>)> = Vec::new();
-    for t in &plan.transfers {
-        match out.last_mut() {
-            Some((pair, ranges)) if pair.0 == t.from && pair.1 == t.to => ranges.push(t.range),
-            _ => out.push(((t.from.clone(), t.to.clone()), vec![t.range])),
-        }
-    }
-    out
-}
-
-/// Cleanups grouped by node.
-fn group_cleanups(plan: &TransferPlan) -> BTreeMap<NodeId, Vec<TokenRange>> {
-    let mut out: BTreeMap<NodeId, Vec<TokenRange>> = BTreeMap::new();
-    for c in &plan.cleanups {
-        out.entry(c.node.clone()).or_default().push(c.range);
-    }
-    out
-}
-
-/// Paces streaming to the configured rate by sleeping between batches.
-struct Limiter {
-    limit: Option<RateLimit>,
-}
-
-impl Limiter {
-    fn new(limit: Option<RateLimit>) -> Self {
-        Limiter { limit }
-    }
-
-    /// Sleeps until `keys` (or `bytes`) moved since `started` is within the rate.
-    fn pace(&mut self, keys: u64, bytes: u64, started: Instant) {
-        let (amount, per_sec) = match self.limit {
-            None => return,
-            Some(RateLimit::KeysPerSec(r)) => (keys, r),
-            Some(RateLimit::BytesPerSec(r)) => (bytes, r),
-        };
-        if per_sec == 0 {
-            return;
-        }
-        let due = Duration::from_secs_f64(amount as f64 / per_sec as f64);
-        if let Some(ahead) = due.checked_sub(started.elapsed()) {
-            std::thread::sleep(ahead);
-        }
     }
 }

@@ -119,6 +119,9 @@ pub enum Error {
         /// The node it adds or removes.
         node: NodeId,
     },
+    /// A worker thread of a membership change panicked (a bug).
+    #[error("a worker thread of the membership change panicked")]
+    WorkerPanicked,
 }
 
 impl Error {

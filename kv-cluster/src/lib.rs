@@ -89,6 +89,7 @@ mod progress;
 mod replica;
 mod routing;
 mod stats;
+mod stream;
 
 pub use backend::Backend;
 pub use cluster::Cluster;
@@ -103,3 +104,8 @@ pub use options::{
 pub use progress::{ChangeKind, ChangeSummary, PairSummary, Progress};
 pub use replica::{RecordStream, Replica};
 pub use stats::{ClusterStats, KeyPlacement, NodeInfo, NodeState, NodeStats};
+
+/// The README's example, compiled and run as a doctest so it cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

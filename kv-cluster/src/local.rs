@@ -120,6 +120,15 @@ impl Replica for LocalReplica {
         Ok(self.node.count_in_ranges(ranges))
     }
 
+    fn held(&self) -> Result<RangeCount> {
+        let s = self.node.stats();
+        Ok(RangeCount {
+            live: s.live_keys,
+            tombstones: s.tombstones,
+            live_bytes: s.live_bytes,
+        })
+    }
+
     fn fence(&self, epoch: u64) {
         self.fence.raise(epoch);
     }

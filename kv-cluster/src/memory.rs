@@ -186,6 +186,10 @@ impl Replica for MemoryReplica {
         Ok(count)
     }
 
+    fn held(&self) -> Result<RangeCount> {
+        self.count_in_ranges(&[TokenRange::FULL])
+    }
+
     fn fence(&self, epoch: u64) {
         self.fence.raise(epoch);
     }

@@ -63,7 +63,8 @@ pub struct Progress {
     pub keys: u64,
     /// Key and value bytes moved so far in the whole change.
     pub bytes: u64,
-    /// Records the change is expected to move in all (counted before streaming started).
+    /// Records the change is expected to move in all: an estimate from the sources' key counts
+    /// and the share of their ranges that moves.
     pub estimated_keys: u64,
     /// `(from, to)` pairs finished.
     pub pairs_done: usize,
@@ -111,6 +112,10 @@ pub struct ChangeSummary {
     /// The fraction of the token space copied (summed over transfers; at most the replication
     /// factor).
     pub fraction_moved: f64,
+    /// Time spent streaming (export and import, until every pair was synced).
+    pub streaming: Duration,
+    /// Time spent dropping ranges on nodes that lost them, after the commit.
+    pub cleanup: Duration,
     /// Wall time of the change (or of its resumption).
     pub elapsed: Duration,
 }

@@ -95,6 +95,12 @@ pub trait Replica: Send + Sync + fmt::Debug {
     /// The node's error.
     fn count_in_ranges(&self, ranges: &[TokenRange]) -> Result<RangeCount>;
 
+    /// Everything the node holds, from its counters (cheap: no scan).
+    ///
+    /// # Errors
+    /// The node's error.
+    fn held(&self) -> Result<RangeCount>;
+
     /// Refuses, from now on, operations tagged with an epoch below `epoch`. Never lowers the
     /// fence.
     fn fence(&self, epoch: u64);

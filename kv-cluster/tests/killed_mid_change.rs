@@ -18,7 +18,8 @@ const KEYS: u64 = 5_000;
 const READY: &str = "kv-cluster-child: change pending";
 
 fn during(i: u64) -> Option<Vec<u8>> {
-    i.is_multiple_of(2).then(|| format!("during{i}").into_bytes())
+    i.is_multiple_of(2)
+        .then(|| format!("during{i}").into_bytes())
 }
 
 /// The child: loads keys, starts adding node4, writes while the change is pending, says
