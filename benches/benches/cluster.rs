@@ -16,13 +16,13 @@
 //! dir). Run: `cargo bench -p benches --bench cluster`.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Barrier;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
 use hdrhistogram::Histogram;
-use kv_cluster::{Cluster, ClusterOptions, Consistency, RateLimit};
+use kv_cluster::{ChangeSummary, Cluster, ClusterOptions, Consistency, RateLimit};
 
 const PRELOAD: u64 = 100_000;
 const VALUE: [u8; 100] = [0x5a; 100];
@@ -129,14 +129,19 @@ fn redistribution_keys() -> u64 {
         .unwrap_or(1_000_000)
 }
 
-/// Adds node4 if it is absent, removes it otherwise; returns records moved and time taken.
-fn flip(cluster: &Cluster) -> (u64, Duration) {
-    let summary = if cluster.ring().contains("node4") {
+/// Adds node4 if it is absent, removes it otherwise.
+fn flip_summary(cluster: &Cluster) -> ChangeSummary {
+    if cluster.ring().contains("node4") {
         cluster.remove_node("node4")
     } else {
         cluster.add_node("node4")
     }
-    .expect("membership change");
+    .expect("membership change")
+}
+
+/// [`flip_summary`]: records moved and time taken.
+fn flip(cluster: &Cluster) -> (u64, Duration) {
+    let summary = flip_summary(cluster);
     (summary.keys_moved, summary.elapsed)
 }
 
@@ -207,12 +212,25 @@ fn redistribution(c: &mut Criterion) {
         "cluster/redistribution: loaded {n} keys in {:.1} s",
         start.elapsed().as_secs_f64()
     );
-    // One change to learn how much moves (and to warm the page cache for both directions).
-    let (moved, took) = flip(&cluster);
-    println!(
-        "cluster/redistribution: first change moved {moved} records in {:.2} s",
-        took.as_secs_f64()
-    );
+    // Changes to learn how much moves (and to warm the page cache for both directions).
+    let mut moved = 0;
+    for _ in 0..2 {
+        let s = flip_summary(&cluster);
+        moved = s.keys_moved;
+        println!(
+            "cluster/redistribution: {} {} moved {} records in {:.2} s ({:.0} keys/s): \
+             streaming {:.2} s ({:.0} keys/s), cleanup {:.2} s ({} dropped)",
+            s.kind,
+            s.node,
+            s.keys_moved,
+            s.elapsed.as_secs_f64(),
+            s.keys_moved as f64 / s.elapsed.as_secs_f64(),
+            s.streaming.as_secs_f64(),
+            s.keys_moved as f64 / s.streaming.as_secs_f64(),
+            s.cleanup.as_secs_f64(),
+            s.keys_dropped,
+        );
+    }
     let cluster = if in_test_mode() {
         cluster
     } else {
