@@ -34,6 +34,8 @@ const LOCK_FILE: &str = "LOCK";
 /// - A read asks `R` replicas and returns the newest version (a delete is a newer tombstone).
 ///   With `R + W > rf` (quorum/quorum, the default) a read sees every acknowledged write,
 ///   including during a membership change.
+/// - A write that fails (fewer than `W` acknowledgements) may still have been applied on some
+///   replicas: it is not acknowledged, and a later read may or may not see it (as in Dynamo).
 /// - How durable an acknowledged write is depends on the nodes' sync policy.
 ///
 /// # Example
@@ -153,8 +155,9 @@ impl Cluster {
     /// Stores `value` under `key` on the key's replicas; returns the write's version.
     ///
     /// # Errors
-    /// A node's error (an empty or oversized key, an oversized value, I/O) or
-    /// [`Error::Unavailable`] when fewer than `W` replicas acknowledged.
+    /// [`Error::Node`] for an empty or oversized key or value
+    /// ([`Error::is_invalid_request`]); [`Error::Unavailable`] (with the first replica error as
+    /// its cause) when fewer than `W` replicas acknowledged.
     pub fn put(&self, key: &[u8], value: &[u8]) -> Result<Version> {
         let routing = self.routing();
         let version = self.hlc.now();
@@ -176,7 +179,8 @@ impl Cluster {
     /// The value of `key`, or `None` if it is absent or deleted.
     ///
     /// # Errors
-    /// A node's error, or [`Error::Unavailable`] when fewer than `R` replicas answered.
+    /// [`Error::Node`] for an invalid key; [`Error::Unavailable`] when fewer than `R` replicas
+    /// answered.
     pub fn get(&self, key: &[u8]) -> Result<Option<Bytes>> {
         Ok(self.get_versioned(key)?.map(|(v, _)| v))
     }
@@ -380,10 +384,7 @@ impl Cluster {
         if got >= needed {
             return Ok(());
         }
-        Err(first_err.take().unwrap_or(Error::Unavailable {
-            needed,
-            acknowledged: got,
-        }))
+        Err(Error::unavailable(needed, got, first_err.take()))
     }
 
     /// The newest record of `key` among `R` replicas of the ring (tombstones included).
@@ -412,10 +413,7 @@ impl Cluster {
             }
         }
         if answered < needed {
-            return Err(first_err.unwrap_or(Error::Unavailable {
-                needed,
-                acknowledged: answered,
-            }));
+            return Err(Error::unavailable(needed, answered, first_err));
         }
         Ok(newest)
     }

@@ -77,6 +77,9 @@ pub enum Error {
         needed: usize,
         /// Replicas that answered.
         acknowledged: usize,
+        /// The first replica error seen, if any.
+        #[source]
+        cause: Option<Box<Error>>,
     },
     /// A membership change is already under way (or was interrupted and must be resumed with
     /// [`Cluster::resume_change`](crate::Cluster::resume_change) first).
@@ -125,6 +128,34 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether the error is the request's fault (an empty or oversized key or value), so that
+    /// every replica would refuse it alike: it is returned as is rather than as
+    /// [`Error::Unavailable`].
+    pub fn is_invalid_request(&self) -> bool {
+        matches!(
+            self,
+            Error::Node {
+                source: kv_node::Error::EmptyKey
+                    | kv_node::Error::KeyTooLarge { .. }
+                    | kv_node::Error::ValueTooLarge { .. }
+                    | kv_node::Error::BatchTooLarge { .. },
+                ..
+            }
+        )
+    }
+
+    /// [`Error::Unavailable`], or `cause` itself if it is an invalid request.
+    pub(crate) fn unavailable(needed: usize, acknowledged: usize, cause: Option<Error>) -> Error {
+        match cause {
+            Some(e) if e.is_invalid_request() => e,
+            cause => Error::Unavailable {
+                needed,
+                acknowledged,
+                cause: cause.map(Box::new),
+            },
+        }
+    }
+
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             op,

@@ -6,93 +6,11 @@
 mod common;
 
 use std::ops::ControlFlow;
-use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
-use bytes::Bytes;
-use kv_cluster::{
-    Backend, ChangeKind, Cluster, Error, MemoryBackend, RangeCount, Record, RecordStream, Replica,
-    Result, Version, Write,
-};
-use kv_ring::{NodeId, TokenRange};
-
-/// Switches that make every replica's export or drop fail.
-#[derive(Debug, Default)]
-struct Faults {
-    export: AtomicBool,
-    drop: AtomicBool,
-}
-
-fn injected() -> Error {
-    Error::Unavailable {
-        needed: 1,
-        acknowledged: 0,
-    }
-}
-
-#[derive(Debug)]
-struct Faulty {
-    inner: Arc<dyn Replica>,
-    faults: Arc<Faults>,
-}
-
-impl Replica for Faulty {
-    fn id(&self) -> &NodeId {
-        self.inner.id()
-    }
-    fn apply(&self, epoch: u64, write: Write<'_>) -> Result<bool> {
-        self.inner.apply(epoch, write)
-    }
-    fn apply_batch(&self, epoch: u64, writes: &[Write<'_>]) -> Result<usize> {
-        self.inner.apply_batch(epoch, writes)
-    }
-    fn read(&self, epoch: u64, key: &[u8]) -> Result<Option<(Option<Bytes>, Version)>> {
-        self.inner.read(epoch, key)
-    }
-    fn export<'a>(&'a self, epoch: u64, r: &[TokenRange], n: usize) -> Result<RecordStream<'a>> {
-        if self.faults.export.load(Ordering::Relaxed) {
-            return Err(injected());
-        }
-        self.inner.export(epoch, r, n)
-    }
-    fn import(&self, epoch: u64, batch: &[Record]) -> Result<usize> {
-        self.inner.import(epoch, batch)
-    }
-    fn drop_ranges(&self, epoch: u64, ranges: &[TokenRange]) -> Result<usize> {
-        if self.faults.drop.load(Ordering::Relaxed) {
-            return Err(injected());
-        }
-        self.inner.drop_ranges(epoch, ranges)
-    }
-    fn count_in_ranges(&self, ranges: &[TokenRange]) -> Result<RangeCount> {
-        self.inner.count_in_ranges(ranges)
-    }
-    fn held(&self) -> Result<RangeCount> {
-        self.inner.held()
-    }
-    fn fence(&self, epoch: u64) {
-        self.inner.fence(epoch)
-    }
-    fn sync(&self) -> Result<()> {
-        self.inner.sync()
-    }
-}
-
-#[derive(Debug, Default)]
-struct FaultyBackend {
-    memory: MemoryBackend,
-    faults: Arc<Faults>,
-}
-
-impl Backend for FaultyBackend {
-    fn open(&self, id: &NodeId, dir: &Path) -> Result<Arc<dyn Replica>> {
-        Ok(Arc::new(Faulty {
-            inner: self.memory.open(id, dir)?,
-            faults: self.faults.clone(),
-        }))
-    }
-}
+use common::faulty::FaultyBackend;
+use kv_cluster::{ChangeKind, Cluster, Error};
 
 fn setup() -> (
     tempfile::TempDir,
@@ -125,7 +43,7 @@ fn a_failed_export_leaves_the_change_pending_and_resume_completes_it() {
     backend.faults.export.store(true, Ordering::Relaxed);
     assert!(matches!(
         cluster.add_node("node4"),
-        Err(Error::Unavailable { .. })
+        Err(Error::StaleEpoch { .. })
     ));
     assert_eq!(cluster.pending_change().unwrap().0, ChangeKind::Add);
     // Still serving, with writes going to node4 too.
@@ -149,7 +67,7 @@ fn a_failed_cleanup_is_redone_on_reopen() {
     backend.faults.drop.store(true, Ordering::Relaxed);
     assert!(matches!(
         cluster.add_node("node4"),
-        Err(Error::Unavailable { .. })
+        Err(Error::StaleEpoch { .. })
     ));
     // Committed: node4 serves reads already; the old replicas still hold their copies.
     assert_eq!(cluster.ring().len(), 4);

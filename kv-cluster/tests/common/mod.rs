@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod faulty;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
