@@ -242,7 +242,15 @@ impl Cluster {
                 nodes: nodes.clone(),
             });
             let mut change = change;
-            self.stream(&plan, &nodes, &mut change, &mut summary, started, progress)?;
+            self.stream(
+                &old,
+                &plan,
+                &nodes,
+                &mut change,
+                &mut summary,
+                started,
+                progress,
+            )?;
             summary.streaming = started.elapsed();
 
             // Commit: the new ring is in force from here on.
@@ -295,8 +303,10 @@ impl Cluster {
 
     /// Copies every transfer of the plan not yet recorded as streamed, one `(from, to)` pair at
     /// a time; each finished pair is synced on `to` and recorded in `cluster.json`.
+    #[allow(clippy::too_many_arguments)]
     fn stream(
         &self,
+        old: &Ring,
         plan: &TransferPlan,
         nodes: &NodeMap,
         change: &mut ChangeMeta,
@@ -336,7 +346,7 @@ impl Cluster {
                 report.pairs_done += 1;
                 continue;
             }
-            let (src, dst) = (node_of(from)?, node_of(to)?);
+            let dst = node_of(to)?;
             let mut pair = PairSummary {
                 from: from.clone(),
                 to: to.clone(),
@@ -360,8 +370,11 @@ impl Cluster {
                 limiter.pace(report.keys, report.bytes);
                 progress(&report)
             };
-            let flow = stream::copy_ranges(
-                src.as_ref(),
+            let flow = stream::copy_from_live(
+                old,
+                self.rf,
+                nodes,
+                from,
                 dst.as_ref(),
                 epoch,
                 ranges,

@@ -80,3 +80,30 @@ fn a_failed_cleanup_is_redone_on_reopen() {
     assert_eq!(cluster.nodes().len(), 4);
     common::check(&cluster, &model);
 }
+
+#[test]
+fn a_source_that_cannot_export_is_replaced_by_another_old_replica() {
+    let (_dir, backend, cluster, model) = setup();
+    // node1 would be a source for node4 (3 nodes, rf 3: every old node holds everything).
+    backend.faults.export_down.lock().push("node1".into());
+    let summary = cluster.add_node("node4").unwrap();
+    assert!(summary.keys_moved > 0);
+    common::check(&cluster, &model);
+
+    // With every old replica unable to export, the change fails and stays pending.
+    backend
+        .faults
+        .export_down
+        .lock()
+        .extend(["node2".into(), "node3".into(), "node4".into()]);
+    assert!(matches!(
+        cluster.add_node("node5"),
+        Err(Error::StaleEpoch { .. })
+    ));
+    assert!(cluster.pending_change().is_some());
+    backend.faults.export_down.lock().clear();
+    cluster
+        .resume_change(|_| ControlFlow::Continue(()))
+        .unwrap();
+    common::check(&cluster, &model);
+}

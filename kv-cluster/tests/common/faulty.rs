@@ -19,6 +19,8 @@ pub struct Faults {
     pub drop: AtomicBool,
     /// Nodes whose writes and reads fail.
     pub down: Mutex<Vec<String>>,
+    /// Nodes whose exports fail.
+    pub export_down: Mutex<Vec<String>>,
 }
 
 impl Faults {
@@ -65,7 +67,13 @@ impl Replica for Faulty {
         self.inner.read(epoch, key)
     }
     fn export<'a>(&'a self, epoch: u64, r: &[TokenRange], n: usize) -> Result<RecordStream<'a>> {
-        if self.faults.export.load(Ordering::Relaxed) {
+        let down = self
+            .faults
+            .export_down
+            .lock()
+            .iter()
+            .any(|d| d == self.id().as_str());
+        if down || self.faults.export.load(Ordering::Relaxed) {
             return Err(injected());
         }
         self.inner.export(epoch, r, n)
