@@ -80,7 +80,10 @@ impl std::fmt::Debug for Cluster {
 impl Cluster {
     /// Opens the cluster in `data_dir`, creating it with the options' initial nodes if the
     /// directory holds no `cluster.json`. A membership change found in progress (the process
-    /// stopped midway) is completed before this returns.
+    /// stopped midway) is completed before this returns; if a node error stops it, the cluster
+    /// opens anyway with the change still pending ([`pending_change`](Cluster::pending_change)
+    /// says so, writes go to old and new replicas) and
+    /// [`resume_change`](Cluster::resume_change) retries it.
     ///
     /// # Errors
     /// [`Error::Locked`] if another `Cluster` has the directory open; [`Error::InvalidOptions`]
@@ -132,7 +135,13 @@ impl Cluster {
         };
         if cluster.meta.lock().change.is_some() {
             // Roll the interrupted change forward: streaming again is idempotent (LWW).
-            cluster.resume_change(|_| std::ops::ControlFlow::Continue(()))?;
+            match cluster.resume_change(|_| std::ops::ControlFlow::Continue(())) {
+                Ok(_) => {}
+                // A node could not serve: open anyway, with the change pending (writes reach
+                // old and new replicas), so that clients are served and it can be retried.
+                Err(Error::Node { .. } | Error::StaleEpoch { .. } | Error::Unavailable { .. }) => {}
+                Err(e) => return Err(e),
+            }
         }
         Ok(cluster)
     }

@@ -107,3 +107,23 @@ fn a_source_that_cannot_export_is_replaced_by_another_old_replica() {
         .unwrap();
     common::check(&cluster, &model);
 }
+
+#[test]
+fn a_change_that_cannot_complete_on_reopen_leaves_the_cluster_serving() {
+    let (dir, backend, cluster, model) = setup();
+    backend.faults.export.store(true, Ordering::Relaxed);
+    assert!(cluster.add_node("node4").is_err());
+    drop(cluster);
+
+    // Exports still fail: the reopened cluster serves, with the change pending.
+    let opts = common::memory_opts().backend(backend.clone());
+    let cluster = Cluster::open(dir.path(), opts).unwrap();
+    assert_eq!(cluster.pending_change().unwrap().0, ChangeKind::Add);
+    write_some(&cluster, &model, b"after reopen");
+
+    backend.faults.export.store(false, Ordering::Relaxed);
+    cluster
+        .resume_change(|_| ControlFlow::Continue(()))
+        .unwrap();
+    common::check(&cluster, &model);
+}
