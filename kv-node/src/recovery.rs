@@ -50,8 +50,7 @@ pub struct RecoveryReport {
     pub wal: Option<kv_wal::RecoveryReport>,
 }
 
-pub(crate) fn recover(mut inner: Inner) -> Result<Inner> {
-    let start = Instant::now();
+pub(crate) fn recover(mut inner: Inner, start: Instant) -> Result<Inner> {
     let mut report = RecoveryReport {
         wal: Some(inner.wal.recovery_report().clone()),
         ..RecoveryReport::default()
