@@ -31,4 +31,13 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// # Errors
     /// Whatever opening the node fails with.
     fn open(&self, id: &NodeId, dir: &Path) -> Result<Arc<dyn Replica>>;
+
+    /// Deletes everything of node `id`, which has left the cluster and whose handles are all
+    /// dropped. Called instead of dropping every range of a leaving node, which would cost a
+    /// scan of all it holds. Must be idempotent (a crash may repeat it), and a crash midway
+    /// must not leave a half-deleted node at `dir`.
+    ///
+    /// # Errors
+    /// Whatever deleting fails with.
+    fn destroy(&self, id: &NodeId, dir: &Path) -> Result<()>;
 }

@@ -277,9 +277,26 @@ impl Cluster {
             n.fence(new.epoch());
         }
 
-        // Cleanup: the nodes that lost ranges drop them.
+        // Cleanup: the nodes that lost ranges drop them. A node that left loses everything:
+        // its directory is deleted instead, which costs no scan.
         let cleanup = Instant::now();
+        let mut nodes = nodes;
+        let mut leavers = Vec::new();
+        for id in old.nodes().filter(|id| !new.contains(id.as_str())) {
+            if let Some(node) = nodes.remove(id) {
+                leavers.push((id.clone(), node));
+            }
+        }
         summary.keys_dropped = stream::drop_lost(&nodes, &plan, new.epoch())?;
+        for (id, node) in leavers {
+            let held = node.held()?;
+            // The last handle: the routing no longer has it, and the old one is drained.
+            drop(node);
+            self.opts
+                .backend
+                .destroy(&id, &self.dir.join(id.as_str()))?;
+            summary.keys_dropped += held.live + held.tombstones;
+        }
         summary.cleanup = cleanup.elapsed();
         let mut meta = self.meta.lock().clone();
         meta.change = None;

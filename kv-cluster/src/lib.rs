@@ -36,8 +36,8 @@
 //!    installed, the old one drained, and every node *fenced* at the new epoch: replica
 //!    operations carry the epoch they were routed with, and a stale one is refused from now
 //!    on (in-process the drain already guarantees it; across a network the fence does).
-//! 5. **Cleanup**: nodes that lost ranges `drop_ranges` them; `cluster.json` is marked
-//!    stable.
+//! 5. **Cleanup**: nodes that lost ranges `drop_ranges` them; a node that left is closed and
+//!    its directory deleted ([`Backend::destroy`]); `cluster.json` is marked stable.
 //!
 //! One change runs at a time. `cluster.json` is replaced atomically (temporary file, `fsync`,
 //! rename, `fsync` of the directory) at each step, and [`Cluster::open`] rolls a recorded

@@ -172,4 +172,32 @@ impl Backend for KvNodeBackend {
         })?;
         Ok(Arc::new(LocalReplica::new(id.clone(), Arc::new(node))))
     }
+
+    /// Renames `dir` to `<id>~removed` next to it (`~` cannot appear in a node id), makes the
+    /// rename durable, then deletes the renamed tree: a crash leaves either the whole node
+    /// directory or none of it at `dir`.
+    fn destroy(&self, id: &NodeId, dir: &Path) -> Result<()> {
+        let Some(parent) = dir.parent() else {
+            return Ok(());
+        };
+        let trash = parent.join(format!("{id}~removed"));
+        // A previous attempt may have stopped after its rename.
+        remove_tree(&trash)?;
+        match std::fs::rename(dir, &trash) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io("rename", dir, e)),
+        }
+        crate::meta::sync_dir(parent)?;
+        remove_tree(&trash)
+    }
+}
+
+/// Deletes a directory tree; a missing one is fine.
+fn remove_tree(path: &Path) -> Result<()> {
+    match std::fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("remove directory", path, e)),
+    }
 }

@@ -231,6 +231,11 @@ impl Backend for MemoryBackend {
             fence: Fence::default(),
         }))
     }
+
+    fn destroy(&self, _id: &NodeId, dir: &Path) -> Result<()> {
+        self.stores.lock().remove(dir);
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -115,4 +115,8 @@ impl Backend for FaultyBackend {
             faults: self.faults.clone(),
         }))
     }
+
+    fn destroy(&self, id: &NodeId, dir: &Path) -> Result<()> {
+        self.memory.destroy(id, dir)
+    }
 }
