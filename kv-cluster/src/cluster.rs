@@ -6,14 +6,14 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use kv_ring::{NodeId, Ring, token};
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 use smallvec::SmallVec;
 
 use crate::error::{Error, Result};
 use crate::meta::{FORMAT_VERSION, Meta, members_of};
 use crate::options::ClusterOptions;
 use crate::replica::Replica;
-use crate::routing::{NodeMap, Routing, drain};
+use crate::routing::{NodeMap, Routing, RoutingTable};
 use kv_node::{Hlc, Version, Write};
 
 /// The cluster lock file's name in the data directory.
@@ -58,7 +58,7 @@ pub struct Cluster {
     pub(crate) rf: usize,
     pub(crate) hlc: Hlc,
     /// The routing snapshot client operations clone. Replaced, never mutated.
-    pub(crate) routing: RwLock<Arc<Routing>>,
+    pub(crate) routing: RoutingTable,
     /// The persisted metadata, as last written.
     pub(crate) meta: Mutex<Meta>,
     /// The membership change running right now, if any (one at a time).
@@ -122,11 +122,11 @@ impl Cluster {
         let cluster = Cluster {
             rf: meta.replication_factor,
             hlc: Hlc::with_clock(Arc::clone(&opts.clock)),
-            routing: RwLock::new(Arc::new(Routing {
+            routing: RoutingTable::new(Routing {
                 ring,
                 pending: None,
                 nodes,
-            })),
+            }),
             meta: Mutex::new(meta),
             running: Mutex::new(None),
             dir,
@@ -297,13 +297,12 @@ impl Cluster {
     /// The current routing snapshot.
     #[inline]
     pub(crate) fn routing(&self) -> Arc<Routing> {
-        Arc::clone(&self.routing.read())
+        self.routing.load()
     }
 
     /// Installs `next` and waits until no client operation uses the previous routing.
     pub(crate) fn install(&self, next: Routing) {
-        let old = std::mem::replace(&mut *self.routing.write(), Arc::new(next));
-        drain(old);
+        self.routing.install(next);
     }
 
     /// The nodes a write of `token` goes to: the ring's replicas, plus the pending ring's

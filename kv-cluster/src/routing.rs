@@ -2,9 +2,11 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use kv_ring::{NodeId, Ring};
+use parking_lot::RwLock;
 
 use crate::replica::Replica;
 
@@ -20,7 +22,7 @@ pub(crate) type NodeMap = HashMap<NodeId, Arc<dyn Replica>, foldhash::fast::Rand
 ///   replicas fill up.
 ///
 /// Every operation is tagged with `ring`'s epoch.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Routing {
     pub(crate) ring: Ring,
     pub(crate) pending: Option<Ring>,
@@ -35,6 +37,59 @@ impl Routing {
     pub(crate) fn node(&self, id: &NodeId) -> Option<&Arc<dyn Replica>> {
         self.nodes.get(id)
     }
+}
+
+/// Copies of the routing snapshot kept in this many stripes.
+const STRIPES: usize = 8;
+
+/// The current routing, striped: each client thread loads its snapshot from its own stripe,
+/// which holds its own `Arc` (a separate reference count) behind its own lock, on its own
+/// cache line. Threads on different stripes then never write a shared cache line to route
+/// an operation (one shared `Arc` cost about 10% of a get with two threads).
+pub(crate) struct RoutingTable {
+    stripes: Box<[Stripe]>,
+}
+
+#[repr(align(128))]
+struct Stripe(RwLock<Arc<Routing>>);
+
+impl RoutingTable {
+    pub(crate) fn new(routing: Routing) -> Self {
+        RoutingTable {
+            stripes: (0..STRIPES)
+                .map(|_| Stripe(RwLock::new(Arc::new(routing.clone()))))
+                .collect(),
+        }
+    }
+
+    /// This thread's snapshot of the current routing.
+    #[inline]
+    pub(crate) fn load(&self) -> Arc<Routing> {
+        Arc::clone(&self.stripes[stripe()].0.read())
+    }
+
+    /// Installs `next` in every stripe, then waits until no operation uses a previous
+    /// routing. Operations may mix old and new snapshots while this runs, as they would with
+    /// one snapshot while the old one drains; once it returns, none uses the old one.
+    pub(crate) fn install(&self, next: Routing) {
+        let old: Vec<Arc<Routing>> = self
+            .stripes
+            .iter()
+            .map(|s| std::mem::replace(&mut *s.0.write(), Arc::new(next.clone())))
+            .collect();
+        for o in old {
+            drain(o);
+        }
+    }
+}
+
+/// This thread's stripe, dealt round-robin on first use.
+fn stripe() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static STRIPE: usize = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;
+    }
+    STRIPE.with(|s| *s)
 }
 
 /// Waits until no client operation still holds `old` (ours is then the only reference).
