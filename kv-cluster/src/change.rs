@@ -6,8 +6,8 @@
 //! | crash during            | `cluster.json` says                 | on reopen                     |
 //! |-------------------------|-------------------------------------|-------------------------------|
 //! | validation, planning    | stable, old ring                    | nothing to do                 |
-//! | streaming               | old ring + change `streaming`       | stream the unfinished pairs again, commit, clean up |
-//! | after commit            | new ring + change `cleanup`         | drop the lost ranges again    |
+//! | streaming               | old ring + change `streaming`       | stream the pairs not recorded as done (a pair cut short is streamed whole), commit, clean up |
+//! | after commit            | new ring + change `cleanup`         | drop the lost ranges again, delete a leaver's directory again |
 //! | after cleanup           | stable, new ring                    | nothing to do                 |
 //!
 //! No step removes a copy before the new ring is committed, so no key ever has fewer replicas
@@ -198,8 +198,8 @@ impl Cluster {
         Ok(())
     }
 
-    /// Runs the recorded change from its recorded phase to the end. The caller holds the
-    /// change lock.
+    /// Runs the recorded change from its recorded phase to the end. The caller has marked it
+    /// running ([`start_change`](Cluster::start_change)).
     fn drive(
         &self,
         progress: &mut dyn FnMut(&Progress) -> ControlFlow<()>,
