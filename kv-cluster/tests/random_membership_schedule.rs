@@ -32,7 +32,7 @@ fn write_some(cluster: &Cluster, model: &common::Model, rng: &mut StdRng) {
 
 fn run(seed: u64) {
     let mut rng = StdRng::seed_from_u64(seed);
-    let rf = if seed % 2 == 0 { 3 } else { 2 };
+    let rf = if seed.is_multiple_of(2) { 3 } else { 2 };
     let dir = tempfile::tempdir().unwrap();
     let opts: ClusterOptions = common::memory_opts()
         .replication_factor(rf)
