@@ -191,13 +191,6 @@ impl Cluster {
         self.drive(progress)
     }
 
-    /// Writes `meta` to `cluster.json`, then keeps it as the current metadata.
-    fn persist(&self, meta: crate::meta::Meta) -> Result<()> {
-        meta.store(&self.dir)?;
-        *self.meta.lock() = meta;
-        Ok(())
-    }
-
     /// Runs the recorded change from its recorded phase to the end. The caller has marked it
     /// running ([`start_change`](Cluster::start_change)).
     fn drive(

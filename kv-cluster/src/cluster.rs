@@ -3,6 +3,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use kv_ring::{NodeId, Ring, token};
@@ -18,6 +19,9 @@ use kv_node::{Hlc, Version, Write};
 
 /// The cluster lock file's name in the data directory.
 const LOCK_FILE: &str = "LOCK";
+
+/// How far ahead of the clock the persisted version lease is pushed.
+const LEASE_MILLIS: u64 = 60_000;
 
 /// A replicated key-value cluster: nodes on a consistent-hash ring, `rf` replicas per key,
 /// quorum reads and writes, and membership changes that move only what must move while
@@ -57,6 +61,8 @@ pub struct Cluster {
     pub(crate) opts: ClusterOptions,
     pub(crate) rf: usize,
     pub(crate) hlc: Hlc,
+    /// The persisted version lease (raw): every version handed out is below it.
+    lease: AtomicU64,
     /// The routing snapshot client operations clone. Replaced, never mutated.
     pub(crate) routing: RoutingTable,
     /// The persisted metadata, as last written.
@@ -122,6 +128,7 @@ impl Cluster {
         let cluster = Cluster {
             rf: meta.replication_factor,
             hlc: Hlc::with_clock(Arc::clone(&opts.clock)),
+            lease: AtomicU64::new(0),
             routing: RoutingTable::new(Routing {
                 ring,
                 pending: None,
@@ -133,6 +140,11 @@ impl Cluster {
             opts,
             _lock: lock,
         };
+        // Versions after this open must beat every version issued before it, even if the
+        // wall clock went back: start above the persisted lease, and persist a new one.
+        let lease = cluster.meta.lock().version_lease;
+        cluster.hlc.observe(Version::new(lease));
+        cluster.extend_lease(cluster.hlc.now())?;
         if cluster.meta.lock().change.is_some() {
             // Roll the interrupted change forward: streaming again is idempotent (LWW).
             match cluster.resume_change(|_| std::ops::ControlFlow::Continue(())) {
@@ -169,7 +181,7 @@ impl Cluster {
     /// its cause) when fewer than `W` replicas acknowledged.
     pub fn put(&self, key: &[u8], value: &[u8]) -> Result<Version> {
         let routing = self.routing();
-        let version = self.hlc.now();
+        let version = self.next_version()?;
         self.write(&routing, key, Some(value), version)?;
         Ok(version)
     }
@@ -180,7 +192,7 @@ impl Cluster {
     /// As [`put`](Cluster::put).
     pub fn delete(&self, key: &[u8]) -> Result<Version> {
         let routing = self.routing();
-        let version = self.hlc.now();
+        let version = self.next_version()?;
         self.write(&routing, key, None, version)?;
         Ok(version)
     }
@@ -214,7 +226,10 @@ impl Cluster {
         V: AsRef<[u8]>,
     {
         let routing = self.routing();
-        let versions: Vec<Version> = pairs.iter().map(|_| self.hlc.now()).collect();
+        let versions: Vec<Version> = pairs
+            .iter()
+            .map(|_| self.next_version())
+            .collect::<Result<_>>()?;
         // Each node gets one batch holding every pair it replicates.
         let mut batches: Vec<(NodeId, Vec<usize>)> = Vec::new();
         let mut targets: Vec<SmallVec<[usize; 8]>> = Vec::with_capacity(pairs.len());
@@ -292,6 +307,43 @@ impl Cluster {
     /// As [`sync`](Cluster::sync).
     pub fn close(self) -> Result<()> {
         self.sync()
+    }
+
+    /// A version for a new write: from the hybrid logical clock, and below the persisted
+    /// lease, which is pushed [`LEASE_MILLIS`] ahead (one `cluster.json` write) whenever the
+    /// clock reaches it.
+    #[inline]
+    fn next_version(&self) -> Result<Version> {
+        let version = self.hlc.now();
+        if version.as_u64() >= self.lease.load(Ordering::Acquire) {
+            self.extend_lease(version)?;
+        }
+        Ok(version)
+    }
+
+    #[cold]
+    fn extend_lease(&self, version: Version) -> Result<()> {
+        let mut meta = self.meta.lock();
+        if version.as_u64() < self.lease.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let lease = Version::from_parts(version.millis() + LEASE_MILLIS, 0).as_u64();
+        let mut next = meta.clone();
+        next.version_lease = lease;
+        next.store(&self.dir)?;
+        *meta = next;
+        self.lease.store(lease, Ordering::Release);
+        Ok(())
+    }
+
+    /// Writes `meta` to `cluster.json` (keeping the newest version lease), then keeps it as
+    /// the current metadata. Holds the metadata lock throughout, so writers never interleave.
+    pub(crate) fn persist(&self, mut meta: Meta) -> Result<()> {
+        let mut current = self.meta.lock();
+        meta.version_lease = meta.version_lease.max(current.version_lease);
+        meta.store(&self.dir)?;
+        *current = meta;
+        Ok(())
     }
 
     /// The current routing snapshot.
@@ -444,6 +496,7 @@ fn new_meta(opts: &ClusterOptions) -> Result<Meta> {
         vnodes: opts.vnodes,
         epoch: 0,
         members: Vec::new(),
+        version_lease: 0,
         change: None,
     };
     let ring = Ring::with_nodes(meta.ring_options()?, &opts.initial_nodes)?;

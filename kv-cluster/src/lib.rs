@@ -44,9 +44,17 @@
 //! change forward: streaming again is idempotent, and nothing is dropped before the commit,
 //! so a crash never costs a key a replica it had.
 //!
+//! # Versions
+//! One hybrid logical clock per cluster ([`Hlc`], over a [`Clock`] that tests can skew)
+//! versions every write. `cluster.json` holds a *version lease*, a version above every one the
+//! cluster has issued, pushed a minute ahead whenever the clock reaches it; a reopened cluster
+//! starts its clock above the lease, so a wall clock that went back across a restart cannot
+//! make new writes lose to old ones.
+//!
 //! # On disk
 //! ```text
-//! <data-dir>/cluster.json     members with their ring tokens, rf, vnodes, format version, change
+//! <data-dir>/cluster.json     members with their ring tokens, rf, vnodes, format version,
+//!                             version lease, change in progress
 //! <data-dir>/LOCK             held while the cluster is open
 //! <data-dir>/<node-id>/       that node's own directory (wal/ inside; hints/ later)
 //! ```

@@ -6,6 +6,7 @@
 //!   "replication_factor": 3,
 //!   "vnodes": 100,
 //!   "epoch": 3,
+//!   "version_lease": 116402147532800000,
 //!   "members": [{ "id": "node1", "weight": 1.0, "tokens": [123, 456] }],
 //!   "change": {
 //!     "kind": "add", "node": "node4",
@@ -17,7 +18,9 @@
 //! }
 //! ```
 //!
-//! `epoch` and `members` are the committed ring: the old one while a change streams, the new
+//! `version_lease` is a write version above every version the cluster has issued: the clock
+//! starts above it on reopen, so a wall clock that went back across a restart cannot give new
+//! writes versions that lose to old ones. `epoch` and `members` are the committed ring: the old one while a change streams, the new
 //! one once it has committed. Members are stored with their ring tokens: a balanced ring depends on the order of past
 //! changes, so it is rebuilt from tokens, never recomputed. `change` is absent when the cluster
 //! is stable. The file is replaced atomically (write a temporary file, `fsync` it, rename it
@@ -46,6 +49,10 @@ pub(crate) struct Meta {
     pub(crate) vnodes: u32,
     pub(crate) epoch: u64,
     pub(crate) members: Vec<MemberMeta>,
+    /// A raw version above every version this cluster has issued (see
+    /// `Cluster::next_version`): a reopened cluster starts its clock above it.
+    #[serde(default)]
+    pub(crate) version_lease: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) change: Option<ChangeMeta>,
 }
@@ -195,6 +202,7 @@ mod tests {
             vnodes: 8,
             epoch: ring.epoch(),
             members: members_of(&ring),
+            version_lease: 0,
             change: None,
         };
         meta.store(dir.path()).unwrap();
