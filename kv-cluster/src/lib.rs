@@ -92,6 +92,7 @@ mod fence;
 mod local;
 mod memory;
 mod meta;
+mod ops;
 mod options;
 mod progress;
 mod replica;
