@@ -1,6 +1,7 @@
-//! A process killed with SIGKILL while a node joins: on reopen the change completes, and every
-//! acknowledged write (including those made while the change was pending) is on exactly the
-//! replicas the ring names.
+//! A process killed with SIGKILL while a node joins, once while streaming and once while the
+//! old replicas drop what they lost (after the commit): on reopen the change completes, and
+//! every acknowledged write (including those made while the change was pending) is on exactly
+//! the replicas the ring names.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -9,10 +10,15 @@ use std::io::{BufRead, BufReader};
 use std::ops::ControlFlow;
 use std::process::{Command, Stdio};
 
-use kv_cluster::Cluster;
+use std::sync::Arc;
+
+use common::faulty::FaultyBackend;
+use kv_cluster::{Cluster, KvNodeBackend, NodeOptions};
 
 /// Set in the child's environment to the cluster directory.
 const CHILD_DIR: &str = "KV_CLUSTER_KILLED_CHILD_DIR";
+/// Set in the child's environment to where it should stop: `stream` or `cleanup`.
+const CHILD_AT: &str = "KV_CLUSTER_KILLED_CHILD_AT";
 const KEYS: u64 = 5_000;
 /// What the child prints once the change is under way.
 const READY: &str = "kv-cluster-child: change pending";
@@ -29,11 +35,25 @@ fn killed_child_body() {
     let Ok(dir) = std::env::var(CHILD_DIR) else {
         return;
     };
-    let cluster = Cluster::open(&dir, common::disk_opts().transfer_batch(100)).unwrap();
+    let at_cleanup = std::env::var(CHILD_AT).unwrap() == "cleanup";
+    let backend = Arc::new(FaultyBackend::over(Arc::new(KvNodeBackend::new(
+        NodeOptions::new().wal(kv_wal::WalOptions::new().segment_size(4 << 20)),
+    ))));
+    let opts = common::disk_opts().backend(backend.clone());
+    let cluster = Cluster::open(&dir, opts.transfer_batch(100)).unwrap();
     for i in 0..KEYS {
         cluster
             .put(&common::key(i), format!("v{i}").as_bytes())
             .unwrap();
+    }
+    if at_cleanup {
+        // The first node to have dropped its lost ranges says so and stops there.
+        *backend.faults.after_drop.lock() = Some(Arc::new(|| {
+            println!("\n{READY}");
+            loop {
+                std::thread::park();
+            }
+        }));
     }
     let mut batches = 0;
     let _ = cluster.add_node_with_progress("node4", |_| {
@@ -45,10 +65,12 @@ fn killed_child_body() {
                     None => cluster.delete(&common::key(i)).unwrap(),
                 };
             }
-            // The harness may have printed the test name on the same line.
-            println!("\n{READY}");
-            loop {
-                std::thread::park();
+            if !at_cleanup {
+                // The harness may have printed the test name on the same line.
+                println!("\n{READY}");
+                loop {
+                    std::thread::park();
+                }
             }
         }
         ControlFlow::Continue(())
@@ -58,6 +80,16 @@ fn killed_child_body() {
 
 #[test]
 fn a_join_killed_mid_stream_completes_on_reopen() {
+    killed_at("stream", "streaming");
+}
+
+#[test]
+fn a_join_killed_mid_cleanup_completes_on_reopen() {
+    killed_at("cleanup", "cleanup");
+}
+
+/// Runs the child until it stops `at` a phase, kills it, and checks the reopened cluster.
+fn killed_at(at: &str, phase: &str) {
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
@@ -67,6 +99,7 @@ fn a_join_killed_mid_stream_completes_on_reopen() {
             "--test-threads=1",
         ])
         .env(CHILD_DIR, dir.path())
+        .env(CHILD_AT, at)
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -81,7 +114,7 @@ fn a_join_killed_mid_stream_completes_on_reopen() {
 
     // The change was recorded as pending when the process died.
     let meta = std::fs::read_to_string(dir.path().join("cluster.json")).unwrap();
-    assert!(meta.contains("\"phase\": \"streaming\""), "{meta}");
+    assert!(meta.contains(&format!("\"phase\": \"{phase}\"")), "{meta}");
 
     let cluster = Cluster::open(dir.path(), common::disk_opts()).unwrap();
     assert_eq!(cluster.pending_change(), None);

@@ -1,4 +1,4 @@
-//! Fault injection: in-memory replicas whose operations fail on demand.
+//! Fault injection: replicas (in memory, or any backend's) whose operations fail on demand.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -13,7 +13,7 @@ use kv_ring::{NodeId, TokenRange};
 use parking_lot::Mutex;
 
 /// Switches that make every replica's export or drop fail.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Faults {
     pub export: AtomicBool,
     pub drop: AtomicBool,
@@ -21,6 +21,15 @@ pub struct Faults {
     pub down: Mutex<Vec<String>>,
     /// Nodes whose exports fail.
     pub export_down: Mutex<Vec<String>>,
+    /// Called after each successful `drop_ranges` (a crash test parks there).
+    #[allow(clippy::type_complexity)]
+    pub after_drop: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
+}
+
+impl std::fmt::Debug for Faults {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Faults").finish_non_exhaustive()
+    }
 }
 
 impl Faults {
@@ -85,7 +94,12 @@ impl Replica for Faulty {
         if self.faults.drop.load(Ordering::Relaxed) {
             return Err(injected());
         }
-        self.inner.drop_ranges(epoch, ranges)
+        let dropped = self.inner.drop_ranges(epoch, ranges)?;
+        let hook = self.faults.after_drop.lock().clone();
+        if let Some(hook) = hook {
+            hook();
+        }
+        Ok(dropped)
     }
     fn count_in_ranges(&self, ranges: &[TokenRange]) -> Result<RangeCount> {
         self.inner.count_in_ranges(ranges)
@@ -101,22 +115,38 @@ impl Replica for Faulty {
     }
 }
 
-/// Memory nodes with switchable faults.
-#[derive(Debug, Default)]
+/// Nodes with switchable faults (in memory by default).
+#[derive(Debug)]
 pub struct FaultyBackend {
-    memory: MemoryBackend,
+    inner: Arc<dyn Backend>,
     pub faults: Arc<Faults>,
+}
+
+impl Default for FaultyBackend {
+    fn default() -> Self {
+        FaultyBackend::over(Arc::new(MemoryBackend::default()))
+    }
+}
+
+impl FaultyBackend {
+    /// Faults over the nodes `inner` opens.
+    pub fn over(inner: Arc<dyn Backend>) -> Self {
+        FaultyBackend {
+            inner,
+            faults: Arc::default(),
+        }
+    }
 }
 
 impl Backend for FaultyBackend {
     fn open(&self, id: &NodeId, dir: &Path) -> Result<Arc<dyn Replica>> {
         Ok(Arc::new(Faulty {
-            inner: self.memory.open(id, dir)?,
+            inner: self.inner.open(id, dir)?,
             faults: self.faults.clone(),
         }))
     }
 
     fn destroy(&self, id: &NodeId, dir: &Path) -> Result<()> {
-        self.memory.destroy(id, dir)
+        self.inner.destroy(id, dir)
     }
 }
