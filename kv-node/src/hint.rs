@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 use bytes::BufMut;
 use kv_ring::TokenRange;
 
-use crate::record::{KIND_DROP, KIND_PUT, KIND_TOMBSTONE, LogRecord};
+use crate::record::{KIND_DROP, KIND_PUT, KIND_TOMBSTONE, LogRecord, put_entry_header};
 use crate::{Error, Result, Version};
 
 const MAGIC: &[u8; 8] = b"KVHINT\0\n";
@@ -108,15 +108,7 @@ impl HintBuilder {
                 key,
                 value,
             } => {
-                b.put_u8(if value.is_some() {
-                    KIND_PUT
-                } else {
-                    KIND_TOMBSTONE
-                });
-                b.put_bytes(0, 3);
-                b.put_u32_le(key.len() as u32);
-                b.put_u64_le(version.as_u64());
-                b.put_u64_le(*token);
+                put_entry_header(b, *token, *version, key.len(), value.is_none());
                 b.put_u32_le(offset);
                 b.put_u32_le(payload.len() as u32);
                 b.put_slice(key);

@@ -92,19 +92,27 @@ pub(crate) fn encode_entry(
 ) {
     out.clear();
     out.reserve(ENTRY_HEADER + key.len() + value.map_or(0, <[u8]>::len));
-    out.put_u8(if value.is_some() {
-        KIND_PUT
-    } else {
-        KIND_TOMBSTONE
-    });
-    out.put_bytes(0, 3);
-    out.put_u32_le(key.len() as u32);
-    out.put_u64_le(version.as_u64());
-    out.put_u64_le(token);
+    put_entry_header(out, token, version, key.len(), value.is_none());
     out.put_slice(key);
     if let Some(v) = value {
         out.put_slice(v);
     }
+}
+
+/// The 24 bytes before the key of a put or tombstone: `kind | 0 0 0 | key_len | version |
+/// token` (hint file items start the same way).
+pub(crate) fn put_entry_header(
+    out: &mut Vec<u8>,
+    token: u64,
+    version: Version,
+    key_len: usize,
+    tombstone: bool,
+) {
+    out.put_u8(if tombstone { KIND_TOMBSTONE } else { KIND_PUT });
+    out.put_bytes(0, 3);
+    out.put_u32_le(key_len as u32);
+    out.put_u64_le(version.as_u64());
+    out.put_u64_le(token);
 }
 
 /// Length of an encoded put or tombstone payload.

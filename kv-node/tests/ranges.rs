@@ -131,7 +131,10 @@ fn cached_values_are_dropped_too() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::open(dir.path(), small_opts().cache_entries(10_000)).unwrap();
     node.put(b"k", b"v").unwrap();
-    assert!(node.get(b"k").unwrap().is_some()); // now cached
+    // Read twice: a key enters the cache on its second miss.
+    assert!(node.get(b"k").unwrap().is_some());
+    assert!(node.get(b"k").unwrap().is_some());
+    assert_eq!(node.stats().cache_entries, 1);
     node.drop_ranges(&[TokenRange::FULL]).unwrap();
     assert_eq!(node.get(b"k").unwrap(), None);
     assert_eq!(node.drop_ranges(&[]).unwrap(), 0);
