@@ -32,7 +32,8 @@ impl Cluster {
     ///
     /// # Errors
     /// [`Error::ChangeInProgress`] if another change is under way or pending;
-    /// [`Error::DuplicateNode`]; [`Error::Ring`] for an invalid id; a node's error while
+    /// [`Error::DuplicateNode`]; [`Error::StaleNodeDirectory`] if `<data-dir>/<id>` exists;
+    /// [`Error::Ring`] for an invalid id; a node's error while
     /// streaming (the change then stays pending: see [`resume_change`](Cluster::resume_change)).
     ///
     /// # Example
@@ -160,6 +161,10 @@ impl Cluster {
                 let node = NodeId::new(id)?;
                 if old.contains(id) {
                     return Err(Error::DuplicateNode { node });
+                }
+                let path = self.dir.join(id);
+                if path.exists() {
+                    return Err(Error::StaleNodeDirectory { node, path });
                 }
                 old.add_node(id)?
             }

@@ -102,6 +102,16 @@ pub enum Error {
         /// The node.
         node: String,
     },
+    /// `add_node` of a node whose directory already exists in the data directory although it
+    /// is not a member: its contents (old versions, keys of other ranges) would mix with the
+    /// cluster's. Remove the directory or choose another id.
+    #[error("{path} exists but node {node} is not a member; remove it or choose another id")]
+    StaleNodeDirectory {
+        /// The node.
+        node: NodeId,
+        /// Its directory.
+        path: PathBuf,
+    },
     /// A removal that would leave fewer nodes than the replication factor.
     #[error(
         "removing a node would leave {remaining} nodes, fewer than the replication factor {replication_factor}"

@@ -89,3 +89,20 @@ fn an_existing_cluster_keeps_its_parameters() {
     assert_eq!(cluster.replication_factor(), 2);
     assert_eq!(cluster.get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
 }
+
+#[test]
+fn a_leftover_directory_of_the_joiner_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::open(dir.path(), common::disk_opts()).unwrap();
+    std::fs::create_dir(dir.path().join("node4")).unwrap();
+    assert!(matches!(
+        cluster.add_node("node4"),
+        Err(Error::StaleNodeDirectory { .. })
+    ));
+    assert_eq!(cluster.pending_change(), None);
+    std::fs::remove_dir(dir.path().join("node4")).unwrap();
+    cluster.add_node("node4").unwrap();
+    // A node that left can join again: its directory went with it.
+    cluster.remove_node("node4").unwrap();
+    cluster.add_node("node4").unwrap();
+}
