@@ -1,0 +1,258 @@
+//! `kv-cluster` benchmarks: a 3-node cluster with replication factor 3, storage nodes on disk
+//! (`kv_node::Node`, default options: `Periodic(1 s)` sync), all in this process.
+//!
+//! - `cluster/put` and `cluster/get`: 100 B values over 100,000 preloaded keys, at consistency
+//!   `one` and `quorum`, from 1 and 2 client threads (aggregate operations/s). A put writes all
+//!   three replicas either way (in-process fan-out is sequential); the level decides how many
+//!   must succeed. A get reads `R` replicas.
+//! - `cluster/redistribution`: adding a 4th node to 3 nodes holding `KV_CLUSTER_BENCH_KEYS`
+//!   keys (default 1,000,000), then removing it again, alternately; throughput is records moved
+//!   per second (about 3/4 of the keys move each way).
+//! - Printed, not timed by criterion: foreground `get` latency (quorum, one client thread,
+//!   p50/p99/p99.9) with no redistribution, during an unthrottled one, and during one limited
+//!   to 200,000 keys/s.
+//!
+//! Data lives in a temporary directory under `KV_CLUSTER_BENCH_DIR` (default: the system temp
+//! dir). Run: `cargo bench -p benches --bench cluster`.
+
+use std::path::PathBuf;
+use std::sync::Barrier;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
+use hdrhistogram::Histogram;
+use kv_cluster::{ChangeSummary, Cluster, ClusterOptions, Consistency, RateLimit};
+
+const PRELOAD: u64 = 100_000;
+const VALUE: [u8; 100] = [0x5a; 100];
+
+fn in_test_mode() -> bool {
+    std::env::args().any(|a| a == "--test")
+}
+
+fn tempdir() -> tempfile::TempDir {
+    let root = std::env::var_os("KV_CLUSTER_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    tempfile::tempdir_in(root).expect("temporary directory for the cluster benchmark")
+}
+
+fn key(i: u64) -> [u8; 16] {
+    let mut k = *b"key:000000000000";
+    k[4..].copy_from_slice(format!("{:012}", i % 1_000_000_000_000).as_bytes());
+    k
+}
+
+/// A cheap, well-spread sequence of key indices (an odd-multiplier permutation).
+fn pick(i: u64, n: u64) -> u64 {
+    i.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(17) % n
+}
+
+fn open(dir: &std::path::Path, c: Consistency) -> Cluster {
+    Cluster::open(dir, ClusterOptions::new().consistency(c)).expect("open cluster")
+}
+
+fn load(cluster: &Cluster, n: u64) {
+    let mut batch: Vec<([u8; 16], [u8; 100])> = Vec::with_capacity(1000);
+    for i in 0..n {
+        batch.push((key(i), VALUE));
+        if batch.len() == 1000 {
+            cluster.put_many(&batch).expect("load");
+            batch.clear();
+        }
+    }
+    if !batch.is_empty() {
+        cluster.put_many(&batch).expect("load");
+    }
+}
+
+/// Runs `iters` operations split over `threads` threads; returns the wall time.
+fn run(threads: u64, iters: u64, op: impl Fn(u64) + Sync) -> Duration {
+    let barrier = Barrier::new(threads as usize + 1);
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let (barrier, op) = (&barrier, &op);
+            s.spawn(move || {
+                barrier.wait();
+                let mut i = t;
+                while i < iters {
+                    op(i);
+                    i += threads;
+                }
+            });
+        }
+        barrier.wait();
+        let start = Instant::now();
+        // The scope joins every thread before returning.
+        start
+    })
+    .elapsed()
+}
+
+fn ops(c: &mut Criterion) {
+    let mut g = c.benchmark_group("cluster");
+    g.throughput(Throughput::Elements(1));
+    for consistency in [Consistency::One, Consistency::Quorum] {
+        let dir = tempdir();
+        let cluster = open(dir.path(), consistency);
+        load(&cluster, PRELOAD);
+        for threads in [1u64, 2] {
+            let name = format!("{consistency}/{threads}t");
+            g.bench_function(BenchmarkId::new("put", &name), |b| {
+                b.iter_custom(|iters| {
+                    run(threads, iters, |i| {
+                        cluster.put(&key(pick(i, PRELOAD)), &VALUE).expect("put");
+                    })
+                })
+            });
+            g.bench_function(BenchmarkId::new("get", &name), |b| {
+                b.iter_custom(|iters| {
+                    run(threads, iters, |i| {
+                        let v = cluster.get(&key(pick(i, PRELOAD))).expect("get");
+                        std::hint::black_box(v);
+                    })
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+fn redistribution_keys() -> u64 {
+    if in_test_mode() {
+        return 10_000;
+    }
+    std::env::var("KV_CLUSTER_BENCH_KEYS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000)
+}
+
+/// Adds node4 if it is absent, removes it otherwise.
+fn flip_summary(cluster: &Cluster) -> ChangeSummary {
+    if cluster.ring().contains("node4") {
+        cluster.remove_node("node4")
+    } else {
+        cluster.add_node("node4")
+    }
+    .expect("membership change")
+}
+
+/// [`flip_summary`]: records moved and time taken.
+fn flip(cluster: &Cluster) -> (u64, Duration) {
+    let summary = flip_summary(cluster);
+    (summary.keys_moved, summary.elapsed)
+}
+
+/// Quorum gets from one thread until `stop`, with their latencies.
+fn get_latencies(cluster: &Cluster, n: u64, stop: &AtomicBool, at_least: u64) -> Histogram<u64> {
+    let mut h = Histogram::<u64>::new_with_bounds(1, 10_000_000_000, 3).expect("histogram");
+    let mut i = 0u64;
+    while !stop.load(Ordering::Relaxed) || i < at_least {
+        let start = Instant::now();
+        let v = cluster.get(&key(pick(i, n))).expect("get");
+        std::hint::black_box(v);
+        h.saturating_record(start.elapsed().as_nanos() as u64);
+        i += 1;
+    }
+    h
+}
+
+fn describe(label: &str, h: &Histogram<u64>) {
+    println!(
+        "cluster/foreground_get/{label}: {} gets, p50 {:.1} µs, p99 {:.1} µs, p99.9 {:.1} µs",
+        h.len(),
+        h.value_at_quantile(0.5) as f64 / 1e3,
+        h.value_at_quantile(0.99) as f64 / 1e3,
+        h.value_at_quantile(0.999) as f64 / 1e3,
+    );
+}
+
+fn foreground_latency(dir: &std::path::Path, cluster: Cluster, n: u64) -> Cluster {
+    let idle = AtomicBool::new(true);
+    describe(
+        "no_redistribution",
+        &get_latencies(&cluster, n, &idle, 200_000),
+    );
+    drop(cluster);
+    for limit in [None, Some(RateLimit::KeysPerSec(200_000))] {
+        let opts = ClusterOptions::new().rate_limit(limit);
+        let cluster = Cluster::open(dir, opts).expect("reopen");
+        let stop = AtomicBool::new(false);
+        let (h, moved) = std::thread::scope(|s| {
+            let client = s.spawn(|| get_latencies(&cluster, n, &stop, 0));
+            let (moved, took) = flip(&cluster);
+            stop.store(true, Ordering::Relaxed);
+            (client.join().expect("client"), (moved, took))
+        });
+        let label = match limit {
+            None => "during_redistribution".to_string(),
+            Some(_) => "during_redistribution_200k_keys_per_s".to_string(),
+        };
+        describe(&label, &h);
+        println!(
+            "cluster/foreground_get/{label}: the change moved {} records in {:.2} s ({:.0} keys/s)",
+            moved.0,
+            moved.1.as_secs_f64(),
+            moved.0 as f64 / moved.1.as_secs_f64()
+        );
+        drop(cluster);
+    }
+    Cluster::open(dir, ClusterOptions::new()).expect("reopen")
+}
+
+fn redistribution(c: &mut Criterion) {
+    let n = redistribution_keys();
+    let dir = tempdir();
+    let cluster = open(dir.path(), Consistency::Quorum);
+    let start = Instant::now();
+    load(&cluster, n);
+    println!(
+        "cluster/redistribution: loaded {n} keys in {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+    // Changes to learn how much moves (and to warm the page cache for both directions).
+    let mut moved = 0;
+    for _ in 0..2 {
+        let s = flip_summary(&cluster);
+        moved = s.keys_moved;
+        println!(
+            "cluster/redistribution: {} {} moved {} records in {:.2} s ({:.0} keys/s): \
+             streaming {:.2} s ({:.0} keys/s), cleanup {:.2} s ({} dropped)",
+            s.kind,
+            s.node,
+            s.keys_moved,
+            s.elapsed.as_secs_f64(),
+            s.keys_moved as f64 / s.elapsed.as_secs_f64(),
+            s.streaming.as_secs_f64(),
+            s.keys_moved as f64 / s.streaming.as_secs_f64(),
+            s.cleanup.as_secs_f64(),
+            s.keys_dropped,
+        );
+    }
+    let cluster = if in_test_mode() {
+        cluster
+    } else {
+        foreground_latency(dir.path(), cluster, n)
+    };
+
+    let mut g = c.benchmark_group("cluster");
+    g.sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_millis(1))
+        .measurement_time(Duration::from_secs(1))
+        .throughput(Throughput::Elements(moved));
+    g.bench_function(
+        BenchmarkId::new("redistribution", format!("{n}_keys")),
+        |b| b.iter_custom(|iters| (0..iters).map(|_| flip(&cluster).1).sum()),
+    );
+    g.finish();
+}
+
+fn main() {
+    let mut c = Criterion::default().configure_from_args();
+    ops(&mut c);
+    redistribution(&mut c);
+    c.final_summary();
+}

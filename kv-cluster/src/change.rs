@@ -1,0 +1,460 @@
+//! Membership changes: plan, pending (dual writes), stream, commit, cleanup.
+//!
+//! Each step is recorded in `cluster.json` before the next begins, so a crash anywhere leaves
+//! a state the next [`Cluster::open`] rolls forward from:
+//!
+//! | crash during            | `cluster.json` says                 | on reopen                     |
+//! |-------------------------|-------------------------------------|-------------------------------|
+//! | validation, planning    | stable, old ring                    | nothing to do                 |
+//! | streaming               | old ring + change `streaming`       | stream the pairs not recorded as done (a pair cut short is streamed whole), commit, clean up |
+//! | after commit            | new ring + change `cleanup`         | drop the lost ranges again, delete a leaver's directory again |
+//! | after cleanup           | stable, new ring                    | nothing to do                 |
+//!
+//! No step removes a copy before the new ring is committed, so no key ever has fewer replicas
+//! than it had; streaming again is harmless because every import is last-writer-wins.
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kv_ring::{NodeId, Ring, TokenRange, TransferPlan, transfer_plan};
+
+use crate::cluster::Cluster;
+use crate::error::{Error, Result};
+use crate::meta::{ChangeMeta, Phase, build_ring, members_of};
+use crate::progress::{ChangeKind, ChangeSummary, PairSummary, Progress};
+use crate::routing::{NodeMap, Routing};
+use crate::stream::{self, Limiter};
+
+impl Cluster {
+    /// Adds node `id`: the ring gains it, and it receives a copy of every range it now
+    /// replicates, while client operations go on. Returns what moved.
+    ///
+    /// # Errors
+    /// [`Error::ChangeInProgress`] if another change is under way or pending;
+    /// [`Error::DuplicateNode`]; [`Error::StaleNodeDirectory`] if `<data-dir>/<id>` exists;
+    /// [`Error::Ring`] for an invalid id; a node's error while
+    /// streaming (the change then stays pending: see [`resume_change`](Cluster::resume_change)).
+    ///
+    /// # Example
+    /// ```
+    /// use std::sync::Arc;
+    /// use kv_cluster::{Cluster, ClusterOptions, MemoryBackend};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let opts = ClusterOptions::new().backend(Arc::new(MemoryBackend::default()));
+    /// let cluster = Cluster::open(dir.path(), opts)?;
+    /// for i in 0..1000u32 {
+    ///     cluster.put(&i.to_be_bytes(), b"v")?;
+    /// }
+    /// let summary = cluster.add_node("node4")?;
+    /// // About rf / (n + 1) = 3/4 of the keys gain node4 as a replica.
+    /// assert!((600..900).contains(&summary.keys_moved));
+    /// assert!(cluster.add_node("node4").is_err()); // a duplicate
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn add_node(&self, id: &str) -> Result<ChangeSummary> {
+        self.add_node_with_progress(id, |_| ControlFlow::Continue(()))
+    }
+
+    /// [`add_node`](Cluster::add_node), calling `progress` after each streamed batch.
+    /// Returning `ControlFlow::Break` stops the change where it is, pending (see
+    /// [`Error::ChangeInterrupted`]).
+    ///
+    /// # Errors
+    /// As [`add_node`](Cluster::add_node), and [`Error::ChangeInterrupted`].
+    pub fn add_node_with_progress(
+        &self,
+        id: &str,
+        mut progress: impl FnMut(&Progress) -> ControlFlow<()>,
+    ) -> Result<ChangeSummary> {
+        self.change(ChangeKind::Add, id, &mut progress)
+    }
+
+    /// Removes node `id`: its ranges are copied to the nodes that take them over, then it
+    /// drops them and leaves. Returns what moved.
+    ///
+    /// # Errors
+    /// [`Error::ChangeInProgress`]; [`Error::UnknownNode`]; [`Error::BelowReplicationFactor`]
+    /// if fewer nodes than the replication factor would remain; a node's error while
+    /// streaming.
+    ///
+    /// # Example
+    /// ```
+    /// use std::sync::Arc;
+    /// use kv_cluster::{Cluster, ClusterOptions, Error, MemoryBackend};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let opts = ClusterOptions::new().backend(Arc::new(MemoryBackend::default()));
+    /// let cluster = Cluster::open(dir.path(), opts)?;
+    /// // Three nodes, three replicas: none can leave.
+    /// assert!(matches!(cluster.remove_node("node1"), Err(Error::BelowReplicationFactor { .. })));
+    /// cluster.add_node("node4")?;
+    /// cluster.remove_node("node1")?;
+    /// assert!(matches!(cluster.remove_node("node1"), Err(Error::UnknownNode { .. })));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn remove_node(&self, id: &str) -> Result<ChangeSummary> {
+        self.remove_node_with_progress(id, |_| ControlFlow::Continue(()))
+    }
+
+    /// [`remove_node`](Cluster::remove_node) with a progress callback, as in
+    /// [`add_node_with_progress`](Cluster::add_node_with_progress).
+    ///
+    /// # Errors
+    /// As [`remove_node`](Cluster::remove_node), and [`Error::ChangeInterrupted`].
+    pub fn remove_node_with_progress(
+        &self,
+        id: &str,
+        mut progress: impl FnMut(&Progress) -> ControlFlow<()>,
+    ) -> Result<ChangeSummary> {
+        self.change(ChangeKind::Remove, id, &mut progress)
+    }
+
+    /// Completes a pending change (one interrupted by the progress callback or by an error);
+    /// `Ok(None)` if none is pending. [`Cluster::open`] does this by itself.
+    ///
+    /// # Errors
+    /// [`Error::ChangeInProgress`] if a change is running right now; as
+    /// [`add_node`](Cluster::add_node).
+    pub fn resume_change(
+        &self,
+        mut progress: impl FnMut(&Progress) -> ControlFlow<()>,
+    ) -> Result<Option<ChangeSummary>> {
+        let Some((kind, node)) = self.pending_change() else {
+            return Ok(None);
+        };
+        let _running = self.start_change(kind, node)?;
+        self.drive(&mut progress).map(Some)
+    }
+
+    /// The change pending, if any: what it does and to which node.
+    pub fn pending_change(&self) -> Option<(ChangeKind, NodeId)> {
+        let meta = self.meta.lock();
+        let c = meta.change.as_ref()?;
+        Some((c.kind, NodeId::new(&c.node).ok()?))
+    }
+
+    /// Marks a change as running, or refuses if one already is.
+    fn start_change(&self, kind: ChangeKind, node: NodeId) -> Result<Running<'_>> {
+        let mut running = self.running.lock();
+        if let Some((kind, node)) = running.clone() {
+            return Err(Error::ChangeInProgress { kind, node });
+        }
+        *running = Some((kind, node));
+        Ok(Running(&self.running))
+    }
+
+    fn change(
+        &self,
+        kind: ChangeKind,
+        id: &str,
+        progress: &mut dyn FnMut(&Progress) -> ControlFlow<()>,
+    ) -> Result<ChangeSummary> {
+        let _running = self.start_change(kind, NodeId::new(id)?)?;
+        if let Some((kind, node)) = self.pending_change() {
+            return Err(Error::ChangeInProgress { kind, node });
+        }
+        let old = self.ring();
+        let new = match kind {
+            ChangeKind::Add => {
+                let node = NodeId::new(id)?;
+                if old.contains(id) {
+                    return Err(Error::DuplicateNode { node });
+                }
+                let path = self.dir.join(id);
+                if path.exists() {
+                    return Err(Error::StaleNodeDirectory { node, path });
+                }
+                old.add_node(id)?
+            }
+            ChangeKind::Remove => {
+                if !old.contains(id) {
+                    return Err(Error::UnknownNode { node: id.into() });
+                }
+                if old.len() - 1 < self.rf {
+                    return Err(Error::BelowReplicationFactor {
+                        remaining: old.len() - 1,
+                        replication_factor: self.rf,
+                    });
+                }
+                old.remove_node(id)?
+            }
+        };
+        let mut meta = self.meta.lock().clone();
+        meta.change = Some(ChangeMeta {
+            kind,
+            node: id.to_owned(),
+            from_epoch: old.epoch(),
+            from_members: members_of(&old),
+            to_epoch: new.epoch(),
+            to_members: members_of(&new),
+            phase: Phase::Streaming,
+            streamed: Vec::new(),
+        });
+        self.persist(meta)?;
+        self.drive(progress)
+    }
+
+    /// Runs the recorded change from its recorded phase to the end. The caller has marked it
+    /// running ([`start_change`](Cluster::start_change)).
+    fn drive(
+        &self,
+        progress: &mut dyn FnMut(&Progress) -> ControlFlow<()>,
+    ) -> Result<ChangeSummary> {
+        let started = Instant::now();
+        let meta = self.meta.lock().clone();
+        let Some(change) = meta.change.clone() else {
+            return Err(Error::Metadata {
+                path: self.dir.join(crate::meta::FILE_NAME),
+                reason: "no change to drive".into(),
+            });
+        };
+        let node = NodeId::new(&change.node)?;
+        let ring_options = meta.ring_options()?;
+        let old = build_ring(ring_options, &change.from_members, change.from_epoch)?;
+        let new = build_ring(ring_options, &change.to_members, change.to_epoch)?;
+        let plan = transfer_plan(&old, &new, self.rf)?;
+        let nodes = self.open_all(&old, &new)?;
+        let mut summary = ChangeSummary {
+            kind: change.kind,
+            node: node.clone(),
+            from_epoch: old.epoch(),
+            to_epoch: new.epoch(),
+            pairs: Vec::new(),
+            keys_moved: 0,
+            bytes_moved: 0,
+            keys_dropped: 0,
+            fraction_moved: plan.fraction_moved(),
+            streaming: Duration::ZERO,
+            cleanup: Duration::ZERO,
+            elapsed: Duration::ZERO,
+        };
+
+        if change.phase == Phase::Streaming {
+            // Pending: writes reach old and new replicas; reads stay on the old ring. Stream
+            // only once no write routed without the new replicas is still in flight.
+            self.install(Routing {
+                ring: old.clone(),
+                pending: Some(new.clone()),
+                nodes: nodes.clone(),
+            });
+            let mut change = change;
+            self.stream(
+                &old,
+                &plan,
+                &nodes,
+                &mut change,
+                &mut summary,
+                started,
+                progress,
+            )?;
+            summary.streaming = started.elapsed();
+
+            // Commit: the new ring is in force from here on.
+            let mut meta = self.meta.lock().clone();
+            meta.epoch = new.epoch();
+            meta.members = change.to_members.clone();
+            change.phase = Phase::Cleanup;
+            meta.change = Some(change);
+            self.persist(meta)?;
+        }
+        let routed: NodeMap = nodes
+            .iter()
+            .filter(|(id, _)| new.contains(id.as_str()))
+            .map(|(id, n)| (id.clone(), Arc::clone(n)))
+            .collect();
+        self.install(Routing {
+            ring: new.clone(),
+            pending: None,
+            nodes: routed,
+        });
+        // Every operation routed by the old ring has finished; refuse any that was not
+        // (a remote one delayed in the network), so none lands after the cleanup.
+        for n in nodes.values() {
+            n.fence(new.epoch());
+        }
+
+        // Cleanup: the nodes that lost ranges drop them. A node that left loses everything:
+        // its directory is deleted instead, which costs no scan.
+        let cleanup = Instant::now();
+        let mut nodes = nodes;
+        let mut leavers = Vec::new();
+        for id in old.nodes().filter(|id| !new.contains(id.as_str())) {
+            if let Some(node) = nodes.remove(id) {
+                leavers.push((id.clone(), node));
+            }
+        }
+        summary.keys_dropped = stream::drop_lost(&nodes, &plan, new.epoch())?;
+        for (id, node) in leavers {
+            let held = node.held()?;
+            // The last handle: the routing no longer has it, and the old one is drained.
+            drop(node);
+            self.opts
+                .backend
+                .destroy(&id, &self.dir.join(id.as_str()))?;
+            summary.keys_dropped += held.live + held.tombstones;
+        }
+        summary.cleanup = cleanup.elapsed();
+        let mut meta = self.meta.lock().clone();
+        meta.change = None;
+        self.persist(meta)?;
+        summary.elapsed = started.elapsed();
+        Ok(summary)
+    }
+
+    /// Handles for every member of either ring: the routed ones, plus any other opened now.
+    fn open_all(&self, old: &Ring, new: &Ring) -> Result<NodeMap> {
+        let mut nodes = self.routing().nodes.clone();
+        for id in old.nodes().chain(new.nodes()) {
+            if !nodes.contains_key(id) {
+                let node = self.opts.backend.open(id, &self.dir.join(id.as_str()))?;
+                node.fence(old.epoch());
+                nodes.insert(id.clone(), node);
+            }
+        }
+        Ok(nodes)
+    }
+
+    /// Copies every transfer of the plan not yet recorded as streamed, one `(from, to)` pair at
+    /// a time; each finished pair is synced on `to` and recorded in `cluster.json`.
+    #[allow(clippy::too_many_arguments)]
+    fn stream(
+        &self,
+        old: &Ring,
+        plan: &TransferPlan,
+        nodes: &NodeMap,
+        change: &mut ChangeMeta,
+        summary: &mut ChangeSummary,
+        started: Instant,
+        progress: &mut dyn FnMut(&Progress) -> ControlFlow<()>,
+    ) -> Result<()> {
+        let epoch = plan.from_epoch;
+        let pairs = stream::pairs(plan);
+        let node_of = |id: &NodeId| {
+            nodes.get(id).ok_or_else(|| Error::UnknownNode {
+                node: id.to_string(),
+            })
+        };
+        let done = |change: &ChangeMeta, from: &NodeId, to: &NodeId| {
+            change
+                .streamed
+                .iter()
+                .any(|(f, t)| f == from.as_str() && t == to.as_str())
+        };
+        let mut report = Progress {
+            kind: change.kind,
+            node: summary.node.clone(),
+            from: summary.node.clone(),
+            to: summary.node.clone(),
+            pair_keys: 0,
+            keys: 0,
+            bytes: 0,
+            estimated_keys: self.estimate(&pairs, nodes, |f, t| done(change, f, t))?,
+            pairs_done: 0,
+            pairs_total: pairs.len(),
+            elapsed: Duration::ZERO,
+        };
+        let limiter = Limiter::new(self.opts.rate_limit);
+        for ((from, to), ranges) in &pairs {
+            if done(change, from, to) {
+                report.pairs_done += 1;
+                continue;
+            }
+            let dst = node_of(to)?;
+            let mut pair = PairSummary {
+                from: from.clone(),
+                to: to.clone(),
+                keys: 0,
+                bytes: 0,
+            };
+            report.from = from.clone();
+            report.to = to.clone();
+            report.pair_keys = 0;
+            let mut on_batch = |batch: &[kv_node::Record]| {
+                let bytes: u64 = batch
+                    .iter()
+                    .map(|r| (r.key.len() + r.value.as_ref().map_or(0, |v| v.len())) as u64)
+                    .sum();
+                pair.keys += batch.len() as u64;
+                pair.bytes += bytes;
+                report.pair_keys = pair.keys;
+                report.keys += batch.len() as u64;
+                report.bytes += bytes;
+                report.elapsed = started.elapsed();
+                limiter.pace(report.keys, report.bytes);
+                progress(&report)
+            };
+            let flow = stream::copy_from_live(
+                old,
+                self.rf,
+                nodes,
+                from,
+                dst.as_ref(),
+                epoch,
+                ranges,
+                self.opts.transfer_batch,
+                &mut on_batch,
+            )?;
+            if flow.is_break() {
+                return Err(Error::ChangeInterrupted {
+                    kind: change.kind,
+                    node: summary.node.clone(),
+                });
+            }
+            dst.sync()?;
+            change.streamed.push((from.to_string(), to.to_string()));
+            let mut meta = self.meta.lock().clone();
+            meta.change = Some(change.clone());
+            self.persist(meta)?;
+            report.pairs_done += 1;
+            summary.keys_moved += pair.keys;
+            summary.bytes_moved += pair.bytes;
+            summary.pairs.push(pair);
+        }
+        Ok(())
+    }
+
+    /// An estimate of the records left to stream, without scanning: each source's key count
+    /// times the share of its ranges that its pairs copy.
+    fn estimate(
+        &self,
+        pairs: &[((NodeId, NodeId), Vec<TokenRange>)],
+        nodes: &NodeMap,
+        done: impl Fn(&NodeId, &NodeId) -> bool,
+    ) -> Result<u64> {
+        let routing = self.routing();
+        let owned: Vec<(NodeId, f64)> = routing
+            .ring
+            .ownership(self.rf)?
+            .into_iter()
+            .map(|o| (o.node, o.replica))
+            .collect();
+        let mut estimate = 0.0;
+        for ((from, to), ranges) in pairs {
+            let Some(node) = nodes.get(from) else {
+                continue;
+            };
+            let share = owned
+                .iter()
+                .find(|(n, _)| n == from)
+                .map_or(0.0, |(_, s)| *s);
+            if done(from, to) || share <= 0.0 {
+                continue;
+            }
+            let held = node.held()?;
+            let fraction: f64 = ranges.iter().map(|r| r.fraction()).sum();
+            estimate += (held.live + held.tombstones) as f64 * (fraction / share).min(1.0);
+        }
+        Ok(estimate.round() as u64)
+    }
+}
+
+/// Clears the running change when dropped, however the change ended.
+struct Running<'a>(&'a parking_lot::Mutex<Option<(ChangeKind, NodeId)>>);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        *self.0.lock() = None;
+    }
+}

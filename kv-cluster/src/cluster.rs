@@ -1,0 +1,256 @@
+//! The cluster: its state, opening it, and the metadata and routing it keeps.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use kv_ring::{NodeId, Ring};
+use parking_lot::Mutex;
+
+use crate::error::{Error, Result};
+use crate::meta::{FORMAT_VERSION, Meta, members_of};
+use crate::options::ClusterOptions;
+use crate::routing::{NodeMap, Routing, RoutingTable};
+use kv_node::{Hlc, Version};
+
+/// The cluster lock file's name in the data directory.
+const LOCK_FILE: &str = "LOCK";
+
+/// How far ahead of the clock the persisted version lease is pushed.
+pub(crate) const LEASE_MILLIS: u64 = 60_000;
+
+/// A replicated key-value cluster: nodes on a consistent-hash ring, `rf` replicas per key,
+/// quorum reads and writes, and membership changes that move only what must move while
+/// clients keep going.
+///
+/// `Cluster` is `Send + Sync`: share it (`&Cluster` or `Arc<Cluster>`) between client threads;
+/// [`add_node`](Cluster::add_node) and [`remove_node`](Cluster::remove_node) run alongside
+/// them.
+///
+/// # Guarantees
+/// - A write returns once `W` replicas (the write consistency) have applied it; in-process,
+///   every replica of the preference list is written before it returns, and `W` decides
+///   whether a failing replica fails the write.
+/// - A read asks `R` replicas and returns the newest version (a delete is a newer tombstone).
+///   With `R + W > rf` (quorum/quorum, the default) a read sees every acknowledged write,
+///   including during a membership change.
+/// - A write that fails (fewer than `W` acknowledgements) may still have been applied on some
+///   replicas: it is not acknowledged, and a later read may or may not see it (as in Dynamo).
+/// - How durable an acknowledged write is depends on the nodes' sync policy.
+///
+/// # Example
+/// ```
+/// use std::sync::Arc;
+/// use kv_cluster::{Cluster, ClusterOptions, MemoryBackend};
+///
+/// let dir = tempfile::tempdir()?;
+/// let opts = ClusterOptions::new().backend(Arc::new(MemoryBackend::default()));
+/// let cluster = Cluster::open(dir.path(), opts)?;
+/// cluster.put(b"user:1001", b"Alice")?;
+/// assert_eq!(cluster.get(b"user:1001")?.as_deref(), Some(&b"Alice"[..]));
+/// cluster.delete(b"user:1001")?;
+/// assert_eq!(cluster.get(b"user:1001")?, None);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Cluster {
+    pub(crate) dir: PathBuf,
+    pub(crate) opts: ClusterOptions,
+    pub(crate) rf: usize,
+    pub(crate) hlc: Hlc,
+    /// The persisted version lease (raw): every version handed out is below it.
+    pub(crate) lease: AtomicU64,
+    /// The routing snapshot client operations clone. Replaced, never mutated.
+    pub(crate) routing: RoutingTable,
+    /// The persisted metadata, as last written.
+    pub(crate) meta: Mutex<Meta>,
+    /// The membership change running right now, if any (one at a time).
+    pub(crate) running: Mutex<Option<(crate::ChangeKind, NodeId)>>,
+    /// Held for the cluster's lifetime: one process per data directory.
+    _lock: fs::File,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("dir", &self.dir)
+            .field("rf", &self.rf)
+            .field("ring", &self.routing().ring)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cluster {
+    /// Opens the cluster in `data_dir`, creating it with the options' initial nodes if the
+    /// directory holds no `cluster.json`. A membership change found in progress (the process
+    /// stopped midway) is completed before this returns; if a node error stops it, the cluster
+    /// opens anyway with the change still pending ([`pending_change`](Cluster::pending_change)
+    /// says so, writes go to old and new replicas) and
+    /// [`resume_change`](Cluster::resume_change) retries it.
+    ///
+    /// # Errors
+    /// [`Error::Locked`] if another `Cluster` has the directory open; [`Error::InvalidOptions`]
+    /// for a new cluster with fewer nodes than its replication factor; [`Error::Metadata`] or
+    /// [`Error::FormatVersion`] for an unreadable `cluster.json`; a node's error if one cannot
+    /// be opened; [`Error::Io`].
+    pub fn open(data_dir: impl AsRef<Path>, opts: ClusterOptions) -> Result<Cluster> {
+        let dir = data_dir.as_ref().to_path_buf();
+        fs::create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
+        let lock = lock_dir(&dir)?;
+        let meta = match Meta::load(&dir)? {
+            Some(meta) => meta,
+            None => {
+                let meta = new_meta(&opts)?;
+                meta.store(&dir)?;
+                meta
+            }
+        };
+        if meta.replication_factor == 0 || meta.members.len() < meta.replication_factor {
+            return Err(Error::Metadata {
+                path: dir.join(crate::meta::FILE_NAME),
+                reason: format!(
+                    "{} members cannot hold {} replicas",
+                    meta.members.len(),
+                    meta.replication_factor
+                ),
+            });
+        }
+        let ring = meta.ring()?;
+        let mut nodes = NodeMap::default();
+        for id in ring.nodes() {
+            let node = opts.backend.open(id, &dir.join(id.as_str()))?;
+            node.fence(ring.epoch());
+            nodes.insert(id.clone(), node);
+        }
+        let cluster = Cluster {
+            rf: meta.replication_factor,
+            hlc: Hlc::with_clock(Arc::clone(&opts.clock)),
+            lease: AtomicU64::new(0),
+            routing: RoutingTable::new(Routing {
+                ring,
+                pending: None,
+                nodes,
+            }),
+            meta: Mutex::new(meta),
+            running: Mutex::new(None),
+            dir,
+            opts,
+            _lock: lock,
+        };
+        // Versions after this open must beat every version issued before it, even if the
+        // wall clock went back: start above the persisted lease, and persist a new one.
+        let lease = cluster.meta.lock().version_lease;
+        cluster.hlc.observe(Version::new(lease));
+        cluster.extend_lease(cluster.hlc.now())?;
+        if cluster.meta.lock().change.is_some() {
+            // Roll the interrupted change forward: streaming again is idempotent (LWW).
+            match cluster.resume_change(|_| std::ops::ControlFlow::Continue(())) {
+                Ok(_) => {}
+                // A node could not serve: open anyway, with the change pending (writes reach
+                // old and new replicas), so that clients are served and it can be retried.
+                Err(Error::Node { .. } | Error::StaleEpoch { .. } | Error::Unavailable { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(cluster)
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The replication factor.
+    pub fn replication_factor(&self) -> usize {
+        self.rf
+    }
+
+    /// The ring reads are routed with (the committed one).
+    pub fn ring(&self) -> Ring {
+        self.routing().ring.clone()
+    }
+
+    /// Makes every write acknowledged so far durable on every node.
+    ///
+    /// # Errors
+    /// The first node error.
+    pub fn sync(&self) -> Result<()> {
+        let routing = self.routing();
+        routing.nodes.values().try_for_each(|n| n.sync())
+    }
+
+    /// Syncs every node and closes the cluster. Dropping a `Cluster` without `close` is safe
+    /// (what the nodes' sync policy has not made durable is up to the OS).
+    ///
+    /// # Errors
+    /// As [`sync`](Cluster::sync).
+    pub fn close(self) -> Result<()> {
+        self.sync()
+    }
+
+    /// Writes `meta` to `cluster.json` (keeping the newest version lease), then keeps it as
+    /// the current metadata. Holds the metadata lock throughout, so writers never interleave.
+    pub(crate) fn persist(&self, mut meta: Meta) -> Result<()> {
+        let mut current = self.meta.lock();
+        meta.version_lease = meta.version_lease.max(current.version_lease);
+        meta.store(&self.dir)?;
+        *current = meta;
+        Ok(())
+    }
+
+    /// The current routing snapshot.
+    #[inline]
+    pub(crate) fn routing(&self) -> Arc<Routing> {
+        self.routing.load()
+    }
+
+    /// Installs `next` and waits until no client operation uses the previous routing.
+    pub(crate) fn install(&self, next: Routing) {
+        self.routing.install(next);
+    }
+}
+
+/// A fresh cluster's metadata from the options.
+fn new_meta(opts: &ClusterOptions) -> Result<Meta> {
+    let rf = opts.replication_factor;
+    if rf == 0 || opts.initial_nodes.len() < rf {
+        return Err(Error::InvalidOptions {
+            reason: format!(
+                "{} initial nodes cannot hold replication factor {rf} (it must be 1..=nodes)",
+                opts.initial_nodes.len()
+            ),
+        });
+    }
+    let mut meta = Meta {
+        format_version: FORMAT_VERSION,
+        replication_factor: rf,
+        vnodes: opts.vnodes,
+        epoch: 0,
+        members: Vec::new(),
+        version_lease: 0,
+        change: None,
+    };
+    let ring = Ring::with_nodes(meta.ring_options()?, &opts.initial_nodes)?;
+    meta.epoch = ring.epoch();
+    meta.members = members_of(&ring);
+    Ok(meta)
+}
+
+/// Takes the data directory's exclusive lock.
+fn lock_dir(dir: &Path) -> Result<fs::File> {
+    use fs2::FileExt;
+    let path = dir.join(LOCK_FILE);
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io("open", &path, e))?;
+    match file.try_lock_exclusive() {
+        Ok(()) => Ok(file),
+        Err(e) if e.kind() == fs2::lock_contended_error().kind() => Err(Error::Locked {
+            path: dir.to_path_buf(),
+        }),
+        Err(e) => Err(Error::io("lock", &path, e)),
+    }
+}

@@ -1,0 +1,283 @@
+//! Client operations: versioned writes to every replica acknowledged after `W`, reads of `R`
+//! replicas that return the newest version, and their batch forms.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use kv_node::{Version, Write};
+use kv_ring::{NodeId, Ring, token};
+use smallvec::SmallVec;
+
+use crate::cluster::{Cluster, LEASE_MILLIS};
+use crate::error::{Error, Result};
+use crate::replica::Replica;
+use crate::routing::Routing;
+
+impl Cluster {
+    /// Stores `value` under `key` on the key's replicas; returns the write's version.
+    ///
+    /// # Errors
+    /// [`Error::Node`] for an empty or oversized key or value
+    /// ([`Error::is_invalid_request`]); [`Error::Unavailable`] (with the first replica error as
+    /// its cause) when fewer than `W` replicas acknowledged.
+    pub fn put(&self, key: &[u8], value: &[u8]) -> Result<Version> {
+        let routing = self.routing();
+        let version = self.next_version()?;
+        self.write(&routing, key, Some(value), version)?;
+        Ok(version)
+    }
+
+    /// Deletes `key` (writes a tombstone on its replicas); returns the delete's version.
+    ///
+    /// # Errors
+    /// As [`put`](Cluster::put).
+    pub fn delete(&self, key: &[u8]) -> Result<Version> {
+        let routing = self.routing();
+        let version = self.next_version()?;
+        self.write(&routing, key, None, version)?;
+        Ok(version)
+    }
+
+    /// The value of `key`, or `None` if it is absent or deleted.
+    ///
+    /// # Errors
+    /// [`Error::Node`] for an invalid key; [`Error::Unavailable`] when fewer than `R` replicas
+    /// answered.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Bytes>> {
+        Ok(self.get_versioned(key)?.map(|(v, _)| v))
+    }
+
+    /// The value of `key` with its version, or `None` if it is absent or deleted.
+    ///
+    /// # Errors
+    /// As [`get`](Cluster::get).
+    pub fn get_versioned(&self, key: &[u8]) -> Result<Option<(Bytes, Version)>> {
+        let routing = self.routing();
+        let newest = self.read(&routing, key)?;
+        Ok(newest.and_then(|(value, version)| value.map(|v| (v, version))))
+    }
+
+    /// Stores several pairs, one batch per node; returns each write's version, in order.
+    ///
+    /// # Errors
+    /// As [`put`](Cluster::put); some pairs may have been stored when it fails.
+    pub fn put_many<K, V>(&self, pairs: &[(K, V)]) -> Result<Vec<Version>>
+    where
+        K: AsRef<[u8]>,
+        V: AsRef<[u8]>,
+    {
+        let routing = self.routing();
+        let versions: Vec<Version> = pairs
+            .iter()
+            .map(|_| self.next_version())
+            .collect::<Result<_>>()?;
+        // Each node gets one batch holding every pair it replicates.
+        let mut batches: Vec<(NodeId, Vec<usize>)> = Vec::new();
+        let mut targets: Vec<SmallVec<[usize; 8]>> = Vec::with_capacity(pairs.len());
+        for (i, (k, _)) in pairs.iter().enumerate() {
+            let mut mine = SmallVec::new();
+            for id in self.targets(&routing, token(k.as_ref()))? {
+                let b = match batches.iter().position(|(n, _)| *n == id) {
+                    Some(b) => b,
+                    None => {
+                        batches.push((id, Vec::new()));
+                        batches.len() - 1
+                    }
+                };
+                batches[b].1.push(i);
+                mine.push(b);
+            }
+            targets.push(mine);
+        }
+        let mut ok = vec![false; batches.len()];
+        let mut first_err = None;
+        for (b, (id, items)) in batches.iter().enumerate() {
+            let writes: Vec<Write<'_>> = items
+                .iter()
+                .map(|&i| Write {
+                    key: pairs[i].0.as_ref(),
+                    value: Some(pairs[i].1.as_ref()),
+                    version: versions[i],
+                })
+                .collect();
+            match self
+                .node_of(&routing, id)?
+                .apply_batch(routing.epoch(), &writes)
+            {
+                Ok(_) => ok[b] = true,
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        for (i, (k, _)) in pairs.iter().enumerate() {
+            let acked: SmallVec<[&NodeId; 8]> = targets[i]
+                .iter()
+                .filter(|&&b| ok[b])
+                .map(|&b| &batches[b].0)
+                .collect();
+            self.check_acks(&routing, token(k.as_ref()), &acked, &mut first_err)?;
+        }
+        Ok(versions)
+    }
+
+    /// The values of several keys, in order (`None` for absent or deleted ones).
+    ///
+    /// # Errors
+    /// As [`get`](Cluster::get).
+    pub fn get_many<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<Vec<Option<Bytes>>> {
+        let routing = self.routing();
+        keys.iter()
+            .map(|k| Ok(self.read(&routing, k.as_ref())?.and_then(|(v, _)| v)))
+            .collect()
+    }
+
+    /// A version for a new write: from the hybrid logical clock, and below the persisted
+    /// lease, which is pushed [`LEASE_MILLIS`] ahead (one `cluster.json` write) whenever the
+    /// clock reaches it.
+    #[inline]
+    fn next_version(&self) -> Result<Version> {
+        let version = self.hlc.now();
+        if version.as_u64() >= self.lease.load(Ordering::Acquire) {
+            self.extend_lease(version)?;
+        }
+        Ok(version)
+    }
+
+    #[cold]
+    pub(crate) fn extend_lease(&self, version: Version) -> Result<()> {
+        let mut meta = self.meta.lock();
+        if version.as_u64() < self.lease.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let lease = Version::from_parts(version.millis() + LEASE_MILLIS, 0).as_u64();
+        let mut next = meta.clone();
+        next.version_lease = lease;
+        next.store(&self.dir)?;
+        *meta = next;
+        self.lease.store(lease, Ordering::Release);
+        Ok(())
+    }
+
+    /// The nodes a write of `token` goes to: the ring's replicas, plus the pending ring's
+    /// during a change.
+    fn targets(&self, routing: &Routing, token: u64) -> Result<SmallVec<[NodeId; 8]>> {
+        let mut out: SmallVec<[NodeId; 8]> = routing
+            .ring
+            .preference_list(token, self.rf)?
+            .iter()
+            .cloned()
+            .collect();
+        if let Some(pending) = &routing.pending {
+            for id in pending.preference_list(token, self.rf)?.iter() {
+                if !out.contains(id) {
+                    out.push(id.clone());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn node_of<'r>(&self, routing: &'r Routing, id: &NodeId) -> Result<&'r Arc<dyn Replica>> {
+        routing.node(id).ok_or_else(|| Error::UnknownNode {
+            node: id.to_string(),
+        })
+    }
+
+    fn write(
+        &self,
+        routing: &Routing,
+        key: &[u8],
+        value: Option<&[u8]>,
+        version: Version,
+    ) -> Result<()> {
+        let token = token(key);
+        let write = Write {
+            key,
+            value,
+            version,
+        };
+        let epoch = routing.epoch();
+        let mut acked: SmallVec<[&NodeId; 8]> = SmallVec::new();
+        let mut first_err = None;
+        let mut apply = |id: &NodeId| match self.node_of(routing, id)?.apply(epoch, write) {
+            Ok(_) => Ok(true),
+            Err(e) => {
+                first_err.get_or_insert(e);
+                Ok::<bool, Error>(false)
+            }
+        };
+        let old = routing.ring.preference_list(token, self.rf)?;
+        for id in old.iter() {
+            if apply(id)? {
+                acked.push(id);
+            }
+        }
+        if let Some(pending) = &routing.pending {
+            for id in pending.preference_list(token, self.rf)?.iter() {
+                if !old.contains(id.as_str()) && apply(id)? {
+                    acked.push(id);
+                }
+            }
+        }
+        self.check_acks(routing, token, &acked, &mut first_err)
+    }
+
+    /// Fails unless `W` replicas of the ring, and of the pending ring if any, are in `acked`.
+    fn check_acks(
+        &self,
+        routing: &Routing,
+        token: u64,
+        acked: &[&NodeId],
+        first_err: &mut Option<Error>,
+    ) -> Result<()> {
+        let needed = self.opts.write.required(self.rf);
+        let count = |ring: &Ring| -> Result<usize> {
+            Ok(ring
+                .preference_list(token, self.rf)?
+                .iter()
+                .filter(|id| acked.contains(id))
+                .count())
+        };
+        let mut got = count(&routing.ring)?;
+        if let Some(pending) = &routing.pending {
+            got = got.min(count(pending)?);
+        }
+        if got >= needed {
+            return Ok(());
+        }
+        Err(Error::unavailable(needed, got, first_err.take()))
+    }
+
+    /// The newest record of `key` among `R` replicas of the ring (tombstones included).
+    fn read(&self, routing: &Routing, key: &[u8]) -> Result<Option<(Option<Bytes>, Version)>> {
+        let needed = self.opts.read.required(self.rf);
+        let epoch = routing.epoch();
+        let mut answered = 0;
+        let mut newest: Option<(Option<Bytes>, Version)> = None;
+        let mut first_err = None;
+        for id in routing.ring.preference_list(token(key), self.rf)?.iter() {
+            if answered == needed {
+                break;
+            }
+            match self.node_of(routing, id)?.read(epoch, key) {
+                Ok(found) => {
+                    answered += 1;
+                    if let Some((value, version)) = found
+                        && newest.as_ref().is_none_or(|(_, v)| version > *v)
+                    {
+                        newest = Some((value, version));
+                    }
+                }
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        if answered < needed {
+            return Err(Error::unavailable(needed, answered, first_err));
+        }
+        Ok(newest)
+    }
+}

@@ -1,0 +1,242 @@
+//! Cluster parameters.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::backend::Backend;
+use crate::local::KvNodeBackend;
+use kv_node::{Clock, SystemClock};
+
+/// How many replicas must answer a read or acknowledge a write.
+///
+/// With `N` replicas, reads of `R` and writes of `W` with `R + W > N` see every acknowledged
+/// write (quorum/quorum, the default, does).
+///
+/// # Example
+/// ```
+/// use kv_cluster::Consistency;
+///
+/// assert_eq!(Consistency::One.required(3), 1);
+/// assert_eq!(Consistency::Quorum.required(3), 2);
+/// assert_eq!(Consistency::All.required(3), 3);
+/// assert_eq!("quorum".parse::<Consistency>(), Ok(Consistency::Quorum));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Consistency {
+    /// One replica.
+    One,
+    /// A majority: `rf / 2 + 1`.
+    #[default]
+    Quorum,
+    /// Every replica.
+    All,
+}
+
+impl Consistency {
+    /// The number of replicas needed out of `rf`.
+    pub fn required(self, rf: usize) -> usize {
+        match self {
+            Consistency::One => 1.min(rf),
+            Consistency::Quorum => rf / 2 + 1,
+            Consistency::All => rf,
+        }
+    }
+}
+
+impl fmt::Display for Consistency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Consistency::One => "one",
+            Consistency::Quorum => "quorum",
+            Consistency::All => "all",
+        })
+    }
+}
+
+impl std::str::FromStr for Consistency {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "one" => Ok(Consistency::One),
+            "quorum" => Ok(Consistency::Quorum),
+            "all" => Ok(Consistency::All),
+            _ => Err(format!("unknown consistency {s:?} (one, quorum or all)")),
+        }
+    }
+}
+
+/// A cap on redistribution streaming, so that it does not starve client traffic.
+///
+/// # Example
+/// ```
+/// use kv_cluster::{ClusterOptions, RateLimit};
+///
+/// let opts = ClusterOptions::new().rate_limit(Some(RateLimit::KeysPerSec(50_000)));
+/// assert_eq!(opts.rate_limit_value(), Some(RateLimit::KeysPerSec(50_000)));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateLimit {
+    /// At most this many records streamed per second.
+    KeysPerSec(u64),
+    /// At most this many key and value bytes streamed per second.
+    BytesPerSec(u64),
+}
+
+/// The default replication factor.
+pub const DEFAULT_REPLICATION_FACTOR: usize = 3;
+/// The default number of virtual nodes per node.
+pub const DEFAULT_VNODES: u32 = kv_ring::DEFAULT_VNODES;
+/// The default number of records per streamed batch.
+pub const DEFAULT_TRANSFER_BATCH: usize = 1000;
+
+/// Parameters of a [`Cluster`](crate::Cluster), with documented defaults.
+///
+/// The replication factor, virtual node count and initial nodes shape a *new* cluster; an
+/// existing one keeps what its `cluster.json` says. Consistency levels, batch size, rate
+/// limit, clock and backend apply to each open.
+///
+/// # Example
+/// ```
+/// use kv_cluster::{ClusterOptions, Consistency};
+///
+/// let opts = ClusterOptions::new()
+///     .replication_factor(2)
+///     .vnodes(16)
+///     .initial_nodes(["a", "b", "c"])
+///     .read_consistency(Consistency::One)
+///     .transfer_batch(500);
+/// assert_eq!(opts.replication_factor_value(), 2);
+/// ```
+#[derive(Clone)]
+pub struct ClusterOptions {
+    pub(crate) replication_factor: usize,
+    pub(crate) vnodes: u32,
+    pub(crate) initial_nodes: Vec<String>,
+    pub(crate) read: Consistency,
+    pub(crate) write: Consistency,
+    pub(crate) transfer_batch: usize,
+    pub(crate) rate_limit: Option<RateLimit>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) backend: Arc<dyn Backend>,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions::new()
+    }
+}
+
+impl fmt::Debug for ClusterOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClusterOptions")
+            .field("replication_factor", &self.replication_factor)
+            .field("vnodes", &self.vnodes)
+            .field("initial_nodes", &self.initial_nodes)
+            .field("read", &self.read)
+            .field("write", &self.write)
+            .field("transfer_batch", &self.transfer_batch)
+            .field("rate_limit", &self.rate_limit)
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClusterOptions {
+    /// The defaults: replication factor [`DEFAULT_REPLICATION_FACTOR`] (3),
+    /// [`DEFAULT_VNODES`] (100) virtual nodes, initial nodes `node1..node3`, quorum reads and
+    /// writes, [`DEFAULT_TRANSFER_BATCH`] (1000) records per streamed batch, no rate limit, the
+    /// system clock, and storage nodes on disk.
+    pub fn new() -> Self {
+        ClusterOptions {
+            replication_factor: DEFAULT_REPLICATION_FACTOR,
+            vnodes: DEFAULT_VNODES,
+            initial_nodes: vec!["node1".into(), "node2".into(), "node3".into()],
+            read: Consistency::Quorum,
+            write: Consistency::Quorum,
+            transfer_batch: DEFAULT_TRANSFER_BATCH,
+            rate_limit: None,
+            clock: Arc::new(SystemClock),
+            backend: Arc::new(KvNodeBackend::new(kv_node::NodeOptions::new())),
+        }
+    }
+
+    /// Sets the replication factor of a new cluster (1..=number of nodes).
+    pub fn replication_factor(mut self, rf: usize) -> Self {
+        self.replication_factor = rf;
+        self
+    }
+
+    /// Sets the virtual nodes per node of a new cluster (1..=[`kv_ring::MAX_VNODES`]).
+    pub fn vnodes(mut self, vnodes: u32) -> Self {
+        self.vnodes = vnodes;
+        self
+    }
+
+    /// Sets the nodes a new cluster starts with.
+    pub fn initial_nodes<I>(mut self, ids: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        self.initial_nodes = ids.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets the read and write consistency together.
+    pub fn consistency(self, c: Consistency) -> Self {
+        self.read_consistency(c).write_consistency(c)
+    }
+
+    /// Sets the read consistency.
+    pub fn read_consistency(mut self, c: Consistency) -> Self {
+        self.read = c;
+        self
+    }
+
+    /// Sets the write consistency.
+    pub fn write_consistency(mut self, c: Consistency) -> Self {
+        self.write = c;
+        self
+    }
+
+    /// Sets the number of records per streamed batch (at least 1). Smaller batches let client
+    /// operations interleave more finely with a redistribution.
+    pub fn transfer_batch(mut self, records: usize) -> Self {
+        self.transfer_batch = records.max(1);
+        self
+    }
+
+    /// Caps redistribution streaming (`None`: as fast as the nodes go).
+    pub fn rate_limit(mut self, limit: Option<RateLimit>) -> Self {
+        self.rate_limit = limit;
+        self
+    }
+
+    /// Sets the wall clock under the hybrid logical clock that versions writes (tests skew it).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Sets the options every storage node is opened with (cache size, sync policy, ...);
+    /// shorthand for a [`KvNodeBackend`] [`backend`](ClusterOptions::backend).
+    pub fn node_options(self, options: kv_node::NodeOptions) -> Self {
+        self.backend(Arc::new(KvNodeBackend::new(options)))
+    }
+
+    /// Sets how member nodes are opened.
+    pub fn backend(mut self, backend: Arc<dyn Backend>) -> Self {
+        self.backend = backend;
+        self
+    }
+
+    /// The replication factor for a new cluster.
+    pub fn replication_factor_value(&self) -> usize {
+        self.replication_factor
+    }
+
+    /// The rate limit.
+    pub fn rate_limit_value(&self) -> Option<RateLimit> {
+        self.rate_limit
+    }
+}

@@ -1,0 +1,113 @@
+//! The coordinator's view of a storage node.
+
+use std::fmt;
+
+use bytes::Bytes;
+use kv_ring::{NodeId, TokenRange};
+
+use crate::error::Result;
+use kv_node::{RangeCount, Record, Version, Write};
+
+/// Batches of records streamed out of a replica by [`Replica::export`].
+pub type RecordStream<'a> = Box<dyn Iterator<Item = Result<Vec<Record>>> + 'a>;
+
+/// A storage node as the coordinator reaches it: in-process today ([`LocalReplica`] over a
+/// `kv_node::Node`, [`MemoryReplica`] for tests), over the network later.
+///
+/// # Contract
+/// - **Idempotent and order-independent.** Writes carry the coordinator's version and the
+///   replica keeps the highest version per key (last-writer-wins; an equal version is the same
+///   write). Applying a write twice, or a streamed copy before or after a client write, leaves
+///   the same state. Redistribution, retries and (later) hinted handoff rely on this.
+/// - **Epoch-tagged.** Every data operation carries the epoch of the ring it was routed with.
+///   Once [`fence`](Replica::fence)d at epoch `e`, a replica refuses operations tagged below
+///   `e` with [`Error::StaleEpoch`](crate::Error::StaleEpoch): after a membership change
+///   commits, no write routed by the old ring can land on a node that has dropped the range.
+/// - **Object-safe**, so a cluster holds `Arc<dyn Replica>` of any kind.
+///
+/// [`LocalReplica`]: crate::LocalReplica
+/// [`MemoryReplica`]: crate::MemoryReplica
+///
+/// # Example
+/// ```
+/// use kv_cluster::{MemoryReplica, Replica, Version, Write};
+///
+/// let node = MemoryReplica::new("node1")?;
+/// let w = Write { key: b"k", value: Some(b"v"), version: Version::new(7) };
+/// assert!(node.apply(1, w)?);
+/// assert!(!node.apply(1, w)?); // the same write again changes nothing
+/// let (value, version) = node.read(1, b"k")?.unwrap();
+/// assert_eq!((value.as_deref(), version), (Some(&b"v"[..]), Version::new(7)));
+/// # Ok::<(), kv_cluster::Error>(())
+/// ```
+pub trait Replica: Send + Sync + fmt::Debug {
+    /// The node's id.
+    fn id(&self) -> &NodeId;
+
+    /// Applies one write (a value, or a tombstone when `value` is `None`) if its version is
+    /// newer than the one held; returns whether anything changed.
+    ///
+    /// # Errors
+    /// [`Error::StaleEpoch`](crate::Error::StaleEpoch), or the node's error.
+    fn apply(&self, epoch: u64, write: Write<'_>) -> Result<bool>;
+
+    /// Applies several writes as one atomic batch; returns how many changed anything.
+    ///
+    /// # Errors
+    /// As [`apply`](Replica::apply).
+    fn apply_batch(&self, epoch: u64, writes: &[Write<'_>]) -> Result<usize>;
+
+    /// The key's newest value or tombstone (`Some((None, version))`), or `None` if the node
+    /// holds nothing for it.
+    ///
+    /// # Errors
+    /// As [`apply`](Replica::apply).
+    fn read(&self, epoch: u64, key: &[u8]) -> Result<Option<(Option<Bytes>, Version)>>;
+
+    /// Streams every record (tombstones included) whose token lies in `ranges`, in batches of
+    /// at most `batch_size`. The cost tracks the keys in the ranges, not the keys held.
+    ///
+    /// # Errors
+    /// As [`apply`](Replica::apply), up front or per batch.
+    fn export<'a>(
+        &'a self,
+        epoch: u64,
+        ranges: &[TokenRange],
+        batch_size: usize,
+    ) -> Result<RecordStream<'a>>;
+
+    /// Applies streamed records with last-writer-wins; returns how many changed anything.
+    ///
+    /// # Errors
+    /// As [`apply`](Replica::apply).
+    fn import(&self, epoch: u64, batch: &[Record]) -> Result<usize>;
+
+    /// Forgets every key and tombstone whose token lies in `ranges`, durably; returns how
+    /// many keys were dropped.
+    ///
+    /// # Errors
+    /// As [`apply`](Replica::apply).
+    fn drop_ranges(&self, epoch: u64, ranges: &[TokenRange]) -> Result<usize>;
+
+    /// Counts what the node holds in `ranges`.
+    ///
+    /// # Errors
+    /// The node's error.
+    fn count_in_ranges(&self, ranges: &[TokenRange]) -> Result<RangeCount>;
+
+    /// Everything the node holds, from its counters (cheap: no scan).
+    ///
+    /// # Errors
+    /// The node's error.
+    fn held(&self) -> Result<RangeCount>;
+
+    /// Refuses, from now on, operations tagged with an epoch below `epoch`. Never lowers the
+    /// fence.
+    fn fence(&self, epoch: u64);
+
+    /// Makes everything applied so far durable.
+    ///
+    /// # Errors
+    /// The node's error.
+    fn sync(&self) -> Result<()>;
+}

@@ -1,0 +1,231 @@
+//! What the cluster holds where: `stats()`, `nodes()`, `placement_of()`.
+
+use bytes::Bytes;
+use kv_ring::{NodeId, TokenRange, token};
+
+use crate::cluster::Cluster;
+use crate::error::Result;
+use crate::progress::ChangeKind;
+use kv_node::Version;
+
+/// A member's role in the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum NodeState {
+    /// A member of the committed ring.
+    Member,
+    /// Joining: receives writes and streamed ranges, serves no reads yet.
+    Joining,
+    /// Leaving: still serves reads until the change commits.
+    Leaving,
+}
+
+/// A node as [`Cluster::nodes`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NodeInfo {
+    /// The node.
+    pub id: NodeId,
+    /// Its role.
+    pub state: NodeState,
+    /// Its number of virtual nodes (ring tokens).
+    pub tokens: usize,
+}
+
+/// One node's share of the data (see [`Cluster::stats`]).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct NodeStats {
+    /// The node.
+    pub id: NodeId,
+    /// Live keys for which it is the primary (first) replica.
+    pub primary_keys: u64,
+    /// Live keys it holds as any replica.
+    pub replica_keys: u64,
+    /// Tombstones it holds in its replica ranges.
+    pub tombstones: u64,
+    /// Bytes of its replica keys, as the node counts them (a storage node counts the log
+    /// records of live keys and tombstones).
+    pub bytes: u64,
+    /// `primary_keys` as a fraction of the cluster's keys.
+    pub share: f64,
+    /// The fraction of the token space it owns as primary.
+    pub primary_ownership: f64,
+    /// The fraction of the token space it holds as any replica.
+    pub replica_ownership: f64,
+}
+
+/// The cluster's data distribution.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ClusterStats {
+    /// The committed ring's epoch.
+    pub epoch: u64,
+    /// The replication factor.
+    pub replication_factor: usize,
+    /// Distinct live keys (each counted once, at its primary).
+    pub total_keys: u64,
+    /// Per member, in id order.
+    pub nodes: Vec<NodeStats>,
+    /// The change pending, if any.
+    pub change: Option<(ChangeKind, NodeId)>,
+}
+
+/// Where a key is and where it should be (see [`Cluster::placement_of`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct KeyPlacement {
+    /// The key's replicas under the committed ring, primary first.
+    pub expected: Vec<NodeId>,
+    /// Every routed node holding a record of the key, with its value (`None`: a tombstone)
+    /// and version, in id order.
+    pub held: Vec<(NodeId, Option<Bytes>, Version)>,
+}
+
+impl Cluster {
+    /// The nodes: members of the committed ring, and during a change the joining or leaving
+    /// node.
+    ///
+    /// # Example
+    /// ```
+    /// use std::sync::Arc;
+    /// use kv_cluster::{Cluster, ClusterOptions, MemoryBackend, NodeState};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let opts = ClusterOptions::new().backend(Arc::new(MemoryBackend::default()));
+    /// let cluster = Cluster::open(dir.path(), opts)?;
+    /// let nodes = cluster.nodes();
+    /// assert_eq!(nodes.len(), 3);
+    /// assert!(nodes.iter().all(|n| n.state == NodeState::Member));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn nodes(&self) -> Vec<NodeInfo> {
+        let routing = self.routing();
+        let ring = &routing.ring;
+        let mut out: Vec<NodeInfo> = ring
+            .nodes()
+            .map(|id| NodeInfo {
+                id: id.clone(),
+                state: match &routing.pending {
+                    Some(p) if !p.contains(id.as_str()) => NodeState::Leaving,
+                    _ => NodeState::Member,
+                },
+                tokens: ring.tokens_of(id.as_str()).map_or(0, <[u64]>::len),
+            })
+            .collect();
+        if let Some(p) = &routing.pending {
+            for id in p.nodes().filter(|id| !ring.contains(id.as_str())) {
+                out.push(NodeInfo {
+                    id: id.clone(),
+                    state: NodeState::Joining,
+                    tokens: p.tokens_of(id.as_str()).map_or(0, <[u64]>::len),
+                });
+            }
+        }
+        out
+    }
+
+    /// Keys per node (as primary and as any replica), each node's share, bytes, and the
+    /// ring's ownership. Costs a count over every key held (the nodes count by token range).
+    ///
+    /// # Errors
+    /// A node's error.
+    ///
+    /// # Example
+    /// ```
+    /// use std::sync::Arc;
+    /// use kv_cluster::{Cluster, ClusterOptions, MemoryBackend};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let opts = ClusterOptions::new().backend(Arc::new(MemoryBackend::default()));
+    /// let cluster = Cluster::open(dir.path(), opts)?;
+    /// for i in 0..300u32 {
+    ///     cluster.put(&i.to_be_bytes(), b"v")?;
+    /// }
+    /// let stats = cluster.stats()?;
+    /// assert_eq!(stats.total_keys, 300);
+    /// // Three nodes, three replicas: every node holds every key.
+    /// assert!(stats.nodes.iter().all(|n| n.replica_keys == 300));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn stats(&self) -> Result<ClusterStats> {
+        let routing = self.routing();
+        let ring = &routing.ring;
+        let ownership = ring.ownership(self.rf)?;
+        let mut nodes = Vec::with_capacity(ring.len());
+        for own in ownership {
+            let id = own.node;
+            let Some(node) = routing.node(&id) else {
+                continue;
+            };
+            let primary: Vec<TokenRange> = ring
+                .ranges()
+                .filter(|r| r.owner == &id)
+                .map(|r| r.range)
+                .collect();
+            let p = node.count_in_ranges(&primary)?;
+            let r = node.count_in_ranges(&ring.replica_ranges(id.as_str(), self.rf)?)?;
+            nodes.push(NodeStats {
+                id,
+                primary_keys: p.live,
+                replica_keys: r.live,
+                tombstones: r.tombstones,
+                bytes: r.live_bytes,
+                share: 0.0,
+                primary_ownership: own.primary,
+                replica_ownership: own.replica,
+            });
+        }
+        let total_keys: u64 = nodes.iter().map(|n| n.primary_keys).sum();
+        if total_keys > 0 {
+            for n in &mut nodes {
+                n.share = n.primary_keys as f64 / total_keys as f64;
+            }
+        }
+        Ok(ClusterStats {
+            epoch: ring.epoch(),
+            replication_factor: self.rf,
+            total_keys,
+            nodes,
+            change: self.pending_change(),
+        })
+    }
+
+    /// Where `key` should be and where it actually is: a diagnostic (and what the tests use
+    /// to check that every key has exactly its replicas).
+    ///
+    /// # Errors
+    /// A node's error.
+    ///
+    /// # Example
+    /// ```
+    /// use std::sync::Arc;
+    /// use kv_cluster::{Cluster, ClusterOptions, MemoryBackend};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let opts = ClusterOptions::new().backend(Arc::new(MemoryBackend::default()));
+    /// let cluster = Cluster::open(dir.path(), opts)?;
+    /// cluster.put(b"k", b"v")?;
+    /// let p = cluster.placement_of(b"k")?;
+    /// let holders: Vec<_> = p.held.iter().map(|(id, _, _)| id.clone()).collect();
+    /// let mut expected = p.expected.clone();
+    /// expected.sort();
+    /// assert_eq!(holders, expected);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn placement_of(&self, key: &[u8]) -> Result<KeyPlacement> {
+        let routing = self.routing();
+        let expected = routing.ring.preference_list(token(key), self.rf)?.to_vec();
+        let mut ids: Vec<&NodeId> = routing.nodes.keys().collect();
+        ids.sort();
+        let mut held = Vec::new();
+        for id in ids {
+            if let Some(node) = routing.node(id)
+                && let Some((value, version)) = node.read(routing.epoch(), key)?
+            {
+                held.push((id.clone(), value, version));
+            }
+        }
+        Ok(KeyPlacement { expected, held })
+    }
+}

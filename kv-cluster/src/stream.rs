@@ -1,0 +1,293 @@
+//! Moving data between replicas: the copy pipeline, cleanup, and pacing.
+
+use std::collections::BTreeMap;
+use std::ops::ControlFlow;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use kv_node::Record;
+use kv_ring::{NodeId, Ring, TokenRange, TransferPlan};
+
+use crate::error::{Error, Result};
+use crate::options::RateLimit;
+use crate::replica::Replica;
+use crate::routing::NodeMap;
+
+/// Batches exported ahead of the importer: enough to keep both sides busy, few enough to
+/// bound memory (`transfer_batch` records each).
+const PIPELINE_DEPTH: usize = 4;
+
+/// Which side of a copy failed.
+#[derive(Debug)]
+pub(crate) enum CopyError {
+    /// Exporting from the source failed: another replica of the data may serve instead.
+    Source(Error),
+    /// Importing into the destination failed: the copy cannot go on.
+    Destination(Error),
+}
+
+/// Copies `ranges` to `dst` from `from`, and any part `from` fails to export from another
+/// replica of that part under `old` ("a live old replica"). A part is the stretch between
+/// two of `old`'s tokens, where the replica set is constant. Copying a part again after a
+/// partial copy is harmless (last-writer-wins).
+///
+/// Returns `Break` if `on_batch` stopped the copy.
+///
+/// # Errors
+/// The destination's error, or the first source error once no replica is left for a part.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn copy_from_live(
+    old: &Ring,
+    rf: usize,
+    nodes: &NodeMap,
+    from: &NodeId,
+    dst: &dyn Replica,
+    epoch: u64,
+    ranges: &[TokenRange],
+    batch_size: usize,
+    on_batch: &mut dyn FnMut(&[Record]) -> ControlFlow<()>,
+) -> Result<ControlFlow<()>> {
+    let mut failed: Vec<NodeId> = Vec::new();
+    let mut first_err: Option<Error> = None;
+    let mut work: Vec<(NodeId, Vec<TokenRange>)> = vec![(from.clone(), ranges.to_vec())];
+    while let Some((src_id, ranges)) = work.pop() {
+        let outcome = match nodes.get(&src_id) {
+            Some(src) => copy_ranges(src.as_ref(), dst, epoch, &ranges, batch_size, on_batch),
+            None => Err(CopyError::Source(Error::UnknownNode {
+                node: src_id.to_string(),
+            })),
+        };
+        let e = match outcome {
+            Ok(ControlFlow::Break(())) => return Ok(ControlFlow::Break(())),
+            Ok(ControlFlow::Continue(())) => continue,
+            Err(CopyError::Destination(e)) => return Err(e),
+            Err(CopyError::Source(e)) => e,
+        };
+        failed.push(src_id);
+        // Report the first source error if no replica is left for some part.
+        let first = first_err.take().unwrap_or(e);
+        // Hand each part of the failed source's ranges to another old replica of the part.
+        let points: Vec<u64> = old.ranges().map(|v| v.range.end).collect();
+        let mut regrouped: Vec<(NodeId, Vec<TokenRange>)> = Vec::new();
+        for part in ranges.iter().flat_map(|r| split_at(*r, &points)) {
+            let replicas = old.preference_list(part.end, rf)?;
+            let alternative = replicas
+                .iter()
+                .find(|n| !failed.contains(n) && *n != dst.id() && nodes.contains_key(*n));
+            let Some(alternative) = alternative else {
+                return Err(first);
+            };
+            match regrouped.iter_mut().find(|(n, _)| n == alternative) {
+                Some((_, parts)) => parts.push(part),
+                None => regrouped.push((alternative.clone(), vec![part])),
+            }
+        }
+        first_err = Some(first);
+        work.extend(regrouped);
+    }
+    Ok(ControlFlow::Continue(()))
+}
+
+/// `r` cut at every one of `points` that lies inside it, in ring order.
+pub(crate) fn split_at(r: TokenRange, points: &[u64]) -> Vec<TokenRange> {
+    let mut cuts: Vec<u64> = points
+        .iter()
+        .copied()
+        .filter(|&p| r.contains(p) && p != r.end)
+        .collect();
+    // Clockwise from the range's start.
+    cuts.sort_unstable_by_key(|&p| p.wrapping_sub(r.start));
+    let mut out = Vec::with_capacity(cuts.len() + 1);
+    let mut start = r.start;
+    for c in cuts {
+        out.push(TokenRange::new(start, c));
+        start = c;
+    }
+    out.push(TokenRange::new(start, r.end));
+    out
+}
+
+/// Copies the records of `ranges` from `src` to `dst`: one thread exports batches while this
+/// one imports them, so the two costs overlap. `on_batch` sees each imported batch; `Break`
+/// stops the copy (the exporter stops at its next batch).
+///
+/// Returns `Break` if stopped, `Continue` once every batch is imported (not yet synced).
+pub(crate) fn copy_ranges(
+    src: &dyn Replica,
+    dst: &dyn Replica,
+    epoch: u64,
+    ranges: &[TokenRange],
+    batch_size: usize,
+    on_batch: &mut dyn FnMut(&[Record]) -> ControlFlow<()>,
+) -> std::result::Result<ControlFlow<()>, CopyError> {
+    std::thread::scope(|s| {
+        let (tx, rx) = mpsc::sync_channel::<Result<Vec<Record>>>(PIPELINE_DEPTH);
+        s.spawn(move || match src.export(epoch, ranges, batch_size) {
+            Ok(batches) => {
+                for batch in batches {
+                    let failed = batch.is_err();
+                    // The importer hung up (stopped or failed): nothing more to do.
+                    if tx.send(batch).is_err() || failed {
+                        return;
+                    }
+                }
+            }
+            Err(e) => {
+                let _ = tx.send(Err(e));
+            }
+        });
+        for batch in rx {
+            let batch = batch.map_err(CopyError::Source)?;
+            dst.import(epoch, &batch).map_err(CopyError::Destination)?;
+            if on_batch(&batch).is_break() {
+                return Ok(ControlFlow::Break(()));
+            }
+        }
+        Ok(ControlFlow::Continue(()))
+    })
+}
+
+/// Drops each node's lost ranges, the nodes in parallel, each synced after; returns the
+/// number of keys dropped.
+pub(crate) fn drop_lost(nodes: &NodeMap, plan: &TransferPlan, epoch: u64) -> Result<u64> {
+    let mut lost: BTreeMap<NodeId, Vec<TokenRange>> = BTreeMap::new();
+    for c in &plan.cleanups {
+        lost.entry(c.node.clone()).or_default().push(c.range);
+    }
+    std::thread::scope(|s| {
+        let workers: Vec<_> = lost
+            .iter()
+            .filter_map(|(id, ranges)| {
+                let node = nodes.get(id)?;
+                Some(s.spawn(move || -> Result<u64> {
+                    let dropped = node.drop_ranges(epoch, ranges)?;
+                    node.sync()?;
+                    Ok(dropped as u64)
+                }))
+            })
+            .collect();
+        let mut dropped = 0;
+        for w in workers {
+            dropped += w.join().map_err(|_| Error::WorkerPanicked)??;
+        }
+        Ok(dropped)
+    })
+}
+
+/// The plan's transfers grouped by `(from, to)` pair, in plan order.
+pub(crate) fn pairs(plan: &TransferPlan) -> Vec<((NodeId, NodeId), Vec<TokenRange>)> {
+    let mut out: Vec<((NodeId, NodeId), Vec<TokenRange>)> = Vec::new();
+    for t in &plan.transfers {
+        match out.last_mut() {
+            Some((pair, ranges)) if pair.0 == t.from && pair.1 == t.to => ranges.push(t.range),
+            _ => out.push(((t.from.clone(), t.to.clone()), vec![t.range])),
+        }
+    }
+    out
+}
+
+/// Paces streaming to the configured rate by sleeping between batches.
+pub(crate) struct Limiter {
+    limit: Option<RateLimit>,
+    started: Instant,
+}
+
+impl Limiter {
+    pub(crate) fn new(limit: Option<RateLimit>) -> Self {
+        Limiter {
+            limit,
+            started: Instant::now(),
+        }
+    }
+
+    /// Sleeps until `keys` (or `bytes`) moved since the limiter was made is within the rate.
+    pub(crate) fn pace(&self, keys: u64, bytes: u64) {
+        let (amount, per_sec) = match self.limit {
+            None => return,
+            Some(RateLimit::KeysPerSec(r)) => (keys, r),
+            Some(RateLimit::BytesPerSec(r)) => (bytes, r),
+        };
+        if per_sec == 0 {
+            return;
+        }
+        let due = Duration::from_secs_f64(amount as f64 / per_sec as f64);
+        if let Some(ahead) = due.checked_sub(self.started.elapsed()) {
+            std::thread::sleep(ahead);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::MemoryReplica;
+    use kv_node::{Version, Write};
+
+    #[test]
+    fn copies_everything_in_range_and_stops_on_break() {
+        let (a, b) = (
+            MemoryReplica::new("a").unwrap(),
+            MemoryReplica::new("b").unwrap(),
+        );
+        for i in 0..1000u32 {
+            let k = i.to_be_bytes();
+            let w = Write {
+                key: &k,
+                value: Some(b"v"),
+                version: Version::new(1),
+            };
+            a.apply(0, w).unwrap();
+        }
+        let mut seen = 0;
+        let flow = copy_ranges(&a, &b, 0, &[TokenRange::FULL], 64, &mut |batch| {
+            seen += batch.len();
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        assert_eq!(
+            (flow, seen, b.len()),
+            (ControlFlow::Continue(()), 1000, 1000)
+        );
+
+        let c = MemoryReplica::new("c").unwrap();
+        let flow = copy_ranges(&a, &c, 0, &[TokenRange::FULL], 64, &mut |_| {
+            ControlFlow::Break(())
+        })
+        .unwrap();
+        assert_eq!((flow, c.len()), (ControlFlow::Break(()), 64));
+    }
+
+    #[test]
+    fn export_errors_reach_the_importer() {
+        let (a, b) = (
+            MemoryReplica::new("a").unwrap(),
+            MemoryReplica::new("b").unwrap(),
+        );
+        a.fence(5);
+        let r = copy_ranges(&a, &b, 1, &[TokenRange::FULL], 64, &mut |_| {
+            ControlFlow::Continue(())
+        });
+        assert!(matches!(
+            r,
+            Err(CopyError::Source(Error::StaleEpoch { .. }))
+        ));
+    }
+
+    #[test]
+    fn split_at_cuts_in_ring_order() {
+        let r = TokenRange::new(u64::MAX - 10, 20);
+        let parts = split_at(r, &[5, u64::MAX - 2, 20, 30, u64::MAX - 10]);
+        assert_eq!(
+            parts,
+            vec![
+                TokenRange::new(u64::MAX - 10, u64::MAX - 2),
+                TokenRange::new(u64::MAX - 2, 5),
+                TokenRange::new(5, 20),
+            ]
+        );
+        assert_eq!(
+            split_at(TokenRange::new(1, 2), &[7]),
+            vec![TokenRange::new(1, 2)]
+        );
+    }
+}

@@ -1,0 +1,152 @@
+//! Fault injection: replicas (in memory, or any backend's) whose operations fail on demand.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use kv_cluster::{
+    Backend, Error, MemoryBackend, RangeCount, Record, RecordStream, Replica, Result, Version,
+    Write,
+};
+use kv_ring::{NodeId, TokenRange};
+use parking_lot::Mutex;
+
+/// Switches that make every replica's export or drop fail.
+#[derive(Default)]
+pub struct Faults {
+    pub export: AtomicBool,
+    pub drop: AtomicBool,
+    /// Nodes whose writes and reads fail.
+    pub down: Mutex<Vec<String>>,
+    /// Nodes whose exports fail.
+    pub export_down: Mutex<Vec<String>>,
+    /// Called after each successful `drop_ranges` (a crash test parks there).
+    #[allow(clippy::type_complexity)]
+    pub after_drop: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
+}
+
+impl std::fmt::Debug for Faults {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Faults").finish_non_exhaustive()
+    }
+}
+
+impl Faults {
+    fn is_down(&self, id: &NodeId) -> bool {
+        self.down.lock().iter().any(|d| d == id.as_str())
+    }
+}
+
+pub fn injected() -> Error {
+    Error::StaleEpoch {
+        node: NodeId::new("injected").unwrap(),
+        epoch: 0,
+        current: 0,
+    }
+}
+
+/// A replica that fails on demand.
+#[derive(Debug)]
+struct Faulty {
+    inner: Arc<dyn Replica>,
+    faults: Arc<Faults>,
+}
+
+impl Replica for Faulty {
+    fn id(&self) -> &NodeId {
+        self.inner.id()
+    }
+    fn apply(&self, epoch: u64, write: Write<'_>) -> Result<bool> {
+        if self.faults.is_down(self.id()) {
+            return Err(injected());
+        }
+        self.inner.apply(epoch, write)
+    }
+    fn apply_batch(&self, epoch: u64, writes: &[Write<'_>]) -> Result<usize> {
+        if self.faults.is_down(self.id()) {
+            return Err(injected());
+        }
+        self.inner.apply_batch(epoch, writes)
+    }
+    fn read(&self, epoch: u64, key: &[u8]) -> Result<Option<(Option<Bytes>, Version)>> {
+        if self.faults.is_down(self.id()) {
+            return Err(injected());
+        }
+        self.inner.read(epoch, key)
+    }
+    fn export<'a>(&'a self, epoch: u64, r: &[TokenRange], n: usize) -> Result<RecordStream<'a>> {
+        let down = self
+            .faults
+            .export_down
+            .lock()
+            .iter()
+            .any(|d| d == self.id().as_str());
+        if down || self.faults.export.load(Ordering::Relaxed) {
+            return Err(injected());
+        }
+        self.inner.export(epoch, r, n)
+    }
+    fn import(&self, epoch: u64, batch: &[Record]) -> Result<usize> {
+        self.inner.import(epoch, batch)
+    }
+    fn drop_ranges(&self, epoch: u64, ranges: &[TokenRange]) -> Result<usize> {
+        if self.faults.drop.load(Ordering::Relaxed) {
+            return Err(injected());
+        }
+        let dropped = self.inner.drop_ranges(epoch, ranges)?;
+        let hook = self.faults.after_drop.lock().clone();
+        if let Some(hook) = hook {
+            hook();
+        }
+        Ok(dropped)
+    }
+    fn count_in_ranges(&self, ranges: &[TokenRange]) -> Result<RangeCount> {
+        self.inner.count_in_ranges(ranges)
+    }
+    fn held(&self) -> Result<RangeCount> {
+        self.inner.held()
+    }
+    fn fence(&self, epoch: u64) {
+        self.inner.fence(epoch)
+    }
+    fn sync(&self) -> Result<()> {
+        self.inner.sync()
+    }
+}
+
+/// Nodes with switchable faults (in memory by default).
+#[derive(Debug)]
+pub struct FaultyBackend {
+    inner: Arc<dyn Backend>,
+    pub faults: Arc<Faults>,
+}
+
+impl Default for FaultyBackend {
+    fn default() -> Self {
+        FaultyBackend::over(Arc::new(MemoryBackend::default()))
+    }
+}
+
+impl FaultyBackend {
+    /// Faults over the nodes `inner` opens.
+    pub fn over(inner: Arc<dyn Backend>) -> Self {
+        FaultyBackend {
+            inner,
+            faults: Arc::default(),
+        }
+    }
+}
+
+impl Backend for FaultyBackend {
+    fn open(&self, id: &NodeId, dir: &Path) -> Result<Arc<dyn Replica>> {
+        Ok(Arc::new(Faulty {
+            inner: self.inner.open(id, dir)?,
+            faults: self.faults.clone(),
+        }))
+    }
+
+    fn destroy(&self, id: &NodeId, dir: &Path) -> Result<()> {
+        self.inner.destroy(id, dir)
+    }
+}

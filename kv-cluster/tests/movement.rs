@@ -1,0 +1,112 @@
+//! Adding a node moves about the optimal number of keys, and only keys whose replica set
+//! changed; removing it moves them back.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use kv_cluster::Cluster;
+use kv_ring::{Ring, token};
+
+const KEYS: u64 = 100_000;
+
+/// Grows `nodes` nodes by one and shrinks back, with replication factor 3.
+fn grow_and_shrink(nodes: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let ids: Vec<String> = (1..=nodes).map(|i| format!("node{i}")).collect();
+    let opts = common::memory_opts().initial_nodes(ids.clone());
+    let cluster = Cluster::open(dir.path(), opts).unwrap();
+    let pairs: Vec<(Vec<u8>, Vec<u8>)> =
+        (0..KEYS).map(|i| (common::key(i), b"v".to_vec())).collect();
+    for chunk in pairs.chunks(1000) {
+        cluster.put_many(chunk).unwrap();
+    }
+    let old = cluster.ring();
+    let rf = cluster.replication_factor();
+
+    let joiner = format!("node{}", nodes + 1);
+    let summary = cluster.add_node(&joiner).unwrap();
+    let new = cluster.ring();
+
+    // Exactly the keys whose preference list changed were copied, each once.
+    let changed = |a: &Ring, b: &Ring| {
+        pairs
+            .iter()
+            .filter(|(k, _)| {
+                let t = token(k);
+                let mut a = a.preference_list(t, rf).unwrap().to_vec();
+                let mut b = b.preference_list(t, rf).unwrap().to_vec();
+                a.sort();
+                b.sort();
+                a != b
+            })
+            .count() as u64
+    };
+    assert_eq!(summary.keys_moved, changed(&old, &new), "{summary:?}");
+    assert!(summary.pairs.iter().all(|p| p.to.as_str() == joiner));
+
+    // About rf / (n + 1) of the keys gain the new node.
+    let optimal = KEYS as f64 * rf as f64 / (nodes + 1) as f64;
+    let ratio = summary.keys_moved as f64 / optimal;
+    assert!(
+        (0.8..=1.2).contains(&ratio),
+        "moved {} vs optimal {optimal}",
+        summary.keys_moved
+    );
+    // Every key the joiner gained was dropped by exactly one old replica.
+    assert_eq!(summary.keys_dropped, summary.keys_moved);
+
+    let stats = cluster.stats().unwrap();
+    assert_eq!(stats.total_keys, KEYS);
+    let by_node: BTreeMap<_, _> = stats
+        .nodes
+        .iter()
+        .map(|n| (n.id.to_string(), n.replica_keys))
+        .collect();
+    assert_eq!(by_node[&joiner], summary.keys_moved);
+    assert_eq!(by_node.values().sum::<u64>(), KEYS * rf as u64);
+
+    // Removing it streams the joiner's keys back out, again only those whose replica set
+    // changed, and about as many as it received.
+    let back = cluster.remove_node(&joiner).unwrap();
+    let last = cluster.ring();
+    assert_eq!(back.keys_moved, changed(&new, &last), "{back:?}");
+    let ratio = back.keys_moved as f64 / optimal;
+    assert!(
+        (0.8..=1.2).contains(&ratio),
+        "moved back {} vs optimal {optimal}",
+        back.keys_moved
+    );
+    assert!(
+        back.pairs.iter().all(|p| p.from.as_str() == joiner),
+        "{back:?}"
+    );
+    if nodes == rf {
+        // With as many nodes as replicas every node holds everything: all the way back.
+        assert_eq!(changed(&old, &last), 0);
+    }
+    for (k, _) in pairs.iter().step_by(97) {
+        let p = cluster.placement_of(k).unwrap();
+        let mut expected = p.expected.clone();
+        expected.sort();
+        let held: Vec<_> = p.held.iter().map(|(id, _, _)| id.clone()).collect();
+        assert_eq!(held, expected);
+    }
+    let stats = cluster.stats().unwrap();
+    assert_eq!(stats.total_keys, KEYS);
+    assert_eq!(
+        stats.nodes.iter().map(|n| n.replica_keys).sum::<u64>(),
+        KEYS * rf as u64
+    );
+}
+
+#[test]
+fn adding_a_fourth_node_moves_three_quarters_and_removing_it_moves_them_back() {
+    grow_and_shrink(3);
+}
+
+#[test]
+fn adding_a_sixth_node_moves_half_and_removing_it_streams_it_back_out() {
+    grow_and_shrink(5);
+}
