@@ -96,13 +96,15 @@ impl Node {
 }
 
 impl Inner {
-    /// The sealed segments to compact, as the last of a prefix of the log: when `force`, all
-    /// of them (so tombstones past their grace period go too); else the longest prefix whose
-    /// dead fraction passes the threshold.
+    /// The sealed segments to compact, as the last of a prefix of the log (segments are
+    /// deleted oldest first). When `force`, all of them (so tombstones past their grace period
+    /// go too). Else, among the prefixes whose dead fraction passes the threshold, the one that
+    /// gains most (dead bytes reclaimed minus live bytes copied): a prefix does not reach over
+    /// mostly-live segments just because older ones are dead enough to carry them.
     fn victims(&self, force: bool) -> Option<u32> {
         let active = self.wal.end_lsn().segment();
-        let mut total = 0u64;
-        let mut dead = 0u64;
+        let (mut total, mut dead) = (0u64, 0u64);
+        let mut best: Option<(i128, u32)> = None;
         let mut last = None;
         for s in self.segments.snapshot() {
             if s.seq >= active {
@@ -110,12 +112,18 @@ impl Inner {
             }
             total += s.total;
             dead += s.dead;
-            if force || (total > 0 && dead as f64 >= self.opts.compaction_threshold * total as f64)
-            {
-                last = Some(s.seq);
+            last = Some(s.seq);
+            let gain = i128::from(dead) - i128::from(total - dead);
+            let passes = total > 0 && dead as f64 >= self.opts.compaction_threshold * total as f64;
+            if passes && best.is_none_or(|(g, _)| gain > g) {
+                best = Some((gain, s.seq));
             }
         }
-        last
+        if force {
+            last
+        } else {
+            best.map(|(_, seq)| seq)
+        }
     }
 
     pub fn compact(&self, force: bool) -> Result<CompactionReport> {
@@ -211,7 +219,7 @@ impl Inner {
         }
         let now = self.opts.clock.now_millis();
         let grace = self.opts.tombstone_grace.as_millis() as u64;
-        let _gate = self.gate.write();
+        let _gate = self.gate.exclusive();
         let mut keep = Vec::with_capacity(batch.len());
         for c in batch.drain(..) {
             let Some(loc) = self.index.get(c.token, c.key()) else {

@@ -23,9 +23,13 @@ pub(crate) struct Location {
     pub tombstone: bool,
 }
 
+/// A key as the index stores it.
+pub(crate) type Key = smallvec::SmallVec<[u8; 24]>;
+
 pub(crate) struct Entry {
     pub token: u64,
-    pub key: Box<[u8]>,
+    /// Inline up to 24 bytes: no allocation, and no pointer to chase on a lookup.
+    pub key: Key,
     pub loc: Location,
 }
 
@@ -58,17 +62,46 @@ impl Index {
     fn part_of(&self, token: u64) -> usize {
         (token >> self.shift) as usize
     }
+}
 
+/// The hash the tables use: the token, remixed. Every token of a partition shares its top
+/// bits, and hashbrown tags entries with the hash's top 7 bits: the raw token would give every
+/// entry of a partition the same tag, so every probe would compare keys.
+fn hash(token: u64) -> u64 {
+    token.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// The entry for `token` and `key`? Compares the token (in the entry) before the key (behind a
+/// pointer).
+fn is(e: &Entry, token: u64, key: &[u8]) -> bool {
+    e.token == token && *e.key == *key
+}
+
+impl Index {
     pub fn get(&self, token: u64, key: &[u8]) -> Option<Location> {
         let part = self.parts[self.part_of(token)].read();
-        part.find(token, |e| *e.key == *key).map(|e| e.loc)
+        part.find(hash(token), |e| is(e, token, key)).map(|e| e.loc)
+    }
+
+    /// Runs `f` on the key's location while holding its partition's read lock, so no writer
+    /// can change the key meanwhile (used to fill the cache only with the current version).
+    pub fn with_location<R>(
+        &self,
+        token: u64,
+        key: &[u8],
+        f: impl FnOnce(Option<&Location>) -> R,
+    ) -> R {
+        let part = self.parts[self.part_of(token)].read();
+        f(part
+            .find(hash(token), |e| is(e, token, key))
+            .map(|e| &e.loc))
     }
 
     /// Last writer wins: stores `loc` if its version is higher than the key's current one
     /// (or equal, when `replace_equal`: recovery lets a later copy of the same write win).
     pub fn upsert(&self, token: u64, key: &[u8], loc: Location, replace_equal: bool) -> Upsert {
         let mut part = self.parts[self.part_of(token)].write();
-        match part.find_mut(token, |e| *e.key == *key) {
+        match part.find_mut(hash(token), |e| is(e, token, key)) {
             Some(e) => {
                 let newer = loc.version > e.loc.version
                     || (replace_equal && loc.version == e.loc.version && loc.lsn > e.loc.lsn);
@@ -80,13 +113,13 @@ impl Index {
             }
             None => {
                 part.insert_unique(
-                    token,
+                    hash(token),
                     Entry {
                         token,
-                        key: key.into(),
+                        key: Key::from_slice(key),
                         loc,
                     },
-                    |e| e.token,
+                    |e| hash(e.token),
                 );
                 Upsert::Inserted
             }
@@ -96,7 +129,7 @@ impl Index {
     /// Points the key at `to` if it still points at `from` (compaction moved the record).
     pub fn relocate(&self, token: u64, key: &[u8], from: Lsn, to: Lsn) -> bool {
         let mut part = self.parts[self.part_of(token)].write();
-        match part.find_mut(token, |e| *e.key == *key) {
+        match part.find_mut(hash(token), |e| is(e, token, key)) {
             Some(e) if e.loc.lsn == from => {
                 e.loc.lsn = to;
                 true
@@ -108,7 +141,7 @@ impl Index {
     /// Removes the key if it still points at `at`; returns what was removed.
     pub fn remove_at(&self, token: u64, key: &[u8], at: Lsn) -> Option<Location> {
         let mut part = self.parts[self.part_of(token)].write();
-        match part.find_entry(token, |e| *e.key == *key) {
+        match part.find_entry(hash(token), |e| is(e, token, key)) {
             Ok(occupied) if occupied.get().loc.lsn == at => Some(occupied.remove().0.loc),
             _ => None,
         }

@@ -47,17 +47,20 @@
 //! range, not all keys (see the `node_ranges` benchmark).
 //!
 //! **Concurrency.** Writers append, then update the index (keeping the highest version),
-//! holding a *gate* `RwLock` shared; many write at once. Compaction and `drop_ranges` take
-//! the gate exclusively for short moments (one copy batch; one drop record), so that they
+//! holding a *gate* shared (one of 16 cache-padded `RwLock`s, so concurrent writers do not
+//! contend on one lock word); many write at once. Compaction and `drop_ranges` take every
+//! shard of the gate exclusively for short moments (one copy batch; one drop record), so that they
 //! never observe a write between its append and its index update.
 //!
-//! **Cache coherence.** A reader that misses inserts `(value, version)` into the cache and
-//! then looks at the index again: if the index no longer holds that version, it removes the
-//! entry it inserted. A writer, after updating the index, replaces the cached entry if the
-//! key is cached (with the same re-check), or removes it for a tombstone. Whichever of a
-//! racing reader and writer comes second sees the other's effect, so the cache never keeps a
-//! value older than the index's once both return: a get never returns a value older than a
-//! write applied before it began.
+//! **Cache coherence.** The cache is filled only with the key's *current* version: the
+//! check against the index and the insert happen under the key's index partition read
+//! lock, which a writer needs (write) to change the key. After changing the index, a writer
+//! replaces the cached entry the same way if the key is cached, or removes it for a
+//! tombstone, before it returns. So a reader that filled the cache either did so before the
+//! writer's index update (and the writer then sees and replaces its entry) or sees the new
+//! version and inserts nothing stale: once a write has returned, no get returns an older
+//! version. (An earlier design inserted first and re-checked after; the `coherence` test
+//! caught other readers seeing the stale entry in between.)
 //!
 //! **Compaction** (on demand, or in the background once the dead fraction of the oldest
 //! segments passes the threshold): WAL segments can only be deleted oldest first, so
@@ -91,6 +94,7 @@
 
 mod compaction;
 mod error;
+mod gate;
 mod hint;
 mod index;
 mod maintenance;

@@ -7,6 +7,7 @@ use std::thread::JoinHandle;
 use parking_lot::{Condvar, Mutex};
 
 use crate::node::Inner;
+use crate::{Error, Result};
 
 pub(crate) struct Maintenance {
     stop: Arc<(Mutex<bool>, Condvar)>,
@@ -14,9 +15,10 @@ pub(crate) struct Maintenance {
 }
 
 impl Maintenance {
-    pub fn start(inner: Arc<Inner>) -> Maintenance {
+    pub fn start(inner: Arc<Inner>) -> Result<Maintenance> {
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let signal = Arc::clone(&stop);
+        let dir = inner.dir.clone();
         let thread = std::thread::Builder::new()
             .name("kv-node-maintenance".into())
             .spawn(move || {
@@ -38,8 +40,11 @@ impl Maintenance {
                     }
                 }
             })
-            .ok();
-        Maintenance { stop, thread }
+            .map_err(|e| Error::io("start the maintenance thread", dir, e))?;
+        Ok(Maintenance {
+            stop,
+            thread: Some(thread),
+        })
     }
 
     /// Stops the thread and waits for it (a pass in progress finishes first).

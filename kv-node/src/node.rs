@@ -9,8 +9,9 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use bytes::Bytes;
 use kv_cache::{Cache, CacheBuilder};
 use kv_wal::{Lsn, Wal};
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 
+use crate::gate::Gate;
 use crate::index::{Index, Location, Upsert};
 use crate::maintenance::Maintenance;
 use crate::options::CacheCapacity;
@@ -31,9 +32,10 @@ pub(crate) struct Inner {
     pub wal: Wal,
     pub index: Index,
     pub cache: ValueCache,
-    /// Writers hold it shared from their append to their index update; compaction and
-    /// `drop_ranges` hold it exclusively, so they see no write half done.
-    pub gate: RwLock<()>,
+    /// Writers hold one shard of it shared from their append to their index update;
+    /// compaction and `drop_ranges` hold every shard exclusively, so they see no write half
+    /// done. Sharded so that writers on different threads do not bounce one lock word.
+    pub gate: Gate,
     pub segments: Segments,
     pub live_keys: AtomicI64,
     pub tombstones: AtomicI64,
@@ -100,7 +102,7 @@ impl Node {
             wal,
             index: Index::new(opts.index_partition_bits),
             cache,
-            gate: RwLock::new(()),
+            gate: Gate::default(),
             segments: Segments::default(),
             live_keys: AtomicI64::new(0),
             tombstones: AtomicI64::new(0),
@@ -115,10 +117,11 @@ impl Node {
             hints_written: AtomicU64::new(0),
         };
         let inner = Arc::new(recovery::recover(inner)?);
-        let maintenance = inner
-            .opts
-            .background
-            .then(|| Maintenance::start(Arc::clone(&inner)));
+        let maintenance = if inner.opts.background {
+            Some(Maintenance::start(Arc::clone(&inner))?)
+        } else {
+            None
+        };
         Ok(Node { inner, maintenance })
     }
 
@@ -157,7 +160,7 @@ impl Node {
         let payload_len = record::entry_len(key, value);
         let outcome = ENCODE_BUF.with_borrow_mut(|buf| {
             record::encode_entry(buf, token, version, key, value);
-            let _gate = self.inner.gate.read();
+            let _gate = self.inner.gate.shared(token);
             let lsn = self.inner.wal.append(buf)?;
             let loc = Location {
                 version,
@@ -358,11 +361,17 @@ fn build_cache(capacity: CacheCapacity) -> ValueCache {
     fn bytes(k: &Bytes, v: &(Bytes, Version)) -> u64 {
         (k.len() + v.0.len() + 32) as u64
     }
+    // The table is sized once from the expected number of entries (kv-cache never resizes):
+    // say it, or a weigher makes the builder assume 1 KiB entries.
+    const MAX_ITEMS: u64 = kv_cache::MAX_ESTIMATED_ITEMS as u64;
     match capacity {
         CacheCapacity::Entries(n) => CacheBuilder::new(n.max(1))
+            .estimated_items(n.clamp(1, MAX_ITEMS) as usize)
             .weigher(one as fn(&Bytes, &(Bytes, Version)) -> u64)
             .build(),
+        // Assume entries of about 256 bytes.
         CacheCapacity::Bytes(n) => CacheBuilder::new(n.max(1))
+            .estimated_items((n / 256).clamp(1, MAX_ITEMS) as usize)
             .weigher(bytes as fn(&Bytes, &(Bytes, Version)) -> u64)
             .build(),
     }
@@ -472,30 +481,28 @@ impl Inner {
         record::value_of(&payload).map_err(|reason| Error::CorruptRecord { lsn, reason })
     }
 
-    /// Caches a value just read, unless a newer write got in meanwhile (see the crate docs,
-    /// *Cache coherence*).
+    /// Caches a value if it is still the key's current version. The check and the insert
+    /// happen under the key's index partition lock, which every writer takes to change the
+    /// key, and writers refresh the cache after that: so the cache never holds a version
+    /// older than the index's once the write that replaced it has returned (see the crate
+    /// docs, *Cache coherence*).
     pub fn fill_cache(&self, token: u64, key: &[u8], value: &Bytes, version: Version) {
-        let key = Bytes::copy_from_slice(key);
-        self.cache.insert(key.clone(), (value.clone(), version));
-        self.recheck_cache(token, &key, version);
-    }
-
-    fn recheck_cache(&self, token: u64, key: &[u8], version: Version) {
-        match self.index.get(token, key) {
-            Some(loc) if loc.version == version && !loc.tombstone => {}
-            _ => {
-                self.cache.remove(key);
+        self.index.with_location(token, key, |loc| {
+            if loc.is_some_and(|l| l.version == version && !l.tombstone) {
+                self.cache
+                    .insert(Bytes::copy_from_slice(key), (value.clone(), version));
             }
-        }
+        });
     }
 
-    /// After a write changed the index: update the cached value if the key is cached.
+    /// After a write changed the index: update the cached value if the key is cached, drop
+    /// it for a tombstone.
     pub fn refresh_cache(&self, token: u64, key: &[u8], value: Option<&[u8]>, version: Version) {
-        if !self.cache.contains_key(key) {
-            return;
-        }
         match value {
-            Some(v) => self.fill_cache(token, key, &Bytes::copy_from_slice(v), version),
+            Some(v) if self.cache.contains_key(key) => {
+                self.fill_cache(token, key, &Bytes::copy_from_slice(v), version);
+            }
+            Some(_) => {}
             None => {
                 self.cache.remove(key);
             }
@@ -538,7 +545,7 @@ impl Inner {
         let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
         let mut changed = 0;
         {
-            let _gate = self.gate.read();
+            let _gate = self.gate.shared(todo[0].0);
             let first = self.wal.append_batch(&refs)?;
             let mut lsn = first;
             for (token, w, len) in &todo {

@@ -123,7 +123,7 @@ impl Node {
         // Exclusive: every write before the drop record has updated the index when we scan,
         // and every write after it has a later Lsn, which the scan keeps.
         let lsn = {
-            let _gate = inner.gate.write();
+            let _gate = inner.gate.exclusive();
             inner.wal.append(&payload)?
         };
         let bytes = frame(payload.len());
@@ -178,7 +178,7 @@ pub struct Export<'a> {
     ranges: Vec<TokenRange>,
     parts: Vec<usize>,
     next_part: usize,
-    pending: VecDeque<(u64, Box<[u8]>, Location)>,
+    pending: VecDeque<(u64, Bytes, Location)>,
     batch_size: usize,
     failed: bool,
 }
@@ -193,8 +193,7 @@ impl std::fmt::Debug for Export<'_> {
 }
 
 impl Export<'_> {
-    fn record(&self, token: u64, key: Box<[u8]>, loc: Location) -> Result<Option<Record>> {
-        let key = Bytes::from(key);
+    fn record(&self, token: u64, key: Bytes, loc: Location) -> Result<Option<Record>> {
         if loc.tombstone {
             return Ok(Some(Record {
                 key,
@@ -223,31 +222,29 @@ impl Iterator for Export<'_> {
         if self.failed {
             return None;
         }
-        while self.pending.len() < self.batch_size && self.next_part < self.parts.len() {
-            let part = self.parts[self.next_part];
-            self.next_part += 1;
-            let pending = &mut self.pending;
-            self.inner.index.scan_partition(part, &self.ranges, |e| {
-                pending.push_back((e.token, e.key.clone(), e.loc));
-            });
-        }
-        if self.pending.is_empty() {
-            return None;
-        }
-        let mut batch = Vec::with_capacity(self.batch_size.min(self.pending.len()));
+        let mut batch = Vec::with_capacity(self.batch_size);
+        // Bounded: each turn consumes a pending key or a partition.
         while batch.len() < self.batch_size {
-            let Some((token, key, loc)) = self.pending.pop_front() else {
-                break;
-            };
-            match self.record(token, key, loc) {
-                Ok(Some(r)) => batch.push(r),
-                Ok(None) => {}
-                Err(e) => {
-                    self.failed = true;
-                    return Some(Err(e));
+            if let Some((token, key, loc)) = self.pending.pop_front() {
+                match self.record(token, key, loc) {
+                    Ok(Some(r)) => batch.push(r),
+                    Ok(None) => {} // deleted and purged since the scan
+                    Err(e) => {
+                        self.failed = true;
+                        return Some(Err(e));
+                    }
                 }
+            } else if self.next_part < self.parts.len() {
+                let part = self.parts[self.next_part];
+                self.next_part += 1;
+                let pending = &mut self.pending;
+                self.inner.index.scan_partition(part, &self.ranges, |e| {
+                    pending.push_back((e.token, Bytes::copy_from_slice(&e.key), e.loc));
+                });
+            } else {
+                break;
             }
         }
-        Some(Ok(batch))
+        (!batch.is_empty()).then_some(Ok(batch))
     }
 }
