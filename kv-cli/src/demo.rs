@@ -51,13 +51,15 @@ fn naive_moves(keys: usize, from: u64, to: u64) -> usize {
         .count()
 }
 
-fn print_change(s: Style, summary: &ChangeSummary) {
+fn print_change(s: Style, summary: &ChangeSummary, keys: usize, rf: usize) {
     for l in report(summary, s) {
         println!("{l}");
     }
     println!(
-        "  {:.1}% of the stored copies moved in {:.0?} (epoch {} -> {})",
-        summary.fraction_moved * 100.0,
+        "  {} copies moved of the {} stored ({:.1}%), in {:.0?} (ring epoch {} -> {})",
+        summary.keys_moved,
+        keys * rf,
+        summary.keys_moved as f64 * 100.0 / (keys * rf).max(1) as f64,
         summary.elapsed,
         summary.from_epoch,
         summary.to_epoch
@@ -122,18 +124,20 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     step(s, 4, "Smart redistribution: adding a node");
     let n = cluster.nodes().len() as u64;
     let summary = cluster.add_node("node4").context("add node4")?;
-    print_change(s, &summary);
+    print_change(s, &summary, keys, cluster.replication_factor());
     let naive = naive_moves(keys, n, n + 1);
     println!(
-        "  Naive hash % N placement ({n} -> {} nodes) would have moved {naive} of {keys} keys ({:.1}%), every copy of each",
+        "  Naive hash % N placement ({n} -> {} nodes) would have moved {naive} of {keys} keys ({:.1}%): {} copies with {} replicas each",
         n + 1,
-        naive as f64 * 100.0 / keys as f64
+        naive as f64 * 100.0 / keys as f64,
+        naive * cluster.replication_factor(),
+        cluster.replication_factor()
     );
     show(&session, "stats");
 
     step(s, 5, "Removing a node");
     let summary = cluster.remove_node("node4").context("remove node4")?;
-    print_change(s, &summary);
+    print_change(s, &summary, keys, cluster.replication_factor());
     show(&session, "nodes");
 
     step(
@@ -195,7 +199,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         }
         Ok((acked, failures, result?))
     })?;
-    print_change(s, &summary);
+    print_change(s, &summary, keys, cluster.replication_factor());
     let mut lost = 0;
     for (&i, &round) in &acked {
         if cluster.get(key(i).as_bytes())?.as_deref() != Some(value(i, round).as_bytes()) {
