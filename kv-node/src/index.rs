@@ -97,6 +97,17 @@ impl Index {
             .map(|e| &e.loc))
     }
 
+    /// Makes room for about `n` keys in all (recovery, from the hint files' sizes), so the
+    /// tables do not rehash as they fill.
+    pub fn reserve(&self, n: usize) {
+        let per = n / self.parts.len();
+        if per > 0 {
+            for p in self.parts.iter() {
+                p.write().reserve(per + per / 8, |e| hash(e.token));
+            }
+        }
+    }
+
     /// Last writer wins: stores `loc` if its version is higher than the key's current one
     /// (or equal, when `replace_equal`: recovery lets a later copy of the same write win).
     pub fn upsert(&self, token: u64, key: &[u8], loc: Location, replace_equal: bool) -> Upsert {

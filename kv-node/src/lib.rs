@@ -20,7 +20,10 @@
 //! each key to its newest record `(version, Lsn, length, tombstone?)`; a read looks the key
 //! up and copies the value out of the memory-mapped segment ([`kv_wal::Wal::read`]: no
 //! `read` syscall, checksum verified). A [`kv_cache::Cache`] of `(value, version)` sits in
-//! front of the index for hot keys (reads take no lock there).
+//! front of the index for hot keys (reads take no lock there). A key enters the cache on its
+//! second miss within a window, not its first (a TinyLFU-style doorkeeper: a 64 Kibit filter),
+//! so a scan or a uniformly random read over a large store does not pay a cache insert and an
+//! eviction per read.
 //!
 //! **Versions, last writer wins.** Every write carries a [`Version`] (hybrid logical clock,
 //! assigned by the coordinator, or by the node's own [`Hlc`] for [`Node::put`]). The node
@@ -93,6 +96,8 @@
 #![forbid(unsafe_code)]
 
 mod compaction;
+mod digest;
+mod doorkeeper;
 mod error;
 mod gate;
 mod hint;
@@ -108,6 +113,7 @@ mod stats;
 mod version;
 
 pub use compaction::CompactionReport;
+pub use digest::Digest;
 pub use error::{Error, Result};
 pub use node::Node;
 pub use options::{CacheCapacity, DEFAULT_MAX_VALUE_LEN, MAX_KEY_LEN, NodeOptions};

@@ -11,6 +11,7 @@ use kv_cache::{Cache, CacheBuilder};
 use kv_wal::{Lsn, Wal};
 use parking_lot::Mutex;
 
+use crate::doorkeeper::Doorkeeper;
 use crate::gate::Gate;
 use crate::index::{Index, Location, Upsert};
 use crate::maintenance::Maintenance;
@@ -32,6 +33,8 @@ pub(crate) struct Inner {
     pub wal: Wal,
     pub index: Index,
     pub cache: ValueCache,
+    /// Cache admission on the read path.
+    pub doorkeeper: Doorkeeper,
     /// Writers hold one shard of it shared from their append to their index update;
     /// compaction and `drop_ranges` hold every shard exclusively, so they see no write half
     /// done. Sharded so that writers on different threads do not bounce one lock word.
@@ -90,6 +93,7 @@ impl Node {
     /// [`Error::InvalidOptions`]; [`Error::Wal`] if the log is corrupt beyond what its
     /// recovery mode discards; [`Error::Io`].
     pub fn open(dir: impl AsRef<Path>, opts: NodeOptions) -> Result<Node> {
+        let started = std::time::Instant::now();
         opts.validate()?;
         let dir = dir.as_ref().to_owned();
         let wal_dir = dir.join("wal");
@@ -102,6 +106,7 @@ impl Node {
             wal,
             index: Index::new(opts.index_partition_bits),
             cache,
+            doorkeeper: Doorkeeper::default(),
             gate: Gate::default(),
             segments: Segments::default(),
             live_keys: AtomicI64::new(0),
@@ -116,7 +121,7 @@ impl Node {
             compactions: AtomicU64::new(0),
             hints_written: AtomicU64::new(0),
         };
-        let inner = Arc::new(recovery::recover(inner)?);
+        let inner = Arc::new(recovery::recover(inner, started)?);
         let maintenance = if inner.opts.background {
             Some(Maintenance::start(Arc::clone(&inner))?)
         } else {
@@ -227,7 +232,9 @@ impl Node {
         let Some(value) = value else {
             return Ok(None);
         };
-        self.inner.fill_cache(token, key, &value, version);
+        if self.inner.doorkeeper.admit(token) {
+            self.inner.fill_cache(token, key, &value, version);
+        }
         Ok(Some((value, version)))
     }
 

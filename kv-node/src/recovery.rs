@@ -50,8 +50,7 @@ pub struct RecoveryReport {
     pub wal: Option<kv_wal::RecoveryReport>,
 }
 
-pub(crate) fn recover(mut inner: Inner) -> Result<Inner> {
-    let start = Instant::now();
+pub(crate) fn recover(mut inner: Inner, start: Instant) -> Result<Inner> {
     let mut report = RecoveryReport {
         wal: Some(inner.wal.recovery_report().clone()),
         ..RecoveryReport::default()
@@ -59,6 +58,13 @@ pub(crate) fn recover(mut inner: Inner) -> Result<Inner> {
     let first = inner.wal.first_lsn().segment();
     let active = inner.wal.end_lsn().segment();
     let hints = list_hints(&inner, first)?;
+    // An item of a hint file is 32 bytes and its key: size the index from them.
+    let hinted: u64 = hints
+        .values()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum();
+    inner.index.reserve((hinted / 48) as usize);
     let mut max_version = Version::ZERO;
     for seq in first..=active {
         if seq == 0 {
