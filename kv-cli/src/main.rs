@@ -1,12 +1,32 @@
-//! `kvstore`: the guided demo and the interactive REPL.
-//!
-//! Not built yet: the binary waits on the cluster coordinator (`kv-cluster`). Until then it says
-//! so and exits with a failure code rather than pretending to run.
+//! `kvstore`: a distributed key-value store's guided demo (default) and interactive REPL
+//! (`--interactive`), on the `kv-cluster` coordinator.
 
-fn main() -> std::process::ExitCode {
-    eprintln!(
-        "kvstore: the demo and the REPL are not built yet; they arrive with the kv-cli issue \
-         (see README.md for what works today)"
-    );
-    std::process::ExitCode::FAILURE
+mod args;
+mod bench;
+mod command;
+mod demo;
+mod open;
+mod output;
+mod repl;
+mod session;
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+fn main() -> ExitCode {
+    let args = args::Args::parse();
+    let result = if args.interactive {
+        repl::run(&args)
+    } else {
+        demo::run(&args).map(|()| true)
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("kvstore: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

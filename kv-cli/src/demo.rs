@@ -1,0 +1,286 @@
+//! The guided demo: every feature, step by step, in under a minute.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail, ensure};
+use indicatif::{ProgressBar, ProgressStyle};
+use kv_cluster::ChangeSummary;
+use kv_ring::token;
+use rand::{Rng, SeedableRng, rngs::StdRng};
+
+use crate::args::Args;
+use crate::command::BenchArgs;
+use crate::output::Style;
+use crate::session::{Session, report};
+use crate::{bench, open};
+
+fn bar(len: u64, what: &str) -> ProgressBar {
+    let b = ProgressBar::new(len);
+    b.set_style(
+        ProgressStyle::with_template(&format!(
+            "  {what} {{bar:30}} {{pos}}/{{len}} ({{elapsed}})"
+        ))
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    b
+}
+
+fn key(i: usize) -> String {
+    format!("user:{i:06}")
+}
+
+fn value(i: usize, round: usize) -> String {
+    format!("profile {i} v{round}")
+}
+
+fn step(s: Style, n: usize, title: &str) {
+    println!();
+    println!("{}", s.heading(format!("Step {n}: {title}")));
+}
+
+/// How many of the demo's keys would move under naive `hash % N` placement when `from` nodes
+/// become `to`.
+fn naive_moves(keys: usize, from: u64, to: u64) -> usize {
+    (0..keys)
+        .filter(|&i| {
+            let t = token(key(i).as_bytes());
+            t % from != t % to
+        })
+        .count()
+}
+
+fn print_change(s: Style, summary: &ChangeSummary, keys: usize, rf: usize) {
+    for l in report(summary, s) {
+        println!("{l}");
+    }
+    println!(
+        "  {} copies moved of the {} stored ({:.1}%), in {:.0?} (ring epoch {} -> {})",
+        summary.keys_moved,
+        keys * rf,
+        summary.keys_moved as f64 * 100.0 / (keys * rf).max(1) as f64,
+        summary.elapsed,
+        summary.from_epoch,
+        summary.to_epoch
+    );
+}
+
+/// Runs the demo.
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    let s = Style::detect();
+    let started = Instant::now();
+    let keys = if args.quick { 2_000 } else { 20_000 };
+    let temp;
+    let dir = match &args.data_dir {
+        Some(d) => d.clone(),
+        None => {
+            temp = tempfile::tempdir().context("create a temporary directory")?;
+            temp.path().to_owned()
+        }
+    };
+    println!("{}", s.heading("kvstore guided demo"));
+    println!("Data directory: {}", dir.display());
+
+    step(s, 1, "Cluster initialisation");
+    let opened = open::open(args, &dir)?;
+    for w in &opened.warnings {
+        eprintln!("{w}");
+    }
+    let session = Session {
+        cluster: opened.cluster,
+        style: s,
+    };
+    let cluster = &session.cluster;
+    println!(
+        "{} nodes, replication factor {}, consistent hashing with virtual nodes",
+        cluster.nodes().len(),
+        cluster.replication_factor()
+    );
+    show(&session, "nodes");
+
+    step(s, 2, "Data population");
+    let b = bar(keys as u64, "writing");
+    let t = Instant::now();
+    for chunk in (0..keys).collect::<Vec<_>>().chunks(500) {
+        let pairs: Vec<(String, String)> = chunk.iter().map(|&i| (key(i), value(i, 0))).collect();
+        cluster.put_many(&pairs)?;
+        b.inc(chunk.len() as u64);
+    }
+    b.finish_and_clear();
+    println!(
+        "{}",
+        s.ok(format!(
+            "Stored {keys} keys (x{} replicas) in {:.0?}",
+            cluster.replication_factor(),
+            t.elapsed()
+        ))
+    );
+    show(&session, "get user:000042");
+
+    step(s, 3, "Data distribution");
+    show(&session, "stats");
+
+    step(s, 4, "Smart redistribution: adding a node");
+    let n = cluster.nodes().len() as u64;
+    let summary = cluster.add_node("node4").context("add node4")?;
+    print_change(s, &summary, keys, cluster.replication_factor());
+    let naive = naive_moves(keys, n, n + 1);
+    println!(
+        "  Naive hash % N placement ({n} -> {} nodes) would have moved {naive} of {keys} keys ({:.1}%): {} copies with {} replicas each",
+        n + 1,
+        naive as f64 * 100.0 / keys as f64,
+        naive * cluster.replication_factor(),
+        cluster.replication_factor()
+    );
+    show(&session, "stats");
+
+    step(s, 5, "Removing a node");
+    let summary = cluster.remove_node("node4").context("remove node4")?;
+    print_change(s, &summary, keys, cluster.replication_factor());
+    show(&session, "nodes");
+
+    step(
+        s,
+        6,
+        "Zero downtime: clients keep working during a redistribution",
+    );
+    let stop = AtomicBool::new(false);
+    let (acked, failures, summary) = std::thread::scope(|sc| -> anyhow::Result<_> {
+        let clients: Vec<_> = (0..4u64)
+            .map(|t| {
+                let stop = &stop;
+                sc.spawn(move || {
+                    let mut rng = StdRng::seed_from_u64(t);
+                    let mut acked: HashMap<usize, usize> = HashMap::new();
+                    let mut failures = 0usize;
+                    let mut round = 1;
+                    // Bounded: until the change ends, or this many operations.
+                    for _ in 0..2_000_000 {
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        // Each client owns the keys i % 4 == t, so its view is the truth.
+                        let i = rng.random_range(0..keys / 4) * 4 + t as usize;
+                        if rng.random_ratio(1, 2) {
+                            round += 1;
+                            match cluster.put(key(i).as_bytes(), value(i, round).as_bytes()) {
+                                Ok(_) => {
+                                    acked.insert(i, round);
+                                }
+                                Err(_) => failures += 1,
+                            }
+                        } else if cluster.get(key(i).as_bytes()).is_err() {
+                            failures += 1;
+                        }
+                    }
+                    (acked, failures)
+                })
+            })
+            .collect();
+        let b = bar(0, "moving");
+        let result = cluster.add_node_with_progress("node5", |p| {
+            b.set_length(p.estimated_keys.max(p.keys));
+            b.set_position(p.keys);
+            std::ops::ControlFlow::Continue(())
+        });
+        // Let the clients run a moment on the new ring too.
+        std::thread::sleep(Duration::from_millis(200));
+        stop.store(true, Ordering::Relaxed);
+        b.finish_and_clear();
+        let mut acked = HashMap::new();
+        let mut failures = 0;
+        for c in clients {
+            let (a, f) = c
+                .join()
+                .map_err(|_| anyhow::anyhow!("a client thread panicked"))?;
+            acked.extend(a);
+            failures += f;
+        }
+        Ok((acked, failures, result?))
+    })?;
+    print_change(s, &summary, keys, cluster.replication_factor());
+    let mut lost = 0;
+    for (&i, &round) in &acked {
+        if cluster.get(key(i).as_bytes())?.as_deref() != Some(value(i, round).as_bytes()) {
+            lost += 1;
+        }
+    }
+    println!(
+        "  4 client threads made {} acknowledged writes during the change; {} operations failed",
+        acked.len(),
+        failures
+    );
+    ensure!(
+        failures == 0,
+        "{failures} client operations failed during the change"
+    );
+    ensure!(lost == 0, "{lost} acknowledged writes were lost");
+    println!(
+        "{}",
+        s.ok("Every acknowledged write reads back its latest value: nothing lost")
+    );
+
+    step(s, 7, "Crash recovery");
+    println!("Dropping the cluster without a clean shutdown, then reopening it from its logs...");
+    let expect: Vec<(String, Option<bytes::Bytes>)> = (0..keys)
+        .step_by(97)
+        .map(|i| Ok((key(i), cluster.get(key(i).as_bytes())?)))
+        .collect::<anyhow::Result<_>>()?;
+    let Session { cluster, .. } = session;
+    drop(cluster); // no close(): as if the process had died (the logs are memory-mapped)
+    let t = Instant::now();
+    let opened = open::open(args, &dir)?;
+    let session = Session {
+        cluster: opened.cluster,
+        style: s,
+    };
+    for (k, v) in &expect {
+        if session.cluster.get(k.as_bytes())? != *v {
+            bail!("{k} differs after recovery");
+        }
+    }
+    println!(
+        "{}",
+        s.ok(format!(
+            "Recovered {} nodes in {:.0?}; {} sampled keys read back unchanged",
+            session.cluster.nodes().len(),
+            t.elapsed(),
+            expect.len()
+        ))
+    );
+    show(&session, "stats");
+
+    step(s, 8, "Benchmark");
+    let args = BenchArgs {
+        ops: if args.quick { 2_000 } else { 50_000 },
+        threads: 2,
+        ..BenchArgs::default()
+    };
+    let report = bench::run(&session.cluster, args)?;
+    for l in report.lines() {
+        println!("{l}");
+    }
+
+    println!();
+    println!(
+        "{}",
+        s.ok(format!("Demo complete in {:.1?}", started.elapsed()))
+    );
+    session.cluster.close().context("close the cluster")?;
+    Ok(())
+}
+
+/// Prints a REPL command and its output, as if typed.
+fn show(session: &Session, line: &str) {
+    println!("kvstore> {line}");
+    if let Ok(cmd) = crate::command::parse(line) {
+        let o = session.run(cmd);
+        for l in o.out {
+            println!("{l}");
+        }
+        if let Some(e) = o.error {
+            println!("{e}");
+        }
+    }
+}

@@ -1,0 +1,51 @@
+//! Success and failure lines, coloured only on a terminal and never under `NO_COLOR`.
+
+use std::io::IsTerminal;
+
+/// How to decorate output.
+#[derive(Debug, Clone, Copy)]
+pub struct Style {
+    color: bool,
+}
+
+impl Style {
+    /// Colour if stdout is a terminal and `NO_COLOR` is not set.
+    pub fn detect() -> Style {
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        Style {
+            color: !no_color && std::io::stdout().is_terminal(),
+        }
+    }
+
+    /// `✓ <msg>`.
+    pub fn ok(&self, msg: impl AsRef<str>) -> String {
+        if self.color {
+            format!("\x1b[32m✓\x1b[0m {}", msg.as_ref())
+        } else {
+            format!("✓ {}", msg.as_ref())
+        }
+    }
+
+    /// `✗ <msg>`.
+    pub fn fail(&self, msg: impl AsRef<str>) -> String {
+        if self.color {
+            format!("\x1b[31m✗\x1b[0m {}", msg.as_ref())
+        } else {
+            format!("✗ {}", msg.as_ref())
+        }
+    }
+
+    /// A section heading.
+    pub fn heading(&self, msg: impl AsRef<str>) -> String {
+        if self.color {
+            format!("\x1b[1m=== {} ===\x1b[0m", msg.as_ref())
+        } else {
+            format!("=== {} ===", msg.as_ref())
+        }
+    }
+}
+
+/// Bytes shown as text (invalid UTF-8 replaced).
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}

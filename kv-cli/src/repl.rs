@@ -1,0 +1,160 @@
+//! The REPL: rustyline on a terminal, plain lines from stdin otherwise (scripted mode: no
+//! prompt, errors on stderr, a non-zero exit code if any command failed).
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use rustyline::completion::{Completer, Pair};
+use rustyline::error::ReadlineError;
+use rustyline::highlight::Highlighter;
+use rustyline::hint::Hinter;
+use rustyline::validate::Validator;
+use rustyline::{Context, Editor, Helper};
+
+use crate::args::Args;
+use crate::command::{self, NAMES};
+use crate::open;
+use crate::output::Style;
+use crate::session::Session;
+
+/// The default data directory of the REPL.
+pub const DEFAULT_DIR: &str = "kvstore-data";
+
+/// Runs the REPL; returns whether every command succeeded.
+pub fn run(args: &Args) -> anyhow::Result<bool> {
+    let dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DIR));
+    let opened = open::open(args, &dir)?;
+    for w in &opened.warnings {
+        eprintln!("{w}");
+    }
+    let session = Session {
+        cluster: opened.cluster,
+        style: Style::detect(),
+    };
+    println!("{}", session.style.heading("INTERACTIVE DEMO MODE"));
+    println!(
+        "Commands: put <key> <value>, get <key>, del <key>, nodes, benchmark, addnode <id>, removenode <id>, stats, exit (help for more)"
+    );
+    println!();
+    let ok = if std::io::stdin().is_terminal() {
+        terminal(&session, &dir)?
+    } else {
+        scripted(&session)?
+    };
+    session.cluster.close().context("close the cluster")?;
+    Ok(ok)
+}
+
+/// Prints an outcome; returns (failed, exit).
+fn show(session: &Session, line: &str, scripted: bool) -> (bool, bool) {
+    let outcome = match command::parse(line) {
+        Ok(cmd) => session.run(cmd),
+        Err(e) => crate::session::Outcome {
+            error: Some(session.style.fail(e.0)),
+            ..Default::default()
+        },
+    };
+    let mut stdout = std::io::stdout().lock();
+    for l in &outcome.out {
+        let _ = writeln!(stdout, "{l}");
+    }
+    if let Some(e) = &outcome.error {
+        if scripted {
+            let _ = stdout.flush();
+            eprintln!("{e}");
+        } else {
+            let _ = writeln!(stdout, "{e}");
+        }
+    }
+    // Flushed before the next command is read: a client watching the output knows a
+    // `✓ Stored` write is acknowledged.
+    let _ = stdout.flush();
+    (outcome.error.is_some(), outcome.exit)
+}
+
+fn scripted(session: &Session) -> anyhow::Result<bool> {
+    let mut all_ok = true;
+    let stdin = std::io::stdin();
+    for line in stdin.lock().lines() {
+        let line = match line {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("{}", session.style.fail(format!("cannot read input: {e}")));
+                return Ok(false);
+            }
+        };
+        let (failed, exit) = show(session, &line, true);
+        all_ok &= !failed;
+        if exit {
+            break;
+        }
+    }
+    Ok(all_ok)
+}
+
+/// Tab completion of command names.
+struct Commands;
+
+impl Helper for Commands {}
+impl Highlighter for Commands {}
+impl Validator for Commands {}
+impl Hinter for Commands {
+    type Hint = String;
+}
+
+impl Completer for Commands {
+    type Candidate = Pair;
+
+    fn complete(
+        &self,
+        line: &str,
+        pos: usize,
+        _ctx: &Context<'_>,
+    ) -> rustyline::Result<(usize, Vec<Pair>)> {
+        let head = &line[..pos];
+        if head.contains(char::is_whitespace) {
+            return Ok((pos, Vec::new()));
+        }
+        let matches = NAMES
+            .iter()
+            .filter(|n| n.starts_with(head))
+            .map(|n| Pair {
+                display: (*n).to_owned(),
+                replacement: format!("{n} "),
+            })
+            .collect();
+        Ok((0, matches))
+    }
+}
+
+fn terminal(session: &Session, dir: &std::path::Path) -> anyhow::Result<bool> {
+    let mut editor: Editor<Commands, rustyline::history::DefaultHistory> =
+        Editor::new().context("start the line editor")?;
+    editor.set_helper(Some(Commands));
+    let history = dir.join(".kvstore_history");
+    let _ = editor.load_history(&history);
+    let mut all_ok = true;
+    loop {
+        match editor.readline("kvstore> ") {
+            Ok(line) => {
+                if !line.trim().is_empty() {
+                    let _ = editor.add_history_entry(line.as_str());
+                }
+                let (failed, exit) = show(session, &line, false);
+                all_ok &= !failed;
+                if exit {
+                    break;
+                }
+            }
+            Err(ReadlineError::Interrupted) => continue,
+            Err(ReadlineError::Eof) => break,
+            Err(e) => return Err(e).context("read a command"),
+        }
+    }
+    let _ = editor.save_history(&history);
+    Ok(all_ok)
+}

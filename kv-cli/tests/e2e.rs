@@ -1,0 +1,287 @@
+//! End-to-end tests of the built `kvstore` binary.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+
+use assert_cmd::cargo::CommandCargoExt;
+
+fn kvstore() -> Command {
+    let mut c = Command::cargo_bin("kvstore").unwrap();
+    c.env("NO_COLOR", "1");
+    c
+}
+
+/// Runs a scripted REPL session; returns (stdout, stderr, success).
+fn session(dir: &std::path::Path, input: &str, extra: &[&str]) -> (String, String, bool) {
+    let mut child = kvstore()
+        .arg("--interactive")
+        .arg("--data-dir")
+        .arg(dir)
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_owned();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(input.as_bytes());
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    (
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+        out.status.success(),
+    )
+}
+
+/// Asserts that `lines` appear in `out` in this order.
+#[track_caller]
+fn assert_lines_in_order(out: &str, lines: &[&str]) {
+    let mut rest = out.lines();
+    for want in lines {
+        assert!(
+            rest.any(|l| l.trim_end() == *want),
+            "missing (in order) {want:?} in:\n{out}"
+        );
+    }
+}
+
+#[test]
+fn the_seed_session_works_as_documented() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, err, ok) = session(
+        dir.path(),
+        "put user:1001 \"Alice Johnson\"\nput user:1002 \"Bob Smith\"\nget user:1001\nnodes\nstats\naddnode node4\nstats\nbenchmark 1000\nexit\n",
+        &[],
+    );
+    assert!(ok, "{err}");
+    assert_lines_in_order(
+        &out,
+        &[
+            "=== INTERACTIVE DEMO MODE ===",
+            "✓ Stored: user:1001 -> Alice Johnson",
+            "✓ Stored: user:1002 -> Bob Smith",
+            "✓ Retrieved: user:1001 -> Alice Johnson",
+            "Cluster has 3 nodes:",
+            "- Node: node1",
+            "- Node: node2",
+            "- Node: node3",
+            "=== Data Distribution Statistics ===",
+            "Total keys in cluster: 2",
+            "=== Adding Node: node4 ===",
+            "Performing smart redistribution for new node...",
+            "✓ Node node4 added successfully with minimal redistribution",
+            "=== Data Distribution Statistics ===",
+            "Total keys in cluster: 2",
+            "Running benchmark...",
+        ],
+    );
+    // Primary counts add up to the total; every node line has its replicas.
+    let stats: Vec<&str> = out.lines().filter(|l| l.starts_with("Node node")).collect();
+    assert_eq!(stats.len(), 3 + 4);
+    let primaries: u64 = stats[3..]
+        .iter()
+        .map(|l| {
+            l.split(": ")
+                .nth(1)
+                .unwrap()
+                .split(' ')
+                .next()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(primaries, 2);
+    assert!(stats.iter().all(|l| l.ends_with(" replicas")), "{stats:?}");
+    assert!(out.contains("✓ Redistribution complete: "));
+    for prefix in [
+        "Write operations: 1000 in ",
+        "Write throughput: ",
+        "Read operations: 1000 in ",
+        "Read throughput: ",
+        "Read latency: p50 ",
+    ] {
+        assert!(
+            out.lines().any(|l| l.starts_with(prefix)),
+            "{prefix} in {out}"
+        );
+    }
+    // The benchmark left no keys behind.
+    let (out, _, _) = session(dir.path(), "stats\n", &[]);
+    assert!(out.contains("Total keys in cluster: 2"), "{out}");
+}
+
+#[test]
+fn data_persists_across_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, err, ok) = session(
+        dir.path(),
+        "put k1 v1\nmput k2 v2 k3 \"v 3\"\ndel k1\naddnode node4\n",
+        &[],
+    );
+    assert!(ok, "{err}");
+    // Contradicting flags are ignored with a warning: the stored cluster wins.
+    let (out, err, ok) = session(
+        dir.path(),
+        "get k1\nmget k2 k3\nnodes\n",
+        &["--replication", "2"],
+    );
+    assert!(ok, "{err}");
+    assert!(err.contains("warning: --replication 2 ignored"), "{err}");
+    assert_lines_in_order(
+        &out,
+        &[
+            "✗ Key not found: k1",
+            "✓ Retrieved: k2 -> v2",
+            "✓ Retrieved: k3 -> v 3",
+            "Cluster has 4 nodes:",
+            "- Node: node4",
+        ],
+    );
+}
+
+#[test]
+fn acknowledged_writes_survive_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = kvstore()
+        .args(["--interactive", "--data-dir"])
+        .arg(dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    for i in 0..50 {
+        writeln!(stdin, "put key{i} value{i}").unwrap();
+        stdin.flush().unwrap();
+        // Wait for the acknowledgement of this very write before killing.
+        loop {
+            let line = lines.next().expect("the REPL ended early").unwrap();
+            if line == format!("✓ Stored: key{i} -> value{i}") {
+                break;
+            }
+        }
+    }
+    child.kill().unwrap(); // SIGKILL, stdin still open
+    child.wait().unwrap();
+    let input: String = (0..50).map(|i| format!("get key{i}\n")).collect();
+    let (out, err, ok) = session(dir.path(), &input, &[]);
+    assert!(ok, "{err}");
+    for i in 0..50 {
+        assert!(
+            out.contains(&format!("✓ Retrieved: key{i} -> value{i}\n")),
+            "key{i}: {out}"
+        );
+    }
+}
+
+#[test]
+fn bad_input_gets_one_clear_error_and_the_repl_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let big_key = "k".repeat(64 * 1024 + 1);
+    let max_key = "k".repeat(64 * 1024);
+    let big_value = "v".repeat(16 * 1024 * 1024 + 1);
+    let max_value = "v".repeat(16 * 1024 * 1024);
+    let bad = [
+        "frobnicate".to_owned(),
+        "put onlykey".to_owned(),
+        "get a b".to_owned(),
+        "put k \"unbalanced".to_owned(),
+        format!("put {big_key} v"),
+        format!("put big {big_value}"),
+        "removenode nosuchnode".to_owned(),
+        "addnode node1".to_owned(),
+        "addnode bad/id".to_owned(),
+        "removenode node1".to_owned(), // 3 nodes, rf 3
+        "benchmark --threads".to_owned(),
+    ];
+    let mut input = String::new();
+    for b in &bad {
+        input.push_str(b);
+        input.push('\n');
+    }
+    input.push_str(&format!(
+        "put {max_key} ok\nput maxvalue {max_value}\nget missing\nput after ok\nget after\n"
+    ));
+    let (out, err, ok) = session(dir.path(), &input, &[]);
+    assert!(!ok, "a failed command makes the exit code non-zero");
+    let errors: Vec<&str> = err.lines().collect();
+    assert_eq!(
+        errors.len(),
+        bad.len(),
+        "one error line per bad command:\n{err}"
+    );
+    assert!(errors.iter().all(|l| l.starts_with("✗ ")), "{err}");
+    assert!(errors[0].contains("unknown command"));
+    assert!(errors[3].contains("unbalanced quote"));
+    assert!(errors[4].contains("key"), "{}", errors[4]);
+    assert!(errors[5].contains("value"), "{}", errors[5]);
+    assert!(errors[9].contains("replication factor"), "{}", errors[9]);
+    // Not found is an answer, not an error; the session went on.
+    assert!(out.contains("✗ Key not found: missing"));
+    assert!(out.contains("✓ Stored: maxvalue -> "));
+    assert!(out.contains("✓ Retrieved: after -> ok"));
+    assert!(
+        out.lines().any(|l| l.starts_with("✓ Stored: kkkk")),
+        "the 64 KiB key is accepted"
+    );
+}
+
+#[test]
+fn invalid_flags_exit_non_zero_with_a_message() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        vec!["--replication", "0"],
+        vec!["--replication", "5"],
+        vec!["--sync", "sometimes"],
+        vec!["--read-consistency", "most"],
+        vec!["--nodes", "0"],
+    ] {
+        let out = kvstore()
+            .arg("--interactive")
+            .arg("--data-dir")
+            .arg(dir.path().join("x"))
+            .args(&args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.trim().is_empty(), "{args:?}: no message");
+    }
+    let help = kvstore().arg("--help").output().unwrap();
+    assert!(help.status.success());
+    assert!(String::from_utf8_lossy(&help.stdout).contains("--interactive"));
+    let version = kvstore().arg("--version").output().unwrap();
+    assert!(String::from_utf8_lossy(&version.stdout).starts_with("kvstore "));
+}
+
+#[test]
+fn the_demo_runs_to_completion() {
+    let out = kvstore().arg("--quick").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for want in [
+        "Step 1: Cluster initialisation",
+        "Step 4: Smart redistribution: adding a node",
+        "Naive hash % N placement",
+        "Every acknowledged write reads back its latest value: nothing lost",
+        "Step 7: Crash recovery",
+        "Running benchmark...",
+        "Demo complete",
+    ] {
+        assert!(stdout.contains(want), "{want}\n{stdout}");
+    }
+}
