@@ -29,6 +29,7 @@ pub enum Command {
     RemoveNode(String),
     Benchmark(BenchArgs),
     Flush,
+    Compact,
     Help,
     Exit,
 }
@@ -67,6 +68,7 @@ pub const NAMES: &[&str] = &[
     "removenode",
     "benchmark",
     "flush",
+    "compact",
     "help",
     "exit",
     "quit",
@@ -89,6 +91,7 @@ Commands:
                                writes then reads `ops` keys (default 100000) and reports
                                throughput and latency; its keys are removed afterwards
   flush                        make every acknowledged write durable now
+  compact                      reclaim the space of overwritten and deleted values now
   help                         this text
   exit | quit | Ctrl-D         leave";
 
@@ -180,6 +183,7 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
         "removenode" => Ok(Command::RemoveNode(one("removenode <id>")?)),
         "benchmark" => parse_bench(&args).map(Command::Benchmark),
         "flush" => none(Command::Flush, "flush"),
+        "compact" => none(Command::Compact, "compact"),
         "help" | "?" => none(Command::Help, "help"),
         "exit" | "quit" => none(Command::Exit, "exit"),
         other => err(format!("unknown command: {other} (type help)")),

@@ -137,6 +137,25 @@ impl Session {
                 },
                 Err(e) => Outcome::failed(s.fail(format!("benchmark: {e:#}"))),
             },
+            Command::Compact => match self.cluster.compact() {
+                Ok(reports) => {
+                    let mut out: Vec<String> = reports
+                        .iter()
+                        .map(|(id, r)| {
+                            format!(
+                                "  {id}: {} segments compacted, {} deleted, {} records copied, {} tombstones purged",
+                                r.segments_compacted, r.segments_deleted, r.records_copied, r.tombstones_purged
+                            )
+                        })
+                        .collect();
+                    out.push(s.ok(format!("Compacted {} nodes", reports.len())));
+                    Outcome {
+                        out,
+                        ..Outcome::default()
+                    }
+                }
+                Err(e) => Outcome::failed(s.fail(format!("compact: {e}"))),
+            },
             Command::Flush => match self.cluster.sync() {
                 Ok(()) => Outcome::line(s.ok("Flushed: every acknowledged write is on disk")),
                 Err(e) => Outcome::failed(s.fail(format!("flush: {e}"))),

@@ -120,12 +120,14 @@ fn the_seed_session_works_as_documented() {
 #[test]
 fn data_persists_across_runs() {
     let dir = tempfile::tempdir().unwrap();
-    let (_, err, ok) = session(
+    let (out, err, ok) = session(
         dir.path(),
-        "put k1 v1\nmput k2 v2 k3 \"v 3\"\ndel k1\naddnode node4\n",
+        "put k1 v1\nmput k2 v2 k3 \"v 3\"\ndel k1\naddnode node4\ncompact\nflush\n",
         &[],
     );
     assert!(ok, "{err}");
+    assert!(out.contains("✓ Compacted 4 nodes"), "{out}");
+    assert!(out.contains("✓ Flushed"), "{out}");
     // Contradicting flags are ignored with a warning: the stored cluster wins.
     let (out, err, ok) = session(
         dir.path(),

@@ -179,6 +179,31 @@ impl Cluster {
         routing.nodes.values().try_for_each(|n| n.sync())
     }
 
+    /// Compacts every node's storage now (each also compacts in the background past its
+    /// dead-space threshold). Returns each node's report.
+    ///
+    /// # Errors
+    /// The first node error.
+    ///
+    /// # Example
+    /// ```
+    /// use kv_cluster::{Cluster, ClusterOptions};
+    /// let dir = tempfile::tempdir()?;
+    /// let cluster = Cluster::open(dir.path(), ClusterOptions::new())?;
+    /// cluster.put(b"k", b"v")?;
+    /// let reports = cluster.compact()?;
+    /// assert_eq!(reports.len(), 3);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn compact(&self) -> Result<Vec<(NodeId, kv_node::CompactionReport)>> {
+        let routing = self.routing();
+        routing
+            .nodes
+            .iter()
+            .map(|(id, n)| Ok((id.clone(), n.compact()?)))
+            .collect()
+    }
+
     /// Syncs every node and closes the cluster. Dropping a `Cluster` without `close` is safe
     /// (what the nodes' sync policy has not made durable is up to the OS).
     ///

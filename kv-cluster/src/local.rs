@@ -136,6 +136,10 @@ impl Replica for LocalReplica {
     fn sync(&self) -> Result<()> {
         self.node.sync().map_err(self.err())
     }
+
+    fn compact(&self) -> Result<kv_node::CompactionReport> {
+        self.node.compact().map_err(self.err())
+    }
 }
 
 /// The default [`Backend`]: a `kv_node::Node` per member, in `<data-dir>/<node-id>/`, all

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use kv_ring::{NodeId, TokenRange};
 
 use crate::error::Result;
-use kv_node::{RangeCount, Record, Version, Write};
+use kv_node::{CompactionReport, RangeCount, Record, Version, Write};
 
 /// Batches of records streamed out of a replica by [`Replica::export`].
 pub type RecordStream<'a> = Box<dyn Iterator<Item = Result<Vec<Record>>> + 'a>;
@@ -110,4 +110,13 @@ pub trait Replica: Send + Sync + fmt::Debug {
     /// # Errors
     /// The node's error.
     fn sync(&self) -> Result<()>;
+
+    /// Compacts the node's storage now (reclaims dead space). Nodes without a log (the
+    /// in-memory test double) have nothing to do.
+    ///
+    /// # Errors
+    /// The node's error.
+    fn compact(&self) -> Result<CompactionReport> {
+        Ok(CompactionReport::default())
+    }
 }
