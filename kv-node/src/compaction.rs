@@ -134,8 +134,11 @@ impl Inner {
             return Ok(report);
         };
         let first = self.wal.first_lsn().segment();
+        // Expired tombstones found in the victims: dropped from the index only once their
+        // segments are gone, so that until then (and after a failure) memory and the log agree.
+        let mut purges = Vec::new();
         for seq in first..=last {
-            self.copy_live(seq, &mut report)?;
+            self.copy_live(seq, &mut report, &mut purges)?;
             report.segments_compacted += 1;
         }
         self.fail_point(2)?;
@@ -143,6 +146,13 @@ impl Inner {
         self.wal.sync()?;
         self.fail_point(3)?;
         report.segments_deleted = self.wal.truncate_before(Lsn::new(last + 1, 0))?;
+        let first = self.wal.first_lsn().segment();
+        for c in purges.iter().filter(|c| c.lsn.segment() < first) {
+            if let Some(removed) = self.index.remove_at(c.token, c.key(), c.lsn) {
+                self.forget(&removed);
+                report.tombstones_purged += 1;
+            }
+        }
         self.fail_point(4)?;
         self.forget_segments_before(self.wal.first_lsn().segment())?;
         self.compactions.fetch_add(1, Ordering::Relaxed);
@@ -174,7 +184,12 @@ impl Inner {
     }
 
     /// Copies the live records of segment `seq` to the head of the log.
-    fn copy_live(&self, seq: u32, report: &mut CompactionReport) -> Result<()> {
+    fn copy_live(
+        &self,
+        seq: u32,
+        report: &mut CompactionReport,
+        purges: &mut Vec<Candidate>,
+    ) -> Result<()> {
         let mut batch = Vec::new();
         let mut bytes = 0;
         for rec in self.wal.iter_from(Lsn::new(seq, HEADER_LEN as u32)) {
@@ -204,16 +219,21 @@ impl Inner {
                 payload: rec.payload,
             });
             if bytes >= COPY_BATCH_BYTES.min(self.max_payload() / 2) {
-                self.copy_batch(&mut batch, report)?;
+                self.copy_batch(&mut batch, report, purges)?;
                 bytes = 0;
             }
         }
-        self.copy_batch(&mut batch, report)
+        self.copy_batch(&mut batch, report, purges)
     }
 
     /// Copies a batch, with writers held off so none can slip a newer version in between the
     /// check and the copy (a stale copy after a newer write could outlive a purged tombstone).
-    fn copy_batch(&self, batch: &mut Vec<Candidate>, report: &mut CompactionReport) -> Result<()> {
+    fn copy_batch(
+        &self,
+        batch: &mut Vec<Candidate>,
+        report: &mut CompactionReport,
+        purges: &mut Vec<Candidate>,
+    ) -> Result<()> {
         if batch.is_empty() {
             return Ok(());
         }
@@ -240,10 +260,7 @@ impl Inner {
                 continue;
             }
             if loc.tombstone && now.saturating_sub(loc.version.millis()) >= grace {
-                if let Some(removed) = self.index.remove_at(c.token, c.key(), c.lsn) {
-                    self.forget(&removed);
-                    report.tombstones_purged += 1;
-                }
+                purges.push(c); // not copied: gone with its segment
                 continue;
             }
             keep.push(c);
@@ -282,10 +299,28 @@ impl Inner {
         let first = self.wal.first_lsn().segment();
         let active = self.wal.end_lsn().segment();
         let mut written = 0;
+        let mut first_error = None;
         for seq in first.max(1)..active {
             if self.hinted.lock().contains(&seq) {
                 continue;
             }
+            // A hint that cannot be written costs a scan at recovery, nothing more: go on with
+            // the other segments and report the first failure at the end.
+            match self.write_hint(seq) {
+                Ok(()) => written += 1,
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(written),
+        }
+    }
+
+    fn write_hint(&self, seq: u32) -> Result<()> {
+        {
             let mut b = HintBuilder::new(seq);
             for rec in self.wal.iter_from(Lsn::new(seq, HEADER_LEN as u32)) {
                 let rec = rec?;
@@ -302,8 +337,7 @@ impl Inner {
             hint::write(self.wal.dir(), seq, &b.finish())?;
             self.hinted.lock().insert(seq);
             self.hints_written.fetch_add(1, Ordering::Relaxed);
-            written += 1;
         }
-        Ok(written)
+        Ok(())
     }
 }

@@ -76,9 +76,12 @@ pub enum Error {
         source: io::Error,
     },
 
-    /// The node's background thread panicked or the node was closed.
-    #[error("the node is closed or its background thread failed")]
-    Closed,
+    /// A read found the record moved by compaction more times in a row than it retries.
+    #[error("key moved by compaction {retries} times during one read; try again")]
+    Moved {
+        /// How many times the read looked again.
+        retries: usize,
+    },
 }
 
 impl From<kv_wal::Error> for Error {

@@ -1,6 +1,7 @@
 //! The background thread: hint files for newly sealed segments, compaction past the
 //! threshold.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -34,9 +35,23 @@ impl Maintenance {
                             return;
                         }
                     }
-                    let result = inner.write_hints().and_then(|_| inner.compact(false));
-                    if let Err(e) = result {
-                        *inner.last_maintenance_error.lock() = Some(e.to_string());
+                    // Compaction runs whatever the hint pass did: a hint that cannot be
+                    // written (a full disk) must not stop the space from being reclaimed.
+                    let pass = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                        let hints = inner.write_hints();
+                        let compaction = inner.compact(false);
+                        hints.err().or(compaction.err())
+                    }));
+                    let (error, panicked) = match pass {
+                        Ok(error) => (error.map(|e| e.to_string()), false),
+                        Err(_) => (
+                            Some("the maintenance thread panicked and stopped".into()),
+                            true,
+                        ),
+                    };
+                    *inner.last_maintenance_error.lock() = error;
+                    if panicked {
+                        return;
                     }
                 }
             })

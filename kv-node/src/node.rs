@@ -25,7 +25,7 @@ use crate::{Error, Hlc, NodeOptions, Result, Version};
 pub(crate) type ValueCache = Cache<Bytes, (Bytes, Version), fn(&Bytes, &(Bytes, Version)) -> u64>;
 
 /// How many times a read retries when compaction moved the record it was about to read.
-const READ_RETRIES: usize = 8;
+const READ_RETRIES: usize = 32;
 
 /// Shared state of an open node (the background thread holds it too).
 pub(crate) struct Inner {
@@ -498,7 +498,9 @@ impl Inner {
                 Err(e) => return Err(e),
             }
         }
-        Err(Error::Closed)
+        Err(Error::Moved {
+            retries: READ_RETRIES,
+        })
     }
 
     /// The value of the put at `lsn` (`None` for a tombstone).

@@ -31,7 +31,8 @@ pub struct NodeStats {
     pub compactions: u64,
     /// Hint files written since the node was opened.
     pub hints_written: u64,
-    /// The last error of the background thread (hint files, compaction), if any.
+    /// The error of the background thread's last pass (hint files, compaction), if it failed;
+    /// cleared by a pass that succeeds.
     pub last_maintenance_error: Option<String>,
 }
 
