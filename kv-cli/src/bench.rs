@@ -133,10 +133,10 @@ fn phase(
 pub fn run(cluster: &Cluster, args: BenchArgs) -> anyhow::Result<Report> {
     let value = vec![b'v'; args.value_size];
     let zipf = Zipf::new(args.ops as f64, 1.0).context("zipf distribution")?;
-    let (writes, _) = phase(args, |_, i| {
+    let writes = phase(args, |_, i| {
         cluster.put(&key(i), &value)?;
         Ok(true)
-    })?;
+    });
     let pick = |rng: &mut StdRng| -> usize {
         if args.zipf {
             // Zipf samples 1..=ops, most often 1.
@@ -145,14 +145,20 @@ pub fn run(cluster: &Cluster, args: BenchArgs) -> anyhow::Result<Report> {
             rng.random_range(0..args.ops)
         }
     };
-    let reads = phase(args, |rng, _| Ok(cluster.get(&key(pick(rng)))?.is_some()));
-    // Remove the keys even if the reads failed.
+    let reads = match &writes {
+        Ok(_) => Some(phase(args, |rng, _| {
+            Ok(cluster.get(&key(pick(rng)))?.is_some())
+        })),
+        Err(_) => None,
+    };
+    // Remove the keys whatever happened above (a failed write may have stored some).
     let cleanup = phase(args, |_, i| {
         cluster.delete(&key(i))?;
         Ok(true)
     });
-    let (reads, found) = reads?;
-    cleanup?;
+    let (writes, _) = writes?;
+    let (reads, found) = reads.unwrap_or_else(|| Err(anyhow::anyhow!("no reads")))?;
+    cleanup.context("remove the benchmark's keys (`del` removes any left)")?;
     Ok(Report {
         args,
         writes,

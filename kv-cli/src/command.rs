@@ -155,8 +155,9 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
         "get" => Ok(Command::Get {
             key: user_key(one("get <key>")?)?,
         }),
+        // `del` may remove a benchmark key left behind by an interrupted benchmark.
         "del" | "delete" => Ok(Command::Del {
-            key: user_key(one("del <key>")?)?,
+            key: one("del <key>")?,
         }),
         "mput" => {
             if args.is_empty() || args.len() % 2 != 0 {

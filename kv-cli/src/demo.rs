@@ -35,6 +35,15 @@ fn value(i: usize, round: usize) -> String {
     format!("profile {i} v{round}")
 }
 
+/// The first `node<N>` not yet in the cluster (a `--data-dir` may hold a bigger one).
+fn fresh_id(cluster: &kv_cluster::Cluster) -> String {
+    let taken: Vec<String> = cluster.nodes().iter().map(|n| n.id.to_string()).collect();
+    (1..)
+        .map(|i| format!("node{i}"))
+        .find(|id| !taken.contains(id))
+        .unwrap_or_else(|| "node-demo".into())
+}
+
 fn step(s: Style, n: usize, title: &str) {
     println!();
     println!("{}", s.heading(format!("Step {n}: {title}")));
@@ -123,7 +132,10 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
 
     step(s, 4, "Smart redistribution: adding a node");
     let n = cluster.nodes().len() as u64;
-    let summary = cluster.add_node("node4").context("add node4")?;
+    let added = fresh_id(cluster);
+    let summary = cluster
+        .add_node(&added)
+        .with_context(|| format!("add {added}"))?;
     print_change(s, &summary, keys, cluster.replication_factor());
     let naive = naive_moves(keys, n, n + 1);
     println!(
@@ -136,7 +148,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     show(&session, "stats");
 
     step(s, 5, "Removing a node");
-    let summary = cluster.remove_node("node4").context("remove node4")?;
+    let summary = cluster
+        .remove_node(&added)
+        .with_context(|| format!("remove {added}"))?;
     print_change(s, &summary, keys, cluster.replication_factor());
     show(&session, "nodes");
 
@@ -179,7 +193,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             })
             .collect();
         let b = bar(0, "moving");
-        let result = cluster.add_node_with_progress("node5", |p| {
+        let joining = fresh_id(cluster);
+        let result = cluster.add_node_with_progress(&joining, |p| {
             b.set_length(p.estimated_keys.max(p.keys));
             b.set_position(p.keys);
             std::ops::ControlFlow::Continue(())

@@ -78,16 +78,30 @@ fn show(session: &Session, line: &str, scripted: bool) -> (bool, bool) {
 
 fn scripted(session: &Session) -> anyhow::Result<bool> {
     let mut all_ok = true;
-    let stdin = std::io::stdin();
-    for line in stdin.lock().lines() {
-        let line = match line {
-            Ok(l) => l,
+    let mut stdin = std::io::stdin().lock();
+    let mut raw = Vec::new();
+    for number in 1.. {
+        raw.clear();
+        match stdin.read_until(b'\n', &mut raw) {
+            Ok(0) => break,
+            Ok(_) => {}
             Err(e) => {
                 eprintln!("{}", session.style.fail(format!("cannot read input: {e}")));
                 return Ok(false);
             }
+        }
+        let Ok(line) = std::str::from_utf8(&raw) else {
+            // One bad line is one error; the session goes on.
+            eprintln!(
+                "{}",
+                session
+                    .style
+                    .fail(format!("line {number} is not valid UTF-8"))
+            );
+            all_ok = false;
+            continue;
         };
-        let (failed, exit) = show(session, &line, true);
+        let (failed, exit) = show(session, line.trim_end_matches(['\n', '\r']), true);
         all_ok &= !failed;
         if exit {
             break;

@@ -279,11 +279,60 @@ fn the_demo_runs_to_completion() {
         "Step 1: Cluster initialisation",
         "Step 4: Smart redistribution: adding a node",
         "Naive hash % N placement",
+        "  Moving ",
+        "✓ Redistribution complete: ",
+        "Write latency: p50 ",
         "Every acknowledged write reads back its latest value: nothing lost",
         "Step 7: Crash recovery",
         "Running benchmark...",
         "Demo complete",
     ] {
         assert!(stdout.contains(want), "{want}\n{stdout}");
+    }
+}
+
+#[test]
+fn a_line_that_is_not_utf8_is_one_error_and_the_session_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = kvstore()
+        .args(["--interactive", "--data-dir"])
+        .arg(dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"put a \xff\xfe\nput a ok\nget a\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(!out.status.success());
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("line 1 is not valid UTF-8"), "{stderr}");
+    assert!(stdout.contains("✓ Retrieved: a -> ok"), "{stdout}");
+}
+
+#[test]
+fn the_demo_runs_twice_on_a_bigger_existing_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    for run in 0..2 {
+        let out = kvstore()
+            .args(["--quick", "--nodes", "5", "--data-dir"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "run {run}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
