@@ -9,11 +9,12 @@ pub struct Style {
 }
 
 impl Style {
-    /// Colour if stdout is a terminal and `NO_COLOR` is not set.
+    /// Colour if stdout and stderr (where scripted errors go) are terminals and `NO_COLOR` is
+    /// not set.
     pub fn detect() -> Style {
         let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
         Style {
-            color: !no_color && std::io::stdout().is_terminal(),
+            color: !no_color && std::io::stdout().is_terminal() && std::io::stderr().is_terminal(),
         }
     }
 
