@@ -66,6 +66,13 @@ pub struct Cluster {
     pub(crate) meta: Mutex<Meta>,
     /// The membership change running right now, if any (one at a time).
     pub(crate) running: Mutex<Option<(crate::ChangeKind, NodeId)>>,
+    /// Serializes membership changes, failing and recovering nodes, and repair: each of them
+    /// swaps node handles or relies on which nodes are up.
+    pub(crate) admin: Mutex<()>,
+    /// Down nodes, by id (the coordinator's view; in memory only).
+    pub(crate) health: Mutex<std::collections::HashMap<NodeId, crate::health::Down>>,
+    /// Open hint stores.
+    pub(crate) hints: crate::hints::HintStores,
     /// Held for the cluster's lifetime: one process per data directory.
     _lock: fs::File,
 }
@@ -133,6 +140,9 @@ impl Cluster {
             }),
             meta: Mutex::new(meta),
             running: Mutex::new(None),
+            admin: Mutex::new(()),
+            health: Mutex::default(),
+            hints: crate::hints::HintStores::default(),
             dir,
             opts,
             _lock: lock,
@@ -176,7 +186,11 @@ impl Cluster {
     /// The first node error.
     pub fn sync(&self) -> Result<()> {
         let routing = self.routing();
-        routing.nodes.values().try_for_each(|n| n.sync())
+        routing
+            .nodes
+            .values()
+            .filter(|n| !n.is_down())
+            .try_for_each(|n| n.sync())
     }
 
     /// Syncs every node and closes the cluster. Dropping a `Cluster` without `close` is safe

@@ -88,13 +88,18 @@ mod backend;
 mod change;
 mod cluster;
 mod error;
+mod failure;
 mod fence;
+mod health;
+mod hints;
 mod local;
 mod memory;
+mod merkle;
 mod meta;
 mod ops;
 mod options;
 mod progress;
+mod repair;
 mod replica;
 mod routing;
 mod stats;
@@ -103,6 +108,9 @@ mod stream;
 pub use backend::Backend;
 pub use cluster::Cluster;
 pub use error::{Error, Result};
+pub use failure::RecoverySummary;
+pub use health::Health;
+pub use kv_node::Digest;
 pub use kv_node::{Clock, Hlc, NodeOptions, RangeCount, Record, SystemClock, Version, Write};
 pub use local::{KvNodeBackend, LocalReplica};
 pub use memory::{MemoryBackend, MemoryReplica};
@@ -111,6 +119,7 @@ pub use options::{
     DEFAULT_VNODES, RateLimit,
 };
 pub use progress::{ChangeKind, ChangeSummary, PairSummary, Progress};
+pub use repair::{REPAIR_KEYS_PER_LEAF, RepairSummary};
 pub use replica::{RecordStream, Replica};
 pub use stats::{ClusterStats, KeyPlacement, NodeInfo, NodeState, NodeStats};
 
