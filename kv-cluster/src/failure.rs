@@ -169,6 +169,7 @@ impl Cluster {
         self.health
             .lock()
             .retain(|id, _| routing.node(id).is_some());
+        self.close_departed_hints(&routing);
     }
 }
 

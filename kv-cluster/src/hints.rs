@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use kv_node::Write;
-use kv_ring::{NodeId, TokenRange};
+use kv_ring::{NodeId, TokenRange, token};
 use parking_lot::Mutex;
 
 use crate::cluster::Cluster;
@@ -113,7 +113,11 @@ impl Cluster {
             if let Some(dst) = dst {
                 let store = self.hint_store(&holder, &target)?;
                 for batch in store.export(0, &[TokenRange::FULL], self.opts.transfer_batch)? {
-                    changed += dst.import(routing.epoch(), &batch?)? as u64;
+                    // Only keys the target still replicates: a membership change may have
+                    // moved a key's range away since the hint was written.
+                    let mut batch = batch?;
+                    batch.retain(|r| self.replicates(routing, &target, token(&r.key)));
+                    changed += dst.import(routing.epoch(), &batch)? as u64;
                 }
                 dst.sync()?;
             }
@@ -131,6 +135,24 @@ impl Cluster {
             }
         }
         Ok(changed)
+    }
+
+    /// Whether `node` is a replica of `token` in the ring or the pending ring.
+    fn replicates(&self, routing: &Routing, node: &NodeId, token: u64) -> bool {
+        let of = |ring: &kv_ring::Ring| {
+            ring.preference_list(token, self.rf)
+                .is_ok_and(|l| l.contains(node.as_str()))
+        };
+        of(&routing.ring) || routing.pending.as_ref().is_some_and(of)
+    }
+
+    /// Closes the hint stores whose holder or target is no longer routed (it left: the
+    /// holder's directory, hints included, is gone; hints for a leaver are moot).
+    pub(crate) fn close_departed_hints(&self, routing: &Routing) {
+        self.hints
+            .open
+            .lock()
+            .retain(|(h, t), _| routing.node(h).is_some() && routing.node(t).is_some());
     }
 
     /// Every `(holder, target)` with a hint store on disk or open.
