@@ -445,7 +445,8 @@ impl Cluster {
                 .iter()
                 .find(|(n, _)| n == from)
                 .map_or(0.0, |(_, s)| *s);
-            if done(from, to) || share <= 0.0 {
+            // A down source is streamed from another replica; it cannot count for the estimate.
+            if done(from, to) || share <= 0.0 || node.is_down() {
                 continue;
             }
             // A down leaver cannot count what it held; its directory goes all the same.
