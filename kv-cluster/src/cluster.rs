@@ -152,6 +152,10 @@ impl Cluster {
         let lease = cluster.meta.lock().version_lease;
         cluster.hlc.observe(Version::new(lease));
         cluster.extend_lease(cluster.hlc.now())?;
+        // Hints left by a previous process (its nodes are all routed again now): hand them
+        // off. Best effort: what fails stays on disk for the next open or recovery, and
+        // repair covers it meanwhile.
+        let _ = cluster.hand_off(&cluster.routing(), |_, _| true);
         if cluster.meta.lock().change.is_some() {
             // Roll the interrupted change forward: streaming again is idempotent (LWW).
             match cluster.resume_change(|_| std::ops::ControlFlow::Continue(())) {
