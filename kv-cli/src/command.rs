@@ -27,6 +27,13 @@ pub enum Command {
     Ring,
     AddNode(String),
     RemoveNode(String),
+    /// Take a node down (`fail <id>`, or `fail <id> --crash` to drop it without shutdown).
+    Fail {
+        id: String,
+        crash: bool,
+    },
+    Recover(String),
+    Repair,
     Benchmark(BenchArgs),
     Flush,
     Compact,
@@ -66,6 +73,9 @@ pub const NAMES: &[&str] = &[
     "ring",
     "addnode",
     "removenode",
+    "fail",
+    "recover",
+    "repair",
     "benchmark",
     "flush",
     "compact",
@@ -87,6 +97,10 @@ Commands:
   ring                         token ownership per node
   addnode <id>                 add a node; moves only the keys it now replicates
   removenode <id>              remove a node; its keys move to the remaining ones
+  fail <id> [--crash]          take a node down (cut off, or crashed: dropped without
+                               shutdown); writes for it are kept as hints on live nodes
+  recover <id>                 bring a node back: hints handed off, then its ranges repaired
+  repair                       anti-entropy: compare replicas by Merkle trees, fix what differs
   benchmark [ops] [--threads T] [--value-size B] [--distribution uniform|zipf]
                                writes then reads `ops` keys (default 100000) and reports
                                throughput and latency; its keys are removed afterwards
@@ -182,6 +196,19 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
         "ring" => none(Command::Ring, "ring"),
         "addnode" => Ok(Command::AddNode(one("addnode <id>")?)),
         "removenode" => Ok(Command::RemoveNode(one("removenode <id>")?)),
+        "fail" => match args.as_slice() {
+            [id] => Ok(Command::Fail {
+                id: id.clone(),
+                crash: false,
+            }),
+            [id, flag] if flag == "--crash" => Ok(Command::Fail {
+                id: id.clone(),
+                crash: true,
+            }),
+            _ => usage("fail <id> [--crash]"),
+        },
+        "recover" => Ok(Command::Recover(one("recover <id>")?)),
+        "repair" => none(Command::Repair, "repair"),
         "benchmark" => parse_bench(&args).map(Command::Benchmark),
         "flush" => none(Command::Flush, "flush"),
         "compact" => none(Command::Compact, "compact"),
@@ -258,6 +285,15 @@ mod tests {
         );
         assert_eq!(p("mget a b"), Command::MGet(vec!["a".into(), "b".into()]));
         assert_eq!(p("addnode node4"), Command::AddNode("node4".into()));
+        assert_eq!(
+            p("fail node2 --crash"),
+            Command::Fail {
+                id: "node2".into(),
+                crash: true
+            }
+        );
+        assert_eq!(p("recover node2"), Command::Recover("node2".into()));
+        assert_eq!(p("repair"), Command::Repair);
         assert_eq!(p("quit"), Command::Exit);
         assert_eq!(
             p("put k ''"),

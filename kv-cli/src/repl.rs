@@ -37,7 +37,7 @@ pub fn run(args: &Args) -> anyhow::Result<bool> {
     };
     println!("{}", session.style.heading("INTERACTIVE DEMO MODE"));
     println!(
-        "Commands: put <key> <value>, get <key>, del <key>, nodes, benchmark, addnode <id>, removenode <id>, stats, exit (help for more)"
+        "Commands: put <key> <value>, get <key>, del <key>, nodes, benchmark, addnode <id>, removenode <id>, fail <id>, recover <id>, repair, stats, exit (help for more)"
     );
     println!();
     let ok = if std::io::stdin().is_terminal() {

@@ -3,7 +3,7 @@
 use std::ops::ControlFlow;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use kv_cluster::{ChangeSummary, Cluster, NodeState, Progress};
+use kv_cluster::{ChangeSummary, Cluster, Health, NodeState, Progress};
 
 use crate::bench;
 use crate::command::{Command, HELP};
@@ -119,7 +119,15 @@ impl Session {
                         NodeState::Leaving => " (leaving)",
                         _ => " (changing)",
                     };
-                    out.push(format!("- Node: {}{state}", n.id));
+                    let health = match n.health {
+                        Health::Up => String::new(),
+                        Health::Down { since } => format!(
+                            " (down for {}s)",
+                            since.elapsed().map_or(0, |d| d.as_secs())
+                        ),
+                        _ => " (unknown health)".into(),
+                    };
+                    out.push(format!("- Node: {}{state}{health}", n.id));
                 }
                 Outcome {
                     out,
@@ -130,6 +138,34 @@ impl Session {
             Command::Ring => self.ring(),
             Command::AddNode(id) => self.change(&id, true),
             Command::RemoveNode(id) => self.change(&id, false),
+            Command::Fail { id, crash } => {
+                let result = if crash {
+                    self.cluster.crash_node(&id)
+                } else {
+                    self.cluster.fail_node(&id)
+                };
+                match result {
+                    Ok(()) => Outcome::line(s.ok(format!(
+                        "Node {id} is down{}: writes for it are kept as hints",
+                        if crash { " (crashed)" } else { "" }
+                    ))),
+                    Err(e) => Outcome::failed(s.fail(format!("fail {id}: {e}"))),
+                }
+            }
+            Command::Recover(id) => match self.cluster.recover_node(&id) {
+                Ok(r) => Outcome::line(s.ok(format!(
+                    "Node {id} recovered: {} hinted writes handed off, {} keys repaired ({} bytes of hashes compared)",
+                    r.hints_applied, r.repair.keys_repaired, r.repair.hash_bytes
+                ))),
+                Err(e) => Outcome::failed(s.fail(format!("recover {id}: {e}"))),
+            },
+            Command::Repair => match self.cluster.repair() {
+                Ok(r) => Outcome::line(s.ok(format!(
+                    "Repair complete: {} ranges compared, {} bytes of hashes exchanged, {} differing leaves, {} keys repaired",
+                    r.ranges_compared, r.hash_bytes, r.leaves_differing, r.keys_repaired
+                ))),
+                Err(e) => Outcome::failed(s.fail(format!("repair: {e}"))),
+            },
             Command::Benchmark(args) => match bench::run(&self.cluster, args) {
                 Ok(report) => Outcome {
                     out: report.lines(),
@@ -169,6 +205,10 @@ impl Session {
             Ok(st) => {
                 let mut out = vec![s.heading("Data Distribution Statistics")];
                 for n in &st.nodes {
+                    if !n.up {
+                        out.push(format!("Node {}: down", n.id));
+                        continue;
+                    }
                     out.push(format!(
                         "Node {}: {} keys ({:.1}%), {} replicas",
                         n.id,
@@ -178,6 +218,12 @@ impl Session {
                     ));
                 }
                 out.push(format!("Total keys in cluster: {}", st.total_keys));
+                if st.hints > 0 {
+                    out.push(format!(
+                        "Hinted writes waiting for down nodes: {}",
+                        st.hints
+                    ));
+                }
                 Outcome {
                     out,
                     ..Outcome::default()

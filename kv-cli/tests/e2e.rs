@@ -336,3 +336,57 @@ fn the_demo_runs_twice_on_a_bigger_existing_cluster() {
         );
     }
 }
+
+#[test]
+fn a_node_fails_and_recovers_with_hints_and_repair() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, err, ok) = session(
+        dir.path(),
+        "put a 1\nput b 2\nfail node2\nnodes\nput c 3\ndel a\nget c\nstats\n\
+         fail node3 --crash\nput d 4\nrecover node3\nrecover node2\nnodes\nget a\nget c\nrepair\n\
+         fail node9\nrecover node1\nfail\nexit\n",
+        &[],
+    );
+    assert!(!ok, "the bad commands at the end fail the run");
+    assert_lines_in_order(
+        &out,
+        &[
+            "✓ Stored: a -> 1",
+            "✓ Node node2 is down: writes for it are kept as hints",
+            "Cluster has 3 nodes:",
+            "- Node: node1",
+            "✓ Stored: c -> 3",
+            "✓ Deleted: a",
+            "✓ Retrieved: c -> 3",
+            "Node node2: down",
+            "Hinted writes waiting for down nodes: 2",
+            "✓ Node node3 is down (crashed): writes for it are kept as hints",
+            "✓ Node node3 recovered: 0 hinted writes handed off, 0 keys repaired (32 bytes of hashes compared)",
+            "✓ Node node2 recovered: 2 hinted writes handed off, 0 keys repaired (64 bytes of hashes compared)",
+            "Cluster has 3 nodes:",
+            "- Node: node1",
+            "- Node: node2",
+            "- Node: node3",
+            "✗ Key not found: a",
+            "✓ Retrieved: c -> 3",
+            "✓ Repair complete: 1 ranges compared, 64 bytes of hashes exchanged, 0 differing leaves, 0 keys repaired",
+        ],
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("- Node: node2 (down for ")),
+        "{out}"
+    );
+    // Two of three replicas down: a quorum write is refused at once, with one clear line.
+    assert!(
+        err.contains("✗ put d: only 1 of the 2 replicas needed answered"),
+        "{err}"
+    );
+    for bad in [
+        "✗ fail node9: node node9 is not a member of the cluster",
+        "✗ recover node1: node node1 is not down",
+        "✗ usage: fail <id> [--crash]",
+    ] {
+        assert!(err.contains(bad), "missing {bad:?} in:\n{err}");
+    }
+}

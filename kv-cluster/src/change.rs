@@ -125,6 +125,7 @@ impl Cluster {
             return Ok(None);
         };
         let _running = self.start_change(kind, node)?;
+        let _admin = self.admin.lock();
         self.drive(&mut progress).map(Some)
     }
 
@@ -152,6 +153,9 @@ impl Cluster {
         progress: &mut dyn FnMut(&Progress) -> ControlFlow<()>,
     ) -> Result<ChangeSummary> {
         let _running = self.start_change(kind, NodeId::new(id)?)?;
+        // After `start_change`, so that a change started from a progress callback is refused
+        // rather than waiting for the lock its own thread holds.
+        let _admin = self.admin.lock();
         if let Some((kind, node)) = self.pending_change() {
             return Err(Error::ChangeInProgress { kind, node });
         }
@@ -287,7 +291,8 @@ impl Cluster {
         }
         summary.keys_dropped = stream::drop_lost(&nodes, &plan, new.epoch())?;
         for (id, node) in leavers {
-            let held = node.held()?;
+            // A down leaver cannot count what it held; its directory goes all the same.
+            let held = node.held().unwrap_or_default();
             // The last handle: the routing no longer has it, and the old one is drained.
             drop(node);
             self.opts
@@ -299,6 +304,7 @@ impl Cluster {
         let mut meta = self.meta.lock().clone();
         meta.change = None;
         self.persist(meta)?;
+        self.forget_departed();
         summary.elapsed = started.elapsed();
         Ok(summary)
     }
@@ -439,10 +445,12 @@ impl Cluster {
                 .iter()
                 .find(|(n, _)| n == from)
                 .map_or(0.0, |(_, s)| *s);
-            if done(from, to) || share <= 0.0 {
+            // A down source is streamed from another replica; it cannot count for the estimate.
+            if done(from, to) || share <= 0.0 || node.is_down() {
                 continue;
             }
-            let held = node.held()?;
+            // A down leaver cannot count what it held; its directory goes all the same.
+            let held = node.held().unwrap_or_default();
             let fraction: f64 = ranges.iter().map(|r| r.fraction()).sum();
             estimate += (held.live + held.tombstones) as f64 * (fraction / share).min(1.0);
         }

@@ -66,6 +66,13 @@ pub struct Cluster {
     pub(crate) meta: Mutex<Meta>,
     /// The membership change running right now, if any (one at a time).
     pub(crate) running: Mutex<Option<(crate::ChangeKind, NodeId)>>,
+    /// Serializes membership changes, failing and recovering nodes, and repair: each of them
+    /// swaps node handles or relies on which nodes are up.
+    pub(crate) admin: Mutex<()>,
+    /// Down nodes, by id (the coordinator's view; in memory only).
+    pub(crate) health: Mutex<std::collections::HashMap<NodeId, crate::health::Down>>,
+    /// Open hint stores.
+    pub(crate) hints: crate::hints::HintStores,
     /// Held for the cluster's lifetime: one process per data directory.
     _lock: fs::File,
 }
@@ -133,6 +140,9 @@ impl Cluster {
             }),
             meta: Mutex::new(meta),
             running: Mutex::new(None),
+            admin: Mutex::new(()),
+            health: Mutex::default(),
+            hints: crate::hints::HintStores::default(),
             dir,
             opts,
             _lock: lock,
@@ -142,6 +152,10 @@ impl Cluster {
         let lease = cluster.meta.lock().version_lease;
         cluster.hlc.observe(Version::new(lease));
         cluster.extend_lease(cluster.hlc.now())?;
+        // Hints left by a previous process (its nodes are all routed again now): hand them
+        // off. Best effort: what fails stays on disk for the next open or recovery, and
+        // repair covers it meanwhile.
+        let _ = cluster.hand_off(&cluster.routing(), |_, _| true);
         if cluster.meta.lock().change.is_some() {
             // Roll the interrupted change forward: streaming again is idempotent (LWW).
             match cluster.resume_change(|_| std::ops::ControlFlow::Continue(())) {
@@ -176,7 +190,11 @@ impl Cluster {
     /// The first node error.
     pub fn sync(&self) -> Result<()> {
         let routing = self.routing();
-        routing.nodes.values().try_for_each(|n| n.sync())
+        routing
+            .nodes
+            .values()
+            .filter(|n| !n.is_down())
+            .try_for_each(|n| n.sync())
     }
 
     /// Compacts every node's storage now (each also compacts in the background past its

@@ -132,6 +132,19 @@ pub enum Error {
         /// The node it adds or removes.
         node: NodeId,
     },
+    /// The node is down ([`Cluster::fail_node`](crate::Cluster::fail_node)): its handle
+    /// refuses every call until [`Cluster::recover_node`](crate::Cluster::recover_node).
+    #[error("node {node} is down")]
+    NodeDown {
+        /// The node.
+        node: NodeId,
+    },
+    /// `recover_node` of a node that is not down.
+    #[error("node {node} is not down")]
+    NodeNotDown {
+        /// The node.
+        node: NodeId,
+    },
     /// A worker thread of a membership change panicked (a bug).
     #[error("a worker thread of the membership change panicked")]
     WorkerPanicked,

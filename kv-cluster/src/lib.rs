@@ -44,6 +44,44 @@
 //! change forward: streaming again is idempotent, and nothing is dropped before the commit,
 //! so a crash never costs a key a replica it had.
 //!
+//! # Failures
+//! - **Down nodes.** [`Cluster::fail_node`] cuts a node off (its routed handle refuses every
+//!   call with [`Error::NodeDown`]); [`Cluster::crash_node`] also drops it without clean
+//!   shutdown. Health (up, or down since when) is in [`Cluster::nodes`] and
+//!   [`Cluster::health`]; it is the coordinator's view, in memory: a reopened cluster opens
+//!   every member.
+//! - **Consistency counts real replicas only.** An operation whose key has fewer than `R` or
+//!   `W` replicas up fails at once with [`Error::Unavailable`] (cause [`Error::NodeDown`])
+//!   and writes nothing; it never waits. [`Cluster::put_with`] and friends pick a level per
+//!   operation (e.g. [`Consistency::One`] while two of three replicas are down). Hinted
+//!   writes do not count towards `W` (no sloppy quorum).
+//! - **Hinted handoff.** A write for a down replica is kept, durably, as a *hint* on the next
+//!   live node walking the ring past the key's replicas (on a ring with no node beyond them,
+//!   a live replica), in `<data-dir>/<holder>/hints/<target>/`: a replica of its own, opened
+//!   through the [`Backend`] (a `kv_node::Node` by default), holding the missed writes under
+//!   their keys and versions. [`Cluster::recover_node`] reopens the node (a crashed one from
+//!   its own directory: WAL recovery first), routes to it again, replays the hint stores held
+//!   for it (and those it holds for others) into their targets, syncs, deletes them, then
+//!   repairs the node's ranges. LWW makes a replay idempotent and lets it race client writes.
+//! - **Read repair, synchronous.** A read that sees its `R` replicas disagree writes the
+//!   newest record (value or tombstone, same version) to the stale ones before it returns.
+//! - **Anti-entropy.** [`Cluster::repair`] compares replicas per run of ring ranges with the
+//!   same replica set: each builds a Merkle tree over leaf digests (about
+//!   [`REPAIR_KEYS_PER_LEAF`] keys a leaf, 16 bytes each), trees are compared top-down, and
+//!   only differing leaves are exported, merged newest-wins and imported where stale.
+//!   Identical replicas exchange only their roots (see [`RepairSummary`]).
+//! - **Tombstones outlive every repair.** A delete is a tombstone, and a storage node purges
+//!   one only in compaction, once it is older than `NodeOptions::tombstone_grace` (default 10
+//!   days). A replica that missed a delete gets the tombstone from a hint or a repair; if it
+//!   came back after the others had purged it, its old value would look newer than nothing
+//!   and be copied back. So: **recover or remove a down node, and run a repair, within the
+//!   grace period** (as in Cassandra's `gc_grace_seconds`). A node down for longer must be
+//!   removed and added again, not recovered.
+//! - **Limits.** A membership change that needs a down node (a destination of streamed ranges,
+//!   or one that must drop ranges) stops with the change pending (writes reach old and new
+//!   replicas); recover the node and [`Cluster::resume_change`]. Hints held by a node that
+//!   leaves are deleted with its directory; repair restores what they carried.
+//!
 //! # Versions
 //! One hybrid logical clock per cluster ([`Hlc`], over a [`Clock`] that tests can skew)
 //! versions every write. `cluster.json` holds a *version lease*, a version above every one the
@@ -56,10 +94,13 @@
 //! <data-dir>/cluster.json     members with their ring tokens, rf, vnodes, format version,
 //!                             version lease, change in progress
 //! <data-dir>/LOCK             held while the cluster is open
-//! <data-dir>/<node-id>/       that node's own directory (wal/ inside; hints/ later)
+//! <data-dir>/<node-id>/wal/   that node's log
+//! <data-dir>/<node-id>/hints/<target>/
+//!                             hints it holds for down node <target> (a store of its own)
 //! ```
 //!
-//! Learned from: the Dynamo paper (preference lists, `R + W > N`, hinted handoff to come),
+//! Learned from: the Dynamo paper (preference lists, `R + W > N`, hinted handoff, Merkle-tree
+//! anti-entropy),
 //! Cassandra (pending ranges written to during bootstrap, CEP-21's epoch-tagged metadata),
 //! and the Redis Cluster and ScyllaDB complaints that rebalancing starves clients (batches and
 //! a rate limit).
@@ -88,13 +129,18 @@ mod backend;
 mod change;
 mod cluster;
 mod error;
+mod failure;
 mod fence;
+mod health;
+mod hints;
 mod local;
 mod memory;
+mod merkle;
 mod meta;
 mod ops;
 mod options;
 mod progress;
+mod repair;
 mod replica;
 mod routing;
 mod stats;
@@ -103,6 +149,9 @@ mod stream;
 pub use backend::Backend;
 pub use cluster::Cluster;
 pub use error::{Error, Result};
+pub use failure::RecoverySummary;
+pub use health::Health;
+pub use kv_node::Digest;
 pub use kv_node::{Clock, Hlc, NodeOptions, RangeCount, Record, SystemClock, Version, Write};
 pub use local::{KvNodeBackend, LocalReplica};
 pub use memory::{MemoryBackend, MemoryReplica};
@@ -111,6 +160,7 @@ pub use options::{
     DEFAULT_VNODES, RateLimit,
 };
 pub use progress::{ChangeKind, ChangeSummary, PairSummary, Progress};
+pub use repair::{REPAIR_KEYS_PER_LEAF, RepairSummary};
 pub use replica::{RecordStream, Replica};
 pub use stats::{ClusterStats, KeyPlacement, NodeInfo, NodeState, NodeStats};
 

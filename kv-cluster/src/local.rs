@@ -140,6 +140,11 @@ impl Replica for LocalReplica {
     fn compact(&self) -> Result<kv_node::CompactionReport> {
         self.node.compact().map_err(self.err())
     }
+
+    fn digests(&self, epoch: u64, range: TokenRange, leaves: u32) -> Result<Vec<kv_node::Digest>> {
+        self.fence.check(&self.id, epoch)?;
+        Ok(self.node.digests(range, leaves))
+    }
 }
 
 /// The default [`Backend`]: a `kv_node::Node` per member, in `<data-dir>/<node-id>/`, all

@@ -11,6 +11,7 @@ use smallvec::SmallVec;
 
 use crate::cluster::{Cluster, LEASE_MILLIS};
 use crate::error::{Error, Result};
+use crate::options::Consistency;
 use crate::replica::Replica;
 use crate::routing::Routing;
 
@@ -24,7 +25,7 @@ impl Cluster {
     pub fn put(&self, key: &[u8], value: &[u8]) -> Result<Version> {
         let routing = self.routing();
         let version = self.next_version()?;
-        self.write(&routing, key, Some(value), version)?;
+        self.write(&routing, key, Some(value), version, self.opts.write)?;
         Ok(version)
     }
 
@@ -35,8 +36,56 @@ impl Cluster {
     pub fn delete(&self, key: &[u8]) -> Result<Version> {
         let routing = self.routing();
         let version = self.next_version()?;
-        self.write(&routing, key, None, version)?;
+        self.write(&routing, key, None, version, self.opts.write)?;
         Ok(version)
+    }
+
+    /// [`put`](Cluster::put) at consistency `w` instead of the cluster's write consistency
+    /// (say [`Consistency::One`] to keep writing while most of a key's replicas are down).
+    ///
+    /// # Errors
+    /// As [`put`](Cluster::put).
+    ///
+    /// # Example
+    /// ```
+    /// use std::sync::Arc;
+    /// use kv_cluster::{Cluster, ClusterOptions, Consistency, MemoryBackend};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let opts = ClusterOptions::new().backend(Arc::new(MemoryBackend::default()));
+    /// let cluster = Cluster::open(dir.path(), opts)?;
+    /// cluster.fail_node("node1")?;
+    /// cluster.fail_node("node2")?;
+    /// assert!(cluster.put(b"k", b"v").is_err()); // quorum: 2 of 3, only 1 up
+    /// cluster.put_with(b"k", b"v", Consistency::One)?;
+    /// assert_eq!(cluster.get_with(b"k", Consistency::One)?.as_deref(), Some(&b"v"[..]));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn put_with(&self, key: &[u8], value: &[u8], w: Consistency) -> Result<Version> {
+        let routing = self.routing();
+        let version = self.next_version()?;
+        self.write(&routing, key, Some(value), version, w)?;
+        Ok(version)
+    }
+
+    /// [`delete`](Cluster::delete) at consistency `w`.
+    ///
+    /// # Errors
+    /// As [`put`](Cluster::put).
+    pub fn delete_with(&self, key: &[u8], w: Consistency) -> Result<Version> {
+        let routing = self.routing();
+        let version = self.next_version()?;
+        self.write(&routing, key, None, version, w)?;
+        Ok(version)
+    }
+
+    /// [`get`](Cluster::get) at consistency `r`.
+    ///
+    /// # Errors
+    /// As [`get`](Cluster::get).
+    pub fn get_with(&self, key: &[u8], r: Consistency) -> Result<Option<Bytes>> {
+        let routing = self.routing();
+        Ok(self.read(&routing, key, r)?.and_then(|(v, _)| v))
     }
 
     /// The value of `key`, or `None` if it is absent or deleted.
@@ -54,7 +103,7 @@ impl Cluster {
     /// As [`get`](Cluster::get).
     pub fn get_versioned(&self, key: &[u8]) -> Result<Option<(Bytes, Version)>> {
         let routing = self.routing();
-        let newest = self.read(&routing, key)?;
+        let newest = self.read(&routing, key, self.opts.read)?;
         Ok(newest.and_then(|(value, version)| value.map(|v| (v, version))))
     }
 
@@ -75,6 +124,10 @@ impl Cluster {
         // Each node gets one batch holding every pair it replicates.
         let mut batches: Vec<(NodeId, Vec<usize>)> = Vec::new();
         let mut targets: Vec<SmallVec<[usize; 8]>> = Vec::with_capacity(pairs.len());
+        let needed = self.opts.write.required(self.rf);
+        for (k, _) in pairs {
+            self.check_up(&routing, token(k.as_ref()), needed)?;
+        }
         for (i, (k, _)) in pairs.iter().enumerate() {
             let mut mine = SmallVec::new();
             for id in self.targets(&routing, token(k.as_ref()))? {
@@ -101,12 +154,15 @@ impl Cluster {
                     version: versions[i],
                 })
                 .collect();
-            match self
-                .node_of(&routing, id)?
-                .apply_batch(routing.epoch(), &writes)
-            {
+            let node = self.node_of(&routing, id)?;
+            match node.apply_batch(routing.epoch(), &writes) {
                 Ok(_) => ok[b] = true,
                 Err(e) => {
+                    if node.is_down() {
+                        for w in &writes {
+                            self.store_hint(&routing, id, token(w.key), *w);
+                        }
+                    }
                     first_err.get_or_insert(e);
                 }
             }
@@ -117,7 +173,7 @@ impl Cluster {
                 .filter(|&&b| ok[b])
                 .map(|&b| &batches[b].0)
                 .collect();
-            self.check_acks(&routing, token(k.as_ref()), &acked, &mut first_err)?;
+            self.check_acks(&routing, token(k.as_ref()), needed, &acked, &mut first_err)?;
         }
         Ok(versions)
     }
@@ -129,7 +185,11 @@ impl Cluster {
     pub fn get_many<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<Vec<Option<Bytes>>> {
         let routing = self.routing();
         keys.iter()
-            .map(|k| Ok(self.read(&routing, k.as_ref())?.and_then(|(v, _)| v)))
+            .map(|k| {
+                Ok(self
+                    .read(&routing, k.as_ref(), self.opts.read)?
+                    .and_then(|(v, _)| v))
+            })
             .collect()
     }
 
@@ -191,7 +251,9 @@ impl Cluster {
         key: &[u8],
         value: Option<&[u8]>,
         version: Version,
+        consistency: Consistency,
     ) -> Result<()> {
+        let needed = consistency.required(self.rf);
         let token = token(key);
         let write = Write {
             key,
@@ -199,13 +261,21 @@ impl Cluster {
             version,
         };
         let epoch = routing.epoch();
+        self.check_up(routing, token, needed)?;
         let mut acked: SmallVec<[&NodeId; 8]> = SmallVec::new();
         let mut first_err = None;
-        let mut apply = |id: &NodeId| match self.node_of(routing, id)?.apply(epoch, write) {
-            Ok(_) => Ok(true),
-            Err(e) => {
-                first_err.get_or_insert(e);
-                Ok::<bool, Error>(false)
+        let mut apply = |id: &NodeId| {
+            let node = self.node_of(routing, id)?;
+            match node.apply(epoch, write) {
+                Ok(_) => Ok(true),
+                Err(e) => {
+                    if node.is_down() {
+                        // Hinted handoff: a live node keeps the write until `id` is back.
+                        self.store_hint(routing, id, token, write);
+                    }
+                    first_err.get_or_insert(e);
+                    Ok::<bool, Error>(false)
+                }
             }
         };
         let old = routing.ring.preference_list(token, self.rf)?;
@@ -221,7 +291,38 @@ impl Cluster {
                 }
             }
         }
-        self.check_acks(routing, token, &acked, &mut first_err)
+        self.check_acks(routing, token, needed, &acked, &mut first_err)
+    }
+
+    /// Fails with [`Error::Unavailable`], before anything is written or read, when fewer
+    /// than `needed` replicas of `token` (in the ring, and in the pending ring if any) are
+    /// up: the operation could not reach its consistency level.
+    fn check_up(&self, routing: &Routing, token: u64, needed: usize) -> Result<()> {
+        let mut first_down = None;
+        let mut count = |ring: &Ring| -> Result<usize> {
+            let mut up = 0;
+            for id in ring.preference_list(token, self.rf)?.iter() {
+                match routing.node(id) {
+                    Some(n) if n.is_down() => {
+                        first_down.get_or_insert_with(|| id.clone());
+                    }
+                    _ => up += 1,
+                }
+            }
+            Ok(up)
+        };
+        let mut up = count(&routing.ring)?;
+        if let Some(pending) = &routing.pending {
+            up = up.min(count(pending)?);
+        }
+        if up >= needed {
+            return Ok(());
+        }
+        Err(Error::Unavailable {
+            needed,
+            acknowledged: up,
+            cause: first_down.map(|node| Box::new(Error::NodeDown { node })),
+        })
     }
 
     /// Fails unless `W` replicas of the ring, and of the pending ring if any, are in `acked`.
@@ -229,10 +330,10 @@ impl Cluster {
         &self,
         routing: &Routing,
         token: u64,
+        needed: usize,
         acked: &[&NodeId],
         first_err: &mut Option<Error>,
     ) -> Result<()> {
-        let needed = self.opts.write.required(self.rf);
         let count = |ring: &Ring| -> Result<usize> {
             Ok(ring
                 .preference_list(token, self.rf)?
@@ -251,19 +352,35 @@ impl Cluster {
     }
 
     /// The newest record of `key` among `R` replicas of the ring (tombstones included).
-    fn read(&self, routing: &Routing, key: &[u8]) -> Result<Option<(Option<Bytes>, Version)>> {
-        let needed = self.opts.read.required(self.rf);
+    ///
+    /// Read repair, synchronous: when the replicas that answered disagree, the newest record
+    /// is written to the stale ones (same version: idempotent) before the read returns, so
+    /// the next read of any `R` of them agrees. A down replica is skipped for the next one.
+    fn read(
+        &self,
+        routing: &Routing,
+        key: &[u8],
+        consistency: Consistency,
+    ) -> Result<Option<(Option<Bytes>, Version)>> {
+        let needed = consistency.required(self.rf);
         let epoch = routing.epoch();
-        let mut answered = 0;
+        let token = token(key);
+        self.check_up(routing, token, needed)?;
+        let mut answers: SmallVec<[(&Arc<dyn Replica>, Version); 4]> = SmallVec::new();
         let mut newest: Option<(Option<Bytes>, Version)> = None;
         let mut first_err = None;
-        for id in routing.ring.preference_list(token(key), self.rf)?.iter() {
-            if answered == needed {
+        for id in routing.ring.preference_list(token, self.rf)?.iter() {
+            if answers.len() == needed {
                 break;
             }
-            match self.node_of(routing, id)?.read(epoch, key) {
+            let node = self.node_of(routing, id)?;
+            if node.is_down() {
+                continue;
+            }
+            match node.read(epoch, key) {
                 Ok(found) => {
-                    answered += 1;
+                    let version = found.as_ref().map_or(Version::ZERO, |(_, v)| *v);
+                    answers.push((node, version));
                     if let Some((value, version)) = found
                         && newest.as_ref().is_none_or(|(_, v)| version > *v)
                     {
@@ -275,8 +392,21 @@ impl Cluster {
                 }
             }
         }
-        if answered < needed {
-            return Err(Error::unavailable(needed, answered, first_err));
+        if answers.len() < needed {
+            return Err(Error::unavailable(needed, answers.len(), first_err));
+        }
+        if let Some((value, version)) = &newest {
+            let write = Write {
+                key,
+                value: value.as_deref(),
+                version: *version,
+            };
+            for (node, seen) in &answers {
+                if seen < version {
+                    // Best effort: a replica that fails here is left to anti-entropy.
+                    let _ = node.apply(epoch, write);
+                }
+            }
         }
         Ok(newest)
     }

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use kv_ring::{NodeId, TokenRange};
 
 use crate::error::Result;
-use kv_node::{CompactionReport, RangeCount, Record, Version, Write};
+use kv_node::{CompactionReport, Digest, Node, RangeCount, Record, Version, Write};
 
 /// Batches of records streamed out of a replica by [`Replica::export`].
 pub type RecordStream<'a> = Box<dyn Iterator<Item = Result<Vec<Record>>> + 'a>;
@@ -119,4 +119,45 @@ pub trait Replica: Send + Sync + fmt::Debug {
     fn compact(&self) -> Result<CompactionReport> {
         Ok(CompactionReport::default())
     }
+
+    /// Whether the coordinator knows this node to be down (its handle refuses every call).
+    fn is_down(&self) -> bool {
+        false
+    }
+
+    /// One [`Digest`] per leaf of `range` cut into `leaves` equal parts
+    /// ([`Node::leaf_range`]): what anti-entropy compares between replicas. Two replicas
+    /// holding the same `(key, version, tombstone?)` set in a leaf have the same digest.
+    ///
+    /// The default exports each leaf and hashes it; a storage node computes them in one pass
+    /// over its index ([`Node::digests`]).
+    ///
+    /// # Errors
+    /// As [`export`](Replica::export).
+    fn digests(&self, epoch: u64, range: TokenRange, leaves: u32) -> Result<Vec<Digest>> {
+        let leaves = leaves.clamp(1, 1 << 16);
+        (0..leaves)
+            .map(|i| {
+                let mut d = Digest::default();
+                for batch in self.export(epoch, &[Node::leaf_range(range, leaves, i)], 1024)? {
+                    for r in batch? {
+                        d.hash ^= record_hash(&r);
+                        d.keys += 1;
+                    }
+                }
+                Ok(d)
+            })
+            .collect()
+    }
+}
+
+/// A 64-bit hash of a record's key, version and tombstone flag (for the default
+/// [`Replica::digests`]).
+fn record_hash(r: &Record) -> u64 {
+    let mut z = kv_ring::token(&r.key)
+        ^ r.version.as_u64().wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ u64::from(r.value.is_none());
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }

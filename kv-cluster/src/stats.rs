@@ -30,6 +30,8 @@ pub struct NodeInfo {
     pub state: NodeState,
     /// Its number of virtual nodes (ring tokens).
     pub tokens: usize,
+    /// Whether it answers (see [`Cluster::fail_node`]).
+    pub health: crate::Health,
 }
 
 /// One node's share of the data (see [`Cluster::stats`]).
@@ -53,6 +55,8 @@ pub struct NodeStats {
     pub primary_ownership: f64,
     /// The fraction of the token space it holds as any replica.
     pub replica_ownership: f64,
+    /// Whether it answered; a down node's counts are zero.
+    pub up: bool,
 }
 
 /// The cluster's data distribution.
@@ -69,6 +73,8 @@ pub struct ClusterStats {
     pub nodes: Vec<NodeStats>,
     /// The change pending, if any.
     pub change: Option<(ChangeKind, NodeId)>,
+    /// Hinted writes held for down nodes, in the hint stores open now.
+    pub hints: u64,
 }
 
 /// Where a key is and where it should be (see [`Cluster::placement_of`]).
@@ -84,7 +90,7 @@ pub struct KeyPlacement {
 
 impl Cluster {
     /// The nodes: members of the committed ring, and during a change the joining or leaving
-    /// node.
+    /// node, each with its health.
     ///
     /// # Example
     /// ```
@@ -111,6 +117,7 @@ impl Cluster {
                     _ => NodeState::Member,
                 },
                 tokens: ring.tokens_of(id.as_str()).map_or(0, <[u64]>::len),
+                health: self.health(id.as_str()).unwrap_or(crate::Health::Up),
             })
             .collect();
         if let Some(p) = &routing.pending {
@@ -119,6 +126,7 @@ impl Cluster {
                     id: id.clone(),
                     state: NodeState::Joining,
                     tokens: p.tokens_of(id.as_str()).map_or(0, <[u64]>::len),
+                    health: self.health(id.as_str()).unwrap_or(crate::Health::Up),
                 });
             }
         }
@@ -126,7 +134,8 @@ impl Cluster {
     }
 
     /// Keys per node (as primary and as any replica), each node's share, bytes, and the
-    /// ring's ownership. Costs a count over every key held (the nodes count by token range).
+    /// ring's ownership; a down node counts nothing (so `total_keys` misses the keys whose
+    /// primary is down). Costs a count over every key held (the nodes count by token range).
     ///
     /// # Errors
     /// A node's error.
@@ -158,6 +167,20 @@ impl Cluster {
             let Some(node) = routing.node(&id) else {
                 continue;
             };
+            if node.is_down() {
+                nodes.push(NodeStats {
+                    id,
+                    primary_keys: 0,
+                    replica_keys: 0,
+                    tombstones: 0,
+                    bytes: 0,
+                    share: 0.0,
+                    primary_ownership: own.primary,
+                    replica_ownership: own.replica,
+                    up: false,
+                });
+                continue;
+            }
             let primary: Vec<TokenRange> = ring
                 .ranges()
                 .filter(|r| r.owner == &id)
@@ -174,6 +197,7 @@ impl Cluster {
                 share: 0.0,
                 primary_ownership: own.primary,
                 replica_ownership: own.replica,
+                up: true,
             });
         }
         let total_keys: u64 = nodes.iter().map(|n| n.primary_keys).sum();
@@ -188,6 +212,7 @@ impl Cluster {
             total_keys,
             nodes,
             change: self.pending_change(),
+            hints: self.hints_pending(),
         })
     }
 
@@ -221,6 +246,7 @@ impl Cluster {
         let mut held = Vec::new();
         for id in ids {
             if let Some(node) = routing.node(id)
+                && !node.is_down()
                 && let Some((value, version)) = node.read(routing.epoch(), key)?
             {
                 held.push((id.clone(), value, version));

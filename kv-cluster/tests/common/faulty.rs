@@ -113,6 +113,17 @@ impl Replica for Faulty {
     fn sync(&self) -> Result<()> {
         self.inner.sync()
     }
+    fn is_down(&self) -> bool {
+        self.inner.is_down()
+    }
+    fn digests(
+        &self,
+        epoch: u64,
+        range: TokenRange,
+        leaves: u32,
+    ) -> Result<Vec<kv_cluster::Digest>> {
+        self.inner.digests(epoch, range, leaves)
+    }
 }
 
 /// Nodes with switchable faults (in memory by default).

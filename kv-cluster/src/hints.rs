@@ -1,0 +1,195 @@
+//! Hinted handoff: writes meant for a down node, kept by a live one until it is back.
+//!
+//! A hint store is a replica of its own, opened through the cluster's [`Backend`]
+//! (a `kv_node::Node` on disk by default) at `<data-dir>/<holder>/hints/<target>/`: one store
+//! per (holder, target) pair, holding the target's missed writes under their own keys and
+//! versions. Last-writer-wins makes handoff idempotent: replaying a store into its target
+//! twice, or after the target got a newer write, changes nothing. A store is deleted once
+//! handed off and synced on the target.
+//!
+//! [`Backend`]: crate::Backend
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use kv_node::Write;
+use kv_ring::{NodeId, TokenRange, token};
+use parking_lot::Mutex;
+
+use crate::cluster::Cluster;
+use crate::error::{Error, Result};
+use crate::replica::Replica;
+use crate::routing::Routing;
+
+/// The name of the directory, in a node's own directory, of the hints it holds.
+pub(crate) const HINTS_DIR: &str = "hints";
+
+/// Open hint stores by `(holder, target)`.
+#[derive(Debug, Default)]
+pub(crate) struct HintStores {
+    open: Mutex<HashMap<(NodeId, NodeId), Arc<dyn Replica>>>,
+}
+
+impl Cluster {
+    /// `<data-dir>/<holder>/hints/<target>/`.
+    fn hint_dir(&self, holder: &NodeId, target: &NodeId) -> PathBuf {
+        self.dir
+            .join(holder.as_str())
+            .join(HINTS_DIR)
+            .join(target.as_str())
+    }
+
+    /// The node that keeps hints of `target` for `token`: the first live node walking the
+    /// ring clockwise past the token's replicas (as Dynamo's sloppy quorum), or, on a ring
+    /// with no node beyond them, the first live replica other than `target`.
+    fn hint_holder(&self, routing: &Routing, target: &NodeId, token: u64) -> Option<NodeId> {
+        let all = routing
+            .ring
+            .preference_list(token, routing.ring.len())
+            .ok()?;
+        let all: Vec<&NodeId> = all.iter().collect();
+        let (replicas, beyond) = all.split_at(self.rf.min(all.len()));
+        beyond
+            .iter()
+            .chain(replicas.iter())
+            .find(|id| **id != target && routing.node(id).is_some_and(|n| !n.is_down()))
+            .map(|id| (*id).clone())
+    }
+
+    /// The hint store of `(holder, target)`, opened (and its directory created) if needed.
+    fn hint_store(&self, holder: &NodeId, target: &NodeId) -> Result<Arc<dyn Replica>> {
+        let mut open = self.hints.open.lock();
+        if let Some(store) = open.get(&(holder.clone(), target.clone())) {
+            return Ok(Arc::clone(store));
+        }
+        let dir = self.hint_dir(holder, target);
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
+        let store = self.opts.backend.open(target, &dir)?;
+        open.insert((holder.clone(), target.clone()), Arc::clone(&store));
+        Ok(store)
+    }
+
+    /// Keeps `write`, which `target` (down) missed, as a hint on a live node; returns whether
+    /// a holder took it. A hint does not count towards the write's consistency level.
+    pub(crate) fn store_hint(
+        &self,
+        routing: &Routing,
+        target: &NodeId,
+        token: u64,
+        write: Write<'_>,
+    ) -> bool {
+        let Some(holder) = self.hint_holder(routing, target, token) else {
+            return false;
+        };
+        // A hint that cannot be stored is not fatal: anti-entropy repairs what it misses.
+        self.hint_store(&holder, target)
+            .and_then(|store| store.apply(0, write))
+            .is_ok()
+    }
+
+    /// Hands off every hint store whose holder and target are both up and `select`ed:
+    /// exports it into the target, syncs the target, then deletes the store. A store whose
+    /// target is no longer a member is deleted. Returns the records that changed a target.
+    ///
+    /// Runs with the admin lock held and with a routing in which the targets are up, so no
+    /// client write adds to a store while it is handed off.
+    pub(crate) fn hand_off(
+        &self,
+        routing: &Routing,
+        select: impl Fn(&NodeId, &NodeId) -> bool,
+    ) -> Result<u64> {
+        let mut changed = 0u64;
+        for (holder, target) in self.hint_pairs()? {
+            let holder_up = routing.node(&holder).is_some_and(|n| !n.is_down());
+            if !holder_up || !select(&holder, &target) {
+                continue;
+            }
+            let dst = match routing.node(&target) {
+                Some(n) if n.is_down() => continue,
+                Some(n) => Some(Arc::clone(n)),
+                None => None, // the target left: its hints are moot
+            };
+            if let Some(dst) = dst {
+                let store = self.hint_store(&holder, &target)?;
+                for batch in store.export(0, &[TokenRange::FULL], self.opts.transfer_batch)? {
+                    // Only keys the target still replicates: a membership change may have
+                    // moved a key's range away since the hint was written.
+                    let mut batch = batch?;
+                    batch.retain(|r| self.replicates(routing, &target, token(&r.key)));
+                    changed += dst.import(routing.epoch(), &batch)? as u64;
+                }
+                dst.sync()?;
+            }
+            // The cache held the last handle: nobody else writes to the store now.
+            self.hints
+                .open
+                .lock()
+                .remove(&(holder.clone(), target.clone()));
+            let dir = self.hint_dir(&holder, &target);
+            self.opts.backend.destroy(&target, &dir)?;
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("remove directory", &dir, e)),
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Whether `node` is a replica of `token` in the ring or the pending ring.
+    fn replicates(&self, routing: &Routing, node: &NodeId, token: u64) -> bool {
+        let of = |ring: &kv_ring::Ring| {
+            ring.preference_list(token, self.rf)
+                .is_ok_and(|l| l.contains(node.as_str()))
+        };
+        of(&routing.ring) || routing.pending.as_ref().is_some_and(of)
+    }
+
+    /// Closes the hint stores whose holder or target is no longer routed (it left: the
+    /// holder's directory, hints included, is gone; hints for a leaver are moot).
+    pub(crate) fn close_departed_hints(&self, routing: &Routing) {
+        self.hints
+            .open
+            .lock()
+            .retain(|(h, t), _| routing.node(h).is_some() && routing.node(t).is_some());
+    }
+
+    /// Every `(holder, target)` with a hint store on disk or open.
+    fn hint_pairs(&self) -> Result<Vec<(NodeId, NodeId)>> {
+        let mut pairs: Vec<(NodeId, NodeId)> = self.hints.open.lock().keys().cloned().collect();
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) => return Err(Error::io("read directory", &self.dir, e)),
+        };
+        for holder in entries.flatten() {
+            let Ok(holder_id) = NodeId::new(holder.file_name().to_string_lossy()) else {
+                continue;
+            };
+            let Ok(targets) = std::fs::read_dir(holder.path().join(HINTS_DIR)) else {
+                continue;
+            };
+            for target in targets.flatten() {
+                if let Ok(target_id) = NodeId::new(target.file_name().to_string_lossy()) {
+                    let pair = (holder_id.clone(), target_id);
+                    if !pairs.contains(&pair) {
+                        pairs.push(pair);
+                    }
+                }
+            }
+        }
+        pairs.sort();
+        Ok(pairs)
+    }
+
+    /// Hints held, per `(holder, target)`, counted from the open stores (a diagnostic).
+    pub(crate) fn hints_pending(&self) -> u64 {
+        self.hints
+            .open
+            .lock()
+            .values()
+            .filter_map(|s| s.held().ok())
+            .map(|c| c.live + c.tombstones)
+            .sum()
+    }
+}

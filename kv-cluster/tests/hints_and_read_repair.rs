@@ -1,0 +1,115 @@
+//! Hinted handoff and read repair in isolation: hints are durable across a restart of the
+//! coordinator, land only where they belong, and a read fixes the stale replicas it saw.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::Arc;
+
+use common::faulty::FaultyBackend;
+use kv_cluster::{Cluster, ClusterOptions, Consistency, Error, Health};
+
+fn versions(cluster: &Cluster, key: &[u8]) -> Vec<(String, Option<Vec<u8>>)> {
+    cluster
+        .placement_of(key)
+        .unwrap()
+        .held
+        .into_iter()
+        .map(|(id, v, _)| (id.to_string(), v.map(|b| b.to_vec())))
+        .collect()
+}
+
+#[test]
+fn hints_survive_a_coordinator_restart_and_are_handed_off_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = common::disk_opts();
+    let cluster = Cluster::open(dir.path(), opts.clone()).unwrap();
+    cluster.put(b"before", b"1").unwrap();
+    cluster.fail_node("node2").unwrap();
+    assert!(matches!(cluster.health("node2"), Some(Health::Down { .. })));
+    cluster.put(b"k", b"v").unwrap();
+    cluster.delete(b"before").unwrap();
+    assert_eq!(cluster.stats().unwrap().hints, 2);
+    // The process stops with node2 still down; the hints are on the holder's disk.
+    drop(cluster);
+    let cluster = Cluster::open(dir.path(), opts).unwrap();
+    assert_eq!(cluster.health("node2"), Some(Health::Up));
+    let held = versions(&cluster, b"k");
+    assert_eq!(held.len(), 3, "{held:?}");
+    assert!(
+        versions(&cluster, b"before")
+            .iter()
+            .all(|(_, v)| v.is_none())
+    );
+    for n in ["node1", "node2", "node3"] {
+        let left = std::fs::read_dir(dir.path().join(n).join("hints"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert_eq!(left, 0, "{n}");
+    }
+}
+
+#[test]
+fn unavailable_at_once_when_too_few_replicas_are_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::open(dir.path(), common::memory_opts()).unwrap();
+    cluster.fail_node("node1").unwrap();
+    cluster.crash_node("node3").unwrap();
+    for e in [
+        cluster.put(b"k", b"v").unwrap_err(),
+        cluster.get(b"k").unwrap_err(),
+        cluster.delete(b"k").unwrap_err(),
+        cluster.put_many(&[(b"k", b"v")]).unwrap_err(),
+    ] {
+        match e {
+            Error::Unavailable {
+                needed: 2,
+                acknowledged: 1,
+                cause: Some(cause),
+            } => assert!(matches!(*cause, Error::NodeDown { .. })),
+            other => panic!("{other:?}"),
+        }
+    }
+    // Nothing was written by the refused operations.
+    assert_eq!(cluster.get_with(b"k", Consistency::One).unwrap(), None);
+    assert!(matches!(
+        cluster.fail_node("node1"),
+        Err(Error::NodeDown { .. })
+    ));
+    assert!(matches!(
+        cluster.recover_node("node2"),
+        Err(Error::NodeNotDown { .. })
+    ));
+    assert!(matches!(
+        cluster.fail_node("node9"),
+        Err(Error::UnknownNode { .. })
+    ));
+}
+
+#[test]
+fn a_read_repairs_the_stale_replicas_it_saw_before_returning() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = Arc::new(FaultyBackend::default());
+    let opts = ClusterOptions::new().backend(backend.clone());
+    let cluster = Cluster::open(dir.path(), opts).unwrap();
+    cluster.put(b"k", b"old").unwrap();
+    // node3 misses the update (a failed replica write: no hint).
+    backend.faults.down.lock().push("node3".into());
+    cluster.put(b"k", b"new").unwrap();
+    cluster.delete(b"gone").unwrap();
+    backend.faults.down.lock().clear();
+    assert!(versions(&cluster, b"k").contains(&("node3".into(), Some(b"old".to_vec()))));
+    // A read of all three sees node3 behind and fixes it before returning.
+    assert_eq!(
+        cluster.get_with(b"k", Consistency::All).unwrap().as_deref(),
+        Some(&b"new"[..])
+    );
+    assert!(
+        versions(&cluster, b"k")
+            .iter()
+            .all(|(_, v)| v.as_deref() == Some(&b"new"[..]))
+    );
+    // A tombstone is repaired too: node3 gets it, so nothing can resurrect the key.
+    assert_eq!(cluster.get_with(b"gone", Consistency::All).unwrap(), None);
+    assert_eq!(versions(&cluster, b"gone").len(), 3);
+}
