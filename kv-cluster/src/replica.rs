@@ -151,13 +151,8 @@ pub trait Replica: Send + Sync + fmt::Debug {
     }
 }
 
-/// A 64-bit hash of a record's key, version and tombstone flag (for the default
-/// [`Replica::digests`]).
+/// The hash a record contributes to its leaf's digest: the same as a storage node's
+/// ([`Digest::entry_hash`]), so digests from either kind of replica compare.
 fn record_hash(r: &Record) -> u64 {
-    let mut z = kv_ring::token(&r.key)
-        ^ r.version.as_u64().wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        ^ u64::from(r.value.is_none());
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    Digest::entry_hash(kv_ring::token(&r.key), r.version, r.value.is_none())
 }

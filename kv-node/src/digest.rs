@@ -30,15 +30,28 @@ pub struct Digest {
     pub keys: u64,
 }
 
-/// A 64-bit hash of one entry: the key's token (already a hash of the key) mixed with its
-/// version and whether it is a tombstone (a finalizer from splitmix64).
+impl Digest {
+    /// The hash one entry contributes to its leaf: the key's token (already a hash of the
+    /// key) mixed with its version and whether it is a tombstone (splitmix64's finalizer).
+    /// Public so that a replica without an index can compute the same digests.
+    ///
+    /// ```
+    /// use kv_node::{Digest, Version};
+    /// let a = Digest::entry_hash(kv_ring::token(b"k"), Version::new(1), false);
+    /// assert_ne!(a, Digest::entry_hash(kv_ring::token(b"k"), Version::new(1), true));
+    /// ```
+    pub fn entry_hash(token: u64, version: crate::Version, tombstone: bool) -> u64 {
+        let mut z = token
+            ^ version.as_u64().wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            ^ u64::from(tombstone).wrapping_mul(0xD6E8_FEB8_6659_FD93);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
 fn entry_hash(token: u64, loc: &Location) -> u64 {
-    let mut z = token
-        ^ loc.version.as_u64().wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        ^ u64::from(loc.tombstone).wrapping_mul(0xD6E8_FEB8_6659_FD93);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    Digest::entry_hash(token, loc.version, loc.tombstone)
 }
 
 /// Which of `leaves` equal parts of `range` holds `token` (which must lie in `range`).
