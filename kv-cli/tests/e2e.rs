@@ -14,7 +14,11 @@ fn kvstore() -> Command {
 }
 
 /// Runs a scripted REPL session; returns (stdout, stderr, success).
-fn session(dir: &std::path::Path, input: &str, extra: &[&str]) -> (String, String, bool) {
+fn session(
+    dir: &std::path::Path,
+    input: impl AsRef<[u8]>,
+    extra: &[&str],
+) -> (String, String, bool) {
     let mut child = kvstore()
         .arg("--interactive")
         .arg("--data-dir")
@@ -26,15 +30,15 @@ fn session(dir: &std::path::Path, input: &str, extra: &[&str]) -> (String, Strin
         .spawn()
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
-    let input = input.to_owned();
+    let input = input.as_ref().to_vec();
     let writer = std::thread::spawn(move || {
-        let _ = stdin.write_all(input.as_bytes());
+        let _ = stdin.write_all(&input);
     });
     let out = child.wait_with_output().unwrap();
     writer.join().unwrap();
     (
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
         out.status.success(),
     )
 }
@@ -294,26 +298,8 @@ fn the_demo_runs_to_completion() {
 #[test]
 fn a_line_that_is_not_utf8_is_one_error_and_the_session_goes_on() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = kvstore()
-        .args(["--interactive", "--data-dir"])
-        .arg(dir.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"put a \xff\xfe\nput a ok\nget a\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert!(!out.status.success());
+    let (stdout, stderr, ok) = session(dir.path(), b"put a \xff\xfe\nput a ok\nget a\n", &[]);
+    assert!(!ok);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("line 1 is not valid UTF-8"), "{stderr}");
     assert!(stdout.contains("✓ Retrieved: a -> ok"), "{stdout}");
