@@ -241,10 +241,23 @@ impl Node {
     ///
     /// [`Error::Wal`] / [`Error::CorruptRecord`] if the record cannot be read back.
     pub fn get(&self, key: &[u8]) -> Result<Option<(Bytes, Version)>> {
-        if let Some(hit) = self.inner.cache.get(key) {
-            return Ok(Some(hit));
-        }
         let token = kv_ring::token(key);
+        if let Some((value, version)) = self.inner.cache.get(key) {
+            // The index has the last word: a hit is served only if it is still the key's
+            // current version. (The coherence stress test saw a cached value outlive the
+            // writes that replaced it, about one run in six, since kv-wal's and kv-node's
+            // timing changed; the cause is not found yet, see the issue notes. This check
+            // costs an index probe per hit and makes a stale entry harmless.)
+            if self
+                .inner
+                .index
+                .get(token, key)
+                .is_some_and(|l| l.version == version && !l.tombstone)
+            {
+                return Ok(Some((value, version)));
+            }
+            self.inner.cache.remove(key);
+        }
         let Some((value, version)) = self.inner.read(token, key)? else {
             return Ok(None);
         };
