@@ -16,6 +16,17 @@ use crate::output::Style;
 use crate::session::{Session, report};
 use crate::{bench, open};
 
+/// `println!` that ends the demo quietly when stdout is gone (`kvstore | head`) instead of
+/// panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if writeln!(std::io::stdout(), $($arg)*).is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
+
 fn bar(len: u64, what: &str) -> ProgressBar {
     let b = ProgressBar::new(len);
     b.set_style(
@@ -45,8 +56,8 @@ fn fresh_id(cluster: &kv_cluster::Cluster) -> String {
 }
 
 fn step(s: Style, n: usize, title: &str) {
-    println!();
-    println!("{}", s.heading(format!("Step {n}: {title}")));
+    say!();
+    say!("{}", s.heading(format!("Step {n}: {title}")));
 }
 
 /// How many of the demo's keys would move under naive `hash % N` placement when `from` nodes
@@ -62,9 +73,9 @@ fn naive_moves(keys: usize, from: u64, to: u64) -> usize {
 
 fn print_change(s: Style, summary: &ChangeSummary, keys: usize, rf: usize) {
     for l in report(summary, s) {
-        println!("{l}");
+        say!("{l}");
     }
-    println!(
+    say!(
         "  {} copies moved of the {} stored ({:.1}%), in {:.0?} (ring epoch {} -> {})",
         summary.keys_moved,
         keys * rf,
@@ -88,8 +99,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             temp.path().to_owned()
         }
     };
-    println!("{}", s.heading("kvstore guided demo"));
-    println!("Data directory: {}", dir.display());
+    say!("{}", s.heading("kvstore guided demo"));
+    say!("Data directory: {}", dir.display());
 
     step(s, 1, "Cluster initialisation");
     let opened = open::open(args, &dir)?;
@@ -101,7 +112,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         style: s,
     };
     let cluster = &session.cluster;
-    println!(
+    say!(
         "{} nodes, replication factor {}, consistent hashing with virtual nodes",
         cluster.nodes().len(),
         cluster.replication_factor()
@@ -117,7 +128,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         b.inc(chunk.len() as u64);
     }
     b.finish_and_clear();
-    println!(
+    say!(
         "{}",
         s.ok(format!(
             "Stored {keys} keys (x{} replicas) in {:.0?}",
@@ -138,7 +149,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         .with_context(|| format!("add {added}"))?;
     print_change(s, &summary, keys, cluster.replication_factor());
     let naive = naive_moves(keys, n, n + 1);
-    println!(
+    say!(
         "  Naive hash % N placement ({n} -> {} nodes) would have moved {naive} of {keys} keys ({:.1}%): {} copies with {} replicas each",
         n + 1,
         naive as f64 * 100.0 / keys as f64,
@@ -221,7 +232,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             lost += 1;
         }
     }
-    println!(
+    say!(
         "  4 client threads made {} acknowledged writes during the change; {} operations failed",
         acked.len(),
         failures
@@ -231,13 +242,13 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         "{failures} client operations failed during the change"
     );
     ensure!(lost == 0, "{lost} acknowledged writes were lost");
-    println!(
+    say!(
         "{}",
         s.ok("Every acknowledged write reads back its latest value: nothing lost")
     );
 
     step(s, 7, "Crash recovery");
-    println!("Dropping the cluster without a clean shutdown, then reopening it from its logs...");
+    say!("Dropping the cluster without a clean shutdown, then reopening it from its logs...");
     let expect: Vec<(String, Option<bytes::Bytes>)> = (0..keys)
         .step_by(97)
         .map(|i| Ok((key(i), cluster.get(key(i).as_bytes())?)))
@@ -255,7 +266,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             bail!("{k} differs after recovery");
         }
     }
-    println!(
+    say!(
         "{}",
         s.ok(format!(
             "Recovered {} nodes in {:.0?}; {} sampled keys read back unchanged",
@@ -274,11 +285,11 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     };
     let report = bench::run(&session.cluster, args)?;
     for l in report.lines() {
-        println!("{l}");
+        say!("{l}");
     }
 
-    println!();
-    println!(
+    say!();
+    say!(
         "{}",
         s.ok(format!("Demo complete in {:.1?}", started.elapsed()))
     );
@@ -288,14 +299,14 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
 
 /// Prints a REPL command and its output, as if typed.
 fn show(session: &Session, line: &str) {
-    println!("kvstore> {line}");
+    say!("kvstore> {line}");
     if let Ok(cmd) = crate::command::parse(line) {
         let o = session.run(cmd);
         for l in o.out {
-            println!("{l}");
+            say!("{l}");
         }
         if let Some(e) = o.error {
-            println!("{e}");
+            say!("{e}");
         }
     }
 }

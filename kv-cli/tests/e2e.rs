@@ -376,3 +376,29 @@ fn a_node_fails_and_recovers_with_hints_and_repair() {
         assert!(err.contains(bad), "missing {bad:?} in:\n{err}");
     }
 }
+
+#[test]
+fn the_demo_ends_quietly_when_its_output_is_closed() {
+    let mut child = kvstore()
+        .arg("--quick")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(
+        lines
+            .next()
+            .unwrap()
+            .unwrap()
+            .contains("kvstore guided demo")
+    );
+    drop(lines); // like `kvstore | head -1`
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+}
