@@ -187,6 +187,28 @@ where
         value
     }
 
+    /// The value stored under `key`, cloned, without recording a read: neither the eviction
+    /// policy nor the hit/miss counters see it. Takes no lock.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// let cache = kv_cache::Cache::new(10);
+    /// cache.insert("k", 7);
+    /// assert_eq!(cache.peek("k"), Some(7));
+    /// assert_eq!(cache.stats().hits, 0);
+    /// ```
+    pub fn peek<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq,
+    {
+        let hash = self.hasher.hash_one(key);
+        let guard = epoch::pin();
+        // max_freq 0: a lookup that leaves the counter alone.
+        self.shard(hash).get(hash, key, 0, &guard).cloned()
+    }
+
     /// Whether `key` is present. Does not count as a read for the policy or the statistics.
     ///
     /// # Example
@@ -403,6 +425,19 @@ mod tests {
         assert!(!cache.contains_key("a"));
         assert!(cache.contains_key("b") && cache.contains_key("d") && cache.contains_key("e"));
         assert_eq!(cache.stats().evictions, 2);
+    }
+
+    #[test]
+    fn a_peek_is_not_a_read() {
+        let cache = clock(2);
+        cache.insert("a", 1);
+        cache.insert("b", 2);
+        assert_eq!(cache.peek("a"), Some(1));
+        assert_eq!(cache.peek("z"), None);
+        cache.insert("c", 3); // "a" was only peeked at: it goes first
+        assert!(!cache.contains_key("a") && cache.contains_key("b"));
+        let s = cache.stats();
+        assert_eq!((s.hits, s.misses), (0, 0));
     }
 
     #[test]

@@ -61,9 +61,15 @@
 //! replaces the cached entry the same way if the key is cached, or removes it for a
 //! tombstone, before it returns. So a reader that filled the cache either did so before the
 //! writer's index update (and the writer then sees and replaces its entry) or sees the new
-//! version and inserts nothing stale: once a write has returned, no get returns an older
-//! version. (An earlier design inserted first and re-checked after; the `coherence` test
-//! caught other readers seeing the stale entry in between.)
+//! version and inserts nothing stale. One more case: a write that finds a *newer* version
+//! already in the index (it lost the race, or a replay) changes nothing, but the newer
+//! write's writer may not have refreshed the cache yet; so before it returns, it drops a
+//! cached version older than its own (and so does a writer whose refresh finds the index
+//! already overtaken). Hence once a write has returned, no get returns an older version,
+//! and a cache hit is served without consulting the index. (Both earlier gaps were caught by
+//! the `coherence` test: inserting first and re-checking after let readers see the stale
+//! entry in between; and without the drop on a lost race, a get after the loser returned
+//! saw the version before it while the winner was preempted between index and cache.)
 //!
 //! **Compaction** (on demand, or in the background once the dead fraction of the oldest
 //! segments passes the threshold): WAL segments can only be deleted oldest first, so
