@@ -12,6 +12,7 @@ use kv_wal::Lsn;
 use parking_lot::RwLock;
 
 use crate::Version;
+use crate::arena::HugePages;
 
 /// Where a key's newest record is, and what it is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,15 +46,16 @@ pub(crate) enum Upsert {
 }
 
 pub(crate) struct Index {
-    parts: Box<[RwLock<HashTable<Entry>>]>,
+    parts: Box<[RwLock<HashTable<Entry, HugePages>>]>,
     shift: u32,
 }
 
 impl Index {
     pub fn new(bits: u32) -> Index {
+        let memory = HugePages::default();
         Index {
             parts: (0..1usize << bits)
-                .map(|_| RwLock::new(HashTable::new()))
+                .map(|_| RwLock::new(HashTable::new_in(memory.clone())))
                 .collect(),
             shift: 64 - bits,
         }

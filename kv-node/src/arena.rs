@@ -1,0 +1,263 @@
+//! Memory for the index's hash tables, in huge pages.
+//!
+//! A lookup in a large index is two dependent cache misses (the table's control bytes, then the
+//! entry), and on this kind of machine (a VM with nested paging) each also misses the TLB: a
+//! random read costs about 200 ns on 4 KiB pages and 150 ns on 2 MiB pages (pointer chase over
+//! 256 MiB, see BENCHMARKS.md). The index's tables are many small allocations (2^14 partitions,
+//! a few KiB each), which `malloc` places on 4 KiB pages, and Linux's transparent huge pages are
+//! usually enabled only on request (`madvise`). So the tables come from here instead: chunks of
+//! anonymous memory mapped with `memmap2` and advised `MADV_HUGEPAGE`, carved into blocks.
+//!
+//! Blocks are sized in 64-byte units and aligned to 64 (a cache line; hashbrown asks for 16 at
+//! most). The arena keeps its free memory as address-ordered extents, coalesced on free, and
+//! allocates best fit. That matters for hash tables: a table that grows allocates one of twice
+//! the size and frees the old one, and since the partitions grow roughly together, nobody asks
+//! for the old size again; but two neighbouring freed blocks of one size merge into a block
+//! for the next. (Exact-size free lists, tried first, kept every outgrown block: 44% more
+//! memory than `malloc` at 1 M keys.) Memory goes back to the system only when the index is
+//! dropped. If a mapping fails, the allocation falls back to the global allocator (and its
+//! block is freed there: a block is the arena's exactly when its address lies in one of the
+//! chunks).
+//!
+//! Allocation and deallocation take the arena's mutex: they happen only when a table grows,
+//! never on a lookup.
+//!
+//! The unsafe code here is checked under Miri (which skips the `madvise`):
+//! `cargo +nightly miri test -p kv-node --lib arena`.
+
+use std::alloc::Layout;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+use allocator_api2::alloc::{AllocError, Allocator, Global};
+use memmap2::MmapMut;
+use parking_lot::Mutex;
+
+/// Size of one chunk of huge-page memory (16 huge pages; small under Miri, which models
+/// every byte).
+const CHUNK: usize = if cfg!(miri) { 1 << 16 } else { 32 << 20 };
+/// Block granularity and alignment.
+const UNIT: usize = 64;
+
+/// A cheaply cloned handle to a shared arena; the allocator every index table uses.
+#[derive(Clone, Default)]
+pub(crate) struct HugePages(Arc<Mutex<Arena>>);
+
+#[derive(Default)]
+struct Arena {
+    /// Every chunk mapped so far; never unmapped before the arena is dropped.
+    chunks: Vec<MmapMut>,
+    /// Free extents: start address -> length. Never two adjacent ones (they are merged).
+    by_addr: BTreeMap<usize, usize>,
+    /// The same extents by (length, start), for best fit.
+    by_size: BTreeSet<(usize, usize)>,
+}
+
+impl Arena {
+    fn owns(&self, ptr: NonNull<u8>) -> bool {
+        let p = ptr.as_ptr().addr();
+        self.chunks.iter().any(|c| {
+            let start = c.as_ptr().addr();
+            (start..start + c.len()).contains(&p)
+        })
+    }
+
+    /// A block of `size` bytes (a multiple of `UNIT`), or `None` if no memory could be mapped.
+    fn take(&mut self, size: usize) -> Option<usize> {
+        let found = self.by_size.range((size, 0)..).next().copied();
+        let (len, addr) = match found {
+            Some(extent) => extent,
+            None => {
+                let len = size.next_multiple_of(CHUNK);
+                let mut map = MmapMut::map_anon(len).ok()?;
+                #[cfg(all(target_os = "linux", not(miri)))]
+                {
+                    // Best effort: without huge pages the memory is still good.
+                    let _ = map.advise(memmap2::Advice::HugePage);
+                }
+                // Exposed, so that blocks carved from it can be turned back into pointers.
+                let addr = map.as_mut_ptr().expose_provenance();
+                self.chunks.push(map);
+                self.give(addr, len);
+                (len, addr)
+            }
+        };
+        self.by_size.remove(&(len, addr));
+        self.by_addr.remove(&addr);
+        if len > size {
+            self.insert(addr + size, len - size);
+        }
+        Some(addr)
+    }
+
+    /// Returns `[addr, addr + len)` to the free extents, merged with its neighbours.
+    fn give(&mut self, mut addr: usize, mut len: usize) {
+        if let Some((&prev, &prev_len)) = self.by_addr.range(..addr).next_back()
+            && prev + prev_len == addr
+        {
+            self.remove(prev, prev_len);
+            addr = prev;
+            len += prev_len;
+        }
+        if let Some(&next_len) = self.by_addr.get(&(addr + len)) {
+            self.remove(addr + len, next_len);
+            len += next_len;
+        }
+        self.insert(addr, len);
+    }
+
+    fn insert(&mut self, addr: usize, len: usize) {
+        self.by_addr.insert(addr, len);
+        self.by_size.insert((len, addr));
+    }
+
+    fn remove(&mut self, addr: usize, len: usize) {
+        self.by_addr.remove(&addr);
+        self.by_size.remove(&(len, addr));
+    }
+
+    /// Bytes held in free extents.
+    #[cfg(test)]
+    fn free_bytes(&self) -> usize {
+        self.by_addr.values().sum()
+    }
+}
+
+fn block_size(layout: Layout) -> usize {
+    layout.size().max(1).next_multiple_of(UNIT)
+}
+
+// SAFETY: a block handed out is `block_size(layout)` bytes (at least `layout.size()`), aligned
+// to `UNIT` (64; chunks are page-aligned and every extent boundary is a multiple of `UNIT`; a
+// larger alignment goes to `Global`), and belongs to exactly one allocation until it is
+// deallocated: free extents hold only memory never handed out or given back, and an extent
+// leaves them before any of it is handed out. Chunks stay mapped (and
+// so blocks stay valid) until the last clone of the handle is dropped, and a hashbrown table
+// holds a clone for as long as it holds memory.
+unsafe impl Allocator for HugePages {
+    fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
+        if layout.align() > UNIT {
+            return Global.allocate(layout);
+        }
+        let size = block_size(layout);
+        let block = self.0.lock().take(size);
+        match block.and_then(|a| NonNull::new(std::ptr::with_exposed_provenance_mut::<u8>(a))) {
+            Some(ptr) => Ok(NonNull::slice_from_raw_parts(ptr, size)),
+            None => Global.allocate(layout),
+        }
+    }
+
+    unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
+        let mut arena = self.0.lock();
+        if layout.align() <= UNIT && arena.owns(ptr) {
+            arena.give(ptr.as_ptr().addr(), block_size(layout));
+        } else {
+            drop(arena);
+            // SAFETY: not the arena's, so `Global.allocate` gave it, with this layout (the
+            // caller's contract).
+            unsafe { Global.deallocate(ptr, layout) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use hashbrown::HashTable;
+
+    use super::*;
+
+    #[test]
+    fn blocks_are_aligned_distinct_and_reused() {
+        let a = HugePages::default();
+        let l = Layout::from_size_align(100, 16).unwrap();
+        let x = a.allocate(l).unwrap();
+        let y = a.allocate(l).unwrap();
+        assert_eq!(x.len(), 128);
+        assert_eq!(x.cast::<u8>().as_ptr() as usize % UNIT, 0);
+        assert_ne!(x.cast::<u8>(), y.cast::<u8>());
+        // SAFETY: allocated above with `l`, not freed yet.
+        unsafe { a.deallocate(x.cast(), l) };
+        let z = a.allocate(l).unwrap();
+        assert_eq!(z.cast::<u8>(), x.cast::<u8>(), "a freed block is reused");
+        // SAFETY: as above.
+        unsafe {
+            a.deallocate(y.cast(), l);
+            a.deallocate(z.cast(), l);
+        }
+    }
+
+    #[test]
+    fn neighbouring_free_blocks_merge() {
+        let a = HugePages::default();
+        let l = Layout::from_size_align(64, 16).unwrap();
+        let blocks: Vec<_> = (0..4)
+            .map(|_| a.allocate(l).unwrap().cast::<u8>())
+            .collect();
+        // SAFETY: allocated above with `l`, each freed once.
+        unsafe {
+            a.deallocate(blocks[1], l);
+            a.deallocate(blocks[2], l);
+        }
+        let two = Layout::from_size_align(128, 16).unwrap();
+        let p = a.allocate(two).unwrap().cast::<u8>();
+        assert_eq!(p, blocks[1], "blocks 1 and 2 merged; best fit takes them");
+        // SAFETY: as above.
+        unsafe {
+            a.deallocate(p, two);
+            a.deallocate(blocks[0], l);
+            a.deallocate(blocks[3], l);
+        }
+        let arena = a.0.lock();
+        assert_eq!(arena.free_bytes(), CHUNK, "everything back, in one extent");
+        assert_eq!(arena.by_addr.len(), 1);
+    }
+
+    #[test]
+    fn large_and_overaligned_requests_work() {
+        let a = HugePages::default();
+        let big = Layout::from_size_align(CHUNK + 1, 64).unwrap();
+        let p = a.allocate(big).unwrap();
+        assert!(p.len() > CHUNK);
+        let odd = Layout::from_size_align(64, 4096).unwrap();
+        let q = a.allocate(odd).unwrap();
+        assert_eq!(q.cast::<u8>().as_ptr() as usize % 4096, 0);
+        // SAFETY: allocated above with these layouts.
+        unsafe {
+            // The memory is writable end to end.
+            p.cast::<u8>().as_ptr().add(CHUNK).write(1);
+            a.deallocate(p.cast(), big);
+            a.deallocate(q.cast(), odd);
+        }
+    }
+
+    /// A table that grows through many sizes, is cleared and refilled: every value survives.
+    #[test]
+    fn hash_tables_live_in_it() {
+        const N: u64 = if cfg!(miri) { 2_000 } else { 50_000 };
+        let a = HugePages::default();
+        let mut tables: Vec<HashTable<(u64, u64), HugePages>> =
+            (0..64).map(|_| HashTable::new_in(a.clone())).collect();
+        for round in 0..2u64 {
+            for i in 0..N {
+                let t = &mut tables[(i % 64) as usize];
+                t.insert_unique(i, (i, i ^ round), |e| e.0);
+            }
+            for i in 0..N {
+                let t = &tables[(i % 64) as usize];
+                assert_eq!(t.find(i, |e| e.0 == i), Some(&(i, i ^ round)));
+            }
+            for t in &mut tables {
+                t.clear();
+                t.shrink_to_fit(|e| e.0);
+            }
+        }
+        drop(tables);
+        assert_eq!(Arc::strong_count(&a.0), 1);
+        let arena = a.0.lock();
+        let mapped: usize = arena.chunks.iter().map(|c| c.len()).sum();
+        assert_eq!(arena.free_bytes(), mapped, "every block came back");
+    }
+}
