@@ -127,6 +127,28 @@ fn usage<T>(usage: &str) -> Result<T, ParseError> {
     err(format!("usage: {usage}"))
 }
 
+/// Backslash-escapes every `#` outside quotes: shlex would take one that starts a word for a
+/// comment and silently drop the rest of the line (`put k #v` would lose its value).
+fn escape_hashes(line: &str) -> String {
+    let mut out = String::with_capacity(line.len() + 4);
+    let (mut single, mut double, mut escaped) = (false, false, false);
+    for c in line.chars() {
+        if escaped {
+            escaped = false;
+        } else {
+            match c {
+                '\\' if !single => escaped = true,
+                '\'' if !double => single = !single,
+                '"' if !single => double = !double,
+                '#' if !single && !double => out.push('\\'),
+                _ => {}
+            }
+        }
+        out.push(c);
+    }
+    out
+}
+
 fn user_key(key: String) -> Result<String, ParseError> {
     if key.starts_with(BENCH_PREFIX) {
         return err(format!(
@@ -136,13 +158,14 @@ fn user_key(key: String) -> Result<String, ParseError> {
     Ok(key)
 }
 
-/// Parses one line (split like a shell does: quotes group words).
+/// Parses one line (split like a shell does: quotes group words). A line starting with `#` is
+/// a comment; anywhere else `#` is an ordinary character (`put tag #blue` stores `#blue`).
 pub fn parse(line: &str) -> Result<Command, ParseError> {
     let trimmed = line.trim();
     if trimmed.is_empty() || trimmed.starts_with('#') {
         return Ok(Command::Nothing);
     }
-    let Some(words) = shlex::split(trimmed) else {
+    let Some(words) = shlex::split(&escape_hashes(trimmed)) else {
         return err("unbalanced quote");
     };
     let Some((name, args)) = words.split_first() else {
@@ -279,6 +302,17 @@ mod tests {
         assert_eq!(p("del 'a b'"), Command::Del { key: "a b".into() });
         assert_eq!(p(""), Command::Nothing);
         assert_eq!(p("# a comment"), Command::Nothing);
+        // `#` inside a line is data, quoted or not.
+        let put = |key: &str, value: &str| Command::Put {
+            key: key.into(),
+            value: value.into(),
+        };
+        assert_eq!(p("put tag #blue"), put("tag", "#blue"));
+        assert_eq!(p("put a#b c#"), put("a#b", "c#"));
+        assert_eq!(p(r#"put k "x #y""#), put("k", "x #y"));
+        assert_eq!(p("put k '#y'"), put("k", "#y"));
+        assert_eq!(p(r"put k \#y"), put("k", "#y"));
+        assert_eq!(e("put k v #comment"), "usage: put <key> <value>");
         assert_eq!(
             p("mput a 1 b 2"),
             Command::MPut(vec![("a".into(), "1".into()), ("b".into(), "2".into())])
