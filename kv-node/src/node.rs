@@ -220,24 +220,16 @@ impl Node {
     ///
     /// [`Error::Wal`] / [`Error::CorruptRecord`] if the record cannot be read back.
     pub fn get(&self, key: &[u8]) -> Result<Option<(Bytes, Version)>> {
-        let token = kv_ring::token(key);
-        if let Some(hit) = self.inner.cache.get(key) {
-            return Ok(Some(hit));
-        }
-        let Some((value, version)) = self.inner.read(token, key)? else {
-            return Ok(None);
-        };
-        let Some(value) = value else {
-            return Ok(None);
-        };
-        if self.inner.doorkeeper.admit(token) {
-            self.inner.fill_cache(token, key, &value, version);
-        }
-        Ok(Some((value, version)))
+        Ok(match self.get_versioned(key)? {
+            Some((Some(value), version)) => Some((value, version)),
+            Some((None, _)) | None => None,
+        })
     }
 
     /// Like [`Node::get`], but a deleted key returns its tombstone: `Some((None, version))`.
-    /// For repair and anti-entropy, which must compare deletes too. Bypasses the cache.
+    /// What a cluster coordinator reads (it must compare deletes too, for quorum reads and
+    /// read repair). Values come through the cache as for [`Node::get`]; tombstones are never
+    /// cached, so a deleted key is always answered from the index.
     ///
     /// # Errors
     ///
@@ -252,7 +244,17 @@ impl Node {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn get_versioned(&self, key: &[u8]) -> Result<Option<(Option<Bytes>, Version)>> {
-        self.inner.read(kv_ring::token(key), key)
+        if let Some((value, version)) = self.inner.cache.get(key) {
+            return Ok(Some((Some(value), version)));
+        }
+        let token = kv_ring::token(key);
+        let found = self.inner.read(token, key)?;
+        if let Some((Some(value), version)) = &found
+            && self.inner.doorkeeper.admit(token)
+        {
+            self.inner.fill_cache(token, key, value, *version);
+        }
+        Ok(found)
     }
 
     /// Stores `value` under `key` with a new version from the node's clock (single-node use;

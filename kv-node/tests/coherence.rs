@@ -28,8 +28,18 @@ fn value(k: usize, v: u64) -> Vec<u8> {
     format!("{k}:{v}").into_bytes()
 }
 
+/// Races show up in some runs only (a write lost between its index update and its cache
+/// refresh was caught about once in 75 rounds): several rounds per test run.
+const ROUNDS: u64 = 4;
+
 #[test]
 fn gets_never_go_back_in_time() {
+    for round in 0..ROUNDS {
+        one_round(round);
+    }
+}
+
+fn one_round(round: u64) {
     let dir = tempfile::tempdir().unwrap();
     let opts = NodeOptions::new()
         .wal(
@@ -40,19 +50,19 @@ fn gets_never_go_back_in_time() {
         .cache_entries(16) // far fewer than the keys: constant eviction and refill
         .maintenance_interval(std::time::Duration::from_millis(5))
         .compaction_threshold(0.3); // background compaction moves records under the readers
-    let node = Node::open(dir.path(), opts).unwrap();
+    let owned = Node::open(dir.path(), opts).unwrap();
     let next: Vec<AtomicU64> = (0..KEYS).map(|_| AtomicU64::new(0)).collect();
     let acked: Vec<AtomicU64> = (0..KEYS).map(|_| AtomicU64::new(0)).collect();
     let done = AtomicBool::new(false);
     // Versions from the current time, so tombstones are within their grace period: a purged
     // tombstone would rightly let a late, older write in.
     let base = Version::from_parts(SystemClock.now_millis(), 0).as_u64();
-    let (node, next, acked, done) = (&node, &next, &acked, &done);
+    let (node, next, acked, done) = (&owned, &next, &acked, &done);
     std::thread::scope(|s| {
         let writers: Vec<_> = (0..2u64)
             .map(|w| {
                 s.spawn(move || {
-                    let mut rng = StdRng::seed_from_u64(w);
+                    let mut rng = StdRng::seed_from_u64(round * 10 + w);
                     for _ in 0..WRITES_PER_WRITER {
                         let k = rng.random_range(0..KEYS);
                         let v = next[k].fetch_add(1, Ordering::SeqCst) + 1;
@@ -66,7 +76,7 @@ fn gets_never_go_back_in_time() {
             .collect();
         for r in 0..2u64 {
             s.spawn(move || {
-                let mut rng = StdRng::seed_from_u64(100 + r);
+                let mut rng = StdRng::seed_from_u64(round * 10 + 100 + r);
                 // Bounded: stops when the writers are done, or after this many reads.
                 for _ in 0..2_000_000 {
                     if done.load(Ordering::SeqCst) {
@@ -74,7 +84,23 @@ fn gets_never_go_back_in_time() {
                     }
                     let k = rng.random_range(0..KEYS);
                     let floor = acked[k].load(Ordering::SeqCst);
-                    match node.get(&key(k)).unwrap() {
+                    // One reader asks as a client does, the other as a cluster coordinator
+                    // does (tombstones included); both go through the cache.
+                    let got = if r == 0 {
+                        node.get(&key(k)).unwrap()
+                    } else {
+                        match node.get_versioned(&key(k)).unwrap() {
+                            Some((Some(val), ver)) => Some((val, ver)),
+                            Some((None, ver)) => {
+                                let v = ver.as_u64() - base;
+                                assert!(v >= floor, "key {k}: tombstone {v} after {floor}");
+                                assert!(is_delete(v), "key {k}: version {v} is not a delete");
+                                continue;
+                            }
+                            None => None,
+                        }
+                    };
+                    match got {
                         Some((val, ver)) => {
                             let v = ver.as_u64() - base;
                             assert!(
@@ -104,10 +130,19 @@ fn gets_never_go_back_in_time() {
         }
         done.store(true, Ordering::SeqCst);
     });
-    // Quiescent: the cache must agree with the index for every key.
+    // Quiescent: what the node serves (from its cache where it has the key) must agree with
+    // the log: reopened, with an empty cache, every answer comes from the index.
+    let served: Vec<_> = (0..KEYS).map(|k| node.get(&key(k)).unwrap()).collect();
+    let s = node.stats();
+    assert!(
+        s.cache_hits > 0 && s.cache_misses > 0 && s.cache_evictions > 0,
+        "{s:?}"
+    );
+    drop(owned);
+    let node = Node::open(dir.path(), NodeOptions::new()).unwrap();
     for (k, next) in next.iter().enumerate() {
         let truth = node.get_versioned(&key(k)).unwrap();
-        let got = node.get(&key(k)).unwrap();
+        let got = served[k].clone();
         match truth {
             Some((Some(v), ver)) => assert_eq!(got, Some((v, ver)), "key {k}"),
             Some((None, _)) | None => assert_eq!(got, None, "key {k}"),
@@ -121,9 +156,4 @@ fn gets_never_go_back_in_time() {
             );
         }
     }
-    let s = node.stats();
-    assert!(
-        s.cache_hits > 0 && s.cache_misses > 0 && s.cache_evictions > 0,
-        "{s:?}"
-    );
 }
