@@ -16,6 +16,7 @@ use std::sync::Arc;
 use kv_node::Write;
 use kv_ring::{NodeId, TokenRange, token};
 use parking_lot::Mutex;
+use smallvec::SmallVec;
 
 use crate::cluster::Cluster;
 use crate::error::{Error, Result};
@@ -57,6 +58,39 @@ impl Cluster {
             .map(|id| (*id).clone())
     }
 
+    /// Sloppy quorum: a distinct live stand-in for each of `down` (in order), walking the
+    /// ring clockwise from `token` past every node of `targets` (the key's replicas, in both
+    /// rings during a change). Down replicas left without one (too few live nodes beyond the
+    /// replicas) are not in the result.
+    pub(crate) fn stand_ins(
+        &self,
+        routing: &Routing,
+        token: u64,
+        targets: &[&NodeId],
+        down: &[&NodeId],
+    ) -> SmallVec<[(NodeId, NodeId); 4]> {
+        if down.is_empty() {
+            return SmallVec::new();
+        }
+        let Ok(walk) = routing.ring.preference_list(token, routing.ring.len()) else {
+            return SmallVec::new();
+        };
+        walk.iter()
+            .filter(|id| !targets.contains(id))
+            .filter(|id| routing.node(id).is_some_and(|n| !n.is_down()))
+            .zip(down)
+            .map(|(holder, target)| ((*target).clone(), holder.clone()))
+            .collect()
+    }
+
+    /// Keeps `write` as a hint for `target` on `holder`; returns whether it was stored (with
+    /// the holder's durability: its store's sync policy).
+    pub(crate) fn store_hint_on(&self, holder: &NodeId, target: &NodeId, write: Write<'_>) -> bool {
+        self.hint_store(holder, target)
+            .and_then(|store| store.apply(0, write))
+            .is_ok()
+    }
+
     /// The hint store of `(holder, target)`, opened (and its directory created) if needed.
     fn hint_store(&self, holder: &NodeId, target: &NodeId) -> Result<Arc<dyn Replica>> {
         let mut open = self.hints.open.lock();
@@ -71,7 +105,8 @@ impl Cluster {
     }
 
     /// Keeps `write`, which `target` (down) missed, as a hint on a live node; returns whether
-    /// a holder took it. A hint does not count towards the write's consistency level.
+    /// a holder took it. Such a hint does not count towards the write's consistency level
+    /// (a sloppy write's stand-ins, from [`stand_ins`](Cluster::stand_ins), do).
     pub(crate) fn store_hint(
         &self,
         routing: &Routing,
@@ -83,9 +118,7 @@ impl Cluster {
             return false;
         };
         // A hint that cannot be stored is not fatal: anti-entropy repairs what it misses.
-        self.hint_store(&holder, target)
-            .and_then(|store| store.apply(0, write))
-            .is_ok()
+        self.store_hint_on(&holder, target, write)
     }
 
     /// Hands off every hint store whose holder and target are both up and `select`ed:

@@ -54,7 +54,13 @@
 //!   `W` replicas up fails at once with [`Error::Unavailable`] (cause [`Error::NodeDown`])
 //!   and writes nothing; it never waits. [`Cluster::put_with`] and friends pick a level per
 //!   operation (e.g. [`Consistency::One`] while two of three replicas are down). Hinted
-//!   writes do not count towards `W` (no sloppy quorum).
+//!   writes do not count towards `W` unless the caller asks for it.
+//! - **Sloppy quorum, opt in.** [`Cluster::put_sloppy`] / [`Cluster::delete_sloppy`] (or
+//!   [`ClusterOptions::sloppy_quorum`] for every write) give each down replica its own
+//!   *stand-in*: a distinct live node walking the ring past the key's replicas, which keeps
+//!   the write as a hint for it, and that hint counts towards `W` (Dynamo's sloppy quorum).
+//!   An acknowledged write is then on `W` distinct live nodes, but stand-ins serve no reads:
+//!   until handoff, `R + W > N` no longer implies read-your-writes.
 //! - **Hinted handoff.** A write for a down replica is kept, durably, as a *hint* on the next
 //!   live node walking the ring past the key's replicas (on a ring with no node beyond them,
 //!   a live replica), in `<data-dir>/<holder>/hints/<target>/`: a replica of its own, opened

@@ -114,6 +114,7 @@ pub struct ClusterOptions {
     pub(crate) initial_nodes: Vec<String>,
     pub(crate) read: Consistency,
     pub(crate) write: Consistency,
+    pub(crate) sloppy: bool,
     pub(crate) transfer_batch: usize,
     pub(crate) rate_limit: Option<RateLimit>,
     pub(crate) clock: Arc<dyn Clock>,
@@ -134,6 +135,7 @@ impl fmt::Debug for ClusterOptions {
             .field("initial_nodes", &self.initial_nodes)
             .field("read", &self.read)
             .field("write", &self.write)
+            .field("sloppy", &self.sloppy)
             .field("transfer_batch", &self.transfer_batch)
             .field("rate_limit", &self.rate_limit)
             .field("backend", &self.backend)
@@ -144,7 +146,7 @@ impl fmt::Debug for ClusterOptions {
 impl ClusterOptions {
     /// The defaults: replication factor [`DEFAULT_REPLICATION_FACTOR`] (3),
     /// [`DEFAULT_VNODES`] (100) virtual nodes, initial nodes `node1..node3`, quorum reads and
-    /// writes, [`DEFAULT_TRANSFER_BATCH`] (1000) records per streamed batch, no rate limit, the
+    /// writes with a strict quorum (hints do not count), [`DEFAULT_TRANSFER_BATCH`] (1000) records per streamed batch, no rate limit, the
     /// system clock, and storage nodes on disk.
     pub fn new() -> Self {
         ClusterOptions {
@@ -153,6 +155,7 @@ impl ClusterOptions {
             initial_nodes: vec!["node1".into(), "node2".into(), "node3".into()],
             read: Consistency::Quorum,
             write: Consistency::Quorum,
+            sloppy: false,
             transfer_batch: DEFAULT_TRANSFER_BATCH,
             rate_limit: None,
             clock: Arc::new(SystemClock),
@@ -197,6 +200,30 @@ impl ClusterOptions {
     pub fn write_consistency(mut self, c: Consistency) -> Self {
         self.write = c;
         self
+    }
+
+    /// Makes writes that do not name their own mode ([`put`](crate::Cluster::put),
+    /// [`put_with`](crate::Cluster::put_with), [`put_many`](crate::Cluster::put_many),
+    /// [`delete`](crate::Cluster::delete), ...) use a *sloppy quorum* (default `false`:
+    /// strict): a hint stored for a down replica on a live node outside the key's replicas
+    /// counts towards `W`, as in Dynamo. See [`Cluster::put_sloppy`](crate::Cluster::put_sloppy)
+    /// for what it guarantees and what it gives up.
+    ///
+    /// # Example
+    /// ```
+    /// use kv_cluster::ClusterOptions;
+    ///
+    /// assert!(!ClusterOptions::new().sloppy_quorum_value());
+    /// assert!(ClusterOptions::new().sloppy_quorum(true).sloppy_quorum_value());
+    /// ```
+    pub fn sloppy_quorum(mut self, sloppy: bool) -> Self {
+        self.sloppy = sloppy;
+        self
+    }
+
+    /// Whether writes use a sloppy quorum by default.
+    pub fn sloppy_quorum_value(&self) -> bool {
+        self.sloppy
     }
 
     /// Sets the number of records per streamed batch (at least 1). Smaller batches let client
