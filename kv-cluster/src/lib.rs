@@ -76,6 +76,11 @@
 //!   [`REPAIR_KEYS_PER_LEAF`] keys a leaf, 16 bytes each), trees are compared top-down, and
 //!   only differing leaves are exported, merged newest-wins and imported where stale.
 //!   Identical replicas exchange only their roots (see [`RepairSummary`]).
+//! - **Background anti-entropy, opt in.** [`ClusterOptions::background_repair`] starts one
+//!   thread that runs the same repair every interval (an interval after the previous round
+//!   finished, under the admin lock, so never during a membership change), reports its
+//!   rounds in [`Cluster::background_repair`] and [`ClusterStats`], and is stopped (between
+//!   replica runs) and joined when the cluster is dropped or closed.
 //! - **Tombstones outlive every repair.** A delete is a tombstone, and a storage node purges
 //!   one only in compaction, once it is older than `NodeOptions::tombstone_grace` (default 10
 //!   days). A replica that missed a delete gets the tombstone from a hint or a repair; if it
@@ -132,6 +137,7 @@
 #![forbid(unsafe_code)]
 
 mod backend;
+mod background;
 mod change;
 mod cluster;
 mod error;
@@ -153,6 +159,7 @@ mod stats;
 mod stream;
 
 pub use backend::Backend;
+pub use background::BackgroundRepairStatus;
 pub use cluster::Cluster;
 pub use error::{Error, Result};
 pub use failure::RecoverySummary;

@@ -115,6 +115,7 @@ pub struct ClusterOptions {
     pub(crate) read: Consistency,
     pub(crate) write: Consistency,
     pub(crate) sloppy: bool,
+    pub(crate) background_repair: Option<std::time::Duration>,
     pub(crate) transfer_batch: usize,
     pub(crate) rate_limit: Option<RateLimit>,
     pub(crate) clock: Arc<dyn Clock>,
@@ -136,6 +137,7 @@ impl fmt::Debug for ClusterOptions {
             .field("read", &self.read)
             .field("write", &self.write)
             .field("sloppy", &self.sloppy)
+            .field("background_repair", &self.background_repair)
             .field("transfer_batch", &self.transfer_batch)
             .field("rate_limit", &self.rate_limit)
             .field("backend", &self.backend)
@@ -146,7 +148,8 @@ impl fmt::Debug for ClusterOptions {
 impl ClusterOptions {
     /// The defaults: replication factor [`DEFAULT_REPLICATION_FACTOR`] (3),
     /// [`DEFAULT_VNODES`] (100) virtual nodes, initial nodes `node1..node3`, quorum reads and
-    /// writes with a strict quorum (hints do not count), [`DEFAULT_TRANSFER_BATCH`] (1000) records per streamed batch, no rate limit, the
+    /// writes with a strict quorum (hints do not count), no background repair,
+    /// [`DEFAULT_TRANSFER_BATCH`] (1000) records per streamed batch, no rate limit, the
     /// system clock, and storage nodes on disk.
     pub fn new() -> Self {
         ClusterOptions {
@@ -156,6 +159,7 @@ impl ClusterOptions {
             read: Consistency::Quorum,
             write: Consistency::Quorum,
             sloppy: false,
+            background_repair: None,
             transfer_batch: DEFAULT_TRANSFER_BATCH,
             rate_limit: None,
             clock: Arc::new(SystemClock),
@@ -224,6 +228,31 @@ impl ClusterOptions {
     /// Whether writes use a sloppy quorum by default.
     pub fn sloppy_quorum_value(&self) -> bool {
         self.sloppy
+    }
+
+    /// Runs anti-entropy in the background every `interval` (`None`, the default: only on
+    /// demand, with [`Cluster::repair`](crate::Cluster::repair)). One thread runs a round
+    /// (all of [`repair`](crate::Cluster::repair)'s work) `interval` after the cluster opens
+    /// and then `interval` after each round finishes; it is stopped and joined when the
+    /// cluster is dropped or closed. See
+    /// [`Cluster::background_repair`](crate::Cluster::background_repair) for its reports.
+    ///
+    /// # Example
+    /// ```
+    /// use std::time::Duration;
+    /// use kv_cluster::ClusterOptions;
+    ///
+    /// let opts = ClusterOptions::new().background_repair(Some(Duration::from_secs(600)));
+    /// assert_eq!(opts.background_repair_value(), Some(Duration::from_secs(600)));
+    /// ```
+    pub fn background_repair(mut self, interval: Option<std::time::Duration>) -> Self {
+        self.background_repair = interval;
+        self
+    }
+
+    /// The background repair interval, if enabled.
+    pub fn background_repair_value(&self) -> Option<std::time::Duration> {
+        self.background_repair
     }
 
     /// Sets the number of records per streamed batch (at least 1). Smaller batches let client
