@@ -74,6 +74,11 @@ impl Cluster {
     /// Removes node `id`: its ranges are copied to the nodes that take them over, then it
     /// drops them and leaves. Returns what moved.
     ///
+    /// A node that is down (crashed or cut off, see [`fail_node`](Cluster::fail_node)) can be
+    /// removed: its ranges are then copied from every surviving replica of each range (newest
+    /// version wins) instead of from it, and its directory is deleted. Its `pairs` in the
+    /// summary name it as the source, and count the records copied from the survivors.
+    ///
     /// # Errors
     /// [`Error::ChangeInProgress`]; [`Error::UnknownNode`]; [`Error::BelowReplicationFactor`]
     /// if fewer nodes than the replication factor would remain; a node's error while
@@ -293,8 +298,12 @@ impl Cluster {
         for (id, node) in leavers {
             // A down leaver cannot count what it held; its directory goes all the same.
             let held = node.held().unwrap_or_default();
-            // The last handle: the routing no longer has it, and the old one is drained.
+            // The last handles: the routing no longer has it, and the old one is drained; a
+            // failed (cut off) leaver's real handle is parked with its health: close it too
+            // before its directory goes.
             drop(node);
+            let parked = self.health.lock().remove(&id);
+            drop(parked);
             self.opts
                 .backend
                 .destroy(&id, &self.dir.join(id.as_str()))?;
@@ -391,7 +400,12 @@ impl Cluster {
                 limiter.pace(report.keys, report.bytes);
                 progress(&report)
             };
-            let flow = stream::copy_from_live(
+            // A down source (a dead node being removed): copy from every survivor instead.
+            let copy = match nodes.get(from) {
+                Some(n) if n.is_down() => stream::copy_from_survivors,
+                _ => stream::copy_from_live,
+            };
+            let flow = copy(
                 old,
                 self.rf,
                 nodes,

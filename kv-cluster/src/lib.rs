@@ -88,10 +88,14 @@
 //!   and be copied back. So: **recover or remove a down node, and run a repair, within the
 //!   grace period** (as in Cassandra's `gc_grace_seconds`). A node down for longer must be
 //!   removed and added again, not recovered.
-//! - **Limits.** A membership change that needs a down node (a destination of streamed ranges,
-//!   or one that must drop ranges) stops with the change pending (writes reach old and new
-//!   replicas); recover the node and [`Cluster::resume_change`]. Hints held by a node that
-//!   leaves are deleted with its directory; repair restores what they carried.
+//! - **Removing a dead node** (Cassandra's `removenode`). [`Cluster::remove_node`] of a down
+//!   node streams each of its ranges to the new replica from *every* surviving replica of the
+//!   range (newest wins), not from the dead node, so no key loses a replica at its latest
+//!   version even if one survivor had missed a write; its directory is then deleted.
+//! - **Limits.** A membership change that needs a down node as a destination of streamed
+//!   ranges, or as one that must drop ranges, stops with the change pending (writes reach old
+//!   and new replicas); recover the node and [`Cluster::resume_change`]. Hints held by a node
+//!   that leaves are deleted with its directory; repair restores what they carried.
 //!
 //! # Versions
 //! One hybrid logical clock per cluster ([`Hlc`], over a [`Clock`] that tests can skew)
