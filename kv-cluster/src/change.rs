@@ -234,6 +234,7 @@ impl Cluster {
             keys_moved: 0,
             bytes_moved: 0,
             keys_dropped: 0,
+            hints_handed_over: 0,
             fraction_moved: plan.fraction_moved(),
             streaming: Duration::ZERO,
             cleanup: Duration::ZERO,
@@ -295,6 +296,16 @@ impl Cluster {
             }
         }
         summary.keys_dropped = stream::drop_lost(&nodes, &plan, new.epoch())?;
+        // A live leaver's hints go to their targets (or to another holder) before its
+        // directory does. A dead one's are lost with it: every hinted write was acknowledged
+        // by other nodes, and repair restores its target.
+        let routing = self.routing();
+        for (id, node) in &leavers {
+            if !node.is_down() {
+                summary.hints_handed_over += self.hand_over_hints(&routing, id)?;
+            }
+        }
+        drop(routing);
         for (id, node) in leavers {
             // A down leaver cannot count what it held; its directory goes all the same.
             let held = node.held().unwrap_or_default();
@@ -304,9 +315,19 @@ impl Cluster {
             drop(node);
             let parked = self.health.lock().remove(&id);
             drop(parked);
-            self.opts
-                .backend
-                .destroy(&id, &self.dir.join(id.as_str()))?;
+            let node_dir = self.dir.join(id.as_str());
+            self.opts.backend.destroy(&id, &node_dir)?;
+            // The hint stores' directory is the cluster's, not the backend's: a backend that
+            // keeps nothing on disk leaves it, and a directory left would refuse a later
+            // `add_node` of the same id.
+            let hints = node_dir.join(crate::hints::HINTS_DIR);
+            match std::fs::remove_dir_all(&hints) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("remove directory", &hints, e)),
+            }
+            // Only if empty: what else is there is the backend's.
+            let _ = std::fs::remove_dir(&node_dir);
             summary.keys_dropped += held.live + held.tombstones;
         }
         summary.cleanup = cleanup.elapsed();

@@ -154,20 +154,89 @@ impl Cluster {
                 }
                 dst.sync()?;
             }
-            // The cache held the last handle: nobody else writes to the store now.
-            self.hints
-                .open
-                .lock()
-                .remove(&(holder.clone(), target.clone()));
-            let dir = self.hint_dir(&holder, &target);
-            self.opts.backend.destroy(&target, &dir)?;
-            match std::fs::remove_dir_all(&dir) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io("remove directory", &dir, e)),
-            }
+            self.remove_store(&holder, &target)?;
         }
         Ok(changed)
+    }
+
+    /// Closes and deletes the hint store of `(holder, target)`.
+    fn remove_store(&self, holder: &NodeId, target: &NodeId) -> Result<()> {
+        // The cache held the last handle: nobody else writes to the store now.
+        self.hints
+            .open
+            .lock()
+            .remove(&(holder.clone(), target.clone()));
+        let dir = self.hint_dir(holder, target);
+        self.opts.backend.destroy(target, &dir)?;
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("remove directory", &dir, e)),
+        }
+    }
+
+    /// Hands over the hints held by `leaver`, a node leaving the cluster, before its
+    /// directory (hints included) is deleted; `routing` no longer routes it. Each hint goes
+    /// to its target if that is up (only keys it still replicates, then synced), else into a
+    /// hint store on the live node [`hint_holder`](Cluster::hint_holder) picks now. Hints
+    /// *for* the leaver are moot and deleted. Returns the records that changed a target or
+    /// were kept by a new holder.
+    ///
+    /// Idempotent (last-writer-wins), so a crash midway is rolled forward by doing it again;
+    /// runs with the admin lock held, after the routing without the leaver is installed and
+    /// drained, so no client adds a hint to the leaver's stores meanwhile.
+    pub(crate) fn hand_over_hints(&self, routing: &Routing, leaver: &NodeId) -> Result<u64> {
+        let mut moved = 0u64;
+        for (holder, target) in self.hint_pairs()? {
+            if holder != *leaver && target != *leaver {
+                continue;
+            }
+            if holder == *leaver && target != *leaver {
+                let store = self.hint_store(&holder, &target)?;
+                match routing.node(&target) {
+                    // The target left too: its hints are moot.
+                    None => {}
+                    Some(dst) if !dst.is_down() => {
+                        for batch in
+                            store.export(0, &[TokenRange::FULL], self.opts.transfer_batch)?
+                        {
+                            let mut batch = batch?;
+                            batch.retain(|r| self.replicates(routing, &target, token(&r.key)));
+                            moved += dst.import(routing.epoch(), &batch)? as u64;
+                        }
+                        dst.sync()?;
+                    }
+                    Some(_) => {
+                        for batch in
+                            store.export(0, &[TokenRange::FULL], self.opts.transfer_batch)?
+                        {
+                            for r in batch? {
+                                let t = token(&r.key);
+                                let Some(next) = self.hint_holder(routing, &target, t) else {
+                                    continue; // no live holder left: repair restores it
+                                };
+                                let write = Write {
+                                    key: &r.key,
+                                    value: r.value.as_deref(),
+                                    version: r.version,
+                                };
+                                let next = self.hint_store(&next, &target)?;
+                                next.apply(0, write)?;
+                                moved += 1;
+                            }
+                        }
+                        // The new holders' stores are as durable as the old one was.
+                        for (h, t) in self.hint_pairs()? {
+                            if t == target && h != *leaver {
+                                self.hint_store(&h, &t)?.sync()?;
+                            }
+                        }
+                    }
+                }
+            }
+            self.remove_store(&holder, &target)?;
+        }
+        Ok(moved)
     }
 
     /// Whether `node` is a replica of `token` in the ring or the pending ring.
@@ -224,5 +293,54 @@ impl Cluster {
             .filter_map(|s| s.held().ok())
             .map(|c| c.live + c.tombstones)
             .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::{ClusterOptions, MemoryBackend};
+
+    /// Hints a leaver held for a target that is still down move to another live holder, and
+    /// reach the target when it recovers: its repair then finds nothing to fix.
+    #[test]
+    fn hints_for_a_down_target_move_to_another_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = ClusterOptions::new()
+            .backend(Arc::new(MemoryBackend::default()))
+            .initial_nodes(["n1", "n2", "n3", "n4", "n5"]);
+        let cluster = Cluster::open(dir.path(), opts).unwrap();
+        cluster.fail_node("n1").unwrap();
+        for i in 0..300u32 {
+            cluster.put(&i.to_be_bytes(), b"while down").unwrap();
+        }
+        let target = NodeId::new("n1").unwrap();
+        let pairs = cluster.hint_pairs().unwrap();
+        let (leaver, _) = pairs.iter().find(|(_, t)| *t == target).unwrap().clone();
+        let before = cluster.hints_pending();
+
+        // The routing once the leaver is gone (as the change's cleanup sees it).
+        let mut routing = (*cluster.routing()).clone();
+        routing.ring = routing.ring.remove_node(leaver.as_str()).unwrap();
+        routing.nodes.remove(&leaver);
+        let moved = cluster.hand_over_hints(&routing, &leaver).unwrap();
+        assert!(moved > 0);
+        let after = cluster.hint_pairs().unwrap();
+        assert!(after.iter().all(|(h, _)| *h != leaver), "{after:?}");
+        assert!(
+            !dir.path()
+                .join(leaver.as_str())
+                .join(HINTS_DIR)
+                .join("n1")
+                .exists()
+        );
+        // Moved, not copied: as many hints as before, on the other holders.
+        assert_eq!(cluster.hints_pending(), before);
+
+        let r = cluster.recover_node("n1").unwrap();
+        assert_eq!(r.hints_applied, before);
+        assert_eq!(r.repair.keys_repaired, 0, "{r:?}");
     }
 }

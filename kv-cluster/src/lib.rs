@@ -94,8 +94,13 @@
 //!   version even if one survivor had missed a write; its directory is then deleted.
 //! - **Limits.** A membership change that needs a down node as a destination of streamed
 //!   ranges, or as one that must drop ranges, stops with the change pending (writes reach old
-//!   and new replicas); recover the node and [`Cluster::resume_change`]. Hints held by a node
-//!   that leaves are deleted with its directory; repair restores what they carried.
+//!   and new replicas); recover the node and [`Cluster::resume_change`].
+//! - **A leaver's hints are handed over.** Before the directory of a node that leaves is
+//!   deleted, the hints it holds go to their targets if up (only keys they still replicate),
+//!   else into hint stores on the live nodes that would hold them now
+//!   ([`ChangeSummary::hints_handed_over`]); hints *for* it are deleted. A leaver that is
+//!   down cannot hand anything over: its hints go with it (every hinted write was also
+//!   acknowledged elsewhere; repair restores its target).
 //!
 //! # Versions
 //! One hybrid logical clock per cluster ([`Hlc`], over a [`Clock`] that tests can skew)
