@@ -143,15 +143,10 @@ impl Repairer {
 
     /// Waits until `round` rounds have finished, or `timeout`.
     fn wait(&self, round: u64, timeout: Duration) -> Option<BackgroundRepairStatus> {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now().checked_add(timeout);
         let mut state = self.shared.state.lock();
         while state.status.rounds < round {
-            if self
-                .shared
-                .done
-                .wait_until(&mut state, deadline)
-                .timed_out()
-            {
+            if wait_until(&self.shared.done, &mut state, deadline) {
                 return (state.status.rounds >= round).then(|| state.status.clone());
             }
         }
@@ -180,15 +175,31 @@ impl Drop for Repairer {
     }
 }
 
+/// Waits on `condvar` until notified or `deadline`; `None` (a duration too large to add to
+/// the clock) waits until notified. Returns whether the deadline passed.
+fn wait_until(
+    condvar: &Condvar,
+    guard: &mut parking_lot::MutexGuard<'_, State>,
+    deadline: Option<Instant>,
+) -> bool {
+    match deadline {
+        Some(d) => condvar.wait_until(guard, d).timed_out(),
+        None => {
+            condvar.wait(guard);
+            false
+        }
+    }
+}
+
 /// The thread: wait an interval (or a trigger), run a round, record it; until stopped.
 fn run(shared: &Shared, ctx: &RepairContext, interval: Duration) {
     let stopped = || shared.stop.load(Ordering::Acquire);
     loop {
         {
             let mut state = shared.state.lock();
-            let deadline = Instant::now() + interval;
+            let deadline = Instant::now().checked_add(interval);
             while !state.triggered && !stopped() {
-                if shared.wake.wait_until(&mut state, deadline).timed_out() {
+                if wait_until(&shared.wake, &mut state, deadline) {
                     break;
                 }
             }

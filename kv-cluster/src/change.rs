@@ -298,12 +298,10 @@ impl Cluster {
         summary.keys_dropped = stream::drop_lost(&nodes, &plan, new.epoch())?;
         // A live leaver's hints go to their targets (or to another holder) before its
         // directory does. A dead one's are lost with it: every hinted write was acknowledged
-        // by other nodes, and repair restores its target.
+        // by other nodes, and repair restores its target. Hints for a leaver are deleted.
         let routing = self.routing();
         for (id, node) in &leavers {
-            if !node.is_down() {
-                summary.hints_handed_over += self.hand_over_hints(&routing, id)?;
-            }
+            summary.hints_handed_over += self.hand_over_hints(&routing, id, !node.is_down())?;
         }
         drop(routing);
         for (id, node) in leavers {

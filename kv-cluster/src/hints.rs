@@ -178,17 +178,28 @@ impl Cluster {
     /// Hands over the hints held by `leaver`, a node leaving the cluster, before its
     /// directory (hints included) is deleted; `routing` no longer routes it. Each hint goes
     /// to its target if that is up (only keys it still replicates, then synced), else into a
-    /// hint store on the live node [`hint_holder`](Cluster::hint_holder) picks now. Hints
-    /// *for* the leaver are moot and deleted. Returns the records that changed a target or
-    /// were kept by a new holder.
+    /// hint store on the live node [`hint_holder`](Cluster::hint_holder) picks now. A leaver
+    /// that is down (`leaver_up` false) hands nothing over: its hints go with its directory.
+    /// Hints *for* the leaver, on other nodes, are moot and deleted either way (a node added
+    /// later under the same id must not receive them). Returns the records that changed a
+    /// target or were kept by a new holder.
     ///
     /// Idempotent (last-writer-wins), so a crash midway is rolled forward by doing it again;
     /// runs with the admin lock held, after the routing without the leaver is installed and
     /// drained, so no client adds a hint to the leaver's stores meanwhile.
-    pub(crate) fn hand_over_hints(&self, routing: &Routing, leaver: &NodeId) -> Result<u64> {
+    pub(crate) fn hand_over_hints(
+        &self,
+        routing: &Routing,
+        leaver: &NodeId,
+        leaver_up: bool,
+    ) -> Result<u64> {
         let mut moved = 0u64;
         for (holder, target) in self.hint_pairs()? {
             if holder != *leaver && target != *leaver {
+                continue;
+            }
+            if holder == *leaver && !leaver_up {
+                // Unreachable with the node; deleted with its directory.
                 continue;
             }
             if holder == *leaver && target != *leaver {
@@ -325,7 +336,7 @@ mod tests {
         let mut routing = (*cluster.routing()).clone();
         routing.ring = routing.ring.remove_node(leaver.as_str()).unwrap();
         routing.nodes.remove(&leaver);
-        let moved = cluster.hand_over_hints(&routing, &leaver).unwrap();
+        let moved = cluster.hand_over_hints(&routing, &leaver, true).unwrap();
         assert!(moved > 0);
         let after = cluster.hint_pairs().unwrap();
         assert!(after.iter().all(|(h, _)| *h != leaver), "{after:?}");

@@ -69,6 +69,20 @@ fn rounds_come_by_themselves_at_the_interval() {
     assert_eq!(status.last_error, None);
 }
 
+/// Regression: an interval or a wait too long to add to the clock panicked (`Instant + ...`).
+#[test]
+fn an_endless_interval_means_triggered_rounds_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = common::memory_opts().background_repair(Some(Duration::MAX));
+    let cluster = Cluster::open(dir.path(), opts).unwrap();
+    let round = cluster.trigger_background_repair().unwrap();
+    let status = cluster
+        .wait_background_repair(round, Duration::MAX)
+        .unwrap();
+    assert_eq!(status.rounds, 1);
+    drop(cluster); // wakes the endless wait to stop
+}
+
 #[test]
 fn no_background_repair_unless_asked() {
     let dir = tempfile::tempdir().unwrap();

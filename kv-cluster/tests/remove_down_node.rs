@@ -56,10 +56,28 @@ fn a_crashed_node_is_removed_from_the_surviving_replicas() {
     let model = common::Model::default();
     load(&cluster, &model);
     cluster.crash_node("node2").unwrap();
+    // Writes while it is down leave hints for it on the others.
+    for i in 0..KEYS / 2 {
+        let k = common::key(i);
+        let v = cluster.put(&k, b"while down").unwrap();
+        model.acked(&k, Some(b"while down"), v);
+    }
+    assert!(hints_for(dir.path(), "node2") > 0);
     let summary = cluster.remove_node("node2").unwrap();
     assert!(summary.keys_moved > 0);
     gone(&cluster, dir.path(), "node2");
+    // Regression: hints for a removed dead node stayed on disk until the next open (a node
+    // added later under the same id would have received them).
+    assert_eq!(hints_for(dir.path(), "node2"), 0);
     common::check(&cluster, &model);
+}
+
+/// Hint stores held anywhere for `target`.
+fn hints_for(dir: &std::path::Path, target: &str) -> usize {
+    ["node1", "node2", "node3", "node4"]
+        .iter()
+        .filter(|h| dir.join(h).join("hints").join(target).exists())
+        .count()
 }
 
 #[test]
