@@ -37,6 +37,9 @@ pub(crate) const LEASE_MILLIS: u64 = 60_000;
 ///   including during a membership change.
 /// - A write that fails (fewer than `W` acknowledgements) may still have been applied on some
 ///   replicas: it is not acknowledged, and a later read may or may not see it (as in Dynamo).
+/// - A write with a sloppy quorum ([`put_sloppy`](Cluster::put_sloppy)) counts hints on
+///   stand-ins towards `W`: it is on `W` distinct live nodes, but until the hints are handed
+///   off a read may miss it.
 /// - How durable an acknowledged write is depends on the nodes' sync policy.
 ///
 /// # Example

@@ -92,8 +92,8 @@ pub const DEFAULT_TRANSFER_BATCH: usize = 1000;
 /// Parameters of a [`Cluster`](crate::Cluster), with documented defaults.
 ///
 /// The replication factor, virtual node count and initial nodes shape a *new* cluster; an
-/// existing one keeps what its `cluster.json` says. Consistency levels, batch size, rate
-/// limit, clock and backend apply to each open.
+/// existing one keeps what its `cluster.json` says. Consistency levels, sloppy quorum,
+/// background repair, batch size, rate limit, clock and backend apply to each open.
 ///
 /// # Example
 /// ```
