@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
 use indicatif::{ProgressBar, ProgressStyle};
-use kv_cluster::ChangeSummary;
+use kv_cluster::{ChangeSummary, Consistency};
 use kv_ring::token;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
@@ -247,7 +247,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         s.ok("Every acknowledged write reads back its latest value: nothing lost")
     );
 
-    step(s, 7, "Crash recovery");
+    failure_act(&session, keys)?;
+
+    step(s, 8, "Crash recovery");
     say!("Dropping the cluster without a clean shutdown, then reopening it from its logs...");
     let expect: Vec<(String, Option<bytes::Bytes>)> = (0..keys)
         .step_by(97)
@@ -277,7 +279,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     );
     show(&session, "stats");
 
-    step(s, 8, "Benchmark");
+    step(s, 9, "Benchmark");
     let args = BenchArgs {
         ops: if args.quick { 2_000 } else { 50_000 },
         threads: 2,
@@ -294,6 +296,68 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         s.ok(format!("Demo complete in {:.1?}", started.elapsed()))
     );
     session.cluster.close().context("close the cluster")?;
+    Ok(())
+}
+
+/// Step 7: a node fails; quorum reads and writes go on (writes for it kept as hints); it
+/// recovers, gets its hints, and is repaired; every write made meanwhile is on every replica.
+fn failure_act(session: &Session, keys: usize) -> anyhow::Result<()> {
+    let s = session.style;
+    let cluster = &session.cluster;
+    step(s, 7, "Node failure: hinted handoff and repair");
+    let rf = cluster.replication_factor();
+    let quorum = Consistency::Quorum;
+    if quorum.required(rf) >= rf {
+        say!("  Skipped: with replication factor {rf}, a quorum needs every replica up.");
+        return Ok(());
+    }
+    let nodes = cluster.nodes();
+    let Some(victim) = nodes.get(1).or(nodes.first()).map(|n| n.id.to_string()) else {
+        bail!("the cluster has no nodes");
+    };
+    show(session, &format!("fail {victim}"));
+    let writes = (keys / 10).max(1);
+    let mut failures = 0usize;
+    let mut acked: Vec<(usize, kv_cluster::Version)> = Vec::with_capacity(writes);
+    for i in 0..writes {
+        let v = value(i, 1000);
+        match cluster.put_with(key(i).as_bytes(), v.as_bytes(), quorum) {
+            Ok(version) => acked.push((i, version)),
+            Err(_) => failures += 1,
+        }
+        match cluster.get_with(key(i).as_bytes(), quorum) {
+            Ok(Some(got)) if got == v.as_bytes() => {}
+            _ => failures += 1,
+        }
+    }
+    let hints = cluster.stats()?.hints;
+    say!(
+        "  {writes} writes and {writes} reads at quorum while {victim} was down: {failures} failed; {hints} writes kept as hints for {victim}"
+    );
+    ensure!(
+        failures == 0,
+        "{failures} operations failed with one node down"
+    );
+    show(session, &format!("recover {victim}"));
+    let mut stale = 0;
+    for &(i, version) in &acked {
+        let p = cluster.placement_of(key(i).as_bytes())?;
+        if p.held.len() != rf || p.held.iter().any(|(_, _, v)| *v != version) {
+            stale += 1;
+        }
+    }
+    ensure!(
+        stale == 0,
+        "{stale} keys are missing a replica after recovery"
+    );
+    say!(
+        "{}",
+        s.ok(format!(
+            "All {} writes made while {victim} was down are on all {rf} replicas",
+            acked.len()
+        ))
+    );
+    show(session, "repair");
     Ok(())
 }
 

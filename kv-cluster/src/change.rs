@@ -74,6 +74,11 @@ impl Cluster {
     /// Removes node `id`: its ranges are copied to the nodes that take them over, then it
     /// drops them and leaves. Returns what moved.
     ///
+    /// A node that is down (crashed or cut off, see [`fail_node`](Cluster::fail_node)) can be
+    /// removed: its ranges are then copied from every surviving replica of each range (newest
+    /// version wins) instead of from it, and its directory is deleted. Its `pairs` in the
+    /// summary name it as the source, and count the records copied from the survivors.
+    ///
     /// # Errors
     /// [`Error::ChangeInProgress`]; [`Error::UnknownNode`]; [`Error::BelowReplicationFactor`]
     /// if fewer nodes than the replication factor would remain; a node's error while
@@ -229,6 +234,7 @@ impl Cluster {
             keys_moved: 0,
             bytes_moved: 0,
             keys_dropped: 0,
+            hints_handed_over: 0,
             fraction_moved: plan.fraction_moved(),
             streaming: Duration::ZERO,
             cleanup: Duration::ZERO,
@@ -290,14 +296,36 @@ impl Cluster {
             }
         }
         summary.keys_dropped = stream::drop_lost(&nodes, &plan, new.epoch())?;
+        // A live leaver's hints go to their targets (or to another holder) before its
+        // directory does. A dead one's are lost with it: every hinted write was acknowledged
+        // by other nodes, and repair restores its target. Hints for a leaver are deleted.
+        let routing = self.routing();
+        for (id, node) in &leavers {
+            summary.hints_handed_over += self.hand_over_hints(&routing, id, !node.is_down())?;
+        }
+        drop(routing);
         for (id, node) in leavers {
             // A down leaver cannot count what it held; its directory goes all the same.
             let held = node.held().unwrap_or_default();
-            // The last handle: the routing no longer has it, and the old one is drained.
+            // The last handles: the routing no longer has it, and the old one is drained; a
+            // failed (cut off) leaver's real handle is parked with its health: close it too
+            // before its directory goes.
             drop(node);
-            self.opts
-                .backend
-                .destroy(&id, &self.dir.join(id.as_str()))?;
+            let parked = self.health.lock().remove(&id);
+            drop(parked);
+            let node_dir = self.dir.join(id.as_str());
+            self.opts.backend.destroy(&id, &node_dir)?;
+            // The hint stores' directory is the cluster's, not the backend's: a backend that
+            // keeps nothing on disk leaves it, and a directory left would refuse a later
+            // `add_node` of the same id.
+            let hints = node_dir.join(crate::hints::HINTS_DIR);
+            match std::fs::remove_dir_all(&hints) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("remove directory", &hints, e)),
+            }
+            // Only if empty: what else is there is the backend's.
+            let _ = std::fs::remove_dir(&node_dir);
             summary.keys_dropped += held.live + held.tombstones;
         }
         summary.cleanup = cleanup.elapsed();
@@ -391,7 +419,12 @@ impl Cluster {
                 limiter.pace(report.keys, report.bytes);
                 progress(&report)
             };
-            let flow = stream::copy_from_live(
+            // A down source (a dead node being removed): copy from every survivor instead.
+            let copy = match nodes.get(from) {
+                Some(n) if n.is_down() => stream::copy_from_survivors,
+                _ => stream::copy_from_live,
+            };
+            let flow = copy(
                 old,
                 self.rf,
                 nodes,

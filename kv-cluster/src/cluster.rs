@@ -37,6 +37,9 @@ pub(crate) const LEASE_MILLIS: u64 = 60_000;
 ///   including during a membership change.
 /// - A write that fails (fewer than `W` acknowledgements) may still have been applied on some
 ///   replicas: it is not acknowledged, and a later read may or may not see it (as in Dynamo).
+/// - A write with a sloppy quorum ([`put_sloppy`](Cluster::put_sloppy)) counts hints on
+///   stand-ins towards `W`: it is on `W` distinct live nodes, but until the hints are handed
+///   off a read may miss it.
 /// - How durable an acknowledged write is depends on the nodes' sync policy.
 ///
 /// # Example
@@ -61,18 +64,20 @@ pub struct Cluster {
     /// The persisted version lease (raw): every version handed out is below it.
     pub(crate) lease: AtomicU64,
     /// The routing snapshot client operations clone. Replaced, never mutated.
-    pub(crate) routing: RoutingTable,
+    pub(crate) routing: Arc<RoutingTable>,
     /// The persisted metadata, as last written.
     pub(crate) meta: Mutex<Meta>,
     /// The membership change running right now, if any (one at a time).
     pub(crate) running: Mutex<Option<(crate::ChangeKind, NodeId)>>,
     /// Serializes membership changes, failing and recovering nodes, and repair: each of them
     /// swaps node handles or relies on which nodes are up.
-    pub(crate) admin: Mutex<()>,
+    pub(crate) admin: Arc<Mutex<()>>,
     /// Down nodes, by id (the coordinator's view; in memory only).
     pub(crate) health: Mutex<std::collections::HashMap<NodeId, crate::health::Down>>,
     /// Open hint stores.
     pub(crate) hints: crate::hints::HintStores,
+    /// The background repair thread, if enabled. Stopped and joined first on drop.
+    pub(crate) repairer: Option<crate::background::Repairer>,
     /// Held for the cluster's lifetime: one process per data directory.
     _lock: fs::File,
 }
@@ -129,20 +134,21 @@ impl Cluster {
             node.fence(ring.epoch());
             nodes.insert(id.clone(), node);
         }
-        let cluster = Cluster {
+        let mut cluster = Cluster {
             rf: meta.replication_factor,
             hlc: Hlc::with_clock(Arc::clone(&opts.clock)),
             lease: AtomicU64::new(0),
-            routing: RoutingTable::new(Routing {
+            routing: Arc::new(RoutingTable::new(Routing {
                 ring,
                 pending: None,
                 nodes,
-            }),
+            })),
             meta: Mutex::new(meta),
             running: Mutex::new(None),
-            admin: Mutex::new(()),
+            admin: Arc::new(Mutex::new(())),
             health: Mutex::default(),
             hints: crate::hints::HintStores::default(),
+            repairer: None,
             dir,
             opts,
             _lock: lock,
@@ -165,6 +171,19 @@ impl Cluster {
                 Err(Error::Node { .. } | Error::StaleEpoch { .. } | Error::Unavailable { .. }) => {}
                 Err(e) => return Err(e),
             }
+        }
+        if let Some(interval) = cluster.opts.background_repair {
+            let ctx = crate::background::RepairContext {
+                routing: Arc::clone(&cluster.routing),
+                admin: Arc::clone(&cluster.admin),
+                rf: cluster.rf,
+                batch: cluster.opts.transfer_batch,
+            };
+            cluster.repairer = Some(crate::background::Repairer::start(
+                ctx,
+                interval,
+                &cluster.dir,
+            )?);
         }
         Ok(cluster)
     }
@@ -222,12 +241,14 @@ impl Cluster {
             .collect()
     }
 
-    /// Syncs every node and closes the cluster. Dropping a `Cluster` without `close` is safe
-    /// (what the nodes' sync policy has not made durable is up to the OS).
+    /// Stops the background repair (if any), syncs every node and closes the cluster.
+    /// Dropping a `Cluster` without `close` is safe (the background repair is stopped and
+    /// joined all the same; what the nodes' sync policy has not made durable is up to the OS).
     ///
     /// # Errors
     /// As [`sync`](Cluster::sync).
-    pub fn close(self) -> Result<()> {
+    pub fn close(mut self) -> Result<()> {
+        self.repairer = None;
         self.sync()
     }
 
@@ -250,6 +271,13 @@ impl Cluster {
     /// Installs `next` and waits until no client operation uses the previous routing.
     pub(crate) fn install(&self, next: Routing) {
         self.routing.install(next);
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // Before the nodes go: the thread holds the routing table, and with it every node.
+        self.repairer = None;
     }
 }
 

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use kv_node::Write;
 use kv_ring::{NodeId, TokenRange, token};
 use parking_lot::Mutex;
+use smallvec::SmallVec;
 
 use crate::cluster::Cluster;
 use crate::error::{Error, Result};
@@ -57,6 +58,39 @@ impl Cluster {
             .map(|id| (*id).clone())
     }
 
+    /// Sloppy quorum: a distinct live stand-in for each of `down` (in order), walking the
+    /// ring clockwise from `token` past every node of `targets` (the key's replicas, in both
+    /// rings during a change). Down replicas left without one (too few live nodes beyond the
+    /// replicas) are not in the result.
+    pub(crate) fn stand_ins(
+        &self,
+        routing: &Routing,
+        token: u64,
+        targets: &[&NodeId],
+        down: &[&NodeId],
+    ) -> SmallVec<[(NodeId, NodeId); 4]> {
+        if down.is_empty() {
+            return SmallVec::new();
+        }
+        let Ok(walk) = routing.ring.preference_list(token, routing.ring.len()) else {
+            return SmallVec::new();
+        };
+        walk.iter()
+            .filter(|id| !targets.contains(id))
+            .filter(|id| routing.node(id).is_some_and(|n| !n.is_down()))
+            .zip(down)
+            .map(|(holder, target)| ((*target).clone(), holder.clone()))
+            .collect()
+    }
+
+    /// Keeps `write` as a hint for `target` on `holder`; returns whether it was stored (with
+    /// the holder's durability: its store's sync policy).
+    pub(crate) fn store_hint_on(&self, holder: &NodeId, target: &NodeId, write: Write<'_>) -> bool {
+        self.hint_store(holder, target)
+            .and_then(|store| store.apply(0, write))
+            .is_ok()
+    }
+
     /// The hint store of `(holder, target)`, opened (and its directory created) if needed.
     fn hint_store(&self, holder: &NodeId, target: &NodeId) -> Result<Arc<dyn Replica>> {
         let mut open = self.hints.open.lock();
@@ -71,7 +105,8 @@ impl Cluster {
     }
 
     /// Keeps `write`, which `target` (down) missed, as a hint on a live node; returns whether
-    /// a holder took it. A hint does not count towards the write's consistency level.
+    /// a holder took it. Such a hint does not count towards the write's consistency level
+    /// (a sloppy write's stand-ins, from [`stand_ins`](Cluster::stand_ins), do).
     pub(crate) fn store_hint(
         &self,
         routing: &Routing,
@@ -83,9 +118,7 @@ impl Cluster {
             return false;
         };
         // A hint that cannot be stored is not fatal: anti-entropy repairs what it misses.
-        self.hint_store(&holder, target)
-            .and_then(|store| store.apply(0, write))
-            .is_ok()
+        self.store_hint_on(&holder, target, write)
     }
 
     /// Hands off every hint store whose holder and target are both up and `select`ed:
@@ -121,20 +154,100 @@ impl Cluster {
                 }
                 dst.sync()?;
             }
-            // The cache held the last handle: nobody else writes to the store now.
-            self.hints
-                .open
-                .lock()
-                .remove(&(holder.clone(), target.clone()));
-            let dir = self.hint_dir(&holder, &target);
-            self.opts.backend.destroy(&target, &dir)?;
-            match std::fs::remove_dir_all(&dir) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io("remove directory", &dir, e)),
-            }
+            self.remove_store(&holder, &target)?;
         }
         Ok(changed)
+    }
+
+    /// Closes and deletes the hint store of `(holder, target)`.
+    fn remove_store(&self, holder: &NodeId, target: &NodeId) -> Result<()> {
+        // The cache held the last handle: nobody else writes to the store now.
+        self.hints
+            .open
+            .lock()
+            .remove(&(holder.clone(), target.clone()));
+        let dir = self.hint_dir(holder, target);
+        self.opts.backend.destroy(target, &dir)?;
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("remove directory", &dir, e)),
+        }
+    }
+
+    /// Hands over the hints held by `leaver`, a node leaving the cluster, before its
+    /// directory (hints included) is deleted; `routing` no longer routes it. Each hint goes
+    /// to its target if that is up (only keys it still replicates, then synced), else into a
+    /// hint store on the live node [`hint_holder`](Cluster::hint_holder) picks now. A leaver
+    /// that is down (`leaver_up` false) hands nothing over: its hints go with its directory.
+    /// Hints *for* the leaver, on other nodes, are moot and deleted either way (a node added
+    /// later under the same id must not receive them). Returns the records that changed a
+    /// target or were kept by a new holder.
+    ///
+    /// Idempotent (last-writer-wins), so a crash midway is rolled forward by doing it again;
+    /// runs with the admin lock held, after the routing without the leaver is installed and
+    /// drained, so no client adds a hint to the leaver's stores meanwhile.
+    pub(crate) fn hand_over_hints(
+        &self,
+        routing: &Routing,
+        leaver: &NodeId,
+        leaver_up: bool,
+    ) -> Result<u64> {
+        let mut moved = 0u64;
+        for (holder, target) in self.hint_pairs()? {
+            if holder != *leaver && target != *leaver {
+                continue;
+            }
+            if holder == *leaver && !leaver_up {
+                // Unreachable with the node; deleted with its directory.
+                continue;
+            }
+            if holder == *leaver && target != *leaver {
+                let store = self.hint_store(&holder, &target)?;
+                match routing.node(&target) {
+                    // The target left too: its hints are moot.
+                    None => {}
+                    Some(dst) if !dst.is_down() => {
+                        for batch in
+                            store.export(0, &[TokenRange::FULL], self.opts.transfer_batch)?
+                        {
+                            let mut batch = batch?;
+                            batch.retain(|r| self.replicates(routing, &target, token(&r.key)));
+                            moved += dst.import(routing.epoch(), &batch)? as u64;
+                        }
+                        dst.sync()?;
+                    }
+                    Some(_) => {
+                        for batch in
+                            store.export(0, &[TokenRange::FULL], self.opts.transfer_batch)?
+                        {
+                            for r in batch? {
+                                let t = token(&r.key);
+                                let Some(next) = self.hint_holder(routing, &target, t) else {
+                                    continue; // no live holder left: repair restores it
+                                };
+                                let write = Write {
+                                    key: &r.key,
+                                    value: r.value.as_deref(),
+                                    version: r.version,
+                                };
+                                let next = self.hint_store(&next, &target)?;
+                                next.apply(0, write)?;
+                                moved += 1;
+                            }
+                        }
+                        // The new holders' stores are as durable as the old one was.
+                        for (h, t) in self.hint_pairs()? {
+                            if t == target && h != *leaver {
+                                self.hint_store(&h, &t)?.sync()?;
+                            }
+                        }
+                    }
+                }
+            }
+            self.remove_store(&holder, &target)?;
+        }
+        Ok(moved)
     }
 
     /// Whether `node` is a replica of `token` in the ring or the pending ring.
@@ -191,5 +304,54 @@ impl Cluster {
             .filter_map(|s| s.held().ok())
             .map(|c| c.live + c.tombstones)
             .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::{ClusterOptions, MemoryBackend};
+
+    /// Hints a leaver held for a target that is still down move to another live holder, and
+    /// reach the target when it recovers: its repair then finds nothing to fix.
+    #[test]
+    fn hints_for_a_down_target_move_to_another_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = ClusterOptions::new()
+            .backend(Arc::new(MemoryBackend::default()))
+            .initial_nodes(["n1", "n2", "n3", "n4", "n5"]);
+        let cluster = Cluster::open(dir.path(), opts).unwrap();
+        cluster.fail_node("n1").unwrap();
+        for i in 0..300u32 {
+            cluster.put(&i.to_be_bytes(), b"while down").unwrap();
+        }
+        let target = NodeId::new("n1").unwrap();
+        let pairs = cluster.hint_pairs().unwrap();
+        let (leaver, _) = pairs.iter().find(|(_, t)| *t == target).unwrap().clone();
+        let before = cluster.hints_pending();
+
+        // The routing once the leaver is gone (as the change's cleanup sees it).
+        let mut routing = (*cluster.routing()).clone();
+        routing.ring = routing.ring.remove_node(leaver.as_str()).unwrap();
+        routing.nodes.remove(&leaver);
+        let moved = cluster.hand_over_hints(&routing, &leaver, true).unwrap();
+        assert!(moved > 0);
+        let after = cluster.hint_pairs().unwrap();
+        assert!(after.iter().all(|(h, _)| *h != leaver), "{after:?}");
+        assert!(
+            !dir.path()
+                .join(leaver.as_str())
+                .join(HINTS_DIR)
+                .join("n1")
+                .exists()
+        );
+        // Moved, not copied: as many hints as before, on the other holders.
+        assert_eq!(cluster.hints_pending(), before);
+
+        let r = cluster.recover_node("n1").unwrap();
+        assert_eq!(r.hints_applied, before);
+        assert_eq!(r.repair.keys_repaired, 0, "{r:?}");
     }
 }

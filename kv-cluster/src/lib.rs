@@ -54,7 +54,13 @@
 //!   `W` replicas up fails at once with [`Error::Unavailable`] (cause [`Error::NodeDown`])
 //!   and writes nothing; it never waits. [`Cluster::put_with`] and friends pick a level per
 //!   operation (e.g. [`Consistency::One`] while two of three replicas are down). Hinted
-//!   writes do not count towards `W` (no sloppy quorum).
+//!   writes do not count towards `W` unless the caller asks for it.
+//! - **Sloppy quorum, opt in.** [`Cluster::put_sloppy`] / [`Cluster::delete_sloppy`] (or
+//!   [`ClusterOptions::sloppy_quorum`] for every write) give each down replica its own
+//!   *stand-in*: a distinct live node walking the ring past the key's replicas, which keeps
+//!   the write as a hint for it, and that hint counts towards `W` (Dynamo's sloppy quorum).
+//!   An acknowledged write is then on `W` distinct live nodes, but stand-ins serve no reads:
+//!   until handoff, `R + W > N` no longer implies read-your-writes.
 //! - **Hinted handoff.** A write for a down replica is kept, durably, as a *hint* on the next
 //!   live node walking the ring past the key's replicas (on a ring with no node beyond them,
 //!   a live replica), in `<data-dir>/<holder>/hints/<target>/`: a replica of its own, opened
@@ -70,6 +76,11 @@
 //!   [`REPAIR_KEYS_PER_LEAF`] keys a leaf, 16 bytes each), trees are compared top-down, and
 //!   only differing leaves are exported, merged newest-wins and imported where stale.
 //!   Identical replicas exchange only their roots (see [`RepairSummary`]).
+//! - **Background anti-entropy, opt in.** [`ClusterOptions::background_repair`] starts one
+//!   thread that runs the same repair every interval (an interval after the previous round
+//!   finished, under the admin lock, so never during a membership change), reports its
+//!   rounds in [`Cluster::background_repair`] and [`ClusterStats`], and is stopped (between
+//!   replica runs) and joined when the cluster is dropped or closed.
 //! - **Tombstones outlive every repair.** A delete is a tombstone, and a storage node purges
 //!   one only in compaction, once it is older than `NodeOptions::tombstone_grace` (default 10
 //!   days). A replica that missed a delete gets the tombstone from a hint or a repair; if it
@@ -77,10 +88,19 @@
 //!   and be copied back. So: **recover or remove a down node, and run a repair, within the
 //!   grace period** (as in Cassandra's `gc_grace_seconds`). A node down for longer must be
 //!   removed and added again, not recovered.
-//! - **Limits.** A membership change that needs a down node (a destination of streamed ranges,
-//!   or one that must drop ranges) stops with the change pending (writes reach old and new
-//!   replicas); recover the node and [`Cluster::resume_change`]. Hints held by a node that
-//!   leaves are deleted with its directory; repair restores what they carried.
+//! - **Removing a dead node** (Cassandra's `removenode`). [`Cluster::remove_node`] of a down
+//!   node streams each of its ranges to the new replica from *every* surviving replica of the
+//!   range (newest wins), not from the dead node, so no key loses a replica at its latest
+//!   version even if one survivor had missed a write; its directory is then deleted.
+//! - **Limits.** A membership change that needs a down node as a destination of streamed
+//!   ranges, or as one that must drop ranges, stops with the change pending (writes reach old
+//!   and new replicas); recover the node and [`Cluster::resume_change`].
+//! - **A leaver's hints are handed over.** Before the directory of a node that leaves is
+//!   deleted, the hints it holds go to their targets if up (only keys they still replicate),
+//!   else into hint stores on the live nodes that would hold them now
+//!   ([`ChangeSummary::hints_handed_over`]); hints *for* it are deleted. A leaver that is
+//!   down cannot hand anything over: its hints go with it (every hinted write was also
+//!   acknowledged elsewhere; repair restores its target).
 //!
 //! # Versions
 //! One hybrid logical clock per cluster ([`Hlc`], over a [`Clock`] that tests can skew)
@@ -126,6 +146,7 @@
 #![forbid(unsafe_code)]
 
 mod backend;
+mod background;
 mod change;
 mod cluster;
 mod error;
@@ -147,6 +168,7 @@ mod stats;
 mod stream;
 
 pub use backend::Backend;
+pub use background::BackgroundRepairStatus;
 pub use cluster::Cluster;
 pub use error::{Error, Result};
 pub use failure::RecoverySummary;

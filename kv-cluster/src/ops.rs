@@ -15,6 +15,15 @@ use crate::options::Consistency;
 use crate::replica::Replica;
 use crate::routing::Routing;
 
+/// Whether hinted writes count towards a write's consistency level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Only replicas count (the default).
+    Strict,
+    /// A hint on a distinct live stand-in counts for the down replica it is kept for.
+    Sloppy,
+}
+
 impl Cluster {
     /// Stores `value` under `key` on the key's replicas; returns the write's version.
     ///
@@ -25,7 +34,8 @@ impl Cluster {
     pub fn put(&self, key: &[u8], value: &[u8]) -> Result<Version> {
         let routing = self.routing();
         let version = self.next_version()?;
-        self.write(&routing, key, Some(value), version, self.opts.write)?;
+        let mode = self.default_mode();
+        self.write(&routing, key, Some(value), version, self.opts.write, mode)?;
         Ok(version)
     }
 
@@ -36,7 +46,8 @@ impl Cluster {
     pub fn delete(&self, key: &[u8]) -> Result<Version> {
         let routing = self.routing();
         let version = self.next_version()?;
-        self.write(&routing, key, None, version, self.opts.write)?;
+        let mode = self.default_mode();
+        self.write(&routing, key, None, version, self.opts.write, mode)?;
         Ok(version)
     }
 
@@ -64,7 +75,65 @@ impl Cluster {
     pub fn put_with(&self, key: &[u8], value: &[u8], w: Consistency) -> Result<Version> {
         let routing = self.routing();
         let version = self.next_version()?;
-        self.write(&routing, key, Some(value), version, w)?;
+        let mode = self.default_mode();
+        self.write(&routing, key, Some(value), version, w, mode)?;
+        Ok(version)
+    }
+
+    /// [`put`](Cluster::put) at consistency `w` with a **sloppy quorum** (Dynamo's, akin to
+    /// Cassandra's `ANY` but counting nodes): a replica that is down is stood in for by the
+    /// next live node walking the ring past the key's replicas, which stores the write as a
+    /// hint for it (durably, in its hint store), and that hint counts towards `w`. Each down
+    /// replica gets a different stand-in, so an acknowledged write is on `w` distinct live
+    /// nodes; when the ring has too few live nodes beyond the replicas, the write fails with
+    /// [`Error::Unavailable`] as a strict one would. Hints are handed off when the replica
+    /// recovers (or when the cluster is reopened).
+    ///
+    /// What it gives up: the stand-ins do not serve reads, so until the hints are handed off
+    /// a read at `R` with `R + w > rf` may miss the write (it is not on `w` *replicas*). Use
+    /// it to keep accepting writes through failures, not for read-your-writes.
+    ///
+    /// # Errors
+    /// As [`put`](Cluster::put).
+    ///
+    /// # Example
+    /// ```
+    /// use std::sync::Arc;
+    /// use kv_cluster::{Cluster, ClusterOptions, Consistency, Error, MemoryBackend};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let opts = ClusterOptions::new()
+    ///     .backend(Arc::new(MemoryBackend::default()))
+    ///     .initial_nodes(["n1", "n2", "n3", "n4"]);
+    /// let cluster = Cluster::open(dir.path(), opts)?;
+    /// let key = b"k";
+    /// // Take down two of the key's three replicas: the fourth node is live.
+    /// let replicas = cluster.placement_of(key)?.expected;
+    /// cluster.fail_node(replicas[0].as_str())?;
+    /// cluster.fail_node(replicas[1].as_str())?;
+    /// assert!(matches!(cluster.put(key, b"v"), Err(Error::Unavailable { .. })));
+    /// cluster.put_sloppy(key, b"v", Consistency::Quorum)?; // one replica + one hint
+    /// cluster.recover_node(replicas[0].as_str())?;
+    /// cluster.recover_node(replicas[1].as_str())?;
+    /// assert_eq!(cluster.placement_of(key)?.held.len(), 3); // handed off
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn put_sloppy(&self, key: &[u8], value: &[u8], w: Consistency) -> Result<Version> {
+        let routing = self.routing();
+        let version = self.next_version()?;
+        self.write(&routing, key, Some(value), version, w, Mode::Sloppy)?;
+        Ok(version)
+    }
+
+    /// [`delete`](Cluster::delete) at consistency `w` with a sloppy quorum (see
+    /// [`put_sloppy`](Cluster::put_sloppy)).
+    ///
+    /// # Errors
+    /// As [`put`](Cluster::put).
+    pub fn delete_sloppy(&self, key: &[u8], w: Consistency) -> Result<Version> {
+        let routing = self.routing();
+        let version = self.next_version()?;
+        self.write(&routing, key, None, version, w, Mode::Sloppy)?;
         Ok(version)
     }
 
@@ -75,7 +144,8 @@ impl Cluster {
     pub fn delete_with(&self, key: &[u8], w: Consistency) -> Result<Version> {
         let routing = self.routing();
         let version = self.next_version()?;
-        self.write(&routing, key, None, version, w)?;
+        let mode = self.default_mode();
+        self.write(&routing, key, None, version, w, mode)?;
         Ok(version)
     }
 
@@ -121,12 +191,20 @@ impl Cluster {
             .iter()
             .map(|_| self.next_version())
             .collect::<Result<_>>()?;
+        if self.opts.sloppy && routing.nodes.values().any(|n| n.is_down()) {
+            // Stand-ins are chosen per key: write one key at a time.
+            for ((k, v), version) in pairs.iter().zip(&versions) {
+                let (k, v) = (k.as_ref(), Some(v.as_ref()));
+                self.write(&routing, k, v, *version, self.opts.write, Mode::Sloppy)?;
+            }
+            return Ok(versions);
+        }
         // Each node gets one batch holding every pair it replicates.
         let mut batches: Vec<(NodeId, Vec<usize>)> = Vec::new();
         let mut targets: Vec<SmallVec<[usize; 8]>> = Vec::with_capacity(pairs.len());
         let needed = self.opts.write.required(self.rf);
         for (k, _) in pairs {
-            self.check_up(&routing, token(k.as_ref()), needed)?;
+            self.check_up(&routing, token(k.as_ref()), needed, &[])?;
         }
         for (i, (k, _)) in pairs.iter().enumerate() {
             let mut mine = SmallVec::new();
@@ -173,7 +251,8 @@ impl Cluster {
                 .filter(|&&b| ok[b])
                 .map(|&b| &batches[b].0)
                 .collect();
-            self.check_acks(&routing, token(k.as_ref()), needed, &acked, &mut first_err)?;
+            let t = token(k.as_ref());
+            self.check_acks(&routing, t, needed, &acked, &[], &mut first_err)?;
         }
         Ok(versions)
     }
@@ -245,6 +324,15 @@ impl Cluster {
         })
     }
 
+    /// The quorum mode of writes that do not name one.
+    fn default_mode(&self) -> Mode {
+        if self.opts.sloppy {
+            Mode::Sloppy
+        } else {
+            Mode::Strict
+        }
+    }
+
     fn write(
         &self,
         routing: &Routing,
@@ -252,6 +340,7 @@ impl Cluster {
         value: Option<&[u8]>,
         version: Version,
         consistency: Consistency,
+        mode: Mode,
     ) -> Result<()> {
         let needed = consistency.required(self.rf);
         let token = token(key);
@@ -261,49 +350,91 @@ impl Cluster {
             version,
         };
         let epoch = routing.epoch();
-        self.check_up(routing, token, needed)?;
+        let old = routing.ring.preference_list(token, self.rf)?;
+        let pending = match &routing.pending {
+            Some(p) => Some(p.preference_list(token, self.rf)?),
+            None => None,
+        };
+        // Sloppy: each down replica (of either ring) gets its own live stand-in beyond them.
+        let stand_ins: SmallVec<[(NodeId, NodeId); 4]> = match mode {
+            Mode::Strict => SmallVec::new(),
+            Mode::Sloppy => {
+                let mut down: SmallVec<[&NodeId; 4]> = SmallVec::new();
+                let mut all: SmallVec<[&NodeId; 8]> = SmallVec::new();
+                for id in old.iter().chain(pending.iter().flat_map(|p| p.iter())) {
+                    if all.contains(&id) {
+                        continue;
+                    }
+                    all.push(id);
+                    if routing.node(id).is_none_or(|n| n.is_down()) {
+                        down.push(id);
+                    }
+                }
+                self.stand_ins(routing, token, &all, &down)
+            }
+        };
+        let covered: SmallVec<[&NodeId; 4]> = stand_ins.iter().map(|(t, _)| t).collect();
+        self.check_up(routing, token, needed, &covered)?;
         let mut acked: SmallVec<[&NodeId; 8]> = SmallVec::new();
+        let mut hinted: SmallVec<[&NodeId; 4]> = SmallVec::new();
         let mut first_err = None;
         let mut apply = |id: &NodeId| {
             let node = self.node_of(routing, id)?;
             match node.apply(epoch, write) {
-                Ok(_) => Ok(true),
+                Ok(_) => Ok(Some(true)),
                 Err(e) => {
+                    let mut counted = false;
                     if node.is_down() {
                         // Hinted handoff: a live node keeps the write until `id` is back.
-                        self.store_hint(routing, id, token, write);
+                        counted = match stand_ins.iter().find(|(t, _)| t == id) {
+                            Some((_, holder)) => self.store_hint_on(holder, id, write),
+                            None => {
+                                self.store_hint(routing, id, token, write);
+                                false
+                            }
+                        };
                     }
                     first_err.get_or_insert(e);
-                    Ok::<bool, Error>(false)
+                    Ok::<Option<bool>, Error>(if counted { None } else { Some(false) })
                 }
             }
         };
-        let old = routing.ring.preference_list(token, self.rf)?;
+        let mut record = |id, outcome: Option<bool>| match outcome {
+            Some(true) => acked.push(id),
+            Some(false) => {}
+            None => hinted.push(id),
+        };
         for id in old.iter() {
-            if apply(id)? {
-                acked.push(id);
-            }
+            record(id, apply(id)?);
         }
-        if let Some(pending) = &routing.pending {
-            for id in pending.preference_list(token, self.rf)?.iter() {
-                if !old.contains(id.as_str()) && apply(id)? {
-                    acked.push(id);
+        if let Some(pending) = &pending {
+            for id in pending.iter() {
+                if !old.contains(id.as_str()) {
+                    record(id, apply(id)?);
                 }
             }
         }
-        self.check_acks(routing, token, needed, &acked, &mut first_err)
+        self.check_acks(routing, token, needed, &acked, &hinted, &mut first_err)
     }
 
     /// Fails with [`Error::Unavailable`], before anything is written or read, when fewer
     /// than `needed` replicas of `token` (in the ring, and in the pending ring if any) are
     /// up: the operation could not reach its consistency level.
-    fn check_up(&self, routing: &Routing, token: u64, needed: usize) -> Result<()> {
+    ///
+    /// The down replicas in `covered` count as up: a sloppy write has a stand-in for each.
+    fn check_up(
+        &self,
+        routing: &Routing,
+        token: u64,
+        needed: usize,
+        covered: &[&NodeId],
+    ) -> Result<()> {
         let mut first_down = None;
         let mut count = |ring: &Ring| -> Result<usize> {
             let mut up = 0;
             for id in ring.preference_list(token, self.rf)?.iter() {
                 match routing.node(id) {
-                    Some(n) if n.is_down() => {
+                    Some(n) if n.is_down() && !covered.contains(&id) => {
                         first_down.get_or_insert_with(|| id.clone());
                     }
                     _ => up += 1,
@@ -325,20 +456,22 @@ impl Cluster {
         })
     }
 
-    /// Fails unless `W` replicas of the ring, and of the pending ring if any, are in `acked`.
+    /// Fails unless `W` replicas of the ring, and of the pending ring if any, are in `acked`
+    /// or in `hinted` (down replicas whose stand-in stored the write: a sloppy quorum).
     fn check_acks(
         &self,
         routing: &Routing,
         token: u64,
         needed: usize,
         acked: &[&NodeId],
+        hinted: &[&NodeId],
         first_err: &mut Option<Error>,
     ) -> Result<()> {
         let count = |ring: &Ring| -> Result<usize> {
             Ok(ring
                 .preference_list(token, self.rf)?
                 .iter()
-                .filter(|id| acked.contains(id))
+                .filter(|id| acked.contains(id) || hinted.contains(id))
                 .count())
         };
         let mut got = count(&routing.ring)?;
@@ -365,7 +498,7 @@ impl Cluster {
         let needed = consistency.required(self.rf);
         let epoch = routing.epoch();
         let token = token(key);
-        self.check_up(routing, token, needed)?;
+        self.check_up(routing, token, needed, &[])?;
         let mut answers: SmallVec<[(&Arc<dyn Replica>, Version); 4]> = SmallVec::new();
         let mut newest: Option<(Option<Bytes>, Version)> = None;
         let mut first_err = None;

@@ -92,8 +92,8 @@ pub const DEFAULT_TRANSFER_BATCH: usize = 1000;
 /// Parameters of a [`Cluster`](crate::Cluster), with documented defaults.
 ///
 /// The replication factor, virtual node count and initial nodes shape a *new* cluster; an
-/// existing one keeps what its `cluster.json` says. Consistency levels, batch size, rate
-/// limit, clock and backend apply to each open.
+/// existing one keeps what its `cluster.json` says. Consistency levels, sloppy quorum,
+/// background repair, batch size, rate limit, clock and backend apply to each open.
 ///
 /// # Example
 /// ```
@@ -114,6 +114,8 @@ pub struct ClusterOptions {
     pub(crate) initial_nodes: Vec<String>,
     pub(crate) read: Consistency,
     pub(crate) write: Consistency,
+    pub(crate) sloppy: bool,
+    pub(crate) background_repair: Option<std::time::Duration>,
     pub(crate) transfer_batch: usize,
     pub(crate) rate_limit: Option<RateLimit>,
     pub(crate) clock: Arc<dyn Clock>,
@@ -134,6 +136,8 @@ impl fmt::Debug for ClusterOptions {
             .field("initial_nodes", &self.initial_nodes)
             .field("read", &self.read)
             .field("write", &self.write)
+            .field("sloppy", &self.sloppy)
+            .field("background_repair", &self.background_repair)
             .field("transfer_batch", &self.transfer_batch)
             .field("rate_limit", &self.rate_limit)
             .field("backend", &self.backend)
@@ -144,7 +148,8 @@ impl fmt::Debug for ClusterOptions {
 impl ClusterOptions {
     /// The defaults: replication factor [`DEFAULT_REPLICATION_FACTOR`] (3),
     /// [`DEFAULT_VNODES`] (100) virtual nodes, initial nodes `node1..node3`, quorum reads and
-    /// writes, [`DEFAULT_TRANSFER_BATCH`] (1000) records per streamed batch, no rate limit, the
+    /// writes with a strict quorum (hints do not count), no background repair,
+    /// [`DEFAULT_TRANSFER_BATCH`] (1000) records per streamed batch, no rate limit, the
     /// system clock, and storage nodes on disk.
     pub fn new() -> Self {
         ClusterOptions {
@@ -153,6 +158,8 @@ impl ClusterOptions {
             initial_nodes: vec!["node1".into(), "node2".into(), "node3".into()],
             read: Consistency::Quorum,
             write: Consistency::Quorum,
+            sloppy: false,
+            background_repair: None,
             transfer_batch: DEFAULT_TRANSFER_BATCH,
             rate_limit: None,
             clock: Arc::new(SystemClock),
@@ -197,6 +204,55 @@ impl ClusterOptions {
     pub fn write_consistency(mut self, c: Consistency) -> Self {
         self.write = c;
         self
+    }
+
+    /// Makes writes that do not name their own mode ([`put`](crate::Cluster::put),
+    /// [`put_with`](crate::Cluster::put_with), [`put_many`](crate::Cluster::put_many),
+    /// [`delete`](crate::Cluster::delete), ...) use a *sloppy quorum* (default `false`:
+    /// strict): a hint stored for a down replica on a live node outside the key's replicas
+    /// counts towards `W`, as in Dynamo. See [`Cluster::put_sloppy`](crate::Cluster::put_sloppy)
+    /// for what it guarantees and what it gives up.
+    ///
+    /// # Example
+    /// ```
+    /// use kv_cluster::ClusterOptions;
+    ///
+    /// assert!(!ClusterOptions::new().sloppy_quorum_value());
+    /// assert!(ClusterOptions::new().sloppy_quorum(true).sloppy_quorum_value());
+    /// ```
+    pub fn sloppy_quorum(mut self, sloppy: bool) -> Self {
+        self.sloppy = sloppy;
+        self
+    }
+
+    /// Whether writes use a sloppy quorum by default.
+    pub fn sloppy_quorum_value(&self) -> bool {
+        self.sloppy
+    }
+
+    /// Runs anti-entropy in the background every `interval` (`None`, the default: only on
+    /// demand, with [`Cluster::repair`](crate::Cluster::repair)). One thread runs a round
+    /// (all of [`repair`](crate::Cluster::repair)'s work) `interval` after the cluster opens
+    /// and then `interval` after each round finishes; it is stopped and joined when the
+    /// cluster is dropped or closed. See
+    /// [`Cluster::background_repair`](crate::Cluster::background_repair) for its reports.
+    ///
+    /// # Example
+    /// ```
+    /// use std::time::Duration;
+    /// use kv_cluster::ClusterOptions;
+    ///
+    /// let opts = ClusterOptions::new().background_repair(Some(Duration::from_secs(600)));
+    /// assert_eq!(opts.background_repair_value(), Some(Duration::from_secs(600)));
+    /// ```
+    pub fn background_repair(mut self, interval: Option<std::time::Duration>) -> Self {
+        self.background_repair = interval;
+        self
+    }
+
+    /// The background repair interval, if enabled.
+    pub fn background_repair_value(&self) -> Option<std::time::Duration> {
+        self.background_repair
     }
 
     /// Sets the number of records per streamed batch (at least 1). Smaller batches let client

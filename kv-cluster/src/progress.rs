@@ -109,6 +109,9 @@ pub struct ChangeSummary {
     pub bytes_moved: u64,
     /// Records dropped by nodes that stopped replicating ranges.
     pub keys_dropped: u64,
+    /// Hinted writes a leaving node held for others, handed to their targets (or, for a
+    /// target still down, to another holder) before its directory was deleted.
+    pub hints_handed_over: u64,
     /// The fraction of the token space copied (summed over transfers; at most the replication
     /// factor).
     pub fraction_moved: f64,

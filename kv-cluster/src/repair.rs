@@ -124,74 +124,92 @@ impl Cluster {
         routing: &Routing,
         select: impl Fn(&[NodeId]) -> bool,
     ) -> Result<RepairSummary> {
-        let started = Instant::now();
-        let mut summary = RepairSummary::default();
-        for (range, replicas) in replica_runs(routing, self.rf)? {
-            if !select(&replicas) {
-                continue;
-            }
-            let up: Vec<&Arc<dyn Replica>> = replicas
-                .iter()
-                .filter_map(|id| routing.node(id))
-                .filter(|n| !n.is_down())
-                .collect();
-            if up.len() < 2 {
-                summary.ranges_skipped += 1;
-                continue;
-            }
-            self.repair_range(routing, range, &up, &mut summary)?;
-        }
-        summary.elapsed = started.elapsed();
-        Ok(summary)
+        repair_where(routing, self.rf, self.opts.transfer_batch, select, &|| {
+            false
+        })
     }
+}
 
-    fn repair_range(
-        &self,
-        routing: &Routing,
-        range: TokenRange,
-        up: &[&Arc<dyn Replica>],
-        summary: &mut RepairSummary,
-    ) -> Result<()> {
-        let epoch = routing.epoch();
-        let leaves = leaves_for(range, up[0].as_ref())?;
-        let trees: Vec<MerkleTree> = up
-            .iter()
-            .map(|n| Ok(MerkleTree::new(n.digests(epoch, range, leaves)?)))
-            .collect::<Result<_>>()?;
-        summary.ranges_compared += 1;
-        let mut differing: Vec<usize> = Vec::new();
-        for other in &trees[1..] {
-            let (diff, compared) = trees[0].diff(other);
-            summary.hash_bytes += 2 * compared * NODE_BYTES;
-            differing.extend(diff);
+/// Repairs the ranges of `routing` whose replica set satisfies `select`, streaming
+/// `batch` records at a time; stops early (with what it did so far) once `stop` says so,
+/// checked between replica runs. The caller holds the cluster's admin lock.
+pub(crate) fn repair_where(
+    routing: &Routing,
+    rf: usize,
+    batch: usize,
+    select: impl Fn(&[NodeId]) -> bool,
+    stop: &dyn Fn() -> bool,
+) -> Result<RepairSummary> {
+    let started = Instant::now();
+    let mut summary = RepairSummary::default();
+    for (range, replicas) in replica_runs(routing, rf)? {
+        if stop() {
+            break;
         }
-        differing.sort_unstable();
-        differing.dedup();
-        for leaf in differing {
-            summary.leaves_differing += 1;
-            let part = Node::leaf_range(range, leaves, leaf as u32);
-            // The newest record of every key any replica holds in the leaf.
-            let mut newest: BTreeMap<Bytes, Record> = BTreeMap::new();
-            for n in up {
-                for batch in n.export(epoch, &[part], self.opts.transfer_batch)? {
-                    for r in batch? {
-                        summary.records_streamed += 1;
-                        match newest.get(&r.key) {
-                            Some(have) if have.version >= r.version => {}
-                            _ => {
-                                newest.insert(r.key.clone(), r);
-                            }
+        if !select(&replicas) {
+            continue;
+        }
+        let up: Vec<&Arc<dyn Replica>> = replicas
+            .iter()
+            .filter_map(|id| routing.node(id))
+            .filter(|n| !n.is_down())
+            .collect();
+        if up.len() < 2 {
+            summary.ranges_skipped += 1;
+            continue;
+        }
+        repair_range(routing, batch, range, &up, &mut summary)?;
+    }
+    summary.elapsed = started.elapsed();
+    Ok(summary)
+}
+
+fn repair_range(
+    routing: &Routing,
+    batch: usize,
+    range: TokenRange,
+    up: &[&Arc<dyn Replica>],
+    summary: &mut RepairSummary,
+) -> Result<()> {
+    let epoch = routing.epoch();
+    let leaves = leaves_for(range, up[0].as_ref())?;
+    let trees: Vec<MerkleTree> = up
+        .iter()
+        .map(|n| Ok(MerkleTree::new(n.digests(epoch, range, leaves)?)))
+        .collect::<Result<_>>()?;
+    summary.ranges_compared += 1;
+    let mut differing: Vec<usize> = Vec::new();
+    for other in &trees[1..] {
+        let (diff, compared) = trees[0].diff(other);
+        summary.hash_bytes += 2 * compared * NODE_BYTES;
+        differing.extend(diff);
+    }
+    differing.sort_unstable();
+    differing.dedup();
+    for leaf in differing {
+        summary.leaves_differing += 1;
+        let part = Node::leaf_range(range, leaves, leaf as u32);
+        // The newest record of every key any replica holds in the leaf.
+        let mut newest: BTreeMap<Bytes, Record> = BTreeMap::new();
+        for n in up {
+            for records in n.export(epoch, &[part], batch)? {
+                for r in records? {
+                    summary.records_streamed += 1;
+                    match newest.get(&r.key) {
+                        Some(have) if have.version >= r.version => {}
+                        _ => {
+                            newest.insert(r.key.clone(), r);
                         }
                     }
                 }
             }
-            let merged: Vec<Record> = newest.into_values().collect();
-            for n in up {
-                for chunk in merged.chunks(self.opts.transfer_batch.max(1)) {
-                    summary.keys_repaired += n.import(epoch, chunk)? as u64;
-                }
+        }
+        let merged: Vec<Record> = newest.into_values().collect();
+        for n in up {
+            for chunk in merged.chunks(batch.max(1)) {
+                summary.keys_repaired += n.import(epoch, chunk)? as u64;
             }
         }
-        Ok(())
     }
+    Ok(())
 }

@@ -75,6 +75,8 @@ pub struct ClusterStats {
     pub change: Option<(ChangeKind, NodeId)>,
     /// Hinted writes held for down nodes, in the hint stores open now.
     pub hints: u64,
+    /// The background repair's rounds and last result, if it runs.
+    pub background_repair: Option<crate::BackgroundRepairStatus>,
 }
 
 /// Where a key is and where it should be (see [`Cluster::placement_of`]).
@@ -213,6 +215,7 @@ impl Cluster {
             nodes,
             change: self.pending_change(),
             hints: self.hints_pending(),
+            background_repair: self.background_repair(),
         })
     }
 

@@ -88,6 +88,59 @@ pub(crate) fn copy_from_live(
     Ok(ControlFlow::Continue(()))
 }
 
+/// Copies `ranges`, which the down node `down` should have been the source of, to `dst` from
+/// **every** live old replica of each part (not only the first, as [`copy_from_live`] would
+/// after a failure): a single survivor may have missed the last write of a key that the
+/// down node and another survivor acknowledged, and last-writer-wins makes the union the
+/// newest version any of them holds. So a removed dead node costs no key a replica at its
+/// latest version (Cassandra's `removenode` streams from one replica and asks for a repair).
+///
+/// Returns `Break` if `on_batch` stopped the copy.
+///
+/// # Errors
+/// [`Error::NodeDown`] (the down node) if some part has no live old replica besides `dst`;
+/// as [`copy_from_live`].
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn copy_from_survivors(
+    old: &Ring,
+    rf: usize,
+    nodes: &NodeMap,
+    down: &NodeId,
+    dst: &dyn Replica,
+    epoch: u64,
+    ranges: &[TokenRange],
+    batch_size: usize,
+    on_batch: &mut dyn FnMut(&[Record]) -> ControlFlow<()>,
+) -> Result<ControlFlow<()>> {
+    let points: Vec<u64> = old.ranges().map(|v| v.range.end).collect();
+    let mut by_source: Vec<(NodeId, Vec<TokenRange>)> = Vec::new();
+    for part in ranges.iter().flat_map(|r| split_at(*r, &points)) {
+        let replicas = old.preference_list(part.end, rf)?;
+        let mut any = false;
+        for id in replicas.iter() {
+            let live = nodes.get(id).is_some_and(|n| !n.is_down());
+            if id == down || id == dst.id() || !live {
+                continue;
+            }
+            any = true;
+            match by_source.iter_mut().find(|(n, _)| n == id) {
+                Some((_, parts)) => parts.push(part),
+                None => by_source.push((id.clone(), vec![part])),
+            }
+        }
+        if !any {
+            return Err(Error::NodeDown { node: down.clone() });
+        }
+    }
+    for (src, parts) in &by_source {
+        let flow = copy_from_live(old, rf, nodes, src, dst, epoch, parts, batch_size, on_batch)?;
+        if flow.is_break() {
+            return Ok(flow);
+        }
+    }
+    Ok(ControlFlow::Continue(()))
+}
+
 /// `r` cut at every one of `points` that lies inside it, in ring order.
 pub(crate) fn split_at(r: TokenRange, points: &[u64]) -> Vec<TokenRange> {
     let mut cuts: Vec<u64> = points

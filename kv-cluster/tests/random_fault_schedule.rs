@@ -1,5 +1,6 @@
 //! Random schedules (fixed seeds, bounded steps) of node failures (partitions and crashes),
-//! recoveries, joins and leaves interleaved with client writes, deletes and reads. At the end
+//! recoveries, joins and leaves interleaved with client writes (strict and sloppy), deletes and
+//! reads. At the end
 //! every node recovers and one repair runs; then every key reads its last acknowledged write
 //! (no acknowledged write or delete lost, no delete resurrected) on exactly its replicas.
 #![allow(clippy::unwrap_used)]
@@ -47,7 +48,14 @@ fn clients(cluster: &Cluster, model: &common::Model, rng: &mut StdRng) {
         } else {
             Consistency::Quorum
         };
-        let outcome = match rng.random_range(0..10) {
+        let outcome = match rng.random_range(0..11) {
+            10 => {
+                // A sloppy quorum: hints on stand-ins count while replicas are down.
+                let v = rng.random::<u32>().to_be_bytes();
+                cluster
+                    .put_sloppy(&k, &v, Consistency::Quorum)
+                    .map(|ver| model.acked(&k, Some(&v), ver))
+            }
             0..5 => {
                 let v = rng.random::<u32>().to_be_bytes();
                 cluster
@@ -128,6 +136,19 @@ fn run(seed: u64) {
 #[test]
 fn random_fault_schedules() {
     for seed in 0..8 {
+        run(seed);
+    }
+}
+
+/// Many more seeds, for a soak run: `cargo test --test random_fault_schedule -- --ignored`.
+#[test]
+#[ignore]
+fn random_fault_schedules_soak() {
+    let seeds: u64 = std::env::var("SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
+    for seed in 0..seeds {
         run(seed);
     }
 }
