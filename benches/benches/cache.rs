@@ -7,6 +7,9 @@
 //! * `cache_zipf_95_5/<cache>/<threads>`: throughput of 95% `get` / 5% `insert` on 1 and 2
 //!   threads, each thread replaying its own trace.
 //! * `cache_zipf_read_only/<cache>/<threads>`: the same with `get` only (after the warm-up).
+//! * `cache_zipf_95_5_inline/<cache>/<threads>`: 95/5 with the 100 bytes held inline in the
+//!   value (`[u8; 100]`), whose clone is a copy: with `Bytes`, every hit on a hot key bumps a
+//!   reference count that both threads share.
 //!
 //! Before measuring, it prints the cache-aside hit ratio of every cache on a 1,000,000-request
 //! trace (a miss is followed by an insert), with an exact LRU and the static optimum (the
@@ -34,48 +37,72 @@ const TRACE_LEN: usize = 1 << 20;
 /// Operations per criterion iteration per thread.
 const BATCH: u64 = 1000;
 
-/// The operations every cache under test offers.
-trait BenchCache: Sync {
-    fn get(&self, key: u64) -> Option<Bytes>;
-    fn insert(&self, key: u64, value: Bytes);
+/// A cached value.
+trait Value: Clone + Send + Sync + 'static {
+    /// The value stored under `key`.
+    fn of(key: u64) -> Self;
 }
 
-struct LruMutex(Mutex<lru::LruCache<u64, Bytes>>);
+/// 100 bytes behind a reference count: a clone is an atomic increment on a line that every
+/// thread reading the same key shares.
+impl Value for Bytes {
+    fn of(key: u64) -> Self {
+        Bytes::from(vec![key as u8; VALUE_LEN])
+    }
+}
 
-impl BenchCache for LruMutex {
-    fn get(&self, key: u64) -> Option<Bytes> {
+/// 100 bytes held inline: a clone is a copy, and writes nothing shared.
+#[derive(Clone)]
+struct Inline(#[allow(dead_code)] [u8; VALUE_LEN]);
+
+impl Value for Inline {
+    fn of(key: u64) -> Self {
+        Inline([key as u8; VALUE_LEN])
+    }
+}
+
+/// The operations every cache under test offers.
+trait BenchCache<V>: Sync {
+    fn get(&self, key: u64) -> Option<V>;
+    fn insert(&self, key: u64, value: V);
+}
+
+struct LruMutex<V>(Mutex<lru::LruCache<u64, V>>);
+
+impl<V: Value> BenchCache<V> for LruMutex<V> {
+    fn get(&self, key: u64) -> Option<V> {
         self.0.lock().ok()?.get(&key).cloned()
     }
-    fn insert(&self, key: u64, value: Bytes) {
+    fn insert(&self, key: u64, value: V) {
         if let Ok(mut cache) = self.0.lock() {
             cache.put(key, value);
         }
     }
 }
 
-impl BenchCache for moka::sync::Cache<u64, Bytes> {
-    fn get(&self, key: u64) -> Option<Bytes> {
+impl<V: Value> BenchCache<V> for moka::sync::Cache<u64, V> {
+    fn get(&self, key: u64) -> Option<V> {
         moka::sync::Cache::get(self, &key)
     }
-    fn insert(&self, key: u64, value: Bytes) {
+    fn insert(&self, key: u64, value: V) {
         moka::sync::Cache::insert(self, key, value);
     }
 }
 
-impl BenchCache for quick_cache::sync::Cache<u64, Bytes> {
-    fn get(&self, key: u64) -> Option<Bytes> {
+impl<V: Value> BenchCache<V> for quick_cache::sync::Cache<u64, V> {
+    fn get(&self, key: u64) -> Option<V> {
         quick_cache::sync::Cache::get(self, &key)
     }
-    fn insert(&self, key: u64, value: Bytes) {
+    fn insert(&self, key: u64, value: V) {
         quick_cache::sync::Cache::insert(self, key, value);
     }
 }
 
-impl BenchCache for kv_cache::Cache<u64, Bytes> {
-    fn get(&self, key: u64) -> Option<Bytes> {
+impl<V: Value> BenchCache<V> for kv_cache::Cache<u64, V> {
+    fn get(&self, key: u64) -> Option<V> {
         kv_cache::Cache::get(self, &key)
     }
-    fn insert(&self, key: u64, value: Bytes) {
+    fn insert(&self, key: u64, value: V) {
         kv_cache::Cache::insert(self, key, value);
     }
 }
@@ -88,19 +115,19 @@ const NAMES: [&str; 5] = [
     "kv-cache S3-FIFO",
 ];
 
-fn new_cache(name: &str) -> Box<dyn BenchCache> {
+fn new_cache<V: Value>(name: &str) -> Box<dyn BenchCache<V>> {
     let capacity = usize::try_from(CAPACITY).unwrap_or(usize::MAX);
     match name {
         "lru+Mutex" => Box::new(LruMutex(Mutex::new(lru::LruCache::new(
             NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN),
         )))),
-        "moka" => Box::new(moka::sync::Cache::<u64, Bytes>::new(CAPACITY)),
-        "quick_cache" => Box::new(quick_cache::sync::Cache::<u64, Bytes>::new(capacity)),
-        "kv-cache CLOCK" => Box::new(kv_cache::Cache::<u64, Bytes>::new(CAPACITY)),
+        "moka" => Box::new(moka::sync::Cache::<u64, V>::new(CAPACITY)),
+        "quick_cache" => Box::new(quick_cache::sync::Cache::<u64, V>::new(capacity)),
+        "kv-cache CLOCK" => Box::new(kv_cache::Cache::<u64, V>::new(CAPACITY)),
         _ => Box::new(
             CacheBuilder::new(CAPACITY)
                 .policy(Policy::S3Fifo)
-                .build::<u64, Bytes>(),
+                .build::<u64, V>(),
         ),
     }
 }
@@ -113,14 +140,12 @@ fn zipf_keys(len: usize, seed: u64) -> Vec<u64> {
 
 /// One distinct 100-byte value per key, so that clones of different keys do not share a
 /// reference count.
-fn values() -> Vec<Bytes> {
-    (0..KEYS)
-        .map(|key| Bytes::from(vec![key as u8; VALUE_LEN]))
-        .collect()
+fn values<V: Value>() -> Vec<V> {
+    (0..KEYS).map(V::of).collect()
 }
 
 /// Cache-aside hit ratio: `get`, and `insert` on a miss.
-fn cache_aside(cache: &dyn BenchCache, trace: &[u64], values: &[Bytes]) -> f64 {
+fn cache_aside<V: Value>(cache: &dyn BenchCache<V>, trace: &[u64], values: &[V]) -> f64 {
     let mut hits = 0usize;
     for &key in trace {
         if cache.get(key).is_some() {
@@ -154,7 +179,7 @@ fn print_hit_ratios(values: &[Bytes]) {
         100.0 * lru_hits as f64 / trace.len() as f64
     );
     for name in NAMES {
-        let cache = new_cache(name);
+        let cache = new_cache::<Bytes>(name);
         eprintln!(
             "  {name:<22}  {:.2}%",
             100.0 * cache_aside(cache.as_ref(), &trace, values)
@@ -164,7 +189,7 @@ fn print_hit_ratios(values: &[Bytes]) {
 }
 
 fn get_hit(c: &mut Criterion) {
-    let values = values();
+    let values = values::<Bytes>();
     print_hit_ratios(&values);
     // Keys 0..5000 are inserted into an empty cache of 10,000: all present, for every peer.
     let mut rng = StdRng::seed_from_u64(7);
@@ -172,7 +197,7 @@ fn get_hit(c: &mut Criterion) {
     let mut group = c.benchmark_group("cache_get_hit");
     group.throughput(Throughput::Elements(1));
     for name in NAMES {
-        let cache = new_cache(name);
+        let cache = new_cache::<Bytes>(name);
         for key in 0..5000 {
             cache.insert(key, values[key as usize].clone());
         }
@@ -203,22 +228,28 @@ fn workload(seed: u64, inserts_per_100: u32) -> Vec<u64> {
 }
 
 fn zipf_95_5(c: &mut Criterion) {
-    zipf_throughput(c, "cache_zipf_95_5", 5);
+    zipf_throughput::<Bytes>(c, "cache_zipf_95_5", 5);
 }
 
 /// The same without inserts (after the warm-up): how reads alone scale.
 fn zipf_read_only(c: &mut Criterion) {
-    zipf_throughput(c, "cache_zipf_read_only", 0);
+    zipf_throughput::<Bytes>(c, "cache_zipf_read_only", 0);
 }
 
-fn zipf_throughput(c: &mut Criterion, group_name: &str, inserts_per_100: u32) {
-    let values = values();
+/// 95/5 with values held inline, whose clone writes nothing shared: what the caches scale to
+/// when two threads reading one hot key do not also bounce its reference count.
+fn zipf_95_5_inline(c: &mut Criterion) {
+    zipf_throughput::<Inline>(c, "cache_zipf_95_5_inline", 5);
+}
+
+fn zipf_throughput<V: Value>(c: &mut Criterion, group_name: &str, inserts_per_100: u32) {
+    let values = values::<V>();
     let traces: Vec<Vec<u64>> = (0..2)
         .map(|t| workload(1000 + t, inserts_per_100))
         .collect();
     let mut group = c.benchmark_group(group_name);
     for name in NAMES {
-        let cache = new_cache(name);
+        let cache = new_cache::<V>(name);
         // Warm up to a steady state: cache-aside over a quarter of the first trace.
         let warm_up: Vec<u64> = traces[0][..TRACE_LEN / 4]
             .iter()
@@ -278,6 +309,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = get_hit, zipf_95_5, zipf_read_only
+    targets = get_hit, zipf_95_5, zipf_read_only, zipf_95_5_inline
 }
 criterion_main!(benches);
