@@ -209,11 +209,14 @@ fn run(shared: &Shared, ctx: &RepairContext, interval: Duration) {
             state.triggered = false;
             state.started += 1;
         }
-        let outcome = {
+        // A panicking replica must not kill the thread silently (every later trigger would
+        // wait forever): the round is recorded as failed and the thread goes on.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let _admin = ctx.admin.lock();
             let routing = ctx.routing.load();
             repair_where(&routing, ctx.rf, ctx.batch, |_| true, &stopped)
-        };
+        }))
+        .unwrap_or(Err(crate::Error::RepairPanicked));
         let mut state = shared.state.lock();
         let status = &mut state.status;
         status.rounds += 1;

@@ -297,8 +297,10 @@ impl Cluster {
         }
         summary.keys_dropped = stream::drop_lost(&nodes, &plan, new.epoch())?;
         // A live leaver's hints go to their targets (or to another holder) before its
-        // directory does. A dead one's are lost with it: every hinted write was acknowledged
-        // by other nodes, and repair restores its target. Hints for a leaver are deleted.
+        // directory does. A dead one's are lost with it: a strict write was acknowledged by W
+        // real replicas besides; a sloppy one may have counted the hint, so it is down to
+        // W - 1 copies, as with any lost replica, and repair restores its target. Hints for a
+        // leaver are deleted.
         let routing = self.routing();
         for (id, node) in &leavers {
             summary.hints_handed_over += self.hand_over_hints(&routing, id, !node.is_down())?;

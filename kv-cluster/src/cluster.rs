@@ -203,17 +203,19 @@ impl Cluster {
         self.routing().ring.clone()
     }
 
-    /// Makes every write acknowledged so far durable on every node.
+    /// Makes every write acknowledged so far durable on every node, and every hint held for
+    /// a down node (a sloppy write may have counted one towards `W`).
     ///
     /// # Errors
-    /// The first node error.
+    /// The first node or hint store error.
     pub fn sync(&self) -> Result<()> {
         let routing = self.routing();
         routing
             .nodes
             .values()
             .filter(|n| !n.is_down())
-            .try_for_each(|n| n.sync())
+            .try_for_each(|n| n.sync())?;
+        self.sync_hints()
     }
 
     /// Compacts every node's storage now (each also compacts in the background past its

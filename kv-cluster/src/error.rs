@@ -139,6 +139,9 @@ pub enum Error {
         /// The node.
         node: NodeId,
     },
+    /// A background repair round panicked (a replica's bug); the thread goes on.
+    #[error("a background repair round panicked")]
+    RepairPanicked,
     /// `recover_node` of a node that is not down.
     #[error("node {node} is not down")]
     NodeNotDown {

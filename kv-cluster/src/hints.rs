@@ -295,6 +295,12 @@ impl Cluster {
         Ok(pairs)
     }
 
+    /// Syncs every open hint store.
+    pub(crate) fn sync_hints(&self) -> Result<()> {
+        let stores: Vec<Arc<dyn Replica>> = self.hints.open.lock().values().cloned().collect();
+        stores.iter().try_for_each(|s| s.sync())
+    }
+
     /// Hints held, per `(holder, target)`, counted from the open stores (a diagnostic).
     pub(crate) fn hints_pending(&self) -> u64 {
         self.hints

@@ -99,8 +99,9 @@
 //!   deleted, the hints it holds go to their targets if up (only keys they still replicate),
 //!   else into hint stores on the live nodes that would hold them now
 //!   ([`ChangeSummary::hints_handed_over`]); hints *for* it are deleted. A leaver that is
-//!   down cannot hand anything over: its hints go with it (every hinted write was also
-//!   acknowledged elsewhere; repair restores its target).
+//!   down cannot hand anything over: its hints go with it (a strict write was acknowledged
+//!   by `W` real replicas besides; a sloppy write that counted the hint is down to `W - 1`
+//!   copies, as after any lost replica; repair restores its target).
 //!
 //! # Versions
 //! One hybrid logical clock per cluster ([`Hlc`], over a [`Clock`] that tests can skew)
