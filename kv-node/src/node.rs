@@ -400,6 +400,8 @@ impl Inner {
         value: Option<&[u8]>,
         version: Version,
     ) -> Result<Upsert> {
+        // A version from elsewhere (a coordinator, a replica): later `put`s must be newer.
+        self.hlc.observe(version);
         if let Some(cur) = self.index.get(token, key)
             && cur.version >= version
         {
@@ -577,6 +579,7 @@ impl Inner {
     pub fn apply_batch(&self, writes: &[Write<'_>]) -> Result<usize> {
         for w in writes {
             self.check(w.key, w.value)?;
+            self.hlc.observe(w.version);
         }
         // Keep only the writes that are newer than what the index holds now.
         let mut todo = Vec::with_capacity(writes.len());
@@ -725,6 +728,37 @@ mod tests {
         };
         assert_eq!(node.apply_batch(&[two]).unwrap(), 0);
         assert_eq!(node.get(b"k").unwrap().unwrap().1, v(3));
+    }
+
+    /// A version applied from elsewhere (a coordinator whose clock runs ahead) is observed:
+    /// a later `put` on this node is newer and wins, rather than being dropped while it
+    /// reported success.
+    #[test]
+    fn a_put_after_a_future_version_was_applied_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = Node::open(dir.path(), NodeOptions::new()).unwrap();
+        let future = Version::from_parts(node.inner.opts.clock.now_millis() + 3_600_000, 0);
+        node.apply(b"k", Some(b"from afar"), future).unwrap();
+        let v = node.put(b"k", b"local").unwrap();
+        assert!(v > future);
+        assert_eq!(
+            node.get(b"k").unwrap(),
+            Some((Bytes::from_static(b"local"), v))
+        );
+        // The same through a batch.
+        let later = Version::from_parts(future.millis() + 60_000, 0);
+        let batch = Write {
+            key: b"k",
+            value: Some(b"batch"),
+            version: later,
+        };
+        node.apply_batch(&[batch]).unwrap();
+        let v = node.put(b"k", b"local again").unwrap();
+        assert!(v > later);
+        assert_eq!(
+            node.get(b"k").unwrap(),
+            Some((Bytes::from_static(b"local again"), v))
+        );
     }
 
     /// A newer cached version is left alone by a write that lost.
