@@ -134,6 +134,7 @@
 #![deny(missing_docs)]
 
 mod error;
+mod flush_gen;
 mod format;
 mod iter;
 mod lsn;
