@@ -134,7 +134,6 @@
 #![deny(missing_docs)]
 
 mod error;
-mod flush_gen;
 mod format;
 mod iter;
 mod lsn;

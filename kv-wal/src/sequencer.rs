@@ -179,17 +179,6 @@ impl Sequencer {
         Lsn::from_u64(self.publication.0.published.load(Acquire))
     }
 
-    /// The ticket of the first unpublished record: how many records have been published
-    /// (wrapping). Read without ordering against `published`: for heuristics only.
-    pub(crate) fn published_ticket(&self) -> u32 {
-        self.publication.0.ticket.load(Relaxed)
-    }
-
-    /// Whether a roll-over is in progress (no reservation can succeed until it ends).
-    pub(crate) fn is_sealed(&self) -> bool {
-        unpack(self.tail.0.word.load(Relaxed)).1 == SEALED
-    }
-
     /// One attempt to reserve `total` bytes in the active segment.
     ///
     /// On [`Claim::Reserved`] the active segment is the one the tail was last reopened in

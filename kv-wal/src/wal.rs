@@ -11,14 +11,12 @@ use std::{
         atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering},
     },
     thread::JoinHandle,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use bytes::Bytes;
 use fs2::FileExt as _;
 use parking_lot::{Condvar, Mutex, RwLock};
-
-use crate::flush_gen::FlushGen;
 
 use crate::{
     Error, FlushEvent, Lsn, RecoveryReport, Result, SyncPolicy, WalOptions,
@@ -31,10 +29,6 @@ use crate::{
 
 /// How many times a group-commit follower yields, polling for its flush, before it sleeps.
 const SPIN_YIELDS: usize = 64;
-
-/// The longest a flush leader gathers records for its group (see `Shared::gather`), whatever
-/// the last flush took.
-const MAX_GATHER: Duration = Duration::from_millis(1);
 
 /// A write-ahead log: a directory of fixed-size, memory-mapped segments.
 ///
@@ -105,9 +99,7 @@ pub(crate) struct Shared {
     /// Mirror of `SyncState::leader`.
     leading: AtomicBool,
     sync: Mutex<SyncState>,
-    /// Bumped (after `durable`, `leading` and `poisoned` are updated) each time a flush
-    /// ends; followers wait for it to change (see `Shared::wait_for_flush`).
-    flush_gen: FlushGen,
+    sync_cv: Condvar,
     stop: Mutex<bool>,
     stop_cv: Condvar,
 }
@@ -127,20 +119,6 @@ struct SyncState {
     /// Whether a thread is flushing now.
     leader: bool,
     poisoned: Option<(PathBuf, Arc<io::Error>)>,
-    /// The last flush's group: the published ticket its range ended at, how many records it
-    /// covered, and how long it took (what `Shared::gather` adapts to).
-    last_group: LastGroup,
-}
-
-/// What a flush leader remembers of the previous group (see `Shared::gather`).
-#[derive(Clone, Copy)]
-struct LastGroup {
-    /// `Sequencer::published_ticket` when the last flush took its range.
-    ticket: u32,
-    /// Records in that range.
-    records: u32,
-    /// How long that flush took.
-    took: Duration,
 }
 
 impl Wal {
@@ -209,13 +187,8 @@ impl Wal {
                 durable: end,
                 leader: false,
                 poisoned: None,
-                last_group: LastGroup {
-                    ticket: 0,
-                    records: 0,
-                    took: Duration::ZERO,
-                },
             }),
-            flush_gen: FlushGen::new(),
+            sync_cv: Condvar::new(),
             stop: Mutex::new(false),
             stop_cv: Condvar::new(),
             opts,
@@ -326,7 +299,7 @@ impl Wal {
     /// ```
     pub fn sync(&self) -> Result<()> {
         // Every append that has returned is published.
-        self.shared.sync_to(self.shared.published(), false)
+        self.shared.sync_to(self.shared.published())
     }
 
     /// Reads the payload of the record at `lsn` (an `Lsn` returned by an append or an iterator).
@@ -630,7 +603,7 @@ impl Shared {
         self.sequencer.complete(ticket, start + total);
         if self.opts.sync == SyncPolicy::Always {
             // The flush leader awaits publication; followers only wait for the flush.
-            self.sync_to(end, true)?;
+            self.sync_to(end)?;
         } else {
             self.wait_published(end);
         }
@@ -682,7 +655,7 @@ impl Shared {
             // every policy (`Never` too: one flush per segment): a power cut can then tear
             // only the newest segment. Without it a lost page at the end of an older
             // segment looks like a clean end, and recovery would go on past the hole.
-            self.sync_to(sealed_end, false)?;
+            self.sync_to(sealed_end)?;
             let seg = Segment::create(&self.dir, next, self.opts.segment_size, self.opts.prefault)?;
             if self.opts.sync == SyncPolicy::Always {
                 seg.prepare_for_appends(HEADER_LEN);
@@ -736,52 +709,59 @@ impl Shared {
     /// The first caller to find no flush in progress becomes the leader: it waits until its
     /// own target is published, flushes everything published so far (which covers every
     /// waiter whose record is published), then wakes the others with the result. A waiter not
-    /// covered becomes the next leader. An appender (`append`) leading a flush first gathers
-    /// its group (`Shared::gather`); `sync`, the periodic flusher and a roll-over do not.
-    ///
-    /// A target that is durable is `Ok` even once the log is poisoned: a waiter whose record
-    /// an earlier flush covered gets that flush's result, not a later one's error.
-    pub(crate) fn sync_to(&self, target: Lsn, gather: bool) -> Result<()> {
-        let mut waited = false;
-        loop {
-            // Wait without the mutex while a flush is in progress: a follower whose record it
-            // covers returns from here without touching the mutex at all.
-            if self.wait_for_flush(target) {
+    /// covered becomes the next leader.
+    pub(crate) fn sync_to(&self, target: Lsn) -> Result<()> {
+        // While a flush is in progress, poll for a little before sleeping on the condvar: a
+        // sleep and a wake-up per append (two context switches) cost more than the flush
+        // itself once many appenders share it, and the flush usually covers the poller.
+        for _ in 0..SPIN_YIELDS {
+            if self.durable.load(Ordering::Acquire) >= target.as_u64() {
                 return Ok(());
             }
-            let mut s = self.sync.lock();
+            if !self.leading.load(Ordering::Acquire) || self.poisoned.load(Ordering::Acquire) {
+                break;
+            }
+            std::thread::yield_now();
+        }
+        self.sync_to_locked(target)
+    }
+
+    /// `sync_to` after its polling: under the mutex, as a follower or the leader.
+    fn sync_to_locked(&self, target: Lsn) -> Result<()> {
+        let mut s = self.sync.lock();
+        // A target that is durable is `Ok` even once the log is poisoned: a waiter that an
+        // earlier flush covered gets that flush's result, not a later flush's error.
+        if s.durable < target
+            && let Some((path, e)) = &s.poisoned
+        {
+            return Err(Error::Poisoned {
+                path: path.clone(),
+                source: Arc::clone(e),
+            });
+        }
+        loop {
             if s.durable >= target {
                 return Ok(());
             }
             if let Some((path, e)) = &s.poisoned {
-                let (path, source) = (path.clone(), Arc::clone(e));
-                // A waiter of the failed flush gets its error; a call that finds the log
-                // poisoned (and its target not durable) is refused.
-                return Err(if waited {
-                    Error::SyncFailed { path, source }
-                } else {
-                    Error::Poisoned { path, source }
+                // The flush we waited for failed: report its error.
+                return Err(Error::SyncFailed {
+                    path: path.clone(),
+                    source: Arc::clone(e),
                 });
             }
             if s.leader {
-                // A leader was elected since we looked: wait for its flush.
-                waited = true;
+                self.sync_cv.wait(&mut s);
                 continue;
             }
             s.leader = true;
             self.leading.store(true, Ordering::Release);
             let from = s.durable;
-            let last = s.last_group;
             drop(s);
             // Only the leader waits for publication (of its own record; everything published
             // by then rides along). Never waits on a flush, so this cannot deadlock.
             self.wait_published(target);
-            if gather {
-                self.gather(last);
-            }
-            let ticket = self.sequencer.published_ticket();
             let upto = self.published();
-            let started = Instant::now();
             // A panic inside the flush (from a user's flush hook) must not leave `leader` set
             // for ever, hanging every later `Always` append, `sync` and `Drop`: it counts as a
             // failed flush, which poisons the log and wakes every waiter with the error.
@@ -793,96 +773,23 @@ impl Shared {
                             io::Error::other("the flush panicked (in the flush hook?)"),
                         ))
                     });
-            let mut s = self.sync.lock();
+            s = self.sync.lock();
             s.leader = false;
-            s.last_group = LastGroup {
-                ticket,
-                records: ticket.wrapping_sub(last.ticket),
-                took: started.elapsed(),
-            };
-            let out = match res {
+            self.leading.store(false, Ordering::Release);
+            match res {
                 Ok(()) => {
                     s.durable = s.durable.max(upto);
                     self.durable.store(s.durable.as_u64(), Ordering::Release);
-                    None
                 }
                 Err((path, e)) => {
                     let e = Arc::new(e);
                     s.poisoned = Some((path.clone(), Arc::clone(&e)));
                     self.poisoned.store(true, Ordering::Release);
-                    Some(Error::SyncFailed { path, source: e })
+                    self.sync_cv.notify_all();
+                    return Err(Error::SyncFailed { path, source: e });
                 }
-            };
-            self.leading.store(false, Ordering::Release);
-            drop(s);
-            // After every change the followers look at (they check after reading the
-            // generation, so none misses it).
-            self.flush_gen.bump_and_wake_all();
-            if let Some(e) = out {
-                return Err(e);
             }
-            waited = true;
-        }
-    }
-
-    /// Waits while another thread's flush is in progress: returns `true` once `target` is
-    /// durable, `false` once no flush is in progress or the log is poisoned (the caller then
-    /// takes the mutex, to lead the next flush or to report the error).
-    ///
-    /// Polls for a few `sched_yield`s, then sleeps until the flush ends (on a futex, one
-    /// wake-up call for all of them: on a machine with fewer cores than appenders, waking the
-    /// followers one after the other through a mutex, as a condition variable does, took
-    /// longer than the flush).
-    fn wait_for_flush(&self, target: Lsn) -> bool {
-        let t = target.as_u64();
-        let mut polls = 0;
-        // Bounded by the flush in progress: it ends, bumps the generation and wakes us.
-        loop {
-            // The generation first: a flush that ends after this load changes it, so the
-            // sleep below returns at once instead of missing that flush's wake-up.
-            let generation = self.flush_gen.current();
-            if self.durable.load(Ordering::Acquire) >= t {
-                return true;
-            }
-            if !self.leading.load(Ordering::Acquire) || self.poisoned.load(Ordering::Acquire) {
-                return false;
-            }
-            if polls < SPIN_YIELDS {
-                polls += 1;
-                std::thread::yield_now();
-            } else {
-                self.flush_gen.wait_while(generation);
-            }
-        }
-    }
-
-    /// For a flush leader about to take its range: yields until as many records have been
-    /// published since the last flush took its range as that flush covered, for at most as
-    /// long as that flush took (and [`MAX_GATHER`]); returns at once if a roll-over is in
-    /// progress (nobody can publish until it ends, and it waits for this flush).
-    ///
-    /// Why: appenders wait for the flush in progress, so without this the groups alternate.
-    /// While flush `k` runs, the appenders it does not cover pile up; they form flush `k + 1`,
-    /// which starts the moment `k` ends, just before `k`'s appenders, woken, append again:
-    /// those wait for all of `k + 1` and form `k + 2`. Every record then waits for about two
-    /// flushes, and 64 writers get at most 32 records per flush time. Waiting until the
-    /// group is as large as the last one lets the woken appenders join: one group of all the
-    /// writers per flush plus the time they take to append again (a group commit delay, as
-    /// PostgreSQL's `commit_delay`, but adaptive: a lone writer's group of one is complete at
-    /// once, and a group that shrinks costs one wait of at most one flush time, which its
-    /// records would otherwise have waited anyway).
-    fn gather(&self, last: LastGroup) {
-        if last.records <= 1 {
-            return;
-        }
-        let deadline = Instant::now() + last.took.min(MAX_GATHER);
-        // Bounded by the deadline: each turn yields once.
-        loop {
-            let have = self.sequencer.published_ticket().wrapping_sub(last.ticket);
-            if have >= last.records || self.sequencer.is_sealed() || Instant::now() >= deadline {
-                return;
-            }
-            std::thread::yield_now();
+            self.sync_cv.notify_all();
         }
     }
 
@@ -940,7 +847,7 @@ impl Shared {
             let published = self.published();
             if self.sync.lock().durable < published {
                 // An error poisons the log; appenders see it on their next call.
-                let _ = self.sync_to(published, false);
+                let _ = self.sync_to(published);
             }
         }
     }
@@ -971,7 +878,9 @@ mod tests {
     }
 
     /// Regression (review of the group commit): a caller whose target an earlier flush made
-    /// durable gets `Ok` even once a later flush has failed; it used to get `Poisoned`.
+    /// durable gets `Ok` even once a later flush has failed; it used to get `Poisoned` (a
+    /// follower that a successful flush covered, but that took the mutex only after the next
+    /// flush had failed, reported an error for a durable record).
     #[test]
     fn a_durable_target_is_ok_after_a_later_flush_fails() {
         let dir = tempfile::tempdir().unwrap();
@@ -993,9 +902,11 @@ mod tests {
         wal.append(b"b").unwrap();
         assert!(matches!(wal.sync(), Err(Error::SyncFailed { .. })));
         assert!(wal.is_poisoned());
-        assert!(wal.shared().sync_to(a_end, false).is_ok());
+        // The state of a follower that the first flush covered, reaching the mutex (after
+        // its polling) only once the second flush has failed.
+        assert!(wal.shared().sync_to_locked(a_end).is_ok());
         assert!(matches!(
-            wal.shared().sync_to(wal.end_lsn(), false),
+            wal.shared().sync_to(wal.end_lsn()),
             Err(Error::Poisoned { .. })
         ));
     }
