@@ -43,7 +43,10 @@ const SPIN_YIELDS: usize = 64;
 /// power cut depends on the policy: under [`SyncPolicy::Always`] every append that returned;
 /// under `Periodic` what the last flush covered; under `Never` what [`Wal::sync`] covered.
 /// After a failed flush the log is *poisoned* ([`Error::SyncFailed`], then
-/// [`Error::Poisoned`]) until it is reopened.
+/// [`Error::Poisoned`]) until it is reopened. Under `Always` each appender gets the result of
+/// the flush that covered its record: `Ok` from an earlier flush that succeeded, even if a
+/// later one has failed by the time it wakes; the failed flush's error for its own waiters and
+/// every waiter after them.
 ///
 /// # Example
 ///
