@@ -14,14 +14,19 @@
 //! cache folios (see the `kv-wal` crate docs on `MADV_RANDOM`).
 //!
 //! Run: `cargo bench -p benches --bench wal`. With `WAL_BENCH_TRACE=1` every sample of the
-//! multi-writer groups prints its own rate and segment, which shows trends within a run.
+//! multi-writer groups prints its own rate and segment, which shows trends within a run, and
+//! the flushes it took (counted by a flush hook, installed only then): flushes per second and
+//! records per flush are what group commit under `Always` is about.
 
 use std::{
     fs::OpenOptions,
     hint::black_box,
     io::Write,
     path::PathBuf,
-    sync::Barrier,
+    sync::{
+        Arc, Barrier,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -49,6 +54,26 @@ fn policy_name(p: SyncPolicy) -> &'static str {
     }
 }
 
+/// Flushes of the log being measured, counted by a flush hook when tracing.
+static FLUSHES: AtomicU64 = AtomicU64::new(0);
+
+fn tracing() -> bool {
+    std::env::var_os("WAL_BENCH_TRACE").is_some()
+}
+
+/// The options of the logs under test: with a flush-counting hook when tracing.
+fn options(policy: SyncPolicy) -> WalOptions {
+    let opts = WalOptions::new().sync(policy);
+    if tracing() {
+        opts.flush_hook(Arc::new(|_ev: &kv_wal::FlushEvent<'_>| {
+            FLUSHES.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }))
+    } else {
+        opts
+    }
+}
+
 /// At least this many appends per thread in each sample, so that a sample is never dominated
 /// by starting the threads.
 const MIN_PER_THREAD: u64 = 1000;
@@ -58,6 +83,7 @@ const MIN_PER_THREAD: u64 = 1000;
 /// them, so thread start-up is not measured).
 fn run_appends(wal: &Wal, payload: &[u8], threads: u64, iters: u64) -> Duration {
     let per = iters.div_ceil(threads).max(MIN_PER_THREAD);
+    let flushes_before = FLUSHES.load(Ordering::Relaxed);
     let barrier = Barrier::new(threads as usize + 1);
     let elapsed = std::thread::scope(|s| {
         for _ in 0..threads {
@@ -76,12 +102,16 @@ fn run_appends(wal: &Wal, payload: &[u8], threads: u64, iters: u64) -> Duration 
         start
     })
     .elapsed();
-    if std::env::var_os("WAL_BENCH_TRACE").is_some() {
+    if tracing() {
+        let flushes = FLUSHES.load(Ordering::Relaxed) - flushes_before;
         eprintln!(
-            "sample: {} appends by {threads} threads in {elapsed:?} = {:.0}/s, segment {}",
+            "sample: {} appends by {threads} threads in {elapsed:?} = {:.0}/s, segment {}, \
+             {flushes} flushes = {:.0}/s, {:.1} appends per flush",
             per * threads,
             (per * threads) as f64 / elapsed.as_secs_f64(),
-            wal.end_lsn().segment()
+            wal.end_lsn().segment(),
+            flushes as f64 / elapsed.as_secs_f64(),
+            (per * threads) as f64 / flushes.max(1) as f64,
         );
     }
     // Keep the disk footprint bounded: drop every segment but the active one.
@@ -105,7 +135,7 @@ fn appends(c: &mut Criterion) {
             let payload = vec![0xA5u8; size];
             for threads in THREADS {
                 let dir = tempdir();
-                let wal = Wal::open(dir.path(), WalOptions::new().sync(policy)).expect("open");
+                let wal = Wal::open(dir.path(), options(policy)).expect("open");
                 g.bench_with_input(
                     BenchmarkId::new(format!("{size}B"), threads),
                     &threads,

@@ -1,6 +1,6 @@
 //! Iterating over the log.
 
-use std::sync::{Arc, atomic::Ordering};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -57,7 +57,7 @@ impl Iterator for WalIter<'_> {
             if self.failed {
                 return None;
             }
-            let published = Lsn::from_u64(self.wal.shared().published.load(Ordering::Acquire));
+            let published = self.wal.shared().published();
             if (self.pos.offset() as usize) < HEADER_LEN {
                 self.pos = Lsn::new(self.pos.segment(), HEADER_LEN as u32);
             }

@@ -9,16 +9,21 @@
 //! # The design decision that matters
 //!
 //! Records are written by **copying them into a shared file mapping** of a fixed-size,
-//! preallocated segment, not with `write(2)`. Appending is then a reservation (a few
-//! instructions under a short mutex) plus a `memcpy`; the record is in the kernel's page
-//! cache the moment the copy ends, so a crash of the process loses nothing, and durability
-//! against power loss is a separate, shareable step: one `msync` covers every append
-//! published before it (group commit). Concurrent appenders copy in parallel into disjoint
-//! reserved ranges; a *published* watermark advances only over contiguous completed ranges,
-//! so readers, flushes and recovery never see a record with a hole before it. An append
-//! returns only once its record is published (a crash of the process while an earlier
-//! appender is still copying must not hide an acknowledged record behind a torn one: the
-//! `kill_child` test found exactly that before this rule). Under `Always`, only the flush
+//! preallocated segment, not with `write(2)`. Appending is then a reservation (one
+//! compare-and-swap on an atomic tail, no lock) plus a `memcpy`; the record is in the
+//! kernel's page cache the moment the copy ends, so a crash of the process loses nothing, and
+//! durability against power loss is a separate, shareable step: one `msync` covers every
+//! append published before it (group commit). Concurrent appenders copy in parallel into
+//! disjoint reserved ranges; a *published* watermark advances only over contiguous completed
+//! ranges, so readers, flushes and recovery never see a record with a hole before it. It is
+//! advanced by whichever appender finds the next record complete (a *baton* passed through a
+//! ring of completion slots), over every completed record after it, so appenders need not be
+//! scheduled in order; a roll-over to a new segment seals the tail, waits for the old
+//! segment to be published, and reopens the tail in the new one (the protocol and why it is
+//! correct: `src/sequencer.rs`). An append returns only once its record is published (a
+//! crash of the process while an earlier appender is still copying must not hide an
+//! acknowledged record behind a torn one: the `kill_child` test found exactly that before
+//! this rule). Under `Always`, only the flush
 //! leader waits for publication; its followers poll the durable watermark for a few
 //! `sched_yield`s, then sleep on the group-commit condvar (polling first halved the cost of a
 //! sleep and a wake-up per append, the bottleneck with 64 writers on 2 cores).
@@ -135,6 +140,7 @@ mod lsn;
 mod options;
 mod recovery;
 mod segment;
+mod sequencer;
 mod wal;
 
 pub use error::{Error, Result};

@@ -1,4 +1,5 @@
-//! The log: reservation, publication, group commit, reading, truncation.
+//! The log: appends (reservation and publication are in `sequencer`), roll-over, group
+//! commit, reading, truncation.
 
 use std::{
     collections::BTreeMap,
@@ -7,7 +8,7 @@ use std::{
     path::{Path, PathBuf},
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering},
     },
     thread::JoinHandle,
     time::Duration,
@@ -19,10 +20,11 @@ use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::{
     Error, FlushEvent, Lsn, RecoveryReport, Result, SyncPolicy, WalOptions,
-    format::{self, HEADER_LEN, MAX_PAYLOAD, Slot},
+    format::{self, HEADER_LEN, MAX_PAYLOAD, RECORD_HEADER_LEN, Slot},
     iter::WalIter,
     recovery,
     segment::{self, Segment},
+    sequencer::{Claim, Sequencer},
 };
 
 /// How many times a group-commit follower yields, polling for its flush, before it sleeps.
@@ -41,7 +43,10 @@ const SPIN_YIELDS: usize = 64;
 /// power cut depends on the policy: under [`SyncPolicy::Always`] every append that returned;
 /// under `Periodic` what the last flush covered; under `Never` what [`Wal::sync`] covered.
 /// After a failed flush the log is *poisoned* ([`Error::SyncFailed`], then
-/// [`Error::Poisoned`]) until it is reopened.
+/// [`Error::Poisoned`]) until it is reopened. Under `Always` each appender gets the result of
+/// the flush that covered its record: `Ok` from an earlier flush that succeeded, even if a
+/// later one has failed by the time it wakes; the failed flush's error for its own waiters and
+/// every waiter after them.
 ///
 /// # Example
 ///
@@ -84,10 +89,13 @@ pub(crate) struct Shared {
     opts: WalOptions,
     /// Every mapped segment, by sequence number.
     pub(crate) segments: RwLock<BTreeMap<u32, Arc<Segment>>>,
-    state: Mutex<State>,
-    state_cv: Condvar,
-    /// Mirror of `State::published` for lock-free readers.
-    pub(crate) published: AtomicU64,
+    /// The segment receiving appends. Replaced only by a roll-over, once every record in it
+    /// is published.
+    active: Mutex<Arc<Segment>>,
+    /// `active`, for appenders: they read it after a reservation without taking the mutex.
+    active_ptr: AtomicPtr<Segment>,
+    /// Reservation and publication (see `sequencer`).
+    sequencer: Sequencer,
     poisoned: AtomicBool,
     /// Mirror of `SyncState::durable`, for followers polling without the mutex.
     durable: AtomicU64,
@@ -99,19 +107,12 @@ pub(crate) struct Shared {
     stop_cv: Condvar,
 }
 
-/// Reservation and publication, under one short mutex.
-struct State {
-    active: Arc<Segment>,
-    /// Next free offset in `active`.
-    reserved: usize,
-    /// Set while one appender seals `active` and creates the next segment.
-    rolling: bool,
-    /// Every record before this is complete.
-    published: Lsn,
-    /// Completed ranges (start -> end) waiting for an earlier one to complete.
-    pending: BTreeMap<Lsn, Lsn>,
-    /// Threads waiting on `state_cv`.
-    waiters: usize,
+/// Bytes reserved for one append: ticket `ticket`, `start..` in `seg`.
+struct Reservation<'a> {
+    /// Valid until the reservation is completed (see `Shared::reserve`).
+    seg: &'a Segment,
+    ticket: u32,
+    start: usize,
 }
 
 /// Group commit.
@@ -179,16 +180,9 @@ impl Wal {
         let shared = Arc::new(Shared {
             dir,
             segments: RwLock::new(map),
-            state: Mutex::new(State {
-                active,
-                reserved: rec.end,
-                rolling: false,
-                published: end,
-                pending: BTreeMap::new(),
-                waiters: 0,
-            }),
-            state_cv: Condvar::new(),
-            published: AtomicU64::new(end.as_u64()),
+            active_ptr: AtomicPtr::new(Arc::as_ptr(&active).cast_mut()),
+            sequencer: Sequencer::new(end, active.len()),
+            active: Mutex::new(active),
             poisoned: AtomicBool::new(false),
             durable: AtomicU64::new(end.as_u64()),
             leading: AtomicBool::new(false),
@@ -307,11 +301,8 @@ impl Wal {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn sync(&self) -> Result<()> {
-        let target = {
-            let st = self.shared.state.lock();
-            Lsn::new(st.active.seq(), st.reserved as u32)
-        };
-        self.shared.sync_to(target)
+        // Every append that has returned is published.
+        self.shared.sync_to(self.shared.published())
     }
 
     /// Reads the payload of the record at `lsn` (an `Lsn` returned by an append or an iterator).
@@ -417,7 +408,7 @@ impl Wal {
     /// The `Lsn` the next record will get if nothing is in flight: every record before it is
     /// complete and readable.
     pub fn end_lsn(&self) -> Lsn {
-        Lsn::from_u64(self.shared.published.load(Ordering::Acquire))
+        self.shared.published()
     }
 
     /// Everything before this `Lsn` has been flushed.
@@ -470,7 +461,9 @@ impl Wal {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn truncate_before(&self, lsn: Lsn) -> Result<usize> {
-        let active = self.shared.state.lock().active.seq();
+        // Segments before the active one have no reservation left: a roll-over replaces the
+        // active segment only once everything in it is published.
+        let active = self.shared.active.lock().seq();
         let mut victims = Vec::new();
         {
             let mut segs = self.shared.segments.write();
@@ -545,6 +538,11 @@ impl Drop for Wal {
 }
 
 impl Shared {
+    /// Every record before this is complete.
+    pub(crate) fn published(&self) -> Lsn {
+        self.sequencer.published()
+    }
+
     fn append(&self, payloads: &[&[u8]]) -> Result<Lsn> {
         if payloads.is_empty() {
             return Err(Error::EmptyBatch);
@@ -565,14 +563,28 @@ impl Shared {
         if self.poisoned.load(Ordering::Acquire) {
             return Err(self.poison_error());
         }
-        let (seg, start) = self.reserve(total)?;
+        // Frame the headers (and so compute the checksums) before reserving: every appender
+        // behind this one waits from our reservation to our completion, so keep that short.
+        let one;
+        let many: Vec<[u8; RECORD_HEADER_LEN]>;
+        let headers: &[[u8; RECORD_HEADER_LEN]] = if let [p] = payloads {
+            one = [format::record_header(p, false)];
+            &one
+        } else {
+            many = payloads
+                .iter()
+                .enumerate()
+                .map(|(i, p)| format::record_header(p, i + 1 < payloads.len()))
+                .collect();
+            &many
+        };
+        let Reservation { seg, ticket, start } = self.reserve(total)?;
         let mut at = start;
-        for (i, p) in payloads.iter().enumerate() {
-            let header = format::record_header(p, i + 1 < payloads.len());
-            // SAFETY: `start..start + total` was reserved for this call alone and is not
-            // published until `complete` below.
+        for (header, p) in headers.iter().zip(payloads) {
+            // SAFETY: `start..start + total` was reserved for this call alone (ticket
+            // `ticket`) and is not published until `complete` below.
             unsafe {
-                seg.write(at, &header);
+                seg.write(at, header);
                 seg.write(at + header.len(), p);
                 let padded = at + format::frame_len(p.len()).unwrap_or(0);
                 seg.zero(
@@ -590,8 +602,8 @@ impl Shared {
         }
         let first = Lsn::new(seg.seq(), start as u32);
         let end = Lsn::new(seg.seq(), (start + total) as u32);
-        drop(seg);
-        self.complete(first, end);
+        // From here on `seg` may be rolled away and deleted: not used again.
+        self.sequencer.complete(ticket, start + total);
         if self.opts.sync == SyncPolicy::Always {
             // The flush leader awaits publication; followers only wait for the flush.
             self.sync_to(end)?;
@@ -601,113 +613,87 @@ impl Shared {
         Ok(first)
     }
 
-    /// Reserves `total` bytes, rolling over to a new segment if the active one is too full.
-    fn reserve(&self, total: usize) -> Result<(Arc<Segment>, usize)> {
-        let mut st = self.state.lock();
+    /// Reserves `total` bytes in the active segment, rolling over to a new segment if it is
+    /// too full. The caller must complete the reservation (`Sequencer::complete`) and must not
+    /// use the returned segment reference after that.
+    fn reserve(&self, total: usize) -> Result<Reservation<'_>> {
         loop {
-            if st.rolling {
-                st.waiters += 1;
-                self.state_cv.wait(&mut st);
-                st.waiters -= 1;
-                continue;
-            }
-            if total <= st.active.len() - st.reserved {
-                let start = st.reserved;
-                st.reserved += total;
-                return Ok((Arc::clone(&st.active), start));
-            }
-            // Roll over. Seal the active segment: no more reservations in it, and wait until
-            // every reserved record in it is complete, so no later segment ever holds a
-            // record while an earlier one still has a hole.
-            st.rolling = true;
-            let sealed_end = Lsn::new(st.active.seq(), st.reserved as u32);
-            while st.published < sealed_end {
-                st.waiters += 1;
-                self.state_cv.wait(&mut st);
-                st.waiters -= 1;
-            }
-            let next = st.active.seq().checked_add(1);
-            drop(st);
-            let made = (|| {
-                let next = next.ok_or_else(|| Error::SequenceExhausted {
-                    dir: self.dir.clone(),
-                })?;
-                // Make the sealed segment durable before the next one gets records, under
-                // every policy (`Never` too: one flush per segment): a power cut can then tear
-                // only the newest segment. Without it a lost page at the end of an older
-                // segment looks like a clean end, and recovery would go on past the hole.
-                self.sync_to(sealed_end)?;
-                let seg =
-                    Segment::create(&self.dir, next, self.opts.segment_size, self.opts.prefault)?;
-                if self.opts.sync == SyncPolicy::Always {
-                    seg.prepare_for_appends(HEADER_LEN);
+            match self.sequencer.claim(total) {
+                Claim::Reserved { ticket, start } => {
+                    let ptr = self.active_ptr.load(Ordering::Acquire);
+                    // SAFETY: `ptr` comes from `Arc::as_ptr` of the segment our reservation
+                    // is in: a roll-over stores the new segment's pointer before it reopens the
+                    // tail (release; our CAS on the tail acquired it), and replaces it only
+                    // after our reservation is published. Until then that `Arc` is held by
+                    // `active` and `segments` (`truncate_before` removes only segments before
+                    // the active one), so the segment lives at least until our completion;
+                    // the caller does not use the reference after that.
+                    let seg = unsafe { &*ptr };
+                    return Ok(Reservation { seg, ticket, start });
                 }
-                Ok(seg)
-            })();
-            st = self.state.lock();
-            st.rolling = false;
-            self.state_cv.notify_all();
-            let seg = Arc::new(made?);
-            self.segments.write().insert(seg.seq(), Arc::clone(&seg));
-            st.published = Lsn::new(seg.seq(), HEADER_LEN as u32);
-            self.published
-                .store(st.published.as_u64(), Ordering::Release);
-            st.reserved = HEADER_LEN;
-            st.active = seg;
+                Claim::Retry => std::hint::spin_loop(),
+                Claim::Sealed => self.sequencer.wait_unsealed(),
+                Claim::Roll { ticket, at } => self.roll(ticket, at)?,
+            }
         }
     }
 
-    /// Marks `start..end` complete and advances the published watermark past every contiguous
-    /// completed range.
-    fn complete(&self, start: Lsn, end: Lsn) {
-        let mut st = self.state.lock();
-        if st.published != start {
-            st.pending.insert(start, end);
-            return;
+    /// Rolls over from the active segment, whose tail this thread sealed at offset `at` with
+    /// ticket `ticket`: waits until every record reserved in it is published (so no later
+    /// segment ever holds a record while an earlier one still has a hole), flushes it,
+    /// creates the next segment, makes it the active one and reopens the tail there.
+    fn roll(&self, ticket: u32, at: usize) -> Result<()> {
+        let sealed = Arc::clone(&self.active.lock());
+        let sealed_end = Lsn::new(sealed.seq(), at as u32);
+        self.sequencer.wait_sealed_segment_published(ticket);
+        debug_assert_eq!(self.published(), sealed_end);
+        let made = (|| {
+            let next = sealed
+                .seq()
+                .checked_add(1)
+                .ok_or_else(|| Error::SequenceExhausted {
+                    dir: self.dir.clone(),
+                })?;
+            // Make the sealed segment durable before the next one gets records, under
+            // every policy (`Never` too: one flush per segment): a power cut can then tear
+            // only the newest segment. Without it a lost page at the end of an older
+            // segment looks like a clean end, and recovery would go on past the hole.
+            self.sync_to(sealed_end)?;
+            let seg = Segment::create(&self.dir, next, self.opts.segment_size, self.opts.prefault)?;
+            if self.opts.sync == SyncPolicy::Always {
+                seg.prepare_for_appends(HEADER_LEN);
+            }
+            Ok(Arc::new(seg))
+        })();
+        let seg = match made {
+            Ok(seg) => seg,
+            Err(e) => {
+                self.sequencer.unseal(ticket, at);
+                return Err(e);
+            }
+        };
+        // Readers find the segment in the map before `published` points into it.
+        self.segments.write().insert(seg.seq(), Arc::clone(&seg));
+        let first = Lsn::new(seg.seq(), HEADER_LEN as u32);
+        let len = seg.len();
+        {
+            let mut active = self.active.lock();
+            self.active_ptr
+                .store(Arc::as_ptr(&seg).cast_mut(), Ordering::Release);
+            *active = seg;
         }
-        st.published = end;
-        loop {
-            let at = st.published;
-            let Some(next) = st.pending.remove(&at) else {
-                break;
-            };
-            st.published = next;
-        }
-        self.published
-            .store(st.published.as_u64(), Ordering::Release);
-        if st.waiters > 0 {
-            self.state_cv.notify_all();
-        }
+        self.sequencer.start_segment(ticket, first, len);
+        Ok(())
     }
 
     /// Returns once everything before `end` is published.
     ///
     /// An append is acknowledged only when every record before it is complete: otherwise a
     /// crash of the process while an earlier appender is still copying would leave a hole
-    /// that hides the acknowledged record from recovery. The earlier appender is usually a
-    /// `memcpy` away from done, so spin and yield briefly before sleeping.
+    /// that hides the acknowledged record from recovery.
     fn wait_published(&self, end: Lsn) {
-        let done = || self.published.load(Ordering::Acquire) >= end.as_u64();
-        for _ in 0..64 {
-            if done() {
-                return;
-            }
-            std::hint::spin_loop();
-        }
-        for _ in 0..8 {
-            if done() {
-                return;
-            }
-            std::thread::yield_now();
-        }
-        let mut st = self.state.lock();
-        while st.published < end {
-            st.waiters += 1;
-            self.state_cv.wait(&mut st);
-            st.waiters -= 1;
-        }
+        self.sequencer.wait_published(end);
     }
-
     fn poison_error(&self) -> Error {
         match &self.sync.lock().poisoned {
             Some((path, e)) => Error::Poisoned {
@@ -740,8 +726,17 @@ impl Shared {
             }
             std::thread::yield_now();
         }
+        self.sync_to_locked(target)
+    }
+
+    /// `sync_to` after its polling: under the mutex, as a follower or the leader.
+    fn sync_to_locked(&self, target: Lsn) -> Result<()> {
         let mut s = self.sync.lock();
-        if let Some((path, e)) = &s.poisoned {
+        // A target that is durable is `Ok` even once the log is poisoned: a waiter that an
+        // earlier flush covered gets that flush's result, not a later flush's error.
+        if s.durable < target
+            && let Some((path, e)) = &s.poisoned
+        {
             return Err(Error::Poisoned {
                 path: path.clone(),
                 source: Arc::clone(e),
@@ -769,7 +764,7 @@ impl Shared {
             // Only the leader waits for publication (of its own record; everything published
             // by then rides along). Never waits on a flush, so this cannot deadlock.
             self.wait_published(target);
-            let upto = Lsn::from_u64(self.published.load(Ordering::Acquire));
+            let upto = self.published();
             // A panic inside the flush (from a user's flush hook) must not leave `leader` set
             // for ever, hanging every later `Always` append, `sync` and `Drop`: it counts as a
             // failed flush, which poisons the log and wakes every waiter with the error.
@@ -852,7 +847,7 @@ impl Shared {
                     return;
                 }
             }
-            let published = Lsn::from_u64(self.published.load(Ordering::Acquire));
+            let published = self.published();
             if self.sync.lock().durable < published {
                 // An error poisons the log; appenders see it on their next call.
                 let _ = self.sync_to(published);
@@ -874,26 +869,6 @@ mod tests {
     }
 
     #[test]
-    fn out_of_order_completions_publish_in_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let wal = wal(dir.path());
-        let s = wal.shared();
-        let start = wal.end_lsn();
-        let (seg_a, a) = s.reserve(16).unwrap();
-        let (seg_b, b) = s.reserve(24).unwrap();
-        assert_eq!(seg_a.seq(), seg_b.seq());
-        let la = Lsn::new(seg_a.seq(), a as u32);
-        let lb = Lsn::new(seg_b.seq(), b as u32);
-        let lb_end = Lsn::new(seg_b.seq(), (b + 24) as u32);
-        // The later record completes first: nothing is published past the hole.
-        s.complete(lb, lb_end);
-        assert_eq!(wal.end_lsn(), start);
-        // The hole fills: both are published at once.
-        s.complete(la, lb);
-        assert_eq!(wal.end_lsn(), lb_end);
-    }
-
-    #[test]
     fn roll_over_waits_for_the_sealed_segment_and_starts_after_the_header() {
         let dir = tempfile::tempdir().unwrap();
         let wal = wal(dir.path());
@@ -903,6 +878,40 @@ mod tests {
         assert_eq!(b, Lsn::new(a.segment() + 1, HEADER_LEN as u32));
         assert_eq!(wal.read(a).unwrap(), &big[..]);
         assert_eq!(wal.read(b).unwrap(), &big[..]);
+    }
+
+    /// Regression (review of the group commit): a caller whose target an earlier flush made
+    /// durable gets `Ok` even once a later flush has failed; it used to get `Poisoned` (a
+    /// follower that a successful flush covered, but that took the mutex only after the next
+    /// flush had failed, reported an error for a durable record).
+    #[test]
+    fn a_durable_target_is_ok_after_a_later_flush_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let c = Arc::clone(&calls);
+        let opts = WalOptions::new()
+            .sync(SyncPolicy::Never)
+            .flush_hook(Arc::new(move |_ev: &FlushEvent<'_>| {
+                if c.fetch_add(1, Ordering::SeqCst) == 0 {
+                    Ok(())
+                } else {
+                    Err(io::Error::other("injected EIO"))
+                }
+            }));
+        let wal = Wal::open(dir.path(), opts).unwrap();
+        wal.append(b"a").unwrap();
+        wal.sync().unwrap();
+        let a_end = wal.durable_lsn();
+        wal.append(b"b").unwrap();
+        assert!(matches!(wal.sync(), Err(Error::SyncFailed { .. })));
+        assert!(wal.is_poisoned());
+        // The state of a follower that the first flush covered, reaching the mutex (after
+        // its polling) only once the second flush has failed.
+        assert!(wal.shared().sync_to_locked(a_end).is_ok());
+        assert!(matches!(
+            wal.shared().sync_to(wal.end_lsn()),
+            Err(Error::Poisoned { .. })
+        ));
     }
 
     #[test]
