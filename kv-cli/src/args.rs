@@ -47,6 +47,15 @@ pub struct Args {
     #[arg(long, value_name = "LEVEL", default_value = "quorum")]
     pub write_consistency: Consistency,
 
+    /// Sloppy quorum (as Dynamo): while replicas are down, a hint kept for one on another
+    /// live node counts towards the write consistency level.
+    #[arg(long)]
+    pub sloppy_quorum: bool,
+
+    /// Run anti-entropy repair in the background, this many seconds after the last round.
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86_400 * 365))]
+    pub repair_interval: Option<u64>,
+
     /// A smaller demo (for tests).
     #[arg(long, hide = true)]
     pub quick: bool,

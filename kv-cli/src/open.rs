@@ -81,6 +81,8 @@ pub fn open(args: &Args, dir: &Path) -> anyhow::Result<Opened> {
         .initial_nodes((1..=nodes).map(|i| format!("node{i}")))
         .read_consistency(args.read_consistency)
         .write_consistency(args.write_consistency)
+        .sloppy_quorum(args.sloppy_quorum)
+        .background_repair(args.repair_interval.map(std::time::Duration::from_secs))
         .node_options(node_options);
     std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     let cluster = Cluster::open(dir, opts)

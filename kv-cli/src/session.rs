@@ -224,6 +224,21 @@ impl Session {
                         st.hints
                     ));
                 }
+                if let Some(r) = &st.background_repair {
+                    let last = match (&r.last_error, &r.last) {
+                        (Some(e), _) => format!("last round failed: {e}"),
+                        (None, Some(l)) => format!(
+                            "last round: {} ranges compared, {} keys repaired",
+                            l.ranges_compared, l.keys_repaired
+                        ),
+                        (None, None) => "no round yet".to_string(),
+                    };
+                    out.push(format!(
+                        "Background repair every {} s: {} rounds, {last}",
+                        r.interval.as_secs(),
+                        r.rounds
+                    ));
+                }
                 Outcome {
                     out,
                     ..Outcome::default()

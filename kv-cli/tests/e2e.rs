@@ -410,3 +410,47 @@ fn the_demo_ends_quietly_when_its_output_is_closed() {
     );
     assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
 }
+
+#[test]
+fn sloppy_quorum_and_background_repair_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    // 4 nodes, 2 down: every key keeps a live replica, and the 4th node can stand in for a
+    // down one, so with a sloppy quorum every write is acknowledged.
+    let puts: String = (0..20).map(|i| format!("put k{i} v{i}\n")).collect();
+    let gets: String = (0..20).map(|i| format!("get k{i}\n")).collect();
+    let script =
+        format!("fail node1\nfail node2\n{puts}stats\nrecover node1\nrecover node2\n{gets}exit\n");
+    let (out, err, ok) = session(
+        dir.path(),
+        &script,
+        &[
+            "--nodes",
+            "4",
+            "--sloppy-quorum",
+            "--repair-interval",
+            "3600",
+        ],
+    );
+    assert!(ok, "{out}\n{err}");
+    for i in 0..20 {
+        assert!(
+            out.contains(&format!("✓ Stored: k{i} -> v{i}")),
+            "{out}\n{err}"
+        );
+        assert!(
+            out.contains(&format!("✓ Retrieved: k{i} -> v{i}")),
+            "{out}\n{err}"
+        );
+    }
+    assert!(
+        out.contains("Background repair every 3600 s: 0 rounds, no round yet"),
+        "{out}"
+    );
+
+    // Without the flag, the same schedule refuses some writes (two of a key's three
+    // replicas down).
+    let dir = tempfile::tempdir().unwrap();
+    let (out, err, ok) = session(dir.path(), &script, &["--nodes", "4"]);
+    assert!(!ok);
+    assert!(err.contains("replicas needed answered"), "{out}\n{err}");
+}
