@@ -8,7 +8,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,14 +17,23 @@ use kv_cluster::*;
 use kv_ring::{NodeId, TokenRange};
 use parking_lot::Mutex;
 
-/// A replica that logs the directory of every store it syncs.
+/// A replica that logs the directory of every store it syncs, and whose `digests` panics
+/// while its backend's switch is set.
 #[derive(Debug)]
-struct Counting {
+struct Probe {
     inner: Arc<dyn Replica>,
     dir: PathBuf,
-    log: Arc<Mutex<Vec<PathBuf>>>,
+    backend: Arc<Switches>,
 }
-impl Replica for Counting {
+
+/// What the probes share.
+#[derive(Debug, Default)]
+struct Switches {
+    synced: Mutex<Vec<PathBuf>>,
+    panic_digests: AtomicBool,
+}
+
+impl Replica for Probe {
     fn id(&self) -> &NodeId {
         self.inner.id()
     }
@@ -56,24 +65,33 @@ impl Replica for Counting {
         self.inner.fence(e)
     }
     fn sync(&self) -> Result<()> {
-        self.log.lock().push(self.dir.clone());
+        self.backend.synced.lock().push(self.dir.clone());
         self.inner.sync()
     }
     fn is_down(&self) -> bool {
         self.inner.is_down()
     }
+    fn digests(&self, e: u64, r: TokenRange, l: u32) -> Result<Vec<Digest>> {
+        assert!(
+            !self.backend.panic_digests.load(Ordering::Relaxed),
+            "injected panic in digests"
+        );
+        self.inner.digests(e, r, l)
+    }
 }
+
 #[derive(Debug, Default)]
-struct CountingBackend {
+struct ProbeBackend {
     inner: MemoryBackend,
-    log: Arc<Mutex<Vec<PathBuf>>>,
+    switches: Arc<Switches>,
 }
-impl Backend for CountingBackend {
+
+impl Backend for ProbeBackend {
     fn open(&self, id: &NodeId, dir: &Path) -> Result<Arc<dyn Replica>> {
-        Ok(Arc::new(Counting {
+        Ok(Arc::new(Probe {
             inner: self.inner.open(id, dir)?,
             dir: dir.to_path_buf(),
-            log: self.log.clone(),
+            backend: Arc::clone(&self.switches),
         }))
     }
     fn destroy(&self, id: &NodeId, dir: &Path) -> Result<()> {
@@ -86,7 +104,7 @@ impl Backend for CountingBackend {
 #[test]
 fn close_syncs_the_hint_store_of_a_sloppy_write() {
     let dir = tempfile::tempdir().unwrap();
-    let backend = Arc::new(CountingBackend::default());
+    let backend = Arc::new(ProbeBackend::default());
     let opts = ClusterOptions::new()
         .backend(backend.clone())
         .initial_nodes(["n1", "n2", "n3", "n4"]);
@@ -95,9 +113,9 @@ fn close_syncs_the_hint_store_of_a_sloppy_write() {
     cluster.fail_node(r[0].as_str()).unwrap();
     cluster.fail_node(r[1].as_str()).unwrap();
     cluster.put_sloppy(b"k", b"v", Consistency::Quorum).unwrap();
-    backend.log.lock().clear();
+    backend.switches.synced.lock().clear();
     cluster.close().unwrap();
-    let synced = backend.log.lock().clone();
+    let synced = backend.switches.synced.lock().clone();
     assert!(
         synced
             .iter()
@@ -131,99 +149,30 @@ fn hints_stranded_by_a_failed_handoff_are_handed_off_by_repair() {
     assert_eq!(cluster.stats().unwrap().hints, 0, "hints stranded");
 }
 
-#[derive(Debug, Default)]
-struct Switches {
-    /// Every `digests` call panics while set.
-    panic_digests: std::sync::atomic::AtomicBool,
-}
-#[derive(Debug)]
-struct Panicky {
-    inner: Arc<dyn Replica>,
-    sw: Arc<Switches>,
-}
-impl Replica for Panicky {
-    fn id(&self) -> &NodeId {
-        self.inner.id()
-    }
-    fn apply(&self, e: u64, w: Write<'_>) -> Result<bool> {
-        self.inner.apply(e, w)
-    }
-    fn apply_batch(&self, e: u64, w: &[Write<'_>]) -> Result<usize> {
-        self.inner.apply_batch(e, w)
-    }
-    fn read(&self, e: u64, k: &[u8]) -> Result<Option<(Option<Bytes>, Version)>> {
-        self.inner.read(e, k)
-    }
-    fn export<'a>(&'a self, e: u64, r: &[TokenRange], n: usize) -> Result<RecordStream<'a>> {
-        self.inner.export(e, r, n)
-    }
-    fn import(&self, e: u64, b: &[Record]) -> Result<usize> {
-        self.inner.import(e, b)
-    }
-    fn drop_ranges(&self, e: u64, r: &[TokenRange]) -> Result<usize> {
-        self.inner.drop_ranges(e, r)
-    }
-    fn count_in_ranges(&self, r: &[TokenRange]) -> Result<RangeCount> {
-        self.inner.count_in_ranges(r)
-    }
-    fn held(&self) -> Result<RangeCount> {
-        self.inner.held()
-    }
-    fn fence(&self, e: u64) {
-        self.inner.fence(e)
-    }
-    fn sync(&self) -> Result<()> {
-        self.inner.sync()
-    }
-    fn is_down(&self) -> bool {
-        self.inner.is_down()
-    }
-    fn digests(&self, e: u64, r: TokenRange, l: u32) -> Result<Vec<Digest>> {
-        if self
-            .sw
-            .panic_digests
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
-            panic!("injected panic in digests");
-        }
-        self.inner.digests(e, r, l)
-    }
-}
-#[derive(Debug, Default)]
-struct PanickyBackend {
-    inner: MemoryBackend,
-    sw: Arc<Switches>,
-}
-impl Backend for PanickyBackend {
-    fn open(&self, id: &NodeId, dir: &Path) -> Result<Arc<dyn Replica>> {
-        Ok(Arc::new(Panicky {
-            inner: self.inner.open(id, dir)?,
-            sw: self.sw.clone(),
-        }))
-    }
-    fn destroy(&self, id: &NodeId, dir: &Path) -> Result<()> {
-        self.inner.destroy(id, dir)
-    }
-}
-
 /// A panic inside a background round (a replica's bug) is reported as the round's error,
 /// and the thread goes on with the next round.
 #[test]
 fn a_panicking_background_round_is_reported_and_the_next_one_runs() {
     let dir = tempfile::tempdir().unwrap();
-    let backend = Arc::new(PanickyBackend::default());
+    let backend = Arc::new(ProbeBackend::default());
     let opts = ClusterOptions::new()
         .backend(backend.clone())
         .background_repair(Some(Duration::from_secs(24 * 3600)));
     let cluster = Cluster::open(dir.path(), opts).unwrap();
     cluster.put(b"k", b"v").unwrap();
-    backend.sw.panic_digests.store(true, Ordering::Relaxed);
+    backend
+        .switches
+        .panic_digests
+        .store(true, Ordering::Relaxed);
     let r = cluster.trigger_background_repair().unwrap();
     let status = cluster
         .wait_background_repair(r, Duration::from_secs(60))
         .expect("the panicking round is recorded");
     assert!(status.last_error.is_some(), "{status:?}");
-    backend.sw.panic_digests.store(false, Ordering::Relaxed);
+    backend
+        .switches
+        .panic_digests
+        .store(false, Ordering::Relaxed);
     let r = cluster.trigger_background_repair().unwrap();
     let status = cluster
         .wait_background_repair(r, Duration::from_secs(60))
