@@ -179,7 +179,7 @@ pub use local::{KvNodeBackend, LocalReplica};
 pub use memory::{MemoryBackend, MemoryReplica};
 pub use options::{
     ClusterOptions, Consistency, DEFAULT_REPLICATION_FACTOR, DEFAULT_TRANSFER_BATCH,
-    DEFAULT_VNODES, RateLimit,
+    DEFAULT_TRANSFER_STREAMS, DEFAULT_VNODES, RateLimit,
 };
 pub use progress::{ChangeKind, ChangeSummary, PairSummary, Progress};
 pub use repair::{REPAIR_KEYS_PER_LEAF, RepairSummary};

@@ -203,8 +203,16 @@ const RANGES_PER_CALL: usize = 4;
 /// cut into chunks of at most [`RANGES_PER_CALL`]. The union of the chunks is the union of
 /// `ranges`.
 pub(crate) fn range_chunks(ranges: &[TokenRange]) -> Vec<Vec<TokenRange>> {
+    coalesce(ranges)
+        .chunks(RANGES_PER_CALL)
+        .map(<[_]>::to_vec)
+        .collect()
+}
+
+/// `ranges` sorted by token with adjacent ones merged: the same tokens in fewer ranges.
+pub(crate) fn coalesce(ranges: &[TokenRange]) -> Vec<TokenRange> {
     if ranges.iter().any(|r| r.is_full()) {
-        return vec![vec![TokenRange::FULL]];
+        return vec![TokenRange::FULL];
     }
     let mut sorted = ranges.to_vec();
     sorted.sort_unstable();
@@ -218,7 +226,15 @@ pub(crate) fn range_chunks(ranges: &[TokenRange]) -> Vec<Vec<TokenRange>> {
             _ => merged.push(r),
         }
     }
-    merged.chunks(RANGES_PER_CALL).map(<[_]>::to_vec).collect()
+    merged
+}
+
+/// Key and value bytes in a batch (what progress reports and a byte rate limit count).
+pub(crate) fn batch_bytes(batch: &[Record]) -> u64 {
+    batch
+        .iter()
+        .map(|r| (r.key.len() + r.value.as_ref().map_or(0, |v| v.len())) as u64)
+        .sum()
 }
 
 /// Exports `ranges` from `src` a chunk of ranges at a time ([`range_chunks`]), regrouped into
