@@ -245,11 +245,7 @@ impl Cluster {
         if change.phase == Phase::Streaming {
             // Pending: writes reach old and new replicas; reads stay on the old ring. Stream
             // only once no write routed without the new replicas is still in flight.
-            self.install(Routing {
-                ring: old.clone(),
-                pending: Some(new.clone()),
-                nodes: nodes.clone(),
-            });
+            self.install(Routing::new(old.clone(), Some(new.clone()), nodes.clone()));
             let mut change = change;
             self.stream(
                 &old,
@@ -275,11 +271,7 @@ impl Cluster {
             .filter(|(id, _)| new.contains(id.as_str()))
             .map(|(id, n)| (id.clone(), Arc::clone(n)))
             .collect();
-        self.install(Routing {
-            ring: new.clone(),
-            pending: None,
-            nodes: routed,
-        });
+        self.install(Routing::new(new.clone(), None, routed));
         // Every operation routed by the old ring has finished; refuse any that was not
         // (a remote one delayed in the network), so none lands after the cleanup.
         for n in nodes.values() {
