@@ -8,12 +8,19 @@
 //! - `cluster/redistribution`: adding a 4th node to 3 nodes holding `KV_CLUSTER_BENCH_KEYS`
 //!   keys (default 1,000,000), then removing it again, alternately; throughput is records moved
 //!   per second (about 3/4 of the keys move each way).
+//! - `cluster/floor_put` and `cluster/floor_get`: the node-level floor of a quorum put and get,
+//!   measured in the same run: three standalone `kv_node::Node`s with the same options and
+//!   preload, and per operation what the coordinator asks of them (`apply` on all three for a
+//!   put, `get_versioned` on two for a get), with no coordinator in between. A cluster
+//!   operation can be no faster than its floor; the gap is the coordinator's own cost.
 //! - Printed, not timed by criterion: foreground `get` latency (quorum, one client thread,
 //!   p50/p99/p99.9) with no redistribution, during an unthrottled one, and during one limited
 //!   to 200,000 keys/s.
 //!
 //! Data lives in a temporary directory under `KV_CLUSTER_BENCH_DIR` (default: the system temp
-//! dir). Run: `cargo bench -p benches --bench cluster`.
+//! dir). `KV_CLUSTER_BENCH_ONLY=ops` (or `redistribution`) runs only that half, setup
+//! included (criterion's filter skips the timing, not the setup).
+//! Run: `cargo bench -p benches --bench cluster`.
 
 use std::path::PathBuf;
 use std::sync::Barrier;
@@ -23,6 +30,7 @@ use std::time::{Duration, Instant};
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
 use hdrhistogram::Histogram;
 use kv_cluster::{ChangeSummary, Cluster, ClusterOptions, Consistency, RateLimit};
+use kv_node::{Hlc, Node, NodeOptions};
 
 const PRELOAD: u64 = 100_000;
 const VALUE: [u8; 100] = [0x5a; 100];
@@ -115,6 +123,49 @@ fn ops(c: &mut Criterion) {
                 })
             });
         }
+    }
+    g.finish();
+}
+
+/// The node-level floor: what a quorum put and get ask of the storage nodes, without a
+/// coordinator (see the module docs).
+fn floor(c: &mut Criterion) {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempdir()).collect();
+    let nodes: Vec<Node> = dirs
+        .iter()
+        .map(|d| Node::open(d.path(), NodeOptions::new()).expect("open node"))
+        .collect();
+    let hlc = Hlc::new();
+    for i in 0..PRELOAD {
+        let version = hlc.now();
+        for n in &nodes {
+            n.apply(&key(i), Some(&VALUE), version).expect("load");
+        }
+    }
+    let mut g = c.benchmark_group("cluster");
+    g.throughput(Throughput::Elements(1));
+    for threads in [1u64, 2] {
+        let name = format!("{threads}t");
+        g.bench_function(BenchmarkId::new("floor_put", &name), |b| {
+            b.iter_custom(|iters| {
+                run(threads, iters, |i| {
+                    let (k, version) = (key(pick(i, PRELOAD)), hlc.now());
+                    for n in &nodes {
+                        n.apply(&k, Some(&VALUE), version).expect("apply");
+                    }
+                })
+            })
+        });
+        g.bench_function(BenchmarkId::new("floor_get", &name), |b| {
+            b.iter_custom(|iters| {
+                run(threads, iters, |i| {
+                    let k = key(pick(i, PRELOAD));
+                    for n in &nodes[..2] {
+                        std::hint::black_box(n.get_versioned(&k).expect("get"));
+                    }
+                })
+            })
+        });
     }
     g.finish();
 }
@@ -252,7 +303,13 @@ fn redistribution(c: &mut Criterion) {
 
 fn main() {
     let mut c = Criterion::default().configure_from_args();
-    ops(&mut c);
-    redistribution(&mut c);
+    let only = std::env::var("KV_CLUSTER_BENCH_ONLY").unwrap_or_default();
+    if only.is_empty() || only == "ops" {
+        ops(&mut c);
+        floor(&mut c);
+    }
+    if only.is_empty() || only == "redistribution" {
+        redistribution(&mut c);
+    }
     c.final_summary();
 }

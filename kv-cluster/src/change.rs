@@ -14,7 +14,8 @@
 //! than it had; streaming again is harmless because every import is last-writer-wins.
 
 use std::ops::ControlFlow;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use kv_ring::{NodeId, Ring, TokenRange, TransferPlan, transfer_plan};
@@ -244,11 +245,7 @@ impl Cluster {
         if change.phase == Phase::Streaming {
             // Pending: writes reach old and new replicas; reads stay on the old ring. Stream
             // only once no write routed without the new replicas is still in flight.
-            self.install(Routing {
-                ring: old.clone(),
-                pending: Some(new.clone()),
-                nodes: nodes.clone(),
-            });
+            self.install(Routing::new(old.clone(), Some(new.clone()), nodes.clone()));
             let mut change = change;
             self.stream(
                 &old,
@@ -274,11 +271,7 @@ impl Cluster {
             .filter(|(id, _)| new.contains(id.as_str()))
             .map(|(id, n)| (id.clone(), Arc::clone(n)))
             .collect();
-        self.install(Routing {
-            ring: new.clone(),
-            pending: None,
-            nodes: routed,
-        });
+        self.install(Routing::new(new.clone(), None, routed));
         // Every operation routed by the old ring has finished; refuse any that was not
         // (a remote one delayed in the network), so none lands after the cleanup.
         for n in nodes.values() {
@@ -352,8 +345,16 @@ impl Cluster {
         Ok(nodes)
     }
 
-    /// Copies every transfer of the plan not yet recorded as streamed, one `(from, to)` pair at
-    /// a time; each finished pair is synced on `to` and recorded in `cluster.json`.
+    /// Copies every transfer of the plan not yet recorded as streamed.
+    ///
+    /// Each pair's ranges are cut into stretches of consecutive ranges, one per stream
+    /// ([`ClusterOptions::transfer_streams`](crate::ClusterOptions::transfer_streams)), and
+    /// the streams take stretches pair after pair, so they share the work evenly and several
+    /// sources and destinations work at once. A pair whose stretches are all imported is
+    /// synced on `to` by the stream that finished it (the others go on meanwhile), then
+    /// recorded in `cluster.json` by this thread, which also reports progress: a crash
+    /// re-streams only pairs not recorded. On an error or a `Break` from `progress`, every
+    /// stream stops at its next batch.
     #[allow(clippy::too_many_arguments)]
     fn stream(
         &self,
@@ -367,11 +368,6 @@ impl Cluster {
     ) -> Result<()> {
         let epoch = plan.from_epoch;
         let pairs = stream::pairs(plan);
-        let node_of = |id: &NodeId| {
-            nodes.get(id).ok_or_else(|| Error::UnknownNode {
-                node: id.to_string(),
-            })
-        };
         let done = |change: &ChangeMeta, from: &NodeId, to: &NodeId| {
             change
                 .streamed
@@ -391,67 +387,166 @@ impl Cluster {
             pairs_total: pairs.len(),
             elapsed: Duration::ZERO,
         };
-        let limiter = Limiter::new(self.opts.rate_limit);
-        for ((from, to), ranges) in &pairs {
+        let streams = self.opts.transfer_streams.max(1);
+        // The work: (pair, stretch of its ranges), pair after pair.
+        let mut work: Vec<(usize, Vec<TokenRange>)> = Vec::new();
+        let mut stretches = vec![0usize; pairs.len()];
+        for (i, ((from, to), ranges)) in pairs.iter().enumerate() {
             if done(change, from, to) {
                 report.pairs_done += 1;
                 continue;
             }
-            let dst = node_of(to)?;
-            let mut pair = PairSummary {
+            if !nodes.contains_key(to) {
+                return Err(Error::UnknownNode {
+                    node: to.to_string(),
+                });
+            }
+            let ranges = stream::coalesce(ranges);
+            for stretch in ranges.chunks(ranges.len().div_ceil(streams).max(1)) {
+                work.push((i, stretch.to_vec()));
+                stretches[i] += 1;
+            }
+        }
+        let left: Vec<AtomicUsize> = stretches.into_iter().map(AtomicUsize::new).collect();
+        let mut moved: Vec<PairSummary> = pairs
+            .iter()
+            .map(|((from, to), _)| PairSummary {
                 from: from.clone(),
                 to: to.clone(),
                 keys: 0,
                 bytes: 0,
-            };
-            report.from = from.clone();
-            report.to = to.clone();
-            report.pair_keys = 0;
-            let mut on_batch = |batch: &[kv_node::Record]| {
-                let bytes: u64 = batch
-                    .iter()
-                    .map(|r| (r.key.len() + r.value.as_ref().map_or(0, |v| v.len())) as u64)
-                    .sum();
-                pair.keys += batch.len() as u64;
-                pair.bytes += bytes;
-                report.pair_keys = pair.keys;
-                report.keys += batch.len() as u64;
-                report.bytes += bytes;
-                report.elapsed = started.elapsed();
-                limiter.pace(report.keys, report.bytes);
-                progress(&report)
-            };
-            // A down source (a dead node being removed): copy from every survivor instead.
-            let copy = match nodes.get(from) {
-                Some(n) if n.is_down() => stream::copy_from_survivors,
-                _ => stream::copy_from_live,
-            };
-            let flow = copy(
-                old,
-                self.rf,
-                nodes,
-                from,
-                dst.as_ref(),
-                epoch,
-                ranges,
-                self.opts.transfer_batch,
-                &mut on_batch,
-            )?;
-            if flow.is_break() {
-                return Err(Error::ChangeInterrupted {
-                    kind: change.kind,
-                    node: summary.node.clone(),
+            })
+            .collect();
+        let next = AtomicUsize::new(0);
+        let stop = AtomicBool::new(false);
+        let (keys_sent, bytes_sent) = (AtomicU64::new(0), AtomicU64::new(0));
+        let limiter = Limiter::new(self.opts.rate_limit);
+        let batch_size = self.opts.transfer_batch;
+        let mut finished: Vec<usize> = Vec::new();
+        let mut first_err: Option<Error> = None;
+        let mut interrupted = false;
+        std::thread::scope(|s| {
+            let (tx, rx) = mpsc::channel::<Event>();
+            for _ in 0..streams.min(work.len()) {
+                let tx = tx.clone();
+                let (work, pairs, left, next, stop) = (&work, &pairs, &left, &next, &stop);
+                let (keys_sent, bytes_sent, limiter) = (&keys_sent, &bytes_sent, &limiter);
+                s.spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        let Some((pair, ranges)) = work.get(next.fetch_add(1, Ordering::Relaxed))
+                        else {
+                            return;
+                        };
+                        let pair = *pair;
+                        let ((from, to), _) = &pairs[pair];
+                        // Checked above.
+                        let Some(dst) = nodes.get(to) else { return };
+                        let mut on_batch = |batch: &[kv_node::Record]| {
+                            let keys = batch.len() as u64;
+                            let bytes = stream::batch_bytes(batch);
+                            let all_keys = keys_sent.fetch_add(keys, Ordering::Relaxed) + keys;
+                            let all_bytes = bytes_sent.fetch_add(bytes, Ordering::Relaxed) + bytes;
+                            limiter.pace(all_keys, all_bytes);
+                            let _ = tx.send(Event::Batch { pair, keys, bytes });
+                            if stop.load(Ordering::Relaxed) {
+                                ControlFlow::Break(())
+                            } else {
+                                ControlFlow::Continue(())
+                            }
+                        };
+                        // A down source (a dead node being removed): copy from every survivor.
+                        let copy = match nodes.get(from) {
+                            Some(n) if n.is_down() => stream::copy_from_survivors,
+                            _ => stream::copy_from_live,
+                        };
+                        let copied = copy(
+                            old,
+                            self.rf,
+                            nodes,
+                            from,
+                            dst.as_ref(),
+                            epoch,
+                            ranges,
+                            batch_size,
+                            &mut on_batch,
+                        );
+                        let event = match copied {
+                            Ok(ControlFlow::Break(())) => return,
+                            // The last stretch of its pair: make the pair durable on `to`.
+                            Ok(ControlFlow::Continue(())) => {
+                                if left[pair].fetch_sub(1, Ordering::AcqRel) != 1 {
+                                    continue;
+                                }
+                                match dst.sync() {
+                                    Ok(()) => Event::Copied { pair },
+                                    Err(e) => Event::Failed(e),
+                                }
+                            }
+                            Err(e) => Event::Failed(e),
+                        };
+                        if matches!(event, Event::Failed(_)) {
+                            stop.store(true, Ordering::Relaxed);
+                        }
+                        let _ = tx.send(event);
+                    }
                 });
             }
-            dst.sync()?;
-            change.streamed.push((from.to_string(), to.to_string()));
-            let mut meta = self.meta.lock().clone();
-            meta.change = Some(change.clone());
-            self.persist(meta)?;
-            report.pairs_done += 1;
-            summary.keys_moved += pair.keys;
-            summary.bytes_moved += pair.bytes;
-            summary.pairs.push(pair);
+            drop(tx);
+            // Until every stream has ended (each holds a sender).
+            for event in rx {
+                match event {
+                    Event::Batch { pair, keys, bytes } => {
+                        let p = &mut moved[pair];
+                        p.keys += keys;
+                        p.bytes += bytes;
+                        report.from = p.from.clone();
+                        report.to = p.to.clone();
+                        report.pair_keys = p.keys;
+                        report.keys += keys;
+                        report.bytes += bytes;
+                        report.elapsed = started.elapsed();
+                        if !interrupted && progress(&report).is_break() {
+                            interrupted = true;
+                            stop.store(true, Ordering::Relaxed);
+                        }
+                    }
+                    // Copied and synced: record it even if the change stops now, so that a
+                    // resume does not stream it again.
+                    Event::Copied { pair } => {
+                        let ((from, to), _) = &pairs[pair];
+                        change.streamed.push((from.to_string(), to.to_string()));
+                        let mut meta = self.meta.lock().clone();
+                        meta.change = Some(change.clone());
+                        if let Err(e) = self.persist(meta) {
+                            first_err.get_or_insert(e);
+                            stop.store(true, Ordering::Relaxed);
+                            continue;
+                        }
+                        report.pairs_done += 1;
+                        finished.push(pair);
+                    }
+                    Event::Failed(e) => {
+                        first_err.get_or_insert(e);
+                    }
+                }
+            }
+        });
+        if let Some(e) = first_err {
+            return Err(e);
+        }
+        if interrupted {
+            return Err(Error::ChangeInterrupted {
+                kind: change.kind,
+                node: summary.node.clone(),
+            });
+        }
+        // In plan order.
+        finished.sort_unstable();
+        for pair in finished {
+            let p = &moved[pair];
+            summary.keys_moved += p.keys;
+            summary.bytes_moved += p.bytes;
+            summary.pairs.push(p.clone());
         }
         Ok(())
     }
@@ -491,6 +586,16 @@ impl Cluster {
         }
         Ok(estimate.round() as u64)
     }
+}
+
+/// What a streaming thread tells the thread driving the change.
+enum Event {
+    /// A batch of `pair` was imported.
+    Batch { pair: usize, keys: u64, bytes: u64 },
+    /// Every stretch of `pair` was imported and its destination synced.
+    Copied { pair: usize },
+    /// A copy or a sync failed: the streams stop.
+    Failed(Error),
 }
 
 /// Clears the running change when dropped, however the change ended.

@@ -138,11 +138,10 @@ impl Cluster {
             rf: meta.replication_factor,
             hlc: Hlc::with_clock(Arc::clone(&opts.clock)),
             lease: AtomicU64::new(0),
-            routing: Arc::new(RoutingTable::new(Routing {
-                ring,
-                pending: None,
-                nodes,
-            })),
+            routing: Arc::new(RoutingTable::new(
+                Routing::new(ring, None, nodes),
+                meta.replication_factor,
+            )),
             meta: Mutex::new(meta),
             running: Mutex::new(None),
             admin: Arc::new(Mutex::new(())),

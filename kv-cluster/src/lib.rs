@@ -29,9 +29,10 @@
 //!    coordinator waits until no operation routed by the previous snapshot is still running
 //!    (each operation holds its snapshot's `Arc`), so no write can miss the new replica.
 //! 3. **Stream**: per `(from, to)` pair, `export` the ranges from the old replica in batches
-//!    (default 1000 records, optionally rate limited) and `import` them on the new one; a
-//!    finished pair is synced on `to` and recorded in `cluster.json`. Progress goes to a
-//!    callback after each batch.
+//!    (default 1000 records, optionally rate limited) and `import` them on the new one, on
+//!    [`ClusterOptions::transfer_streams`] streams at once (default 2: each an exporting and
+//!    an importing thread, taking stretches of the pairs' ranges); a finished pair is synced
+//!    on `to` and recorded in `cluster.json`. Progress goes to a callback after each batch.
 //! 4. **Commit**: `cluster.json` gets the new ring (phase `cleanup`); the new routing is
 //!    installed, the old one drained, and every node *fenced* at the new epoch: replica
 //!    operations carry the epoch they were routed with, and a stale one is refused from now
@@ -180,7 +181,7 @@ pub use local::{KvNodeBackend, LocalReplica};
 pub use memory::{MemoryBackend, MemoryReplica};
 pub use options::{
     ClusterOptions, Consistency, DEFAULT_REPLICATION_FACTOR, DEFAULT_TRANSFER_BATCH,
-    DEFAULT_VNODES, RateLimit,
+    DEFAULT_TRANSFER_STREAMS, DEFAULT_VNODES, RateLimit,
 };
 pub use progress::{ChangeKind, ChangeSummary, PairSummary, Progress};
 pub use repair::{REPAIR_KEYS_PER_LEAF, RepairSummary};

@@ -13,7 +13,7 @@ use crate::cluster::{Cluster, LEASE_MILLIS};
 use crate::error::{Error, Result};
 use crate::options::Consistency;
 use crate::replica::Replica;
-use crate::routing::Routing;
+use crate::routing::{Routing, Slot};
 
 /// Whether hinted writes count towards a write's consistency level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -350,7 +350,7 @@ impl Cluster {
             version,
         };
         let epoch = routing.epoch();
-        let old = routing.ring.preference_list(token, self.rf)?;
+        let old = routing.replicas(token, self.rf)?;
         let pending = match &routing.pending {
             Some(p) => Some(p.preference_list(token, self.rf)?),
             None => None,
@@ -361,7 +361,11 @@ impl Cluster {
             Mode::Sloppy => {
                 let mut down: SmallVec<[&NodeId; 4]> = SmallVec::new();
                 let mut all: SmallVec<[&NodeId; 8]> = SmallVec::new();
-                for id in old.iter().chain(pending.iter().flat_map(|p| p.iter())) {
+                for id in old
+                    .iter()
+                    .map(|(id, _)| *id)
+                    .chain(pending.iter().flat_map(|p| p.iter()))
+                {
                     if all.contains(&id) {
                         continue;
                     }
@@ -374,12 +378,18 @@ impl Cluster {
             }
         };
         let covered: SmallVec<[&NodeId; 4]> = stand_ins.iter().map(|(t, _)| t).collect();
-        self.check_up(routing, token, needed, &covered)?;
+        if routing.pending.is_some() {
+            self.check_up(routing, token, needed, &covered)?;
+        } else {
+            check_up_in(&old, needed, &covered)?;
+        }
         let mut acked: SmallVec<[&NodeId; 8]> = SmallVec::new();
         let mut hinted: SmallVec<[&NodeId; 4]> = SmallVec::new();
         let mut first_err = None;
-        let mut apply = |id: &NodeId| {
-            let node = self.node_of(routing, id)?;
+        let mut apply = |id: &NodeId, node: Option<&Arc<dyn Replica>>| {
+            let node = node.ok_or_else(|| Error::UnknownNode {
+                node: id.to_string(),
+            })?;
             match node.apply(epoch, write) {
                 Ok(_) => Ok(Some(true)),
                 Err(e) => {
@@ -404,15 +414,23 @@ impl Cluster {
             Some(false) => {}
             None => hinted.push(id),
         };
-        for id in old.iter() {
-            record(id, apply(id)?);
+        for &(id, node) in old.iter() {
+            record(id, apply(id, node)?);
         }
         if let Some(pending) = &pending {
             for id in pending.iter() {
-                if !old.contains(id.as_str()) {
-                    record(id, apply(id)?);
+                if !old.iter().any(|(o, _)| *o == id) {
+                    record(id, apply(id, routing.node(id))?);
                 }
             }
+        }
+        if routing.pending.is_none() {
+            // Only the ring's replicas were written, each once.
+            let got = acked.len() + hinted.len();
+            if got >= needed {
+                return Ok(());
+            }
+            return Err(Error::unavailable(needed, got, first_err.take()));
         }
         self.check_acks(routing, token, needed, &acked, &hinted, &mut first_err)
     }
@@ -498,15 +516,22 @@ impl Cluster {
         let needed = consistency.required(self.rf);
         let epoch = routing.epoch();
         let token = token(key);
-        self.check_up(routing, token, needed, &[])?;
+        let replicas = routing.replicas(token, self.rf)?;
+        if routing.pending.is_some() {
+            self.check_up(routing, token, needed, &[])?;
+        } else {
+            check_up_in(&replicas, needed, &[])?;
+        }
         let mut answers: SmallVec<[(&Arc<dyn Replica>, Version); 4]> = SmallVec::new();
         let mut newest: Option<(Option<Bytes>, Version)> = None;
         let mut first_err = None;
-        for id in routing.ring.preference_list(token, self.rf)?.iter() {
+        for &(id, node) in replicas.iter() {
             if answers.len() == needed {
                 break;
             }
-            let node = self.node_of(routing, id)?;
+            let node = node.ok_or_else(|| Error::UnknownNode {
+                node: id.to_string(),
+            })?;
             if node.is_down() {
                 continue;
             }
@@ -543,4 +568,27 @@ impl Cluster {
         }
         Ok(newest)
     }
+}
+
+/// [`Cluster::check_up`] for a routing without a pending ring: counts `replicas` (the ring's
+/// replicas of the key), a down one in `covered` counting as up.
+fn check_up_in(replicas: &[Slot<'_>], needed: usize, covered: &[&NodeId]) -> Result<()> {
+    let mut up = 0;
+    let mut first_down = None;
+    for &(id, node) in replicas {
+        match node {
+            Some(n) if n.is_down() && !covered.contains(&id) => {
+                first_down.get_or_insert(id);
+            }
+            _ => up += 1,
+        }
+    }
+    if up >= needed {
+        return Ok(());
+    }
+    Err(Error::Unavailable {
+        needed,
+        acknowledged: up,
+        cause: first_down.map(|node| Box::new(Error::NodeDown { node: node.clone() })),
+    })
 }

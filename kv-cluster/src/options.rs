@@ -88,6 +88,8 @@ pub const DEFAULT_REPLICATION_FACTOR: usize = 3;
 pub const DEFAULT_VNODES: u32 = kv_ring::DEFAULT_VNODES;
 /// The default number of records per streamed batch.
 pub const DEFAULT_TRANSFER_BATCH: usize = 1000;
+/// The default number of copies a membership change streams at once.
+pub const DEFAULT_TRANSFER_STREAMS: usize = 2;
 
 /// Parameters of a [`Cluster`](crate::Cluster), with documented defaults.
 ///
@@ -117,6 +119,7 @@ pub struct ClusterOptions {
     pub(crate) sloppy: bool,
     pub(crate) background_repair: Option<std::time::Duration>,
     pub(crate) transfer_batch: usize,
+    pub(crate) transfer_streams: usize,
     pub(crate) rate_limit: Option<RateLimit>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) backend: Arc<dyn Backend>,
@@ -139,6 +142,7 @@ impl fmt::Debug for ClusterOptions {
             .field("sloppy", &self.sloppy)
             .field("background_repair", &self.background_repair)
             .field("transfer_batch", &self.transfer_batch)
+            .field("transfer_streams", &self.transfer_streams)
             .field("rate_limit", &self.rate_limit)
             .field("backend", &self.backend)
             .finish_non_exhaustive()
@@ -149,8 +153,9 @@ impl ClusterOptions {
     /// The defaults: replication factor [`DEFAULT_REPLICATION_FACTOR`] (3),
     /// [`DEFAULT_VNODES`] (100) virtual nodes, initial nodes `node1..node3`, quorum reads and
     /// writes with a strict quorum (hints do not count), no background repair,
-    /// [`DEFAULT_TRANSFER_BATCH`] (1000) records per streamed batch, no rate limit, the
-    /// system clock, and storage nodes on disk.
+    /// [`DEFAULT_TRANSFER_BATCH`] (1000) records per streamed batch,
+    /// [`DEFAULT_TRANSFER_STREAMS`] (2) copies streaming at once, no rate limit, the system
+    /// clock, and storage nodes on disk.
     pub fn new() -> Self {
         ClusterOptions {
             replication_factor: DEFAULT_REPLICATION_FACTOR,
@@ -161,6 +166,7 @@ impl ClusterOptions {
             sloppy: false,
             background_repair: None,
             transfer_batch: DEFAULT_TRANSFER_BATCH,
+            transfer_streams: DEFAULT_TRANSFER_STREAMS,
             rate_limit: None,
             clock: Arc::new(SystemClock),
             backend: Arc::new(KvNodeBackend::new(kv_node::NodeOptions::new())),
@@ -259,6 +265,16 @@ impl ClusterOptions {
     /// operations interleave more finely with a redistribution.
     pub fn transfer_batch(mut self, records: usize) -> Self {
         self.transfer_batch = records.max(1);
+        self
+    }
+
+    /// Sets how many copies a membership change streams at once (at least 1). Each stream is
+    /// an exporting thread on the source and an importing one on the destination; the
+    /// change's ranges are dealt to the streams in stretches. More streams finish a change
+    /// sooner while cores are free, and take more of them from client operations; a
+    /// [`rate_limit`](ClusterOptions::rate_limit) caps all streams together.
+    pub fn transfer_streams(mut self, streams: usize) -> Self {
+        self.transfer_streams = streams.max(1);
         self
     }
 

@@ -175,19 +175,9 @@ pub(crate) fn copy_ranges(
 ) -> std::result::Result<ControlFlow<()>, CopyError> {
     std::thread::scope(|s| {
         let (tx, rx) = mpsc::sync_channel::<Result<Vec<Record>>>(PIPELINE_DEPTH);
-        s.spawn(move || match src.export(epoch, ranges, batch_size) {
-            Ok(batches) => {
-                for batch in batches {
-                    let failed = batch.is_err();
-                    // The importer hung up (stopped or failed): nothing more to do.
-                    if tx.send(batch).is_err() || failed {
-                        return;
-                    }
-                }
-            }
-            Err(e) => {
-                let _ = tx.send(Err(e));
-            }
+        // The importer hangs up when it stops or fails: the exporter then stops too.
+        s.spawn(move || {
+            export_chunked(src, epoch, ranges, batch_size, &mut |b| tx.send(b).is_ok())
         });
         for batch in rx {
             let batch = batch.map_err(CopyError::Source)?;
@@ -198,6 +188,101 @@ pub(crate) fn copy_ranges(
         }
         Ok(ControlFlow::Continue(()))
     })
+}
+
+/// Ranges handed to one [`Replica::export`] or [`Replica::drop_ranges`] call at most.
+///
+/// A storage node tests each index entry it scans against every range of the call (a linear
+/// `any`), and a transfer pair carries hundreds of vnode ranges spread over the ring, so one
+/// call with all of them cost a few hundred comparisons per record. Consecutive ranges,
+/// a few at a time, keep that to a handful while each index partition is still scanned about
+/// once (the chunks are disjoint stretches of the ring, in token order).
+const RANGES_PER_CALL: usize = 4;
+
+/// `ranges` sorted by token, adjacent ones merged (`(a, b]` and `(b, c]` become `(a, c]`),
+/// cut into chunks of at most [`RANGES_PER_CALL`]. The union of the chunks is the union of
+/// `ranges`.
+pub(crate) fn range_chunks(ranges: &[TokenRange]) -> Vec<Vec<TokenRange>> {
+    coalesce(ranges)
+        .chunks(RANGES_PER_CALL)
+        .map(<[_]>::to_vec)
+        .collect()
+}
+
+/// `ranges` sorted by token with adjacent ones merged: the same tokens in fewer ranges.
+pub(crate) fn coalesce(ranges: &[TokenRange]) -> Vec<TokenRange> {
+    if ranges.iter().any(|r| r.is_full()) {
+        return vec![TokenRange::FULL];
+    }
+    let mut sorted = ranges.to_vec();
+    sorted.sort_unstable();
+    let mut merged: Vec<TokenRange> = Vec::with_capacity(sorted.len());
+    for r in sorted {
+        match merged.last_mut() {
+            // Only a range that does not wrap can be extended: its end is below the next start.
+            Some(last) if last.start < last.end && last.end == r.start => {
+                *last = TokenRange::new(last.start, r.end);
+            }
+            _ => merged.push(r),
+        }
+    }
+    merged
+}
+
+/// Key and value bytes in a batch (what progress reports and a byte rate limit count).
+pub(crate) fn batch_bytes(batch: &[Record]) -> u64 {
+    batch
+        .iter()
+        .map(|r| (r.key.len() + r.value.as_ref().map_or(0, |v| v.len())) as u64)
+        .sum()
+}
+
+/// Exports `ranges` from `src` a chunk of ranges at a time ([`range_chunks`]), regrouped into
+/// batches of `batch_size` (the last may be short), each handed to `send`; stops when `send`
+/// returns false or after sending an error.
+fn export_chunked(
+    src: &dyn Replica,
+    epoch: u64,
+    ranges: &[TokenRange],
+    batch_size: usize,
+    send: &mut dyn FnMut(Result<Vec<Record>>) -> bool,
+) {
+    let batch_size = batch_size.max(1);
+    let mut carry: Vec<Record> = Vec::new();
+    for chunk in range_chunks(ranges) {
+        let batches = match src.export(epoch, &chunk, batch_size) {
+            Ok(b) => b,
+            Err(e) => {
+                send(Err(e));
+                return;
+            }
+        };
+        for batch in batches {
+            let mut batch = match batch {
+                Ok(b) => b,
+                Err(e) => {
+                    send(Err(e));
+                    return;
+                }
+            };
+            if carry.is_empty() && batch.len() == batch_size {
+                if !send(Ok(batch)) {
+                    return;
+                }
+                continue;
+            }
+            carry.append(&mut batch);
+            if carry.len() >= batch_size {
+                let rest = carry.split_off(batch_size);
+                if !send(Ok(std::mem::replace(&mut carry, rest))) {
+                    return;
+                }
+            }
+        }
+    }
+    if !carry.is_empty() {
+        send(Ok(carry));
+    }
 }
 
 /// Drops each node's lost ranges, the nodes in parallel, each synced after; returns the
@@ -213,7 +298,10 @@ pub(crate) fn drop_lost(nodes: &NodeMap, plan: &TransferPlan, epoch: u64) -> Res
             .filter_map(|(id, ranges)| {
                 let node = nodes.get(id)?;
                 Some(s.spawn(move || -> Result<u64> {
-                    let dropped = node.drop_ranges(epoch, ranges)?;
+                    let mut dropped = 0;
+                    for chunk in range_chunks(ranges) {
+                        dropped += node.drop_ranges(epoch, &chunk)?;
+                    }
                     node.sync()?;
                     Ok(dropped as u64)
                 }))
@@ -324,6 +412,63 @@ mod tests {
             r,
             Err(CopyError::Source(Error::StaleEpoch { .. }))
         ));
+    }
+
+    /// Regression: a pair's hundreds of vnode ranges went to the node in one call, which
+    /// tested every scanned entry against all of them (export and drop cost ~2x).
+    #[test]
+    fn range_chunks_sort_merge_and_cut() {
+        let r = TokenRange::new;
+        // Adjacent ranges merge; a wrapping one stays last and is never extended.
+        let chunks = range_chunks(&[
+            r(30, 40),
+            r(10, 20),
+            r(20, 30),
+            r(50, 60),
+            r(u64::MAX - 5, 3),
+        ]);
+        assert_eq!(chunks, vec![vec![r(10, 40), r(50, 60), r(u64::MAX - 5, 3)]]);
+        assert_eq!(
+            range_chunks(&[r(1, 2), TokenRange::FULL]),
+            vec![vec![TokenRange::FULL]]
+        );
+        // Two halves that meet on both sides merge into the full ring.
+        assert_eq!(
+            range_chunks(&[r(0, 9), r(9, 0)]),
+            vec![vec![TokenRange::FULL]]
+        );
+        let many: Vec<TokenRange> = (0..10u64).map(|i| r(i * 100, i * 100 + 50)).collect();
+        let chunks = range_chunks(&many);
+        assert_eq!(chunks.len(), 10usize.div_ceil(RANGES_PER_CALL));
+        assert!(chunks.iter().all(|c| c.len() <= RANGES_PER_CALL));
+        assert_eq!(chunks.concat(), many);
+    }
+
+    #[test]
+    fn chunked_export_keeps_full_batches() {
+        let a = MemoryReplica::new("a").unwrap();
+        for i in 0..1000u32 {
+            let k = i.to_be_bytes();
+            let w = Write {
+                key: &k,
+                value: Some(b"v"),
+                version: Version::new(1),
+            };
+            a.apply(0, w).unwrap();
+        }
+        // Many small ranges: several export calls, batches regrouped across them.
+        let ranges: Vec<TokenRange> = (0..64u64)
+            .map(|i| TokenRange::new(i << 58, (i << 58) + (1 << 57)))
+            .collect();
+        let expected = a.count_in_ranges(&ranges).unwrap().live as usize;
+        let mut sizes = Vec::new();
+        export_chunked(&a, 0, &ranges, 100, &mut |b| {
+            sizes.push(b.unwrap().len());
+            true
+        });
+        assert_eq!(sizes.iter().sum::<usize>(), expected);
+        let (last, full) = sizes.split_last().unwrap();
+        assert!(full.iter().all(|&n| n == 100) && *last <= 100);
     }
 
     #[test]

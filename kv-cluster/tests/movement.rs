@@ -110,3 +110,60 @@ fn adding_a_fourth_node_moves_three_quarters_and_removing_it_moves_them_back() {
 fn adding_a_sixth_node_moves_half_and_removing_it_streams_it_back_out() {
     grow_and_shrink(5);
 }
+
+/// The number of streams changes how the work is shared, not what moves: the same records
+/// per pair, in plan order, every batch reported, every key on the ring's replicas after.
+#[test]
+fn one_or_many_streams_move_the_same_records() {
+    let mut outcomes = Vec::new();
+    for streams in [1, 2, 3, 8] {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = common::memory_opts()
+            .transfer_batch(100)
+            .transfer_streams(streams);
+        let cluster = Cluster::open(dir.path(), opts).unwrap();
+        let pairs: Vec<(Vec<u8>, Vec<u8>)> = (0..20_000)
+            .map(|i| (common::key(i), b"v".to_vec()))
+            .collect();
+        for chunk in pairs.chunks(1000) {
+            cluster.put_many(chunk).unwrap();
+        }
+        for change in ["add", "remove"] {
+            let (mut reported, mut last) = (0, None);
+            let progress = |p: &kv_cluster::Progress| {
+                reported += 1;
+                last = Some(p.clone());
+                std::ops::ControlFlow::Continue(())
+            };
+            let summary = match change {
+                "add" => cluster.add_node_with_progress("node4", progress),
+                _ => cluster.remove_node_with_progress("node4", progress),
+            }
+            .unwrap();
+            let last = last.unwrap();
+            assert_eq!(last.keys, summary.keys_moved, "{streams} streams");
+            assert!(reported as u64 >= summary.keys_moved / 100);
+            assert_eq!(
+                summary.pairs.iter().map(|p| p.keys).sum::<u64>(),
+                summary.keys_moved
+            );
+            outcomes.push((streams, change, summary.pairs));
+        }
+        for (k, _) in pairs.iter().step_by(61) {
+            let p = cluster.placement_of(k).unwrap();
+            let mut expected = p.expected.clone();
+            expected.sort();
+            let held: Vec<_> = p.held.iter().map(|(id, _, _)| id.clone()).collect();
+            assert_eq!(held, expected);
+        }
+    }
+    let (_, _, first) = &outcomes[0];
+    for (streams, change, pairs) in &outcomes {
+        let (_, _, same_change) = outcomes
+            .iter()
+            .find(|(s, c, _)| *s == 1 && c == change)
+            .unwrap();
+        assert_eq!(pairs, same_change, "{streams} streams, {change}");
+        assert!(!first.is_empty());
+    }
+}
