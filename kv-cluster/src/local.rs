@@ -91,6 +91,11 @@ impl Replica for LocalReplica {
         self.node.get_versioned(key).map_err(self.err())
     }
 
+    fn read_version(&self, epoch: u64, key: &[u8]) -> Result<Option<Version>> {
+        self.fence.check(&self.id, epoch)?;
+        Ok(self.node.version_of(key))
+    }
+
     fn export<'a>(
         &'a self,
         epoch: u64,

@@ -504,9 +504,13 @@ impl Cluster {
 
     /// The newest record of `key` among `R` replicas of the ring (tombstones included).
     ///
-    /// Read repair, synchronous: when the replicas that answered disagree, the newest record
-    /// is written to the stale ones (same version: idempotent) before the read returns, so
-    /// the next read of any `R` of them agrees. A down replica is skipped for the next one.
+    /// The first replica that answers is read in full; the others only for their version (a
+    /// digest read: a storage node answers from its index, without reading the value out of
+    /// its log). A replica whose version is newer than the newest record so far is then read
+    /// in full. Read repair, synchronous: when the replicas that answered disagree, the newest
+    /// record is written to the stale ones (same version: idempotent) before the read
+    /// returns, so the next read of any `R` of them agrees. A down replica is skipped for the
+    /// next one.
     fn read(
         &self,
         routing: &Routing,
@@ -535,7 +539,19 @@ impl Cluster {
             if node.is_down() {
                 continue;
             }
-            match node.read(epoch, key) {
+            let found = if answers.is_empty() {
+                node.read(epoch, key)
+            } else {
+                match node.read_version(epoch, key) {
+                    // Newer than what we have: this replica's record is the one to return.
+                    Ok(Some(v)) if newest.as_ref().is_none_or(|(_, have)| v > *have) => {
+                        node.read(epoch, key)
+                    }
+                    Ok(v) => Ok(v.map(|v| (None, v))),
+                    Err(e) => Err(e),
+                }
+            };
+            match found {
                 Ok(found) => {
                     let version = found.as_ref().map_or(Version::ZERO, |(_, v)| *v);
                     answers.push((node, version));

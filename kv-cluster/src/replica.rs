@@ -64,6 +64,17 @@ pub trait Replica: Send + Sync + fmt::Debug {
     /// As [`apply`](Replica::apply).
     fn read(&self, epoch: u64, key: &[u8]) -> Result<Option<(Option<Bytes>, Version)>>;
 
+    /// The version of `key`'s newest record (tombstones included), or `None`: what a quorum
+    /// read asks the replicas beyond the first (a digest read, as Cassandra's). The default
+    /// reads the whole record; a storage node answers from its index without reading the
+    /// value.
+    ///
+    /// # Errors
+    /// As [`read`](Replica::read).
+    fn read_version(&self, epoch: u64, key: &[u8]) -> Result<Option<Version>> {
+        Ok(self.read(epoch, key)?.map(|(_, v)| v))
+    }
+
     /// Streams every record (tombstones included) whose token lies in `ranges`, in batches of
     /// at most `batch_size`. The cost tracks the keys in the ranges, not the keys held.
     ///

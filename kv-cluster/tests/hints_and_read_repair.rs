@@ -113,3 +113,38 @@ fn a_read_repairs_the_stale_replicas_it_saw_before_returning() {
     assert_eq!(cluster.get_with(b"gone", Consistency::All).unwrap(), None);
     assert_eq!(versions(&cluster, b"gone").len(), 3);
 }
+
+/// Quorum reads read the first replica in full and the others only for their version (a
+/// digest read). On storage nodes, with the *first* replica stale: the newer version seen
+/// in a digest makes the coordinator read that replica in full, return its value, and repair
+/// the first one; for a delete too.
+#[test]
+fn a_digest_read_that_sees_a_newer_version_fetches_it_and_repairs() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = kv_wal::WalOptions::new().segment_size(4 << 20);
+    let nodes = kv_cluster::KvNodeBackend::new(kv_cluster::NodeOptions::new().wal(wal));
+    let backend = Arc::new(FaultyBackend::over(Arc::new(nodes)));
+    let cluster =
+        Cluster::open(dir.path(), ClusterOptions::new().backend(backend.clone())).unwrap();
+    for (key, newer) in [(&b"k"[..], Some(&b"new"[..])), (&b"gone"[..], None)] {
+        cluster.put(key, b"old").unwrap();
+        let first = cluster.placement_of(key).unwrap().expected[0].to_string();
+        backend.faults.down.lock().push(first.clone());
+        match newer {
+            Some(v) => drop(cluster.put(key, v).unwrap()),
+            None => drop(cluster.delete(key).unwrap()),
+        }
+        backend.faults.down.lock().clear();
+        let stale = versions(&cluster, key);
+        assert!(
+            stale.contains(&(first.clone(), Some(b"old".to_vec()))),
+            "{stale:?}"
+        );
+        assert_eq!(cluster.get(key).unwrap().as_deref(), newer);
+        let after = versions(&cluster, key);
+        assert!(
+            after.iter().all(|(_, v)| v.as_deref() == newer),
+            "{key:?}: {after:?}"
+        );
+    }
+}

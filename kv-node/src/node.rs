@@ -257,6 +257,31 @@ impl Node {
         Ok(found)
     }
 
+    /// The version of `key`'s newest record (a tombstone's too), without reading its value
+    /// out of the log: the cache if it holds the key, else the index. What a coordinator asks
+    /// the replicas it needs only to compare (a digest read).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// use kv_node::{Node, NodeOptions, Version};
+    /// let node = Node::open(dir.path(), NodeOptions::new())?;
+    /// node.apply(b"k", Some(b"v"), Version::new(7))?;
+    /// assert_eq!(node.version_of(b"k"), Some(Version::new(7)));
+    /// node.apply(b"k", None, Version::new(8))?;
+    /// assert_eq!(node.version_of(b"k"), Some(Version::new(8)));
+    /// assert_eq!(node.version_of(b"other"), None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn version_of(&self, key: &[u8]) -> Option<Version> {
+        if let Some((_, version)) = self.inner.cache.peek(key) {
+            return Some(version);
+        }
+        self.inner
+            .index
+            .get(kv_ring::token(key), key)
+            .map(|l| l.version)
+    }
+
     /// Stores `value` under `key` with a new version from the node's clock (single-node use;
     /// a cluster assigns versions itself and calls [`Node::apply`]). Returns the version.
     ///

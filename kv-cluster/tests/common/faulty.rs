@@ -75,6 +75,12 @@ impl Replica for Faulty {
         }
         self.inner.read(epoch, key)
     }
+    fn read_version(&self, epoch: u64, key: &[u8]) -> Result<Option<Version>> {
+        if self.faults.is_down(self.id()) {
+            return Err(injected());
+        }
+        self.inner.read_version(epoch, key)
+    }
     fn export<'a>(&'a self, epoch: u64, r: &[TokenRange], n: usize) -> Result<RecordStream<'a>> {
         let down = self
             .faults
