@@ -70,6 +70,10 @@
 //!   its own directory: WAL recovery first), routes to it again, replays the hint stores held
 //!   for it (and those it holds for others) into their targets, syncs, deletes them, then
 //!   repairs the node's ranges. LWW makes a replay idempotent and lets it race client writes.
+//! - **Digest reads.** A read asks its first replica for the record and the other `R - 1`
+//!   only for their version ([`Replica::read_version`]: a storage node answers from its
+//!   index, without reading the value out of its log); a replica with a newer version is
+//!   then read in full (Cassandra's digest reads).
 //! - **Read repair, synchronous.** A read that sees its `R` replicas disagree writes the
 //!   newest record (value or tombstone, same version) to the stale ones before it returns.
 //! - **Anti-entropy.** [`Cluster::repair`] compares replicas per run of ring ranges with the
