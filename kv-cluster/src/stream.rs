@@ -364,12 +364,8 @@ mod tests {
     use crate::memory::MemoryReplica;
     use kv_node::{Version, Write};
 
-    #[test]
-    fn copies_everything_in_range_and_stops_on_break() {
-        let (a, b) = (
-            MemoryReplica::new("a").unwrap(),
-            MemoryReplica::new("b").unwrap(),
-        );
+    /// Puts 1,000 keys into `a`.
+    fn fill(a: &MemoryReplica) {
         for i in 0..1000u32 {
             let k = i.to_be_bytes();
             let w = Write {
@@ -379,6 +375,15 @@ mod tests {
             };
             a.apply(0, w).unwrap();
         }
+    }
+
+    #[test]
+    fn copies_everything_in_range_and_stops_on_break() {
+        let (a, b) = (
+            MemoryReplica::new("a").unwrap(),
+            MemoryReplica::new("b").unwrap(),
+        );
+        fill(&a);
         let mut seen = 0;
         let flow = copy_ranges(&a, &b, 0, &[TokenRange::FULL], 64, &mut |batch| {
             seen += batch.len();
@@ -447,15 +452,7 @@ mod tests {
     #[test]
     fn chunked_export_keeps_full_batches() {
         let a = MemoryReplica::new("a").unwrap();
-        for i in 0..1000u32 {
-            let k = i.to_be_bytes();
-            let w = Write {
-                key: &k,
-                value: Some(b"v"),
-                version: Version::new(1),
-            };
-            a.apply(0, w).unwrap();
-        }
+        fill(&a);
         // Many small ranges: several export calls, batches regrouped across them.
         let ranges: Vec<TokenRange> = (0..64u64)
             .map(|i| TokenRange::new(i << 58, (i << 58) + (1 << 57)))
