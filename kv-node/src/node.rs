@@ -257,6 +257,113 @@ impl Node {
         Ok(found)
     }
 
+    /// [`Node::get`] for many keys at once: the answers in the order of `keys`.
+    ///
+    /// Each answer is what a [`Node::get`] of that key at some moment during the call would
+    /// return (never older than the latest write applied before the call). Faster than one
+    /// `get` after another when the values are not in the CPU's caches: the records of all
+    /// the keys the cache misses are fetched from memory at once, so their cache misses
+    /// overlap (RocksDB's `MultiGet` batches its reads the same way). Batches of 16 to 64
+    /// keys give most of the gain.
+    ///
+    /// # Errors
+    ///
+    /// As [`Node::get`], for the first key whose record cannot be read back.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// use kv_node::{Node, NodeOptions};
+    /// let node = Node::open(dir.path(), NodeOptions::new())?;
+    /// node.put(b"a", b"1")?;
+    /// node.put(b"b", b"2")?;
+    /// node.delete(b"b")?;
+    /// let got = node.get_many(&[&b"a"[..], b"b", b"c"])?;
+    /// assert_eq!(got[0].as_ref().map(|(v, _)| v.as_ref()), Some(&b"1"[..]));
+    /// assert!(got[1].is_none() && got[2].is_none());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn get_many<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<Vec<Option<(Bytes, Version)>>> {
+        Ok(self
+            .get_many_versioned(keys)?
+            .into_iter()
+            .map(|found| match found {
+                Some((Some(value), version)) => Some((value, version)),
+                Some((None, _)) | None => None,
+            })
+            .collect())
+    }
+
+    /// [`Node::get_versioned`] for many keys at once (tombstones included), as
+    /// [`Node::get_many`] is to [`Node::get`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Node::get`].
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// use kv_node::{Node, NodeOptions, Version};
+    /// let node = Node::open(dir.path(), NodeOptions::new())?;
+    /// node.apply(b"k", None, Version::new(3))?;
+    /// assert_eq!(node.get_many_versioned(&[b"k"])?, vec![Some((None, Version::new(3)))]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn get_many_versioned<K: AsRef<[u8]>>(
+        &self,
+        keys: &[K],
+    ) -> Result<Vec<Option<(Option<Bytes>, Version)>>> {
+        let inner = &*self.inner;
+        let mut found = Vec::with_capacity(keys.len());
+        // The keys the cache missed: (position, token).
+        let mut missed = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
+            let key = key.as_ref();
+            if let Some((value, version)) = inner.cache.get(key) {
+                found.push(Some((Some(value), version)));
+            } else {
+                found.push(None);
+                missed.push((i, kv_ring::token(key)));
+            }
+        }
+        let lookups: Vec<(u64, &[u8])> = missed
+            .iter()
+            .map(|&(i, token)| (token, keys[i].as_ref()))
+            .collect();
+        // Of those, the ones whose newest record is a put: (position, token, where).
+        let mut to_read = Vec::new();
+        for (&(i, token), loc) in missed.iter().zip(inner.index.get_many(&lookups)) {
+            match loc {
+                Some(loc) if loc.tombstone => found[i] = Some((None, loc.version)),
+                Some(loc) => to_read.push((i, token, loc)),
+                None => {}
+            }
+        }
+        let lsns: Vec<Lsn> = to_read.iter().map(|(_, _, loc)| loc.lsn).collect();
+        let payloads = inner.wal.read_many(&lsns);
+        for ((i, token, loc), payload) in to_read.into_iter().zip(payloads) {
+            let key = keys[i].as_ref();
+            found[i] = match payload {
+                Ok(payload) => Some((
+                    record::value_of(&payload).map_err(|reason| Error::CorruptRecord {
+                        lsn: loc.lsn,
+                        reason,
+                    })?,
+                    loc.version,
+                )),
+                // Compaction moved the record and removed its segment: the one-key path
+                // looks again.
+                Err(kv_wal::Error::InvalidLsn { .. }) => inner.read(token, key)?,
+                Err(e) => return Err(e.into()),
+            };
+            if let Some((Some(value), version)) = &found[i]
+                && inner.doorkeeper.admit(token)
+            {
+                inner.fill_cache(token, key, value, *version);
+            }
+        }
+        Ok(found)
+    }
+
     /// The version of `key`'s newest record (a tombstone's too), without reading its value
     /// out of the log: the cache if it holds the key, else the index. What a coordinator asks
     /// the replicas it needs only to compare (a digest read).

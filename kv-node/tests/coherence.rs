@@ -74,6 +74,40 @@ fn one_round(round: u64) {
                 })
             })
             .collect();
+        // A third reader asks for many keys at once, as a multi-get does.
+        s.spawn(move || {
+            let mut rng = StdRng::seed_from_u64(round * 10 + 200);
+            for _ in 0..200_000 {
+                if done.load(Ordering::SeqCst) {
+                    break;
+                }
+                let ks: Vec<usize> = (0..8).map(|_| rng.random_range(0..KEYS)).collect();
+                let floors: Vec<u64> = ks
+                    .iter()
+                    .map(|&k| acked[k].load(Ordering::SeqCst))
+                    .collect();
+                let keys: Vec<Vec<u8>> = ks.iter().map(|&k| key(k)).collect();
+                let got = node.get_many_versioned(&keys).unwrap();
+                for ((&k, floor), got) in ks.iter().zip(floors).zip(got) {
+                    match got {
+                        Some((val, ver)) => {
+                            let v = ver.as_u64() - base;
+                            assert!(v >= floor, "get_many, key {k}: version {v} after {floor}");
+                            assert_eq!(is_delete(v), val.is_none(), "get_many, key {k}: {v}");
+                            if let Some(val) = val {
+                                assert_eq!(val, value(k, v), "get_many, key {k}: wrong value");
+                            }
+                        }
+                        // Never written, or a purged delete: as for `get` below.
+                        None => {
+                            if let Some((_, v)) = node.get_versioned(&key(k)).unwrap() {
+                                assert!(v.as_u64() - base >= floor);
+                            }
+                        }
+                    }
+                }
+            }
+        });
         for r in 0..2u64 {
             s.spawn(move || {
                 let mut rng = StdRng::seed_from_u64(round * 10 + 100 + r);

@@ -27,6 +27,9 @@ enum Op {
     Get {
         key: u8,
     },
+    GetMany {
+        keys: Vec<u8>,
+    },
     DropRange {
         start: u64,
         width: u64,
@@ -43,6 +46,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0..24u8, any::<u8>()).prop_map(|(key, value)| Op::Put { key, value }),
         1 => (0..24u8).prop_map(|key| Op::Delete { key }),
         4 => (0..24u8).prop_map(|key| Op::Get { key }),
+        2 => proptest::collection::vec(0..24u8, 0..12).prop_map(|keys| Op::GetMany { keys }),
         1 => (any::<u64>(), 0..u64::MAX / 4).prop_map(|(start, width)| Op::DropRange { start, width }),
         1 => Just(Op::Compact),
         1 => Just(Op::WriteHints),
@@ -105,6 +109,20 @@ proptest! {
                 Op::Get { key: k } => {
                     let want = model.get(&key(k)).and_then(|(v, ver)| v.clone().map(|v| (v, *ver)));
                     let got = node.get(&key(k)).unwrap().map(|(v, ver)| (v.to_vec(), ver));
+                    prop_assert_eq!(got, want);
+                }
+                Op::GetMany { keys } => {
+                    let want: Vec<_> = keys
+                        .iter()
+                        .map(|&k| model.get(&key(k)).and_then(|(v, ver)| v.clone().map(|v| (v, *ver))))
+                        .collect();
+                    let ks: Vec<Vec<u8>> = keys.iter().map(|&k| key(k)).collect();
+                    let got: Vec<_> = node
+                        .get_many(&ks)
+                        .unwrap()
+                        .into_iter()
+                        .map(|g| g.map(|(v, ver)| (v.to_vec(), ver)))
+                        .collect();
                     prop_assert_eq!(got, want);
                 }
                 Op::DropRange { start, width } => {

@@ -329,56 +329,42 @@ impl Wal {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn read(&self, lsn: Lsn) -> Result<Bytes> {
-        if (lsn.offset() as usize) < HEADER_LEN || !lsn.offset().is_multiple_of(8) {
-            return Err(Error::InvalidLsn {
-                lsn,
-                reason: "not a record boundary",
-            });
-        }
         let published = self.end_lsn();
-        if lsn >= published {
-            return Err(Error::InvalidLsn {
-                lsn,
-                reason: "past the end of the log",
-            });
+        let segments = self.shared.segments.read();
+        read_in(&segments, published, lsn)
+    }
+
+    /// Reads many records: the same as calling [`read`](Wal::read) on each `Lsn`, in order,
+    /// but faster when the records are not in the CPU's caches: one pass asks the memory for
+    /// every record at once (a prefetch), a second parses them, so the cache misses overlap
+    /// instead of following one another. What an index serving a multi-get needs.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let wal = kv_wal::Wal::open(dir.path(), kv_wal::WalOptions::new())?;
+    /// let a = wal.append(b"a")?;
+    /// let b = wal.append(b"b")?;
+    /// let read = wal.read_many(&[b, a, kv_wal::Lsn::ZERO]);
+    /// assert_eq!(read[0].as_ref().unwrap(), &b"b"[..]);
+    /// assert_eq!(read[1].as_ref().unwrap(), &b"a"[..]);
+    /// assert!(read[2].is_err()); // not a record
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn read_many(&self, lsns: &[Lsn]) -> Vec<Result<Bytes>> {
+        let published = self.end_lsn();
+        let segments = self.shared.segments.read();
+        for &lsn in lsns {
+            if lsn < published
+                && let Some(seg) = segments.get(&lsn.segment())
+            {
+                seg.prefetch(lsn.offset() as usize);
+            }
         }
-        let seg = self
-            .shared
-            .segments
-            .read()
-            .get(&lsn.segment())
-            .cloned()
-            .ok_or(Error::InvalidLsn {
-                lsn,
-                reason: "segment removed or never existed",
-            })?;
-        let limit = if lsn.segment() == published.segment() {
-            published.offset() as usize
-        } else {
-            seg.len()
-        };
-        if (lsn.offset() as usize) < HEADER_LEN {
-            return Err(Error::InvalidLsn {
-                lsn,
-                reason: "inside the segment header",
-            });
-        }
-        // SAFETY: `0..limit` is published (or in a sealed segment): nobody writes it any more.
-        let bytes = unsafe { seg.bytes(limit) };
-        match format::parse_record(bytes, lsn.offset() as usize) {
-            Ok(Slot::Record(p)) => Ok(Bytes::copy_from_slice(
-                &bytes[p.payload_at..p.payload_at + p.payload_len],
-            )),
-            Ok(Slot::End | Slot::Full) => Err(Error::InvalidLsn {
-                lsn,
-                reason: "no record there",
-            }),
-            Err(reason) => Err(Error::CorruptRecord {
-                path: seg.path().to_owned(),
-                lsn,
-                reason,
-            }),
-        }
+        lsns.iter()
+            .map(|&lsn| read_in(&segments, published, lsn))
+            .collect()
     }
 
     /// Iterates over the records from `from` (inclusive) to the end of the log.
@@ -853,6 +839,47 @@ impl Shared {
                 let _ = self.sync_to(published);
             }
         }
+    }
+}
+
+/// [`Wal::read`] with the segment map held and the published end read.
+fn read_in(segments: &BTreeMap<u32, Arc<Segment>>, published: Lsn, lsn: Lsn) -> Result<Bytes> {
+    if (lsn.offset() as usize) < HEADER_LEN || !lsn.offset().is_multiple_of(8) {
+        return Err(Error::InvalidLsn {
+            lsn,
+            reason: "not a record boundary",
+        });
+    }
+    if lsn >= published {
+        return Err(Error::InvalidLsn {
+            lsn,
+            reason: "past the end of the log",
+        });
+    }
+    let seg = segments.get(&lsn.segment()).ok_or(Error::InvalidLsn {
+        lsn,
+        reason: "segment removed or never existed",
+    })?;
+    let limit = if lsn.segment() == published.segment() {
+        published.offset() as usize
+    } else {
+        seg.len()
+    };
+    // SAFETY: `0..limit` is published (or in a sealed segment): nobody writes it any more.
+    let bytes = unsafe { seg.bytes(limit) };
+    match format::parse_record(bytes, lsn.offset() as usize) {
+        Ok(Slot::Record(p)) => Ok(Bytes::copy_from_slice(
+            &bytes[p.payload_at..p.payload_at + p.payload_len],
+        )),
+        Ok(Slot::End | Slot::Full) => Err(Error::InvalidLsn {
+            lsn,
+            reason: "no record there",
+        }),
+        Err(reason) => Err(Error::CorruptRecord {
+            path: seg.path().to_owned(),
+            lsn,
+            reason,
+        }),
     }
 }
 

@@ -276,3 +276,38 @@ fn reading_a_misaligned_lsn_is_invalid() {
     }
     assert_eq!(wal.read(lsn).unwrap(), payload(0));
 }
+
+/// `read_many` answers exactly what `read` does for each position: records in live and
+/// removed segments, positions that are not records, and the end of the log.
+#[test]
+fn read_many_agrees_with_read() {
+    let dir = fast_tempdir();
+    let wal = Wal::open(dir.path(), opts()).unwrap();
+    let lsns: Vec<Lsn> = (0..60).map(|i| wal.append(&payload(i)).unwrap()).collect();
+    wal.truncate_before(lsns[30]).unwrap();
+    let mut asked = lsns.clone();
+    asked.reverse();
+    asked.extend([
+        Lsn::ZERO,
+        Lsn::from_u64(lsns[40].as_u64() + 8),
+        Lsn::from_u64(lsns[40].as_u64() + 3),
+        wal.end_lsn(),
+    ]);
+    let many = wal.read_many(&asked);
+    assert_eq!(many.len(), asked.len());
+    let mut errors = 0;
+    for (lsn, got) in asked.iter().zip(many) {
+        match (wal.read(*lsn), got) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b, "{lsn:?}"),
+            (Err(a), Err(b)) => {
+                assert_eq!(a.to_string(), b.to_string(), "{lsn:?}");
+                errors += 1;
+            }
+            (a, b) => panic!("{lsn:?}: read {a:?}, read_many {b:?}"),
+        }
+    }
+    assert!(
+        errors >= 4,
+        "removed segments and non-records fail: {errors}"
+    );
+}
