@@ -126,7 +126,7 @@ mod version;
 pub use compaction::CompactionReport;
 pub use digest::Digest;
 pub use error::{Error, Result};
-pub use node::Node;
+pub use node::{Node, Versioned};
 pub use options::{CacheCapacity, DEFAULT_MAX_VALUE_LEN, MAX_KEY_LEN, NodeOptions};
 pub use ranges::Export;
 pub use record::{Record, Write};

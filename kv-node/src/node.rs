@@ -74,6 +74,10 @@ impl PendingDrop {
     }
 }
 
+/// A key's newest record as [`Node::get_versioned`] reports it: the value (`None` for a
+/// tombstone) and its version.
+pub type Versioned = (Option<Bytes>, Version);
+
 /// One storage node: a log-structured hash table on a [`kv_wal::Wal`], fronted by a
 /// [`kv_cache::Cache`]. See the [crate docs](crate) for the design.
 ///
@@ -308,10 +312,7 @@ impl Node {
     /// assert_eq!(node.get_many_versioned(&[b"k"])?, vec![Some((None, Version::new(3)))]);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn get_many_versioned<K: AsRef<[u8]>>(
-        &self,
-        keys: &[K],
-    ) -> Result<Vec<Option<(Option<Bytes>, Version)>>> {
+    pub fn get_many_versioned<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<Vec<Option<Versioned>>> {
         let inner = &*self.inner;
         let mut found = Vec::with_capacity(keys.len());
         // The keys the cache missed: (position, token).
