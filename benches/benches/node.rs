@@ -6,7 +6,8 @@
 //!   grows through the run (keys never repeat);
 //! - `node_get_hot`: random gets over 1,000 keys that all fit in the node's cache;
 //! - `node_get_cold`: uniformly random gets over 1 million keys with the default cache (1,000
-//!   entries for kv-node);
+//!   entries for kv-node); and kv-node's multi-get (`Node::get_many`) on the same keys, in
+//!   batches of 32 (throughput per key);
 //! - `node_recovery`: reopening each 1-million-key store until it serves its first get
 //!   (kv-node with hint files, and with the hint files deleted);
 //! - `node_ranges`: `export` and `drop_ranges` of a token range from nodes of 100,000 and 1
@@ -385,6 +386,7 @@ fn gets_cold_and_recovery(c: &mut Criterion) {
         g.warm_up_time(Duration::from_millis(500));
         g.measurement_time(Duration::from_secs(2));
         cold::<KvNode>(&mut g, "kv-node", m.node.path(), &values);
+        cold_multi_get(&mut g, m.node.path());
         cold::<Redb>(&mut g, "redb", m.redb.path(), &values);
         cold::<Fjall<false>>(&mut g, "fjall", m.fjall.path(), &values);
         cold::<Sled>(&mut g, "sled", m.sled.path(), &values);
@@ -437,6 +439,28 @@ fn cold<S: Store>(g: &mut BenchmarkGroup<'_, WallTime>, name: &str, dir: &Path, 
     let store = loaded::<S>(dir, name, MILLION, values);
     get_one(g, name, &store, MILLION);
     store.close();
+}
+
+/// Keys per `Node::get_many` call in `node_get_cold/kv-node-get_many`.
+const MULTI_GET: usize = 32;
+
+/// kv-node's multi-get on the loaded million keys (none of the peers has one): throughput
+/// per key, batches of `MULTI_GET` uniformly random keys.
+fn cold_multi_get(g: &mut BenchmarkGroup<'_, WallTime>, dir: &Path) {
+    let node = KvNode::open(dir).0;
+    let mut picker = Picker::new(43);
+    let mut keys = Vec::with_capacity(MULTI_GET);
+    g.throughput(Throughput::Elements(MULTI_GET as u64));
+    g.bench_function(format!("kv-node-get_many{MULTI_GET}"), |b| {
+        b.iter(|| {
+            keys.clear();
+            keys.extend((0..MULTI_GET).map(|_| key16(picker.below(MILLION))));
+            let found = node.get_many(&keys).expect("get_many");
+            assert!(found.iter().all(Option::is_some), "a loaded key is missing");
+        })
+    });
+    g.throughput(Throughput::Elements(1));
+    node.close().expect("close");
 }
 
 /// Time from `open` to the first get answered, the page cache warm; `prepare` runs before

@@ -340,17 +340,20 @@ impl Node {
             }
         }
         let lsns: Vec<Lsn> = to_read.iter().map(|(_, _, loc)| loc.lsn).collect();
-        let payloads = inner.wal.read_many(&lsns);
-        for ((i, token, loc), payload) in to_read.into_iter().zip(payloads) {
+        let mut values = Vec::with_capacity(lsns.len());
+        inner.wal.read_many_with(&lsns, |_, payload| {
+            values.push(payload.map(record::value_of));
+        });
+        for ((i, token, loc), value) in to_read.into_iter().zip(values) {
             let key = keys[i].as_ref();
-            found[i] = match payload {
-                Ok(payload) => Some((
-                    record::value_of(&payload).map_err(|reason| Error::CorruptRecord {
+            found[i] = match value {
+                Ok(Ok(value)) => Some((value, loc.version)),
+                Ok(Err(reason)) => {
+                    return Err(Error::CorruptRecord {
                         lsn: loc.lsn,
                         reason,
-                    })?,
-                    loc.version,
-                )),
+                    });
+                }
                 // Compaction moved the record and removed its segment: the one-key path
                 // looks again.
                 Err(kv_wal::Error::InvalidLsn { .. }) => inner.read(token, key)?,
@@ -654,8 +657,9 @@ impl Inner {
 
     /// The value of the put at `lsn` (`None` for a tombstone).
     pub fn read_at(&self, lsn: Lsn) -> Result<Option<Bytes>> {
-        let payload = self.wal.read(lsn)?;
-        record::value_of(&payload).map_err(|reason| Error::CorruptRecord { lsn, reason })
+        self.wal
+            .read_with(lsn, record::value_of)?
+            .map_err(|reason| Error::CorruptRecord { lsn, reason })
     }
 
     /// Caches a value if it is still the key's current version. The check and the insert

@@ -188,15 +188,10 @@ pub(crate) fn decode(payload: &[u8]) -> Result<LogRecord<'_>, &'static str> {
     }
 }
 
-/// The value of an encoded put (a slice of the payload), or `None` for a tombstone.
-pub(crate) fn value_of(payload: &Bytes) -> Result<Option<Bytes>, &'static str> {
+/// The value of an encoded put, copied out of the payload, or `None` for a tombstone.
+pub(crate) fn value_of(payload: &[u8]) -> Result<Option<Bytes>, &'static str> {
     match decode(payload)? {
-        LogRecord::Entry {
-            key,
-            value: Some(_),
-            ..
-        } => Ok(Some(payload.slice(ENTRY_HEADER + key.len()..))),
-        LogRecord::Entry { value: None, .. } => Ok(None),
+        LogRecord::Entry { value, .. } => Ok(value.map(Bytes::copy_from_slice)),
         LogRecord::Drop(_) => Err("expected a put, found a drop record"),
     }
 }
@@ -219,7 +214,7 @@ mod tests {
                 value: Some(b"value"),
             }
         );
-        assert_eq!(value_of(&Bytes::from(buf)).unwrap().unwrap(), &b"value"[..]);
+        assert_eq!(value_of(&buf).unwrap().unwrap(), &b"value"[..]);
         encode_entry(&mut Vec::new(), 1, Version::ZERO, b"k", None);
         let mut t = Vec::new();
         encode_entry(&mut t, 1, Version::new(3), b"k", None);
@@ -261,7 +256,7 @@ mod tests {
         encode_entry(&mut t, 1, Version::new(3), b"k", None);
         t.push(1);
         assert!(decode(&t).is_err());
-        assert!(value_of(&Bytes::from(encode_drop(&[]))).is_err());
+        assert!(value_of(&encode_drop(&[])).is_err());
         // every truncation of a valid entry fails cleanly
         encode_entry(&mut t, 1, Version::new(3), b"key", Some(b"v"));
         for n in 0..ENTRY_HEADER + 3 {

@@ -329,9 +329,29 @@ impl Wal {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn read(&self, lsn: Lsn) -> Result<Bytes> {
+        self.read_with(lsn, Bytes::copy_from_slice)
+    }
+
+    /// Runs `f` on the payload of the record at `lsn`, in place in the mapped segment (no
+    /// copy), and returns what it returns. Errors as [`read`](Wal::read).
+    ///
+    /// While `f` runs the log holds a read lock on its segment list, which a roll-over to a
+    /// new segment and [`truncate_before`](Wal::truncate_before) wait for: keep `f` short.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let wal = kv_wal::Wal::open(dir.path(), kv_wal::WalOptions::new())?;
+    /// let lsn = wal.append(b"key=value")?;
+    /// let value_len = wal.read_with(lsn, |payload| payload.len() - b"key=".len())?;
+    /// assert_eq!(value_len, 5);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn read_with<R>(&self, lsn: Lsn, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
         let published = self.end_lsn();
         let segments = self.shared.segments.read();
-        read_in(&segments, published, lsn)
+        read_in(&segments, published, lsn).map(f)
     }
 
     /// Reads many records: the same as calling [`read`](Wal::read) on each `Lsn`, in order,
@@ -353,6 +373,18 @@ impl Wal {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn read_many(&self, lsns: &[Lsn]) -> Vec<Result<Bytes>> {
+        let mut out = Vec::with_capacity(lsns.len());
+        self.read_many_with(lsns, |_, payload| {
+            out.push(payload.map(Bytes::copy_from_slice));
+        });
+        out
+    }
+
+    /// [`read_many`](Wal::read_many) without the copies: calls `f(i, payload)` for each
+    /// `lsns[i]` in order, the payload in place in the mapped segment (or the error
+    /// [`read`](Wal::read) would return). The segment list is read-locked throughout, as
+    /// for [`read_with`](Wal::read_with): keep `f` short.
+    pub fn read_many_with(&self, lsns: &[Lsn], mut f: impl FnMut(usize, Result<&[u8]>)) {
         let published = self.end_lsn();
         let segments = self.shared.segments.read();
         for &lsn in lsns {
@@ -362,9 +394,9 @@ impl Wal {
                 seg.prefetch(lsn.offset() as usize);
             }
         }
-        lsns.iter()
-            .map(|&lsn| read_in(&segments, published, lsn))
-            .collect()
+        for (i, &lsn) in lsns.iter().enumerate() {
+            f(i, read_in(&segments, published, lsn));
+        }
     }
 
     /// Iterates over the records from `from` (inclusive) to the end of the log.
@@ -843,7 +875,7 @@ impl Shared {
 }
 
 /// [`Wal::read`] with the segment map held and the published end read.
-fn read_in(segments: &BTreeMap<u32, Arc<Segment>>, published: Lsn, lsn: Lsn) -> Result<Bytes> {
+fn read_in(segments: &BTreeMap<u32, Arc<Segment>>, published: Lsn, lsn: Lsn) -> Result<&[u8]> {
     if (lsn.offset() as usize) < HEADER_LEN || !lsn.offset().is_multiple_of(8) {
         return Err(Error::InvalidLsn {
             lsn,
@@ -868,9 +900,7 @@ fn read_in(segments: &BTreeMap<u32, Arc<Segment>>, published: Lsn, lsn: Lsn) -> 
     // SAFETY: `0..limit` is published (or in a sealed segment): nobody writes it any more.
     let bytes = unsafe { seg.bytes(limit) };
     match format::parse_record(bytes, lsn.offset() as usize) {
-        Ok(Slot::Record(p)) => Ok(Bytes::copy_from_slice(
-            &bytes[p.payload_at..p.payload_at + p.payload_len],
-        )),
+        Ok(Slot::Record(p)) => Ok(&bytes[p.payload_at..p.payload_at + p.payload_len]),
         Ok(Slot::End | Slot::Full) => Err(Error::InvalidLsn {
             lsn,
             reason: "no record there",
