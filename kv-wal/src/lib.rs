@@ -53,10 +53,13 @@
 //!   fault through a shared mapping dirties a whole folio, and every flush then writes the
 //!   folio back: measured here, 2 MiB written and 0.6 ms per flush of a 100-byte record once a
 //!   segment was 30 MiB into a sequential fill, against 10 KiB and 0.09 ms with one-page
-//!   folios. So that the appends do not take a page fault per page instead, the next MiB is
-//!   faulted in writable ahead of the tail (`MADV_POPULATE_WRITE`, one call per MiB). Under
-//!   `Periodic` and `Never` the kernel's large folios stay: appends are cheaper with them,
-//!   and a flush a second writes at most a folio more than it must.
+//!   folios. Under `Periodic` and `Never` the kernel's large folios stay: appends are cheaper
+//!   with them, and a flush a second writes at most a folio more than it must.
+//! - **Pages are faulted in ahead of the tail, off the appenders' threads.** An append that
+//!   crosses into a new MiB of its segment asks a background thread (`kv-wal-prefault`, one
+//!   per log) to fault the MiB after it in, writable (`MADV_POPULATE_WRITE`); the appender
+//!   never waits for it, and only the newest request is kept. Otherwise the first write to
+//!   each page stalls its appender on a fault (one per 4 KiB under `Always`).
 //! - The maps are [`memmap2::MmapRaw`] (`memmap2` >= 0.9.11: RUSTSEC-2026-0186 in
 //!   `flush_range` is fixed there): writers use raw pointers into ranges they own, so no
 //!   `&mut [u8]` ever aliases another thread's access.
@@ -138,6 +141,7 @@ mod format;
 mod iter;
 mod lsn;
 mod options;
+mod prefault;
 mod recovery;
 mod segment;
 mod sequencer;

@@ -18,6 +18,7 @@ use bytes::Bytes;
 use fs2::FileExt as _;
 use parking_lot::{Condvar, Mutex, RwLock};
 
+use crate::prefault::Prefault;
 use crate::{
     Error, FlushEvent, Lsn, RecoveryReport, Result, SyncPolicy, WalOptions,
     format::{self, HEADER_LEN, MAX_PAYLOAD, RECORD_HEADER_LEN, Slot},
@@ -70,6 +71,7 @@ const SPIN_YIELDS: usize = 64;
 pub struct Wal {
     shared: Arc<Shared>,
     flusher: Option<JoinHandle<()>>,
+    prefaulter: Option<JoinHandle<()>>,
     report: RecoveryReport,
     _lock: File,
 }
@@ -105,6 +107,8 @@ pub(crate) struct Shared {
     sync_cv: Condvar,
     stop: Mutex<bool>,
     stop_cv: Condvar,
+    /// Requests for the prefault thread (see `prefault`).
+    prefault: Prefault,
 }
 
 /// Bytes reserved for one append: ticket `ticket`, `start..` in `seg`.
@@ -194,6 +198,7 @@ impl Wal {
             sync_cv: Condvar::new(),
             stop: Mutex::new(false),
             stop_cv: Condvar::new(),
+            prefault: Prefault::default(),
             opts,
         });
         let flusher = match shared.opts.sync {
@@ -207,9 +212,17 @@ impl Wal {
             }
             _ => None,
         };
+        let prefaulter = {
+            let s = Arc::clone(&shared);
+            std::thread::Builder::new()
+                .name("kv-wal-prefault".into())
+                .spawn(move || s.prefault_loop())
+                .map_err(|e| Error::io("spawn prefault thread", &shared.dir, e))?
+        };
         Ok(Wal {
             shared,
             flusher,
+            prefaulter: Some(prefaulter),
             report: rec.report,
             _lock: lock,
         })
@@ -547,6 +560,10 @@ impl Drop for Wal {
     fn drop(&mut self) {
         *self.shared.stop.lock() = true;
         self.shared.stop_cv.notify_all();
+        self.shared.prefault.wake();
+        if let Some(h) = self.prefaulter.take() {
+            let _ = h.join();
+        }
         if let Some(h) = self.flusher.take() {
             let _ = h.join();
             // Periodic: a last flush, best effort (errors cannot be reported from drop).
@@ -612,11 +629,10 @@ impl Shared {
                 at = padded;
             }
         }
-        // Under `Always` (one-page folios, see `Segment::prepare_for_appends`): crossing into a
-        // new chunk, fault the one after it in, ahead of the appends.
+        // Crossing into a new chunk: have the one after it faulted in, ahead of the appends.
         let chunk = (start + total) / segment::POPULATE_CHUNK;
-        if self.opts.sync == SyncPolicy::Always && start / segment::POPULATE_CHUNK != chunk {
-            seg.populate_chunk(chunk + 1);
+        if start / segment::POPULATE_CHUNK != chunk {
+            self.prefault.request(seg.seq(), chunk + 1);
         }
         let first = Lsn::new(seg.seq(), start as u32);
         let end = Lsn::new(seg.seq(), (start + total) as u32);
@@ -692,6 +708,10 @@ impl Shared {
         };
         // Readers find the segment in the map before `published` points into it.
         self.segments.write().insert(seg.seq(), Arc::clone(&seg));
+        if self.opts.sync != SyncPolicy::Always {
+            // (`prepare_for_appends` faulted the first two chunks in already.)
+            self.prefault.request(seg.seq(), 1);
+        }
         let first = Lsn::new(seg.seq(), HEADER_LEN as u32);
         let len = seg.len();
         {
@@ -852,6 +872,22 @@ impl Shared {
             }
         }
         Ok(())
+    }
+
+    /// The prefault thread: serves requests until the log is dropped.
+    fn prefault_loop(&self) {
+        self.prefault.serve_from(std::thread::current());
+        while !*self.stop.lock() {
+            match self.prefault.take() {
+                Some((seq, chunk)) => {
+                    let seg = self.segments.read().get(&seq).cloned();
+                    if let Some(seg) = seg {
+                        seg.populate_chunk(chunk);
+                    }
+                }
+                None => std::thread::park_timeout(Duration::from_millis(100)),
+            }
+        }
     }
 
     fn flusher_loop(&self, interval: Duration) {
