@@ -3,8 +3,8 @@
 //! A lookup in a large index is two dependent cache misses (the table's control bytes, then the
 //! entry), and on this kind of machine (a VM with nested paging) each also misses the TLB: a
 //! random read costs about 200 ns on 4 KiB pages and 150 ns on 2 MiB pages (pointer chase over
-//! 256 MiB, see BENCHMARKS.md). The index's tables are many small allocations (2^14 partitions,
-//! a few KiB each), which `malloc` places on 4 KiB pages, and Linux's transparent huge pages are
+//! 256 MiB, see BENCHMARKS.md). The index's tables are many allocations (2^10 partitions by
+//! default, tens of KiB each at a million keys), which `malloc` places on 4 KiB pages, and Linux's transparent huge pages are
 //! usually enabled only on request (`madvise`). So the tables come from here instead: chunks of
 //! anonymous memory mapped with `memmap2` and advised `MADV_HUGEPAGE`, carved into blocks.
 //!

@@ -6,7 +6,7 @@
 //! partitions, so range operations visit only the keys in the range plus at most two
 //! partial partitions at its edges.
 
-use hashbrown::HashTable;
+use hashbrown::{HashTable, hash_table};
 use kv_ring::TokenRange;
 use kv_wal::Lsn;
 use parking_lot::RwLock;
@@ -135,8 +135,10 @@ impl Index {
     /// (or equal, when `replace_equal`: recovery lets a later copy of the same write win).
     pub fn upsert(&self, token: u64, key: &[u8], loc: Location, replace_equal: bool) -> Upsert {
         let mut part = self.parts[self.part_of(token)].write();
-        match part.find_mut(hash(token), |e| is(e, token, key)) {
-            Some(e) => {
+        // One probe for both cases (`find_mut` then `insert_unique` would probe twice).
+        match part.entry(hash(token), |e| is(e, token, key), |e| hash(e.token)) {
+            hash_table::Entry::Occupied(mut o) => {
+                let e = o.get_mut();
                 let newer = loc.version > e.loc.version
                     || (replace_equal && loc.version == e.loc.version && loc.lsn > e.loc.lsn);
                 if newer {
@@ -145,16 +147,12 @@ impl Index {
                     Upsert::Kept
                 }
             }
-            None => {
-                part.insert_unique(
-                    hash(token),
-                    Entry {
-                        token,
-                        key: Key::from_slice(key),
-                        loc,
-                    },
-                    |e| hash(e.token),
-                );
+            hash_table::Entry::Vacant(v) => {
+                v.insert(Entry {
+                    token,
+                    key: Key::from_slice(key),
+                    loc,
+                });
                 Upsert::Inserted
             }
         }

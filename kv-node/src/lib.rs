@@ -43,7 +43,7 @@
 //! `token = kv_ring::token(key)` is stored so that hint files, recovery and range operations
 //! never hash a key again.
 //!
-//! **Index partitioned by token.** `2^14` partitions by the token's top bits, each a hash
+//! **Index partitioned by token.** `2^10` partitions by the token's top bits, each a hash
 //! table behind its own `RwLock`. Because the top bits keep the ring's order, a token range
 //! maps to a run of partitions: [`Node::export`], [`Node::drop_ranges`] and
 //! [`Node::count_in_ranges`] cost the keys in the range plus two partial partitions per

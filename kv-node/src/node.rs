@@ -178,9 +178,28 @@ impl Node {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn apply(&self, key: &[u8], value: Option<&[u8]>, version: Version) -> Result<bool> {
+        self.apply_checked(key, value, version, true)
+    }
+
+    /// [`Node::apply`]; `look_first`: whether to look the key up before appending, so that a
+    /// write the index already has a newer version for is not logged at all. `put` and
+    /// `delete` skip it: their version comes from the node's clock, newer than every
+    /// version applied so far, so the lookup would find nothing newer but cost a cache miss.
+    /// (A racing newer write still wins in the index; the record is then dead, as it would
+    /// be after any overwrite.)
+    fn apply_checked(
+        &self,
+        key: &[u8],
+        value: Option<&[u8]>,
+        version: Version,
+        look_first: bool,
+    ) -> Result<bool> {
         self.inner.check(key, value)?;
         let token = kv_ring::token(key);
-        let changed = self.inner.write(token, key, value, version)? != Upsert::Kept;
+        let changed = self
+            .inner
+            .write_with(token, key, value, version, look_first)?
+            != Upsert::Kept;
         if changed {
             self.inner.refresh_cache(token, key, value, version);
         } else {
@@ -411,7 +430,7 @@ impl Node {
     /// ```
     pub fn put(&self, key: &[u8], value: &[u8]) -> Result<Version> {
         let version = self.inner.hlc.now();
-        self.apply(key, Some(value), version)?;
+        self.apply_checked(key, Some(value), version, false)?;
         Ok(version)
     }
 
@@ -432,7 +451,7 @@ impl Node {
     /// ```
     pub fn delete(&self, key: &[u8]) -> Result<Version> {
         let version = self.inner.hlc.now();
-        self.apply(key, None, version)?;
+        self.apply_checked(key, None, version, false)?;
         Ok(version)
     }
 
@@ -529,6 +548,7 @@ impl Inner {
     /// The log and index half of [`Node::apply`] (the caller then updates the cache): appends
     /// the write unless the index already holds a version at least as new, and updates the
     /// index. `Kept` if it changed nothing.
+    #[cfg(test)]
     pub fn write(
         &self,
         token: u64,
@@ -536,9 +556,23 @@ impl Inner {
         value: Option<&[u8]>,
         version: Version,
     ) -> Result<Upsert> {
+        self.write_with(token, key, value, version, true)
+    }
+
+    /// [`Inner::write`], looking the key up first only if `look_first` (see
+    /// `Node::apply_checked`).
+    pub fn write_with(
+        &self,
+        token: u64,
+        key: &[u8],
+        value: Option<&[u8]>,
+        version: Version,
+        look_first: bool,
+    ) -> Result<Upsert> {
         // A version from elsewhere (a coordinator, a replica): later `put`s must be newer.
         self.hlc.observe(version);
-        if let Some(cur) = self.index.get(token, key)
+        if look_first
+            && let Some(cur) = self.index.get(token, key)
             && cur.version >= version
         {
             return Ok(Upsert::Kept);
