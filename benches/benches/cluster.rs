@@ -5,6 +5,8 @@
 //!   `one` and `quorum`, from 1 and 2 client threads (aggregate operations/s). A put writes all
 //!   three replicas either way (in-process fan-out is sequential); the level decides how many
 //!   must succeed. A get reads `R` replicas.
+//! - `cluster/put_many32` and `cluster/get_many32` (quorum only): the batch forms, 32 keys per
+//!   call; throughput counts keys. `get_many` asks each replica once for all of its keys.
 //! - `cluster/redistribution`: adding a 4th node to 3 nodes holding `KV_CLUSTER_BENCH_KEYS`
 //!   keys (default 1,000,000), then removing it again, alternately; throughput is records moved
 //!   per second (about 3/4 of the keys move each way).
@@ -34,6 +36,8 @@ use kv_node::{Hlc, Node, NodeOptions};
 
 const PRELOAD: u64 = 100_000;
 const VALUE: [u8; 100] = [0x5a; 100];
+/// Keys per call in the batch rows.
+const BATCH: u64 = 32;
 
 fn in_test_mode() -> bool {
     std::env::args().any(|a| a == "--test")
@@ -122,6 +126,32 @@ fn ops(c: &mut Criterion) {
                     })
                 })
             });
+            if consistency != Consistency::Quorum {
+                continue;
+            }
+            // Batches: throughput counts keys, as above.
+            g.throughput(Throughput::Elements(BATCH));
+            g.bench_function(BenchmarkId::new("put_many32", &name), |b| {
+                b.iter_custom(|iters| {
+                    run(threads, iters, |i| {
+                        let batch: Vec<([u8; 16], [u8; 100])> = (0..BATCH)
+                            .map(|j| (key(pick(i * BATCH + j, PRELOAD)), VALUE))
+                            .collect();
+                        cluster.put_many(&batch).expect("put_many");
+                    })
+                })
+            });
+            g.bench_function(BenchmarkId::new("get_many32", &name), |b| {
+                b.iter_custom(|iters| {
+                    run(threads, iters, |i| {
+                        let keys: Vec<[u8; 16]> = (0..BATCH)
+                            .map(|j| key(pick(i * BATCH + j, PRELOAD)))
+                            .collect();
+                        std::hint::black_box(cluster.get_many(&keys).expect("get_many"));
+                    })
+                })
+            });
+            g.throughput(Throughput::Elements(1));
         }
     }
     g.finish();

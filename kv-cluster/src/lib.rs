@@ -167,6 +167,7 @@ mod meta;
 mod ops;
 mod options;
 mod progress;
+mod read_many;
 mod repair;
 mod replica;
 mod routing;
@@ -180,7 +181,9 @@ pub use error::{Error, Result};
 pub use failure::RecoverySummary;
 pub use health::Health;
 pub use kv_node::Digest;
-pub use kv_node::{Clock, Hlc, NodeOptions, RangeCount, Record, SystemClock, Version, Write};
+pub use kv_node::{
+    Clock, Hlc, NodeOptions, RangeCount, Record, SystemClock, Version, Versioned, Write,
+};
 pub use local::{KvNodeBackend, LocalReplica};
 pub use memory::{MemoryBackend, MemoryReplica};
 pub use options::{

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use kv_node::{Node, NodeOptions, RangeCount, Record, Version, Write};
+use kv_node::{Node, NodeOptions, RangeCount, Record, Version, Versioned, Write};
 use kv_ring::{NodeId, TokenRange};
 
 use crate::backend::Backend;
@@ -91,9 +91,19 @@ impl Replica for LocalReplica {
         self.node.get_versioned(key).map_err(self.err())
     }
 
+    fn read_many(&self, epoch: u64, keys: &[&[u8]]) -> Result<Vec<Option<Versioned>>> {
+        self.fence.check(&self.id, epoch)?;
+        self.node.get_many_versioned(keys).map_err(self.err())
+    }
+
     fn read_version(&self, epoch: u64, key: &[u8]) -> Result<Option<Version>> {
         self.fence.check(&self.id, epoch)?;
         Ok(self.node.version_of(key))
+    }
+
+    fn read_versions(&self, epoch: u64, keys: &[&[u8]]) -> Result<Vec<Option<Version>>> {
+        self.fence.check(&self.id, epoch)?;
+        Ok(self.node.versions_of(keys))
     }
 
     fn export<'a>(

@@ -263,13 +263,11 @@ impl Cluster {
     /// As [`get`](Cluster::get).
     pub fn get_many<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<Vec<Option<Bytes>>> {
         let routing = self.routing();
-        keys.iter()
-            .map(|k| {
-                Ok(self
-                    .read(&routing, k.as_ref(), self.opts.read)?
-                    .and_then(|(v, _)| v))
-            })
-            .collect()
+        Ok(self
+            .read_many(&routing, keys)?
+            .into_iter()
+            .map(|found| found.and_then(|(v, _)| v))
+            .collect())
     }
 
     /// A version for a new write: from the hybrid logical clock, and below the persisted
@@ -511,7 +509,7 @@ impl Cluster {
     /// record is written to the stale ones (same version: idempotent) before the read
     /// returns, so the next read of any `R` of them agrees. A down replica is skipped for the
     /// next one.
-    fn read(
+    pub(crate) fn read(
         &self,
         routing: &Routing,
         key: &[u8],

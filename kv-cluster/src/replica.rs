@@ -6,7 +6,7 @@ use bytes::Bytes;
 use kv_ring::{NodeId, TokenRange};
 
 use crate::error::Result;
-use kv_node::{CompactionReport, Digest, Node, RangeCount, Record, Version, Write};
+use kv_node::{CompactionReport, Digest, Node, RangeCount, Record, Version, Versioned, Write};
 
 /// Batches of records streamed out of a replica by [`Replica::export`].
 pub type RecordStream<'a> = Box<dyn Iterator<Item = Result<Vec<Record>>> + 'a>;
@@ -73,6 +73,24 @@ pub trait Replica: Send + Sync + fmt::Debug {
     /// As [`read`](Replica::read).
     fn read_version(&self, epoch: u64, key: &[u8]) -> Result<Option<Version>> {
         Ok(self.read(epoch, key)?.map(|(_, v)| v))
+    }
+
+    /// [`read`](Replica::read) for several keys, answers in order: what
+    /// [`Cluster::get_many`](crate::Cluster::get_many) asks a key's first replica. The default
+    /// reads one key after the other; a storage node overlaps the keys' cache misses.
+    ///
+    /// # Errors
+    /// As [`read`](Replica::read).
+    fn read_many(&self, epoch: u64, keys: &[&[u8]]) -> Result<Vec<Option<Versioned>>> {
+        keys.iter().map(|k| self.read(epoch, k)).collect()
+    }
+
+    /// [`read_version`](Replica::read_version) for several keys, answers in order.
+    ///
+    /// # Errors
+    /// As [`read`](Replica::read).
+    fn read_versions(&self, epoch: u64, keys: &[&[u8]]) -> Result<Vec<Option<Version>>> {
+        keys.iter().map(|k| self.read_version(epoch, k)).collect()
     }
 
     /// Streams every record (tombstones included) whose token lies in `ranges`, in batches of

@@ -148,3 +148,67 @@ fn a_digest_read_that_sees_a_newer_version_fetches_it_and_repairs() {
         );
     }
 }
+
+/// `get_many` asks each replica once for all its keys, then checks each key as `get` does.
+/// On storage nodes, with a stale replica in every position of the preference lists (first,
+/// second, third) and deletes among the updates: every key reads its newest value; each key's
+/// two replicas a quorum read asks hold the newest afterwards (the first repaired through a
+/// full read of the newer one, the second from the batch); with one node failing every
+/// request, the batch still answers from the others.
+#[test]
+fn get_many_answers_and_repairs_as_get_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = kv_wal::WalOptions::new().segment_size(4 << 20);
+    let nodes = kv_cluster::KvNodeBackend::new(kv_cluster::NodeOptions::new().wal(wal));
+    let backend = Arc::new(FaultyBackend::over(Arc::new(nodes)));
+    let cluster =
+        Cluster::open(dir.path(), ClusterOptions::new().backend(backend.clone())).unwrap();
+    let key = |i: usize| format!("key-{i}").into_bytes();
+    let mut expected: Vec<Option<Vec<u8>>> = Vec::new();
+    for i in 0..300 {
+        cluster.put(&key(i), b"old").unwrap();
+        expected.push(Some(b"old".to_vec()));
+    }
+    // Key i misses its update on the replica at position i % 3 (i % 4 == 0: no update).
+    for (i, want) in expected.iter_mut().enumerate() {
+        if i % 4 == 0 {
+            continue;
+        }
+        let stale = cluster.placement_of(&key(i)).unwrap().expected[i % 3].to_string();
+        backend.faults.down.lock().push(stale);
+        if i % 5 == 0 {
+            cluster.delete(&key(i)).unwrap();
+            *want = None;
+        } else {
+            let v = format!("new-{i}").into_bytes();
+            cluster.put(&key(i), &v).unwrap();
+            *want = Some(v);
+        }
+        backend.faults.down.lock().clear();
+    }
+    let mut keys: Vec<Vec<u8>> = (0..300).map(key).collect();
+    keys.push(b"never-written".to_vec());
+    let got = cluster.get_many(&keys).unwrap();
+    assert_eq!(got.len(), 301);
+    for (i, v) in got.iter().take(300).enumerate() {
+        assert_eq!(v.as_deref(), expected[i].as_deref(), "key {i}");
+    }
+    assert_eq!(got[300], None);
+    for (i, want) in expected.iter().enumerate() {
+        let p = cluster.placement_of(&key(i)).unwrap();
+        for asked in &p.expected[..2] {
+            let held = p.held.iter().find(|(id, _, _)| id == asked).unwrap();
+            assert_eq!(held.1.as_deref(), want.as_deref(), "key {i} on {asked}");
+        }
+    }
+    // One node fails every call: the batch still answers every key from the other two.
+    backend.faults.down.lock().push("node2".into());
+    let got = cluster.get_many(&keys).unwrap();
+    for (i, v) in got.iter().take(300).enumerate() {
+        assert_eq!(
+            v.as_deref(),
+            expected[i].as_deref(),
+            "key {i}, node2 failing"
+        );
+    }
+}

@@ -412,6 +412,39 @@ impl Node {
             .map(|l| l.version)
     }
 
+    /// [`Node::version_of`] for several keys, answers in order; the index lookups of the keys
+    /// the cache does not hold are made together, as in [`Node::get_many`].
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// use kv_node::{Node, NodeOptions, Version};
+    /// let node = Node::open(dir.path(), NodeOptions::new())?;
+    /// node.apply(b"a", Some(b"v"), Version::new(7))?;
+    /// node.apply(b"b", None, Version::new(8))?;
+    /// assert_eq!(
+    ///     node.versions_of(&[&b"a"[..], b"b", b"c"]),
+    ///     vec![Some(Version::new(7)), Some(Version::new(8)), None]
+    /// );
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn versions_of<K: AsRef<[u8]>>(&self, keys: &[K]) -> Vec<Option<Version>> {
+        let mut found: Vec<Option<Version>> = keys
+            .iter()
+            .map(|k| self.inner.cache.peek(k.as_ref()).map(|(_, v)| v))
+            .collect();
+        let missed: Vec<(usize, (u64, &[u8]))> = keys
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| found[i].is_none())
+            .map(|(i, k)| (i, (kv_ring::token(k.as_ref()), k.as_ref())))
+            .collect();
+        let lookups: Vec<(u64, &[u8])> = missed.iter().map(|&(_, l)| l).collect();
+        for ((i, _), loc) in missed.iter().zip(self.inner.index.get_many(&lookups)) {
+            found[*i] = loc.map(|l| l.version);
+        }
+        found
+    }
+
     /// Stores `value` under `key` with a new version from the node's clock (single-node use;
     /// a cluster assigns versions itself and calls [`Node::apply`]). Returns the version.
     ///

@@ -124,6 +124,9 @@ proptest! {
                         .map(|g| g.map(|(v, ver)| (v.to_vec(), ver)))
                         .collect();
                     prop_assert_eq!(got, want);
+                    // Versions include tombstones'.
+                    let want: Vec<_> = keys.iter().map(|&k| model.get(&key(k)).map(|(_, ver)| *ver)).collect();
+                    prop_assert_eq!(node.versions_of(&ks), want);
                 }
                 Op::DropRange { start, width } => {
                     let r = TokenRange::new(start, start.wrapping_add(width.max(1)));

@@ -1,0 +1,141 @@
+//! Batched reads: [`Cluster::get_many`] asks each replica once for all of its keys.
+//!
+//! A read of one key asks its first up replica for the record and the next `R - 1` for the
+//! version only (see `ops.rs`). For many keys, the same questions are grouped by replica: one
+//! [`Replica::read_many`] per first replica and one [`Replica::read_versions`] per other, so
+//! a storage node can overlap its cache misses across the keys (`kv_node::Node::get_many`).
+//!
+//! The answers are then checked per key as a single read checks them. Whatever is not the
+//! common case goes back to the single-key read for that key, which handles it: a replica
+//! that reported a *newer* version than the record fetched (the read must return that
+//! record), a group whose request failed (the single read moves on to the next replica), a
+//! key with fewer than `R` replicas up (the single read reports it unavailable), and every
+//! key while a membership change is pending. A replica that reported an *older* version is
+//! repaired with the newest record, best effort, as a single read does.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kv_node::{Version, Versioned, Write};
+use kv_ring::token;
+
+use crate::cluster::Cluster;
+use crate::error::Result;
+use crate::replica::Replica;
+use crate::routing::Routing;
+
+/// The questions for one replica: the positions of the keys it is asked about.
+struct Group<'r> {
+    node: &'r Arc<dyn Replica>,
+    keys: Vec<usize>,
+}
+
+/// Adds key `i` to `node`'s group.
+fn ask<'r>(groups: &mut Vec<Group<'r>>, node: &'r Arc<dyn Replica>, i: usize) {
+    match groups.iter_mut().find(|g| Arc::ptr_eq(g.node, node)) {
+        Some(g) => g.keys.push(i),
+        None => groups.push(Group {
+            node,
+            keys: vec![i],
+        }),
+    }
+}
+
+/// One key's answers so far.
+#[derive(Default)]
+struct Answer<'r> {
+    /// The first replica's record.
+    newest: Option<(Option<Bytes>, Version)>,
+    /// The other replicas asked, with the version each holds (`Version::ZERO`: none).
+    others: smallvec::SmallVec<[(&'r Arc<dyn Replica>, Version); 2]>,
+    /// Not answered here: the single-key read decides.
+    slow: bool,
+}
+
+impl Cluster {
+    /// The newest record of each key among `R` replicas (tombstones included), with
+    /// read repair: what [`Cluster::read`] answers for each key, in order.
+    pub(crate) fn read_many<K: AsRef<[u8]>>(
+        &self,
+        routing: &Routing,
+        keys: &[K],
+    ) -> Result<Vec<Option<Versioned>>> {
+        let consistency = self.opts.read;
+        if routing.pending.is_some() || keys.len() < 2 {
+            return keys
+                .iter()
+                .map(|k| self.read(routing, k.as_ref(), consistency))
+                .collect();
+        }
+        let needed = consistency.required(self.rf);
+        let epoch = routing.epoch();
+        let mut answers: Vec<Answer<'_>> = keys.iter().map(|_| Answer::default()).collect();
+        let mut full: Vec<Group<'_>> = Vec::new();
+        let mut versions: Vec<Group<'_>> = Vec::new();
+        for (i, k) in keys.iter().enumerate() {
+            let replicas = routing.replicas(token(k.as_ref()), self.rf)?;
+            let mut up = replicas
+                .iter()
+                .filter_map(|&(_, node)| node)
+                .filter(|n| !n.is_down());
+            let asked: smallvec::SmallVec<[&Arc<dyn Replica>; 4]> =
+                up.by_ref().take(needed).collect();
+            // Fewer than `R` up, or a replica without a handle: the single read reports it.
+            if asked.len() < needed || replicas.iter().any(|(_, n)| n.is_none()) {
+                answers[i].slow = true;
+                continue;
+            }
+            if let Some((first, rest)) = asked.split_first() {
+                ask(&mut full, first, i);
+                for node in rest {
+                    ask(&mut versions, node, i);
+                }
+            }
+        }
+        for g in &full {
+            let ks: Vec<&[u8]> = g.keys.iter().map(|&i| keys[i].as_ref()).collect();
+            match g.node.read_many(epoch, &ks) {
+                Ok(found) if found.len() == ks.len() => {
+                    for (&i, f) in g.keys.iter().zip(found) {
+                        answers[i].newest = f;
+                    }
+                }
+                _ => g.keys.iter().for_each(|&i| answers[i].slow = true),
+            }
+        }
+        for g in &versions {
+            let ks: Vec<&[u8]> = g.keys.iter().map(|&i| keys[i].as_ref()).collect();
+            match g.node.read_versions(epoch, &ks) {
+                Ok(found) if found.len() == ks.len() => {
+                    for (&i, v) in g.keys.iter().zip(found) {
+                        answers[i].others.push((g.node, v.unwrap_or(Version::ZERO)));
+                    }
+                }
+                _ => g.keys.iter().for_each(|&i| answers[i].slow = true),
+            }
+        }
+        keys.iter()
+            .zip(answers)
+            .map(|(k, a)| {
+                let have = a.newest.as_ref().map_or(Version::ZERO, |(_, v)| *v);
+                if a.slow || a.others.iter().any(|&(_, v)| v > have) {
+                    return self.read(routing, k.as_ref(), consistency);
+                }
+                if let Some((value, version)) = &a.newest {
+                    let write = Write {
+                        key: k.as_ref(),
+                        value: value.as_deref(),
+                        version: *version,
+                    };
+                    for (node, seen) in &a.others {
+                        if seen < version {
+                            // Best effort: a replica that fails here is left to anti-entropy.
+                            let _ = node.apply(epoch, write);
+                        }
+                    }
+                }
+                Ok(a.newest)
+            })
+            .collect()
+    }
+}
