@@ -66,28 +66,36 @@ impl Arena {
 
     /// A block of `size` bytes (a multiple of `UNIT`), or `None` if no memory could be mapped.
     fn take(&mut self, size: usize) -> Option<usize> {
-        let found = self.by_size.range((size, 0)..).next().copied();
-        let (len, addr) = match found {
-            Some(extent) => extent,
-            None => {
-                let len = size.next_multiple_of(CHUNK);
-                let mut map = MmapMut::map_anon(len).ok()?;
-                #[cfg(all(target_os = "linux", not(miri)))]
-                {
-                    // Best effort: without huge pages the memory is still good.
-                    let _ = map.advise(memmap2::Advice::HugePage);
-                }
-                // Exposed, so that blocks carved from it can be turned back into pointers.
-                let addr = map.as_mut_ptr().expose_provenance();
-                let map = Arc::new(map);
-                populate_in_background(&map);
-                self.chunks.push(map);
-                self.give(addr, len);
-                (len, addr)
-            }
-        };
-        self.by_size.remove(&(len, addr));
-        self.by_addr.remove(&addr);
+        if let Some(addr) = self.carve(size) {
+            return Some(addr);
+        }
+        self.map_chunk(size.next_multiple_of(CHUNK))?;
+        self.carve(size)
+    }
+
+    /// Maps a new chunk of `len` bytes and adds it to the free extents.
+    fn map_chunk(&mut self, len: usize) -> Option<()> {
+        let mut map = MmapMut::map_anon(len).ok()?;
+        #[cfg(all(target_os = "linux", not(miri)))]
+        {
+            // Best effort: without huge pages the memory is still good.
+            let _ = map.advise(memmap2::Advice::HugePage);
+        }
+        // Exposed, so that blocks carved from it can be turned back into pointers.
+        let addr = map.as_mut_ptr().expose_provenance();
+        let map = Arc::new(map);
+        populate_in_background(&map);
+        self.chunks.push(map);
+        // The kernel often maps the new chunk right next to an older one: `give` then merges
+        // it with a free extent there, so what is free is looked up again, never assumed.
+        self.give(addr, len);
+        Some(())
+    }
+
+    /// Takes `size` bytes from the start of the smallest free extent that holds them.
+    fn carve(&mut self, size: usize) -> Option<usize> {
+        let (len, addr) = self.by_size.range((size, 0)..).next().copied()?;
+        self.remove(addr, len);
         if len > size {
             self.insert(addr + size, len - size);
         }
@@ -235,6 +243,78 @@ mod tests {
         let arena = a.0.lock();
         assert_eq!(arena.free_bytes(), CHUNK, "everything back, in one extent");
         assert_eq!(arena.by_addr.len(), 1);
+    }
+
+    /// The two maps describe the same extents, and no two extents touch.
+    fn assert_consistent(arena: &Arena) {
+        let from_addr: BTreeSet<(usize, usize)> =
+            arena.by_addr.iter().map(|(&a, &l)| (l, a)).collect();
+        assert_eq!(from_addr, arena.by_size);
+        let extents: Vec<_> = arena.by_addr.iter().collect();
+        for w in extents.windows(2) {
+            assert!(w[0].0 + w[0].1 < *w[1].0, "adjacent or overlapping: {w:?}");
+        }
+    }
+
+    /// A new chunk can land right below a free extent of an older one (mmap maps downwards)
+    /// and merge with it. The block carved from it must then be gone from both maps: it was
+    /// not (the merged extent stayed in `by_size`), and a later allocation got the same block
+    /// again, which corrupted the index of a node under a cluster's redistribution.
+    #[test]
+    fn a_chunk_merged_with_a_free_neighbour_is_carved_once() {
+        let mut arena = Arena::default();
+        let older = 1 << 30;
+        arena.give(older, CHUNK); // an older chunk, all free (no memory behind: not touched)
+        arena.give(older - 2 * CHUNK, 2 * CHUNK); // what `map_chunk` adds, right below
+        assert_consistent(&arena);
+        let a = arena.carve(2 * CHUNK).unwrap();
+        assert_consistent(&arena);
+        let b = arena.carve(CHUNK).unwrap();
+        assert_consistent(&arena);
+        assert!(
+            a + 2 * CHUNK <= b || b + CHUNK <= a,
+            "{a:#x} and {b:#x} overlap"
+        );
+        assert_eq!(
+            arena.carve(UNIT),
+            None,
+            "all three chunks' worth handed out"
+        );
+    }
+
+    /// The same through real mappings: a freed chunk, then a larger request (a new chunk,
+    /// often mapped next to the first), then one more; no two live blocks overlap.
+    #[test]
+    fn blocks_from_neighbouring_chunks_never_overlap() {
+        let a = HugePages::default();
+        let half = Layout::from_size_align(CHUNK / 2, 64).unwrap();
+        let x = a.allocate(half).unwrap();
+        // SAFETY: allocated above with `half`.
+        unsafe { a.deallocate(x.cast(), half) };
+        let sizes = [2 * CHUNK, CHUNK, CHUNK / 2, CHUNK];
+        let layouts: Vec<_> = sizes
+            .iter()
+            .map(|&s| Layout::from_size_align(s, 64).unwrap())
+            .collect();
+        let blocks: Vec<_> = layouts.iter().map(|&l| a.allocate(l).unwrap()).collect();
+        let spans: Vec<_> = blocks
+            .iter()
+            .map(|b| (b.cast::<u8>().as_ptr().addr(), b.len()))
+            .collect();
+        for (i, &(p, l)) in spans.iter().enumerate() {
+            for &(q, m) in &spans[i + 1..] {
+                assert!(
+                    p + l <= q || q + m <= p,
+                    "{p:#x}+{l} and {q:#x}+{m} overlap"
+                );
+            }
+        }
+        assert_consistent(&a.0.lock());
+        for (b, l) in blocks.into_iter().zip(layouts) {
+            // SAFETY: allocated above with `l`, freed once.
+            unsafe { a.deallocate(b.cast(), l) };
+        }
+        assert_consistent(&a.0.lock());
     }
 
     #[test]
