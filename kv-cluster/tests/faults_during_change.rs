@@ -62,6 +62,37 @@ fn a_failed_export_leaves_the_change_pending_and_resume_completes_it() {
 }
 
 #[test]
+fn a_failed_sync_of_the_destination_leaves_the_change_pending_and_uncommitted() {
+    let (_dir, backend, cluster, model) = setup();
+    // Every record reaches node4, but it cannot make them durable: no pair may be recorded
+    // as streamed, and the ring must not switch.
+    backend.faults.sync_down.lock().push("node4".into());
+    assert!(matches!(
+        cluster.add_node("node4"),
+        Err(Error::StaleEpoch { .. })
+    ));
+    assert_eq!(cluster.pending_change().unwrap().0, ChangeKind::Add);
+    assert_eq!(cluster.ring().len(), 3);
+    write_some(&cluster, &model, b"while pending");
+
+    backend.faults.sync_down.lock().clear();
+    let summary = cluster
+        .resume_change(|_| ControlFlow::Continue(()))
+        .unwrap()
+        .unwrap();
+    assert_eq!(cluster.ring().len(), 4);
+    // Nothing was recorded as streamed before: the resume streamed every key node4 holds.
+    let on_node4 = (0..2_000)
+        .filter(|&i| {
+            let placement = cluster.placement_of(&common::key(i)).unwrap();
+            placement.expected.iter().any(|n| n.as_str() == "node4")
+        })
+        .count() as u64;
+    assert_eq!(summary.keys_moved, on_node4);
+    common::check(&cluster, &model);
+}
+
+#[test]
 fn a_failed_cleanup_is_redone_on_reopen() {
     let (dir, backend, cluster, model) = setup();
     backend.faults.drop.store(true, Ordering::Relaxed);

@@ -21,6 +21,8 @@ pub struct Faults {
     pub down: Mutex<Vec<String>>,
     /// Nodes whose exports fail.
     pub export_down: Mutex<Vec<String>>,
+    /// Nodes whose syncs fail.
+    pub sync_down: Mutex<Vec<String>>,
     /// Called after each successful `drop_ranges` (a crash test parks there).
     #[allow(clippy::type_complexity)]
     pub after_drop: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
@@ -117,6 +119,11 @@ impl Replica for Faulty {
         self.inner.fence(epoch)
     }
     fn sync(&self) -> Result<()> {
+        let down = self.faults.sync_down.lock();
+        if down.iter().any(|d| d == self.id().as_str()) {
+            return Err(injected());
+        }
+        drop(down);
         self.inner.sync()
     }
     fn is_down(&self) -> bool {
