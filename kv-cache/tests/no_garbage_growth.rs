@@ -2,6 +2,7 @@
 //! its queues as removed entries, or waiting in crossbeam-epoch's deferred bags) stay bounded by
 //! a multiple of the capacity, and once the cache is dropped every value is freed exactly once.
 
+use std::sync::Barrier;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use kv_cache::{Cache, CacheBuilder};
@@ -36,23 +37,33 @@ impl Drop for Counted {
 const CAPACITY: u64 = 1_000;
 /// Smaller under Miri, which runs this about a thousand times slower.
 const OPS_PER_THREAD: u64 = if cfg!(miri) { 2_000 } else { 300_000 };
-/// Allowed live values: the entries, removed entries awaiting the hand (at most as many as
-/// live ones plus 64 per shard), retired nodes not yet deferred (under 64 per shard), and epoch
-/// lag (a thread's bag holds up to 64 deferred batches of up to 64 nodes, but is flushed every
+/// Both threads stop every this many operations, so that garbage is measured with nobody
+/// pinned.
+const CHECK_EVERY: u64 = if cfg!(miri) { 1_000 } else { 10_000 };
+/// Allowed live values at a checkpoint: the entries, removed entries awaiting the hand (at
+/// most as many as live ones plus 64 per shard), retired nodes not yet deferred (under 64 per
+/// shard), and deferred garbage the epoch has not reached yet (a thread's bag is flushed every
 /// 256 writes per shard, or sooner once a shard's capacity plus 64 was deferred).
+///
+/// Between checkpoints garbage can pile up further for a reason no cache can help: a thread
+/// preempted while pinned holds the epoch back, and the other keeps deferring. On a loaded
+/// 2-core machine that peak reached 44,000-70,000 values (a time slice of the other thread's
+/// writes), so it is printed, not asserted: what must not grow is what is left once the
+/// threads are quiescent, which is what "no unbounded garbage growth" means.
 const BOUND: i64 = 4 * CAPACITY as i64 + 4096;
 
 #[test]
 fn garbage_stays_bounded_and_everything_is_freed_on_drop() {
     let cache: Cache<u64, Counted> = CacheBuilder::new(CAPACITY).shards(4).build();
-    let mut peak = 0;
+    let barrier = Barrier::new(2);
+    let (mut settled, mut peak) = (0, 0);
     std::thread::scope(|s| {
-        let cache = &cache;
+        let (cache, barrier) = (&cache, &barrier);
         let workers: Vec<_> = (0..2u64)
             .map(|thread| {
                 s.spawn(move || {
                     let mut rng = StdRng::seed_from_u64(0xD00D + thread);
-                    let mut peak = 0;
+                    let (mut settled, mut peak) = (0, 0);
                     for op in 0..OPS_PER_THREAD {
                         let key = rng.random_range(0..10_000);
                         match rng.random_range(0..10) {
@@ -63,19 +74,39 @@ fn garbage_stays_bounded_and_everything_is_freed_on_drop() {
                         if op % 1000 == 0 {
                             peak = peak.max(LIVE.load(Ordering::SeqCst));
                         }
+                        if op % CHECK_EVERY == CHECK_EVERY - 1 {
+                            // Nobody is pinned between the first two waits: the epoch can
+                            // advance, and each flush collects a few sealed bags.
+                            barrier.wait();
+                            for _ in 0..256 {
+                                crossbeam_epoch::pin().flush();
+                            }
+                            barrier.wait();
+                            settled = settled.max(LIVE.load(Ordering::SeqCst));
+                            barrier.wait();
+                        }
                     }
-                    peak
+                    (settled, peak)
                 })
             })
             .collect();
         for worker in workers {
-            peak = peak.max(worker.join().expect("worker panicked"));
+            let (s, p) = worker.join().expect("worker panicked");
+            settled = settled.max(s);
+            peak = peak.max(p);
         }
     });
-    println!("peak live values {peak} (capacity {CAPACITY}, bound {BOUND})");
+    println!(
+        "live values: at most {settled} at the checkpoints (bound {BOUND}), peak {peak} between \
+         them (capacity {CAPACITY})"
+    );
     assert!(
-        peak <= BOUND,
-        "peak {peak} live values for capacity {CAPACITY}"
+        settled <= BOUND,
+        "{settled} live values at a quiescent checkpoint for capacity {CAPACITY}"
+    );
+    assert!(
+        settled >= CAPACITY as i64 / 2,
+        "the cache was filled: {settled}"
     );
 
     drop(cache);
