@@ -91,6 +91,17 @@ pub(crate) fn encode_entry(
     value: Option<&[u8]>,
 ) {
     out.clear();
+    append_entry(out, token, version, key, value);
+}
+
+/// [`encode_entry`] at the end of `out` (for a batch: payloads back to back).
+pub(crate) fn append_entry(
+    out: &mut Vec<u8>,
+    token: u64,
+    version: Version,
+    key: &[u8],
+    value: Option<&[u8]>,
+) {
     out.reserve(ENTRY_HEADER + key.len() + value.map_or(0, <[u8]>::len));
     put_entry_header(out, token, version, key.len(), value.is_none());
     out.put_slice(key);

@@ -136,11 +136,26 @@ impl Hlc {
     /// Records a version seen elsewhere (a replica's, a recovered one), so later versions
     /// from this clock are larger.
     pub fn observe(&self, seen: Version) {
-        // Read first: nearly every version seen is older, and a plain load keeps the line
-        // shared between the cores instead of bouncing it on every write.
-        if seen.as_u64() > self.last.load(Ordering::Relaxed) {
-            self.last.fetch_max(seen.as_u64(), Ordering::AcqRel);
-        }
+        self.observe_newer(seen);
+    }
+
+    /// [`Hlc::observe`], and whether `seen` is newer than every version this clock returned
+    /// or observed before. A store that observes the version of every write it applies
+    /// learns, without looking, that it holds nothing as new for the key.
+    ///
+    /// ```
+    /// let hlc = kv_node::Hlc::new();
+    /// let v = hlc.now();
+    /// assert!(!hlc.observe_newer(v)); // returned already
+    /// let later = kv_node::Version::from_parts(v.millis() + 1000, 0);
+    /// assert!(hlc.observe_newer(later));
+    /// assert!(!hlc.observe_newer(later));
+    /// ```
+    pub fn observe_newer(&self, seen: Version) -> bool {
+        // Read first: a plain load keeps the line shared between the cores when the version
+        // is not newer, instead of bouncing it.
+        seen.as_u64() > self.last.load(Ordering::Relaxed)
+            && self.last.fetch_max(seen.as_u64(), Ordering::AcqRel) < seen.as_u64()
     }
 }
 
