@@ -114,6 +114,15 @@ fn a_read_repairs_the_stale_replicas_it_saw_before_returning() {
     assert_eq!(versions(&cluster, b"gone").len(), 3);
 }
 
+/// A cluster of storage nodes (small log segments) behind a fault injector.
+fn on_storage_nodes(dir: &std::path::Path) -> (Cluster, Arc<FaultyBackend>) {
+    let wal = kv_wal::WalOptions::new().segment_size(4 << 20);
+    let nodes = kv_cluster::KvNodeBackend::new(kv_cluster::NodeOptions::new().wal(wal));
+    let backend = Arc::new(FaultyBackend::over(Arc::new(nodes)));
+    let cluster = Cluster::open(dir, ClusterOptions::new().backend(backend.clone())).unwrap();
+    (cluster, backend)
+}
+
 /// Quorum reads read the first replica in full and the others only for their version (a
 /// digest read). On storage nodes, with the *first* replica stale: the newer version seen
 /// in a digest makes the coordinator read that replica in full, return its value, and repair
@@ -121,11 +130,7 @@ fn a_read_repairs_the_stale_replicas_it_saw_before_returning() {
 #[test]
 fn a_digest_read_that_sees_a_newer_version_fetches_it_and_repairs() {
     let dir = tempfile::tempdir().unwrap();
-    let wal = kv_wal::WalOptions::new().segment_size(4 << 20);
-    let nodes = kv_cluster::KvNodeBackend::new(kv_cluster::NodeOptions::new().wal(wal));
-    let backend = Arc::new(FaultyBackend::over(Arc::new(nodes)));
-    let cluster =
-        Cluster::open(dir.path(), ClusterOptions::new().backend(backend.clone())).unwrap();
+    let (cluster, backend) = on_storage_nodes(dir.path());
     for (key, newer) in [(&b"k"[..], Some(&b"new"[..])), (&b"gone"[..], None)] {
         cluster.put(key, b"old").unwrap();
         let first = cluster.placement_of(key).unwrap().expected[0].to_string();
@@ -158,11 +163,7 @@ fn a_digest_read_that_sees_a_newer_version_fetches_it_and_repairs() {
 #[test]
 fn get_many_answers_and_repairs_as_get_does() {
     let dir = tempfile::tempdir().unwrap();
-    let wal = kv_wal::WalOptions::new().segment_size(4 << 20);
-    let nodes = kv_cluster::KvNodeBackend::new(kv_cluster::NodeOptions::new().wal(wal));
-    let backend = Arc::new(FaultyBackend::over(Arc::new(nodes)));
-    let cluster =
-        Cluster::open(dir.path(), ClusterOptions::new().backend(backend.clone())).unwrap();
+    let (cluster, backend) = on_storage_nodes(dir.path());
     let key = |i: usize| format!("key-{i}").into_bytes();
     let mut expected: Vec<Option<Vec<u8>>> = Vec::new();
     for i in 0..300 {
