@@ -212,17 +212,19 @@ impl Wal {
             }
             _ => None,
         };
+        // Best effort, like the faults it saves: without the thread, appenders fault their
+        // pages in themselves (and an error here would leave the flusher running).
         let prefaulter = {
             let s = Arc::clone(&shared);
             std::thread::Builder::new()
                 .name("kv-wal-prefault".into())
                 .spawn(move || s.prefault_loop())
-                .map_err(|e| Error::io("spawn prefault thread", &shared.dir, e))?
+                .ok()
         };
         Ok(Wal {
             shared,
             flusher,
-            prefaulter: Some(prefaulter),
+            prefaulter,
             report: rec.report,
             _lock: lock,
         })
