@@ -46,9 +46,10 @@ pub(crate) struct HugePages(Arc<Mutex<Arena>>);
 
 #[derive(Default)]
 struct Arena {
-    /// Every chunk mapped so far; never unmapped before the arena is dropped (and the
-    /// thread populating it, if still running, is done).
-    chunks: Vec<Arc<MmapMut>>,
+    /// Every chunk mapped so far; never unmapped before the arena is dropped. Not faulted in
+    /// ahead (that was tried: it made every node hold a whole 32 MiB chunk from its first
+    /// write, against ~3 MiB with pages taken as the tables touch them).
+    chunks: Vec<MmapMut>,
     /// Free extents: start address -> length. Never two adjacent ones (they are merged).
     by_addr: BTreeMap<usize, usize>,
     /// The same extents by (length, start), for best fit.
@@ -83,8 +84,6 @@ impl Arena {
         }
         // Exposed, so that blocks carved from it can be turned back into pointers.
         let addr = map.as_mut_ptr().expose_provenance();
-        let map = Arc::new(map);
-        populate_in_background(&map);
         self.chunks.push(map);
         // The kernel often maps the new chunk right next to an older one: `give` then merges
         // it with a free extent there, so what is free is looked up again, never assumed.
@@ -133,25 +132,6 @@ impl Arena {
     fn free_bytes(&self) -> usize {
         self.by_addr.values().sum()
     }
-}
-
-/// Faults a new chunk in on a thread of its own (best effort, Linux only), so that the first
-/// touch of each huge page (the kernel zeroing 2 MiB) happens off the thread that allocated:
-/// measured, a tenth of the time of a single thread's puts into a growing node went to those
-/// faults. The thread holds the mapping until it is done; pages it has not reached yet are
-/// faulted in by whoever touches them first, as without it.
-fn populate_in_background(chunk: &Arc<MmapMut>) {
-    #[cfg(all(target_os = "linux", not(miri)))]
-    {
-        let chunk = Arc::clone(chunk);
-        let _ = std::thread::Builder::new()
-            .name("kv-node-populate".into())
-            .spawn(move || {
-                let _ = chunk.advise(memmap2::Advice::PopulateWrite);
-            });
-    }
-    #[cfg(not(all(target_os = "linux", not(miri))))]
-    let _ = chunk;
 }
 
 fn block_size(layout: Layout) -> usize {
