@@ -154,9 +154,9 @@ pub enum Error {
 }
 
 impl Error {
-    /// Whether the error is the request's fault (an empty or oversized key or value), so that
-    /// every replica would refuse it alike: it is returned as is rather than as
-    /// [`Error::Unavailable`].
+    /// Whether the error is the request's fault (an empty or oversized key or value, a
+    /// version past the limit), so that every replica would refuse it alike: it is returned
+    /// as is rather than as [`Error::Unavailable`].
     pub fn is_invalid_request(&self) -> bool {
         matches!(
             self,
@@ -164,7 +164,8 @@ impl Error {
                 source: kv_node::Error::EmptyKey
                     | kv_node::Error::KeyTooLarge { .. }
                     | kv_node::Error::ValueTooLarge { .. }
-                    | kv_node::Error::BatchTooLarge { .. },
+                    | kv_node::Error::BatchTooLarge { .. }
+                    | kv_node::Error::VersionTooLarge { .. },
                 ..
             }
         )

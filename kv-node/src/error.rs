@@ -35,6 +35,15 @@ pub enum Error {
         max: usize,
     },
 
+    /// The version is at or past [`Version::LIMIT`](crate::Version::LIMIT).
+    #[error(
+        "version {version} is past the limit (year 6429); is a clock or a client sending garbage?"
+    )]
+    VersionTooLarge {
+        /// The version refused.
+        version: crate::Version,
+    },
+
     /// A batch must fit in one log segment, to be atomic.
     #[error("batch of {bytes} bytes does not fit in one log segment ({max} bytes)")]
     BatchTooLarge {

@@ -41,8 +41,8 @@ pub(crate) enum Upsert {
     Inserted,
     /// The key's previous newest record is now dead.
     Replaced(Location),
-    /// The index already had a newer (or the same) version: the new record is dead.
-    Kept,
+    /// The index already had a newer (or the same) version, this one: the new record is dead.
+    Kept(Location),
 }
 
 pub(crate) struct Index {
@@ -144,7 +144,7 @@ impl Index {
                 if newer {
                     Upsert::Replaced(std::mem::replace(&mut e.loc, loc))
                 } else {
-                    Upsert::Kept
+                    Upsert::Kept(e.loc)
                 }
             }
             hash_table::Entry::Vacant(v) => {
@@ -167,6 +167,24 @@ impl Index {
                 true
             }
             _ => false,
+        }
+    }
+
+    /// Points the key's tombstone of `version` at `to` if it is logged before `to` (a copy
+    /// written after a stale record of the key); returns where it was.
+    pub fn advance_tombstone(
+        &self,
+        token: u64,
+        key: &[u8],
+        version: Version,
+        to: Lsn,
+    ) -> Option<Lsn> {
+        let mut part = self.parts[self.part_of(token)].write();
+        match part.find_mut(hash(token), |e| is(e, token, key)) {
+            Some(e) if e.loc.tombstone && e.loc.version == version && e.loc.lsn < to => {
+                Some(std::mem::replace(&mut e.loc.lsn, to))
+            }
+            _ => None,
         }
     }
 
@@ -251,8 +269,14 @@ mod tests {
     fn upsert_keeps_the_highest_version() {
         let ix = Index::new(4);
         assert_eq!(ix.upsert(5, b"k", loc(2, 100), false), Upsert::Inserted);
-        assert_eq!(ix.upsert(5, b"k", loc(1, 200), false), Upsert::Kept);
-        assert_eq!(ix.upsert(5, b"k", loc(2, 300), false), Upsert::Kept);
+        assert_eq!(
+            ix.upsert(5, b"k", loc(1, 200), false),
+            Upsert::Kept(loc(2, 100))
+        );
+        assert_eq!(
+            ix.upsert(5, b"k", loc(2, 300), false),
+            Upsert::Kept(loc(2, 100))
+        );
         assert_eq!(ix.get(5, b"k"), Some(loc(2, 100)));
         assert_eq!(
             ix.upsert(5, b"k", loc(2, 300), true),

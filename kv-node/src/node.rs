@@ -165,8 +165,9 @@ impl Node {
     ///
     /// # Errors
     ///
-    /// [`Error::EmptyKey`], [`Error::KeyTooLarge`], [`Error::ValueTooLarge`]; [`Error::Wal`] if
-    /// the log cannot take it (a full disk, a failed flush).
+    /// [`Error::EmptyKey`], [`Error::KeyTooLarge`], [`Error::ValueTooLarge`],
+    /// [`Error::VersionTooLarge`]; [`Error::Wal`] if the log cannot take it (a full disk, a
+    /// failed flush).
     ///
     /// ```
     /// # let dir = tempfile::tempdir()?;
@@ -178,6 +179,7 @@ impl Node {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn apply(&self, key: &[u8], value: Option<&[u8]>, version: Version) -> Result<bool> {
+        check_version(version)?;
         self.apply_checked(key, value, version, true)
     }
 
@@ -196,10 +198,11 @@ impl Node {
     ) -> Result<bool> {
         self.inner.check(key, value)?;
         let token = kv_ring::token(key);
-        let changed = self
-            .inner
-            .write_with(token, key, value, version, look_first)?
-            != Upsert::Kept;
+        let changed = !matches!(
+            self.inner
+                .write_with(token, key, value, version, look_first)?,
+            Upsert::Kept(_)
+        );
         if changed {
             self.inner.refresh_cache(token, key, value, version);
         } else {
@@ -572,6 +575,15 @@ fn build_cache(capacity: CacheCapacity) -> ValueCache {
     }
 }
 
+/// Refuses a version from elsewhere past [`Version::LIMIT`] (the node's clock would follow
+/// it to its end).
+fn check_version(version: Version) -> Result<()> {
+    if version >= Version::LIMIT {
+        return Err(Error::VersionTooLarge { version });
+    }
+    Ok(())
+}
+
 /// Framed size of a payload in the log.
 pub(crate) fn frame(payload_len: usize) -> u64 {
     kv_wal::layout::frame_len(payload_len) as u64
@@ -611,7 +623,7 @@ impl Inner {
             && let Some(cur) = self.index.get(token, key)
             && cur.version >= version
         {
-            return Ok(Upsert::Kept);
+            return Ok(Upsert::Kept(cur));
         }
         let payload_len = record::entry_len(key, value);
         ENCODE_BUF.with_borrow_mut(|buf| {
@@ -627,8 +639,44 @@ impl Inner {
             self.segments.written(lsn.segment(), frame(payload_len));
             let outcome = self.index.upsert(token, key, loc, false);
             self.account(&outcome, loc);
+            if let Upsert::Kept(cur) = outcome {
+                self.restate_tombstone(token, key, cur, lsn)?;
+            }
             Ok(outcome)
         })
+    }
+
+    /// After a record of `key` logged at `stale` lost to `cur` in the index (a newer write
+    /// won the race between this one's lookup and its append): if `cur` is a tombstone
+    /// logged *before* `stale`, logs it again after it and points the index there. The
+    /// caller holds the write gate, so compaction cannot move `cur` meanwhile.
+    ///
+    /// Why: compaction purges a tombstone with its segment once its grace period is over,
+    /// and then nothing in the log says the older record at `stale`, in a later segment
+    /// still there, is dead; a reopen would bring the deleted key back. A tombstone logged
+    /// after every older record of its key is purged only with (or after) all of them.
+    pub fn restate_tombstone(
+        &self,
+        token: u64,
+        key: &[u8],
+        cur: Location,
+        stale: Lsn,
+    ) -> Result<()> {
+        if !cur.tombstone || cur.lsn > stale {
+            return Ok(());
+        }
+        let mut buf = Vec::new();
+        record::encode_entry(&mut buf, token, cur.version, key, None);
+        let lsn = self.wal.append(&buf)?;
+        let bytes = frame(buf.len());
+        self.segments.written(lsn.segment(), bytes);
+        // Another restatement (for another stale record) may have moved it further already.
+        let dead = self
+            .index
+            .advance_tombstone(token, key, cur.version, lsn)
+            .unwrap_or(lsn);
+        self.segments.dead(dead.segment(), bytes);
+        Ok(())
     }
 
     /// Enforces the limits on one write.
@@ -681,7 +729,7 @@ impl Inner {
                 self.live_bytes
                     .fetch_add(new_bytes - old_bytes as i64, Ordering::Relaxed);
             }
-            Upsert::Kept => self.segments.dead(loc.lsn.segment(), new_bytes as u64),
+            Upsert::Kept(_) => self.segments.dead(loc.lsn.segment(), new_bytes as u64),
         }
     }
 
@@ -786,6 +834,7 @@ impl Inner {
     pub fn apply_batch(&self, writes: &[Write<'_>]) -> Result<usize> {
         for w in writes {
             self.check(w.key, w.value)?;
+            check_version(w.version)?;
         }
         // Keep only the writes that are newer than what the index holds now (a write newer
         // than every version observed needs no look: see `write_with`).
@@ -813,10 +862,16 @@ impl Inner {
                 max: self.max_payload(),
             });
         }
+        self.log_batch(&todo)
+    }
+
+    /// The second half of [`Inner::apply_batch`]: logs the writes that passed its lookups,
+    /// `(token, write, payload length)`, as one batch, then updates the index and the cache.
+    pub fn log_batch(&self, todo: &[(u64, &Write<'_>, usize)]) -> Result<usize> {
         // Every payload in one buffer: one allocation per batch, not one per write.
         let mut buf = Vec::new();
         let mut ends = Vec::with_capacity(todo.len());
-        for (token, w, _) in &todo {
+        for (token, w, _) in todo {
             record::append_entry(&mut buf, *token, w.version, w.key, w.value);
             ends.push(buf.len());
         }
@@ -833,7 +888,7 @@ impl Inner {
             let _gate = self.gate.shared(todo[0].0);
             let first = self.wal.append_batch(&refs)?;
             let mut lsn = first;
-            for (token, w, len) in &todo {
+            for (token, w, len) in todo {
                 let loc = Location {
                     version: w.version,
                     lsn,
@@ -843,7 +898,8 @@ impl Inner {
                 self.segments.written(lsn.segment(), frame(*len));
                 let outcome = self.index.upsert(*token, w.key, loc, false);
                 self.account(&outcome, loc);
-                if outcome == Upsert::Kept {
+                if let Upsert::Kept(cur) = outcome {
+                    self.restate_tombstone(*token, w.key, cur, loc.lsn)?;
                     self.invalidate_older(w.key, w.version);
                 } else {
                     changed += 1;
@@ -936,10 +992,10 @@ mod tests {
         let node = cached_v1(dir.path());
         let token = kv_ring::token(b"k");
         // The winner: log and index, no cache refresh yet.
-        assert_ne!(
+        assert!(!matches!(
             node.inner.write(token, b"k", Some(b"three"), v(3)).unwrap(),
-            Upsert::Kept
-        );
+            Upsert::Kept(_)
+        ));
         assert!(!node.apply(b"k", Some(b"two"), v(2)).unwrap());
         assert_eq!(node.get(b"k").unwrap().unwrap().1, v(3));
     }
@@ -1003,6 +1059,104 @@ mod tests {
             node.get(b"k").unwrap(),
             Some((Bytes::from_static(b"local again"), v))
         );
+    }
+
+    fn purging_opts() -> NodeOptions {
+        NodeOptions::new()
+            .wal(
+                kv_wal::WalOptions::new()
+                    .segment_size(8 << 10)
+                    .sync(kv_wal::SyncPolicy::Never),
+            )
+            .background(false)
+            .tombstone_grace(std::time::Duration::ZERO)
+    }
+
+    /// Writes fresh keys until the log rolls over to a new segment.
+    fn seal_active_segment(node: &Node) {
+        let active = node.inner.wal.end_lsn().segment();
+        for i in 0u32.. {
+            if node.inner.wal.end_lsn().segment() != active {
+                return;
+            }
+            node.put(format!("filler{i}").as_bytes(), &[7; 100])
+                .unwrap();
+        }
+    }
+
+    /// `k` at version 1, deleted at version 3, the tombstone's segment sealed.
+    fn deleted_in_a_sealed_segment(dir: &Path) -> Node {
+        let node = Node::open(dir, purging_opts()).unwrap();
+        node.apply(b"k", Some(b"one"), v(1)).unwrap();
+        node.apply(b"k", None, v(3)).unwrap();
+        seal_active_segment(&node);
+        node
+    }
+
+    /// After the tombstone's segment was compacted and the tombstone purged, the key stays
+    /// deleted, before and after a reopen and once everything is compacted.
+    fn assert_stays_deleted(dir: &Path, node: Node) {
+        node.compact().unwrap();
+        assert_eq!(node.get(b"k").unwrap(), None);
+        drop(node);
+        let node = Node::open(dir, purging_opts()).unwrap();
+        assert_eq!(node.get(b"k").unwrap(), None, "resurrected on reopen");
+        seal_active_segment(&node);
+        node.compact().unwrap();
+        drop(node);
+        let node = Node::open(dir, purging_opts()).unwrap();
+        assert_eq!(node.get_versioned(b"k").unwrap(), None, "everything purged");
+    }
+
+    /// An older write (version 2) that lost the race to a tombstone (version 3) after its
+    /// lookup, so is logged after it (`look_first = false` stands for the lookup that came
+    /// too early). Purging the tombstone with its segment must not bring version 2 back
+    /// from the later segment on reopen: the tombstone is logged again after it.
+    #[test]
+    fn an_older_write_logged_after_a_tombstone_stays_deleted_after_its_purge() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = deleted_in_a_sealed_segment(dir.path());
+        let token = kv_ring::token(b"k");
+        let lost = node
+            .inner
+            .write_with(token, b"k", Some(b"two"), v(2), false);
+        assert!(matches!(lost.unwrap(), Upsert::Kept(cur) if cur.version == v(3)));
+        assert_stays_deleted(dir.path(), node);
+    }
+
+    /// The same in a batch (`log_batch` is `apply_batch` after its lookups).
+    #[test]
+    fn an_older_batch_write_logged_after_a_tombstone_stays_deleted_after_its_purge() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = deleted_in_a_sealed_segment(dir.path());
+        let w = Write {
+            key: b"k",
+            value: Some(b"two"),
+            version: v(2),
+        };
+        let len = record::entry_len(w.key, w.value);
+        let changed = node.inner.log_batch(&[(kv_ring::token(b"k"), &w, len)]);
+        assert_eq!(changed.unwrap(), 0);
+        assert_stays_deleted(dir.path(), node);
+    }
+
+    /// A crash between the older write's append and the tombstone's restatement leaves the
+    /// log as the race made it: recovery restates the tombstone.
+    #[test]
+    fn recovery_restates_a_tombstone_logged_before_an_older_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = deleted_in_a_sealed_segment(dir.path());
+        let wal_opts = node.inner.opts.wal.clone();
+        drop(node);
+        {
+            let wal = kv_wal::Wal::open(dir.path().join("wal"), wal_opts).unwrap();
+            let mut buf = Vec::new();
+            record::encode_entry(&mut buf, kv_ring::token(b"k"), v(2), b"k", Some(b"two"));
+            wal.append(&buf).unwrap();
+        }
+        let node = Node::open(dir.path(), purging_opts()).unwrap();
+        assert_eq!(node.get_versioned(b"k").unwrap(), Some((None, v(3))));
+        assert_stays_deleted(dir.path(), node);
     }
 
     /// A newer cached version is left alone by a write that lost.

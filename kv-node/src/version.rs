@@ -26,6 +26,19 @@ impl Version {
     /// The smallest version; every write has a larger one.
     pub const ZERO: Version = Version(0);
 
+    /// [`Node::apply`](crate::Node::apply) and its batch forms refuse versions at or past
+    /// this one ([`Error::VersionTooLarge`](crate::Error::VersionTooLarge)): a version from
+    /// elsewhere near `u64::MAX` would push the node's clock to its end, where it has no
+    /// newer version to give. It lies in the year 6429 (2^47 milliseconds), so a clock
+    /// pushed up to it still has 2^63 versions to go.
+    ///
+    /// ```
+    /// use kv_node::Version;
+    /// assert!(Version::from_parts(4_102_444_800_000, 0) < Version::LIMIT); // 2100-01-01
+    /// assert_eq!(Version::LIMIT.millis(), 1 << 47);
+    /// ```
+    pub const LIMIT: Version = Version(1 << 63);
+
     /// Wraps a raw `u64` (as stored on disk or sent over the wire).
     pub const fn new(raw: u64) -> Version {
         Version(raw)
@@ -122,7 +135,8 @@ impl Hlc {
         let wall = Version::from_parts(self.clock.now_millis(), 0).as_u64();
         let mut last = self.last.load(Ordering::Relaxed);
         loop {
-            let next = wall.max(last + 1);
+            // Saturates at `u64::MAX`, which only a version past `Version::LIMIT` reaches.
+            let next = wall.max(last.saturating_add(1));
             match self
                 .last
                 .compare_exchange_weak(last, next, Ordering::AcqRel, Ordering::Relaxed)
@@ -134,7 +148,8 @@ impl Hlc {
     }
 
     /// Records a version seen elsewhere (a replica's, a recovered one), so later versions
-    /// from this clock are larger.
+    /// from this clock are larger. (A clock that observed `u64::MAX` stays there: see
+    /// [`Version::LIMIT`], which a node enforces on what it observes.)
     pub fn observe(&self, seen: Version) {
         self.observe_newer(seen);
     }

@@ -50,6 +50,35 @@ fn keys_and_values_over_the_limits_are_refused() {
     assert!(Error::EmptyKey.to_string().contains("empty key"));
 }
 
+/// A version near `u64::MAX` (garbage from a client or a broken clock) is refused, alone or
+/// in a batch, and does not push the node's clock to its end: `put` still works after.
+#[test]
+fn versions_past_the_limit_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::open(dir.path(), NodeOptions::new()).unwrap();
+    for version in [Version::LIMIT, Version::new(u64::MAX)] {
+        let r = node.apply(b"k", Some(b"v"), version);
+        assert!(
+            matches!(r, Err(Error::VersionTooLarge { version: v }) if v == version),
+            "{r:?}"
+        );
+        let r = node.apply_batch(&[Write {
+            key: b"k",
+            value: None,
+            version,
+        }]);
+        assert!(matches!(r, Err(Error::VersionTooLarge { .. })), "{r:?}");
+    }
+    assert_eq!(node.get_versioned(b"k").unwrap(), None);
+    let below = Version::new(Version::LIMIT.as_u64() - 1);
+    assert!(node.apply(b"k", Some(b"far"), below).unwrap());
+    // The clock follows the version below the limit and goes on from there.
+    let a = node.put(b"k", b"a").unwrap();
+    let b = node.put(b"k", b"b").unwrap();
+    assert!(below < a && a < b, "{below} {a} {b}");
+    assert_eq!(node.get(b"k").unwrap().unwrap().1, b);
+}
+
 #[test]
 fn values_must_fit_in_a_segment() {
     let dir = tempfile::tempdir().unwrap();
