@@ -1,15 +1,15 @@
 //! Memory for the index's hash tables, in huge pages.
 //!
-//! A lookup in a large index is two dependent cache misses (the table's control bytes, then the
-//! entry), and on this kind of machine (a VM with nested paging) each also misses the TLB: a
-//! random read costs about 200 ns on 4 KiB pages and 150 ns on 2 MiB pages (pointer chase over
-//! 256 MiB, see BENCHMARKS.md). The index's tables are many allocations (2^10 partitions by
-//! default, tens of KiB each at a million keys), which `malloc` places on 4 KiB pages, and Linux's transparent huge pages are
-//! usually enabled only on request (`madvise`). So the tables come from here instead: chunks of
+//! A lookup in a large index is a cache miss on the table's slot (see `table`), and on this
+//! kind of machine (a VM with nested paging) also a TLB miss: a random read costs about 200 ns
+//! on 4 KiB pages and 150 ns on 2 MiB pages (pointer chase over 256 MiB, see BENCHMARKS.md).
+//! The index's tables are many allocations (2^10 partitions by default, tens of KiB each at a
+//! million keys), which `malloc` places on 4 KiB pages, and Linux's transparent huge pages
+//! are usually enabled only on request (`madvise`). So the tables come from here instead: chunks of
 //! anonymous memory mapped with `memmap2` and advised `MADV_HUGEPAGE`, carved into blocks.
 //!
-//! Blocks are sized in 64-byte units and aligned to 64 (a cache line; hashbrown asks for 16 at
-//! most). The arena keeps its free memory as address-ordered extents, coalesced on free, and
+//! Blocks are sized in 64-byte units and aligned to 64 (a cache line, which a table's slot
+//! is). The arena keeps its free memory as address-ordered extents, coalesced on free, and
 //! allocates best fit. That matters for hash tables: a table that grows allocates one of twice
 //! the size and frees the old one, and since the partitions grow roughly together, nobody asks
 //! for the old size again; but two neighbouring freed blocks of one size merge into a block
@@ -143,8 +143,8 @@ fn block_size(layout: Layout) -> usize {
 // larger alignment goes to `Global`), and belongs to exactly one allocation until it is
 // deallocated: free extents hold only memory never handed out or given back, and an extent
 // leaves them before any of it is handed out. Chunks stay mapped (and
-// so blocks stay valid) until the last clone of the handle is dropped, and a hashbrown table
-// holds a clone for as long as it holds memory.
+// so blocks stay valid) until the last clone of the handle is dropped, and a table (its
+// `Vec`) holds a clone for as long as it holds memory.
 unsafe impl Allocator for HugePages {
     fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
         if layout.align() > UNIT {

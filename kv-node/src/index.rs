@@ -1,18 +1,18 @@
 //! The in-memory index: key -> where its newest record is, partitioned by token.
 //!
-//! `2^bits` partitions, chosen by the top bits of the key's token, each a hash table (keyed
-//! by the token itself, so no key is hashed twice) behind its own `RwLock`. Partitioning by
+//! `2^bits` partitions, chosen by the top bits of the key's token, each a hash table
+//! ([`Table`], keyed by the token itself, so no key is hashed twice) behind its own `RwLock`. Partitioning by
 //! the *top* bits keeps the ring's order: a token range covers a contiguous run of
 //! partitions, so range operations visit only the keys in the range plus at most two
 //! partial partitions at its edges.
 
-use hashbrown::{HashTable, hash_table};
 use kv_ring::TokenRange;
 use kv_wal::Lsn;
 use parking_lot::RwLock;
 
 use crate::Version;
 use crate::arena::HugePages;
+use crate::table::Table;
 
 /// Where a key's newest record is, and what it is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,9 +24,21 @@ pub(crate) struct Location {
     pub tombstone: bool,
 }
 
+impl Location {
+    /// A placeholder (what an empty slot of a table holds).
+    pub const NONE: Location = Location {
+        version: Version::ZERO,
+        lsn: Lsn::ZERO,
+        len: 0,
+        tombstone: false,
+    };
+}
+
 /// A key as the index stores it.
 pub(crate) type Key = smallvec::SmallVec<[u8; 24]>;
 
+/// One cache line (see `table`).
+#[repr(align(64))]
 pub(crate) struct Entry {
     pub token: u64,
     /// Inline up to 24 bytes: no allocation, and no pointer to chase on a lookup.
@@ -46,7 +58,7 @@ pub(crate) enum Upsert {
 }
 
 pub(crate) struct Index {
-    parts: Box<[RwLock<HashTable<Entry, HugePages>>]>,
+    parts: Box<[RwLock<Table>]>,
     shift: u32,
 }
 
@@ -55,7 +67,7 @@ impl Index {
         let memory = HugePages::default();
         Index {
             parts: (0..1usize << bits)
-                .map(|_| RwLock::new(HashTable::new_in(memory.clone())))
+                .map(|_| RwLock::new(Table::new(memory.clone())))
                 .collect(),
             shift: 64 - bits,
         }
@@ -66,43 +78,32 @@ impl Index {
     }
 }
 
-/// The hash the tables use: the token, remixed. Every token of a partition shares its top
-/// bits, and hashbrown tags entries with the hash's top 7 bits: the raw token would give every
-/// entry of a partition the same tag, so every probe would compare keys.
-fn hash(token: u64) -> u64 {
-    token.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-}
-
-/// The entry for `token` and `key`? Compares the token (in the entry) before the key (behind a
-/// pointer).
-fn is(e: &Entry, token: u64, key: &[u8]) -> bool {
-    e.token == token && *e.key == *key
-}
-
 impl Index {
     pub fn get(&self, token: u64, key: &[u8]) -> Option<Location> {
         let part = self.parts[self.part_of(token)].read();
-        part.find(hash(token), |e| is(e, token, key)).map(|e| e.loc)
+        part.find(token, key).map(|e| e.loc)
     }
 
     /// [`Index::get`] for many keys: the read locks of all their partitions are taken first
     /// (in partition order, so two batches cannot deadlock; writers hold one partition lock
-    /// at a time), then every lookup runs with no atomic instruction in between, which lets
-    /// the CPU overlap their cache misses.
+    /// at a time), then every key's home slot is prefetched, then the lookups run: their
+    /// cache misses overlap instead of following one another.
     pub fn get_many(&self, keys: &[(u64, &[u8])]) -> Vec<Option<Location>> {
         let mut parts: Vec<usize> = keys.iter().map(|&(t, _)| self.part_of(t)).collect();
         parts.sort_unstable();
         parts.dedup();
         let guards: Vec<_> = parts.iter().map(|&p| self.parts[p].read()).collect();
+        let table = |token: u64| {
+            let g = parts
+                .binary_search(&self.part_of(token))
+                .expect("every key's partition is locked");
+            &guards[g]
+        };
+        for &(token, _) in keys {
+            table(token).prefetch(token);
+        }
         keys.iter()
-            .map(|&(token, key)| {
-                let g = parts
-                    .binary_search(&self.part_of(token))
-                    .expect("every key's partition is locked");
-                guards[g]
-                    .find(hash(token), |e| is(e, token, key))
-                    .map(|e| e.loc)
-            })
+            .map(|&(token, key)| table(token).find(token, key).map(|e| e.loc))
             .collect()
     }
 
@@ -115,9 +116,7 @@ impl Index {
         f: impl FnOnce(Option<&Location>) -> R,
     ) -> R {
         let part = self.parts[self.part_of(token)].read();
-        f(part
-            .find(hash(token), |e| is(e, token, key))
-            .map(|e| &e.loc))
+        f(part.find(token, key).map(|e| &e.loc))
     }
 
     /// Makes room for about `n` keys in all (recovery, from the hint files' sizes), so the
@@ -126,7 +125,7 @@ impl Index {
         let per = n / self.parts.len();
         if per > 0 {
             for p in self.parts.iter() {
-                p.write().reserve(per + per / 8, |e| hash(e.token));
+                p.write().reserve(per + per / 8);
             }
         }
     }
@@ -135,10 +134,8 @@ impl Index {
     /// (or equal, when `replace_equal`: recovery lets a later copy of the same write win).
     pub fn upsert(&self, token: u64, key: &[u8], loc: Location, replace_equal: bool) -> Upsert {
         let mut part = self.parts[self.part_of(token)].write();
-        // One probe for both cases (`find_mut` then `insert_unique` would probe twice).
-        match part.entry(hash(token), |e| is(e, token, key), |e| hash(e.token)) {
-            hash_table::Entry::Occupied(mut o) => {
-                let e = o.get_mut();
+        match part.find_mut(token, key) {
+            Some(e) => {
                 let newer = loc.version > e.loc.version
                     || (replace_equal && loc.version == e.loc.version && loc.lsn > e.loc.lsn);
                 if newer {
@@ -147,8 +144,8 @@ impl Index {
                     Upsert::Kept(e.loc)
                 }
             }
-            hash_table::Entry::Vacant(v) => {
-                v.insert(Entry {
+            None => {
+                part.insert_new(Entry {
                     token,
                     key: Key::from_slice(key),
                     loc,
@@ -161,7 +158,7 @@ impl Index {
     /// Points the key at `to` if it still points at `from` (compaction moved the record).
     pub fn relocate(&self, token: u64, key: &[u8], from: Lsn, to: Lsn) -> bool {
         let mut part = self.parts[self.part_of(token)].write();
-        match part.find_mut(hash(token), |e| is(e, token, key)) {
+        match part.find_mut(token, key) {
             Some(e) if e.loc.lsn == from => {
                 e.loc.lsn = to;
                 true
@@ -180,7 +177,7 @@ impl Index {
         to: Lsn,
     ) -> Option<Lsn> {
         let mut part = self.parts[self.part_of(token)].write();
-        match part.find_mut(hash(token), |e| is(e, token, key)) {
+        match part.find_mut(token, key) {
             Some(e) if e.loc.tombstone && e.loc.version == version && e.loc.lsn < to => {
                 Some(std::mem::replace(&mut e.loc.lsn, to))
             }
@@ -191,10 +188,8 @@ impl Index {
     /// Removes the key if it still points at `at`; returns what was removed.
     pub fn remove_at(&self, token: u64, key: &[u8], at: Lsn) -> Option<Location> {
         let mut part = self.parts[self.part_of(token)].write();
-        match part.find_entry(hash(token), |e| is(e, token, key)) {
-            Ok(occupied) if occupied.get().loc.lsn == at => Some(occupied.remove().0.loc),
-            _ => None,
-        }
+        part.remove_if(token, key, |e| e.loc.lsn == at)
+            .map(|e| e.loc)
     }
 
     /// The partitions that can hold tokens of `ranges`, in order, each once.

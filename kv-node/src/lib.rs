@@ -47,10 +47,11 @@
 //! table behind its own `RwLock`. Because the top bits keep the ring's order, a token range
 //! maps to a run of partitions: [`Node::export`], [`Node::drop_ranges`] and
 //! [`Node::count_in_ranges`] cost the keys in the range plus two partial partitions per
-//! range, not all keys (see the `node_ranges` benchmark). An entry is 64 bytes (keys up to
-//! 24 bytes inline), and the tables live in 2 MiB transparent huge pages from a small arena
-//! (`arena.rs`, the crate's only unsafe code): a random probe is two cache misses, and on 4 KiB
-//! pages each was also a TLB miss.
+//! range, not all keys (see the `node_ranges` benchmark). The tables are open-addressing
+//! tables whose slot is the whole 64-byte entry (keys up to 24 bytes inline; `table.rs`), so
+//! a random probe is one cache miss (hashbrown's control bytes made it two), and they live
+//! in 2 MiB transparent huge pages from a small arena (`arena.rs`): on 4 KiB pages each miss
+//! was also a TLB miss.
 //!
 //! **Concurrency.** Writers append, then update the index (keeping the highest version),
 //! holding a *gate* shared (one of 16 cache-padded `RwLock`s, so concurrent writers do not
@@ -80,9 +81,11 @@
 //! at to the head of the log (same payload bytes, so the same version), repoints the index,
 //! `sync`s, then deletes the segments and their hint files. A tombstone older than the grace
 //! period is dropped instead of copied. That is safe: an older value of its key can only be
-//! at an earlier position (a write older than the index's version is never appended, and
-//! the gate keeps compaction from copying a value past a newer write), so it is in the
-//! deleted prefix too, and segments are deleted oldest first. Drop records in the prefix
+//! at an earlier position, so it is in the deleted prefix too, and segments are deleted
+//! oldest first. (A write older than the index's version is not appended, and the gate keeps
+//! compaction from copying a value past a newer write. A write that passed its lookup before
+//! a newer tombstone landed is appended after it, though: the writer then logs the tombstone
+//! again, after its own record, and recovery does the same if a crash came in between.) Drop records in the prefix
 //! only concern records before them, which go with it. A crash at any point leaves either
 //! the originals, or originals and copies (recovery prefers the later copy of an equal
 //! version), or the copies alone.
@@ -104,7 +107,7 @@
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
-#[allow(unsafe_code)] // the only unsafe code in the crate: an allocator (see its docs)
+#[allow(unsafe_code)] // an allocator (see its docs)
 mod arena;
 mod compaction;
 mod digest;
@@ -121,6 +124,8 @@ mod record;
 mod recovery;
 mod segments;
 mod stats;
+#[allow(unsafe_code)] // one prefetch hint, the only other unsafe code in the crate
+mod table;
 mod version;
 
 pub use compaction::CompactionReport;

@@ -366,6 +366,11 @@ impl Wal {
     pub fn read_with<R>(&self, lsn: Lsn, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
         let published = self.end_lsn();
         let segments = self.shared.segments.read();
+        // The header, payload and checksum check touch up to three cache lines: ask for all
+        // of them at once rather than one miss after another.
+        if let Some(seg) = segments.get(&lsn.segment()) {
+            seg.prefetch(lsn.offset() as usize);
+        }
         read_in(&segments, published, lsn).map(f)
     }
 
