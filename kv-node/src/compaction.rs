@@ -133,6 +133,11 @@ impl Inner {
         let Some(last) = self.victims(force) else {
             return Ok(report);
         };
+        // A writer holds the gate (shared) from its append to its index update: one that
+        // appended into a victim before it was sealed may not have updated the index yet, and
+        // its record would look dead to the scan below and go with the segment. Wait for any
+        // such writer; none can append into a sealed segment after that.
+        drop(self.gate.exclusive());
         let first = self.wal.first_lsn().segment();
         // Expired tombstones found in the victims: dropped from the index only once their
         // segments are gone, so that until then (and after a failure) memory and the log agree.
@@ -339,5 +344,86 @@ impl Inner {
             self.hints_written.fetch_add(1, Ordering::Relaxed);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::time::Duration;
+
+    use kv_wal::{SyncPolicy, WalOptions};
+
+    use crate::record::{self, Write};
+    use crate::{Node, NodeOptions, Version};
+
+    /// A writer appended version 2 of `k` to a segment that was then sealed, and is slow to
+    /// update the index (preempted between the two). A compaction that starts meanwhile must
+    /// not take the record for dead and delete it with its segment.
+    ///
+    /// The compaction runs on another thread while this one holds the gate as that writer
+    /// would; 200 ms later the writer finishes. On the old code, the compaction had scanned
+    /// the segment by then (it needs well under a millisecond): the test fails. With the
+    /// barrier it waits for the writer, whatever the machine's speed.
+    #[test]
+    fn a_write_between_its_append_and_its_index_update_survives_compaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = NodeOptions::new()
+            .wal(
+                WalOptions::new()
+                    .segment_size(8 << 10)
+                    .sync(SyncPolicy::Never),
+            )
+            .background(false);
+        let node = Node::open(dir.path(), opts.clone()).unwrap();
+        let inner = &node.inner;
+        node.apply(b"k", Some(b"one"), Version::new(1)).unwrap();
+        let token = kv_ring::token(b"k");
+        let two = Write {
+            key: b"k",
+            value: Some(b"two"),
+            version: Version::new(2),
+        };
+        let len = record::entry_len(two.key, two.value);
+        let mut buf = Vec::new();
+        record::encode_entry(&mut buf, token, two.version, two.key, two.value);
+        std::thread::scope(|s| {
+            let gate = inner.gate.shared(token);
+            let lsn = inner.wal.append(&buf).unwrap();
+            // Other writers seal the segment (their gate shards may be this one: shared).
+            let active = inner.wal.end_lsn().segment();
+            for i in 0u32.. {
+                if inner.wal.end_lsn().segment() != active {
+                    break;
+                }
+                node.apply(
+                    format!("filler{i}").as_bytes(),
+                    Some(&[0; 100]),
+                    Version::new(3),
+                )
+                .unwrap();
+            }
+            let compaction = s.spawn(|| node.compact().unwrap());
+            std::thread::sleep(Duration::from_millis(200));
+            let loc = crate::index::Location {
+                version: two.version,
+                lsn,
+                len: len as u32,
+                tombstone: false,
+            };
+            inner
+                .segments
+                .written(lsn.segment(), crate::node::frame(len));
+            let outcome = inner.index.upsert(token, b"k", loc, false);
+            inner.account(&outcome, loc);
+            drop(gate);
+            let report = compaction.join().unwrap();
+            assert!(report.segments_deleted > 0, "{report:?}");
+        });
+        assert_eq!(&node.get(b"k").unwrap().unwrap().0[..], b"two");
+        drop(node);
+        let node = Node::open(dir.path(), opts).unwrap();
+        assert_eq!(&node.get(b"k").unwrap().unwrap().0[..], b"two");
     }
 }

@@ -35,12 +35,15 @@ impl Maintenance {
                             return;
                         }
                     }
-                    // Compaction runs whatever the hint pass did: a hint that cannot be
-                    // written (a full disk) must not stop the space from being reclaimed.
+                    // Compaction first: a segment it deletes needs no hint file (in an
+                    // overwrite workload most sealed segments go soon after they are sealed,
+                    // and a hint costs a read of the whole segment). Each runs whatever the
+                    // other did: a hint that cannot be written (a full disk) must not stop the
+                    // space from being reclaimed, nor a failed compaction the hints.
                     let pass = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                        let hints = inner.write_hints();
                         let compaction = inner.compact(false);
-                        hints.err().or(compaction.err())
+                        let hints = inner.write_hints();
+                        compaction.err().or(hints.err())
                     }));
                     let (error, panicked) = match pass {
                         Ok(error) => (error.map(|e| e.to_string()), false),
