@@ -48,6 +48,7 @@ pub struct NodeOptions {
     pub(crate) index_partition_bits: u32,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) fail_compaction_at: Option<u8>,
+    pub(crate) compaction_scan: Option<bool>,
 }
 
 impl Default for NodeOptions {
@@ -64,6 +65,7 @@ impl Default for NodeOptions {
             index_partition_bits: 10,
             clock: Arc::new(SystemClock),
             fail_compaction_at: None,
+            compaction_scan: None,
         }
     }
 }
@@ -184,6 +186,15 @@ impl NodeOptions {
     #[doc(hidden)]
     pub fn fail_compaction_at(mut self, step: u8) -> Self {
         self.fail_compaction_at = Some(step);
+        self
+    }
+
+    /// For tests: how compaction finds the live records of the segments it compacts.
+    /// `Some(true)`: by a pass over the index; `Some(false)`: by reading the segments;
+    /// `None` (the default): whichever its cost estimate says is cheaper.
+    #[doc(hidden)]
+    pub fn compaction_scan(mut self, from_index: Option<bool>) -> Self {
+        self.compaction_scan = from_index;
         self
     }
 

@@ -63,12 +63,15 @@ fn value(v: u8) -> Vec<u8> {
     vec![v; 40 + v as usize]
 }
 
-fn opts() -> NodeOptions {
+/// `scan`: how compaction finds live records (by the index, by reading the log, or its
+/// choice), so that each way meets the model.
+fn opts(scan: Option<bool>) -> NodeOptions {
     NodeOptions::new()
         .wal(WalOptions::new().segment_size(2048).sync(SyncPolicy::Never))
         .background(false)
         .cache_entries(8)
         .index_partition_bits(4)
+        .compaction_scan(scan)
 }
 
 fn lww(model: &mut State, k: Vec<u8>, v: Option<Vec<u8>>, ver: Version) {
@@ -81,12 +84,15 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
-    fn node_matches_a_lww_model(ops in proptest::collection::vec(op(), 1..120)) {
+    fn node_matches_a_lww_model(
+        ops in proptest::collection::vec(op(), 1..120),
+        scan in proptest::option::of(any::<bool>()),
+    ) {
         // Versions near the current time: tombstones stay within their (default) grace period,
         // so the model never has to guess whether one was purged.
         let base = Version::from_parts(SystemClock.now_millis(), 0).as_u64();
         let dir = tempfile::tempdir().unwrap();
-        let mut node = Node::open(dir.path(), opts()).unwrap();
+        let mut node = Node::open(dir.path(), opts(scan)).unwrap();
         let mut model = State::new();
         for op in ops {
             match op {
@@ -143,13 +149,13 @@ proptest! {
                 }
                 Op::Reopen => {
                     drop(node);
-                    node = Node::open(dir.path(), opts()).unwrap();
+                    node = Node::open(dir.path(), opts(scan)).unwrap();
                 }
             }
         }
         assert_same(&dump(&node), &model, "end");
         drop(node);
-        let node = Node::open(dir.path(), opts()).unwrap();
+        let node = Node::open(dir.path(), opts(scan)).unwrap();
         assert_same(&dump(&node), &model, "end, reopened");
         let s = node.stats();
         let live = model.values().filter(|(v, _)| v.is_some()).count() as u64;
