@@ -211,9 +211,7 @@ impl Inner {
                 live += s.total.saturating_sub(s.dead);
             }
         }
-        let entries = (self.live_keys.load(Ordering::Relaxed)
-            + self.tombstones.load(Ordering::Relaxed))
-        .max(0) as u64;
+        let entries = (self.live_keys.sum() + self.tombstones.sum()).max(0) as u64;
         // A random read of a live record is taken to cost as much as reading it twice in
         // order, an index entry as much as 8 bytes of log.
         entries.saturating_mul(8) + live.saturating_mul(2) < total

@@ -124,6 +124,7 @@ mod record;
 mod recovery;
 mod segments;
 mod stats;
+mod stripe;
 #[allow(unsafe_code)] // one prefetch hint, the only other unsafe code in the crate
 mod table;
 mod version;

@@ -4,7 +4,7 @@ use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use kv_cache::{Cache, CacheBuilder};
@@ -20,6 +20,7 @@ use crate::record::{self, Write};
 use crate::recovery::{self, RecoveryReport};
 use crate::segments::Segments;
 use crate::stats::NodeStats;
+use crate::stripe::Counter;
 use crate::{Error, Hlc, NodeOptions, Result, Version};
 
 pub(crate) type ValueCache = Cache<Bytes, (Bytes, Version), fn(&Bytes, &(Bytes, Version)) -> u64>;
@@ -40,10 +41,10 @@ pub(crate) struct Inner {
     /// done. Sharded so that writers on different threads do not bounce one lock word.
     pub gate: Gate,
     pub segments: Segments,
-    pub live_keys: AtomicI64,
-    pub tombstones: AtomicI64,
+    pub live_keys: Counter,
+    pub tombstones: Counter,
     /// Framed bytes of the records the index points at.
-    pub live_bytes: AtomicI64,
+    pub live_bytes: Counter,
     pub hlc: Hlc,
     pub opts: NodeOptions,
     /// One compaction or hint pass at a time.
@@ -131,9 +132,9 @@ impl Node {
             doorkeeper: Doorkeeper::default(),
             gate: Gate::default(),
             segments: Segments::default(),
-            live_keys: AtomicI64::new(0),
-            tombstones: AtomicI64::new(0),
-            live_bytes: AtomicI64::new(0),
+            live_keys: Counter::default(),
+            tombstones: Counter::default(),
+            live_bytes: Counter::default(),
             hlc: Hlc::with_clock(Arc::clone(&opts.clock)),
             opts,
             maintenance_lock: Mutex::new(()),
@@ -719,15 +720,18 @@ impl Inner {
         match outcome {
             Upsert::Inserted => {
                 self.count(loc.tombstone, 1);
-                self.live_bytes.fetch_add(new_bytes, Ordering::Relaxed);
+                self.live_bytes.add(new_bytes);
             }
             Upsert::Replaced(old) => {
-                self.count(old.tombstone, -1);
-                self.count(loc.tombstone, 1);
+                if old.tombstone != loc.tombstone {
+                    self.count(old.tombstone, -1);
+                    self.count(loc.tombstone, 1);
+                }
                 let old_bytes = frame(old.len as usize);
                 self.segments.dead(old.lsn.segment(), old_bytes);
-                self.live_bytes
-                    .fetch_add(new_bytes - old_bytes as i64, Ordering::Relaxed);
+                if new_bytes != old_bytes as i64 {
+                    self.live_bytes.add(new_bytes - old_bytes as i64);
+                }
             }
             Upsert::Kept(_) => self.segments.dead(loc.lsn.segment(), new_bytes as u64),
         }
@@ -740,7 +744,7 @@ impl Inner {
         } else {
             &self.live_keys
         };
-        c.fetch_add(n, Ordering::Relaxed);
+        c.add(n);
     }
 
     /// An entry of the index was removed (dropped or purged).
@@ -748,7 +752,7 @@ impl Inner {
         self.count(loc.tombstone, -1);
         let bytes = frame(loc.len as usize);
         self.segments.dead(loc.lsn.segment(), bytes);
-        self.live_bytes.fetch_sub(bytes as i64, Ordering::Relaxed);
+        self.live_bytes.add(-(bytes as i64));
     }
 
     /// The newest record of `key` from the index and the log: `Some((None, v))` for a
@@ -914,11 +918,11 @@ impl Inner {
     pub fn stats(&self) -> NodeStats {
         let segs = self.segments.snapshot();
         let total: u64 = segs.iter().map(|s| s.total).sum();
-        let live = self.live_bytes.load(Ordering::Relaxed).max(0) as u64;
+        let live = self.live_bytes.sum().max(0) as u64;
         let cache = self.cache.stats();
         NodeStats {
-            live_keys: self.live_keys.load(Ordering::Relaxed).max(0) as u64,
-            tombstones: self.tombstones.load(Ordering::Relaxed).max(0) as u64,
+            live_keys: self.live_keys.sum().max(0) as u64,
+            tombstones: self.tombstones.sum().max(0) as u64,
             live_bytes: live,
             dead_bytes: total.saturating_sub(live),
             segments: segs.len(),

@@ -1,68 +1,64 @@
 //! Live and dead bytes per log segment: what compaction decides on.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 
-use parking_lot::RwLock;
+use crossbeam_utils::CachePadded;
+use parking_lot::Mutex;
 
-#[derive(Default)]
-struct Usage {
-    /// Framed bytes of every record in the segment.
-    total: AtomicU64,
-    /// Framed bytes of records no longer referenced by the index.
-    dead: AtomicU64,
-}
+use crate::stripe::{STRIPES, stripe};
 
 /// Byte counts of one segment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct SegmentUsage {
     pub seq: u32,
+    /// Framed bytes of every record in the segment.
     pub total: u64,
+    /// Framed bytes of records no longer referenced by the index.
     pub dead: u64,
 }
 
+/// Per segment `(total, dead)`, striped by thread (see `stripe`): every write adds to the
+/// counts of the active segment, and a shared map would bounce between the writers' cores.
+/// A thread's stripe is locked only by that thread, except by the rare reader.
 #[derive(Default)]
 pub(crate) struct Segments {
-    map: RwLock<BTreeMap<u32, Usage>>,
+    stripes: [CachePadded<Mutex<BTreeMap<u32, (u64, u64)>>>; STRIPES],
 }
 
 impl Segments {
-    fn add(&self, seq: u32, bytes: u64, field: impl Fn(&Usage) -> &AtomicU64) {
-        if let Some(u) = self.map.read().get(&seq) {
-            field(u).fetch_add(bytes, Ordering::Relaxed);
-            return;
-        }
-        let mut map = self.map.write();
-        field(map.entry(seq).or_default()).fetch_add(bytes, Ordering::Relaxed);
-    }
-
     /// A record of `bytes` (framed) was written to segment `seq`.
     pub fn written(&self, seq: u32, bytes: u64) {
-        self.add(seq, bytes, |u| &u.total);
+        self.stripes[stripe()].lock().entry(seq).or_default().0 += bytes;
     }
 
     /// A record of `bytes` (framed) in segment `seq` is no longer needed.
     pub fn dead(&self, seq: u32, bytes: u64) {
-        self.add(seq, bytes, |u| &u.dead);
+        self.stripes[stripe()].lock().entry(seq).or_default().1 += bytes;
     }
 
     /// Forgets segments below `seq` (deleted).
     pub fn remove_below(&self, seq: u32) {
-        let mut map = self.map.write();
-        *map = map.split_off(&seq);
+        for s in &self.stripes {
+            let mut map = s.lock();
+            *map = map.split_off(&seq);
+        }
     }
 
+    /// Every segment's counts, in order.
     pub fn snapshot(&self) -> Vec<SegmentUsage> {
-        self.map
-            .read()
-            .iter()
-            .map(|(&seq, u)| SegmentUsage {
+        let mut sum: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
+        for s in &self.stripes {
+            for (&seq, &(total, dead)) in s.lock().iter() {
+                let e = sum.entry(seq).or_default();
+                e.0 += total;
+                e.1 += dead;
+            }
+        }
+        sum.into_iter()
+            .map(|(seq, (total, dead))| SegmentUsage {
                 seq,
-                total: u.total.load(Ordering::Relaxed),
-                dead: u
-                    .dead
-                    .load(Ordering::Relaxed)
-                    .min(u.total.load(Ordering::Relaxed)),
+                total,
+                dead: dead.min(total),
             })
             .collect()
     }
