@@ -17,12 +17,15 @@ pub(crate) struct SegmentUsage {
     pub dead: u64,
 }
 
+/// One thread's share: segment -> `(total, dead)`.
+type Stripe = CachePadded<Mutex<BTreeMap<u32, (u64, u64)>>>;
+
 /// Per segment `(total, dead)`, striped by thread (see `stripe`): every write adds to the
 /// counts of the active segment, and a shared map would bounce between the writers' cores.
 /// A thread's stripe is locked only by that thread, except by the rare reader.
 #[derive(Default)]
 pub(crate) struct Segments {
-    stripes: [CachePadded<Mutex<BTreeMap<u32, (u64, u64)>>>; STRIPES],
+    stripes: [Stripe; STRIPES],
 }
 
 impl Segments {
