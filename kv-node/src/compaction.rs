@@ -438,8 +438,6 @@ mod tests {
 
     use std::time::Duration;
 
-    use kv_wal::{SyncPolicy, WalOptions};
-
     use crate::record::{self, Write};
     use crate::{Node, NodeOptions, Version};
 
@@ -454,13 +452,7 @@ mod tests {
     #[test]
     fn a_write_between_its_append_and_its_index_update_survives_compaction() {
         let dir = tempfile::tempdir().unwrap();
-        let opts = NodeOptions::new()
-            .wal(
-                WalOptions::new()
-                    .segment_size(8 << 10)
-                    .sync(SyncPolicy::Never),
-            )
-            .background(false);
+        let opts = NodeOptions::small();
         let node = Node::open(dir.path(), opts.clone()).unwrap();
         let inner = &node.inner;
         node.apply(b"k", Some(b"one"), Version::new(1)).unwrap();
@@ -516,15 +508,7 @@ mod tests {
     /// keys, and the log when they are mostly live.
     #[test]
     fn compaction_reads_the_index_for_churn_and_the_log_for_live_data() {
-        let opts = || {
-            NodeOptions::new()
-                .wal(
-                    WalOptions::new()
-                        .segment_size(8 << 10)
-                        .sync(SyncPolicy::Never),
-                )
-                .background(false)
-        };
+        let opts = NodeOptions::small;
         let churn = tempfile::tempdir().unwrap();
         let node = Node::open(churn.path(), opts()).unwrap();
         for round in 0..200u64 {

@@ -1066,14 +1066,7 @@ mod tests {
     }
 
     fn purging_opts() -> NodeOptions {
-        NodeOptions::new()
-            .wal(
-                kv_wal::WalOptions::new()
-                    .segment_size(8 << 10)
-                    .sync(kv_wal::SyncPolicy::Never),
-            )
-            .background(false)
-            .tombstone_grace(std::time::Duration::ZERO)
+        NodeOptions::small().tombstone_grace(std::time::Duration::ZERO)
     }
 
     /// Writes fresh keys until the log rolls over to a new segment.

@@ -235,6 +235,21 @@ impl NodeOptions {
 }
 
 #[cfg(test)]
+impl NodeOptions {
+    /// What the crate's unit tests use: 8 KiB segments (tests seal and compact many), no
+    /// sync, no background thread (tests call `compact` and `write_hints` themselves).
+    pub(crate) fn small() -> NodeOptions {
+        NodeOptions::new()
+            .wal(
+                WalOptions::new()
+                    .segment_size(8 << 10)
+                    .sync(SyncPolicy::Never),
+            )
+            .background(false)
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
