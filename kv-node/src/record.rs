@@ -201,8 +201,13 @@ pub(crate) fn decode(payload: &[u8]) -> Result<LogRecord<'_>, &'static str> {
 
 /// The value of an encoded put, copied out of the payload, or `None` for a tombstone.
 pub(crate) fn value_of(payload: &[u8]) -> Result<Option<Bytes>, &'static str> {
+    Ok(value_in(payload)?.map(Bytes::copy_from_slice))
+}
+
+/// The value of an encoded put, in the payload, or `None` for a tombstone.
+pub(crate) fn value_in(payload: &[u8]) -> Result<Option<&[u8]>, &'static str> {
     match decode(payload)? {
-        LogRecord::Entry { value, .. } => Ok(value.map(Bytes::copy_from_slice)),
+        LogRecord::Entry { value, .. } => Ok(value),
         LogRecord::Drop(_) => Err("expected a put, found a drop record"),
     }
 }
