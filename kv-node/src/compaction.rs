@@ -159,7 +159,9 @@ impl Inner {
         report.segments_deleted = self.wal.truncate_before(Lsn::new(last + 1, 0))?;
         let first = self.wal.first_lsn().segment();
         for c in purges.iter().filter(|c| c.lsn.segment() < first) {
-            if let Some(removed) = self.index.remove_at(c.token, c.key(), c.lsn) {
+            // Not if an older record logged after it arrived since (its writer logged the
+            // tombstone again, which moved it; `stale_after` is left only if that failed).
+            if let Some(removed) = self.index.remove_purged(c.token, c.key(), c.lsn) {
                 self.forget(&removed);
                 report.tombstones_purged += 1;
             }
@@ -349,7 +351,12 @@ impl Inner {
                 }
                 continue;
             }
-            if loc.tombstone && now.saturating_sub(loc.version.millis()) >= grace {
+            // A tombstone with an older record of its key logged after it is copied (to the
+            // head, after everything), not purged: that record would come back on reopen.
+            if loc.tombstone
+                && !loc.stale_after
+                && now.saturating_sub(loc.version.millis()) >= grace
+            {
                 purges.push(c); // not copied: gone with its segment
                 continue;
             }
@@ -488,6 +495,7 @@ mod tests {
                 lsn,
                 len: len as u32,
                 tombstone: false,
+                stale_after: false,
             };
             inner
                 .segments

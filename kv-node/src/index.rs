@@ -22,6 +22,12 @@ pub(crate) struct Location {
     /// The record's payload length.
     pub len: u32,
     pub tombstone: bool,
+    /// A record of the key older than this one may have been logged *after* this one (a
+    /// write that lost the race to this one after its lookup, or whose index update this
+    /// one overtook). Such a tombstone must not be purged before it is logged again after
+    /// everything (compaction copies it instead); moving the record to the head of the log
+    /// clears it.
+    pub stale_after: bool,
 }
 
 impl Location {
@@ -31,7 +37,14 @@ impl Location {
         lsn: Lsn::ZERO,
         len: 0,
         tombstone: false,
+        stale_after: false,
     };
+
+    /// What [`Location::stale_after`] becomes for a newer record at `lsn` replacing this one:
+    /// a stale record after this one, or this one itself, may lie after `lsn`.
+    pub fn passes_stale_to(&self, lsn: Lsn) -> bool {
+        self.stale_after || self.lsn > lsn
+    }
 }
 
 /// A key as the index stores it.
@@ -139,8 +152,14 @@ impl Index {
                 let newer = loc.version > e.loc.version
                     || (replace_equal && loc.version == e.loc.version && loc.lsn > e.loc.lsn);
                 if newer {
+                    let loc = Location {
+                        stale_after: e.loc.passes_stale_to(loc.lsn),
+                        ..loc
+                    };
                     Upsert::Replaced(std::mem::replace(&mut e.loc, loc))
                 } else {
+                    // An older record logged after the key's current one.
+                    e.loc.stale_after |= loc.lsn > e.loc.lsn;
                     Upsert::Kept(e.loc)
                 }
             }
@@ -160,7 +179,9 @@ impl Index {
         let mut part = self.parts[self.part_of(token)].write();
         match part.find_mut(token, key) {
             Some(e) if e.loc.lsn == from => {
+                // At the head of the log, after every record there is.
                 e.loc.lsn = to;
+                e.loc.stale_after = false;
                 true
             }
             _ => false,
@@ -179,10 +200,19 @@ impl Index {
         let mut part = self.parts[self.part_of(token)].write();
         match part.find_mut(token, key) {
             Some(e) if e.loc.tombstone && e.loc.version == version && e.loc.lsn < to => {
+                e.loc.stale_after = false;
                 Some(std::mem::replace(&mut e.loc.lsn, to))
             }
             _ => None,
         }
+    }
+
+    /// Removes the key's tombstone if it still points at `at` and no older record of the key
+    /// is known to be logged after it; returns what was removed.
+    pub fn remove_purged(&self, token: u64, key: &[u8], at: Lsn) -> Option<Location> {
+        let mut part = self.parts[self.part_of(token)].write();
+        part.remove_if(token, key, |e| e.loc.lsn == at && !e.loc.stale_after)
+            .map(|e| e.loc)
     }
 
     /// Removes the key if it still points at `at`; returns what was removed.
@@ -257,6 +287,7 @@ mod tests {
             lsn: Lsn::from_u64(lsn),
             len: 10,
             tombstone: false,
+            stale_after: false,
         }
     }
 
@@ -264,26 +295,45 @@ mod tests {
     fn upsert_keeps_the_highest_version() {
         let ix = Index::new(4);
         assert_eq!(ix.upsert(5, b"k", loc(2, 100), false), Upsert::Inserted);
+        // An older record logged after the current one: the entry remembers it.
+        let flagged = Location {
+            stale_after: true,
+            ..loc(2, 100)
+        };
         assert_eq!(
             ix.upsert(5, b"k", loc(1, 200), false),
-            Upsert::Kept(loc(2, 100))
+            Upsert::Kept(flagged)
         );
         assert_eq!(
             ix.upsert(5, b"k", loc(2, 300), false),
-            Upsert::Kept(loc(2, 100))
+            Upsert::Kept(flagged)
         );
-        assert_eq!(ix.get(5, b"k"), Some(loc(2, 100)));
+        assert_eq!(ix.get(5, b"k"), Some(flagged));
+        let flag = |l: Location| Location {
+            stale_after: true,
+            ..l
+        };
         assert_eq!(
             ix.upsert(5, b"k", loc(2, 300), true),
-            Upsert::Replaced(loc(2, 100))
+            Upsert::Replaced(flagged)
         );
+        // The replacement inherits the mark, and a record logged before the one it replaces
+        // gets it too (300 lies after 50).
         assert_eq!(
             ix.upsert(5, b"k", loc(3, 50), false),
-            Upsert::Replaced(loc(2, 300))
+            Upsert::Replaced(flag(loc(2, 300)))
         );
+        assert_eq!(ix.get(5, b"k"), Some(flag(loc(3, 50))));
+        // Moving it to the head clears the mark.
+        assert!(ix.relocate(5, b"k", Lsn::from_u64(50), Lsn::from_u64(900)));
+        assert_eq!(ix.get(5, b"k"), Some(loc(3, 900)));
         // Same token, other key: a separate entry.
         assert_eq!(ix.upsert(5, b"j", loc(1, 1), false), Upsert::Inserted);
-        assert_eq!(ix.get(5, b"k"), Some(loc(3, 50)));
+        assert_eq!(
+            ix.upsert(5, b"j", loc(2, 2), false),
+            Upsert::Replaced(loc(1, 1))
+        );
+        assert_eq!(ix.get(5, b"j"), Some(loc(2, 2)));
     }
 
     #[test]

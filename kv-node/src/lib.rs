@@ -83,9 +83,12 @@
 //! period is dropped instead of copied. That is safe: an older value of its key can only be
 //! at an earlier position, so it is in the deleted prefix too, and segments are deleted
 //! oldest first. (A write older than the index's version is not appended, and the gate keeps
-//! compaction from copying a value past a newer write. A write that passed its lookup before
-//! a newer tombstone landed is appended after it, though: the writer then logs the tombstone
-//! again, after its own record, and recovery does the same if a crash came in between.) Drop records in the prefix
+//! compaction from copying a value past a newer write. But a write that passed its lookup
+//! before a newer tombstone landed is appended after it: the writer then logs the tombstone
+//! again, after its own record, and recovery does the same if a crash came in between. And
+//! when the tombstone reaches the index only after such a write did, the index marks the
+//! entry (`stale_after`): compaction copies a marked tombstone to the head instead of
+//! purging it, which clears the mark.) Drop records in the prefix
 //! only concern records before them, which go with it. A crash at any point leaves either
 //! the originals, or originals and copies (recovery prefers the later copy of an equal
 //! version), or the copies alone.

@@ -478,7 +478,7 @@ impl Node {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn put(&self, key: &[u8], value: &[u8]) -> Result<Version> {
-        let version = self.inner.hlc.now();
+        let version = self.inner.now()?;
         self.apply_checked(key, Some(value), version, false)?;
         Ok(version)
     }
@@ -499,7 +499,7 @@ impl Node {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn delete(&self, key: &[u8]) -> Result<Version> {
-        let version = self.inner.hlc.now();
+        let version = self.inner.now()?;
         self.apply_checked(key, None, version, false)?;
         Ok(version)
     }
@@ -648,6 +648,7 @@ impl Inner {
                 lsn,
                 len: payload_len as u32,
                 tombstone: value.is_none(),
+                stale_after: false,
             };
             self.segments.written(lsn.segment(), frame(payload_len));
             let outcome = self.index.upsert(token, key, loc, false);
@@ -690,6 +691,17 @@ impl Inner {
             .unwrap_or(lsn);
         self.segments.dead(dead.segment(), bytes);
         Ok(())
+    }
+
+    /// A new version from the node's clock, unless the clock is at its end (it followed a
+    /// version past [`Version::LIMIT`] found in a log written before the limit existed):
+    /// every version it gives from there on is the same, so a write would be lost.
+    pub fn now(&self) -> Result<Version> {
+        let version = self.hlc.now();
+        if version.as_u64() == u64::MAX {
+            return Err(Error::VersionTooLarge { version });
+        }
+        Ok(version)
     }
 
     /// Enforces the limits on one write.
@@ -900,6 +912,7 @@ impl Inner {
             })
             .collect();
         let mut changed = 0;
+        let mut failed = None;
         {
             let _gate = self.gate.shared(todo[0].0);
             let first = self.wal.append_batch(&refs)?;
@@ -910,12 +923,17 @@ impl Inner {
                     lsn,
                     len: *len as u32,
                     tombstone: w.value.is_none(),
+                    stale_after: false,
                 };
                 self.segments.written(lsn.segment(), frame(*len));
                 let outcome = self.index.upsert(*token, w.key, loc, false);
                 self.account(&outcome, loc);
                 if let Upsert::Kept(cur) = outcome {
-                    self.restate_tombstone(*token, w.key, cur, loc.lsn)?;
+                    // Every write of the batch reaches the index before an error returns:
+                    // the batch is in the log already.
+                    if let Err(e) = self.restate_tombstone(*token, w.key, cur, loc.lsn) {
+                        failed.get_or_insert(e);
+                    }
                     self.invalidate_older(w.key, w.version);
                 } else {
                     changed += 1;
@@ -924,7 +942,10 @@ impl Inner {
                 lsn = Lsn::new(lsn.segment(), lsn.offset() + frame(*len) as u32);
             }
         }
-        Ok(changed)
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(changed),
+        }
     }
 
     pub fn stats(&self) -> NodeStats {
@@ -1131,6 +1152,80 @@ mod tests {
             .write_with(token, b"k", Some(b"two"), v(2), false);
         assert!(matches!(lost.unwrap(), Upsert::Kept(cur) if cur.version == v(3)));
         assert_stays_deleted(dir.path(), node);
+    }
+
+    /// Logs a write without touching the index: a writer preempted between the two.
+    fn append_only(node: &Node, value: Option<&[u8]>, version: Version) -> Location {
+        let mut buf = Vec::new();
+        record::encode_entry(&mut buf, kv_ring::token(b"k"), version, b"k", value);
+        let lsn = node.inner.wal.append(&buf).unwrap();
+        node.inner.segments.written(lsn.segment(), frame(buf.len()));
+        Location {
+            version,
+            lsn,
+            len: buf.len() as u32,
+            tombstone: value.is_none(),
+            stale_after: false,
+        }
+    }
+
+    /// ... and the index half, later.
+    fn index_only(node: &Node, loc: Location) {
+        let outcome = node
+            .inner
+            .index
+            .upsert(kv_ring::token(b"k"), b"k", loc, false);
+        node.inner.account(&outcome, loc);
+    }
+
+    /// The tombstone (version 3) is logged first but reaches the index last: the older write
+    /// (version 2), logged after it in a later segment, is in the index when the tombstone
+    /// replaces it. The tombstone must not be purged while version 2 lies after it.
+    #[test]
+    fn a_tombstone_indexed_after_an_older_write_logged_after_it_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = Node::open(dir.path(), purging_opts()).unwrap();
+        node.apply(b"k", Some(b"one"), v(1)).unwrap();
+        let tombstone = append_only(&node, None, v(3));
+        seal_active_segment(&node);
+        let two = node
+            .inner
+            .write_with(kv_ring::token(b"k"), b"k", Some(b"two"), v(2), false);
+        assert!(matches!(two.unwrap(), Upsert::Replaced(_)));
+        index_only(&node, tombstone);
+        assert_stays_deleted(dir.path(), node);
+    }
+
+    /// The index holds version 4 when the older write (version 2) is logged, after a
+    /// tombstone (version 5) that reaches the index later and replaces version 4.
+    #[test]
+    fn a_tombstone_replacing_a_value_an_older_write_lost_to_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = Node::open(dir.path(), purging_opts()).unwrap();
+        node.apply(b"k", Some(b"four"), v(4)).unwrap();
+        let tombstone = append_only(&node, None, v(5));
+        seal_active_segment(&node);
+        let two = node
+            .inner
+            .write_with(kv_ring::token(b"k"), b"k", Some(b"two"), v(2), false);
+        assert!(matches!(two.unwrap(), Upsert::Kept(_)));
+        index_only(&node, tombstone);
+        assert_stays_deleted(dir.path(), node);
+    }
+
+    /// A clock at its end (it followed a version past the limit from an old log) refuses
+    /// writes instead of handing out the same version again, which would lose them.
+    #[test]
+    fn a_clock_at_its_end_refuses_puts() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = Node::open(dir.path(), NodeOptions::new()).unwrap();
+        node.inner.hlc.observe(Version::new(u64::MAX - 1));
+        let r = node.put(b"k", b"v");
+        assert!(matches!(r, Err(Error::VersionTooLarge { .. })), "{r:?}");
+        assert!(matches!(
+            node.delete(b"k"),
+            Err(Error::VersionTooLarge { .. })
+        ));
     }
 
     /// The same in a batch (`log_batch` is `apply_batch` after its lookups).

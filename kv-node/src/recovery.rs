@@ -193,6 +193,7 @@ fn load_hint(
                         lsn,
                         len: item.payload_len,
                         tombstone: *tombstone,
+                        stale_after: false,
                     },
                     behind,
                 );
@@ -238,6 +239,7 @@ fn scan_segment(
                         lsn: rec.lsn,
                         len: rec.payload.len() as u32,
                         tombstone: value.is_none(),
+                        stale_after: false,
                     },
                     behind,
                 );
