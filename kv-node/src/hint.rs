@@ -225,6 +225,9 @@ pub(crate) fn parse(bytes: &[u8], seq: u32) -> Result<Hint<'_>, &'static str> {
         let record = match kind {
             KIND_PUT | KIND_TOMBSTONE => {
                 let key = bytes.get(at..at + n).ok_or("key past the end")?;
+                if key.is_empty() {
+                    return Err("empty key");
+                }
                 at += n;
                 HintRecord::Entry {
                     token,

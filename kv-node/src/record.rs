@@ -159,6 +159,11 @@ pub(crate) fn decode(payload: &[u8]) -> Result<LogRecord<'_>, &'static str> {
     match kind {
         KIND_PUT | KIND_TOMBSTONE => {
             let key_len = u32_at(payload, 4).ok_or("short record header")? as usize;
+            if key_len == 0 {
+                // Never written (keys are at least a byte), and the index's tables take an
+                // empty key for an empty slot.
+                return Err("empty key");
+            }
             let version = Version::new(u64_at(payload, 8).ok_or("short record header")?);
             let token = u64_at(payload, 16).ok_or("short record header")?;
             let key = payload
@@ -215,6 +220,13 @@ pub(crate) fn value_in(payload: &[u8]) -> Result<Option<&[u8]>, &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_empty_key_is_corrupt() {
+        let mut buf = Vec::new();
+        encode_entry(&mut buf, 1, Version::new(3), b"", Some(b"v"));
+        assert_eq!(decode(&buf), Err("empty key"));
+    }
 
     #[test]
     fn entries_round_trip() {
