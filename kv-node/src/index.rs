@@ -1,10 +1,10 @@
 //! The in-memory index: key -> where its newest record is, partitioned by token.
 //!
 //! `2^bits` partitions, chosen by the top bits of the key's token, each a hash table
-//! ([`Table`], keyed by the token itself, so no key is hashed twice) behind its own `RwLock`. Partitioning by
-//! the *top* bits keeps the ring's order: a token range covers a contiguous run of
-//! partitions, so range operations visit only the keys in the range plus at most two
-//! partial partitions at its edges.
+//! ([`Table`], keyed by the token itself, so no key is hashed twice) behind its own
+//! `RwLock`. Partitioning by the *top* bits keeps the ring's order: a token range covers a
+//! contiguous run of partitions, so range operations visit only the keys in the range plus
+//! at most two partial partitions at its edges.
 
 use kv_ring::TokenRange;
 use kv_wal::Lsn;

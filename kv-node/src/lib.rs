@@ -85,10 +85,11 @@
 //! oldest first. (A write older than the index's version is not appended, and the gate keeps
 //! compaction from copying a value past a newer write. But a write that passed its lookup
 //! before a newer tombstone landed is appended after it: the writer then logs the tombstone
-//! again, after its own record, and recovery does the same if a crash came in between. And
-//! when the tombstone reaches the index only after such a write did, the index marks the
-//! entry (`stale_after`): compaction copies a marked tombstone to the head instead of
-//! purging it, which clears the mark.) Drop records in the prefix
+//! again, after its own record. Where that cannot be (the tombstone reached the index only
+//! after such a write did; a crash before the writer logged it again, seen by recovery,
+//! which reads the log in order), the index marks the entry (`stale_after`), and
+//! compaction copies a marked tombstone to the head instead of purging it, which clears the
+//! mark.) Drop records in the prefix
 //! only concern records before them, which go with it. A crash at any point leaves either
 //! the originals, or originals and copies (recovery prefers the later copy of an equal
 //! version), or the copies alone.

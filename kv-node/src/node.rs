@@ -1245,9 +1245,9 @@ mod tests {
     }
 
     /// A crash between the older write's append and the tombstone's restatement leaves the
-    /// log as the race made it: recovery restates the tombstone.
+    /// log as the race made it: recovery marks the tombstone, and compaction keeps it.
     #[test]
-    fn recovery_restates_a_tombstone_logged_before_an_older_write() {
+    fn recovery_marks_a_tombstone_logged_before_an_older_write() {
         let dir = tempfile::tempdir().unwrap();
         let node = deleted_in_a_sealed_segment(dir.path());
         let wal_opts = node.inner.opts.wal.clone();

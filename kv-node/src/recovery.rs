@@ -9,7 +9,7 @@ use kv_wal::Lsn;
 use kv_wal::layout::HEADER_LEN;
 
 use crate::hint::{self, HintRecord};
-use crate::index::{Location, Upsert};
+use crate::index::Location;
 use crate::node::{Inner, frame};
 use crate::record::{self, LogRecord};
 use crate::{Error, Result, Version};
@@ -66,45 +66,34 @@ pub(crate) fn recover(mut inner: Inner, start: Instant) -> Result<Inner> {
         .sum();
     inner.index.reserve((hinted / 48) as usize);
     let mut max_version = Version::ZERO;
-    let mut behind = Vec::new();
     for seq in first..=active {
         if seq == 0 {
             continue;
         }
         let from_hint = match hints.get(&seq) {
-            Some(path) if seq < active => {
-                match load_hint(&inner, seq, path, &mut max_version, &mut behind) {
-                    Ok(records) => {
-                        report.records += records;
-                        true
-                    }
-                    Err(reason) => {
-                        report.rejected_hints.push((seq, reason));
-                        std::fs::remove_file(path)
-                            .map_err(|e| Error::io("delete rejected hint file", path, e))?;
-                        false
-                    }
+            Some(path) if seq < active => match load_hint(&inner, seq, path, &mut max_version) {
+                Ok(records) => {
+                    report.records += records;
+                    true
                 }
-            }
+                Err(reason) => {
+                    report.rejected_hints.push((seq, reason));
+                    std::fs::remove_file(path)
+                        .map_err(|e| Error::io("delete rejected hint file", path, e))?;
+                    false
+                }
+            },
             _ => false,
         };
         if from_hint {
             report.segments_from_hints += 1;
             inner.hinted.get_mut().insert(seq);
         } else {
-            report.records += scan_segment(&inner, seq, &mut max_version, &mut behind)?;
+            report.records += scan_segment(&inner, seq, &mut max_version)?;
             report.segments_scanned += 1;
         }
     }
     inner.hlc.observe(max_version);
-    // Tombstones logged before an older record of their key (a crash between that record's
-    // append and the tombstone's restatement, see `Inner::restate_tombstone`).
-    for b in behind {
-        if let Some(cur) = inner.index.get(b.token, &b.key) {
-            let _gate = inner.gate.shared(b.token);
-            inner.restate_tombstone(b.token, &b.key, cur, b.stale)?;
-        }
-    }
     let s = inner.stats();
     report.live_keys = s.live_keys;
     report.tombstones = s.tombstones;
@@ -151,7 +140,6 @@ fn load_hint(
     seq: u32,
     path: &PathBuf,
     max_version: &mut Version,
-    behind: &mut Vec<Behind>,
 ) -> Result<u64, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
     let hint = hint::parse(&bytes, seq)?;
@@ -195,7 +183,6 @@ fn load_hint(
                         tombstone: *tombstone,
                         stale_after: false,
                     },
-                    behind,
                 );
             }
             HintRecord::Drop(ranges) => load_drop(inner, ranges, lsn, item.payload_len),
@@ -205,12 +192,7 @@ fn load_hint(
 }
 
 /// Loads a segment's records by reading them.
-fn scan_segment(
-    inner: &Inner,
-    seq: u32,
-    max_version: &mut Version,
-    behind: &mut Vec<Behind>,
-) -> Result<u64> {
+fn scan_segment(inner: &Inner, seq: u32, max_version: &mut Version) -> Result<u64> {
     let mut n = 0;
     for rec in inner.wal.iter_from(Lsn::new(seq, HEADER_LEN as u32)) {
         let rec = rec?;
@@ -241,7 +223,6 @@ fn scan_segment(
                         tombstone: value.is_none(),
                         stale_after: false,
                     },
-                    behind,
                 );
             }
             LogRecord::Drop(ranges) => {
@@ -252,29 +233,17 @@ fn scan_segment(
     Ok(n)
 }
 
-/// A record logged after a newer tombstone of its key.
-struct Behind {
-    token: u64,
-    key: Box<[u8]>,
-    stale: Lsn,
-}
-
-fn load_entry(inner: &Inner, token: u64, key: &[u8], loc: Location, behind: &mut Vec<Behind>) {
+/// Indexes one record. Records come in log order, so one older than the key's indexed
+/// tombstone and logged after it (a writer that crashed before logging the tombstone again,
+/// see `Inner::restate_tombstone`) marks the tombstone `stale_after`, and compaction copies it
+/// rather than purging it.
+fn load_entry(inner: &Inner, token: u64, key: &[u8], loc: Location) {
     inner
         .segments
         .written(loc.lsn.segment(), frame(loc.len as usize));
     // On equal versions the later copy wins: compaction's copy, whose original is deleted next.
     let outcome = inner.index.upsert(token, key, loc, true);
     inner.account(&outcome, loc);
-    if let Upsert::Kept(cur) = outcome
-        && cur.tombstone
-    {
-        behind.push(Behind {
-            token,
-            key: key.into(),
-            stale: loc.lsn,
-        });
-    }
 }
 
 /// A drop record: forget every key in `ranges` written before it.
