@@ -473,7 +473,7 @@ mod tests {
         let mut buf = Vec::new();
         record::encode_entry(&mut buf, token, two.version, two.key, two.value);
         std::thread::scope(|s| {
-            let gate = inner.gate.shared(token);
+            let gate = inner.gate.shared();
             let lsn = inner.wal.append(&buf).unwrap();
             // Other writers seal the segment (their gate shards may be this one: shared).
             let active = inner.wal.end_lsn().segment();

@@ -4,7 +4,9 @@
 use crossbeam_utils::CachePadded;
 use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-const SHARDS: usize = 16;
+/// One shard per thread stripe: a writer takes its own thread's shard, whose line stays in
+/// its core's cache (a shard picked by key moved between the cores on every other write).
+const SHARDS: usize = crate::stripe::STRIPES;
 
 #[derive(Default)]
 pub(crate) struct Gate {
@@ -12,9 +14,9 @@ pub(crate) struct Gate {
 }
 
 impl Gate {
-    /// Held by a writer; `token` picks the shard (any would do).
-    pub fn shared(&self, token: u64) -> RwLockReadGuard<'_, ()> {
-        self.shards[(token >> 60) as usize % SHARDS].read()
+    /// Held by a writer (any shard would do: the calling thread's is taken).
+    pub fn shared(&self) -> RwLockReadGuard<'_, ()> {
+        self.shards[crate::stripe::stripe()].read()
     }
 
     /// Excludes every writer (shards taken in order, so two exclusive holders cannot

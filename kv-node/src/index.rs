@@ -120,6 +120,15 @@ impl Index {
             .collect()
     }
 
+    /// Asks the CPU to load the key's home slot (a hint; nothing if a writer holds the
+    /// partition): a writer calls it before its append, so the slot's cache miss overlaps
+    /// the append instead of stalling the index update after it.
+    pub fn prefetch(&self, token: u64) {
+        if let Some(part) = self.parts[self.part_of(token)].try_read() {
+            part.prefetch(token);
+        }
+    }
+
     /// Runs `f` on the key's location while holding its partition's read lock, so no writer
     /// can change the key meanwhile (used to fill the cache only with the current version).
     pub fn with_location<R>(

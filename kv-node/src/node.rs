@@ -631,6 +631,9 @@ impl Inner {
         // Newer than every version observed so far, so than every one in the index (each was
         // observed before it got there): no need to look.
         let newest = self.hlc.observe_newer(version);
+        if newest || !look_first {
+            self.index.prefetch(token);
+        }
         if look_first
             && !newest
             && let Some(cur) = self.index.get(token, key)
@@ -641,7 +644,7 @@ impl Inner {
         let payload_len = record::entry_len(key, value);
         ENCODE_BUF.with_borrow_mut(|buf| {
             record::encode_entry(buf, token, version, key, value);
-            let _gate = self.gate.shared(token);
+            let _gate = self.gate.shared();
             let lsn = self.wal.append(buf)?;
             let loc = Location {
                 version,
@@ -914,7 +917,7 @@ impl Inner {
         let mut changed = 0;
         let mut failed = None;
         {
-            let _gate = self.gate.shared(todo[0].0);
+            let _gate = self.gate.shared();
             let first = self.wal.append_batch(&refs)?;
             let mut lsn = first;
             for (token, w, len) in todo {

@@ -621,6 +621,7 @@ impl Shared {
             &many
         };
         let Reservation { seg, ticket, start } = self.reserve(total)?;
+        seg.prefetch_for_write(start + total);
         let mut at = start;
         for (header, p) in headers.iter().zip(payloads) {
             // SAFETY: `start..start + total` was reserved for this call alone (ticket
