@@ -13,6 +13,10 @@
 //! into a segment that was filled sequentially, where flushes used to write whole 2 MiB page
 //! cache folios (see the `kv-wal` crate docs on `MADV_RANDOM`).
 //!
+//! Do not run the `Always` group under a real-time policy (`chrt -f`): waiting appenders poll
+//! with `sched_yield`, which then starves the kernel threads that complete each flush, and
+//! 64 writers measure 10x slower (see the `kv-wal` crate docs).
+//!
 //! Run: `cargo bench -p benches --bench wal`. With `WAL_BENCH_TRACE=1` every sample of the
 //! multi-writer groups prints its own rate and segment, which shows trends within a run, and
 //! the flushes it took (counted by a flush hook, installed only then): flushes per second and

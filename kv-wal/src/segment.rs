@@ -387,8 +387,14 @@ impl Segment {
         let _ = at;
     }
 
-    /// Asks the CPU to fetch the 256 bytes at `offset` for writing (a hint, as
-    /// [`Segment::prefetch`]): where the next appends will write.
+    /// Asks the CPU to fetch the 256 bytes at `offset` for writing (`PREFETCHW` where the
+    /// build targets it, an ordinary prefetch otherwise; a hint, as [`Segment::prefetch`]):
+    /// where the next appends will write.
+    ///
+    /// Why: an append's completion is a locked compare-and-swap, which waits until the
+    /// record's stores have left the store buffer; with the record's lines not in the cache
+    /// that wait was a memory latency per append (perf, 3-replica node writes on one thread:
+    /// `Sequencer::complete` 9.5% of the samples, 2.8% with this prefetch).
     pub(crate) fn prefetch_for_write(&self, offset: usize) {
         if offset >= self.len {
             return;

@@ -621,6 +621,7 @@ impl Shared {
             &many
         };
         let Reservation { seg, ticket, start } = self.reserve(total)?;
+        // The next appends' lines (see `Segment::prefetch_for_write`).
         seg.prefetch_for_write(start + total);
         let mut at = start;
         for (header, p) in headers.iter().zip(payloads) {
