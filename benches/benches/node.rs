@@ -264,6 +264,7 @@ fn print_modes() {
 }
 
 fn put_one<S: Store>(g: &mut BenchmarkGroup<'_, WallTime>, name: &str, values: &Values) {
+    let _dog = watchdog(name, "put");
     let dir = tempdir();
     let mut store = S::open(dir.path());
     let mut next = 0u64;
@@ -296,8 +297,18 @@ fn puts(c: &mut Criterion) {
     g.finish();
 }
 
+/// A phase of one store's benchmark that runs past this is taken for a hang (each takes
+/// seconds; loading a million keys into sled, the slowest, about 15 s).
+const PHASE_LIMIT: Duration = Duration::from_secs(600);
+
+/// Guards a phase of one store's benchmark (see [`benches::Watchdog`]).
+fn watchdog(store: &str, phase: &str) -> benches::Watchdog {
+    benches::Watchdog::start(format!("node bench, {store}: {phase}"), PHASE_LIMIT)
+}
+
 /// Loads `n` keys into a new store in `dir`, timing it.
 fn loaded<S: Store>(dir: &Path, name: &str, n: u64, values: &Values) -> S {
+    let _dog = watchdog(name, "load");
     let mut store = S::open(dir);
     let start = Instant::now();
     store.load(0..n, values);
@@ -359,6 +370,7 @@ fn gets_hot(c: &mut Criterion) {
 fn hot_peer<S: Store>(g: &mut BenchmarkGroup<'_, WallTime>, name: &str, values: &Values) {
     let dir = tempdir();
     let store = loaded::<S>(dir.path(), name, HOT_KEYS, values);
+    let _dog = watchdog(name, "hot gets");
     get_one(g, name, &store, HOT_KEYS);
     store.close();
 }
@@ -437,6 +449,7 @@ fn gets_cold_and_recovery(c: &mut Criterion) {
 
 fn cold<S: Store>(g: &mut BenchmarkGroup<'_, WallTime>, name: &str, dir: &Path, values: &Values) {
     let store = loaded::<S>(dir, name, MILLION, values);
+    let _dog = watchdog(name, "cold gets");
     get_one(g, name, &store, MILLION);
     store.close();
 }
@@ -471,6 +484,7 @@ fn reopen<S: Store>(
     dir: &Path,
     mut prepare: impl FnMut(),
 ) {
+    let _dog = watchdog(name, "reopen");
     let key = key16(MILLION / 2);
     g.bench_function(name, |b| {
         b.iter_custom(|iters| {

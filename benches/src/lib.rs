@@ -76,6 +76,60 @@ impl Default for Values {
     }
 }
 
+/// Ends the process with a message if a phase of a benchmark runs past its time limit, so a
+/// store that hangs cannot leave `cargo bench` running forever (sled 0.34 did once here: its
+/// two I/O threads spun in `sled::lazy::Lazy::deref` for 15 minutes until killed). Disarmed
+/// when dropped.
+///
+/// ```
+/// use std::time::Duration;
+/// let dog = benches::Watchdog::start("example phase", Duration::from_secs(60));
+/// // ... the phase ...
+/// drop(dog); // done in time: nothing happens
+/// ```
+pub struct Watchdog {
+    disarm: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Watchdog {
+    /// Exit status when a phase overruns (as `timeout(1)`).
+    pub const EXIT_CODE: i32 = 124;
+
+    /// Starts watching a phase named `label`: if it is still running after `limit`, prints
+    /// which phase overran and exits the process with [`Watchdog::EXIT_CODE`].
+    pub fn start(label: impl Into<String>, limit: std::time::Duration) -> Watchdog {
+        let label = label.into();
+        let (disarm, armed) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("bench-watchdog".into())
+            .spawn(move || {
+                if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = armed.recv_timeout(limit) {
+                    eprintln!(
+                        "benchmark watchdog: {label} still running after {limit:?}; \
+                         stopping the benchmark"
+                    );
+                    std::process::exit(Watchdog::EXIT_CODE);
+                }
+            })
+            .expect("spawn the benchmark watchdog");
+        Watchdog {
+            disarm: Some(disarm),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        // Dropping the sender wakes the watchdog with `Disconnected`: it returns.
+        drop(self.disarm.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,5 +142,36 @@ mod tests {
         assert!((0..1000).all(|i| v.value(i).len() == Values::LEN));
         let mut p = Picker::new(1);
         assert!((0..1000).all(|_| p.below(7) < 7));
+    }
+
+    #[test]
+    fn a_disarmed_watchdog_lets_the_process_live() {
+        let dog = Watchdog::start("test", std::time::Duration::from_millis(200));
+        drop(dog);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        // Still here: the watchdog did not exit the process.
+    }
+
+    #[test]
+    fn a_watchdog_ends_an_overrunning_phase() {
+        const CHILD: &str = "BENCHES_WATCHDOG_CHILD";
+        if std::env::var_os(CHILD).is_some() {
+            let _dog = Watchdog::start("the overrun", std::time::Duration::from_millis(50));
+            std::thread::sleep(std::time::Duration::from_secs(30));
+            return;
+        }
+        // Run this same test in a child process, which the watchdog must end.
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "--nocapture",
+                "tests::a_watchdog_ends_an_overrunning_phase",
+            ])
+            .env(CHILD, "1")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(Watchdog::EXIT_CODE));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("the overrun still running"), "{stderr}");
     }
 }
