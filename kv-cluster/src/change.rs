@@ -13,6 +13,7 @@
 //! No step removes a copy before the new ring is committed, so no key ever has fewer replicas
 //! than it had; streaming again is harmless because every import is last-writer-wins.
 
+use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
@@ -382,11 +383,25 @@ impl Cluster {
             pair_keys: 0,
             keys: 0,
             bytes: 0,
-            estimated_keys: self.estimate(&pairs, nodes, |f, t| done(change, f, t))?,
+            estimated_keys: 0,
             pairs_done: 0,
             pairs_total: pairs.len(),
             elapsed: Duration::ZERO,
         };
+        let estimates = self.estimate(&pairs, nodes, |f, t| done(change, f, t))?;
+        report.estimated_keys = estimates.iter().sum();
+        // Each destination sizes its index once for everything coming its way.
+        let mut incoming: BTreeMap<&NodeId, (Vec<TokenRange>, u64)> = BTreeMap::new();
+        for (((_, to), ranges), keys) in pairs.iter().zip(&estimates) {
+            let into = incoming.entry(to).or_default();
+            into.0.extend_from_slice(ranges);
+            into.1 += keys;
+        }
+        for (to, (ranges, keys)) in incoming {
+            if let Some(dst) = nodes.get(to) {
+                dst.reserve(&ranges, keys);
+            }
+        }
         let streams = self.opts.transfer_streams.max(1);
         // The work: (pair, stretch of its ranges), pair after pair.
         let mut work: Vec<(usize, Vec<TokenRange>)> = Vec::new();
@@ -551,14 +566,15 @@ impl Cluster {
         Ok(())
     }
 
-    /// An estimate of the records left to stream, without scanning: each source's key count
-    /// times the share of its ranges that its pairs copy.
+    /// An estimate of the records left to stream per pair (0 for a pair already streamed),
+    /// without scanning: each source's key count times the share of its ranges that the pair
+    /// copies.
     fn estimate(
         &self,
         pairs: &[((NodeId, NodeId), Vec<TokenRange>)],
         nodes: &NodeMap,
         done: impl Fn(&NodeId, &NodeId) -> bool,
-    ) -> Result<u64> {
+    ) -> Result<Vec<u64>> {
         let routing = self.routing();
         let owned: Vec<(NodeId, f64)> = routing
             .ring
@@ -566,8 +582,8 @@ impl Cluster {
             .into_iter()
             .map(|o| (o.node, o.replica))
             .collect();
-        let mut estimate = 0.0;
-        for ((from, to), ranges) in pairs {
+        let mut estimates = vec![0; pairs.len()];
+        for (((from, to), ranges), estimate) in pairs.iter().zip(&mut estimates) {
             let Some(node) = nodes.get(from) else {
                 continue;
             };
@@ -582,9 +598,10 @@ impl Cluster {
             // A down leaver cannot count what it held; its directory goes all the same.
             let held = node.held().unwrap_or_default();
             let fraction: f64 = ranges.iter().map(|r| r.fraction()).sum();
-            estimate += (held.live + held.tombstones) as f64 * (fraction / share).min(1.0);
+            *estimate =
+                ((held.live + held.tombstones) as f64 * (fraction / share).min(1.0)).round() as u64;
         }
-        Ok(estimate.round() as u64)
+        Ok(estimates)
     }
 }
 

@@ -135,6 +135,10 @@ impl Replica for LocalReplica {
         Ok(self.node.count_in_ranges(ranges))
     }
 
+    fn reserve(&self, ranges: &[TokenRange], keys: u64) {
+        self.node.reserve(ranges, keys);
+    }
+
     fn held(&self) -> Result<RangeCount> {
         let s = self.node.stats();
         Ok(RangeCount {

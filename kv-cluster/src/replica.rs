@@ -124,6 +124,13 @@ pub trait Replica: Send + Sync + fmt::Debug {
     /// The node's error.
     fn count_in_ranges(&self, ranges: &[TokenRange]) -> Result<RangeCount>;
 
+    /// A hint before an import: about `keys` records whose tokens lie in `ranges` are on
+    /// their way, so the node can size its index once instead of growing it as they arrive.
+    /// The default ignores it.
+    fn reserve(&self, ranges: &[TokenRange], keys: u64) {
+        let _ = (ranges, keys);
+    }
+
     /// Everything the node holds, from its counters (cheap: no scan).
     ///
     /// # Errors

@@ -152,6 +152,42 @@ impl Index {
         }
     }
 
+    /// Makes room for about `n` more keys whose tokens lie in `ranges` (an import about to
+    /// arrive), each partition in proportion to the share of the ranges' tokens it covers,
+    /// so the tables do not rehash as they fill and no partition outside the ranges grows.
+    pub fn reserve_in(&self, ranges: &[TokenRange], n: usize) {
+        // Each range as half-open spans of u128 tokens: `[start + 1, end + 1)`.
+        let mut spans: Vec<(u128, u128)> = Vec::new();
+        for r in ranges {
+            let (start, end) = (u128::from(r.start) + 1, u128::from(r.end) + 1);
+            if r.is_full() {
+                spans.push((0, 1 << 64));
+            } else if r.start < r.end {
+                spans.push((start, end));
+            } else {
+                spans.push((start, 1 << 64));
+                spans.push((0, end));
+            }
+        }
+        let total: u128 = spans.iter().map(|(a, b)| b - a).sum();
+        if total == 0 || n == 0 {
+            return;
+        }
+        let width = 1u128 << self.shift;
+        for part in self.partitions_for(ranges) {
+            let (lo, hi) = (part as u128 * width, (part as u128 + 1) * width);
+            let covered: u128 = spans
+                .iter()
+                .map(|&(a, b)| b.min(hi).saturating_sub(a.max(lo)))
+                .sum();
+            // Exact in u128: n < 2^64 and covered <= 2^64.
+            let share = (n as u128 * covered / total) as usize;
+            if share > 0 {
+                self.parts[part].write().reserve(share + share / 8);
+            }
+        }
+    }
+
     /// Last writer wins: stores `loc` if its version is higher than the key's current one
     /// (or equal, when `replace_equal`: recovery lets a later copy of the same write win).
     pub fn upsert(&self, token: u64, key: &[u8], loc: Location, replace_equal: bool) -> Upsert {
@@ -355,6 +391,52 @@ mod tests {
         assert_eq!(ix.remove_at(1, b"k", Lsn::from_u64(100)), None);
         assert!(ix.remove_at(1, b"k", Lsn::from_u64(500)).is_some());
         assert_eq!(ix.get(1, b"k"), None);
+    }
+
+    #[test]
+    fn reserve_in_sizes_exactly_the_partitions_of_the_ranges_once() {
+        let ix = Index::new(4); // 16 partitions of 2^60 tokens
+        let p = 1u64 << 60;
+        // Partitions 2 and 3 whole, half of 5, and a range wrapping from 15 into 0.
+        let ranges = [
+            TokenRange::new(2 * p - 1, 4 * p - 1),
+            TokenRange::new(5 * p + p / 2, 6 * p - 1),
+            TokenRange::new(15 * p - 1, p / 2 - 1),
+        ];
+        // 4 partitions' worth of tokens: 1,000 keys per whole partition.
+        ix.reserve_in(&ranges, 4_000);
+        let capacity = |part: usize| ix.parts[part].read().capacity();
+        // Lazily: nothing is allocated yet, each partition knows what to grow to.
+        let mut targets = [0; 16];
+        for (part, target) in targets.iter_mut().enumerate() {
+            let (slots, reserved) = capacity(part);
+            assert_eq!(slots, 0);
+            match part {
+                2 | 3 | 15 => assert!(reserved >= 1_000 * 4 / 3, "partition {part}: {reserved}"),
+                0 | 5 => assert!(reserved >= 500 * 4 / 3, "partition {part}: {reserved}"),
+                _ => assert_eq!(reserved, 0, "partition {part} is outside the ranges"),
+            }
+            *target = reserved;
+        }
+        // Keys spread evenly over the ranges: the first one into a partition grows it to its
+        // target, and it does not grow again as the rest arrive.
+        let spread = |part: u64, from: u64, count: u64| {
+            (0..count).map(move |i| (part * p + from + i * (p / 2 / count), part as usize))
+        };
+        let tokens = spread(2, 0, 1_000)
+            .chain(spread(3, 0, 1_000))
+            .chain(spread(15, 0, 1_000))
+            .chain(spread(5, p / 2 + 1, 500))
+            .chain(spread(0, 0, 500));
+        for (i, (token, part)) in tokens.enumerate() {
+            ix.upsert(token, &i.to_le_bytes(), loc(1, 8 * i as u64 + 8), false);
+            assert_eq!(capacity(part), (targets[part], 0), "partition {part}");
+        }
+        // Nothing to reserve for an empty range list or no keys.
+        let fresh = Index::new(4);
+        fresh.reserve_in(&[], 1_000);
+        fresh.reserve_in(&ranges, 0);
+        assert!(fresh.parts.iter().all(|t| t.read().capacity() == (0, 0)));
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub(crate) struct Table {
     len: usize,
     /// `64 - log2(slots.len())`: a token's home slot is `(token * PHI) >> shift`.
     shift: u32,
+    /// Slots the next growth makes at least ([`Table::reserve`]); 0 once reached.
+    reserved: usize,
 }
 
 impl Entry {
@@ -64,12 +66,19 @@ impl Table {
             slots: Vec::new_in(memory),
             len: 0,
             shift: 64,
+            reserved: 0,
         }
     }
 
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// Slots, empty or not, and the slots the next growth will make at least.
+    #[cfg(test)]
+    pub fn capacity(&self) -> (usize, usize) {
+        (self.slots.len(), self.reserved)
     }
 
     /// The key's entry.
@@ -104,7 +113,7 @@ impl Table {
     pub fn insert_new(&mut self, entry: Entry) {
         debug_assert!(!entry.is_empty() && self.find(entry.token, &entry.key).is_none());
         if slots_for(self.len + 1) > self.slots.len() {
-            self.grow_to(slots_for(self.len + 1));
+            self.grow_to(slots_for(self.len + 1).max(self.reserved));
         }
         self.place(entry);
         self.len += 1;
@@ -151,11 +160,14 @@ impl Table {
         self.slots.iter().filter(|e| !e.is_empty())
     }
 
-    /// Makes room for `additional` more entries without growing.
+    /// Makes room for `additional` more entries: the next time the table grows, it grows
+    /// to hold them all, so it grows (and rehashes) once rather than doubling again and
+    /// again. Lazily: the memory is taken (and zeroed by the kernel) by the insert that
+    /// needs it, on the thread that inserts, and a table no key arrives in takes none.
     pub fn reserve(&mut self, additional: usize) {
         let want = slots_for(self.len.saturating_add(additional));
         if want > self.slots.len() {
-            self.grow_to(want);
+            self.reserved = self.reserved.max(want);
         }
     }
 
@@ -201,6 +213,9 @@ impl Table {
         fresh.resize_with(slots, Entry::empty);
         let old = std::mem::replace(&mut self.slots, fresh);
         self.shift = 64 - slots.trailing_zeros();
+        if slots >= self.reserved {
+            self.reserved = 0;
+        }
         for e in old.into_iter().filter(|e| !e.is_empty()) {
             self.place(e);
         }
@@ -272,7 +287,7 @@ mod tests {
     #[test]
     fn colliding_runs_survive_removal_across_the_wrap() {
         let mut t = Table::new(HugePages::default());
-        t.reserve(6); // 8 slots
+        t.grow_to(8);
         // Tokens whose home is the last slot: the run wraps to slots 0, 1, ...
         let homes_last: std::vec::Vec<u64> = (1..u64::MAX)
             .filter(|&tok| t.home(tok) == 7)

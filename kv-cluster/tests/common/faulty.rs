@@ -115,6 +115,9 @@ impl Replica for Faulty {
     fn held(&self) -> Result<RangeCount> {
         self.inner.held()
     }
+    fn reserve(&self, ranges: &[TokenRange], keys: u64) {
+        self.inner.reserve(ranges, keys)
+    }
     fn fence(&self, epoch: u64) {
         self.inner.fence(epoch)
     }
