@@ -137,21 +137,40 @@ impl Table {
     }
 
     /// Keeps only the entries `keep` accepts (it sees each entry once).
+    ///
+    /// In place: each removed entry's gap is closed as in [`Table::remove_if`]. The scan
+    /// starts just after an empty slot and goes once around, so the run being scanned never
+    /// reaches back to its start: closing a gap moves only entries the scan has not seen yet
+    /// (to the gap, which the scan looks at again, or to later gaps). A table left less than
+    /// a quarter of the size a fresh one would be is rebuilt smaller, to give memory back.
     pub fn retain(&mut self, mut keep: impl FnMut(&Entry) -> bool) {
-        let memory = self.slots.allocator().clone();
-        let old = std::mem::replace(&mut self.slots, Vec::new_in(memory));
-        let kept: std::vec::Vec<Entry> = old
-            .into_iter()
-            .filter(|e| !e.is_empty() && keep(e))
-            .collect();
-        self.len = 0;
-        self.shift = 64;
-        if !kept.is_empty() {
-            self.grow_to(slots_for(kept.len()));
-            for e in kept {
-                self.place(e);
-                self.len += 1;
+        if self.len == 0 {
+            return;
+        }
+        let n = self.slots.len();
+        let mask = n - 1;
+        // There is one: the table is never full.
+        let Some(start) = self.slots.iter().position(Entry::is_empty) else {
+            return;
+        };
+        let mut i = (start + 1) & mask;
+        let mut seen = 1;
+        while seen < n {
+            if !self.slots[i].is_empty() && !keep(&self.slots[i]) {
+                self.slots[i] = Entry::empty();
+                self.len -= 1;
+                self.close_gap(i);
+                continue;
             }
+            i = (i + 1) & mask;
+            seen += 1;
+        }
+        if self.len == 0 {
+            let memory = self.slots.allocator().clone();
+            self.slots = Vec::new_in(memory);
+            self.shift = 64;
+        } else if slots_for(self.len) * 4 <= n {
+            self.grow_to(slots_for(self.len));
         }
     }
 
@@ -350,7 +369,14 @@ mod tests {
                         prop_assert_eq!(got.map(|e| e.loc.version.as_u64()), model.remove(&k));
                     }
                     Op::RetainOdd => {
-                        t.retain(|e| e.key[0] % 2 == 1);
+                        let mut seen: HashMap<u8, usize> = HashMap::new();
+                        t.retain(|e| {
+                            *seen.entry(e.key[0]).or_default() += 1;
+                            e.key[0] % 2 == 1
+                        });
+                        // Each entry seen once, and every one.
+                        prop_assert!(seen.values().all(|&n| n == 1), "{:?}", seen);
+                        prop_assert_eq!(seen.len(), model.len());
                         model.retain(|k, _| k % 2 == 1);
                     }
                     Op::Reserve(n) => t.reserve(usize::from(n)),
