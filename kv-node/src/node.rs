@@ -919,6 +919,9 @@ impl Inner {
         {
             let _gate = self.gate.shared();
             let first = self.wal.append_batch(&refs)?;
+            // A batch lies in one segment.
+            let framed: u64 = todo.iter().map(|(_, _, len)| frame(*len)).sum();
+            self.segments.written(first.segment(), framed);
             let mut lsn = first;
             for (token, w, len) in todo {
                 let loc = Location {
@@ -928,7 +931,6 @@ impl Inner {
                     tombstone: w.value.is_none(),
                     stale_after: false,
                 };
-                self.segments.written(lsn.segment(), frame(*len));
                 let outcome = self.index.upsert(*token, w.key, loc, false);
                 self.account(&outcome, loc);
                 if let Upsert::Kept(cur) = outcome {
