@@ -138,11 +138,13 @@ impl Table {
 
     /// Keeps only the entries `keep` accepts (it sees each entry once).
     ///
-    /// In place: each removed entry's gap is closed as in [`Table::remove_if`]. The scan
-    /// starts just after an empty slot and goes once around, so the run being scanned never
-    /// reaches back to its start: closing a gap moves only entries the scan has not seen yet
-    /// (to the gap, which the scan looks at again, or to later gaps). A table left less than
-    /// a quarter of the size a fresh one would be is rebuilt smaller, to give memory back.
+    /// In place, in one pass: the scan starts just after a slot that is empty to begin
+    /// with (no probe crosses it) and goes once around. It empties each entry `keep`
+    /// rejects, and moves each one it keeps back to the first empty slot of its probe, if
+    /// removals opened one: every slot from the entry's home up to it has been scanned
+    /// already, so an entry only moves to a slot the scan has passed, and every kept entry
+    /// stays reachable from its home without crossing an empty slot. A table left less than a
+    /// quarter of the size a fresh one would be is rebuilt smaller, to give memory back.
     pub fn retain(&mut self, mut keep: impl FnMut(&Entry) -> bool) {
         if self.len == 0 {
             return;
@@ -153,17 +155,24 @@ impl Table {
         let Some(start) = self.slots.iter().position(Entry::is_empty) else {
             return;
         };
-        let mut i = (start + 1) & mask;
-        let mut seen = 1;
-        while seen < n {
-            if !self.slots[i].is_empty() && !keep(&self.slots[i]) {
-                self.slots[i] = Entry::empty();
-                self.len -= 1;
-                self.close_gap(i);
+        let mut i = start;
+        for _ in 1..n {
+            i = (i + 1) & mask;
+            if self.slots[i].is_empty() {
                 continue;
             }
-            i = (i + 1) & mask;
-            seen += 1;
+            if !keep(&self.slots[i]) {
+                self.slots[i] = Entry::empty();
+                self.len -= 1;
+                continue;
+            }
+            let mut j = self.home(self.slots[i].token);
+            while j != i && !self.slots[j].is_empty() {
+                j = (j + 1) & mask;
+            }
+            if j != i {
+                self.slots.swap(i, j);
+            }
         }
         if self.len == 0 {
             let memory = self.slots.allocator().clone();
