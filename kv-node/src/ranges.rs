@@ -4,9 +4,9 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 use kv_ring::TokenRange;
+use kv_wal::Lsn;
 
 use crate::index::{Key, Location};
-use kv_wal::Lsn;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -22,6 +22,9 @@ impl Node {
     ///
     /// Writes made while the export runs may or may not be included; a redistribution covers
     /// them with dual writes.
+    ///
+    /// The keys and values of a batch are slices of one buffer (one allocation per batch): a
+    /// record kept after its batch keeps the whole batch's buffer alive.
     ///
     /// ```
     /// # let dir = tempfile::tempdir()?;
