@@ -167,3 +167,60 @@ fn one_or_many_streams_move_the_same_records() {
         assert!(!first.is_empty());
     }
 }
+
+/// Before streaming, each destination is told once how many records are coming and for which
+/// ranges (so a storage node can size its index once); the estimate is close to what arrives.
+#[test]
+fn each_destination_hears_what_is_coming_before_its_first_import() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = std::sync::Arc::new(common::faulty::FaultyBackend::default());
+    let opts = common::memory_opts()
+        .transfer_batch(500)
+        .backend(backend.clone());
+    let cluster = Cluster::open(dir.path(), opts).unwrap();
+    let pairs: Vec<(Vec<u8>, Vec<u8>)> = (0..30_000)
+        .map(|i| (common::key(i), b"v".to_vec()))
+        .collect();
+    for chunk in pairs.chunks(1000) {
+        cluster.put_many(chunk).unwrap();
+    }
+    for change in ["add", "remove"] {
+        backend.faults.reserved.lock().clear();
+        backend.faults.imports.lock().clear();
+        let summary = match change {
+            "add" => cluster.add_node("node4"),
+            _ => cluster.remove_node("node4"),
+        }
+        .unwrap();
+        let reserved = backend.faults.reserved.lock().clone();
+        // Per destination: one hint, before any import, close to what it received.
+        let mut received: BTreeMap<String, u64> = BTreeMap::new();
+        for p in &summary.pairs {
+            *received.entry(p.to.to_string()).or_default() += p.keys;
+        }
+        let hinted: Vec<&String> = reserved.iter().map(|(id, ..)| id).collect();
+        assert_eq!(hinted, received.keys().collect::<Vec<_>>(), "{change}");
+        for (id, ranges, keys, imports_before) in &reserved {
+            assert_eq!(
+                *imports_before, 0,
+                "{change}: {id} imported before the hint"
+            );
+            let got = received[id];
+            let ratio = *keys as f64 / got as f64;
+            assert!(
+                (0.8..=1.2).contains(&ratio),
+                "{change}: {id} told {keys}, received {got}"
+            );
+            // The ranges cover every key the destination now holds a copy of because of the
+            // change (sampled).
+            for (k, _) in pairs.iter().step_by(97) {
+                let p = cluster.placement_of(k).unwrap();
+                let gained = p.expected.iter().any(|n| n.as_str() == id);
+                if gained && change == "add" {
+                    let t = token(k);
+                    assert!(ranges.iter().any(|r| r.contains(t)), "{change}: {id}");
+                }
+            }
+        }
+    }
+}

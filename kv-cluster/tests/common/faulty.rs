@@ -23,6 +23,11 @@ pub struct Faults {
     pub export_down: Mutex<Vec<String>>,
     /// Nodes whose syncs fail.
     pub sync_down: Mutex<Vec<String>>,
+    /// Every `reserve` hint: (node, ranges, keys, imports into that node before it).
+    #[allow(clippy::type_complexity)]
+    pub reserved: Mutex<Vec<(String, Vec<TokenRange>, u64, usize)>>,
+    /// Imports so far, per node.
+    pub imports: Mutex<std::collections::BTreeMap<String, usize>>,
     /// Called after each successful `drop_ranges` (a crash test parks there).
     #[allow(clippy::type_complexity)]
     pub after_drop: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
@@ -96,6 +101,12 @@ impl Replica for Faulty {
         self.inner.export(epoch, r, n)
     }
     fn import(&self, epoch: u64, batch: &[Record]) -> Result<usize> {
+        *self
+            .faults
+            .imports
+            .lock()
+            .entry(self.id().to_string())
+            .or_default() += 1;
         self.inner.import(epoch, batch)
     }
     fn drop_ranges(&self, epoch: u64, ranges: &[TokenRange]) -> Result<usize> {
@@ -116,6 +127,12 @@ impl Replica for Faulty {
         self.inner.held()
     }
     fn reserve(&self, ranges: &[TokenRange], keys: u64) {
+        let id = self.id().to_string();
+        let before = self.faults.imports.lock().get(&id).copied().unwrap_or(0);
+        self.faults
+            .reserved
+            .lock()
+            .push((id, ranges.to_vec(), keys, before));
         self.inner.reserve(ranges, keys)
     }
     fn fence(&self, epoch: u64) {
