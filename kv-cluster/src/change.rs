@@ -375,6 +375,7 @@ impl Cluster {
                 .iter()
                 .any(|(f, t)| f == from.as_str() && t == to.as_str())
         };
+        let estimates = self.estimate(&pairs, nodes, |f, t| done(change, f, t))?;
         let mut report = Progress {
             kind: change.kind,
             node: summary.node.clone(),
@@ -383,19 +384,20 @@ impl Cluster {
             pair_keys: 0,
             keys: 0,
             bytes: 0,
-            estimated_keys: 0,
+            estimated_keys: estimates.iter().sum(),
             pairs_done: 0,
             pairs_total: pairs.len(),
             elapsed: Duration::ZERO,
         };
-        let estimates = self.estimate(&pairs, nodes, |f, t| done(change, f, t))?;
-        report.estimated_keys = estimates.iter().sum();
         // Each destination sizes its index once for everything coming its way.
         let mut incoming: BTreeMap<&NodeId, (Vec<TokenRange>, u64)> = BTreeMap::new();
         for (((_, to), ranges), keys) in pairs.iter().zip(&estimates) {
+            if *keys == 0 {
+                continue; // streamed already, or nothing to count
+            }
             let into = incoming.entry(to).or_default();
             into.0.extend_from_slice(ranges);
-            into.1 += keys;
+            into.1 = into.1.saturating_add(*keys);
         }
         for (to, (ranges, keys)) in incoming {
             if let Some(dst) = nodes.get(to) {

@@ -183,7 +183,9 @@ impl Index {
             // Exact in u128: n < 2^64 and covered <= 2^64.
             let share = (n as u128 * covered / total) as usize;
             if share > 0 {
-                self.parts[part].write().reserve(share + share / 8);
+                self.parts[part]
+                    .write()
+                    .reserve(share.saturating_add(share / 8));
             }
         }
     }
