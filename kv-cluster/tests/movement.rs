@@ -11,17 +11,22 @@ use kv_ring::{Ring, token};
 
 const KEYS: u64 = 100_000;
 
+/// Puts keys `0..n` (value `v`) in batches of 1,000; returns them.
+fn load(cluster: &Cluster, n: u64) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let pairs: Vec<(Vec<u8>, Vec<u8>)> = (0..n).map(|i| (common::key(i), b"v".to_vec())).collect();
+    for chunk in pairs.chunks(1000) {
+        cluster.put_many(chunk).unwrap();
+    }
+    pairs
+}
+
 /// Grows `nodes` nodes by one and shrinks back, with replication factor 3.
 fn grow_and_shrink(nodes: usize) {
     let dir = tempfile::tempdir().unwrap();
     let ids: Vec<String> = (1..=nodes).map(|i| format!("node{i}")).collect();
     let opts = common::memory_opts().initial_nodes(ids.clone());
     let cluster = Cluster::open(dir.path(), opts).unwrap();
-    let pairs: Vec<(Vec<u8>, Vec<u8>)> =
-        (0..KEYS).map(|i| (common::key(i), b"v".to_vec())).collect();
-    for chunk in pairs.chunks(1000) {
-        cluster.put_many(chunk).unwrap();
-    }
+    let pairs = load(&cluster, KEYS);
     let old = cluster.ring();
     let rf = cluster.replication_factor();
 
@@ -122,12 +127,7 @@ fn one_or_many_streams_move_the_same_records() {
             .transfer_batch(100)
             .transfer_streams(streams);
         let cluster = Cluster::open(dir.path(), opts).unwrap();
-        let pairs: Vec<(Vec<u8>, Vec<u8>)> = (0..20_000)
-            .map(|i| (common::key(i), b"v".to_vec()))
-            .collect();
-        for chunk in pairs.chunks(1000) {
-            cluster.put_many(chunk).unwrap();
-        }
+        let pairs = load(&cluster, 20_000);
         for change in ["add", "remove"] {
             let (mut reported, mut last) = (0, None);
             let progress = |p: &kv_cluster::Progress| {
@@ -178,12 +178,7 @@ fn each_destination_hears_what_is_coming_before_its_first_import() {
         .transfer_batch(500)
         .backend(backend.clone());
     let cluster = Cluster::open(dir.path(), opts).unwrap();
-    let pairs: Vec<(Vec<u8>, Vec<u8>)> = (0..30_000)
-        .map(|i| (common::key(i), b"v".to_vec()))
-        .collect();
-    for chunk in pairs.chunks(1000) {
-        cluster.put_many(chunk).unwrap();
-    }
+    let pairs = load(&cluster, 30_000);
     for change in ["add", "remove"] {
         backend.faults.reserved.lock().clear();
         backend.faults.imports.lock().clear();
