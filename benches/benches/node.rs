@@ -7,7 +7,9 @@
 //! - `node_get_hot`: random gets over 1,000 keys that all fit in the node's cache;
 //! - `node_get_cold`: uniformly random gets over 1 million keys with the default cache (1,000
 //!   entries for kv-node); and kv-node's multi-get (`Node::get_many`) on the same keys, in
-//!   batches of 32 (throughput per key);
+//!   batches of 32 (throughput per key); and the floor of a single cold get on the machine
+//!   (`floor-two-dependent-reads`: a random read of an index-sized region, then one of the
+//!   node's log files that depends on it, with no other work);
 //! - `node_recovery`: reopening each 1-million-key store until it serves its first get
 //!   (kv-node with hint files, and with the hint files deleted);
 //! - `node_ranges`: `export` and `drop_ranges` of a token range from nodes of 100,000 and 1
@@ -399,6 +401,7 @@ fn gets_cold_and_recovery(c: &mut Criterion) {
         g.measurement_time(Duration::from_secs(2));
         cold::<KvNode>(&mut g, "kv-node", m.node.path(), &values);
         cold_multi_get(&mut g, m.node.path());
+        cold_floor(&mut g, m.node.path());
         cold::<Redb>(&mut g, "redb", m.redb.path(), &values);
         cold::<Fjall<false>>(&mut g, "fjall", m.fjall.path(), &values);
         cold::<Sled>(&mut g, "sled", m.sled.path(), &values);
@@ -474,6 +477,51 @@ fn cold_multi_get(g: &mut BenchmarkGroup<'_, WallTime>, dir: &Path) {
     });
     g.throughput(Throughput::Elements(1));
     node.close().expect("close");
+}
+
+/// Bytes of the stand-in for the index in `node_get_cold/floor-two-dependent-reads`: about
+/// what the loaded node's index takes (a million 64-byte slots at 3/8 to 3/4 load).
+const FLOOR_INDEX_BYTES: usize = 128 << 20;
+
+/// The memory floor of a single cold get on this machine, measured next to it: per
+/// operation, one random 8-byte read of an index-sized region (anonymous memory, huge pages
+/// asked for, as the node's index is), then one random read of the loaded node's own log
+/// files (mapped read-only: the same page-cache pages its gets read), at an address that
+/// depends on the first read, and the next operation's first address on that second read.
+/// Nothing else: no hashing, locking, checksum or copy. Any get that looks a key up in a
+/// hash index and then reads its record pays at least this; the gap to `kv-node` is the
+/// node's own work.
+fn cold_floor(g: &mut BenchmarkGroup<'_, WallTime>, dir: &Path) {
+    let mut index = memmap2::MmapMut::map_anon(FLOOR_INDEX_BYTES).expect("anonymous map");
+    #[cfg(target_os = "linux")]
+    let _ = index.advise(memmap2::Advice::HugePage);
+    index.fill(1);
+    let mut logs = Vec::new();
+    for entry in std::fs::read_dir(dir.join("wal")).expect("the node's wal directory") {
+        let path = entry.expect("directory entry").path();
+        if path.extension().is_some_and(|e| e == "wal") {
+            let file = std::fs::File::open(&path).expect("segment file");
+            // SAFETY: the node that wrote these files is closed and nothing else in this
+            // process writes them while the map lives; the bytes read are never interpreted.
+            let map = unsafe { memmap2::Mmap::map(&file) }.expect("map a segment file");
+            if map.len() >= 4096 {
+                logs.push(map);
+            }
+        }
+    }
+    assert!(!logs.is_empty(), "the loaded node has no segment files");
+    let slots = (FLOOR_INDEX_BYTES / 64) as u64;
+    let mut picker = Picker::new(44);
+    let mut last = 0u64;
+    g.bench_function("floor-two-dependent-reads", |b| {
+        b.iter(|| {
+            let slot = (picker.below(slots) ^ (last & 1)) as usize;
+            let entry = u64::from(index[slot * 64]);
+            let log = &logs[(picker.below(logs.len() as u64) ^ (entry & 1)) as usize % logs.len()];
+            let at = (picker.below(log.len() as u64) ^ (entry & 1)) as usize % log.len();
+            last = u64::from(black_box(log[at]));
+        })
+    });
 }
 
 /// Time from `open` to the first get answered, the page cache warm; `prepare` runs before
