@@ -70,6 +70,10 @@ pub(crate) enum Upsert {
     Kept(Location),
 }
 
+/// The most keys a hint makes room for ([`Index::reserve_in`]): 2^23 (8.4 M), about 1 GiB of
+/// slots whatever the partitioning.
+pub(crate) const MAX_RESERVED_KEYS: usize = 1 << 23;
+
 pub(crate) struct Index {
     parts: Box<[RwLock<Table>]>,
     shift: u32,
@@ -155,7 +159,13 @@ impl Index {
     /// Makes room for about `n` more keys whose tokens lie in `ranges` (an import about to
     /// arrive), each partition in proportion to the share of the ranges' tokens it covers,
     /// so the tables do not rehash as they fill and no partition outside the ranges grows.
+    ///
+    /// `n` is an estimate from outside (a coordinator's), taken up to [`MAX_RESERVED_KEYS`],
+    /// so an absurd estimate cannot make the first insert into each partition allocate
+    /// memory the keys will never need (or more than the machine has). A larger import still
+    /// arrives whole; its tables then grow as they fill.
     pub fn reserve_in(&self, ranges: &[TokenRange], n: usize) {
+        let n = n.min(MAX_RESERVED_KEYS);
         // Each range as half-open spans of u128 tokens: `[start + 1, end + 1)`.
         let mut spans: Vec<(u128, u128)> = Vec::new();
         for r in ranges {
@@ -433,6 +443,16 @@ mod tests {
         for (i, (token, part)) in tokens.enumerate() {
             ix.upsert(token, &i.to_le_bytes(), loc(1, 8 * i as u64 + 8), false);
             assert_eq!(capacity(part), (targets[part], 0), "partition {part}");
+        }
+        // An absurd estimate is bounded per partition, and does not overflow.
+        let wild = Index::new(4);
+        wild.reserve_in(&[TokenRange::FULL], usize::MAX);
+        for part in wild.parts.iter() {
+            let (slots, reserved) = part.read().capacity();
+            assert_eq!(slots, 0);
+            assert!(reserved > 0, "a full range reserves in every partition");
+            // A sixteenth of the bound, an eighth over, at most 3/4 full: 2^20 slots.
+            assert_eq!(reserved, MAX_RESERVED_KEYS / 8, "{reserved} slots reserved");
         }
         // Nothing to reserve for an empty range list or no keys.
         let fresh = Index::new(4);

@@ -99,7 +99,9 @@ impl Node {
     /// Makes room in the index for about `keys` more keys whose tokens lie in `ranges`: what
     /// a redistribution calls on a node before importing into it, so that the index does not
     /// double (and rehash) several times as the import fills it. A hint: nothing breaks if
-    /// more or fewer keys arrive; the memory is what the keys would take anyway.
+    /// more or fewer keys arrive; the memory is what the keys would take anyway. Bounded:
+    /// it makes room for at most 2^23 keys (about 1 GiB of index), so an absurd estimate
+    /// cannot exhaust memory; a larger import grows the index as it arrives.
     ///
     /// ```
     /// # let dir = tempfile::tempdir()?;
