@@ -245,8 +245,7 @@ impl Inner {
         let mut bytes = 0;
         for (lsn, token) in live {
             let payload = self.wal.read(lsn)?;
-            let decoded =
-                record::decode(&payload).map_err(|reason| Error::CorruptRecord { lsn, reason })?;
+            let decoded = record::decode(&payload).map_err(|e| e.at(lsn))?;
             let LogRecord::Entry { token: t, key, .. } = decoded else {
                 return Err(Error::CorruptRecord {
                     lsn,
@@ -289,10 +288,7 @@ impl Inner {
             if rec.lsn.segment() != seq {
                 break;
             }
-            let decoded = record::decode(&rec.payload).map_err(|reason| Error::CorruptRecord {
-                lsn: rec.lsn,
-                reason,
-            })?;
+            let decoded = record::decode(&rec.payload).map_err(|e| e.at(rec.lsn))?;
             let LogRecord::Entry { token, key, .. } = decoded else {
                 continue; // A drop record only concerns records before it: all deleted too.
             };
@@ -424,11 +420,7 @@ impl Inner {
                 if rec.lsn.segment() != seq {
                     break;
                 }
-                let decoded =
-                    record::decode(&rec.payload).map_err(|reason| Error::CorruptRecord {
-                        lsn: rec.lsn,
-                        reason,
-                    })?;
+                let decoded = record::decode(&rec.payload).map_err(|e| e.at(rec.lsn))?;
                 b.add(rec.lsn.offset(), &rec.payload, &decoded);
             }
             hint::write(self.wal.dir(), seq, &b.finish())?;

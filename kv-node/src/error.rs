@@ -69,6 +69,20 @@ pub enum Error {
         reason: &'static str,
     },
 
+    /// The log holds a record in a payload format this code does not read (written by a
+    /// newer kvstore): open it with that version.
+    #[error(
+        "record at {lsn:?} has payload format version {version}; this build reads version {supported}"
+    )]
+    UnsupportedRecordVersion {
+        /// Where.
+        lsn: kv_wal::Lsn,
+        /// The version byte found.
+        version: u8,
+        /// The version this build reads and writes.
+        supported: u8,
+    },
+
     /// The write-ahead log failed (I/O, corruption found on open, a failed flush, ...).
     #[error(transparent)]
     Wal(kv_wal::Error),

@@ -16,7 +16,7 @@
 //! | CRC32C of the last record's payload (0 if none) | 4 |
 //! | CRC32C of every byte before this field | 4 |
 //!
-//! An item is `kind: u8 | 3 zero bytes | n: u32 | version: u64 | token: u64 | offset: u32 |
+//! An item is `kind: u8 | payload format version (0) | 2 zero bytes | n: u32 | version: u64 | token: u64 | offset: u32 |
 //! payload_len: u32 | key (n bytes)` for a put or tombstone, and the same 32-byte header with
 //! `n` ranges of 16 bytes (`start, end`) for a drop record (version and token zero).
 //!
@@ -32,7 +32,9 @@ use std::path::{Path, PathBuf};
 use bytes::BufMut;
 use kv_ring::TokenRange;
 
-use crate::record::{KIND_DROP, KIND_PUT, KIND_TOMBSTONE, LogRecord, put_entry_header};
+use crate::record::{
+    KIND_DROP, KIND_PUT, KIND_TOMBSTONE, LogRecord, PAYLOAD_VERSION, put_entry_header,
+};
 use crate::{Error, Result, Version};
 
 const MAGIC: &[u8; 8] = b"KVHINT\0\n";
@@ -115,7 +117,8 @@ impl HintBuilder {
             }
             LogRecord::Drop(ranges) => {
                 b.put_u8(KIND_DROP);
-                b.put_bytes(0, 3);
+                b.put_u8(PAYLOAD_VERSION);
+                b.put_bytes(0, 2);
                 b.put_u32_le(ranges.len() as u32);
                 b.put_u64_le(0);
                 b.put_u64_le(0);
@@ -209,6 +212,9 @@ pub(crate) fn parse(bytes: &[u8], seq: u32) -> Result<Hint<'_>, &'static str> {
     for _ in 0..count {
         let h = bytes.get(at..at + ITEM_HEADER).ok_or("item past the end")?;
         let kind = h[0];
+        if h[1] != PAYLOAD_VERSION {
+            return Err("item of an unknown payload format version");
+        }
         let n = u32_at(h, 4).ok_or("short item")? as usize;
         let version = Version::new(u64_at(h, 8).ok_or("short item")?);
         let token = u64_at(h, 16).ok_or("short item")?;

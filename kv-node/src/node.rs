@@ -383,12 +383,7 @@ impl Node {
             let key = keys[i].as_ref();
             found[i] = match span {
                 Ok(Ok(span)) => Some((span.map(|s| values.slice(s)), loc.version)),
-                Ok(Err(reason)) => {
-                    return Err(Error::CorruptRecord {
-                        lsn: loc.lsn,
-                        reason,
-                    });
-                }
+                Ok(Err(e)) => return Err(e.at(loc.lsn)),
                 // Compaction moved the record and removed its segment: the one-key path
                 // looks again.
                 Err(kv_wal::Error::InvalidLsn { .. }) => inner.read(token, key)?,
@@ -808,7 +803,7 @@ impl Inner {
     pub fn read_at(&self, lsn: Lsn) -> Result<Option<Bytes>> {
         self.wal
             .read_with(lsn, record::value_of)?
-            .map_err(|reason| Error::CorruptRecord { lsn, reason })
+            .map_err(|e| e.at(lsn))
     }
 
     /// Caches a value if it is still the key's current version. The check and the insert

@@ -240,7 +240,8 @@ impl std::fmt::Debug for Export<'_> {
 
 /// What reading one exported put gave: its value's place in the batch buffer (`None` for a
 /// tombstone found where a put was expected), a corrupt record, or the log's error.
-type ReadValue = kv_wal::Result<std::result::Result<Option<std::ops::Range<usize>>, &'static str>>;
+type ReadValue =
+    kv_wal::Result<std::result::Result<Option<std::ops::Range<usize>>, crate::record::DecodeError>>;
 
 impl Export<'_> {
     /// The next up to `batch_size` entries of the scan, scanning partitions as needed.
@@ -293,12 +294,7 @@ impl Export<'_> {
             let found = match read {
                 None => Some((None, loc.version)),
                 Some(Ok(Ok(value))) => Some((value.map(|s| buf.slice(s)), loc.version)),
-                Some(Ok(Err(reason))) => {
-                    return Err(Error::CorruptRecord {
-                        lsn: loc.lsn,
-                        reason,
-                    });
-                }
+                Some(Ok(Err(e))) => return Err(e.at(loc.lsn)),
                 // Moved by compaction since the scan: look it up again.
                 Some(Err(kv_wal::Error::InvalidLsn { .. })) => self.inner.read(token, &key)?,
                 Some(Err(e)) => return Err(e.into()),

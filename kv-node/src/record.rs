@@ -4,7 +4,7 @@
 use bytes::{BufMut, Bytes};
 use kv_ring::TokenRange;
 
-use crate::Version;
+use crate::{Error, Version};
 
 /// A key with its value (or tombstone) and version: what [`Node::export`](crate::Node::export)
 /// yields and [`Node::import`](crate::Node::import) applies.
@@ -58,6 +58,11 @@ pub struct Write<'a> {
     pub version: Version,
 }
 
+/// The payload format version this code writes and reads: byte 1 of every payload (the
+/// byte after the kind). A reader refuses any other value with
+/// [`Error::UnsupportedRecordVersion`], so a log written by a newer format is never misread.
+pub(crate) const PAYLOAD_VERSION: u8 = 0;
+
 pub(crate) const KIND_PUT: u8 = 1;
 pub(crate) const KIND_TOMBSTONE: u8 = 2;
 pub(crate) const KIND_DROP: u8 = 3;
@@ -66,6 +71,35 @@ pub(crate) const KIND_DROP: u8 = 3;
 pub(crate) const ENTRY_HEADER: usize = 24;
 /// Bytes before the ranges in a drop payload.
 const DROP_HEADER: usize = 8;
+
+/// Why a payload cannot be decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DecodeError {
+    /// The payload is malformed (the WAL's checksum passed, so a bug or a foreign log).
+    Corrupt(&'static str),
+    /// The payload carries a format version this code does not read.
+    UnsupportedVersion(u8),
+}
+
+impl DecodeError {
+    /// The node error for a payload at `lsn`.
+    pub(crate) fn at(self, lsn: kv_wal::Lsn) -> Error {
+        match self {
+            DecodeError::Corrupt(reason) => Error::CorruptRecord { lsn, reason },
+            DecodeError::UnsupportedVersion(version) => Error::UnsupportedRecordVersion {
+                lsn,
+                version,
+                supported: PAYLOAD_VERSION,
+            },
+        }
+    }
+}
+
+impl From<&'static str> for DecodeError {
+    fn from(reason: &'static str) -> Self {
+        DecodeError::Corrupt(reason)
+    }
+}
 
 /// A decoded log payload.
 #[derive(Debug, PartialEq, Eq)]
@@ -120,7 +154,8 @@ pub(crate) fn put_entry_header(
     tombstone: bool,
 ) {
     out.put_u8(if tombstone { KIND_TOMBSTONE } else { KIND_PUT });
-    out.put_bytes(0, 3);
+    out.put_u8(PAYLOAD_VERSION);
+    out.put_bytes(0, 2);
     out.put_u32_le(key_len as u32);
     out.put_u64_le(version.as_u64());
     out.put_u64_le(token);
@@ -135,7 +170,8 @@ pub(crate) fn entry_len(key: &[u8], value: Option<&[u8]>) -> usize {
 pub(crate) fn encode_drop(ranges: &[TokenRange]) -> Vec<u8> {
     let mut out = Vec::with_capacity(DROP_HEADER + 16 * ranges.len());
     out.put_u8(KIND_DROP);
-    out.put_bytes(0, 3);
+    out.put_u8(PAYLOAD_VERSION);
+    out.put_bytes(0, 2);
     out.put_u32_le(ranges.len() as u32);
     for r in ranges {
         out.put_u64_le(r.start);
@@ -153,16 +189,20 @@ fn u64_at(b: &[u8], at: usize) -> Option<u64> {
 }
 
 /// Decodes a payload; `Err` names what is wrong (the WAL's checksum passed, so this means a
-/// bug or a log written by something else).
-pub(crate) fn decode(payload: &[u8]) -> Result<LogRecord<'_>, &'static str> {
+/// bug, a log written by something else, or a newer payload format).
+pub(crate) fn decode(payload: &[u8]) -> Result<LogRecord<'_>, DecodeError> {
     let kind = *payload.first().ok_or("empty record")?;
+    match payload.get(1) {
+        Some(&PAYLOAD_VERSION) | None => {}
+        Some(&other) => return Err(DecodeError::UnsupportedVersion(other)),
+    }
     match kind {
         KIND_PUT | KIND_TOMBSTONE => {
             let key_len = u32_at(payload, 4).ok_or("short record header")? as usize;
             if key_len == 0 {
                 // Never written (keys are at least a byte), and the index's tables take an
                 // empty key for an empty slot.
-                return Err("empty key");
+                return Err("empty key".into());
             }
             let version = Version::new(u64_at(payload, 8).ok_or("short record header")?);
             let token = u64_at(payload, 16).ok_or("short record header")?;
@@ -175,7 +215,7 @@ pub(crate) fn decode(payload: &[u8]) -> Result<LogRecord<'_>, &'static str> {
             } else if rest.is_empty() {
                 None
             } else {
-                return Err("tombstone with a value");
+                return Err("tombstone with a value".into());
             };
             Ok(LogRecord::Entry {
                 token,
@@ -187,7 +227,7 @@ pub(crate) fn decode(payload: &[u8]) -> Result<LogRecord<'_>, &'static str> {
         KIND_DROP => {
             let n = u32_at(payload, 4).ok_or("short drop record")? as usize;
             if payload.len() != DROP_HEADER + 16 * n {
-                return Err("drop record length does not match its range count");
+                return Err("drop record length does not match its range count".into());
             }
             let ranges = (0..n)
                 .map(|i| {
@@ -200,20 +240,20 @@ pub(crate) fn decode(payload: &[u8]) -> Result<LogRecord<'_>, &'static str> {
                 .collect();
             Ok(LogRecord::Drop(ranges))
         }
-        _ => Err("unknown record kind"),
+        _ => Err("unknown record kind".into()),
     }
 }
 
 /// The value of an encoded put, copied out of the payload, or `None` for a tombstone.
-pub(crate) fn value_of(payload: &[u8]) -> Result<Option<Bytes>, &'static str> {
+pub(crate) fn value_of(payload: &[u8]) -> Result<Option<Bytes>, DecodeError> {
     Ok(value_in(payload)?.map(Bytes::copy_from_slice))
 }
 
 /// The value of an encoded put, in the payload, or `None` for a tombstone.
-pub(crate) fn value_in(payload: &[u8]) -> Result<Option<&[u8]>, &'static str> {
+pub(crate) fn value_in(payload: &[u8]) -> Result<Option<&[u8]>, DecodeError> {
     match decode(payload)? {
         LogRecord::Entry { value, .. } => Ok(value),
-        LogRecord::Drop(_) => Err("expected a put, found a drop record"),
+        LogRecord::Drop(_) => Err("expected a put, found a drop record".into()),
     }
 }
 
@@ -225,7 +265,7 @@ mod tests {
     fn an_empty_key_is_corrupt() {
         let mut buf = Vec::new();
         encode_entry(&mut buf, 1, Version::new(3), b"", Some(b"v"));
-        assert_eq!(decode(&buf), Err("empty key"));
+        assert_eq!(decode(&buf), Err(DecodeError::Corrupt("empty key")));
     }
 
     #[test]
@@ -259,6 +299,26 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn an_unknown_payload_version_is_refused_with_its_own_error() {
+        let mut put = Vec::new();
+        encode_entry(&mut put, 1, Version::new(3), b"k", Some(b"v"));
+        assert_eq!(put[1], PAYLOAD_VERSION);
+        for mut payload in [put, encode_drop(&[TokenRange::new(1, 2)])] {
+            payload[1] = 1;
+            assert_eq!(decode(&payload), Err(DecodeError::UnsupportedVersion(1)));
+            let lsn = kv_wal::Lsn::new(1, 32);
+            assert!(matches!(
+                DecodeError::UnsupportedVersion(1).at(lsn),
+                Error::UnsupportedRecordVersion {
+                    version: 1,
+                    supported: PAYLOAD_VERSION,
+                    ..
+                }
+            ));
+        }
     }
 
     #[test]

@@ -200,10 +200,7 @@ fn scan_segment(inner: &Inner, seq: u32, max_version: &mut Version) -> Result<u6
             break;
         }
         n += 1;
-        let decoded = record::decode(&rec.payload).map_err(|reason| Error::CorruptRecord {
-            lsn: rec.lsn,
-            reason,
-        })?;
+        let decoded = record::decode(&rec.payload).map_err(|e| e.at(rec.lsn))?;
         match decoded {
             LogRecord::Entry {
                 token,
