@@ -34,12 +34,12 @@ pub enum Error {
     },
     /// `cluster.json` was written by a newer, incompatible version.
     #[error(
-        "cluster metadata format version {found} is not supported (this build reads {supported})"
+        "cluster metadata format version {found} is not supported (this build reads versions up to {supported})"
     )]
     FormatVersion {
         /// The version found in the file.
         found: u32,
-        /// The version this build reads and writes.
+        /// The newest version this build reads (the one it writes).
         supported: u32,
     },
     /// Options that cannot make a cluster (no nodes, replication factor 0, ...).
