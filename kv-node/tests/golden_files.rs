@@ -43,12 +43,17 @@ fn golden_dir(version: u8) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/golden/node-v{version}"))
 }
 
+/// A write of a batch: key, value (`None`: a tombstone), version.
+type BatchWrite = (&'static [u8], Option<Vec<u8>>, Version);
+/// What a get of a key returns: `(value or tombstone, version)`, `None` if unknown.
+type Found = Option<(Option<Vec<u8>>, Version)>;
+
 /// The writes, in log order, as the spec encodes them (docs/format.md): what each payload in
 /// the golden log must be, byte for byte.
 enum Logged {
     Put(&'static [u8], Vec<u8>, Version),
     Tombstone(&'static [u8], Version),
-    Batch(Vec<(&'static [u8], Option<Vec<u8>>, Version)>),
+    Batch(Vec<BatchWrite>),
     Drop(Vec<TokenRange>),
 }
 
@@ -78,7 +83,7 @@ fn history() -> Vec<Logged> {
 }
 
 /// What a get of each key must return afterwards: `(value or tombstone, version)`.
-fn expected_state() -> Vec<(&'static [u8], Option<(Option<Vec<u8>>, Version)>)> {
+fn expected_state() -> Vec<(&'static [u8], Found)> {
     vec![
         (b"user:1", Some((None, v(4)))),
         (b"user:2", Some((Some(b"Bob Smith".to_vec()), v(11)))),
