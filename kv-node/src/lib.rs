@@ -109,8 +109,8 @@
 //! version wins, ties go to the later copy, a drop record removes what precedes it. The
 //! clock then observes the highest version seen.
 //!
-//! Limits (design.md): keys of 1 to 64 KiB, values up to 16 MiB by default and never more
-//! than fits in a segment with the key; a batch must fit in a segment.
+//! Limits (`docs/design.md`): keys of 1 to 64 KiB, values up to 16 MiB by default and never
+//! more than fits in a segment with the key; a batch must fit in a segment.
 
 #![deny(missing_docs)]
 #![deny(unsafe_code)]

@@ -8,7 +8,7 @@ use kv_wal::{SyncPolicy, WalOptions};
 use crate::version::{Clock, SystemClock};
 use crate::{Error, Result};
 
-/// The longest key, 64 KiB (design.md, *Limits*).
+/// The longest key, 64 KiB (`docs/design.md`, *Limits*).
 pub const MAX_KEY_LEN: usize = 64 << 10;
 /// The default longest value, 16 MiB (it must also fit in a log segment).
 pub const DEFAULT_MAX_VALUE_LEN: usize = 16 << 20;

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The version of a write: a hybrid logical clock value, 48 bits of milliseconds since the
-/// Unix epoch and 16 bits of counter (design.md, *Common types*).
+/// Unix epoch and 16 bits of counter (`docs/design.md`, *Common types*).
 ///
 /// Replicas keep the highest version per key (last writer wins); two writes with the same
 /// version are the same write.
