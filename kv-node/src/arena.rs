@@ -2,7 +2,7 @@
 //!
 //! A lookup in a large index is a cache miss on the table's slot (see `table`), and on this
 //! kind of machine (a VM with nested paging) also a TLB miss: a random read costs about 200 ns
-//! on 4 KiB pages and 150 ns on 2 MiB pages (pointer chase over 256 MiB, see BENCHMARKS.md).
+//! on 4 KiB pages and 150 ns on 2 MiB pages (pointer chase over 256 MiB, see `docs/perf-log.md`).
 //! The index's tables are many allocations (2^10 partitions by default, tens of KiB each at a
 //! million keys), which `malloc` places on 4 KiB pages, and Linux's transparent huge pages
 //! are usually enabled only on request (`madvise`). So the tables come from here instead: chunks of
