@@ -304,6 +304,30 @@ fn version_0_payloads_and_hint_files_read_back_exactly() {
 }
 
 #[test]
+fn a_hint_file_of_an_unknown_format_version_is_replaced_by_a_scan() {
+    let tmp = tempfile::tempdir().unwrap();
+    copy_node(&golden_dir(0), tmp.path(), true);
+    // Version 2 in the first hint file, with a checksum that matches it.
+    let path = tmp.path().join("wal/0000000001.hint");
+    let mut b = fs::read(&path).unwrap();
+    b[8..12].copy_from_slice(&2u32.to_le_bytes());
+    let body = b.len() - 4;
+    let crc = crc32c::crc32c(&b[..body]);
+    b[body..].copy_from_slice(&crc.to_le_bytes());
+    fs::write(&path, b).unwrap();
+    let node = Node::open(tmp.path(), node_opts()).unwrap();
+    let report = node.recovery_report();
+    assert_eq!(
+        report.rejected_hints.len(),
+        1,
+        "{:?}",
+        report.rejected_hints
+    );
+    assert_eq!(report.rejected_hints[0].0, 1);
+    check_state(&node);
+}
+
+#[test]
 fn a_payload_of_an_unknown_format_version_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     copy_node(&golden_dir(0), tmp.path(), true);

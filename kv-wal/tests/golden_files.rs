@@ -163,6 +163,28 @@ fn version_1_segments_read_back_exactly() {
     }
 }
 
+#[test]
+fn a_segment_of_an_unknown_format_version_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let golden = golden_dir(1);
+    for n in segment_files(&golden) {
+        fs::copy(golden.join(&n), dir.path().join(&n)).unwrap();
+    }
+    // Version 2 in the newest segment's header, with a checksum that matches it.
+    let path = dir.path().join("0000000003.wal");
+    let mut b = fs::read(&path).unwrap();
+    b[8..12].copy_from_slice(&2u32.to_le_bytes());
+    let crc = crc32c::crc32c(&b[0..24]);
+    b[24..28].copy_from_slice(&crc.to_le_bytes());
+    fs::write(&path, b).unwrap();
+    match Wal::open(dir.path(), opts()) {
+        Err(kv_wal::Error::BadHeader { reason, .. }) => {
+            assert_eq!(reason, "unsupported format version");
+        }
+        other => panic!("expected BadHeader, got {:?}", other.map(|_| ())),
+    }
+}
+
 /// Whether the records at `a` and `b` (consecutive in a segment) belong to one batch.
 fn appends_in_same_batch(a: &Lsn, b: &Lsn) -> bool {
     let expected = expected_lsns();
