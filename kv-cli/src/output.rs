@@ -50,3 +50,13 @@ impl Style {
 pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
+
+/// Whether `e` comes from a write to a reader that went away (`kvstore | head -1`): the
+/// program then ends quietly and successfully, as one killed by `SIGPIPE` would, instead of
+/// reporting it.
+pub fn is_closed(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}

@@ -18,6 +18,11 @@ use crate::open;
 use crate::output::Style;
 use crate::session::Session;
 
+/// Context of a failed write to stdout.
+const WRITE_OUT: &str = "write to stdout";
+/// Context of a failed write to stderr.
+const WRITE_ERR: &str = "write to stderr";
+
 /// The default data directory of the REPL.
 pub const DEFAULT_DIR: &str = "kvstore-data";
 
@@ -28,29 +33,48 @@ pub fn run(args: &Args) -> anyhow::Result<bool> {
         .clone()
         .unwrap_or_else(|| PathBuf::from(DEFAULT_DIR));
     let opened = open::open(args, &dir)?;
-    for w in &opened.warnings {
-        eprintln!("{w}");
-    }
     let session = Session {
         cluster: opened.cluster,
         style: Style::detect(),
     };
-    println!("{}", session.style.heading("INTERACTIVE DEMO MODE"));
-    println!(
-        "Commands: put <key> <value>, get <key>, del <key>, nodes, benchmark, addnode <id>, removenode <id>, fail <id>, recover <id>, repair, stats, exit (help for more)"
-    );
-    println!();
-    let ok = if std::io::stdin().is_terminal() {
-        terminal(&session, &dir)?
-    } else {
-        scripted(&session)?
-    };
-    session.cluster.close().context("close the cluster")?;
+    // The cluster is closed however the session ends, a closed output included.
+    let result = greet(&session, &opened.warnings).and_then(|()| {
+        if std::io::stdin().is_terminal() {
+            terminal(&session, &dir)
+        } else {
+            scripted(&session)
+        }
+    });
+    let closed = session.cluster.close().context("close the cluster");
+    let ok = result?;
+    closed?;
     Ok(ok)
 }
 
+/// The warnings about the flags, then the banner.
+fn greet(session: &Session, warnings: &[String]) -> anyhow::Result<()> {
+    let mut stderr = std::io::stderr().lock();
+    for w in warnings {
+        writeln!(stderr, "{w}").context(WRITE_ERR)?;
+    }
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{}", session.style.heading("INTERACTIVE DEMO MODE")).context(WRITE_OUT)?;
+    writeln!(
+        stdout,
+        "Commands: put <key> <value>, get <key>, del <key>, nodes, benchmark, addnode <id>, removenode <id>, fail <id>, recover <id>, repair, stats, exit (help for more)"
+    )
+    .context(WRITE_OUT)?;
+    writeln!(stdout).context(WRITE_OUT)?;
+    stdout.flush().context(WRITE_OUT)
+}
+
 /// Prints an outcome; returns (failed, exit).
-fn show(session: &Session, line: &str, scripted: bool) -> (bool, bool) {
+///
+/// # Errors
+///
+/// A failed write to stdout or stderr ([`crate::output::is_closed`] tells a reader that went
+/// away): the session ends there, as a program killed by `SIGPIPE` would.
+fn show(session: &Session, line: &str, scripted: bool) -> anyhow::Result<(bool, bool)> {
     let outcome = match command::parse(line) {
         Ok(cmd) => session.run(cmd),
         Err(e) => crate::session::Outcome {
@@ -60,20 +84,20 @@ fn show(session: &Session, line: &str, scripted: bool) -> (bool, bool) {
     };
     let mut stdout = std::io::stdout().lock();
     for l in &outcome.out {
-        let _ = writeln!(stdout, "{l}");
+        writeln!(stdout, "{l}").context(WRITE_OUT)?;
     }
     if let Some(e) = &outcome.error {
         if scripted {
-            let _ = stdout.flush();
-            eprintln!("{e}");
+            stdout.flush().context(WRITE_OUT)?;
+            writeln!(std::io::stderr().lock(), "{e}").context(WRITE_ERR)?;
         } else {
-            let _ = writeln!(stdout, "{e}");
+            writeln!(stdout, "{e}").context(WRITE_OUT)?;
         }
     }
     // Flushed before the next command is read: a client watching the output knows a
     // `✓ Stored` write is acknowledged.
-    let _ = stdout.flush();
-    (outcome.error.is_some(), outcome.exit)
+    stdout.flush().context(WRITE_OUT)?;
+    Ok((outcome.error.is_some(), outcome.exit))
 }
 
 fn scripted(session: &Session) -> anyhow::Result<bool> {
@@ -86,22 +110,21 @@ fn scripted(session: &Session) -> anyhow::Result<bool> {
             Ok(0) => break,
             Ok(_) => {}
             Err(e) => {
-                eprintln!("{}", session.style.fail(format!("cannot read input: {e}")));
+                let msg = session.style.fail(format!("cannot read input: {e}"));
+                writeln!(std::io::stderr().lock(), "{msg}").context(WRITE_ERR)?;
                 return Ok(false);
             }
         }
         let Ok(line) = std::str::from_utf8(&raw) else {
             // One bad line is one error; the session goes on.
-            eprintln!(
-                "{}",
-                session
-                    .style
-                    .fail(format!("line {number} is not valid UTF-8"))
-            );
+            let msg = session
+                .style
+                .fail(format!("line {number} is not valid UTF-8"));
+            writeln!(std::io::stderr().lock(), "{msg}").context(WRITE_ERR)?;
             all_ok = false;
             continue;
         };
-        let (failed, exit) = show(session, line.trim_end_matches(['\n', '\r']), true);
+        let (failed, exit) = show(session, line.trim_end_matches(['\n', '\r']), true)?;
         all_ok &= !failed;
         if exit {
             break;
@@ -158,7 +181,13 @@ fn terminal(session: &Session, dir: &std::path::Path) -> anyhow::Result<bool> {
                 if !line.trim().is_empty() {
                     let _ = editor.add_history_entry(line.as_str());
                 }
-                let (failed, exit) = show(session, &line, false);
+                let (failed, exit) = match show(session, &line, false) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = editor.save_history(&history);
+                        return Err(e);
+                    }
+                };
                 all_ok &= !failed;
                 if exit {
                     break;
