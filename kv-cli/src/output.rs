@@ -46,6 +46,19 @@ impl Style {
     }
 }
 
+/// An error and its causes on one line, `a: b: c`. Every error type of the workspace leaves
+/// its source out of its own message, so each cause appears once.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
+
 /// Bytes shown as text (invalid UTF-8 replaced).
 pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()

@@ -7,7 +7,7 @@ use kv_cluster::{ChangeSummary, Cluster, Health, NodeState, Progress};
 
 use crate::bench;
 use crate::command::{Command, HELP};
-use crate::output::{Style, text};
+use crate::output::{Style, chain, text};
 
 /// The result of one command.
 #[derive(Debug, Default)]
@@ -59,24 +59,24 @@ impl Session {
             Command::Put { key, value } => match self.cluster.put(key.as_bytes(), value.as_bytes())
             {
                 Ok(_) => Outcome::line(s.ok(format!("Stored: {key} -> {value}"))),
-                Err(e) => Outcome::failed(s.fail(format!("put {key}: {e}"))),
+                Err(e) => Outcome::failed(s.fail(format!("put {key}: {}", chain(&e)))),
             },
             Command::Get { key } => match self.cluster.get(key.as_bytes()) {
                 Ok(Some(v)) => Outcome::line(s.ok(format!("Retrieved: {key} -> {}", text(&v)))),
                 Ok(None) => Outcome::line(s.fail(format!("Key not found: {key}"))),
-                Err(e) => Outcome::failed(s.fail(format!("get {key}: {e}"))),
+                Err(e) => Outcome::failed(s.fail(format!("get {key}: {}", chain(&e)))),
             },
             Command::Del { key } => {
                 let existed = match self.cluster.get(key.as_bytes()) {
                     Ok(v) => v.is_some(),
-                    Err(e) => return Outcome::failed(s.fail(format!("del {key}: {e}"))),
+                    Err(e) => return Outcome::failed(s.fail(format!("del {key}: {}", chain(&e)))),
                 };
                 if !existed {
                     return Outcome::line(s.fail(format!("Key not found: {key}")));
                 }
                 match self.cluster.delete(key.as_bytes()) {
                     Ok(_) => Outcome::line(s.ok(format!("Deleted: {key}"))),
-                    Err(e) => Outcome::failed(s.fail(format!("del {key}: {e}"))),
+                    Err(e) => Outcome::failed(s.fail(format!("del {key}: {}", chain(&e)))),
                 }
             }
             Command::MPut(pairs) => {
@@ -92,7 +92,7 @@ impl Session {
                             .collect(),
                         ..Outcome::default()
                     },
-                    Err(e) => Outcome::failed(s.fail(format!("mput: {e}"))),
+                    Err(e) => Outcome::failed(s.fail(format!("mput: {}", chain(&e)))),
                 }
             }
             Command::MGet(keys) => match self.cluster.get_many(&keys) {
@@ -107,7 +107,7 @@ impl Session {
                         .collect(),
                     ..Outcome::default()
                 },
-                Err(e) => Outcome::failed(s.fail(format!("mget: {e}"))),
+                Err(e) => Outcome::failed(s.fail(format!("mget: {}", chain(&e)))),
             },
             Command::Nodes => {
                 let nodes = self.cluster.nodes();
@@ -149,7 +149,7 @@ impl Session {
                         "Node {id} is down{}: writes for it are kept as hints",
                         if crash { " (crashed)" } else { "" }
                     ))),
-                    Err(e) => Outcome::failed(s.fail(format!("fail {id}: {e}"))),
+                    Err(e) => Outcome::failed(s.fail(format!("fail {id}: {}", chain(&e)))),
                 }
             }
             Command::Recover(id) => match self.cluster.recover_node(&id) {
@@ -157,14 +157,14 @@ impl Session {
                     "Node {id} recovered: {} hinted writes handed off, {} keys repaired ({} bytes of hashes compared)",
                     r.hints_applied, r.repair.keys_repaired, r.repair.hash_bytes
                 ))),
-                Err(e) => Outcome::failed(s.fail(format!("recover {id}: {e}"))),
+                Err(e) => Outcome::failed(s.fail(format!("recover {id}: {}", chain(&e)))),
             },
             Command::Repair => match self.cluster.repair() {
                 Ok(r) => Outcome::line(s.ok(format!(
                     "Repair complete: {} ranges compared, {} bytes of hashes exchanged, {} differing leaves, {} keys repaired",
                     r.ranges_compared, r.hash_bytes, r.leaves_differing, r.keys_repaired
                 ))),
-                Err(e) => Outcome::failed(s.fail(format!("repair: {e}"))),
+                Err(e) => Outcome::failed(s.fail(format!("repair: {}", chain(&e)))),
             },
             Command::Benchmark(args) => match bench::run(&self.cluster, args) {
                 Ok(report) => Outcome {
@@ -190,11 +190,11 @@ impl Session {
                         ..Outcome::default()
                     }
                 }
-                Err(e) => Outcome::failed(s.fail(format!("compact: {e}"))),
+                Err(e) => Outcome::failed(s.fail(format!("compact: {}", chain(&e)))),
             },
             Command::Flush => match self.cluster.sync() {
                 Ok(()) => Outcome::line(s.ok("Flushed: every acknowledged write is on disk")),
-                Err(e) => Outcome::failed(s.fail(format!("flush: {e}"))),
+                Err(e) => Outcome::failed(s.fail(format!("flush: {}", chain(&e)))),
             },
         }
     }
@@ -244,7 +244,7 @@ impl Session {
                     ..Outcome::default()
                 }
             }
-            Err(e) => Outcome::failed(s.fail(format!("stats: {e}"))),
+            Err(e) => Outcome::failed(s.fail(format!("stats: {}", chain(&e)))),
         }
     }
 
@@ -272,7 +272,7 @@ impl Session {
                     ..Outcome::default()
                 }
             }
-            Err(e) => Outcome::failed(s.fail(format!("ring: {e}"))),
+            Err(e) => Outcome::failed(s.fail(format!("ring: {}", chain(&e)))),
         }
     }
 
@@ -320,7 +320,7 @@ impl Session {
             }
             Err(e) => {
                 let verb = if add { "addnode" } else { "removenode" };
-                Outcome::failed(s.fail(format!("{verb} {id}: {e}")))
+                Outcome::failed(s.fail(format!("{verb} {id}: {}", chain(&e))))
             }
         }
     }
