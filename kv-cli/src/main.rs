@@ -3,7 +3,7 @@
 
 mod args;
 mod bench;
-mod command;
+mod cmd;
 mod demo;
 mod open;
 mod output;

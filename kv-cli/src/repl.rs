@@ -13,7 +13,7 @@ use rustyline::validate::Validator;
 use rustyline::{Context, Editor, Helper};
 
 use crate::args::Args;
-use crate::command::{self, NAMES};
+use crate::cmd;
 use crate::open;
 use crate::output::Style;
 use crate::session::Session;
@@ -75,13 +75,7 @@ fn greet(session: &Session, warnings: &[String]) -> anyhow::Result<()> {
 /// A failed write to stdout or stderr ([`crate::output::is_closed`] tells a reader that went
 /// away): the session ends there, as a program killed by `SIGPIPE` would.
 fn show(session: &Session, line: &str, scripted: bool) -> anyhow::Result<(bool, bool)> {
-    let outcome = match command::parse(line) {
-        Ok(cmd) => session.run(cmd),
-        Err(e) => crate::session::Outcome {
-            error: Some(session.style.fail(e.0)),
-            ..Default::default()
-        },
-    };
+    let outcome = cmd::run_line(session, line);
     let mut stdout = std::io::stdout().lock();
     for l in &outcome.out {
         writeln!(stdout, "{l}").context(WRITE_OUT)?;
@@ -133,7 +127,7 @@ fn scripted(session: &Session) -> anyhow::Result<bool> {
     Ok(all_ok)
 }
 
-/// Tab completion of command names.
+/// Tab completion of the command names of [`cmd::TABLE`].
 struct Commands;
 
 impl Helper for Commands {}
@@ -156,11 +150,10 @@ impl Completer for Commands {
         if head.contains(char::is_whitespace) {
             return Ok((pos, Vec::new()));
         }
-        let matches = NAMES
-            .iter()
+        let matches = cmd::names()
             .filter(|n| n.starts_with(head))
             .map(|n| Pair {
-                display: (*n).to_owned(),
+                display: n.to_owned(),
                 replacement: format!("{n} "),
             })
             .collect();
