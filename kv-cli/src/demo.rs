@@ -15,7 +15,7 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 use crate::args::Args;
 use crate::bench::BenchArgs;
 use crate::cmd::redistribution::report;
-use crate::output::Style;
+use crate::output::{Style, WriteFailed};
 use crate::session::Session;
 use crate::{bench, cmd, open};
 
@@ -23,7 +23,7 @@ use crate::{bench, cmd, open};
 /// gone (`kvstore | head`) the demo ends there, quietly ([`crate::output::is_closed`]).
 macro_rules! say {
     ($($arg:tt)*) => {{
-        writeln!(std::io::stdout(), $($arg)*).context("write to stdout")?
+        writeln!(std::io::stdout(), $($arg)*).map_err(WriteFailed::stdout)?
     }};
 }
 
@@ -128,7 +128,7 @@ fn initialisation(args: &Args, dir: &Path, s: Style) -> anyhow::Result<Session> 
     step(s, 1, "Cluster initialisation")?;
     let opened = open::open(args, dir)?;
     for w in &opened.warnings {
-        writeln!(std::io::stderr(), "{w}").context("write to stderr")?;
+        writeln!(std::io::stderr(), "{w}").map_err(WriteFailed::stderr)?;
     }
     let session = Session {
         cluster: opened.cluster,

@@ -15,13 +15,8 @@ use rustyline::{Context, Editor, Helper};
 use crate::args::Args;
 use crate::cmd;
 use crate::open;
-use crate::output::Style;
+use crate::output::{Style, WriteFailed};
 use crate::session::Session;
-
-/// Context of a failed write to stdout.
-const WRITE_OUT: &str = "write to stdout";
-/// Context of a failed write to stderr.
-const WRITE_ERR: &str = "write to stderr";
 
 /// The default data directory of the REPL.
 pub const DEFAULT_DIR: &str = "kvstore-data";
@@ -55,17 +50,19 @@ pub fn run(args: &Args) -> anyhow::Result<bool> {
 fn greet(session: &Session, warnings: &[String]) -> anyhow::Result<()> {
     let mut stderr = std::io::stderr().lock();
     for w in warnings {
-        writeln!(stderr, "{w}").context(WRITE_ERR)?;
+        writeln!(stderr, "{w}").map_err(WriteFailed::stderr)?;
     }
     let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "{}", session.style.heading("INTERACTIVE DEMO MODE")).context(WRITE_OUT)?;
+    writeln!(stdout, "{}", session.style.heading("INTERACTIVE DEMO MODE"))
+        .map_err(WriteFailed::stdout)?;
     writeln!(
         stdout,
         "Commands: put <key> <value>, get <key>, del <key>, nodes, benchmark, addnode <id>, removenode <id>, fail <id>, recover <id>, repair, stats, exit (help for more)"
     )
-    .context(WRITE_OUT)?;
-    writeln!(stdout).context(WRITE_OUT)?;
-    stdout.flush().context(WRITE_OUT)
+    .map_err(WriteFailed::stdout)?;
+    writeln!(stdout).map_err(WriteFailed::stdout)?;
+    stdout.flush().map_err(WriteFailed::stdout)?;
+    Ok(())
 }
 
 /// Prints an outcome; returns (failed, exit).
@@ -78,19 +75,19 @@ fn show(session: &Session, line: &str, scripted: bool) -> anyhow::Result<(bool, 
     let outcome = cmd::run_line(session, line);
     let mut stdout = std::io::stdout().lock();
     for l in &outcome.out {
-        writeln!(stdout, "{l}").context(WRITE_OUT)?;
+        writeln!(stdout, "{l}").map_err(WriteFailed::stdout)?;
     }
     if let Some(e) = &outcome.error {
         if scripted {
-            stdout.flush().context(WRITE_OUT)?;
-            writeln!(std::io::stderr().lock(), "{e}").context(WRITE_ERR)?;
+            stdout.flush().map_err(WriteFailed::stdout)?;
+            writeln!(std::io::stderr().lock(), "{e}").map_err(WriteFailed::stderr)?;
         } else {
-            writeln!(stdout, "{e}").context(WRITE_OUT)?;
+            writeln!(stdout, "{e}").map_err(WriteFailed::stdout)?;
         }
     }
     // Flushed before the next command is read: a client watching the output knows a
     // `✓ Stored` write is acknowledged.
-    stdout.flush().context(WRITE_OUT)?;
+    stdout.flush().map_err(WriteFailed::stdout)?;
     Ok((outcome.error.is_some(), outcome.exit))
 }
 
@@ -105,7 +102,7 @@ fn scripted(session: &Session) -> anyhow::Result<bool> {
             Ok(_) => {}
             Err(e) => {
                 let msg = session.style.fail(format!("cannot read input: {e}"));
-                writeln!(std::io::stderr().lock(), "{msg}").context(WRITE_ERR)?;
+                writeln!(std::io::stderr().lock(), "{msg}").map_err(WriteFailed::stderr)?;
                 return Ok(false);
             }
         }
@@ -114,7 +111,7 @@ fn scripted(session: &Session) -> anyhow::Result<bool> {
             let msg = session
                 .style
                 .fail(format!("line {number} is not valid UTF-8"));
-            writeln!(std::io::stderr().lock(), "{msg}").context(WRITE_ERR)?;
+            writeln!(std::io::stderr().lock(), "{msg}").map_err(WriteFailed::stderr)?;
             all_ok = false;
             continue;
         };
