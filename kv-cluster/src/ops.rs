@@ -445,13 +445,15 @@ impl Cluster {
         needed: usize,
         covered: &[&NodeId],
     ) -> Result<()> {
-        let mut first_down = None;
+        let mut down: SmallVec<[NodeId; 4]> = SmallVec::new();
         let mut count = |ring: &Ring| -> Result<usize> {
             let mut up = 0;
             for id in ring.preference_list(token, self.rf)?.iter() {
                 match routing.node(id) {
                     Some(n) if n.is_down() && !covered.contains(&id) => {
-                        first_down.get_or_insert_with(|| id.clone());
+                        if !down.contains(id) {
+                            down.push(id.clone());
+                        }
                     }
                     _ => up += 1,
                 }
@@ -465,12 +467,8 @@ impl Cluster {
         if up >= needed {
             return Ok(());
         }
-        Err(Error::Unavailable {
-            needed,
-            acknowledged: up,
-            cause: first_down.map(|node| Box::new(Error::NodeDown { node })),
-            others: Vec::new(),
-        })
+        let down = down.into_iter().map(|node| Error::NodeDown { node });
+        Err(Error::unavailable(needed, up, down.collect()))
     }
 
     /// Fails unless `W` replicas of the ring, and of the pending ring if any, are in `acked`
@@ -588,23 +586,19 @@ impl Cluster {
 /// [`Cluster::check_up`] for a routing without a pending ring: counts `replicas` (the ring's
 /// replicas of the key), a down one in `covered` counting as up.
 fn check_up_in(replicas: &[Slot<'_>], needed: usize, covered: &[&NodeId]) -> Result<()> {
-    let mut up = 0;
-    let mut first_down = None;
-    for &(id, node) in replicas {
-        match node {
-            Some(n) if n.is_down() && !covered.contains(&id) => {
-                first_down.get_or_insert(id);
-            }
-            _ => up += 1,
-        }
-    }
+    let is_down = |id: &NodeId, node: Option<&Arc<dyn Replica>>| {
+        node.is_some_and(|n| n.is_down()) && !covered.contains(&id)
+    };
+    let up = replicas
+        .iter()
+        .filter(|&&(id, node)| !is_down(id, node))
+        .count();
     if up >= needed {
         return Ok(());
     }
-    Err(Error::Unavailable {
-        needed,
-        acknowledged: up,
-        cause: first_down.map(|node| Box::new(Error::NodeDown { node: node.clone() })),
-        others: Vec::new(),
-    })
+    let down = replicas
+        .iter()
+        .filter(|&&(id, node)| is_down(id, node))
+        .map(|&(id, _)| Error::NodeDown { node: id.clone() });
+    Err(Error::unavailable(needed, up, down.collect()))
 }
