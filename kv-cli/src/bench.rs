@@ -10,7 +10,28 @@ use kv_cluster::Cluster;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use rand_distr::{Distribution, Zipf};
 
-use crate::command::{BENCH_PREFIX, BenchArgs};
+/// Keys under this prefix belong to the benchmark; user commands may not touch them.
+pub const BENCH_PREFIX: &str = "__kvstore_bench__:";
+
+/// `benchmark [ops] [--threads T] [--value-size B] [--distribution uniform|zipf]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BenchArgs {
+    pub ops: usize,
+    pub threads: usize,
+    pub value_size: usize,
+    pub zipf: bool,
+}
+
+impl Default for BenchArgs {
+    fn default() -> Self {
+        BenchArgs {
+            ops: 100_000,
+            threads: 1,
+            value_size: 100,
+            zipf: false,
+        }
+    }
+}
 
 /// What a run measured.
 #[derive(Debug)]

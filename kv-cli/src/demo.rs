@@ -1,6 +1,8 @@
-//! The guided demo: every feature, step by step, in under a minute.
+//! The guided demo: every feature, step by step, in under a minute; one function per step.
 
 use std::collections::HashMap;
+use std::io::Write as _;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -11,19 +13,17 @@ use kv_ring::token;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
 use crate::args::Args;
-use crate::command::BenchArgs;
-use crate::output::Style;
-use crate::session::{Session, report};
-use crate::{bench, open};
+use crate::bench::BenchArgs;
+use crate::cmd::redistribution::report;
+use crate::output::{Style, WriteFailed};
+use crate::session::Session;
+use crate::{bench, cmd, open};
 
-/// `println!` that ends the demo quietly when stdout is gone (`kvstore | head`) instead of
-/// panicking.
+/// `println!` that returns the error of a failed write instead of panicking: when stdout is
+/// gone (`kvstore | head`) the demo ends there, quietly ([`crate::output::is_closed`]).
 macro_rules! say {
     ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        if writeln!(std::io::stdout(), $($arg)*).is_err() {
-            std::process::exit(0);
-        }
+        writeln!(std::io::stdout(), $($arg)*).map_err(WriteFailed::stdout)?
     }};
 }
 
@@ -55,9 +55,10 @@ fn fresh_id(cluster: &kv_cluster::Cluster) -> String {
         .unwrap_or_else(|| "node-demo".into())
 }
 
-fn step(s: Style, n: usize, title: &str) {
+fn step(s: Style, n: usize, title: &str) -> anyhow::Result<()> {
     say!();
     say!("{}", s.heading(format!("Step {n}: {title}")));
+    Ok(())
 }
 
 /// How many of the demo's keys would move under naive `hash % N` placement when `from` nodes
@@ -71,7 +72,7 @@ fn naive_moves(keys: usize, from: u64, to: u64) -> usize {
         .count()
 }
 
-fn print_change(s: Style, summary: &ChangeSummary, keys: usize, rf: usize) {
+fn print_change(s: Style, summary: &ChangeSummary, keys: usize, rf: usize) -> anyhow::Result<()> {
     for l in report(summary, s) {
         say!("{l}");
     }
@@ -84,6 +85,7 @@ fn print_change(s: Style, summary: &ChangeSummary, keys: usize, rf: usize) {
         summary.from_epoch,
         summary.to_epoch
     );
+    Ok(())
 }
 
 /// Runs the demo.
@@ -102,10 +104,31 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     say!("{}", s.heading("kvstore guided demo"));
     say!("Data directory: {}", dir.display());
 
-    step(s, 1, "Cluster initialisation");
-    let opened = open::open(args, &dir)?;
+    let session = initialisation(args, &dir, s)?;
+    population(&session, keys)?;
+    distribution(&session)?;
+    let added = adding_a_node(&session, keys)?;
+    removing_a_node(&session, keys, &added)?;
+    zero_downtime(&session, keys)?;
+    node_failure(&session, keys)?;
+    let session = crash_recovery(session, args, &dir, keys)?;
+    benchmark(&session, args.quick)?;
+
+    say!();
+    say!(
+        "{}",
+        s.ok(format!("Demo complete in {:.1?}", started.elapsed()))
+    );
+    session.cluster.close().context("close the cluster")?;
+    Ok(())
+}
+
+/// Step 1: the cluster opens (or is created) in `dir`.
+fn initialisation(args: &Args, dir: &Path, s: Style) -> anyhow::Result<Session> {
+    step(s, 1, "Cluster initialisation")?;
+    let opened = open::open(args, dir)?;
     for w in &opened.warnings {
-        eprintln!("{w}");
+        writeln!(std::io::stderr(), "{w}").map_err(WriteFailed::stderr)?;
     }
     let session = Session {
         cluster: opened.cluster,
@@ -117,9 +140,14 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         cluster.nodes().len(),
         cluster.replication_factor()
     );
-    show(&session, "nodes");
+    show(&session, "nodes")?;
+    Ok(session)
+}
 
-    step(s, 2, "Data population");
+/// Step 2: `keys` keys written in batches, one read back.
+fn population(session: &Session, keys: usize) -> anyhow::Result<()> {
+    let (s, cluster) = (session.style, &session.cluster);
+    step(s, 2, "Data population")?;
     let b = bar(keys as u64, "writing");
     let t = Instant::now();
     for chunk in (0..keys).collect::<Vec<_>>().chunks(500) {
@@ -136,18 +164,26 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             t.elapsed()
         ))
     );
-    show(&session, "get user:000042");
+    show(session, "get user:000042")
+}
 
-    step(s, 3, "Data distribution");
-    show(&session, "stats");
+/// Step 3: how the keys spread over the nodes.
+fn distribution(session: &Session) -> anyhow::Result<()> {
+    step(session.style, 3, "Data distribution")?;
+    show(session, "stats")
+}
 
-    step(s, 4, "Smart redistribution: adding a node");
+/// Step 4: a node joins; only the keys it now replicates move (against naive `hash % N`).
+/// Returns the new node's id.
+fn adding_a_node(session: &Session, keys: usize) -> anyhow::Result<String> {
+    let (s, cluster) = (session.style, &session.cluster);
+    step(s, 4, "Smart redistribution: adding a node")?;
     let n = cluster.nodes().len() as u64;
     let added = fresh_id(cluster);
     let summary = cluster
         .add_node(&added)
         .with_context(|| format!("add {added}"))?;
-    print_change(s, &summary, keys, cluster.replication_factor());
+    print_change(s, &summary, keys, cluster.replication_factor())?;
     let naive = naive_moves(keys, n, n + 1);
     say!(
         "  Naive hash % N placement ({n} -> {} nodes) would have moved {naive} of {keys} keys ({:.1}%): {} copies with {} replicas each",
@@ -156,20 +192,30 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         naive * cluster.replication_factor(),
         cluster.replication_factor()
     );
-    show(&session, "stats");
+    show(session, "stats")?;
+    Ok(added)
+}
 
-    step(s, 5, "Removing a node");
+/// Step 5: the node added in step 4 leaves again.
+fn removing_a_node(session: &Session, keys: usize, added: &str) -> anyhow::Result<()> {
+    let (s, cluster) = (session.style, &session.cluster);
+    step(s, 5, "Removing a node")?;
     let summary = cluster
-        .remove_node(&added)
+        .remove_node(added)
         .with_context(|| format!("remove {added}"))?;
-    print_change(s, &summary, keys, cluster.replication_factor());
-    show(&session, "nodes");
+    print_change(s, &summary, keys, cluster.replication_factor())?;
+    show(session, "nodes")
+}
 
+/// Step 6: four client threads read and write while a node joins; every acknowledged write
+/// reads back its latest value afterwards.
+fn zero_downtime(session: &Session, keys: usize) -> anyhow::Result<()> {
+    let (s, cluster) = (session.style, &session.cluster);
     step(
         s,
         6,
         "Zero downtime: clients keep working during a redistribution",
-    );
+    )?;
     let stop = AtomicBool::new(false);
     let (acked, failures, summary) = std::thread::scope(|sc| -> anyhow::Result<_> {
         let clients: Vec<_> = (0..4u64)
@@ -225,7 +271,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         }
         Ok((acked, failures, result?))
     })?;
-    print_change(s, &summary, keys, cluster.replication_factor());
+    print_change(s, &summary, keys, cluster.replication_factor())?;
     let mut lost = 0;
     for (&i, &round) in &acked {
         if cluster.get(key(i).as_bytes())?.as_deref() != Some(value(i, round).as_bytes()) {
@@ -246,19 +292,28 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         "{}",
         s.ok("Every acknowledged write reads back its latest value: nothing lost")
     );
+    Ok(())
+}
 
-    failure_act(&session, keys)?;
-
-    step(s, 8, "Crash recovery");
+/// Step 8: the cluster is dropped without a clean shutdown and reopened from its logs; a
+/// sample of keys reads back unchanged. Returns the reopened session.
+fn crash_recovery(
+    session: Session,
+    args: &Args,
+    dir: &Path,
+    keys: usize,
+) -> anyhow::Result<Session> {
+    let s = session.style;
+    step(s, 8, "Crash recovery")?;
     say!("Dropping the cluster without a clean shutdown, then reopening it from its logs...");
     let expect: Vec<(String, Option<bytes::Bytes>)> = (0..keys)
         .step_by(97)
-        .map(|i| Ok((key(i), cluster.get(key(i).as_bytes())?)))
+        .map(|i| Ok((key(i), session.cluster.get(key(i).as_bytes())?)))
         .collect::<anyhow::Result<_>>()?;
     let Session { cluster, .. } = session;
     drop(cluster); // no close(): as if the process had died (the logs are memory-mapped)
     let t = Instant::now();
-    let opened = open::open(args, &dir)?;
+    let opened = open::open(args, dir)?;
     let session = Session {
         cluster: opened.cluster,
         style: s,
@@ -277,11 +332,15 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             expect.len()
         ))
     );
-    show(&session, "stats");
+    show(&session, "stats")?;
+    Ok(session)
+}
 
-    step(s, 9, "Benchmark");
+/// Step 9: the built-in benchmark, two threads.
+fn benchmark(session: &Session, quick: bool) -> anyhow::Result<()> {
+    step(session.style, 9, "Benchmark")?;
     let args = BenchArgs {
-        ops: if args.quick { 2_000 } else { 50_000 },
+        ops: if quick { 2_000 } else { 50_000 },
         threads: 2,
         ..BenchArgs::default()
     };
@@ -289,22 +348,15 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     for l in report.lines() {
         say!("{l}");
     }
-
-    say!();
-    say!(
-        "{}",
-        s.ok(format!("Demo complete in {:.1?}", started.elapsed()))
-    );
-    session.cluster.close().context("close the cluster")?;
     Ok(())
 }
 
 /// Step 7: a node fails; quorum reads and writes go on (writes for it kept as hints); it
 /// recovers, gets its hints, and is repaired; every write made meanwhile is on every replica.
-fn failure_act(session: &Session, keys: usize) -> anyhow::Result<()> {
+fn node_failure(session: &Session, keys: usize) -> anyhow::Result<()> {
     let s = session.style;
     let cluster = &session.cluster;
-    step(s, 7, "Node failure: hinted handoff and repair");
+    step(s, 7, "Node failure: hinted handoff and repair")?;
     let rf = cluster.replication_factor();
     let quorum = Consistency::Quorum;
     if quorum.required(rf) >= rf {
@@ -315,7 +367,7 @@ fn failure_act(session: &Session, keys: usize) -> anyhow::Result<()> {
     let Some(victim) = nodes.get(1).or(nodes.first()).map(|n| n.id.to_string()) else {
         bail!("the cluster has no nodes");
     };
-    show(session, &format!("fail {victim}"));
+    show(session, &format!("fail {victim}"))?;
     let writes = (keys / 10).max(1);
     let mut failures = 0usize;
     let mut acked: Vec<(usize, kv_cluster::Version)> = Vec::with_capacity(writes);
@@ -338,7 +390,7 @@ fn failure_act(session: &Session, keys: usize) -> anyhow::Result<()> {
         failures == 0,
         "{failures} operations failed with one node down"
     );
-    show(session, &format!("recover {victim}"));
+    show(session, &format!("recover {victim}"))?;
     let mut stale = 0;
     for &(i, version) in &acked {
         let p = cluster.placement_of(key(i).as_bytes())?;
@@ -357,20 +409,18 @@ fn failure_act(session: &Session, keys: usize) -> anyhow::Result<()> {
             acked.len()
         ))
     );
-    show(session, "repair");
-    Ok(())
+    show(session, "repair")
 }
 
 /// Prints a REPL command and its output, as if typed.
-fn show(session: &Session, line: &str) {
+fn show(session: &Session, line: &str) -> anyhow::Result<()> {
     say!("kvstore> {line}");
-    if let Ok(cmd) = crate::command::parse(line) {
-        let o = session.run(cmd);
-        for l in o.out {
-            say!("{l}");
-        }
-        if let Some(e) = o.error {
-            say!("{e}");
-        }
+    let o = cmd::run_line(session, line);
+    for l in o.out {
+        say!("{l}");
     }
+    if let Some(e) = o.error {
+        say!("{e}");
+    }
+    Ok(())
 }

@@ -3,13 +3,14 @@
 
 mod args;
 mod bench;
-mod command;
+mod cmd;
 mod demo;
 mod open;
 mod output;
 mod repl;
 mod session;
 
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::Parser as _;
@@ -24,8 +25,10 @@ fn main() -> ExitCode {
     match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
+        Err(e) if output::is_closed(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("kvstore: {e:#}");
+            // Nowhere left to report a failure to write the report itself.
+            let _ = writeln!(std::io::stderr(), "kvstore: {e:#}");
             ExitCode::FAILURE
         }
     }

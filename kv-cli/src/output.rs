@@ -46,7 +46,95 @@ impl Style {
     }
 }
 
+/// An error and its causes on one line, `a: b: c`. Every error type of the workspace leaves
+/// its source out of its own message, so each cause appears once.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
+
 /// Bytes shown as text (invalid UTF-8 replaced).
 pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
+}
+
+/// A write to stdout or stderr failed.
+#[derive(Debug)]
+pub struct WriteFailed {
+    stream: &'static str,
+    source: std::io::Error,
+}
+
+impl WriteFailed {
+    /// A failed write to stdout.
+    pub fn stdout(source: std::io::Error) -> WriteFailed {
+        WriteFailed {
+            stream: "stdout",
+            source,
+        }
+    }
+
+    /// A failed write to stderr.
+    pub fn stderr(source: std::io::Error) -> WriteFailed {
+        WriteFailed {
+            stream: "stderr",
+            source,
+        }
+    }
+}
+
+impl std::fmt::Display for WriteFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "write to {}", self.stream)
+    }
+}
+
+impl std::error::Error for WriteFailed {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+/// Whether `e` is a write of ours to a reader that went away (`kvstore | head -1`): the
+/// program then ends quietly and successfully, as one killed by `SIGPIPE` would, instead of
+/// reporting it. A broken pipe anywhere else (a cause of a failed operation) is an error.
+pub fn is_closed(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<WriteFailed>()
+            .is_some_and(|w| w.source.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Error, ErrorKind};
+
+    use anyhow::Context as _;
+
+    use super::*;
+
+    #[test]
+    fn only_our_own_writes_to_a_closed_pipe_end_the_program_quietly() {
+        let closed = || Error::from(ErrorKind::BrokenPipe);
+        assert!(is_closed(&WriteFailed::stdout(closed()).into()));
+        let wrapped = Err::<(), _>(WriteFailed::stderr(closed())).context("report");
+        assert!(is_closed(&wrapped.unwrap_err()));
+        // A broken pipe that caused a failed operation is reported.
+        assert!(!is_closed(&anyhow::Error::new(closed()).context("put k")));
+        assert!(!is_closed(
+            &WriteFailed::stdout(Error::from(ErrorKind::StorageFull)).into()
+        ));
+    }
+
+    #[test]
+    fn a_chain_names_each_cause_once() {
+        let e = WriteFailed::stdout(Error::other("disk full"));
+        assert_eq!(chain(&e), "write to stdout: disk full");
+    }
 }

@@ -13,9 +13,9 @@ use rustyline::validate::Validator;
 use rustyline::{Context, Editor, Helper};
 
 use crate::args::Args;
-use crate::command::{self, NAMES};
+use crate::cmd;
 use crate::open;
-use crate::output::Style;
+use crate::output::{Style, WriteFailed};
 use crate::session::Session;
 
 /// The default data directory of the REPL.
@@ -28,52 +28,67 @@ pub fn run(args: &Args) -> anyhow::Result<bool> {
         .clone()
         .unwrap_or_else(|| PathBuf::from(DEFAULT_DIR));
     let opened = open::open(args, &dir)?;
-    for w in &opened.warnings {
-        eprintln!("{w}");
-    }
     let session = Session {
         cluster: opened.cluster,
         style: Style::detect(),
     };
-    println!("{}", session.style.heading("INTERACTIVE DEMO MODE"));
-    println!(
-        "Commands: put <key> <value>, get <key>, del <key>, nodes, benchmark, addnode <id>, removenode <id>, fail <id>, recover <id>, repair, stats, exit (help for more)"
-    );
-    println!();
-    let ok = if std::io::stdin().is_terminal() {
-        terminal(&session, &dir)?
-    } else {
-        scripted(&session)?
-    };
-    session.cluster.close().context("close the cluster")?;
+    // The cluster is closed however the session ends, a closed output included.
+    let result = greet(&session, &opened.warnings).and_then(|()| {
+        if std::io::stdin().is_terminal() {
+            terminal(&session, &dir)
+        } else {
+            scripted(&session)
+        }
+    });
+    let closed = session.cluster.close().context("close the cluster");
+    let ok = result?;
+    closed?;
     Ok(ok)
 }
 
+/// The warnings about the flags, then the banner.
+fn greet(session: &Session, warnings: &[String]) -> anyhow::Result<()> {
+    let mut stderr = std::io::stderr().lock();
+    for w in warnings {
+        writeln!(stderr, "{w}").map_err(WriteFailed::stderr)?;
+    }
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{}", session.style.heading("INTERACTIVE DEMO MODE"))
+        .map_err(WriteFailed::stdout)?;
+    writeln!(
+        stdout,
+        "Commands: put <key> <value>, get <key>, del <key>, nodes, benchmark, addnode <id>, removenode <id>, fail <id>, recover <id>, repair, stats, exit (help for more)"
+    )
+    .map_err(WriteFailed::stdout)?;
+    writeln!(stdout).map_err(WriteFailed::stdout)?;
+    stdout.flush().map_err(WriteFailed::stdout)?;
+    Ok(())
+}
+
 /// Prints an outcome; returns (failed, exit).
-fn show(session: &Session, line: &str, scripted: bool) -> (bool, bool) {
-    let outcome = match command::parse(line) {
-        Ok(cmd) => session.run(cmd),
-        Err(e) => crate::session::Outcome {
-            error: Some(session.style.fail(e.0)),
-            ..Default::default()
-        },
-    };
+///
+/// # Errors
+///
+/// A failed write to stdout or stderr ([`crate::output::is_closed`] tells a reader that went
+/// away): the session ends there, as a program killed by `SIGPIPE` would.
+fn show(session: &Session, line: &str, scripted: bool) -> anyhow::Result<(bool, bool)> {
+    let outcome = cmd::run_line(session, line);
     let mut stdout = std::io::stdout().lock();
     for l in &outcome.out {
-        let _ = writeln!(stdout, "{l}");
+        writeln!(stdout, "{l}").map_err(WriteFailed::stdout)?;
     }
     if let Some(e) = &outcome.error {
         if scripted {
-            let _ = stdout.flush();
-            eprintln!("{e}");
+            stdout.flush().map_err(WriteFailed::stdout)?;
+            writeln!(std::io::stderr().lock(), "{e}").map_err(WriteFailed::stderr)?;
         } else {
-            let _ = writeln!(stdout, "{e}");
+            writeln!(stdout, "{e}").map_err(WriteFailed::stdout)?;
         }
     }
     // Flushed before the next command is read: a client watching the output knows a
     // `✓ Stored` write is acknowledged.
-    let _ = stdout.flush();
-    (outcome.error.is_some(), outcome.exit)
+    stdout.flush().map_err(WriteFailed::stdout)?;
+    Ok((outcome.error.is_some(), outcome.exit))
 }
 
 fn scripted(session: &Session) -> anyhow::Result<bool> {
@@ -86,22 +101,21 @@ fn scripted(session: &Session) -> anyhow::Result<bool> {
             Ok(0) => break,
             Ok(_) => {}
             Err(e) => {
-                eprintln!("{}", session.style.fail(format!("cannot read input: {e}")));
+                let msg = session.style.fail(format!("cannot read input: {e}"));
+                writeln!(std::io::stderr().lock(), "{msg}").map_err(WriteFailed::stderr)?;
                 return Ok(false);
             }
         }
         let Ok(line) = std::str::from_utf8(&raw) else {
             // One bad line is one error; the session goes on.
-            eprintln!(
-                "{}",
-                session
-                    .style
-                    .fail(format!("line {number} is not valid UTF-8"))
-            );
+            let msg = session
+                .style
+                .fail(format!("line {number} is not valid UTF-8"));
+            writeln!(std::io::stderr().lock(), "{msg}").map_err(WriteFailed::stderr)?;
             all_ok = false;
             continue;
         };
-        let (failed, exit) = show(session, line.trim_end_matches(['\n', '\r']), true);
+        let (failed, exit) = show(session, line.trim_end_matches(['\n', '\r']), true)?;
         all_ok &= !failed;
         if exit {
             break;
@@ -110,7 +124,7 @@ fn scripted(session: &Session) -> anyhow::Result<bool> {
     Ok(all_ok)
 }
 
-/// Tab completion of command names.
+/// Tab completion of the command names of [`cmd::TABLE`].
 struct Commands;
 
 impl Helper for Commands {}
@@ -133,11 +147,10 @@ impl Completer for Commands {
         if head.contains(char::is_whitespace) {
             return Ok((pos, Vec::new()));
         }
-        let matches = NAMES
-            .iter()
+        let matches = cmd::names()
             .filter(|n| n.starts_with(head))
             .map(|n| Pair {
-                display: (*n).to_owned(),
+                display: n.to_owned(),
                 replacement: format!("{n} "),
             })
             .collect();
@@ -158,7 +171,13 @@ fn terminal(session: &Session, dir: &std::path::Path) -> anyhow::Result<bool> {
                 if !line.trim().is_empty() {
                     let _ = editor.add_history_entry(line.as_str());
                 }
-                let (failed, exit) = show(session, &line, false);
+                let (failed, exit) = match show(session, &line, false) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = editor.save_history(&history);
+                        return Err(e);
+                    }
+                };
                 all_ok &= !failed;
                 if exit {
                     break;

@@ -226,7 +226,7 @@ fn run(shared: &Shared, ctx: &RepairContext, interval: Duration) {
                 status.last = Some(summary);
                 status.last_error = None;
             }
-            Err(e) => status.last_error = Some(e.to_string()),
+            Err(e) => status.last_error = Some(e.chain()),
         }
         shared.done.notify_all();
     }

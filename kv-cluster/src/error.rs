@@ -5,11 +5,16 @@ use std::path::PathBuf;
 use kv_ring::NodeId;
 
 /// What can go wrong in a [`Cluster`](crate::Cluster).
+///
+/// A variant's `Display` says what failed and where, never why: the cause is its
+/// [`source`](std::error::Error::source), so a report that prints the chain (`a: b: c`, see
+/// [`Error::chain`]) shows each cause once. [`Error::Unavailable`] has one source (the first
+/// replica's error) and lists the other replicas' errors in its message.
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A file system operation on the cluster's own files failed.
-    #[error("{op} {path}: {source}")]
+    #[error("{op} {path}")]
     Io {
         /// What was being done.
         op: &'static str,
@@ -52,7 +57,7 @@ pub enum Error {
     #[error(transparent)]
     Ring(#[from] kv_ring::Error),
     /// A storage node reported an error.
-    #[error("node {node}: {source}")]
+    #[error("node {node}")]
     Node {
         /// The node.
         node: NodeId,
@@ -71,7 +76,12 @@ pub enum Error {
         current: u64,
     },
     /// Fewer replicas acknowledged than the consistency level needs.
-    #[error("only {acknowledged} of the {needed} replicas needed answered")]
+    ///
+    /// Each replica error names its replica (`node node2: ...`, `node node2 is down`). The
+    /// first is the source; the others are listed in the message, the one place they
+    /// appear: `only 0 of the 2 replicas needed answered (also: node node3: ...): node node2:
+    /// create segment ...: No space left on device (os error 28)`.
+    #[error("only {acknowledged} of the {needed} replicas needed answered{}", also(.others))]
     Unavailable {
         /// Replicas the consistency level needs.
         needed: usize,
@@ -80,6 +90,8 @@ pub enum Error {
         /// The first replica error seen, if any.
         #[source]
         cause: Option<Box<Error>>,
+        /// The other replicas' errors, in the order seen.
+        others: Vec<Error>,
     },
     /// A membership change is already under way (or was interrupted and must be resumed with
     /// [`Cluster::resume_change`](crate::Cluster::resume_change) first).
@@ -171,16 +183,46 @@ impl Error {
         )
     }
 
-    /// [`Error::Unavailable`], or `cause` itself if it is an invalid request.
-    pub(crate) fn unavailable(needed: usize, acknowledged: usize, cause: Option<Error>) -> Error {
-        match cause {
-            Some(e) if e.is_invalid_request() => e,
-            cause => Error::Unavailable {
-                needed,
-                acknowledged,
-                cause: cause.map(Box::new),
-            },
+    /// [`Error::Unavailable`] with the replicas' `errors` (in the order seen), or the first
+    /// of them that is an invalid request: every replica would refuse the request alike.
+    pub(crate) fn unavailable(needed: usize, acknowledged: usize, mut errors: Vec<Error>) -> Error {
+        if let Some(i) = errors.iter().position(Error::is_invalid_request) {
+            return errors.swap_remove(i);
         }
+        let mut errors = errors.into_iter();
+        Error::Unavailable {
+            needed,
+            acknowledged,
+            cause: errors.next().map(Box::new),
+            others: errors.collect(),
+        }
+    }
+
+    /// This error and its causes on one line, `a: b: c`: what a log line or a status field
+    /// shows (the `Display` alone leaves the cause out).
+    ///
+    /// ```
+    /// use kv_cluster::Error;
+    ///
+    /// let e = Error::Unavailable {
+    ///     needed: 2,
+    ///     acknowledged: 1,
+    ///     cause: Some(Box::new(Error::NodeDown { node: "node2".parse()? })),
+    ///     others: Vec::new(),
+    /// };
+    /// assert_eq!(e.to_string(), "only 1 of the 2 replicas needed answered");
+    /// assert_eq!(e.chain(), "only 1 of the 2 replicas needed answered: node node2 is down");
+    /// # Ok::<(), kv_ring::Error>(())
+    /// ```
+    pub fn chain(&self) -> String {
+        let mut out = self.to_string();
+        let mut cause = std::error::Error::source(self);
+        while let Some(e) = cause {
+            out.push_str(": ");
+            out.push_str(&e.to_string());
+            cause = e.source();
+        }
+        out
     }
 
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
@@ -192,5 +234,198 @@ impl Error {
     }
 }
 
+/// The other replicas' errors of [`Error::Unavailable`], each with its causes:
+/// ` (also: a: b; c)`, or nothing.
+fn also(others: &[Error]) -> String {
+    if others.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = others.iter().map(Error::chain).collect();
+    format!(" (also: {})", list.join("; "))
+}
+
 /// `Result` with this crate's [`Error`].
 pub type Result<T> = std::result::Result<T, Error>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The variant's position in the enum. Exhaustive, so a new variant does not compile
+    /// until it is listed here, and `one_of_each` must then hold one of it.
+    fn variant(e: &Error) -> usize {
+        match e {
+            Error::Io { .. } => 0,
+            Error::Locked { .. } => 1,
+            Error::Metadata { .. } => 2,
+            Error::FormatVersion { .. } => 3,
+            Error::InvalidOptions { .. } => 4,
+            Error::Ring(_) => 5,
+            Error::Node { .. } => 6,
+            Error::StaleEpoch { .. } => 7,
+            Error::Unavailable { .. } => 8,
+            Error::ChangeInProgress { .. } => 9,
+            Error::DuplicateNode { .. } => 10,
+            Error::UnknownNode { .. } => 11,
+            Error::StaleNodeDirectory { .. } => 12,
+            Error::BelowReplicationFactor { .. } => 13,
+            Error::ChangeInterrupted { .. } => 14,
+            Error::NodeDown { .. } => 15,
+            Error::RepairPanicked => 16,
+            Error::NodeNotDown { .. } => 17,
+            Error::WorkerPanicked => 18,
+        }
+    }
+    const VARIANTS: usize = 19;
+
+    fn node(id: &str) -> NodeId {
+        NodeId::new(id).unwrap()
+    }
+
+    /// `node <id>: create segment ...: disk full`, as a replica whose disk is full fails.
+    fn disk_full(id: &str) -> Error {
+        Error::Node {
+            node: node(id),
+            source: kv_node::Error::from(kv_wal::Error::Io {
+                op: "create segment",
+                path: format!("/data/{id}/wal/0000000002.wal").into(),
+                source: std::io::Error::other("disk full"),
+            }),
+        }
+    }
+
+    fn one_of_each() -> Vec<Error> {
+        let path = || PathBuf::from("/data");
+        vec![
+            Error::io(
+                "write",
+                "/data/cluster.json",
+                std::io::Error::other("disk full"),
+            ),
+            Error::Locked { path: path() },
+            Error::Metadata {
+                path: path(),
+                reason: "no members".into(),
+            },
+            Error::FormatVersion {
+                found: 9,
+                supported: 1,
+            },
+            Error::InvalidOptions {
+                reason: "no nodes".into(),
+            },
+            Error::Ring(kv_ring::Error::EmptyRing),
+            disk_full("node1"),
+            Error::StaleEpoch {
+                node: node("node1"),
+                epoch: 1,
+                current: 2,
+            },
+            Error::unavailable(
+                2,
+                0,
+                vec![
+                    disk_full("node1"),
+                    disk_full("node2"),
+                    Error::NodeDown {
+                        node: node("node3"),
+                    },
+                ],
+            ),
+            Error::ChangeInProgress {
+                kind: crate::ChangeKind::Add,
+                node: node("node4"),
+            },
+            Error::DuplicateNode {
+                node: node("node1"),
+            },
+            Error::UnknownNode {
+                node: "node9".into(),
+            },
+            Error::StaleNodeDirectory {
+                node: node("node4"),
+                path: path(),
+            },
+            Error::BelowReplicationFactor {
+                remaining: 2,
+                replication_factor: 3,
+            },
+            Error::ChangeInterrupted {
+                kind: crate::ChangeKind::Remove,
+                node: node("node4"),
+            },
+            Error::NodeDown {
+                node: node("node1"),
+            },
+            Error::RepairPanicked,
+            Error::NodeNotDown {
+                node: node("node1"),
+            },
+            Error::WorkerPanicked,
+        ]
+    }
+
+    #[test]
+    fn no_error_repeats_its_source_in_its_message() {
+        let errors = one_of_each();
+        let mut seen: Vec<usize> = errors.iter().map(variant).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen.len(), VARIANTS, "one sample of every variant");
+        let mut with_source = 0;
+        for e in &errors {
+            let mut current: &dyn std::error::Error = e;
+            while let Some(source) = current.source() {
+                with_source += 1;
+                let (message, cause) = (current.to_string(), source.to_string());
+                assert!(
+                    !message.contains(&cause),
+                    "{e:?}: {message:?} repeats its source {cause:?}"
+                );
+                current = source;
+            }
+        }
+        // Io: 1; Node: 2 (the node's error, then the log's); Unavailable: 3 (its first
+        // replica's Node chain).
+        assert_eq!(with_source, 6);
+    }
+
+    #[test]
+    fn unavailable_names_every_failed_replica_and_its_cause_once() {
+        let e = Error::unavailable(
+            2,
+            0,
+            vec![
+                disk_full("node1"),
+                disk_full("node2"),
+                Error::NodeDown {
+                    node: node("node3"),
+                },
+            ],
+        );
+        assert_eq!(
+            e.chain(),
+            "only 0 of the 2 replicas needed answered \
+             (also: node node2: create segment /data/node2/wal/0000000002.wal: disk full; \
+             node node3 is down): \
+             node node1: create segment /data/node1/wal/0000000002.wal: disk full"
+        );
+        // One replica's error: no list.
+        let e = Error::unavailable(2, 1, vec![disk_full("node1")]);
+        assert_eq!(
+            e.chain(),
+            "only 1 of the 2 replicas needed answered: \
+             node node1: create segment /data/node1/wal/0000000002.wal: disk full"
+        );
+    }
+
+    #[test]
+    fn an_invalid_request_is_returned_as_is() {
+        let invalid = Error::Node {
+            node: node("node2"),
+            source: kv_node::Error::EmptyKey,
+        };
+        let e = Error::unavailable(2, 0, vec![disk_full("node1"), invalid]);
+        assert!(e.is_invalid_request(), "{e:?}");
+    }
+}

@@ -222,7 +222,7 @@ impl Cluster {
             targets.push(mine);
         }
         let mut ok = vec![false; batches.len()];
-        let mut first_err = None;
+        let mut errors = Vec::new();
         for (b, (id, items)) in batches.iter().enumerate() {
             let writes: Vec<Write<'_>> = items
                 .iter()
@@ -241,7 +241,7 @@ impl Cluster {
                             self.store_hint(&routing, id, token(w.key), *w);
                         }
                     }
-                    first_err.get_or_insert(e);
+                    errors.push(e);
                 }
             }
         }
@@ -252,7 +252,7 @@ impl Cluster {
                 .map(|&b| &batches[b].0)
                 .collect();
             let t = token(k.as_ref());
-            self.check_acks(&routing, t, needed, &acked, &[], &mut first_err)?;
+            self.check_acks(&routing, t, needed, &acked, &[], &mut errors)?;
         }
         Ok(versions)
     }
@@ -383,7 +383,7 @@ impl Cluster {
         }
         let mut acked: SmallVec<[&NodeId; 8]> = SmallVec::new();
         let mut hinted: SmallVec<[&NodeId; 4]> = SmallVec::new();
-        let mut first_err = None;
+        let mut errors = Vec::new();
         let mut apply = |id: &NodeId, node: Option<&Arc<dyn Replica>>| {
             let node = node.ok_or_else(|| Error::UnknownNode {
                 node: id.to_string(),
@@ -402,7 +402,7 @@ impl Cluster {
                             }
                         };
                     }
-                    first_err.get_or_insert(e);
+                    errors.push(e);
                     Ok::<Option<bool>, Error>(if counted { None } else { Some(false) })
                 }
             }
@@ -428,9 +428,9 @@ impl Cluster {
             if got >= needed {
                 return Ok(());
             }
-            return Err(Error::unavailable(needed, got, first_err.take()));
+            return Err(Error::unavailable(needed, got, errors));
         }
-        self.check_acks(routing, token, needed, &acked, &hinted, &mut first_err)
+        self.check_acks(routing, token, needed, &acked, &hinted, &mut errors)
     }
 
     /// Fails with [`Error::Unavailable`], before anything is written or read, when fewer
@@ -445,13 +445,15 @@ impl Cluster {
         needed: usize,
         covered: &[&NodeId],
     ) -> Result<()> {
-        let mut first_down = None;
+        let mut down: SmallVec<[NodeId; 4]> = SmallVec::new();
         let mut count = |ring: &Ring| -> Result<usize> {
             let mut up = 0;
             for id in ring.preference_list(token, self.rf)?.iter() {
                 match routing.node(id) {
                     Some(n) if n.is_down() && !covered.contains(&id) => {
-                        first_down.get_or_insert_with(|| id.clone());
+                        if !down.contains(id) {
+                            down.push(id.clone());
+                        }
                     }
                     _ => up += 1,
                 }
@@ -465,11 +467,8 @@ impl Cluster {
         if up >= needed {
             return Ok(());
         }
-        Err(Error::Unavailable {
-            needed,
-            acknowledged: up,
-            cause: first_down.map(|node| Box::new(Error::NodeDown { node })),
-        })
+        let down = down.into_iter().map(|node| Error::NodeDown { node });
+        Err(Error::unavailable(needed, up, down.collect()))
     }
 
     /// Fails unless `W` replicas of the ring, and of the pending ring if any, are in `acked`
@@ -481,7 +480,7 @@ impl Cluster {
         needed: usize,
         acked: &[&NodeId],
         hinted: &[&NodeId],
-        first_err: &mut Option<Error>,
+        errors: &mut Vec<Error>,
     ) -> Result<()> {
         let count = |ring: &Ring| -> Result<usize> {
             Ok(ring
@@ -497,7 +496,7 @@ impl Cluster {
         if got >= needed {
             return Ok(());
         }
-        Err(Error::unavailable(needed, got, first_err.take()))
+        Err(Error::unavailable(needed, got, std::mem::take(errors)))
     }
 
     /// The newest record of `key` among `R` replicas of the ring (tombstones included).
@@ -526,7 +525,7 @@ impl Cluster {
         }
         let mut answers: SmallVec<[(&Arc<dyn Replica>, Version); 4]> = SmallVec::new();
         let mut newest: Option<(Option<Bytes>, Version)> = None;
-        let mut first_err = None;
+        let mut errors = Vec::new();
         for &(id, node) in replicas.iter() {
             if answers.len() == needed {
                 break;
@@ -560,12 +559,12 @@ impl Cluster {
                     }
                 }
                 Err(e) => {
-                    first_err.get_or_insert(e);
+                    errors.push(e);
                 }
             }
         }
         if answers.len() < needed {
-            return Err(Error::unavailable(needed, answers.len(), first_err));
+            return Err(Error::unavailable(needed, answers.len(), errors));
         }
         if let Some((value, version)) = &newest {
             let write = Write {
@@ -587,22 +586,19 @@ impl Cluster {
 /// [`Cluster::check_up`] for a routing without a pending ring: counts `replicas` (the ring's
 /// replicas of the key), a down one in `covered` counting as up.
 fn check_up_in(replicas: &[Slot<'_>], needed: usize, covered: &[&NodeId]) -> Result<()> {
-    let mut up = 0;
-    let mut first_down = None;
-    for &(id, node) in replicas {
-        match node {
-            Some(n) if n.is_down() && !covered.contains(&id) => {
-                first_down.get_or_insert(id);
-            }
-            _ => up += 1,
-        }
-    }
+    let is_down = |id: &NodeId, node: Option<&Arc<dyn Replica>>| {
+        node.is_some_and(|n| n.is_down()) && !covered.contains(&id)
+    };
+    let up = replicas
+        .iter()
+        .filter(|&&(id, node)| !is_down(id, node))
+        .count();
     if up >= needed {
         return Ok(());
     }
-    Err(Error::Unavailable {
-        needed,
-        acknowledged: up,
-        cause: first_down.map(|node| Box::new(Error::NodeDown { node: node.clone() })),
-    })
+    let down = replicas
+        .iter()
+        .filter(|&&(id, node)| is_down(id, node))
+        .map(|&(id, _)| Error::NodeDown { node: id.clone() });
+    Err(Error::unavailable(needed, up, down.collect()))
 }

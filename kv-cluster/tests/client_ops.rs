@@ -87,7 +87,8 @@ fn two_replicas_down_fail_quorum_but_not_one() {
         Err(Error::Unavailable {
             needed: 2,
             acknowledged: 1,
-            cause: Some(_)
+            cause: Some(_),
+            ..
         })
     ));
     drop(cluster);

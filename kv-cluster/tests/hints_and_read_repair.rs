@@ -66,6 +66,7 @@ fn unavailable_at_once_when_too_few_replicas_are_up() {
                 needed: 2,
                 acknowledged: 1,
                 cause: Some(cause),
+                ..
             } => assert!(matches!(*cause, Error::NodeDown { .. })),
             other => panic!("{other:?}"),
         }

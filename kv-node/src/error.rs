@@ -3,6 +3,10 @@
 use std::{io, path::PathBuf};
 
 /// Everything that can go wrong in `kv-node`.
+///
+/// A variant's `Display` says what failed and where, never why: the cause is its
+/// [`source`](std::error::Error::source), so a report that prints the chain (`a: b: c`, see
+/// [`Error::chain`]) shows each cause once.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -88,7 +92,7 @@ pub enum Error {
     Wal(kv_wal::Error),
 
     /// An I/O operation on a file of the node's own (a hint file, the directory) failed.
-    #[error("{op} {path}: {source}")]
+    #[error("{op} {path}")]
     Io {
         /// What was being done.
         op: &'static str,
@@ -117,6 +121,29 @@ impl From<kv_wal::Error> for Error {
 }
 
 impl Error {
+    /// This error and its causes on one line, `a: b: c`: what a log line or a status field
+    /// shows (the `Display` alone leaves the cause out).
+    ///
+    /// ```
+    /// let e = kv_node::Error::from(kv_wal::Error::Io {
+    ///     op: "create segment",
+    ///     path: "/data/wal/0000000002.wal".into(),
+    ///     source: std::io::Error::other("disk full"),
+    /// });
+    /// assert_eq!(e.to_string(), "create segment /data/wal/0000000002.wal");
+    /// assert_eq!(e.chain(), "create segment /data/wal/0000000002.wal: disk full");
+    /// ```
+    pub fn chain(&self) -> String {
+        let mut out = self.to_string();
+        let mut cause = std::error::Error::source(self);
+        while let Some(e) = cause {
+            out.push_str(": ");
+            out.push_str(&e.to_string());
+            cause = e.source();
+        }
+        out
+    }
+
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Error {
         Error::Io {
             op,
@@ -128,3 +155,91 @@ impl Error {
 
 /// `Result` with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// The variant's position in the enum. Exhaustive, so a new variant does not compile
+    /// until it is listed here, and `one_of_each` must then hold one of it.
+    fn variant(e: &Error) -> usize {
+        match e {
+            Error::Locked { .. } => 0,
+            Error::EmptyKey => 1,
+            Error::KeyTooLarge { .. } => 2,
+            Error::ValueTooLarge { .. } => 3,
+            Error::VersionTooLarge { .. } => 4,
+            Error::BatchTooLarge { .. } => 5,
+            Error::InvalidOptions { .. } => 6,
+            Error::CorruptRecord { .. } => 7,
+            Error::Wal(_) => 8,
+            Error::Io { .. } => 9,
+            Error::Moved { .. } => 10,
+        }
+    }
+    const VARIANTS: usize = 11;
+
+    fn one_of_each() -> Vec<Error> {
+        let path = || PathBuf::from("/data/node1/wal/00000001.log");
+        let enospc = || io::Error::other("disk full");
+        vec![
+            Error::Locked { path: path() },
+            Error::EmptyKey,
+            Error::KeyTooLarge { len: 10, max: 5 },
+            Error::ValueTooLarge { len: 10, max: 5 },
+            Error::VersionTooLarge {
+                version: crate::Version::LIMIT,
+            },
+            Error::BatchTooLarge { bytes: 10, max: 5 },
+            Error::InvalidOptions { reason: "zero" },
+            Error::CorruptRecord {
+                lsn: kv_wal::Lsn::new(1, 64),
+                reason: "bad tag",
+            },
+            Error::from(kv_wal::Error::Poisoned {
+                path: path(),
+                source: Arc::new(enospc()),
+            }),
+            Error::io("write hints", path(), enospc()),
+            Error::Moved { retries: 3 },
+        ]
+    }
+
+    #[test]
+    fn no_error_repeats_its_source_in_its_message() {
+        let errors = one_of_each();
+        let mut seen: Vec<usize> = errors.iter().map(variant).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen.len(), VARIANTS, "one sample of every variant");
+        let mut with_source = 0;
+        for e in &errors {
+            let mut current: &dyn std::error::Error = e;
+            while let Some(source) = current.source() {
+                with_source += 1;
+                let (message, cause) = (current.to_string(), source.to_string());
+                assert!(
+                    !message.contains(&cause),
+                    "{e:?}: {message:?} repeats its source {cause:?}"
+                );
+                current = source;
+            }
+        }
+        assert_eq!(
+            with_source, 2,
+            "Wal (through the log's error) and Io have a cause"
+        );
+    }
+
+    #[test]
+    fn the_chain_names_every_cause_once() {
+        let e = Error::io(
+            "write hints",
+            "/data/node1/hints",
+            io::Error::other("disk full"),
+        );
+        assert_eq!(e.chain(), "write hints /data/node1/hints: disk full");
+    }
+}

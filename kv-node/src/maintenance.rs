@@ -46,7 +46,7 @@ impl Maintenance {
                         compaction.err().or(hints.err())
                     }));
                     let (error, panicked) = match pass {
-                        Ok(error) => (error.map(|e| e.to_string()), false),
+                        Ok(error) => (error.map(|e| e.chain()), false),
                         Err(_) => (
                             Some("the maintenance thread panicked and stopped".into()),
                             true,

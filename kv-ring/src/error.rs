@@ -1,6 +1,10 @@
 //! The crate's error type.
 
 /// What can go wrong when building or querying a [`Ring`](crate::Ring).
+///
+/// No variant has a [`source`](std::error::Error::source): each is a cause in itself. Like
+/// every error of the workspace, a variant with a cause would leave it out of its `Display`,
+/// so a report that prints the chain (`a: b: c`) shows it once.
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Error {
@@ -65,3 +69,61 @@ pub enum Error {
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T> = std::result::Result<T, Error>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The variant's position in the enum. Exhaustive, so a new variant does not compile
+    /// until it is listed here, and `one_of_each` must then hold one of it.
+    fn variant(e: &Error) -> usize {
+        match e {
+            Error::InvalidNodeId { .. } => 0,
+            Error::DuplicateNode { .. } => 1,
+            Error::UnknownNode { .. } => 2,
+            Error::EmptyRing => 3,
+            Error::InvalidReplicationFactor { .. } => 4,
+            Error::InvalidWeight { .. } => 5,
+            Error::InvalidVnodes { .. } => 6,
+            Error::InvalidTokens { .. } => 7,
+        }
+    }
+    const VARIANTS: usize = 8;
+
+    fn one_of_each() -> Vec<Error> {
+        let id = || "node1".to_owned();
+        vec![
+            Error::InvalidNodeId {
+                id: "a/b".into(),
+                reason: "bad character",
+            },
+            Error::DuplicateNode { id: id() },
+            Error::UnknownNode { id: id() },
+            Error::EmptyRing,
+            Error::InvalidReplicationFactor { rf: 4, nodes: 3 },
+            Error::InvalidWeight {
+                id: id(),
+                weight: 0.0,
+            },
+            Error::InvalidVnodes { vnodes: 0, max: 1 },
+            Error::InvalidTokens {
+                id: id(),
+                reason: "empty".into(),
+            },
+        ]
+    }
+
+    #[test]
+    fn no_error_repeats_its_source_in_its_message() {
+        let errors = one_of_each();
+        let mut seen: Vec<usize> = errors.iter().map(variant).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen.len(), VARIANTS, "one sample of every variant");
+        for e in &errors {
+            // Nothing to repeat: a ring error is a cause in itself.
+            assert!(std::error::Error::source(e).is_none(), "{e:?}");
+            assert!(!e.to_string().is_empty(), "{e:?}");
+        }
+    }
+}

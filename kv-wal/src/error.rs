@@ -7,11 +7,15 @@ use crate::Lsn;
 /// Everything that can go wrong in `kv-wal`.
 ///
 /// Variants carry the file, segment and offset involved, so a message alone says where to look.
+///
+/// A variant's `Display` says what failed and where, never why: the cause is its
+/// [`source`](std::error::Error::source), so a report that prints the chain (`a: b: c`, as
+/// `anyhow`'s `{:#}` does) shows each cause once.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// An I/O operation failed.
-    #[error("{op} {path}: {source}")]
+    #[error("{op} {path}")]
     Io {
         /// What was being done (`"create segment"`, `"open directory"`, ...).
         op: &'static str,
@@ -114,7 +118,7 @@ pub enum Error {
     /// (reopening re-scans the files and keeps what is really there). The appends that got
     /// this error are in the log but not known to be durable: after a reopen they may or may
     /// not be there, like any unacknowledged append.
-    #[error("flush of {path} failed; the log is poisoned: {source}")]
+    #[error("flush of {path} failed; the log is poisoned")]
     SyncFailed {
         /// The segment whose flush failed.
         path: PathBuf,
@@ -125,7 +129,7 @@ pub enum Error {
 
     /// An earlier flush failed (see [`Error::SyncFailed`]); the log refuses appends and syncs
     /// until it is reopened.
-    #[error("the log is poisoned by an earlier failed flush of {path}: {source}")]
+    #[error("the log is poisoned by an earlier failed flush of {path}")]
     Poisoned {
         /// The segment whose flush failed.
         path: PathBuf,
@@ -145,5 +149,99 @@ impl Error {
             path: path.into(),
             source,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+
+    use super::*;
+
+    /// The variant's position in the enum. Exhaustive, so a new variant does not compile
+    /// until it is listed here, and `one_of_each` must then hold one of it.
+    fn variant(e: &Error) -> usize {
+        match e {
+            Error::Io { .. } => 0,
+            Error::Locked { .. } => 1,
+            Error::InvalidOptions { .. } => 2,
+            Error::BadHeader { .. } => 3,
+            Error::Corrupt { .. } => 4,
+            Error::MissingSegment { .. } => 5,
+            Error::RecordTooLarge { .. } => 6,
+            Error::EmptyBatch => 7,
+            Error::SequenceExhausted { .. } => 8,
+            Error::InvalidLsn { .. } => 9,
+            Error::CorruptRecord { .. } => 10,
+            Error::SyncFailed { .. } => 11,
+            Error::Poisoned { .. } => 12,
+        }
+    }
+    const VARIANTS: usize = 13;
+
+    fn one_of_each() -> Vec<Error> {
+        let path = || PathBuf::from("/data/wal/00000001.log");
+        let enospc = || io::Error::from_raw_os_error(libc::ENOSPC);
+        vec![
+            Error::io("create segment", path(), enospc()),
+            Error::Locked { path: path() },
+            Error::InvalidOptions { reason: "zero" },
+            Error::BadHeader {
+                path: path(),
+                reason: "bad magic",
+            },
+            Error::Corrupt {
+                path: path(),
+                segment: 1,
+                offset: 64,
+                reason: "bad checksum",
+            },
+            Error::MissingSegment {
+                dir: path(),
+                segment: 2,
+            },
+            Error::RecordTooLarge { len: 10, max: 5 },
+            Error::EmptyBatch,
+            Error::SequenceExhausted { dir: path() },
+            Error::InvalidLsn {
+                lsn: Lsn::new(1, 64),
+                reason: "past the end",
+            },
+            Error::CorruptRecord {
+                path: path(),
+                lsn: Lsn::new(1, 64),
+                reason: "bad checksum",
+            },
+            Error::SyncFailed {
+                path: path(),
+                source: Arc::new(io::Error::from_raw_os_error(libc::EIO)),
+            },
+            Error::Poisoned {
+                path: path(),
+                source: Arc::new(io::Error::from_raw_os_error(libc::EIO)),
+            },
+        ]
+    }
+
+    #[test]
+    fn no_error_repeats_its_source_in_its_message() {
+        let errors = one_of_each();
+        let mut seen: Vec<usize> = errors.iter().map(variant).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen.len(), VARIANTS, "one sample of every variant");
+        let mut with_source = 0;
+        for e in &errors {
+            let mut current: &dyn std::error::Error = e;
+            while let Some(source) = current.source() {
+                with_source += 1;
+                let (message, cause) = (current.to_string(), source.to_string());
+                assert!(
+                    !message.contains(&cause),
+                    "{e:?}: {message:?} repeats its source {cause:?}"
+                );
+                current = source;
+            }
+        }
+        assert_eq!(with_source, 3, "Io, SyncFailed and Poisoned have a cause");
     }
 }
