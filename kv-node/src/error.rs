@@ -177,9 +177,10 @@ mod tests {
             Error::Wal(_) => 8,
             Error::Io { .. } => 9,
             Error::Moved { .. } => 10,
+            Error::UnsupportedRecordVersion { .. } => 11,
         }
     }
-    const VARIANTS: usize = 11;
+    const VARIANTS: usize = 12;
 
     fn one_of_each() -> Vec<Error> {
         let path = || PathBuf::from("/data/node1/wal/00000001.log");
@@ -204,6 +205,11 @@ mod tests {
             }),
             Error::io("write hints", path(), enospc()),
             Error::Moved { retries: 3 },
+            Error::UnsupportedRecordVersion {
+                lsn: kv_wal::Lsn::new(1, 64),
+                version: 1,
+                supported: 0,
+            },
         ]
     }
 
