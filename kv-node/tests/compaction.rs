@@ -320,3 +320,78 @@ fn a_hint_that_cannot_be_written_does_not_stop_compaction() {
     assert!(s.hints_written > 0, "{s:?}");
     common::assert_gets(&node, &want);
 }
+
+/// Writes `big` (one value per key, in this order) among overwrites of small keys, then seals
+/// everything; compacts (reading the index, then the segments) and checks that the space is
+/// reclaimed and every key reads back, before and after a reopen.
+fn compact_with_large_values(opts: kv_node::NodeOptions, big: &[usize]) {
+    for scan in [true, false] {
+        let opts = opts.clone().compaction_scan(Some(scan));
+        let dir = tempfile::tempdir().unwrap();
+        let node = Node::open(dir.path(), opts.clone()).unwrap();
+        let mut want = State::new();
+        let mut version = 0u64;
+        let mut put = |node: &Node, key: Vec<u8>, v: Vec<u8>| {
+            version += 1;
+            let ver = Version::new(version);
+            node.apply(&key, Some(&v), ver).unwrap();
+            want.insert(key, (Some(v), ver));
+        };
+        for (i, &len) in big.iter().enumerate() {
+            // Live small records before each large one, so a copy batch holds them when the
+            // large one comes.
+            for k in 0..150u32 {
+                put(
+                    &node,
+                    format!("live{i}-{k:03}").into_bytes(),
+                    vec![b'l'; 1000],
+                );
+            }
+            put(
+                &node,
+                format!("big{i}").into_bytes(),
+                vec![b'B' + i as u8; len],
+            );
+        }
+        // Overwrites: dead space in sealed segments after the large values.
+        let small = node.stats().segments;
+        for round in 0.. {
+            if round >= 3 && node.stats().segments >= small + 3 {
+                break;
+            }
+            for k in 0..50u32 {
+                put(&node, format!("hot{k:02}").into_bytes(), vec![b'h'; 1000]);
+            }
+        }
+        let before = node.stats();
+        let report = node
+            .compact()
+            .unwrap_or_else(|e| panic!("scan {scan}: {e}"));
+        let after = node.stats();
+        assert!(report.segments_deleted > 0, "scan {scan}: {report:?}");
+        assert!(
+            after.dead_bytes < before.dead_bytes / 2,
+            "scan {scan}: {before:?} -> {after:?}"
+        );
+        assert_eq!(after.last_maintenance_error, None);
+        common::assert_gets(&node, &want);
+        drop(node);
+        let node = Node::open(dir.path(), opts).unwrap();
+        assert_same(&dump(&node), &want, "after reopen");
+    }
+}
+
+#[test]
+fn compaction_copies_a_value_near_the_segment_size_alone() {
+    let opts = small_opts().wal(
+        kv_wal::WalOptions::new()
+            .segment_size(1 << 20)
+            .sync(kv_wal::SyncPolicy::Never),
+    );
+    compact_with_large_values(opts, &[900 << 10]);
+}
+
+#[test]
+fn compaction_copies_values_larger_than_half_a_small_segment() {
+    compact_with_large_values(small_opts(), &[3_000, 7_000, 3_000, 7_000]);
+}
