@@ -41,8 +41,10 @@
 //!   Existing segments are allocated again when opened (a copy made with `cp --sparse` has
 //!   holes). On copy-on-write filesystems (btrfs, ZFS) `fallocate` does not reserve space for
 //!   overwrites, so this protection does not hold there: keep logs on ext4 or XFS.
-//! - **Fixed-size maps.** A segment is never truncated or remapped while mapped; it is
-//!   unmapped before its file is deleted (`truncate_before` skips segments still in use).
+//! - **Fixed-size maps.** A segment is never truncated or remapped while mapped; its file is
+//!   deleted only once nothing else holds it (`truncate_before` skips segments still in use),
+//!   and unlinked before it is unmapped, so that a delete that fails leaves it mapped and in
+//!   the log.
 //! - **`fsync` the directory** after creating (temporary file + rename), or deleting a segment.
 //! - **Pages reach the disk in any order**, so after a power cut the log can have holes, not
 //!   just a torn tail. Recovery stops at the first invalid record and never skips a hole to

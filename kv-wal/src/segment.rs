@@ -2,7 +2,7 @@
 //!
 //! The rules that make writing through a shared mapping sound (see the crate docs) are kept
 //! here: a segment is fully allocated before it is mapped, its size never changes while it is
-//! mapped, and it is unmapped before its file is deleted.
+//! mapped, and its file is deleted only once nothing reads or writes it.
 
 use std::{
     fs::{self, File, OpenOptions},
@@ -416,11 +416,18 @@ impl Segment {
             .map_err(|e| Error::io("fsync segment", &self.path, e))
     }
 
-    /// Unmaps the segment, then deletes its file. The caller `fsync`s the directory.
-    pub(crate) fn delete(self) -> Result<()> {
-        let path = self.path.clone();
-        drop(self);
-        fs::remove_file(&path).map_err(|e| Error::io("delete segment", &path, e))
+    /// Deletes the segment's file, then unmaps it. The caller `fsync`s the directory.
+    ///
+    /// Unlinking first (an unlinked file lives on while it is mapped) means a failed delete
+    /// hands the segment back, still mapped, for the caller to keep tracking.
+    pub(crate) fn delete(self) -> Result<(), (Segment, Error)> {
+        match fs::remove_file(&self.path) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let err = Error::io("delete segment", &self.path, e);
+                Err((self, err))
+            }
+        }
     }
 }
 
@@ -450,7 +457,7 @@ mod tests {
         // SAFETY: this test owns the segment.
         assert_eq!(unsafe { &seg.bytes(HEADER_LEN + 3)[HEADER_LEN..] }, b"abc");
         assert!(Segment::open(&dir.path().join(file_name(3)), 4, false).is_err());
-        seg.delete().unwrap();
+        assert!(seg.delete().is_ok());
         assert!(!dir.path().join(file_name(3)).exists());
     }
 }

@@ -481,7 +481,10 @@ impl Wal {
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] if a file cannot be deleted or the directory cannot be synced.
+    /// [`Error::Io`] if a file cannot be deleted or the directory cannot be synced. Segments
+    /// are deleted oldest first and the first failure stops the call: that segment and the
+    /// later ones stay in the log (a later call deletes them), and the deletes that succeeded
+    /// are synced all the same.
     ///
     /// # Example
     ///
@@ -502,36 +505,54 @@ impl Wal {
         // Segments before the active one have no reservation left: a roll-over replaces the
         // active segment only once everything in it is published.
         let active = self.shared.active.lock().seq();
-        let mut victims = Vec::new();
-        {
-            let mut segs = self.shared.segments.write();
-            while let Some((&seq, seg)) = segs.iter().next() {
-                if seq >= lsn.segment() || seq >= active || Arc::strong_count(seg) > 1 {
-                    break;
+        let mut deleted = 0;
+        // Oldest first, one at a time, stopping at the first failure: the segments left are
+        // contiguous and still tracked, so a later call deletes them.
+        let outcome = loop {
+            let victim = {
+                let mut segs = self.shared.segments.write();
+                match segs.first_key_value() {
+                    Some((&seq, seg))
+                        if seq < lsn.segment() && seq < active && Arc::strong_count(seg) == 1 =>
+                    {
+                        segs.remove(&seq)
+                    }
+                    _ => None,
                 }
-                if let Some(seg) = segs.remove(&seq) {
-                    victims.push(seg);
-                }
-            }
-        }
-        let n = victims.len();
-        for seg in victims {
-            match Arc::try_unwrap(seg) {
-                Ok(seg) => seg.delete()?,
-                Err(_) => {
+            };
+            let Some(victim) = victim else {
+                break Ok(());
+            };
+            let seg = match Arc::try_unwrap(victim) {
+                Ok(seg) => seg,
+                Err(seg) => {
                     // Unreachable: the count was 1 under the write lock and the map held it.
-                    return Err(Error::io(
+                    self.shared.segments.write().insert(seg.seq(), seg);
+                    break Err(Error::io(
                         "delete segment",
                         &self.shared.dir,
                         io::Error::other("segment still in use"),
                     ));
                 }
+            };
+            match seg.delete() {
+                Ok(()) => deleted += 1,
+                Err((seg, e)) => {
+                    self.shared
+                        .segments
+                        .write()
+                        .insert(seg.seq(), Arc::new(seg));
+                    break Err(e);
+                }
             }
-        }
-        if n > 0 {
-            segment::sync_dir(&self.shared.dir)?;
-        }
-        Ok(n)
+        };
+        // The deletes that succeeded are made durable even when a later one failed.
+        let synced = if deleted > 0 {
+            segment::sync_dir(&self.shared.dir)
+        } else {
+            Ok(())
+        };
+        outcome.and(synced).map(|()| deleted)
     }
 
     /// Flushes everything appended (whatever the policy), stops the background flusher and
@@ -1014,6 +1035,44 @@ mod tests {
             wal.shared().sync_to(wal.end_lsn()),
             Err(Error::Poisoned { .. })
         ));
+    }
+
+    /// A segment file that cannot be deleted stops `truncate_before` with an error, and it and
+    /// every later victim stay tracked, so that a later call deletes them.
+    #[test]
+    fn a_segment_that_cannot_be_deleted_stays_tracked_for_a_later_truncation() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = wal(dir.path());
+        let mut last = Lsn::ZERO;
+        while last.segment() < 6 {
+            last = wal.append(&[7u8; 1000]).unwrap();
+        }
+        // Segment 2 becomes a non-empty directory: `remove_file` fails on it.
+        let stuck = dir.path().join(segment::file_name(2));
+        std::fs::remove_file(&stuck).unwrap();
+        std::fs::create_dir(&stuck).unwrap();
+        std::fs::write(stuck.join("x"), b"x").unwrap();
+        assert!(matches!(
+            wal.truncate_before(last),
+            Err(Error::Io {
+                op: "delete segment",
+                ..
+            })
+        ));
+        assert!(!dir.path().join(segment::file_name(1)).exists());
+        assert_eq!(wal.first_lsn().segment(), 2);
+        for seq in 3..6 {
+            assert!(dir.path().join(segment::file_name(seq)).exists());
+        }
+        // The obstacle goes: a later call deletes the rest.
+        std::fs::remove_dir_all(&stuck).unwrap();
+        std::fs::write(&stuck, b"").unwrap();
+        assert_eq!(wal.truncate_before(last).unwrap(), 4);
+        assert_eq!(wal.first_lsn().segment(), 6);
+        for seq in 1..6 {
+            assert!(!dir.path().join(segment::file_name(seq)).exists(), "{seq}");
+        }
+        assert_eq!(wal.read(last).unwrap(), &[7u8; 1000][..]);
     }
 
     #[test]
