@@ -180,7 +180,10 @@ impl Inner {
         Ok(report)
     }
 
-    /// After segments were deleted: drop their counters and hint files.
+    /// After segments were deleted: drop their counters and hint files. A hint file that
+    /// cannot be deleted stops the deletes with an error; it and the ones after it stay in
+    /// `hinted`, so that the next compaction deletes them (recovery deletes them too). The
+    /// deletes that succeeded are synced all the same.
     fn forget_segments_before(&self, first: u32) -> Result<()> {
         self.segments.remove_below(first);
         let gone: Vec<u32> = {
@@ -189,18 +192,26 @@ impl Inner {
             std::mem::replace(&mut *hinted, keep).into_iter().collect()
         };
         let dir = self.wal.dir();
-        for seq in &gone {
+        let mut deleted = 0;
+        let mut outcome = Ok(());
+        for (i, seq) in gone.iter().enumerate() {
             let p = hint::path(dir, *seq);
             match std::fs::remove_file(&p) {
-                Ok(()) => {}
+                Ok(()) => deleted += 1,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io("delete hint file", &p, e)),
+                Err(e) => {
+                    self.hinted.lock().extend(&gone[i..]);
+                    outcome = Err(Error::io("delete hint file", &p, e));
+                    break;
+                }
             }
         }
-        if !gone.is_empty() {
-            hint::sync_dir(dir)?;
-        }
-        Ok(())
+        let synced = if deleted > 0 {
+            hint::sync_dir(dir)
+        } else {
+            Ok(())
+        };
+        outcome.and(synced)
     }
 
     /// Whether to find the live records of segments `first..=last` by a pass over the index

@@ -395,3 +395,42 @@ fn compaction_copies_a_value_near_the_segment_size_alone() {
 fn compaction_copies_values_larger_than_half_a_small_segment() {
     compact_with_large_values(small_opts(), &[3_000, 7_000, 3_000, 7_000]);
 }
+
+/// A hint file that cannot be deleted with its segment fails the compaction, and a later
+/// compaction deletes it (and the hints after it).
+#[test]
+fn a_hint_file_that_cannot_be_deleted_is_deleted_by_a_later_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::open(dir.path(), small_opts()).unwrap();
+    let want = churn(&node, 200, 6);
+    assert!(node.write_hints().unwrap() > 3);
+    let hints = hint_files(dir.path());
+    // Segment 2's hint becomes a non-empty directory: `remove_file` fails on it.
+    let stuck = dir.path().join("wal").join("0000000002.hint");
+    std::fs::remove_file(&stuck).unwrap();
+    std::fs::create_dir(&stuck).unwrap();
+    std::fs::write(stuck.join("x"), b"x").unwrap();
+    assert!(node.compact().is_err());
+    std::fs::remove_dir_all(&stuck).unwrap();
+    std::fs::write(&stuck, b"").unwrap();
+    // More writes seal the segment the copies went to: something to compact again.
+    let mut want = want;
+    for k in 0..200u32 {
+        let key = format!("more{k:03}").into_bytes();
+        let ver = Version::new(2_000_000 + u64::from(k));
+        node.apply(&key, Some(b"more"), ver).unwrap();
+        want.insert(key, (Some(b"more".to_vec()), ver));
+    }
+    node.compact().unwrap();
+    let first = node.stats();
+    let left = hint_files(dir.path());
+    for h in &hints {
+        let seq: u32 = h.file_stem().unwrap().to_str().unwrap().parse().unwrap();
+        let segment = dir.path().join("wal").join(format!("{seq:010}.wal"));
+        assert!(
+            segment.exists() || !left.contains(h),
+            "hint {h:?} outlived its segment ({first:?})"
+        );
+    }
+    common::assert_gets(&node, &without_tombstones(&want));
+}
