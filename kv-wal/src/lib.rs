@@ -45,7 +45,9 @@
 //!   deleted only once nothing else holds it (`truncate_before` skips segments still in use),
 //!   and unlinked before it is unmapped, so that a delete that fails leaves it mapped and in
 //!   the log.
-//! - **`fsync` the directory** after creating (temporary file + rename), or deleting a segment.
+//! - **`fsync` the directory** after creating (temporary file + rename), or deleting a segment,
+//!   and after creating the log's directory (each new level in its parent). The [`durable`]
+//!   module does this for every crate of the workspace.
 //! - **Pages reach the disk in any order**, so after a power cut the log can have holes, not
 //!   just a torn tail. Recovery stops at the first invalid record and never skips a hole to
 //!   accept later records; an append is acknowledged under [`SyncPolicy::Always`] only after
@@ -142,9 +144,11 @@
 
 #![deny(missing_docs)]
 
+pub mod durable;
 mod error;
 mod format;
 mod iter;
+pub mod le;
 mod lsn;
 mod options;
 mod prefault;

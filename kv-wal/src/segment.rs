@@ -15,7 +15,7 @@ use std::{
 use memmap2::{Advice, MmapOptions, MmapRaw, UncheckedAdvice};
 
 use crate::{
-    Error, Result,
+    Error, Result, durable,
     format::{self, ALIGN, HEADER_LEN},
 };
 
@@ -31,36 +31,6 @@ pub(crate) fn parse_file_name(name: &str) -> Option<u32> {
         return None;
     }
     digits.parse().ok()
-}
-
-/// `fsync` a directory, so that creating, renaming or deleting a file in it is durable.
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io("fsync directory", dir, e))
-}
-
-/// Creates `dir` and any missing ancestors, and makes each creation durable by `fsync`ing the
-/// parent it was created in: without that, a log's first segments could vanish with their
-/// directory after a power cut even though every append was flushed.
-pub(crate) fn create_dir_durably(dir: &Path) -> Result<()> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        create_dir_durably(parent)?;
-    }
-    match fs::create_dir(dir) {
-        Ok(()) => {}
-        // Another process (or thread) created it meanwhile: it is its job to sync it.
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => return Ok(()),
-        Err(e) => return Err(Error::io("create directory", dir, e)),
-    }
-    let parent = dir
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    sync_dir(parent)
 }
 
 /// Granularity of `Segment::populate_chunk` (a multiple of every page size).
@@ -149,7 +119,7 @@ impl Segment {
         file.sync_all()
             .map_err(|e| Error::io("fsync segment", &tmp, e))?;
         fs::rename(&tmp, &path).map_err(|e| Error::io("rename segment", &tmp, e))?;
-        sync_dir(dir)?;
+        durable::sync_dir(dir)?;
         Self::map(file, path, seq, size as usize, prefault)
     }
 

@@ -20,7 +20,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::prefault::Prefault;
 use crate::{
-    Error, FlushEvent, Lsn, RecoveryReport, Result, SyncPolicy, WalOptions,
+    Error, FlushEvent, Lsn, RecoveryReport, Result, SyncPolicy, WalOptions, durable,
     format::{self, HEADER_LEN, MAX_PAYLOAD, RECORD_HEADER_LEN, Slot},
     iter::WalIter,
     recovery,
@@ -144,7 +144,7 @@ impl Wal {
     pub fn open(dir: impl AsRef<Path>, opts: WalOptions) -> Result<Wal> {
         opts.validate()?;
         let dir = dir.as_ref().to_owned();
-        segment::create_dir_durably(&dir)?;
+        durable::create_dir_all(&dir)?;
         let lock_path = dir.join("LOCK");
         let lock = OpenOptions::new()
             .read(true)
@@ -548,7 +548,7 @@ impl Wal {
         };
         // The deletes that succeeded are made durable even when a later one failed.
         let synced = if deleted > 0 {
-            segment::sync_dir(&self.shared.dir)
+            durable::sync_dir(&self.shared.dir)
         } else {
             Ok(())
         };
@@ -1073,6 +1073,18 @@ mod tests {
             assert!(!dir.path().join(segment::file_name(seq)).exists(), "{seq}");
         }
         assert_eq!(wal.read(last).unwrap(), &[7u8; 1000][..]);
+    }
+
+    #[test]
+    fn a_log_opened_in_a_fresh_directory_syncs_every_level_it_creates() {
+        let root = tempfile::tempdir().unwrap();
+        let a = root.path().join("a");
+        let b = a.join("b");
+        durable::tests::take_synced();
+        drop(wal(&b));
+        let synced = durable::tests::take_synced();
+        // `a` in the root, `b` in `a`, then the first segment in `b`.
+        assert_eq!(synced, [root.path().to_owned(), a, b]);
     }
 
     #[test]
