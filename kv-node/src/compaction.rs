@@ -207,7 +207,7 @@ impl Inner {
             }
         }
         let synced = if deleted > 0 {
-            hint::sync_dir(dir)
+            kv_wal::durable::sync_dir(dir).map_err(Error::durable)
         } else {
             Ok(())
         };

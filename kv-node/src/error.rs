@@ -110,6 +110,15 @@ impl Error {
             source,
         }
     }
+
+    /// An error of [`kv_wal::durable`] on a file of the node's own: its I/O error as the
+    /// node's [`Error::Io`], not as a failure of the log.
+    pub(crate) fn durable(e: kv_wal::Error) -> Error {
+        match e {
+            kv_wal::Error::Io { op, path, source } => Error::Io { op, path, source },
+            e => Error::Wal(e),
+        }
+    }
 }
 
 /// `Result` with [`Error`].
