@@ -227,7 +227,8 @@ pub(crate) fn recover(dir: &Path, opts: &WalOptions) -> Result<Recovered> {
 
     if kept.is_empty() {
         let seq = files.first().map(|(s, _)| *s).unwrap_or(1);
-        kept.push(Segment::create(dir, seq, opts.segment_size, opts.prefault)?);
+        let size = opts.get_initial_segment_size();
+        kept.push(Segment::create(dir, seq, size, opts.prefault)?);
         end = format::HEADER_LEN;
     }
     let last_seq = kept.last().map(Segment::seq).unwrap_or(1);

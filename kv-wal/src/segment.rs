@@ -1,4 +1,4 @@
-//! One segment: a fixed-size, preallocated file mapped into memory.
+//! One segment: a preallocated file of fixed size, mapped into memory.
 //!
 //! The rules that make writing through a shared mapping sound (see the crate docs) are kept
 //! here: a segment is fully allocated before it is mapped, its size never changes while it is

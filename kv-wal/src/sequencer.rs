@@ -192,8 +192,9 @@ impl Sequencer {
         }
         // Loaded after the tail: if the CAS below succeeds the tail did not change since, so
         // this is the length of our segment. (Unless a roll-over in between sealed an empty
-        // segment at `HEADER_LEN` and reopened the tail at the same word: then a record that
-        // fit the old length fits the new segment too, as every record fits a new one, and a
+        // segment at `HEADER_LEN` and reopened the tail at the same word: a roll-over from an
+        // empty segment happens only for a record that does not fit it, and makes the new
+        // segment larger, so a record that fit the old length fits the new segment too; and a
         // spurious roll-over only leaves an empty segment, which recovery accepts.)
         let seg_len = self.tail.0.seg_len.load(Acquire);
         let off = off as usize;

@@ -31,7 +31,7 @@ use crate::{
 /// How many times a group-commit follower yields, polling for its flush, before it sleeps.
 const SPIN_YIELDS: usize = 64;
 
-/// A write-ahead log: a directory of fixed-size, memory-mapped segments.
+/// A write-ahead log: a directory of preallocated, memory-mapped segments.
 ///
 /// `Wal` is `Send + Sync`; share it (e.g. in an `Arc`) and append from any number of threads.
 /// Appends are ordered by their [`Lsn`]; a reader or a recovery never sees a record unless every
@@ -697,16 +697,18 @@ impl Shared {
                 }
                 Claim::Retry => std::hint::spin_loop(),
                 Claim::Sealed => self.sequencer.wait_unsealed(),
-                Claim::Roll { ticket, at } => self.roll(ticket, at)?,
+                Claim::Roll { ticket, at } => self.roll(ticket, at, total)?,
             }
         }
     }
 
     /// Rolls over from the active segment, whose tail this thread sealed at offset `at` with
-    /// ticket `ticket`: waits until every record reserved in it is published (so no later
-    /// segment ever holds a record while an earlier one still has a hole), flushes it,
-    /// creates the next segment, makes it the active one and reopens the tail there.
-    fn roll(&self, ticket: u32, at: usize) -> Result<()> {
+    /// ticket `ticket` for a record (or batch) of `total` framed bytes: waits until every
+    /// record reserved in it is published (so no later segment ever holds a record while an
+    /// earlier one still has a hole), flushes it, creates the next segment (its size by
+    /// `WalOptions::next_segment_size`, so the record fits), makes it the active one and
+    /// reopens the tail there.
+    fn roll(&self, ticket: u32, at: usize, total: usize) -> Result<()> {
         let sealed = Arc::clone(&self.active.lock());
         let sealed_end = Lsn::new(sealed.seq(), at as u32);
         self.sequencer.wait_sealed_segment_published(ticket);
@@ -723,7 +725,8 @@ impl Shared {
             // only the newest segment. Without it a lost page at the end of an older
             // segment looks like a clean end, and recovery would go on past the hole.
             self.sync_to(sealed_end)?;
-            let seg = Segment::create(&self.dir, next, self.opts.segment_size, self.opts.prefault)?;
+            let size = self.opts.next_segment_size(sealed.len(), total);
+            let seg = Segment::create(&self.dir, next, size, self.opts.prefault)?;
             if self.opts.sync == SyncPolicy::Always {
                 seg.prepare_for_appends(HEADER_LEN);
             }
