@@ -24,6 +24,13 @@
 //! lie in increasing order before `end`, and the segment still holds the record the hint
 //! names last (same payload checksum) with nothing after it. Otherwise recovery scans the
 //! segment (a missing, stale or corrupt hint costs time, never data).
+//!
+//! Those checks cannot tell a segment from a later one with the same number and the same last
+//! record, and numbers are used again after a recovery cuts the log (a point-in-time recovery
+//! deletes the segments after its cut). Since a hint is written only for a sealed segment,
+//! recovery deletes every hint of the active segment or a later one before anything is
+//! appended (and syncs the directory): a hint on disk always describes its segment as it was
+//! sealed.
 
 use std::path::{Path, PathBuf};
 
