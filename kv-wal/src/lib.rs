@@ -176,6 +176,7 @@ mod prefault;
 mod recovery;
 mod segment;
 mod sequencer;
+mod shim;
 mod wal;
 
 pub use error::{Error, Result};
