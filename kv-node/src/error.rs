@@ -111,13 +111,10 @@ impl Error {
         }
     }
 
-    /// An error of [`kv_wal::durable`] on a file of the node's own: its I/O error as the
-    /// node's [`Error::Io`], not as a failure of the log.
-    pub(crate) fn durable(e: kv_wal::Error) -> Error {
-        match e {
-            kv_wal::Error::Io { op, path, source } => Error::Io { op, path, source },
-            e => Error::Wal(e),
-        }
+    /// An error of [`kv_wal::durable`] on a file of the node's own: the node's
+    /// [`Error::Io`], not a failure of the log.
+    pub(crate) fn durable(e: kv_wal::durable::Error) -> Error {
+        Error::io(e.op, e.path, e.source)
     }
 }
 

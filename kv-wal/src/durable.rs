@@ -7,7 +7,9 @@
 //! the directory that was never synced in its parent. These helpers do each step in the
 //! order that leaves either the old state or the new one after a crash at any point.
 //!
-//! Every error is an [`Error::Io`] naming the operation and the path it failed on.
+//! Every error is a [`durable::Error`](Error) naming the operation and the path it failed
+//! on, with the I/O error as its [`source`](std::error::Error::source); it converts into
+//! this crate's [`Error::Io`](crate::Error::Io), and the crates above convert it into theirs.
 //!
 //! # Example
 //!
@@ -28,14 +30,50 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::{Error, Result};
+/// A failed step of one of this module's functions.
+#[derive(Debug, thiserror::Error)]
+#[error("{op} {}", path.display())]
+#[non_exhaustive]
+pub struct Error {
+    /// The step that failed (`"create directory"`, `"fsync directory"`, `"create file"`,
+    /// `"write file"`, `"fsync file"` or `"rename file"`).
+    pub op: &'static str,
+    /// The file or directory it failed on.
+    pub path: PathBuf,
+    /// The underlying error.
+    #[source]
+    pub source: io::Error,
+}
+
+impl Error {
+    fn new(op: &'static str, path: &Path, source: io::Error) -> Error {
+        Error {
+            op,
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
+
+impl From<Error> for crate::Error {
+    fn from(e: Error) -> Self {
+        crate::Error::Io {
+            op: e.op,
+            path: e.path,
+            source: e.source,
+        }
+    }
+}
+
+/// `Result` with a [`durable::Error`](Error).
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// `fsync`s a directory, so that the creations, renames and deletions of entries in it so far
 /// survive a power cut.
 ///
 /// # Errors
 ///
-/// [`Error::Io`] (`"fsync directory"`) if the directory cannot be opened or synced.
+/// `"fsync directory"` if the directory cannot be opened or synced.
 ///
 /// ```
 /// let dir = tempfile::tempdir()?;
@@ -48,7 +86,7 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
     tests::record_sync(dir);
     File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io("fsync directory", dir, e))
+        .map_err(|e| Error::new("fsync directory", dir, e))
 }
 
 /// Creates `dir` and every missing ancestor, oldest first, `fsync`ing the parent of each
@@ -60,8 +98,8 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 ///
 /// # Errors
 ///
-/// [`Error::Io`] (`"create directory"` or `"fsync directory"`) naming the level that failed;
-/// the levels created before it stay.
+/// `"create directory"` or `"fsync directory"`, naming the level that failed; the levels
+/// created before it stay.
 ///
 /// ```
 /// let root = tempfile::tempdir()?;
@@ -86,7 +124,7 @@ pub fn create_dir_all(dir: &Path) -> Result<()> {
         Ok(()) => {}
         // Another process (or thread) created it meanwhile: it is its job to sync it.
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => return Ok(()),
-        Err(e) => return Err(Error::io("create directory", dir, e)),
+        Err(e) => return Err(Error::new("create directory", dir, e)),
     }
     sync_dir(parent)
 }
@@ -113,8 +151,7 @@ pub fn temp_path(path: &Path) -> PathBuf {
 ///
 /// # Errors
 ///
-/// [`Error::Io`] (`"create file"`, `"write file"`, `"fsync file"`, `"rename file"` or
-/// `"fsync directory"`). On an error up to the rename the temporary file is removed (best
+/// `"create file"`, `"write file"`, `"fsync file"`, `"rename file"` or `"fsync directory"`. On an error up to the rename the temporary file is removed (best
 /// effort) and `path` is untouched.
 ///
 /// ```
@@ -129,13 +166,13 @@ pub fn temp_path(path: &Path) -> PathBuf {
 pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = temp_path(path);
     let written = (|| {
-        let mut f = File::create(&tmp).map_err(|e| Error::io("create file", &tmp, e))?;
+        let mut f = File::create(&tmp).map_err(|e| Error::new("create file", &tmp, e))?;
         f.write_all(bytes)
-            .map_err(|e| Error::io("write file", &tmp, e))?;
-        f.sync_all().map_err(|e| Error::io("fsync file", &tmp, e))
+            .map_err(|e| Error::new("write file", &tmp, e))?;
+        f.sync_all().map_err(|e| Error::new("fsync file", &tmp, e))
     })();
     let renamed = written
-        .and_then(|()| fs::rename(&tmp, path).map_err(|e| Error::io("rename file", &tmp, e)));
+        .and_then(|()| fs::rename(&tmp, path).map_err(|e| Error::new("rename file", &tmp, e)));
     if let Err(e) = renamed {
         let _ = fs::remove_file(&tmp);
         return Err(e);
@@ -222,6 +259,27 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn an_error_names_the_step_and_the_path_and_keeps_its_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing");
+        let e = sync_dir(&missing).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("fsync directory {}", missing.display())
+        );
+        let cause = std::error::Error::source(&e).unwrap();
+        let cause = cause.downcast_ref::<io::Error>().unwrap();
+        assert_eq!(cause.kind(), io::ErrorKind::NotFound);
+        match crate::Error::from(e) {
+            crate::Error::Io { op, path, source } => {
+                assert_eq!((op, path), ("fsync directory", missing));
+                assert_eq!(source.kind(), io::ErrorKind::NotFound);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn a_failed_write_leaves_the_old_file_and_no_temporary() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
@@ -232,7 +290,7 @@ pub(crate) mod tests {
         fs::write(blocked.join("x"), b"x").unwrap();
         assert!(matches!(
             write_file_atomic(&blocked, b"new"),
-            Err(Error::Io {
+            Err(Error {
                 op: "rename file",
                 ..
             })
@@ -243,7 +301,7 @@ pub(crate) mod tests {
         fs::create_dir(temp_path(&path)).unwrap();
         assert!(matches!(
             write_file_atomic(&path, b"new"),
-            Err(Error::Io {
+            Err(Error {
                 op: "create file",
                 ..
             })

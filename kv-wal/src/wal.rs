@@ -548,7 +548,7 @@ impl Wal {
         };
         // The deletes that succeeded are made durable even when a later one failed.
         let synced = if deleted > 0 {
-            durable::sync_dir(&self.shared.dir)
+            durable::sync_dir(&self.shared.dir).map_err(Error::from)
         } else {
             Ok(())
         };
