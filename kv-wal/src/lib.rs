@@ -126,14 +126,14 @@
 //!
 //! Why: a segment is allocated in full when it is created (the rule above that keeps a full
 //! disk from turning into a `SIGBUS`), so a log of fixed 64 MiB segments takes 64 MiB of
-//! disk for its first byte, and a three-node store holding two keys took 193 MiB. Doubling
-//! reaches the full size after six segments (63 MiB written), after which nothing changes:
-//! a busy log still rolls over once per `segment_size`. The cost is paid on the append path
-//! of no one: a segment's length is read from the sequencer's tail, as it always was.
+//! disk for its first byte, and a three-node store holding two keys would take 193 MiB.
+//! Doubling reaches the full size with the seventh segment (after 63 MiB of records), and
+//! from there a busy log rolls over once per `segment_size`, as with fixed sizes. Appends do no extra work for it: a
+//! reservation reads the active segment's length from the sequencer's tail in any case.
 //!
 //! The format needs nothing new for this (it stays version 1): every segment's header
 //! records its size, which recovery checks against the file's length, so a log of mixed
-//! sizes (as one reopened with another `segment_size` always was) reads as any other.
+//! sizes (as is one reopened with another `segment_size`) reads as any other.
 //!
 //! Recovery on open scans the segments in order. What it may discard depends on the
 //! [`RecoveryMode`]; by default a torn or corrupt tail of the newest segment is zeroed and
