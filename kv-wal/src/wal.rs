@@ -1055,6 +1055,7 @@ mod tests {
         std::fs::remove_file(&stuck).unwrap();
         std::fs::create_dir(&stuck).unwrap();
         std::fs::write(stuck.join("x"), b"x").unwrap();
+        durable::tests::take_synced();
         assert!(matches!(
             wal.truncate_before(last),
             Err(Error::Io {
@@ -1062,6 +1063,8 @@ mod tests {
                 ..
             })
         ));
+        // Segment 1's delete is made durable all the same.
+        assert_eq!(durable::tests::take_synced(), [dir.path().to_owned()]);
         assert!(!dir.path().join(segment::file_name(1)).exists());
         assert_eq!(wal.first_lsn().segment(), 2);
         for seq in 3..6 {
