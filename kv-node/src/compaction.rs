@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use kv_ring::TokenRange;
 use kv_wal::Lsn;
-use kv_wal::layout::HEADER_LEN;
+use kv_wal::layout::{HEADER_LEN, RECORD_HEADER_LEN};
 
 use crate::hint::{self, HintBuilder};
 use crate::node::{Inner, frame};
@@ -42,6 +42,13 @@ struct Candidate {
     key_len: usize,
     lsn: Lsn,
     payload: Bytes,
+}
+
+/// The live records gathered for the next copy, and their framed bytes.
+#[derive(Default)]
+struct CopyBatch {
+    records: Vec<Candidate>,
+    bytes: usize,
 }
 
 impl Candidate {
@@ -173,7 +180,10 @@ impl Inner {
         Ok(report)
     }
 
-    /// After segments were deleted: drop their counters and hint files.
+    /// After segments were deleted: drop their counters and hint files. A hint file that
+    /// cannot be deleted stops the deletes with an error; it and the ones after it stay in
+    /// `hinted`, so that the next compaction deletes them (recovery deletes them too). The
+    /// deletes that succeeded are synced all the same.
     fn forget_segments_before(&self, first: u32) -> Result<()> {
         self.segments.remove_below(first);
         let gone: Vec<u32> = {
@@ -182,18 +192,26 @@ impl Inner {
             std::mem::replace(&mut *hinted, keep).into_iter().collect()
         };
         let dir = self.wal.dir();
-        for seq in &gone {
+        let mut deleted = 0;
+        let mut outcome = Ok(());
+        for (i, seq) in gone.iter().enumerate() {
             let p = hint::path(dir, *seq);
             match std::fs::remove_file(&p) {
-                Ok(()) => {}
+                Ok(()) => deleted += 1,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io("delete hint file", &p, e)),
+                Err(e) => {
+                    self.hinted.lock().extend(&gone[i..]);
+                    outcome = Err(Error::io("delete hint file", &p, e));
+                    break;
+                }
             }
         }
-        if !gone.is_empty() {
-            hint::sync_dir(dir)?;
-        }
-        Ok(())
+        let synced = if deleted > 0 {
+            kv_wal::durable::sync_dir(dir).map_err(Error::durable)
+        } else {
+            Ok(())
+        };
+        outcome.and(synced)
     }
 
     /// Whether to find the live records of segments `first..=last` by a pass over the index
@@ -241,8 +259,7 @@ impl Inner {
         }
         // In log order: the reads go through each segment front to back.
         live.sort_unstable_by_key(|&(lsn, _)| lsn);
-        let mut batch = Vec::new();
-        let mut bytes = 0;
+        let mut batch = CopyBatch::default();
         for (lsn, token) in live {
             let payload = self.wal.read(lsn)?;
             let decoded = record::decode(&payload).map_err(|e| e.at(lsn))?;
@@ -259,19 +276,15 @@ impl Inner {
                 });
             }
             let key_len = key.len();
-            bytes += frame(payload.len()) as usize;
-            batch.push(Candidate {
+            let c = Candidate {
                 token,
                 key_len,
                 lsn,
                 payload,
-            });
-            if bytes >= COPY_BATCH_BYTES.min(self.max_payload() / 2) {
-                self.copy_batch(&mut batch, report, purges)?;
-                bytes = 0;
-            }
+            };
+            self.gather(&mut batch, c, report, purges)?;
         }
-        self.copy_batch(&mut batch, report, purges)
+        self.copy_batch(&mut batch.records, report, purges)
     }
 
     /// Copies the live records of segment `seq` to the head of the log.
@@ -281,8 +294,7 @@ impl Inner {
         report: &mut CompactionReport,
         purges: &mut Vec<Candidate>,
     ) -> Result<()> {
-        let mut batch = Vec::new();
-        let mut bytes = 0;
+        let mut batch = CopyBatch::default();
         for rec in self.wal.iter_from(Lsn::new(seq, HEADER_LEN as u32)) {
             let rec = rec?;
             if rec.lsn.segment() != seq {
@@ -299,19 +311,42 @@ impl Inner {
             {
                 continue;
             }
-            bytes += frame(rec.payload.len()) as usize;
-            batch.push(Candidate {
+            let c = Candidate {
                 token,
                 key_len: key.len(),
                 lsn: rec.lsn,
                 payload: rec.payload,
-            });
-            if bytes >= COPY_BATCH_BYTES.min(self.max_payload() / 2) {
-                self.copy_batch(&mut batch, report, purges)?;
-                bytes = 0;
-            }
+            };
+            self.gather(&mut batch, c, report, purges)?;
         }
-        self.copy_batch(&mut batch, report, purges)
+        self.copy_batch(&mut batch.records, report, purges)
+    }
+
+    /// Adds a live record to the copy batch being gathered, copying the batch first if the
+    /// record would make it overflow a segment (a batch must fit in one), and after if it
+    /// reaches the batch size. A record that cannot share a batch so goes alone: it fits in a
+    /// segment, since it was in one.
+    fn gather(
+        &self,
+        batch: &mut CopyBatch,
+        c: Candidate,
+        report: &mut CompactionReport,
+        purges: &mut Vec<Candidate>,
+    ) -> Result<()> {
+        let len = frame(c.payload.len()) as usize;
+        // What an empty segment holds of a batch, framing included.
+        let room = self.max_payload() + RECORD_HEADER_LEN;
+        if !batch.records.is_empty() && batch.bytes + len > room {
+            self.copy_batch(&mut batch.records, report, purges)?;
+            batch.bytes = 0;
+        }
+        batch.records.push(c);
+        batch.bytes += len;
+        if batch.bytes >= COPY_BATCH_BYTES.min(self.max_payload() / 2) {
+            self.copy_batch(&mut batch.records, report, purges)?;
+            batch.bytes = 0;
+        }
+        Ok(())
     }
 
     /// Copies a batch, with writers held off so none can slip a newer version in between the

@@ -151,6 +151,12 @@ impl Error {
             source,
         }
     }
+
+    /// An error of [`kv_wal::durable`] on a file of the node's own: the node's
+    /// [`Error::Io`], not a failure of the log.
+    pub(crate) fn durable(e: kv_wal::durable::Error) -> Error {
+        Error::io(e.op, e.path, e.source)
+    }
 }
 
 /// `Result` with [`Error`].

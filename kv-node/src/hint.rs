@@ -24,13 +24,20 @@
 //! lie in increasing order before `end`, and the segment still holds the record the hint
 //! names last (same payload checksum) with nothing after it. Otherwise recovery scans the
 //! segment (a missing, stale or corrupt hint costs time, never data).
+//!
+//! Those checks cannot tell a segment from a later one with the same number and the same last
+//! record, and numbers are used again after a recovery cuts the log (a point-in-time recovery
+//! deletes the segments after its cut). Since a hint is written only for a sealed segment,
+//! recovery deletes every hint of the active segment or a later one before anything is
+//! appended (and syncs the directory): a hint on disk always describes its segment as it was
+//! sealed.
 
-use std::fs::{self, File};
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use bytes::BufMut;
 use kv_ring::TokenRange;
+use kv_wal::durable;
+use kv_wal::le::{u32_at, u64_at};
 
 use crate::record::{
     KIND_DROP, KIND_PUT, KIND_TOMBSTONE, LogRecord, PAYLOAD_VERSION, put_entry_header,
@@ -148,21 +155,7 @@ impl HintBuilder {
 
 /// Writes a hint file durably (temporary file, fsync, rename, fsync of the directory).
 pub(crate) fn write(dir: &Path, seq: u32, bytes: &[u8]) -> Result<()> {
-    let final_path = path(dir, seq);
-    let tmp = final_path.with_extension("hint.tmp");
-    let mut f = File::create(&tmp).map_err(|e| Error::io("create hint file", &tmp, e))?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_data())
-        .map_err(|e| Error::io("write hint file", &tmp, e))?;
-    drop(f);
-    fs::rename(&tmp, &final_path).map_err(|e| Error::io("rename hint file", &final_path, e))?;
-    sync_dir(dir)
-}
-
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io("sync directory", dir, e))
+    durable::write_file_atomic(&path(dir, seq), bytes).map_err(Error::durable)
 }
 
 /// A parsed hint file.
@@ -173,14 +166,6 @@ pub(crate) struct Hint<'a> {
     pub end: u32,
     /// CRC32C of the last record's payload.
     pub last_crc: u32,
-}
-
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
-}
-
-fn u64_at(b: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
 }
 
 /// Parses and checks a hint file's bytes on their own (the caller then checks them against

@@ -150,3 +150,7 @@ pub use version::{Clock, Hlc, SystemClock, Version};
 
 /// Re-exported: the token ranges that range operations take.
 pub use kv_ring::TokenRange;
+
+/// Re-exported: creating directories and replacing files durably (what the node does for its
+/// own directory and hint files), for the crates built on this one.
+pub use kv_wal::durable;

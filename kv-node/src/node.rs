@@ -120,8 +120,9 @@ impl Node {
         opts.validate()?;
         let dir = dir.as_ref().to_owned();
         let wal_dir = dir.join("wal");
-        std::fs::create_dir_all(&wal_dir)
-            .map_err(|e| Error::io("create node directory", &wal_dir, e))?;
+        // Each new level synced into its parent: a node directory that a power cut can take
+        // away loses the whole log, however well its segments were flushed.
+        kv_wal::durable::create_dir_all(&wal_dir).map_err(Error::durable)?;
         let wal = Wal::open(&wal_dir, opts.wal.clone())?;
         let cache = build_cache(opts.cache);
         let inner = Inner {

@@ -88,7 +88,7 @@ impl std::fmt::Debug for NodeOptions {
 
 impl NodeOptions {
     /// The defaults: a cache of 1000 entries (the seed's `KVNode("node1", 1000)`), the WAL's
-    /// defaults (64 MiB segments, `Periodic(1 s)` sync), tombstones kept 10 days (Cassandra's
+    /// defaults (segments growing from 1 MiB to 64 MiB, `Periodic(1 s)` sync), tombstones kept 10 days (Cassandra's
     /// `gc_grace_seconds`), compaction at 50% dead bytes, keys up to 64 KiB, values up to
     /// 16 MiB, a background thread for hint files and compaction every second.
     pub fn new() -> Self {

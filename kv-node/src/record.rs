@@ -3,6 +3,7 @@
 
 use bytes::{BufMut, Bytes};
 use kv_ring::TokenRange;
+use kv_wal::le::{u32_at, u64_at};
 
 use crate::{Error, Version};
 
@@ -178,14 +179,6 @@ pub(crate) fn encode_drop(ranges: &[TokenRange]) -> Vec<u8> {
         out.put_u64_le(r.end);
     }
     out
-}
-
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
-}
-
-fn u64_at(b: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
 }
 
 /// Decodes a payload; `Err` names what is wrong (the WAL's checksum passed, so this means a

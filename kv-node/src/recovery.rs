@@ -57,7 +57,7 @@ pub(crate) fn recover(mut inner: Inner, start: Instant) -> Result<Inner> {
     };
     let first = inner.wal.first_lsn().segment();
     let active = inner.wal.end_lsn().segment();
-    let hints = list_hints(&inner, first)?;
+    let hints = list_hints(&inner, first, active)?;
     // An item of a hint file is 32 bytes and its key: size the index from them.
     let hinted: u64 = hints
         .values()
@@ -71,7 +71,7 @@ pub(crate) fn recover(mut inner: Inner, start: Instant) -> Result<Inner> {
             continue;
         }
         let from_hint = match hints.get(&seq) {
-            Some(path) if seq < active => match load_hint(&inner, seq, path, &mut max_version) {
+            Some(path) => match load_hint(&inner, seq, path, &mut max_version) {
                 Ok(records) => {
                     report.records += records;
                     true
@@ -102,11 +102,20 @@ pub(crate) fn recover(mut inner: Inner, start: Instant) -> Result<Inner> {
     Ok(inner)
 }
 
-/// The hint files in the log directory, by segment; deletes leftovers (temporary files,
-/// hints of segments that no longer exist).
-fn list_hints(inner: &Inner, first: u32) -> Result<BTreeMap<u32, PathBuf>> {
+/// The hint files in the log directory, by segment; deletes leftovers: temporary files,
+/// hints of segments deleted (below `first`), and hints of the active segment or later ones.
+///
+/// A hint is written only for a sealed segment, so one for the active segment or after it
+/// describes contents that recovery cut away: the WAL's recovery zeroes a torn tail only in
+/// the newest segment, and a point-in-time recovery deletes every segment after the one it
+/// cuts. The numbers cut away are used again by new segments, and a stale hint would be
+/// checked only against the last record of its segment, which new contents can repeat. The
+/// deletes are synced before any new segment is written: a stale hint that a power cut
+/// brought back would be as wrong.
+fn list_hints(inner: &Inner, first: u32, active: u32) -> Result<BTreeMap<u32, PathBuf>> {
     let dir = inner.wal.dir();
     let mut found = BTreeMap::new();
+    let mut deleted = false;
     let entries = std::fs::read_dir(dir).map_err(|e| Error::io("read directory", dir, e))?;
     for entry in entries {
         let entry = entry.map_err(|e| Error::io("read directory", dir, e))?;
@@ -116,7 +125,7 @@ fn list_hints(inner: &Inner, first: u32) -> Result<BTreeMap<u32, PathBuf>> {
         let stale = if name.ends_with(".hint.tmp") {
             true
         } else if let Some(seq) = hint::parse_name(name) {
-            if seq >= first {
+            if (first..active).contains(&seq) {
                 found.insert(seq, path.clone());
                 false
             } else {
@@ -128,7 +137,11 @@ fn list_hints(inner: &Inner, first: u32) -> Result<BTreeMap<u32, PathBuf>> {
         if stale {
             std::fs::remove_file(&path)
                 .map_err(|e| Error::io("delete stale hint file", &path, e))?;
+            deleted = true;
         }
+    }
+    if deleted {
+        kv_wal::durable::sync_dir(dir).map_err(Error::durable)?;
     }
     Ok(found)
 }

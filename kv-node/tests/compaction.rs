@@ -320,3 +320,117 @@ fn a_hint_that_cannot_be_written_does_not_stop_compaction() {
     assert!(s.hints_written > 0, "{s:?}");
     common::assert_gets(&node, &want);
 }
+
+/// Writes `big` (one value per key, in this order) among overwrites of small keys, then seals
+/// everything; compacts (reading the index, then the segments) and checks that the space is
+/// reclaimed and every key reads back, before and after a reopen.
+fn compact_with_large_values(opts: kv_node::NodeOptions, big: &[usize]) {
+    for scan in [true, false] {
+        let opts = opts.clone().compaction_scan(Some(scan));
+        let dir = tempfile::tempdir().unwrap();
+        let node = Node::open(dir.path(), opts.clone()).unwrap();
+        let mut want = State::new();
+        let mut version = 0u64;
+        let mut put = |node: &Node, key: Vec<u8>, v: Vec<u8>| {
+            version += 1;
+            let ver = Version::new(version);
+            node.apply(&key, Some(&v), ver).unwrap();
+            want.insert(key, (Some(v), ver));
+        };
+        for (i, &len) in big.iter().enumerate() {
+            // Live small records before each large one, so a copy batch holds them when the
+            // large one comes.
+            for k in 0..150u32 {
+                put(
+                    &node,
+                    format!("live{i}-{k:03}").into_bytes(),
+                    vec![b'l'; 1000],
+                );
+            }
+            put(
+                &node,
+                format!("big{i}").into_bytes(),
+                vec![b'B' + i as u8; len],
+            );
+        }
+        // Overwrites: dead space in sealed segments after the large values.
+        let small = node.stats().segments;
+        for round in 0.. {
+            if round >= 3 && node.stats().segments >= small + 3 {
+                break;
+            }
+            for k in 0..50u32 {
+                put(&node, format!("hot{k:02}").into_bytes(), vec![b'h'; 1000]);
+            }
+        }
+        let before = node.stats();
+        let report = node
+            .compact()
+            .unwrap_or_else(|e| panic!("scan {scan}: {e}"));
+        let after = node.stats();
+        assert!(report.segments_deleted > 0, "scan {scan}: {report:?}");
+        assert!(
+            after.dead_bytes < before.dead_bytes / 2,
+            "scan {scan}: {before:?} -> {after:?}"
+        );
+        assert_eq!(after.last_maintenance_error, None);
+        common::assert_gets(&node, &want);
+        drop(node);
+        let node = Node::open(dir.path(), opts).unwrap();
+        assert_same(&dump(&node), &want, "after reopen");
+    }
+}
+
+#[test]
+fn compaction_copies_a_value_near_the_segment_size_alone() {
+    let opts = small_opts().wal(
+        kv_wal::WalOptions::new()
+            .segment_size(1 << 20)
+            .sync(kv_wal::SyncPolicy::Never),
+    );
+    compact_with_large_values(opts, &[900 << 10]);
+}
+
+#[test]
+fn compaction_copies_values_larger_than_half_a_small_segment() {
+    compact_with_large_values(small_opts(), &[3_000, 7_000, 3_000, 7_000]);
+}
+
+/// A hint file that cannot be deleted with its segment fails the compaction, and a later
+/// compaction deletes it (and the hints after it).
+#[test]
+fn a_hint_file_that_cannot_be_deleted_is_deleted_by_a_later_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::open(dir.path(), small_opts()).unwrap();
+    let want = churn(&node, 200, 6);
+    assert!(node.write_hints().unwrap() > 3);
+    let hints = hint_files(dir.path());
+    // Segment 2's hint becomes a non-empty directory: `remove_file` fails on it.
+    let stuck = dir.path().join("wal").join("0000000002.hint");
+    std::fs::remove_file(&stuck).unwrap();
+    std::fs::create_dir(&stuck).unwrap();
+    std::fs::write(stuck.join("x"), b"x").unwrap();
+    assert!(node.compact().is_err());
+    std::fs::remove_dir_all(&stuck).unwrap();
+    std::fs::write(&stuck, b"").unwrap();
+    // More writes seal the segment the copies went to: something to compact again.
+    let mut want = want;
+    for k in 0..200u32 {
+        let key = format!("more{k:03}").into_bytes();
+        let ver = Version::new(2_000_000 + u64::from(k));
+        node.apply(&key, Some(b"more"), ver).unwrap();
+        want.insert(key, (Some(b"more".to_vec()), ver));
+    }
+    node.compact().unwrap();
+    let first = node.stats();
+    let left = hint_files(dir.path());
+    for h in &hints {
+        let seq: u32 = h.file_stem().unwrap().to_str().unwrap().parse().unwrap();
+        let segment = dir.path().join("wal").join(format!("{seq:010}.wal"));
+        assert!(
+            segment.exists() || !left.contains(h),
+            "hint {h:?} outlived its segment ({first:?})"
+        );
+    }
+    common::assert_gets(&node, &without_tombstones(&want));
+}

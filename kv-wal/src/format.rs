@@ -3,6 +3,8 @@
 //! Everything here works on byte slices, so recovery can be tested (and fuzzed) on buffers
 //! without files or maps. The layout is specified in the crate docs (`lib.rs`).
 
+use crate::le;
+
 /// Magic number at offset 0 of every segment.
 pub(crate) const MAGIC: [u8; 8] = *b"KVWAL\0\r\n";
 /// Format version at offset 8 of every segment.
@@ -40,18 +42,6 @@ pub(crate) fn encode_header(seq: u32, size: u32) -> [u8; HEADER_LEN] {
     h
 }
 
-fn le_u32(bytes: &[u8], at: usize) -> Option<u32> {
-    let b = bytes.get(at..at.checked_add(4)?)?;
-    Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-}
-
-fn le_u64(bytes: &[u8], at: usize) -> Option<u64> {
-    let b = bytes.get(at..at.checked_add(8)?)?;
-    let mut a = [0u8; 8];
-    a.copy_from_slice(b);
-    Some(u64::from_le_bytes(a))
-}
-
 /// Checks a segment header and returns the sequence number and the segment size it carries.
 pub(crate) fn decode_header(bytes: &[u8]) -> Result<(u32, u32), &'static str> {
     let h = bytes
@@ -60,22 +50,22 @@ pub(crate) fn decode_header(bytes: &[u8]) -> Result<(u32, u32), &'static str> {
     if h[0..8] != MAGIC {
         return Err("bad magic number");
     }
-    let crc = le_u32(h, 24).ok_or("short header")?;
+    let crc = le::u32_at(h, 24).ok_or("short header")?;
     if crc != crc32c::crc32c(&h[0..24]) {
         return Err("header checksum mismatch");
     }
-    let version = le_u32(h, 8).ok_or("short header")?;
+    let version = le::u32_at(h, 8).ok_or("short header")?;
     if version != FORMAT_VERSION {
         return Err("unsupported format version");
     }
-    if le_u32(h, 28) != Some(0) {
+    if le::u32_at(h, 28) != Some(0) {
         return Err("nonzero reserved header bytes");
     }
-    let size = le_u32(h, 12).ok_or("short header")?;
+    let size = le::u32_at(h, 12).ok_or("short header")?;
     if (size as usize) < HEADER_LEN || !(size as usize).is_multiple_of(8) {
         return Err("segment size in the header is not a multiple of 8 above the header");
     }
-    let seq = le_u64(h, 16).ok_or("short header")?;
+    let seq = le::u64_at(h, 16).ok_or("short header")?;
     let seq = u32::try_from(seq).map_err(|_| "sequence number out of range")?;
     Ok((seq, size))
 }
@@ -127,8 +117,8 @@ pub(crate) fn parse_record(bytes: &[u8], at: usize) -> Result<Slot, &'static str
     if hdr_end > bytes.len() {
         return Ok(Slot::Full);
     }
-    let word = le_u32(bytes, at).ok_or("short record header")?;
-    let crc = le_u32(bytes, at + 4).ok_or("short record header")?;
+    let word = le::u32_at(bytes, at).ok_or("short record header")?;
+    let crc = le::u32_at(bytes, at + 4).ok_or("short record header")?;
     if word == 0 && crc == 0 {
         return Ok(Slot::End);
     }

@@ -8,8 +8,8 @@
 //!
 //! # The design decision that matters
 //!
-//! Records are written by **copying them into a shared file mapping** of a fixed-size,
-//! preallocated segment, not with `write(2)`. Appending is then a reservation (one
+//! Records are written by **copying them into a shared file mapping** of a preallocated
+//! segment of fixed size, not with `write(2)`. Appending is then a reservation (one
 //! compare-and-swap on an atomic tail, no lock) plus a `memcpy`; the record is in the
 //! kernel's page cache the moment the copy ends, so a crash of the process loses nothing, and
 //! durability against power loss is a separate, shareable step: one `msync` covers every
@@ -41,9 +41,13 @@
 //!   Existing segments are allocated again when opened (a copy made with `cp --sparse` has
 //!   holes). On copy-on-write filesystems (btrfs, ZFS) `fallocate` does not reserve space for
 //!   overwrites, so this protection does not hold there: keep logs on ext4 or XFS.
-//! - **Fixed-size maps.** A segment is never truncated or remapped while mapped; it is
-//!   unmapped before its file is deleted (`truncate_before` skips segments still in use).
-//! - **`fsync` the directory** after creating (temporary file + rename), or deleting a segment.
+//! - **Fixed-size maps.** A segment is never truncated or remapped while mapped; its file is
+//!   deleted only once nothing else holds it (`truncate_before` skips segments still in use),
+//!   and unlinked before it is unmapped, so that a delete that fails leaves it mapped and in
+//!   the log.
+//! - **`fsync` the directory** after creating (temporary file + rename), or deleting a segment,
+//!   and after creating the log's directory (each new level in its parent). The [`durable`]
+//!   module does this for every crate of the workspace.
 //! - **Pages reach the disk in any order**, so after a power cut the log can have holes, not
 //!   just a torn tail. Recovery stops at the first invalid record and never skips a hole to
 //!   accept later records; an append is acknowledged under [`SyncPolicy::Always`] only after
@@ -80,8 +84,9 @@
 //! (they sort in log order). Sequence numbers are contiguous; the first is 1 unless older
 //! segments were deleted. All integers are little-endian.
 //!
-//! A segment is a file of fixed size (default 64 MiB, a multiple of 8), preallocated and
-//! zero-filled, starting with a 32-byte header:
+//! A segment is a file whose size is fixed when it is created (a multiple of 8, recorded in
+//! its header; see *Segment sizes* below), preallocated and zero-filled, starting with a
+//! 32-byte header:
 //!
 //! | offset | size | field                                                        |
 //! |--------|------|--------------------------------------------------------------|
@@ -109,6 +114,26 @@
 //! - A record is valid when its length fits in the segment, its CRC matches and its padding
 //!   is zero. The bytes after the last valid record of the newest segment are zero.
 //! - An [`Lsn`] is `(sequence number << 32) | offset of the record header`.
+//!
+//! # Segment sizes
+//!
+//! Segments of one log differ in size. A new log's first segment is
+//! [`WalOptions::initial_segment_size`] (default 1 MiB); each later one is twice the one
+//! before it, up to [`WalOptions::segment_size`] (default 64 MiB), and never smaller than
+//! the record (or batch) that opens it: a record too large for the doubled size gets a
+//! segment of exactly its size (header included), so every record up to
+//! `segment_size - 40` bytes fits whatever the log's age.
+//!
+//! Why: a segment is allocated in full when it is created (the rule above that keeps a full
+//! disk from turning into a `SIGBUS`), so a log of fixed 64 MiB segments takes 64 MiB of
+//! disk for its first byte, and a three-node store holding two keys would take 193 MiB.
+//! Doubling reaches the full size with the seventh segment (after 63 MiB of records), and
+//! from there a busy log rolls over once per `segment_size`, as with fixed sizes. Appends do no extra work for it: a
+//! reservation reads the active segment's length from the sequencer's tail in any case.
+//!
+//! The format needs nothing new for this (it stays version 1): every segment's header
+//! records its size, which recovery checks against the file's length, so a log of mixed
+//! sizes (as is one reopened with another `segment_size`) reads as any other.
 //!
 //! Recovery on open scans the segments in order. What it may discard depends on the
 //! [`RecoveryMode`]; by default a torn or corrupt tail of the newest segment is zeroed and
@@ -140,15 +165,18 @@
 
 #![deny(missing_docs)]
 
+pub mod durable;
 mod error;
 mod format;
 mod iter;
+pub mod le;
 mod lsn;
 mod options;
 mod prefault;
 mod recovery;
 mod segment;
 mod sequencer;
+mod shim;
 mod wal;
 
 pub use error::{Error, Result};

@@ -142,6 +142,7 @@ pub type FlushHook = Arc<dyn Fn(&FlushEvent<'_>) -> io::Result<()> + Send + Sync
 #[derive(Clone)]
 pub struct WalOptions {
     pub(crate) segment_size: u32,
+    pub(crate) initial_segment_size: u32,
     pub(crate) sync: SyncPolicy,
     pub(crate) recovery: RecoveryMode,
     pub(crate) prefault: bool,
@@ -152,6 +153,7 @@ impl Default for WalOptions {
     fn default() -> Self {
         WalOptions {
             segment_size: 64 << 20,
+            initial_segment_size: 1 << 20,
             sync: SyncPolicy::default(),
             recovery: RecoveryMode::default(),
             prefault: false,
@@ -164,6 +166,7 @@ impl fmt::Debug for WalOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WalOptions")
             .field("segment_size", &self.segment_size)
+            .field("initial_segment_size", &self.initial_segment_size)
             .field("sync", &self.sync)
             .field("recovery", &self.recovery)
             .field("prefault", &self.prefault)
@@ -173,17 +176,35 @@ impl fmt::Debug for WalOptions {
 }
 
 impl WalOptions {
-    /// The defaults: 64 MiB segments, `SyncPolicy::Periodic(1 s)`,
+    /// The defaults: segments growing from 1 MiB to 64 MiB, `SyncPolicy::Periodic(1 s)`,
     /// `RecoveryMode::TolerateCorruptedTail`, no prefaulting, no flush hook.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Size of each segment file in bytes (default 64 MiB). Must be a multiple of 8, at least
+    /// The size segments grow to, in bytes (default 64 MiB). Must be a multiple of 8, at least
     /// 64 and below 4 GiB. The largest record (or batch) is `segment_size - 40` bytes. Applies
     /// to segments created from now on; existing segments keep their size.
+    ///
+    /// A new log's first segment is [`initial_segment_size`](WalOptions::initial_segment_size)
+    /// long; each next one twice the one before, up to this size (and never smaller than the
+    /// record that opens it): see the crate docs, *Segment sizes*.
     pub fn segment_size(mut self, bytes: u32) -> Self {
         self.segment_size = bytes;
+        self
+    }
+
+    /// The size of a new log's first segment, in bytes (default 1 MiB; at most
+    /// [`segment_size`](WalOptions::segment_size), which a larger value is cut to). Must be a
+    /// multiple of 8 and at least 64. Later segments double from it.
+    ///
+    /// ```
+    /// use kv_wal::WalOptions;
+    /// let opts = WalOptions::new().segment_size(1 << 20).initial_segment_size(4 << 20);
+    /// assert_eq!(opts.get_initial_segment_size(), 1 << 20); // cut to `segment_size`
+    /// ```
+    pub fn initial_segment_size(mut self, bytes: u32) -> Self {
+        self.initial_segment_size = bytes;
         self
     }
 
@@ -220,6 +241,26 @@ impl WalOptions {
         self.segment_size
     }
 
+    /// The size of a new log's first segment: the configured initial size, at most the
+    /// segment size.
+    pub fn get_initial_segment_size(&self) -> u32 {
+        self.initial_segment_size.min(self.segment_size)
+    }
+
+    /// The size of the segment that follows one of `prev` bytes, opened by a record (or batch)
+    /// of `total` framed bytes: twice `prev`, at least the initial size, at most the segment
+    /// size, and never too small for the record. (`total` is at most `segment_size - 32`, as
+    /// an append checks, so the result is at most the segment size.)
+    pub(crate) fn next_segment_size(&self, prev: usize, total: usize) -> u32 {
+        let max = self.segment_size as usize;
+        let grown = prev
+            .saturating_mul(2)
+            .clamp(self.get_initial_segment_size() as usize, max);
+        let need = HEADER_LEN.saturating_add(total);
+        // Both are multiples of 8 (sizes are, framed records are) and fit in a u32.
+        u32::try_from(grown.max(need)).unwrap_or(self.segment_size)
+    }
+
     /// The configured sync policy.
     pub fn get_sync(&self) -> SyncPolicy {
         self.sync
@@ -235,6 +276,12 @@ impl WalOptions {
         if size < 64 || size < HEADER_LEN + RECORD_HEADER_LEN {
             return Err(Error::InvalidOptions {
                 reason: "segment_size must be at least 64 bytes",
+            });
+        }
+        let initial = self.initial_segment_size as usize;
+        if !initial.is_multiple_of(ALIGN) || initial < 64 {
+            return Err(Error::InvalidOptions {
+                reason: "initial_segment_size must be a multiple of 8, at least 64 bytes",
             });
         }
         if let SyncPolicy::Periodic(d) = self.sync
@@ -256,10 +303,27 @@ mod tests {
     fn defaults_are_as_documented() {
         let o = WalOptions::new();
         assert_eq!(o.get_segment_size(), 64 << 20);
+        assert_eq!(o.get_initial_segment_size(), 1 << 20);
         assert_eq!(o.get_sync(), SyncPolicy::Periodic(Duration::from_secs(1)));
         assert_eq!(o.recovery, RecoveryMode::TolerateCorruptedTail);
         assert!(!o.prefault && o.flush_hook.is_none());
         assert!(o.validate().is_ok());
+    }
+
+    #[test]
+    fn segments_double_from_the_initial_size_and_fit_the_record_that_opens_them() {
+        let o = WalOptions::new().segment_size(8 << 20);
+        let next = |prev: usize, total: usize| o.next_segment_size(prev, total) as usize;
+        assert_eq!(next(1 << 20, 16), 2 << 20);
+        assert_eq!(next(4 << 20, 16), 8 << 20);
+        assert_eq!(next(8 << 20, 16), 8 << 20);
+        // From a segment smaller than the initial size (an older log's): the initial size.
+        assert_eq!(next(4096, 16), 1 << 20);
+        // From one larger than the segment size (the option shrank): the segment size.
+        assert_eq!(next(64 << 20, 16), 8 << 20);
+        // A record larger than the doubled size gets a segment its size.
+        assert_eq!(next(1 << 20, 5 << 20), (5 << 20) + 32);
+        assert_eq!(next(1 << 20, (8 << 20) - 32), 8 << 20);
     }
 
     #[test]
@@ -268,6 +332,8 @@ mod tests {
             WalOptions::new().segment_size(100),
             WalOptions::new().segment_size(56),
             WalOptions::new().sync(SyncPolicy::Periodic(Duration::ZERO)),
+            WalOptions::new().initial_segment_size(100),
+            WalOptions::new().initial_segment_size(56),
         ] {
             assert!(matches!(o.validate(), Err(Error::InvalidOptions { .. })));
         }

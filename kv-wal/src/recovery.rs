@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::{
-    Error, Lsn, RecoveryMode, Result, WalOptions,
+    Error, Lsn, RecoveryMode, Result, WalOptions, durable,
     format::{self, Stop},
     segment::{self, Segment},
 };
@@ -73,7 +73,7 @@ fn list(dir: &Path) -> Result<Vec<(u32, PathBuf)>> {
         }
     }
     if removed_tmp {
-        segment::sync_dir(dir)?;
+        durable::sync_dir(dir)?;
     }
     found.sort_unstable_by_key(|(seq, _)| *seq);
     Ok(found)
@@ -206,7 +206,7 @@ pub(crate) fn recover(dir: &Path, opts: &WalOptions) -> Result<Recovered> {
             removed.push(*seq);
         }
         removed.reverse();
-        segment::sync_dir(dir)?;
+        durable::sync_dir(dir)?;
         if let Some(t) = truncation.as_mut() {
             t.segments_removed = removed;
         }
@@ -227,7 +227,8 @@ pub(crate) fn recover(dir: &Path, opts: &WalOptions) -> Result<Recovered> {
 
     if kept.is_empty() {
         let seq = files.first().map(|(s, _)| *s).unwrap_or(1);
-        kept.push(Segment::create(dir, seq, opts.segment_size, opts.prefault)?);
+        let size = opts.get_initial_segment_size();
+        kept.push(Segment::create(dir, seq, size, opts.prefault)?);
         end = format::HEADER_LEN;
     }
     let last_seq = kept.last().map(Segment::seq).unwrap_or(1);

@@ -1,8 +1,8 @@
-//! One segment: a fixed-size, preallocated file mapped into memory.
+//! One segment: a preallocated file of fixed size, mapped into memory.
 //!
 //! The rules that make writing through a shared mapping sound (see the crate docs) are kept
 //! here: a segment is fully allocated before it is mapped, its size never changes while it is
-//! mapped, and it is unmapped before its file is deleted.
+//! mapped, and its file is deleted only once nothing reads or writes it.
 
 use std::{
     fs::{self, File, OpenOptions},
@@ -15,7 +15,7 @@ use std::{
 use memmap2::{Advice, MmapOptions, MmapRaw, UncheckedAdvice};
 
 use crate::{
-    Error, Result,
+    Error, Result, durable,
     format::{self, ALIGN, HEADER_LEN},
 };
 
@@ -31,36 +31,6 @@ pub(crate) fn parse_file_name(name: &str) -> Option<u32> {
         return None;
     }
     digits.parse().ok()
-}
-
-/// `fsync` a directory, so that creating, renaming or deleting a file in it is durable.
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io("fsync directory", dir, e))
-}
-
-/// Creates `dir` and any missing ancestors, and makes each creation durable by `fsync`ing the
-/// parent it was created in: without that, a log's first segments could vanish with their
-/// directory after a power cut even though every append was flushed.
-pub(crate) fn create_dir_durably(dir: &Path) -> Result<()> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        create_dir_durably(parent)?;
-    }
-    match fs::create_dir(dir) {
-        Ok(()) => {}
-        // Another process (or thread) created it meanwhile: it is its job to sync it.
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => return Ok(()),
-        Err(e) => return Err(Error::io("create directory", dir, e)),
-    }
-    let parent = dir
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    sync_dir(parent)
 }
 
 /// Granularity of `Segment::populate_chunk` (a multiple of every page size).
@@ -149,7 +119,7 @@ impl Segment {
         file.sync_all()
             .map_err(|e| Error::io("fsync segment", &tmp, e))?;
         fs::rename(&tmp, &path).map_err(|e| Error::io("rename segment", &tmp, e))?;
-        sync_dir(dir)?;
+        durable::sync_dir(dir)?;
         Self::map(file, path, seq, size as usize, prefault)
     }
 
@@ -416,11 +386,18 @@ impl Segment {
             .map_err(|e| Error::io("fsync segment", &self.path, e))
     }
 
-    /// Unmaps the segment, then deletes its file. The caller `fsync`s the directory.
-    pub(crate) fn delete(self) -> Result<()> {
-        let path = self.path.clone();
-        drop(self);
-        fs::remove_file(&path).map_err(|e| Error::io("delete segment", &path, e))
+    /// Deletes the segment's file, then unmaps it. The caller `fsync`s the directory.
+    ///
+    /// Unlinking first (an unlinked file lives on while it is mapped) means a failed delete
+    /// hands the segment back, still mapped, for the caller to keep tracking.
+    pub(crate) fn delete(self) -> Result<(), (Segment, Error)> {
+        match fs::remove_file(&self.path) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let err = Error::io("delete segment", &self.path, e);
+                Err((self, err))
+            }
+        }
     }
 }
 
@@ -450,7 +427,7 @@ mod tests {
         // SAFETY: this test owns the segment.
         assert_eq!(unsafe { &seg.bytes(HEADER_LEN + 3)[HEADER_LEN..] }, b"abc");
         assert!(Segment::open(&dir.path().join(file_name(3)), 4, false).is_err());
-        seg.delete().unwrap();
+        assert!(seg.delete().is_ok());
         assert!(!dir.path().join(file_name(3)).exists());
     }
 }

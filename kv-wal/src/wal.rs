@@ -20,7 +20,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::prefault::Prefault;
 use crate::{
-    Error, FlushEvent, Lsn, RecoveryReport, Result, SyncPolicy, WalOptions,
+    Error, FlushEvent, Lsn, RecoveryReport, Result, SyncPolicy, WalOptions, durable,
     format::{self, HEADER_LEN, MAX_PAYLOAD, RECORD_HEADER_LEN, Slot},
     iter::WalIter,
     recovery,
@@ -31,7 +31,7 @@ use crate::{
 /// How many times a group-commit follower yields, polling for its flush, before it sleeps.
 const SPIN_YIELDS: usize = 64;
 
-/// A write-ahead log: a directory of fixed-size, memory-mapped segments.
+/// A write-ahead log: a directory of preallocated, memory-mapped segments.
 ///
 /// `Wal` is `Send + Sync`; share it (e.g. in an `Arc`) and append from any number of threads.
 /// Appends are ordered by their [`Lsn`]; a reader or a recovery never sees a record unless every
@@ -144,7 +144,7 @@ impl Wal {
     pub fn open(dir: impl AsRef<Path>, opts: WalOptions) -> Result<Wal> {
         opts.validate()?;
         let dir = dir.as_ref().to_owned();
-        segment::create_dir_durably(&dir)?;
+        durable::create_dir_all(&dir)?;
         let lock_path = dir.join("LOCK");
         let lock = OpenOptions::new()
             .read(true)
@@ -481,7 +481,10 @@ impl Wal {
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] if a file cannot be deleted or the directory cannot be synced.
+    /// [`Error::Io`] if a file cannot be deleted or the directory cannot be synced. Segments
+    /// are deleted oldest first and the first failure stops the call: that segment and the
+    /// later ones stay in the log (a later call deletes them), and the deletes that succeeded
+    /// are synced all the same.
     ///
     /// # Example
     ///
@@ -502,36 +505,54 @@ impl Wal {
         // Segments before the active one have no reservation left: a roll-over replaces the
         // active segment only once everything in it is published.
         let active = self.shared.active.lock().seq();
-        let mut victims = Vec::new();
-        {
-            let mut segs = self.shared.segments.write();
-            while let Some((&seq, seg)) = segs.iter().next() {
-                if seq >= lsn.segment() || seq >= active || Arc::strong_count(seg) > 1 {
-                    break;
+        let mut deleted = 0;
+        // Oldest first, one at a time, stopping at the first failure: the segments left are
+        // contiguous and still tracked, so a later call deletes them.
+        let outcome = loop {
+            let victim = {
+                let mut segs = self.shared.segments.write();
+                match segs.first_key_value() {
+                    Some((&seq, seg))
+                        if seq < lsn.segment() && seq < active && Arc::strong_count(seg) == 1 =>
+                    {
+                        segs.remove(&seq)
+                    }
+                    _ => None,
                 }
-                if let Some(seg) = segs.remove(&seq) {
-                    victims.push(seg);
-                }
-            }
-        }
-        let n = victims.len();
-        for seg in victims {
-            match Arc::try_unwrap(seg) {
-                Ok(seg) => seg.delete()?,
-                Err(_) => {
+            };
+            let Some(victim) = victim else {
+                break Ok(());
+            };
+            let seg = match Arc::try_unwrap(victim) {
+                Ok(seg) => seg,
+                Err(seg) => {
                     // Unreachable: the count was 1 under the write lock and the map held it.
-                    return Err(Error::io(
+                    self.shared.segments.write().insert(seg.seq(), seg);
+                    break Err(Error::io(
                         "delete segment",
                         &self.shared.dir,
                         io::Error::other("segment still in use"),
                     ));
                 }
+            };
+            match seg.delete() {
+                Ok(()) => deleted += 1,
+                Err((seg, e)) => {
+                    self.shared
+                        .segments
+                        .write()
+                        .insert(seg.seq(), Arc::new(seg));
+                    break Err(e);
+                }
             }
-        }
-        if n > 0 {
-            segment::sync_dir(&self.shared.dir)?;
-        }
-        Ok(n)
+        };
+        // The deletes that succeeded are made durable even when a later one failed.
+        let synced = if deleted > 0 {
+            durable::sync_dir(&self.shared.dir).map_err(Error::from)
+        } else {
+            Ok(())
+        };
+        outcome.and(synced).map(|()| deleted)
     }
 
     /// Flushes everything appended (whatever the policy), stops the background flusher and
@@ -676,16 +697,18 @@ impl Shared {
                 }
                 Claim::Retry => std::hint::spin_loop(),
                 Claim::Sealed => self.sequencer.wait_unsealed(),
-                Claim::Roll { ticket, at } => self.roll(ticket, at)?,
+                Claim::Roll { ticket, at } => self.roll(ticket, at, total)?,
             }
         }
     }
 
     /// Rolls over from the active segment, whose tail this thread sealed at offset `at` with
-    /// ticket `ticket`: waits until every record reserved in it is published (so no later
-    /// segment ever holds a record while an earlier one still has a hole), flushes it,
-    /// creates the next segment, makes it the active one and reopens the tail there.
-    fn roll(&self, ticket: u32, at: usize) -> Result<()> {
+    /// ticket `ticket` for a record (or batch) of `total` framed bytes: waits until every
+    /// record reserved in it is published (so no later segment ever holds a record while an
+    /// earlier one still has a hole), flushes it, creates the next segment (its size by
+    /// `WalOptions::next_segment_size`, so the record fits), makes it the active one and
+    /// reopens the tail there.
+    fn roll(&self, ticket: u32, at: usize, total: usize) -> Result<()> {
         let sealed = Arc::clone(&self.active.lock());
         let sealed_end = Lsn::new(sealed.seq(), at as u32);
         self.sequencer.wait_sealed_segment_published(ticket);
@@ -702,7 +725,8 @@ impl Shared {
             // only the newest segment. Without it a lost page at the end of an older
             // segment looks like a clean end, and recovery would go on past the hole.
             self.sync_to(sealed_end)?;
-            let seg = Segment::create(&self.dir, next, self.opts.segment_size, self.opts.prefault)?;
+            let size = self.opts.next_segment_size(sealed.len(), total);
+            let seg = Segment::create(&self.dir, next, size, self.opts.prefault)?;
             if self.opts.sync == SyncPolicy::Always {
                 seg.prepare_for_appends(HEADER_LEN);
             }
@@ -1014,6 +1038,59 @@ mod tests {
             wal.shared().sync_to(wal.end_lsn()),
             Err(Error::Poisoned { .. })
         ));
+    }
+
+    /// A segment file that cannot be deleted stops `truncate_before` with an error, and it and
+    /// every later victim stay tracked, so that a later call deletes them.
+    #[test]
+    fn a_segment_that_cannot_be_deleted_stays_tracked_for_a_later_truncation() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = wal(dir.path());
+        let mut last = Lsn::ZERO;
+        while last.segment() < 6 {
+            last = wal.append(&[7u8; 1000]).unwrap();
+        }
+        // Segment 2 becomes a non-empty directory: `remove_file` fails on it.
+        let stuck = dir.path().join(segment::file_name(2));
+        std::fs::remove_file(&stuck).unwrap();
+        std::fs::create_dir(&stuck).unwrap();
+        std::fs::write(stuck.join("x"), b"x").unwrap();
+        durable::tests::take_synced();
+        assert!(matches!(
+            wal.truncate_before(last),
+            Err(Error::Io {
+                op: "delete segment",
+                ..
+            })
+        ));
+        // Segment 1's delete is made durable all the same.
+        assert_eq!(durable::tests::take_synced(), [dir.path().to_owned()]);
+        assert!(!dir.path().join(segment::file_name(1)).exists());
+        assert_eq!(wal.first_lsn().segment(), 2);
+        for seq in 3..6 {
+            assert!(dir.path().join(segment::file_name(seq)).exists());
+        }
+        // The obstacle goes: a later call deletes the rest.
+        std::fs::remove_dir_all(&stuck).unwrap();
+        std::fs::write(&stuck, b"").unwrap();
+        assert_eq!(wal.truncate_before(last).unwrap(), 4);
+        assert_eq!(wal.first_lsn().segment(), 6);
+        for seq in 1..6 {
+            assert!(!dir.path().join(segment::file_name(seq)).exists(), "{seq}");
+        }
+        assert_eq!(wal.read(last).unwrap(), &[7u8; 1000][..]);
+    }
+
+    #[test]
+    fn a_log_opened_in_a_fresh_directory_syncs_every_level_it_creates() {
+        let root = tempfile::tempdir().unwrap();
+        let a = root.path().join("a");
+        let b = a.join("b");
+        durable::tests::take_synced();
+        drop(wal(&b));
+        let synced = durable::tests::take_synced();
+        // `a` in the root, `b` in `a`, then the first segment in `b`.
+        assert_eq!(synced, [root.path().to_owned(), a, b]);
     }
 
     #[test]

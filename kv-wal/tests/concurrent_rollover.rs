@@ -100,8 +100,12 @@ fn tailer(wal: &Wal, done: &AtomicBool) -> Vec<Lsn> {
 }
 
 fn check(policy: SyncPolicy) {
+    check_with(WalOptions::new().segment_size(SEGMENT).sync(policy));
+}
+
+fn check_with(opts: WalOptions) {
+    let policy = opts.get_sync();
     let dir = fast_tempdir();
-    let opts = WalOptions::new().segment_size(SEGMENT).sync(policy);
     let wal = Wal::open(dir.path(), opts.clone()).unwrap();
     let done = AtomicBool::new(false);
     let (appended, tailed) = std::thread::scope(|s| {
@@ -169,6 +173,21 @@ fn periodic() {
 #[test]
 fn always() {
     check(SyncPolicy::Always);
+}
+
+/// Segments growing from 64 bytes, smaller than most records and batches: the first
+/// roll-overs happen from empty segments, for records that do not fit them, and make
+/// segments of the records' sizes.
+#[test]
+fn growing_segments() {
+    for initial in [64, 512] {
+        check_with(
+            WalOptions::new()
+                .segment_size(SEGMENT)
+                .initial_segment_size(initial)
+                .sync(SyncPolicy::Never),
+        );
+    }
 }
 
 /// More writers than the completion ring has slots is not needed for correctness here (the
