@@ -137,7 +137,8 @@ impl<W, S> CacheBuilder<W, S> {
     /// The bucket table is then sized for entries of 1 KiB on average (`capacity / 1024`): if
     /// entries are smaller, or the weigher counts something else (1 per entry), say how many
     /// entries to expect with [`estimated_items`](Self::estimated_items), or lookups walk long
-    /// bucket chains (kv-node's 1,000-entry cache once had 2 buckets: 30x slower hits).
+    /// bucket chains (a 1,000-entry cache of small entries sized by weight alone gets 2
+    /// buckets, and its hits are 30x slower).
     pub fn weigher<W2>(self, weigher: W2) -> CacheBuilder<W2, S> {
         CacheBuilder {
             capacity: self.capacity,

@@ -38,7 +38,7 @@
 //!   others the oldest insertion goes first. On a Zipf(1.0) trace over 100,000 keys with
 //!   capacity 10,000 its hit ratio is within 2% of an exact LRU's (`tests/hit_ratio_zipf.rs`).
 //! * [`Policy::S3Fifo`]: a small probation FIFO, a main CLOCK with a 2-bit counter, and a ghost
-//!   set of recently evicted hashes. Reads are exactly as lock-free; one-hit wonders no longer
+//!   set of recently evicted hashes. Reads are exactly as lock-free; one-hit wonders do not
 //!   push out the working set, so skewed workloads hit more often than under LRU.
 //!
 //! # What was learnt from whom
@@ -86,8 +86,8 @@
 //! # Performance
 //!
 //! Measured side by side with `lru` (behind a `Mutex`), moka and quick_cache by
-//! `benches/benches/cache.rs`; the table is in the workspace's `BENCHMARKS.md`. On the 2-core VM
-//! it was written on (medians of three runs, Zipf(1.0) over 100,000 keys, 100-byte `Bytes`
+//! `benches/benches/cache.rs`; the table is in the workspace's `BENCHMARKS.md`. On a 2-core VM
+//! (medians of three runs, Zipf(1.0) over 100,000 keys, 100-byte `Bytes`
 //! values; the machine was noisy, runs varied by up to 30%):
 //!
 //! * a get hit costs what it costs in quick_cache or `lru`: 46-59 ns for all four;
@@ -98,7 +98,7 @@
 //! * with 5% inserts, ahead of quick_cache on 2 threads (CLOCK 14.5, S3-FIFO 17.7, quick_cache
 //!   13.8 Mops/s) but with little scaling (CLOCK 12.0 -> 14.5): each insert moves its shard's
 //!   lock, queue and bucket cache lines between the cores and allocates a node.
-
+//!
 //! # Checking the unsafe code
 //!
 //! * Loom, on the insert/publish/remove/reclaim protocol with two threads and capacity 1-2:

@@ -47,8 +47,8 @@ pub(crate) struct HugePages(Arc<Mutex<Arena>>);
 #[derive(Default)]
 struct Arena {
     /// Every chunk mapped so far; never unmapped before the arena is dropped. Not faulted in
-    /// ahead (that was tried: it made every node hold a whole 32 MiB chunk from its first
-    /// write, against ~3 MiB with pages taken as the tables touch them).
+    /// ahead: that makes every node hold a whole 32 MiB chunk from its first write, against
+    /// ~3 MiB with pages taken as the tables touch them.
     chunks: Vec<MmapMut>,
     /// Free extents: start address -> length. Never two adjacent ones (they are merged).
     by_addr: BTreeMap<usize, usize>,

@@ -23,9 +23,9 @@
 //!
 //! Learned from: the Dynamo paper (virtual nodes, preference lists that skip repeated physical
 //! nodes, strategy 3's equal fixed partitions), Riak (a claim that keeps a node's partitions
-//! `n_val` apart), Cassandra (`(previous, token]` ownership; its replication-aware token allocator,
-//! which we tried first and which could not undo the skew of earlier joins, see `balanced.rs`;
-//! epoch-numbered cluster metadata from CEP-21).
+//! `n_val` apart), Cassandra (`(previous, token]` ownership; not its replication-aware token
+//! allocator, which cannot undo the skew of earlier joins, see `balanced.rs`; epoch-numbered
+//! cluster metadata from CEP-21).
 //!
 //! # Example
 //! ```
