@@ -1,7 +1,7 @@
 //! A consistent-hash ring with virtual nodes: where each key lives, and what must move when the
 //! membership changes.
 //!
-//! - [`token`] maps a key to its position on the ring (`xxh3_64`, part of kvstore's on-disk
+//! - [`token()`] maps a key to its position on the ring (`xxh3_64`, part of kvstore's on-disk
 //!   contract).
 //! - [`Ring`] is an immutable membership snapshot: each node has `vnodes` virtual nodes (default
 //!   100, optionally weighted); [`Ring::preference_list`] gives a token's replicas, the first `rf`
