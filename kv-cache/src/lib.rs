@@ -110,7 +110,7 @@
 //!   `MIRIFLAGS="-Zmiri-tree-borrows -Zmiri-ignore-leaks" cargo +nightly miri test -p kv-cache
 //!   --lib --test concurrent_stress --test model_btreemap --test no_garbage_growth --test
 //!   hit_ratio_zipf`. Result (2026-12-06, nightly Miri 2026-05-19): no undefined behaviour and
-//!   no data race; every test passes (about 25 minutes on the loaded 2-core VM). The flags:
+//!   no data race; every test passes (20 minutes on the loaded 2-core VM). The flags:
 //!   under Miri's default aliasing model, Stacked Borrows, the first `epoch::pin` stops inside
 //!   crossbeam-epoch 0.9 (`Local::element_of`, `internal.rs:567`, "trying to retag ... but that
 //!   tag does not exist in the borrow stack"), before any of our code runs: crossbeam-epoch is
