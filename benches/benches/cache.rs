@@ -1,7 +1,7 @@
 //! Benchmarks for the `kv-cache` layer, side by side with its peers in one run:
 //! `lru::LruCache` behind a `Mutex`, `moka::sync::Cache` and `quick_cache::sync::Cache`.
 //!
-//! Workload (the issue's): keys drawn from Zipf(1.0) over 100,000 keys, capacity 10,000 entries,
+//! Workload: keys drawn from Zipf(1.0) over 100,000 keys, capacity 10,000 entries,
 //! 100-byte `Bytes` values, fixed seeds.
 //! * `cache_get_hit/<cache>`: one thread, `get` of keys known to be present.
 //! * `cache_zipf_95_5/<cache>/<threads>`: throughput of 95% `get` / 5% `insert` on 1 and 2

@@ -53,8 +53,8 @@ fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir_in(root).expect("temporary directory for the cluster benchmark")
 }
 
-/// `key:` and `i` in 12 decimal digits (written by hand: `format!` allocates, and was 2-3% of
-/// a cluster put's samples).
+/// `key:` and `i` in 12 decimal digits (written by hand: `format!` allocates, 2-3% of a cluster
+/// put's samples).
 fn key(i: u64) -> [u8; 16] {
     let mut k = *b"key:000000000000";
     let mut n = i % 1_000_000_000_000;

@@ -10,8 +10,8 @@
 //! dir). Use a directory on the real disk, not tmpfs, or the `fsync` numbers mean nothing.
 //!
 //! Also `wal_append_always_deep`: one writer appending 100 B records under `Always` 40 MiB
-//! into a segment that was filled sequentially, where flushes used to write whole 2 MiB page
-//! cache folios (see the `kv-wal` crate docs on `MADV_RANDOM`).
+//! into a segment that was filled sequentially, where a flush writes whole 2 MiB page cache
+//! folios unless the segment is advised `MADV_RANDOM` (see the `kv-wal` crate docs).
 //!
 //! Do not run the `Always` group under a real-time policy (`chrt -f`): waiting appenders poll
 //! with `sched_yield`, which then starves the kernel threads that complete each flush, and

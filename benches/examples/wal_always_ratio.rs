@@ -1,5 +1,5 @@
-//! The `SyncPolicy::Always` goal of issue 4 as one number: records/s of `N` writers appending
-//! under `Always`, divided by records/s of the naive baseline (one thread, `write` +
+//! Group commit's gain under `SyncPolicy::Always` as one number: records/s of `N` writers
+//! appending under `Always`, divided by records/s of the naive baseline (one thread, `write` +
 //! `fdatasync` per record on a growing file), measured in *alternating slices* so that both
 //! sides of each ratio see the same disk and the same neighbours.
 //!

@@ -404,6 +404,10 @@ impl<K, V, W, S> fmt::Debug for Cache<K, V, W, S> {
 mod tests {
     use super::*;
 
+    /// Operations of the longer loops below; fewer under Miri, which interprets every one of
+    /// them (each loop still overflows the capacity or the bound it checks several times).
+    const OPS: u32 = if cfg!(miri) { 1_000 } else { 10_000 };
+
     /// One shard, so CLOCK order is over the whole cache.
     fn clock(capacity: u64) -> Cache<&'static str, u32> {
         CacheBuilder::new(capacity).shards(1).build()
@@ -454,8 +458,8 @@ mod tests {
     /// order (the hand clears all bits, then evicts the oldest insertion), where an exact LRU
     /// would evict the least recently read.
     ///
-    /// Regression: an early version enqueued the new entry before evicting, so the hand swept
-    /// the re-circulated entries behind it and evicted the entry being inserted.
+    /// The new entry is enqueued after the eviction: enqueued before it, the hand would sweep
+    /// the re-circulated entries behind it and evict the entry being inserted.
     #[test]
     fn when_everything_was_read_clock_falls_back_to_insertion_order() {
         let cache = clock(2);
@@ -475,7 +479,7 @@ mod tests {
     fn capacity_is_never_exceeded_after_an_insert_returns() {
         for shards in [1, 4, 16] {
             let cache: Cache<u64, u64> = CacheBuilder::new(100).shards(shards).build();
-            for i in 0..10_000u64 {
+            for i in 0..u64::from(OPS) {
                 let key = (i * 7919) % 1000;
                 if i % 3 == 0 {
                     cache.get(&key);
@@ -550,7 +554,7 @@ mod tests {
     #[test]
     fn removes_and_replacements_do_not_grow_the_queues() {
         let cache: Cache<u32, u32> = CacheBuilder::new(10).shards(1).build();
-        for i in 0..10_000 {
+        for i in 0..OPS {
             cache.insert(i % 4, i);
             if i % 3 == 0 {
                 cache.remove(&(i % 4));
@@ -567,7 +571,7 @@ mod tests {
     #[test]
     fn retired_nodes_wait_in_bounded_batches_and_clear_hands_them_over() {
         let cache: Cache<u32, u32> = CacheBuilder::new(10).shards(1).build();
-        for i in 0..1000 {
+        for i in 0..OPS / 10 {
             cache.insert(i, i);
             assert!(cache.shards[0].retired() < 64);
         }
@@ -616,8 +620,9 @@ mod tests {
         );
     }
 
-    /// Regression: removed and replaced nodes were bounded only by count (live + 64), so a
-    /// weighted cache replacing a heavy value kept ~75 copies of it, 60 times its capacity.
+    /// Removed and replaced nodes are bounded by their weight too, not only by their count
+    /// (live + 64): by count alone, a weighted cache replacing a heavy value keeps ~75 copies
+    /// of it, 60 times its capacity.
     #[test]
     fn replacing_heavy_values_keeps_unlinked_garbage_within_the_capacity() {
         let cache: Cache<u32, Vec<u8>, _> = CacheBuilder::new(1000)
@@ -628,7 +633,7 @@ mod tests {
             cache.insert(i, vec![0; 1]);
         }
         // 10 + 900 fits: nothing is ever evicted, so the hand never frees the old nodes.
-        for round in 0..500u32 {
+        for round in 0..OPS / 20 {
             cache.insert(100, vec![0; 900]);
             if round % 3 == 0 {
                 cache.remove(&100);
@@ -653,8 +658,9 @@ mod tests {
         }
     }
 
-    /// Regression: `remove` cloned the value under the shard lock, after unlinking it, so a
-    /// panicking `clone` skipped publishing the new length (`len()` stayed stale).
+    /// `remove` clones the value after the shard lock is released (the epoch guard keeps the
+    /// unlinked node alive): a `clone` that panicked under the lock, after the unlink, would
+    /// skip publishing the new length and leave `len()` stale.
     #[test]
     fn a_panicking_clone_in_remove_leaves_len_exact() {
         let cache: Cache<u32, Fragile> = CacheBuilder::new(10).shards(1).build();

@@ -140,7 +140,7 @@ mod tests {
         )
     }
 
-    /// Regression: a batch was deferred only once it held 64 nodes, however heavy they were.
+    /// A batch heavier than the limit is deferred at once, not only once it holds 64 nodes.
     #[test]
     fn a_heavy_batch_is_handed_over_and_asks_for_a_flush() {
         let guard = crossbeam_epoch::pin();

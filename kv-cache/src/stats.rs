@@ -56,8 +56,8 @@ struct Stripe {
 
 /// The live counters inside a cache.
 ///
-/// A `lock`-prefixed add on every `get` measurably slowed the read path (it was over a third of
-/// `get`'s own time in a profile), so each thread that claims one of the [`SLOTS`] exclusive
+/// A `lock`-prefixed add on every `get` measurably slows the read path (over a third of `get`'s
+/// own time in a profile), so each thread that claims one of the [`SLOTS`] exclusive
 /// slots counts into its own stripe with a plain load and store; threads beyond that share an
 /// overflow stripe with atomic adds. Counts are exact either way.
 pub(crate) struct Counters {

@@ -2,7 +2,8 @@
 //! reach quick_cache's (the best peer measured). Cache-aside: a `get` that misses is followed by
 //! an `insert` of that key.
 //!
-//! Trace: Zipf(1.0) over 100,000 keys, capacity 10,000, fixed seed, as in the issue.
+//! Trace: Zipf(1.0) over 100,000 keys, capacity 10,000, fixed seed (the workload of
+//! `benches/benches/cache.rs`).
 
 use std::num::NonZeroUsize;
 

@@ -6,6 +6,7 @@
 mod common;
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::faulty::FaultyBackend;
@@ -69,7 +70,8 @@ fn rounds_come_by_themselves_at_the_interval() {
     assert_eq!(status.last_error, None);
 }
 
-/// Regression: an interval or a wait too long to add to the clock panicked (`Instant + ...`).
+/// An interval or a wait too long to add to the clock (`Instant + ...` would overflow) means
+/// "never", not a panic.
 #[test]
 fn an_endless_interval_means_triggered_rounds_only() {
     let dir = tempfile::tempdir().unwrap();
@@ -142,4 +144,29 @@ fn background_rounds_alongside_membership_changes_and_clients() {
     let status = cluster.wait_background_repair(before + 1, BOUND).unwrap();
     assert_eq!(status.last_error, None);
     common::check(&cluster, &model);
+}
+
+/// A panic inside a background round (a replica's bug) is reported as the round's error,
+/// and the thread goes on with the next round.
+#[test]
+fn a_panicking_background_round_is_reported_and_the_next_one_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = Arc::new(FaultyBackend::default());
+    let opts = ClusterOptions::new()
+        .backend(backend.clone())
+        .background_repair(Some(NEVER));
+    let cluster = Cluster::open(dir.path(), opts).unwrap();
+    cluster.put(b"k", b"v").unwrap();
+    backend.faults.panic_digests.store(true, Ordering::Relaxed);
+    let r = cluster.trigger_background_repair().unwrap();
+    let status = cluster
+        .wait_background_repair(r, BOUND)
+        .expect("the panicking round is recorded");
+    assert!(status.last_error.is_some(), "{status:?}");
+    backend.faults.panic_digests.store(false, Ordering::Relaxed);
+    let r = cluster.trigger_background_repair().unwrap();
+    let status = cluster
+        .wait_background_repair(r, BOUND)
+        .expect("the thread survived");
+    assert_eq!(status.last_error, None);
 }

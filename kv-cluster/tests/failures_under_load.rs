@@ -1,4 +1,4 @@
-//! Issue 7's failure test: clients keep going while one node fails (RF 3, quorum), then a
+//! Failures under load: clients keep going while one node fails (RF 3, quorum), then a
 //! second (the clients drop to consistency one); both recover (hints, then repair); no
 //! acknowledged write or delete is lost, no delete comes back, and every replica of every
 //! key holds the last acknowledged version.

@@ -66,8 +66,8 @@ fn a_crashed_node_is_removed_from_the_surviving_replicas() {
     let summary = cluster.remove_node("node2").unwrap();
     assert!(summary.keys_moved > 0);
     gone(&cluster, dir.path(), "node2");
-    // Regression: hints for a removed dead node stayed on disk until the next open (a node
-    // added later under the same id would have received them).
+    // Hints for a removed dead node go with it at once, not at the next open: a node added
+    // later under the same id must not receive them.
     assert_eq!(hints_for(dir.path(), "node2"), 0);
     common::check(&cluster, &model);
 }
@@ -103,10 +103,10 @@ fn a_failed_node_is_removed_while_clients_write() {
     common::check(&cluster, &model);
 }
 
-/// Regression: a down leaver's ranges were copied from the first surviving replica only; if
-/// that one had missed the last write of a key (a failed replica write, before any repair),
-/// the new replica got the stale version too, and a quorum read of those two returned it:
-/// an acknowledged write lost. Now every surviving replica is copied from (newest wins).
+/// A down leaver's ranges are copied from every surviving replica (newest wins), not from the
+/// first one only: if that one missed the last write of a key (a failed replica write, before
+/// any repair), the new replica would get the stale version too, and a quorum read of those
+/// two would return it: an acknowledged write lost.
 #[test]
 fn a_stale_survivor_does_not_make_the_new_replica_stale() {
     let dir = tempfile::tempdir().unwrap();
@@ -129,8 +129,8 @@ fn a_stale_survivor_does_not_make_the_new_replica_stale() {
     cluster.crash_node("node1").unwrap();
     cluster.remove_node("node1").unwrap();
     // Without a repair: every key has a quorum of replicas at its last acknowledged version,
-    // so every quorum read sees it whichever replicas answer (before the fix, about 100 keys
-    // had only one: node3 and the new replica were both stale).
+    // so every quorum read sees it whichever replicas answer (copying from the first survivor
+    // only leaves about 100 keys with one: node3 and the new replica both stale).
     let quorum = 2;
     for (key, (version, value)) in model.snapshot() {
         let p = cluster.placement_of(&key).unwrap();

@@ -23,7 +23,8 @@
 //! never on a lookup.
 //!
 //! The unsafe code here is checked under Miri (which skips the `madvise`):
-//! `cargo +nightly miri test -p kv-node --lib arena`.
+//! `cargo +nightly miri test -p kv-node --lib -- arena::` finds no undefined behaviour
+//! (2026-12-06, nightly Miri 2026-05-19).
 
 use std::alloc::Layout;
 use std::collections::{BTreeMap, BTreeSet};
@@ -47,8 +48,8 @@ pub(crate) struct HugePages(Arc<Mutex<Arena>>);
 #[derive(Default)]
 struct Arena {
     /// Every chunk mapped so far; never unmapped before the arena is dropped. Not faulted in
-    /// ahead (that was tried: it made every node hold a whole 32 MiB chunk from its first
-    /// write, against ~3 MiB with pages taken as the tables touch them).
+    /// ahead: that makes every node hold a whole 32 MiB chunk from its first write, against
+    /// ~3 MiB with pages taken as the tables touch them.
     chunks: Vec<MmapMut>,
     /// Free extents: start address -> length. Never two adjacent ones (they are merged).
     by_addr: BTreeMap<usize, usize>,

@@ -53,9 +53,9 @@
 //! [`Node::count_in_ranges`] cost the keys in the range plus two partial partitions per
 //! range, not all keys (see the `node_ranges` benchmark). The tables are open-addressing
 //! tables whose slot is the whole 64-byte entry (keys up to 24 bytes inline; `table.rs`), so
-//! a random probe is one cache miss (hashbrown's control bytes made it two), and they live
+//! a random probe is one cache miss (hashbrown's control bytes make it two), and they live
 //! in 2 MiB transparent huge pages from a small arena (`arena.rs`): on 4 KiB pages each miss
-//! was also a TLB miss.
+//! is also a TLB miss.
 //!
 //! **Concurrency.** Writers append, then update the index (keeping the highest version),
 //! holding a *gate* shared (one of 16 cache-padded `RwLock`s, so concurrent writers do not
@@ -74,10 +74,10 @@
 //! write's writer may not have refreshed the cache yet; so before it returns, it drops a
 //! cached version older than its own (and so does a writer whose refresh finds the index
 //! already overtaken). Hence once a write has returned, no get returns an older version,
-//! and a cache hit is served without consulting the index. (Both earlier gaps were caught by
-//! the `coherence` test: inserting first and re-checking after let readers see the stale
-//! entry in between; and without the drop on a lost race, a get after the loser returned
-//! saw the version before it while the winner was preempted between index and cache.)
+//! and a cache hit is served without consulting the index. (The `coherence` test catches
+//! both alternatives: inserting first and re-checking after lets readers see the stale entry
+//! in between; and without the drop on a lost race, a get after the loser returned sees the
+//! version before it while the winner is preempted between index and cache.)
 //!
 //! **Compaction** (on demand, or in the background once the dead fraction of the oldest
 //! segments passes the threshold): WAL segments can only be deleted oldest first, so

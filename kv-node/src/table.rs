@@ -354,6 +354,18 @@ mod tests {
     const MAX_OPS: usize = if cfg!(miri) { 40 } else { 400 };
 
     proptest! {
+        // Under Miri also fewer cases, and no failure file: its isolation refuses the file
+        // access (`getcwd`) that persisting a failure needs.
+        #![proptest_config(ProptestConfig {
+            cases: if cfg!(miri) { 8 } else { ProptestConfig::default().cases },
+            failure_persistence: if cfg!(miri) {
+                None
+            } else {
+                ProptestConfig::default().failure_persistence
+            },
+            ..ProptestConfig::default()
+        })]
+
         /// The table against a `HashMap`, with few distinct tokens (so many keys share a
         /// token and runs collide), through inserts, removals, retains and growth.
         #[test]

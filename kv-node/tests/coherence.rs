@@ -29,7 +29,7 @@ fn value(k: usize, v: u64) -> Vec<u8> {
 }
 
 /// Races show up in some runs only (a write lost between its index update and its cache
-/// refresh was caught about once in 75 rounds): several rounds per test run.
+/// refresh shows in about one round in 75): several rounds per test run.
 const ROUNDS: u64 = 4;
 
 #[test]

@@ -5,9 +5,9 @@
 //! A node stores its own ranges *and* the `rf - 1` ranges before each of its tokens. With tokens at
 //! arbitrary positions those preceding ranges are as uneven as the tokens, so even a node whose
 //! primary ranges are perfectly balanced carries 10-20% more or less than its share counting all
-//! replicas. (A first version chose each new token greedily to even out replicated load, as
-//! Cassandra's allocator does; it reached 1.6x max/mean at 64 nodes, because no single join can
-//! undo the unevenness earlier joins left.)
+//! replicas. (Choosing each new token greedily to even out replicated load, as Cassandra's
+//! allocator does, reaches 1.6x max/mean at 64 nodes: no single join can undo the unevenness
+//! earlier joins left.)
 //!
 //! # The scheme
 //! The token space is cut once into `Q = vnodes * 60` equal partitions (the ring's *grid*: token

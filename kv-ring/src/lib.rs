@@ -1,7 +1,7 @@
 //! A consistent-hash ring with virtual nodes: where each key lives, and what must move when the
 //! membership changes.
 //!
-//! - [`token`] maps a key to its position on the ring (`xxh3_64`, part of kvstore's on-disk
+//! - [`token()`] maps a key to its position on the ring (`xxh3_64`, part of kvstore's on-disk
 //!   contract).
 //! - [`Ring`] is an immutable membership snapshot: each node has `vnodes` virtual nodes (default
 //!   100, optionally weighted); [`Ring::preference_list`] gives a token's replicas, the first `rf`
@@ -23,9 +23,9 @@
 //!
 //! Learned from: the Dynamo paper (virtual nodes, preference lists that skip repeated physical
 //! nodes, strategy 3's equal fixed partitions), Riak (a claim that keeps a node's partitions
-//! `n_val` apart), Cassandra (`(previous, token]` ownership; its replication-aware token allocator,
-//! which we tried first and which could not undo the skew of earlier joins, see `balanced.rs`;
-//! epoch-numbered cluster metadata from CEP-21).
+//! `n_val` apart), Cassandra (`(previous, token]` ownership; not its replication-aware token
+//! allocator, which cannot undo the skew of earlier joins, see `balanced.rs`; epoch-numbered
+//! cluster metadata from CEP-21).
 //!
 //! # Example
 //! ```

@@ -87,8 +87,9 @@ impl TransferPlan {
 /// what actually moves: about `rf / (N + 1)` of the token space for a join to N nodes.
 ///
 /// # Errors
-/// [`Error::EmptyRing`] if either ring is empty; [`Error::InvalidReplicationFactor`] if `rf` is 0
-/// or more than either ring's node count.
+/// [`Error::EmptyRing`](crate::Error::EmptyRing) if either ring is empty;
+/// [`Error::InvalidReplicationFactor`](crate::Error::InvalidReplicationFactor) if `rf` is 0 or
+/// more than either ring's node count.
 ///
 /// # Example
 /// ```

@@ -757,8 +757,8 @@ mod tests {
         }
     }
 
-    /// Regression: positions derived as `xxh3_64_with_seed(id, index)` collided for short ids
-    /// (`n10` at index 2 and `n11` at index 1), leaving nodes with fewer virtual nodes.
+    /// Short ids get all their virtual nodes: positions derived as
+    /// `xxh3_64_with_seed(id, index)` would collide (`n10` at index 2 and `n11` at index 1).
     #[test]
     fn hash_positions_of_short_ids_do_not_collide() {
         let ids: Vec<String> = (0..200).map(|n| format!("n{n}")).collect();
@@ -787,7 +787,8 @@ mod tests {
             .at_epoch(ring.epoch());
         assert_eq!(restored.epoch(), ring.epoch());
         let (a, b) = (ring.add_node("f").unwrap(), restored.add_node("f").unwrap());
-        // Regression: a node of a small balanced ring owns more than MAX_VNODES partitions.
+        // A node of a small balanced ring owns more than MAX_VNODES partitions, and its tokens
+        // are accepted back.
         let big = Ring::with_nodes(options.vnodes(256).unwrap(), ["x", "y", "z"]).unwrap();
         let tokens = big.tokens_of("x").unwrap();
         assert!(tokens.len() > MAX_VNODES as usize);

@@ -22,11 +22,11 @@
 //! segment to be published, and reopens the tail in the new one (the protocol and why it is
 //! correct: `src/sequencer.rs`). An append returns only once its record is published (a
 //! crash of the process while an earlier appender is still copying must not hide an
-//! acknowledged record behind a torn one: the `kill_child` test found exactly that before
-//! this rule). Under `Always`, only the flush
-//! leader waits for publication; its followers poll the durable watermark for a few
-//! `sched_yield`s, then sleep on the group-commit condvar (polling first halved the cost of a
-//! sleep and a wake-up per append, the bottleneck with 64 writers on 2 cores). Under a
+//! acknowledged record behind a torn one; `tests/kill_child.rs` checks exactly that). Under
+//! `Always`, only the flush leader waits for publication; its followers poll the durable
+//! watermark for a few `sched_yield`s, then sleep on the group-commit condvar (polling first
+//! halves the cost of a sleep and a wake-up per append, the bottleneck with 64 writers on 2
+//! cores). Under a
 //! real-time scheduling policy (`SCHED_FIFO`, e.g. `chrt -f`) that polling keeps the cores
 //! from the kernel threads that complete the flush's I/O: measured, 64 writers under
 //! `chrt -f 10` made 31 K durable appends/s (1 ms per flush) against 266 K/s without it.

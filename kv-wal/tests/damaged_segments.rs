@@ -1,7 +1,7 @@
 //! Segment files damaged outside the log's control: shortened, or made sparse by a copy.
-//! Regression tests for two review findings: a shortened older segment cut at a record
-//! boundary passed for a complete one (later segments were then returned after a hole), and a
-//! sparse segment was mapped without being allocated (a SIGBUS on a full disk).
+//! A shortened older segment cut at a record boundary must not pass for a complete one (later
+//! segments would be returned after a hole), and a sparse segment must be allocated before it
+//! is mapped (else a write to a hole on a full disk is a SIGBUS).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 

@@ -108,10 +108,9 @@ fn periodic_flusher_flushes_and_stops_on_drop() {
     Wal::open(dir.path(), WalOptions::new()).unwrap();
 }
 
-/// Regression (review finding): a panic in the flush hook left the flush leader marked for
-/// ever, so every later `Always` append, `sync()` and the `Drop` of a `Periodic` log hung.
-/// Now it poisons the log like a failed flush. Every wait below is bounded by the fix: without
-/// it the second append never returns.
+/// A panic in the flush hook poisons the log like a failed flush. Were the flush leader left
+/// marked instead, every later `Always` append, `sync()` and the `Drop` of a `Periodic` log
+/// would hang: the second append below would never return.
 #[test]
 fn a_panicking_flush_hook_poisons_instead_of_hanging() {
     let dir = fast_tempdir();

@@ -233,10 +233,9 @@ fn a_missing_segment_is_an_error() {
     ));
 }
 
-/// Regression (review finding): iterating from a position in a removed segment silently
-/// started at the oldest remaining record, so a reader resuming there skipped records without
-/// noticing. It is an `InvalidLsn` error now, as `read` of the same position is; `Lsn::ZERO`
-/// still means "from the oldest record".
+/// Iterating from a position in a removed segment is an `InvalidLsn` error, as `read` of the
+/// same position is: starting silently at the oldest remaining record would let a reader
+/// resuming there skip records without noticing. `Lsn::ZERO` means "from the oldest record".
 #[test]
 fn iterating_from_a_removed_segment_is_an_error() {
     let dir = fast_tempdir();
@@ -258,8 +257,8 @@ fn iterating_from_a_removed_segment_is_an_error() {
     assert!(from_zero.lsn.segment() >= 2);
 }
 
-/// A misaligned `Lsn`, or one inside the segment header, is `InvalidLsn` (it was reported as a
-/// corrupt record, which reads like disk damage).
+/// A misaligned `Lsn`, or one inside the segment header, is `InvalidLsn` (the caller's
+/// mistake), not a corrupt record, which would read like disk damage.
 #[test]
 fn reading_a_misaligned_lsn_is_invalid() {
     let dir = fast_tempdir();

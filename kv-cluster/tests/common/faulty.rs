@@ -23,6 +23,8 @@ pub struct Faults {
     pub export_down: Mutex<Vec<String>>,
     /// Nodes whose syncs fail.
     pub sync_down: Mutex<Vec<String>>,
+    /// Every replica's `digests` panics (a replica's bug) while this is set.
+    pub panic_digests: AtomicBool,
     /// Every `reserve` hint: (node, ranges, keys, imports into that node before it).
     #[allow(clippy::type_complexity)]
     pub reserved: Mutex<Vec<(String, Vec<TokenRange>, u64, usize)>>,
@@ -155,6 +157,10 @@ impl Replica for Faulty {
         range: TokenRange,
         leaves: u32,
     ) -> Result<Vec<kv_cluster::Digest>> {
+        assert!(
+            !self.faults.panic_digests.load(Ordering::Relaxed),
+            "injected panic in digests"
+        );
         self.inner.digests(epoch, range, leaves)
     }
 }
