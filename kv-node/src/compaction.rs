@@ -480,9 +480,9 @@ mod tests {
     /// not take the record for dead and delete it with its segment.
     ///
     /// The compaction runs on another thread while this one holds the gate as that writer
-    /// would; 200 ms later the writer finishes. On the old code, the compaction had scanned
-    /// the segment by then (it needs well under a millisecond): the test fails. With the
-    /// barrier it waits for the writer, whatever the machine's speed.
+    /// would; 200 ms later the writer finishes. Without the barrier the compaction has scanned
+    /// the segment by then (it needs well under a millisecond) and the test fails; with it,
+    /// the compaction waits for the writer, whatever the machine's speed.
     #[test]
     fn a_write_between_its_append_and_its_index_update_survives_compaction() {
         let dir = tempfile::tempdir().unwrap();

@@ -613,7 +613,7 @@ impl Inner {
         self.write_with(token, key, value, version, true)
     }
 
-    /// [`Inner::write`], looking the key up first only if `look_first` (see
+    /// `Inner::write` (a test-only helper), looking the key up first only if `look_first` (see
     /// `Node::apply_checked`).
     pub fn write_with(
         &self,
@@ -1023,7 +1023,7 @@ mod tests {
 
     /// The winner of a race (version 3) is preempted between its index update and its cache
     /// refresh; the loser (version 2) finds 3 in the index and returns. A get after that must
-    /// not see version 1 from the cache. (Caught by `tests/coherence.rs`, ~1 run in 50.)
+    /// not see version 1 from the cache. (`tests/coherence.rs` hits this race in about 1 run in 50.)
     #[test]
     fn a_write_overtaken_before_its_append_drops_older_cached_versions() {
         let dir = tempfile::tempdir().unwrap();

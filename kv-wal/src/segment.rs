@@ -348,7 +348,7 @@ impl Segment {
     ///
     /// Why: an append's completion is a locked compare-and-swap, which waits until the
     /// record's stores have left the store buffer; with the record's lines not in the cache
-    /// that wait was a memory latency per append (perf, 3-replica node writes on one thread:
+    /// that wait is a memory latency per append (perf, 3-replica node writes on one thread:
     /// `Sequencer::complete` 9.5% of the samples, 2.8% with this prefetch).
     pub(crate) fn prefetch_for_write(&self, offset: usize) {
         #[cfg(target_arch = "x86_64")]

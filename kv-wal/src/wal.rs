@@ -1006,10 +1006,10 @@ mod tests {
         assert_eq!(wal.read(b).unwrap(), &big[..]);
     }
 
-    /// Regression (review of the group commit): a caller whose target an earlier flush made
-    /// durable gets `Ok` even once a later flush has failed; it used to get `Poisoned` (a
-    /// follower that a successful flush covered, but that took the mutex only after the next
-    /// flush had failed, reported an error for a durable record).
+    /// A caller whose target an earlier flush made durable gets `Ok` even once a later flush
+    /// has failed, not `Poisoned`: a follower that a successful flush covered, but that takes
+    /// the mutex only after the next flush failed, must not report an error for a durable
+    /// record.
     #[test]
     fn a_durable_target_is_ok_after_a_later_flush_fails() {
         let dir = tempfile::tempdir().unwrap();
