@@ -1,6 +1,8 @@
 //! Every command through a real client (the `redis` crate) and, where the exact bytes matter,
 //! through a raw socket, compared with Redis 7's replies.
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
 mod common;
 
 use common::{TestServer, exchange, read_to_close};

@@ -1,5 +1,7 @@
 //! The client cap, and graceful shutdown keeping every acknowledged write.
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
 mod common;
 
 use std::time::Duration;

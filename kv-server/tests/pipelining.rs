@@ -1,6 +1,8 @@
 //! Pipelined batches: many commands in one write, replies in order, writes visible to later
 //! reads of the same batch; many clients at once.
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
 mod common;
 
 use std::io::Write;

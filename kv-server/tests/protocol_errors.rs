@@ -1,6 +1,8 @@
 //! Malformed input from one client: the server answers `-ERR Protocol error: ...` as Redis
 //! does and closes that connection; other clients are unaffected.
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
 mod common;
 
 use std::io::Write;
