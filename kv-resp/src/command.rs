@@ -90,6 +90,9 @@ pub struct CommandDecoder {
     remaining: usize,
     /// Bytes at the buffer's front already searched for the current line's end.
     scanned: usize,
+    /// Bytes of the command being decoded consumed so far (checked against
+    /// [`Limits::max_frame_len`]).
+    consumed: usize,
 }
 
 impl Default for CommandDecoder {
@@ -112,6 +115,7 @@ impl CommandDecoder {
             args: Vec::new(),
             remaining: 0,
             scanned: 0,
+            consumed: 0,
         }
     }
 
@@ -143,6 +147,7 @@ impl CommandDecoder {
             self.args.clear();
             self.remaining = 0;
             self.scanned = 0;
+            self.consumed = 0;
         }
         result
     }
@@ -198,6 +203,7 @@ impl CommandDecoder {
         }
         buf.advance(cr + 2);
         self.scanned = 0;
+        self.consumed = cr + 2;
         // Redis treats a count <= 0 as an empty command.
         self.remaining = usize::try_from(count).unwrap_or(0);
         if self.remaining > 0 {
@@ -228,6 +234,11 @@ impl CommandDecoder {
         }
         let data = cr + 2;
         let end = data.saturating_add(len).saturating_add(2);
+        if self.consumed.saturating_add(end) > self.limits.get_max_frame_len() {
+            return Err(Error::FrameTooBig {
+                limit: self.limits.get_max_frame_len(),
+            });
+        }
         if buf.len() < end {
             // The header is parsed again on the next call: a few bytes, once per read.
             return Ok(false);
@@ -239,6 +250,7 @@ impl CommandDecoder {
         self.args.push(buf.split_to(len).freeze());
         buf.advance(2);
         self.scanned = 0;
+        self.consumed += end;
         self.remaining -= 1;
         Ok(true)
     }
@@ -254,6 +266,11 @@ impl CommandDecoder {
             return Ok(Inline::Incomplete);
         };
         let newline = from + i;
+        if newline >= self.limits.get_max_frame_len() {
+            return Err(Error::FrameTooBig {
+                limit: self.limits.get_max_frame_len(),
+            });
+        }
         let line = buf.split_to(newline + 1).freeze();
         self.scanned = 0;
         let content = if newline > 0 && line[newline - 1] == b'\r' {
@@ -404,6 +421,23 @@ mod tests {
             run(b"*1\r\n$1111111111111111111"),
             Err(Error::BulkCountTooBig)
         );
+    }
+
+    #[test]
+    fn a_command_longer_than_the_frame_limit_is_refused_at_the_header() {
+        let limits = Limits::new().max_frame_len(100).max_bulk_len(60);
+        let mut d = CommandDecoder::with_limits(limits);
+        // 4 + 9 + 50+2 bytes so far, then a bulk that would end past 100 bytes.
+        let mut buf = BytesMut::from(&b"*3\r\n$3\r\nSET\r\n$50\r\n"[..]);
+        buf.extend_from_slice(&[b'x'; 50]);
+        buf.extend_from_slice(b"\r\n$30\r\n");
+        assert_eq!(d.decode(&mut buf), Err(Error::FrameTooBig { limit: 100 }));
+        // The same within the limit.
+        let mut d = CommandDecoder::with_limits(limits.max_frame_len(200));
+        let mut buf = BytesMut::from(&b"*3\r\n$3\r\nSET\r\n$50\r\n"[..]);
+        buf.extend_from_slice(&[b'x'; 50]);
+        buf.extend_from_slice(b"\r\n$30\r\n");
+        assert_eq!(d.decode(&mut buf), Ok(None));
     }
 
     #[test]

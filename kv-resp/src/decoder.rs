@@ -90,7 +90,8 @@ impl FrameDecoder {
         }
         loop {
             let rest = &buf[self.pos..];
-            let item = match parse_item(rest, &self.limits, &mut self.scanned) {
+            let budget = self.limits.get_max_frame_len().saturating_sub(self.pos);
+            let item = match parse_item(rest, &self.limits, &mut self.scanned, budget) {
                 Ok(Some(item)) => item,
                 Ok(None) => return Ok(None),
                 Err(e) => {
@@ -100,6 +101,14 @@ impl FrameDecoder {
                 }
             };
             self.scanned = 0;
+            let len = match item {
+                Item::Leaf { len, .. } | Item::Aggregate { len, .. } => len,
+            };
+            if self.pos.saturating_add(len) > self.limits.get_max_frame_len() {
+                let limit = self.limits.get_max_frame_len();
+                self.reset();
+                return Err(Error::FrameTooBig { limit });
+            }
             match item {
                 Item::Leaf { len, .. } => self.pos += len,
                 Item::Aggregate { len, children, .. } => {
@@ -160,7 +169,7 @@ fn build(data: &Bytes, limits: &Limits) -> Result<Frame> {
     let mut pos = 0;
     loop {
         let mut scanned = 0;
-        let item = parse_item(&data[pos..], limits, &mut scanned)
+        let item = parse_item(&data[pos..], limits, &mut scanned, usize::MAX)
             .map_err(|e| shift(e, pos))?
             .ok_or(Error::InvalidTerminator { offset: pos })?;
         let at = |r: std::ops::Range<usize>| data.slice(pos + r.start..pos + r.end);
@@ -417,6 +426,18 @@ mod tests {
             frame = items.pop().expect("one child");
         }
         assert_eq!(seen, depth);
+    }
+
+    #[test]
+    fn a_frame_longer_than_its_limit_is_refused_at_the_bulk_header() {
+        let limits = Limits::new().max_frame_len(64);
+        let mut buf = BytesMut::from(&b"*2\r\n$10\r\n0123456789\r\n$60\r\n"[..]);
+        assert_eq!(
+            FrameDecoder::with_limits(limits).decode(&mut buf),
+            Err(Error::FrameTooBig { limit: 64 })
+        );
+        let mut buf = BytesMut::from(&b"*2\r\n$10\r\n0123456789\r\n$30\r\n"[..]);
+        assert_eq!(FrameDecoder::with_limits(limits).decode(&mut buf), Ok(None));
     }
 
     #[test]

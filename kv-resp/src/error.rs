@@ -66,6 +66,14 @@ pub enum Error {
         /// The limit that was passed.
         limit: usize,
     },
+    /// A command or frame that would span more than
+    /// [`Limits::max_frame_len`](crate::Limits::max_frame_len) bytes. Redis closes such a client
+    /// without a reply (`client-query-buffer-limit`); this text is this crate's.
+    #[error("command or frame longer than {limit} bytes")]
+    FrameTooBig {
+        /// The limit that was passed.
+        limit: usize,
+    },
     /// A frame that starts with a byte that is no RESP2 or RESP3 type.
     #[error("unknown frame type '{}'", printable(*byte))]
     UnknownType {

@@ -49,11 +49,17 @@ pub(crate) enum Item {
 
 /// Parses the item at the start of `buf`, or returns `None` if its bytes have not all
 /// arrived. `scanned` carries how much of the header line was already searched for `\r`
-/// between calls (reset it to 0 when moving to the next item).
+/// between calls (reset it to 0 when moving to the next item). A bulk claiming to end past
+/// `budget` bytes is [`Error::FrameTooBig`] as soon as its header is read.
 ///
 /// Nothing is allocated and nothing is copied; a bulk's claimed length is only compared with
 /// the limit and with the bytes present.
-pub(crate) fn parse_item(buf: &[u8], limits: &Limits, scanned: &mut usize) -> Result<Option<Item>> {
+pub(crate) fn parse_item(
+    buf: &[u8],
+    limits: &Limits,
+    scanned: &mut usize,
+    budget: usize,
+) -> Result<Option<Item>> {
     let Some(&ty) = buf.first() else {
         return Ok(None);
     };
@@ -115,6 +121,11 @@ pub(crate) fn parse_item(buf: &[u8], limits: &Limits, scanned: &mut usize) -> Re
             // len <= max_bulk_len <= usize::MAX; saturate rather than overflow.
             let data_end = line_len.saturating_add(len);
             let end = data_end.saturating_add(2);
+            if end > budget {
+                return Err(Error::FrameTooBig {
+                    limit: limits.get_max_frame_len(),
+                });
+            }
             if buf.len() < end {
                 return Ok(None);
             }

@@ -10,8 +10,9 @@
 //! - [`Encoder`] writes frames, or replies piece by piece, for a [`Protocol`]; RESP2 clients
 //!   get RESP3 types downgraded as Redis downgrades them (map to flat array, null to `$-1` or
 //!   `*-1`, double to bulk string, boolean to integer).
-//! - [`Limits`] bound bulk length, array length, nesting depth and header line length, with
-//!   defaults fitted to the store (values up to 16 MiB, keys up to 64 KiB).
+//! - [`Limits`] bound bulk length, array length, nesting depth, header line length and a whole
+//!   command's or frame's length, with defaults fitted to the store (values up to 16 MiB, keys
+//!   up to 64 KiB).
 //!
 //! The crate has no I/O and no async: it works on [`bytes::BytesMut`] buffers that the caller
 //! fills, and never panics on input (malformed input is an [`Error`]).

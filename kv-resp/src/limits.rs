@@ -13,6 +13,9 @@ pub const DEFAULT_MAX_ARRAY_LEN: usize = 1 << 20;
 pub const DEFAULT_MAX_DEPTH: usize = 32;
 /// Default [`Limits::max_inline_len`]: 64 KiB, Redis's `PROTO_INLINE_MAX_SIZE`.
 pub const DEFAULT_MAX_INLINE_LEN: usize = 64 << 10;
+/// Default [`Limits::max_frame_len`]: 256 MiB, sixteen values of the store's largest size in
+/// one command (Redis bounds a client's whole query buffer at 1 GB, `client-query-buffer-limit`).
+pub const DEFAULT_MAX_FRAME_LEN: usize = 256 << 20;
 
 /// Limits on bulk length, array length, nesting depth and line length.
 ///
@@ -34,6 +37,7 @@ pub struct Limits {
     max_array_len: usize,
     max_depth: usize,
     max_inline_len: usize,
+    max_frame_len: usize,
 }
 
 impl Default for Limits {
@@ -44,13 +48,14 @@ impl Default for Limits {
 
 impl Limits {
     /// The defaults: [`DEFAULT_MAX_BULK_LEN`], [`DEFAULT_MAX_ARRAY_LEN`],
-    /// [`DEFAULT_MAX_DEPTH`], [`DEFAULT_MAX_INLINE_LEN`].
+    /// [`DEFAULT_MAX_DEPTH`], [`DEFAULT_MAX_INLINE_LEN`], [`DEFAULT_MAX_FRAME_LEN`].
     pub const fn new() -> Self {
         Self {
             max_bulk_len: DEFAULT_MAX_BULK_LEN,
             max_array_len: DEFAULT_MAX_ARRAY_LEN,
             max_depth: DEFAULT_MAX_DEPTH,
             max_inline_len: DEFAULT_MAX_INLINE_LEN,
+            max_frame_len: DEFAULT_MAX_FRAME_LEN,
         }
     }
 
@@ -80,6 +85,20 @@ impl Limits {
     pub const fn max_inline_len(mut self, bytes: usize) -> Self {
         self.max_inline_len = bytes;
         self
+    }
+
+    /// The most bytes one command or frame may span, all its elements included; more is
+    /// [`Error::FrameTooBig`](crate::Error::FrameTooBig). Without it, a command of a million
+    /// arguments of 32 MiB each would be within every other limit. Checked when an element's
+    /// header is read, before its bytes arrive.
+    pub const fn max_frame_len(mut self, bytes: usize) -> Self {
+        self.max_frame_len = bytes;
+        self
+    }
+
+    /// See [`Limits::max_frame_len`].
+    pub const fn get_max_frame_len(&self) -> usize {
+        self.max_frame_len
     }
 
     /// See [`Limits::max_bulk_len`].
