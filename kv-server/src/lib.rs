@@ -65,7 +65,8 @@ mod session;
 
 pub use error::{Error, Result};
 pub use options::{
-    DEFAULT_MAX_BATCH, DEFAULT_MAX_CLIENTS, DEFAULT_MAX_PENDING_REPLY_BYTES, ServerOptions,
+    DEFAULT_MAX_BATCH, DEFAULT_MAX_CLIENTS, DEFAULT_MAX_PENDING_REPLY_BYTES,
+    DEFAULT_SHUTDOWN_GRACE, ServerOptions,
 };
 pub use server::Server;
 

@@ -1,5 +1,7 @@
 //! The server's settings.
 
+use std::time::Duration;
+
 use kv_resp::Limits;
 
 /// Default [`ServerOptions::max_clients`]: Redis's `maxclients` default.
@@ -8,6 +10,8 @@ pub const DEFAULT_MAX_CLIENTS: usize = 10_000;
 pub const DEFAULT_MAX_PENDING_REPLY_BYTES: usize = 1 << 20;
 /// Default [`ServerOptions::max_batch`]: commands taken from the read buffer per batch.
 pub const DEFAULT_MAX_BATCH: usize = 1024;
+/// Default [`ServerOptions::shutdown_grace`]: 10 seconds.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// How the server treats its clients.
 ///
@@ -21,6 +25,7 @@ pub struct ServerOptions {
     max_pending_reply_bytes: usize,
     max_batch: usize,
     limits: Limits,
+    shutdown_grace: Duration,
 }
 
 impl Default for ServerOptions {
@@ -37,6 +42,7 @@ impl ServerOptions {
             max_pending_reply_bytes: DEFAULT_MAX_PENDING_REPLY_BYTES,
             max_batch: DEFAULT_MAX_BATCH,
             limits: Limits::new(),
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
         }
     }
 
@@ -67,6 +73,19 @@ impl ServerOptions {
     pub const fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
         self
+    }
+
+    /// How long a shutdown waits for connections to finish the batch they are executing and
+    /// write its replies; connections still busy then (a client that stopped reading its
+    /// replies) are dropped.
+    pub const fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = grace;
+        self
+    }
+
+    /// See [`ServerOptions::shutdown_grace`].
+    pub const fn get_shutdown_grace(&self) -> Duration {
+        self.shutdown_grace
     }
 
     /// See [`ServerOptions::max_clients`].

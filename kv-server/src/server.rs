@@ -20,7 +20,7 @@ use crate::options::ServerOptions;
 ///
 /// [`Server::run`] accepts clients until its shutdown future completes, then stops
 /// accepting, lets every connection finish the batch it is executing (and write its
-/// replies), closes them, and returns. The cluster is the caller's to flush and close
+/// replies, within [`ServerOptions::shutdown_grace`]), closes them, and returns. The cluster is the caller's to flush and close
 /// afterwards (the server holds it in an `Arc` that `run` drops before returning).
 #[derive(Debug)]
 pub struct Server {
@@ -114,7 +114,14 @@ impl Server {
         }
         drop(listener);
         let _ = stop.send(true);
-        while connections.join_next().await.is_some() {}
+        let drain = async { while connections.join_next().await.is_some() {} };
+        if tokio::time::timeout(options.get_shutdown_grace(), drain)
+            .await
+            .is_err()
+        {
+            // Stuck writing to clients that do not read: drop them.
+            connections.shutdown().await;
+        }
         Ok(())
     }
 }

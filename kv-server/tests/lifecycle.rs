@@ -71,3 +71,61 @@ fn graceful_shutdown_keeps_acknowledged_writes() {
         assert_eq!(v.as_deref(), Some(i.to_string().as_bytes()), "{key}");
     }
 }
+
+#[test]
+fn a_client_that_does_not_read_stops_being_read() {
+    use std::io::{ErrorKind, Write};
+
+    let server =
+        TestServer::with_options(ServerOptions::new().shutdown_grace(Duration::from_millis(500)));
+    let mut c = server.client();
+    redis::cmd("SET")
+        .arg("big")
+        .arg(vec![b'v'; 1 << 20])
+        .query::<()>(&mut c)
+        .unwrap();
+
+    // GET the 1 MiB value over and over without reading a reply: once the replies fill the
+    // socket buffers the server must stop reading, and our writes must block.
+    let mut s = server.raw();
+    s.set_nonblocking(true).unwrap();
+    let request = b"GET big\r\n".repeat(1000);
+    let mut written = 0usize;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut blocked_since = None;
+    loop {
+        assert!(std::time::Instant::now() < deadline, "writes never blocked");
+        match s.write(&request) {
+            Ok(n) => {
+                written += n;
+                blocked_since = None;
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                let since = *blocked_since.get_or_insert_with(std::time::Instant::now);
+                // Blocked for a while: the server is not reading.
+                if since.elapsed() > Duration::from_millis(300) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("{e}"),
+        }
+        assert!(
+            written < 256 << 20,
+            "the server kept reading: {written} bytes taken"
+        );
+    }
+    // The server buffered at most the socket buffers' worth of requests, not the 1 MiB
+    // replies they ask for (which would be tens of GiB by now).
+    assert!(written < 64 << 20, "{written} bytes of requests taken");
+
+    // Other clients are served meanwhile, and shutdown is not held up by the stuck client.
+    let v: Vec<u8> = redis::cmd("GET").arg("big").query(&mut c).unwrap();
+    assert_eq!(v.len(), 1 << 20);
+    let started = std::time::Instant::now();
+    let (cluster, _dir) = server.stop();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    if let Some(cluster) = cluster {
+        cluster.close().unwrap();
+    }
+}
