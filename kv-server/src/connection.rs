@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use kv_cluster::Cluster;
@@ -68,7 +69,9 @@ pub(crate) async fn serve(
             // As Redis: reply, then close the connection.
             let text = format!("ERR Protocol error: {e}");
             session.encoder().error(&mut replies, text.as_bytes());
-            let _ = stream.write_all(&replies).await;
+            if stream.write_all(&replies).await.is_ok() {
+                close_gracefully(stream).await;
+            }
             return;
         }
         if batch_full {
@@ -87,6 +90,28 @@ pub(crate) async fn serve(
             _ = shutdown.changed() => return,
         }
     }
+}
+
+/// Closes after an error reply so that the client reads the reply: sends FIN, then discards
+/// what the client still sends for a moment. Closing with unread input would send a TCP
+/// reset, which can destroy the reply in the client's receive buffer before it is read.
+async fn close_gracefully(mut stream: TcpStream) {
+    const DRAIN_BYTES: usize = 1 << 20;
+    const DRAIN_TIME: Duration = Duration::from_secs(1);
+    if stream.shutdown().await.is_err() {
+        return;
+    }
+    let drain = async {
+        let mut sink = vec![0u8; READ_CHUNK];
+        let mut drained = 0;
+        while drained < DRAIN_BYTES {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => drained += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
 }
 
 /// Executes commands from the queue on a storage thread if any touches the store (a write may
