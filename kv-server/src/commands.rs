@@ -66,7 +66,12 @@ pub(crate) fn execute(
         if is_plain(cmd, "get", 2) || is_plain(cmd, "set", 3) {
             let run = take_run(queue);
             if run[0].len() == 2 {
-                get_run(cluster, session, &run, out);
+                let unanswered = get_run(cluster, session, &run, out, flush_at);
+                // Put back what did not fit, to be executed (read again) after the replies so
+                // far are written: a run of large values must not pass the reply bound.
+                for cmd in run.into_iter().skip(unanswered.start).rev() {
+                    queue.push_front(cmd);
+                }
             } else {
                 set_run(cluster, session, &run, out);
             }
@@ -103,24 +108,42 @@ fn take_run(queue: &mut VecDeque<Command>) -> Vec<Command> {
     run
 }
 
-fn get_run(cluster: &Cluster, session: &Session, run: &[Command], out: &mut BytesMut) {
+/// Answers a run of `GET`s with one `get_many`, stopping once `out` reaches `flush_at` (at
+/// least one is answered); returns the range of the run left unanswered.
+fn get_run(
+    cluster: &Cluster,
+    session: &Session,
+    run: &[Command],
+    out: &mut BytesMut,
+    flush_at: usize,
+) -> std::ops::Range<usize> {
     let keys: Vec<&[u8]> = run.iter().map(|c| &c.args()[1][..]).collect();
+    let mut answered = 0;
     match cluster.get_many(&keys) {
         Ok(values) => {
             for v in values {
+                if answered > 0 && out.len() >= flush_at {
+                    break;
+                }
                 value_reply(session, v, out);
+                answered += 1;
             }
         }
         // One answer per command: retry one by one so each gets its own result.
         Err(_) => {
             for key in keys {
+                if answered > 0 && out.len() >= flush_at {
+                    break;
+                }
                 match cluster.get(key) {
                     Ok(v) => value_reply(session, v, out),
                     Err(e) => cluster_error(session, &e, out),
                 }
+                answered += 1;
             }
         }
     }
+    answered..run.len()
 }
 
 fn set_run(cluster: &Cluster, session: &Session, run: &[Command], out: &mut BytesMut) {

@@ -24,7 +24,8 @@
 //!
 //! Backpressure: the next batch is not executed, and the socket not read, until the previous
 //! replies are written; replies are written early once they pass
-//! [`ServerOptions::max_pending_reply_bytes`]. A client that stops reading its replies stops
+//! [`ServerOptions::max_pending_reply_bytes`] (a run of `GET`s that passes it puts its
+//! unanswered commands back, to be executed after the write). A client that stops reading its replies stops
 //! being read. The read buffer holds at most one incomplete command beyond a batch, bounded by
 //! the parser's [`kv_resp::Limits`].
 //!

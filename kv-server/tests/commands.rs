@@ -178,6 +178,8 @@ fn resp3_through_the_client() {
     let server = TestServer::start();
     let client = redis::Client::open(format!("{}?protocol=resp3", server.url())).unwrap();
     let mut c = client.get_connection().unwrap();
+    c.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
     let _: () = c.set("k", "v").unwrap();
     let v: Value = c.get("missing").unwrap();
     assert_eq!(v, Value::Nil);

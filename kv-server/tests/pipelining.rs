@@ -68,6 +68,8 @@ fn one_hundred_concurrent_connections() {
             let url = server.url();
             std::thread::spawn(move || {
                 let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+                c.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+                    .unwrap();
                 for i in 0..20 {
                     let key = format!("t{t}:k{i}");
                     redis::cmd("SET")
@@ -84,4 +86,32 @@ fn one_hundred_concurrent_connections() {
     for t in threads {
         t.join().unwrap();
     }
+}
+
+#[test]
+fn a_run_of_large_gets_is_answered_in_order_across_reply_flushes() {
+    use kv_server::ServerOptions;
+
+    // A reply bound of 64 KiB and values of 40 KiB: every second GET of the run waits for a
+    // write, and is executed again after it.
+    let server = TestServer::with_options(ServerOptions::new().max_pending_reply_bytes(64 << 10));
+    let mut c = server.client();
+    for i in 0..10u8 {
+        redis::cmd("SET")
+            .arg(format!("k{i}"))
+            .arg(vec![i; 40 << 10])
+            .query::<()>(&mut c)
+            .unwrap();
+    }
+    let mut pipe = redis::pipe();
+    for i in 0..10 {
+        pipe.cmd("GET").arg(format!("k{i}"));
+    }
+    pipe.cmd("GET").arg("missing");
+    let replies: Vec<Option<Vec<u8>>> = pipe.query(&mut c).unwrap();
+    assert_eq!(replies.len(), 11);
+    for (i, r) in replies[..10].iter().enumerate() {
+        assert_eq!(r.as_deref(), Some(&vec![i as u8; 40 << 10][..]), "GET k{i}");
+    }
+    assert_eq!(replies[10], None);
 }

@@ -72,11 +72,16 @@ impl TestServer {
         format!("redis://{}/", self.addr)
     }
 
+    /// A client whose reads time out, so that a missing reply fails the test instead of
+    /// hanging it.
     pub fn client(&self) -> redis::Connection {
-        redis::Client::open(self.url())
+        let c = redis::Client::open(self.url())
             .expect("client")
             .get_connection()
-            .expect("connect")
+            .expect("connect");
+        c.set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("read timeout");
+        c
     }
 
     pub fn raw(&self) -> TcpStream {
