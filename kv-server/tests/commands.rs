@@ -140,6 +140,25 @@ fn exact_replies_match_redis() {
 }
 
 #[test]
+fn inline_commands_with_quotes_as_typed_into_telnet() {
+    let server = TestServer::start();
+    let mut s = server.raw();
+    assert_eq!(
+        exchange(&mut s, b"SET \"a key\" 'a \\'quoted\\' value'\r\n", 5),
+        b"+OK\r\n"
+    );
+    assert_eq!(
+        exchange(&mut s, b"set bin \"\\x00\\xff\\r\\n\"\n", 5),
+        b"+OK\r\n"
+    );
+    let mut c = server.client();
+    let v: String = c.get("a key").unwrap();
+    assert_eq!(v, "a 'quoted' value");
+    let v: Vec<u8> = c.get("bin").unwrap();
+    assert_eq!(v, b"\x00\xff\r\n");
+}
+
+#[test]
 fn unsupported_set_options_are_refused_by_name() {
     let server = TestServer::start();
     let mut s = server.raw();

@@ -33,6 +33,17 @@ fn malformed_input_gets_redis_protocol_errors() {
     error_then_close(&server, b"*abc\r\n", "invalid multibulk length");
     error_then_close(&server, b"*1000000000\r\n", "invalid multibulk length");
     error_then_close(&server, b"*1\r\n+PING\r\n", "expected '$', got '+'");
+    // Commands are flat: a nested array is not a bulk string.
+    error_then_close(
+        &server,
+        b"*1\r\n*1\r\n$4\r\nPING\r\n",
+        "expected '$', got '*'",
+    );
+    error_then_close(
+        &server,
+        b"\x01\xff\x13garbage \"\r\n",
+        "unbalanced quotes in request",
+    );
     error_then_close(&server, b"SET \"k v\r\n", "unbalanced quotes in request");
     error_then_close(&server, &vec![b'x'; 70_000], "too big inline request");
     // Commands before the bad one are answered first.
