@@ -19,6 +19,8 @@
 //! per frame). The batch goes to a storage thread (`spawn_blocking`) once, not once per
 //! command, and only if one of its commands touches the store (`PING` never leaves the
 //! runtime): a write can wait for an fsync and must not hold one of the runtime's workers.
+//! (`block_in_place` instead of the hop to the blocking pool was measured slower under
+//! `redis-benchmark`, pipelined or not: see `BENCHMARKS.md`.)
 //! Within the batch, consecutive `GET`s become one `get_many` and consecutive `SET`s one
 //! `put_many` (one batch per node instead of one round per command).
 //!
