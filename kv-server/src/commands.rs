@@ -15,6 +15,7 @@ use crate::session::Session;
 /// The commands this server knows, with Redis's arity.
 const COMMANDS: &[(&str, i32)] = &[
     ("command", -1),
+    ("config", -2),
     ("del", -2),
     ("echo", 2),
     ("exists", -2),
@@ -216,6 +217,7 @@ fn execute_one(cluster: &Cluster, session: &mut Session, cmd: &Command, out: &mu
         },
         "hello" => hello(session, args, out),
         "command" => command(session, args, out),
+        "config" => config(session, args, out),
         "get" => match cluster.get(&args[1]) {
             Ok(v) => value_reply(session, v, out),
             Err(e) => cluster_error(session, &e, out),
@@ -377,6 +379,76 @@ fn command(session: &Session, args: &[Bytes], out: &mut BytesMut) {
     }
 }
 
+/// The configuration `CONFIG GET` reports: what `redis-benchmark` asks at start (`save`,
+/// `appendonly`), so that it prints no warning, and the database count.
+const CONFIG: &[(&str, &str)] = &[("appendonly", "no"), ("databases", "1"), ("save", "")];
+
+/// `CONFIG GET pattern...` (glob patterns, as in Redis 7); other subcommands are refused.
+fn config(session: &Session, args: &[Bytes], out: &mut BytesMut) {
+    let sub = &args[1];
+    if !sub.eq_ignore_ascii_case(b"get") {
+        let text = if [&b"set"[..], b"resetstat", b"rewrite"]
+            .iter()
+            .any(|s| sub.eq_ignore_ascii_case(s))
+        {
+            format!(
+                "ERR CONFIG {} is not supported by kvstore",
+                String::from_utf8_lossy(sub).to_ascii_uppercase()
+            )
+        } else {
+            format!(
+                "ERR unknown subcommand '{}'. Try CONFIG HELP.",
+                String::from_utf8_lossy(c_str(sub, 128))
+            )
+        };
+        return error(session, out, &text);
+    }
+    if args.len() < 3 {
+        return error(session, out, &wrong_arity("config|get"));
+    }
+    let matching: Vec<&(&str, &str)> = CONFIG
+        .iter()
+        .filter(|(name, _)| {
+            args[2..]
+                .iter()
+                .any(|p| glob_match(&p.to_ascii_lowercase(), name.as_bytes()))
+        })
+        .collect();
+    let enc = session.encoder();
+    enc.map_header(out, matching.len());
+    for (name, value) in matching {
+        enc.bulk(out, name.as_bytes());
+        enc.bulk(out, value.as_bytes());
+    }
+}
+
+/// Glob matching with `*` and `?` (Redis's `stringmatchlen` without classes or escapes).
+fn glob_match(pattern: &[u8], s: &[u8]) -> bool {
+    let (mut p, mut i) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while i < s.len() {
+        match pattern.get(p) {
+            Some(b'*') => {
+                star = Some((p, i));
+                p += 1;
+            }
+            Some(&c) if c == b'?' || c == s[i] => {
+                p += 1;
+                i += 1;
+            }
+            _ => match star {
+                Some((sp, si)) => {
+                    p = sp + 1;
+                    i = si + 1;
+                    star = Some((sp, si + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    pattern[p.min(pattern.len())..].iter().all(|&c| c == b'*')
+}
+
 fn count<T>(it: impl Iterator<Item = T>) -> i64 {
     i64::try_from(it.count()).unwrap_or(i64::MAX)
 }
@@ -455,6 +527,17 @@ mod tests {
                 "x".repeat(128)
             )
         );
+    }
+
+    #[test]
+    fn glob_matching() {
+        assert!(glob_match(b"*", b"save"));
+        assert!(glob_match(b"sa?e", b"save"));
+        assert!(glob_match(b"*only", b"appendonly"));
+        assert!(glob_match(b"a*e*y", b"appendonly"));
+        assert!(!glob_match(b"save*x", b"save"));
+        assert!(!glob_match(b"sav", b"save"));
+        assert!(glob_match(b"", b""));
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //!   batches in flight, close the connections; the caller then flushes and closes the cluster).
 //! - Commands, with Redis 7's replies: `PING`, `ECHO`, `GET`, `SET key value`, `DEL`,
 //!   `EXISTS`, `MGET`, `MSET`, `QUIT`, `HELLO [2|3]`, `SELECT 0`, `COMMAND COUNT` (and
-//!   `COMMAND`/`COMMAND DOCS`, answered empty). Unknown commands and wrong arity answer with
+//!   `COMMAND`/`COMMAND DOCS`, answered empty), `CONFIG GET` (what `redis-benchmark` asks). Unknown commands and wrong arity answer with
 //!   Redis's exact texts; `SET` options the store does not support are refused by name, never
 //!   ignored.
 //!

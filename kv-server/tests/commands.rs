@@ -112,7 +112,7 @@ fn exact_replies_match_redis() {
             b"ECHO\r\n",
             b"-ERR wrong number of arguments for 'echo' command\r\n",
         ),
-        (b"COMMAND COUNT\r\n", b":12\r\n"),
+        (b"COMMAND COUNT\r\n", b":13\r\n"),
         (
             b"COMMAND COUNT x\r\n",
             b"-ERR wrong number of arguments for 'command|count' command\r\n",
@@ -127,6 +127,24 @@ fn exact_replies_match_redis() {
             b"-ERR Protocol version is not an integer or out of range\r\n",
         ),
         (b"DEL k k\r\n", b":1\r\n"),
+        (b"CONFIG GET save\r\n", b"*2\r\n$4\r\nsave\r\n$0\r\n\r\n"),
+        (
+            b"CONFIG GET appendonly nothing\r\n",
+            b"*2\r\n$10\r\nappendonly\r\n$2\r\nno\r\n",
+        ),
+        (b"CONFIG GET nothing\r\n", b"*0\r\n"),
+        (
+            b"CONFIG GET\r\n",
+            b"-ERR wrong number of arguments for 'config|get' command\r\n",
+        ),
+        (
+            b"CONFIG SET save x\r\n",
+            b"-ERR CONFIG SET is not supported by kvstore\r\n",
+        ),
+        (
+            b"CONFIG FOO\r\n",
+            b"-ERR unknown subcommand 'FOO'. Try CONFIG HELP.\r\n",
+        ),
     ];
     for (request, reply) in cases {
         let got = exchange(&mut s, request, reply.len());
