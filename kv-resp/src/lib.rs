@@ -109,7 +109,8 @@ pub use encoder::Encoder;
 pub use error::{Error, Result};
 pub use frame::{Frame, Protocol};
 pub use limits::{
-    DEFAULT_MAX_ARRAY_LEN, DEFAULT_MAX_BULK_LEN, DEFAULT_MAX_DEPTH, DEFAULT_MAX_INLINE_LEN, Limits,
+    DEFAULT_MAX_ARRAY_LEN, DEFAULT_MAX_BULK_LEN, DEFAULT_MAX_DEPTH, DEFAULT_MAX_FRAME_LEN,
+    DEFAULT_MAX_INLINE_LEN, Limits,
 };
 
 /// Compiles and runs the README's example as a doctest, so it cannot go stale.
