@@ -310,6 +310,7 @@ fn del(cluster: &Cluster, session: &Session, args: &[Bytes], out: &mut BytesMut)
 /// `HELLO [protover]`: switches protocol and answers Redis's map of server facts. `AUTH` and
 /// `SETNAME` options are not supported yet.
 fn hello(session: &mut Session, args: &[Bytes], out: &mut BytesMut) {
+    let mut protocol = session.protocol;
     if let Some(v) = args.get(1) {
         match parse_i64(v) {
             None => {
@@ -319,18 +320,29 @@ fn hello(session: &mut Session, args: &[Bytes], out: &mut BytesMut) {
                     "ERR Protocol version is not an integer or out of range",
                 );
             }
-            Some(2) => session.protocol = Protocol::Resp2,
-            Some(3) => session.protocol = Protocol::Resp3,
+            Some(2) => protocol = Protocol::Resp2,
+            Some(3) => protocol = Protocol::Resp3,
             Some(_) => return error(session, out, "NOPROTO unsupported protocol version"),
         }
     }
     if let Some(opt) = args.get(2) {
-        let text = format!(
-            "ERR Syntax error in HELLO option '{}'",
-            String::from_utf8_lossy(opt)
-        );
+        let supported_by_redis =
+            opt.eq_ignore_ascii_case(b"auth") || opt.eq_ignore_ascii_case(b"setname");
+        let text = if supported_by_redis {
+            format!(
+                "ERR HELLO option '{}' is not supported by kvstore",
+                String::from_utf8_lossy(opt).to_ascii_uppercase()
+            )
+        } else {
+            format!(
+                "ERR Syntax error in HELLO option '{}'",
+                String::from_utf8_lossy(c_str(opt, usize::MAX))
+            )
+        };
         return error(session, out, &text);
     }
+    // As Redis: the protocol changes only once the whole command is valid.
+    session.protocol = protocol;
     let enc = session.encoder();
     enc.map_header(out, 7);
     enc.bulk(out, b"server");
