@@ -18,6 +18,8 @@ use crate::session::Session;
 
 /// Bytes asked of the socket per read (Redis's `PROTO_IOBUF_LEN`).
 const READ_CHUNK: usize = 16 * 1024;
+/// A read buffer grown past this by a large command is replaced once empty.
+const LARGE_BUFFER: usize = 1 << 20;
 
 /// Serves one client until it disconnects, sends `QUIT`, breaks the protocol, or the server
 /// shuts down (checked between batches: a batch being executed is finished and its replies
@@ -61,6 +63,10 @@ pub(crate) async fn serve(
                 return;
             }
             replies.clear();
+            if replies.capacity() > 2 * options.get_max_pending_reply_bytes() {
+                // One large reply must not keep its buffer for the connection's life.
+                replies = BytesMut::new();
+            }
         }
         if session.quit {
             return;
@@ -77,6 +83,10 @@ pub(crate) async fn serve(
         if batch_full {
             // The batch limit stopped decoding: decode the rest before reading.
             continue;
+        }
+        if read_buf.is_empty() && read_buf.capacity() > LARGE_BUFFER {
+            // Nor one large command its read buffer.
+            read_buf = BytesMut::with_capacity(READ_CHUNK);
         }
         if read_buf.capacity() - read_buf.len() < READ_CHUNK / 4 {
             read_buf.reserve(READ_CHUNK);
