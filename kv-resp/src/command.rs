@@ -54,7 +54,10 @@ impl Command {
 ///
 /// A buffer starting with `*` holds a RESP array of bulk strings (what every client library
 /// sends); anything else is an inline command, one line split on spaces with quotes (what a
-/// person types into telnet). Arguments are split off the buffer without copying
+/// person types into telnet). Like Redis, it accepts nothing else from clients: RESP3 types
+/// travel from server to client only, so an array element that is not a bulk string is
+/// [`Error::ExpectedBulk`], and a frame such as `%1` at the start of a command is read as the
+/// inline command `%1` (which a server then reports as unknown). Arguments are split off the buffer without copying
 /// ([`BytesMut::split_to`] then [`BytesMut::freeze`]): each is a [`Bytes`] sharing the read
 /// buffer's memory (quoted inline arguments, which need unescaping, are the exception).
 ///
