@@ -14,24 +14,37 @@ use crate::session::Session;
 
 /// The commands this server knows, with Redis's arity.
 const COMMANDS: &[(&str, i32)] = &[
+    ("auth", -2),
+    ("client", -2),
     ("command", -1),
     ("config", -2),
+    ("dbsize", 1),
     ("del", -2),
     ("echo", 2),
     ("exists", -2),
     ("get", 2),
+    ("getdel", 2),
     ("hello", -1),
     ("mget", -2),
     ("mset", -3),
     ("ping", -1),
     ("quit", -1),
+    ("reset", 1),
     ("select", 2),
     ("set", -3),
+    ("strlen", 2),
+    ("unlink", -2),
 ];
 
-/// Redis's `SET` options, none of which the store supports yet: answered with an error naming
+/// Commands a client may run before it authenticates (Redis's `no-auth` flag).
+const NO_AUTH: &[&str] = &["auth", "hello", "quit", "reset"];
+
+/// Redis's reply to a command from a client that must authenticate first.
+const NOAUTH: &str = "NOAUTH Authentication required.";
+
+/// Redis's `SET` options other than `GET`, none of which the store supports yet: answered with an error naming
 /// the option, never ignored (a client using `SET NX` as a lock must not be told it got it).
-const SET_OPTIONS: &[&str] = &["nx", "xx", "get", "ex", "px", "exat", "pxat", "keepttl"];
+const SET_OPTIONS: &[&str] = &["nx", "xx", "ex", "px", "exat", "pxat", "keepttl"];
 
 /// Most consecutive `GET`s (or `SET`s) merged into one `get_many` (`put_many`).
 const MAX_RUN: usize = 512;
@@ -39,9 +52,11 @@ const MAX_RUN: usize = 512;
 /// Whether any command in `commands` reads or writes the store (and so may block).
 pub(crate) fn needs_storage<'a>(commands: impl IntoIterator<Item = &'a Command>) -> bool {
     commands.into_iter().any(|c| {
-        ["get", "set", "del", "exists", "mget", "mset"]
-            .iter()
-            .any(|n| c.name().eq_ignore_ascii_case(n.as_bytes()))
+        [
+            "get", "set", "del", "exists", "mget", "mset", "unlink", "getdel", "strlen", "dbsize",
+        ]
+        .iter()
+        .any(|n| c.name().eq_ignore_ascii_case(n.as_bytes()))
     })
 }
 
@@ -64,7 +79,7 @@ pub(crate) fn execute(
         if session.quit || out.len() >= flush_at {
             return;
         }
-        if is_plain(cmd, "get", 2) || is_plain(cmd, "set", 3) {
+        if session.authenticated && (is_plain(cmd, "get", 2) || is_plain(cmd, "set", 3)) {
             let run = take_run(queue);
             if run[0].len() == 2 {
                 let unanswered = get_run(cluster, session, &run, out, flush_at);
@@ -180,7 +195,7 @@ fn cluster_error(session: &Session, e: &kv_cluster::Error, out: &mut BytesMut) {
 }
 
 /// Appends `-<text>\r\n` (`text` includes the error code, e.g. `ERR ...`).
-fn error(session: &Session, out: &mut BytesMut, text: &str) {
+pub(crate) fn error(session: &Session, out: &mut BytesMut, text: &str) {
     session.encoder().error(out, text.as_bytes());
 }
 
@@ -196,6 +211,11 @@ fn execute_one(cluster: &Cluster, session: &mut Session, cmd: &Command, out: &mu
     let arity = i64::from(arity);
     if (arity > 0 && argc != arity) || argc < -arity {
         return error(session, out, &wrong_arity(name));
+    }
+    // As Redis: an unknown command or a wrong arity is reported before the missing
+    // authentication.
+    if !session.authenticated && !NO_AUTH.contains(&name) {
+        return error(session, out, NOAUTH);
     }
     let args = cmd.args();
     let enc = session.encoder();
@@ -257,14 +277,54 @@ fn execute_one(cluster: &Cluster, session: &mut Session, cmd: &Command, out: &mu
                 Err(e) => cluster_error(session, &e, out),
             }
         }
-        "del" => del(cluster, session, args, out),
+        "del" | "unlink" => del(cluster, session, args, out),
+        "getdel" => match cluster.get(&args[1]) {
+            Ok(None) => enc.null(out),
+            Ok(Some(v)) => match cluster.delete(&args[1]) {
+                Ok(_) => enc.bulk(out, &v),
+                Err(e) => cluster_error(session, &e, out),
+            },
+            Err(e) => cluster_error(session, &e, out),
+        },
+        "strlen" => match cluster.get(&args[1]) {
+            Ok(v) => enc.integer(out, v.map_or(0, |v| count(v.iter()))),
+            Err(e) => cluster_error(session, &e, out),
+        },
+        "dbsize" => match cluster.stats() {
+            Ok(stats) => enc.integer(out, i64::try_from(stats.total_keys).unwrap_or(i64::MAX)),
+            Err(e) => cluster_error(session, &e, out),
+        },
+        "auth" => auth(session, args, out),
+        "reset" => {
+            session.set_protocol(Protocol::Resp2);
+            session.client.update_names(|n| n.name = None);
+            session.authenticated = session.requirepass.is_none();
+            session.encoder().simple(out, b"RESET");
+        }
+        "client" => crate::client_cmd::client(session, args, out),
         _ => error(session, out, &unknown_command(args)),
     }
 }
 
-/// `SET key value` only: every Redis option is refused by name.
+/// `SET key value [GET]`: every other Redis option is refused by name. With `GET`, the old
+/// value is read, then the new one written: two steps, so a concurrent write between them is
+/// not seen (Redis does both at once).
 fn set(cluster: &Cluster, session: &Session, args: &[Bytes], out: &mut BytesMut) {
-    if let Some(opt) = args.get(3) {
+    if args.len() == 4 && args[3].eq_ignore_ascii_case(b"get") {
+        let old = match cluster.get(&args[1]) {
+            Ok(old) => old,
+            Err(e) => return cluster_error(session, &e, out),
+        };
+        return match cluster.put(&args[1], &args[2]) {
+            Ok(_) => value_reply(session, old, out),
+            Err(e) => cluster_error(session, &e, out),
+        };
+    }
+    if let Some(opt) = args
+        .iter()
+        .skip(3)
+        .find(|o| !o.eq_ignore_ascii_case(b"get"))
+    {
         let known = SET_OPTIONS
             .iter()
             .any(|o| opt.eq_ignore_ascii_case(o.as_bytes()));
@@ -307,8 +367,38 @@ fn del(cluster: &Cluster, session: &Session, args: &[Bytes], out: &mut BytesMut)
     session.encoder().integer(out, deleted);
 }
 
-/// `HELLO [protover]`: switches protocol and answers Redis's map of server facts. `AUTH` and
-/// `SETNAME` options are not supported yet.
+/// `AUTH [user] password`, as Redis's `authCommand` with the default user only.
+fn auth(session: &mut Session, args: &[Bytes], out: &mut BytesMut) {
+    if args.len() > 3 {
+        return error(session, out, "ERR syntax error");
+    }
+    let (user, password): (&[u8], &[u8]) = if args.len() == 2 {
+        if session.requirepass.is_none() {
+            return error(
+                session,
+                out,
+                "ERR AUTH <password> called without any password configured for the default user. \
+                 Are you sure your configuration is correct?",
+            );
+        }
+        (b"default", &args[1])
+    } else {
+        (&args[1], &args[2])
+    };
+    if session.check_credentials(user, password) {
+        session.authenticated = true;
+        session.encoder().simple(out, b"OK");
+    } else {
+        error(session, out, WRONGPASS);
+    }
+}
+
+/// Redis's reply to wrong credentials.
+const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
+
+/// `HELLO [protover [AUTH user pass] [SETNAME name]]`: authenticates, names the client and
+/// switches protocol, each only once the whole command is valid, then answers Redis's map of
+/// server facts (Redis's `helloCommand`).
 fn hello(session: &mut Session, args: &[Bytes], out: &mut BytesMut) {
     let mut protocol = session.protocol;
     if let Some(v) = args.get(1) {
@@ -325,24 +415,50 @@ fn hello(session: &mut Session, args: &[Bytes], out: &mut BytesMut) {
             Some(_) => return error(session, out, "NOPROTO unsupported protocol version"),
         }
     }
-    if let Some(opt) = args.get(2) {
-        let supported_by_redis =
-            opt.eq_ignore_ascii_case(b"auth") || opt.eq_ignore_ascii_case(b"setname");
-        let text = if supported_by_redis {
-            format!(
-                "ERR HELLO option '{}' is not supported by kvstore",
-                String::from_utf8_lossy(opt).to_ascii_uppercase()
-            )
+    let mut credentials = None;
+    let mut name = None;
+    let mut j = 2;
+    while j < args.len() {
+        let more = args.len() - 1 - j;
+        let opt = &args[j];
+        if opt.eq_ignore_ascii_case(b"auth") && more >= 2 {
+            credentials = Some((&args[j + 1], &args[j + 2]));
+            j += 3;
+        } else if opt.eq_ignore_ascii_case(b"setname") && more >= 1 {
+            if let Err(text) = crate::client_cmd::validate_name(&args[j + 1]) {
+                return error(session, out, text);
+            }
+            name = Some(args[j + 1].clone());
+            j += 2;
         } else {
-            format!(
+            let text = format!(
                 "ERR Syntax error in HELLO option '{}'",
                 String::from_utf8_lossy(c_str(opt, usize::MAX))
-            )
-        };
-        return error(session, out, &text);
+            );
+            return error(session, out, &text);
+        }
     }
-    // As Redis: the protocol changes only once the whole command is valid.
-    session.protocol = protocol;
+    if let Some((user, password)) = credentials {
+        if !session.check_credentials(user, password) {
+            return error(session, out, WRONGPASS);
+        }
+        session.authenticated = true;
+    }
+    if !session.authenticated {
+        return error(
+            session,
+            out,
+            "NOAUTH HELLO must be called with the client already authenticated, otherwise the \
+             HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and \
+             select the RESP protocol version at the same time",
+        );
+    }
+    if let Some(name) = name {
+        session
+            .client
+            .update_names(|n| n.name = (!name.is_empty()).then_some(name));
+    }
+    session.set_protocol(protocol);
     let enc = session.encoder();
     enc.map_header(out, 7);
     enc.bulk(out, b"server");
@@ -350,14 +466,7 @@ fn hello(session: &mut Session, args: &[Bytes], out: &mut BytesMut) {
     enc.bulk(out, b"version");
     enc.bulk(out, env!("CARGO_PKG_VERSION").as_bytes());
     enc.bulk(out, b"proto");
-    enc.integer(
-        out,
-        if session.protocol == Protocol::Resp3 {
-            3
-        } else {
-            2
-        },
-    );
+    enc.integer(out, i64::from(session.resp_version()));
     enc.bulk(out, b"id");
     enc.integer(out, i64::try_from(session.id).unwrap_or(i64::MAX));
     enc.bulk(out, b"mode");
@@ -467,7 +576,7 @@ fn count<T>(it: impl Iterator<Item = T>) -> i64 {
 
 /// Redis's text for a command with the wrong number of arguments (`name` is Redis's
 /// lower-case full name, e.g. `get` or `command|count`).
-fn wrong_arity(name: &str) -> String {
+pub(crate) fn wrong_arity(name: &str) -> String {
     format!("ERR wrong number of arguments for '{name}' command")
 }
 
@@ -495,7 +604,7 @@ fn unknown_command(args: &[Bytes]) -> String {
 }
 
 /// `%.{max}s` of a C string: up to the first NUL, at most `max` bytes.
-fn c_str(s: &[u8], max: usize) -> &[u8] {
+pub(crate) fn c_str(s: &[u8], max: usize) -> &[u8] {
     let end = s.iter().position(|&b| b == 0).unwrap_or(s.len()).min(max);
     &s[..end]
 }

@@ -12,6 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use crate::clients::Registration;
 use crate::commands::{execute, needs_storage};
 use crate::options::ServerOptions;
 use crate::session::Session;
@@ -28,20 +29,33 @@ pub(crate) async fn serve(
     mut stream: TcpStream,
     cluster: Arc<Cluster>,
     options: ServerOptions,
-    id: u64,
+    registration: Registration,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut read_buf = BytesMut::with_capacity(READ_CHUNK);
     let mut decoder = CommandDecoder::with_limits(options.get_limits());
-    let mut session = Session::new(id);
+    let mut session = Session::new(
+        options.get_requirepass().map(Arc::from),
+        Arc::clone(&registration.entry),
+        Arc::clone(&registration.resp),
+        Arc::clone(registration.clients()),
+    );
     let mut queue: VecDeque<Command> = VecDeque::new();
     let mut replies = BytesMut::new();
     loop {
         // Take every complete command already in the buffer (up to a batch).
         let mut protocol_error = None;
         let mut batch_full = false;
+        // An unauthenticated client's commands are decoded one at a time: the command after
+        // `AUTH` gets the authenticated limits, as in Redis.
+        decoder.set_authenticated(session.authenticated);
+        let max_batch = if session.authenticated {
+            options.get_max_batch()
+        } else {
+            1
+        };
         loop {
-            if queue.len() >= options.get_max_batch() {
+            if queue.len() >= max_batch {
                 batch_full = true;
                 break;
             }
@@ -55,7 +69,11 @@ pub(crate) async fn serve(
             }
         }
         while !queue.is_empty() && !session.quit {
-            let (s, q, r) = run_batch(&cluster, session, queue, replies, &options).await;
+            let Some((s, q, r)) = run_batch(&cluster, session, queue, replies, &options).await
+            else {
+                // The storage thread panicked: nothing sensible can be answered; close.
+                return;
+            };
             (session, queue, replies) = (s, q, r);
             // All the replies built so far in one write; wait for it before doing more
             // (backpressure).
@@ -132,24 +150,16 @@ async fn run_batch(
     mut queue: VecDeque<Command>,
     mut replies: BytesMut,
     options: &ServerOptions,
-) -> (Session, VecDeque<Command>, BytesMut) {
+) -> Option<(Session, VecDeque<Command>, BytesMut)> {
     let flush_at = options.get_max_pending_reply_bytes();
     if !needs_storage(&queue) {
         execute(cluster, &mut session, &mut queue, &mut replies, flush_at);
-        return (session, queue, replies);
+        return Some((session, queue, replies));
     }
     let cluster = Arc::clone(cluster);
     let task = tokio::task::spawn_blocking(move || {
         execute(&cluster, &mut session, &mut queue, &mut replies, flush_at);
         (session, queue, replies)
     });
-    match task.await {
-        Ok(done) => done,
-        // The storage thread panicked: nothing sensible can be answered; close.
-        Err(_) => {
-            let mut s = Session::new(0);
-            s.quit = true;
-            (s, VecDeque::new(), BytesMut::new())
-        }
-    }
+    task.await.ok()
 }

@@ -7,19 +7,21 @@ use std::net::SocketAddr;
 #[non_exhaustive]
 pub enum Error {
     /// The listening socket could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         /// The address asked for.
         addr: String,
         /// The operating system's error.
+        #[source]
         source: std::io::Error,
     },
     /// The listening socket failed in a way that retrying cannot fix.
-    #[error("listener on {addr} failed: {source}")]
+    #[error("listener on {addr} failed")]
     Listener {
         /// The address listened on.
         addr: SocketAddr,
         /// The operating system's error.
+        #[source]
         source: std::io::Error,
     },
 }

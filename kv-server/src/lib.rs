@@ -5,11 +5,15 @@
 //!   with a cap on clients (the extra client gets `-ERR max number of clients reached`, as in
 //!   Redis), one tokio task per connection, graceful shutdown (stop accepting, finish the
 //!   batches in flight, close the connections; the caller then flushes and closes the cluster).
-//! - Commands, with Redis 7's replies: `PING`, `ECHO`, `GET`, `SET key value`, `DEL`,
-//!   `EXISTS`, `MGET`, `MSET`, `QUIT`, `HELLO [2|3]`, `SELECT 0`, `COMMAND COUNT` (and
-//!   `COMMAND`/`COMMAND DOCS`, answered empty), `CONFIG GET` (what `redis-benchmark` asks). Unknown commands and wrong arity answer with
-//!   Redis's exact texts; `SET` options the store does not support are refused by name, never
-//!   ignored.
+//! - Commands, with Redis 7's replies: `PING`, `ECHO`, `GET`, `SET key value [GET]`, `DEL`,
+//!   `UNLINK`, `EXISTS`, `MGET`, `MSET`, `GETDEL`, `STRLEN`, `DBSIZE`, `QUIT`, `RESET`,
+//!   `HELLO [2|3] [AUTH user pass] [SETNAME name]`, `AUTH`, `CLIENT ID|SETNAME|GETNAME|INFO|LIST|SETINFO`,
+//!   `SELECT 0`, `COMMAND COUNT` (and `COMMAND`/`COMMAND DOCS`), `CONFIG GET` (what
+//!   `redis-benchmark` asks). Unknown commands and wrong arity answer with Redis's exact texts;
+//!   `SET` options the store does not support are refused by name, never ignored.
+//! - A password ([`ServerOptions::requirepass`]): until a client authenticates, every command
+//!   but `AUTH`, `HELLO`, `QUIT` and `RESET` answers `-NOAUTH Authentication required.`, and
+//!   its commands are held to Redis's unauthenticated limits (10 arguments of 16 KiB).
 //!
 //! # The design decision that matters: a pipelined batch is one unit
 //!
@@ -59,6 +63,8 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod client_cmd;
+mod clients;
 mod commands;
 mod connection;
 mod error;

@@ -1,5 +1,6 @@
 //! The server's settings.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use kv_resp::Limits;
@@ -19,13 +20,28 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// let opts = kv_server::ServerOptions::new().max_clients(100);
 /// assert_eq!(opts.get_max_clients(), 100);
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct ServerOptions {
+    requirepass: Option<Arc<str>>,
     max_clients: usize,
     max_pending_reply_bytes: usize,
     max_batch: usize,
     limits: Limits,
     shutdown_grace: Duration,
+}
+
+impl std::fmt::Debug for ServerOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The password is never printed.
+        f.debug_struct("ServerOptions")
+            .field("requirepass", &self.requirepass.as_ref().map(|_| "<set>"))
+            .field("max_clients", &self.max_clients)
+            .field("max_pending_reply_bytes", &self.max_pending_reply_bytes)
+            .field("max_batch", &self.max_batch)
+            .field("limits", &self.limits)
+            .field("shutdown_grace", &self.shutdown_grace)
+            .finish()
+    }
 }
 
 impl Default for ServerOptions {
@@ -38,6 +54,7 @@ impl ServerOptions {
     /// The defaults.
     pub const fn new() -> Self {
         Self {
+            requirepass: None,
             max_clients: DEFAULT_MAX_CLIENTS,
             max_pending_reply_bytes: DEFAULT_MAX_PENDING_REPLY_BYTES,
             max_batch: DEFAULT_MAX_BATCH,
@@ -46,9 +63,28 @@ impl ServerOptions {
         }
     }
 
+    /// The password clients must give (`AUTH pass`, `AUTH default pass` or
+    /// `HELLO 3 AUTH default pass`) before any command but `AUTH`, `HELLO`, `QUIT` and `RESET`,
+    /// as Redis's `requirepass` (the default user's password). `None` (the default): no
+    /// password, every client is authenticated from the start.
+    ///
+    /// ```
+    /// let opts = kv_server::ServerOptions::new().requirepass(Some("secret".to_string()));
+    /// assert_eq!(opts.get_requirepass(), Some("secret"));
+    /// ```
+    pub fn requirepass(mut self, password: Option<String>) -> Self {
+        self.requirepass = password.map(Arc::from);
+        self
+    }
+
+    /// See [`ServerOptions::requirepass`].
+    pub fn get_requirepass(&self) -> Option<&str> {
+        self.requirepass.as_deref()
+    }
+
     /// Most clients connected at once; the next one gets `-ERR max number of clients reached`
     /// and is disconnected, as in Redis.
-    pub const fn max_clients(mut self, n: usize) -> Self {
+    pub fn max_clients(mut self, n: usize) -> Self {
         self.max_clients = n;
         self
     }
@@ -57,20 +93,20 @@ impl ServerOptions {
     /// size they are written, and the server waits for the client to take them (the write
     /// completes) before executing more of its commands or reading from it again. A client
     /// that does not read its replies therefore stops being read (backpressure).
-    pub const fn max_pending_reply_bytes(mut self, bytes: usize) -> Self {
+    pub fn max_pending_reply_bytes(mut self, bytes: usize) -> Self {
         self.max_pending_reply_bytes = bytes;
         self
     }
 
     /// Most commands taken from a client's read buffer for one batch (one trip to the storage
     /// threads).
-    pub const fn max_batch(mut self, n: usize) -> Self {
+    pub fn max_batch(mut self, n: usize) -> Self {
         self.max_batch = n;
         self
     }
 
     /// The protocol parser's limits (bulk, array and line lengths).
-    pub const fn limits(mut self, limits: Limits) -> Self {
+    pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
         self
     }
@@ -78,7 +114,7 @@ impl ServerOptions {
     /// How long a shutdown waits for connections to finish the batch they are executing and
     /// write its replies; connections still busy then (a client that stopped reading its
     /// replies) are dropped.
-    pub const fn shutdown_grace(mut self, grace: Duration) -> Self {
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
         self.shutdown_grace = grace;
         self
     }

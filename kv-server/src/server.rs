@@ -12,6 +12,7 @@ use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
+use crate::clients::Clients;
 use crate::connection;
 use crate::error::{Error, Result};
 use crate::options::ServerOptions;
@@ -78,6 +79,7 @@ impl Server {
         let slots = Arc::new(Semaphore::new(options.get_max_clients()));
         let (stop, stopped) = watch::channel(false);
         let next_id = AtomicU64::new(1);
+        let clients = Arc::new(Clients::default());
         let mut connections = JoinSet::new();
         tokio::pin!(shutdown);
         loop {
@@ -97,8 +99,15 @@ impl Server {
                             let id = next_id.fetch_add(1, Ordering::Relaxed);
                             let cluster = Arc::clone(&cluster);
                             let stopped = stopped.clone();
+                            let options = options.clone();
+                            let registration = clients.register(
+                                id,
+                                stream.peer_addr().ok(),
+                                stream.local_addr().ok(),
+                            );
                             connections.spawn(async move {
-                                connection::serve(stream, cluster, options, id, stopped).await;
+                                connection::serve(stream, cluster, options, registration, stopped)
+                                    .await;
                                 drop(permit);
                             });
                         }

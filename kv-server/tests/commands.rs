@@ -112,7 +112,7 @@ fn exact_replies_match_redis() {
             b"ECHO\r\n",
             b"-ERR wrong number of arguments for 'echo' command\r\n",
         ),
-        (b"COMMAND COUNT\r\n", b":13\r\n"),
+        (b"COMMAND COUNT\r\n", b":20\r\n"),
         (
             b"COMMAND COUNT x\r\n",
             b"-ERR wrong number of arguments for 'command|count' command\r\n",
@@ -247,4 +247,138 @@ fn a_value_of_16_mib_is_accepted_and_one_byte_more_refused() {
     // The connection stays usable and the old value stays.
     let got: Vec<u8> = c.get("big").unwrap();
     assert_eq!(got.len(), max.len());
+}
+
+#[test]
+fn unlink_getdel_strlen_dbsize_and_set_get() {
+    let server = TestServer::start();
+    let mut c = server.client();
+    let _: () = c.mset(&[("a", "1"), ("b", "22"), ("c", "333")]).unwrap();
+    let n: i64 = redis::cmd("DBSIZE").query(&mut c).unwrap();
+    assert_eq!(n, 3);
+    let n: i64 = redis::cmd("STRLEN").arg("c").query(&mut c).unwrap();
+    assert_eq!(n, 3);
+    let n: i64 = redis::cmd("STRLEN").arg("nope").query(&mut c).unwrap();
+    assert_eq!(n, 0);
+    let v: Option<String> = redis::cmd("GETDEL").arg("b").query(&mut c).unwrap();
+    assert_eq!(v.as_deref(), Some("22"));
+    let v: Option<String> = redis::cmd("GETDEL").arg("b").query(&mut c).unwrap();
+    assert_eq!(v, None);
+    let n: i64 = redis::cmd("UNLINK")
+        .arg("a")
+        .arg("a")
+        .arg("x")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(n, 1);
+    let n: i64 = redis::cmd("DBSIZE").query(&mut c).unwrap();
+    assert_eq!(n, 1);
+    let old: Option<String> = redis::cmd("SET")
+        .arg("c")
+        .arg("4")
+        .arg("GET")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(old.as_deref(), Some("333"));
+    let old: Option<String> = redis::cmd("SET")
+        .arg("new")
+        .arg("5")
+        .arg("get")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(old, None);
+    let v: String = c.get("new").unwrap();
+    assert_eq!(v, "5");
+    let mut s = server.raw();
+    let cases: &[(&[u8], &[u8])] = &[
+        (
+            b"SET k v GET NX\r\n",
+            b"-ERR SET option 'NX' is not supported by kvstore\r\n",
+        ),
+        (b"SET k v GET\r\n", b"$-1\r\n"),
+        (b"STRLEN k\r\n", b":1\r\n"),
+        (
+            b"DBSIZE x\r\n",
+            b"-ERR wrong number of arguments for 'dbsize' command\r\n",
+        ),
+        (
+            b"GETDEL\r\n",
+            b"-ERR wrong number of arguments for 'getdel' command\r\n",
+        ),
+    ];
+    for (request, reply) in cases {
+        let got = exchange(&mut s, request, reply.len());
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(reply)
+        );
+    }
+}
+
+#[test]
+fn client_subcommands_and_reset() {
+    let server = TestServer::start();
+    let mut c = server.client();
+    let id: i64 = redis::cmd("CLIENT").arg("ID").query(&mut c).unwrap();
+    assert!(id > 0);
+    let name: Option<String> = redis::cmd("CLIENT").arg("GETNAME").query(&mut c).unwrap();
+    assert_eq!(name, None);
+    let _: () = redis::cmd("CLIENT")
+        .arg("SETNAME")
+        .arg("worker-1")
+        .query(&mut c)
+        .unwrap();
+    let _: () = redis::cmd("CLIENT")
+        .arg("SETINFO")
+        .arg("LIB-NAME")
+        .arg("mylib")
+        .query(&mut c)
+        .unwrap();
+    let name: String = redis::cmd("CLIENT").arg("GETNAME").query(&mut c).unwrap();
+    assert_eq!(name, "worker-1");
+    let info: String = redis::cmd("CLIENT").arg("INFO").query(&mut c).unwrap();
+    assert!(
+        info.starts_with(&format!("id={id} addr=127.0.0.1:")),
+        "{info}"
+    );
+    assert!(info.contains(" name=worker-1 "), "{info}");
+    assert!(info.contains(" lib-name=mylib "), "{info}");
+    assert!(info.ends_with('\n'));
+    let mut other = server.client();
+    let other_id: i64 = redis::cmd("CLIENT").arg("ID").query(&mut other).unwrap();
+    let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut c).unwrap();
+    assert_eq!(list.lines().count(), 2, "{list}");
+    assert!(list.contains(&format!("id={other_id} ")), "{list}");
+    drop(other);
+
+    let mut s = server.raw();
+    let cases: &[(&[u8], &[u8])] = &[
+        (
+            b"CLIENT SETNAME \"a b\"\r\n",
+            b"-ERR Client names cannot contain spaces, newlines or special characters.\r\n",
+        ),
+        (
+            b"CLIENT SETNAME\r\n",
+            b"-ERR wrong number of arguments for 'client|setname' command\r\n",
+        ),
+        (
+            b"CLIENT FOO\r\n",
+            b"-ERR unknown subcommand 'FOO'. Try CLIENT HELP.\r\n",
+        ),
+        (
+            b"CLIENT SETINFO foo x\r\n",
+            b"-ERR Unrecognized option 'foo'\r\n",
+        ),
+        (b"CLIENT SETNAME n1\r\n", b"+OK\r\n"),
+        (b"CLIENT GETNAME\r\n", b"$2\r\nn1\r\n"),
+        (b"RESET\r\n", b"+RESET\r\n"),
+        (b"CLIENT GETNAME\r\n", b"$-1\r\n"),
+    ];
+    for (request, reply) in cases {
+        let got = exchange(&mut s, request, reply.len());
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(reply)
+        );
+    }
 }
