@@ -477,8 +477,8 @@ fn hello(session: &mut Session, args: &[Bytes], out: &mut BytesMut) {
     enc.array_header(out, 0);
 }
 
-/// `COMMAND COUNT`; `COMMAND` and `COMMAND DOCS` answer empty (clients such as redis-cli then
-/// show no hints).
+/// `COMMAND COUNT`, `COMMAND DOCS [name...]` (what `redis-cli` builds its hints from);
+/// `COMMAND` alone answers an empty array.
 fn command(session: &Session, args: &[Bytes], out: &mut BytesMut) {
     let enc = session.encoder();
     let Some(sub) = args.get(1) else {
@@ -490,7 +490,26 @@ fn command(session: &Session, args: &[Bytes], out: &mut BytesMut) {
         }
         enc.integer(out, count(COMMANDS.iter()));
     } else if sub.eq_ignore_ascii_case(b"docs") {
-        enc.map_header(out, 0);
+        // As Redis: the names asked for that exist (`client|id` for a subcommand), or all.
+        let mut found: Vec<&crate::docs::Doc> = Vec::new();
+        if args.len() == 2 {
+            found.extend(crate::docs::DOCS);
+        } else {
+            for name in &args[2..] {
+                let name = name.to_ascii_lowercase();
+                let all = crate::docs::DOCS
+                    .iter()
+                    .flat_map(|d| std::iter::once(d).chain(d.subcommands()));
+                if let Some(d) = all.into_iter().find(|d| d.name.as_bytes() == name) {
+                    found.push(d);
+                }
+            }
+        }
+        enc.map_header(out, found.len());
+        for d in found {
+            enc.bulk(out, d.name.as_bytes());
+            crate::docs::encode(enc, out, d);
+        }
     } else {
         let text = format!(
             "ERR unknown subcommand '{}'. Try COMMAND HELP.",

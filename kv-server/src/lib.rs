@@ -67,6 +67,7 @@ mod client_cmd;
 mod clients;
 mod commands;
 mod connection;
+mod docs;
 mod error;
 mod options;
 mod server;

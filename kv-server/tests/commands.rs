@@ -382,3 +382,41 @@ fn client_subcommands_and_reset() {
         );
     }
 }
+
+#[test]
+fn command_docs_describe_the_supported_arguments_for_redis_cli_hints() {
+    let server = TestServer::start();
+    let client = redis::Client::open(format!("{}?protocol=resp3", server.url())).unwrap();
+    let mut c = client.get_connection().unwrap();
+    let docs: Value = redis::cmd("COMMAND")
+        .arg("DOCS")
+        .arg("set")
+        .arg("CLIENT|SETNAME")
+        .arg("nosuch")
+        .query(&mut c)
+        .unwrap();
+    let Value::Map(entries) = docs else {
+        panic!("not a map: {docs:?}")
+    };
+    let names: Vec<String> = entries
+        .iter()
+        .map(|(k, _)| redis::from_redis_value(k.clone()).unwrap())
+        .collect();
+    assert_eq!(names, ["set", "client|setname"]);
+    let text = format!("{:?}", entries[0].1);
+    // SET's hint is `key value [GET]`: GET is an optional pure token, and nothing else.
+    for part in [
+        "\"key\"",
+        "\"value\"",
+        "\"pure-token\"",
+        "\"GET\"",
+        "optional",
+    ] {
+        assert!(text.contains(part), "{part} missing from {text}");
+    }
+    assert!(!text.contains("NX"), "{text}");
+    let all: Value = redis::cmd("COMMAND").arg("DOCS").query(&mut c).unwrap();
+    let Value::Map(all) = all else { panic!() };
+    let count: i64 = redis::cmd("COMMAND").arg("COUNT").query(&mut c).unwrap();
+    assert_eq!(all.len() as i64, count, "every command is documented");
+}
