@@ -98,7 +98,7 @@ pub(crate) fn client(session: &mut Session, args: &[Bytes], out: &mut BytesMut) 
                     "ERR CLIENT LIST options are not supported by kvstore",
                 );
             }
-            enc.verbatim(out, *b"txt", &session.clients.list());
+            enc.verbatim(out, *b"txt", &session.shared.clients.list());
         }
     }
 }

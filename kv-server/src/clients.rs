@@ -133,13 +133,6 @@ pub(crate) struct Registration {
     pub(crate) resp: Arc<AtomicU8>,
 }
 
-impl Registration {
-    /// The registry this client is in.
-    pub(crate) fn clients(&self) -> &Arc<Clients> {
-        &self.clients
-    }
-}
-
 impl Drop for Registration {
     fn drop(&mut self) {
         self.clients.lock().remove(&self.entry.id);

@@ -5,6 +5,7 @@
 //! many), checked before a command runs, as Redis's `processCommand` does.
 
 use std::collections::VecDeque;
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use kv_cluster::Cluster;
@@ -13,7 +14,7 @@ use kv_resp::{Command, Protocol};
 use crate::session::Session;
 
 /// The commands this server knows, with Redis's arity.
-const COMMANDS: &[(&str, i32)] = &[
+pub(crate) const COMMANDS: &[(&str, i32)] = &[
     ("auth", -2),
     ("client", -2),
     ("command", -1),
@@ -25,6 +26,7 @@ const COMMANDS: &[(&str, i32)] = &[
     ("get", 2),
     ("getdel", 2),
     ("hello", -1),
+    ("info", -1),
     ("mget", -2),
     ("mset", -3),
     ("ping", -1),
@@ -54,6 +56,7 @@ pub(crate) fn needs_storage<'a>(commands: impl IntoIterator<Item = &'a Command>)
     commands.into_iter().any(|c| {
         [
             "get", "set", "del", "exists", "mget", "mset", "unlink", "getdel", "strlen", "dbsize",
+            "info",
         ]
         .iter()
         .any(|n| c.name().eq_ignore_ascii_case(n.as_bytes()))
@@ -75,21 +78,40 @@ pub(crate) fn execute(
     out: &mut BytesMut,
     flush_at: usize,
 ) {
+    execute_queue(cluster, session, queue, out, flush_at);
+    let shared = std::sync::Arc::clone(&session.shared);
+    shared.stats.merge(&mut session.stats);
+}
+
+fn execute_queue(
+    cluster: &Cluster,
+    session: &mut Session,
+    queue: &mut VecDeque<Command>,
+    out: &mut BytesMut,
+    flush_at: usize,
+) {
     while let Some(cmd) = queue.front() {
         if session.quit || out.len() >= flush_at {
             return;
         }
         if session.authenticated && (is_plain(cmd, "get", 2) || is_plain(cmd, "set", 3)) {
             let run = take_run(queue);
+            let start = Instant::now();
             if run[0].len() == 2 {
                 let unanswered = get_run(cluster, session, &run, out, flush_at);
+                let calls = unanswered.start;
+                session
+                    .stats
+                    .called(GET, count(0..calls).unsigned_abs(), start.elapsed(), 0);
                 // Put back what did not fit, to be executed (read again) after the replies so
                 // far are written: a run of large values must not pass the reply bound.
                 for cmd in run.into_iter().skip(unanswered.start).rev() {
                     queue.push_front(cmd);
                 }
             } else {
-                set_run(cluster, session, &run, out);
+                let failed = set_run(cluster, session, &run, out);
+                let calls = count(run.iter()).unsigned_abs();
+                session.stats.called(SET, calls, start.elapsed(), failed);
             }
             continue;
         }
@@ -97,6 +119,36 @@ pub(crate) fn execute(
             execute_one(cluster, session, &cmd, out);
         }
     }
+}
+
+/// `GET`'s and `SET`'s places in [`COMMANDS`], for their counters.
+const GET: usize = index_of("get");
+const SET: usize = index_of("set");
+
+const fn index_of(name: &str) -> usize {
+    let mut i = 0;
+    while i < COMMANDS.len() {
+        if str_eq(COMMANDS[i].0, name) {
+            return i;
+        }
+        i += 1;
+    }
+    panic!("a command of the table")
+}
+
+const fn str_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
 }
 
 /// A command called `name` with exactly `argc` arguments.
@@ -128,7 +180,7 @@ fn take_run(queue: &mut VecDeque<Command>) -> Vec<Command> {
 /// least one is answered); returns the range of the run left unanswered.
 fn get_run(
     cluster: &Cluster,
-    session: &Session,
+    session: &mut Session,
     run: &[Command],
     out: &mut BytesMut,
     flush_at: usize,
@@ -141,6 +193,7 @@ fn get_run(
                 if answered > 0 && out.len() >= flush_at {
                     break;
                 }
+                lookup(session, v.is_some());
                 value_reply(session, v, out);
                 answered += 1;
             }
@@ -152,7 +205,10 @@ fn get_run(
                     break;
                 }
                 match cluster.get(key) {
-                    Ok(v) => value_reply(session, v, out),
+                    Ok(v) => {
+                        lookup(session, v.is_some());
+                        value_reply(session, v, out);
+                    }
                     Err(e) => cluster_error(session, &e, out),
                 }
                 answered += 1;
@@ -162,7 +218,8 @@ fn get_run(
     answered..run.len()
 }
 
-fn set_run(cluster: &Cluster, session: &Session, run: &[Command], out: &mut BytesMut) {
+/// Answers a run of `SET`s; returns how many failed.
+fn set_run(cluster: &Cluster, session: &Session, run: &[Command], out: &mut BytesMut) -> u64 {
     let pairs: Vec<(&[u8], &[u8])> = run
         .iter()
         .map(|c| (&c.args()[1][..], &c.args()[2][..]))
@@ -171,16 +228,26 @@ fn set_run(cluster: &Cluster, session: &Session, run: &[Command], out: &mut Byte
         for _ in run {
             session.encoder().simple(out, b"OK");
         }
-        return;
+        return 0;
     }
     // Some pairs may be stored: writing them again is harmless, and each command gets the
     // answer of its own write.
+    let mut failed = 0;
     for (k, v) in pairs {
         match cluster.put(k, v) {
             Ok(_) => session.encoder().simple(out, b"OK"),
-            Err(e) => cluster_error(session, &e, out),
+            Err(e) => {
+                failed += 1;
+                cluster_error(session, &e, out);
+            }
         }
     }
+    failed
+}
+
+/// Counts a key lookup for `keyspace_hits`/`keyspace_misses`.
+fn lookup(session: &mut Session, hit: bool) {
+    session.stats.lookups(u64::from(hit), u64::from(!hit));
 }
 
 fn value_reply(session: &Session, value: Option<Bytes>, out: &mut BytesMut) {
@@ -199,24 +266,45 @@ pub(crate) fn error(session: &Session, out: &mut BytesMut, text: &str) {
     session.encoder().error(out, text.as_bytes());
 }
 
-/// Executes one command, checking that it exists and its arity first.
+/// Executes one command, checking that it exists and its arity first, and counts it.
 fn execute_one(cluster: &Cluster, session: &mut Session, cmd: &Command, out: &mut BytesMut) {
-    let Some(&(name, arity)) = COMMANDS
+    let Some(index) = COMMANDS
         .iter()
-        .find(|(n, _)| cmd.name().eq_ignore_ascii_case(n.as_bytes()))
+        .position(|(n, _)| cmd.name().eq_ignore_ascii_case(n.as_bytes()))
     else {
         return error(session, out, &unknown_command(cmd.args()));
     };
+    let (name, arity) = COMMANDS[index];
     let argc = i64::try_from(cmd.len()).unwrap_or(i64::MAX);
     let arity = i64::from(arity);
     if (arity > 0 && argc != arity) || argc < -arity {
+        session.stats.rejected(index);
         return error(session, out, &wrong_arity(name));
     }
     // As Redis: an unknown command or a wrong arity is reported before the missing
     // authentication.
     if !session.authenticated && !NO_AUTH.contains(&name) {
+        session.stats.rejected(index);
         return error(session, out, NOAUTH);
     }
+    let start = Instant::now();
+    let at = out.len();
+    run_command(cluster, session, name, cmd, out);
+    // A reply that is an error marks a failed call (Redis's `failed_calls`).
+    let failed = out.get(at).is_some_and(|&b| b == b'-' || b == b'!');
+    session
+        .stats
+        .called(index, 1, start.elapsed(), u64::from(failed));
+}
+
+/// Runs a command whose name and arity are checked.
+fn run_command(
+    cluster: &Cluster,
+    session: &mut Session,
+    name: &str,
+    cmd: &Command,
+    out: &mut BytesMut,
+) {
     let args = cmd.args();
     let enc = session.encoder();
     match name {
@@ -239,7 +327,10 @@ fn execute_one(cluster: &Cluster, session: &mut Session, cmd: &Command, out: &mu
         "command" => command(session, args, out),
         "config" => config(session, args, out),
         "get" => match cluster.get(&args[1]) {
-            Ok(v) => value_reply(session, v, out),
+            Ok(v) => {
+                lookup(session, v.is_some());
+                value_reply(session, v, out);
+            }
             Err(e) => cluster_error(session, &e, out),
         },
         "set" => set(cluster, session, args, out),
@@ -249,6 +340,7 @@ fn execute_one(cluster: &Cluster, session: &mut Session, cmd: &Command, out: &mu
                 Ok(values) => {
                     enc.array_header(out, values.len());
                     for v in values {
+                        lookup(session, v.is_some());
                         value_reply(session, v, out);
                     }
                 }
@@ -273,21 +365,37 @@ fn execute_one(cluster: &Cluster, session: &mut Session, cmd: &Command, out: &mu
             let keys: Vec<&[u8]> = args[1..].iter().map(|k| &k[..]).collect();
             match cluster.get_many(&keys) {
                 // Redis counts a key named twice twice.
-                Ok(values) => enc.integer(out, count(values.iter().filter(|v| v.is_some()))),
+                Ok(values) => {
+                    let found = count(values.iter().filter(|v| v.is_some()));
+                    let hits = found.unsigned_abs();
+                    session
+                        .stats
+                        .lookups(hits, count(values.iter()).unsigned_abs() - hits);
+                    enc.integer(out, found);
+                }
                 Err(e) => cluster_error(session, &e, out),
             }
         }
         "del" | "unlink" => del(cluster, session, args, out),
         "getdel" => match cluster.get(&args[1]) {
-            Ok(None) => enc.null(out),
+            Ok(None) => {
+                lookup(session, false);
+                enc.null(out);
+            }
             Ok(Some(v)) => match cluster.delete(&args[1]) {
-                Ok(_) => enc.bulk(out, &v),
+                Ok(_) => {
+                    lookup(session, true);
+                    enc.bulk(out, &v);
+                }
                 Err(e) => cluster_error(session, &e, out),
             },
             Err(e) => cluster_error(session, &e, out),
         },
         "strlen" => match cluster.get(&args[1]) {
-            Ok(v) => enc.integer(out, v.map_or(0, |v| count(v.iter()))),
+            Ok(v) => {
+                lookup(session, v.is_some());
+                enc.integer(out, v.map_or(0, |v| count(v.iter())));
+            }
             Err(e) => cluster_error(session, &e, out),
         },
         "dbsize" => match cluster.stats() {
@@ -295,6 +403,7 @@ fn execute_one(cluster: &Cluster, session: &mut Session, cmd: &Command, out: &mu
             Err(e) => cluster_error(session, &e, out),
         },
         "auth" => auth(session, args, out),
+        "info" => crate::info::info(cluster, session, args, out),
         "reset" => {
             session.set_protocol(Protocol::Resp2);
             session.client.update_names(|n| n.name = None);
@@ -309,10 +418,13 @@ fn execute_one(cluster: &Cluster, session: &mut Session, cmd: &Command, out: &mu
 /// `SET key value [GET]`: every other Redis option is refused by name. With `GET`, the old
 /// value is read, then the new one written: two steps, so a concurrent write between them is
 /// not seen (Redis does both at once).
-fn set(cluster: &Cluster, session: &Session, args: &[Bytes], out: &mut BytesMut) {
+fn set(cluster: &Cluster, session: &mut Session, args: &[Bytes], out: &mut BytesMut) {
     if args.len() == 4 && args[3].eq_ignore_ascii_case(b"get") {
         let old = match cluster.get(&args[1]) {
-            Ok(old) => old,
+            Ok(old) => {
+                lookup(session, old.is_some());
+                old
+            }
             Err(e) => return cluster_error(session, &e, out),
         };
         return match cluster.put(&args[1], &args[2]) {

@@ -16,6 +16,7 @@ use crate::clients::Registration;
 use crate::commands::{execute, needs_storage};
 use crate::options::ServerOptions;
 use crate::session::Session;
+use crate::shared::Shared;
 
 /// Bytes asked of the socket per read (Redis's `PROTO_IOBUF_LEN`).
 const READ_CHUNK: usize = 16 * 1024;
@@ -28,17 +29,19 @@ const LARGE_BUFFER: usize = 1 << 20;
 pub(crate) async fn serve(
     mut stream: TcpStream,
     cluster: Arc<Cluster>,
-    options: ServerOptions,
+    shared: Arc<Shared>,
     registration: Registration,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut read_buf = BytesMut::with_capacity(READ_CHUNK);
+    let options = &shared.options;
     let mut decoder = CommandDecoder::with_limits(options.get_limits());
     let mut session = Session::new(
         options.get_requirepass().map(Arc::from),
         Arc::clone(&registration.entry),
         Arc::clone(&registration.resp),
-        Arc::clone(registration.clients()),
+        Arc::clone(&shared),
+        crate::commands::COMMANDS.len(),
     );
     let mut queue: VecDeque<Command> = VecDeque::new();
     let mut replies = BytesMut::new();
@@ -69,7 +72,7 @@ pub(crate) async fn serve(
             }
         }
         while !queue.is_empty() && !session.quit {
-            let Some((s, q, r)) = run_batch(&cluster, session, queue, replies, &options).await
+            let Some((s, q, r)) = run_batch(&cluster, session, queue, replies, options).await
             else {
                 // The storage thread panicked: nothing sensible can be answered; close.
                 return;

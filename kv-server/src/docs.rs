@@ -274,6 +274,16 @@ pub(crate) const DOCS: &[Doc] = &[
         })],
     ),
     doc(
+        "info",
+        "Returns information and statistics about the server.",
+        "1.0.0",
+        "server",
+        &[optional(Arg {
+            multiple: true,
+            ..arg("section", "string")
+        })],
+    ),
+    doc(
         "mget",
         "Atomically returns the string values of one or more keys.",
         "1.0.0",

@@ -8,7 +8,7 @@
 //! - Commands, with Redis 7's replies: `PING`, `ECHO`, `GET`, `SET key value [GET]`, `DEL`,
 //!   `UNLINK`, `EXISTS`, `MGET`, `MSET`, `GETDEL`, `STRLEN`, `DBSIZE`, `QUIT`, `RESET`,
 //!   `HELLO [2|3] [AUTH user pass] [SETNAME name]`, `AUTH`, `CLIENT ID|SETNAME|GETNAME|INFO|LIST|SETINFO`,
-//!   `SELECT 0`, `COMMAND COUNT` (and `COMMAND`/`COMMAND DOCS`), `CONFIG GET` (what
+//!   `SELECT 0`, `COMMAND COUNT`, `COMMAND DOCS`, `INFO [section ...]`, `CONFIG GET` (what
 //!   `redis-benchmark` asks). Unknown commands and wrong arity answer with Redis's exact texts;
 //!   `SET` options the store does not support are refused by name, never ignored.
 //! - A password ([`ServerOptions::requirepass`]): until a client authenticates, every command
@@ -63,15 +63,19 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod admin;
 mod client_cmd;
 mod clients;
 mod commands;
 mod connection;
 mod docs;
 mod error;
+mod info;
 mod options;
 mod server;
 mod session;
+mod shared;
+mod stats;
 
 pub use error::{Error, Result};
 pub use options::{

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kv_resp::Limits;
+use kv_wal::SyncPolicy;
 
 /// Default [`ServerOptions::max_clients`]: Redis's `maxclients` default.
 pub const DEFAULT_MAX_CLIENTS: usize = 10_000;
@@ -23,6 +24,7 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 #[derive(Clone, PartialEq, Eq)]
 pub struct ServerOptions {
     requirepass: Option<Arc<str>>,
+    sync_policy: Option<SyncPolicy>,
     max_clients: usize,
     max_pending_reply_bytes: usize,
     max_batch: usize,
@@ -35,6 +37,7 @@ impl std::fmt::Debug for ServerOptions {
         // The password is never printed.
         f.debug_struct("ServerOptions")
             .field("requirepass", &self.requirepass.as_ref().map(|_| "<set>"))
+            .field("sync_policy", &self.sync_policy)
             .field("max_clients", &self.max_clients)
             .field("max_pending_reply_bytes", &self.max_pending_reply_bytes)
             .field("max_batch", &self.max_batch)
@@ -55,6 +58,7 @@ impl ServerOptions {
     pub const fn new() -> Self {
         Self {
             requirepass: None,
+            sync_policy: None,
             max_clients: DEFAULT_MAX_CLIENTS,
             max_pending_reply_bytes: DEFAULT_MAX_PENDING_REPLY_BYTES,
             max_batch: DEFAULT_MAX_BATCH,
@@ -80,6 +84,18 @@ impl ServerOptions {
     /// See [`ServerOptions::requirepass`].
     pub fn get_requirepass(&self) -> Option<&str> {
         self.requirepass.as_deref()
+    }
+
+    /// The sync policy the cluster was opened with, for `INFO persistence` to report (the
+    /// cluster does not expose it). `None` (the default): reported as `unknown`.
+    pub fn sync_policy(mut self, policy: Option<SyncPolicy>) -> Self {
+        self.sync_policy = policy;
+        self
+    }
+
+    /// See [`ServerOptions::sync_policy`].
+    pub fn get_sync_policy(&self) -> Option<SyncPolicy> {
+        self.sync_policy
     }
 
     /// Most clients connected at once; the next one gets `-ERR max number of clients reached`

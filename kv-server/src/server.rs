@@ -12,10 +12,13 @@ use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
+use crate::admin::AdminState;
 use crate::clients::Clients;
 use crate::connection;
 use crate::error::{Error, Result};
 use crate::options::ServerOptions;
+use crate::shared::Shared;
+use crate::stats::Stats;
 
 /// A bound RESP server over a [`Cluster`].
 ///
@@ -74,12 +77,29 @@ impl Server {
             listener,
             cluster,
             options,
-            ..
+            addr,
         } = self;
         let slots = Arc::new(Semaphore::new(options.get_max_clients()));
         let (stop, stopped) = watch::channel(false);
         let next_id = AtomicU64::new(1);
-        let clients = Arc::new(Clients::default());
+        let shared = Arc::new(Shared {
+            clients: Arc::new(Clients::default()),
+            stats: Stats::new(crate::commands::COMMANDS.len()),
+            options: options.clone(),
+            addr,
+            admin: AdminState::default(),
+        });
+        // `instantaneous_ops_per_sec` samples, every 100 ms as Redis's `serverCron`.
+        let sampler = {
+            let shared = Arc::clone(&shared);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(100));
+                loop {
+                    tick.tick().await;
+                    shared.stats.sample(std::time::Instant::now());
+                }
+            })
+        };
         let mut connections = JoinSet::new();
         tokio::pin!(shutdown);
         loop {
@@ -99,19 +119,21 @@ impl Server {
                             let id = next_id.fetch_add(1, Ordering::Relaxed);
                             let cluster = Arc::clone(&cluster);
                             let stopped = stopped.clone();
-                            let options = options.clone();
-                            let registration = clients.register(
+                            shared.stats.connections_received.fetch_add(1, Ordering::Relaxed);
+                            let shared = Arc::clone(&shared);
+                            let registration = shared.clients.register(
                                 id,
                                 stream.peer_addr().ok(),
                                 stream.local_addr().ok(),
                             );
                             connections.spawn(async move {
-                                connection::serve(stream, cluster, options, registration, stopped)
+                                connection::serve(stream, cluster, shared, registration, stopped)
                                     .await;
                                 drop(permit);
                             });
                         }
                         Err(_) => {
+                            shared.stats.rejected_connections.fetch_add(1, Ordering::Relaxed);
                             connections.spawn(refuse(stream));
                         }
                     }
@@ -122,6 +144,7 @@ impl Server {
             }
         }
         drop(listener);
+        sampler.abort();
         let _ = stop.send(true);
         let drain = async { while connections.join_next().await.is_some() {} };
         if tokio::time::timeout(options.get_shutdown_grace(), drain)

@@ -5,7 +5,9 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 use kv_resp::{Encoder, Protocol};
 
-use crate::clients::{ClientEntry, Clients};
+use crate::clients::ClientEntry;
+use crate::shared::Shared;
+use crate::stats::LocalStats;
 
 /// The state of one client connection that commands read and change.
 #[derive(Debug)]
@@ -24,8 +26,10 @@ pub(crate) struct Session {
     pub(crate) client: Arc<ClientEntry>,
     /// The protocol version as the registry shows it.
     resp: Arc<AtomicU8>,
-    /// Every client (`CLIENT LIST`).
-    pub(crate) clients: Arc<Clients>,
+    /// The server-wide state.
+    pub(crate) shared: Arc<Shared>,
+    /// This connection's counters since they were last merged into the shared ones.
+    pub(crate) stats: LocalStats,
 }
 
 impl Session {
@@ -33,7 +37,8 @@ impl Session {
         requirepass: Option<Arc<str>>,
         client: Arc<ClientEntry>,
         resp: Arc<AtomicU8>,
-        clients: Arc<Clients>,
+        shared: Arc<Shared>,
+        commands: usize,
     ) -> Self {
         Self {
             id: client.id,
@@ -43,7 +48,8 @@ impl Session {
             requirepass,
             client,
             resp,
-            clients,
+            shared,
+            stats: LocalStats::new(commands),
         }
     }
 
