@@ -1,6 +1,7 @@
 //! The cluster change running in the background (`KVSTORE ADDNODE`/`REMOVENODE`), whose
 //! progress `INFO cluster` and `KVSTORE STATS` show while it runs.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
@@ -14,17 +15,18 @@ pub(crate) struct Job {
     pub(crate) started: Instant,
     /// The last progress report, once the first batch moved.
     pub(crate) progress: Option<Progress>,
-    /// How it ended, once it has: `Ok(summary)` or `Err(error)`.
-    pub(crate) outcome: Option<Result<String, String>>,
+    /// How it ended, once it has: `Ok(())` or `Err(error)`.
+    pub(crate) outcome: Option<Result<(), String>>,
 }
 
 /// The background change, if one runs or ran.
 #[derive(Debug, Default)]
 pub(crate) struct AdminState {
     job: Mutex<Option<Job>>,
+    /// Set at shutdown: a running change stops at its next batch.
+    cancel: AtomicBool,
 }
 
-#[allow(dead_code)] // started by KVSTORE ADDNODE/REMOVENODE
 impl AdminState {
     /// The current (or last) job.
     pub(crate) fn job(&self) -> Option<Job> {
@@ -52,10 +54,19 @@ impl AdminState {
         }
     }
 
-    pub(crate) fn finish(&self, outcome: Result<String, String>) {
+    pub(crate) fn finish(&self, outcome: Result<(), String>) {
         if let Some(job) = self.lock().as_mut() {
             job.outcome = Some(outcome);
         }
+    }
+
+    /// Asks a running change to stop at its next batch.
+    pub(crate) fn cancel(&self) {
+        self.cancel.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Job>> {

@@ -27,6 +27,7 @@ pub(crate) const COMMANDS: &[(&str, i32)] = &[
     ("getdel", 2),
     ("hello", -1),
     ("info", -1),
+    ("kvstore", -2),
     ("mget", -2),
     ("mset", -3),
     ("ping", -1),
@@ -411,6 +412,7 @@ fn run_command(
             session.encoder().simple(out, b"RESET");
         }
         "client" => crate::client_cmd::client(session, args, out),
+        "kvstore" => crate::kvstore_cmd::kvstore(cluster, session, args, out),
         _ => error(session, out, &unknown_command(args)),
     }
 }

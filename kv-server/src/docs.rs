@@ -283,6 +283,87 @@ pub(crate) const DOCS: &[Doc] = &[
             ..arg("section", "string")
         })],
     ),
+    Doc {
+        subcommands: &[
+            doc(
+                "kvstore|addnode",
+                "Adds a node and streams it its ranges.",
+                "0.1.0",
+                "cluster",
+                &[arg("id", "string")],
+            ),
+            doc(
+                "kvstore|compact",
+                "Compacts every node's log.",
+                "0.1.0",
+                "cluster",
+                &[],
+            ),
+            doc(
+                "kvstore|fail",
+                "Takes a node down (cut off, or crashed).",
+                "0.1.0",
+                "cluster",
+                &[arg("id", "string"), flag("crash", "CRASH")],
+            ),
+            doc(
+                "kvstore|flush",
+                "Makes every acknowledged write durable.",
+                "0.1.0",
+                "cluster",
+                &[],
+            ),
+            doc(
+                "kvstore|nodes",
+                "Lists the nodes and their health.",
+                "0.1.0",
+                "cluster",
+                &[],
+            ),
+            doc(
+                "kvstore|recover",
+                "Brings a down node back.",
+                "0.1.0",
+                "cluster",
+                &[arg("id", "string")],
+            ),
+            doc(
+                "kvstore|removenode",
+                "Removes a node after streaming its ranges away.",
+                "0.1.0",
+                "cluster",
+                &[arg("id", "string")],
+            ),
+            doc(
+                "kvstore|repair",
+                "Repairs every range by comparing replicas.",
+                "0.1.0",
+                "cluster",
+                &[],
+            ),
+            doc(
+                "kvstore|ring",
+                "Shows the ring and each node's ownership.",
+                "0.1.0",
+                "cluster",
+                &[],
+            ),
+            doc(
+                "kvstore|stats",
+                "Shows the data distribution and a change in progress.",
+                "0.1.0",
+                "cluster",
+                &[],
+            ),
+        ],
+        ..doc(
+            "kvstore",
+            "A container for kvstore cluster administration commands.",
+            "0.1.0",
+            "cluster",
+            &[],
+        )
+    },
     doc(
         "mget",
         "Atomically returns the string values of one or more keys.",

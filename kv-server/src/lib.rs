@@ -8,7 +8,8 @@
 //! - Commands, with Redis 7's replies: `PING`, `ECHO`, `GET`, `SET key value [GET]`, `DEL`,
 //!   `UNLINK`, `EXISTS`, `MGET`, `MSET`, `GETDEL`, `STRLEN`, `DBSIZE`, `QUIT`, `RESET`,
 //!   `HELLO [2|3] [AUTH user pass] [SETNAME name]`, `AUTH`, `CLIENT ID|SETNAME|GETNAME|INFO|LIST|SETINFO`,
-//!   `SELECT 0`, `COMMAND COUNT`, `COMMAND DOCS`, `INFO [section ...]`, `CONFIG GET` (what
+//!   `SELECT 0`, `COMMAND COUNT`, `COMMAND DOCS`, `INFO [section ...]`, `KVSTORE ...` (cluster
+//!   administration, the REPL's texts), `CONFIG GET` (what
 //!   `redis-benchmark` asks). Unknown commands and wrong arity answer with Redis's exact texts;
 //!   `SET` options the store does not support are refused by name, never ignored.
 //! - A password ([`ServerOptions::requirepass`]): until a client authenticates, every command
@@ -71,6 +72,7 @@ mod connection;
 mod docs;
 mod error;
 mod info;
+mod kvstore_cmd;
 mod options;
 mod server;
 mod session;

@@ -145,6 +145,7 @@ impl Server {
         }
         drop(listener);
         sampler.abort();
+        shared.admin.cancel();
         let _ = stop.send(true);
         let drain = async { while connections.join_next().await.is_some() {} };
         if tokio::time::timeout(options.get_shutdown_grace(), drain)

@@ -32,6 +32,14 @@ impl TestServer {
     }
 
     pub fn in_dir(dir: tempfile::TempDir, options: ServerOptions) -> Self {
+        Self::with_cluster(dir, options, ClusterOptions::new())
+    }
+
+    pub fn with_cluster(
+        dir: tempfile::TempDir,
+        options: ServerOptions,
+        cluster_options: ClusterOptions,
+    ) -> Self {
         let path = dir.path().to_path_buf();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -43,7 +51,7 @@ impl TestServer {
                 .expect("runtime");
             runtime.block_on(async move {
                 let cluster =
-                    Arc::new(Cluster::open(&path, ClusterOptions::new()).expect("open cluster"));
+                    Arc::new(Cluster::open(&path, cluster_options).expect("open cluster"));
                 let server = Server::bind("127.0.0.1:0", Arc::clone(&cluster), options)
                     .await
                     .expect("bind");
