@@ -33,6 +33,7 @@ pub(crate) const COMMANDS: &[(&str, i32)] = &[
     ("ping", -1),
     ("quit", -1),
     ("reset", 1),
+    ("scan", -2),
     ("select", 2),
     ("set", -3),
     ("strlen", 2),
@@ -412,6 +413,7 @@ fn run_command(
             session.encoder().simple(out, b"RESET");
         }
         "client" => crate::client_cmd::client(session, args, out),
+        "scan" => crate::scan::scan(cluster, session, args, out),
         "kvstore" => crate::kvstore_cmd::kvstore(cluster, session, args, out),
         _ => error(session, out, &unknown_command(args)),
     }
@@ -677,7 +679,7 @@ fn config(session: &Session, args: &[Bytes], out: &mut BytesMut) {
 }
 
 /// Glob matching with `*` and `?` (Redis's `stringmatchlen` without classes or escapes).
-fn glob_match(pattern: &[u8], s: &[u8]) -> bool {
+pub(crate) fn glob_match(pattern: &[u8], s: &[u8]) -> bool {
     let (mut p, mut i) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while i < s.len() {
@@ -740,6 +742,15 @@ fn unknown_command(args: &[Bytes]) -> String {
 pub(crate) fn c_str(s: &[u8], max: usize) -> &[u8] {
     let end = s.iter().position(|&b| b == 0).unwrap_or(s.len()).min(max);
     &s[..end]
+}
+
+/// Redis's `string2ull`-like parse of an unsigned argument (a `SCAN` cursor).
+pub(crate) fn parse_u64(s: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(s).ok()?;
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
 }
 
 /// Redis's `string2ll` on an argument.

@@ -401,6 +401,18 @@ pub(crate) const DOCS: &[Doc] = &[
         &[],
     ),
     doc(
+        "scan",
+        "Iterates over the key names in the database.",
+        "2.8.0",
+        "generic",
+        &[
+            arg("cursor", "integer"),
+            optional(token("pattern", "MATCH", "pattern")),
+            optional(token("count", "COUNT", "integer")),
+            optional(token("type", "TYPE", "string")),
+        ],
+    ),
+    doc(
         "select",
         "Changes the selected database.",
         "1.0.0",

@@ -112,7 +112,7 @@ fn exact_replies_match_redis() {
             b"ECHO\r\n",
             b"-ERR wrong number of arguments for 'echo' command\r\n",
         ),
-        (b"COMMAND COUNT\r\n", b":22\r\n"),
+        (b"COMMAND COUNT\r\n", b":23\r\n"),
         (
             b"COMMAND COUNT x\r\n",
             b"-ERR wrong number of arguments for 'command|count' command\r\n",
