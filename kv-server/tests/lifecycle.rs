@@ -129,3 +129,27 @@ fn a_client_that_does_not_read_stops_being_read() {
         cluster.close().unwrap();
     }
 }
+
+#[test]
+fn a_bind_error_names_the_address_and_keeps_the_cause_as_source() {
+    use std::error::Error as _;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = std::sync::Arc::new(Cluster::open(dir.path(), ClusterOptions::new()).unwrap());
+    let err = runtime
+        .block_on(kv_server::Server::bind(addr, cluster, ServerOptions::new()))
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(text.starts_with("cannot listen on "), "{text}");
+    assert!(text.contains(&addr.port().to_string()), "{text}");
+    let source = err.source().expect("the OS error is the source");
+    assert!(
+        !text.contains(&source.to_string()),
+        "the cause is not repeated: {text}"
+    );
+}
