@@ -81,8 +81,8 @@ pub(crate) fn execute(
     flush_at: usize,
 ) {
     execute_queue(cluster, session, queue, out, flush_at);
-    let shared = std::sync::Arc::clone(&session.shared);
-    shared.stats.merge(&mut session.stats);
+    // Disjoint fields: no reference count touched per batch.
+    session.shared.stats.merge(&mut session.stats);
 }
 
 fn execute_queue(
@@ -593,14 +593,18 @@ fn hello(session: &mut Session, args: &[Bytes], out: &mut BytesMut) {
     enc.array_header(out, 0);
 }
 
-/// `COMMAND COUNT`, `COMMAND DOCS [name...]` (what `redis-cli` builds its hints from);
-/// `COMMAND` alone answers an empty array.
+/// `COMMAND`, `COMMAND INFO [name...]`, `COMMAND COUNT`, `COMMAND DOCS [name...]` (what
+/// `redis-cli` builds its hints from).
 fn command(session: &Session, args: &[Bytes], out: &mut BytesMut) {
     let enc = session.encoder();
     let Some(sub) = args.get(1) else {
-        return enc.array_header(out, 0);
+        return crate::command_info::info(enc, out, None);
     };
-    if sub.eq_ignore_ascii_case(b"count") {
+    if sub.eq_ignore_ascii_case(b"info") {
+        // As Redis 7: no names is every command.
+        let names = (args.len() > 2).then(|| &args[2..]);
+        crate::command_info::info(enc, out, names);
+    } else if sub.eq_ignore_ascii_case(b"count") {
         if args.len() != 2 {
             return error(session, out, &wrong_arity("command|count"));
         }

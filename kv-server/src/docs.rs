@@ -162,6 +162,16 @@ pub(crate) const DOCS: &[Doc] = &[
     Doc {
         subcommands: &[
             doc(
+                "command|info",
+                "Returns information about one, multiple or all commands.",
+                "2.8.13",
+                "server",
+                &[optional(Arg {
+                    multiple: true,
+                    ..arg("command-name", "string")
+                })],
+            ),
+            doc(
                 "command|count",
                 "Returns a count of commands.",
                 "2.8.13",

@@ -9,7 +9,7 @@
 //!   `UNLINK`, `EXISTS`, `MGET`, `MSET`, `GETDEL`, `STRLEN`, `DBSIZE`, `QUIT`, `RESET`,
 //!   `SCAN cursor [MATCH p] [COUNT n] [TYPE t]` (with a [`ScanBackend`]),
 //!   `HELLO [2|3] [AUTH user pass] [SETNAME name]`, `AUTH`, `CLIENT ID|SETNAME|GETNAME|INFO|LIST|SETINFO`,
-//!   `SELECT 0`, `COMMAND COUNT`, `COMMAND DOCS`, `INFO [section ...]`, `KVSTORE ...` (cluster
+//!   `SELECT 0`, `COMMAND [INFO|COUNT|DOCS]`, `INFO [section ...]`, `KVSTORE ...` (cluster
 //!   administration, the REPL's texts), `CONFIG GET` (what
 //!   `redis-benchmark` asks). Unknown commands and wrong arity answer with Redis's exact texts;
 //!   `SET` options the store does not support are refused by name, never ignored.
@@ -68,6 +68,7 @@
 mod admin;
 mod client_cmd;
 mod clients;
+mod command_info;
 mod commands;
 mod connection;
 mod docs;

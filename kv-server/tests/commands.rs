@@ -420,3 +420,34 @@ fn command_docs_describe_the_supported_arguments_for_redis_cli_hints() {
     let count: i64 = redis::cmd("COMMAND").arg("COUNT").query(&mut c).unwrap();
     assert_eq!(all.len() as i64, count, "every command is documented");
 }
+
+#[test]
+fn command_info_gives_arity_and_key_positions() {
+    let server = TestServer::start();
+    let mut c = server.client();
+    let all: Vec<Value> = redis::cmd("COMMAND").query(&mut c).unwrap();
+    let count: i64 = redis::cmd("COMMAND").arg("COUNT").query(&mut c).unwrap();
+    assert_eq!(all.len() as i64, count);
+    let info: Vec<Value> = redis::cmd("COMMAND")
+        .arg("INFO")
+        .arg("MSET")
+        .arg("nosuch")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(info[1], Value::Nil);
+    let Value::Array(mset) = &info[0] else {
+        panic!("{info:?}")
+    };
+    assert_eq!(mset.len(), 10);
+    let name: String = redis::from_redis_value(mset[0].clone()).unwrap();
+    assert_eq!(name, "mset");
+    let positions: Vec<i64> = mset[1..]
+        .iter()
+        .filter_map(|v| match v {
+            Value::Int(n) => Some(*n),
+            _ => None,
+        })
+        .collect();
+    // Arity -3; keys from 1 to the last, every second argument.
+    assert_eq!(positions, [-3, 1, -1, 2]);
+}
