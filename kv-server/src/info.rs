@@ -25,6 +25,7 @@ const SECTIONS: &[(&str, bool)] = &[
     ("cluster", true),
     ("keyspace", true),
     ("commandstats", false),
+    ("latencystats", false),
 ];
 
 /// `INFO [section ...]`: a bulk string (verbatim text in RESP3), as Redis.
@@ -121,6 +122,19 @@ fn section(cluster: &Cluster, session: &Session, name: &str, t: &mut String) {
                 Ok(_) => Ok(()),
                 Err(e) => write!(t, "kvstore_keyspace_error:{}\r\n", one_line(&e.to_string())),
             }
+        }
+        "latencystats" => {
+            t.push_str("# Latencystats\r\n");
+            for (i, (name, _)) in COMMANDS.iter().enumerate() {
+                if let Some(p) = stats.percentiles(i, &[50.0, 99.0, 99.9]) {
+                    let _ = write!(
+                        t,
+                        "latency_percentiles_usec_{name}:p50={:.3},p99={:.3},p99.9={:.3}\r\n",
+                        p[0], p[1], p[2]
+                    );
+                }
+            }
+            Ok(())
         }
         // `commandstats`
         _ => {

@@ -12,13 +12,51 @@ use std::time::{Duration, Instant};
 /// Samples kept for `instantaneous_ops_per_sec` (Redis's `STATS_METRIC_SAMPLES`).
 const SAMPLES: usize = 16;
 
+/// Buckets of a latency histogram: exact below 8 ns, then 8 per power of two (12.5%).
+const BUCKETS: usize = 8 + 61 * 8;
+
+/// The histogram bucket of a latency of `nanos`.
+fn bucket(nanos: u64) -> usize {
+    if nanos < 8 {
+        return nanos as usize;
+    }
+    let e = 63 - nanos.leading_zeros() as usize; // >= 3
+    let sub = ((nanos >> (e - 3)) & 7) as usize;
+    8 + (e - 3) * 8 + sub
+}
+
+/// The highest latency, in nanoseconds, that falls in bucket `i`.
+fn bucket_top(i: usize) -> u64 {
+    if i < 8 {
+        return i as u64;
+    }
+    let e = (i - 8) / 8 + 3;
+    let sub = ((i - 8) % 8) as u128;
+    let top = ((9 + sub) << (e - 3)) - 1;
+    u64::try_from(top).unwrap_or(u64::MAX)
+}
+
 /// One command's shared counters.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct CommandStats {
     calls: AtomicU64,
     nanos: AtomicU64,
     rejected: AtomicU64,
     failed: AtomicU64,
+    /// Latency histogram (`INFO latencystats`).
+    latency: Box<[AtomicU64]>,
+}
+
+impl Default for CommandStats {
+    fn default() -> Self {
+        Self {
+            calls: AtomicU64::new(0),
+            nanos: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            latency: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
 }
 
 /// The server-wide counters.
@@ -71,6 +109,11 @@ impl Stats {
             shared.failed.fetch_add(l.failed, Ordering::Relaxed);
             *l = LocalCommand::default();
         }
+        for (i, b, n) in local.latencies.drain(..) {
+            if let Some(slot) = self.commands.get(i).and_then(|c| c.latency.get(b)) {
+                slot.fetch_add(n, Ordering::Relaxed);
+            }
+        }
         self.keyspace_hits.fetch_add(local.hits, Ordering::Relaxed);
         self.keyspace_misses
             .fetch_add(local.misses, Ordering::Relaxed);
@@ -88,6 +131,37 @@ impl Stats {
             rejected: c.rejected.load(Ordering::Relaxed),
             failed: c.failed.load(Ordering::Relaxed),
         })
+    }
+
+    /// Command `i`'s latency percentiles in microseconds (`p` in percent), or `None` before
+    /// its first call.
+    pub(crate) fn percentiles(&self, i: usize, ps: &[f64]) -> Option<Vec<f64>> {
+        let c = self.commands.get(i)?;
+        let counts: Vec<u64> = c
+            .latency
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        Some(
+            ps.iter()
+                .map(|p| {
+                    let target = ((p / 100.0) * total as f64).ceil().max(1.0) as u64;
+                    let mut seen = 0;
+                    let i = counts
+                        .iter()
+                        .position(|&n| {
+                            seen += n;
+                            seen >= target
+                        })
+                        .unwrap_or(BUCKETS - 1);
+                    bucket_top(i) as f64 / 1000.0
+                })
+                .collect(),
+        )
     }
 
     /// Commands executed (rejected ones not counted, as Redis's `total_commands_processed`).
@@ -145,6 +219,8 @@ pub(crate) struct LocalCommand {
 #[derive(Debug)]
 pub(crate) struct LocalStats {
     commands: Vec<LocalCommand>,
+    /// `(command, latency bucket, calls)` since the last merge.
+    latencies: Vec<(usize, usize, u64)>,
     hits: u64,
     misses: u64,
     dirty: bool,
@@ -154,6 +230,7 @@ impl LocalStats {
     pub(crate) fn new(commands: usize) -> Self {
         Self {
             commands: vec![LocalCommand::default(); commands],
+            latencies: Vec::new(),
             hits: 0,
             misses: 0,
             dirty: false,
@@ -161,12 +238,18 @@ impl LocalStats {
     }
 
     /// `calls` executions of command `i` that took `elapsed` in all, `failed` of them
-    /// answering an error.
+    /// answering an error. Commands executed together (a run of `GET`s) each count the
+    /// run's mean latency.
     pub(crate) fn called(&mut self, i: usize, calls: u64, elapsed: Duration, failed: u64) {
+        if calls == 0 {
+            return;
+        }
         if let Some(c) = self.commands.get_mut(i) {
+            let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
             c.calls += calls;
-            c.nanos += u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+            c.nanos += nanos;
             c.failed += failed;
+            self.latencies.push((i, bucket(nanos / calls), calls));
             self.dirty = true;
         }
     }
@@ -192,6 +275,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn buckets_cover_every_latency_within_an_eighth() {
+        for v in [
+            0,
+            1,
+            7,
+            8,
+            9,
+            15,
+            16,
+            17,
+            1000,
+            123_456,
+            u64::MAX / 3,
+            u64::MAX,
+        ] {
+            let b = bucket(v);
+            assert!(b < BUCKETS, "{v}");
+            assert!(bucket_top(b) >= v, "{v}");
+            assert!(bucket_top(b) - v <= v / 8, "{v}");
+            assert!(b == 0 || bucket_top(b - 1) < v, "{v}");
+        }
+    }
+
+    #[test]
     fn local_counts_merge_into_the_shared_ones_once() {
         let stats = Stats::new(2);
         let mut local = LocalStats::new(2);
@@ -210,6 +317,10 @@ mod tests {
             })
         );
         assert_eq!(stats.total_commands(), 3);
+        // 3 calls of 10 us each.
+        let p = stats.percentiles(1, &[50.0]).unwrap();
+        assert!((10.0..11.3).contains(&p[0]), "{p:?}");
+        assert_eq!(stats.percentiles(0, &[50.0]), None);
         assert_eq!((stats.keyspace_hits(), stats.keyspace_misses()), (2, 1));
     }
 }

@@ -83,6 +83,24 @@ fn info_reports_sections_and_counts_commands() {
     assert!(set.starts_with("calls=3,"), "{set}");
     assert!(set.ends_with(",rejected_calls=0,failed_calls=1"), "{set}");
     assert!(field(&stats, "cmdstat_info").starts_with("calls=1,"));
+    let latency: String = redis::cmd("INFO")
+        .arg("latencystats")
+        .query(&mut c)
+        .unwrap();
+    assert!(latency.starts_with("# Latencystats\r\n"), "{latency}");
+    let get = field(&latency, "latency_percentiles_usec_get");
+    let p: Vec<f64> = get
+        .split(',')
+        .map(|kv| kv.split_once('=').unwrap().1.parse().unwrap())
+        .collect();
+    assert!(get.starts_with("p50=") && get.contains(",p99=") && get.contains(",p99.9="));
+    assert!(p[0] > 0.0 && p[0] <= p[1] && p[1] <= p[2], "{get}");
+    assert!(
+        !latency.contains("latency_percentiles_usec_dbsize"),
+        "a command never called has no line"
+    );
+    let everything: String = redis::cmd("INFO").arg("everything").query(&mut c).unwrap();
+    assert!(everything.contains("# Commandstats\r\n") && everything.contains("# Latencystats\r\n"));
     // Sections by name, case-insensitively; an unknown one is empty.
     let one: String = redis::cmd("INFO").arg("CLIENTS").query(&mut c).unwrap();
     assert!(one.starts_with("# Clients\r\n") && !one.contains("# Server"));
