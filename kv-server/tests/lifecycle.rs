@@ -22,6 +22,22 @@ fn the_client_over_the_cap_is_refused_as_in_redis() {
         read_to_close(&mut c),
         b"-ERR max number of clients reached\r\n"
     );
+    // Counted in INFO stats.
+    use std::io::{Read, Write};
+    b.write_all(b"INFO stats\r\n").unwrap();
+    let mut info = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !info.ends_with(b"\r\n\r\n") {
+        let n = b.read(&mut chunk).unwrap();
+        assert!(n > 0, "closed");
+        info.extend_from_slice(&chunk[..n]);
+    }
+    let info = String::from_utf8(info).unwrap();
+    assert!(info.contains("\r\nrejected_connections:1\r\n"), "{info}");
+    assert!(
+        info.contains("\r\ntotal_connections_received:2\r\n"),
+        "{info}"
+    );
     // A slot frees when a client leaves.
     drop(a);
     let mut tries = 0;
