@@ -189,7 +189,7 @@ fn cluster_section(cluster: &Cluster, session: &Session, t: &mut String) -> std:
         };
         write!(
             t,
-            "kvstore_node:id={},state={state},health={health},tokens={}\r\n",
+            "kvstore_node_{}:state={state},health={health},tokens={}\r\n",
             n.id, n.tokens
         )?;
     }

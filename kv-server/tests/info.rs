@@ -65,8 +65,12 @@ fn info_reports_sections_and_counts_commands() {
     assert_eq!(field(&info, "kvstore_members_up"), "3");
     assert_eq!(field(&info, "kvstore_change_in_progress"), "none");
     assert_eq!(
+        field(&info, "kvstore_node_node2"),
+        "state=member,health=up,tokens=2000"
+    );
+    assert_eq!(
         info.lines()
-            .filter(|l| l.starts_with("kvstore_node:"))
+            .filter(|l| l.starts_with("kvstore_node_node"))
             .count(),
         3
     );
