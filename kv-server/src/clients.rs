@@ -1,0 +1,140 @@
+//! The server's registry of connected clients, for `CLIENT LIST` and `INFO clients`.
+//!
+//! Touched when a client connects, disconnects or names itself, never per command: the hot
+//! path takes no lock here.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
+
+use bytes::Bytes;
+
+/// What `CLIENT SETNAME`, `HELLO ... SETNAME` and `CLIENT SETINFO` set.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ClientNames {
+    pub(crate) name: Option<Bytes>,
+    pub(crate) lib_name: Option<Bytes>,
+    pub(crate) lib_ver: Option<Bytes>,
+}
+
+/// One connected client.
+#[derive(Debug)]
+pub(crate) struct ClientEntry {
+    pub(crate) id: u64,
+    pub(crate) addr: Option<SocketAddr>,
+    pub(crate) laddr: Option<SocketAddr>,
+    pub(crate) connected: Instant,
+    names: Mutex<ClientNames>,
+}
+
+impl ClientEntry {
+    pub(crate) fn names(&self) -> ClientNames {
+        self.names
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn update_names(&self, f: impl FnOnce(&mut ClientNames)) {
+        f(&mut self.names.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+
+    /// Redis's `CLIENT LIST`/`CLIENT INFO` line (without the trailing newline), with the
+    /// fields kvstore knows; `resp` is the client's protocol version.
+    pub(crate) fn info_line(&self, resp: u8, now: Instant) -> Vec<u8> {
+        let names = self.names();
+        let show = |a: Option<SocketAddr>| a.map(|a| a.to_string()).unwrap_or_default();
+        let mut line = format!(
+            "id={} addr={} laddr={} fd=-1 name=",
+            self.id,
+            show(self.addr),
+            show(self.laddr)
+        )
+        .into_bytes();
+        line.extend_from_slice(names.name.as_deref().unwrap_or_default());
+        line.extend_from_slice(
+            format!(
+                " age={} idle=0 flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 user=default redir=-1 resp={resp} lib-name=",
+                now.duration_since(self.connected).as_secs()
+            )
+            .as_bytes(),
+        );
+        line.extend_from_slice(names.lib_name.as_deref().unwrap_or_default());
+        line.extend_from_slice(b" lib-ver=");
+        line.extend_from_slice(names.lib_ver.as_deref().unwrap_or_default());
+        line
+    }
+}
+
+/// A registered client: its entry and its protocol version.
+type Registered = (Arc<ClientEntry>, Arc<AtomicU8>);
+
+/// Every connected client, by id.
+#[derive(Debug, Default)]
+pub(crate) struct Clients {
+    map: Mutex<BTreeMap<u64, Registered>>,
+}
+
+impl Clients {
+    /// Registers a client; it is removed when the returned guard drops.
+    pub(crate) fn register(
+        self: &Arc<Self>,
+        id: u64,
+        addr: Option<SocketAddr>,
+        laddr: Option<SocketAddr>,
+    ) -> Registration {
+        let entry = Arc::new(ClientEntry {
+            id,
+            addr,
+            laddr,
+            connected: Instant::now(),
+            names: Mutex::new(ClientNames::default()),
+        });
+        let resp = Arc::new(AtomicU8::new(2));
+        self.lock()
+            .insert(id, (Arc::clone(&entry), Arc::clone(&resp)));
+        Registration {
+            clients: Arc::clone(self),
+            entry,
+            resp,
+        }
+    }
+
+    /// How many clients are connected.
+    #[allow(dead_code)] // used by INFO
+    pub(crate) fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// `CLIENT LIST`: one line per client, in id order, each ending with a newline.
+    pub(crate) fn list(&self) -> Vec<u8> {
+        let now = Instant::now();
+        let mut out = Vec::new();
+        for (entry, resp) in self.lock().values() {
+            out.extend_from_slice(&entry.info_line(resp.load(Ordering::Relaxed), now));
+            out.push(b'\n');
+        }
+        out
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<u64, Registered>> {
+        self.map.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A client's place in the registry; dropping it removes the client.
+#[derive(Debug)]
+pub(crate) struct Registration {
+    clients: Arc<Clients>,
+    pub(crate) entry: Arc<ClientEntry>,
+    /// The client's protocol version, as `CLIENT LIST` shows it.
+    pub(crate) resp: Arc<AtomicU8>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.clients.lock().remove(&self.entry.id);
+    }
+}

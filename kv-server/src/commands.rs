@@ -1,0 +1,820 @@
+//! Executing client commands against the cluster, with Redis 7's replies.
+//!
+//! One function per command; the table [`COMMANDS`] holds each command's name and Redis's
+//! arity (positive: exactly that many arguments, the name included; negative: at least that
+//! many), checked before a command runs, as Redis's `processCommand` does.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use kv_cluster::Cluster;
+use kv_resp::{Command, Protocol};
+
+use crate::session::Session;
+
+/// The commands this server knows, with Redis's arity.
+pub(crate) const COMMANDS: &[(&str, i32)] = &[
+    ("auth", -2),
+    ("client", -2),
+    ("command", -1),
+    ("config", -2),
+    ("dbsize", 1),
+    ("del", -2),
+    ("echo", 2),
+    ("exists", -2),
+    ("get", 2),
+    ("getdel", 2),
+    ("hello", -1),
+    ("info", -1),
+    ("kvstore", -2),
+    ("mget", -2),
+    ("mset", -3),
+    ("ping", -1),
+    ("quit", -1),
+    ("reset", 1),
+    ("scan", -2),
+    ("select", 2),
+    ("set", -3),
+    ("strlen", 2),
+    ("unlink", -2),
+];
+
+/// Commands a client may run before it authenticates (Redis's `no-auth` flag).
+const NO_AUTH: &[&str] = &["auth", "hello", "quit", "reset"];
+
+/// Redis's reply to a command from a client that must authenticate first.
+const NOAUTH: &str = "NOAUTH Authentication required.";
+
+/// Redis's `SET` options other than `GET`, none of which the store supports yet: answered with an error naming
+/// the option, never ignored (a client using `SET NX` as a lock must not be told it got it).
+const SET_OPTIONS: &[&str] = &["nx", "xx", "ex", "px", "exat", "pxat", "keepttl"];
+
+/// Most consecutive `GET`s (or `SET`s) merged into one `get_many` (`put_many`).
+const MAX_RUN: usize = 512;
+
+/// Whether any command in `commands` reads or writes the store (and so may block).
+pub(crate) fn needs_storage<'a>(commands: impl IntoIterator<Item = &'a Command>) -> bool {
+    commands.into_iter().any(|c| {
+        [
+            "get", "set", "del", "exists", "mget", "mset", "unlink", "getdel", "strlen", "dbsize",
+            "info",
+        ]
+        .iter()
+        .any(|n| c.name().eq_ignore_ascii_case(n.as_bytes()))
+    })
+}
+
+/// Executes commands from the front of `queue`, appending their replies to `out`, until the
+/// queue is empty, `QUIT` was executed, or `out` holds at least `flush_at` bytes (so a batch
+/// of large replies is written, and the client's reading awaited, before more are built).
+///
+/// A run of consecutive `GET`s becomes one `get_many` and a run of consecutive `SET`s one
+/// `put_many`: each is a batch per node instead of a round per command. Replies stay in command
+/// order, and a `GET` after a `SET` of the same key in the same batch sees it (runs never span
+/// a command of another kind; `put_many` applies its pairs in order).
+pub(crate) fn execute(
+    cluster: &Cluster,
+    session: &mut Session,
+    queue: &mut VecDeque<Command>,
+    out: &mut BytesMut,
+    flush_at: usize,
+) {
+    execute_queue(cluster, session, queue, out, flush_at);
+    // Disjoint fields: no reference count touched per batch.
+    session.shared.stats.merge(&mut session.stats);
+}
+
+fn execute_queue(
+    cluster: &Cluster,
+    session: &mut Session,
+    queue: &mut VecDeque<Command>,
+    out: &mut BytesMut,
+    flush_at: usize,
+) {
+    while let Some(cmd) = queue.front() {
+        if session.quit || out.len() >= flush_at {
+            return;
+        }
+        if session.authenticated && (is_plain(cmd, "get", 2) || is_plain(cmd, "set", 3)) {
+            let run = take_run(queue);
+            let start = Instant::now();
+            if run[0].len() == 2 {
+                let unanswered = get_run(cluster, session, &run, out, flush_at);
+                let calls = unanswered.start;
+                session
+                    .stats
+                    .called(GET, count(0..calls).unsigned_abs(), start.elapsed(), 0);
+                // Put back what did not fit, to be executed (read again) after the replies so
+                // far are written: a run of large values must not pass the reply bound.
+                for cmd in run.into_iter().skip(unanswered.start).rev() {
+                    queue.push_front(cmd);
+                }
+            } else {
+                let failed = set_run(cluster, session, &run, out);
+                let calls = count(run.iter()).unsigned_abs();
+                session.stats.called(SET, calls, start.elapsed(), failed);
+            }
+            continue;
+        }
+        if let Some(cmd) = queue.pop_front() {
+            execute_one(cluster, session, &cmd, out);
+        }
+    }
+}
+
+/// `GET`'s and `SET`'s places in [`COMMANDS`], for their counters.
+const GET: usize = index_of("get");
+const SET: usize = index_of("set");
+
+const fn index_of(name: &str) -> usize {
+    let mut i = 0;
+    while i < COMMANDS.len() {
+        if str_eq(COMMANDS[i].0, name) {
+            return i;
+        }
+        i += 1;
+    }
+    panic!("a command of the table")
+}
+
+const fn str_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// A command called `name` with exactly `argc` arguments.
+fn is_plain(cmd: &Command, name: &str, argc: usize) -> bool {
+    cmd.len() == argc && cmd.name().eq_ignore_ascii_case(name.as_bytes())
+}
+
+/// Pops the run of commands like the front one (plain `GET`s, or plain `SET`s).
+fn take_run(queue: &mut VecDeque<Command>) -> Vec<Command> {
+    let mut run = Vec::new();
+    let Some(first) = queue.pop_front() else {
+        return run;
+    };
+    let (name, argc) = if first.len() == 2 {
+        ("get", 2)
+    } else {
+        ("set", 3)
+    };
+    run.push(first);
+    while run.len() < MAX_RUN && queue.front().is_some_and(|c| is_plain(c, name, argc)) {
+        if let Some(c) = queue.pop_front() {
+            run.push(c);
+        }
+    }
+    run
+}
+
+/// Answers a run of `GET`s with one `get_many`, stopping once `out` reaches `flush_at` (at
+/// least one is answered); returns the range of the run left unanswered.
+fn get_run(
+    cluster: &Cluster,
+    session: &mut Session,
+    run: &[Command],
+    out: &mut BytesMut,
+    flush_at: usize,
+) -> std::ops::Range<usize> {
+    let keys: Vec<&[u8]> = run.iter().map(|c| &c.args()[1][..]).collect();
+    let mut answered = 0;
+    match cluster.get_many(&keys) {
+        Ok(values) => {
+            for v in values {
+                if answered > 0 && out.len() >= flush_at {
+                    break;
+                }
+                lookup(session, v.is_some());
+                value_reply(session, v, out);
+                answered += 1;
+            }
+        }
+        // One answer per command: retry one by one so each gets its own result.
+        Err(_) => {
+            for key in keys {
+                if answered > 0 && out.len() >= flush_at {
+                    break;
+                }
+                match cluster.get(key) {
+                    Ok(v) => {
+                        lookup(session, v.is_some());
+                        value_reply(session, v, out);
+                    }
+                    Err(e) => cluster_error(session, &e, out),
+                }
+                answered += 1;
+            }
+        }
+    }
+    answered..run.len()
+}
+
+/// Answers a run of `SET`s; returns how many failed.
+fn set_run(cluster: &Cluster, session: &Session, run: &[Command], out: &mut BytesMut) -> u64 {
+    let pairs: Vec<(&[u8], &[u8])> = run
+        .iter()
+        .map(|c| (&c.args()[1][..], &c.args()[2][..]))
+        .collect();
+    if cluster.put_many(&pairs).is_ok() {
+        for _ in run {
+            session.encoder().simple(out, b"OK");
+        }
+        return 0;
+    }
+    // Some pairs may be stored: writing them again is harmless, and each command gets the
+    // answer of its own write.
+    let mut failed = 0;
+    for (k, v) in pairs {
+        match cluster.put(k, v) {
+            Ok(_) => session.encoder().simple(out, b"OK"),
+            Err(e) => {
+                failed += 1;
+                cluster_error(session, &e, out);
+            }
+        }
+    }
+    failed
+}
+
+/// Counts a key lookup for `keyspace_hits`/`keyspace_misses`.
+fn lookup(session: &mut Session, hit: bool) {
+    session.stats.lookups(u64::from(hit), u64::from(!hit));
+}
+
+fn value_reply(session: &Session, value: Option<Bytes>, out: &mut BytesMut) {
+    match value {
+        Some(v) => session.encoder().bulk(out, &v),
+        None => session.encoder().null(out),
+    }
+}
+
+fn cluster_error(session: &Session, e: &kv_cluster::Error, out: &mut BytesMut) {
+    error(session, out, &format!("ERR {e}"));
+}
+
+/// Appends `-<text>\r\n` (`text` includes the error code, e.g. `ERR ...`).
+pub(crate) fn error(session: &Session, out: &mut BytesMut, text: &str) {
+    session.encoder().error(out, text.as_bytes());
+}
+
+/// Executes one command, checking that it exists and its arity first, and counts it.
+fn execute_one(cluster: &Cluster, session: &mut Session, cmd: &Command, out: &mut BytesMut) {
+    let Some(index) = COMMANDS
+        .iter()
+        .position(|(n, _)| cmd.name().eq_ignore_ascii_case(n.as_bytes()))
+    else {
+        return error(session, out, &unknown_command(cmd.args()));
+    };
+    let (name, arity) = COMMANDS[index];
+    let argc = i64::try_from(cmd.len()).unwrap_or(i64::MAX);
+    let arity = i64::from(arity);
+    if (arity > 0 && argc != arity) || argc < -arity {
+        session.stats.rejected(index);
+        return error(session, out, &wrong_arity(name));
+    }
+    // As Redis: an unknown command or a wrong arity is reported before the missing
+    // authentication.
+    if !session.authenticated && !NO_AUTH.contains(&name) {
+        session.stats.rejected(index);
+        return error(session, out, NOAUTH);
+    }
+    let start = Instant::now();
+    let at = out.len();
+    run_command(cluster, session, name, cmd, out);
+    // A reply that is an error marks a failed call (Redis's `failed_calls`).
+    let failed = out.get(at).is_some_and(|&b| b == b'-' || b == b'!');
+    session
+        .stats
+        .called(index, 1, start.elapsed(), u64::from(failed));
+}
+
+/// Runs a command whose name and arity are checked.
+fn run_command(
+    cluster: &Cluster,
+    session: &mut Session,
+    name: &str,
+    cmd: &Command,
+    out: &mut BytesMut,
+) {
+    let args = cmd.args();
+    let enc = session.encoder();
+    match name {
+        "ping" => match args.len() {
+            1 => enc.simple(out, b"PONG"),
+            2 => enc.bulk(out, &args[1]),
+            _ => error(session, out, &wrong_arity("ping")),
+        },
+        "echo" => enc.bulk(out, &args[1]),
+        "quit" => {
+            enc.simple(out, b"OK");
+            session.quit = true;
+        }
+        "select" => match parse_i64(&args[1]) {
+            Some(0) => enc.simple(out, b"OK"),
+            Some(_) => error(session, out, "ERR DB index is out of range"),
+            None => error(session, out, "ERR value is not an integer or out of range"),
+        },
+        "hello" => hello(session, args, out),
+        "command" => command(session, args, out),
+        "config" => config(session, args, out),
+        "get" => match cluster.get(&args[1]) {
+            Ok(v) => {
+                lookup(session, v.is_some());
+                value_reply(session, v, out);
+            }
+            Err(e) => cluster_error(session, &e, out),
+        },
+        "set" => set(cluster, session, args, out),
+        "mget" => {
+            let keys: Vec<&[u8]> = args[1..].iter().map(|k| &k[..]).collect();
+            match cluster.get_many(&keys) {
+                Ok(values) => {
+                    enc.array_header(out, values.len());
+                    for v in values {
+                        lookup(session, v.is_some());
+                        value_reply(session, v, out);
+                    }
+                }
+                Err(e) => cluster_error(session, &e, out),
+            }
+        }
+        "mset" => {
+            // Redis: arity -3, then an even number of arguments after the name.
+            if args.len().is_multiple_of(2) {
+                return error(session, out, &wrong_arity("mset"));
+            }
+            let pairs: Vec<(&[u8], &[u8])> = args[1..]
+                .chunks_exact(2)
+                .map(|p| (&p[0][..], &p[1][..]))
+                .collect();
+            match cluster.put_many(&pairs) {
+                Ok(_) => enc.simple(out, b"OK"),
+                Err(e) => cluster_error(session, &e, out),
+            }
+        }
+        "exists" => {
+            let keys: Vec<&[u8]> = args[1..].iter().map(|k| &k[..]).collect();
+            match cluster.get_many(&keys) {
+                // Redis counts a key named twice twice.
+                Ok(values) => {
+                    let found = count(values.iter().filter(|v| v.is_some()));
+                    let hits = found.unsigned_abs();
+                    session
+                        .stats
+                        .lookups(hits, count(values.iter()).unsigned_abs() - hits);
+                    enc.integer(out, found);
+                }
+                Err(e) => cluster_error(session, &e, out),
+            }
+        }
+        "del" | "unlink" => del(cluster, session, args, out),
+        "getdel" => match cluster.get(&args[1]) {
+            Ok(None) => {
+                lookup(session, false);
+                enc.null(out);
+            }
+            Ok(Some(v)) => match cluster.delete(&args[1]) {
+                Ok(_) => {
+                    lookup(session, true);
+                    enc.bulk(out, &v);
+                }
+                Err(e) => cluster_error(session, &e, out),
+            },
+            Err(e) => cluster_error(session, &e, out),
+        },
+        "strlen" => match cluster.get(&args[1]) {
+            Ok(v) => {
+                lookup(session, v.is_some());
+                enc.integer(out, v.map_or(0, |v| count(v.iter())));
+            }
+            Err(e) => cluster_error(session, &e, out),
+        },
+        "dbsize" => match cluster.stats() {
+            Ok(stats) => enc.integer(out, i64::try_from(stats.total_keys).unwrap_or(i64::MAX)),
+            Err(e) => cluster_error(session, &e, out),
+        },
+        "auth" => auth(session, args, out),
+        "info" => crate::info::info(cluster, session, args, out),
+        "reset" => {
+            session.set_protocol(Protocol::Resp2);
+            session.client.update_names(|n| n.name = None);
+            session.authenticated = session.requirepass.is_none();
+            session.encoder().simple(out, b"RESET");
+        }
+        "client" => crate::client_cmd::client(session, args, out),
+        "scan" => crate::scan::scan(cluster, session, args, out),
+        "kvstore" => crate::kvstore_cmd::kvstore(cluster, session, args, out),
+        _ => error(session, out, &unknown_command(args)),
+    }
+}
+
+/// `SET key value [GET]`: every other Redis option is refused by name. With `GET`, the old
+/// value is read, then the new one written: two steps, so a concurrent write between them is
+/// not seen (Redis does both at once).
+fn set(cluster: &Cluster, session: &mut Session, args: &[Bytes], out: &mut BytesMut) {
+    if args.len() == 4 && args[3].eq_ignore_ascii_case(b"get") {
+        let old = match cluster.get(&args[1]) {
+            Ok(old) => {
+                lookup(session, old.is_some());
+                old
+            }
+            Err(e) => return cluster_error(session, &e, out),
+        };
+        return match cluster.put(&args[1], &args[2]) {
+            Ok(_) => value_reply(session, old, out),
+            Err(e) => cluster_error(session, &e, out),
+        };
+    }
+    if let Some(opt) = args
+        .iter()
+        .skip(3)
+        .find(|o| !o.eq_ignore_ascii_case(b"get"))
+    {
+        let known = SET_OPTIONS
+            .iter()
+            .any(|o| opt.eq_ignore_ascii_case(o.as_bytes()));
+        if known {
+            let text = format!(
+                "ERR SET option '{}' is not supported by kvstore",
+                String::from_utf8_lossy(opt).to_ascii_uppercase()
+            );
+            return error(session, out, &text);
+        }
+        return error(session, out, "ERR syntax error");
+    }
+    match cluster.put(&args[1], &args[2]) {
+        Ok(_) => session.encoder().simple(out, b"OK"),
+        Err(e) => cluster_error(session, &e, out),
+    }
+}
+
+/// `DEL key...`: the number of keys that existed. A key named twice counts once, as in Redis.
+/// The existence check and the deletes are separate steps (the store has no delete that
+/// reports whether the key was there), so a concurrent write can make the count off by the
+/// keys it touches.
+fn del(cluster: &Cluster, session: &Session, args: &[Bytes], out: &mut BytesMut) {
+    let mut keys: Vec<&[u8]> = args[1..].iter().map(|k| &k[..]).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let present = match cluster.get_many(&keys) {
+        Ok(values) => values,
+        Err(e) => return cluster_error(session, &e, out),
+    };
+    let mut deleted = 0;
+    for (key, value) in keys.iter().zip(present) {
+        if value.is_some() {
+            if let Err(e) = cluster.delete(key) {
+                return cluster_error(session, &e, out);
+            }
+            deleted += 1;
+        }
+    }
+    session.encoder().integer(out, deleted);
+}
+
+/// `AUTH [user] password`, as Redis's `authCommand` with the default user only.
+fn auth(session: &mut Session, args: &[Bytes], out: &mut BytesMut) {
+    if args.len() > 3 {
+        return error(session, out, "ERR syntax error");
+    }
+    let (user, password): (&[u8], &[u8]) = if args.len() == 2 {
+        if session.requirepass.is_none() {
+            return error(
+                session,
+                out,
+                "ERR AUTH <password> called without any password configured for the default user. \
+                 Are you sure your configuration is correct?",
+            );
+        }
+        (b"default", &args[1])
+    } else {
+        (&args[1], &args[2])
+    };
+    if session.check_credentials(user, password) {
+        session.authenticated = true;
+        session.encoder().simple(out, b"OK");
+    } else {
+        error(session, out, WRONGPASS);
+    }
+}
+
+/// Redis's reply to wrong credentials.
+const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
+
+/// `HELLO [protover [AUTH user pass] [SETNAME name]]`: authenticates, names the client and
+/// switches protocol, each only once the whole command is valid, then answers Redis's map of
+/// server facts (Redis's `helloCommand`).
+fn hello(session: &mut Session, args: &[Bytes], out: &mut BytesMut) {
+    let mut protocol = session.protocol;
+    if let Some(v) = args.get(1) {
+        match parse_i64(v) {
+            None => {
+                return error(
+                    session,
+                    out,
+                    "ERR Protocol version is not an integer or out of range",
+                );
+            }
+            Some(2) => protocol = Protocol::Resp2,
+            Some(3) => protocol = Protocol::Resp3,
+            Some(_) => return error(session, out, "NOPROTO unsupported protocol version"),
+        }
+    }
+    let mut credentials = None;
+    let mut name = None;
+    let mut j = 2;
+    while j < args.len() {
+        let more = args.len() - 1 - j;
+        let opt = &args[j];
+        if opt.eq_ignore_ascii_case(b"auth") && more >= 2 {
+            credentials = Some((&args[j + 1], &args[j + 2]));
+            j += 3;
+        } else if opt.eq_ignore_ascii_case(b"setname") && more >= 1 {
+            if let Err(text) = crate::client_cmd::validate_name(&args[j + 1]) {
+                return error(session, out, text);
+            }
+            name = Some(args[j + 1].clone());
+            j += 2;
+        } else {
+            let text = format!(
+                "ERR Syntax error in HELLO option '{}'",
+                String::from_utf8_lossy(c_str(opt, usize::MAX))
+            );
+            return error(session, out, &text);
+        }
+    }
+    if let Some((user, password)) = credentials {
+        if !session.check_credentials(user, password) {
+            return error(session, out, WRONGPASS);
+        }
+        session.authenticated = true;
+    }
+    if !session.authenticated {
+        return error(
+            session,
+            out,
+            "NOAUTH HELLO must be called with the client already authenticated, otherwise the \
+             HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and \
+             select the RESP protocol version at the same time",
+        );
+    }
+    if let Some(name) = name {
+        session
+            .client
+            .update_names(|n| n.name = (!name.is_empty()).then_some(name));
+    }
+    session.set_protocol(protocol);
+    let enc = session.encoder();
+    enc.map_header(out, 7);
+    enc.bulk(out, b"server");
+    enc.bulk(out, b"kvstore");
+    enc.bulk(out, b"version");
+    enc.bulk(out, env!("CARGO_PKG_VERSION").as_bytes());
+    enc.bulk(out, b"proto");
+    enc.integer(out, i64::from(session.resp_version()));
+    enc.bulk(out, b"id");
+    enc.integer(out, i64::try_from(session.id).unwrap_or(i64::MAX));
+    enc.bulk(out, b"mode");
+    enc.bulk(out, b"standalone");
+    enc.bulk(out, b"role");
+    enc.bulk(out, b"master");
+    enc.bulk(out, b"modules");
+    enc.array_header(out, 0);
+}
+
+/// `COMMAND`, `COMMAND INFO [name...]`, `COMMAND COUNT`, `COMMAND DOCS [name...]` (what
+/// `redis-cli` builds its hints from).
+fn command(session: &Session, args: &[Bytes], out: &mut BytesMut) {
+    let enc = session.encoder();
+    let Some(sub) = args.get(1) else {
+        return crate::command_info::info(enc, out, None);
+    };
+    if sub.eq_ignore_ascii_case(b"info") {
+        // As Redis 7: no names is every command.
+        let names = (args.len() > 2).then(|| &args[2..]);
+        crate::command_info::info(enc, out, names);
+    } else if sub.eq_ignore_ascii_case(b"count") {
+        if args.len() != 2 {
+            return error(session, out, &wrong_arity("command|count"));
+        }
+        enc.integer(out, count(COMMANDS.iter()));
+    } else if sub.eq_ignore_ascii_case(b"docs") {
+        // As Redis: the names asked for that exist (`client|id` for a subcommand), or all.
+        let mut found: Vec<&crate::docs::Doc> = Vec::new();
+        if args.len() == 2 {
+            found.extend(crate::docs::DOCS);
+        } else {
+            for name in &args[2..] {
+                let name = name.to_ascii_lowercase();
+                let all = crate::docs::DOCS
+                    .iter()
+                    .flat_map(|d| std::iter::once(d).chain(d.subcommands()));
+                if let Some(d) = all.into_iter().find(|d| d.name.as_bytes() == name) {
+                    found.push(d);
+                }
+            }
+        }
+        enc.map_header(out, found.len());
+        for d in found {
+            enc.bulk(out, d.name.as_bytes());
+            crate::docs::encode(enc, out, d);
+        }
+    } else {
+        let text = format!(
+            "ERR unknown subcommand '{}'. Try COMMAND HELP.",
+            String::from_utf8_lossy(c_str(sub, 128))
+        );
+        error(session, out, &text);
+    }
+}
+
+/// The configuration `CONFIG GET` reports: what `redis-benchmark` asks at start (`save`,
+/// `appendonly`), so that it prints no warning, and the database count.
+const CONFIG: &[(&str, &str)] = &[("appendonly", "no"), ("databases", "1"), ("save", "")];
+
+/// `CONFIG GET pattern...` (glob patterns, as in Redis 7); other subcommands are refused.
+fn config(session: &Session, args: &[Bytes], out: &mut BytesMut) {
+    let sub = &args[1];
+    if !sub.eq_ignore_ascii_case(b"get") {
+        let text = if [&b"set"[..], b"resetstat", b"rewrite"]
+            .iter()
+            .any(|s| sub.eq_ignore_ascii_case(s))
+        {
+            format!(
+                "ERR CONFIG {} is not supported by kvstore",
+                String::from_utf8_lossy(sub).to_ascii_uppercase()
+            )
+        } else {
+            format!(
+                "ERR unknown subcommand '{}'. Try CONFIG HELP.",
+                String::from_utf8_lossy(c_str(sub, 128))
+            )
+        };
+        return error(session, out, &text);
+    }
+    if args.len() < 3 {
+        return error(session, out, &wrong_arity("config|get"));
+    }
+    let matching: Vec<&(&str, &str)> = CONFIG
+        .iter()
+        .filter(|(name, _)| {
+            args[2..]
+                .iter()
+                .any(|p| glob_match(&p.to_ascii_lowercase(), name.as_bytes()))
+        })
+        .collect();
+    let enc = session.encoder();
+    enc.map_header(out, matching.len());
+    for (name, value) in matching {
+        enc.bulk(out, name.as_bytes());
+        enc.bulk(out, value.as_bytes());
+    }
+}
+
+/// Glob matching with `*` and `?` (Redis's `stringmatchlen` without classes or escapes).
+pub(crate) fn glob_match(pattern: &[u8], s: &[u8]) -> bool {
+    let (mut p, mut i) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while i < s.len() {
+        match pattern.get(p) {
+            Some(b'*') => {
+                star = Some((p, i));
+                p += 1;
+            }
+            Some(&c) if c == b'?' || c == s[i] => {
+                p += 1;
+                i += 1;
+            }
+            _ => match star {
+                Some((sp, si)) => {
+                    p = sp + 1;
+                    i = si + 1;
+                    star = Some((sp, si + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    pattern[p.min(pattern.len())..].iter().all(|&c| c == b'*')
+}
+
+fn count<T>(it: impl Iterator<Item = T>) -> i64 {
+    i64::try_from(it.count()).unwrap_or(i64::MAX)
+}
+
+/// Redis's text for a command with the wrong number of arguments (`name` is Redis's
+/// lower-case full name, e.g. `get` or `command|count`).
+pub(crate) fn wrong_arity(name: &str) -> String {
+    format!("ERR wrong number of arguments for '{name}' command")
+}
+
+/// Redis's text for an unknown command: the name and the arguments quoted, each cut at its
+/// first NUL (Redis formats C strings), at most 128 bytes of name and about 128 of
+/// arguments.
+fn unknown_command(args: &[Bytes]) -> String {
+    let name = args.first().map_or(&[][..], |n| c_str(n, 128));
+    let mut list: Vec<u8> = Vec::new();
+    for a in args.iter().skip(1) {
+        if list.len() >= 128 {
+            break;
+        }
+        let room = 128 - list.len();
+        list.push(b'\'');
+        list.extend_from_slice(c_str(a, room));
+        list.extend_from_slice(b"' ");
+    }
+    let mut text = b"ERR unknown command '".to_vec();
+    text.extend_from_slice(name);
+    text.extend_from_slice(b"', with args beginning with: ");
+    text.extend_from_slice(&list);
+    // The reply is written as bytes; non-UTF-8 bytes of the arguments become U+FFFD here.
+    String::from_utf8_lossy(&text).into_owned()
+}
+
+/// `%.{max}s` of a C string: up to the first NUL, at most `max` bytes.
+pub(crate) fn c_str(s: &[u8], max: usize) -> &[u8] {
+    let end = s.iter().position(|&b| b == 0).unwrap_or(s.len()).min(max);
+    &s[..end]
+}
+
+/// Redis's `string2ull`-like parse of an unsigned argument (a `SCAN` cursor).
+pub(crate) fn parse_u64(s: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(s).ok()?;
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+/// Redis's `string2ll` on an argument.
+fn parse_i64(s: &[u8]) -> Option<i64> {
+    let text = std::str::from_utf8(s).ok()?;
+    if text.starts_with('+') || (text.len() > 1 && text.starts_with('0')) || text.starts_with("-0")
+    {
+        return None;
+    }
+    text.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_command_text_matches_redis() {
+        let args = [
+            Bytes::from_static(b"foo"),
+            Bytes::from_static(b"a"),
+            Bytes::from_static(b"b"),
+        ];
+        assert_eq!(
+            unknown_command(&args),
+            "ERR unknown command 'foo', with args beginning with: 'a' 'b' "
+        );
+        assert_eq!(
+            unknown_command(&args[..1]),
+            "ERR unknown command 'foo', with args beginning with: "
+        );
+        let long = Bytes::from(vec![b'x'; 200]);
+        let text = unknown_command(&[Bytes::from_static(b"foo"), long.clone(), long]);
+        // One argument cut to 128 bytes, then the list is full.
+        assert_eq!(
+            text,
+            format!(
+                "ERR unknown command 'foo', with args beginning with: '{}' ",
+                "x".repeat(128)
+            )
+        );
+    }
+
+    #[test]
+    fn glob_matching() {
+        assert!(glob_match(b"*", b"save"));
+        assert!(glob_match(b"sa?e", b"save"));
+        assert!(glob_match(b"*only", b"appendonly"));
+        assert!(glob_match(b"a*e*y", b"appendonly"));
+        assert!(!glob_match(b"save*x", b"save"));
+        assert!(!glob_match(b"sav", b"save"));
+        assert!(glob_match(b"", b""));
+    }
+
+    #[test]
+    fn integers_parse_like_string2ll() {
+        assert_eq!(parse_i64(b"0"), Some(0));
+        assert_eq!(parse_i64(b"-3"), Some(-3));
+        assert_eq!(parse_i64(b"+3"), None);
+        assert_eq!(parse_i64(b"03"), None);
+        assert_eq!(parse_i64(b" 3"), None);
+    }
+}

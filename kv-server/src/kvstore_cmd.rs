@@ -1,0 +1,304 @@
+//! `KVSTORE NODES|STATS|RING|ADDNODE id|REMOVENODE id|FAIL id [CRASH]|RECOVER id|REPAIR|
+//! COMPACT|FLUSH`: cluster administration over the wire, answering the REPL's output lines
+//! (without colour) as one bulk string, lines separated by `\n`.
+//!
+//! Every subcommand runs on a storage thread, like any command that touches the store, so a
+//! long one (adding a node to a large store) holds only its own client: the others are
+//! served meanwhile, and `INFO cluster` and `KVSTORE STATS` show its progress. A shutdown
+//! stops a running change at its next batch (it stays pending and resumable, as after an
+//! interrupted change in the REPL).
+
+use std::ops::ControlFlow;
+use std::time::SystemTime;
+
+use bytes::{Bytes, BytesMut};
+use kv_cluster::{ChangeSummary, Cluster, Health, NodeState, Progress};
+
+use crate::commands::{c_str, error, wrong_arity};
+use crate::session::Session;
+
+/// `KVSTORE subcommand ...`.
+pub(crate) fn kvstore(cluster: &Cluster, session: &Session, args: &[Bytes], out: &mut BytesMut) {
+    let sub = args[1].to_ascii_lowercase();
+    let argc_ok = match &sub[..] {
+        b"nodes" | b"stats" | b"ring" | b"repair" | b"compact" | b"flush" => args.len() == 2,
+        b"addnode" | b"removenode" | b"recover" => args.len() == 3,
+        b"fail" => args.len() == 3 || args.len() == 4,
+        _ => {
+            let text = format!(
+                "ERR unknown subcommand '{}'. Try KVSTORE HELP.",
+                String::from_utf8_lossy(c_str(&args[1], 128))
+            );
+            return error(session, out, &text);
+        }
+    };
+    if !argc_ok {
+        let name = format!("kvstore|{}", String::from_utf8_lossy(&sub));
+        return error(session, out, &wrong_arity(&name));
+    }
+    let id = args.get(2).map(|a| String::from_utf8_lossy(a).into_owned());
+    let id = id.as_deref().unwrap_or_default();
+    let result = match &sub[..] {
+        b"nodes" => Ok(nodes(cluster)),
+        b"stats" => stats(cluster, session),
+        b"ring" => ring(cluster),
+        b"addnode" => change(cluster, session, id, true),
+        b"removenode" => change(cluster, session, id, false),
+        b"fail" => {
+            let crash = match args.get(3) {
+                None => false,
+                Some(flag) if flag.eq_ignore_ascii_case(b"crash") => true,
+                Some(_) => return error(session, out, "ERR syntax error"),
+            };
+            fail(cluster, id, crash)
+        }
+        b"recover" => cluster
+            .recover_node(id)
+            .map(|r| {
+                vec![ok(format!(
+                    "Node {id} recovered: {} hinted writes handed off, {} keys repaired ({} bytes of hashes compared)",
+                    r.hints_applied, r.repair.keys_repaired, r.repair.hash_bytes
+                ))]
+            })
+            .map_err(|e| format!("recover {id}: {e}")),
+        b"repair" => cluster
+            .repair()
+            .map(|r| {
+                vec![ok(format!(
+                    "Repair complete: {} ranges compared, {} bytes of hashes exchanged, {} differing leaves, {} keys repaired",
+                    r.ranges_compared, r.hash_bytes, r.leaves_differing, r.keys_repaired
+                ))]
+            })
+            .map_err(|e| format!("repair: {e}")),
+        b"compact" => cluster
+            .compact()
+            .map(|reports| {
+                let mut lines: Vec<String> = reports
+                    .iter()
+                    .map(|(id, r)| {
+                        format!(
+                            "  {id}: {} segments compacted, {} deleted, {} records copied, {} tombstones purged",
+                            r.segments_compacted, r.segments_deleted, r.records_copied, r.tombstones_purged
+                        )
+                    })
+                    .collect();
+                lines.push(ok(format!("Compacted {} nodes", reports.len())));
+                lines
+            })
+            .map_err(|e| format!("compact: {e}")),
+        // `flush`
+        _ => cluster
+            .sync()
+            .map(|()| vec![ok("Flushed: every acknowledged write is on disk")])
+            .map_err(|e| format!("flush: {e}")),
+    };
+    match result {
+        Ok(lines) => session.encoder().bulk(out, lines.join("\n").as_bytes()),
+        Err(text) => error(session, out, &format!("ERR {}", one_line(&text))),
+    }
+}
+
+fn ok(msg: impl AsRef<str>) -> String {
+    format!("✓ {}", msg.as_ref())
+}
+
+fn heading(msg: impl AsRef<str>) -> String {
+    format!("=== {} ===", msg.as_ref())
+}
+
+/// An error reply is one line.
+fn one_line(s: &str) -> String {
+    s.replace(['\r', '\n'], " ")
+}
+
+fn nodes(cluster: &Cluster) -> Vec<String> {
+    let nodes = cluster.nodes();
+    let mut out = vec![format!("Cluster has {} nodes:", nodes.len())];
+    for n in nodes {
+        let state = match n.state {
+            NodeState::Member => "",
+            NodeState::Joining => " (joining)",
+            NodeState::Leaving => " (leaving)",
+            _ => " (changing)",
+        };
+        let health = match n.health {
+            Health::Up => String::new(),
+            Health::Down { since } => format!(
+                " (down for {}s)",
+                SystemTime::now()
+                    .duration_since(since)
+                    .map_or(0, |d| d.as_secs())
+            ),
+            _ => " (unknown health)".into(),
+        };
+        out.push(format!("- Node: {}{state}{health}", n.id));
+    }
+    out
+}
+
+fn stats(cluster: &Cluster, session: &Session) -> Result<Vec<String>, String> {
+    let st = cluster.stats().map_err(|e| format!("stats: {e}"))?;
+    let mut out = vec![heading("Data Distribution Statistics")];
+    for n in &st.nodes {
+        if !n.up {
+            out.push(format!("Node {}: down", n.id));
+            continue;
+        }
+        out.push(format!(
+            "Node {}: {} keys ({:.1}%), {} replicas",
+            n.id,
+            n.primary_keys,
+            n.share * 100.0,
+            n.replica_keys
+        ));
+    }
+    out.push(format!("Total keys in cluster: {}", st.total_keys));
+    if st.hints > 0 {
+        out.push(format!(
+            "Hinted writes waiting for down nodes: {}",
+            st.hints
+        ));
+    }
+    if let Some(r) = &st.background_repair {
+        let last = match (&r.last_error, &r.last) {
+            (Some(e), _) => format!("last round failed: {e}"),
+            (None, Some(l)) => format!(
+                "last round: {} ranges compared, {} keys repaired",
+                l.ranges_compared, l.keys_repaired
+            ),
+            (None, None) => "no round yet".to_string(),
+        };
+        out.push(format!(
+            "Background repair every {} s: {} rounds, {last}",
+            r.interval.as_secs(),
+            r.rounds
+        ));
+    }
+    if let Some(job) = session.shared.admin.job().filter(|j| j.outcome.is_none()) {
+        let moved = job.progress.as_ref().map_or_else(
+            || "starting".to_string(),
+            |p| {
+                format!(
+                    "{}/{} keys moved, {} of {} node pairs done",
+                    p.keys,
+                    p.estimated_keys.max(p.keys),
+                    p.pairs_done,
+                    p.pairs_total
+                )
+            },
+        );
+        out.push(format!(
+            "Change in progress: {} ({moved}, {:.1} s)",
+            job.what,
+            job.started.elapsed().as_secs_f64()
+        ));
+    } else if let Some((kind, node)) = st.change {
+        out.push(format!("Change pending: {kind} {node}"));
+    }
+    Ok(out)
+}
+
+fn ring(cluster: &Cluster) -> Result<Vec<String>, String> {
+    let ring = cluster.ring();
+    let rf = cluster.replication_factor();
+    let own = ring.ownership(rf).map_err(|e| format!("ring: {e}"))?;
+    let mut out = vec![heading(format!(
+        "Ring (epoch {}, replication factor {rf})",
+        ring.epoch()
+    ))];
+    for o in own {
+        let tokens = ring.tokens_of(o.node.as_str()).map_or(0, <[u64]>::len);
+        out.push(format!(
+            "Node {}: {tokens} tokens, primary for {:.1}% of tokens, replica for {:.1}%",
+            o.node,
+            o.primary * 100.0,
+            o.replica * 100.0
+        ));
+    }
+    Ok(out)
+}
+
+fn fail(cluster: &Cluster, id: &str, crash: bool) -> Result<Vec<String>, String> {
+    let result = if crash {
+        cluster.crash_node(id)
+    } else {
+        cluster.fail_node(id)
+    };
+    result
+        .map(|()| {
+            vec![ok(format!(
+                "Node {id} is down{}: writes for it are kept as hints",
+                if crash { " (crashed)" } else { "" }
+            ))]
+        })
+        .map_err(|e| format!("fail {id}: {e}"))
+}
+
+/// `ADDNODE`/`REMOVENODE`: one change at a time, its progress published for `INFO` and
+/// `KVSTORE STATS`, stopped at its next batch by a shutdown.
+fn change(
+    cluster: &Cluster,
+    session: &Session,
+    id: &str,
+    add: bool,
+) -> Result<Vec<String>, String> {
+    let verb = if add { "addnode" } else { "removenode" };
+    let admin = &session.shared.admin;
+    let what = format!("{} {id}", verb.to_ascii_uppercase());
+    if !admin.start(what) {
+        let running = admin.job().map(|j| j.what).unwrap_or_default();
+        return Err(format!(
+            "{verb} {id}: another change is running ({running})"
+        ));
+    }
+    let progress = |p: &Progress| {
+        admin.progress(p);
+        if admin.cancelled() {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    };
+    let result = if add {
+        cluster.add_node_with_progress(id, progress)
+    } else {
+        cluster.remove_node_with_progress(id, progress)
+    };
+    let mut out = Vec::new();
+    if add {
+        out.push(heading(format!("Adding Node: {id}")));
+        out.push("Performing smart redistribution for new node...".into());
+    } else {
+        out.push(heading(format!("Removing Node: {id}")));
+        out.push("Performing smart redistribution before removal...".into());
+    }
+    let result = result.map(|summary| {
+        out.extend(report(&summary));
+        out.push(if add {
+            ok(format!(
+                "Node {id} added successfully with minimal redistribution"
+            ))
+        } else {
+            ok(format!("Node {id} removed successfully"))
+        });
+        out
+    });
+    let result = result.map_err(|e| format!("{verb} {id}: {e}"));
+    admin.finish(result.as_ref().map(|_| ()).map_err(Clone::clone));
+    result
+}
+
+/// The REPL's redistribution report: one line per (from, to) pair, then the total.
+fn report(summary: &ChangeSummary) -> Vec<String> {
+    let mut out: Vec<String> = summary
+        .pairs
+        .iter()
+        .filter(|p| p.keys > 0)
+        .map(|p| format!("  Moving {} keys from {} to {}", p.keys, p.from, p.to))
+        .collect();
+    out.push(ok(format!(
+        "Redistribution complete: {} keys moved",
+        summary.keys_moved
+    )));
+    out
+}
