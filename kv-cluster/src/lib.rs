@@ -100,6 +100,11 @@
 //! - **Limits.** A membership change that needs a down node as a destination of streamed
 //!   ranges, or as one that must drop ranges, stops with the change pending (writes reach old
 //!   and new replicas); recover the node and [`Cluster::resume_change`].
+//! - **A joiner that cannot be opened** on reopen does not stop [`Cluster::open`]: it is
+//!   routed as a down node of the pending ring (writes for it become hints), the change stays
+//!   pending with [`Cluster::change_error`] saying why, and [`Cluster::resume_change`] opens
+//!   it again, hands its hints off and streams it every range again. Hints held for a member
+//!   of either ring of a pending change are never deleted before they are handed off.
 //! - **A leaver's hints are handed over.** Before the directory of a node that leaves is
 //!   deleted, the hints it holds go to their targets if up (only keys they still replicate),
 //!   else into hint stores on the live nodes that would hold them now

@@ -1,5 +1,6 @@
 //! Fault injection: replicas (in memory, or any backend's) whose operations fail on demand.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,6 +24,11 @@ pub struct Faults {
     pub export_down: Mutex<Vec<String>>,
     /// Nodes whose syncs fail.
     pub sync_down: Mutex<Vec<String>>,
+    /// Nodes the backend cannot open (as if another process held their directory).
+    pub open_down: Mutex<Vec<String>>,
+    /// Nodes whose exports fail once they have yielded this many more batches (counted over
+    /// every export of the node): a source that fails midway.
+    pub export_budget: Mutex<BTreeMap<String, usize>>,
     /// Every `reserve` hint: (node, ranges, keys, imports into that node before it).
     #[allow(clippy::type_complexity)]
     pub reserved: Mutex<Vec<(String, Vec<TokenRange>, u64, usize)>>,
@@ -98,7 +104,19 @@ impl Replica for Faulty {
         if down || self.faults.export.load(Ordering::Relaxed) {
             return Err(injected());
         }
-        self.inner.export(epoch, r, n)
+        let batches = self.inner.export(epoch, r, n)?;
+        let (faults, id) = (Arc::clone(&self.faults), self.id().to_string());
+        Ok(Box::new(batches.map(move |batch| {
+            let mut budget = faults.export_budget.lock();
+            match budget.get_mut(&id) {
+                Some(0) => Err(injected()),
+                Some(left) => {
+                    *left -= 1;
+                    batch
+                }
+                None => batch,
+            }
+        })))
     }
     fn import(&self, epoch: u64, batch: &[Record]) -> Result<usize> {
         *self
@@ -184,6 +202,20 @@ impl FaultyBackend {
 
 impl Backend for FaultyBackend {
     fn open(&self, id: &NodeId, dir: &Path) -> Result<Arc<dyn Replica>> {
+        if self
+            .faults
+            .open_down
+            .lock()
+            .iter()
+            .any(|d| d == id.as_str())
+        {
+            return Err(Error::Node {
+                node: id.clone(),
+                source: kv_node::Error::Locked {
+                    path: dir.to_path_buf(),
+                },
+            });
+        }
         Ok(Arc::new(Faulty {
             inner: self.inner.open(id, dir)?,
             faults: self.faults.clone(),
