@@ -123,7 +123,8 @@ impl Cluster {
 
     /// Hands off every hint store whose holder and target are both up and `select`ed:
     /// exports it into the target, syncs the target, then deletes the store. A store whose
-    /// target is no longer a member is deleted. Returns the records that changed a target.
+    /// target is in no ring (neither the committed one nor either ring of a pending change)
+    /// is deleted. Returns the records that changed a target.
     ///
     /// Runs with the admin lock held and with a routing in which the targets are up, so no
     /// client write adds to a store while it is handed off.
@@ -141,6 +142,9 @@ impl Cluster {
             let dst = match routing.node(&target) {
                 Some(n) if n.is_down() => continue,
                 Some(n) => Some(Arc::clone(n)),
+                // Not routed, but a member of a ring of the pending change: kept until it is
+                // routed (a sloppy write may have counted the hint).
+                None if self.in_pending_change(&target) => continue,
                 None => None, // the target left: its hints are moot
             };
             if let Some(dst) = dst {
@@ -157,6 +161,17 @@ impl Cluster {
             self.remove_store(&holder, &target)?;
         }
         Ok(changed)
+    }
+
+    /// Whether `id` is a member of the old or the new ring of the change pending, if any.
+    fn in_pending_change(&self, id: &NodeId) -> bool {
+        let meta = self.meta.lock();
+        meta.change.as_ref().is_some_and(|c| {
+            c.from_members
+                .iter()
+                .chain(&c.to_members)
+                .any(|m| m.id == id.as_str())
+        })
     }
 
     /// Closes and deletes the hint store of `(holder, target)`.
