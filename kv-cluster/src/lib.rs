@@ -33,6 +33,8 @@
 //!    [`ClusterOptions::transfer_streams`] streams at once (default 2: each an exporting and
 //!    an importing thread, taking stretches of the pairs' ranges); a finished pair is synced
 //!    on `to` and recorded in `cluster.json`. Progress goes to a callback after each batch.
+//!    A source that fails midway is replaced by *every* other live old replica of its
+//!    ranges (newest wins): any single one may have missed a write the source acknowledged.
 //! 4. **Commit**: `cluster.json` gets the new ring (phase `cleanup`); the new routing is
 //!    installed, the old one drained, and every node *fenced* at the new epoch: replica
 //!    operations carry the epoch they were routed with, and a stale one is refused from now
