@@ -24,7 +24,8 @@ pub struct Faults {
     pub export_down: Mutex<Vec<String>>,
     /// Nodes whose syncs fail.
     pub sync_down: Mutex<Vec<String>>,
-    /// Nodes the backend cannot open (as if another process held their directory).
+    /// Nodes the backend cannot open (as if another process held their directory); their
+    /// hint stores on other nodes still open.
     pub open_down: Mutex<Vec<String>>,
     /// Nodes whose exports fail once they have yielded this many more batches (counted over
     /// every export of the node): a source that fails midway.
@@ -64,6 +65,9 @@ pub fn injected() -> Error {
 struct Faulty {
     inner: Arc<dyn Replica>,
     faults: Arc<Faults>,
+    /// A hint store (`<holder>/hints/<target>/`) rather than a node: `open_down` and
+    /// `export_budget` leave it alone.
+    hint_store: bool,
 }
 
 impl Replica for Faulty {
@@ -105,6 +109,9 @@ impl Replica for Faulty {
             return Err(injected());
         }
         let batches = self.inner.export(epoch, r, n)?;
+        if self.hint_store {
+            return Ok(batches);
+        }
         let (faults, id) = (Arc::clone(&self.faults), self.id().to_string());
         Ok(Box::new(batches.map(move |batch| {
             let mut budget = faults.export_budget.lock();
@@ -202,13 +209,9 @@ impl FaultyBackend {
 
 impl Backend for FaultyBackend {
     fn open(&self, id: &NodeId, dir: &Path) -> Result<Arc<dyn Replica>> {
-        if self
-            .faults
-            .open_down
-            .lock()
-            .iter()
-            .any(|d| d == id.as_str())
-        {
+        let hint_store = dir.components().any(|c| c.as_os_str() == "hints");
+        let open_down = self.faults.open_down.lock();
+        if !hint_store && open_down.iter().any(|d| d == id.as_str()) {
             return Err(Error::Node {
                 node: id.clone(),
                 source: kv_node::Error::Locked {
@@ -216,9 +219,11 @@ impl Backend for FaultyBackend {
                 },
             });
         }
+        drop(open_down);
         Ok(Arc::new(Faulty {
             inner: self.inner.open(id, dir)?,
             faults: self.faults.clone(),
+            hint_store,
         }))
     }
 
