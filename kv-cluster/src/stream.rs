@@ -37,8 +37,8 @@ pub(crate) enum CopyError {
 /// Returns `Break` if `on_batch` stopped the copy.
 ///
 /// # Errors
-/// The destination's error; `from`'s error if some part has no other live old replica, or
-/// if every other replica of some part failed too.
+/// The destination's error; `from`'s error if some part has no other live old replica; the
+/// error of another replica that fails too.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn copy_from_live(
     old: &Ring,
@@ -79,8 +79,9 @@ pub(crate) fn copy_from_live(
 /// Returns `Break` if `on_batch` stopped the copy.
 ///
 /// # Errors
-/// [`Error::NodeDown`] (the down node) if some part has no live old replica besides `dst`, or
-/// if each of them failed; the destination's error.
+/// [`Error::NodeDown`] (the down node) if some part has no live old replica besides `dst`;
+/// the error of a survivor that fails (the union would be incomplete); the destination's
+/// error.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn copy_from_survivors(
     old: &Ring,
@@ -101,9 +102,10 @@ pub(crate) fn copy_from_survivors(
 }
 
 /// Copies each part of `ranges` to `dst` from every live old replica of the part except
-/// `excluded` (sources that are down or failed) and `dst`. A source that fails is not
-/// replaced: the others of its parts are copied from already. Fails with `cause` if some part
-/// has no such replica, or if all of them failed.
+/// `excluded` (a source that is down or failed) and `dst`. Fails with `cause` if some part has
+/// no such replica, and with a source's error if one of them fails too: without it the union
+/// may lack a write that only it and an excluded replica acknowledged, so the copy is not
+/// complete (the change stays pending and is retried).
 #[allow(clippy::too_many_arguments)]
 fn copy_from_all_but(
     old: &Ring,
@@ -118,46 +120,36 @@ fn copy_from_all_but(
     on_batch: &mut dyn FnMut(&[Record]) -> ControlFlow<()>,
 ) -> Result<ControlFlow<()>> {
     let points: Vec<u64> = old.ranges().map(|v| v.range.end).collect();
-    // Each source with its parts, and each part's sources.
     let mut by_source: Vec<(NodeId, Vec<TokenRange>)> = Vec::new();
-    let mut sources_of: Vec<Vec<NodeId>> = Vec::new();
     for part in ranges.iter().flat_map(|r| split_at(*r, &points)) {
         let replicas = old.preference_list(part.end, rf)?;
-        let sources: Vec<NodeId> = replicas
-            .iter()
-            .filter(|id| !excluded.contains(id) && *id != dst.id())
-            .filter(|id| nodes.get(*id).is_some_and(|n| !n.is_down()))
-            .cloned()
-            .collect();
-        if sources.is_empty() {
-            return Err(cause);
-        }
-        for id in &sources {
+        let mut any = false;
+        for id in replicas.iter() {
+            let live = nodes.get(id).is_some_and(|n| !n.is_down());
+            if excluded.contains(id) || id == dst.id() || !live {
+                continue;
+            }
+            any = true;
             match by_source.iter_mut().find(|(n, _)| n == id) {
                 Some((_, parts)) => parts.push(part),
                 None => by_source.push((id.clone(), vec![part])),
             }
         }
-        sources_of.push(sources);
+        if !any {
+            return Err(cause);
+        }
     }
-    let mut failed: Vec<NodeId> = Vec::new();
     for (id, parts) in &by_source {
         let Some(src) = nodes.get(id) else {
-            failed.push(id.clone());
-            continue;
+            return Err(Error::UnknownNode {
+                node: id.to_string(),
+            });
         };
         match copy_ranges(src.as_ref(), dst, epoch, parts, batch_size, on_batch) {
             Ok(ControlFlow::Break(())) => return Ok(ControlFlow::Break(())),
             Ok(ControlFlow::Continue(())) => {}
-            Err(CopyError::Destination(e)) => return Err(e),
-            Err(CopyError::Source(_)) => failed.push(id.clone()),
+            Err(CopyError::Destination(e) | CopyError::Source(e)) => return Err(e),
         }
-    }
-    if sources_of
-        .iter()
-        .any(|sources| sources.iter().all(|s| failed.contains(s)))
-    {
-        return Err(cause);
     }
     Ok(ControlFlow::Continue(()))
 }

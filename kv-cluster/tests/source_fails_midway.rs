@@ -75,3 +75,72 @@ fn a_source_failing_midway_is_replaced_by_every_other_replica() {
         sourced_by_node1.len()
     );
 }
+
+/// A dead node's ranges are copied from every survivor; when one survivor fails midway, the
+/// others alone may lack a write it acknowledged with the dead node, so the removal stops
+/// (pending) instead of completing without it, and completes once the survivor exports again.
+#[test]
+fn removing_a_dead_node_waits_for_every_survivor() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = Arc::new(FaultyBackend::default());
+    let opts = common::memory_opts()
+        .backend(backend.clone())
+        .transfer_batch(50)
+        .initial_nodes(["n1", "n2", "n3", "n4"]);
+    let cluster = Cluster::open(dir.path(), opts).unwrap();
+    let model = common::Model::default();
+    // Keys of n1 and n2 reach only those two: their third replica's writes fail.
+    let ring = cluster.ring();
+    let mut keys = Vec::new();
+    for i in 0..KEYS {
+        let k = common::key(i);
+        let replicas = ring.preference_list(token(&k), 3).unwrap().to_vec();
+        let names: Vec<&str> = replicas.iter().map(|n| n.as_str()).collect();
+        if !(names.contains(&"n1") && names.contains(&"n2")) {
+            continue;
+        }
+        let third = names.iter().find(|n| **n != "n1" && **n != "n2").unwrap();
+        *backend.faults.down.lock() = vec![third.to_string()];
+        model.acked(&k, Some(b"v"), cluster.put(&k, b"v").unwrap());
+        keys.push(k);
+    }
+    backend.faults.down.lock().clear();
+
+    cluster.fail_node("n1").unwrap();
+    backend.faults.export_budget.lock().insert("n2".into(), 0);
+    let stopped = cluster.remove_node("n1").is_err();
+    backend.faults.export_budget.lock().clear();
+    if stopped {
+        assert!(cluster.pending_change().is_some());
+        cluster
+            .resume_change(|_| std::ops::ControlFlow::Continue(()))
+            .unwrap()
+            .unwrap();
+    }
+
+    // Every key is on n2 and on the node that took n1's place.
+    let mut missing = 0;
+    for k in &keys {
+        let p = cluster.placement_of(k).unwrap();
+        let fresh = |id: &str| {
+            p.held
+                .iter()
+                .any(|(h, v, _)| h.as_str() == id && v.is_some())
+        };
+        let gainer = p
+            .expected
+            .iter()
+            .find(|n| {
+                !ring
+                    .preference_list(token(k), 3)
+                    .unwrap()
+                    .contains(n.as_str())
+            })
+            .unwrap();
+        if !fresh(gainer.as_str()) || !fresh("n2") {
+            missing += 1;
+        }
+    }
+    assert_eq!(missing, 0, "of {} keys", keys.len());
+    assert!(stopped, "the removal completed without one survivor");
+}
