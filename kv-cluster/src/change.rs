@@ -145,11 +145,15 @@ impl Cluster {
     }
 
     /// Completes a pending change (one interrupted by the progress callback or by an error);
-    /// `Ok(None)` if none is pending. [`Cluster::open`] does this by itself.
+    /// `Ok(None)` if none is pending. [`Cluster::open`] does this by itself. A joining node
+    /// the cluster could not open is opened again first (as by
+    /// [`recover_node`](Cluster::recover_node): its hints are handed off), then streamed
+    /// every range it gains.
     ///
     /// # Errors
-    /// [`Error::ChangeInProgress`] if a change is running right now; as
-    /// [`add_node`](Cluster::add_node).
+    /// [`Error::ChangeInProgress`] if a change is running right now; the joining node's error
+    /// if it still cannot be opened (the change stays pending, writes for it are kept as
+    /// hints); as [`add_node`](Cluster::add_node).
     pub fn resume_change(
         &self,
         mut progress: impl FnMut(&Progress) -> ControlFlow<()>,
@@ -434,7 +438,7 @@ impl Cluster {
         // directory does. A dead one's are lost with it: a strict write was acknowledged by W
         // real replicas besides; a sloppy one may have counted the hint, so it is down to
         // W - 1 copies, as with any lost replica, and repair restores its target. Hints for a
-        // leaver are deleted.
+        // leaver go to their keys' replicas now.
         let routing = self.routing();
         for (id, node) in &leavers {
             summary.hints_handed_over += self.hand_over_hints(&routing, id, !node.is_down())?;

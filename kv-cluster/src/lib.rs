@@ -110,7 +110,8 @@
 //! - **A leaver's hints are handed over.** Before the directory of a node that leaves is
 //!   deleted, the hints it holds go to their targets if up (only keys they still replicate),
 //!   else into hint stores on the live nodes that would hold them now
-//!   ([`ChangeSummary::hints_handed_over`]); hints *for* it are deleted. A leaver that is
+//!   ([`ChangeSummary::hints_handed_over`]); hints *for* it go to their keys' replicas now
+//!   (as does any hint whose target no longer replicates its key). A leaver that is
 //!   down cannot hand anything over: its hints go with it (a strict write was acknowledged
 //!   by `W` real replicas besides; a sloppy write that counted the hint is down to `W - 1`
 //!   copies, as after any lost replica; repair restores its target).
