@@ -118,13 +118,6 @@ pub fn stale_replicas(cluster: &Cluster, model: &Model) -> Vec<(Vec<u8>, String)
                 v.as_deref() == value.as_deref() && (version == Version::ZERO || *ver == version)
             });
             if !fresh {
-                if std::env::var_os("KV_DEBUG_STALE").is_some() {
-                    eprintln!(
-                        "STALE {:?} on {id}: want {version:?} {value:?}; held {:?}",
-                        String::from_utf8_lossy(&key),
-                        p.held
-                    );
-                }
                 stale.push((key.clone(), id.to_string()));
             }
         }
