@@ -156,3 +156,30 @@ fn hints_for_a_joiner_that_cannot_be_opened_survive_open_and_repair() {
     common::check(&cluster, &model);
     assert!(hint_stores_for(dir.path(), "node4").is_empty());
 }
+
+/// The same in process: an `add_node` whose joiner cannot be opened fails with the open
+/// error and leaves the change pending with the joiner down (writes for it are hinted), and
+/// resuming once it opens completes the change with nothing stale.
+#[test]
+fn an_add_whose_joiner_cannot_be_opened_stays_pending_and_completes_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = Arc::new(FaultyBackend::default());
+    let model = common::Model::default();
+    let cluster = Cluster::open(dir.path(), opts(&backend)).unwrap();
+    put_all(&cluster, &model, b"v1");
+    backend.faults.open_down.lock().push("node4".into());
+    assert!(matches!(cluster.add_node("node4"), Err(Error::Node { .. })));
+    assert_eq!(cluster.pending_change().unwrap().0, ChangeKind::Add);
+    assert!(!cluster.health("node4").unwrap().is_up());
+    assert!(cluster.change_error().is_some());
+    put_all(&cluster, &model, b"v2");
+    assert!(!hint_stores_for(dir.path(), "node4").is_empty());
+
+    backend.faults.open_down.lock().clear();
+    cluster
+        .resume_change(|_| ControlFlow::Continue(()))
+        .unwrap()
+        .unwrap();
+    common::assert_every_replica_fresh(&cluster, &model);
+    common::check(&cluster, &model);
+}
