@@ -105,7 +105,9 @@ impl Cluster {
     /// A node that is down (crashed or cut off, see [`fail_node`](Cluster::fail_node)) can be
     /// removed: its ranges are then copied from every surviving replica of each range (newest
     /// version wins) instead of from it, and its directory is deleted. Its `pairs` in the
-    /// summary name it as the source, and count the records copied from the survivors.
+    /// summary name it as the source, and count the records copied from the survivors. If
+    /// another replica of one of its ranges is down too, the change stops (pending, with
+    /// [`Error::NodeDown`]) until that node recovers.
     ///
     /// # Errors
     /// [`Error::ChangeInProgress`]; [`Error::UnknownNode`]; [`Error::BelowReplicationFactor`]

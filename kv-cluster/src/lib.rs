@@ -98,7 +98,9 @@
 //! - **Removing a dead node** (Cassandra's `removenode`). [`Cluster::remove_node`] of a down
 //!   node streams each of its ranges to the new replica from *every* surviving replica of the
 //!   range (newest wins), not from the dead node, so no key loses a replica at its latest
-//!   version even if one survivor had missed a write; its directory is then deleted.
+//!   version even if one survivor had missed a write; its directory is then deleted. While
+//!   another replica of one of its ranges is down too (or a survivor fails to export), the
+//!   removal stops, pending, until that node is back: a single survivor may lack a write.
 //! - **Limits.** A membership change that needs a down node as a destination of streamed
 //!   ranges, or as one that must drop ranges, stops with the change pending (writes reach old
 //!   and new replicas); recover the node and [`Cluster::resume_change`].

@@ -28,7 +28,7 @@ pub(crate) enum CopyError {
 
 /// Copies `ranges` to `dst` from `from`, a live old replica of them. If `from` fails
 /// midway, each part of the ranges (a stretch between two of `old`'s tokens, where the
-/// replica set is constant) is copied again from **every** other live old replica of the part,
+/// replica set is constant) is copied again from **every** other old replica of the part,
 /// as [`copy_from_survivors`] does for a dead source: the one that failed may have
 /// acknowledged writes that some other replica missed, and only the union of the others is
 /// sure to hold each of them. Copying a part again after a partial copy is harmless
@@ -37,8 +37,9 @@ pub(crate) enum CopyError {
 /// Returns `Break` if `on_batch` stopped the copy.
 ///
 /// # Errors
-/// The destination's error; `from`'s error if some part has no other live old replica; the
-/// error of another replica that fails too.
+/// The destination's error; `from`'s error if some part has no other old replica;
+/// [`Error::NodeDown`] if another old replica of a part is down; the error of another
+/// replica that fails too.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn copy_from_live(
     old: &Ring,
@@ -70,18 +71,18 @@ pub(crate) fn copy_from_live(
 }
 
 /// Copies `ranges`, which the down node `down` should have been the source of, to `dst` from
-/// **every** live old replica of each part: a single survivor may have missed the last write
+/// **every** other old replica of each part: a single survivor may have missed the last write
 /// of a key that the down node and another survivor acknowledged, and last-writer-wins makes
 /// the union the newest version any of them holds. So a removed dead node costs no key a
 /// replica at its latest version (Cassandra's `removenode` streams from one replica and asks
-/// for a repair).
+/// for a repair); while another replica of a part is down too, the copy waits for it.
 ///
 /// Returns `Break` if `on_batch` stopped the copy.
 ///
 /// # Errors
-/// [`Error::NodeDown`] (the down node) if some part has no live old replica besides `dst`;
-/// the error of a survivor that fails (the union would be incomplete); the destination's
-/// error.
+/// [`Error::NodeDown`] (the down node) if some part has no old replica besides it and `dst`;
+/// [`Error::NodeDown`] naming another old replica of a part that is down, or the error of a
+/// survivor that fails (either way the union would be incomplete); the destination's error.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn copy_from_survivors(
     old: &Ring,
@@ -101,11 +102,12 @@ pub(crate) fn copy_from_survivors(
     )
 }
 
-/// Copies each part of `ranges` to `dst` from every live old replica of the part except
+/// Copies each part of `ranges` to `dst` from every old replica of the part except
 /// `excluded` (a source that is down or failed) and `dst`. Fails with `cause` if some part has
-/// no such replica, and with a source's error if one of them fails too: without it the union
-/// may lack a write that only it and an excluded replica acknowledged, so the copy is not
-/// complete (the change stays pending and is retried).
+/// no such replica, with [`Error::NodeDown`] if one of them is down, and with a source's error
+/// if one of them fails: without it the union may lack a write that only it and an excluded
+/// replica acknowledged, so the copy would not be complete (the change stays pending and is
+/// retried once it is back).
 #[allow(clippy::too_many_arguments)]
 fn copy_from_all_but(
     old: &Ring,
@@ -125,9 +127,13 @@ fn copy_from_all_but(
         let replicas = old.preference_list(part.end, rf)?;
         let mut any = false;
         for id in replicas.iter() {
-            let live = nodes.get(id).is_some_and(|n| !n.is_down());
-            if excluded.contains(id) || id == dst.id() || !live {
+            if excluded.contains(id) || id == dst.id() {
                 continue;
+            }
+            // Another replica down: it may hold a write that only it and an excluded one
+            // acknowledged, so the copy waits for it.
+            if nodes.get(id).is_none_or(|n| n.is_down()) {
+                return Err(Error::NodeDown { node: id.clone() });
             }
             any = true;
             match by_source.iter_mut().find(|(n, _)| n == id) {
@@ -479,6 +485,40 @@ mod tests {
         assert_eq!(sizes.iter().sum::<usize>(), expected);
         let (last, full) = sizes.split_last().unwrap();
         assert!(full.iter().all(|&n| n == 100) && *last <= 100);
+    }
+
+    /// Removing a dead node while another replica of its ranges is down: the one live
+    /// survivor may lack writes that only the two down nodes took, so the copy refuses to
+    /// complete from it alone.
+    #[test]
+    fn a_copy_from_survivors_waits_for_a_survivor_that_is_down() {
+        let id = |s: &str| NodeId::new(s).unwrap();
+        let ring = Ring::with_nodes(kv_ring::RingOptions::default(), ["a", "b", "c"]).unwrap();
+        let c = std::sync::Arc::new(MemoryReplica::new("c").unwrap());
+        fill(&c);
+        let mut nodes = NodeMap::default();
+        for down in ["a", "b"] {
+            let handle = crate::health::DownReplica { id: id(down) };
+            nodes.insert(id(down), std::sync::Arc::new(handle));
+        }
+        nodes.insert(id("c"), c);
+        let dst = MemoryReplica::new("d").unwrap();
+        let r = copy_from_survivors(
+            &ring,
+            3,
+            &nodes,
+            &id("a"),
+            &dst,
+            0,
+            &[TokenRange::FULL],
+            64,
+            &mut |_| ControlFlow::Continue(()),
+        );
+        assert!(
+            matches!(&r, Err(Error::NodeDown { node }) if node.as_str() == "b"),
+            "{r:?}"
+        );
+        assert!(dst.is_empty());
     }
 
     #[test]
