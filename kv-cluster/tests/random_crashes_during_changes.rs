@@ -48,7 +48,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 /// Seeds a CI run covers.
-const CI_ITERS: u64 = 6;
+const CI_ITERS: u64 = 16;
 const KEYS: u64 = 300;
 const STEPS: usize = 20;
 const MAX_NODES: usize = 6;
