@@ -12,19 +12,45 @@
 //!
 //! No step removes a copy before the new ring is committed, so no key ever has fewer replicas
 //! than it had; streaming again is harmless because every import is last-writer-wins.
+//!
+//! # While a change is pending, its new replicas get every write
+//! From the moment a change is recorded as streaming until it commits, every write is routed
+//! to the old *and* the new replicas (a pair recorded as streamed is never streamed again, so
+//! a write that skipped a new replica would be lost to it). That holds across a reopen and
+//! when the joining node cannot be opened (its directory locked, its disk gone): as Dynamo
+//! and Cassandra treat a pending endpoint that is unreachable, the joiner is then routed as a
+//! *down* node rather than dropped from the routing.
+//!
+//! - Writes for it become hints on live nodes; a hint counts towards `W` only under a sloppy
+//!   quorum, so a strict write still needs `W` real replicas of the old ring and `W` of the
+//!   new ring besides the joiner, and fails with [`Error::Unavailable`] otherwise.
+//! - Hints held for a node of either ring survive every handoff until that node is routed
+//!   and up: they are handed off then, never deleted as a departed node's.
+//! - The operator is told: [`Cluster::change_error`] (and `ClusterStats::change_error`) says
+//!   why the change is stuck, [`Cluster::health`] shows the joiner down, and
+//!   [`Cluster::resume_change`] fails with the open error until the node opens.
+//! - Once it opens ([`Cluster::resume_change`] tries again first), its hints are handed off
+//!   and it is streamed **everything again**: the pairs recorded as streamed into it are
+//!   forgotten (durably, before any write is routed around it) when it fails to open, since
+//!   what a node that could not be opened still holds is not trusted.
+//!
+//! A joiner cut off by [`Cluster::fail_node`] keeps its recorded pairs: its data is intact,
+//! and the hints carry what it missed.
 
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use kv_ring::{NodeId, Ring, TokenRange, TransferPlan, transfer_plan};
 
 use crate::cluster::Cluster;
 use crate::error::{Error, Result};
+use crate::health::{Down, DownReplica};
 use crate::meta::{ChangeMeta, Phase, build_ring, members_of};
 use crate::progress::{ChangeKind, ChangeSummary, PairSummary, Progress};
+use crate::replica::Replica;
 use crate::routing::{NodeMap, Routing};
 use crate::stream::{self, Limiter};
 
@@ -79,7 +105,9 @@ impl Cluster {
     /// A node that is down (crashed or cut off, see [`fail_node`](Cluster::fail_node)) can be
     /// removed: its ranges are then copied from every surviving replica of each range (newest
     /// version wins) instead of from it, and its directory is deleted. Its `pairs` in the
-    /// summary name it as the source, and count the records copied from the survivors.
+    /// summary name it as the source, and count the records copied from the survivors. If
+    /// another replica of one of its ranges is down too, the change stops (pending, with
+    /// [`Error::NodeDown`]) until that node recovers.
     ///
     /// # Errors
     /// [`Error::ChangeInProgress`]; [`Error::UnknownNode`]; [`Error::BelowReplicationFactor`]
@@ -119,11 +147,15 @@ impl Cluster {
     }
 
     /// Completes a pending change (one interrupted by the progress callback or by an error);
-    /// `Ok(None)` if none is pending. [`Cluster::open`] does this by itself.
+    /// `Ok(None)` if none is pending. [`Cluster::open`] does this by itself. A joining node
+    /// the cluster could not open is opened again first (as by
+    /// [`recover_node`](Cluster::recover_node): its hints are handed off), then streamed
+    /// every range it gains.
     ///
     /// # Errors
-    /// [`Error::ChangeInProgress`] if a change is running right now; as
-    /// [`add_node`](Cluster::add_node).
+    /// [`Error::ChangeInProgress`] if a change is running right now; the joining node's error
+    /// if it still cannot be opened (the change stays pending, writes for it are kept as
+    /// hints); as [`add_node`](Cluster::add_node).
     pub fn resume_change(
         &self,
         mut progress: impl FnMut(&Progress) -> ControlFlow<()>,
@@ -133,7 +165,14 @@ impl Cluster {
         };
         let _running = self.start_change(kind, node)?;
         let _admin = self.admin.lock();
-        self.drive(&mut progress).map(Some)
+        // A joiner the cluster could not open is tried again first: streaming needs it.
+        let outcome = self
+            .unopened_nodes()
+            .into_iter()
+            .try_for_each(|id| self.recover_locked(id).map(drop))
+            .and_then(|()| self.drive(&mut progress));
+        self.note_change_outcome(&outcome);
+        outcome.map(Some)
     }
 
     /// The change pending, if any: what it does and to which node.
@@ -204,7 +243,110 @@ impl Cluster {
             streamed: Vec::new(),
         });
         self.persist(meta)?;
-        self.drive(progress)
+        let outcome = self.drive(progress);
+        self.note_change_outcome(&outcome);
+        outcome
+    }
+
+    /// Keeps why the change stopped, for [`change_error`](Cluster::change_error); clears it
+    /// when the change completed or its progress callback stopped it.
+    fn note_change_outcome<T>(&self, outcome: &Result<T>) {
+        *self.change_error.lock() = match outcome {
+            Ok(_) | Err(Error::ChangeInterrupted { .. }) => None,
+            Err(e) => Some(crate::cluster::describe(e)),
+        };
+    }
+
+    /// Why the pending change could not complete the last time it was driven (by
+    /// [`Cluster::open`], [`resume_change`](Cluster::resume_change) or the call that started
+    /// it), with its causes: e.g. that the joining node could not be opened. `None` if no
+    /// change is pending, if the last attempt was stopped by its progress callback, or if no
+    /// attempt was made since the cluster opened. Also in [`ClusterStats`](crate::ClusterStats).
+    ///
+    /// # Example
+    /// ```
+    /// use std::sync::Arc;
+    /// use kv_cluster::{Cluster, ClusterOptions, MemoryBackend};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let opts = ClusterOptions::new().backend(Arc::new(MemoryBackend::default()));
+    /// let cluster = Cluster::open(dir.path(), opts)?;
+    /// cluster.add_node("node4")?;
+    /// assert_eq!(cluster.change_error(), None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn change_error(&self) -> Option<String> {
+        self.change_error.lock().clone()
+    }
+
+    /// The recorded change with its old and new rings, if one is pending.
+    pub(crate) fn change_rings(&self) -> Result<Option<(ChangeMeta, Ring, Ring)>> {
+        let meta = self.meta.lock().clone();
+        let Some(change) = meta.change.clone() else {
+            return Ok(None);
+        };
+        let ring_options = meta.ring_options()?;
+        let old = build_ring(ring_options, &change.from_members, change.from_epoch)?;
+        let new = build_ring(ring_options, &change.to_members, change.to_epoch)?;
+        Ok(Some((change, old, new)))
+    }
+
+    /// Routes writes to the old and the new replicas of the recorded change (phase
+    /// `streaming`): installs the pending routing, opening the members not routed yet.
+    ///
+    /// A member of the new ring only (a joiner) that cannot be opened is routed as a down
+    /// node, so the pending routing goes in all the same: writes for it become hints (counted
+    /// towards `W` only by a sloppy quorum), and it is tried again by
+    /// [`resume_change`](Cluster::resume_change) (or [`recover_node`](Cluster::recover_node)).
+    /// Its pairs recorded as streamed are forgotten first, so they are streamed again once it
+    /// opens: what a node that failed to open still holds is not trusted. Returns the handles
+    /// and that open error, if any.
+    ///
+    /// # Errors
+    /// An old member that cannot be opened; a failure to persist `cluster.json`.
+    pub(crate) fn enter_pending(&self, old: &Ring, new: &Ring) -> Result<(NodeMap, Option<Error>)> {
+        let mut nodes = self.routing().nodes.clone();
+        let mut unopened: Vec<NodeId> = Vec::new();
+        let mut first_err = None;
+        for id in old.nodes().chain(new.nodes()) {
+            if nodes.contains_key(id) {
+                continue;
+            }
+            match self.opts.backend.open(id, &self.dir.join(id.as_str())) {
+                Ok(node) => {
+                    node.fence(old.epoch());
+                    nodes.insert(id.clone(), node);
+                }
+                Err(e) if !old.contains(id.as_str()) => {
+                    let down: Arc<dyn Replica> = Arc::new(DownReplica { id: id.clone() });
+                    nodes.insert(id.clone(), down);
+                    unopened.push(id.clone());
+                    first_err.get_or_insert(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if !unopened.is_empty() {
+            // Durable before any write can skip the node.
+            let mut meta = self.meta.lock().clone();
+            if let Some(change) = &mut meta.change {
+                change
+                    .streamed
+                    .retain(|(_, to)| !unopened.iter().any(|u| u.as_str() == to));
+            }
+            self.persist(meta)?;
+            let mut health = self.health.lock();
+            for id in unopened {
+                let down = Down {
+                    since: SystemTime::now(),
+                    parked: None,
+                    unopened: true,
+                };
+                health.insert(id, down);
+            }
+        }
+        self.install(Routing::new(old.clone(), Some(new.clone()), nodes.clone()));
+        Ok((nodes, first_err))
     }
 
     /// Runs the recorded change from its recorded phase to the end. The caller has marked it
@@ -214,19 +356,26 @@ impl Cluster {
         progress: &mut dyn FnMut(&Progress) -> ControlFlow<()>,
     ) -> Result<ChangeSummary> {
         let started = Instant::now();
-        let meta = self.meta.lock().clone();
-        let Some(change) = meta.change.clone() else {
+        let Some((change, old, new)) = self.change_rings()? else {
             return Err(Error::Metadata {
                 path: self.dir.join(crate::meta::FILE_NAME),
                 reason: "no change to drive".into(),
             });
         };
         let node = NodeId::new(&change.node)?;
-        let ring_options = meta.ring_options()?;
-        let old = build_ring(ring_options, &change.from_members, change.from_epoch)?;
-        let new = build_ring(ring_options, &change.to_members, change.to_epoch)?;
         let plan = transfer_plan(&old, &new, self.rf)?;
-        let nodes = self.open_all(&old, &new)?;
+        let nodes = if change.phase == Phase::Streaming {
+            // Pending: writes reach old and new replicas; reads stay on the old ring. Stream
+            // only once no write routed without the new replicas is still in flight (the
+            // install drains them).
+            let (nodes, unopened) = self.enter_pending(&old, &new)?;
+            if let Some(e) = unopened {
+                return Err(e);
+            }
+            nodes
+        } else {
+            self.open_all(&old, &new)?
+        };
         let mut summary = ChangeSummary {
             kind: change.kind,
             node: node.clone(),
@@ -244,9 +393,6 @@ impl Cluster {
         };
 
         if change.phase == Phase::Streaming {
-            // Pending: writes reach old and new replicas; reads stay on the old ring. Stream
-            // only once no write routed without the new replicas is still in flight.
-            self.install(Routing::new(old.clone(), Some(new.clone()), nodes.clone()));
             let mut change = change;
             self.stream(
                 &old,
@@ -294,7 +440,7 @@ impl Cluster {
         // directory does. A dead one's are lost with it: a strict write was acknowledged by W
         // real replicas besides; a sloppy one may have counted the hint, so it is down to
         // W - 1 copies, as with any lost replica, and repair restores its target. Hints for a
-        // leaver are deleted.
+        // leaver go to their keys' replicas now.
         let routing = self.routing();
         for (id, node) in &leavers {
             summary.hints_handed_over += self.hand_over_hints(&routing, id, !node.is_down())?;
@@ -333,7 +479,8 @@ impl Cluster {
         Ok(summary)
     }
 
-    /// Handles for every member of either ring: the routed ones, plus any other opened now.
+    /// Handles for every member of either ring: the routed ones, plus any other opened now
+    /// (after the commit: a leaver that is not routed any more).
     fn open_all(&self, old: &Ring, new: &Ring) -> Result<NodeMap> {
         let mut nodes = self.routing().nodes.clone();
         for id in old.nodes().chain(new.nodes()) {

@@ -76,6 +76,9 @@ pub struct Cluster {
     pub(crate) health: Mutex<std::collections::HashMap<NodeId, crate::health::Down>>,
     /// Open hint stores.
     pub(crate) hints: crate::hints::HintStores,
+    /// Why the pending change stopped the last time it was driven (see
+    /// [`Cluster::change_error`]).
+    pub(crate) change_error: Mutex<Option<String>>,
     /// The background repair thread, if enabled. Stopped and joined first on drop.
     pub(crate) repairer: Option<crate::background::Repairer>,
     /// Held for the cluster's lifetime: one process per data directory.
@@ -97,14 +100,19 @@ impl Cluster {
     /// directory holds no `cluster.json`. A membership change found in progress (the process
     /// stopped midway) is completed before this returns; if a node error stops it, the cluster
     /// opens anyway with the change still pending ([`pending_change`](Cluster::pending_change)
-    /// says so, writes go to old and new replicas) and
-    /// [`resume_change`](Cluster::resume_change) retries it.
+    /// says so, [`change_error`](Cluster::change_error) says why, writes go to old and new
+    /// replicas) and [`resume_change`](Cluster::resume_change) retries it.
+    ///
+    /// A joining node of that change that cannot be opened does not stop the cluster from
+    /// opening: it is routed as a down node ([`health`](Cluster::health) says so), writes for
+    /// it are kept as hints, and `resume_change` opens it again, hands the hints off and
+    /// streams it everything again.
     ///
     /// # Errors
     /// [`Error::Locked`] if another `Cluster` has the directory open; [`Error::InvalidOptions`]
     /// for a new cluster with fewer nodes than its replication factor; [`Error::Metadata`] or
-    /// [`Error::FormatVersion`] for an unreadable `cluster.json`; a node's error if one cannot
-    /// be opened; [`Error::Io`].
+    /// [`Error::FormatVersion`] for an unreadable `cluster.json`; a node's error if a member
+    /// of the committed ring cannot be opened; [`Error::Io`].
     pub fn open(data_dir: impl AsRef<Path>, opts: ClusterOptions) -> Result<Cluster> {
         let dir = data_dir.as_ref().to_path_buf();
         fs::create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
@@ -147,6 +155,7 @@ impl Cluster {
             admin: Arc::new(Mutex::new(())),
             health: Mutex::default(),
             hints: crate::hints::HintStores::default(),
+            change_error: Mutex::new(None),
             repairer: None,
             dir,
             opts,
@@ -157,17 +166,34 @@ impl Cluster {
         let lease = cluster.meta.lock().version_lease;
         cluster.hlc.observe(Version::new(lease));
         cluster.extend_lease(cluster.hlc.now())?;
-        // Hints left by a previous process (its nodes are all routed again now): hand them
-        // off. Best effort: what fails stays on disk for the next open or recovery, and
-        // repair covers it meanwhile.
+        // A change that was streaming: writes go to old and new replicas from the start, even
+        // if the joiner cannot be opened (it is then routed as down: its writes become hints,
+        // and what it had streamed is streamed again once it opens).
+        if let Some((change, old, new)) = cluster.change_rings()?
+            && change.phase == crate::meta::Phase::Streaming
+        {
+            let (_, unopened) = cluster.enter_pending(&old, &new)?;
+            if let Some(e) = unopened {
+                *cluster.change_error.lock() = Some(describe(&e));
+            }
+        }
+        // Hints left by a previous process (its nodes are all routed again now, a joiner of a
+        // pending change included): hand them off. Best effort: what fails stays on disk for
+        // the next open or recovery, and repair covers it meanwhile.
         let _ = cluster.hand_off(&cluster.routing(), |_, _| true);
         if cluster.meta.lock().change.is_some() {
             // Roll the interrupted change forward: streaming again is idempotent (LWW).
             match cluster.resume_change(|_| std::ops::ControlFlow::Continue(())) {
                 Ok(_) => {}
-                // A node could not serve: open anyway, with the change pending (writes reach
-                // old and new replicas), so that clients are served and it can be retried.
-                Err(Error::Node { .. } | Error::StaleEpoch { .. } | Error::Unavailable { .. }) => {}
+                // A node could not serve (or be opened): open anyway, with the change pending
+                // (writes reach old and new replicas, hints stand in for a down one), so that
+                // clients are served and it can be retried. `change_error` says why.
+                Err(
+                    Error::Node { .. }
+                    | Error::StaleEpoch { .. }
+                    | Error::Unavailable { .. }
+                    | Error::NodeDown { .. },
+                ) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -280,6 +306,22 @@ impl Drop for Cluster {
         // Before the nodes go: the thread holds the routing table, and with it every node.
         self.repairer = None;
     }
+}
+
+/// `e` with its causes, each once: `e`'s own text, then each source whose text it does not
+/// already contain.
+pub(crate) fn describe(e: &Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// A fresh cluster's metadata from the options.

@@ -97,6 +97,7 @@ impl Cluster {
             Down {
                 since: SystemTime::now(),
                 parked,
+                unopened: false,
             },
         );
         Ok(())
@@ -114,10 +115,18 @@ impl Cluster {
     /// run [`repair`](Cluster::repair) again).
     pub fn recover_node(&self, id: &str) -> Result<RecoverySummary> {
         let _admin = self.admin.lock();
-        let node = NodeId::new(id)?;
+        self.recover_locked(NodeId::new(id)?)
+    }
+
+    /// [`recover_node`](Cluster::recover_node) with the admin lock held.
+    pub(crate) fn recover_locked(&self, node: NodeId) -> Result<RecoverySummary> {
         let routing = self.routing();
         match routing.node(&node) {
-            None => return Err(Error::UnknownNode { node: id.into() }),
+            None => {
+                return Err(Error::UnknownNode {
+                    node: node.to_string(),
+                });
+            }
             Some(h) if !h.is_down() => return Err(Error::NodeNotDown { node }),
             Some(_) => {}
         }
@@ -127,10 +136,15 @@ impl Cluster {
         let reopened = down.parked.is_none();
         let handle = match down.parked {
             Some(h) => h,
-            None => match self.opts.backend.open(&node, &self.dir.join(id)) {
+            None => match self.opts.backend.open(&node, &self.dir.join(node.as_str())) {
                 Ok(h) => h,
                 Err(e) => {
-                    self.health.lock().insert(node, down_again(down.since));
+                    let again = Down {
+                        since: down.since,
+                        parked: None,
+                        unopened: down.unopened,
+                    };
+                    self.health.lock().insert(node, again);
                     return Err(e);
                 }
             },
@@ -153,6 +167,19 @@ impl Cluster {
         })
     }
 
+    /// The nodes routed as down because the cluster could not open them, in id order.
+    pub(crate) fn unopened_nodes(&self) -> Vec<NodeId> {
+        let mut ids: Vec<NodeId> = self
+            .health
+            .lock()
+            .iter()
+            .filter(|(_, d)| d.unopened)
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.sort();
+        ids
+    }
+
     /// Node `id`'s health as the coordinator sees it; `None` for a non-member.
     pub fn health(&self, id: &str) -> Option<Health> {
         let node = NodeId::new(id).ok()?;
@@ -170,13 +197,6 @@ impl Cluster {
             .lock()
             .retain(|id, _| routing.node(id).is_some());
         self.close_departed_hints(&routing);
-    }
-}
-
-fn down_again(since: SystemTime) -> Down {
-    Down {
-        since,
-        parked: None,
     }
 }
 

@@ -47,6 +47,12 @@ pub(crate) struct Down {
     /// The node's real handle while it is cut off but alive (a partition); `None` once it
     /// was dropped without clean shutdown (a crash): recovery reopens it from its directory.
     pub(crate) parked: Option<Arc<dyn Replica>>,
+    /// The cluster could not open the node (a joiner of a pending change, see
+    /// [`Cluster::open`](crate::Cluster::open)): [`Cluster::resume_change`] tries again
+    /// before it streams.
+    ///
+    /// [`Cluster::resume_change`]: crate::Cluster::resume_change
+    pub(crate) unopened: bool,
 }
 
 /// The routed handle of a down node: refuses every call with [`Error::NodeDown`], as a

@@ -7,13 +7,18 @@
 //! twice, or after the target got a newer write, changes nothing. A store is deleted once
 //! handed off and synced on the target.
 //!
+//! A hinted write is never dropped because its target has no claim on the key any more (a
+//! membership change moved the key's range while the target was down, or the target left):
+//! it goes to the key's replicas now instead, as a sloppy write may have counted the hint
+//! towards `W` and its other copies may have left with the range.
+//!
 //! [`Backend`]: crate::Backend
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use kv_node::Write;
+use kv_node::{Record, Write};
 use kv_ring::{NodeId, TokenRange, token};
 use parking_lot::Mutex;
 use smallvec::SmallVec;
@@ -25,6 +30,13 @@ use crate::routing::Routing;
 
 /// The name of the directory, in a node's own directory, of the hints it holds.
 pub(crate) const HINTS_DIR: &str = "hints";
+
+/// What [`Cluster::redirect`] wrote: nodes to sync, and whether it stored hints.
+#[derive(Debug, Default)]
+struct Touched {
+    nodes: Vec<NodeId>,
+    hints: bool,
+}
 
 /// Open hint stores by `(holder, target)`.
 #[derive(Debug, Default)]
@@ -122,8 +134,11 @@ impl Cluster {
     }
 
     /// Hands off every hint store whose holder and target are both up and `select`ed:
-    /// exports it into the target, syncs the target, then deletes the store. A store whose
-    /// target is no longer a member is deleted. Returns the records that changed a target.
+    /// exports it into the target, syncs the target, then deletes the store. A hint for a key
+    /// the target no longer replicates, and every hint of a target in no ring (neither the
+    /// committed one nor either ring of a pending change), goes to the key's replicas now
+    /// instead. A store whose target is not routed but in a ring of the pending change is
+    /// kept. Returns the records that changed a node.
     ///
     /// Runs with the admin lock held and with a routing in which the targets are up, so no
     /// client write adds to a store while it is handed off.
@@ -141,22 +156,95 @@ impl Cluster {
             let dst = match routing.node(&target) {
                 Some(n) if n.is_down() => continue,
                 Some(n) => Some(Arc::clone(n)),
-                None => None, // the target left: its hints are moot
+                // Not routed, but a member of a ring of the pending change: kept until it is
+                // routed (a sloppy write may have counted the hint).
+                None if self.in_pending_change(&target) => continue,
+                None => None, // the target left: to the keys' replicas
             };
-            if let Some(dst) = dst {
-                let store = self.hint_store(&holder, &target)?;
-                for batch in store.export(0, &[TokenRange::FULL], self.opts.transfer_batch)? {
-                    // Only keys the target still replicates: a membership change may have
-                    // moved a key's range away since the hint was written.
-                    let mut batch = batch?;
-                    batch.retain(|r| self.replicates(routing, &target, token(&r.key)));
-                    changed += dst.import(routing.epoch(), &batch)? as u64;
+            let store = self.hint_store(&holder, &target)?;
+            let mut touched = Touched::default();
+            for batch in store.export(0, &[TokenRange::FULL], self.opts.transfer_batch)? {
+                // A membership change may have moved a key's range away from the target since
+                // the hint was written (or the target left): such a hinted write goes to the
+                // key's replicas now instead (it may be one a sloppy write counted).
+                let (mine, moved) = match &dst {
+                    Some(_) => batch?
+                        .into_iter()
+                        .partition(|r| self.replicates(routing, &target, token(&r.key))),
+                    None => (Vec::new(), batch?),
+                };
+                if let Some(dst) = &dst {
+                    changed += dst.import(routing.epoch(), &mine)? as u64;
                 }
+                changed += self.redirect(routing, &moved, &mut touched)?;
+            }
+            if let Some(dst) = &dst {
                 dst.sync()?;
             }
+            self.sync_touched(routing, &touched)?;
             self.remove_store(&holder, &target)?;
         }
         Ok(changed)
+    }
+
+    /// Writes hinted `records`, whose target no longer replicates them, to their keys'
+    /// replicas now (in both rings during a change): imported where up, kept as a hint for
+    /// one that is down. Notes the nodes and hint stores written in `touched`; returns the
+    /// records that changed a node.
+    fn redirect(
+        &self,
+        routing: &Routing,
+        records: &[Record],
+        touched: &mut Touched,
+    ) -> Result<u64> {
+        let mut changed = 0u64;
+        for r in records {
+            let t = token(&r.key);
+            for id in self.targets(routing, t)? {
+                match routing.node(&id) {
+                    Some(n) if !n.is_down() => {
+                        changed += n.import(routing.epoch(), std::slice::from_ref(r))? as u64;
+                        if !touched.nodes.contains(&id) {
+                            touched.nodes.push(id);
+                        }
+                    }
+                    _ => {
+                        let write = Write {
+                            key: &r.key,
+                            value: r.value.as_deref(),
+                            version: r.version,
+                        };
+                        touched.hints |= self.store_hint(routing, &id, t, write);
+                    }
+                }
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Makes what [`redirect`](Cluster::redirect) wrote durable, before the hint store it came
+    /// from is deleted.
+    fn sync_touched(&self, routing: &Routing, touched: &Touched) -> Result<()> {
+        for id in &touched.nodes {
+            if let Some(n) = routing.node(id) {
+                n.sync()?;
+            }
+        }
+        if touched.hints {
+            self.sync_hints()?;
+        }
+        Ok(())
+    }
+
+    /// Whether `id` is a member of the old or the new ring of the change pending, if any.
+    fn in_pending_change(&self, id: &NodeId) -> bool {
+        let meta = self.meta.lock();
+        meta.change.as_ref().is_some_and(|c| {
+            c.from_members
+                .iter()
+                .chain(&c.to_members)
+                .any(|m| m.id == id.as_str())
+        })
     }
 
     /// Closes and deletes the hint store of `(holder, target)`.
@@ -177,12 +265,13 @@ impl Cluster {
 
     /// Hands over the hints held by `leaver`, a node leaving the cluster, before its
     /// directory (hints included) is deleted; `routing` no longer routes it. Each hint goes
-    /// to its target if that is up (only keys it still replicates, then synced), else into a
-    /// hint store on the live node [`hint_holder`](Cluster::hint_holder) picks now. A leaver
-    /// that is down (`leaver_up` false) hands nothing over: its hints go with its directory.
-    /// Hints *for* the leaver, on other nodes, are moot and deleted either way (a node added
-    /// later under the same id must not receive them). Returns the records that changed a
-    /// target or were kept by a new holder.
+    /// to its target if that is up (then synced; a key it no longer replicates to the key's
+    /// replicas now), else into a hint store on the live node
+    /// [`hint_holder`](Cluster::hint_holder) picks now. A leaver that is down (`leaver_up`
+    /// false) hands nothing over: its hints go with its directory. Hints *for* the leaver, on
+    /// other nodes, go to their keys' replicas now, and their stores are deleted (a node
+    /// added later under the same id must not receive them). Returns the records that
+    /// changed a node or were kept by a new holder.
     ///
     /// Idempotent (last-writer-wins), so a crash midway is rolled forward by doing it again;
     /// runs with the admin lock held, after the routing without the leaver is installed and
@@ -202,18 +291,33 @@ impl Cluster {
                 // Unreachable with the node; deleted with its directory.
                 continue;
             }
-            if holder == *leaver && target != *leaver {
-                let store = self.hint_store(&holder, &target)?;
+            let store = self.hint_store(&holder, &target)?;
+            let mut touched = Touched::default();
+            if target == *leaver {
+                // Hints for the leaver: their keys' ranges went to other nodes, which get
+                // them (a sloppy write may have counted one).
+                for batch in store.export(0, &[TokenRange::FULL], self.opts.transfer_batch)? {
+                    moved += self.redirect(routing, &batch?, &mut touched)?;
+                }
+            } else {
                 match routing.node(&target) {
-                    // The target left too: its hints are moot.
-                    None => {}
+                    // The target left too (or is not routed): to the keys' replicas.
+                    None => {
+                        for batch in
+                            store.export(0, &[TokenRange::FULL], self.opts.transfer_batch)?
+                        {
+                            moved += self.redirect(routing, &batch?, &mut touched)?;
+                        }
+                    }
                     Some(dst) if !dst.is_down() => {
                         for batch in
                             store.export(0, &[TokenRange::FULL], self.opts.transfer_batch)?
                         {
-                            let mut batch = batch?;
-                            batch.retain(|r| self.replicates(routing, &target, token(&r.key)));
-                            moved += dst.import(routing.epoch(), &batch)? as u64;
+                            let (mine, elsewhere): (Vec<Record>, Vec<Record>) = batch?
+                                .into_iter()
+                                .partition(|r| self.replicates(routing, &target, token(&r.key)));
+                            moved += dst.import(routing.epoch(), &mine)? as u64;
+                            moved += self.redirect(routing, &elsewhere, &mut touched)?;
                         }
                         dst.sync()?;
                     }
@@ -245,6 +349,7 @@ impl Cluster {
                     }
                 }
             }
+            self.sync_touched(routing, &touched)?;
             self.remove_store(&holder, &target)?;
         }
         Ok(moved)
@@ -260,7 +365,8 @@ impl Cluster {
     }
 
     /// Closes the hint stores whose holder or target is no longer routed (it left: the
-    /// holder's directory, hints included, is gone; hints for a leaver are moot).
+    /// holder's directory, hints included, is gone; hints for a leaver went to their keys'
+    /// replicas).
     pub(crate) fn close_departed_hints(&self, routing: &Routing) {
         self.hints
             .open

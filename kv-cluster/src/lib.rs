@@ -33,6 +33,8 @@
 //!    [`ClusterOptions::transfer_streams`] streams at once (default 2: each an exporting and
 //!    an importing thread, taking stretches of the pairs' ranges); a finished pair is synced
 //!    on `to` and recorded in `cluster.json`. Progress goes to a callback after each batch.
+//!    A source that fails midway is replaced by *every* other live old replica of its
+//!    ranges (newest wins): any single one may have missed a write the source acknowledged.
 //! 4. **Commit**: `cluster.json` gets the new ring (phase `cleanup`); the new routing is
 //!    installed, the old one drained, and every node *fenced* at the new epoch: replica
 //!    operations carry the epoch they were routed with, and a stale one is refused from now
@@ -96,14 +98,22 @@
 //! - **Removing a dead node** (Cassandra's `removenode`). [`Cluster::remove_node`] of a down
 //!   node streams each of its ranges to the new replica from *every* surviving replica of the
 //!   range (newest wins), not from the dead node, so no key loses a replica at its latest
-//!   version even if one survivor had missed a write; its directory is then deleted.
+//!   version even if one survivor had missed a write; its directory is then deleted. While
+//!   another replica of one of its ranges is down too (or a survivor fails to export), the
+//!   removal stops, pending, until that node is back: a single survivor may lack a write.
 //! - **Limits.** A membership change that needs a down node as a destination of streamed
 //!   ranges, or as one that must drop ranges, stops with the change pending (writes reach old
 //!   and new replicas); recover the node and [`Cluster::resume_change`].
+//! - **A joiner that cannot be opened** on reopen does not stop [`Cluster::open`]: it is
+//!   routed as a down node of the pending ring (writes for it become hints), the change stays
+//!   pending with [`Cluster::change_error`] saying why, and [`Cluster::resume_change`] opens
+//!   it again, hands its hints off and streams it every range again. Hints held for a member
+//!   of either ring of a pending change are never deleted before they are handed off.
 //! - **A leaver's hints are handed over.** Before the directory of a node that leaves is
 //!   deleted, the hints it holds go to their targets if up (only keys they still replicate),
 //!   else into hint stores on the live nodes that would hold them now
-//!   ([`ChangeSummary::hints_handed_over`]); hints *for* it are deleted. A leaver that is
+//!   ([`ChangeSummary::hints_handed_over`]); hints *for* it go to their keys' replicas now
+//!   (as does any hint whose target no longer replicates its key). A leaver that is
 //!   down cannot hand anything over: its hints go with it (a strict write was acknowledged
 //!   by `W` real replicas besides; a sloppy write that counted the hint is down to `W - 1`
 //!   copies, as after any lost replica; repair restores its target).

@@ -299,7 +299,7 @@ impl Cluster {
 
     /// The nodes a write of `token` goes to: the ring's replicas, plus the pending ring's
     /// during a change.
-    fn targets(&self, routing: &Routing, token: u64) -> Result<SmallVec<[NodeId; 8]>> {
+    pub(crate) fn targets(&self, routing: &Routing, token: u64) -> Result<SmallVec<[NodeId; 8]>> {
         let mut out: SmallVec<[NodeId; 8]> = routing
             .ring
             .preference_list(token, self.rf)?

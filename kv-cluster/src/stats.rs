@@ -73,6 +73,9 @@ pub struct ClusterStats {
     pub nodes: Vec<NodeStats>,
     /// The change pending, if any.
     pub change: Option<(ChangeKind, NodeId)>,
+    /// Why the pending change stopped the last time it was driven, if it failed (see
+    /// [`Cluster::change_error`]).
+    pub change_error: Option<String>,
     /// Hinted writes held for down nodes, in the hint stores open now.
     pub hints: u64,
     /// The background repair's rounds and last result, if it runs.
@@ -214,6 +217,7 @@ impl Cluster {
             total_keys,
             nodes,
             change: self.pending_change(),
+            change_error: self.change_error(),
             hints: self.hints_pending(),
             background_repair: self.background_repair(),
         })

@@ -20,21 +20,26 @@ const PIPELINE_DEPTH: usize = 4;
 /// Which side of a copy failed.
 #[derive(Debug)]
 pub(crate) enum CopyError {
-    /// Exporting from the source failed: another replica of the data may serve instead.
+    /// Exporting from the source failed: the other replicas of the data serve instead.
     Source(Error),
     /// Importing into the destination failed: the copy cannot go on.
     Destination(Error),
 }
 
-/// Copies `ranges` to `dst` from `from`, and any part `from` fails to export from another
-/// replica of that part under `old` ("a live old replica"). A part is the stretch between
-/// two of `old`'s tokens, where the replica set is constant. Copying a part again after a
-/// partial copy is harmless (last-writer-wins).
+/// Copies `ranges` to `dst` from `from`, a live old replica of them. If `from` fails
+/// midway, each part of the ranges (a stretch between two of `old`'s tokens, where the
+/// replica set is constant) is copied again from **every** other old replica of the part,
+/// as [`copy_from_survivors`] does for a dead source: the one that failed may have
+/// acknowledged writes that some other replica missed, and only the union of the others is
+/// sure to hold each of them. Copying a part again after a partial copy is harmless
+/// (last-writer-wins).
 ///
 /// Returns `Break` if `on_batch` stopped the copy.
 ///
 /// # Errors
-/// The destination's error, or the first source error once no replica is left for a part.
+/// The destination's error; `from`'s error if some part has no other old replica;
+/// [`Error::NodeDown`] if another old replica of a part is down; the error of another
+/// replica that fails too.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn copy_from_live(
     old: &Ring,
@@ -47,59 +52,37 @@ pub(crate) fn copy_from_live(
     batch_size: usize,
     on_batch: &mut dyn FnMut(&[Record]) -> ControlFlow<()>,
 ) -> Result<ControlFlow<()>> {
-    let mut failed: Vec<NodeId> = Vec::new();
-    let mut first_err: Option<Error> = None;
-    let mut work: Vec<(NodeId, Vec<TokenRange>)> = vec![(from.clone(), ranges.to_vec())];
-    while let Some((src_id, ranges)) = work.pop() {
-        let outcome = match nodes.get(&src_id) {
-            Some(src) => copy_ranges(src.as_ref(), dst, epoch, &ranges, batch_size, on_batch),
-            None => Err(CopyError::Source(Error::UnknownNode {
-                node: src_id.to_string(),
-            })),
-        };
-        let e = match outcome {
-            Ok(ControlFlow::Break(())) => return Ok(ControlFlow::Break(())),
-            Ok(ControlFlow::Continue(())) => continue,
-            Err(CopyError::Destination(e)) => return Err(e),
-            Err(CopyError::Source(e)) => e,
-        };
-        failed.push(src_id);
-        // Report the first source error if no replica is left for some part.
-        let first = first_err.take().unwrap_or(e);
-        // Hand each part of the failed source's ranges to another old replica of the part.
-        let points: Vec<u64> = old.ranges().map(|v| v.range.end).collect();
-        let mut regrouped: Vec<(NodeId, Vec<TokenRange>)> = Vec::new();
-        for part in ranges.iter().flat_map(|r| split_at(*r, &points)) {
-            let replicas = old.preference_list(part.end, rf)?;
-            let alternative = replicas
-                .iter()
-                .find(|n| !failed.contains(n) && *n != dst.id() && nodes.contains_key(*n));
-            let Some(alternative) = alternative else {
-                return Err(first);
-            };
-            match regrouped.iter_mut().find(|(n, _)| n == alternative) {
-                Some((_, parts)) => parts.push(part),
-                None => regrouped.push((alternative.clone(), vec![part])),
-            }
+    let outcome = match nodes.get(from) {
+        Some(src) => copy_ranges(src.as_ref(), dst, epoch, ranges, batch_size, on_batch),
+        None => Err(CopyError::Source(Error::UnknownNode {
+            node: from.to_string(),
+        })),
+    };
+    match outcome {
+        Ok(flow) => Ok(flow),
+        Err(CopyError::Destination(e)) => Err(e),
+        Err(CopyError::Source(e)) => {
+            let src = [from.clone()];
+            copy_from_all_but(
+                old, rf, nodes, &src, e, dst, epoch, ranges, batch_size, on_batch,
+            )
         }
-        first_err = Some(first);
-        work.extend(regrouped);
     }
-    Ok(ControlFlow::Continue(()))
 }
 
 /// Copies `ranges`, which the down node `down` should have been the source of, to `dst` from
-/// **every** live old replica of each part (not only the first, as [`copy_from_live`] would
-/// after a failure): a single survivor may have missed the last write of a key that the
-/// down node and another survivor acknowledged, and last-writer-wins makes the union the
-/// newest version any of them holds. So a removed dead node costs no key a replica at its
-/// latest version (Cassandra's `removenode` streams from one replica and asks for a repair).
+/// **every** other old replica of each part: a single survivor may have missed the last write
+/// of a key that the down node and another survivor acknowledged, and last-writer-wins makes
+/// the union the newest version any of them holds. So a removed dead node costs no key a
+/// replica at its latest version (Cassandra's `removenode` streams from one replica and asks
+/// for a repair); while another replica of a part is down too, the copy waits for it.
 ///
 /// Returns `Break` if `on_batch` stopped the copy.
 ///
 /// # Errors
-/// [`Error::NodeDown`] (the down node) if some part has no live old replica besides `dst`;
-/// as [`copy_from_live`].
+/// [`Error::NodeDown`] (the down node) if some part has no old replica besides it and `dst`;
+/// [`Error::NodeDown`] naming another old replica of a part that is down, or the error of a
+/// survivor that fails (either way the union would be incomplete); the destination's error.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn copy_from_survivors(
     old: &Ring,
@@ -112,15 +95,45 @@ pub(crate) fn copy_from_survivors(
     batch_size: usize,
     on_batch: &mut dyn FnMut(&[Record]) -> ControlFlow<()>,
 ) -> Result<ControlFlow<()>> {
+    let cause = Error::NodeDown { node: down.clone() };
+    let src = [down.clone()];
+    copy_from_all_but(
+        old, rf, nodes, &src, cause, dst, epoch, ranges, batch_size, on_batch,
+    )
+}
+
+/// Copies each part of `ranges` to `dst` from every old replica of the part except
+/// `excluded` (a source that is down or failed) and `dst`. Fails with `cause` if some part has
+/// no such replica, with [`Error::NodeDown`] if one of them is down, and with a source's error
+/// if one of them fails: without it the union may lack a write that only it and an excluded
+/// replica acknowledged, so the copy would not be complete (the change stays pending and is
+/// retried once it is back).
+#[allow(clippy::too_many_arguments)]
+fn copy_from_all_but(
+    old: &Ring,
+    rf: usize,
+    nodes: &NodeMap,
+    excluded: &[NodeId],
+    cause: Error,
+    dst: &dyn Replica,
+    epoch: u64,
+    ranges: &[TokenRange],
+    batch_size: usize,
+    on_batch: &mut dyn FnMut(&[Record]) -> ControlFlow<()>,
+) -> Result<ControlFlow<()>> {
     let points: Vec<u64> = old.ranges().map(|v| v.range.end).collect();
     let mut by_source: Vec<(NodeId, Vec<TokenRange>)> = Vec::new();
     for part in ranges.iter().flat_map(|r| split_at(*r, &points)) {
         let replicas = old.preference_list(part.end, rf)?;
         let mut any = false;
         for id in replicas.iter() {
-            let live = nodes.get(id).is_some_and(|n| !n.is_down());
-            if id == down || id == dst.id() || !live {
+            if excluded.contains(id) || id == dst.id() {
                 continue;
+            }
+            // Another replica down: it may hold a write that only it and an excluded one
+            // acknowledged, so the copy waits for it.
+            if nodes.get(id).is_none_or(|n| n.is_down()) {
+                return Err(Error::NodeDown { node: id.clone() });
             }
             any = true;
             match by_source.iter_mut().find(|(n, _)| n == id) {
@@ -129,13 +142,19 @@ pub(crate) fn copy_from_survivors(
             }
         }
         if !any {
-            return Err(Error::NodeDown { node: down.clone() });
+            return Err(cause);
         }
     }
-    for (src, parts) in &by_source {
-        let flow = copy_from_live(old, rf, nodes, src, dst, epoch, parts, batch_size, on_batch)?;
-        if flow.is_break() {
-            return Ok(flow);
+    for (id, parts) in &by_source {
+        let Some(src) = nodes.get(id) else {
+            return Err(Error::UnknownNode {
+                node: id.to_string(),
+            });
+        };
+        match copy_ranges(src.as_ref(), dst, epoch, parts, batch_size, on_batch) {
+            Ok(ControlFlow::Break(())) => return Ok(ControlFlow::Break(())),
+            Ok(ControlFlow::Continue(())) => {}
+            Err(CopyError::Destination(e) | CopyError::Source(e)) => return Err(e),
         }
     }
     Ok(ControlFlow::Continue(()))
@@ -466,6 +485,40 @@ mod tests {
         assert_eq!(sizes.iter().sum::<usize>(), expected);
         let (last, full) = sizes.split_last().unwrap();
         assert!(full.iter().all(|&n| n == 100) && *last <= 100);
+    }
+
+    /// Removing a dead node while another replica of its ranges is down: the one live
+    /// survivor may lack writes that only the two down nodes took, so the copy refuses to
+    /// complete from it alone.
+    #[test]
+    fn a_copy_from_survivors_waits_for_a_survivor_that_is_down() {
+        let id = |s: &str| NodeId::new(s).unwrap();
+        let ring = Ring::with_nodes(kv_ring::RingOptions::default(), ["a", "b", "c"]).unwrap();
+        let c = std::sync::Arc::new(MemoryReplica::new("c").unwrap());
+        fill(&c);
+        let mut nodes = NodeMap::default();
+        for down in ["a", "b"] {
+            let handle = crate::health::DownReplica { id: id(down) };
+            nodes.insert(id(down), std::sync::Arc::new(handle));
+        }
+        nodes.insert(id("c"), c);
+        let dst = MemoryReplica::new("d").unwrap();
+        let r = copy_from_survivors(
+            &ring,
+            3,
+            &nodes,
+            &id("a"),
+            &dst,
+            0,
+            &[TokenRange::FULL],
+            64,
+            &mut |_| ControlFlow::Continue(()),
+        );
+        assert!(
+            matches!(&r, Err(Error::NodeDown { node }) if node.as_str() == "b"),
+            "{r:?}"
+        );
+        assert!(dst.is_empty());
     }
 
     #[test]

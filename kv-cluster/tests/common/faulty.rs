@@ -1,5 +1,6 @@
 //! Fault injection: replicas (in memory, or any backend's) whose operations fail on demand.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,6 +24,12 @@ pub struct Faults {
     pub export_down: Mutex<Vec<String>>,
     /// Nodes whose syncs fail.
     pub sync_down: Mutex<Vec<String>>,
+    /// Nodes the backend cannot open (as if another process held their directory); their
+    /// hint stores on other nodes still open.
+    pub open_down: Mutex<Vec<String>>,
+    /// Nodes whose exports fail once they have yielded this many more batches (counted over
+    /// every export of the node): a source that fails midway.
+    pub export_budget: Mutex<BTreeMap<String, usize>>,
     /// Every replica's `digests` panics (a replica's bug) while this is set.
     pub panic_digests: AtomicBool,
     /// Every `reserve` hint: (node, ranges, keys, imports into that node before it).
@@ -60,6 +67,9 @@ pub fn injected() -> Error {
 struct Faulty {
     inner: Arc<dyn Replica>,
     faults: Arc<Faults>,
+    /// A hint store (`<holder>/hints/<target>/`) rather than a node: `open_down` and
+    /// `export_budget` leave it alone.
+    hint_store: bool,
 }
 
 impl Replica for Faulty {
@@ -100,7 +110,22 @@ impl Replica for Faulty {
         if down || self.faults.export.load(Ordering::Relaxed) {
             return Err(injected());
         }
-        self.inner.export(epoch, r, n)
+        let batches = self.inner.export(epoch, r, n)?;
+        if self.hint_store {
+            return Ok(batches);
+        }
+        let (faults, id) = (Arc::clone(&self.faults), self.id().to_string());
+        Ok(Box::new(batches.map(move |batch| {
+            let mut budget = faults.export_budget.lock();
+            match budget.get_mut(&id) {
+                Some(0) => Err(injected()),
+                Some(left) => {
+                    *left -= 1;
+                    batch
+                }
+                None => batch,
+            }
+        })))
     }
     fn import(&self, epoch: u64, batch: &[Record]) -> Result<usize> {
         *self
@@ -190,9 +215,21 @@ impl FaultyBackend {
 
 impl Backend for FaultyBackend {
     fn open(&self, id: &NodeId, dir: &Path) -> Result<Arc<dyn Replica>> {
+        let hint_store = dir.components().any(|c| c.as_os_str() == "hints");
+        let open_down = self.faults.open_down.lock();
+        if !hint_store && open_down.iter().any(|d| d == id.as_str()) {
+            return Err(Error::Node {
+                node: id.clone(),
+                source: kv_node::Error::Locked {
+                    path: dir.to_path_buf(),
+                },
+            });
+        }
+        drop(open_down);
         Ok(Arc::new(Faulty {
             inner: self.inner.open(id, dir)?,
             faults: self.faults.clone(),
+            hint_store,
         }))
     }
 

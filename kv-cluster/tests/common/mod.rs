@@ -103,3 +103,36 @@ pub fn check(cluster: &Cluster, model: &Model) {
 pub fn key(i: u64) -> Vec<u8> {
     format!("key:{i:08}").into_bytes()
 }
+
+/// Reads every replica of every model key directly (no quorum read, so no read repair hides
+/// a stale copy) and returns the copies, `(key, node)`, that do not hold the key's last
+/// acknowledged version (missing, older, or a different value). A model version of
+/// `Version::ZERO` accepts any version holding the model's value.
+pub fn stale_replicas(cluster: &Cluster, model: &Model) -> Vec<(Vec<u8>, String)> {
+    let mut stale = Vec::new();
+    for (key, (version, value)) in model.snapshot() {
+        let p = cluster.placement_of(&key).unwrap();
+        for id in &p.expected {
+            let held = p.held.iter().find(|(h, _, _)| h == id);
+            let fresh = held.is_some_and(|(_, v, ver)| {
+                v.as_deref() == value.as_deref() && (version == Version::ZERO || *ver == version)
+            });
+            if !fresh {
+                stale.push((key.clone(), id.to_string()));
+            }
+        }
+    }
+    stale.sort();
+    stale
+}
+
+/// Asserts that [`stale_replicas`] finds none, naming a few if it does.
+pub fn assert_every_replica_fresh(cluster: &Cluster, model: &Model) {
+    let stale = stale_replicas(cluster, model);
+    assert!(
+        stale.is_empty(),
+        "{} stale replica copies, e.g. {:?}",
+        stale.len(),
+        &stale[..stale.len().min(5)]
+    );
+}
