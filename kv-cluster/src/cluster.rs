@@ -115,7 +115,7 @@ impl Cluster {
     /// of the committed ring cannot be opened; [`Error::Io`].
     pub fn open(data_dir: impl AsRef<Path>, opts: ClusterOptions) -> Result<Cluster> {
         let dir = data_dir.as_ref().to_path_buf();
-        fs::create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
+        kv_node::durable::create_dir_all(&dir)?;
         let lock = lock_dir(&dir)?;
         let meta = match Meta::load(&dir)? {
             Some(meta) => meta,

@@ -234,6 +234,12 @@ impl Error {
     }
 }
 
+impl From<kv_node::durable::Error> for Error {
+    fn from(e: kv_node::durable::Error) -> Self {
+        Error::io(e.op, e.path, e.source)
+    }
+}
+
 /// The other replicas' errors of [`Error::Unavailable`], each with its causes:
 /// ` (also: a: b; c)`, or nothing.
 fn also(others: &[Error]) -> String {

@@ -110,7 +110,7 @@ impl Cluster {
             return Ok(Arc::clone(store));
         }
         let dir = self.hint_dir(holder, target);
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
+        kv_node::durable::create_dir_all(&dir)?;
         let store = self.opts.backend.open(target, &dir)?;
         open.insert((holder.clone(), target.clone()), Arc::clone(&store));
         Ok(store)

@@ -216,7 +216,7 @@ impl Backend for KvNodeBackend {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(Error::io("rename", dir, e)),
         }
-        crate::meta::sync_dir(parent)?;
+        kv_node::durable::sync_dir(parent)?;
         remove_tree(&trash)
     }
 }

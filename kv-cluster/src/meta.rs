@@ -35,9 +35,9 @@
 //! version, never a torn one.
 
 use std::fs;
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use kv_node::durable;
 use kv_ring::{Placement, Ring, RingOptions};
 use serde::{Deserialize, Serialize};
 
@@ -206,26 +206,13 @@ impl Meta {
     /// Replaces `dir/cluster.json` atomically and durably.
     pub(crate) fn store(&self, dir: &Path) -> Result<()> {
         let path = dir.join(FILE_NAME);
-        let tmp: PathBuf = dir.join(format!("{FILE_NAME}.tmp"));
         let text = serde_json::to_vec_pretty(self).map_err(|e| Error::Metadata {
             path: path.clone(),
             reason: e.to_string(),
         })?;
-        let mut file = fs::File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
-        file.write_all(&text)
-            .map_err(|e| Error::io("write", &tmp, e))?;
-        file.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
-        drop(file);
-        fs::rename(&tmp, &path).map_err(|e| Error::io("rename", &tmp, e))?;
-        sync_dir(dir)
+        durable::write_file_atomic(&path, &text)?;
+        Ok(())
     }
-}
-
-/// `fsync`s a directory, so that a rename or creation in it is durable.
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io("fsync directory", dir, e))
 }
 
 /// The members of `ring`, with their tokens.
@@ -315,7 +302,7 @@ mod tests {
         }
     }
 
-    fn golden_dir() -> PathBuf {
+    fn golden_dir() -> std::path::PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
     }
 

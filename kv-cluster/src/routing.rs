@@ -83,7 +83,7 @@ const BUCKET_BITS: u32 = 12;
 
 /// `ring`'s preference list of every vnode, resolved once per routing to node handles: a
 /// client operation finds its replicas with one binary search, without walking the ring or
-/// hashing node ids (both were about 6% of a quorum get).
+/// hashing node ids (done per operation, both are about 6% of a quorum get).
 #[derive(Debug)]
 pub(crate) struct Placement {
     rf: usize,
@@ -156,7 +156,7 @@ const STRIPES: usize = 8;
 /// The current routing, striped: each client thread loads its snapshot from its own stripe,
 /// which holds its own `Arc` (a separate reference count) behind its own lock, on its own
 /// cache line. Threads on different stripes then never write a shared cache line to route
-/// an operation (one shared `Arc` cost about 10% of a get with two threads).
+/// an operation (one shared `Arc` costs about 10% of a get with two threads).
 pub(crate) struct RoutingTable {
     stripes: Box<[Stripe]>,
     rf: usize,

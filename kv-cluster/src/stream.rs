@@ -213,7 +213,7 @@ pub(crate) fn copy_ranges(
 ///
 /// A storage node tests each index entry it scans against every range of the call (a linear
 /// `any`), and a transfer pair carries hundreds of vnode ranges spread over the ring, so one
-/// call with all of them cost a few hundred comparisons per record. Consecutive ranges,
+/// call with all of them costs a few hundred comparisons per record. Consecutive ranges,
 /// a few at a time, keep that to a handful while each index partition is still scanned about
 /// once (the chunks are disjoint stretches of the ring, in token order).
 const RANGES_PER_CALL: usize = 4;
@@ -438,8 +438,8 @@ mod tests {
         ));
     }
 
-    /// Regression: a pair's hundreds of vnode ranges went to the node in one call, which
-    /// tested every scanned entry against all of them (export and drop cost ~2x).
+    /// A pair's hundreds of vnode ranges go to the node in a few sorted, merged chunks: in one
+    /// call, every scanned entry would be tested against all of them (export and drop ~2x).
     #[test]
     fn range_chunks_sort_merge_and_cut() {
         let r = TokenRange::new;

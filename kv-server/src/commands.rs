@@ -260,7 +260,7 @@ fn value_reply(session: &Session, value: Option<Bytes>, out: &mut BytesMut) {
 }
 
 fn cluster_error(session: &Session, e: &kv_cluster::Error, out: &mut BytesMut) {
-    error(session, out, &format!("ERR {e}"));
+    error(session, out, &format!("ERR {}", e.chain()));
 }
 
 /// Appends `-<text>\r\n` (`text` includes the error code, e.g. `ERR ...`).

@@ -60,7 +60,7 @@ pub(crate) fn kvstore(cluster: &Cluster, session: &Session, args: &[Bytes], out:
                     r.hints_applied, r.repair.keys_repaired, r.repair.hash_bytes
                 ))]
             })
-            .map_err(|e| format!("recover {id}: {e}")),
+            .map_err(|e| format!("recover {id}: {}", e.chain())),
         b"repair" => cluster
             .repair()
             .map(|r| {
@@ -69,7 +69,7 @@ pub(crate) fn kvstore(cluster: &Cluster, session: &Session, args: &[Bytes], out:
                     r.ranges_compared, r.hash_bytes, r.leaves_differing, r.keys_repaired
                 ))]
             })
-            .map_err(|e| format!("repair: {e}")),
+            .map_err(|e| format!("repair: {}", e.chain())),
         b"compact" => cluster
             .compact()
             .map(|reports| {
@@ -85,12 +85,12 @@ pub(crate) fn kvstore(cluster: &Cluster, session: &Session, args: &[Bytes], out:
                 lines.push(ok(format!("Compacted {} nodes", reports.len())));
                 lines
             })
-            .map_err(|e| format!("compact: {e}")),
+            .map_err(|e| format!("compact: {}", e.chain())),
         // `flush`
         _ => cluster
             .sync()
             .map(|()| vec![ok("Flushed: every acknowledged write is on disk")])
-            .map_err(|e| format!("flush: {e}")),
+            .map_err(|e| format!("flush: {}", e.chain())),
     };
     match result {
         Ok(lines) => session.encoder().bulk(out, lines.join("\n").as_bytes()),
@@ -137,7 +137,9 @@ fn nodes(cluster: &Cluster) -> Vec<String> {
 }
 
 fn stats(cluster: &Cluster, session: &Session) -> Result<Vec<String>, String> {
-    let st = cluster.stats().map_err(|e| format!("stats: {e}"))?;
+    let st = cluster
+        .stats()
+        .map_err(|e| format!("stats: {}", e.chain()))?;
     let mut out = vec![heading("Data Distribution Statistics")];
     for n in &st.nodes {
         if !n.up {
@@ -231,7 +233,7 @@ fn fail(cluster: &Cluster, id: &str, crash: bool) -> Result<Vec<String>, String>
                 if crash { " (crashed)" } else { "" }
             ))]
         })
-        .map_err(|e| format!("fail {id}: {e}"))
+        .map_err(|e| format!("fail {id}: {}", e.chain()))
 }
 
 /// `ADDNODE`/`REMOVENODE`: one change at a time, its progress published for `INFO` and
@@ -283,7 +285,7 @@ fn change(
         });
         out
     });
-    let result = result.map_err(|e| format!("{verb} {id}: {e}"));
+    let result = result.map_err(|e| format!("{verb} {id}: {}", e.chain()));
     admin.finish(result.as_ref().map(|_| ()).map_err(Clone::clone));
     result
 }

@@ -124,6 +124,11 @@ pub fn create_dir_all(dir: &Path) -> Result<()> {
         Ok(()) => {}
         // Another process (or thread) created it meanwhile: it is its job to sync it.
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => return Ok(()),
+        // Something else is in the way (a file): say so rather than "File exists".
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            let not_dir = io::Error::from_raw_os_error(libc::ENOTDIR);
+            return Err(Error::new("create directory", dir, not_dir));
+        }
         Err(e) => return Err(Error::new("create directory", dir, e)),
     }
     sync_dir(parent)
