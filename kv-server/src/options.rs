@@ -1,0 +1,110 @@
+//! The server's settings.
+
+use std::time::Duration;
+
+use kv_resp::Limits;
+
+/// Default [`ServerOptions::max_clients`]: Redis's `maxclients` default.
+pub const DEFAULT_MAX_CLIENTS: usize = 10_000;
+/// Default [`ServerOptions::max_pending_reply_bytes`]: 1 MiB.
+pub const DEFAULT_MAX_PENDING_REPLY_BYTES: usize = 1 << 20;
+/// Default [`ServerOptions::max_batch`]: commands taken from the read buffer per batch.
+pub const DEFAULT_MAX_BATCH: usize = 1024;
+/// Default [`ServerOptions::shutdown_grace`]: 10 seconds.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// How the server treats its clients.
+///
+/// ```
+/// let opts = kv_server::ServerOptions::new().max_clients(100);
+/// assert_eq!(opts.get_max_clients(), 100);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerOptions {
+    max_clients: usize,
+    max_pending_reply_bytes: usize,
+    max_batch: usize,
+    limits: Limits,
+    shutdown_grace: Duration,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ServerOptions {
+    /// The defaults.
+    pub const fn new() -> Self {
+        Self {
+            max_clients: DEFAULT_MAX_CLIENTS,
+            max_pending_reply_bytes: DEFAULT_MAX_PENDING_REPLY_BYTES,
+            max_batch: DEFAULT_MAX_BATCH,
+            limits: Limits::new(),
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+        }
+    }
+
+    /// Most clients connected at once; the next one gets `-ERR max number of clients reached`
+    /// and is disconnected, as in Redis.
+    pub const fn max_clients(mut self, n: usize) -> Self {
+        self.max_clients = n;
+        self
+    }
+
+    /// Replies built for a client before they are written: once a batch's replies reach this
+    /// size they are written, and the server waits for the client to take them (the write
+    /// completes) before executing more of its commands or reading from it again. A client
+    /// that does not read its replies therefore stops being read (backpressure).
+    pub const fn max_pending_reply_bytes(mut self, bytes: usize) -> Self {
+        self.max_pending_reply_bytes = bytes;
+        self
+    }
+
+    /// Most commands taken from a client's read buffer for one batch (one trip to the storage
+    /// threads).
+    pub const fn max_batch(mut self, n: usize) -> Self {
+        self.max_batch = n;
+        self
+    }
+
+    /// The protocol parser's limits (bulk, array and line lengths).
+    pub const fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// How long a shutdown waits for connections to finish the batch they are executing and
+    /// write its replies; connections still busy then (a client that stopped reading its
+    /// replies) are dropped.
+    pub const fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = grace;
+        self
+    }
+
+    /// See [`ServerOptions::shutdown_grace`].
+    pub const fn get_shutdown_grace(&self) -> Duration {
+        self.shutdown_grace
+    }
+
+    /// See [`ServerOptions::max_clients`].
+    pub const fn get_max_clients(&self) -> usize {
+        self.max_clients
+    }
+
+    /// See [`ServerOptions::max_pending_reply_bytes`].
+    pub const fn get_max_pending_reply_bytes(&self) -> usize {
+        self.max_pending_reply_bytes
+    }
+
+    /// See [`ServerOptions::max_batch`].
+    pub const fn get_max_batch(&self) -> usize {
+        self.max_batch
+    }
+
+    /// See [`ServerOptions::limits`].
+    pub const fn get_limits(&self) -> Limits {
+        self.limits
+    }
+}
