@@ -39,8 +39,8 @@ pub struct Refused {
 }
 
 impl Served {
-    /// Starts `kvstore serve --port 0 --data-dir <dir> <extra>`; panics (with its stderr) if
-    /// it does not become ready.
+    /// Starts `kvstore serve --port 0 --data-dir <dir> <extra>` (`--port 0` unless `extra`
+    /// gives a port); panics (with its stderr) if it does not become ready.
     pub fn start(dir: &Path, extra: &[&str]) -> Served {
         match Served::try_start(dir, extra) {
             Ok(s) => s,
@@ -51,7 +51,13 @@ impl Served {
     /// As [`Served::start`], but a server that exits before it is ready is an answer.
     pub fn try_start(dir: &Path, extra: &[&str]) -> Result<Served, Refused> {
         let mut child = Command::new(env!("CARGO_BIN_EXE_kvstore"))
-            .args(["serve", "--port", "0", "--data-dir"])
+            .arg("serve")
+            .args(if extra.contains(&"--port") {
+                &[][..]
+            } else {
+                &["--port", "0"][..]
+            })
+            .arg("--data-dir")
             .arg(dir)
             .args(extra)
             .env("NO_COLOR", "1")
