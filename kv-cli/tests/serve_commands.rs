@@ -70,3 +70,22 @@ fn binary_keys_and_values_round_trip() {
     let got: Vec<Option<Vec<u8>>> = redis::cmd("MGET").arg(&keys).query(&mut c).unwrap();
     assert_eq!(got, vec![None; 4]);
 }
+
+/// The README's Rust client example, against a server on a free port.
+#[test]
+fn the_readme_rust_client_example_works() {
+    use redis::Commands as _;
+
+    let dir = data_dir();
+    let server = Served::start(dir.path(), &[]);
+    let run = || -> redis::RedisResult<()> {
+        let mut con = redis::Client::open(format!("redis://{}/", server.addr))?.get_connection()?;
+        let () = con.set("user:1001", "Alice Johnson")?;
+        let name: Option<String> = con.get("user:1001")?;
+        assert_eq!(name.as_deref(), Some("Alice Johnson"));
+        let deleted: u64 = con.del("user:1001")?;
+        assert_eq!(deleted, 1);
+        Ok(())
+    };
+    run().unwrap();
+}
