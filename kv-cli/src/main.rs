@@ -6,6 +6,7 @@ mod args;
 mod bench;
 mod cmd;
 mod demo;
+mod fd_limit;
 mod open;
 mod output;
 mod repl;

@@ -20,7 +20,7 @@ use kv_server::{Server, ServerOptions};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::args::ServeArgs;
-use crate::open;
+use crate::{fd_limit, open};
 
 /// The line printed once the server accepts connections, followed by its address.
 pub const READY: &str = "kvstore ready to accept connections on";
@@ -40,19 +40,22 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         let _ = writeln!(std::io::stderr(), "{w}");
     }
     let cluster = Arc::new(opened.cluster);
-    let served = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("kvstore-serve")
-        .build()
-        .context("start the async runtime")
-        .and_then(|runtime| {
-            let addr = SocketAddr::new(args.bind, args.port);
-            let options = ServerOptions::new().max_clients(args.maxclients);
-            let served = runtime.block_on(serve(addr, Arc::clone(&cluster), options));
-            // Waits for the storage threads still holding the cluster.
-            drop(runtime);
-            served
-        });
+    let served = fd_limit::fit(args.maxclients).and_then(|(max_clients, warning)| {
+        if let Some(w) = warning {
+            let _ = writeln!(std::io::stderr(), "{w}");
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_name("kvstore-serve")
+            .build()
+            .context("start the async runtime")?;
+        let addr = SocketAddr::new(args.bind, args.port);
+        let options = ServerOptions::new().max_clients(max_clients);
+        let served = runtime.block_on(serve(addr, Arc::clone(&cluster), options));
+        // Waits for the storage threads still holding the cluster.
+        drop(runtime);
+        served
+    });
     let closed = close(cluster).context("close the cluster");
     served?;
     closed

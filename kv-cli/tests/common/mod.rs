@@ -50,7 +50,23 @@ impl Served {
 
     /// As [`Served::start`], but a server that exits before it is ready is an answer.
     pub fn try_start(dir: &Path, extra: &[&str]) -> Result<Served, Refused> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kvstore"))
+        Served::spawn(Command::new(env!("CARGO_BIN_EXE_kvstore")), dir, extra)
+    }
+
+    /// As [`Served::start`], under an open-files limit (`ulimit -n`) of `nofile`.
+    pub fn start_with_open_files_limit(dir: &Path, extra: &[&str], nofile: u64) -> Served {
+        let mut sh = Command::new("sh");
+        sh.arg("-c")
+            .arg(format!("ulimit -n {nofile} && exec \"$0\" \"$@\""))
+            .arg(env!("CARGO_BIN_EXE_kvstore"));
+        match Served::spawn(sh, dir, extra) {
+            Ok(s) => s,
+            Err(r) => panic!("the server exited before it was ready: {r:?}"),
+        }
+    }
+
+    fn spawn(mut command: Command, dir: &Path, extra: &[&str]) -> Result<Served, Refused> {
+        let mut child = command
             .arg("serve")
             .args(if extra.contains(&"--port") {
                 &[][..]
