@@ -1,14 +1,26 @@
 //! The command line.
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use kv_cluster::Consistency;
 
-/// A distributed key-value store: a guided demo (default) or an interactive REPL.
+/// A distributed key-value store: a guided demo (default), an interactive REPL, or a server
+/// speaking the Redis protocol (`kvstore serve`).
 #[derive(Parser, Debug, Clone)]
-#[command(name = "kvstore", version, about, long_about = None)]
+#[command(
+    name = "kvstore",
+    version,
+    about,
+    long_about = None,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Args {
+    /// What to run instead of the demo or the REPL.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Open the interactive REPL instead of running the demo (reads commands from stdin when
     /// it is not a terminal).
     #[arg(long)]
@@ -19,6 +31,86 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 
+    /// How the cluster is built and how it reads and writes.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+
+    /// A smaller demo (for tests).
+    #[arg(long, hide = true)]
+    pub quick: bool,
+}
+
+/// The subcommands.
+#[derive(Subcommand, Debug, Clone)]
+pub enum Command {
+    /// Serve the cluster on the network, speaking the Redis protocol (redis-cli,
+    /// redis-benchmark and Redis client libraries are its clients).
+    #[command(long_about = SERVE_ABOUT)]
+    Serve(ServeArgs),
+}
+
+const SERVE_ABOUT: &str = "\
+Serve the cluster on the network, speaking the Redis protocol (RESP2 and RESP3): redis-cli,
+redis-benchmark and Redis client libraries are its clients.
+
+It opens the cluster as the REPL does (the same options, the same data directory), prints one
+line when it is ready to accept connections (`kvstore ready to accept connections on
+ADDR:PORT`, with the real port when --port 0 asks for any free one), and on SIGINT or SIGTERM
+stops accepting, finishes the commands in flight, flushes and closes the cluster, and exits 0.
+
+The default port is 7379, so that it does not collide with a local Redis on 6379. As Redis's
+protected mode, it refuses to listen on an address other than loopback without a password.";
+
+/// The default port of `kvstore serve` (Redis's 6379 is left to a local Redis).
+pub const DEFAULT_PORT: u16 = 7379;
+
+/// `kvstore serve`'s own options, then the cluster's.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// The address to listen on. Anything but loopback (127.0.0.0/8, ::1) needs a password
+    /// (--requirepass), as Redis's protected mode.
+    #[arg(long, value_name = "ADDR", default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
+    pub bind: IpAddr,
+
+    /// The TCP port; 0 asks for any free one (the ready line gives it).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_PORT)]
+    pub port: u16,
+
+    /// Where the cluster keeps its data.
+    #[arg(long, value_name = "DIR", default_value = crate::repl::DEFAULT_DIR)]
+    pub data_dir: PathBuf,
+
+    /// A password clients must give (AUTH) before other commands. Not supported yet: the
+    /// server refuses to start with one rather than run without checking it.
+    #[arg(long, value_name = "PASS")]
+    pub requirepass: Option<String>,
+
+    /// Most clients connected at once; the next one gets `-ERR max number of clients
+    /// reached`, as in Redis.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = kv_server::DEFAULT_MAX_CLIENTS,
+        value_parser = parse_max_clients
+    )]
+    pub maxclients: usize,
+
+    /// How the cluster is built and how it reads and writes.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+fn parse_max_clients(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("at least one client must be allowed".to_owned()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The cluster's options, shared by the demo, the REPL and `serve`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ClusterArgs {
     /// Nodes of a new cluster (node1..nodeN) [default: 3]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub nodes: Option<u32>,
@@ -55,10 +147,6 @@ pub struct Args {
     /// Run anti-entropy repair in the background, this many seconds after the last round.
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86_400 * 365))]
     pub repair_interval: Option<u64>,
-
-    /// A smaller demo (for tests).
-    #[arg(long, hide = true)]
-    pub quick: bool,
 }
 
 /// `--sync`.
@@ -89,3 +177,69 @@ pub const DEFAULT_NODES: u32 = 3;
 pub const DEFAULT_RF: u32 = 3;
 /// Default virtual nodes per node.
 pub const DEFAULT_VNODES: u32 = 100;
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory as _, Parser as _};
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn serve_takes_the_cluster_options_after_it() {
+        let args = Args::try_parse_from([
+            "kvstore",
+            "serve",
+            "--port",
+            "0",
+            "--nodes",
+            "5",
+            "--replication",
+            "2",
+            "--sync",
+            "always",
+            "--write-consistency",
+            "all",
+        ])
+        .unwrap();
+        let Some(Command::Serve(serve)) = args.command else {
+            panic!("not serve: {args:?}");
+        };
+        assert_eq!(serve.port, 0);
+        assert_eq!(serve.cluster.nodes, Some(5));
+        assert_eq!(serve.cluster.replication, Some(2));
+        assert_eq!(serve.cluster.sync, SyncMode::Always);
+        assert_eq!(serve.bind, IpAddr::V4(Ipv4Addr::LOCALHOST));
+        assert_eq!(serve.data_dir, PathBuf::from("kvstore-data"));
+    }
+
+    #[test]
+    fn serve_defaults_to_loopback_on_7379() {
+        let args = Args::try_parse_from(["kvstore", "serve"]).unwrap();
+        let Some(Command::Serve(serve)) = args.command else {
+            panic!("not serve: {args:?}");
+        };
+        assert_eq!(
+            (serve.bind, serve.port),
+            ("127.0.0.1".parse().unwrap(), 7379)
+        );
+        assert_eq!(serve.maxclients, kv_server::DEFAULT_MAX_CLIENTS);
+        assert_eq!(serve.requirepass, None);
+    }
+
+    #[test]
+    fn repl_flags_before_serve_are_refused() {
+        assert!(Args::try_parse_from(["kvstore", "--interactive", "serve"]).is_err());
+        assert!(Args::try_parse_from(["kvstore", "--nodes", "5", "serve"]).is_err());
+    }
+
+    #[test]
+    fn zero_max_clients_is_refused() {
+        let err = Args::try_parse_from(["kvstore", "serve", "--maxclients", "0"]).unwrap_err();
+        assert!(err.to_string().contains("at least one client"), "{err}");
+    }
+}

@@ -126,7 +126,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
 /// Step 1: the cluster opens (or is created) in `dir`.
 fn initialisation(args: &Args, dir: &Path, s: Style) -> anyhow::Result<Session> {
     step(s, 1, "Cluster initialisation")?;
-    let opened = open::open(args, dir)?;
+    let opened = open::open(&args.cluster, dir)?;
     for w in &opened.warnings {
         writeln!(std::io::stderr(), "{w}").map_err(WriteFailed::stderr)?;
     }
@@ -313,7 +313,7 @@ fn crash_recovery(
     let Session { cluster, .. } = session;
     drop(cluster); // no close(): as if the process had died (the logs are memory-mapped)
     let t = Instant::now();
-    let opened = open::open(args, dir)?;
+    let opened = open::open(&args.cluster, dir)?;
     let session = Session {
         cluster: opened.cluster,
         style: s,

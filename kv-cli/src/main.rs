@@ -1,13 +1,16 @@
-//! `kvstore`: a distributed key-value store's guided demo (default) and interactive REPL
-//! (`--interactive`), on the `kv-cluster` coordinator.
+//! `kvstore`: a distributed key-value store's guided demo (default), interactive REPL
+//! (`--interactive`) and Redis-protocol server (`kvstore serve`), on the `kv-cluster`
+//! coordinator.
 
 mod args;
 mod bench;
 mod cmd;
 mod demo;
+mod fd_limit;
 mod open;
 mod output;
 mod repl;
+mod serve;
 mod session;
 
 use std::io::Write as _;
@@ -17,10 +20,10 @@ use clap::Parser as _;
 
 fn main() -> ExitCode {
     let args = args::Args::parse();
-    let result = if args.interactive {
-        repl::run(&args)
-    } else {
-        demo::run(&args).map(|()| true)
+    let result = match &args.command {
+        Some(args::Command::Serve(serve)) => serve::run(serve).map(|()| true),
+        None if args.interactive => repl::run(&args),
+        None => demo::run(&args).map(|()| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

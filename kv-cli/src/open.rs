@@ -6,7 +6,7 @@ use anyhow::{Context as _, bail};
 use kv_cluster::{Cluster, ClusterOptions};
 use kv_node::NodeOptions;
 
-use crate::args::{Args, DEFAULT_NODES, DEFAULT_RF, DEFAULT_VNODES};
+use crate::args::{ClusterArgs, DEFAULT_NODES, DEFAULT_RF, DEFAULT_VNODES};
 
 /// An open cluster and what the user should be told about it.
 pub struct Opened {
@@ -38,8 +38,9 @@ fn stored(dir: &Path) -> anyhow::Result<Option<Stored>> {
     }))
 }
 
-/// Opens (or creates) the cluster in `dir` with the options of `args`.
-pub fn open(args: &Args, dir: &Path) -> anyhow::Result<Opened> {
+/// Opens (or creates) the cluster in `dir` with the options of `args`: the demo, the REPL and
+/// `serve` open it here, so one flag means the same in each.
+pub fn open(args: &ClusterArgs, dir: &Path) -> anyhow::Result<Opened> {
     let mut warnings = Vec::new();
     let previous = stored(dir)?;
     let (nodes, rf, vnodes) = match &previous {

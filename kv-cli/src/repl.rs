@@ -27,7 +27,7 @@ pub fn run(args: &Args) -> anyhow::Result<bool> {
         .data_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from(DEFAULT_DIR));
-    let opened = open::open(args, &dir)?;
+    let opened = open::open(&args.cluster, &dir)?;
     let session = Session {
         cluster: opened.cluster,
         style: Style::detect(),

@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# `kvstore serve` side by side with Redis, under redis-benchmark, in the same run.
+#
+# Starts `kvstore serve` (release build, the default 3-node RF 3 quorum cluster with periodic
+# sync, on a fresh data directory) and `redis-server --save "" --appendonly no` on loopback
+# with free ports, then runs
+#     redis-benchmark -t set,get -n 300000 -c 50 -d 100 -r 100000 -P {1,16} --csv
+# against each, alternating the servers (and which goes first) round after round, and prints
+# one row per run (requests per second, p50 and p99 latency) and the kvstore/Redis ratio of
+# the medians. The load average is printed before and after: the machine is shared.
+#
+# Usage: benches/serve_vs_redis.sh [ROUNDS]     (default 3 rounds)
+#        KVSTORE=path/to/kvstore benches/serve_vs_redis.sh
+# Needs redis-server and redis-benchmark (Debian: redis-server, redis-tools).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+rounds=${1:-3}
+requests=${REQUESTS:-300000}
+for tool in redis-server redis-benchmark redis-cli python3; do
+    command -v "$tool" >/dev/null || { echo "serve_vs_redis: $tool not found" >&2; exit 1; }
+done
+if [[ -z "${KVSTORE:-}" ]]; then
+    cargo build -q --release -p kv-cli
+    KVSTORE=target/release/kvstore
+fi
+
+work=$(mktemp -d)
+kv_pid=
+redis_pid=
+cleanup() {
+    for p in $kv_pid $redis_pid; do
+        kill -TERM "$p" 2>/dev/null || true
+    done
+    for p in $kv_pid $redis_pid; do
+        wait "$p" 2>/dev/null || true
+    done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+"$KVSTORE" serve --port 0 --data-dir "$work/kvstore" >"$work/kv.out" 2>"$work/kv.err" &
+kv_pid=$!
+redis_port=$(free_port)
+redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
+    --dir "$work" --daemonize no --logfile "$work/redis.log" &
+redis_pid=$!
+
+kv_port=
+for _ in $(seq 600); do
+    if line=$(grep -m1 '^kvstore ready to accept connections on ' "$work/kv.out"); then
+        kv_port=${line##*:}
+        break
+    fi
+    sleep 0.1
+done
+[[ -n "$kv_port" ]] || { cat "$work/kv.err" >&2; echo "serve_vs_redis: kvstore not ready" >&2; exit 1; }
+for _ in $(seq 100); do
+    [[ $(redis-cli -p "$redis_port" ping 2>/dev/null) == PONG ]] && break
+    sleep 0.1
+done
+[[ $(redis-cli -p "$redis_port" ping 2>/dev/null) == PONG ]] || { echo "serve_vs_redis: redis-server not ready" >&2; exit 1; }
+
+echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(redis-server --version | cut -d' ' -f1-3)"
+echo "# load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "# redis-benchmark -t set,get -n $requests -c 50 -d 100 -r 100000 -P {1,16}; $rounds rounds"
+results="$work/results"
+: >"$results"
+run() { # server port pipeline round
+    local out="$work/bench.csv"
+    if ! timeout 900 redis-benchmark -p "$2" -t set,get -n "$requests" -c 50 -d 100 -r 100000 \
+        -P "$3" --csv >"$out" 2>"$work/bench.err"; then
+        cat "$work/bench.err" "$out" >&2
+        echo "serve_vs_redis: redis-benchmark against $1 failed" >&2
+        exit 1
+    fi
+    # "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
+    tr -d '"' <"$out" | awk -F, -v s="$1" -v p="$3" -v r="$4" \
+        '$1 == "SET" || $1 == "GET" { print s, p, $1, r, $2, $5, $7 }' >>"$results"
+}
+for p in 1 16; do
+    for r in $(seq "$rounds"); do
+        if (( r % 2 )); then
+            run kvstore "$kv_port" "$p" "$r"; run redis "$redis_port" "$p" "$r"
+        else
+            run redis "$redis_port" "$p" "$r"; run kvstore "$kv_port" "$p" "$r"
+        fi
+    done
+done
+echo "# load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo
+echo "| server | -P | test | round | requests/s | p50 ms | p99 ms |"
+echo "|---|---:|---|---:|---:|---:|---:|"
+sort -k2,2n -k3,3r -k1,1 -k4,4n "$results" | awk '{ printf "| %s | %s | %s | %s | %.0f | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7 }'
+echo
+echo "| -P | test | kvstore median/s | Redis median/s | kvstore / Redis |"
+echo "|---:|---|---:|---:|---:|"
+for p in 1 16; do
+    for t in SET GET; do
+        med() { awk -v s="$1" -v p="$p" -v t="$t" '$1 == s && $2 == p && $3 == t { print $5 }' "$results" | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+        kv=$(med kvstore)
+        rd=$(med redis)
+        awk -v p="$p" -v t="$t" -v kv="$kv" -v rd="$rd" 'BEGIN { printf "| %s | %s | %.0f | %.0f | %.2fx |\n", p, t, kv, rd, kv / rd }'
+    done
+done

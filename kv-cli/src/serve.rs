@@ -1,0 +1,168 @@
+//! `kvstore serve`: the cluster on the network, speaking the Redis protocol through
+//! `kv-server`.
+//!
+//! The cluster opens exactly as in the REPL ([`open::open`]); the server runs on a tokio
+//! runtime built here. Order matters at both ends:
+//! - signal handlers are installed before the ready line is printed, so a SIGTERM sent as soon
+//!   as a supervisor (or a test) reads that line shuts the server down gracefully instead of
+//!   killing it;
+//! - on shutdown the runtime is dropped before the cluster is closed: dropping it waits for
+//!   the storage threads (`spawn_blocking`) still finishing a batch, which hold the cluster, so
+//!   the close that follows sees every acknowledged write.
+
+use std::io::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use kv_cluster::Cluster;
+use kv_server::{Server, ServerOptions};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::args::ServeArgs;
+use crate::{fd_limit, open};
+
+/// The line printed once the server accepts connections, followed by its address.
+pub const READY: &str = "kvstore ready to accept connections on";
+
+/// Runs the server until SIGINT or SIGTERM; then closes the cluster.
+///
+/// # Errors
+///
+/// Refused options (a password, a non-loopback address without one), a cluster that cannot
+/// be opened (its directory locked by another process, ...), an address that cannot be
+/// listened on, a failure to flush the cluster when closing it.
+pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
+    check_access(args.bind, args.requirepass.as_deref())?;
+    let opened = open::open(&args.cluster, &args.data_dir)?;
+    for w in &opened.warnings {
+        // A closed stderr must not stop a server that can still serve.
+        let _ = writeln!(std::io::stderr(), "{w}");
+    }
+    let cluster = Arc::new(opened.cluster);
+    let served = fd_limit::fit(args.maxclients).and_then(|(max_clients, warning)| {
+        if let Some(w) = warning {
+            let _ = writeln!(std::io::stderr(), "{w}");
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_name("kvstore-serve")
+            .build()
+            .context("start the async runtime")?;
+        let addr = SocketAddr::new(args.bind, args.port);
+        let options = ServerOptions::new().max_clients(max_clients);
+        let served = runtime.block_on(serve(addr, Arc::clone(&cluster), options));
+        // Waits for the storage threads still holding the cluster.
+        drop(runtime);
+        served
+    });
+    let closed = close(cluster).context("close the cluster");
+    served?;
+    closed
+}
+
+/// Refuses what the server cannot do safely: a password it cannot check, and, as Redis's
+/// protected mode, an address other than loopback without a password.
+fn check_access(bind: IpAddr, password: Option<&str>) -> anyhow::Result<()> {
+    if password.is_some() {
+        bail!(
+            "--requirepass is not supported yet: the server cannot check a password (AUTH), \
+             so it refuses to start rather than run without one"
+        );
+    }
+    if !bind.to_canonical().is_loopback() {
+        bail!(
+            "refusing to listen on {bind} without a password (protected mode: anyone who can \
+             reach it could read and write every key); bind a loopback address (127.0.0.1, \
+             the default, or ::1); passwords (--requirepass) are not supported yet"
+        );
+    }
+    Ok(())
+}
+
+/// Binds, says it is ready, serves until a signal.
+async fn serve(
+    addr: SocketAddr,
+    cluster: Arc<Cluster>,
+    options: ServerOptions,
+) -> anyhow::Result<()> {
+    let mut terminate = signal(SignalKind::terminate()).context("handle SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("handle SIGINT")?;
+    let server = Server::bind(addr, cluster, options)
+        .await
+        .map_err(|e| match e {
+            // The server's message quotes the address and repeats its cause.
+            kv_server::Error::Bind { source, .. } => {
+                anyhow::Error::new(source).context(format!("cannot listen on {addr}"))
+            }
+            e => e.into(),
+        })?;
+    {
+        let mut stdout = std::io::stdout().lock();
+        // Nobody reading the ready line is no reason to stop serving.
+        let _ = writeln!(stdout, "{READY} {}", server.local_addr());
+        let _ = stdout.flush();
+    }
+    let shutdown = async move {
+        let name = tokio::select! {
+            _ = terminate.recv() => "SIGTERM",
+            _ = interrupt.recv() => "SIGINT",
+        };
+        let _ = writeln!(
+            std::io::stderr(),
+            "kvstore: {name} received: finishing the commands in flight, then closing the cluster"
+        );
+    };
+    server.run(shutdown).await.context("serve")
+}
+
+/// Flushes and closes the cluster. Every connection and storage thread is gone by now, so
+/// the server's references are dropped; if one were left, the writes are still flushed.
+fn close(cluster: Arc<Cluster>) -> anyhow::Result<()> {
+    match Arc::try_unwrap(cluster) {
+        Ok(cluster) => cluster.close()?,
+        Err(shared) => shared.sync()?,
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(bind: &str, password: Option<&str>) -> Option<String> {
+        check_access(bind.parse().unwrap(), password)
+            .err()
+            .map(|e| e.to_string())
+    }
+
+    #[test]
+    fn loopback_without_a_password_is_served() {
+        for bind in ["127.0.0.1", "127.1.2.3", "::1", "::ffff:127.0.0.1"] {
+            assert_eq!(refused(bind, None), None, "{bind}");
+        }
+    }
+
+    #[test]
+    fn any_other_address_without_a_password_is_refused() {
+        for bind in [
+            "0.0.0.0",
+            "::",
+            "192.168.1.10",
+            "10.0.0.1",
+            "::ffff:10.0.0.1",
+        ] {
+            let why = refused(bind, None).unwrap_or_else(|| panic!("{bind} served"));
+            assert!(why.contains("protected mode"), "{why}");
+            assert!(why.contains(bind), "{why}");
+        }
+    }
+
+    #[test]
+    fn a_password_is_refused_while_the_server_cannot_check_it() {
+        for bind in ["127.0.0.1", "0.0.0.0"] {
+            let why = refused(bind, Some("secret")).unwrap_or_else(|| panic!("{bind} served"));
+            assert!(why.contains("not supported yet"), "{why}");
+        }
+    }
+}

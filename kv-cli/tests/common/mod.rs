@@ -1,0 +1,208 @@
+//! `kvstore serve` as a child process on 127.0.0.1 with a free port, killed (SIGKILL) and
+//! reaped when its guard is dropped, so a failing test never leaves a server behind.
+
+#![allow(dead_code)] // each test binary uses part of this
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// What the server prints, followed by its address, once it accepts connections.
+pub const READY: &str = "kvstore ready to accept connections on ";
+
+/// How long a server may take to open its cluster and say it is ready (a debug build on a
+/// loaded machine).
+pub const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a server may take to exit after a signal.
+pub const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A running `kvstore serve`.
+pub struct Served {
+    child: Child,
+    pub addr: SocketAddr,
+    /// The lines printed on stdout after the ready line.
+    stdout: Option<JoinHandle<Vec<String>>>,
+    stderr: Option<JoinHandle<String>>,
+}
+
+/// A server that exited before it was ready.
+#[derive(Debug)]
+pub struct Refused {
+    pub status: ExitStatus,
+    pub stdout: Vec<String>,
+    pub stderr: String,
+}
+
+impl Served {
+    /// Starts `kvstore serve --port 0 --data-dir <dir> <extra>` (`--port 0` unless `extra`
+    /// gives a port); panics (with its stderr) if it does not become ready.
+    pub fn start(dir: &Path, extra: &[&str]) -> Served {
+        match Served::try_start(dir, extra) {
+            Ok(s) => s,
+            Err(r) => panic!("the server exited before it was ready: {r:?}"),
+        }
+    }
+
+    /// As [`Served::start`], but a server that exits before it is ready is an answer.
+    pub fn try_start(dir: &Path, extra: &[&str]) -> Result<Served, Refused> {
+        Served::spawn(Command::new(env!("CARGO_BIN_EXE_kvstore")), dir, extra)
+    }
+
+    /// As [`Served::start`], under an open-files limit (`ulimit -n`) of `nofile`.
+    pub fn start_with_open_files_limit(dir: &Path, extra: &[&str], nofile: u64) -> Served {
+        let mut sh = Command::new("sh");
+        sh.arg("-c")
+            .arg(format!("ulimit -n {nofile} && exec \"$0\" \"$@\""))
+            .arg(env!("CARGO_BIN_EXE_kvstore"));
+        match Served::spawn(sh, dir, extra) {
+            Ok(s) => s,
+            Err(r) => panic!("the server exited before it was ready: {r:?}"),
+        }
+    }
+
+    fn spawn(mut command: Command, dir: &Path, extra: &[&str]) -> Result<Served, Refused> {
+        let mut child = command
+            .arg("serve")
+            .args(if extra.contains(&"--port") {
+                &[][..]
+            } else {
+                &["--port", "0"][..]
+            })
+            .arg("--data-dir")
+            .arg(dir)
+            .args(extra)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn kvstore serve");
+        let mut err = child.stderr.take().expect("stderr");
+        let stderr = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = err.read_to_string(&mut s);
+            s
+        });
+        let out = child.stdout.take().expect("stdout");
+        let (first_tx, first_rx) = mpsc::channel();
+        let stdout = std::thread::spawn(move || {
+            let mut lines = BufReader::new(out).lines();
+            if let Some(Ok(first)) = lines.next() {
+                let _ = first_tx.send(first);
+            }
+            lines.map_while(Result::ok).collect::<Vec<_>>()
+        });
+        let mut served = Served {
+            child,
+            // Replaced once the ready line gives the real address.
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            stdout: Some(stdout),
+            stderr: Some(stderr),
+        };
+        match first_rx.recv_timeout(START_TIMEOUT) {
+            Ok(line) => {
+                let addr = line
+                    .strip_prefix(READY)
+                    .unwrap_or_else(|| panic!("not the ready line: {line:?}"));
+                served.addr = addr
+                    .parse()
+                    .unwrap_or_else(|e| panic!("ready line {line:?}: {e}"));
+                Ok(served)
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                // Stdout closed without a line: the process is exiting.
+                let status = served.wait_exit(EXIT_TIMEOUT);
+                Err(Refused {
+                    status,
+                    stdout: served.stdout(),
+                    stderr: served.stderr(),
+                })
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                panic!("no ready line within {START_TIMEOUT:?}")
+            }
+        }
+    }
+
+    /// A client whose reads time out, so a missing reply fails the test instead of hanging
+    /// it.
+    pub fn client(&self) -> redis::Connection {
+        let c = redis::Client::open(format!("redis://{}/", self.addr))
+            .expect("client")
+            .get_connection_with_timeout(Duration::from_secs(10))
+            .expect("connect");
+        c.set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("read timeout");
+        c.set_write_timeout(Some(Duration::from_secs(30)))
+            .expect("write timeout");
+        c
+    }
+
+    /// Sends `signal` to the server.
+    pub fn signal(&self, signal: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid");
+        // SAFETY: kill(2) has no memory-safety preconditions. The child is not reaped yet
+        // (this guard owns it and only reaps it in `wait_exit` or on drop), so its pid
+        // cannot have been reused by another process.
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(
+            rc,
+            0,
+            "kill({pid}, {signal}): {}",
+            std::io::Error::last_os_error()
+        );
+    }
+
+    /// Kills the server with SIGKILL, as a crash would, and reaps it.
+    pub fn crash(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reap");
+    }
+
+    /// Waits (at most `timeout`, else panics) for the server to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "still running after {timeout:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Everything printed on stdout after the ready line (waits for stdout to close: call
+    /// after the server exited).
+    pub fn stdout(&mut self) -> Vec<String> {
+        self.stdout
+            .take()
+            .map(|t| t.join().expect("stdout reader"))
+            .unwrap_or_default()
+    }
+
+    /// Everything printed on stderr (waits for stderr to close: call after the server
+    /// exited).
+    pub fn stderr(&mut self) -> String {
+        self.stderr
+            .take()
+            .map(|t| t.join().expect("stderr reader"))
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A scratch data directory.
+pub fn data_dir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("tempdir")
+}
