@@ -80,8 +80,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DIR", default_value = crate::repl::DEFAULT_DIR)]
     pub data_dir: PathBuf,
 
-    /// A password clients must give (AUTH) before other commands. Not supported yet: the
-    /// server refuses to start with one rather than run without checking it.
+    /// A password clients must give (AUTH, or HELLO with AUTH) before other commands; needed
+    /// to listen on anything but loopback.
     #[arg(long, value_name = "PASS")]
     pub requirepass: Option<String>,
 

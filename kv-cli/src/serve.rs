@@ -15,8 +15,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
-use kv_cluster::Cluster;
-use kv_server::{Server, ServerOptions};
+use kv_cluster::{Cluster, KvNodeBackend};
+use kv_server::{ScanBackend, Server, ServerOptions};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::args::ServeArgs;
@@ -34,7 +34,12 @@ pub const READY: &str = "kvstore ready to accept connections on";
 /// listened on, a failure to flush the cluster when closing it.
 pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     check_access(args.bind, args.requirepass.as_deref())?;
-    let opened = open::open(&args.cluster, &args.data_dir)?;
+    let mut scan = None;
+    let opened = open::open_with(&args.cluster, &args.data_dir, |node_options| {
+        let backend = Arc::new(ScanBackend::new(Arc::new(KvNodeBackend::new(node_options))));
+        scan = Some(Arc::clone(&backend));
+        backend
+    })?;
     for w in &opened.warnings {
         // A closed stderr must not stop a server that can still serve.
         let _ = writeln!(std::io::stderr(), "{w}");
@@ -50,8 +55,11 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
             .build()
             .context("start the async runtime")?;
         let addr = SocketAddr::new(args.bind, args.port);
-        let options = ServerOptions::new().max_clients(max_clients);
-        let served = runtime.block_on(serve(addr, Arc::clone(&cluster), options));
+        let options = ServerOptions::new()
+            .max_clients(max_clients)
+            .requirepass(args.requirepass.clone())
+            .sync_policy(Some(args.cluster.sync.policy()));
+        let served = runtime.block_on(serve(addr, Arc::clone(&cluster), options, scan));
         // Waits for the storage threads still holding the cluster.
         drop(runtime);
         served
@@ -61,20 +69,17 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     closed
 }
 
-/// Refuses what the server cannot do safely: a password it cannot check, and, as Redis's
-/// protected mode, an address other than loopback without a password.
+/// Refuses, as Redis's protected mode, an address other than loopback without a password
+/// (and an empty password, which would protect nothing).
 fn check_access(bind: IpAddr, password: Option<&str>) -> anyhow::Result<()> {
-    if password.is_some() {
-        bail!(
-            "--requirepass is not supported yet: the server cannot check a password (AUTH), \
-             so it refuses to start rather than run without one"
-        );
+    if password.is_some_and(str::is_empty) {
+        bail!("--requirepass must not be empty");
     }
-    if !bind.to_canonical().is_loopback() {
+    if password.is_none() && !bind.to_canonical().is_loopback() {
         bail!(
             "refusing to listen on {bind} without a password (protected mode: anyone who can \
-             reach it could read and write every key); bind a loopback address (127.0.0.1, \
-             the default, or ::1); passwords (--requirepass) are not supported yet"
+             reach it could read and write every key); set one with --requirepass, or bind a \
+             loopback address (127.0.0.1, the default, or ::1)"
         );
     }
     Ok(())
@@ -85,18 +90,14 @@ async fn serve(
     addr: SocketAddr,
     cluster: Arc<Cluster>,
     options: ServerOptions,
+    scan: Option<Arc<ScanBackend>>,
 ) -> anyhow::Result<()> {
     let mut terminate = signal(SignalKind::terminate()).context("handle SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("handle SIGINT")?;
-    let server = Server::bind(addr, cluster, options)
-        .await
-        .map_err(|e| match e {
-            // The server's message quotes the address and repeats its cause.
-            kv_server::Error::Bind { source, .. } => {
-                anyhow::Error::new(source).context(format!("cannot listen on {addr}"))
-            }
-            e => e.into(),
-        })?;
+    let mut server = Server::bind(addr, cluster, options).await?;
+    if let Some(scan) = scan {
+        server = server.scan_backend(scan);
+    }
     {
         let mut stdout = std::io::stdout().lock();
         // Nobody reading the ready line is no reason to stop serving.
@@ -159,10 +160,10 @@ mod tests {
     }
 
     #[test]
-    fn a_password_is_refused_while_the_server_cannot_check_it() {
-        for bind in ["127.0.0.1", "0.0.0.0"] {
-            let why = refused(bind, Some("secret")).unwrap_or_else(|| panic!("{bind} served"));
-            assert!(why.contains("not supported yet"), "{why}");
+    fn any_address_with_a_password_is_served() {
+        for bind in ["127.0.0.1", "0.0.0.0", "::"] {
+            assert_eq!(refused(bind, Some("secret")), None, "{bind}");
         }
+        assert!(refused("127.0.0.1", Some("")).is_some());
     }
 }

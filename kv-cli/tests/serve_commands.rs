@@ -89,3 +89,55 @@ fn the_readme_rust_client_example_works() {
     };
     run().unwrap();
 }
+
+#[test]
+fn requirepass_refuses_commands_until_auth() {
+    let dir = data_dir();
+    let server = Served::start(dir.path(), &["--requirepass", "s3cret"]);
+    let mut c = server.client();
+    let err = redis::cmd("GET")
+        .arg("k")
+        .query::<Option<String>>(&mut c)
+        .unwrap_err();
+    assert_eq!(err.code(), Some("NOAUTH"), "{err}");
+    let err = redis::cmd("AUTH")
+        .arg("wrong")
+        .query::<String>(&mut c)
+        .unwrap_err();
+    assert_eq!(err.code(), Some("WRONGPASS"), "{err}");
+    let ok: String = redis::cmd("AUTH").arg("s3cret").query(&mut c).unwrap();
+    assert_eq!(ok, "OK");
+    let ok: String = redis::cmd("SET").arg("k").arg("v").query(&mut c).unwrap();
+    assert_eq!(ok, "OK");
+}
+
+#[test]
+fn scan_returns_every_key_through_the_served_cluster() {
+    let dir = data_dir();
+    let server = Served::start(dir.path(), &[]);
+    let mut c = server.client();
+    let mut written: Vec<String> = (0..300).map(|i| format!("key:{i}")).collect();
+    for k in &written {
+        let _: () = redis::cmd("SET").arg(k).arg("v").query(&mut c).unwrap();
+    }
+    let mut seen: Vec<String> = Vec::new();
+    let mut cursor = 0u64;
+    for _ in 0..10_000 {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(50)
+            .query(&mut c)
+            .unwrap();
+        seen.extend(keys);
+        cursor = next;
+        if cursor == 0 {
+            break;
+        }
+    }
+    assert_eq!(cursor, 0, "the scan ended");
+    seen.sort();
+    seen.dedup();
+    written.sort();
+    assert_eq!(seen, written);
+}

@@ -69,10 +69,14 @@ impl ScanBackend {
 impl Backend for ScanBackend {
     fn open(&self, id: &NodeId, dir: &Path) -> kv_cluster::Result<Arc<dyn Replica>> {
         let replica = self.inner.open(id, dir)?;
-        self.replicas
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(id.clone(), Arc::downgrade(&replica));
+        // The cluster also opens hint stores through its backend, under the id of the node
+        // they hold writes for (`<holder>/hints/<id>`): those are not the node's replica.
+        if !is_hint_store(dir) {
+            self.replicas
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(id.clone(), Arc::downgrade(&replica));
+        }
         Ok(replica)
     }
 
@@ -83,6 +87,13 @@ impl Backend for ScanBackend {
             .remove(id);
         self.inner.destroy(id, dir)
     }
+}
+
+/// Whether `dir` is a hint store's directory (`<data-dir>/<holder>/hints/<target>`).
+fn is_hint_store(dir: &Path) -> bool {
+    dir.parent()
+        .and_then(Path::file_name)
+        .is_some_and(|name| name == "hints")
 }
 
 /// Redis's `SCAN` default `COUNT`.
