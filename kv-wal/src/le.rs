@@ -14,6 +14,7 @@
 //! ```
 
 /// The `N` bytes at `at`, if they are all inside `bytes`.
+#[inline]
 fn array_at<const N: usize>(bytes: &[u8], at: usize) -> Option<[u8; N]> {
     bytes.get(at..at.checked_add(N)?)?.try_into().ok()
 }
@@ -24,6 +25,7 @@ fn array_at<const N: usize>(bytes: &[u8], at: usize) -> Option<[u8; N]> {
 /// assert_eq!(kv_wal::le::u32_at(&[0xff, 0x78, 0x56, 0x34, 0x12], 1), Some(0x1234_5678));
 /// assert_eq!(kv_wal::le::u32_at(&[0; 3], 0), None);
 /// ```
+#[inline]
 pub fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
     array_at(bytes, at).map(u32::from_le_bytes)
 }
@@ -34,6 +36,7 @@ pub fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
 /// assert_eq!(kv_wal::le::u64_at(&7u64.to_le_bytes(), 0), Some(7));
 /// assert_eq!(kv_wal::le::u64_at(&[0; 8], usize::MAX), None);
 /// ```
+#[inline]
 pub fn u64_at(bytes: &[u8], at: usize) -> Option<u64> {
     array_at(bytes, at).map(u64::from_le_bytes)
 }
