@@ -180,6 +180,7 @@ mod progress;
 mod read_many;
 mod repair;
 mod replica;
+pub mod report;
 mod routing;
 mod stats;
 mod stream;

@@ -9,10 +9,9 @@
 //! interrupted change in the REPL).
 
 use std::ops::ControlFlow;
-use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
-use kv_cluster::{ChangeSummary, Cluster, Health, NodeState, Progress};
+use kv_cluster::{ChangeSummary, Cluster, Progress};
 
 use crate::commands::{c_str, error, wrong_arity};
 use crate::session::Session;
@@ -112,28 +111,7 @@ fn one_line(s: &str) -> String {
 }
 
 fn nodes(cluster: &Cluster) -> Vec<String> {
-    let nodes = cluster.nodes();
-    let mut out = vec![format!("Cluster has {} nodes:", nodes.len())];
-    for n in nodes {
-        let state = match n.state {
-            NodeState::Member => "",
-            NodeState::Joining => " (joining)",
-            NodeState::Leaving => " (leaving)",
-            _ => " (changing)",
-        };
-        let health = match n.health {
-            Health::Up => String::new(),
-            Health::Down { since } => format!(
-                " (down for {}s)",
-                SystemTime::now()
-                    .duration_since(since)
-                    .map_or(0, |d| d.as_secs())
-            ),
-            _ => " (unknown health)".into(),
-        };
-        out.push(format!("- Node: {}{state}{health}", n.id));
-    }
-    out
+    kv_cluster::report::nodes(&cluster.nodes())
 }
 
 fn stats(cluster: &Cluster, session: &Session) -> Result<Vec<String>, String> {
@@ -141,41 +119,7 @@ fn stats(cluster: &Cluster, session: &Session) -> Result<Vec<String>, String> {
         .stats()
         .map_err(|e| format!("stats: {}", e.chain()))?;
     let mut out = vec![heading("Data Distribution Statistics")];
-    for n in &st.nodes {
-        if !n.up {
-            out.push(format!("Node {}: down", n.id));
-            continue;
-        }
-        out.push(format!(
-            "Node {}: {} keys ({:.1}%), {} replicas",
-            n.id,
-            n.primary_keys,
-            n.share * 100.0,
-            n.replica_keys
-        ));
-    }
-    out.push(format!("Total keys in cluster: {}", st.total_keys));
-    if st.hints > 0 {
-        out.push(format!(
-            "Hinted writes waiting for down nodes: {}",
-            st.hints
-        ));
-    }
-    if let Some(r) = &st.background_repair {
-        let last = match (&r.last_error, &r.last) {
-            (Some(e), _) => format!("last round failed: {e}"),
-            (None, Some(l)) => format!(
-                "last round: {} ranges compared, {} keys repaired",
-                l.ranges_compared, l.keys_repaired
-            ),
-            (None, None) => "no round yet".to_string(),
-        };
-        out.push(format!(
-            "Background repair every {} s: {} rounds, {last}",
-            r.interval.as_secs(),
-            r.rounds
-        ));
-    }
+    out.extend(kv_cluster::report::stats(&st));
     if let Some(job) = session.shared.admin.job().filter(|j| j.outcome.is_none()) {
         let moved = job.progress.as_ref().map_or_else(
             || "starting".to_string(),
@@ -201,22 +145,10 @@ fn stats(cluster: &Cluster, session: &Session) -> Result<Vec<String>, String> {
 }
 
 fn ring(cluster: &Cluster) -> Result<Vec<String>, String> {
-    let ring = cluster.ring();
-    let rf = cluster.replication_factor();
-    let own = ring.ownership(rf).map_err(|e| format!("ring: {e}"))?;
-    let mut out = vec![heading(format!(
-        "Ring (epoch {}, replication factor {rf})",
-        ring.epoch()
-    ))];
-    for o in own {
-        let tokens = ring.tokens_of(o.node.as_str()).map_or(0, <[u64]>::len);
-        out.push(format!(
-            "Node {}: {tokens} tokens, primary for {:.1}% of tokens, replica for {:.1}%",
-            o.node,
-            o.primary * 100.0,
-            o.replica * 100.0
-        ));
-    }
+    let (title, lines) =
+        kv_cluster::report::ring(cluster).map_err(|e| format!("ring: {}", e.chain()))?;
+    let mut out = vec![heading(title)];
+    out.extend(lines);
     Ok(out)
 }
 

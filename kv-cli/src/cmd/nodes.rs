@@ -1,7 +1,5 @@
 //! `nodes`: list the cluster's nodes, with their state and health.
 
-use kv_cluster::{Health, NodeState};
-
 use super::{Run, Spec, none};
 use crate::session::{Outcome, Session};
 
@@ -25,25 +23,7 @@ pub struct Nodes;
 
 impl Run for Nodes {
     fn run(&self, session: &Session) -> Outcome {
-        let nodes = session.cluster.nodes();
-        let mut out = vec![format!("Cluster has {} nodes:", nodes.len())];
-        for n in nodes {
-            let state = match n.state {
-                NodeState::Member => "",
-                NodeState::Joining => " (joining)",
-                NodeState::Leaving => " (leaving)",
-                _ => " (changing)",
-            };
-            let health = match n.health {
-                Health::Up => String::new(),
-                Health::Down { since } => format!(
-                    " (down for {}s)",
-                    since.elapsed().map_or(0, |d| d.as_secs())
-                ),
-                _ => " (unknown health)".into(),
-            };
-            out.push(format!("- Node: {}{state}{health}", n.id));
-        }
+        let out = kv_cluster::report::nodes(&session.cluster.nodes());
         Outcome::lines(out)
     }
 }

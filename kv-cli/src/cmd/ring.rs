@@ -25,25 +25,12 @@ pub struct Ring;
 impl Run for Ring {
     fn run(&self, session: &Session) -> Outcome {
         let s = session.style;
-        let ring = session.cluster.ring();
-        let rf = session.cluster.replication_factor();
-        let own = match ring.ownership(rf) {
-            Ok(own) => own,
+        let (title, lines) = match kv_cluster::report::ring(&session.cluster) {
+            Ok(report) => report,
             Err(e) => return Outcome::failed(s.fail(format!("ring: {}", chain(&e)))),
         };
-        let mut out = vec![s.heading(format!(
-            "Ring (epoch {}, replication factor {rf})",
-            ring.epoch()
-        ))];
-        for o in own {
-            let tokens = ring.tokens_of(o.node.as_str()).map_or(0, <[u64]>::len);
-            out.push(format!(
-                "Node {}: {tokens} tokens, primary for {:.1}% of tokens, replica for {:.1}%",
-                o.node,
-                o.primary * 100.0,
-                o.replica * 100.0
-            ));
-        }
+        let mut out = vec![s.heading(title)];
+        out.extend(lines);
         Outcome::lines(out)
     }
 }

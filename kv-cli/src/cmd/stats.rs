@@ -31,41 +31,7 @@ impl Run for Stats {
             Err(e) => return Outcome::failed(s.fail(format!("stats: {}", chain(&e)))),
         };
         let mut out = vec![s.heading("Data Distribution Statistics")];
-        for n in &st.nodes {
-            if !n.up {
-                out.push(format!("Node {}: down", n.id));
-                continue;
-            }
-            out.push(format!(
-                "Node {}: {} keys ({:.1}%), {} replicas",
-                n.id,
-                n.primary_keys,
-                n.share * 100.0,
-                n.replica_keys
-            ));
-        }
-        out.push(format!("Total keys in cluster: {}", st.total_keys));
-        if st.hints > 0 {
-            out.push(format!(
-                "Hinted writes waiting for down nodes: {}",
-                st.hints
-            ));
-        }
-        if let Some(r) = &st.background_repair {
-            let last = match (&r.last_error, &r.last) {
-                (Some(e), _) => format!("last round failed: {e}"),
-                (None, Some(l)) => format!(
-                    "last round: {} ranges compared, {} keys repaired",
-                    l.ranges_compared, l.keys_repaired
-                ),
-                (None, None) => "no round yet".to_string(),
-            };
-            out.push(format!(
-                "Background repair every {} s: {} rounds, {last}",
-                r.interval.as_secs(),
-                r.rounds
-            ));
-        }
+        out.extend(kv_cluster::report::stats(&st));
         Outcome::lines(out)
     }
 }

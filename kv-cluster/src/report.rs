@@ -1,0 +1,126 @@
+//! The cluster described in lines of text, as the `kvstore` REPL prints them and the server's
+//! `KVSTORE` command answers them: one place for the texts, so both stay the same.
+//!
+//! Each function returns the lines without a heading or styling; the caller adds those.
+
+use std::time::SystemTime;
+
+use crate::{Cluster, ClusterStats, Health, NodeInfo, NodeState, Result};
+
+/// `Cluster has N nodes:`, then `- Node: <id>` per member, with ` (joining)`, ` (leaving)`
+/// and ` (down for <s>s)` where they apply.
+///
+/// ```
+/// let dir = tempfile::tempdir()?;
+/// let cluster = kv_cluster::Cluster::open(dir.path(), kv_cluster::ClusterOptions::new())?;
+/// let lines = kv_cluster::report::nodes(&cluster.nodes());
+/// assert_eq!(lines, ["Cluster has 3 nodes:", "- Node: node1", "- Node: node2", "- Node: node3"]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn nodes(nodes: &[NodeInfo]) -> Vec<String> {
+    let mut out = vec![format!("Cluster has {} nodes:", nodes.len())];
+    for n in nodes {
+        let state = match n.state {
+            NodeState::Member => "",
+            NodeState::Joining => " (joining)",
+            NodeState::Leaving => " (leaving)",
+        };
+        let health = match n.health {
+            Health::Up => String::new(),
+            Health::Down { since } => format!(
+                " (down for {}s)",
+                SystemTime::now()
+                    .duration_since(since)
+                    .map_or(0, |d| d.as_secs())
+            ),
+        };
+        out.push(format!("- Node: {}{state}{health}", n.id));
+    }
+    out
+}
+
+/// The keys per node (as primary, and every replica held), the total, hints waiting and the
+/// background repair's status.
+///
+/// ```
+/// let dir = tempfile::tempdir()?;
+/// let cluster = kv_cluster::Cluster::open(dir.path(), kv_cluster::ClusterOptions::new())?;
+/// cluster.put(b"k", b"v")?;
+/// let lines = kv_cluster::report::stats(&cluster.stats()?);
+/// assert_eq!(lines.last().map(String::as_str), Some("Total keys in cluster: 1"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn stats(st: &ClusterStats) -> Vec<String> {
+    let mut out = Vec::with_capacity(st.nodes.len() + 3);
+    for n in &st.nodes {
+        if !n.up {
+            out.push(format!("Node {}: down", n.id));
+            continue;
+        }
+        out.push(format!(
+            "Node {}: {} keys ({:.1}%), {} replicas",
+            n.id,
+            n.primary_keys,
+            n.share * 100.0,
+            n.replica_keys
+        ));
+    }
+    out.push(format!("Total keys in cluster: {}", st.total_keys));
+    if st.hints > 0 {
+        out.push(format!(
+            "Hinted writes waiting for down nodes: {}",
+            st.hints
+        ));
+    }
+    if let Some(r) = &st.background_repair {
+        let last = match (&r.last_error, &r.last) {
+            (Some(e), _) => format!("last round failed: {e}"),
+            (None, Some(l)) => format!(
+                "last round: {} ranges compared, {} keys repaired",
+                l.ranges_compared, l.keys_repaired
+            ),
+            (None, None) => "no round yet".to_string(),
+        };
+        out.push(format!(
+            "Background repair every {} s: {} rounds, {last}",
+            r.interval.as_secs(),
+            r.rounds
+        ));
+    }
+    out
+}
+
+/// The ring's title (`Ring (epoch E, replication factor RF)`) and a line per node: its
+/// tokens and the share of the ring it is primary and replica for.
+///
+/// # Errors
+///
+/// [`Error::Ring`](crate::Error::Ring) if the ring cannot compute ownership (an empty ring).
+///
+/// ```
+/// let dir = tempfile::tempdir()?;
+/// let cluster = kv_cluster::Cluster::open(dir.path(), kv_cluster::ClusterOptions::new())?;
+/// let (title, lines) = kv_cluster::report::ring(&cluster)?;
+/// assert!(title.starts_with("Ring (epoch "));
+/// assert_eq!(lines.len(), 3);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn ring(cluster: &Cluster) -> Result<(String, Vec<String>)> {
+    let ring = cluster.ring();
+    let rf = cluster.replication_factor();
+    let own = ring.ownership(rf)?;
+    let title = format!("Ring (epoch {}, replication factor {rf})", ring.epoch());
+    let lines = own
+        .iter()
+        .map(|o| {
+            let tokens = ring.tokens_of(o.node.as_str()).map_or(0, <[u64]>::len);
+            format!(
+                "Node {}: {tokens} tokens, primary for {:.1}% of tokens, replica for {:.1}%",
+                o.node,
+                o.primary * 100.0,
+                o.replica * 100.0
+            )
+        })
+        .collect();
+    Ok((title, lines))
+}
