@@ -1,16 +1,24 @@
 #!/usr/bin/env bash
-# `kvstore serve` side by side with Redis, under redis-benchmark, in the same run.
+# `kvstore serve` side by side with Redis and the machine's floor, under redis-benchmark, in
+# the same run.
 #
-# Starts `kvstore serve` (release build, the default 3-node RF 3 quorum cluster with periodic
-# sync, on a fresh data directory) and `redis-server --save "" --appendonly no` on loopback
-# with free ports, then runs
+# Starts on loopback with free ports:
+#   kvstore  `kvstore serve` (release build, the default 3-node RF 3 quorum cluster with
+#            periodic sync, on a fresh data directory);
+#   redis    `redis-server --save "" --appendonly no`;
+#   floor    benches/examples/floor_server.rs: a minimal tokio RESP server on a sharded
+#            in-memory map (no durability, no replication, one write per pipelined batch);
+#   naive    (only with NAIVE=1) the floor server calling the same 3-node cluster inline
+#            for each SET and GET (no batching, no storage threads);
+# then runs
 #     redis-benchmark -t set,get -n 300000 -c 50 -d 100 -r 100000 -P {1,16} --csv
-# against each, alternating the servers (and which goes first) round after round, and prints
-# one row per run (requests per second, p50 and p99 latency) and the kvstore/Redis ratio of
-# the medians. The load average is printed before and after: the machine is shared.
+# against each, rotating the servers' order round after round, and prints one row per run
+# (requests per second, p50 and p99 latency) and each server's median against Redis's. The
+# load average is printed before and after: the machine is shared.
 #
 # Usage: benches/serve_vs_redis.sh [ROUNDS]     (default 3 rounds)
-#        KVSTORE=path/to/kvstore benches/serve_vs_redis.sh
+#        KVSTORE=path/to/kvstore FLOOR=path/to/floor_server benches/serve_vs_redis.sh
+#        NAIVE=1 PIPELINES="1" benches/serve_vs_redis.sh 5
 # Needs redis-server and redis-benchmark (Debian: redis-server, redis-tools).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,15 +32,22 @@ if [[ -z "${KVSTORE:-}" ]]; then
     cargo build -q --release -p kv-cli
     KVSTORE=target/release/kvstore
 fi
+if [[ -z "${FLOOR:-}" ]]; then
+    cargo build -q --release -p benches --example floor_server
+    FLOOR=target/release/examples/floor_server
+fi
+pipelines=${PIPELINES:-1 16}
 
 work=$(mktemp -d)
 kv_pid=
 redis_pid=
+floor_pid=
+naive_pid=
 cleanup() {
-    for p in $kv_pid $redis_pid; do
+    for p in $kv_pid $redis_pid $floor_pid $naive_pid; do
         kill -TERM "$p" 2>/dev/null || true
     done
-    for p in $kv_pid $redis_pid; do
+    for p in $kv_pid $redis_pid $floor_pid $naive_pid; do
         wait "$p" 2>/dev/null || true
     done
     rm -rf "$work"
@@ -49,6 +64,30 @@ redis_port=$(free_port)
 redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
     --dir "$work" --daemonize no --logfile "$work/redis.log" &
 redis_pid=$!
+"$FLOOR" >"$work/floor.out" 2>"$work/floor.err" &
+floor_pid=$!
+if [[ -n "${NAIVE:-}" ]]; then
+    "$FLOOR" --cluster "$work/naive" >"$work/naive.out" 2>"$work/naive.err" &
+    naive_pid=$!
+fi
+
+ready_port() { # file pattern
+    for _ in $(seq 600); do
+        if line=$(grep -m1 "$2" "$1"); then
+            echo "${line##*:}"
+            return
+        fi
+        sleep 0.1
+    done
+}
+floor_port=$(ready_port "$work/floor.out" '^floor ready on ')
+[[ -n "$floor_port" ]] || { cat "$work/floor.err" >&2; echo "serve_vs_redis: floor server not ready" >&2; exit 1; }
+servers="kvstore redis floor"
+if [[ -n "${NAIVE:-}" ]]; then
+    naive_port=$(ready_port "$work/naive.out" '^floor ready on ')
+    [[ -n "$naive_port" ]] || { cat "$work/naive.err" >&2; echo "serve_vs_redis: naive server not ready" >&2; exit 1; }
+    servers="$servers naive"
+fi
 
 kv_port=
 for _ in $(seq 600); do
@@ -67,7 +106,7 @@ done
 
 echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(redis-server --version | cut -d' ' -f1-3)"
 echo "# load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "# redis-benchmark -t set,get -n $requests -c 50 -d 100 -r 100000 -P {1,16}; $rounds rounds"
+echo "# redis-benchmark -t set,get -n $requests -c 50 -d 100 -r 100000 -P {${pipelines// /,}}; $rounds rounds; servers: $servers"
 results="$work/results"
 : >"$results"
 run() { # server port pipeline round
@@ -82,13 +121,23 @@ run() { # server port pipeline round
     tr -d '"' <"$out" | awk -F, -v s="$1" -v p="$3" -v r="$4" \
         '$1 == "SET" || $1 == "GET" { print s, p, $1, r, $2, $5, $7 }' >>"$results"
 }
-for p in 1 16; do
+port_of() {
+    case $1 in
+        kvstore) echo "$kv_port" ;;
+        redis) echo "$redis_port" ;;
+        floor) echo "$floor_port" ;;
+        naive) echo "$naive_port" ;;
+    esac
+}
+read -ra order <<<"$servers"
+for p in $pipelines; do
     for r in $(seq "$rounds"); do
-        if (( r % 2 )); then
-            run kvstore "$kv_port" "$p" "$r"; run redis "$redis_port" "$p" "$r"
-        else
-            run redis "$redis_port" "$p" "$r"; run kvstore "$kv_port" "$p" "$r"
-        fi
+        # Round r starts with the (r-1)th server of the list: each goes first in turn.
+        n=${#order[@]}
+        for i in $(seq 0 $((n - 1))); do
+            s=${order[$(((i + r - 1) % n))]}
+            run "$s" "$(port_of "$s")" "$p" "$r"
+        done
     done
 done
 echo "# load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -97,13 +146,16 @@ echo "| server | -P | test | round | requests/s | p50 ms | p99 ms |"
 echo "|---|---:|---|---:|---:|---:|---:|"
 sort -k2,2n -k3,3r -k1,1 -k4,4n "$results" | awk '{ printf "| %s | %s | %s | %s | %.0f | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7 }'
 echo
-echo "| -P | test | kvstore median/s | Redis median/s | kvstore / Redis |"
-echo "|---:|---|---:|---:|---:|"
-for p in 1 16; do
+echo "| -P | test | server | median/s | / Redis | / floor |"
+echo "|---:|---|---|---:|---:|---:|"
+for p in $pipelines; do
     for t in SET GET; do
         med() { awk -v s="$1" -v p="$p" -v t="$t" '$1 == s && $2 == p && $3 == t { print $5 }' "$results" | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-        kv=$(med kvstore)
         rd=$(med redis)
-        awk -v p="$p" -v t="$t" -v kv="$kv" -v rd="$rd" 'BEGIN { printf "| %s | %s | %.0f | %.0f | %.2fx |\n", p, t, kv, rd, kv / rd }'
+        fl=$(med floor)
+        for s in $servers; do
+            m=$(med "$s")
+            awk -v p="$p" -v t="$t" -v s="$s" -v m="$m" -v rd="$rd" -v fl="$fl" 'BEGIN { printf "| %s | %s | %s | %.0f | %.2fx | %.2fx |\n", p, t, s, m, m / rd, m / fl }'
+        done
     done
 done

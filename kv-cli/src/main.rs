@@ -18,6 +18,12 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 
+/// mimalloc instead of the system allocator: the server allocates per request (values read
+/// from the log, reply buffers, per-batch vectors), and glibc's malloc and free took about a
+/// fifth of `kvstore serve`'s time under pipelined `GET`s (see BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args = args::Args::parse();
     let result = match &args.command {

@@ -10,6 +10,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use kv_cluster::Cluster;
 use kv_resp::{Command, Protocol};
+use kv_wal::SyncPolicy;
 
 use crate::session::Session;
 
@@ -53,15 +54,44 @@ const SET_OPTIONS: &[&str] = &["nx", "xx", "ex", "px", "exat", "pxat", "keepttl"
 /// Most consecutive `GET`s (or `SET`s) merged into one `get_many` (`put_many`).
 const MAX_RUN: usize = 512;
 
-/// Whether any command in `commands` reads or writes the store (and so may block).
-pub(crate) fn needs_storage<'a>(commands: impl IntoIterator<Item = &'a Command>) -> bool {
+/// Commands that read the store: they never wait for an fsync.
+const READS: &[&str] = &["get", "mget", "exists", "strlen"];
+
+/// Commands that write the store: one waits for an fsync under [`SyncPolicy::Always`], and
+/// the write that fills a log segment flushes it (see [`may_block`]).
+const WRITES: &[&str] = &["set", "del", "unlink", "getdel", "mset"];
+
+/// Commands whose work grows with the store (a walk of keys or token ranges) or with a
+/// cluster change: always run on a storage thread.
+const LONG: &[&str] = &["dbsize", "info", "scan", "kvstore"];
+
+/// Whether executing `commands` may hold a thread for long: an fsync to wait for or a walk of
+/// the store. Such a batch runs on a storage thread (`spawn_blocking`); any other runs on the
+/// connection's task, without the hop.
+///
+/// Reads never wait for an fsync. A write does under `Always`; under `Never` the write that
+/// fills a log segment flushes the whole segment; under `Periodic` that flush covers only
+/// what the last periodic flush has not (at most one interval of writes), as short a stall
+/// as Redis's own `appendfsync everysec` writes can see, so writes run inline. With the
+/// policy unknown (`None`), writes are assumed to block.
+pub(crate) fn may_block<'a>(
+    commands: impl IntoIterator<Item = &'a Command>,
+    policy: Option<SyncPolicy>,
+) -> bool {
+    let writes_inline = matches!(policy, Some(SyncPolicy::Periodic(_)));
+    let is = |c: &Command, names: &[&str]| {
+        names
+            .iter()
+            .any(|n| c.name().eq_ignore_ascii_case(n.as_bytes()))
+    };
     commands.into_iter().any(|c| {
-        [
-            "get", "set", "del", "exists", "mget", "mset", "unlink", "getdel", "strlen", "dbsize",
-            "info",
-        ]
-        .iter()
-        .any(|n| c.name().eq_ignore_ascii_case(n.as_bytes()))
+        if is(c, READS) {
+            return false;
+        }
+        if is(c, WRITES) {
+            return !writes_inline;
+        }
+        is(c, LONG)
     })
 }
 

@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::clients::Registration;
-use crate::commands::{execute, needs_storage};
+use crate::commands::{execute, may_block};
 use crate::options::ServerOptions;
 use crate::session::Session;
 use crate::shared::Shared;
@@ -145,8 +145,8 @@ async fn close_gracefully(mut stream: TcpStream) {
     let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
 }
 
-/// Executes commands from the queue on a storage thread if any touches the store (a write may
-/// wait for an fsync: it must not hold a runtime worker), inline otherwise.
+/// Executes commands from the queue on a storage thread if any may block
+/// ([`may_block`]: an fsync to wait for, a walk of the store), inline otherwise.
 async fn run_batch(
     cluster: &Arc<Cluster>,
     mut session: Session,
@@ -155,7 +155,7 @@ async fn run_batch(
     options: &ServerOptions,
 ) -> Option<(Session, VecDeque<Command>, BytesMut)> {
     let flush_at = options.get_max_pending_reply_bytes();
-    if !needs_storage(&queue) {
+    if !may_block(&queue, options.get_sync_policy()) {
         execute(cluster, &mut session, &mut queue, &mut replies, flush_at);
         return Some((session, queue, replies));
     }
