@@ -895,6 +895,11 @@ impl Inner {
     /// The second half of [`Inner::apply_batch`]: logs the writes that passed its lookups,
     /// `(token, write, payload length)`, as one batch, then updates the index and the cache.
     pub fn log_batch(&self, todo: &[(u64, &Write<'_>, usize)]) -> Result<usize> {
+        // Every key's index slot is asked for first, so the cache misses of the updates
+        // after the append overlap each other and the append instead of following one another.
+        for (token, _, _) in todo {
+            self.index.prefetch(*token);
+        }
         // Every payload in one buffer: one allocation per batch, not one per write.
         let mut buf = Vec::new();
         let mut ends = Vec::with_capacity(todo.len());

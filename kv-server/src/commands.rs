@@ -801,6 +801,55 @@ fn parse_i64(s: &[u8]) -> Option<i64> {
 mod tests {
     use super::*;
 
+    fn decode(line: &str) -> Command {
+        let mut buf = BytesMut::from(format!("{line}\r\n").as_bytes());
+        kv_resp::CommandDecoder::new()
+            .decode(&mut buf)
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("{line} decodes"))
+    }
+
+    #[test]
+    fn reads_never_leave_the_connection_task() {
+        let periodic = SyncPolicy::Periodic(std::time::Duration::from_secs(1));
+        for policy in [
+            None,
+            Some(SyncPolicy::Always),
+            Some(SyncPolicy::Never),
+            Some(periodic),
+        ] {
+            for line in [
+                "GET k", "MGET a b", "EXISTS k", "STRLEN k", "PING", "ECHO x",
+            ] {
+                assert!(
+                    !may_block(&[decode(line)], policy),
+                    "{line} under {policy:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn writes_run_inline_only_under_periodic_sync() {
+        let periodic = SyncPolicy::Periodic(std::time::Duration::from_secs(1));
+        for line in ["SET k v", "del k", "UNLINK k", "GETDEL k", "MSET a 1 b 2"] {
+            let batch = [decode("GET k"), decode(line)];
+            assert!(!may_block(&batch, Some(periodic)), "{line}");
+            for policy in [None, Some(SyncPolicy::Always), Some(SyncPolicy::Never)] {
+                assert!(may_block(&batch, policy), "{line} under {policy:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn walks_of_the_store_always_go_to_a_storage_thread() {
+        let periodic = SyncPolicy::Periodic(std::time::Duration::from_secs(1));
+        for line in ["DBSIZE", "INFO", "SCAN 0", "KVSTORE STATS"] {
+            assert!(may_block(&[decode(line)], Some(periodic)), "{line}");
+        }
+    }
+
     #[test]
     fn unknown_command_text_matches_redis() {
         let args = [

@@ -22,11 +22,14 @@
 //! A connection's task decodes *every* complete command already in its read buffer
 //! ([`kv_resp::CommandDecoder`], arguments as slices of the buffer), executes them in order,
 //! and writes all their replies with one write, as Redis does (mini-redis writes and flushes
-//! per frame). The batch goes to a storage thread (`spawn_blocking`) once, not once per
-//! command, and only if one of its commands touches the store (`PING` never leaves the
-//! runtime): a write can wait for an fsync and must not hold one of the runtime's workers.
-//! (`block_in_place` instead of the hop to the blocking pool was measured slower under
-//! `redis-benchmark`, pipelined or not: see `BENCHMARKS.md`.)
+//! per frame). The batch runs on the connection's task when none of its commands can hold
+//! the thread for long, and on a storage thread (`spawn_blocking`), once for the whole batch,
+//! when one can (`may_block` in `commands.rs`): a write under `--sync always` waits for an
+//! fsync, `DBSIZE`/`INFO`/`SCAN`/`KVSTORE` walk the store, and those must not hold one of the
+//! runtime's workers. Reads never wait for an fsync, and under periodic sync neither do
+//! writes (the write that fills a log segment flushes what the last periodic flush left, at
+//! most one interval's worth): they run inline, because the hop to a storage thread and back
+//! cost more than half the throughput of unpipelined clients (see `BENCHMARKS.md`).
 //! Within the batch, consecutive `GET`s become one `get_many` and consecutive `SET`s one
 //! `put_many` (one batch per node instead of one round per command).
 //!
