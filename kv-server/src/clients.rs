@@ -1,11 +1,11 @@
 //! The server's registry of connected clients, for `CLIENT LIST` and `INFO clients`.
 //!
-//! Touched when a client connects, disconnects or names itself, never per command: the hot
-//! path takes no lock here.
+//! Touched when a client connects, disconnects or names itself, and once per batch of commands
+//! (its last command and activity time, for `cmd=` and `idle=`), never per command.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
@@ -27,6 +27,11 @@ pub(crate) struct ClientEntry {
     pub(crate) laddr: Option<SocketAddr>,
     pub(crate) connected: Instant,
     names: Mutex<ClientNames>,
+    /// Milliseconds from `connected` to the start of the client's last batch (`idle=`).
+    last_active_ms: AtomicU64,
+    /// The last command the client ran, as Redis's `cmd=` shows it (`get`, `client|list`);
+    /// empty before the first.
+    last_cmd: Mutex<Vec<u8>>,
 }
 
 impl ClientEntry {
@@ -39,6 +44,37 @@ impl ClientEntry {
 
     pub(crate) fn update_names(&self, f: impl FnOnce(&mut ClientNames)) {
         f(&mut self.names.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+
+    /// Records that the client starts a batch whose last command is `args` (once per batch,
+    /// so the lock is taken once per batch and only changes the name when it changes).
+    pub(crate) fn touch(&self, args: &[Bytes]) {
+        let ms = u64::try_from(self.connected.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_active_ms.store(ms, Ordering::Relaxed);
+        let Some(name) = args.first() else {
+            return;
+        };
+        // Commands with subcommands show as `name|sub`, as in Redis.
+        let sub = args
+            .get(1)
+            .filter(|_| {
+                ["client", "config", "command", "kvstore"]
+                    .iter()
+                    .any(|c| name.eq_ignore_ascii_case(c.as_bytes()))
+            })
+            .filter(|s| s.len() <= 32);
+        let mut last = self.last_cmd.lock().unwrap_or_else(PoisonError::into_inner);
+        let same = last.len() == name.len() + sub.map_or(0, |s| s.len() + 1)
+            && last[..name.len()].eq_ignore_ascii_case(name)
+            && sub.is_none_or(|s| last[name.len() + 1..].eq_ignore_ascii_case(s));
+        if !same {
+            last.clear();
+            last.extend(name.iter().map(u8::to_ascii_lowercase));
+            if let Some(s) = sub {
+                last.push(b'|');
+                last.extend(s.iter().map(u8::to_ascii_lowercase));
+            }
+        }
     }
 
     /// Redis's `CLIENT LIST`/`CLIENT INFO` line (without the trailing newline), with the
@@ -56,15 +92,29 @@ impl ClientEntry {
         line.extend_from_slice(names.name.as_deref().unwrap_or_default());
         line.extend_from_slice(
             format!(
-                " age={} idle=0 flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 user=default redir=-1 resp={resp} lib-name=",
-                now.duration_since(self.connected).as_secs()
+                " age={} idle={} flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 cmd=",
+                now.duration_since(self.connected).as_secs(),
+                self.idle(now).as_secs()
             )
             .as_bytes(),
         );
+        let cmd = self
+            .last_cmd
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        line.extend_from_slice(if cmd.is_empty() { b"NULL" } else { &cmd });
+        line.extend_from_slice(format!(" user=default redir=-1 resp={resp} lib-name=").as_bytes());
         line.extend_from_slice(names.lib_name.as_deref().unwrap_or_default());
         line.extend_from_slice(b" lib-ver=");
         line.extend_from_slice(names.lib_ver.as_deref().unwrap_or_default());
         line
+    }
+
+    /// Time since the start of the client's last batch (since it connected, before any).
+    pub(crate) fn idle(&self, now: Instant) -> std::time::Duration {
+        let active = std::time::Duration::from_millis(self.last_active_ms.load(Ordering::Relaxed));
+        now.duration_since(self.connected).saturating_sub(active)
     }
 }
 
@@ -91,6 +141,8 @@ impl Clients {
             laddr,
             connected: Instant::now(),
             names: Mutex::new(ClientNames::default()),
+            last_active_ms: AtomicU64::new(0),
+            last_cmd: Mutex::new(Vec::new()),
         });
         let resp = Arc::new(AtomicU8::new(2));
         self.lock()

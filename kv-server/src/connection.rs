@@ -71,6 +71,9 @@ pub(crate) async fn serve(
                 }
             }
         }
+        if let Some(last) = queue.back() {
+            registration.entry.touch(last.args());
+        }
         while !queue.is_empty() && !session.quit {
             let Some((s, q, r)) = run_batch(&cluster, session, queue, replies, options).await
             else {

@@ -349,6 +349,32 @@ fn client_subcommands_and_reset() {
     let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut c).unwrap();
     assert_eq!(list.lines().count(), 2, "{list}");
     assert!(list.contains(&format!("id={other_id} ")), "{list}");
+    // `cmd=` is each client's last command (the caller's is this one), `idle=` the seconds
+    // since its last command.
+    let mine = list
+        .lines()
+        .find(|l| l.starts_with(&format!("id={id} ")))
+        .unwrap();
+    assert!(
+        mine.contains(" idle=0 ") && mine.contains(" cmd=client|list "),
+        "{mine}"
+    );
+    let theirs = list
+        .lines()
+        .find(|l| l.starts_with(&format!("id={other_id} ")))
+        .unwrap();
+    assert!(theirs.contains(" cmd=client|id "), "{theirs}");
+    let _: Option<String> = redis::cmd("GET").arg("k").query(&mut other).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut c).unwrap();
+    let theirs = list
+        .lines()
+        .find(|l| l.starts_with(&format!("id={other_id} ")))
+        .unwrap();
+    assert!(
+        theirs.contains(" idle=1 ") && theirs.contains(" cmd=get "),
+        "{theirs}"
+    );
     drop(other);
 
     let mut s = server.raw();
