@@ -448,26 +448,6 @@ mod tests {
         }
     }
 
-    /// A server answering each connection's requests with `replies`, in order.
-    fn fake(replies: Vec<&'static [u8]>) -> String {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        std::thread::spawn(move || {
-            if let Ok((mut s, _)) = listener.accept() {
-                let mut buf = [0u8; 1024];
-                for r in replies {
-                    if s.read(&mut buf).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    let _ = s.write_all(r);
-                }
-                // Then hold the connection open without answering.
-                let _ = s.read(&mut buf);
-            }
-        });
-        addr
-    }
-
     #[test]
     fn an_error_reply_loses_its_generic_code_only() {
         assert_eq!(
@@ -482,7 +462,10 @@ mod tests {
 
     #[test]
     fn a_server_that_stops_answering_is_a_timeout_not_a_hang() {
-        let addr = fake(vec![b"+PONG\r\n"]);
+        let addr = scripted_server(|name| match name {
+            b"PING" => Some(b"+PONG\r\n"),
+            _ => None,
+        });
         let client = Client::connect(&addr, None, timeouts()).unwrap();
         let err = client.call(&[b"GET", b"k"]).unwrap_err();
         assert!(matches!(err, ClientError::Timeout { .. }), "{err}");
@@ -513,10 +496,94 @@ mod tests {
 
     #[test]
     fn garbage_from_the_server_is_a_bad_reply() {
-        let addr = fake(vec![b"+PONG\r\n", b"?what\r\n"]);
+        let addr = scripted_server(|name| match name {
+            b"PING" => Some(b"+PONG\r\n"),
+            _ => Some(b"?what\r\n"),
+        });
         let client = Client::connect(&addr, None, timeouts()).unwrap();
         let err = client.call(&[b"GET", b"k"]).unwrap_err();
         assert!(matches!(err, ClientError::BadReply { .. }), "{err}");
+    }
+
+    /// A server running `answer` for each command of each connection (a thread each); `None`
+    /// is no answer, ever.
+    fn scripted_server(
+        answer: impl Fn(&[u8]) -> Option<&'static [u8]> + Send + Sync + 'static,
+    ) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let answer = std::sync::Arc::new(answer);
+        std::thread::spawn(move || {
+            for s in listener.incoming() {
+                let Ok(mut s) = s else { return };
+                let answer = std::sync::Arc::clone(&answer);
+                std::thread::spawn(move || {
+                    let mut decoder = kv_resp::CommandDecoder::new();
+                    let mut buf = BytesMut::new();
+                    let mut chunk = [0u8; 1024];
+                    loop {
+                        while let Ok(Some(cmd)) = decoder.decode(&mut buf) {
+                            match answer(cmd.name()) {
+                                Some(reply) => s.write_all(reply).unwrap(),
+                                None => std::thread::sleep(Duration::from_secs(3600)),
+                            }
+                        }
+                        match s.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn a_long_command_is_waited_for_while_the_server_reports_progress() {
+        let infos = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = std::sync::Arc::clone(&infos);
+        let addr = scripted_server(move |name| match name {
+            b"PING" => Some(b"+PONG\r\n"),
+            b"INFO" => {
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Some(b"$14\r\n# Cluster\r\nx:1\r\n")
+            }
+            // Answered after many poll intervals and reply timeouts.
+            _ => {
+                std::thread::sleep(Duration::from_millis(1200));
+                Some(b"$4\r\ndone\r\n")
+            }
+        });
+        let client = Client::connect(&addr, None, timeouts()).unwrap();
+        let mut reports = Vec::new();
+        let got = client
+            .call_long(&[b"KVSTORE", b"ADDNODE", b"n"], &mut |info| {
+                reports.push(info.to_owned());
+            })
+            .unwrap();
+        assert_eq!(got, Frame::bulk("done"));
+        assert!(reports.len() >= 5, "{reports:?}");
+        assert_eq!(reports[0], "# Cluster\r\nx:1");
+        assert_eq!(
+            infos.load(std::sync::atomic::Ordering::SeqCst),
+            reports.len()
+        );
+        // The connection is still in step: the next command gets its own answer.
+        assert_eq!(client.call(&[b"PING"]).unwrap(), Frame::simple("PONG"));
+    }
+
+    #[test]
+    fn a_long_command_is_given_up_on_when_the_server_stops_answering() {
+        let addr = scripted_server(|name| match name {
+            b"PING" => Some(b"+PONG\r\n"),
+            _ => None,
+        });
+        let client = Client::connect(&addr, None, timeouts()).unwrap();
+        let err = client
+            .call_long(&[b"KVSTORE", b"REPAIR"], &mut |_| {})
+            .unwrap_err();
+        assert!(matches!(err, ClientError::Timeout { .. }), "{err}");
     }
 
     #[test]

@@ -42,6 +42,8 @@ impl Outcome {
 
 /// What the REPL's commands run against. Each command (`cmd/<name>.rs`) handles both, so its
 /// output is written in one place and reads the same either way.
+// One per process, held for its life: the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Target {
     /// The cluster, open in this process (`--interactive`).
     Local(Cluster),

@@ -69,7 +69,11 @@ fn normalise(out: &str) -> String {
 fn connect_prints_what_the_in_process_repl_prints() {
     let (local_dir, served_dir) = (data_dir(), data_dir());
     let local = scripted(
-        &["--interactive", "--data-dir", local_dir.path().to_str().unwrap()],
+        &[
+            "--interactive",
+            "--data-dir",
+            local_dir.path().to_str().unwrap(),
+        ],
         &[],
         SCRIPT,
     );
@@ -168,8 +172,14 @@ fn benchmark_over_connect_is_a_clear_error_and_compact_runs() {
             .map(String::as_str)
             .collect::<Vec<_>>()
     );
-    assert!(remote.stdout.contains("✓ Compacted 3 nodes\n"), "{remote:?}");
-    assert!(remote.stdout.ends_with("✓ Retrieved: k -> v\n"), "{remote:?}");
+    assert!(
+        remote.stdout.contains("✓ Compacted 3 nodes\n"),
+        "{remote:?}"
+    );
+    assert!(
+        remote.stdout.ends_with("✓ Retrieved: k -> v\n"),
+        "{remote:?}"
+    );
     server.signal(libc::SIGTERM);
     assert!(server.wait_exit(EXIT_TIMEOUT).success());
 }

@@ -83,7 +83,10 @@ fn sigterm_while_the_cluster_opens_closes_it_and_exits_0() {
                     child.0.try_wait().unwrap().is_none(),
                     "the server exited before reading cluster.json"
                 );
-                assert!(Instant::now() < deadline, "the server never read cluster.json");
+                assert!(
+                    Instant::now() < deadline,
+                    "the server never read cluster.json"
+                );
                 std::thread::sleep(Duration::from_millis(10));
             }
             Err(e) => panic!("open the FIFO: {e}"),
@@ -111,7 +114,10 @@ fn sigterm_while_the_cluster_opens_closes_it_and_exits_0() {
         if let Some(status) = child.0.try_wait().unwrap() {
             break status;
         }
-        assert!(Instant::now() < deadline, "still running after {EXIT_TIMEOUT:?}");
+        assert!(
+            Instant::now() < deadline,
+            "still running after {EXIT_TIMEOUT:?}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     let mut stderr = String::new();
