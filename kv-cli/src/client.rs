@@ -247,11 +247,22 @@ impl Client {
                 // One side connection for the whole wait, made when first needed.
                 let mut side: Option<Connection> = None;
                 let mut poll = || -> Result<(), ClientError> {
-                    let s = match side.as_mut() {
-                        Some(s) => s,
-                        None => side.insert(self.open()?),
-                    };
-                    progress(&s.info_cluster()?);
+                    let answer = match side.take() {
+                        Some(s) => Ok(s),
+                        None => self.open(),
+                    }
+                    .and_then(|mut s| {
+                        let info = s.info_cluster()?;
+                        side = Some(s);
+                        Ok(info)
+                    });
+                    match answer {
+                        Ok(info) => progress(&info),
+                        // An error answer (`max number of clients reached`) is a server alive
+                        // and answering: keep waiting, on a new side connection next time.
+                        Err(ClientError::Server(_)) => {}
+                        Err(e) => return Err(e),
+                    }
                     Ok(())
                 };
                 conn.call(args, Some(&mut poll))
@@ -571,6 +582,21 @@ mod tests {
         );
         // The connection is still in step: the next command gets its own answer.
         assert_eq!(client.call(&[b"PING"]).unwrap(), Frame::simple("PONG"));
+    }
+
+    #[test]
+    fn a_long_command_outlives_progress_checks_the_server_refuses() {
+        let addr = scripted_server(|name| match name {
+            b"PING" => Some(b"+PONG\r\n"),
+            b"INFO" => Some(b"-ERR max number of clients reached\r\n"),
+            _ => {
+                std::thread::sleep(Duration::from_millis(700));
+                Some(b"$4\r\ndone\r\n")
+            }
+        });
+        let client = Client::connect(&addr, None, timeouts()).unwrap();
+        let got = client.call_long(&[b"KVSTORE", b"COMPACT"], &mut |_| {});
+        assert_eq!(got.unwrap(), Frame::bulk("done"));
     }
 
     #[test]
