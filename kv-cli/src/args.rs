@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 use kv_cluster::Consistency;
 
-/// A distributed key-value store: a guided demo (default), an interactive REPL, or a server
-/// speaking the Redis protocol (`kvstore serve`).
+/// A distributed key-value store: a guided demo (default), an interactive REPL (on a cluster
+/// in this process, or on a server's with --connect), or a server speaking the Redis protocol
+/// (`kvstore serve`).
 #[derive(Parser, Debug, Clone)]
 #[command(
     name = "kvstore",
