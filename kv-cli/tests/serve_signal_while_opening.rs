@@ -1,4 +1,4 @@
-//! A SIGTERM that arrives while `kvstore serve` is still opening its cluster (before the ready
+//! A SIGTERM or SIGINT that arrives while `kvstore serve` is still opening its cluster (before the ready
 //! line) shuts it down cleanly: the cluster is closed and the process exits 0, instead of the
 //! signal's default action killing it half-open.
 //!
@@ -43,6 +43,15 @@ fn mkfifo(path: &Path) {
 
 #[test]
 fn sigterm_while_the_cluster_opens_closes_it_and_exits_0() {
+    signal_while_opening(libc::SIGTERM, "SIGTERM");
+}
+
+#[test]
+fn sigint_while_the_cluster_opens_closes_it_and_exits_0() {
+    signal_while_opening(libc::SIGINT, "SIGINT");
+}
+
+fn signal_while_opening(signal: libc::c_int, name: &str) {
     let dir = data_dir();
     // A cluster with one acknowledged write in it.
     {
@@ -99,7 +108,7 @@ fn sigterm_while_the_cluster_opens_closes_it_and_exits_0() {
     let pid = libc::pid_t::try_from(child.0.id()).unwrap();
     // SAFETY: kill(2) has no memory-safety preconditions; the child is not reaped yet (the
     // guard owns it), so its pid is not reused.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
 
     // Put the real file back under the name, then let the blocked read finish with its bytes.
     std::fs::rename(&real, &json).unwrap();
@@ -134,7 +143,7 @@ fn sigterm_while_the_cluster_opens_closes_it_and_exits_0() {
         "killed by a signal instead of closing cleanly: {status:?} {stderr}"
     );
     assert!(status.success(), "{status:?}: {stderr}");
-    assert!(stderr.contains("SIGTERM received"), "{stderr}");
+    assert!(stderr.contains(&format!("{name} received")), "{stderr}");
 
     // Closed cleanly: the next server opens the directory (its lock released) with the write.
     let mut server = Served::start(dir.path(), &[]);
