@@ -108,12 +108,22 @@ impl std::error::Error for ClientError {}
 
 /// A client of one server: the address, the password, and the connection (made again after
 /// a failure, on the next command).
-#[derive(Debug)]
 pub struct Client {
     addr: String,
     password: Option<String>,
     timeouts: Timeouts,
     conn: RefCell<Option<Connection>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Without the password.
+        f.debug_struct("Client")
+            .field("addr", &self.addr)
+            .field("password", &self.password.as_ref().map(|_| "..."))
+            .field("timeouts", &self.timeouts)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Client {
