@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 use kv_cluster::Consistency;
 
-/// A distributed key-value store: a guided demo (default), an interactive REPL, or a server
-/// speaking the Redis protocol (`kvstore serve`).
+/// A distributed key-value store: a guided demo (default), an interactive REPL (on a cluster
+/// in this process, or on a server's with --connect), or a server speaking the Redis protocol
+/// (`kvstore serve`).
 #[derive(Parser, Debug, Clone)]
 #[command(
     name = "kvstore",
@@ -25,6 +26,36 @@ pub struct Args {
     /// it is not a terminal).
     #[arg(long)]
     pub interactive: bool,
+
+    /// Run the REPL as a client of a running `kvstore serve` at HOST:PORT instead of on a
+    /// cluster in this process: the same commands (but `benchmark`), the same output.
+    /// Implies --interactive.
+    #[arg(
+        long,
+        value_name = "HOST:PORT",
+        conflicts_with_all = [
+            "data_dir", "quick", "nodes", "replication", "vnodes", "cache_capacity", "sync",
+            "read_consistency", "write_consistency", "sloppy_quorum", "repair_interval",
+        ]
+    )]
+    pub connect: Option<String>,
+
+    /// With --connect: the server's password (its --requirepass). Also read from the
+    /// KVSTORE_AUTH environment variable, which keeps it out of the process list.
+    #[arg(long, value_name = "PASS", requires = "connect")]
+    pub password: Option<String>,
+
+    /// With --connect: seconds to wait for a reply before giving up on the connection.
+    /// Long administration commands (addnode, removenode, recover, repair, compact) wait
+    /// as long as they run, as long as the server answers a progress check within this time.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 30,
+        requires = "connect",
+        value_parser = clap::value_parser!(u64).range(1..=86_400)
+    )]
+    pub timeout: u64,
 
     /// Where the cluster keeps its data. The REPL defaults to ./kvstore-data; the demo to a
     /// fresh temporary directory.
@@ -235,6 +266,30 @@ mod tests {
     fn repl_flags_before_serve_are_refused() {
         assert!(Args::try_parse_from(["kvstore", "--interactive", "serve"]).is_err());
         assert!(Args::try_parse_from(["kvstore", "--nodes", "5", "serve"]).is_err());
+    }
+
+    #[test]
+    fn connect_takes_no_cluster_options() {
+        let args =
+            Args::try_parse_from(["kvstore", "--connect", "127.0.0.1:7379", "--password", "p"])
+                .unwrap();
+        assert_eq!(args.connect.as_deref(), Some("127.0.0.1:7379"));
+        assert_eq!(args.password.as_deref(), Some("p"));
+        assert_eq!(args.timeout, 30);
+        for extra in [
+            &["--data-dir", "d"][..],
+            &["--nodes", "5"],
+            &["--sync", "always"],
+            &["--sloppy-quorum"],
+        ] {
+            let mut argv = vec!["kvstore", "--connect", "h:1"];
+            argv.extend_from_slice(extra);
+            assert!(Args::try_parse_from(&argv).is_err(), "{extra:?}");
+        }
+        assert!(Args::try_parse_from(["kvstore", "--password", "p"]).is_err());
+        assert!(Args::try_parse_from(["kvstore", "--timeout", "5"]).is_err());
+        assert!(Args::try_parse_from(["kvstore", "--connect", "h:1", "--timeout", "0"]).is_err());
+        assert!(Args::try_parse_from(["kvstore", "--connect", "h:1", "serve"]).is_err());
     }
 
     #[test]

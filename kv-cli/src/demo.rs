@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
 use indicatif::{ProgressBar, ProgressStyle};
-use kv_cluster::{ChangeSummary, Consistency};
+use kv_cluster::{ChangeSummary, Cluster, Consistency};
 use kv_ring::token;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
@@ -16,7 +16,7 @@ use crate::args::Args;
 use crate::bench::BenchArgs;
 use crate::cmd::redistribution::report;
 use crate::output::{Style, WriteFailed};
-use crate::session::Session;
+use crate::session::{Session, Target};
 use crate::{bench, cmd, open};
 
 /// `println!` that returns the error of a failed write instead of panicking: when stdout is
@@ -119,8 +119,26 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         "{}",
         s.ok(format!("Demo complete in {:.1?}", started.elapsed()))
     );
-    session.cluster.close().context("close the cluster")?;
+    into_cluster(session)?
+        .close()
+        .context("close the cluster")?;
     Ok(())
+}
+
+/// The demo's cluster: the demo always runs it in this process.
+fn cluster(session: &Session) -> anyhow::Result<&Cluster> {
+    match &session.target {
+        Target::Local(cluster) => Ok(cluster),
+        Target::Remote(_) => bail!("the demo runs on a cluster in this process"),
+    }
+}
+
+/// [`cluster`], taken out of the session.
+fn into_cluster(session: Session) -> anyhow::Result<Cluster> {
+    match session.target {
+        Target::Local(cluster) => Ok(cluster),
+        Target::Remote(_) => bail!("the demo runs on a cluster in this process"),
+    }
 }
 
 /// Step 1: the cluster opens (or is created) in `dir`.
@@ -131,10 +149,10 @@ fn initialisation(args: &Args, dir: &Path, s: Style) -> anyhow::Result<Session> 
         writeln!(std::io::stderr(), "{w}").map_err(WriteFailed::stderr)?;
     }
     let session = Session {
-        cluster: opened.cluster,
+        target: Target::Local(opened.cluster),
         style: s,
     };
-    let cluster = &session.cluster;
+    let cluster = cluster(&session)?;
     say!(
         "{} nodes, replication factor {}, consistent hashing with virtual nodes",
         cluster.nodes().len(),
@@ -146,7 +164,7 @@ fn initialisation(args: &Args, dir: &Path, s: Style) -> anyhow::Result<Session> 
 
 /// Step 2: `keys` keys written in batches, one read back.
 fn population(session: &Session, keys: usize) -> anyhow::Result<()> {
-    let (s, cluster) = (session.style, &session.cluster);
+    let (s, cluster) = (session.style, cluster(session)?);
     step(s, 2, "Data population")?;
     let b = bar(keys as u64, "writing");
     let t = Instant::now();
@@ -176,7 +194,7 @@ fn distribution(session: &Session) -> anyhow::Result<()> {
 /// Step 4: a node joins; only the keys it now replicates move (against naive `hash % N`).
 /// Returns the new node's id.
 fn adding_a_node(session: &Session, keys: usize) -> anyhow::Result<String> {
-    let (s, cluster) = (session.style, &session.cluster);
+    let (s, cluster) = (session.style, cluster(session)?);
     step(s, 4, "Smart redistribution: adding a node")?;
     let n = cluster.nodes().len() as u64;
     let added = fresh_id(cluster);
@@ -198,7 +216,7 @@ fn adding_a_node(session: &Session, keys: usize) -> anyhow::Result<String> {
 
 /// Step 5: the node added in step 4 leaves again.
 fn removing_a_node(session: &Session, keys: usize, added: &str) -> anyhow::Result<()> {
-    let (s, cluster) = (session.style, &session.cluster);
+    let (s, cluster) = (session.style, cluster(session)?);
     step(s, 5, "Removing a node")?;
     let summary = cluster
         .remove_node(added)
@@ -210,7 +228,7 @@ fn removing_a_node(session: &Session, keys: usize, added: &str) -> anyhow::Resul
 /// Step 6: four client threads read and write while a node joins; every acknowledged write
 /// reads back its latest value afterwards.
 fn zero_downtime(session: &Session, keys: usize) -> anyhow::Result<()> {
-    let (s, cluster) = (session.style, &session.cluster);
+    let (s, cluster) = (session.style, cluster(session)?);
     step(
         s,
         6,
@@ -308,18 +326,17 @@ fn crash_recovery(
     say!("Dropping the cluster without a clean shutdown, then reopening it from its logs...");
     let expect: Vec<(String, Option<bytes::Bytes>)> = (0..keys)
         .step_by(97)
-        .map(|i| Ok((key(i), session.cluster.get(key(i).as_bytes())?)))
+        .map(|i| Ok((key(i), cluster(&session)?.get(key(i).as_bytes())?)))
         .collect::<anyhow::Result<_>>()?;
-    let Session { cluster, .. } = session;
-    drop(cluster); // no close(): as if the process had died (the logs are memory-mapped)
+    drop(into_cluster(session)?); // no close(): as if the process had died (the logs are memory-mapped)
     let t = Instant::now();
     let opened = open::open(&args.cluster, dir)?;
     let session = Session {
-        cluster: opened.cluster,
+        target: Target::Local(opened.cluster),
         style: s,
     };
     for (k, v) in &expect {
-        if session.cluster.get(k.as_bytes())? != *v {
+        if cluster(&session)?.get(k.as_bytes())? != *v {
             bail!("{k} differs after recovery");
         }
     }
@@ -327,7 +344,7 @@ fn crash_recovery(
         "{}",
         s.ok(format!(
             "Recovered {} nodes in {:.0?}; {} sampled keys read back unchanged",
-            session.cluster.nodes().len(),
+            cluster(&session)?.nodes().len(),
             t.elapsed(),
             expect.len()
         ))
@@ -344,7 +361,7 @@ fn benchmark(session: &Session, quick: bool) -> anyhow::Result<()> {
         threads: 2,
         ..BenchArgs::default()
     };
-    let report = bench::run(&session.cluster, args)?;
+    let report = bench::run(cluster(session)?, args)?;
     for l in report.lines() {
         say!("{l}");
     }
@@ -355,7 +372,7 @@ fn benchmark(session: &Session, quick: bool) -> anyhow::Result<()> {
 /// recovers, gets its hints, and is repaired; every write made meanwhile is on every replica.
 fn node_failure(session: &Session, keys: usize) -> anyhow::Result<()> {
     let s = session.style;
-    let cluster = &session.cluster;
+    let cluster = cluster(session)?;
     step(s, 7, "Node failure: hinted handoff and repair")?;
     let rf = cluster.replication_factor();
     let quorum = Consistency::Quorum;

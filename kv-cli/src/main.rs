@@ -1,9 +1,10 @@
 //! `kvstore`: a distributed key-value store's guided demo (default), interactive REPL
-//! (`--interactive`) and Redis-protocol server (`kvstore serve`), on the `kv-cluster`
-//! coordinator.
+//! (`--interactive`, or `--connect HOST:PORT` as a client of a server) and Redis-protocol
+//! server (`kvstore serve`), on the `kv-cluster` coordinator.
 
 mod args;
 mod bench;
+mod client;
 mod cmd;
 mod demo;
 mod fd_limit;
@@ -28,7 +29,7 @@ fn main() -> ExitCode {
     let args = args::Args::parse();
     let result = match &args.command {
         Some(args::Command::Serve(serve)) => serve::run(serve).map(|()| true),
-        None if args.interactive => repl::run(&args),
+        None if args.interactive || args.connect.is_some() => repl::run(&args),
         None => demo::run(&args).map(|()| true),
     };
     match result {

@@ -46,6 +46,25 @@ impl Style {
     }
 }
 
+impl Style {
+    /// A line as the server's `KVSTORE` command sends it (undecorated: `✓ ...`, `✗ ...`,
+    /// `=== ... ===`), decorated as the local command decorates it.
+    pub fn restyle(&self, line: &str) -> String {
+        if let Some(rest) = line.strip_prefix("✓ ") {
+            self.ok(rest)
+        } else if let Some(rest) = line.strip_prefix("✗ ") {
+            self.fail(rest)
+        } else if let Some(inner) = line
+            .strip_prefix("=== ")
+            .and_then(|l| l.strip_suffix(" ==="))
+        {
+            self.heading(inner)
+        } else {
+            line.to_owned()
+        }
+    }
+}
+
 /// An error and its causes on one line, `a: b: c`. Every error type of the workspace leaves
 /// its source out of its own message, so each cause appears once.
 pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
@@ -130,6 +149,30 @@ mod tests {
         assert!(!is_closed(
             &WriteFailed::stdout(Error::from(ErrorKind::StorageFull)).into()
         ));
+    }
+
+    #[test]
+    fn server_lines_are_decorated_as_local_ones() {
+        let color = Style { color: true };
+        let plain = Style { color: false };
+        for line in [
+            "✓ Stored: k -> v",
+            "✗ Key not found: k",
+            "=== Ring ===",
+            "  Moving 2 keys",
+        ] {
+            assert_eq!(plain.restyle(line), line);
+        }
+        assert_eq!(
+            color.restyle("✓ Stored: k -> v"),
+            color.ok("Stored: k -> v")
+        );
+        assert_eq!(
+            color.restyle("✗ Key not found: k"),
+            color.fail("Key not found: k")
+        );
+        assert_eq!(color.restyle("=== Ring ==="), color.heading("Ring"));
+        assert_eq!(color.restyle("- Node: node1"), "- Node: node1");
     }
 
     #[test]

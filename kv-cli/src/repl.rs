@@ -1,8 +1,13 @@
 //! The REPL: rustyline on a terminal, plain lines from stdin otherwise (scripted mode: no
 //! prompt, errors on stderr, a non-zero exit code if any command failed).
+//!
+//! It runs on a cluster opened in this process, or (`--connect HOST:PORT`) as a client of a
+//! `kvstore serve` ([`crate::client`]); the commands and the way their output is shown are
+//! the same either way.
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use rustyline::completion::{Completer, Pair};
@@ -13,37 +18,76 @@ use rustyline::validate::Validator;
 use rustyline::{Context, Editor, Helper};
 
 use crate::args::Args;
+use crate::client::{Client, Timeouts};
 use crate::cmd;
 use crate::open;
 use crate::output::{Style, WriteFailed};
-use crate::session::Session;
+use crate::session::{Session, Target};
 
 /// The default data directory of the REPL.
 pub const DEFAULT_DIR: &str = "kvstore-data";
 
+/// The environment variable `--connect` reads the server's password from when `--password`
+/// is not given (as `redis-cli` reads `REDISCLI_AUTH`).
+pub const AUTH_ENV: &str = "KVSTORE_AUTH";
+
 /// Runs the REPL; returns whether every command succeeded.
 pub fn run(args: &Args) -> anyhow::Result<bool> {
+    if let Some(addr) = &args.connect {
+        return run_remote(args, addr);
+    }
     let dir = args
         .data_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from(DEFAULT_DIR));
     let opened = open::open(&args.cluster, &dir)?;
     let session = Session {
-        cluster: opened.cluster,
+        target: Target::Local(opened.cluster),
         style: Style::detect(),
     };
     // The cluster is closed however the session ends, a closed output included.
     let result = greet(&session, &opened.warnings).and_then(|()| {
         if std::io::stdin().is_terminal() {
-            terminal(&session, &dir)
+            terminal(&session, Some(&dir.join(HISTORY)), "kvstore> ")
         } else {
             scripted(&session)
         }
     });
-    let closed = session.cluster.close().context("close the cluster");
+    let closed = match session.target {
+        Target::Local(cluster) => cluster.close().context("close the cluster"),
+        Target::Remote(_) => Ok(()),
+    };
     let ok = result?;
     closed?;
     Ok(ok)
+}
+
+/// The history file's name: in the data directory, or (`--connect`) in the home directory.
+const HISTORY: &str = ".kvstore_history";
+
+/// The REPL as a client of the server at `addr`. A server that cannot be reached, or refuses
+/// the password, ends it before the banner (exit code 1).
+fn run_remote(args: &Args, addr: &str) -> anyhow::Result<bool> {
+    let password = args
+        .password
+        .clone()
+        .or_else(|| std::env::var(AUTH_ENV).ok().filter(|p| !p.is_empty()));
+    let timeouts = Timeouts {
+        reply: Duration::from_secs(args.timeout),
+        ..Timeouts::default()
+    };
+    let client = Client::connect(addr, password, timeouts)?;
+    let session = Session {
+        target: Target::Remote(client),
+        style: Style::detect(),
+    };
+    greet(&session, &[])?;
+    if std::io::stdin().is_terminal() {
+        let history = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(HISTORY));
+        terminal(&session, history.as_deref(), &format!("kvstore {addr}> "))
+    } else {
+        scripted(&session)
+    }
 }
 
 /// The warnings about the flags, then the banner.
@@ -158,15 +202,23 @@ impl Completer for Commands {
     }
 }
 
-fn terminal(session: &Session, dir: &std::path::Path) -> anyhow::Result<bool> {
+/// The line editor's loop; `history` is loaded and saved if given (a history that cannot be
+/// read or written only loses the history).
+fn terminal(session: &Session, history: Option<&Path>, prompt: &str) -> anyhow::Result<bool> {
     let mut editor: Editor<Commands, rustyline::history::DefaultHistory> =
         Editor::new().context("start the line editor")?;
     editor.set_helper(Some(Commands));
-    let history = dir.join(".kvstore_history");
-    let _ = editor.load_history(&history);
+    let save = |editor: &mut Editor<Commands, _>| {
+        if let Some(h) = history {
+            let _ = editor.save_history(h);
+        }
+    };
+    if let Some(h) = history {
+        let _ = editor.load_history(h);
+    }
     let mut all_ok = true;
     loop {
-        match editor.readline("kvstore> ") {
+        match editor.readline(prompt) {
             Ok(line) => {
                 if !line.trim().is_empty() {
                     let _ = editor.add_history_entry(line.as_str());
@@ -174,7 +226,7 @@ fn terminal(session: &Session, dir: &std::path::Path) -> anyhow::Result<bool> {
                 let (failed, exit) = match show(session, &line, false) {
                     Ok(r) => r,
                     Err(e) => {
-                        let _ = editor.save_history(&history);
+                        save(&mut editor);
                         return Err(e);
                     }
                 };
@@ -188,6 +240,6 @@ fn terminal(session: &Session, dir: &std::path::Path) -> anyhow::Result<bool> {
             Err(e) => return Err(e).context("read a command"),
         }
     }
-    let _ = editor.save_history(&history);
+    save(&mut editor);
     Ok(all_ok)
 }

@@ -3,9 +3,9 @@
 //!
 //! The cluster opens exactly as in the REPL ([`open::open`]); the server runs on a tokio
 //! runtime built here. Order matters at both ends:
-//! - signal handlers are installed before the ready line is printed, so a SIGTERM sent as soon
-//!   as a supervisor (or a test) reads that line shuts the server down gracefully instead of
-//!   killing it;
+//! - signal handlers are installed before the cluster is opened, so a SIGTERM sent while it
+//!   opens (a large store takes a while) or as soon as a supervisor (or a test) reads the
+//!   ready line closes the cluster cleanly and exits 0 instead of killing the process;
 //! - on shutdown the runtime is dropped before the cluster is closed: dropping it waits for
 //!   the storage threads (`spawn_blocking`) still finishing a batch, which hold the cluster, so
 //!   the close that follows sees every acknowledged write.
@@ -17,7 +17,7 @@ use std::sync::Arc;
 use anyhow::{Context as _, bail};
 use kv_cluster::{Cluster, KvNodeBackend};
 use kv_server::{ScanBackend, Server, ServerOptions};
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::args::ServeArgs;
 use crate::{fd_limit, open};
@@ -34,6 +34,14 @@ pub const READY: &str = "kvstore ready to accept connections on";
 /// listened on, a failure to flush the cluster when closing it.
 pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     check_access(args.bind, args.requirepass.as_deref())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("kvstore-serve")
+        .build()
+        .context("start the async runtime")?;
+    // Before the cluster opens (which takes a while on a large store): a signal that comes
+    // meanwhile is held for the check below instead of killing the process half-open.
+    let mut signals = runtime.block_on(async { Signals::install() })?;
     let mut scan = None;
     let opened = open::open_with(&args.cluster, &args.data_dir, |node_options| {
         let backend = Arc::new(ScanBackend::new(Arc::new(KvNodeBackend::new(node_options))));
@@ -49,24 +57,59 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         if let Some(w) = warning {
             let _ = writeln!(std::io::stderr(), "{w}");
         }
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .thread_name("kvstore-serve")
-            .build()
-            .context("start the async runtime")?;
+        if let Some(name) = runtime.block_on(signals.pending()) {
+            let _ = writeln!(
+                std::io::stderr(),
+                "kvstore: {name} received while opening the cluster: closing it"
+            );
+            return Ok(());
+        }
         let addr = SocketAddr::new(args.bind, args.port);
         let options = ServerOptions::new()
             .max_clients(max_clients)
             .requirepass(args.requirepass.clone())
             .sync_policy(Some(args.cluster.sync.policy()));
-        let served = runtime.block_on(serve(addr, Arc::clone(&cluster), options, scan));
-        // Waits for the storage threads still holding the cluster.
-        drop(runtime);
-        served
+        runtime.block_on(serve(addr, Arc::clone(&cluster), options, scan, signals))
     });
+    // Waits for the storage threads still holding the cluster.
+    drop(runtime);
     let closed = close(cluster).context("close the cluster");
     served?;
     closed
+}
+
+/// The signals that shut the server down, handled from the moment they are installed.
+struct Signals {
+    terminate: Signal,
+    interrupt: Signal,
+}
+
+impl Signals {
+    /// Replaces the default action (ending the process) of SIGTERM and SIGINT. Must run on
+    /// the runtime.
+    fn install() -> anyhow::Result<Signals> {
+        Ok(Signals {
+            terminate: signal(SignalKind::terminate()).context("handle SIGTERM")?,
+            interrupt: signal(SignalKind::interrupt()).context("handle SIGINT")?,
+        })
+    }
+
+    /// Waits for one; its name.
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.terminate.recv() => "SIGTERM",
+            _ = self.interrupt.recv() => "SIGINT",
+        }
+    }
+
+    /// One that arrived since they were installed, without waiting.
+    async fn pending(&mut self) -> Option<&'static str> {
+        tokio::select! {
+            biased;
+            name = self.recv() => Some(name),
+            () = std::future::ready(()) => None,
+        }
+    }
 }
 
 /// Refuses, as Redis's protected mode, an address other than loopback without a password
@@ -91,9 +134,8 @@ async fn serve(
     cluster: Arc<Cluster>,
     options: ServerOptions,
     scan: Option<Arc<ScanBackend>>,
+    mut signals: Signals,
 ) -> anyhow::Result<()> {
-    let mut terminate = signal(SignalKind::terminate()).context("handle SIGTERM")?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("handle SIGINT")?;
     let mut server = Server::bind(addr, cluster, options).await?;
     if let Some(scan) = scan {
         server = server.scan_backend(scan);
@@ -105,10 +147,7 @@ async fn serve(
         let _ = stdout.flush();
     }
     let shutdown = async move {
-        let name = tokio::select! {
-            _ = terminate.recv() => "SIGTERM",
-            _ = interrupt.recv() => "SIGINT",
-        };
+        let name = signals.recv().await;
         let _ = writeln!(
             std::io::stderr(),
             "kvstore: {name} received: finishing the commands in flight, then closing the cluster"

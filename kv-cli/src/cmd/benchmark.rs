@@ -3,7 +3,7 @@
 
 use super::{ParseError, Run, Spec, err, usage};
 use crate::bench::{self, BenchArgs};
-use crate::session::{Outcome, Session};
+use crate::session::{Outcome, Session, Target};
 
 const USAGE: &str = "benchmark [ops] [--threads T] [--value-size B] [--distribution uniform|zipf]";
 
@@ -13,7 +13,8 @@ pub const SPEC: Spec = Spec {
     aliases: &[],
     synopsis: USAGE,
     help: "writes then reads `ops` keys (default 100000) and reports\n\
-           throughput and latency; its keys are removed afterwards",
+           throughput and latency; its keys are removed afterwards\n\
+           (in-process only: not available over --connect)",
     parse: |args| Ok(Box::new(Benchmark::parse(&args)?)),
 };
 
@@ -59,7 +60,16 @@ impl Benchmark {
 
 impl Run for Benchmark {
     fn run(&self, session: &Session) -> Outcome {
-        match bench::run(&session.cluster, self.0) {
+        let cluster = match &session.target {
+            Target::Local(cluster) => cluster,
+            Target::Remote(_) => {
+                return Outcome::failed(session.style.fail(
+                    "benchmark is not available over --connect: it measures the cluster in this \
+                     process; measure a server with redis-benchmark (see the README)",
+                ));
+            }
+        };
+        match bench::run(cluster, self.0) {
             Ok(report) => Outcome::lines(report.lines()),
             Err(e) => Outcome::failed(session.style.fail(format!("benchmark: {e:#}"))),
         }

@@ -2,7 +2,7 @@
 
 use super::{Run, Spec, none};
 use crate::output::chain;
-use crate::session::{Outcome, Session};
+use crate::session::{Outcome, Session, Target};
 
 const USAGE: &str = "compact";
 
@@ -25,7 +25,18 @@ pub struct Compact;
 impl Run for Compact {
     fn run(&self, session: &Session) -> Outcome {
         let s = session.style;
-        match session.cluster.compact() {
+        let cluster = match &session.target {
+            Target::Local(cluster) => cluster,
+            Target::Remote(client) => {
+                return session.remote_admin_with(
+                    client,
+                    &[b"COMPACT"],
+                    "compact",
+                    Some(&mut |_| {}),
+                );
+            }
+        };
+        match cluster.compact() {
             Ok(reports) => {
                 let mut out: Vec<String> = reports
                     .iter()

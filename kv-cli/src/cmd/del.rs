@@ -2,7 +2,7 @@
 
 use super::{ParseError, Run, Spec, one};
 use crate::output::chain;
-use crate::session::{Outcome, Session};
+use crate::session::{Outcome, Session, Target};
 
 const USAGE: &str = "del <key>";
 
@@ -33,18 +33,29 @@ impl Del {
 impl Run for Del {
     fn run(&self, session: &Session) -> Outcome {
         let (s, key) = (session.style, &self.key);
-        let existed = match session.cluster.get(key.as_bytes()) {
-            Ok(v) => v.is_some(),
-            Err(e) => return Outcome::failed(s.fail(format!("del {key}: {}", chain(&e)))),
+        let deleted = match &session.target {
+            Target::Local(cluster) => delete(cluster, key.as_bytes()).map_err(|e| chain(&e)),
+            // `DEL` answers how many of its keys existed.
+            Target::Remote(client) => client
+                .call_integer(&[b"DEL", key.as_bytes()])
+                .map(|n| n > 0)
+                .map_err(|e| e.to_string()),
         };
-        if !existed {
-            return Outcome::line(s.fail(format!("Key not found: {key}")));
-        }
-        match session.cluster.delete(key.as_bytes()) {
-            Ok(_) => Outcome::line(s.ok(format!("Deleted: {key}"))),
-            Err(e) => Outcome::failed(s.fail(format!("del {key}: {}", chain(&e)))),
+        match deleted {
+            Ok(true) => Outcome::line(s.ok(format!("Deleted: {key}"))),
+            Ok(false) => Outcome::line(s.fail(format!("Key not found: {key}"))),
+            Err(why) => Outcome::failed(s.fail(format!("del {key}: {why}"))),
         }
     }
+}
+
+/// Deletes `key` if it exists; whether it did.
+fn delete(cluster: &kv_cluster::Cluster, key: &[u8]) -> Result<bool, kv_cluster::Error> {
+    if cluster.get(key)?.is_none() {
+        return Ok(false);
+    }
+    cluster.delete(key)?;
+    Ok(true)
 }
 
 #[cfg(test)]

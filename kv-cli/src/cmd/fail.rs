@@ -3,7 +3,7 @@
 
 use super::{ParseError, Run, Spec, usage};
 use crate::output::chain;
-use crate::session::{Outcome, Session};
+use crate::session::{Outcome, Session, Target};
 
 const USAGE: &str = "fail <id> [--crash]";
 
@@ -44,10 +44,20 @@ impl Fail {
 impl Run for Fail {
     fn run(&self, session: &Session) -> Outcome {
         let (s, id) = (session.style, &self.id);
+        let cluster = match &session.target {
+            Target::Local(cluster) => cluster,
+            Target::Remote(client) => {
+                let mut args: Vec<&[u8]> = vec![b"FAIL", id.as_bytes()];
+                if self.crash {
+                    args.push(b"CRASH");
+                }
+                return session.remote_admin(client, &args, &format!("fail {id}"));
+            }
+        };
         let result = if self.crash {
-            session.cluster.crash_node(id)
+            cluster.crash_node(id)
         } else {
-            session.cluster.fail_node(id)
+            cluster.fail_node(id)
         };
         match result {
             Ok(()) => Outcome::line(s.ok(format!(

@@ -2,7 +2,7 @@
 
 use super::{Run, Spec, none};
 use crate::output::chain;
-use crate::session::{Outcome, Session};
+use crate::session::{Outcome, Session, Target};
 
 const USAGE: &str = "flush";
 
@@ -25,7 +25,11 @@ pub struct Flush;
 impl Run for Flush {
     fn run(&self, session: &Session) -> Outcome {
         let s = session.style;
-        match session.cluster.sync() {
+        let cluster = match &session.target {
+            Target::Local(cluster) => cluster,
+            Target::Remote(client) => return session.remote_admin(client, &[b"FLUSH"], "flush"),
+        };
+        match cluster.sync() {
             Ok(()) => Outcome::line(s.ok("Flushed: every acknowledged write is on disk")),
             Err(e) => Outcome::failed(s.fail(format!("flush: {}", chain(&e)))),
         }

@@ -2,7 +2,7 @@
 
 use super::{ParseError, Run, Spec, one, user_key};
 use crate::output::{chain, text};
-use crate::session::{Outcome, Session};
+use crate::session::{Outcome, Session, Target};
 
 const USAGE: &str = "get <key>";
 
@@ -32,10 +32,20 @@ impl Get {
 impl Run for Get {
     fn run(&self, session: &Session) -> Outcome {
         let (s, key) = (session.style, &self.key);
-        match session.cluster.get(key.as_bytes()) {
-            Ok(Some(v)) => Outcome::line(s.ok(format!("Retrieved: {key} -> {}", text(&v)))),
+        let value = match &session.target {
+            Target::Local(cluster) => cluster
+                .get(key.as_bytes())
+                .map(|v| v.map(|v| text(&v)))
+                .map_err(|e| chain(&e)),
+            Target::Remote(client) => client
+                .call_bulk(&[b"GET", key.as_bytes()])
+                .map(|v| v.map(|v| text(&v)))
+                .map_err(|e| e.to_string()),
+        };
+        match value {
+            Ok(Some(v)) => Outcome::line(s.ok(format!("Retrieved: {key} -> {v}"))),
             Ok(None) => Outcome::line(s.fail(format!("Key not found: {key}"))),
-            Err(e) => Outcome::failed(s.fail(format!("get {key}: {}", chain(&e)))),
+            Err(why) => Outcome::failed(s.fail(format!("get {key}: {why}"))),
         }
     }
 }

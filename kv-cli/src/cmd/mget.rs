@@ -2,7 +2,7 @@
 
 use super::{ParseError, Run, Spec, usage, user_key};
 use crate::output::{chain, text};
-use crate::session::{Outcome, Session};
+use crate::session::{Outcome, Session, Target};
 
 const USAGE: &str = "mget <key> [<key> ...]";
 
@@ -35,18 +35,41 @@ impl MGet {
 impl Run for MGet {
     fn run(&self, session: &Session) -> Outcome {
         let s = session.style;
-        match session.cluster.get_many(&self.keys) {
-            Ok(values) => Outcome::lines(
+        let values = match &session.target {
+            Target::Local(cluster) => cluster
+                .get_many(&self.keys)
+                .map(|vs| vs.into_iter().map(|v| v.map(|v| text(&v))).collect())
+                .map_err(|e| chain(&e)),
+            Target::Remote(client) => {
+                let mut args: Vec<&[u8]> = vec![b"MGET"];
+                args.extend(self.keys.iter().map(String::as_bytes));
+                match client.call_bulks(&args) {
+                    Ok(vs) if vs.len() == self.keys.len() => {
+                        Ok(vs.into_iter().map(|v| v.map(|v| text(&v))).collect())
+                    }
+                    Ok(vs) => Err(client
+                        .bad(format!(
+                            "MGET of {} keys answered {}",
+                            self.keys.len(),
+                            vs.len()
+                        ))
+                        .to_string()),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+        };
+        match values {
+            Ok::<Vec<Option<String>>, String>(values) => Outcome::lines(
                 self.keys
                     .iter()
                     .zip(values)
                     .map(|(k, v)| match v {
-                        Some(v) => s.ok(format!("Retrieved: {k} -> {}", text(&v))),
+                        Some(v) => s.ok(format!("Retrieved: {k} -> {v}")),
                         None => s.fail(format!("Key not found: {k}")),
                     })
                     .collect(),
             ),
-            Err(e) => Outcome::failed(s.fail(format!("mget: {}", chain(&e)))),
+            Err(why) => Outcome::failed(s.fail(format!("mget: {why}"))),
         }
     }
 }

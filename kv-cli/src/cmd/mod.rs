@@ -316,6 +316,7 @@ Commands:
   benchmark [ops] [--threads T] [--value-size B] [--distribution uniform|zipf]
                                writes then reads `ops` keys (default 100000) and reports
                                throughput and latency; its keys are removed afterwards
+                               (in-process only: not available over --connect)
   flush                        make every acknowledged write durable now
   compact                      reclaim the space of overwritten and deleted values now
   help                         this text

@@ -2,7 +2,7 @@
 
 use super::{ParseError, Run, Spec, usage, user_key};
 use crate::output::chain;
-use crate::session::{Outcome, Session};
+use crate::session::{Outcome, Session, Target};
 
 const USAGE: &str = "mput <key> <value> [<key> <value> ...]";
 
@@ -37,19 +37,31 @@ impl MPut {
 impl Run for MPut {
     fn run(&self, session: &Session) -> Outcome {
         let s = session.style;
-        let raw: Vec<(&[u8], &[u8])> = self
-            .pairs
-            .iter()
-            .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
-            .collect();
-        match session.cluster.put_many(&raw) {
-            Ok(_) => Outcome::lines(
+        let stored = match &session.target {
+            Target::Local(cluster) => {
+                let raw: Vec<(&[u8], &[u8])> = self
+                    .pairs
+                    .iter()
+                    .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
+                    .collect();
+                cluster.put_many(&raw).map(drop).map_err(|e| chain(&e))
+            }
+            Target::Remote(client) => {
+                let mut args: Vec<&[u8]> = vec![b"MSET"];
+                for (k, v) in &self.pairs {
+                    args.extend([k.as_bytes(), v.as_bytes()]);
+                }
+                client.call_ok(&args).map_err(|e| e.to_string())
+            }
+        };
+        match stored {
+            Ok(()) => Outcome::lines(
                 self.pairs
                     .iter()
                     .map(|(k, v)| s.ok(format!("Stored: {k} -> {v}")))
                     .collect(),
             ),
-            Err(e) => Outcome::failed(s.fail(format!("mput: {}", chain(&e)))),
+            Err(why) => Outcome::failed(s.fail(format!("mput: {why}"))),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! `nodes`: list the cluster's nodes, with their state and health.
 
 use super::{Run, Spec, none};
-use crate::session::{Outcome, Session};
+use crate::session::{Outcome, Session, Target};
 
 const USAGE: &str = "nodes";
 
@@ -23,7 +23,9 @@ pub struct Nodes;
 
 impl Run for Nodes {
     fn run(&self, session: &Session) -> Outcome {
-        let out = kv_cluster::report::nodes(&session.cluster.nodes());
-        Outcome::lines(out)
+        match &session.target {
+            Target::Local(cluster) => Outcome::lines(kv_cluster::report::nodes(&cluster.nodes())),
+            Target::Remote(client) => session.remote_admin(client, &[b"NODES"], "nodes"),
+        }
     }
 }

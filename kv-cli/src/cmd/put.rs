@@ -2,7 +2,7 @@
 
 use super::{ParseError, Run, Spec, usage, user_key};
 use crate::output::chain;
-use crate::session::{Outcome, Session};
+use crate::session::{Outcome, Session, Target};
 
 const USAGE: &str = "put <key> <value>";
 
@@ -37,9 +37,18 @@ impl Put {
 impl Run for Put {
     fn run(&self, session: &Session) -> Outcome {
         let (s, key, value) = (session.style, &self.key, &self.value);
-        match session.cluster.put(key.as_bytes(), value.as_bytes()) {
-            Ok(_) => Outcome::line(s.ok(format!("Stored: {key} -> {value}"))),
-            Err(e) => Outcome::failed(s.fail(format!("put {key}: {}", chain(&e)))),
+        let stored = match &session.target {
+            Target::Local(cluster) => cluster
+                .put(key.as_bytes(), value.as_bytes())
+                .map(drop)
+                .map_err(|e| chain(&e)),
+            Target::Remote(client) => client
+                .call_ok(&[b"SET", key.as_bytes(), value.as_bytes()])
+                .map_err(|e| e.to_string()),
+        };
+        match stored {
+            Ok(()) => Outcome::line(s.ok(format!("Stored: {key} -> {value}"))),
+            Err(why) => Outcome::failed(s.fail(format!("put {key}: {why}"))),
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use super::{Run, Spec, one};
 use crate::output::chain;
-use crate::session::{Outcome, Session};
+use crate::session::{Outcome, Session, Target};
 
 const USAGE: &str = "recover <id>";
 
@@ -28,7 +28,15 @@ pub struct Recover {
 impl Run for Recover {
     fn run(&self, session: &Session) -> Outcome {
         let (s, id) = (session.style, &self.id);
-        match session.cluster.recover_node(id) {
+        let cluster = match &session.target {
+            Target::Local(cluster) => cluster,
+            Target::Remote(client) => {
+                let what = format!("recover {id}");
+                let args: [&[u8]; 2] = [b"RECOVER", id.as_bytes()];
+                return session.remote_admin_with(client, &args, &what, Some(&mut |_| {}));
+            }
+        };
+        match cluster.recover_node(id) {
             Ok(r) => Outcome::line(s.ok(format!(
                 "Node {id} recovered: {} hinted writes handed off, {} keys repaired ({} bytes of hashes compared)",
                 r.hints_applied, r.repair.keys_repaired, r.repair.hash_bytes

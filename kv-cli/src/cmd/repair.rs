@@ -2,7 +2,7 @@
 
 use super::{Run, Spec, none};
 use crate::output::chain;
-use crate::session::{Outcome, Session};
+use crate::session::{Outcome, Session, Target};
 
 const USAGE: &str = "repair";
 
@@ -25,7 +25,18 @@ pub struct Repair;
 impl Run for Repair {
     fn run(&self, session: &Session) -> Outcome {
         let s = session.style;
-        match session.cluster.repair() {
+        let cluster = match &session.target {
+            Target::Local(cluster) => cluster,
+            Target::Remote(client) => {
+                return session.remote_admin_with(
+                    client,
+                    &[b"REPAIR"],
+                    "repair",
+                    Some(&mut |_| {}),
+                );
+            }
+        };
+        match cluster.repair() {
             Ok(r) => Outcome::line(s.ok(format!(
                 "Repair complete: {} ranges compared, {} bytes of hashes exchanged, {} differing leaves, {} keys repaired",
                 r.ranges_compared, r.hash_bytes, r.leaves_differing, r.keys_repaired

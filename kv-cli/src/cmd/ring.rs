@@ -2,7 +2,7 @@
 
 use super::{Run, Spec, none};
 use crate::output::chain;
-use crate::session::{Outcome, Session};
+use crate::session::{Outcome, Session, Target};
 
 const USAGE: &str = "ring";
 
@@ -25,7 +25,11 @@ pub struct Ring;
 impl Run for Ring {
     fn run(&self, session: &Session) -> Outcome {
         let s = session.style;
-        let (title, lines) = match kv_cluster::report::ring(&session.cluster) {
+        let cluster = match &session.target {
+            Target::Local(cluster) => cluster,
+            Target::Remote(client) => return session.remote_admin(client, &[b"RING"], "ring"),
+        };
+        let (title, lines) = match kv_cluster::report::ring(cluster) {
             Ok(report) => report,
             Err(e) => return Outcome::failed(s.fail(format!("ring: {}", chain(&e)))),
         };

@@ -3,7 +3,7 @@
 
 use super::{Run, Spec, none};
 use crate::output::chain;
-use crate::session::{Outcome, Session};
+use crate::session::{Outcome, Session, Target};
 
 const USAGE: &str = "stats";
 
@@ -26,7 +26,11 @@ pub struct Stats;
 impl Run for Stats {
     fn run(&self, session: &Session) -> Outcome {
         let s = session.style;
-        let st = match session.cluster.stats() {
+        let cluster = match &session.target {
+            Target::Local(cluster) => cluster,
+            Target::Remote(client) => return session.remote_admin(client, &[b"STATS"], "stats"),
+        };
+        let st = match cluster.stats() {
             Ok(st) => st,
             Err(e) => return Outcome::failed(s.fail(format!("stats: {}", chain(&e)))),
         };

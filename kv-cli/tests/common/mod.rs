@@ -206,3 +206,65 @@ impl Drop for Served {
 pub fn data_dir() -> tempfile::TempDir {
     tempfile::tempdir().expect("tempdir")
 }
+
+/// What a scripted run of the `kvstore` REPL printed, and how it ended.
+#[derive(Debug)]
+pub struct Scripted {
+    pub stdout: String,
+    pub stderr: String,
+    pub status: ExitStatus,
+}
+
+/// Runs `kvstore <args>` with `script` on stdin (the REPL's scripted mode), without colour;
+/// gives up (and kills it) after `REPL_TIMEOUT`.
+pub fn scripted(args: &[&str], envs: &[(&str, &str)], script: &str) -> Scripted {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kvstore"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .env_remove("KVSTORE_AUTH")
+        .envs(envs.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn kvstore");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let script = script.as_bytes().to_vec();
+    let writer = std::thread::spawn(move || {
+        // A REPL that exits early closes its stdin: not this test's failure to report.
+        let _ = std::io::Write::write_all(&mut stdin, &script);
+    });
+    let mut out = child.stdout.take().expect("stdout");
+    let stdout = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let mut err = child.stderr.take().expect("stderr");
+    let stderr = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + REPL_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("kvstore {args:?} still running after {REPL_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let _ = writer.join();
+    Scripted {
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
+        status,
+    }
+}
+
+/// How long a scripted REPL session may take (a debug build on a loaded machine).
+pub const REPL_TIMEOUT: Duration = Duration::from_secs(120);
