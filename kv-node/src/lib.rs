@@ -146,7 +146,7 @@ pub use ranges::Export;
 pub use record::{Record, Write};
 pub use recovery::RecoveryReport;
 pub use stats::{NodeStats, RangeCount};
-pub use version::{Clock, Hlc, SystemClock, Version};
+pub use version::{Clock, Hlc, MAX_SLOTS, SystemClock, Version};
 
 /// Re-exported: the token ranges that range operations take.
 pub use kv_ring::TokenRange;

@@ -6,7 +6,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The version of a write: a hybrid logical clock value, 48 bits of milliseconds since the
-/// Unix epoch and 16 bits of counter (`docs/design.md`, *Common types*).
+/// Unix epoch and 16 bits below them (`docs/design.md`, *Versions*). An [`Hlc`] fills those
+/// 16 bits with a 10-bit counter and the 6-bit slot of the coordinator that minted the
+/// version, so two coordinators never mint the same version; the order is the order of
+/// the `u64`.
 ///
 /// Replicas keep the highest version per key (last writer wins); two writes with the same
 /// version are the same write.
@@ -60,13 +63,33 @@ impl Version {
         self.0 >> 16
     }
 
-    /// The logical counter within the millisecond.
+    /// The 16 bits below the milliseconds: the counter within the millisecond and the
+    /// coordinator's slot ([`Version::slot`]) together.
     pub const fn counter(self) -> u16 {
         self.0 as u16
+    }
+
+    /// The slot of the coordinator that minted the version (its low 6 bits; see [`Hlc`]).
+    ///
+    /// ```
+    /// use kv_node::{Hlc, SystemClock};
+    /// let hlc = Hlc::with_slot(std::sync::Arc::new(SystemClock), 5)?;
+    /// assert_eq!(hlc.now().slot(), 5);
+    /// # Ok::<(), kv_node::Error>(())
+    /// ```
+    pub const fn slot(self) -> u8 {
+        (self.0 & SLOT_MASK) as u8
     }
 }
 
 const MILLIS_MASK: u64 = (1 << 48) - 1;
+
+/// Bits of a version that name the coordinator that minted it.
+const SLOT_BITS: u32 = 6;
+const SLOT_MASK: u64 = (1 << SLOT_BITS) - 1;
+
+/// How many coordinators can mint versions side by side: slots `0..MAX_SLOTS`.
+pub const MAX_SLOTS: u8 = 1 << SLOT_BITS;
 
 impl fmt::Display for Version {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -100,6 +123,12 @@ impl Clock for SystemClock {
 /// A hybrid logical clock: versions that follow wall-clock time but never go backwards and
 /// never repeat, even when the wall clock stalls or steps back, and across threads.
 ///
+/// Each clock has a *slot* (`0..MAX_SLOTS`, 0 by default), the low 6 bits of every version it
+/// mints: clocks with different slots never mint the same version, so coordinators in
+/// different processes, each with its own slot, never give two different writes one version.
+/// Within a millisecond a clock mints 1,024 versions; past that it borrows the next
+/// millisecond (as it does when the wall clock stalls).
+///
 /// ```
 /// use kv_node::Hlc;
 /// let hlc = Hlc::new();
@@ -114,6 +143,7 @@ impl Clock for SystemClock {
 pub struct Hlc {
     last: AtomicU64,
     clock: Arc<dyn Clock>,
+    slot: u64,
 }
 
 impl Hlc {
@@ -122,21 +152,50 @@ impl Hlc {
         Hlc::with_clock(Arc::new(SystemClock))
     }
 
-    /// A clock on the given time source.
+    /// A clock on the given time source, slot 0.
     pub fn with_clock(clock: Arc<dyn Clock>) -> Hlc {
         Hlc {
             last: AtomicU64::new(0),
             clock,
+            slot: 0,
         }
     }
 
-    /// A new version, larger than every version this clock returned or observed.
+    /// A clock on the given time source minting versions in `slot` (see [`Hlc`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidOptions`](crate::Error::InvalidOptions) if `slot >= MAX_SLOTS`.
+    pub fn with_slot(clock: Arc<dyn Clock>, slot: u8) -> crate::Result<Hlc> {
+        if slot >= MAX_SLOTS {
+            return Err(crate::Error::InvalidOptions {
+                reason: "a clock's slot must be below MAX_SLOTS (64)",
+            });
+        }
+        Ok(Hlc {
+            slot: u64::from(slot),
+            ..Hlc::with_clock(clock)
+        })
+    }
+
+    /// The slot of the versions this clock mints.
+    pub fn slot(&self) -> u8 {
+        self.slot as u8
+    }
+
+    /// A new version, larger than every version this clock returned or observed, with this
+    /// clock's slot in its low bits.
     pub fn now(&self) -> Version {
-        let wall = Version::from_parts(self.clock.now_millis(), 0).as_u64();
+        let wall = Version::from_parts(self.clock.now_millis(), 0).as_u64() | self.slot;
         let mut last = self.last.load(Ordering::Relaxed);
         loop {
-            // Saturates at `u64::MAX`, which only a version past `Version::LIMIT` reaches.
-            let next = wall.max(last.saturating_add(1));
+            // The next counter above `last`, in this clock's slot. Saturates at `u64::MAX`,
+            // which only a version past `Version::LIMIT` reaches.
+            let after = match (last >> SLOT_BITS) + 1 {
+                c if c < 1 << (64 - SLOT_BITS) => (c << SLOT_BITS) | self.slot,
+                _ => u64::MAX,
+            };
+            let next = wall.max(after);
             match self
                 .last
                 .compare_exchange_weak(last, next, Ordering::AcqRel, Ordering::Relaxed)
@@ -184,6 +243,7 @@ impl fmt::Debug for Hlc {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Hlc")
             .field("last", &Version(self.last.load(Ordering::Relaxed)))
+            .field("slot", &self.slot)
             .finish()
     }
 }
@@ -205,14 +265,53 @@ mod tests {
         let a = hlc.now();
         let b = hlc.now();
         assert_eq!(a, Version::from_parts(1000, 0));
-        assert_eq!(b, Version::from_parts(1000, 1));
+        assert_eq!(b, Version::from_parts(1000, 64));
     }
 
     #[test]
     fn a_clock_stepping_back_does_not_go_backwards() {
         let hlc = Hlc::with_clock(Arc::new(Frozen(500)));
         hlc.observe(Version::from_parts(2000, 9));
-        assert_eq!(hlc.now(), Version::from_parts(2000, 10));
+        assert_eq!(hlc.now(), Version::from_parts(2000, 64));
+    }
+
+    #[test]
+    fn clocks_in_different_slots_never_mint_the_same_version() {
+        let clocks: Vec<Arc<Hlc>> = (0..MAX_SLOTS)
+            .map(|slot| Arc::new(Hlc::with_slot(Arc::new(Frozen(7)), slot).unwrap()))
+            .collect();
+        let mut all = Vec::new();
+        // Each clock also observes the others' versions as it goes, as coordinators observe
+        // what replicas answer.
+        for round in 0..3000 {
+            for (i, hlc) in clocks.iter().enumerate() {
+                let v = hlc.now();
+                assert_eq!(v.slot() as usize, i);
+                if round % 3 == 0 {
+                    clocks[(i + 1) % clocks.len()].observe(v);
+                }
+                all.push(v);
+            }
+        }
+        let n = all.len();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), n);
+    }
+
+    #[test]
+    fn a_slot_out_of_range_is_refused() {
+        assert!(matches!(
+            Hlc::with_slot(Arc::new(SystemClock), MAX_SLOTS),
+            Err(crate::Error::InvalidOptions { .. })
+        ));
+    }
+
+    #[test]
+    fn a_clock_minting_past_1024_a_millisecond_borrows_the_next() {
+        let hlc = Hlc::with_slot(Arc::new(Frozen(10)), 3).unwrap();
+        let last = (0..1025).map(|_| hlc.now()).last().unwrap();
+        assert_eq!(last, Version::from_parts(11, 3));
     }
 
     #[test]
