@@ -11,7 +11,7 @@ use std::{
         atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering},
     },
     thread::JoinHandle,
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use bytes::Bytes;
@@ -126,6 +126,8 @@ struct SyncState {
     /// Whether a thread is flushing now.
     leader: bool,
     poisoned: Option<(PathBuf, Arc<io::Error>)>,
+    /// When the last flush that made records durable finished.
+    last_flush: Option<SystemTime>,
 }
 
 impl Wal {
@@ -194,6 +196,7 @@ impl Wal {
                 durable: end,
                 leader: false,
                 poisoned: None,
+                last_flush: None,
             }),
             sync_cv: Condvar::new(),
             stop: Mutex::new(false),
@@ -452,6 +455,24 @@ impl Wal {
     /// Everything before this `Lsn` has been flushed.
     pub fn durable_lsn(&self) -> Lsn {
         self.shared.sync.lock().durable
+    }
+
+    /// When the last flush that made appended records durable finished (periodic, on a
+    /// segment roll-over, `Always` group commit or [`Wal::sync`]); `None` before the first
+    /// since the log was opened. What `INFO persistence` reports as the last flush.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// use kv_wal::{SyncPolicy, Wal, WalOptions};
+    /// let wal = Wal::open(dir.path(), WalOptions::new().sync(SyncPolicy::Never))?;
+    /// assert!(wal.last_flush().is_none());
+    /// wal.append(b"x")?;
+    /// wal.sync()?;
+    /// assert!(wal.last_flush().is_some());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn last_flush(&self) -> Option<SystemTime> {
+        self.shared.sync.lock().last_flush
     }
 
     /// The `Lsn` of the oldest record still in the log.
@@ -852,6 +873,7 @@ impl Shared {
             self.leading.store(false, Ordering::Release);
             match res {
                 Ok(()) => {
+                    s.last_flush = Some(SystemTime::now());
                     s.durable = s.durable.max(upto);
                     self.durable.store(s.durable.as_u64(), Ordering::Release);
                 }
