@@ -973,6 +973,7 @@ impl Inner {
             compactions: self.compactions.load(Ordering::Relaxed),
             hints_written: self.hints_written.load(Ordering::Relaxed),
             last_maintenance_error: self.last_maintenance_error.lock().clone(),
+            last_flush: self.wal.last_flush(),
         }
     }
 }
@@ -1217,6 +1218,18 @@ mod tests {
         assert!(matches!(two.unwrap(), Upsert::Kept(_)));
         index_only(&node, tombstone);
         assert_stays_deleted(dir.path(), node);
+    }
+
+    #[test]
+    fn stats_tell_when_the_log_was_last_flushed() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = NodeOptions::new().sync(kv_wal::SyncPolicy::Never);
+        let node = Node::open(dir.path(), opts).unwrap();
+        assert_eq!(node.stats().last_flush, None);
+        let before = std::time::SystemTime::now();
+        node.put(b"k", b"v").unwrap();
+        node.sync().unwrap();
+        assert!(node.stats().last_flush.is_some_and(|t| t >= before));
     }
 
     /// A clock at its end (it followed a version past the limit from an old log) refuses

@@ -34,6 +34,9 @@ pub struct NodeStats {
     /// The error of the background thread's last pass (hint files, compaction), if it failed;
     /// cleared by a pass that succeeds.
     pub last_maintenance_error: Option<String>,
+    /// When the log's last flush that made writes durable finished (`None` before the first
+    /// since the node was opened): see [`kv_wal::Wal::last_flush`].
+    pub last_flush: Option<std::time::SystemTime>,
 }
 
 /// What lies in some token ranges: see [`Node::count_in_ranges`](crate::Node::count_in_ranges).
