@@ -184,6 +184,7 @@ pub mod report;
 mod routing;
 mod stats;
 mod stream;
+mod swap;
 
 pub use backend::Backend;
 pub use background::BackgroundRepairStatus;
@@ -193,7 +194,8 @@ pub use failure::RecoverySummary;
 pub use health::Health;
 pub use kv_node::Digest;
 pub use kv_node::{
-    Clock, Hlc, NodeOptions, RangeCount, Record, SystemClock, Version, Versioned, Write,
+    Clock, Hlc, NodeOptions, Previous, RangeCount, Record, Swapped, SystemClock, Version,
+    Versioned, Write,
 };
 pub use local::{KvNodeBackend, LocalReplica};
 pub use memory::{MemoryBackend, MemoryReplica};
@@ -205,6 +207,7 @@ pub use progress::{ChangeKind, ChangeSummary, PairSummary, Progress};
 pub use repair::{REPAIR_KEYS_PER_LEAF, RepairSummary};
 pub use replica::{RecordStream, Replica};
 pub use stats::{ClusterStats, KeyPlacement, NodeInfo, NodeState, NodeStats};
+pub use swap::SWAP_ATTEMPTS;
 
 /// The README's example, compiled and run as a doctest so it cannot rot.
 #[cfg(doctest)]
