@@ -459,28 +459,20 @@ fn set(cluster: &Cluster, session: &mut Session, args: &[Bytes], out: &mut Bytes
     }
 }
 
-/// `DEL key...`: the number of keys that existed. A key named twice counts once, as in Redis.
-/// The existence check and the deletes are separate steps (the store has no delete that
-/// reports whether the key was there), so a concurrent write can make the count off by the
-/// keys it touches.
+/// `DEL key...`: the number of keys that existed, each decided by its delete itself
+/// ([`Cluster::delete_many`]: the replicas report whether the tombstone replaced a value), so
+/// clients deleting the same keys at once count each key once, as in Redis. A key named
+/// twice counts once.
 fn del(cluster: &Cluster, session: &Session, args: &[Bytes], out: &mut BytesMut) {
     let mut keys: Vec<&[u8]> = args[1..].iter().map(|k| &k[..]).collect();
     keys.sort_unstable();
     keys.dedup();
-    let present = match cluster.get_many(&keys) {
-        Ok(values) => values,
-        Err(e) => return cluster_error(session, &e, out),
-    };
-    let mut deleted = 0;
-    for (key, value) in keys.iter().zip(present) {
-        if value.is_some() {
-            if let Err(e) = cluster.delete(key) {
-                return cluster_error(session, &e, out);
-            }
-            deleted += 1;
-        }
+    match cluster.delete_many(&keys) {
+        Ok(existed) => session
+            .encoder()
+            .integer(out, count(existed.iter().filter(|e| **e))),
+        Err(e) => cluster_error(session, &e, out),
     }
-    session.encoder().integer(out, deleted);
 }
 
 /// `AUTH [user] password`, as Redis's `authCommand` with the default user only.
