@@ -379,20 +379,7 @@ fn run_command(
             }
         }
         "del" | "unlink" => del(cluster, session, args, out),
-        "getdel" => match cluster.get(&args[1]) {
-            Ok(None) => {
-                lookup(session, false);
-                enc.null(out);
-            }
-            Ok(Some(v)) => match cluster.delete(&args[1]) {
-                Ok(_) => {
-                    lookup(session, true);
-                    enc.bulk(out, &v);
-                }
-                Err(e) => cluster_error(session, &e, out),
-            },
-            Err(e) => cluster_error(session, &e, out),
-        },
+        "getdel" => getdel(cluster, session, args, out),
         "strlen" => match cluster.get(&args[1]) {
             Ok(v) => {
                 lookup(session, v.is_some());
@@ -419,20 +406,16 @@ fn run_command(
     }
 }
 
-/// `SET key value [GET]`: every other Redis option is refused by name. With `GET`, the old
-/// value is read, then the new one written: two steps, so a concurrent write between them is
-/// not seen (Redis does both at once).
+/// `SET key value [GET]`: every other Redis option is refused by name. With `GET`, one
+/// write that reports the value it replaced ([`Cluster::swap`]): two clients racing never get
+/// the same old value, as in Redis.
 fn set(cluster: &Cluster, session: &mut Session, args: &[Bytes], out: &mut BytesMut) {
     if args.len() == 4 && args[3].eq_ignore_ascii_case(b"get") {
-        let old = match cluster.get(&args[1]) {
+        return match cluster.swap(&args[1], &args[2]) {
             Ok(old) => {
                 lookup(session, old.is_some());
-                old
+                value_reply(session, old, out);
             }
-            Err(e) => return cluster_error(session, &e, out),
-        };
-        return match cluster.put(&args[1], &args[2]) {
-            Ok(_) => value_reply(session, old, out),
             Err(e) => cluster_error(session, &e, out),
         };
     }
@@ -471,6 +454,18 @@ fn del(cluster: &Cluster, session: &Session, args: &[Bytes], out: &mut BytesMut)
         Ok(existed) => session
             .encoder()
             .integer(out, count(existed.iter().filter(|e| **e))),
+        Err(e) => cluster_error(session, &e, out),
+    }
+}
+
+/// `GETDEL key`: one delete that reports the value it replaced ([`Cluster::take`]), so of
+/// clients racing on a key exactly one gets its value.
+fn getdel(cluster: &Cluster, session: &mut Session, args: &[Bytes], out: &mut BytesMut) {
+    match cluster.take(&args[1]) {
+        Ok(old) => {
+            lookup(session, old.is_some());
+            value_reply(session, old, out);
+        }
         Err(e) => cluster_error(session, &e, out),
     }
 }

@@ -75,3 +75,61 @@ fn concurrent_dels_of_the_same_keys_count_each_key_once() {
         },
     );
 }
+
+#[test]
+fn concurrent_getdels_of_a_key_return_its_value_once() {
+    let server = TestServer::start();
+    race(
+        &server,
+        |c, r| {
+            let _: () = c.set("k", format!("v{r}")).unwrap();
+        },
+        |c, _, _| -> Option<String> { redis::cmd("GETDEL").arg("k").query(c).unwrap() },
+        |r, got| {
+            let values: Vec<&String> = got.iter().flatten().collect();
+            assert_eq!(values, vec![&format!("v{r}")], "round {r}: {got:?}");
+        },
+    );
+    let mut c = server.client();
+    let gone: Option<String> = c.get("k").unwrap();
+    assert_eq!(gone, None);
+}
+
+/// Each client replaces the value with its own and gets the one it replaced: the answers
+/// form one chain from the round's first value to the final one, each value once.
+#[test]
+fn concurrent_set_gets_each_see_a_distinct_previous_value() {
+    let server = TestServer::start();
+    let check_client = server.client();
+    let check_client = Mutex::new(check_client);
+    race(
+        &server,
+        |c, r| {
+            let _: () = c.set("k", format!("start{r}")).unwrap();
+        },
+        |c, client, r| -> (String, Option<String>) {
+            let mine = format!("c{client}r{r}");
+            let old: Option<String> = redis::cmd("SET")
+                .arg("k")
+                .arg(&mine)
+                .arg("GET")
+                .query(c)
+                .unwrap();
+            (mine, old)
+        },
+        |r, got| {
+            let last: String = check_client.lock().unwrap().get("k").unwrap();
+            let mut olds: Vec<String> = got.iter().map(|(_, o)| o.clone().unwrap()).collect();
+            olds.sort();
+            // Every value written this round but the last one was replaced exactly once.
+            let mut expected: Vec<String> = got
+                .iter()
+                .map(|(mine, _)| mine.clone())
+                .chain([format!("start{r}")])
+                .filter(|v| *v != last)
+                .collect();
+            expected.sort();
+            assert_eq!(olds, expected, "round {r}: {got:?}, last {last}");
+        },
+    );
+}
