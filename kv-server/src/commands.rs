@@ -387,10 +387,7 @@ fn run_command(
             }
             Err(e) => cluster_error(session, &e, out),
         },
-        "dbsize" => match cluster.stats() {
-            Ok(stats) => enc.integer(out, i64::try_from(stats.total_keys).unwrap_or(i64::MAX)),
-            Err(e) => cluster_error(session, &e, out),
-        },
+        "dbsize" => dbsize(cluster, session, out),
         "auth" => auth(session, args, out),
         "info" => crate::info::info(cluster, session, args, out),
         "reset" => {
@@ -466,6 +463,18 @@ fn getdel(cluster: &Cluster, session: &mut Session, args: &[Bytes], out: &mut By
             lookup(session, old.is_some());
             value_reply(session, old, out);
         }
+        Err(e) => cluster_error(session, &e, out),
+    }
+}
+
+/// `DBSIZE`: [`Cluster::key_count`], from the nodes' live-key counters (one call per node,
+/// not a walk over the keys). Exact when the replicas are in sync and no node is down or
+/// joining; an estimate otherwise (Redis's is always exact).
+fn dbsize(cluster: &Cluster, session: &Session, out: &mut BytesMut) {
+    match cluster.key_count() {
+        Ok(c) => session
+            .encoder()
+            .integer(out, i64::try_from(c.keys).unwrap_or(i64::MAX)),
         Err(e) => cluster_error(session, &e, out),
     }
 }
