@@ -183,6 +183,7 @@ mod repair;
 mod replica;
 pub mod report;
 mod routing;
+mod scan;
 mod stats;
 mod stream;
 mod swap;
@@ -208,6 +209,7 @@ pub use options::{
 pub use progress::{ChangeKind, ChangeSummary, PairSummary, Progress};
 pub use repair::{REPAIR_KEYS_PER_LEAF, RepairSummary};
 pub use replica::{RecordStream, Replica};
+pub use scan::ScanPage;
 pub use stats::{ClusterStats, KeyPlacement, NodeInfo, NodeState, NodeStats};
 pub use swap::SWAP_ATTEMPTS;
 
