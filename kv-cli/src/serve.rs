@@ -15,8 +15,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
-use kv_cluster::{Cluster, KvNodeBackend};
-use kv_server::{ScanBackend, Server, ServerOptions};
+use kv_cluster::Cluster;
+use kv_server::{Server, ServerOptions};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::args::ServeArgs;
@@ -34,12 +34,7 @@ pub const READY: &str = "kvstore ready to accept connections on";
 /// listened on, a failure to flush the cluster when closing it.
 pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     check_access(args.bind, args.requirepass.as_deref())?;
-    let mut scan = None;
-    let opened = open::open_with(&args.cluster, &args.data_dir, |node_options| {
-        let backend = Arc::new(ScanBackend::new(Arc::new(KvNodeBackend::new(node_options))));
-        scan = Some(Arc::clone(&backend));
-        backend
-    })?;
+    let opened = open::open(&args.cluster, &args.data_dir)?;
     for w in &opened.warnings {
         // A closed stderr must not stop a server that can still serve.
         let _ = writeln!(std::io::stderr(), "{w}");
@@ -59,7 +54,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
             .max_clients(max_clients)
             .requirepass(args.requirepass.clone())
             .sync_policy(Some(args.cluster.sync.policy()));
-        let served = runtime.block_on(serve(addr, Arc::clone(&cluster), options, scan));
+        let served = runtime.block_on(serve(addr, Arc::clone(&cluster), options));
         // Waits for the storage threads still holding the cluster.
         drop(runtime);
         served
@@ -90,14 +85,10 @@ async fn serve(
     addr: SocketAddr,
     cluster: Arc<Cluster>,
     options: ServerOptions,
-    scan: Option<Arc<ScanBackend>>,
 ) -> anyhow::Result<()> {
     let mut terminate = signal(SignalKind::terminate()).context("handle SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("handle SIGINT")?;
-    let mut server = Server::bind(addr, cluster, options).await?;
-    if let Some(scan) = scan {
-        server = server.scan_backend(scan);
-    }
+    let server = Server::bind(addr, cluster, options).await?;
     {
         let mut stdout = std::io::stdout().lock();
         // Nobody reading the ready line is no reason to stop serving.
