@@ -6,6 +6,10 @@
 //!   key's replicas and acknowledges after `W`, reads `R` and returns the newest version.
 //! - [`Cluster::add_node`] / [`Cluster::remove_node`] redistribute with a
 //!   [`kv_ring::transfer_plan`]: only ranges whose replica set changes are copied.
+//! - [`Cluster::delete_existing`], [`Cluster::take`] and [`Cluster::swap`] report what the
+//!   write replaced, as the replicas saw it when they applied it (Redis's `DEL` count,
+//!   `GETDEL`, `SET ... GET`); [`Cluster::key_count`] counts keys from the nodes' counters;
+//!   [`Cluster::scan`] reads the key space in token order.
 //! - A node is reached through the [`Replica`] trait: [`LocalReplica`] over a storage node in
 //!   this process, [`MemoryReplica`] for tests, a remote node later. [`Backend`] opens them.
 //!
