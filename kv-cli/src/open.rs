@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
-use kv_cluster::{Backend, Cluster, ClusterOptions, KvNodeBackend};
+use kv_cluster::{Cluster, ClusterOptions, KvNodeBackend};
 use kv_node::NodeOptions;
 
 use crate::args::{ClusterArgs, DEFAULT_NODES, DEFAULT_RF, DEFAULT_VNODES};
@@ -42,18 +42,6 @@ fn stored(dir: &Path) -> anyhow::Result<Option<Stored>> {
 /// Opens (or creates) the cluster in `dir` with the options of `args`: the demo, the REPL and
 /// `serve` open it here, so one flag means the same in each.
 pub fn open(args: &ClusterArgs, dir: &Path) -> anyhow::Result<Opened> {
-    open_with(args, dir, |node_options| {
-        Arc::new(KvNodeBackend::new(node_options))
-    })
-}
-
-/// [`open`], with the nodes opened through the backend `backend` makes of the node options
-/// (`serve` wraps them in a `ScanBackend`, through which `SCAN` reads token ranges).
-pub fn open_with(
-    args: &ClusterArgs,
-    dir: &Path,
-    backend: impl FnOnce(NodeOptions) -> Arc<dyn Backend>,
-) -> anyhow::Result<Opened> {
     let mut warnings = Vec::new();
     let previous = stored(dir)?;
     let (nodes, rf, vnodes) = match &previous {
@@ -97,7 +85,7 @@ pub fn open_with(
         .write_consistency(args.write_consistency)
         .sloppy_quorum(args.sloppy_quorum)
         .background_repair(args.repair_interval.map(std::time::Duration::from_secs))
-        .backend(backend(node_options));
+        .backend(Arc::new(KvNodeBackend::new(node_options)));
     std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     let cluster = Cluster::open(dir, opts)
         .with_context(|| format!("open the cluster in {}", dir.display()))?;

@@ -15,8 +15,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
-use kv_cluster::{Cluster, KvNodeBackend};
-use kv_server::{ScanBackend, Server, ServerOptions};
+use kv_cluster::Cluster;
+use kv_server::{Server, ServerOptions};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::args::ServeArgs;
@@ -42,12 +42,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     // Before the cluster opens (which takes a while on a large store): a signal that comes
     // meanwhile is held for the check below instead of killing the process half-open.
     let mut signals = runtime.block_on(async { Signals::install() })?;
-    let mut scan = None;
-    let opened = open::open_with(&args.cluster, &args.data_dir, |node_options| {
-        let backend = Arc::new(ScanBackend::new(Arc::new(KvNodeBackend::new(node_options))));
-        scan = Some(Arc::clone(&backend));
-        backend
-    })?;
+    let opened = open::open(&args.cluster, &args.data_dir)?;
     for w in &opened.warnings {
         // A closed stderr must not stop a server that can still serve.
         let _ = writeln!(std::io::stderr(), "{w}");
@@ -69,7 +64,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
             .max_clients(max_clients)
             .requirepass(args.requirepass.clone())
             .sync_policy(Some(args.cluster.sync.policy()));
-        runtime.block_on(serve(addr, Arc::clone(&cluster), options, scan, signals))
+        runtime.block_on(serve(addr, Arc::clone(&cluster), options, signals))
     });
     // Waits for the storage threads still holding the cluster.
     drop(runtime);
@@ -133,13 +128,9 @@ async fn serve(
     addr: SocketAddr,
     cluster: Arc<Cluster>,
     options: ServerOptions,
-    scan: Option<Arc<ScanBackend>>,
     mut signals: Signals,
 ) -> anyhow::Result<()> {
-    let mut server = Server::bind(addr, cluster, options).await?;
-    if let Some(scan) = scan {
-        server = server.scan_backend(scan);
-    }
+    let server = Server::bind(addr, cluster, options).await?;
     {
         let mut stdout = std::io::stdout().lock();
         // Nobody reading the ready line is no reason to stop serving.

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use kv_node::{RangeCount, Record, Version, Write};
+use kv_node::{RangeCount, Record, Swapped, Version, Write};
 use kv_ring::{NodeId, TokenRange};
 
 use crate::error::{Error, Result};
@@ -75,6 +75,9 @@ impl Replica for DownReplica {
         &self.id
     }
     fn apply(&self, _: u64, _: Write<'_>) -> Result<bool> {
+        self.refuse()
+    }
+    fn apply_swap(&self, _: u64, _: Write<'_>, _: bool) -> Result<Swapped> {
         self.refuse()
     }
     fn apply_batch(&self, _: u64, _: &[Write<'_>]) -> Result<usize> {

@@ -6,6 +6,10 @@
 //!   key's replicas and acknowledges after `W`, reads `R` and returns the newest version.
 //! - [`Cluster::add_node`] / [`Cluster::remove_node`] redistribute with a
 //!   [`kv_ring::transfer_plan`]: only ranges whose replica set changes are copied.
+//! - [`Cluster::delete_existing`], [`Cluster::take`] and [`Cluster::swap`] report what the
+//!   write replaced, as the replicas saw it when they applied it (Redis's `DEL` count,
+//!   `GETDEL`, `SET ... GET`); [`Cluster::key_count`] counts keys from the nodes' counters;
+//!   [`Cluster::scan`] reads the key space in token order.
 //! - A node is reached through the [`Replica`] trait: [`LocalReplica`] over a storage node in
 //!   this process, [`MemoryReplica`] for tests, a remote node later. [`Backend`] opens them.
 //!
@@ -165,6 +169,7 @@ mod backend;
 mod background;
 mod change;
 mod cluster;
+mod count;
 mod error;
 mod failure;
 mod fence;
@@ -182,18 +187,22 @@ mod repair;
 mod replica;
 pub mod report;
 mod routing;
+mod scan;
 mod stats;
 mod stream;
+mod swap;
 
 pub use backend::Backend;
 pub use background::BackgroundRepairStatus;
 pub use cluster::Cluster;
+pub use count::KeyCount;
 pub use error::{Error, Result};
 pub use failure::RecoverySummary;
 pub use health::Health;
 pub use kv_node::Digest;
 pub use kv_node::{
-    Clock, Hlc, NodeOptions, RangeCount, Record, SystemClock, Version, Versioned, Write,
+    Clock, Hlc, NodeOptions, Previous, RangeCount, Record, Swapped, SystemClock, Version,
+    Versioned, Write,
 };
 pub use local::{KvNodeBackend, LocalReplica};
 pub use memory::{MemoryBackend, MemoryReplica};
@@ -204,7 +213,9 @@ pub use options::{
 pub use progress::{ChangeKind, ChangeSummary, PairSummary, Progress};
 pub use repair::{REPAIR_KEYS_PER_LEAF, RepairSummary};
 pub use replica::{RecordStream, Replica};
+pub use scan::ScanPage;
 pub use stats::{ClusterStats, KeyPlacement, NodeInfo, NodeState, NodeStats};
+pub use swap::SWAP_ATTEMPTS;
 
 /// The README's example, compiled and run as a doctest so it cannot rot.
 #[cfg(doctest)]

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use kv_node::{Node, NodeOptions, RangeCount, Record, Version, Versioned, Write};
+use kv_node::{Node, NodeOptions, RangeCount, Record, Swapped, Version, Versioned, Write};
 use kv_ring::{NodeId, TokenRange};
 
 use crate::backend::Backend;
@@ -78,6 +78,13 @@ impl Replica for LocalReplica {
         self.fence.check(&self.id, epoch)?;
         self.node
             .apply(write.key, write.value, write.version)
+            .map_err(self.err())
+    }
+
+    fn apply_swap(&self, epoch: u64, write: Write<'_>, read_value: bool) -> Result<Swapped> {
+        self.fence.check(&self.id, epoch)?;
+        self.node
+            .apply_swap(write.key, write.value, write.version, read_value)
             .map_err(self.err())
     }
 

@@ -12,7 +12,7 @@ use crate::backend::Backend;
 use crate::error::Result;
 use crate::fence::Fence;
 use crate::replica::{RecordStream, Replica};
-use kv_node::{RangeCount, Record, Version, Write};
+use kv_node::{Previous, RangeCount, Record, Swapped, Version, Write};
 
 /// Keys by `(token, key)`, so that a token range is a contiguous run.
 type Map = BTreeMap<(u64, Bytes), (Option<Bytes>, Version)>;
@@ -114,6 +114,27 @@ impl Replica for MemoryReplica {
     fn apply(&self, epoch: u64, write: Write<'_>) -> Result<bool> {
         self.fence.check(&self.id, epoch)?;
         Ok(Self::apply_one(&mut self.map.write(), write))
+    }
+
+    fn apply_swap(&self, epoch: u64, write: Write<'_>, read_value: bool) -> Result<Swapped> {
+        self.fence.check(&self.id, epoch)?;
+        let mut map = self.map.write();
+        let key = (token(write.key), Bytes::copy_from_slice(write.key));
+        let previous = map.get(&key).cloned();
+        if let Some((_, current)) = &previous
+            && write.version <= *current
+        {
+            return Ok(Swapped::Kept { current: *current });
+        }
+        map.insert(
+            key,
+            (write.value.map(Bytes::copy_from_slice), write.version),
+        );
+        let previous = previous.map(|(value, version)| {
+            let live = value.is_some();
+            Previous::new(version, value.filter(|_| read_value), live)
+        });
+        Ok(Swapped::Applied { previous })
     }
 
     fn apply_batch(&self, epoch: u64, writes: &[Write<'_>]) -> Result<usize> {

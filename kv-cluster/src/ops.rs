@@ -14,10 +14,11 @@ use crate::error::{Error, Result};
 use crate::options::Consistency;
 use crate::replica::Replica;
 use crate::routing::{Routing, Slot};
+use crate::swap::{Ask, Replaced};
 
 /// Whether hinted writes count towards a write's consistency level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
+pub(crate) enum Mode {
     /// Only replicas count (the default).
     Strict,
     /// A hint on a distinct live stand-in counts for the down replica it is kept for.
@@ -274,7 +275,7 @@ impl Cluster {
     /// lease, which is pushed [`LEASE_MILLIS`] ahead (one `cluster.json` write) whenever the
     /// clock reaches it.
     #[inline]
-    fn next_version(&self) -> Result<Version> {
+    pub(crate) fn next_version(&self) -> Result<Version> {
         let version = self.hlc.now();
         if version.as_u64() >= self.lease.load(Ordering::Acquire) {
             self.extend_lease(version)?;
@@ -323,7 +324,7 @@ impl Cluster {
     }
 
     /// The quorum mode of writes that do not name one.
-    fn default_mode(&self) -> Mode {
+    pub(crate) fn default_mode(&self) -> Mode {
         if self.opts.sloppy {
             Mode::Sloppy
         } else {
@@ -340,6 +341,26 @@ impl Cluster {
         consistency: Consistency,
         mode: Mode,
     ) -> Result<()> {
+        let ask = Ask::Nothing;
+        self.write_reporting(routing, key, value, version, consistency, mode, ask)?;
+        Ok(())
+    }
+
+    /// [`write`](Cluster::write), asking the replicas for what the write replaced as
+    /// `ask` says ([`Replica::apply_swap`]), gathering the answers of those that
+    /// acknowledged (hints stored for a down replica report nothing).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn write_reporting(
+        &self,
+        routing: &Routing,
+        key: &[u8],
+        value: Option<&[u8]>,
+        version: Version,
+        consistency: Consistency,
+        mode: Mode,
+        ask: Ask,
+    ) -> Result<Replaced> {
+        let mut replaced = Replaced::default();
         let needed = consistency.required(self.rf);
         let token = token(key);
         let write = Write {
@@ -388,8 +409,14 @@ impl Cluster {
             let node = node.ok_or_else(|| Error::UnknownNode {
                 node: id.to_string(),
             })?;
-            match node.apply(epoch, write) {
-                Ok(_) => Ok(Some(true)),
+            let applied = match ask {
+                Ask::Nothing => node.apply(epoch, write).map(drop),
+                Ask::Previous | Ask::PreviousValue => node
+                    .apply_swap(epoch, write, ask == Ask::PreviousValue)
+                    .map(|swapped| replaced.note(swapped)),
+            };
+            match applied {
+                Ok(()) => Ok(Some(true)),
                 Err(e) => {
                     let mut counted = false;
                     if node.is_down() {
@@ -426,11 +453,12 @@ impl Cluster {
             // Only the ring's replicas were written, each once.
             let got = acked.len() + hinted.len();
             if got >= needed {
-                return Ok(());
+                return Ok(replaced);
             }
             return Err(Error::unavailable(needed, got, errors));
         }
-        self.check_acks(routing, token, needed, &acked, &hinted, &mut errors)
+        self.check_acks(routing, token, needed, &acked, &hinted, &mut errors)?;
+        Ok(replaced)
     }
 
     /// Fails with [`Error::Unavailable`], before anything is written or read, when fewer

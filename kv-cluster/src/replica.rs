@@ -6,7 +6,9 @@ use bytes::Bytes;
 use kv_ring::{NodeId, TokenRange};
 
 use crate::error::Result;
-use kv_node::{CompactionReport, Digest, Node, RangeCount, Record, Version, Versioned, Write};
+use kv_node::{
+    CompactionReport, Digest, Node, RangeCount, Record, Swapped, Version, Versioned, Write,
+};
 
 /// Batches of records streamed out of a replica by [`Replica::export`].
 pub type RecordStream<'a> = Box<dyn Iterator<Item = Result<Vec<Record>>> + 'a>;
@@ -50,6 +52,17 @@ pub trait Replica: Send + Sync + fmt::Debug {
     /// # Errors
     /// [`Error::StaleEpoch`](crate::Error::StaleEpoch), or the node's error.
     fn apply(&self, epoch: u64, write: Write<'_>) -> Result<bool>;
+
+    /// [`apply`](Replica::apply), reporting the record the write replaced, decided
+    /// atomically with the write (see [`kv_node::Node::apply_swap`]): what
+    /// [`Cluster::delete_existing`](crate::Cluster::delete_existing) and
+    /// [`Cluster::swap`](crate::Cluster::swap) ask every replica. With `read_value`, a
+    /// replaced value is returned too. There is no default: reading first and writing after
+    /// would let two racing writes report the same previous record.
+    ///
+    /// # Errors
+    /// As [`apply`](Replica::apply).
+    fn apply_swap(&self, epoch: u64, write: Write<'_>, read_value: bool) -> Result<Swapped>;
 
     /// Applies several writes as one atomic batch; returns how many changed anything.
     ///

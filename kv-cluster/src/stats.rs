@@ -140,7 +140,8 @@ impl Cluster {
 
     /// Keys per node (as primary and as any replica), each node's share, bytes, and the
     /// ring's ownership; a down node counts nothing (so `total_keys` misses the keys whose
-    /// primary is down). Costs a count over every key held (the nodes count by token range).
+    /// primary is down). Costs a count over every key held (the nodes count by token range);
+    /// [`key_count`](Cluster::key_count) counts from the nodes' counters instead.
     ///
     /// # Errors
     /// A node's error.

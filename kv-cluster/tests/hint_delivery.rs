@@ -31,6 +31,9 @@ impl Replica for Probe {
     fn apply(&self, e: u64, w: Write<'_>) -> Result<bool> {
         self.inner.apply(e, w)
     }
+    fn apply_swap(&self, e: u64, w: Write<'_>, v: bool) -> Result<Swapped> {
+        self.inner.apply_swap(e, w, v)
+    }
     fn apply_batch(&self, e: u64, w: &[Write<'_>]) -> Result<usize> {
         self.inner.apply_batch(e, w)
     }

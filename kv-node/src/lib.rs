@@ -133,6 +133,7 @@ mod recovery;
 mod segments;
 mod stats;
 mod stripe;
+mod swap;
 #[allow(unsafe_code)] // one prefetch hint, the only other unsafe code in the crate
 mod table;
 mod version;
@@ -146,6 +147,7 @@ pub use ranges::Export;
 pub use record::{Record, Write};
 pub use recovery::RecoveryReport;
 pub use stats::{NodeStats, RangeCount};
+pub use swap::{Previous, Swapped};
 pub use version::{Clock, Hlc, MAX_SLOTS, SystemClock, Version};
 
 /// Re-exported: the token ranges that range operations take.

@@ -586,7 +586,7 @@ fn build_cache(capacity: CacheCapacity) -> ValueCache {
 
 /// Refuses a version from elsewhere past [`Version::LIMIT`] (the node's clock would follow
 /// it to its end).
-fn check_version(version: Version) -> Result<()> {
+pub(crate) fn check_version(version: Version) -> Result<()> {
     if version >= Version::LIMIT {
         return Err(Error::VersionTooLarge { version });
     }
@@ -615,6 +615,7 @@ impl Inner {
 
     /// `Inner::write` (a test-only helper), looking the key up first only if `look_first` (see
     /// `Node::apply_checked`).
+    #[inline]
     pub fn write_with(
         &self,
         token: u64,
@@ -622,6 +623,25 @@ impl Inner {
         value: Option<&[u8]>,
         version: Version,
         look_first: bool,
+    ) -> Result<Upsert> {
+        self.write_seeing(token, key, value, version, look_first, |_| {})
+    }
+
+    /// [`Inner::write_with`], calling `replaced` with the record the write replaced (if it
+    /// replaced one) while the write gate is still held: compaction cannot delete that
+    /// record's segment meanwhile (it can only delete a segment after copying its live
+    /// records under the gate, and the record was live until this write's index update), so
+    /// `replaced` can read it out of the log. The plain write path passes a no-op, which
+    /// compiles away.
+    #[inline]
+    pub fn write_seeing(
+        &self,
+        token: u64,
+        key: &[u8],
+        value: Option<&[u8]>,
+        version: Version,
+        look_first: bool,
+        replaced: impl FnOnce(&Location),
     ) -> Result<Upsert> {
         // A version from elsewhere (a coordinator, a replica): later `put`s must be newer.
         // Newer than every version observed so far, so than every one in the index (each was
@@ -652,8 +672,10 @@ impl Inner {
             self.segments.written(lsn.segment(), frame(payload_len));
             let outcome = self.index.upsert(token, key, loc, false);
             self.account(&outcome, loc);
-            if let Upsert::Kept(cur) = outcome {
-                self.restate_tombstone(token, key, cur, lsn)?;
+            match &outcome {
+                Upsert::Kept(cur) => self.restate_tombstone(token, key, *cur, lsn)?,
+                Upsert::Replaced(old) => replaced(old),
+                Upsert::Inserted => {}
             }
             Ok(outcome)
         })

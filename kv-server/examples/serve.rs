@@ -6,8 +6,8 @@
 
 use std::sync::Arc;
 
-use kv_cluster::{Cluster, ClusterOptions, KvNodeBackend, NodeOptions};
-use kv_server::{ScanBackend, Server, ServerOptions};
+use kv_cluster::{Cluster, ClusterOptions};
+use kv_server::{Server, ServerOptions};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -21,20 +21,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             temp.path().to_path_buf()
         }
     };
-    let backend = Arc::new(ScanBackend::new(Arc::new(KvNodeBackend::new(
-        NodeOptions::new(),
-    ))));
-    let cluster = Arc::new(Cluster::open(
-        &dir,
-        ClusterOptions::new().backend(backend.clone()),
-    )?);
+    let cluster = Arc::new(Cluster::open(&dir, ClusterOptions::new())?);
     let server = Server::bind(
         ("127.0.0.1", port),
         Arc::clone(&cluster),
         ServerOptions::new(),
     )
-    .await?
-    .scan_backend(backend);
+    .await?;
     println!(
         "ready to accept connections on {} (data in {})",
         server.local_addr(),

@@ -409,20 +409,7 @@ fn run_command(
             }
         }
         "del" | "unlink" => del(cluster, session, args, out),
-        "getdel" => match cluster.get(&args[1]) {
-            Ok(None) => {
-                lookup(session, false);
-                enc.null(out);
-            }
-            Ok(Some(v)) => match cluster.delete(&args[1]) {
-                Ok(_) => {
-                    lookup(session, true);
-                    enc.bulk(out, &v);
-                }
-                Err(e) => cluster_error(session, &e, out),
-            },
-            Err(e) => cluster_error(session, &e, out),
-        },
+        "getdel" => getdel(cluster, session, args, out),
         "strlen" => match cluster.get(&args[1]) {
             Ok(v) => {
                 lookup(session, v.is_some());
@@ -430,10 +417,7 @@ fn run_command(
             }
             Err(e) => cluster_error(session, &e, out),
         },
-        "dbsize" => match cluster.stats() {
-            Ok(stats) => enc.integer(out, i64::try_from(stats.total_keys).unwrap_or(i64::MAX)),
-            Err(e) => cluster_error(session, &e, out),
-        },
+        "dbsize" => dbsize(cluster, session, out),
         "auth" => auth(session, args, out),
         "info" => crate::info::info(cluster, session, args, out),
         "reset" => {
@@ -449,20 +433,16 @@ fn run_command(
     }
 }
 
-/// `SET key value [GET]`: every other Redis option is refused by name. With `GET`, the old
-/// value is read, then the new one written: two steps, so a concurrent write between them is
-/// not seen (Redis does both at once).
+/// `SET key value [GET]`: every other Redis option is refused by name. With `GET`, one
+/// write that reports the value it replaced ([`Cluster::swap`]): two clients racing never get
+/// the same old value, as in Redis.
 fn set(cluster: &Cluster, session: &mut Session, args: &[Bytes], out: &mut BytesMut) {
     if args.len() == 4 && args[3].eq_ignore_ascii_case(b"get") {
-        let old = match cluster.get(&args[1]) {
+        return match cluster.swap(&args[1], &args[2]) {
             Ok(old) => {
                 lookup(session, old.is_some());
-                old
+                value_reply(session, old, out);
             }
-            Err(e) => return cluster_error(session, &e, out),
-        };
-        return match cluster.put(&args[1], &args[2]) {
-            Ok(_) => value_reply(session, old, out),
             Err(e) => cluster_error(session, &e, out),
         };
     }
@@ -489,28 +469,44 @@ fn set(cluster: &Cluster, session: &mut Session, args: &[Bytes], out: &mut Bytes
     }
 }
 
-/// `DEL key...`: the number of keys that existed. A key named twice counts once, as in Redis.
-/// The existence check and the deletes are separate steps (the store has no delete that
-/// reports whether the key was there), so a concurrent write can make the count off by the
-/// keys it touches.
+/// `DEL key...`: the number of keys that existed, each decided by its delete itself
+/// ([`Cluster::delete_many`]: the replicas report whether the tombstone replaced a value), so
+/// clients deleting the same keys at once count each key once, as in Redis. A key named
+/// twice counts once.
 fn del(cluster: &Cluster, session: &Session, args: &[Bytes], out: &mut BytesMut) {
     let mut keys: Vec<&[u8]> = args[1..].iter().map(|k| &k[..]).collect();
     keys.sort_unstable();
     keys.dedup();
-    let present = match cluster.get_many(&keys) {
-        Ok(values) => values,
-        Err(e) => return cluster_error(session, &e, out),
-    };
-    let mut deleted = 0;
-    for (key, value) in keys.iter().zip(present) {
-        if value.is_some() {
-            if let Err(e) = cluster.delete(key) {
-                return cluster_error(session, &e, out);
-            }
-            deleted += 1;
-        }
+    match cluster.delete_many(&keys) {
+        Ok(existed) => session
+            .encoder()
+            .integer(out, count(existed.iter().filter(|e| **e))),
+        Err(e) => cluster_error(session, &e, out),
     }
-    session.encoder().integer(out, deleted);
+}
+
+/// `GETDEL key`: one delete that reports the value it replaced ([`Cluster::take`]), so of
+/// clients racing on a key exactly one gets its value.
+fn getdel(cluster: &Cluster, session: &mut Session, args: &[Bytes], out: &mut BytesMut) {
+    match cluster.take(&args[1]) {
+        Ok(old) => {
+            lookup(session, old.is_some());
+            value_reply(session, old, out);
+        }
+        Err(e) => cluster_error(session, &e, out),
+    }
+}
+
+/// `DBSIZE`: [`Cluster::key_count`], from the nodes' live-key counters (one call per node,
+/// not a walk over the keys). Exact when the replicas are in sync and no node is down or
+/// joining; an estimate otherwise (Redis's is always exact).
+fn dbsize(cluster: &Cluster, session: &Session, out: &mut BytesMut) {
+    match cluster.key_count() {
+        Ok(c) => session
+            .encoder()
+            .integer(out, i64::try_from(c.keys).unwrap_or(i64::MAX)),
+        Err(e) => cluster_error(session, &e, out),
+    }
 }
 
 /// `AUTH [user] password`, as Redis's `authCommand` with the default user only.

@@ -113,11 +113,11 @@ fn section(cluster: &Cluster, session: &Session, name: &str, t: &mut String) {
         "cluster" => cluster_section(cluster, session, t),
         "keyspace" => {
             t.push_str("# Keyspace\r\n");
-            // As Redis, an empty database is not listed. The count covers every key held
-            // (the nodes count by token range).
-            match cluster.stats() {
-                Ok(s) if s.total_keys > 0 => {
-                    write!(t, "db0:keys={},expires=0,avg_ttl=0\r\n", s.total_keys)
+            // As Redis, an empty database is not listed. The count comes from the nodes'
+            // live-key counters (one call per node), as DBSIZE's: exact in a settled cluster.
+            match cluster.key_count() {
+                Ok(c) if c.keys > 0 => {
+                    write!(t, "db0:keys={},expires=0,avg_ttl=0\r\n", c.keys)
                 }
                 Ok(_) => Ok(()),
                 Err(e) => write!(t, "kvstore_keyspace_error:{}\r\n", one_line(&e.to_string())),

@@ -7,7 +7,7 @@
 //!   batches in flight, close the connections; the caller then flushes and closes the cluster).
 //! - Commands, with Redis 7's replies: `PING`, `ECHO`, `GET`, `SET key value [GET]`, `DEL`,
 //!   `UNLINK`, `EXISTS`, `MGET`, `MSET`, `GETDEL`, `STRLEN`, `DBSIZE`, `QUIT`, `RESET`,
-//!   `SCAN cursor [MATCH p] [COUNT n] [TYPE t]` (with a [`ScanBackend`]),
+//!   `SCAN cursor [MATCH p] [COUNT n] [TYPE t]` (through [`kv_cluster::Cluster::scan`]),
 //!   `HELLO [2|3] [AUTH user pass] [SETNAME name]`, `AUTH`, `CLIENT ID|SETNAME|GETNAME|INFO|LIST|SETINFO`,
 //!   `SELECT 0`, `COMMAND [INFO|COUNT|DOCS]`, `INFO [section ...]`, `KVSTORE ...` (cluster
 //!   administration, the REPL's texts), `CONFIG GET` (what
@@ -90,7 +90,6 @@ pub use options::{
     DEFAULT_MAX_BATCH, DEFAULT_MAX_CLIENTS, DEFAULT_MAX_PENDING_REPLY_BYTES,
     DEFAULT_SHUTDOWN_GRACE, ServerOptions,
 };
-pub use scan::ScanBackend;
 pub use server::Server;
 
 /// Compiles the README's example as a doctest, so it cannot go stale.

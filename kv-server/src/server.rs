@@ -17,7 +17,6 @@ use crate::clients::Clients;
 use crate::connection;
 use crate::error::{Error, Result};
 use crate::options::ServerOptions;
-use crate::scan::ScanBackend;
 use crate::shared::Shared;
 use crate::stats::Stats;
 
@@ -33,7 +32,6 @@ pub struct Server {
     addr: SocketAddr,
     cluster: Arc<Cluster>,
     options: ServerOptions,
-    scan: Option<Arc<ScanBackend>>,
 }
 
 impl Server {
@@ -58,15 +56,7 @@ impl Server {
             addr,
             cluster,
             options,
-            scan: None,
         })
-    }
-
-    /// Lets `SCAN` read token ranges through `backend`, the backend the cluster was opened
-    /// with (see [`ScanBackend`]). Without it, `SCAN` answers an error.
-    pub fn scan_backend(mut self, backend: Arc<ScanBackend>) -> Self {
-        self.scan = Some(backend);
-        self
     }
 
     /// The address the server listens on (with the port chosen, if port 0 was asked for).
@@ -88,7 +78,6 @@ impl Server {
             cluster,
             options,
             addr,
-            scan,
         } = self;
         let slots = Arc::new(Semaphore::new(options.get_max_clients()));
         let (stop, stopped) = watch::channel(false);
@@ -99,7 +88,6 @@ impl Server {
             options: options.clone(),
             addr,
             admin: AdminState::default(),
-            scan,
         });
         // `instantaneous_ops_per_sec` samples, every 100 ms as Redis's `serverCron`.
         let sampler = {

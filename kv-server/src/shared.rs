@@ -15,6 +15,4 @@ pub(crate) struct Shared {
     pub(crate) options: ServerOptions,
     pub(crate) addr: SocketAddr,
     pub(crate) admin: crate::admin::AdminState,
-    /// Where `SCAN` reads token ranges, if the server was given it.
-    pub(crate) scan: Option<Arc<crate::scan::ScanBackend>>,
 }

@@ -477,3 +477,27 @@ fn command_info_gives_arity_and_key_positions() {
     // Arity -3; keys from 1 to the last, every second argument.
     assert_eq!(positions, [-3, 1, -1, 2]);
 }
+
+/// `DBSIZE` comes from the nodes' live-key counters: each key once (not once per replica),
+/// overwrites not counted again, deletes subtracted; with one of three nodes down the two
+/// others (each holding every key) still give the exact count.
+#[test]
+fn dbsize_counts_each_live_key_once_after_overwrites_deletes_and_a_failed_node() {
+    let server = TestServer::start();
+    let mut c = server.client();
+    let pairs: Vec<(String, String)> = (0..500).map(|i| (format!("k{i}"), "v".into())).collect();
+    let _: () = c.mset(&pairs).unwrap();
+    let _: () = c.mset(&pairs[..100]).unwrap();
+    let doomed: Vec<&String> = pairs[..50].iter().map(|(k, _)| k).collect();
+    let n: i64 = c.del(&doomed).unwrap();
+    assert_eq!(n, 50);
+    let n: i64 = redis::cmd("DBSIZE").query(&mut c).unwrap();
+    assert_eq!(n, 450);
+    let _: () = redis::cmd("KVSTORE")
+        .arg("FAIL")
+        .arg("node2")
+        .query(&mut c)
+        .unwrap();
+    let n: i64 = redis::cmd("DBSIZE").query(&mut c).unwrap();
+    assert_eq!(n, 450);
+}

@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use kv_cluster::{
-    Backend, Error, MemoryBackend, RangeCount, Record, RecordStream, Replica, Result, Version,
-    Write,
+    Backend, Error, MemoryBackend, RangeCount, Record, RecordStream, Replica, Result, Swapped,
+    Version, Write,
 };
 use kv_ring::{NodeId, TokenRange};
 use parking_lot::Mutex;
@@ -37,6 +37,10 @@ pub struct Faults {
     pub reserved: Mutex<Vec<(String, Vec<TokenRange>, u64, usize)>>,
     /// Imports so far, per node.
     pub imports: Mutex<std::collections::BTreeMap<String, usize>>,
+    /// Taken and called with the write before the next `apply_swap` reaches a node (a
+    /// racing write lands first).
+    #[allow(clippy::type_complexity)]
+    pub before_swap: Mutex<Option<Box<dyn FnOnce(Write<'_>) + Send>>>,
     /// Called after each successful `drop_ranges` (a crash test parks there).
     #[allow(clippy::type_complexity)]
     pub after_drop: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
@@ -81,6 +85,16 @@ impl Replica for Faulty {
             return Err(injected());
         }
         self.inner.apply(epoch, write)
+    }
+    fn apply_swap(&self, epoch: u64, write: Write<'_>, read_value: bool) -> Result<Swapped> {
+        if self.faults.is_down(self.id()) {
+            return Err(injected());
+        }
+        let hook = self.faults.before_swap.lock().take();
+        if let Some(hook) = hook {
+            hook(write);
+        }
+        self.inner.apply_swap(epoch, write, read_value)
     }
     fn apply_batch(&self, epoch: u64, writes: &[Write<'_>]) -> Result<usize> {
         if self.faults.is_down(self.id()) {

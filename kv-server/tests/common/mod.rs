@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use kv_cluster::{Cluster, ClusterOptions, KvNodeBackend, NodeOptions};
-use kv_server::{ScanBackend, Server, ServerOptions};
+use kv_cluster::{Cluster, ClusterOptions};
+use kv_server::{Server, ServerOptions};
 use tokio::sync::oneshot;
 
 pub struct TestServer {
@@ -35,29 +35,10 @@ impl TestServer {
         Self::with_cluster(dir, options, ClusterOptions::new())
     }
 
-    /// A server whose `SCAN` reads the replicas through a [`ScanBackend`].
-    pub fn with_scan() -> Self {
-        let backend = Arc::new(ScanBackend::new(Arc::new(KvNodeBackend::new(
-            NodeOptions::new(),
-        ))));
-        let dir = tempfile::tempdir().expect("tempdir");
-        let cluster = ClusterOptions::new().backend(backend.clone());
-        Self::start_with(dir, ServerOptions::new(), cluster, Some(backend))
-    }
-
     pub fn with_cluster(
         dir: tempfile::TempDir,
         options: ServerOptions,
         cluster_options: ClusterOptions,
-    ) -> Self {
-        Self::start_with(dir, options, cluster_options, None)
-    }
-
-    fn start_with(
-        dir: tempfile::TempDir,
-        options: ServerOptions,
-        cluster_options: ClusterOptions,
-        scan: Option<Arc<ScanBackend>>,
     ) -> Self {
         let path = dir.path().to_path_buf();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
@@ -71,12 +52,9 @@ impl TestServer {
             runtime.block_on(async move {
                 let cluster =
                     Arc::new(Cluster::open(&path, cluster_options).expect("open cluster"));
-                let mut server = Server::bind("127.0.0.1:0", Arc::clone(&cluster), options)
+                let server = Server::bind("127.0.0.1:0", Arc::clone(&cluster), options)
                     .await
                     .expect("bind");
-                if let Some(scan) = scan {
-                    server = server.scan_backend(scan);
-                }
                 addr_tx.send(server.local_addr()).expect("send addr");
                 server
                     .run(async {
