@@ -31,7 +31,7 @@ enum Store {
         shards: Vec<Mutex<HashMap<Bytes, Bytes>>>,
         hasher: RandomState,
     },
-    Cluster(Cluster),
+    Cluster(Box<Cluster>),
 }
 
 impl Store {
@@ -85,7 +85,7 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let store = Arc::new(match cluster_dir {
-        Some(dir) => Store::Cluster(Cluster::open(dir, ClusterOptions::new())?),
+        Some(dir) => Store::Cluster(Box::new(Cluster::open(dir, ClusterOptions::new())?)),
         None => Store::Map {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             hasher: RandomState::new(),
