@@ -146,6 +146,10 @@ impl Replica for LocalReplica {
         self.node.reserve(ranges, keys);
     }
 
+    fn last_flush(&self) -> Option<std::time::SystemTime> {
+        self.node.last_flush()
+    }
+
     fn held(&self) -> Result<RangeCount> {
         let s = self.node.stats();
         Ok(RangeCount {

@@ -169,6 +169,12 @@ pub trait Replica: Send + Sync + fmt::Debug {
         Ok(CompactionReport::default())
     }
 
+    /// When the node last made its writes durable (a flush of its log); `None` if it has
+    /// not since it was opened, or keeps nothing on disk (the in-memory test double).
+    fn last_flush(&self) -> Option<std::time::SystemTime> {
+        None
+    }
+
     /// Whether the coordinator knows this node to be down (its handle refuses every call).
     fn is_down(&self) -> bool {
         false

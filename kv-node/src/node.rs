@@ -514,6 +514,13 @@ impl Node {
         &self.inner.recovery
     }
 
+    /// When the log's last flush that made writes durable finished; `None` before the first
+    /// since the node was opened ([`kv_wal::Wal::last_flush`]). Cheaper than
+    /// [`Node::stats`], which also reports it.
+    pub fn last_flush(&self) -> Option<std::time::SystemTime> {
+        self.inner.wal.last_flush()
+    }
+
     /// Counts of keys, bytes, segments and cache activity.
     ///
     /// ```

@@ -87,10 +87,22 @@ fn section(cluster: &Cluster, session: &Session, name: &str, t: &mut String) {
                 Some(other) => format!("{other:?}"),
                 None => "unknown".to_string(),
             };
+            // As Redis's `rdb_last_save_time`: Unix seconds, -1 for never.
+            let (at, ago) = match cluster.last_flush() {
+                Some(at) => (
+                    at.duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs().cast_signed()),
+                    std::time::SystemTime::now()
+                        .duration_since(at)
+                        .map_or(0, |d| d.as_millis().try_into().unwrap_or(i64::MAX)),
+                ),
+                None => (-1, -1),
+            };
             write!(
                 t,
                 "# Persistence\r\nloading:0\r\nkvstore_sync_policy:{policy}\r\n\
-                 kvstore_data_dir:{}\r\n",
+                 kvstore_data_dir:{}\r\nkvstore_last_flush_time:{at}\r\n\
+                 kvstore_last_flush_ago_ms:{ago}\r\n",
                 cluster.data_dir().display()
             )
         }

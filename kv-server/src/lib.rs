@@ -25,7 +25,7 @@
 //! per frame). The batch runs on the connection's task when none of its commands can hold
 //! the thread for long, and on a storage thread (`spawn_blocking`), once for the whole batch,
 //! when one can (`may_block` in `commands.rs`): a write under `--sync always` waits for an
-//! fsync, `DBSIZE`/`INFO`/`SCAN`/`KVSTORE` walk the store, and those must not hold one of the
+//! fsync, `SCAN` and `KVSTORE` walk the store or change the cluster, and those must not hold one of the
 //! runtime's workers. Reads never wait for an fsync, and under periodic sync neither do
 //! writes (the write that fills a log segment flushes what the last periodic flush left, at
 //! most one interval's worth): they run inline, because the hop to a storage thread and back

@@ -139,3 +139,20 @@ fn instantaneous_ops_per_sec_follows_the_load() {
     let ops: u64 = field(&info, "instantaneous_ops_per_sec").parse().unwrap();
     assert!(ops > 0, "{info}");
 }
+
+#[test]
+fn info_persistence_reports_the_last_flush() {
+    let server = TestServer::start();
+    let mut c = server.client();
+    let start = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let _: () = c.set("a", "1").unwrap();
+    let _: String = redis::cmd("KVSTORE").arg("FLUSH").query(&mut c).unwrap();
+    let info: String = redis::cmd("INFO").arg("persistence").query(&mut c).unwrap();
+    let at: u64 = field(&info, "kvstore_last_flush_time").parse().unwrap();
+    assert!(at >= start && at <= start + 60, "{info}");
+    let ago: i64 = field(&info, "kvstore_last_flush_ago_ms").parse().unwrap();
+    assert!((0..60_000).contains(&ago), "{info}");
+}
