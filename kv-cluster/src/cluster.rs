@@ -81,6 +81,8 @@ pub struct Cluster {
     pub(crate) change_error: Mutex<Option<String>>,
     /// The background repair thread, if enabled. Stopped and joined first on drop.
     pub(crate) repairer: Option<crate::background::Repairer>,
+    /// Serializes the writes that report what they replaced, per key (see `key_locks`).
+    pub(crate) key_locks: crate::key_locks::KeyLocks,
     /// Held for the cluster's lifetime: one process per data directory.
     _lock: fs::File,
 }
@@ -157,6 +159,7 @@ impl Cluster {
             hints: crate::hints::HintStores::default(),
             change_error: Mutex::new(None),
             repairer: None,
+            key_locks: crate::key_locks::KeyLocks::new(),
             dir,
             opts,
             _lock: lock,

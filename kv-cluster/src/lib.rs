@@ -175,6 +175,7 @@ mod failure;
 mod fence;
 mod health;
 mod hints;
+mod key_locks;
 mod last_flush;
 mod local;
 mod memory;

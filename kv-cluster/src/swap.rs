@@ -77,12 +77,16 @@ impl Cluster {
     ///   `W = 1` the quorums need not overlap, and a stale replica alone can answer wrongly
     ///   (as a read at `R = 1` can). A failed (unacknowledged) write that reached some
     ///   replicas may or may not be seen, as for reads.
-    /// - **Concurrent writes of one key.** When each write reaches every replica of the key
-    ///   (no replica failing), no two of them report the same replaced record: of two racing
-    ///   deletes of a live key exactly one reports that it existed, of two racing `swap`s
-    ///   each returns a different old value. (Write `a` is older than `b`. A replica applies
-    ///   `a` only if `a` arrives there before `b`; `b` then reports `a`'s record, the newest
-    ///   it can report unless a third write intervened.) When replicas fail, two writes
+    /// - **Concurrent writes of one key.** Reporting writes of one key from this coordinator
+    ///   are serialized (a striped per-key lock held from minting the version to the last
+    ///   replica's answer), so of two racing deletes of a live key exactly one reports that it
+    ///   existed, and racing `swap`s each return a different old value, forming one chain.
+    ///   Not covered: a plain [`put`](Cluster::put) or [`delete`](Cluster::delete) racing a
+    ///   reporting write of the same key (the plain write takes no lock: if it carries the
+    ///   older version and reaches no replica before the reporting write, it is overwritten
+    ///   unseen and the reporting write reports what preceded it), and reporting writes from
+    ///   several coordinators (the network phase), which need a consensus path (as
+    ///   Cassandra's lightweight transactions) to be exact. When replicas fail, two writes
     ///   acknowledged by different quorums can both report the same record.
     /// - **A write that lost everywhere.** If every replica that acknowledged the write already
     ///   held a newer record (a concurrent write with a newer version got there first), the
@@ -184,6 +188,9 @@ impl Cluster {
         value: Option<&[u8]>,
         ask: Ask,
     ) -> Result<Option<Previous>> {
+        // No other reporting write of this key from this coordinator is in flight until the
+        // guard drops (see `key_locks`).
+        let _serialized = self.key_locks.lock(kv_ring::token(key));
         for _ in 0..SWAP_ATTEMPTS {
             let routing = self.routing();
             let version = self.next_version()?;
