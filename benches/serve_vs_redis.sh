@@ -109,17 +109,36 @@ echo "# load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# redis-benchmark -t set,get -n $requests -c 50 -d 100 -r 100000 -P {${pipelines// /,}}; $rounds rounds; servers: $servers"
 results="$work/results"
 : >"$results"
+pid_of() {
+    case $1 in
+        kvstore) echo "$kv_pid" ;;
+        redis) echo "$redis_pid" ;;
+        floor) echo "$floor_pid" ;;
+        naive) echo "$naive_pid" ;;
+    esac
+}
+# The server's CPU time so far (user + system), in clock ticks.
+ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 run() { # server port pipeline round
-    local out="$work/bench.csv"
-    if ! timeout 900 redis-benchmark -p "$2" -t set,get -n "$requests" -c 50 -d 100 -r 100000 \
-        -P "$3" --csv >"$out" 2>"$work/bench.err"; then
-        cat "$work/bench.err" "$out" >&2
-        echo "serve_vs_redis: redis-benchmark against $1 failed" >&2
-        exit 1
-    fi
-    # "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
-    tr -d '"' <"$out" | awk -F, -v s="$1" -v p="$3" -v r="$4" \
-        '$1 == "SET" || $1 == "GET" { print s, p, $1, r, $2, $5, $7 }' >>"$results"
+    local out="$work/bench.csv" pid t before after
+    pid=$(pid_of "$1")
+    # SET then GET (the GETs find the keys the SETs wrote), each on its own so that the
+    # server's CPU time per request can be told apart: a figure the machine's load moves
+    # much less than the throughput.
+    for t in set get; do
+        before=$(ticks "$pid")
+        if ! timeout 900 redis-benchmark -p "$2" -t "$t" -n "$requests" -c 50 -d 100 -r 100000 \
+            -P "$3" --csv >"$out" 2>"$work/bench.err"; then
+            cat "$work/bench.err" "$out" >&2
+            echo "serve_vs_redis: redis-benchmark against $1 failed" >&2
+            exit 1
+        fi
+        after=$(ticks "$pid")
+        # "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
+        tr -d '"' <"$out" | awk -F, -v s="$1" -v p="$3" -v r="$4" -v n="$requests" \
+            -v cpu="$((after - before))" -v hz="$(getconf CLK_TCK)" \
+            '$1 == "SET" || $1 == "GET" { printf "%s %s %s %s %s %s %s %.2f\n", s, p, $1, r, $2, $5, $7, cpu * 1e6 / hz / n }' >>"$results"
+    done
 }
 port_of() {
     case $1 in
@@ -142,20 +161,21 @@ for p in $pipelines; do
 done
 echo "# load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
-echo "| server | -P | test | round | requests/s | p50 ms | p99 ms |"
-echo "|---|---:|---|---:|---:|---:|---:|"
-sort -k2,2n -k3,3r -k1,1 -k4,4n "$results" | awk '{ printf "| %s | %s | %s | %s | %.0f | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7 }'
+echo "| server | -P | test | round | requests/s | p50 ms | p99 ms | server CPU µs/request |"
+echo "|---|---:|---|---:|---:|---:|---:|---:|"
+sort -k2,2n -k3,3r -k1,1 -k4,4n "$results" | awk '{ printf "| %s | %s | %s | %s | %.0f | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $8 }'
 echo
-echo "| -P | test | server | median/s | / Redis | / floor |"
-echo "|---:|---|---|---:|---:|---:|"
+echo "| -P | test | server | median/s | / Redis | / floor | median server CPU µs/request |"
+echo "|---:|---|---|---:|---:|---:|---:|"
 for p in $pipelines; do
     for t in SET GET; do
-        med() { awk -v s="$1" -v p="$p" -v t="$t" '$1 == s && $2 == p && $3 == t { print $5 }' "$results" | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+        med() { awk -v s="$1" -v p="$p" -v t="$t" -v c="${2:-5}" '$1 == s && $2 == p && $3 == t { print $c }' "$results" | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
         rd=$(med redis)
         fl=$(med floor)
         for s in $servers; do
             m=$(med "$s")
-            awk -v p="$p" -v t="$t" -v s="$s" -v m="$m" -v rd="$rd" -v fl="$fl" 'BEGIN { printf "| %s | %s | %s | %.0f | %.2fx | %.2fx |\n", p, t, s, m, m / rd, m / fl }'
+            c=$(med "$s" 8)
+            awk -v p="$p" -v t="$t" -v s="$s" -v m="$m" -v rd="$rd" -v fl="$fl" -v c="$c" 'BEGIN { printf "| %s | %s | %s | %.0f | %.2fx | %.2fx | %.2f |\n", p, t, s, m, m / rd, m / fl, c }'
         done
     done
 done
