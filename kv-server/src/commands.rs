@@ -220,8 +220,15 @@ fn get_run(
 ) -> std::ops::Range<usize> {
     let keys: Vec<&[u8]> = run.iter().map(|c| &c.args()[1][..]).collect();
     let mut answered = 0;
-    match cluster.get_many(&keys) {
-        Ok(values) => {
+    // A run of one (every unpipelined GET) is a plain `get`: `get_many`'s per-node batching
+    // costs more than it saves for one key.
+    let batch = if keys.len() > 1 {
+        cluster.get_many(&keys).ok()
+    } else {
+        None
+    };
+    match batch {
+        Some(values) => {
             for v in values {
                 if answered > 0 && out.len() >= flush_at {
                     break;
@@ -231,8 +238,9 @@ fn get_run(
                 answered += 1;
             }
         }
-        // One answer per command: retry one by one so each gets its own result.
-        Err(_) => {
+        // A run of one, or a batch that failed: one by one, so each command gets its own
+        // answer.
+        None => {
             for key in keys {
                 if answered > 0 && out.len() >= flush_at {
                     break;
@@ -257,7 +265,8 @@ fn set_run(cluster: &Cluster, session: &Session, run: &[Command], out: &mut Byte
         .iter()
         .map(|c| (&c.args()[1][..], &c.args()[2][..]))
         .collect();
-    if cluster.put_many(&pairs).is_ok() {
+    // A run of one (every unpipelined SET) is a plain `put`, below.
+    if pairs.len() > 1 && cluster.put_many(&pairs).is_ok() {
         for _ in run {
             session.encoder().simple(out, b"OK");
         }
