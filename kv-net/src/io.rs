@@ -1,0 +1,119 @@
+//! The read and write loops every connection runs after its handshake.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::mpsc;
+
+use crate::error::{Error, Result};
+use crate::frame::{Frame, FrameCodec};
+
+/// Size of a connection's write buffer: small frames queued together leave in one write.
+const WRITE_BUFFER: usize = 64 * 1024;
+/// Read-buffer space reserved before each read (a frame's remainder is reserved by the codec,
+/// bounded by its limit).
+const READ_CHUNK: usize = 16 * 1024;
+
+/// The queue of encoded frames a connection's writer drains, and the bytes it holds.
+#[derive(Debug, Clone)]
+pub(crate) struct Link {
+    pub(crate) tx: mpsc::UnboundedSender<Bytes>,
+    pub(crate) queued: Arc<AtomicUsize>,
+}
+
+/// Writes the frames of `rx` in order, flushing once the queue is empty (a burst leaves in as
+/// few writes as the buffer allows). Returns when every sender is gone or a write fails.
+pub(crate) async fn write_loop(
+    wr: OwnedWriteHalf,
+    addr: SocketAddr,
+    mut rx: mpsc::UnboundedReceiver<Bytes>,
+    queued: Arc<AtomicUsize>,
+) -> Result<()> {
+    let mut out = BufWriter::with_capacity(WRITE_BUFFER, wr);
+    let io = |source| Error::Io {
+        op: "write",
+        addr,
+        source,
+    };
+    while let Some(frame) = rx.recv().await {
+        out.write_all(&frame).await.map_err(io)?;
+        queued.fetch_sub(frame.len(), Ordering::Relaxed);
+        while let Ok(frame) = rx.try_recv() {
+            out.write_all(&frame).await.map_err(io)?;
+            queued.fetch_sub(frame.len(), Ordering::Relaxed);
+        }
+        out.flush().await.map_err(io)?;
+    }
+    Ok(())
+}
+
+/// Reads frames off one connection.
+#[derive(Debug)]
+pub(crate) struct FrameReader {
+    rd: OwnedReadHalf,
+    addr: SocketAddr,
+    codec: FrameCodec,
+    buf: BytesMut,
+}
+
+impl FrameReader {
+    /// A reader that starts with what the handshake read past its end.
+    pub(crate) fn new(
+        rd: OwnedReadHalf,
+        addr: SocketAddr,
+        max_frame_len: usize,
+        buf: BytesMut,
+    ) -> Self {
+        Self {
+            rd,
+            addr,
+            codec: FrameCodec::new(max_frame_len),
+            buf,
+        }
+    }
+
+    /// The next frame, or `None` at a clean end of the connection (between frames).
+    ///
+    /// # Errors
+    ///
+    /// The codec's errors, [`Error::Truncated`] for an end in the middle of a frame,
+    /// [`Error::Io`].
+    pub(crate) async fn next(&mut self) -> Result<Option<Frame>> {
+        loop {
+            if let Some(frame) = self.codec.decode_frame(&mut self.buf)? {
+                return Ok(Some(frame));
+            }
+            if self.buf.capacity() - self.buf.len() < READ_CHUNK / 2 {
+                self.buf.reserve(READ_CHUNK);
+            }
+            let n = self
+                .rd
+                .read_buf(&mut self.buf)
+                .await
+                .map_err(|source| Error::Io {
+                    op: "read",
+                    addr: self.addr,
+                    source,
+                })?;
+            if n == 0 {
+                if self.buf.is_empty() {
+                    return Ok(None);
+                }
+                return Err(Error::Truncated {
+                    addr: self.addr,
+                    buffered: self.buf.len(),
+                });
+            }
+        }
+    }
+
+    /// Bytes the read buffer has room for (tests check it stays bounded).
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+}

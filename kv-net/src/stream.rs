@@ -1,0 +1,335 @@
+//! Bulk streams: a connection of its own per stream, chunks in order, bounded buffering on
+//! both ends, and a verdict from the receiver at the end.
+//!
+//! A stream never shares a connection with requests, so a transfer of gigabytes delays no
+//! request behind it (TCP's flow control on the stream's connection, plus the bounded queues
+//! at each end, is its flow control).
+
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::runtime::Handle;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::{Error, Result};
+use crate::frame::{FrameKind, frame_bytes};
+use crate::handshake::Purpose;
+use crate::io::FrameReader;
+use crate::peers::{Core, PeerState};
+use crate::server::PeerInfo;
+
+/// Receives bulk streams on a [`Server`](crate::Server) (see
+/// [`Server::start_with_streams`](crate::Server::start_with_streams)). Runs on the blocking
+/// pool.
+pub trait StreamHandler: Send + Sync + 'static {
+    /// A stream from `from` opens with `header`: the sink that takes its chunks, or why it is
+    /// refused (the sender's [`StreamSender::finish`] gets [`Error::Stream`] with it).
+    ///
+    /// # Errors
+    ///
+    /// The reason for refusing the stream.
+    fn open(&self, from: &PeerInfo, header: Bytes) -> Result<Box<dyn StreamSink>, String>;
+}
+
+/// Takes one stream's chunks, in the order sent. Dropped without [`StreamSink::finish`] if
+/// the stream is cut short (the sender went away): the sink then discards what it has.
+pub trait StreamSink: Send {
+    /// The next chunk.
+    ///
+    /// # Errors
+    ///
+    /// Why the stream cannot go on; it ends and the sender gets [`Error::Stream`] with it.
+    fn chunk(&mut self, data: Bytes) -> Result<(), String>;
+
+    /// Every chunk has arrived. Its result is what the sender's [`StreamSender::finish`]
+    /// returns.
+    ///
+    /// # Errors
+    ///
+    /// Why the stream as a whole is refused.
+    fn finish(self: Box<Self>) -> Result<(), String>;
+}
+
+/// The sending end of a bulk stream, from [`Peers::open_stream`](crate::Peers::open_stream).
+///
+/// At most [`PeersOptions::stream_buffer_chunks`](crate::PeersOptions::stream_buffer_chunks)
+/// chunks wait to be written; [`StreamSender::send`] blocks while they do. Dropping it without
+/// [`StreamSender::finish`] aborts the stream (the receiver's sink is dropped unfinished).
+#[derive(Debug)]
+pub struct StreamSender {
+    peer: Arc<str>,
+    handle: Handle,
+    tx: Option<mpsc::Sender<Bytes>>,
+    seq: u64,
+    max_frame_len: usize,
+    verdict: Option<oneshot::Receiver<Result<()>>>,
+}
+
+pub(crate) fn open(core: &Arc<Core>, p: &Arc<PeerState>, header: &[u8]) -> Result<StreamSender> {
+    let max = core.options.max_frame_len;
+    let open_frame = frame_bytes(FrameKind::StreamOpen, 0, header, max)?;
+    let (stream, _hello, buf) =
+        core.handle
+            .block_on(crate::conn::connect(core, p, Purpose::Stream))?;
+    let (tx, rx) = mpsc::channel(core.options.stream_buffer_chunks);
+    let (verdict_tx, verdict_rx) = oneshot::channel();
+    core.handle.spawn(run_sender(
+        stream,
+        buf,
+        p.addr,
+        Arc::clone(&p.id),
+        open_frame,
+        rx,
+        verdict_tx,
+    ));
+    Ok(StreamSender {
+        peer: Arc::clone(&p.id),
+        handle: core.handle.clone(),
+        tx: Some(tx),
+        seq: 0,
+        max_frame_len: max,
+        verdict: Some(verdict_rx),
+    })
+}
+
+impl StreamSender {
+    /// Sends the next chunk (at most the frame limit less 9 bytes), waiting while the buffer
+    /// is full.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::FrameTooLarge`]; [`Error::Stream`] (or the connection's error) if the stream
+    /// has ended: the receiver refused a chunk or the connection dropped.
+    ///
+    /// # Panics
+    ///
+    /// If called from within a tokio runtime (it blocks).
+    pub fn send(&mut self, chunk: &[u8]) -> Result<()> {
+        let frame = frame_bytes(FrameKind::StreamChunk, self.seq, chunk, self.max_frame_len)?;
+        let sent = self
+            .tx
+            .as_ref()
+            .is_some_and(|tx| tx.blocking_send(frame).is_ok());
+        if !sent {
+            return Err(self.ended());
+        }
+        self.seq += 1;
+        Ok(())
+    }
+
+    /// Chunks sent so far.
+    pub fn chunks_sent(&self) -> u64 {
+        self.seq
+    }
+
+    /// Ends the stream and waits, up to `timeout`, for the receiver's verdict: every chunk
+    /// received in order and its sink finished.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Stream`] with the receiver's reason, or if no verdict came in time.
+    ///
+    /// # Panics
+    ///
+    /// If called from within a tokio runtime (it blocks).
+    pub fn finish(mut self, timeout: Duration) -> Result<()> {
+        let end = frame_bytes(FrameKind::StreamEnd, self.seq, &[], self.max_frame_len)?;
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.blocking_send(end);
+        }
+        let Some(verdict) = self.verdict.take() else {
+            return Err(self.failed("the stream had already ended"));
+        };
+        match self
+            .handle
+            .block_on(async { tokio::time::timeout(timeout, verdict).await })
+        {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(self.failed("the stream's connection task ended")),
+            Err(_) => Err(self.failed(&format!("no verdict from the receiver within {timeout:?}"))),
+        }
+    }
+
+    /// The error that ended the stream early.
+    fn ended(&mut self) -> Error {
+        self.tx = None;
+        let Some(verdict) = self.verdict.take() else {
+            return self.failed("the stream had already ended");
+        };
+        match self
+            .handle
+            .block_on(async { tokio::time::timeout(Duration::from_secs(1), verdict).await })
+        {
+            Ok(Ok(Err(e))) => e,
+            _ => self.failed("the stream's connection closed"),
+        }
+    }
+
+    fn failed(&self, reason: &str) -> Error {
+        Error::Stream {
+            peer: self.peer.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+async fn run_sender(
+    stream: TcpStream,
+    buf: BytesMut,
+    addr: SocketAddr,
+    peer: Arc<str>,
+    open_frame: Bytes,
+    mut rx: mpsc::Receiver<Bytes>,
+    verdict_tx: oneshot::Sender<Result<()>>,
+) {
+    let (rd, mut wr) = stream.into_split();
+    let writer = tokio::spawn(async move {
+        let io = |source| Error::Io {
+            op: "write",
+            addr,
+            source,
+        };
+        wr.write_all(&open_frame).await.map_err(io)?;
+        while let Some(frame) = rx.recv().await {
+            wr.write_all(&frame).await.map_err(io)?;
+        }
+        wr.flush().await.map_err(io)
+    });
+    // The receiver sends one frame, its verdict, at the end (or early, on a refusal).
+    let mut reader = FrameReader::new(rd, addr, 64 * 1024, buf);
+    let stream_err = |reason: String| Error::Stream {
+        peer: peer.to_string(),
+        reason,
+    };
+    let verdict = match reader.next().await {
+        Ok(Some(frame)) if frame.kind == FrameKind::StreamDone => {
+            match postcard::from_bytes::<Option<String>>(&frame.body) {
+                Ok(None) => Ok(()),
+                Ok(Some(reason)) => Err(stream_err(reason)),
+                Err(source) => Err(Error::Decode {
+                    what: "stream verdict",
+                    peer: peer.to_string(),
+                    source,
+                }),
+            }
+        }
+        Ok(Some(frame)) => Err(Error::UnexpectedFrame {
+            kind: frame.kind.name(),
+            during: "a stream",
+        }),
+        Ok(None) => Err(stream_err(String::from(
+            "the receiver closed the connection without a verdict",
+        ))),
+        Err(e) => Err(stream_err(e.to_string())),
+    };
+    writer.abort();
+    let _ = verdict_tx.send(verdict);
+}
+
+/// Serves one stream connection on the receiving side.
+pub(crate) async fn serve_stream(
+    handler: Option<Arc<dyn StreamHandler>>,
+    stream: TcpStream,
+    buf: BytesMut,
+    info: Arc<PeerInfo>,
+    max_frame_len: usize,
+    buffer_chunks: usize,
+) -> Result<()> {
+    let addr = info.addr;
+    let (rd, mut wr) = stream.into_split();
+    let mut reader = FrameReader::new(rd, addr, max_frame_len, buf);
+    let Some(first) = reader.next().await? else {
+        return Ok(());
+    };
+    if first.kind != FrameKind::StreamOpen {
+        return Err(Error::UnexpectedFrame {
+            kind: first.kind.name(),
+            during: "a stream's opening",
+        });
+    }
+    let outcome = match handler {
+        None => Err(String::from("this node accepts no bulk streams")),
+        Some(handler) => receive(handler, &mut reader, first.body, &info, buffer_chunks).await?,
+    };
+    let body = postcard::to_allocvec(&outcome.err()).unwrap_or_default();
+    let done = frame_bytes(FrameKind::StreamDone, 0, &body, usize::MAX)?;
+    let io = |source| Error::Io {
+        op: "write",
+        addr,
+        source,
+    };
+    wr.write_all(&done).await.map_err(io)?;
+    wr.shutdown().await.map_err(io)?;
+    Ok(())
+}
+
+/// Feeds the chunks to the sink on a blocking thread; the sink's verdict. An `Err` of the
+/// outer result is a connection or protocol error (no verdict is sent then).
+async fn receive(
+    handler: Arc<dyn StreamHandler>,
+    reader: &mut FrameReader,
+    header: Bytes,
+    info: &Arc<PeerInfo>,
+    buffer_chunks: usize,
+) -> Result<Result<(), String>> {
+    // `Some(chunk)`, then `None` for the end; a channel closed without `None` is an abort.
+    let (tx, mut rx) = mpsc::channel::<Option<Bytes>>(buffer_chunks);
+    let from = Arc::clone(info);
+    let consumer = tokio::task::spawn_blocking(move || -> Result<(), String> {
+        let run = AssertUnwindSafe(move || {
+            let mut sink = handler.open(&from, header)?;
+            loop {
+                match rx.blocking_recv() {
+                    Some(Some(chunk)) => sink.chunk(chunk)?,
+                    Some(None) => return sink.finish(),
+                    None => return Err(String::from("the stream was cut short")),
+                }
+            }
+        });
+        std::panic::catch_unwind(run)
+            .unwrap_or_else(|_| Err(String::from("the stream's sink panicked")))
+    });
+    let mut expected = 0u64;
+    loop {
+        let Some(frame) = reader.next().await? else {
+            return Err(Error::Stream {
+                peer: info.node_id.clone(),
+                reason: String::from("the connection closed before the stream's end"),
+            });
+        };
+        match frame.kind {
+            FrameKind::StreamChunk | FrameKind::StreamEnd if frame.id != expected => {
+                return Err(Error::OutOfSequence {
+                    expected,
+                    found: frame.id,
+                });
+            }
+            FrameKind::StreamChunk => {
+                expected += 1;
+                if tx.send(Some(frame.body)).await.is_err() {
+                    // The sink stopped early: its error is the verdict.
+                    break;
+                }
+            }
+            FrameKind::StreamEnd => {
+                let _ = tx.send(None).await;
+                break;
+            }
+            other => {
+                return Err(Error::UnexpectedFrame {
+                    kind: other.name(),
+                    during: "a stream",
+                });
+            }
+        }
+    }
+    drop(tx);
+    Ok(consumer
+        .await
+        .unwrap_or_else(|_| Err(String::from("the stream's sink task failed"))))
+}
