@@ -117,3 +117,46 @@ impl FrameReader {
         self.buf.capacity()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    #[tokio::test]
+    async fn a_frame_claiming_4_gib_is_refused_and_nothing_is_reserved_for_it() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let (rd, _wr) = server.into_split();
+        let mut reader = FrameReader::new(rd, addr, 1024 * 1024, BytesMut::new());
+        client.write_all(&u32::MAX.to_le_bytes()).await.unwrap();
+        client.write_all(&[4u8; 64]).await.unwrap();
+        let err = reader.next().await.unwrap_err();
+        assert!(
+            matches!(err, Error::FrameTooLarge { len, .. } if len == u64::from(u32::MAX)),
+            "{err}"
+        );
+        assert!(
+            reader.capacity() <= 2 * READ_CHUNK,
+            "read buffer grew to {}",
+            reader.capacity()
+        );
+    }
+
+    #[tokio::test]
+    async fn half_a_frame_then_a_close_is_a_truncation() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let (rd, _wr) = server.into_split();
+        let mut reader = FrameReader::new(rd, addr, 1024 * 1024, BytesMut::new());
+        client.write_all(&[100, 0, 0, 0, 4, 1, 2]).await.unwrap();
+        drop(client);
+        let err = reader.next().await.unwrap_err();
+        assert!(matches!(err, Error::Truncated { buffered: 7, .. }), "{err}");
+    }
+}

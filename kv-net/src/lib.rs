@@ -105,5 +105,5 @@ pub use handshake::{
 };
 pub use options::{Identity, PeersOptions, ServerOptions};
 pub use peers::{PeerStatus, Peers, Reply, RequestId};
-pub use server::{Handler, PeerInfo, Server};
+pub use server::{Handler, PeerInfo, Server, ServerStats};
 pub use stream::{StreamHandler, StreamSender, StreamSink};

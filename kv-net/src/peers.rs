@@ -481,22 +481,30 @@ where
         }
     }
 
-    /// Sends `req` and awaits the answer, up to `timeout`: the API for async code (a server's
-    /// handler running on tokio). Works on any runtime.
+    /// Sends `req` at once and returns a future of the answer, up to `timeout`: the API for
+    /// async code (a server's handler running on tokio). The future borrows nothing, so many
+    /// can be in flight; it works on any runtime.
     ///
     /// # Errors
     ///
     /// As [`Reply::result`].
-    pub async fn call(&self, peer: &str, req: &Req, timeout: Duration) -> Result<Resp> {
+    pub fn call(
+        &self,
+        peer: &str,
+        req: &Req,
+        timeout: Duration,
+    ) -> impl std::future::Future<Output = Result<Resp>> + Send + use<Req, Resp> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let name = peer.to_string();
         let done: Done = Box::new(move |_, result| {
             let _ = tx.send(result);
         });
         self.core.submit(peer, encode_request(req), timeout, done);
-        match rx.await {
-            Ok(result) => result.and_then(|body| decode_response::<Resp>(&name, &body)),
-            Err(_) => Err(Error::Shutdown),
+        async move {
+            match rx.await {
+                Ok(result) => result.and_then(|body| decode_response::<Resp>(&name, &body)),
+                Err(_) => Err(Error::Shutdown),
+            }
         }
     }
 

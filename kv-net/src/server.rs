@@ -5,7 +5,9 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use parking_lot::Mutex;
 
 use bytes::{Bytes, BytesMut};
 use serde::Serialize;
@@ -53,8 +55,31 @@ where
     }
 }
 
+/// Counts of a server's connections, from [`Server::stats`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServerStats {
+    /// Connections accepted (before their handshake).
+    pub accepted: u64,
+    /// Connections whose handshake failed or was refused.
+    pub refused: u64,
+    /// Established connections closed on an error (a bad frame, a truncated frame, I/O).
+    pub failed: u64,
+    /// The last refusal or connection error, as logged.
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    accepted: AtomicU64,
+    refused: AtomicU64,
+    failed: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
 /// Everything a connection task needs, shared.
 struct Ctx<Req, Resp> {
+    counters: Arc<Counters>,
     hello: Hello,
     expect: Expect,
     options: ServerOptions,
@@ -73,6 +98,7 @@ struct Ctx<Req, Resp> {
 /// See [`Peers`](crate::Peers).
 pub struct Server {
     local_addr: SocketAddr,
+    counters: Arc<Counters>,
     accept: AbortHandle,
     runtime: Option<Runtime>,
 }
@@ -166,7 +192,9 @@ impl Server {
                 .as_ref()
                 .map(|v| v.iter().cloned().collect::<HashSet<_>>()),
         );
+        let counters = Arc::new(Counters::default());
         let ctx = Arc::new(Ctx {
+            counters: Arc::clone(&counters),
             hello: Hello {
                 cluster_id: identity.cluster_id,
                 node_id: identity.node_id.clone(),
@@ -181,6 +209,7 @@ impl Server {
         let accept = runtime.spawn(accept_loop(listener, ctx)).abort_handle();
         Ok(Self {
             local_addr,
+            counters,
             accept,
             runtime: Some(runtime),
         })
@@ -189,6 +218,16 @@ impl Server {
     /// The address it listens on (with the port chosen, if it was 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Counts of connections accepted, refused and failed, and the last error.
+    pub fn stats(&self) -> ServerStats {
+        ServerStats {
+            accepted: self.counters.accepted.load(Ordering::Relaxed),
+            refused: self.counters.refused.load(Ordering::Relaxed),
+            failed: self.counters.failed.load(Ordering::Relaxed),
+            last_error: self.counters.last_error.lock().clone(),
+        }
     }
 }
 
@@ -235,6 +274,7 @@ async fn serve_connection<Req, Resp>(
     Req: DeserializeOwned + Send + 'static,
     Resp: Serialize + Send + 'static,
 {
+    ctx.counters.accepted.fetch_add(1, Ordering::Relaxed);
     let _ = stream.set_nodelay(true);
     let (theirs, buf) = match handshake(
         &mut stream,
@@ -248,6 +288,8 @@ async fn serve_connection<Req, Resp>(
         Ok(done) => done,
         Err(e) => {
             warn!(%addr, "refused a peer connection from {addr}: {e}");
+            ctx.counters.refused.fetch_add(1, Ordering::Relaxed);
+            *ctx.counters.last_error.lock() = Some(e.to_string());
             return;
         }
     };
