@@ -317,7 +317,9 @@ async fn serve_connection<Req, Resp>(
     match result {
         Ok(()) => debug!(peer = %info.node_id, %addr, "peer connection closed"),
         Err(e) => {
-            warn!(peer = %info.node_id, %addr, "closed the connection of peer {}: {e}", info.node_id)
+            warn!(peer = %info.node_id, %addr, "closed the connection of peer {}: {e}", info.node_id);
+            ctx.counters.failed.fetch_add(1, Ordering::Relaxed);
+            *ctx.counters.last_error.lock() = Some(e.to_string());
         }
     }
 }
