@@ -109,12 +109,16 @@ async fn serve(
         queued: Arc::clone(&queued),
     };
     let mut writer = core.handle.spawn(write_loop(wr, p.addr, rx, queued));
+    // If this task is aborted (the peer is removed), the guards stop the writer and the
+    // pinger with it, which closes the socket.
+    let writer_guard = AbortOnDrop(writer.abort_handle());
     p.last_seen_us.store(core.now_us(), Ordering::Release);
     *p.link.lock() = Some(link.clone());
     p.connected.store(true, Ordering::Release);
     let pinger = core
         .handle
         .spawn(ping_loop(Arc::clone(core), Arc::clone(p), link));
+    let pinger_guard = AbortOnDrop(pinger.abort_handle());
 
     let mut reader = FrameReader::new(rd, p.addr, core.options.max_frame_len, buf);
     let mut writer_finished = false;
@@ -131,10 +135,10 @@ async fn serve(
     // still pending is failed.
     p.connected.store(false, Ordering::Release);
     *p.link.lock() = None;
-    pinger.abort();
+    drop(pinger_guard);
     let _ = pinger.await;
+    drop(writer_guard);
     if !writer_finished {
-        writer.abort();
         let _ = writer.await;
     }
     p.fail_all(false);
@@ -225,4 +229,13 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

@@ -107,3 +107,8 @@ pub use options::{Identity, PeersOptions, ServerOptions};
 pub use peers::{PeerStatus, Peers, Reply, RequestId};
 pub use server::{Handler, PeerInfo, Server, ServerStats};
 pub use stream::{StreamHandler, StreamSender, StreamSink};
+
+/// The README's example, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -159,6 +159,7 @@ pub struct ServerOptions {
     pub(crate) max_frame_len: usize,
     pub(crate) handshake_timeout: Duration,
     pub(crate) max_in_flight: usize,
+    pub(crate) max_connections: usize,
     pub(crate) allowed_peers: Option<Vec<String>>,
     pub(crate) worker_threads: usize,
     pub(crate) max_blocking_threads: usize,
@@ -172,6 +173,7 @@ impl Default for ServerOptions {
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             handshake_timeout: Duration::from_secs(2),
             max_in_flight: 1024,
+            max_connections: 1024,
             allowed_peers: None,
             worker_threads: 2,
             max_blocking_threads: 64,
@@ -209,6 +211,13 @@ impl ServerOptions {
     /// connection until one finishes (backpressure through TCP). Default 1024.
     pub fn max_in_flight(mut self, n: usize) -> Self {
         self.max_in_flight = n.max(1);
+        self
+    }
+
+    /// Connections served at once (handshakes included); past it the server stops accepting
+    /// until one closes. Default 1024.
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n.max(1);
         self
     }
 

@@ -81,6 +81,7 @@ struct Counters {
 struct Ctx<Req, Resp> {
     counters: Arc<Counters>,
     hello: Hello,
+    epoch: Arc<AtomicU64>,
     expect: Expect,
     options: ServerOptions,
     handler: Box<dyn Handler<Req, Resp>>,
@@ -99,6 +100,7 @@ struct Ctx<Req, Resp> {
 pub struct Server {
     local_addr: SocketAddr,
     counters: Arc<Counters>,
+    epoch: Arc<AtomicU64>,
     accept: AbortHandle,
     runtime: Option<Runtime>,
 }
@@ -193,8 +195,10 @@ impl Server {
                 .map(|v| v.iter().cloned().collect::<HashSet<_>>()),
         );
         let counters = Arc::new(Counters::default());
+        let epoch = Arc::new(AtomicU64::new(identity.epoch));
         let ctx = Arc::new(Ctx {
             counters: Arc::clone(&counters),
+            epoch: Arc::clone(&epoch),
             hello: Hello {
                 cluster_id: identity.cluster_id,
                 node_id: identity.node_id.clone(),
@@ -210,6 +214,7 @@ impl Server {
         Ok(Self {
             local_addr,
             counters,
+            epoch,
             accept,
             runtime: Some(runtime),
         })
@@ -218,6 +223,11 @@ impl Server {
     /// The address it listens on (with the port chosen, if it was 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The epoch announced in later handshakes.
+    pub fn set_epoch(&self, epoch: u64) {
+        self.epoch.store(epoch, Ordering::Relaxed);
     }
 
     /// Counts of connections accepted, refused and failed, and the last error.
@@ -252,10 +262,19 @@ where
     Req: DeserializeOwned + Send + 'static,
     Resp: Serialize + Send + 'static,
 {
+    let slots = Arc::new(Semaphore::new(ctx.options.max_connections));
     loop {
+        // Past the bound, stop accepting: connections wait in the kernel's backlog.
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            return;
+        };
         match listener.accept().await {
             Ok((stream, addr)) => {
-                tokio::spawn(serve_connection(Arc::clone(&ctx), stream, addr));
+                let ctx = Arc::clone(&ctx);
+                tokio::spawn(async move {
+                    serve_connection(ctx, stream, addr).await;
+                    drop(slot);
+                });
             }
             Err(e) => {
                 // Out of file descriptors, typically: wait instead of spinning.
@@ -276,10 +295,14 @@ async fn serve_connection<Req, Resp>(
 {
     ctx.counters.accepted.fetch_add(1, Ordering::Relaxed);
     let _ = stream.set_nodelay(true);
+    let hello = Hello {
+        epoch: ctx.epoch.load(Ordering::Relaxed),
+        ..ctx.hello.clone()
+    };
     let (theirs, buf) = match handshake(
         &mut stream,
         addr,
-        &ctx.hello,
+        &hello,
         &ctx.expect,
         ctx.options.handshake_timeout,
     )

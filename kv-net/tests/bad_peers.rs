@@ -2,6 +2,7 @@
 //! protocol version, the wrong node at an address, a huge frame length, half a frame. Each is
 //! refused with a typed error on the side that checks it (and the reason reaches the other
 //! side), nothing panics, and the listener keeps serving good peers.
+#![allow(clippy::unwrap_used)] // Test helpers outside #[test] fns unwrap too.
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! Each fault kind has its effect: drop -> timeout, delay -> latency at least the delay,
 //! duplicate -> the handler runs twice and the caller gets one answer, black-hole -> a
 //! partition (not alive, requests time out) that heals.
+#![allow(clippy::unwrap_used)] // Test helpers outside #[test] fns unwrap too.
 
 mod common;
 
@@ -15,13 +16,21 @@ fn dropped_requests_time_out_and_the_rest_pass() {
     let counts = Counts::default();
     let server = server(counts.clone());
     let peers = client(server.local_addr(), fast_options());
-    peers.faults().set("server", Direction::Outbound, Fault::Drop { probability: 1.0 });
+    peers.faults().set(
+        "server",
+        Direction::Outbound,
+        Fault::Drop { probability: 1.0 },
+    );
     let reply = peers.call_blocking("server", &Req::Count, Duration::from_millis(200));
     assert!(matches!(reply, Err(Error::Timeout { .. })), "{reply:?}");
     assert_eq!(counts.get(), 0, "a dropped request reached the handler");
 
     // Half of them, with a fixed seed: some pass, some time out, never a wrong answer.
-    peers.faults().set("server", Direction::Outbound, Fault::Drop { probability: 0.5 });
+    peers.faults().set(
+        "server",
+        Direction::Outbound,
+        Fault::Drop { probability: 0.5 },
+    );
     let (tx, rx) = mpsc::channel();
     for i in 0..40 {
         peers.send("server", &Req::Echo(i), Duration::from_millis(300), &tx);
@@ -34,11 +43,18 @@ fn dropped_requests_time_out_and_the_rest_pass() {
             Err(e) => panic!("{e}"),
         }
     }
-    assert!(ok > 0 && timed_out > 0, "{ok} answered, {timed_out} timed out");
+    assert!(
+        ok > 0 && timed_out > 0,
+        "{ok} answered, {timed_out} timed out"
+    );
 
     // Dropped answers (inbound) time out too, though the handler ran.
     peers.faults().clear_all();
-    peers.faults().set("server", Direction::Inbound, Fault::Drop { probability: 1.0 });
+    peers.faults().set(
+        "server",
+        Direction::Inbound,
+        Fault::Drop { probability: 1.0 },
+    );
     let before = counts.get();
     let reply = peers.call_blocking("server", &Req::Count, Duration::from_millis(200));
     assert!(matches!(reply, Err(Error::Timeout { .. })), "{reply:?}");
@@ -55,7 +71,10 @@ fn delayed_frames_arrive_at_least_the_delay_later() {
     for direction in [Direction::Outbound, Direction::Inbound] {
         peers.faults().set("server", direction, Fault::Delay(delay));
         let start = Instant::now();
-        assert_eq!(peers.call_blocking("server", &Req::Echo(7), LONG).unwrap(), Resp::Num(7));
+        assert_eq!(
+            peers.call_blocking("server", &Req::Echo(7), LONG).unwrap(),
+            Resp::Num(7)
+        );
         let took = start.elapsed();
         assert!(took >= delay, "{direction:?}: {took:?}");
         peers.faults().clear("server", direction);
@@ -71,12 +90,18 @@ fn a_duplicated_request_runs_twice_and_is_answered_once() {
     let counts = Counts::default();
     let server = server(counts.clone());
     let peers = client(server.local_addr(), fast_options());
-    peers.faults().set("server", Direction::Outbound, Fault::Duplicate);
+    peers
+        .faults()
+        .set("server", Direction::Outbound, Fault::Duplicate);
     let (tx, rx) = mpsc::channel();
     peers.send("server", &Req::Count, LONG, &tx);
     let first = rx.recv_timeout(LONG).unwrap();
     assert!(first.result.is_ok());
-    assert!(wait_until(LONG, || counts.get() == 2), "the handler saw it {} times", counts.get());
+    assert!(
+        wait_until(LONG, || counts.get() == 2),
+        "the handler saw it {} times",
+        counts.get()
+    );
     // The second answer finds no pending request: the caller gets exactly one reply.
     assert!(rx.recv_timeout(Duration::from_millis(300)).is_err());
     assert_eq!(peers.status()[0].in_flight, 0);
@@ -90,15 +115,26 @@ fn a_black_hole_partitions_and_heals() {
 
     peers.faults().partition("server");
     // Heartbeats stop: not alive once the 400 ms liveness timeout passes.
-    assert!(wait_until(LONG, || !peers.is_alive("server")), "{:?}", peers.status());
+    assert!(
+        wait_until(LONG, || !peers.is_alive("server")),
+        "{:?}",
+        peers.status()
+    );
     let start = Instant::now();
     let reply = peers.call_blocking("server", &Req::Echo(1), Duration::from_millis(200));
     assert!(matches!(reply, Err(Error::Timeout { .. })), "{reply:?}");
     assert!(start.elapsed() < Duration::from_secs(1));
 
     peers.faults().heal("server");
-    assert!(wait_until(LONG, || peers.is_alive("server")), "{:?}", peers.status());
-    assert_eq!(peers.call_blocking("server", &Req::Echo(2), LONG).unwrap(), Resp::Num(2));
+    assert!(
+        wait_until(LONG, || peers.is_alive("server")),
+        "{:?}",
+        peers.status()
+    );
+    assert_eq!(
+        peers.call_blocking("server", &Req::Echo(2), LONG).unwrap(),
+        Resp::Num(2)
+    );
     // The partition was in the transport only: the connection was never dropped.
     assert_eq!(peers.status()[0].reconnects, 0);
 }
@@ -108,11 +144,20 @@ fn faults_are_per_peer() {
     let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
     let a = named_server_at("a", any, Counts::default());
     let b = named_server_at("b", any, Counts::default());
-    let peers = kv_net::Peers::<Req, Resp>::start(kv_net::Identity::new(CLUSTER, "client"), fast_options()).unwrap();
+    let peers =
+        kv_net::Peers::<Req, Resp>::start(kv_net::Identity::new(CLUSTER, "client"), fast_options())
+            .unwrap();
     peers.add_peer("a", a.local_addr()).unwrap();
     peers.add_peer("b", b.local_addr()).unwrap();
     assert!(peers.wait_connected("a", LONG) && peers.wait_connected("b", LONG));
     peers.faults().partition("a");
-    assert!(peers.call_blocking("a", &Req::Echo(1), Duration::from_millis(200)).is_err());
-    assert_eq!(peers.call_blocking("b", &Req::Echo(1), LONG).unwrap(), Resp::Num(1));
+    assert!(
+        peers
+            .call_blocking("a", &Req::Echo(1), Duration::from_millis(200))
+            .is_err()
+    );
+    assert_eq!(
+        peers.call_blocking("b", &Req::Echo(1), LONG).unwrap(),
+        Resp::Num(1)
+    );
 }

@@ -1,5 +1,6 @@
 //! A peer killed with requests in flight: they fail with `Disconnected` (never resent), and the
 //! connection comes back by itself once the peer does.
+#![allow(clippy::unwrap_used)] // Test helpers outside #[test] fns unwrap too.
 
 mod common;
 
@@ -81,4 +82,53 @@ fn reconnect_attempts_back_off_while_the_peer_is_down() {
     // 0, 20, 40, 80, 160, 200, 200... ms steps (each jittered down to half): 5 to 15 in 1 s.
     assert!((4..=20).contains(&attempts), "{attempts} attempts in 1 s");
     assert!(peers.status()[0].last_error.is_some());
+}
+
+#[test]
+fn removing_a_peer_closes_its_connection() {
+    use kv_net::{Frame, FrameKind, Hello, Purpose};
+    use std::io::{Read, Write};
+    // A hand-made peer: completes the handshake, then only reads (pings) until the close.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let peers: kv_net::Peers<Req, Resp> =
+        kv_net::Peers::start(kv_net::Identity::new(CLUSTER, "client"), fast_options()).unwrap();
+    peers
+        .add_peer("fake", listener.local_addr().unwrap())
+        .unwrap();
+    let (mut conn, _) = listener.accept().unwrap();
+    let hello = Hello {
+        cluster_id: CLUSTER,
+        node_id: "fake".into(),
+        epoch: 0,
+        purpose: Purpose::Rpc,
+    };
+    conn.write_all(&kv_net::opening_bytes(&hello).unwrap())
+        .unwrap();
+    conn.write_all(
+        &Frame::new(FrameKind::Accept, 0, Vec::new())
+            .to_bytes(4096)
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(peers.wait_connected("fake", LONG));
+
+    peers.remove_peer("fake").unwrap();
+    conn.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let start = Instant::now();
+    let mut buf = [0u8; 4096];
+    loop {
+        match conn.read(&mut buf) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(e) => panic!("{e}"),
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "the connection of a removed peer stays open"
+        );
+    }
 }

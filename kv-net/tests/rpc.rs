@@ -1,5 +1,6 @@
 //! Requests and answers on one multiplexed connection: out of order, deadlines, backpressure,
 //! the async API, handler failures, liveness and status.
+#![allow(clippy::unwrap_used)] // Test helpers outside #[test] fns unwrap too.
 
 mod common;
 

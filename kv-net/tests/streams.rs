@@ -1,5 +1,6 @@
 //! Bulk streams: many MiB arrive intact and in order while small requests keep flowing on the
 //! request connection; refusals and sink errors reach the sender.
+#![allow(clippy::unwrap_used)] // Test helpers outside #[test] fns unwrap too.
 
 mod common;
 
@@ -12,7 +13,10 @@ use kv_net::{Error, Identity, PeerInfo, Server, ServerOptions, StreamHandler, St
 
 /// What the receiving side saw of each stream.
 #[derive(Default, Clone)]
-struct Received(Arc<Mutex<Vec<(String, Vec<u8>, u64, u64)>>>);
+struct Received(Arc<Mutex<Vec<Finished>>>);
+
+/// A finished stream: sender, header, bytes, FNV-1a hash of the bytes.
+type Finished = (String, Vec<u8>, u64, u64);
 
 struct Sink {
     from: String,
@@ -30,7 +34,10 @@ impl StreamSink for Sink {
         // reordered chunk breaks the sequence.
         for &b in data.iter() {
             if b != self.next_expected {
-                return Err(format!("byte {} is {b}, expected {}", self.bytes, self.next_expected));
+                return Err(format!(
+                    "byte {} is {b}, expected {}",
+                    self.bytes, self.next_expected
+                ));
             }
             self.next_expected = ((u16::from(self.next_expected) + 1) % 251) as u8;
             self.hash = (self.hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
@@ -43,7 +50,11 @@ impl StreamSink for Sink {
     }
 
     fn finish(self: Box<Self>) -> Result<(), String> {
-        self.out.0.lock().unwrap().push((self.from, self.header, self.bytes, self.hash));
+        self.out
+            .0
+            .lock()
+            .unwrap()
+            .push((self.from, self.header, self.bytes, self.hash));
         Ok(())
     }
 }
@@ -76,14 +87,19 @@ fn stream_server(fail_after: Option<u64>) -> (Server, Received) {
         Identity::new(CLUSTER, "server"),
         ServerOptions::new(),
         handler(Counts::default()),
-        Streams { out: out.clone(), fail_after },
+        Streams {
+            out: out.clone(),
+            fail_after,
+        },
     )
     .unwrap();
     (server, out)
 }
 
 fn pattern(offset: u64, len: usize) -> Vec<u8> {
-    (0..len as u64).map(|i| ((offset + i) % 251) as u8).collect()
+    (0..len as u64)
+        .map(|i| ((offset + i) % 251) as u8)
+        .collect()
 }
 
 #[test]
@@ -103,7 +119,10 @@ fn a_stream_of_many_mib_arrives_in_order_while_requests_keep_flowing() {
             let mut n = 0u64;
             while !done.load(std::sync::atomic::Ordering::Acquire) {
                 let start = Instant::now();
-                assert_eq!(peers.call_blocking("server", &Req::Echo(n), LONG).unwrap(), Resp::Num(n));
+                assert_eq!(
+                    peers.call_blocking("server", &Req::Echo(n), LONG).unwrap(),
+                    Resp::Num(n)
+                );
                 worst = worst.max(start.elapsed());
                 n += 1;
                 std::thread::sleep(Duration::from_millis(2));
@@ -129,11 +148,22 @@ fn a_stream_of_many_mib_arrives_in_order_while_requests_keep_flowing() {
     let (requests, worst) = prober.join().unwrap();
 
     let got = received.0.lock().unwrap().clone();
-    assert_eq!(got, vec![("client".to_string(), b"range (0, 100]".to_vec(), TOTAL as u64, expected_hash)]);
+    assert_eq!(
+        got,
+        vec![(
+            "client".to_string(),
+            b"range (0, 100]".to_vec(),
+            TOTAL as u64,
+            expected_hash
+        )]
+    );
     assert!(requests >= 5, "only {requests} requests during the stream");
     // A generous bound for a debug build on a shared 2-core box: what matters is that no
     // request waited behind the stream's megabytes.
-    assert!(worst < Duration::from_secs(1), "a request took {worst:?} during the stream");
+    assert!(
+        worst < Duration::from_secs(1),
+        "a request took {worst:?} during the stream"
+    );
 }
 
 #[test]
@@ -143,7 +173,10 @@ fn a_refused_stream_and_a_failing_sink_reach_the_sender() {
 
     let stream = peers.open_stream("server", b"refuse me").unwrap();
     let err = stream.finish(LONG).unwrap_err();
-    assert!(matches!(&err, Error::Stream { reason, .. } if reason == "no room for that"), "{err}");
+    assert!(
+        matches!(&err, Error::Stream { reason, .. } if reason == "no room for that"),
+        "{err}"
+    );
 
     let mut stream = peers.open_stream("server", b"ok").unwrap();
     let mut result = Ok(());
@@ -157,10 +190,16 @@ fn a_refused_stream_and_a_failing_sink_reach_the_sender() {
         Err(e) => e,
         Ok(()) => stream.finish(LONG).unwrap_err(),
     };
-    assert!(matches!(&err, Error::Stream { reason, .. } if reason == "disk full"), "{err}");
+    assert!(
+        matches!(&err, Error::Stream { reason, .. } if reason == "disk full"),
+        "{err}"
+    );
     assert!(received.0.lock().unwrap().is_empty());
     // The request connection is unaffected.
-    assert_eq!(peers.call_blocking("server", &Req::Echo(1), LONG).unwrap(), Resp::Num(1));
+    assert_eq!(
+        peers.call_blocking("server", &Req::Echo(1), LONG).unwrap(),
+        Resp::Num(1)
+    );
 }
 
 #[test]
@@ -169,7 +208,10 @@ fn a_server_without_a_stream_handler_refuses_streams() {
     let peers = client(server.local_addr(), fast_options());
     let stream = peers.open_stream("server", b"x").unwrap();
     let err = stream.finish(LONG).unwrap_err();
-    assert!(matches!(&err, Error::Stream { reason, .. } if reason.contains("accepts no bulk streams")), "{err}");
+    assert!(
+        matches!(&err, Error::Stream { reason, .. } if reason.contains("accepts no bulk streams")),
+        "{err}"
+    );
 }
 
 #[test]
@@ -181,5 +223,9 @@ fn a_stream_dropped_unfinished_is_not_finished_by_the_receiver() {
     drop(stream);
     std::thread::sleep(Duration::from_millis(300));
     assert!(received.0.lock().unwrap().is_empty());
-    assert!(wait_until(LONG, || server.stats().failed == 1), "{:?}", server.stats());
+    assert!(
+        wait_until(LONG, || server.stats().failed == 1),
+        "{:?}",
+        server.stats()
+    );
 }

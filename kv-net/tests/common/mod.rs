@@ -1,6 +1,6 @@
 //! Shared by the integration tests: a small request vocabulary, a server answering it, and a
 //! client connected to it. Everything listens on 127.0.0.1 with a free port.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;
