@@ -57,8 +57,12 @@ fn raw_round_trip(conn: &mut TcpStream, body: &[u8], back: &mut [u8]) {
 type Net = (Server, Peers<Vec<u8>, Vec<u8>>);
 
 fn kv_net_pair() -> Net {
-    let server = Server::start(Identity::new(1, "server"), ServerOptions::new(), |_: &PeerInfo, body: Vec<u8>| body)
-        .expect("server");
+    let server = Server::start(
+        Identity::new(1, "server"),
+        ServerOptions::new(),
+        |_: &PeerInfo, body: Vec<u8>| body,
+    )
+    .expect("server");
     let peers = Peers::start(Identity::new(1, "client"), PeersOptions::new()).expect("peers");
     peers.add_peer("server", server.local_addr()).expect("add");
     assert!(peers.wait_connected("server", TIMEOUT), "no connection");
@@ -107,8 +111,12 @@ fn main() {
     let body = vec![7u8; BODY];
     let mut back = vec![0u8; BODY];
     let mut g = c.benchmark_group("net_round_trip");
-    g.bench_function("raw_tcp_echo", |b| b.iter(|| raw_round_trip(&mut raw, &body, &mut back)));
-    g.bench_function("kv_net_call", |b| b.iter(|| black_box(net_round_trip(&net.1, &body))));
+    g.bench_function("raw_tcp_echo", |b| {
+        b.iter(|| raw_round_trip(&mut raw, &body, &mut back))
+    });
+    g.bench_function("kv_net_call", |b| {
+        b.iter(|| black_box(net_round_trip(&net.1, &body)))
+    });
     g.finish();
     c.final_summary();
     percentiles(&net, &mut raw);

@@ -180,9 +180,10 @@ pub(crate) fn frame_bytes(
 ///
 /// It implements tokio-util's [`Decoder`](tokio_util::codec::Decoder) and
 /// [`Encoder`](tokio_util::codec::Encoder), so it can drive a `Framed`; the crate's own
-/// connections call it on their `BytesMut` read buffer directly. It is tokio-util's
-/// `LengthDelimitedCodec` (little-endian, 4-byte length) with the kind and id parsed and typed
-/// errors that name the claimed length.
+/// connections call it on their `BytesMut` read buffer directly. The framing is that of
+/// tokio-util's `LengthDelimitedCodec` set to a 4-byte little-endian length with a maximum;
+/// it is written out here so that the kind and id are parsed with it and its errors are typed
+/// and name the claimed length.
 #[derive(Debug, Clone, Copy)]
 pub struct FrameCodec {
     max_frame_len: usize,
