@@ -1,7 +1,7 @@
 //! The dialing side: [`Peers`], one multiplexed connection per peer, usable from synchronous
 //! code.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,6 +14,7 @@ use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::runtime::{Handle, Runtime};
+use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
 use crate::error::{Error, Result};
@@ -69,7 +70,8 @@ pub(crate) type Done = Box<dyn FnOnce(RequestId, Result<Bytes>) + Send>;
 
 struct Pending {
     done: Done,
-    timer: Option<AbortHandle>,
+    deadline: Instant,
+    timeout: Duration,
 }
 
 /// One peer's state, shared by the callers and its connection task.
@@ -90,7 +92,12 @@ pub(crate) struct PeerState {
     /// The epoch announced by the peer; `u64::MAX`: unknown.
     pub(crate) epoch: AtomicU64,
     pub(crate) last_error: Mutex<Option<String>>,
-    task: Mutex<Option<AbortHandle>>,
+    /// The deadlines of the pending requests, earliest first (the sweeper's queue).
+    deadlines: Mutex<BTreeSet<(Instant, RequestId)>>,
+    /// Wakes the sweeper when a request gets a deadline earlier than every other.
+    earliest_changed: Notify,
+    /// The connection task and the sweeper.
+    tasks: Mutex<Vec<AbortHandle>>,
 }
 
 impl PeerState {
@@ -101,10 +108,58 @@ impl PeerState {
             return;
         };
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
-        if let Some(timer) = pending.timer {
-            timer.abort();
-        }
+        self.deadlines.lock().remove(&(pending.deadline, id));
         (pending.done)(id, result);
+    }
+
+    /// Registers a request as pending, with its deadline.
+    fn insert(&self, id: RequestId, done: Done, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        self.pending.lock().insert(
+            id,
+            Pending {
+                done,
+                deadline,
+                timeout,
+            },
+        );
+        let earliest = {
+            let mut deadlines = self.deadlines.lock();
+            let earliest = deadlines.first().is_none_or(|&(first, _)| deadline < first);
+            deadlines.insert((deadline, id));
+            earliest
+        };
+        // Requests usually share one timeout, so a new deadline is rarely the earliest and
+        // the sweeper is rarely woken: no task or timer per request.
+        if earliest {
+            self.earliest_changed.notify_one();
+        }
+    }
+
+    /// Fails, with [`Error::Timeout`], every pending request whose deadline has passed.
+    fn expire(&self, now: Instant) {
+        loop {
+            let due = {
+                let mut deadlines = self.deadlines.lock();
+                match deadlines.first() {
+                    Some(&(at, id)) if at <= now => {
+                        deadlines.pop_first();
+                        id
+                    }
+                    _ => return,
+                }
+            };
+            let Some(pending) = self.pending.lock().remove(&due) else {
+                continue;
+            };
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            let err = Error::Timeout {
+                peer: self.id.to_string(),
+                request: due,
+                after: pending.timeout,
+            };
+            (pending.done)(due, Err(err));
+        }
     }
 
     /// Fails every pending request with [`Error::Disconnected`] (or `Shutdown`).
@@ -112,9 +167,7 @@ impl PeerState {
         let drained: Vec<(RequestId, Pending)> = self.pending.lock().drain().collect();
         for (id, pending) in drained {
             self.in_flight.fetch_sub(1, Ordering::AcqRel);
-            if let Some(timer) = pending.timer {
-                timer.abort();
-            }
+            self.deadlines.lock().remove(&(pending.deadline, id));
             let err = if shutdown {
                 Error::Shutdown
             } else {
@@ -232,20 +285,7 @@ impl Core {
         }
         // Pending before sent, so that an answer (or the connection's teardown, which drains
         // the pending requests after the writer has stopped) always finds it.
-        p.pending.lock().insert(id, Pending { done, timer: None });
-        let timer_peer = Arc::clone(&p);
-        let timer = self.handle.spawn(async move {
-            tokio::time::sleep(timeout).await;
-            let err = Error::Timeout {
-                peer: timer_peer.id.to_string(),
-                request: id,
-                after: timeout,
-            };
-            timer_peer.complete(id, Err(err));
-        });
-        if let Some(pending) = p.pending.lock().get_mut(&id) {
-            pending.timer = Some(timer.abort_handle());
-        }
+        p.insert(id, done, timeout);
         if !self.send_frame(&p, &link, frame) {
             p.complete(
                 id,
@@ -400,13 +440,16 @@ where
             reconnects: AtomicU64::new(0),
             epoch: AtomicU64::new(u64::MAX),
             last_error: Mutex::new(None),
-            task: Mutex::new(None),
+            deadlines: Mutex::new(BTreeSet::new()),
+            earliest_changed: Notify::new(),
+            tasks: Mutex::new(Vec::new()),
         });
         let task = self.core.handle.spawn(crate::conn::run_peer(
             Arc::clone(&self.core),
             Arc::clone(&state),
         ));
-        *state.task.lock() = Some(task.abort_handle());
+        let sweeper = self.core.handle.spawn(sweep_deadlines(Arc::clone(&state)));
+        *state.tasks.lock() = vec![task.abort_handle(), sweeper.abort_handle()];
         peers.insert(node_id.to_string(), state);
         Ok(())
     }
@@ -426,7 +469,7 @@ where
             .ok_or_else(|| Error::UnknownPeer {
                 peer: node_id.to_string(),
             })?;
-        if let Some(task) = state.task.lock().take() {
+        for task in state.tasks.lock().drain(..) {
             task.abort();
         }
         *state.link.lock() = None;
@@ -602,6 +645,24 @@ where
     }
 }
 
+/// Runs for as long as the peer is added: times out its requests at their deadlines, sleeping
+/// until the earliest one (or until a request with an earlier one arrives).
+async fn sweep_deadlines(p: Arc<PeerState>) {
+    loop {
+        let next = p.deadlines.lock().first().map(|&(at, _)| at);
+        match next {
+            None => p.earliest_changed.notified().await,
+            Some(at) if at <= Instant::now() => p.expire(Instant::now()),
+            Some(at) => {
+                tokio::select! {
+                    () = tokio::time::sleep_until(tokio::time::Instant::from_std(at)) => {}
+                    () = p.earliest_changed.notified() => {}
+                }
+            }
+        }
+    }
+}
+
 fn encode_request<Req: Serialize>(req: &Req) -> Result<Vec<u8>> {
     postcard::to_allocvec(req).map_err(|source| Error::Encode {
         what: "request",
@@ -622,7 +683,7 @@ impl<Req, Resp> Drop for Peers<Req, Resp> {
         self.core.shut.store(true, Ordering::Release);
         let peers: Vec<Arc<PeerState>> = self.core.peers.write().drain().map(|(_, p)| p).collect();
         for p in peers {
-            if let Some(task) = p.task.lock().take() {
+            for task in p.tasks.lock().drain(..) {
                 task.abort();
             }
             *p.link.lock() = None;

@@ -275,3 +275,41 @@ fn not_connected_is_reported_at_once_and_removing_a_peer_fails_its_requests() {
         .iter()
         .any(|s| s.node_id == "ghost" && s.last_error.is_some())));
 }
+
+#[test]
+fn a_shorter_deadline_sent_later_times_out_first() {
+    let server = server(Counts::default());
+    let peers = client(server.local_addr(), fast_options());
+    let (tx, rx) = mpsc::channel();
+    let start = Instant::now();
+    let long = peers.send(
+        "server",
+        &Req::Sleep { ms: 3000, tag: 1 },
+        Duration::from_millis(1500),
+        &tx,
+    );
+    let short = peers.send(
+        "server",
+        &Req::Sleep { ms: 3000, tag: 2 },
+        Duration::from_millis(200),
+        &tx,
+    );
+    let first = rx.recv_timeout(LONG).unwrap();
+    let first_at = start.elapsed();
+    assert_eq!(first.request, short);
+    assert!(
+        matches!(first.result, Err(Error::Timeout { after, .. }) if after == Duration::from_millis(200))
+    );
+    assert!(
+        first_at >= Duration::from_millis(200) && first_at < Duration::from_millis(1000),
+        "{first_at:?}"
+    );
+    let second = rx.recv_timeout(LONG).unwrap();
+    assert_eq!(second.request, long);
+    assert!(
+        start.elapsed() >= Duration::from_millis(1500),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(peers.status()[0].in_flight, 0);
+}
