@@ -8,13 +8,13 @@
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::mpsc::RecvTimeoutError;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::runtime::Handle;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
 use crate::frame::{FrameKind, frame_bytes};
@@ -63,11 +63,12 @@ pub trait StreamSink: Send {
 #[derive(Debug)]
 pub struct StreamSender {
     peer: Arc<str>,
-    handle: Handle,
     tx: Option<mpsc::Sender<Bytes>>,
     seq: u64,
     max_frame_len: usize,
-    verdict: Option<oneshot::Receiver<Result<()>>>,
+    /// A std channel, waited on without the runtime: it works even after the transport
+    /// shut down (the sending task is gone then, and the wait ends at once).
+    verdict: Option<std::sync::mpsc::Receiver<Result<()>>>,
 }
 
 pub(crate) fn open(core: &Arc<Core>, p: &Arc<PeerState>, header: &[u8]) -> Result<StreamSender> {
@@ -77,7 +78,7 @@ pub(crate) fn open(core: &Arc<Core>, p: &Arc<PeerState>, header: &[u8]) -> Resul
         core.handle
             .block_on(crate::conn::connect(core, p, Purpose::Stream))?;
     let (tx, rx) = mpsc::channel(core.options.stream_buffer_chunks);
-    let (verdict_tx, verdict_rx) = oneshot::channel();
+    let (verdict_tx, verdict_rx) = std::sync::mpsc::sync_channel(1);
     core.handle.spawn(run_sender(
         stream,
         buf,
@@ -89,7 +90,6 @@ pub(crate) fn open(core: &Arc<Core>, p: &Arc<PeerState>, header: &[u8]) -> Resul
     ));
     Ok(StreamSender {
         peer: Arc::clone(&p.id),
-        handle: core.handle.clone(),
         tx: Some(tx),
         seq: 0,
         max_frame_len: max,
@@ -145,13 +145,14 @@ impl StreamSender {
         let Some(verdict) = self.verdict.take() else {
             return Err(self.failed("the stream had already ended"));
         };
-        match self
-            .handle
-            .block_on(async { tokio::time::timeout(timeout, verdict).await })
-        {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(self.failed("the stream's connection task ended")),
-            Err(_) => Err(self.failed(&format!("no verdict from the receiver within {timeout:?}"))),
+        match verdict.recv_timeout(timeout) {
+            Ok(result) => result,
+            Err(RecvTimeoutError::Disconnected) => {
+                Err(self.failed("the stream's connection task ended"))
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                Err(self.failed(&format!("no verdict from the receiver within {timeout:?}")))
+            }
         }
     }
 
@@ -161,11 +162,8 @@ impl StreamSender {
         let Some(verdict) = self.verdict.take() else {
             return self.failed("the stream had already ended");
         };
-        match self
-            .handle
-            .block_on(async { tokio::time::timeout(Duration::from_secs(1), verdict).await })
-        {
-            Ok(Ok(Err(e))) => e,
+        match verdict.recv_timeout(Duration::from_secs(1)) {
+            Ok(Err(e)) => e,
             _ => self.failed("the stream's connection closed"),
         }
     }
@@ -185,7 +183,7 @@ async fn run_sender(
     peer: Arc<str>,
     open_frame: Bytes,
     mut rx: mpsc::Receiver<Bytes>,
-    verdict_tx: oneshot::Sender<Result<()>>,
+    verdict_tx: std::sync::mpsc::SyncSender<Result<()>>,
 ) {
     let (rd, mut wr) = stream.into_split();
     let writer = tokio::spawn(async move {

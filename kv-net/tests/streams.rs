@@ -229,3 +229,17 @@ fn a_stream_dropped_unfinished_is_not_finished_by_the_receiver() {
         server.stats()
     );
 }
+
+#[test]
+fn a_stream_outliving_its_transport_fails_without_panicking() {
+    let (server, _received) = stream_server(None);
+    let peers = client(server.local_addr(), fast_options());
+    let mut stream = peers.open_stream("server", b"orphan").unwrap();
+    stream.send(&pattern(0, 100)).unwrap();
+    drop(peers);
+    let err = match stream.send(&pattern(100, 100)) {
+        Err(e) => e,
+        Ok(()) => stream.finish(LONG).unwrap_err(),
+    };
+    assert!(matches!(err, Error::Stream { .. }), "{err}");
+}
