@@ -15,6 +15,7 @@ use crate::faults::{Action, Direction};
 use crate::frame::{Frame, FrameKind, frame_bytes};
 use crate::handshake::{Expect, Hello, Purpose, handshake};
 use crate::io::{FrameReader, Link, write_loop};
+use crate::net_stream::NetStream;
 use crate::peers::{Core, PeerState};
 
 /// Runs for as long as the peer is added: keeps one connection up.
@@ -59,9 +60,9 @@ pub(crate) async fn connect(
     core: &Core,
     p: &PeerState,
     purpose: Purpose,
-) -> Result<(TcpStream, Hello, BytesMut)> {
+) -> Result<(NetStream, Hello, BytesMut)> {
     let addr = p.addr;
-    let mut stream =
+    let tcp =
         match tokio::time::timeout(core.options.connect_timeout, TcpStream::connect(addr)).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(source)) => {
@@ -81,7 +82,31 @@ pub(crate) async fn connect(
             }
         };
     // Requests are small and latency-bound; the writer batches what is queued.
-    let _ = stream.set_nodelay(true);
+    let _ = tcp.set_nodelay(true);
+    let mut stream = match &core.options.tls {
+        None => NetStream::Plain(tcp),
+        Some(tls) => {
+            let name = crate::tls::server_name(&p.id)?;
+            let connector = tokio_rustls::TlsConnector::from(Arc::clone(&tls.client));
+            let timeout = core.options.handshake_timeout;
+            match tokio::time::timeout(timeout, connector.connect(name, tcp)).await {
+                Ok(Ok(tls)) => NetStream::Client(Box::new(tls)),
+                Ok(Err(source)) => {
+                    return Err(Error::Io {
+                        op: "TLS handshake with",
+                        addr,
+                        source,
+                    });
+                }
+                Err(_) => {
+                    return Err(Error::HandshakeTimeout {
+                        addr,
+                        after: timeout,
+                    });
+                }
+            }
+        }
+    };
     let expect = Expect::Node(p.id.to_string());
     let (hello, buf) = handshake(
         &mut stream,
@@ -98,7 +123,7 @@ pub(crate) async fn connect(
 async fn serve(
     core: &Arc<Core>,
     p: &Arc<PeerState>,
-    stream: TcpStream,
+    stream: NetStream,
     buf: BytesMut,
 ) -> Result<()> {
     let (rd, wr) = stream.into_split();

@@ -241,6 +241,24 @@ pub enum Error {
         /// The one received.
         found: u64,
     },
+    /// TLS could not be set up (`what` says which step).
+    #[error("TLS: {what}")]
+    Tls {
+        /// The step.
+        what: &'static str,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A TLS certificate or key file could not be read.
+    #[error("reading {path}")]
+    TlsFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// The transport was shut down.
     #[error("the transport is shut down")]
     Shutdown,

@@ -14,8 +14,7 @@ use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::error::{Error, Result};
 use crate::frame::{Frame, FrameCodec, FrameKind, encode_parts};
@@ -122,8 +121,8 @@ pub(crate) fn check_preamble(addr: SocketAddr, buf: &[u8]) -> Result<bool> {
 ///
 /// On a refusal the connection is closed gracefully (write half shut, the other side's bytes
 /// drained briefly) so that the other side reads the reason rather than a reset.
-pub(crate) async fn handshake(
-    stream: &mut TcpStream,
+pub(crate) async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
     addr: SocketAddr,
     local: &Hello,
     expect: &Expect,
@@ -142,8 +141,8 @@ pub(crate) async fn handshake(
     }
 }
 
-async fn exchange(
-    stream: &mut TcpStream,
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
     addr: SocketAddr,
     local: &Hello,
     expect: &Expect,
@@ -250,7 +249,11 @@ fn verify(addr: SocketAddr, local: &Hello, expect: &Expect, theirs: &Hello) -> R
     }
 }
 
-async fn read_some(stream: &mut TcpStream, addr: SocketAddr, buf: &mut BytesMut) -> Result<()> {
+async fn read_some<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    addr: SocketAddr,
+    buf: &mut BytesMut,
+) -> Result<()> {
     buf.reserve(256);
     let n = stream.read_buf(buf).await.map_err(|source| Error::Io {
         op: "read",
@@ -270,8 +273,8 @@ async fn read_some(stream: &mut TcpStream, addr: SocketAddr, buf: &mut BytesMut)
     Ok(())
 }
 
-async fn read_frame(
-    stream: &mut TcpStream,
+async fn read_frame<S: AsyncRead + Unpin>(
+    stream: &mut S,
     addr: SocketAddr,
     codec: &FrameCodec,
     buf: &mut BytesMut,
@@ -286,7 +289,7 @@ async fn read_frame(
 
 /// Shuts the write half and drains what the other side still sends for a moment, so that our
 /// last bytes reach it instead of being discarded by a reset.
-pub(crate) async fn close_gracefully(stream: &mut TcpStream) {
+pub(crate) async fn close_gracefully<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) {
     let _ = stream.shutdown().await;
     let mut sink = [0u8; 1024];
     let _ = tokio::time::timeout(Duration::from_millis(200), async {

@@ -4,9 +4,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::net_stream::{BoxRead, BoxWrite};
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
@@ -28,7 +28,7 @@ pub(crate) struct Link {
 /// Writes the frames of `rx` in order, flushing once the queue is empty (a burst leaves in as
 /// few writes as the buffer allows). Returns when every sender is gone or a write fails.
 pub(crate) async fn write_loop(
-    wr: OwnedWriteHalf,
+    wr: BoxWrite,
     addr: SocketAddr,
     mut rx: mpsc::UnboundedReceiver<Bytes>,
     queued: Arc<AtomicUsize>,
@@ -52,9 +52,8 @@ pub(crate) async fn write_loop(
 }
 
 /// Reads frames off one connection.
-#[derive(Debug)]
 pub(crate) struct FrameReader {
-    rd: OwnedReadHalf,
+    rd: BoxRead,
     addr: SocketAddr,
     codec: FrameCodec,
     buf: BytesMut,
@@ -62,12 +61,7 @@ pub(crate) struct FrameReader {
 
 impl FrameReader {
     /// A reader that starts with what the handshake read past its end.
-    pub(crate) fn new(
-        rd: OwnedReadHalf,
-        addr: SocketAddr,
-        max_frame_len: usize,
-        buf: BytesMut,
-    ) -> Self {
+    pub(crate) fn new(rd: BoxRead, addr: SocketAddr, max_frame_len: usize, buf: BytesMut) -> Self {
         Self {
             rd,
             addr,
@@ -131,7 +125,7 @@ mod tests {
         let mut client = TcpStream::connect(addr).await.unwrap();
         let (server, _) = listener.accept().await.unwrap();
         let (rd, _wr) = server.into_split();
-        let mut reader = FrameReader::new(rd, addr, 1024 * 1024, BytesMut::new());
+        let mut reader = FrameReader::new(Box::new(rd), addr, 1024 * 1024, BytesMut::new());
         client.write_all(&u32::MAX.to_le_bytes()).await.unwrap();
         client.write_all(&[4u8; 64]).await.unwrap();
         let err = reader.next().await.unwrap_err();
@@ -153,7 +147,7 @@ mod tests {
         let mut client = TcpStream::connect(addr).await.unwrap();
         let (server, _) = listener.accept().await.unwrap();
         let (rd, _wr) = server.into_split();
-        let mut reader = FrameReader::new(rd, addr, 1024 * 1024, BytesMut::new());
+        let mut reader = FrameReader::new(Box::new(rd), addr, 1024 * 1024, BytesMut::new());
         client.write_all(&[100, 0, 0, 0, 4, 1, 2]).await.unwrap();
         drop(client);
         let err = reader.next().await.unwrap_err();

@@ -91,10 +91,12 @@ mod faults;
 mod frame;
 mod handshake;
 mod io;
+mod net_stream;
 mod options;
 mod peers;
 mod server;
 mod stream;
+mod tls;
 
 pub use error::{Error, Result};
 pub use faults::{Direction, Fault, Faults};
@@ -107,6 +109,7 @@ pub use options::{Identity, PeersOptions, ServerOptions};
 pub use peers::{PeerStatus, Peers, Reply, RequestId};
 pub use server::{Handler, PeerInfo, Server, ServerStats};
 pub use stream::{StreamHandler, StreamSender, StreamSink};
+pub use tls::Tls;
 
 /// The README's example, compiled and run as a doctest.
 #[cfg(doctest)]

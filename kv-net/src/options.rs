@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::frame::DEFAULT_MAX_FRAME_LEN;
+use crate::tls::Tls;
 
 /// This node, as it announces itself in every handshake.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +50,7 @@ pub struct PeersOptions {
     pub(crate) worker_threads: usize,
     pub(crate) seed: u64,
     pub(crate) stream_buffer_chunks: usize,
+    pub(crate) tls: Option<Tls>,
 }
 
 impl Default for PeersOptions {
@@ -66,6 +68,7 @@ impl Default for PeersOptions {
             worker_threads: 2,
             seed: 0,
             stream_buffer_chunks: 8,
+            tls: None,
         }
     }
 }
@@ -150,6 +153,13 @@ impl PeersOptions {
         self.stream_buffer_chunks = n.max(1);
         self
     }
+
+    /// Connects over TLS with mutual authentication (the listeners must use TLS too, with
+    /// the same CA). Default: plain TCP.
+    pub fn tls(mut self, tls: Tls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
 }
 
 /// Options of the listening side, [`Server`](crate::Server).
@@ -164,6 +174,7 @@ pub struct ServerOptions {
     pub(crate) worker_threads: usize,
     pub(crate) max_blocking_threads: usize,
     pub(crate) stream_buffer_chunks: usize,
+    pub(crate) tls: Option<Tls>,
 }
 
 impl Default for ServerOptions {
@@ -178,6 +189,7 @@ impl Default for ServerOptions {
             worker_threads: 2,
             max_blocking_threads: 64,
             stream_buffer_chunks: 8,
+            tls: None,
         }
     }
 }
@@ -244,6 +256,13 @@ impl ServerOptions {
     /// stops reading the stream's connection. Default 8.
     pub fn stream_buffer_chunks(mut self, n: usize) -> Self {
         self.stream_buffer_chunks = n.max(1);
+        self
+    }
+
+    /// Accepts only TLS connections whose client certificate the cluster's CA signed.
+    /// Default: plain TCP.
+    pub fn tls(mut self, tls: Tls) -> Self {
+        self.tls = Some(tls);
         self
     }
 }

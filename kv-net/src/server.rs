@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::frame::{FrameKind, frame_bytes};
 use crate::handshake::{Expect, Hello, Purpose, handshake};
 use crate::io::{FrameReader, write_loop};
+use crate::net_stream::NetStream;
 use crate::options::{Identity, ServerOptions};
 use crate::stream::{StreamHandler, serve_stream};
 
@@ -285,16 +286,41 @@ where
     }
 }
 
-async fn serve_connection<Req, Resp>(
-    ctx: Arc<Ctx<Req, Resp>>,
-    mut stream: TcpStream,
-    addr: SocketAddr,
-) where
+async fn serve_connection<Req, Resp>(ctx: Arc<Ctx<Req, Resp>>, tcp: TcpStream, addr: SocketAddr)
+where
     Req: DeserializeOwned + Send + 'static,
     Resp: Serialize + Send + 'static,
 {
     ctx.counters.accepted.fetch_add(1, Ordering::Relaxed);
-    let _ = stream.set_nodelay(true);
+    let _ = tcp.set_nodelay(true);
+    let mut stream = match &ctx.options.tls {
+        None => NetStream::Plain(tcp),
+        Some(tls) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&tls.server));
+            let timeout = ctx.options.handshake_timeout;
+            let outcome = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => Ok(NetStream::Server(Box::new(tls))),
+                Ok(Err(source)) => Err(Error::Io {
+                    op: "TLS handshake with",
+                    addr,
+                    source,
+                }),
+                Err(_) => Err(Error::HandshakeTimeout {
+                    addr,
+                    after: timeout,
+                }),
+            };
+            match outcome {
+                Ok(stream) => stream,
+                Err(e) => {
+                    warn!(%addr, "refused a peer connection from {addr}: {e}");
+                    ctx.counters.refused.fetch_add(1, Ordering::Relaxed);
+                    *ctx.counters.last_error.lock() = Some(e.to_string());
+                    return;
+                }
+            }
+        }
+    };
     let hello = Hello {
         epoch: ctx.epoch.load(Ordering::Relaxed),
         ..ctx.hello.clone()
@@ -349,7 +375,7 @@ async fn serve_connection<Req, Resp>(
 
 async fn serve_rpc<Req, Resp>(
     ctx: &Arc<Ctx<Req, Resp>>,
-    stream: TcpStream,
+    stream: NetStream,
     buf: BytesMut,
     info: &Arc<PeerInfo>,
 ) -> Result<()>

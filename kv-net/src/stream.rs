@@ -13,13 +13,13 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
 use crate::frame::{FrameKind, frame_bytes};
 use crate::handshake::Purpose;
 use crate::io::FrameReader;
+use crate::net_stream::NetStream;
 use crate::peers::{Core, PeerState};
 use crate::server::PeerInfo;
 
@@ -177,7 +177,7 @@ impl StreamSender {
 }
 
 async fn run_sender(
-    stream: TcpStream,
+    stream: NetStream,
     buf: BytesMut,
     addr: SocketAddr,
     peer: Arc<str>,
@@ -232,7 +232,7 @@ async fn run_sender(
 /// Serves one stream connection on the receiving side.
 pub(crate) async fn serve_stream(
     handler: Option<Arc<dyn StreamHandler>>,
-    stream: TcpStream,
+    stream: NetStream,
     buf: BytesMut,
     info: Arc<PeerInfo>,
     max_frame_len: usize,
