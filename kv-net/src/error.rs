@@ -284,6 +284,15 @@ mod tests {
                 source: io(),
             },
             Error::Runtime(io()),
+            Error::FramedIo(io()),
+            Error::TlsFile {
+                path: "/x".into(),
+                source: io(),
+            },
+            Error::Tls {
+                what: "reading the node key",
+                source: Box::new(io()),
+            },
             Error::Encode {
                 what: "request",
                 source: postcard_err(),

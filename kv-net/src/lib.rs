@@ -20,6 +20,8 @@
 //!   ([`Peers::is_alive`], [`Peers::status`]: last seen, round trip, in flight, reconnects).
 //! - Bulk streams ([`Peers::open_stream`], [`StreamHandler`]) each use a connection of their
 //!   own, so a long transfer never delays requests.
+//! - Optional TLS with mutual authentication ([`Tls`], rustls): every node's certificate is
+//!   signed by the cluster's CA, and a dialer checks the listener's names the node expected.
 //! - [`Faults`] drops, delays, duplicates or black-holes frames per peer and direction, for
 //!   tests; off by default, and then one atomic load per frame.
 //!
