@@ -16,7 +16,8 @@ use crate::frame::{Frame, FrameKind, frame_bytes};
 use crate::handshake::{Expect, Hello, Purpose, handshake};
 use crate::io::{FrameReader, Link, write_loop};
 use crate::net_stream::NetStream;
-use crate::peers::{Core, PeerState};
+use crate::peer_state::PeerState;
+use crate::peers::Core;
 
 /// Runs for as long as the peer is added: keeps one connection up.
 pub(crate) async fn run_peer(core: Arc<Core>, p: Arc<PeerState>) {

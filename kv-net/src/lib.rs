@@ -95,6 +95,7 @@ mod handshake;
 mod io;
 mod net_stream;
 mod options;
+mod peer_state;
 mod peers;
 mod server;
 mod stream;

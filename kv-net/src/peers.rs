@@ -1,21 +1,19 @@
 //! The dialing side: [`Peers`], one multiplexed connection per peer, usable from synchronous
 //! code.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::runtime::{Handle, Runtime};
-use tokio::sync::Notify;
-use tokio::task::AbortHandle;
 
 use crate::error::{Error, Result};
 use crate::faults::{Action, Direction, Faults};
@@ -23,6 +21,7 @@ use crate::frame::{FrameKind, frame_bytes};
 use crate::handshake::{Hello, Purpose};
 use crate::io::Link;
 use crate::options::{Identity, PeersOptions};
+use crate::peer_state::{Done, PeerState};
 use crate::stream::StreamSender;
 
 /// The id of a request, unique per peer for the life of a [`Peers`].
@@ -63,122 +62,6 @@ pub struct PeerStatus {
     pub epoch: Option<u64>,
     /// The last connect or handshake error, until a connection succeeds.
     pub last_error: Option<String>,
-}
-
-/// What completes a request: called once, with the response body or the error.
-pub(crate) type Done = Box<dyn FnOnce(RequestId, Result<Bytes>) + Send>;
-
-struct Pending {
-    done: Done,
-    deadline: Instant,
-    timeout: Duration,
-}
-
-/// One peer's state, shared by the callers and its connection task.
-pub(crate) struct PeerState {
-    pub(crate) id: Arc<str>,
-    pub(crate) addr: SocketAddr,
-    /// The current connection's queue; `None` while not connected.
-    pub(crate) link: Mutex<Option<Link>>,
-    pending: Mutex<HashMap<RequestId, Pending>>,
-    next_id: AtomicU64,
-    in_flight: AtomicUsize,
-    pub(crate) connected: AtomicBool,
-    /// Microseconds since [`Core::base`] (plus one) of the last frame received; 0: never.
-    pub(crate) last_seen_us: AtomicU64,
-    /// Smoothed round trip in microseconds; 0: unknown.
-    pub(crate) rtt_us: AtomicU64,
-    pub(crate) reconnects: AtomicU64,
-    /// The epoch announced by the peer; `u64::MAX`: unknown.
-    pub(crate) epoch: AtomicU64,
-    pub(crate) last_error: Mutex<Option<String>>,
-    /// The deadlines of the pending requests, earliest first (the sweeper's queue).
-    deadlines: Mutex<BTreeSet<(Instant, RequestId)>>,
-    /// Wakes the sweeper when a request gets a deadline earlier than every other.
-    earliest_changed: Notify,
-    /// The connection task and the sweeper.
-    tasks: Mutex<Vec<AbortHandle>>,
-}
-
-impl PeerState {
-    /// Completes a request if it is still pending (whoever comes first, answer, timeout or
-    /// disconnect, wins; the others find nothing).
-    pub(crate) fn complete(&self, id: RequestId, result: Result<Bytes>) {
-        let Some(pending) = self.pending.lock().remove(&id) else {
-            return;
-        };
-        self.in_flight.fetch_sub(1, Ordering::AcqRel);
-        self.deadlines.lock().remove(&(pending.deadline, id));
-        (pending.done)(id, result);
-    }
-
-    /// Registers a request as pending, with its deadline.
-    fn insert(&self, id: RequestId, done: Done, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        self.pending.lock().insert(
-            id,
-            Pending {
-                done,
-                deadline,
-                timeout,
-            },
-        );
-        let earliest = {
-            let mut deadlines = self.deadlines.lock();
-            let earliest = deadlines.first().is_none_or(|&(first, _)| deadline < first);
-            deadlines.insert((deadline, id));
-            earliest
-        };
-        // Requests usually share one timeout, so a new deadline is rarely the earliest and
-        // the sweeper is rarely woken: no task or timer per request.
-        if earliest {
-            self.earliest_changed.notify_one();
-        }
-    }
-
-    /// Fails, with [`Error::Timeout`], every pending request whose deadline has passed.
-    fn expire(&self, now: Instant) {
-        loop {
-            let due = {
-                let mut deadlines = self.deadlines.lock();
-                match deadlines.first() {
-                    Some(&(at, id)) if at <= now => {
-                        deadlines.pop_first();
-                        id
-                    }
-                    _ => return,
-                }
-            };
-            let Some(pending) = self.pending.lock().remove(&due) else {
-                continue;
-            };
-            self.in_flight.fetch_sub(1, Ordering::AcqRel);
-            let err = Error::Timeout {
-                peer: self.id.to_string(),
-                request: due,
-                after: pending.timeout,
-            };
-            (pending.done)(due, Err(err));
-        }
-    }
-
-    /// Fails every pending request with [`Error::Disconnected`] (or `Shutdown`).
-    pub(crate) fn fail_all(&self, shutdown: bool) {
-        let drained: Vec<(RequestId, Pending)> = self.pending.lock().drain().collect();
-        for (id, pending) in drained {
-            self.in_flight.fetch_sub(1, Ordering::AcqRel);
-            self.deadlines.lock().remove(&(pending.deadline, id));
-            let err = if shutdown {
-                Error::Shutdown
-            } else {
-                Error::Disconnected {
-                    peer: self.id.to_string(),
-                    request: id,
-                }
-            };
-            (pending.done)(id, Err(err));
-        }
-    }
 }
 
 /// The transport's state shared by [`Peers`] and its tasks (no generics: bodies are bytes).
@@ -427,28 +310,15 @@ where
                 peer: node_id.to_string(),
             });
         }
-        let state = Arc::new(PeerState {
-            id: Arc::from(node_id),
-            addr,
-            link: Mutex::new(None),
-            pending: Mutex::new(HashMap::new()),
-            next_id: AtomicU64::new(0),
-            in_flight: AtomicUsize::new(0),
-            connected: AtomicBool::new(false),
-            last_seen_us: AtomicU64::new(0),
-            rtt_us: AtomicU64::new(0),
-            reconnects: AtomicU64::new(0),
-            epoch: AtomicU64::new(u64::MAX),
-            last_error: Mutex::new(None),
-            deadlines: Mutex::new(BTreeSet::new()),
-            earliest_changed: Notify::new(),
-            tasks: Mutex::new(Vec::new()),
-        });
+        let state = Arc::new(PeerState::new(node_id, addr));
         let task = self.core.handle.spawn(crate::conn::run_peer(
             Arc::clone(&self.core),
             Arc::clone(&state),
         ));
-        let sweeper = self.core.handle.spawn(sweep_deadlines(Arc::clone(&state)));
+        let sweeper = self
+            .core
+            .handle
+            .spawn(crate::peer_state::sweep_deadlines(Arc::clone(&state)));
         *state.tasks.lock() = vec![task.abort_handle(), sweeper.abort_handle()];
         peers.insert(node_id.to_string(), state);
         Ok(())
@@ -469,12 +339,7 @@ where
             .ok_or_else(|| Error::UnknownPeer {
                 peer: node_id.to_string(),
             })?;
-        for task in state.tasks.lock().drain(..) {
-            task.abort();
-        }
-        *state.link.lock() = None;
-        state.connected.store(false, Ordering::Release);
-        state.fail_all(false);
+        state.stop(false);
         Ok(())
     }
 
@@ -645,24 +510,6 @@ where
     }
 }
 
-/// Runs for as long as the peer is added: times out its requests at their deadlines, sleeping
-/// until the earliest one (or until a request with an earlier one arrives).
-async fn sweep_deadlines(p: Arc<PeerState>) {
-    loop {
-        let next = p.deadlines.lock().first().map(|&(at, _)| at);
-        match next {
-            None => p.earliest_changed.notified().await,
-            Some(at) if at <= Instant::now() => p.expire(Instant::now()),
-            Some(at) => {
-                tokio::select! {
-                    () = tokio::time::sleep_until(tokio::time::Instant::from_std(at)) => {}
-                    () = p.earliest_changed.notified() => {}
-                }
-            }
-        }
-    }
-}
-
 fn encode_request<Req: Serialize>(req: &Req) -> Result<Vec<u8>> {
     postcard::to_allocvec(req).map_err(|source| Error::Encode {
         what: "request",
@@ -683,12 +530,7 @@ impl<Req, Resp> Drop for Peers<Req, Resp> {
         self.core.shut.store(true, Ordering::Release);
         let peers: Vec<Arc<PeerState>> = self.core.peers.write().drain().map(|(_, p)| p).collect();
         for p in peers {
-            for task in p.tasks.lock().drain(..) {
-                task.abort();
-            }
-            *p.link.lock() = None;
-            p.connected.store(false, Ordering::Release);
-            p.fail_all(true);
+            p.stop(true);
         }
         if let Some(rt) = self.runtime.take() {
             if Handle::try_current().is_ok() {

@@ -20,7 +20,8 @@ use crate::frame::{FrameKind, frame_bytes};
 use crate::handshake::Purpose;
 use crate::io::FrameReader;
 use crate::net_stream::NetStream;
-use crate::peers::{Core, PeerState};
+use crate::peer_state::PeerState;
+use crate::peers::Core;
 use crate::server::PeerInfo;
 
 /// Receives bulk streams on a [`Server`](crate::Server) (see
