@@ -184,6 +184,27 @@ pub(crate) fn frame_bytes(
 /// tokio-util's `LengthDelimitedCodec` set to a 4-byte little-endian length with a maximum;
 /// it is written out here so that the kind and id are parsed with it and its errors are typed
 /// and name the claimed length.
+///
+/// # Example
+///
+/// ```
+/// use bytes::BytesMut;
+/// use kv_net::{Error, Frame, FrameCodec, FrameKind};
+///
+/// let codec = FrameCodec::new(1024);
+/// let mut wire = BytesMut::new();
+/// Frame::new(FrameKind::Request, 7, &b"body"[..]).encode(&mut wire, 1024)?;
+/// let mut buf = BytesMut::from(&wire[..5]); // half a frame: not yet
+/// assert_eq!(codec.decode_frame(&mut buf)?, None);
+/// buf.extend_from_slice(&wire[5..]);
+/// let frame = codec.decode_frame(&mut buf)?.expect("complete");
+/// assert_eq!((frame.kind, frame.id, &frame.body[..]), (FrameKind::Request, 7, &b"body"[..]));
+///
+/// // A header claiming 4 GiB is refused before anything is reserved for it.
+/// let mut evil = BytesMut::from(&[0xff, 0xff, 0xff, 0xff, 4][..]);
+/// assert!(matches!(codec.decode_frame(&mut evil), Err(Error::FrameTooLarge { .. })));
+/// # Ok::<(), kv_net::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct FrameCodec {
     max_frame_len: usize,

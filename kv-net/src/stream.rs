@@ -27,6 +27,53 @@ use crate::server::PeerInfo;
 /// Receives bulk streams on a [`Server`](crate::Server) (see
 /// [`Server::start_with_streams`](crate::Server::start_with_streams)). Runs on the blocking
 /// pool.
+///
+/// # Example
+///
+/// A receiver that counts bytes, and a sender of 1 MiB in 64 KiB chunks.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use std::time::Duration;
+/// use bytes::Bytes;
+/// use kv_net::*;
+///
+/// struct Count(Arc<AtomicU64>);
+/// struct CountSink(Arc<AtomicU64>, u64);
+/// impl StreamHandler for Count {
+///     fn open(&self, _from: &PeerInfo, _header: Bytes) -> Result<Box<dyn StreamSink>, String> {
+///         Ok(Box::new(CountSink(Arc::clone(&self.0), 0)))
+///     }
+/// }
+/// impl StreamSink for CountSink {
+///     fn chunk(&mut self, data: Bytes) -> Result<(), String> {
+///         self.1 += data.len() as u64;
+///         Ok(())
+///     }
+///     fn finish(self: Box<Self>) -> Result<(), String> {
+///         self.0.store(self.1, Ordering::SeqCst);
+///         Ok(())
+///     }
+/// }
+///
+/// let received = Arc::new(AtomicU64::new(0));
+/// let server = Server::start_with_streams(
+///     Identity::new(1, "b"),
+///     ServerOptions::new(),
+///     |_: &PeerInfo, (): ()| (),
+///     Count(Arc::clone(&received)),
+/// )?;
+/// let peers: Peers<(), ()> = Peers::start(Identity::new(1, "a"), PeersOptions::new())?;
+/// peers.add_peer("b", server.local_addr())?;
+/// let mut stream = peers.open_stream("b", b"ranges 1..4")?;
+/// for _ in 0..16 {
+///     stream.send(&[7u8; 64 * 1024])?;
+/// }
+/// stream.finish(Duration::from_secs(10))?;
+/// assert_eq!(received.load(Ordering::SeqCst), 1 << 20);
+/// # Ok::<(), kv_net::Error>(())
+/// ```
 pub trait StreamHandler: Send + Sync + 'static {
     /// A stream from `from` opens with `header`: the sink that takes its chunks, or why it is
     /// refused (the sender's [`StreamSender::finish`] gets [`Error::Stream`] with it).
