@@ -38,13 +38,23 @@ pub struct PeerInfo {
 }
 
 /// Answers requests. Runs on the server's blocking pool, so it may block (on a disk, a lock);
-/// many run at once, one per request in flight.
+/// many run at once, one per request in flight. A request for which
+/// [`Handler::may_block`] says `false` is answered on the connection's async task instead,
+/// which saves two thread hops (the blocking pool's and the way back to the writer).
 ///
-/// A closure `Fn(&PeerInfo, Req) -> Resp` is a handler. A handler that panics answers the
-/// request with a failure ([`Error::Remote`] at the caller); the server keeps serving.
+/// A closure `Fn(&PeerInfo, Req) -> Resp` is a handler (every request may block). A handler
+/// that panics answers the request with a failure ([`Error::Remote`] at the caller); the
+/// server keeps serving.
 pub trait Handler<Req, Resp>: Send + Sync + 'static {
     /// The response to `req` from `from`.
     fn handle(&self, from: &PeerInfo, req: Req) -> Resp;
+
+    /// False if answering `req` never blocks (no disk read that can miss the page cache, no
+    /// lock held for long, no waiting on another node): it then runs inline on an async worker
+    /// of the server. Must be quick to decide. Default: true.
+    fn may_block(&self, _req: &Req) -> bool {
+        true
+    }
 }
 
 impl<Req, Resp, F> Handler<Req, Resp> for F
@@ -400,6 +410,21 @@ where
                     let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
                         return Ok(());
                     };
+                    let req = match postcard::from_bytes::<Req>(&frame.body) {
+                        Ok(req) => req,
+                        Err(e) => {
+                            let out = failure(frame.id, format!("cannot decode the request: {e}"));
+                            queued.fetch_add(out.len(), Ordering::Relaxed);
+                            let _ = tx.send(out);
+                            continue;
+                        }
+                    };
+                    if !ctx.handler.may_block(&req) {
+                        let out = execute(ctx, info, frame.id, req);
+                        queued.fetch_add(out.len(), Ordering::Relaxed);
+                        let _ = tx.send(out);
+                        continue;
+                    }
                     let (ctx, info, tx, queued) = (
                         Arc::clone(ctx),
                         Arc::clone(info),
@@ -407,7 +432,7 @@ where
                         Arc::clone(&queued),
                     );
                     tokio::task::spawn_blocking(move || {
-                        let out = execute(&ctx, &info, frame.id, &frame.body);
+                        let out = execute(&ctx, &info, frame.id, req);
                         queued.fetch_add(out.len(), Ordering::Relaxed);
                         let _ = tx.send(out);
                         drop(permit);
@@ -443,33 +468,31 @@ where
 }
 
 /// Runs the handler on one request; the frame to send back (a response or a failure).
-fn execute<Req, Resp>(ctx: &Ctx<Req, Resp>, info: &PeerInfo, id: u64, body: &[u8]) -> Bytes
+fn execute<Req, Resp>(ctx: &Ctx<Req, Resp>, info: &PeerInfo, id: u64, req: Req) -> Bytes
 where
-    Req: DeserializeOwned + 'static,
+    Req: 'static,
     Resp: Serialize + 'static,
 {
-    let max = ctx.options.max_frame_len;
-    let outcome = match postcard::from_bytes::<Req>(body) {
-        Err(e) => Err(format!("cannot decode the request: {e}")),
-        Ok(req) => {
-            match std::panic::catch_unwind(AssertUnwindSafe(|| ctx.handler.handle(info, req))) {
-                Err(_) => Err(String::from("the request's handler panicked")),
-                Ok(resp) => postcard::to_allocvec(&resp)
-                    .map_err(|e| format!("cannot encode the response: {e}")),
-            }
+    let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| ctx.handler.handle(info, req)))
+    {
+        Err(_) => Err(String::from("the request's handler panicked")),
+        Ok(resp) => {
+            postcard::to_allocvec(&resp).map_err(|e| format!("cannot encode the response: {e}"))
         }
     };
-    let failure = |message: String| {
-        let body = postcard::to_allocvec(&message).unwrap_or_default();
-        // A failure is a short message: it always fits (an empty result would leave the
-        // caller to its deadline, never corrupt the stream).
-        frame_bytes(FrameKind::Failure, id, &body, usize::MAX).unwrap_or_default()
-    };
     match outcome {
-        Ok(resp) => match frame_bytes(FrameKind::Response, id, &resp, max) {
+        Ok(resp) => match frame_bytes(FrameKind::Response, id, &resp, ctx.options.max_frame_len) {
             Ok(frame) => frame,
-            Err(e) => failure(format!("cannot send the response: {e}")),
+            Err(e) => failure(id, format!("cannot send the response: {e}")),
         },
-        Err(message) => failure(message),
+        Err(message) => failure(id, message),
     }
+}
+
+/// A failure frame: the request could not be executed, and why.
+fn failure(id: u64, message: String) -> Bytes {
+    let body = postcard::to_allocvec(&message).unwrap_or_default();
+    // A failure is a short message: it always fits (an empty result would leave the caller to
+    // its deadline, never corrupt the stream).
+    frame_bytes(FrameKind::Failure, id, &body, usize::MAX).unwrap_or_default()
 }

@@ -313,3 +313,70 @@ fn a_shorter_deadline_sent_later_times_out_first() {
     );
     assert_eq!(peers.status()[0].in_flight, 0);
 }
+
+/// Answers `Echo` inline (it never blocks) and everything else on the blocking pool.
+struct InlineEcho;
+
+impl kv_net::Handler<Req, Resp> for InlineEcho {
+    fn handle(&self, from: &kv_net::PeerInfo, req: Req) -> Resp {
+        handler(Counts::default())(from, req)
+    }
+
+    fn may_block(&self, req: &Req) -> bool {
+        !matches!(req, Req::Echo(_) | Req::Panic)
+    }
+}
+
+#[test]
+fn requests_that_never_block_are_answered_while_the_blocking_pool_is_busy() {
+    let one_thread = kv_net::ServerOptions::new().max_blocking_threads(1);
+    let server = kv_net::Server::start(
+        kv_net::Identity::new(CLUSTER, "server"),
+        one_thread,
+        InlineEcho,
+    )
+    .unwrap();
+    let peers = client(server.local_addr(), fast_options());
+    let (tx, rx) = mpsc::channel();
+    peers.send("server", &Req::Sleep { ms: 600, tag: 1 }, LONG, &tx);
+    std::thread::sleep(Duration::from_millis(50));
+    let start = Instant::now();
+    assert_eq!(
+        peers.call_blocking("server", &Req::Echo(2), LONG).unwrap(),
+        Resp::Num(2)
+    );
+    assert!(
+        start.elapsed() < Duration::from_millis(300),
+        "{:?}",
+        start.elapsed()
+    );
+    // A panic inline is caught as on the pool.
+    let reply = peers.call_blocking("server", &Req::Panic, LONG);
+    assert!(
+        matches!(&reply, Err(Error::Remote { message, .. }) if message.contains("panicked")),
+        "{reply:?}"
+    );
+    assert!(rx.recv_timeout(LONG).unwrap().result.is_ok());
+
+    // With every request on the pool (a closure handler), the echo waits behind the sleep.
+    let one_thread = kv_net::ServerOptions::new().max_blocking_threads(1);
+    let pooled = kv_net::Server::start(
+        kv_net::Identity::new(CLUSTER, "server"),
+        one_thread,
+        handler(Counts::default()),
+    )
+    .unwrap();
+    let peers = client(pooled.local_addr(), fast_options());
+    peers.send("server", &Req::Sleep { ms: 600, tag: 1 }, LONG, &tx);
+    std::thread::sleep(Duration::from_millis(50));
+    let start = Instant::now();
+    assert_eq!(
+        peers.call_blocking("server", &Req::Echo(2), LONG).unwrap(),
+        Resp::Num(2)
+    );
+    assert!(
+        start.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        start.elapsed()
+    );
+}
