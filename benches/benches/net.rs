@@ -3,7 +3,10 @@
 //! run: the transport's own cost (framing, postcard, the caller's channel, the writer and
 //! reader tasks, the handler's hop to the blocking pool) over the kernel's.
 //!
-//! * `net_round_trip/kv_net_call`: `Peers::call_blocking` from a plain thread.
+//! * `net_round_trip/kv_net_call`: `Peers::call_blocking` from a plain thread; the server runs
+//!   the handler on its blocking pool (a closure handler: every request may block).
+//! * `net_round_trip/kv_net_call_inline`: the same with a handler whose `may_block` is false,
+//!   run on the connection's async task (two thread hops fewer).
 //! * `net_round_trip/raw_tcp_echo`: `write` 100 bytes, `read_exact` 100 bytes on a
 //!   `TCP_NODELAY` socket to a thread that echoes them.
 //! * Then a p50/p99 table from hdrhistogram: the two alternate in rounds (the box is shared
@@ -18,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use criterion::Criterion;
 use hdrhistogram::Histogram;
-use kv_net::{Identity, PeerInfo, Peers, PeersOptions, Server, ServerOptions};
+use kv_net::{Handler, Identity, PeerInfo, Peers, PeersOptions, Server, ServerOptions};
 
 const BODY: usize = 100;
 const ROUNDS: usize = 6;
@@ -56,17 +59,36 @@ fn raw_round_trip(conn: &mut TcpStream, body: &[u8], back: &mut [u8]) {
 
 type Net = (Server, Peers<Vec<u8>, Vec<u8>>);
 
-fn kv_net_pair() -> Net {
-    let server = Server::start(
-        Identity::new(1, "server"),
-        ServerOptions::new(),
-        |_: &PeerInfo, body: Vec<u8>| body,
-    )
-    .expect("server");
+/// Echoes on the connection's task.
+struct InlineEcho;
+
+impl Handler<Vec<u8>, Vec<u8>> for InlineEcho {
+    fn handle(&self, _from: &PeerInfo, body: Vec<u8>) -> Vec<u8> {
+        body
+    }
+
+    fn may_block(&self, _req: &Vec<u8>) -> bool {
+        false
+    }
+}
+
+fn connect(server: Server) -> Net {
     let peers = Peers::start(Identity::new(1, "client"), PeersOptions::new()).expect("peers");
     peers.add_peer("server", server.local_addr()).expect("add");
     assert!(peers.wait_connected("server", TIMEOUT), "no connection");
     (server, peers)
+}
+
+fn kv_net_pair() -> Net {
+    let echo = |_: &PeerInfo, body: Vec<u8>| body;
+    connect(Server::start(Identity::new(1, "server"), ServerOptions::new(), echo).expect("server"))
+}
+
+fn kv_net_pair_inline() -> Net {
+    connect(
+        Server::start(Identity::new(1, "server"), ServerOptions::new(), InlineEcho)
+            .expect("server"),
+    )
 }
 
 fn net_round_trip(peers: &Peers<Vec<u8>, Vec<u8>>, body: &Vec<u8>) -> Vec<u8> {
@@ -83,11 +105,11 @@ fn describe(label: &str, h: &Histogram<u64>) {
     );
 }
 
-fn percentiles(net: &Net, raw: &mut TcpStream) {
+fn percentiles(net: &Net, inline: &Net, raw: &mut TcpStream) {
     let body = vec![7u8; BODY];
     let mut back = vec![0u8; BODY];
     let new = || Histogram::<u64>::new_with_bounds(1, 10_000_000_000, 3).expect("histogram");
-    let (mut h_net, mut h_raw) = (new(), new());
+    let (mut h_net, mut h_inline, mut h_raw) = (new(), new(), new());
     for _ in 0..ROUNDS {
         for _ in 0..PER_ROUND {
             let start = Instant::now();
@@ -99,14 +121,21 @@ fn percentiles(net: &Net, raw: &mut TcpStream) {
             black_box(net_round_trip(&net.1, &body));
             h_net.saturating_record(start.elapsed().as_nanos() as u64);
         }
+        for _ in 0..PER_ROUND {
+            let start = Instant::now();
+            black_box(net_round_trip(&inline.1, &body));
+            h_inline.saturating_record(start.elapsed().as_nanos() as u64);
+        }
     }
     describe("raw_tcp_echo", &h_raw);
     describe("kv_net_call", &h_net);
+    describe("kv_net_call_inline", &h_inline);
 }
 
 fn main() {
     let mut c = Criterion::default().configure_from_args();
     let net = kv_net_pair();
+    let inline = kv_net_pair_inline();
     let mut raw = raw_echo();
     let body = vec![7u8; BODY];
     let mut back = vec![0u8; BODY];
@@ -117,7 +146,10 @@ fn main() {
     g.bench_function("kv_net_call", |b| {
         b.iter(|| black_box(net_round_trip(&net.1, &body)))
     });
+    g.bench_function("kv_net_call_inline", |b| {
+        b.iter(|| black_box(net_round_trip(&inline.1, &body)))
+    });
     g.finish();
     c.final_summary();
-    percentiles(&net, &mut raw);
+    percentiles(&net, &inline, &mut raw);
 }
