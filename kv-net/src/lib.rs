@@ -7,7 +7,8 @@
 //!   waits on with a deadline, so a coordinator sends to every replica and takes the first
 //!   `W` answers. [`Peers::call`] is the same for async code.
 //! - [`Server`] (the listening side) accepts peers, runs the handshake, and answers each
-//!   request with a synchronous [`Handler`] on its blocking pool.
+//!   request with a synchronous [`Handler`] on its blocking pool (or inline, for requests the
+//!   handler says never block).
 //! - Every connection starts with a handshake ([`Hello`]: magic, protocol version, cluster
 //!   id, node id, ring epoch); a peer of another cluster, another version, or not the node
 //!   expected at its address is refused on both sides with a typed [`Error`] and one log line.
