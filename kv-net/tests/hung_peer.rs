@@ -13,7 +13,11 @@ use common::*;
 use kv_net::{Error, Frame, FrameKind, Hello, Identity, Peers, PeersOptions, Purpose};
 
 /// A node "hung" that completes the handshake and then neither reads nor writes.
-fn hung_peer(peers: &Peers<Req, Resp>) -> TcpStream {
+fn hung_peer<Q, R>(peers: &Peers<Q, R>) -> TcpStream
+where
+    Q: serde::Serialize,
+    R: serde::de::DeserializeOwned + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     peers
         .add_peer("hung", listener.local_addr().unwrap())
@@ -77,26 +81,7 @@ fn a_hung_peer_times_out_requests_and_is_not_alive() {
 fn bytes_queued_for_a_peer_that_does_not_read_are_bounded() {
     let opts = PeersOptions::new().max_queued_bytes(8 << 20).seed(1);
     let peers: Peers<Vec<u8>, Resp> = Peers::start(Identity::new(CLUSTER, "client"), opts).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    peers
-        .add_peer("hung", listener.local_addr().unwrap())
-        .unwrap();
-    let (mut conn, _) = listener.accept().unwrap();
-    let hello = Hello {
-        cluster_id: CLUSTER,
-        node_id: "hung".into(),
-        epoch: 0,
-        purpose: Purpose::Rpc,
-    };
-    conn.write_all(&kv_net::opening_bytes(&hello).unwrap())
-        .unwrap();
-    conn.write_all(
-        &Frame::new(FrameKind::Accept, 0, Vec::new())
-            .to_bytes(4096)
-            .unwrap(),
-    )
-    .unwrap();
-    assert!(peers.wait_connected("hung", LONG));
+    let conn = hung_peer(&peers);
 
     // 128 MiB of requests: the socket buffers take a few MiB, the queue 8 MiB, the rest is
     // refused at once.
