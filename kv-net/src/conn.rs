@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::faults::{Action, Direction};
 use crate::frame::{Frame, FrameKind, frame_bytes};
 use crate::handshake::{Expect, Hello, Purpose, handshake};
-use crate::io::{FrameReader, Link, write_loop};
+use crate::io::{AbortOnDrop, FrameReader, Link, write_loop};
 use crate::net_stream::NetStream;
 use crate::peer_state::PeerState;
 use crate::peers::Core;
@@ -255,13 +255,4 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })
-}
-
-/// Aborts a task when dropped.
-struct AbortOnDrop(tokio::task::AbortHandle);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }

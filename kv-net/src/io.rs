@@ -51,6 +51,16 @@ pub(crate) async fn write_loop(
     Ok(())
 }
 
+/// Aborts a task when dropped: ties a helper task's life to its owner's.
+#[derive(Debug)]
+pub(crate) struct AbortOnDrop(pub(crate) tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Reads frames off one connection.
 pub(crate) struct FrameReader {
     rd: BoxRead,

@@ -50,6 +50,7 @@ pub struct PeersOptions {
     pub(crate) worker_threads: usize,
     pub(crate) seed: u64,
     pub(crate) stream_buffer_chunks: usize,
+    pub(crate) stream_stall_timeout: Duration,
     pub(crate) tls: Option<Tls>,
 }
 
@@ -68,6 +69,7 @@ impl Default for PeersOptions {
             worker_threads: 2,
             seed: 0,
             stream_buffer_chunks: 8,
+            stream_stall_timeout: Duration::from_secs(10),
             tls: None,
         }
     }
@@ -151,6 +153,14 @@ impl PeersOptions {
     /// waits. Default 8.
     pub fn stream_buffer_chunks(mut self, n: usize) -> Self {
         self.stream_buffer_chunks = n.max(1);
+        self
+    }
+
+    /// How long [`StreamSender::send`](crate::StreamSender::send) waits for room in a full
+    /// buffer before it fails the stream (a receiver that takes nothing for this long is hung
+    /// or partitioned away). Default 10 s.
+    pub fn stream_stall_timeout(mut self, d: Duration) -> Self {
+        self.stream_stall_timeout = d;
         self
     }
 

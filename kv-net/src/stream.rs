@@ -13,12 +13,14 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
+use tokio::runtime::Handle;
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::{SendTimeoutError, TrySendError};
 
 use crate::error::{Error, Result};
 use crate::frame::{FrameKind, frame_bytes};
 use crate::handshake::Purpose;
-use crate::io::FrameReader;
+use crate::io::{AbortOnDrop, FrameReader};
 use crate::net_stream::NetStream;
 use crate::peer_state::PeerState;
 use crate::peers::Core;
@@ -111,6 +113,11 @@ pub trait StreamSink: Send {
 #[derive(Debug)]
 pub struct StreamSender {
     peer: Arc<str>,
+    handle: Handle,
+    /// The connection's task: stopped (closing the connection) when the sender is dropped,
+    /// so an abandoned stream never keeps a socket to a hung peer.
+    _task: AbortOnDrop,
+    stall_timeout: Duration,
     tx: Option<mpsc::Sender<Bytes>>,
     seq: u64,
     max_frame_len: usize,
@@ -127,7 +134,7 @@ pub(crate) fn open(core: &Arc<Core>, p: &Arc<PeerState>, header: &[u8]) -> Resul
             .block_on(crate::conn::connect(core, p, Purpose::Stream))?;
     let (tx, rx) = mpsc::channel(core.options.stream_buffer_chunks);
     let (verdict_tx, verdict_rx) = std::sync::mpsc::sync_channel(1);
-    core.handle.spawn(run_sender(
+    let task = core.handle.spawn(run_sender(
         stream,
         buf,
         p.addr,
@@ -138,6 +145,9 @@ pub(crate) fn open(core: &Arc<Core>, p: &Arc<PeerState>, header: &[u8]) -> Resul
     ));
     Ok(StreamSender {
         peer: Arc::clone(&p.id),
+        handle: core.handle.clone(),
+        _task: AbortOnDrop(task.abort_handle()),
+        stall_timeout: core.options.stream_stall_timeout,
         tx: Some(tx),
         seq: 0,
         max_frame_len: max,
@@ -147,27 +157,48 @@ pub(crate) fn open(core: &Arc<Core>, p: &Arc<PeerState>, header: &[u8]) -> Resul
 
 impl StreamSender {
     /// Sends the next chunk (at most the frame limit less 9 bytes), waiting while the buffer
-    /// is full.
+    /// is full, up to [`PeersOptions::stream_stall_timeout`](crate::PeersOptions::stream_stall_timeout).
     ///
     /// # Errors
     ///
     /// [`Error::FrameTooLarge`]; [`Error::Stream`] (or the connection's error) if the stream
-    /// has ended: the receiver refused a chunk or the connection dropped.
+    /// has ended: the receiver refused a chunk, the connection dropped, or the receiver took
+    /// nothing for the stall timeout (the stream is then abandoned).
     ///
     /// # Panics
     ///
     /// If called from within a tokio runtime (it blocks).
     pub fn send(&mut self, chunk: &[u8]) -> Result<()> {
         let frame = frame_bytes(FrameKind::StreamChunk, self.seq, chunk, self.max_frame_len)?;
-        let sent = self
-            .tx
-            .as_ref()
-            .is_some_and(|tx| tx.blocking_send(frame).is_ok());
-        if !sent {
-            return Err(self.ended());
-        }
+        self.queue(frame)?;
         self.seq += 1;
         Ok(())
+    }
+
+    /// Queues a frame for the connection's task, waiting up to the stall timeout for room.
+    fn queue(&mut self, frame: Bytes) -> Result<()> {
+        let Some(tx) = self.tx.as_ref() else {
+            return Err(self.ended());
+        };
+        match tx.try_send(frame) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Closed(_)) => Err(self.ended()),
+            Err(TrySendError::Full(frame)) => {
+                match self
+                    .handle
+                    .block_on(tx.send_timeout(frame, self.stall_timeout))
+                {
+                    Ok(()) => Ok(()),
+                    Err(SendTimeoutError::Closed(_)) => Err(self.ended()),
+                    Err(SendTimeoutError::Timeout(_)) => {
+                        // The stream is abandoned: its task (and connection) stop with `self`.
+                        self.tx = None;
+                        let stalled = self.stall_timeout;
+                        Err(self.failed(&format!("the receiver took nothing for {stalled:?}")))
+                    }
+                }
+            }
+        }
     }
 
     /// Chunks sent so far.
@@ -187,9 +218,8 @@ impl StreamSender {
     /// If called from within a tokio runtime (it blocks).
     pub fn finish(mut self, timeout: Duration) -> Result<()> {
         let end = frame_bytes(FrameKind::StreamEnd, self.seq, &[], self.max_frame_len)?;
-        if let Some(tx) = self.tx.take() {
-            let _ = tx.blocking_send(end);
-        }
+        self.queue(end)?;
+        self.tx = None;
         let Some(verdict) = self.verdict.take() else {
             return Err(self.failed("the stream had already ended"));
         };
@@ -246,6 +276,7 @@ async fn run_sender(
         }
         wr.flush().await.map_err(io)
     });
+    let _writer_guard = AbortOnDrop(writer.abort_handle());
     // The receiver sends one frame, its verdict, at the end (or early, on a refusal).
     let mut reader = FrameReader::new(rd, addr, 64 * 1024, buf);
     let stream_err = |reason: String| Error::Stream {
@@ -273,7 +304,6 @@ async fn run_sender(
         ))),
         Err(e) => Err(stream_err(e.to_string())),
     };
-    writer.abort();
     let _ = verdict_tx.send(verdict);
 }
 

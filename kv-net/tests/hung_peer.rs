@@ -104,3 +104,60 @@ fn bytes_queued_for_a_peer_that_does_not_read_are_bounded() {
     assert!(queue_full >= 64, "only {queue_full} of 128 refused");
     drop(conn);
 }
+
+#[test]
+fn a_stream_to_a_hung_receiver_fails_at_the_stall_timeout() {
+    let opts = fast_options().stream_stall_timeout(Duration::from_millis(300));
+    let peers: Peers<Req, Resp> = Peers::start(Identity::new(CLUSTER, "client"), opts).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    peers
+        .add_peer("hung", listener.local_addr().unwrap())
+        .unwrap();
+    // Accept the request connection and the stream's, handshake both, then read nothing.
+    let acceptor = std::thread::spawn(move || {
+        let mut conns = Vec::new();
+        for _ in 0..2 {
+            let (mut conn, _) = listener.accept().unwrap();
+            let hello = Hello {
+                cluster_id: CLUSTER,
+                node_id: "hung".into(),
+                epoch: 0,
+                purpose: Purpose::Rpc,
+            };
+            conn.write_all(&kv_net::opening_bytes(&hello).unwrap())
+                .unwrap();
+            conn.write_all(
+                &Frame::new(FrameKind::Accept, 0, Vec::new())
+                    .to_bytes(4096)
+                    .unwrap(),
+            )
+            .unwrap();
+            conns.push(conn);
+        }
+        conns
+    });
+    assert!(peers.wait_connected("hung", LONG));
+    let mut stream = peers.open_stream("hung", b"x").unwrap();
+    let chunk = vec![0u8; 1 << 20];
+    let start = Instant::now();
+    let err = loop {
+        if let Err(e) = stream.send(&chunk) {
+            break e;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the sender never gave up"
+        );
+    };
+    assert!(
+        matches!(&err, Error::Stream { reason, .. } if reason.contains("took nothing for 300ms")),
+        "{err}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    drop(stream);
+    drop(acceptor.join().unwrap());
+}
