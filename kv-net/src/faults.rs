@@ -4,7 +4,9 @@
 //! Faults act on the frames of a [`Peers`](crate::Peers) connection: `Outbound` on what this
 //! node sends (requests, pings), `Inbound` on what it receives (responses, pongs). Every
 //! message between two nodes crosses one of their `Peers`, so a test reaches any message by
-//! setting faults on the right node. Bulk streams and handshakes are not affected.
+//! setting faults on the right node. Bulk streams see only an outbound black hole: a stream
+//! cannot be opened across it, and one already open stalls (its sender fails at its stall
+//! timeout) until it heals. Handshakes are not affected.
 //!
 //! Off by default and then free: every frame pays one relaxed atomic load. Random choices
 //! (a drop's probability) come from one RNG seeded by the caller, so a run can be repeated.
@@ -155,6 +157,21 @@ impl Faults {
     /// True while any fault is set.
     pub fn is_active(&self) -> bool {
         self.inner.active.load(Ordering::Relaxed)
+    }
+
+    /// True while frames to `peer` are black-holed (a partition): bulk streams stall then
+    /// rather than lose chunks, as a TCP stream across a partition does.
+    pub(crate) fn black_holed(&self, peer: &str) -> bool {
+        self.is_active()
+            && self
+                .inner
+                .rules
+                .lock()
+                .by_peer
+                .get(peer)
+                .is_some_and(|both| {
+                    matches!(both[slot(Direction::Outbound)], Some(Fault::BlackHole))
+                })
     }
 
     /// What to do with the next frame to or from `peer`.

@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::{SendTimeoutError, TrySendError};
 
 use crate::error::{Error, Result};
+use crate::faults::Faults;
 use crate::frame::{FrameKind, frame_bytes};
 use crate::handshake::Purpose;
 use crate::io::{AbortOnDrop, FrameReader};
@@ -129,20 +130,25 @@ pub struct StreamSender {
 pub(crate) fn open(core: &Arc<Core>, p: &Arc<PeerState>, header: &[u8]) -> Result<StreamSender> {
     let max = core.options.max_frame_len;
     let open_frame = frame_bytes(FrameKind::StreamOpen, 0, header, max)?;
+    if core.faults.black_holed(&p.id) {
+        return Err(Error::NotConnected {
+            peer: p.id.to_string(),
+        });
+    }
     let (stream, _hello, buf) =
         core.handle
             .block_on(crate::conn::connect(core, p, Purpose::Stream))?;
     let (tx, rx) = mpsc::channel(core.options.stream_buffer_chunks);
     let (verdict_tx, verdict_rx) = std::sync::mpsc::sync_channel(1);
-    let task = core.handle.spawn(run_sender(
-        stream,
-        buf,
-        p.addr,
-        Arc::clone(&p.id),
+    let sender = SenderTask {
+        addr: p.addr,
+        peer: Arc::clone(&p.id),
         open_frame,
         rx,
         verdict_tx,
-    ));
+        faults: core.faults.clone(),
+    };
+    let task = core.handle.spawn(sender.run(stream, buf));
     Ok(StreamSender {
         peer: Arc::clone(&p.id),
         handle: core.handle.clone(),
@@ -254,57 +260,75 @@ impl StreamSender {
     }
 }
 
-async fn run_sender(
-    stream: NetStream,
-    buf: BytesMut,
+/// The sending side of a stream's connection: writes the queued chunks, then reads the
+/// receiver's verdict.
+struct SenderTask {
     addr: SocketAddr,
     peer: Arc<str>,
     open_frame: Bytes,
-    mut rx: mpsc::Receiver<Bytes>,
+    rx: mpsc::Receiver<Bytes>,
     verdict_tx: std::sync::mpsc::SyncSender<Result<()>>,
-) {
-    let (rd, mut wr) = stream.into_split();
-    let writer = tokio::spawn(async move {
-        let io = |source| Error::Io {
-            op: "write",
+    faults: Faults,
+}
+
+impl SenderTask {
+    async fn run(self, stream: NetStream, buf: BytesMut) {
+        let SenderTask {
             addr,
-            source,
-        };
-        wr.write_all(&open_frame).await.map_err(io)?;
-        while let Some(frame) = rx.recv().await {
-            wr.write_all(&frame).await.map_err(io)?;
-        }
-        wr.flush().await.map_err(io)
-    });
-    let _writer_guard = AbortOnDrop(writer.abort_handle());
-    // The receiver sends one frame, its verdict, at the end (or early, on a refusal).
-    let mut reader = FrameReader::new(rd, addr, 64 * 1024, buf);
-    let stream_err = |reason: String| Error::Stream {
-        peer: peer.to_string(),
-        reason,
-    };
-    let verdict = match reader.next().await {
-        Ok(Some(frame)) if frame.kind == FrameKind::StreamDone => {
-            match postcard::from_bytes::<Option<String>>(&frame.body) {
-                Ok(None) => Ok(()),
-                Ok(Some(reason)) => Err(stream_err(reason)),
-                Err(source) => Err(Error::Decode {
-                    what: "stream verdict",
-                    peer: peer.to_string(),
-                    source,
-                }),
+            peer,
+            open_frame,
+            mut rx,
+            verdict_tx,
+            faults,
+        } = self;
+        let (rd, mut wr) = stream.into_split();
+        let writer_peer = Arc::clone(&peer);
+        let writer = tokio::spawn(async move {
+            let io = |source| Error::Io {
+                op: "write",
+                addr,
+                source,
+            };
+            wr.write_all(&open_frame).await.map_err(io)?;
+            while let Some(frame) = rx.recv().await {
+                // A partition stalls the stream (nothing lost, nothing reordered) until it heals.
+                while faults.black_holed(&writer_peer) {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                wr.write_all(&frame).await.map_err(io)?;
             }
-        }
-        Ok(Some(frame)) => Err(Error::UnexpectedFrame {
-            kind: frame.kind.name(),
-            during: "a stream",
-        }),
-        Ok(None) => Err(stream_err(String::from(
-            "the receiver closed the connection without a verdict",
-        ))),
-        Err(e) => Err(stream_err(e.to_string())),
-    };
-    let _ = verdict_tx.send(verdict);
+            wr.flush().await.map_err(io)
+        });
+        let _writer_guard = AbortOnDrop(writer.abort_handle());
+        // The receiver sends one frame, its verdict, at the end (or early, on a refusal).
+        let mut reader = FrameReader::new(rd, addr, 64 * 1024, buf);
+        let stream_err = |reason: String| Error::Stream {
+            peer: peer.to_string(),
+            reason,
+        };
+        let verdict = match reader.next().await {
+            Ok(Some(frame)) if frame.kind == FrameKind::StreamDone => {
+                match postcard::from_bytes::<Option<String>>(&frame.body) {
+                    Ok(None) => Ok(()),
+                    Ok(Some(reason)) => Err(stream_err(reason)),
+                    Err(source) => Err(Error::Decode {
+                        what: "stream verdict",
+                        peer: peer.to_string(),
+                        source,
+                    }),
+                }
+            }
+            Ok(Some(frame)) => Err(Error::UnexpectedFrame {
+                kind: frame.kind.name(),
+                during: "a stream",
+            }),
+            Ok(None) => Err(stream_err(String::from(
+                "the receiver closed the connection without a verdict",
+            ))),
+            Err(e) => Err(stream_err(e.to_string())),
+        };
+        let _ = verdict_tx.send(verdict);
+    }
 }
 
 /// Serves one stream connection on the receiving side.

@@ -161,3 +161,79 @@ fn faults_are_per_peer() {
         Resp::Num(1)
     );
 }
+
+#[test]
+fn a_partition_stalls_streams_and_refuses_new_ones_until_it_heals() {
+    use bytes::Bytes;
+    use kv_net::{PeerInfo, Server, ServerOptions, StreamHandler, StreamSink};
+
+    struct Counted(std::sync::Arc<std::sync::atomic::AtomicU64>);
+    struct Sink(std::sync::Arc<std::sync::atomic::AtomicU64>);
+    impl StreamHandler for Counted {
+        fn open(&self, _: &PeerInfo, _: Bytes) -> Result<Box<dyn StreamSink>, String> {
+            Ok(Box::new(Sink(self.0.clone())))
+        }
+    }
+    impl StreamSink for Sink {
+        fn chunk(&mut self, data: Bytes) -> Result<(), String> {
+            self.0
+                .fetch_add(data.len() as u64, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        }
+        fn finish(self: Box<Self>) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    let received = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let server = Server::start_with_streams(
+        kv_net::Identity::new(CLUSTER, "server"),
+        ServerOptions::new(),
+        handler(Counts::default()),
+        Counted(received.clone()),
+    )
+    .unwrap();
+    let opts = fast_options()
+        .stream_stall_timeout(Duration::from_millis(300))
+        .stream_buffer_chunks(2);
+    let peers = client(server.local_addr(), opts);
+
+    peers.faults().partition("server");
+    let refused = peers.open_stream("server", b"x");
+    assert!(
+        matches!(refused, Err(Error::NotConnected { .. })),
+        "{refused:?}"
+    );
+    peers.faults().heal("server");
+
+    // Partitioned mid-stream: the bytes stop, the sender fails at its stall timeout.
+    let mut stream = peers.open_stream("server", b"x").unwrap();
+    stream.send(&[1u8; 1000]).unwrap();
+    assert!(wait_until(LONG, || received
+        .load(std::sync::atomic::Ordering::SeqCst)
+        == 1000));
+    peers.faults().partition("server");
+    let start = Instant::now();
+    let err = loop {
+        if let Err(e) = stream.send(&[2u8; 1000]) {
+            break e;
+        }
+        assert!(start.elapsed() < LONG, "the stream never stalled");
+    };
+    assert!(
+        matches!(&err, Error::Stream { reason, .. } if reason.contains("took nothing")),
+        "{err}"
+    );
+    assert_eq!(
+        received.load(std::sync::atomic::Ordering::SeqCst),
+        1000,
+        "bytes crossed the partition"
+    );
+    drop(stream);
+
+    peers.faults().heal("server");
+    let mut stream = peers.open_stream("server", b"x").unwrap();
+    stream.send(&[3u8; 500]).unwrap();
+    stream.finish(LONG).unwrap();
+    assert_eq!(received.load(std::sync::atomic::Ordering::SeqCst), 1500);
+}
