@@ -163,6 +163,27 @@ pub enum Error {
     /// A worker thread of a membership change panicked (a bug).
     #[error("a worker thread of the membership change panicked")]
     WorkerPanicked,
+    /// A replica's answer was lost before it came (its request was dropped unanswered: a
+    /// connection closed, a replica shut down).
+    #[error("the replica's answer was lost")]
+    Dropped,
+    /// A replica did not answer within the coordinator's deadline.
+    #[error("node {node} did not answer within {after:?}")]
+    Timeout {
+        /// The node.
+        node: NodeId,
+        /// How long the coordinator waited.
+        after: std::time::Duration,
+    },
+    /// A replica in another process could not be reached, or failed in a way that has no
+    /// other variant here (the transport's error, or the peer's error as text).
+    #[error("node {node}")]
+    Remote {
+        /// The node.
+        node: NodeId,
+        /// The cause.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl Error {

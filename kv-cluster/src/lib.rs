@@ -183,6 +183,7 @@ mod merkle;
 mod meta;
 mod ops;
 mod options;
+pub mod pending;
 mod progress;
 mod read_many;
 mod repair;
@@ -212,6 +213,7 @@ pub use options::{
     ClusterOptions, Consistency, DEFAULT_REPLICATION_FACTOR, DEFAULT_TRANSFER_BATCH,
     DEFAULT_TRANSFER_STREAMS, DEFAULT_VNODES, RateLimit,
 };
+pub use pending::{Collector, Deferred, Started, Ticket};
 pub use progress::{ChangeKind, ChangeSummary, PairSummary, Progress};
 pub use repair::{REPAIR_KEYS_PER_LEAF, RepairSummary};
 pub use replica::{RecordStream, Replica};

@@ -6,6 +6,7 @@ use bytes::Bytes;
 use kv_ring::{NodeId, TokenRange};
 
 use crate::error::Result;
+use crate::pending::{Started, Ticket};
 use kv_node::{
     CompactionReport, Digest, Node, RangeCount, Record, Swapped, Version, Versioned, Write,
 };
@@ -104,6 +105,87 @@ pub trait Replica: Send + Sync + fmt::Debug {
     /// As [`read`](Replica::read).
     fn read_versions(&self, epoch: u64, keys: &[&[u8]]) -> Result<Vec<Option<Version>>> {
         keys.iter().map(|k| self.read_version(epoch, k)).collect()
+    }
+
+    /// [`apply`](Replica::apply) without waiting: answers at once ([`Started::Done`], the
+    /// default) or [defers](Ticket::defer) the ticket and answers when the node does. The
+    /// coordinator submits a write to every replica this way, then collects the first `W`
+    /// answers (see [`pending`](crate::pending)).
+    fn start_apply(&self, epoch: u64, write: Write<'_>, ticket: Ticket<'_, bool>) -> Started<bool> {
+        let _ = ticket;
+        Started::Done(self.apply(epoch, write))
+    }
+
+    /// [`apply_swap`](Replica::apply_swap) without waiting, as
+    /// [`start_apply`](Replica::start_apply).
+    fn start_apply_swap(
+        &self,
+        epoch: u64,
+        write: Write<'_>,
+        read_value: bool,
+        ticket: Ticket<'_, Swapped>,
+    ) -> Started<Swapped> {
+        let _ = ticket;
+        Started::Done(self.apply_swap(epoch, write, read_value))
+    }
+
+    /// [`apply_batch`](Replica::apply_batch) without waiting, as
+    /// [`start_apply`](Replica::start_apply).
+    fn start_apply_batch(
+        &self,
+        epoch: u64,
+        writes: &[Write<'_>],
+        ticket: Ticket<'_, usize>,
+    ) -> Started<usize> {
+        let _ = ticket;
+        Started::Done(self.apply_batch(epoch, writes))
+    }
+
+    /// [`read`](Replica::read) without waiting, as [`start_apply`](Replica::start_apply).
+    fn start_read(
+        &self,
+        epoch: u64,
+        key: &[u8],
+        ticket: Ticket<'_, Option<Versioned>>,
+    ) -> Started<Option<Versioned>> {
+        let _ = ticket;
+        Started::Done(self.read(epoch, key))
+    }
+
+    /// [`read_version`](Replica::read_version) without waiting, as
+    /// [`start_apply`](Replica::start_apply).
+    fn start_read_version(
+        &self,
+        epoch: u64,
+        key: &[u8],
+        ticket: Ticket<'_, Option<Version>>,
+    ) -> Started<Option<Version>> {
+        let _ = ticket;
+        Started::Done(self.read_version(epoch, key))
+    }
+
+    /// [`read_many`](Replica::read_many) without waiting, as
+    /// [`start_apply`](Replica::start_apply).
+    fn start_read_many(
+        &self,
+        epoch: u64,
+        keys: &[&[u8]],
+        ticket: Ticket<'_, Vec<Option<Versioned>>>,
+    ) -> Started<Vec<Option<Versioned>>> {
+        let _ = ticket;
+        Started::Done(self.read_many(epoch, keys))
+    }
+
+    /// [`read_versions`](Replica::read_versions) without waiting, as
+    /// [`start_apply`](Replica::start_apply).
+    fn start_read_versions(
+        &self,
+        epoch: u64,
+        keys: &[&[u8]],
+        ticket: Ticket<'_, Vec<Option<Version>>>,
+    ) -> Started<Vec<Option<Version>>> {
+        let _ = ticket;
+        Started::Done(self.read_versions(epoch, keys))
     }
 
     /// Streams every record (tombstones included) whose token lies in `ranges`, in batches of

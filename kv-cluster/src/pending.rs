@@ -1,0 +1,236 @@
+//! Waiting on many replicas at once: what a quorum is made of.
+//!
+//! The coordinator submits an operation to every replica of a key with a `start_*` method of
+//! [`Replica`](crate::Replica), passing each a [`Ticket`] from one [`Collector`], then takes
+//! answers until it has the `R` or `W` it needs, or the deadline passes.
+//!
+//! - A replica in this process answers inside `start_*` ([`Started::Done`]): no channel, no
+//!   allocation, no thread hop, so the in-process cluster keeps its speed.
+//! - A replica across the network calls [`Ticket::defer`], sends its request, returns
+//!   [`Started::Deferred`], and completes the [`Deferred`] from whatever thread receives the
+//!   peer's answer. The collector's channel is created only when the first ticket is
+//!   deferred.
+//! - A [`Deferred`] dropped without an answer (its request was lost) completes as
+//!   [`Error::Dropped`]; an answer that comes after the coordinator stopped waiting is
+//!   discarded.
+//!
+//! # Example
+//! ```
+//! use std::time::{Duration, Instant};
+//! use kv_cluster::pending::{Collector, Started};
+//!
+//! let collector: Collector<u32> = Collector::new();
+//! // Replica 0 answers at once; replica 1 answers later from another thread.
+//! let first = Started::Done(Ok(7));
+//! let later = collector.ticket(1).defer();
+//! std::thread::spawn(move || later.complete(Ok(8)));
+//! let mut answers = Vec::new();
+//! if let Started::Done(r) = first {
+//!     answers.push((0, r?));
+//! }
+//! let deadline = Instant::now() + Duration::from_secs(5);
+//! while let Some((index, r)) = collector.next(deadline) {
+//!     answers.push((index, r?));
+//! }
+//! assert_eq!(answers, vec![(0, 7), (1, 8)]);
+//! # Ok::<(), kv_cluster::Error>(())
+//! ```
+
+use std::cell::{Cell, OnceCell};
+use std::fmt;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::time::Instant;
+
+use crate::error::{Error, Result};
+
+/// What a `start_*` method of [`Replica`](crate::Replica) did with its [`Ticket`].
+#[derive(Debug)]
+#[must_use]
+pub enum Started<T> {
+    /// The answer, given at once (a replica in this process).
+    Done(Result<T>),
+    /// The ticket was [`defer`](Ticket::defer)red: the answer comes through the
+    /// [`Collector`].
+    Deferred,
+}
+
+/// One operation submitted to many replicas: hands out [`Ticket`]s and collects the answers
+/// of those deferred. Not `Sync`: one coordinator thread owns it.
+pub struct Collector<T> {
+    channel: OnceCell<(Sender<(usize, Result<T>)>, Receiver<(usize, Result<T>)>)>,
+    outstanding: Cell<usize>,
+}
+
+impl<T> Default for Collector<T> {
+    fn default() -> Self {
+        Collector {
+            channel: OnceCell::new(),
+            outstanding: Cell::new(0),
+        }
+    }
+}
+
+impl<T> fmt::Debug for Collector<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Collector")
+            .field("outstanding", &self.outstanding.get())
+            .finish()
+    }
+}
+
+impl<T> Collector<T> {
+    /// A collector with nothing submitted yet (allocates nothing).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The ticket for the replica the caller numbers `index` (its answer comes back with
+    /// that number).
+    pub fn ticket(&self, index: usize) -> Ticket<'_, T> {
+        Ticket {
+            collector: self,
+            index,
+        }
+    }
+
+    /// How many deferred answers have not been taken yet.
+    pub fn outstanding(&self) -> usize {
+        self.outstanding.get()
+    }
+
+    /// The next deferred answer, waiting until `deadline`; `None` when none is outstanding
+    /// or the deadline passed (the answers still missing are then abandoned by the caller).
+    pub fn next(&self, deadline: Instant) -> Option<(usize, Result<T>)> {
+        if self.outstanding.get() == 0 {
+            return None;
+        }
+        let (_, rx) = self.channel.get()?;
+        let wait = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(wait) {
+            Ok(answer) => {
+                self.outstanding.set(self.outstanding.get() - 1);
+                Some(answer)
+            }
+            // The collector holds a sender itself, so the channel never disconnects.
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
+        }
+    }
+}
+
+/// The right to answer one replica's part of an operation, given to a `start_*` method of
+/// [`Replica`](crate::Replica). Answer at once by returning [`Started::Done`], or later by
+/// [`defer`](Ticket::defer)ring it.
+#[derive(Debug)]
+pub struct Ticket<'c, T> {
+    collector: &'c Collector<T>,
+    index: usize,
+}
+
+impl<T> Ticket<'_, T> {
+    /// The number the coordinator gave this replica.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// Turns the ticket into a [`Deferred`] answer that can be completed from any thread
+    /// (the caller then returns [`Started::Deferred`]).
+    pub fn defer(self) -> Deferred<T> {
+        let (tx, _) = self.collector.channel.get_or_init(mpsc::channel);
+        self.collector
+            .outstanding
+            .set(self.collector.outstanding.get() + 1);
+        Deferred {
+            tx: Some(tx.clone()),
+            index: self.index,
+        }
+    }
+}
+
+/// An answer to come, completed once from any thread ([`complete`](Deferred::complete)).
+/// Dropped without an answer, it completes as [`Error::Dropped`].
+pub struct Deferred<T> {
+    tx: Option<Sender<(usize, Result<T>)>>,
+    index: usize,
+}
+
+impl<T> fmt::Debug for Deferred<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Deferred")
+            .field("index", &self.index)
+            .finish()
+    }
+}
+
+impl<T> Deferred<T> {
+    /// Gives the answer (discarded if the coordinator stopped waiting).
+    pub fn complete(mut self, answer: Result<T>) {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send((self.index, answer));
+        }
+    }
+}
+
+impl<T> Drop for Deferred<T> {
+    fn drop(&mut self) {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send((self.index, Err(Error::Dropped)));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn soon() -> Instant {
+        Instant::now() + Duration::from_secs(5)
+    }
+
+    #[test]
+    fn nothing_deferred_allocates_no_channel_and_waits_for_nothing() {
+        let c: Collector<u8> = Collector::new();
+        let _ticket = c.ticket(0);
+        assert!(c.channel.get().is_none());
+        assert!(c.next(soon()).is_none());
+    }
+
+    #[test]
+    fn a_dropped_deferred_answers_dropped() {
+        let c: Collector<u8> = Collector::new();
+        drop(c.ticket(3).defer());
+        let (index, answer) = c.next(soon()).unwrap();
+        assert_eq!(index, 3);
+        assert!(matches!(answer, Err(Error::Dropped)));
+        assert_eq!(c.outstanding(), 0);
+    }
+
+    #[test]
+    fn the_deadline_ends_the_wait_for_a_missing_answer() {
+        let c: Collector<u8> = Collector::new();
+        let d = c.ticket(0).defer();
+        let start = Instant::now();
+        assert!(c.next(start + Duration::from_millis(20)).is_none());
+        assert!(start.elapsed() >= Duration::from_millis(20));
+        assert_eq!(c.outstanding(), 1);
+        d.complete(Ok(1));
+        assert_eq!(c.next(soon()).map(|(i, r)| (i, r.unwrap())), Some((0, 1)));
+    }
+
+    #[test]
+    fn answers_arrive_in_the_order_given_with_their_index() {
+        let c: Collector<usize> = Collector::new();
+        let ds: Vec<_> = (0..3).map(|i| c.ticket(i).defer()).collect();
+        for d in ds.into_iter().rev() {
+            let i = d.index;
+            std::thread::spawn(move || d.complete(Ok(i * 10)))
+                .join()
+                .unwrap();
+        }
+        let got: Vec<_> = std::iter::from_fn(|| c.next(soon()))
+            .map(|(i, r)| (i, r.unwrap()))
+            .collect();
+        assert_eq!(got, vec![(2, 20), (1, 10), (0, 0)]);
+    }
+}
