@@ -301,9 +301,12 @@ mod tests {
             Error::RepairPanicked => 16,
             Error::NodeNotDown { .. } => 17,
             Error::WorkerPanicked => 18,
+            Error::Dropped => 19,
+            Error::Timeout { .. } => 20,
+            Error::Remote { .. } => 21,
         }
     }
-    const VARIANTS: usize = 19;
+    const VARIANTS: usize = 22;
 
     fn node(id: &str) -> NodeId {
         NodeId::new(id).unwrap()
@@ -389,6 +392,15 @@ mod tests {
                 node: node("node1"),
             },
             Error::WorkerPanicked,
+            Error::Dropped,
+            Error::Timeout {
+                node: node("node2"),
+                after: std::time::Duration::from_secs(1),
+            },
+            Error::Remote {
+                node: node("node3"),
+                source: "connection refused".into(),
+            },
         ]
     }
 
@@ -413,8 +425,8 @@ mod tests {
             }
         }
         // Io: 1; Node: 2 (the node's error, then the log's); Unavailable: 3 (its first
-        // replica's Node chain).
-        assert_eq!(with_source, 6);
+        // replica's Node chain); Remote: 1.
+        assert_eq!(with_source, 7);
     }
 
     #[test]

@@ -54,10 +54,16 @@ pub enum Started<T> {
     Deferred,
 }
 
+/// One replica's answer, with the number the coordinator gave it.
+type Answer<T> = (usize, Result<T>);
+
+/// Both ends of a collector's channel.
+type Channel<T> = (Sender<Answer<T>>, Receiver<Answer<T>>);
+
 /// One operation submitted to many replicas: hands out [`Ticket`]s and collects the answers
 /// of those deferred. Not `Sync`: one coordinator thread owns it.
 pub struct Collector<T> {
-    channel: OnceCell<(Sender<(usize, Result<T>)>, Receiver<(usize, Result<T>)>)>,
+    channel: OnceCell<Channel<T>>,
     outstanding: Cell<usize>,
 }
 
@@ -100,7 +106,7 @@ impl<T> Collector<T> {
 
     /// The next deferred answer, waiting until `deadline`; `None` when none is outstanding
     /// or the deadline passed (the answers still missing are then abandoned by the caller).
-    pub fn next(&self, deadline: Instant) -> Option<(usize, Result<T>)> {
+    pub fn next(&self, deadline: Instant) -> Option<Answer<T>> {
         if self.outstanding.get() == 0 {
             return None;
         }
@@ -149,7 +155,7 @@ impl<T> Ticket<'_, T> {
 /// An answer to come, completed once from any thread ([`complete`](Deferred::complete)).
 /// Dropped without an answer, it completes as [`Error::Dropped`].
 pub struct Deferred<T> {
-    tx: Option<Sender<(usize, Result<T>)>>,
+    tx: Option<Sender<Answer<T>>>,
     index: usize,
 }
 

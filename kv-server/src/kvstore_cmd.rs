@@ -16,6 +16,15 @@ use kv_cluster::{ChangeSummary, Cluster, Progress};
 use crate::commands::{c_str, error, wrong_arity};
 use crate::session::Session;
 
+/// The embedder's extension, if it handles `sub`.
+fn extension<'s>(
+    session: &'s Session,
+    sub: &[u8],
+) -> Option<&'s std::sync::Arc<dyn crate::KvstoreExtension>> {
+    let ext = session.shared.options.get_kvstore_extension()?;
+    ext.handles(std::str::from_utf8(sub).ok()?).then_some(ext)
+}
+
 /// `KVSTORE subcommand ...`.
 pub(crate) fn kvstore(cluster: &Cluster, session: &Session, args: &[Bytes], out: &mut BytesMut) {
     let sub = args[1].to_ascii_lowercase();
@@ -23,6 +32,13 @@ pub(crate) fn kvstore(cluster: &Cluster, session: &Session, args: &[Bytes], out:
         b"nodes" | b"stats" | b"ring" | b"repair" | b"compact" | b"flush" => args.len() == 2,
         b"addnode" | b"removenode" | b"recover" => args.len() == 3,
         b"fail" => args.len() == 3 || args.len() == 4,
+        _ if extension(session, &sub).is_some() => {
+            let ext = extension(session, &sub).expect("checked");
+            return match ext.call(args) {
+                Ok(lines) => session.encoder().bulk(out, lines.join("\n").as_bytes()),
+                Err(e) => error(session, out, &format!("ERR {e}")),
+            };
+        }
         _ => {
             let text = format!(
                 "ERR unknown subcommand '{}'. Try KVSTORE HELP.",

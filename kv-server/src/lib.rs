@@ -76,6 +76,7 @@ mod commands;
 mod connection;
 mod docs;
 mod error;
+mod extension;
 mod info;
 mod kvstore_cmd;
 mod options;
@@ -86,6 +87,7 @@ mod shared;
 mod stats;
 
 pub use error::{Error, Result};
+pub use extension::KvstoreExtension;
 pub use options::{
     DEFAULT_MAX_BATCH, DEFAULT_MAX_CLIENTS, DEFAULT_MAX_PENDING_REPLY_BYTES,
     DEFAULT_SHUTDOWN_GRACE, ServerOptions,

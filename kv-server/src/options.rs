@@ -30,6 +30,7 @@ pub struct ServerOptions {
     max_batch: usize,
     limits: Limits,
     shutdown_grace: Duration,
+    extension: Option<crate::extension::Extension>,
 }
 
 impl std::fmt::Debug for ServerOptions {
@@ -43,6 +44,7 @@ impl std::fmt::Debug for ServerOptions {
             .field("max_batch", &self.max_batch)
             .field("limits", &self.limits)
             .field("shutdown_grace", &self.shutdown_grace)
+            .field("extension", &self.extension)
             .finish()
     }
 }
@@ -64,7 +66,23 @@ impl ServerOptions {
             max_batch: DEFAULT_MAX_BATCH,
             limits: Limits::new(),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            extension: None,
         }
+    }
+
+    /// Extra `KVSTORE` subcommands ([`KvstoreExtension`](crate::KvstoreExtension)); `None`
+    /// (the default): only the built-in ones.
+    pub fn kvstore_extension(
+        mut self,
+        extension: Option<std::sync::Arc<dyn crate::KvstoreExtension>>,
+    ) -> Self {
+        self.extension = extension.map(crate::extension::Extension);
+        self
+    }
+
+    /// The extra `KVSTORE` subcommands, if any.
+    pub fn get_kvstore_extension(&self) -> Option<&std::sync::Arc<dyn crate::KvstoreExtension>> {
+        self.extension.as_ref().map(|e| &e.0)
     }
 
     /// The password clients must give (`AUTH pass`, `AUTH default pass` or
