@@ -199,3 +199,49 @@ fn a_long_addnode_leaves_other_clients_served_and_reports_progress() {
     assert!(info.contains("kvstore_members:4\r\n"), "{info}");
     assert!(info.contains("kvstore_admin_job_status:done\r\n"), "{info}");
 }
+
+/// An embedder's subcommand, answered by its extension; the built-in ones and unknown ones
+/// are unchanged.
+#[derive(Debug)]
+struct Echo;
+
+impl kv_server::KvstoreExtension for Echo {
+    fn handles(&self, sub: &str) -> bool {
+        sub == "echo"
+    }
+
+    fn call(&self, args: &[bytes::Bytes]) -> Result<Vec<String>, String> {
+        match args.len() {
+            3 => Ok(vec![
+                "echoed".to_owned(),
+                String::from_utf8_lossy(&args[2]).into_owned(),
+            ]),
+            _ => Err("usage: KVSTORE ECHO word".to_owned()),
+        }
+    }
+}
+
+#[test]
+fn an_extension_answers_its_own_subcommands_only() {
+    let ext: std::sync::Arc<dyn kv_server::KvstoreExtension> = std::sync::Arc::new(Echo);
+    let server = TestServer::with_options(ServerOptions::new().kvstore_extension(Some(ext)));
+    let mut c = server.client();
+    assert_eq!(kvstore(&mut c, &["echo", "hi"]).unwrap(), "echoed\nhi");
+    let e = kvstore(&mut c, &["ECHO"]).unwrap_err();
+    assert_eq!(e.to_string(), "ResponseError: usage: KVSTORE ECHO word");
+    let e = kvstore(&mut c, &["nosuch"]).unwrap_err();
+    assert!(e.to_string().contains("unknown subcommand 'nosuch'"), "{e}");
+    assert!(
+        kvstore(&mut c, &["NODES"])
+            .unwrap()
+            .starts_with("Cluster has 3 nodes")
+    );
+}
+
+#[test]
+fn without_an_extension_its_subcommand_is_unknown() {
+    let server = TestServer::start();
+    let mut c = server.client();
+    let e = kvstore(&mut c, &["echo", "hi"]).unwrap_err();
+    assert!(e.to_string().contains("unknown subcommand 'echo'"), "{e}");
+}
