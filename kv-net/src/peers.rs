@@ -370,6 +370,43 @@ where
         self.core.submit(peer, encode_request(req), timeout, done)
     }
 
+    /// Sends `req` to `peer` and calls `done` exactly once with its result (the response, or
+    /// the error, as [`send`](Peers::send)). Never blocks. `done` runs on a transport thread
+    /// (the connection's reader, the deadline timer) or, when the request cannot even be
+    /// queued, on the caller's: it must be quick and must not block (hand the result over,
+    /// as completing a channel or a ticket does).
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    /// use std::time::Duration;
+    /// use kv_net::{Identity, PeerInfo, Peers, PeersOptions, Server, ServerOptions};
+    ///
+    /// let server = Server::start(Identity::new(7, "n1"), ServerOptions::new(),
+    ///     |_: &PeerInfo, n: u32| n + 1)?;
+    /// let peers: Peers<u32, u32> = Peers::start(Identity::new(7, "c"), PeersOptions::new())?;
+    /// peers.add_peer("n1", server.local_addr())?;
+    /// assert!(peers.wait_connected("n1", Duration::from_secs(10)));
+    /// let (tx, rx) = mpsc::channel();
+    /// peers.send_with("n1", &41, Duration::from_secs(5), move |r| {
+    ///     let _ = tx.send(r.map(|n| n * 10));
+    /// });
+    /// assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap()?, 420);
+    /// # Ok::<(), kv_net::Error>(())
+    /// ```
+    pub fn send_with<F>(&self, peer: &str, req: &Req, timeout: Duration, done: F) -> RequestId
+    where
+        F: FnOnce(Result<Resp>) + Send + 'static,
+    {
+        let name: Arc<str> = match self.core.peer(peer) {
+            Ok(p) => Arc::clone(&p.id),
+            Err(_) => Arc::from(peer),
+        };
+        let done: Done = Box::new(move |_, result| {
+            done(result.and_then(|body| decode_response::<Resp>(&name, &body)));
+        });
+        self.core.submit(peer, encode_request(req), timeout, done)
+    }
+
     /// Sends `req` and waits for the answer, up to `timeout`.
     ///
     /// # Errors
