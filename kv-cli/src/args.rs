@@ -126,6 +126,32 @@ pub struct ServeArgs {
     )]
     pub maxclients: usize,
 
+    /// This node's id in a cluster of processes (one process per node); needs --peers.
+    /// Without it, the whole cluster runs in this process.
+    #[arg(long, value_name = "ID", requires = "peers")]
+    pub node_id: Option<String>,
+
+    /// Every member of a cluster of processes, this node included, as
+    /// `id@host:port,...` (client addresses; each node's cluster port is its port + 10000),
+    /// in the same order on every node: the ring is built from it. Needs --node-id.
+    #[arg(long, value_name = "LIST", requires = "node_id", value_parser = crate::node::parse_peers)]
+    pub peers: Option<std::vec::Vec<crate::node::Peer>>,
+
+    /// The cluster's name: written to the data directory on first start, and carried in
+    /// every handshake between nodes (a node of another cluster is refused).
+    #[arg(long, value_name = "NAME", default_value = "kvstore")]
+    pub cluster_name: String,
+
+    /// How long a coordinator waits for a replica's answer, in milliseconds, before counting
+    /// it as not answering.
+    #[arg(long, value_name = "MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub replica_timeout: u64,
+
+    /// Accept `KVSTORE FAULT ...` (drop, delay, duplicate or partition this node's messages
+    /// to a peer): for tests and drills, never in production. Needs --node-id.
+    #[arg(long, requires = "node_id")]
+    pub enable_debug_faults: bool,
+
     /// How the cluster is built and how it reads and writes.
     #[command(flatten)]
     pub cluster: ClusterArgs,

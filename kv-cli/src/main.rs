@@ -8,6 +8,7 @@ mod client;
 mod cmd;
 mod demo;
 mod fd_limit;
+mod node;
 mod open;
 mod output;
 mod repl;

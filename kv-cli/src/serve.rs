@@ -20,7 +20,7 @@ use kv_server::{Server, ServerOptions};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::args::ServeArgs;
-use crate::{fd_limit, open};
+use crate::{fd_limit, node, open};
 
 /// The line printed once the server accepts connections, followed by its address.
 pub const READY: &str = "kvstore ready to accept connections on";
@@ -42,12 +42,22 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     // Before the cluster opens (which takes a while on a large store): a signal that comes
     // meanwhile is held for the check below instead of killing the process half-open.
     let mut signals = runtime.block_on(async { Signals::install() })?;
-    let opened = open::open(&args.cluster, &args.data_dir)?;
-    for w in &opened.warnings {
+    // One node of a cluster of processes, or the whole cluster in this process.
+    let (mut node, cluster, warnings) = match (&args.node_id, &args.peers) {
+        (Some(id), Some(peers)) => {
+            let (node, warnings) = node::open(args, id, peers)?;
+            let cluster = Arc::clone(&node.cluster);
+            (Some(node), cluster, warnings)
+        }
+        _ => {
+            let opened = open::open(&args.cluster, &args.data_dir)?;
+            (None, Arc::new(opened.cluster), opened.warnings)
+        }
+    };
+    for w in &warnings {
         // A closed stderr must not stop a server that can still serve.
         let _ = writeln!(std::io::stderr(), "{w}");
     }
-    let cluster = Arc::new(opened.cluster);
     let served = fd_limit::fit(args.maxclients).and_then(|(max_clients, warning)| {
         if let Some(w) = warning {
             let _ = writeln!(std::io::stderr(), "{w}");
@@ -63,11 +73,17 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         let options = ServerOptions::new()
             .max_clients(max_clients)
             .requirepass(args.requirepass.clone())
-            .sync_policy(Some(args.cluster.sync.policy()));
+            .sync_policy(Some(args.cluster.sync.policy()))
+            .kvstore_extension(node.as_ref().and_then(|n| n.extension.clone()));
         runtime.block_on(serve(addr, Arc::clone(&cluster), options, signals))
     });
     // Waits for the storage threads still holding the cluster.
     drop(runtime);
+    // The other nodes stop reaching this one's storage before it closes.
+    if let Some(mut node) = node.take() {
+        node.stop();
+        drop(node);
+    }
     let closed = close(cluster).context("close the cluster");
     served?;
     closed

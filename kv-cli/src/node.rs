@@ -1,0 +1,392 @@
+//! `kvstore serve --node-id ID --peers ...`: one node of a cluster of processes.
+//!
+//! Each node is its own process with its own data directory: it holds its own storage node
+//! and the hints it keeps for the others, coordinates any client request it gets (a plain
+//! Redis client may talk to any node), and serves its storage node to the other coordinators
+//! on its *cluster port* (the client port + 10000, as Redis Cluster's bus).
+//!
+//! - **Static membership.** `--peers id@host:port,...` lists every member (this node
+//!   included) with its client address, in the same order on every node: the ring is built
+//!   from the list in its order, so every node given the same list agrees on the same ring.
+//!   A restart with another member list than the one stored is refused.
+//! - **The cluster's name** (`--cluster-name`, default `kvstore`) is written to the data
+//!   directory on first start; a restart under another name is refused, and a peer whose
+//!   handshake carries another name's id is refused by the transport.
+//! - **Versions.** The node's position in the list is its coordinator slot, so two
+//!   coordinators never mint the same version.
+//! - **Catching up.** A watcher notices a peer that was down and is alive again, and hands it
+//!   the hints held for it and repairs its ranges ([`Cluster::catch_up`]).
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use kv_cluster::{Backend, Cluster, KvNodeBackend};
+use kv_remote::{RemoteBackend, ReplicaServer};
+use kv_ring::NodeId;
+
+use crate::args::ServeArgs;
+use crate::open;
+
+/// What the cluster port is added to the client port.
+pub const CLUSTER_PORT_OFFSET: u16 = 10_000;
+
+/// The cluster port of a node whose client port is `port`.
+pub fn cluster_port(port: u16) -> Option<u16> {
+    port.checked_add(CLUSTER_PORT_OFFSET)
+}
+
+/// One member as `--peers` gives it: `id@host:port` (the client address).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    /// The member's node id.
+    pub id: NodeId,
+    /// Its client address (its cluster port is this port + 10000).
+    pub addr: SocketAddr,
+}
+
+impl Peer {
+    /// The address its storage node is served on to other nodes.
+    pub fn cluster_addr(&self) -> anyhow::Result<SocketAddr> {
+        let port = cluster_port(self.addr.port()).with_context(|| {
+            format!(
+                "peer {}: client port {} leaves no cluster port (port + {CLUSTER_PORT_OFFSET})",
+                self.id,
+                self.addr.port()
+            )
+        })?;
+        Ok(SocketAddr::new(self.addr.ip(), port))
+    }
+}
+
+/// Parses `id@host:port,id@host:port,...`.
+///
+/// # Errors
+/// An entry without `@`, an invalid node id, an address that does not resolve, a duplicate
+/// id, an empty list.
+pub fn parse_peers(list: &str) -> Result<Vec<Peer>, String> {
+    let mut peers: Vec<Peer> = Vec::new();
+    for entry in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (id, addr) = entry
+            .split_once('@')
+            .ok_or_else(|| format!("{entry:?}: expected id@host:port"))?;
+        let id = NodeId::new(id).map_err(|e| format!("{entry:?}: {e}"))?;
+        let addr = addr
+            .to_socket_addrs()
+            .map_err(|e| format!("{entry:?}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("{entry:?}: the address resolves to nothing"))?;
+        if addr.port() == 0 {
+            return Err(format!("{entry:?}: a member needs a fixed port, not 0"));
+        }
+        if peers.iter().any(|p| p.id == id) {
+            return Err(format!("{id} is listed twice"));
+        }
+        peers.push(Peer { id, addr });
+    }
+    if peers.is_empty() {
+        return Err("the list of members is empty".to_owned());
+    }
+    Ok(peers)
+}
+
+/// The 128-bit cluster id of a cluster name, as every handshake carries it: FNV-1a, stable
+/// across builds and platforms (a name must map to the same id on every node, forever).
+pub fn cluster_id(name: &str) -> u128 {
+    const OFFSET: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+    const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013b;
+    name.bytes()
+        .fold(OFFSET, |h, b| (h ^ u128::from(b)).wrapping_mul(PRIME))
+}
+
+/// A node of a cluster of processes, opened: the cluster it coordinates, the server of its
+/// storage node for the other nodes, the watcher of its peers.
+pub struct NodeProcess {
+    /// The coordinator (its own storage node in this process, the others remote).
+    pub cluster: Arc<Cluster>,
+    replica_server: Option<ReplicaServer>,
+    watcher: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
+    /// The address the storage node is served on to other nodes.
+    pub cluster_addr: SocketAddr,
+    /// `KVSTORE FAULT`, with `--enable-debug-faults`.
+    pub extension: Option<Arc<dyn kv_server::KvstoreExtension>>,
+}
+
+impl NodeProcess {
+    /// Stops serving other nodes and watching them (before the cluster closes).
+    pub fn stop(&mut self) {
+        if let Some((stop, handle)) = self.watcher.take() {
+            stop.store(true, Ordering::Relaxed);
+            let _ = handle.join();
+        }
+        self.replica_server.take();
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Opens node `node_id` of the cluster `peers` describes, in `args.data_dir`, and starts
+/// serving its storage node on its cluster port.
+///
+/// # Errors
+/// The node not in the list, a data directory of another cluster or another member list,
+/// the cluster port in use, the storage node failing to open.
+pub fn open(
+    args: &ServeArgs,
+    node_id: &str,
+    peers: &[Peer],
+) -> anyhow::Result<(NodeProcess, Vec<String>)> {
+    let me = NodeId::new(node_id).context("--node-id")?;
+    let Some(slot) = peers.iter().position(|p| p.id == me) else {
+        bail!("--node-id {me} is not one of the members listed in --peers");
+    };
+    let own = &peers[slot];
+    if own.addr.port() != args.port {
+        bail!(
+            "--peers gives {me} the port {}, but --port is {}: they must agree (the other \
+             nodes reach this one at the address in --peers)",
+            own.addr.port(),
+            args.port
+        );
+    }
+    let listen = SocketAddr::new(args.bind, own.cluster_addr()?.port());
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("create {}", args.data_dir.display()))?;
+    check_cluster_name(&args.data_dir, &args.cluster_name)?;
+    let identity = kv_net::Identity::new(cluster_id(&args.cluster_name), me.as_str());
+    let timeout = Duration::from_millis(args.replica_timeout);
+    let others = peers
+        .iter()
+        .filter(|p| p.id != me)
+        .map(|p| Ok((p.id.clone(), p.cluster_addr()?)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let local: Arc<dyn Backend> = Arc::new(KvNodeBackend::new(open::node_options(&args.cluster)));
+    let backend = Arc::new(
+        RemoteBackend::new(
+            me.clone(),
+            local,
+            others,
+            identity.clone(),
+            kv_net::PeersOptions::new(),
+            timeout,
+        )
+        .context("start the transport to the other nodes")?,
+    );
+    let ids: Vec<String> = peers.iter().map(|p| p.id.to_string()).collect();
+    let opened = open::open_members(
+        &args.cluster,
+        &args.data_dir,
+        &ids,
+        Arc::clone(&backend) as Arc<dyn Backend>,
+        |opts| {
+            opts.coordinator_slot(slot as u8)
+                .replica_timeout(timeout)
+        },
+    )?;
+    let cluster = Arc::new(opened.cluster);
+    let replica = backend
+        .local_replica()
+        .context("the cluster did not open this node's own storage")?;
+    let server_options = kv_net::ServerOptions::new()
+        .listen(listen)
+        .allowed_peers(ids.iter().filter(|id| **id != me.as_str()).cloned());
+    let replica_server = ReplicaServer::start(identity, server_options, replica)
+        .with_context(|| format!("serve the storage node to the other nodes on {listen}"))?;
+    let cluster_addr = replica_server.local_addr();
+    let watcher = watch(Arc::clone(&cluster), Arc::clone(&backend), me);
+    Ok((
+        NodeProcess {
+            cluster,
+            replica_server: Some(replica_server),
+            watcher: Some(watcher),
+            cluster_addr,
+            extension: args.enable_debug_faults.then(|| {
+                Arc::new(FaultCommand::new(&backend)) as Arc<dyn kv_server::KvstoreExtension>
+            }),
+        },
+        opened.warnings,
+    ))
+}
+
+/// Refuses a data directory of another cluster; writes the name on first start.
+fn check_cluster_name(dir: &Path, name: &str) -> anyhow::Result<()> {
+    let path = dir.join("cluster-name");
+    match std::fs::read_to_string(&path) {
+        Ok(stored) if stored.trim_end() == name => Ok(()),
+        Ok(stored) => bail!(
+            "the data directory {} belongs to the cluster {:?}, not {name:?} (--cluster-name)",
+            dir.display(),
+            stored.trim_end()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            kv_node::durable::write_file_atomic(&path, format!("{name}\n").as_bytes())
+                .with_context(|| format!("write {}", path.display()))
+        }
+        Err(e) => Err(e).with_context(|| format!("read {}", path.display())),
+    }
+}
+
+/// Every half second, looks at which peers are alive; a peer that was not and now is gets
+/// its hints and a repair of its ranges.
+fn watch(
+    cluster: Arc<Cluster>,
+    backend: Arc<RemoteBackend>,
+    me: NodeId,
+) -> (Arc<AtomicBool>, JoinHandle<()>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopped = Arc::clone(&stop);
+    let handle = std::thread::Builder::new()
+        .name("kvstore-peers".into())
+        .spawn(move || {
+            // Every peer counts as down until seen alive: this node may hold hints for it
+            // from before a restart.
+            let mut was_down: Vec<NodeId> = cluster.ring().nodes().cloned().collect();
+            // This node itself catches up once (it may have been down, however briefly: a
+            // restart quicker than the peers' heartbeats notice is no down time to them).
+            let mut caught_up = false;
+            while !stopped.load(Ordering::Relaxed) {
+                if !caught_up && was_down.len() < cluster.ring().len() {
+                    match cluster.catch_up(me.as_str()) {
+                        Ok(_) => caught_up = true,
+                        Err(e) => eprintln!("kvstore: catching up {me}: {}", e.chain()),
+                    }
+                }
+                let members: Vec<NodeId> = cluster.ring().nodes().cloned().collect();
+                for id in members {
+                    if id == me {
+                        continue;
+                    }
+                    let down = !backend.peers().is_alive(id.as_str());
+                    let seen = was_down.contains(&id);
+                    if down && !seen {
+                        was_down.push(id);
+                    } else if !down && seen {
+                        match cluster.catch_up(id.as_str()) {
+                            Ok(_) => was_down.retain(|d| *d != id),
+                            Err(e) => eprintln!("kvstore: catching up {id}: {}", e.chain()),
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        })
+        .expect("spawn the peer watcher");
+    (stop, handle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_parse_in_order() {
+        let p = parse_peers("n1@127.0.0.1:7001, n2@127.0.0.1:7002,n3@127.0.0.1:7003").unwrap();
+        let ids: Vec<&str> = p.iter().map(|p| p.id.as_str()).collect();
+        assert_eq!(ids, ["n1", "n2", "n3"]);
+        assert_eq!(p[1].cluster_addr().unwrap().port(), 17002);
+    }
+
+    #[test]
+    fn bad_peer_lists_are_refused_with_the_entry_named() {
+        for (list, says) in [
+            ("n1127.0.0.1:7001", "expected id@host:port"),
+            ("n1@127.0.0.1:7001,n1@127.0.0.1:7002", "listed twice"),
+            ("n1@127.0.0.1:0", "fixed port"),
+            ("", "empty"),
+            ("n1@nowhere", "n1@nowhere"),
+        ] {
+            let e = parse_peers(list).unwrap_err();
+            assert!(e.contains(says), "{list:?}: {e}");
+        }
+        let high = parse_peers("n1@127.0.0.1:60000").unwrap();
+        assert!(high[0].cluster_addr().is_err());
+    }
+
+    #[test]
+    fn cluster_ids_are_stable_and_differ_by_name() {
+        assert_eq!(cluster_id("kvstore"), cluster_id("kvstore"));
+        assert_ne!(cluster_id("kvstore"), cluster_id("kvstore2"));
+        // Pinned: a node of an older build must compute the same id.
+        assert_eq!(cluster_id(""), 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d);
+    }
+
+    #[test]
+    fn a_data_directory_keeps_its_cluster_name() {
+        let dir = tempfile::tempdir().unwrap();
+        check_cluster_name(dir.path(), "a").unwrap();
+        check_cluster_name(dir.path(), "a").unwrap();
+        let e = check_cluster_name(dir.path(), "b").unwrap_err().to_string();
+        assert!(e.contains("\"a\"") && e.contains("\"b\""), "{e}");
+    }
+}
+
+/// `KVSTORE FAULT peer DROP p|DELAY ms|DUPLICATE|BLACKHOLE|PARTITION|HEAL` and `KVSTORE FAULT
+/// CLEAR`: faults in this node's transport to a peer, for tests and drills; only with
+/// `--enable-debug-faults`. `DROP`, `DELAY` and `DUPLICATE` apply to the frames this node
+/// sends to the peer; `PARTITION` (and `BLACKHOLE`, its other name) drops every frame both
+/// ways; `HEAL` clears the peer's faults; `CLEAR` every peer's.
+#[derive(Debug)]
+pub struct FaultCommand {
+    faults: kv_net::Faults,
+}
+
+impl FaultCommand {
+    /// Faults of `backend`'s transport.
+    pub fn new(backend: &RemoteBackend) -> Self {
+        FaultCommand {
+            faults: backend.peers().faults().clone(),
+        }
+    }
+}
+
+impl kv_server::KvstoreExtension for FaultCommand {
+    fn handles(&self, sub: &str) -> bool {
+        sub == "fault"
+    }
+
+    fn call(&self, args: &[bytes::Bytes]) -> Result<Vec<String>, String> {
+        use kv_net::{Direction, Fault};
+        let words: Vec<String> = args[2..]
+            .iter()
+            .map(|a| String::from_utf8_lossy(a).to_ascii_lowercase())
+            .collect();
+        let words: Vec<&str> = words.iter().map(String::as_str).collect();
+        let usage = || {
+            "usage: KVSTORE FAULT peer DROP probability|DELAY ms|DUPLICATE|PARTITION|HEAL, or \
+             KVSTORE FAULT CLEAR"
+                .to_owned()
+        };
+        match words[..] {
+            ["clear"] => {
+                self.faults.clear_all();
+                return Ok(vec!["OK every fault cleared".to_owned()]);
+            }
+            [peer, "partition" | "blackhole"] => self.faults.partition(peer),
+            [peer, "heal"] => self.faults.heal(peer),
+            [peer, "duplicate"] => self.faults.set(peer, Direction::Outbound, Fault::Duplicate),
+            [peer, "drop", p] => {
+                let probability: f64 = p.parse().map_err(|_| usage())?;
+                if !(0.0..=1.0).contains(&probability) {
+                    return Err("the drop probability is between 0 and 1".to_owned());
+                }
+                self.faults
+                    .set(peer, Direction::Outbound, Fault::Drop { probability });
+            }
+            [peer, "delay", ms] => {
+                let ms: u64 = ms.parse().map_err(|_| usage())?;
+                let delay = Duration::from_millis(ms.min(600_000));
+                self.faults.set(peer, Direction::Outbound, Fault::Delay(delay));
+            }
+            _ => return Err(usage()),
+        }
+        Ok(vec![format!("OK {}", words.join(" "))])
+    }
+}

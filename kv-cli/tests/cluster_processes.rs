@@ -1,0 +1,316 @@
+//! A cluster of processes: three `kvstore serve --node-id ... --peers ...` on 127.0.0.1,
+//! driven through the `redis` crate. Every process is killed when its guard drops, also when
+//! a test fails.
+//!
+//! - every node coordinates: a write through one is read through each other, at every
+//!   consistency level (each node runs with other levels);
+//! - a node killed with SIGKILL under client load: no client operation fails (RF 3, W = R =
+//!   2), and once it is back and a repair ran, each acknowledged write is on all three
+//!   storage nodes, read directly from their directories;
+//! - a node stopped with SIGSTOP (a hang, not a crash): operations through the others
+//!   succeed within the replica timeout, never stall.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::Served;
+use redis::Commands as _;
+
+/// A client port whose cluster port (+ 10000) is free too.
+fn free_port_pair() -> u16 {
+    for _ in 0..1000 {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        if port > 55_000 {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free pair of ports");
+}
+
+/// Three nodes' ports and directories, and their processes while they run.
+struct Nodes {
+    _root: tempfile::TempDir,
+    dirs: Vec<PathBuf>,
+    ports: Vec<u16>,
+    extra: Vec<Vec<String>>,
+    running: Vec<Option<Served>>,
+}
+
+impl Nodes {
+    /// Three nodes, node `i` started with `extra[i]` on top of the membership flags.
+    fn start(extra: [&[&str]; 3]) -> Nodes {
+        let root = common::data_dir();
+        let ports: Vec<u16> = (0..3).map(|_| free_port_pair()).collect();
+        let mut nodes = Nodes {
+            dirs: (1..=3).map(|i| root.path().join(format!("n{i}"))).collect(),
+            _root: root,
+            ports,
+            extra: extra
+                .iter()
+                .map(|e| e.iter().map(|s| s.to_string()).collect())
+                .collect(),
+            running: vec![None, None, None],
+        };
+        for i in 0..3 {
+            nodes.restart(i);
+        }
+        nodes
+    }
+
+    fn peers(&self) -> String {
+        (0..3)
+            .map(|i| format!("n{}@127.0.0.1:{}", i + 1, self.ports[i]))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Starts node `i` (again) on its directory.
+    fn restart(&mut self, i: usize) {
+        let port = self.ports[i].to_string();
+        let id = format!("n{}", i + 1);
+        let peers = self.peers();
+        let mut args: Vec<&str> = vec![
+            "--port",
+            &port,
+            "--node-id",
+            &id,
+            "--peers",
+            &peers,
+            "--replica-timeout",
+            "500",
+        ];
+        args.extend(self.extra[i].iter().map(String::as_str));
+        self.running[i] = Some(Served::start(&self.dirs[i], &args));
+    }
+
+    fn node(&self, i: usize) -> &Served {
+        self.running[i].as_ref().expect("node running")
+    }
+
+    /// Waits until a write through each node succeeds (the nodes have connected).
+    fn wait_connected(&self) {
+        for i in 0..3 {
+            let mut c = self.node(i).client();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                match c.set::<_, _, ()>("connected?", i) {
+                    Ok(()) => break,
+                    Err(e) => {
+                        assert!(Instant::now() < deadline, "node {i} never connected: {e}");
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stops every node cleanly (SIGTERM, exit 0).
+    fn stop_all(&mut self) {
+        for s in self.running.iter_mut() {
+            if let Some(mut s) = s.take() {
+                s.signal(libc::SIGTERM);
+                let status = s.wait_exit(common::EXIT_TIMEOUT);
+                assert!(status.success(), "exit: {status:?}: {}", s.stderr());
+            }
+        }
+    }
+
+    /// Node `i`'s own storage node directory.
+    fn storage(&self, i: usize) -> PathBuf {
+        self.dirs[i].join(format!("n{}", i + 1))
+    }
+}
+
+#[test]
+fn every_node_coordinates_at_every_consistency_level() {
+    let nodes = Nodes::start([
+        &["--write-consistency", "all", "--read-consistency", "quorum"],
+        &["--write-consistency", "quorum", "--read-consistency", "all"],
+        &["--write-consistency", "one", "--read-consistency", "one"],
+    ]);
+    nodes.wait_connected();
+    let mut c: Vec<redis::Connection> = (0..3).map(|i| nodes.node(i).client()).collect();
+    // Through n1 at ALL: every level reads it through every node.
+    c[0].set::<_, _, ()>("k-all", "v1").unwrap();
+    for (i, conn) in c.iter_mut().enumerate() {
+        let got: Option<String> = conn.get("k-all").unwrap();
+        assert_eq!(got.as_deref(), Some("v1"), "read through node {i}");
+    }
+    // Through n2 at QUORUM, read through n1 at QUORUM (R + W > N).
+    c[1].set::<_, _, ()>("k-quorum", "v2").unwrap();
+    assert_eq!(c[0].get::<_, Option<String>>("k-quorum").unwrap().as_deref(), Some("v2"));
+    // Through n3 at ONE, read through n2 at ALL.
+    c[2].set::<_, _, ()>("k-one", "v3").unwrap();
+    assert_eq!(c[1].get::<_, Option<String>>("k-one").unwrap().as_deref(), Some("v3"));
+    // A delete through one node is seen through another; a binary key survives the trip.
+    let key = b"bin\0\r\n\xff".to_vec();
+    c[0].set::<_, _, ()>(&key, b"\x00\x01".to_vec()).unwrap();
+    assert_eq!(c[1].get::<_, Vec<u8>>(&key).unwrap(), b"\x00\x01");
+    assert_eq!(c[0].del::<_, i64>("k-all").unwrap(), 1);
+    assert_eq!(c[1].get::<_, Option<String>>("k-all").unwrap(), None);
+}
+
+/// Client threads writing distinct keys through the given nodes until `stop`, each keeping
+/// the writes it got `OK` for; any failed operation is kept too.
+struct Load {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<(BTreeMap<String, String>, Vec<String>)>>,
+}
+
+impl Load {
+    fn start(addrs: &[std::net::SocketAddr], per_thread: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = addrs
+            .iter()
+            .enumerate()
+            .map(|(t, addr)| {
+                let stop = Arc::clone(&stop);
+                let addr = *addr;
+                std::thread::spawn(move || {
+                    let mut c = redis::Client::open(format!("redis://{addr}/"))
+                        .unwrap()
+                        .get_connection_with_timeout(Duration::from_secs(10))
+                        .unwrap();
+                    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                    let mut acked = BTreeMap::new();
+                    let mut failed = Vec::new();
+                    let deadline = Instant::now() + Duration::from_secs(120);
+                    for i in 0..per_thread {
+                        if stop.load(Ordering::Relaxed) || Instant::now() > deadline {
+                            break;
+                        }
+                        let (k, v) = (format!("t{t}-k{i}"), format!("t{t}-v{i}"));
+                        match c.set::<_, _, ()>(&k, &v) {
+                            Ok(()) => {
+                                acked.insert(k.clone(), v);
+                            }
+                            Err(e) => failed.push(format!("SET {k}: {e}")),
+                        }
+                        // Read back an earlier write of this thread.
+                        if i % 7 == 0 && i > 0 {
+                            let back = format!("t{t}-k{}", i / 2);
+                            if let Some(want) = acked.get(&back) {
+                                match c.get::<_, Option<String>>(&back) {
+                                    Ok(Some(got)) if got == *want => {}
+                                    Ok(got) => failed.push(format!("GET {back}: {got:?}")),
+                                    Err(e) => failed.push(format!("GET {back}: {e}")),
+                                }
+                            }
+                        }
+                    }
+                    (acked, failed)
+                })
+            })
+            .collect();
+        Load { stop, threads }
+    }
+
+    fn finish(self) -> (BTreeMap<String, String>, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut acked = BTreeMap::new();
+        let mut failed = Vec::new();
+        for t in self.threads {
+            let (a, f) = t.join().expect("client thread");
+            acked.extend(a);
+            failed.extend(f);
+        }
+        (acked, failed)
+    }
+}
+
+/// Reads every key of `acked` straight from a storage node's directory.
+fn missing_in_storage(dir: &Path, acked: &BTreeMap<String, String>) -> Vec<String> {
+    let node = kv_node::Node::open(dir, kv_node::NodeOptions::new()).expect("open storage node");
+    acked
+        .iter()
+        .filter(|(k, v)| {
+            node.get(k.as_bytes())
+                .expect("read")
+                .is_none_or(|(got, _)| got.as_ref() != v.as_bytes())
+        })
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
+#[test]
+fn a_node_killed_under_load_fails_no_operation_and_catches_up() {
+    let mut nodes = Nodes::start([&[], &[], &[]]);
+    nodes.wait_connected();
+    let addrs = [nodes.node(0).addr, nodes.node(1).addr, nodes.node(0).addr, nodes.node(1).addr];
+    let load = Load::start(&addrs, 4_000);
+    std::thread::sleep(Duration::from_millis(700));
+    nodes.running[2].take().expect("n3").crash();
+    std::thread::sleep(Duration::from_millis(1_500));
+    nodes.restart(2);
+    std::thread::sleep(Duration::from_millis(700));
+    let (acked, failed) = load.finish();
+    assert!(failed.is_empty(), "{} failed operations: {:?}", failed.len(), &failed[..failed.len().min(10)]);
+    assert!(acked.len() > 500, "too little load to mean anything: {}", acked.len());
+    // Anti-entropy on demand, through the node that was down.
+    let mut c = nodes.node(2).client();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match redis::cmd("KVSTORE").arg("REPAIR").query::<String>(&mut c) {
+            Ok(_) => break,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "repair never succeeded: {e}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+    for (k, v) in acked.iter().step_by(37) {
+        for i in 0..3 {
+            let got: Option<String> = nodes.node(i).client().get(k).unwrap();
+            assert_eq!(got.as_deref(), Some(v.as_str()), "{k} through node {i}");
+        }
+    }
+    nodes.stop_all();
+    for i in 0..3 {
+        let missing = missing_in_storage(&nodes.storage(i), &acked);
+        assert!(
+            missing.is_empty(),
+            "node {i} lacks {} of {} acknowledged writes, e.g. {:?}",
+            missing.len(),
+            acked.len(),
+            &missing[..missing.len().min(5)]
+        );
+    }
+}
+
+#[test]
+fn a_hung_node_never_stalls_the_others() {
+    let nodes = Nodes::start([&[], &[], &[]]);
+    nodes.wait_connected();
+    nodes.node(2).signal(libc::SIGSTOP);
+    let result = std::panic::catch_unwind(|| {
+        let mut c = nodes.node(0).client();
+        let slowest = Arc::new(Mutex::new(Duration::ZERO));
+        for i in 0..200 {
+            let start = Instant::now();
+            c.set::<_, _, ()>(format!("h{i}"), i).unwrap();
+            let got: Option<i64> = c.get(format!("h{i}")).unwrap();
+            assert_eq!(got, Some(i));
+            let took = start.elapsed();
+            let mut s = slowest.lock().unwrap();
+            *s = (*s).max(took);
+        }
+        // The replica timeout is 500 ms: a SET and a GET each wait at most that long for the
+        // hung replica, plus scheduling on a loaded machine.
+        let slowest = *slowest.lock().unwrap();
+        assert!(slowest < Duration::from_secs(3), "an operation took {slowest:?}");
+    });
+    nodes.node(2).signal(libc::SIGCONT);
+    if let Err(p) = result {
+        std::panic::resume_unwind(p);
+    }
+}
