@@ -155,7 +155,15 @@ impl Cluster {
             }
             // Enough replicas asked for `R` answers: the first for its record (until one
             // gave it), the others for their versions.
-            while r.answered.len() + waiting.len() < needed && r.next < r.live.len() {
+            // (A replica read again in full has answered already: it is counted once.)
+            let counted = |r: &ReadRound<'_>, waiting: &[usize]| {
+                let again = waiting
+                    .iter()
+                    .filter(|i| r.answered.iter().any(|(j, _)| j == *i))
+                    .count();
+                r.answered.len() + waiting.len() - again
+            };
+            while counted(&r, &waiting) < needed && r.next < r.live.len() {
                 let i = r.next;
                 r.next += 1;
                 asked += 1;
