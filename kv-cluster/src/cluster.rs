@@ -83,6 +83,10 @@ pub struct Cluster {
     pub(crate) repairer: Option<crate::background::Repairer>,
     /// Serializes the writes that report what they replaced, per key (see `key_locks`).
     pub(crate) key_locks: crate::key_locks::KeyLocks,
+    /// A raw version no higher than the wall clock plus `MAX_SKEW` (see `clock.rs`).
+    pub(crate) skew_bound: AtomicU64,
+    /// Versions seen past that bound (see [`Cluster::clock_skew_events`]).
+    pub(crate) skew_events: AtomicU64,
     /// Held for the cluster's lifetime: one process per data directory.
     _lock: fs::File,
 }
@@ -137,6 +141,15 @@ impl Cluster {
                 ),
             });
         }
+        let hlc = Hlc::with_slot(Arc::clone(&opts.clock), opts.coordinator_slot).map_err(|_| {
+            Error::InvalidOptions {
+                reason: format!(
+                    "coordinator slot {} is out of range (0..{})",
+                    opts.coordinator_slot,
+                    kv_node::MAX_SLOTS
+                ),
+            }
+        })?;
         let ring = meta.ring()?;
         let mut nodes = NodeMap::default();
         for id in ring.nodes() {
@@ -146,7 +159,7 @@ impl Cluster {
         }
         let mut cluster = Cluster {
             rf: meta.replication_factor,
-            hlc: Hlc::with_clock(Arc::clone(&opts.clock)),
+            hlc,
             lease: AtomicU64::new(0),
             routing: Arc::new(RoutingTable::new(
                 Routing::new(ring, None, nodes),
@@ -160,6 +173,8 @@ impl Cluster {
             change_error: Mutex::new(None),
             repairer: None,
             key_locks: crate::key_locks::KeyLocks::new(),
+            skew_bound: AtomicU64::new(0),
+            skew_events: AtomicU64::new(0),
             dir,
             opts,
             _lock: lock,

@@ -168,6 +168,7 @@
 mod backend;
 mod background;
 mod change;
+mod clock;
 mod cluster;
 mod count;
 mod error;
@@ -185,6 +186,7 @@ mod ops;
 mod options;
 pub mod pending;
 mod progress;
+mod read;
 mod read_many;
 mod repair;
 mod replica;
@@ -194,9 +196,11 @@ mod scan;
 mod stats;
 mod stream;
 mod swap;
+mod write;
 
 pub use backend::Backend;
 pub use background::BackgroundRepairStatus;
+pub use clock::MAX_SKEW;
 pub use cluster::Cluster;
 pub use count::KeyCount;
 pub use error::{Error, Result};
@@ -210,8 +214,8 @@ pub use kv_node::{
 pub use local::{KvNodeBackend, LocalReplica};
 pub use memory::{MemoryBackend, MemoryReplica};
 pub use options::{
-    ClusterOptions, Consistency, DEFAULT_REPLICATION_FACTOR, DEFAULT_TRANSFER_BATCH,
-    DEFAULT_TRANSFER_STREAMS, DEFAULT_VNODES, RateLimit,
+    ClusterOptions, Consistency, DEFAULT_REPLICA_TIMEOUT, DEFAULT_REPLICATION_FACTOR,
+    DEFAULT_TRANSFER_BATCH, DEFAULT_TRANSFER_STREAMS, DEFAULT_VNODES, RateLimit,
 };
 pub use pending::{Collector, Deferred, Started, Ticket};
 pub use progress::{ChangeKind, ChangeSummary, PairSummary, Progress};

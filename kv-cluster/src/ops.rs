@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use bytes::Bytes;
 use kv_node::{Version, Write};
@@ -12,18 +13,13 @@ use smallvec::SmallVec;
 use crate::cluster::{Cluster, LEASE_MILLIS};
 use crate::error::{Error, Result};
 use crate::options::Consistency;
+use crate::pending::{Collector, Started};
 use crate::replica::Replica;
 use crate::routing::{Routing, Slot};
-use crate::swap::{Ask, Replaced};
+use crate::swap::Ask;
+use crate::write::{WriteOp, is_transport};
 
-/// Whether hinted writes count towards a write's consistency level.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Mode {
-    /// Only replicas count (the default).
-    Strict,
-    /// A hint on a distinct live stand-in counts for the down replica it is kept for.
-    Sloppy,
-}
+pub(crate) use crate::write::Mode;
 
 impl Cluster {
     /// Stores `value` under `key` on the key's replicas; returns the write's version.
@@ -222,36 +218,87 @@ impl Cluster {
             }
             targets.push(mine);
         }
-        let mut ok = vec![false; batches.len()];
+        // Every node's batch is submitted before any answer is waited for.
+        let epoch = routing.epoch();
+        let writes: Vec<Vec<Write<'_>>> = batches
+            .iter()
+            .map(|(_, items)| {
+                items
+                    .iter()
+                    .map(|&i| Write {
+                        key: pairs[i].0.as_ref(),
+                        value: Some(pairs[i].1.as_ref()),
+                        version: versions[i],
+                    })
+                    .collect()
+            })
+            .collect();
+        let nodes: Vec<&Arc<dyn Replica>> = batches
+            .iter()
+            .map(|(id, _)| self.node_of(&routing, id))
+            .collect::<Result<_>>()?;
+        // Each batch's answer: `None` while outstanding.
+        let mut ok: Vec<Option<bool>> = vec![None; batches.len()];
         let mut errors = Vec::new();
-        for (b, (id, items)) in batches.iter().enumerate() {
-            let writes: Vec<Write<'_>> = items
-                .iter()
-                .map(|&i| Write {
-                    key: pairs[i].0.as_ref(),
-                    value: Some(pairs[i].1.as_ref()),
-                    version: versions[i],
-                })
-                .collect();
-            let node = self.node_of(&routing, id)?;
-            match node.apply_batch(routing.epoch(), &writes) {
-                Ok(_) => ok[b] = true,
-                Err(e) => {
-                    if node.is_down() {
-                        for w in &writes {
-                            self.store_hint(&routing, id, token(w.key), *w);
+        let settle =
+            |ok: &mut [Option<bool>], b: usize, answer: Result<usize>, errors: &mut Vec<Error>| {
+                ok[b] = Some(answer.is_ok());
+                if let Err(e) = answer {
+                    if nodes[b].is_down() || is_transport(&e) {
+                        for w in &writes[b] {
+                            self.store_hint(&routing, &batches[b].0, token(w.key), *w);
                         }
                     }
                     errors.push(e);
                 }
+            };
+        let collector: Collector<usize> = Collector::new();
+        for (b, node) in nodes.iter().enumerate() {
+            if let Started::Done(answer) =
+                node.start_apply_batch(epoch, &writes[b], collector.ticket(b))
+            {
+                settle(&mut ok, b, answer, &mut errors);
+            }
+        }
+        let acked_of = |ok: &[Option<bool>], i: usize| -> SmallVec<[&NodeId; 8]> {
+            targets[i]
+                .iter()
+                .filter(|&&b| ok[b] == Some(true))
+                .map(|&b| &batches[b].0)
+                .collect()
+        };
+        if collector.outstanding() > 0 {
+            let timeout = self.opts.replica_timeout;
+            let deadline = Instant::now() + timeout;
+            let all_met = |ok: &[Option<bool>]| {
+                pairs.iter().enumerate().all(|(i, (k, _))| {
+                    let acked = acked_of(ok, i);
+                    let t = token(k.as_ref());
+                    self.check_acks(&routing, t, needed, &acked, &[], &mut Vec::new())
+                        .is_ok()
+                })
+            };
+            // Until every key has its `W` (the rest is then abandoned) or the deadline.
+            while !all_met(&ok) {
+                let Some((b, answer)) = collector.next(deadline) else {
+                    break;
+                };
+                settle(&mut ok, b, answer, &mut errors);
+            }
+            if !all_met(&ok) {
+                for (b, (id, _)) in batches.iter().enumerate() {
+                    if ok[b].is_none() {
+                        let e = Error::Timeout {
+                            node: id.clone(),
+                            after: timeout,
+                        };
+                        settle(&mut ok, b, Err(e), &mut errors);
+                    }
+                }
             }
         }
         for (i, (k, _)) in pairs.iter().enumerate() {
-            let acked: SmallVec<[&NodeId; 8]> = targets[i]
-                .iter()
-                .filter(|&&b| ok[b])
-                .map(|&b| &batches[b].0)
-                .collect();
+            let acked = acked_of(&ok, i);
             let t = token(k.as_ref());
             self.check_acks(&routing, t, needed, &acked, &[], &mut errors)?;
         }
@@ -341,124 +388,16 @@ impl Cluster {
         consistency: Consistency,
         mode: Mode,
     ) -> Result<()> {
-        let ask = Ask::Nothing;
-        self.write_reporting(routing, key, value, version, consistency, mode, ask)?;
-        Ok(())
-    }
-
-    /// [`write`](Cluster::write), asking the replicas for what the write replaced as
-    /// `ask` says ([`Replica::apply_swap`]), gathering the answers of those that
-    /// acknowledged (hints stored for a down replica report nothing).
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn write_reporting(
-        &self,
-        routing: &Routing,
-        key: &[u8],
-        value: Option<&[u8]>,
-        version: Version,
-        consistency: Consistency,
-        mode: Mode,
-        ask: Ask,
-    ) -> Result<Replaced> {
-        let mut replaced = Replaced::default();
-        let needed = consistency.required(self.rf);
-        let token = token(key);
-        let write = Write {
+        let op = WriteOp {
             key,
             value,
             version,
+            consistency,
+            mode,
+            ask: Ask::Nothing,
         };
-        let epoch = routing.epoch();
-        let old = routing.replicas(token, self.rf)?;
-        let pending = match &routing.pending {
-            Some(p) => Some(p.preference_list(token, self.rf)?),
-            None => None,
-        };
-        // Sloppy: each down replica (of either ring) gets its own live stand-in beyond them.
-        let stand_ins: SmallVec<[(NodeId, NodeId); 4]> = match mode {
-            Mode::Strict => SmallVec::new(),
-            Mode::Sloppy => {
-                let mut down: SmallVec<[&NodeId; 4]> = SmallVec::new();
-                let mut all: SmallVec<[&NodeId; 8]> = SmallVec::new();
-                for id in old
-                    .iter()
-                    .map(|(id, _)| *id)
-                    .chain(pending.iter().flat_map(|p| p.iter()))
-                {
-                    if all.contains(&id) {
-                        continue;
-                    }
-                    all.push(id);
-                    if routing.node(id).is_none_or(|n| n.is_down()) {
-                        down.push(id);
-                    }
-                }
-                self.stand_ins(routing, token, &all, &down)
-            }
-        };
-        let covered: SmallVec<[&NodeId; 4]> = stand_ins.iter().map(|(t, _)| t).collect();
-        if routing.pending.is_some() {
-            self.check_up(routing, token, needed, &covered)?;
-        } else {
-            check_up_in(&old, needed, &covered)?;
-        }
-        let mut acked: SmallVec<[&NodeId; 8]> = SmallVec::new();
-        let mut hinted: SmallVec<[&NodeId; 4]> = SmallVec::new();
-        let mut errors = Vec::new();
-        let mut apply = |id: &NodeId, node: Option<&Arc<dyn Replica>>| {
-            let node = node.ok_or_else(|| Error::UnknownNode {
-                node: id.to_string(),
-            })?;
-            let applied = match ask {
-                Ask::Nothing => node.apply(epoch, write).map(drop),
-                Ask::Previous | Ask::PreviousValue => node
-                    .apply_swap(epoch, write, ask == Ask::PreviousValue)
-                    .map(|swapped| replaced.note(swapped)),
-            };
-            match applied {
-                Ok(()) => Ok(Some(true)),
-                Err(e) => {
-                    let mut counted = false;
-                    if node.is_down() {
-                        // Hinted handoff: a live node keeps the write until `id` is back.
-                        counted = match stand_ins.iter().find(|(t, _)| t == id) {
-                            Some((_, holder)) => self.store_hint_on(holder, id, write),
-                            None => {
-                                self.store_hint(routing, id, token, write);
-                                false
-                            }
-                        };
-                    }
-                    errors.push(e);
-                    Ok::<Option<bool>, Error>(if counted { None } else { Some(false) })
-                }
-            }
-        };
-        let mut record = |id, outcome: Option<bool>| match outcome {
-            Some(true) => acked.push(id),
-            Some(false) => {}
-            None => hinted.push(id),
-        };
-        for &(id, node) in old.iter() {
-            record(id, apply(id, node)?);
-        }
-        if let Some(pending) = &pending {
-            for id in pending.iter() {
-                if !old.iter().any(|(o, _)| *o == id) {
-                    record(id, apply(id, routing.node(id))?);
-                }
-            }
-        }
-        if routing.pending.is_none() {
-            // Only the ring's replicas were written, each once.
-            let got = acked.len() + hinted.len();
-            if got >= needed {
-                return Ok(replaced);
-            }
-            return Err(Error::unavailable(needed, got, errors));
-        }
-        self.check_acks(routing, token, needed, &acked, &hinted, &mut errors)?;
-        Ok(replaced)
+        self.write_reporting(routing, op)?;
+        Ok(())
     }
 
     /// Fails with [`Error::Unavailable`], before anything is written or read, when fewer
@@ -466,7 +405,7 @@ impl Cluster {
     /// up: the operation could not reach its consistency level.
     ///
     /// The down replicas in `covered` count as up: a sloppy write has a stand-in for each.
-    fn check_up(
+    pub(crate) fn check_up(
         &self,
         routing: &Routing,
         token: u64,
@@ -526,94 +465,11 @@ impl Cluster {
         }
         Err(Error::unavailable(needed, got, std::mem::take(errors)))
     }
-
-    /// The newest record of `key` among `R` replicas of the ring (tombstones included).
-    ///
-    /// The first replica that answers is read in full; the others only for their version (a
-    /// digest read: a storage node answers from its index, without reading the value out of
-    /// its log). A replica whose version is newer than the newest record so far is then read
-    /// in full. Read repair, synchronous: when the replicas that answered disagree, the newest
-    /// record is written to the stale ones (same version: idempotent) before the read
-    /// returns, so the next read of any `R` of them agrees. A down replica is skipped for the
-    /// next one.
-    pub(crate) fn read(
-        &self,
-        routing: &Routing,
-        key: &[u8],
-        consistency: Consistency,
-    ) -> Result<Option<(Option<Bytes>, Version)>> {
-        let needed = consistency.required(self.rf);
-        let epoch = routing.epoch();
-        let token = token(key);
-        let replicas = routing.replicas(token, self.rf)?;
-        if routing.pending.is_some() {
-            self.check_up(routing, token, needed, &[])?;
-        } else {
-            check_up_in(&replicas, needed, &[])?;
-        }
-        let mut answers: SmallVec<[(&Arc<dyn Replica>, Version); 4]> = SmallVec::new();
-        let mut newest: Option<(Option<Bytes>, Version)> = None;
-        let mut errors = Vec::new();
-        for &(id, node) in replicas.iter() {
-            if answers.len() == needed {
-                break;
-            }
-            let node = node.ok_or_else(|| Error::UnknownNode {
-                node: id.to_string(),
-            })?;
-            if node.is_down() {
-                continue;
-            }
-            let found = if answers.is_empty() {
-                node.read(epoch, key)
-            } else {
-                match node.read_version(epoch, key) {
-                    // Newer than what we have: this replica's record is the one to return.
-                    Ok(Some(v)) if newest.as_ref().is_none_or(|(_, have)| v > *have) => {
-                        node.read(epoch, key)
-                    }
-                    Ok(v) => Ok(v.map(|v| (None, v))),
-                    Err(e) => Err(e),
-                }
-            };
-            match found {
-                Ok(found) => {
-                    let version = found.as_ref().map_or(Version::ZERO, |(_, v)| *v);
-                    answers.push((node, version));
-                    if let Some((value, version)) = found
-                        && newest.as_ref().is_none_or(|(_, v)| version > *v)
-                    {
-                        newest = Some((value, version));
-                    }
-                }
-                Err(e) => {
-                    errors.push(e);
-                }
-            }
-        }
-        if answers.len() < needed {
-            return Err(Error::unavailable(needed, answers.len(), errors));
-        }
-        if let Some((value, version)) = &newest {
-            let write = Write {
-                key,
-                value: value.as_deref(),
-                version: *version,
-            };
-            for (node, seen) in &answers {
-                if seen < version {
-                    // Best effort: a replica that fails here is left to anti-entropy.
-                    let _ = node.apply(epoch, write);
-                }
-            }
-        }
-        Ok(newest)
-    }
 }
 
 /// [`Cluster::check_up`] for a routing without a pending ring: counts `replicas` (the ring's
 /// replicas of the key), a down one in `covered` counting as up.
-fn check_up_in(replicas: &[Slot<'_>], needed: usize, covered: &[&NodeId]) -> Result<()> {
+pub(crate) fn check_up_in(replicas: &[Slot<'_>], needed: usize, covered: &[&NodeId]) -> Result<()> {
     let is_down = |id: &NodeId, node: Option<&Arc<dyn Replica>>| {
         node.is_some_and(|n| n.is_down()) && !covered.contains(&id)
     };

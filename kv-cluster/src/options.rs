@@ -90,6 +90,8 @@ pub const DEFAULT_VNODES: u32 = kv_ring::DEFAULT_VNODES;
 pub const DEFAULT_TRANSFER_BATCH: usize = 1000;
 /// The default number of copies a membership change streams at once.
 pub const DEFAULT_TRANSFER_STREAMS: usize = 2;
+/// How long a coordinator waits for a replica's answer by default.
+pub const DEFAULT_REPLICA_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Parameters of a [`Cluster`](crate::Cluster), with documented defaults.
 ///
@@ -123,6 +125,8 @@ pub struct ClusterOptions {
     pub(crate) rate_limit: Option<RateLimit>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) backend: Arc<dyn Backend>,
+    pub(crate) replica_timeout: std::time::Duration,
+    pub(crate) coordinator_slot: u8,
 }
 
 impl Default for ClusterOptions {
@@ -145,6 +149,8 @@ impl fmt::Debug for ClusterOptions {
             .field("transfer_streams", &self.transfer_streams)
             .field("rate_limit", &self.rate_limit)
             .field("backend", &self.backend)
+            .field("replica_timeout", &self.replica_timeout)
+            .field("coordinator_slot", &self.coordinator_slot)
             .finish_non_exhaustive()
     }
 }
@@ -155,7 +161,8 @@ impl ClusterOptions {
     /// writes with a strict quorum (hints do not count), no background repair,
     /// [`DEFAULT_TRANSFER_BATCH`] (1000) records per streamed batch,
     /// [`DEFAULT_TRANSFER_STREAMS`] (2) copies streaming at once, no rate limit, the system
-    /// clock, and storage nodes on disk.
+    /// clock, storage nodes on disk, [`DEFAULT_REPLICA_TIMEOUT`] (1 s) to wait for a replica
+    /// and coordinator slot 0.
     pub fn new() -> Self {
         ClusterOptions {
             replication_factor: DEFAULT_REPLICATION_FACTOR,
@@ -170,6 +177,8 @@ impl ClusterOptions {
             rate_limit: None,
             clock: Arc::new(SystemClock),
             backend: Arc::new(KvNodeBackend::new(kv_node::NodeOptions::new())),
+            replica_timeout: DEFAULT_REPLICA_TIMEOUT,
+            coordinator_slot: 0,
         }
     }
 
@@ -310,5 +319,54 @@ impl ClusterOptions {
     /// The rate limit.
     pub fn rate_limit_value(&self) -> Option<RateLimit> {
         self.rate_limit
+    }
+
+    /// Sets how long an operation waits for a replica that answers later (one in another
+    /// process): past it, the replica counts as failed with
+    /// [`Error::Timeout`](crate::Error::Timeout) (a write keeps a hint for it), and an
+    /// operation that could not reach its consistency level in time fails with
+    /// [`Error::Unavailable`](crate::Error::Unavailable). A read that has to ask another
+    /// replica after one failed waits up to this long again for it. In-process replicas
+    /// answer at once, so it never applies to them.
+    ///
+    /// # Example
+    /// ```
+    /// use std::time::Duration;
+    /// use kv_cluster::ClusterOptions;
+    ///
+    /// let opts = ClusterOptions::new().replica_timeout(Duration::from_millis(250));
+    /// assert_eq!(opts.replica_timeout_value(), Duration::from_millis(250));
+    /// ```
+    pub fn replica_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.replica_timeout = timeout;
+        self
+    }
+
+    /// How long an operation waits for a replica.
+    pub fn replica_timeout_value(&self) -> std::time::Duration {
+        self.replica_timeout
+    }
+
+    /// Sets this coordinator's slot (below [`kv_node::MAX_SLOTS`], 64): the low bits of every
+    /// version it mints ([`kv_node::Hlc::with_slot`]), so that coordinators with different
+    /// slots never mint the same version, even within one millisecond. Every coordinator of
+    /// a cluster needs its own; [`Cluster::open`](crate::Cluster::open) refuses a slot out of
+    /// range with [`Error::InvalidOptions`](crate::Error::InvalidOptions).
+    ///
+    /// # Example
+    /// ```
+    /// use kv_cluster::ClusterOptions;
+    ///
+    /// assert_eq!(ClusterOptions::new().coordinator_slot_value(), 0);
+    /// assert_eq!(ClusterOptions::new().coordinator_slot(3).coordinator_slot_value(), 3);
+    /// ```
+    pub fn coordinator_slot(mut self, slot: u8) -> Self {
+        self.coordinator_slot = slot;
+        self
+    }
+
+    /// This coordinator's slot.
+    pub fn coordinator_slot_value(&self) -> u8 {
+        self.coordinator_slot
     }
 }

@@ -14,6 +14,7 @@
 //! repaired with the newest record, best effort, as a single read does.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use kv_node::{Version, Versioned, Write};
@@ -21,6 +22,7 @@ use kv_ring::token;
 
 use crate::cluster::Cluster;
 use crate::error::Result;
+use crate::pending::{Collector, Started};
 use crate::replica::Replica;
 use crate::routing::Routing;
 
@@ -92,10 +94,50 @@ impl Cluster {
                 }
             }
         }
-        for g in &full {
-            let ks: Vec<&[u8]> = g.keys.iter().map(|&i| keys[i].as_ref()).collect();
-            match g.node.read_many(epoch, &ks) {
-                Ok(found) if found.len() == ks.len() => {
+        // Every group's request is submitted before any answer is waited for.
+        let fulls: Collector<Vec<Option<Versioned>>> = Collector::new();
+        let digests: Collector<Vec<Option<Version>>> = Collector::new();
+        let key_lists =
+            |g: &Group<'_>| -> Vec<&[u8]> { g.keys.iter().map(|&i| keys[i].as_ref()).collect() };
+        let full_keys: Vec<Vec<&[u8]>> = full.iter().map(key_lists).collect();
+        let version_keys: Vec<Vec<&[u8]>> = versions.iter().map(key_lists).collect();
+        let mut got_full = Vec::with_capacity(full.len());
+        for (n, g) in full.iter().enumerate() {
+            if let Started::Done(a) = g
+                .node
+                .start_read_many(epoch, &full_keys[n], fulls.ticket(n))
+            {
+                got_full.push((n, a));
+            }
+        }
+        let mut got_versions = Vec::with_capacity(versions.len());
+        for (n, g) in versions.iter().enumerate() {
+            let ticket = digests.ticket(n);
+            if let Started::Done(a) = g.node.start_read_versions(epoch, &version_keys[n], ticket) {
+                got_versions.push((n, a));
+            }
+        }
+        if fulls.outstanding() + digests.outstanding() > 0 {
+            // A group that does not answer in time leaves its keys to the single-key read,
+            // which moves on to the next replica.
+            let deadline = Instant::now() + self.opts.replica_timeout;
+            got_full.extend(std::iter::from_fn(|| fulls.next(deadline)));
+            got_versions.extend(std::iter::from_fn(|| digests.next(deadline)));
+            for (n, g) in full.iter().enumerate() {
+                if !got_full.iter().any(|(m, _)| *m == n) {
+                    g.keys.iter().for_each(|&i| answers[i].slow = true);
+                }
+            }
+            for (n, g) in versions.iter().enumerate() {
+                if !got_versions.iter().any(|(m, _)| *m == n) {
+                    g.keys.iter().for_each(|&i| answers[i].slow = true);
+                }
+            }
+        }
+        for (n, a) in got_full {
+            let g = &full[n];
+            match a {
+                Ok(found) if found.len() == g.keys.len() => {
                     for (&i, f) in g.keys.iter().zip(found) {
                         answers[i].newest = f;
                     }
@@ -103,10 +145,10 @@ impl Cluster {
                 _ => g.keys.iter().for_each(|&i| answers[i].slow = true),
             }
         }
-        for g in &versions {
-            let ks: Vec<&[u8]> = g.keys.iter().map(|&i| keys[i].as_ref()).collect();
-            match g.node.read_versions(epoch, &ks) {
-                Ok(found) if found.len() == ks.len() => {
+        for (n, a) in got_versions {
+            let g = &versions[n];
+            match a {
+                Ok(found) if found.len() == g.keys.len() => {
                     for (&i, v) in g.keys.iter().zip(found) {
                         answers[i].others.push((g.node, v.unwrap_or(Version::ZERO)));
                     }
@@ -122,15 +164,18 @@ impl Cluster {
                     return self.read(routing, k.as_ref(), consistency);
                 }
                 if let Some((value, version)) = &a.newest {
+                    self.observe(*version);
                     let write = Write {
                         key: k.as_ref(),
                         value: value.as_deref(),
                         version: *version,
                     };
-                    for (node, seen) in &a.others {
+                    for (n, (node, seen)) in a.others.iter().enumerate() {
                         if seen < version {
-                            // Best effort: a replica that fails here is left to anti-entropy.
-                            let _ = node.apply(epoch, write);
+                            // Best effort, not waited for if deferred (as a single read's
+                            // repair): a replica that fails here is left to anti-entropy.
+                            let abandon: Collector<bool> = Collector::new();
+                            let _ = node.start_apply(epoch, write, abandon.ticket(n));
                         }
                     }
                 }

@@ -9,6 +9,7 @@ use kv_node::{Previous, Swapped};
 
 use crate::cluster::Cluster;
 use crate::error::Result;
+use crate::write::WriteOp;
 
 /// How many versions a reporting write tries when every replica that acknowledged it held a
 /// newer record.
@@ -37,8 +38,8 @@ pub(crate) struct Replaced {
 }
 
 impl Replaced {
-    /// Takes one replica's answer.
-    pub(crate) fn note(&mut self, swapped: Swapped) {
+    /// Takes one replica's answer; returns whether the replica applied the write.
+    pub(crate) fn note(&mut self, swapped: Swapped) -> bool {
         match swapped {
             Swapped::Applied { previous } => {
                 self.applied = true;
@@ -47,9 +48,13 @@ impl Replaced {
                 {
                     self.newest = Some(p);
                 }
+                true
             }
             // `Swapped` is non-exhaustive: anything else tells nothing about the past.
-            _ => self.kept = true,
+            _ => {
+                self.kept = true;
+                false
+            }
         }
     }
 }
@@ -193,10 +198,15 @@ impl Cluster {
         let _serialized = self.key_locks.lock(kv_ring::token(key));
         for _ in 0..SWAP_ATTEMPTS {
             let routing = self.routing();
-            let version = self.next_version()?;
-            let mode = self.default_mode();
-            let w = self.opts.write;
-            let replaced = self.write_reporting(&routing, key, value, version, w, mode, ask)?;
+            let op = WriteOp {
+                key,
+                value,
+                version: self.next_version()?,
+                consistency: self.opts.write,
+                mode: self.default_mode(),
+                ask,
+            };
+            let replaced = self.write_reporting(&routing, op)?;
             if replaced.applied || !replaced.kept {
                 return Ok(replaced.newest.filter(|p| p.live));
             }

@@ -1,0 +1,275 @@
+//! Replicas that answer later, never, or with a transport error (as replicas in other
+//! processes do): the coordinator submits to every replica before it waits, returns once
+//! `R`/`W` answered, gives up at `replica_timeout`, keeps hints for what timed out, and
+//! repairs a deferred replica on read.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::remote::{Behaviour, RemoteBackend};
+use kv_cluster::{Cluster, ClusterOptions, Consistency, Error};
+
+/// The deadline the tests give replicas.
+const TIMEOUT: Duration = Duration::from_millis(300);
+
+fn open(dir: &std::path::Path) -> (Cluster, Arc<common::remote::Network>) {
+    let backend = RemoteBackend::new();
+    let net = Arc::clone(&backend.net);
+    let opts = ClusterOptions::new()
+        .backend(Arc::new(backend))
+        .replica_timeout(TIMEOUT);
+    (Cluster::open(dir, opts).unwrap(), net)
+}
+
+/// The key's replicas, primary first.
+fn replicas(cluster: &Cluster, key: &[u8]) -> Vec<String> {
+    let p = cluster.placement_of(key).unwrap();
+    p.expected.iter().map(|id| id.to_string()).collect()
+}
+
+/// Every replica error an `Unavailable` carries.
+fn errors(e: &Error) -> Vec<&Error> {
+    match e {
+        Error::Unavailable { cause, others, .. } => {
+            cause.iter().map(|c| c.as_ref()).chain(others).collect()
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+}
+
+fn timeouts(e: &Error) -> Vec<String> {
+    let mut nodes: Vec<String> = errors(e)
+        .into_iter()
+        .filter_map(|e| match e {
+            Error::Timeout { node, after } => {
+                assert_eq!(*after, TIMEOUT);
+                Some(node.to_string())
+            }
+            _ => None,
+        })
+        .collect();
+    nodes.sort();
+    nodes
+}
+
+#[test]
+fn one_black_holed_replica_of_three_slows_nothing_past_the_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cluster, net) = open(dir.path());
+    cluster.put(b"k", b"before").unwrap();
+    // The primary: the worst case for a read, whose full read goes to it first.
+    let primary = replicas(&cluster, b"k")[0].clone();
+    net.set(&primary, Behaviour::BlackHole);
+
+    let start = Instant::now();
+    cluster.put(b"k", b"v").unwrap();
+    let put = start.elapsed();
+    // Two answered at once: the write does not wait for the silent one.
+    assert!(put < TIMEOUT, "put took {put:?}");
+
+    let start = Instant::now();
+    assert_eq!(cluster.get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
+    let get = start.elapsed();
+    assert!(get < 3 * TIMEOUT, "get took {get:?}");
+
+    let start = Instant::now();
+    let got = cluster.get_many(&[&b"k"[..], b"absent"]).unwrap();
+    assert_eq!(got[0].as_deref(), Some(&b"v"[..]));
+    assert_eq!(got[1], None);
+    assert!(
+        start.elapsed() < 4 * TIMEOUT,
+        "get_many took {:?}",
+        start.elapsed()
+    );
+
+    let start = Instant::now();
+    let pairs: Vec<(Vec<u8>, Vec<u8>)> = (0..20u8).map(|i| (vec![i], vec![i])).collect();
+    cluster.put_many(&pairs).unwrap();
+    assert!(
+        start.elapsed() < 3 * TIMEOUT,
+        "put_many took {:?}",
+        start.elapsed()
+    );
+
+    let start = Instant::now();
+    assert_eq!(
+        cluster.swap(b"k", b"w").unwrap().as_deref(),
+        Some(&b"v"[..])
+    );
+    assert!(start.elapsed() < 3 * TIMEOUT);
+}
+
+#[test]
+fn two_black_holed_replicas_fail_with_a_timeout_for_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cluster, net) = open(dir.path());
+    cluster.put(b"k", b"v").unwrap();
+    let mut silent = replicas(&cluster, b"k")[..2].to_vec();
+    silent.sort();
+    for id in &silent {
+        net.set(id, Behaviour::BlackHole);
+    }
+
+    let start = Instant::now();
+    let e = cluster.put(b"k", b"w").unwrap_err();
+    let took = start.elapsed();
+    assert!(took >= TIMEOUT && took < 3 * TIMEOUT, "put took {took:?}");
+    assert_eq!(timeouts(&e), silent, "{e:?}");
+    assert!(matches!(
+        e,
+        Error::Unavailable {
+            needed: 2,
+            acknowledged: 1,
+            ..
+        }
+    ));
+
+    let start = Instant::now();
+    let e = cluster.get(b"k").unwrap_err();
+    let took = start.elapsed();
+    assert!(took >= TIMEOUT && took < 3 * TIMEOUT, "get took {took:?}");
+    assert_eq!(timeouts(&e), silent, "{e:?}");
+}
+
+#[test]
+fn transport_failures_fail_fast_and_name_each_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cluster, net) = open(dir.path());
+    let failing = replicas(&cluster, b"k")[1..].to_vec();
+    for id in &failing {
+        net.set(id, Behaviour::Fail);
+    }
+    let start = Instant::now();
+    let e = cluster.put(b"k", b"v").unwrap_err();
+    // Two failed answers make W unreachable: no wait for the deadline.
+    assert!(start.elapsed() < TIMEOUT, "{:?}", start.elapsed());
+    let remote = errors(&e)
+        .into_iter()
+        .filter(|e| matches!(e, Error::Remote { .. }))
+        .count();
+    assert_eq!(remote, 2, "{e:?}");
+    // One failure of three is absorbed by the quorum.
+    net.set(&failing[0], Behaviour::After(Duration::ZERO));
+    cluster.put(b"k", b"v").unwrap();
+    assert_eq!(cluster.get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
+}
+
+#[test]
+fn the_replicas_are_asked_concurrently() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cluster, net) = open(dir.path());
+    for id in ["node1", "node2", "node3"] {
+        net.set(id, Behaviour::After(Duration::from_millis(200)));
+    }
+    // One after the other, three 200 ms answers would take 600 ms.
+    let start = Instant::now();
+    cluster.put_with(b"k", b"v", Consistency::All).unwrap();
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(200) && took < Duration::from_millis(450),
+        "{took:?}"
+    );
+
+    let start = Instant::now();
+    let got = cluster.get_with(b"k", Consistency::All).unwrap();
+    assert_eq!(got.as_deref(), Some(&b"v"[..]));
+    let took = start.elapsed();
+    assert!(took < Duration::from_millis(450), "get took {took:?}");
+
+    let pairs: Vec<(Vec<u8>, Vec<u8>)> = (0..30u8).map(|i| (vec![i], vec![i])).collect();
+    let start = Instant::now();
+    cluster.put_many(&pairs).unwrap();
+    let took = start.elapsed();
+    assert!(took < Duration::from_millis(450), "put_many took {took:?}");
+}
+
+#[test]
+fn a_write_that_timed_out_leaves_a_hint_delivered_when_the_replica_answers_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cluster, net) = open(dir.path());
+    let silent = replicas(&cluster, b"k")[2].clone();
+    net.set(&silent, Behaviour::BlackHole);
+    // W = all: the write waits for the silent replica until the deadline, then keeps a hint
+    // for it (and fails: hints do not count under a strict quorum).
+    let e = cluster.put_with(b"k", b"v", Consistency::All).unwrap_err();
+    assert_eq!(timeouts(&e), vec![silent.clone()]);
+    // A quorum write returns before the deadline: nothing to hint, the answer is abandoned.
+    cluster.put(b"other", b"x").unwrap();
+
+    net.set(&silent, Behaviour::After(Duration::ZERO));
+    assert_eq!(cluster.stats().unwrap().hints, 1);
+    let held = |key: &[u8]| -> Vec<String> {
+        let p = cluster.placement_of(key).unwrap();
+        p.held.iter().map(|(id, _, _)| id.to_string()).collect()
+    };
+    assert!(
+        !held(b"k").contains(&silent),
+        "the lost request was never applied"
+    );
+
+    let summary = cluster.catch_up(&silent).unwrap();
+    assert_eq!(summary.hints_applied, 1);
+    assert!(held(b"k").contains(&silent));
+    assert_eq!(cluster.stats().unwrap().hints, 0);
+}
+
+#[test]
+fn read_repair_reaches_a_deferred_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cluster, net) = open(dir.path());
+    let stale = replicas(&cluster, b"k")[1].clone();
+    net.set(&stale, Behaviour::Fail);
+    cluster.put(b"k", b"v").unwrap(); // a hint for it, not handed off: no catch-up
+    net.set(&stale, Behaviour::After(Duration::from_millis(20)));
+    let holds = |cluster: &Cluster| {
+        let p = cluster.placement_of(b"k").unwrap();
+        p.held.iter().any(|(id, _, _)| id.as_str() == stale)
+    };
+    assert!(!holds(&cluster));
+
+    let got = cluster.get_with(b"k", Consistency::All).unwrap();
+    assert_eq!(got.as_deref(), Some(&b"v"[..]));
+    // The repair is submitted and not waited for: it lands shortly after.
+    let start = Instant::now();
+    while !holds(&cluster) {
+        assert!(start.elapsed() < Duration::from_secs(5), "never repaired");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn catch_up_of_a_peer_that_was_down_makes_every_replica_equal() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cluster, net) = open(dir.path());
+    net.set("node2", Behaviour::Down);
+    assert!(matches!(
+        cluster.catch_up("node2"),
+        Err(Error::NodeDown { .. })
+    ));
+    let keys: Vec<Vec<u8>> = (0..200u32).map(|i| i.to_be_bytes().to_vec()).collect();
+    for k in &keys {
+        cluster.put(k, b"while down").unwrap();
+    }
+    let hints = cluster.stats().unwrap().hints;
+    assert!(hints > 0);
+
+    net.set("node2", Behaviour::After(Duration::ZERO));
+    let summary = cluster.catch_up("node2").unwrap();
+    assert_eq!(summary.hints_applied, hints);
+    assert_eq!(summary.repair.keys_repaired, 0, "{summary:?}");
+    for k in &keys {
+        let p = cluster.placement_of(k).unwrap();
+        assert_eq!(p.held.len(), 3, "{p:?}");
+        assert!(
+            p.held
+                .iter()
+                .all(|(_, v, _)| v.as_deref() == Some(&b"while down"[..]))
+        );
+    }
+    assert!(matches!(
+        cluster.catch_up("nobody"),
+        Err(Error::UnknownNode { .. })
+    ));
+}
