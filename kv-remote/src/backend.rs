@@ -22,6 +22,12 @@ use crate::replica::{RemoteReplica, ReplicaPeers};
 /// [`destroy`](Backend::destroy) of another member does nothing: that node deletes its own
 /// data when it leaves.
 ///
+/// **Hint stores are local.** The coordinator opens the store of the hints it keeps for a
+/// node through the backend too, under that node's id, in
+/// `<data-dir>/<holder>/hints/<target>/` (kv-cluster's documented layout): a directory whose
+/// parent is named [`HINTS_DIR`] is opened (and destroyed) through the local backend
+/// whatever the id, since hints live on the disk of the coordinator that keeps them.
+///
 /// # Example
 ///
 /// ```
@@ -147,8 +153,22 @@ impl RemoteBackend {
     }
 }
 
+/// The name of the directory that holds a coordinator's hint stores, one per target
+/// (`<data-dir>/<holder>/hints/<target>/`, kv-cluster's layout).
+pub const HINTS_DIR: &str = "hints";
+
+/// Whether `dir` is a hint store's (`.../hints/<target>`).
+fn is_hint_store(dir: &Path) -> bool {
+    dir.parent()
+        .and_then(Path::file_name)
+        .is_some_and(|name| name == HINTS_DIR)
+}
+
 impl Backend for RemoteBackend {
     fn open(&self, id: &NodeId, dir: &Path) -> kv_cluster::Result<Arc<dyn Replica>> {
+        if is_hint_store(dir) {
+            return self.local.open(id, dir);
+        }
         if *id == self.self_id {
             let replica = self.local.open(id, dir)?;
             *self.local_replica.lock() = Some(Arc::clone(&replica));
@@ -170,10 +190,48 @@ impl Backend for RemoteBackend {
     }
 
     fn destroy(&self, id: &NodeId, dir: &Path) -> kv_cluster::Result<()> {
-        if *id == self.self_id {
+        if *id == self.self_id || is_hint_store(dir) {
             return self.local.destroy(id, dir);
         }
         // Another node's data is on its own disk: it deletes it itself.
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hint_stores_are_recognised_by_their_parent_directory() {
+        assert!(is_hint_store(Path::new("/data/node1/hints/node3")));
+        assert!(is_hint_store(Path::new("hints/node3")));
+        assert!(!is_hint_store(Path::new("/data/node3")));
+        assert!(!is_hint_store(Path::new("/data/hints")));
+        assert!(!is_hint_store(Path::new("/")));
+    }
+
+    #[test]
+    fn a_hint_store_opens_locally_whatever_its_target() {
+        let backend = RemoteBackend::new(
+            "node1".parse().unwrap(),
+            Arc::new(kv_cluster::MemoryBackend::default()),
+            vec![("node2".parse().unwrap(), "127.0.0.1:9".parse().unwrap())],
+            Identity::new(1, "node1"),
+            PeersOptions::new(),
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        let node2: NodeId = "node2".parse().unwrap();
+        let store = backend.open(&node2, Path::new("/d/node1/hints/node2")).unwrap();
+        let w = kv_node::Write { key: b"k", value: None, version: kv_node::Version::new(1) };
+        // A local store answers at once; the remote node2 (nothing listens) could not.
+        assert!(store.apply(0, w).unwrap());
+        let remote = backend.open(&node2, Path::new("/d/node2")).unwrap();
+        assert!(remote.apply(0, w).is_err());
+        // Unknown members are refused clearly.
+        let e = backend.open(&"node9".parse().unwrap(), Path::new("/d/node9")).unwrap_err();
+        assert!(e.chain().contains("not in the peer list"), "{}", e.chain());
+        assert!(backend.local_replica().is_none());
     }
 }

@@ -62,7 +62,7 @@ mod protocol;
 mod replica;
 mod server;
 
-pub use backend::RemoteBackend;
+pub use backend::{HINTS_DIR, RemoteBackend};
 pub use error::{Error, Result};
 pub use export::{IDLE, MAX_EXPORT_SESSIONS, MAX_PAGE_RECORDS, PAGE_BYTES, PAGE_WAIT};
 pub use protocol::{
