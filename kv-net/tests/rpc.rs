@@ -389,15 +389,10 @@ fn send_with_calls_back_once_per_request_from_the_transport() {
     for tag in 0..5u64 {
         let tx = tx.clone();
         let caller = std::thread::current().id();
-        peers.send_with(
-            "server",
-            &Req::Sleep { ms: 20, tag },
-            LONG,
-            move |answer| {
-                // An answer that crossed the network comes from a transport thread.
-                let _ = tx.send((answer, std::thread::current().id() != caller));
-            },
-        );
+        peers.send_with("server", &Req::Sleep { ms: 20, tag }, LONG, move |answer| {
+            // An answer that crossed the network comes from a transport thread.
+            let _ = tx.send((answer, std::thread::current().id() != caller));
+        });
     }
     let mut tags = Vec::new();
     for _ in 0..5 {
@@ -416,7 +411,10 @@ fn send_with_calls_back_once_per_request_from_the_transport() {
     peers.send_with("nobody", &Req::Sleep { ms: 0, tag: 0 }, LONG, move |a| {
         let _ = tx2.send(a);
     });
-    assert!(matches!(rx.recv_timeout(LONG), Ok(Err(Error::UnknownPeer { .. }))));
+    assert!(matches!(
+        rx.recv_timeout(LONG),
+        Ok(Err(Error::UnknownPeer { .. }))
+    ));
     let start = Instant::now();
     peers.send_with(
         "server",
@@ -426,6 +424,9 @@ fn send_with_calls_back_once_per_request_from_the_transport() {
             let _ = tx.send(a);
         },
     );
-    assert!(matches!(rx.recv_timeout(LONG), Ok(Err(Error::Timeout { .. }))));
+    assert!(matches!(
+        rx.recv_timeout(LONG),
+        Ok(Err(Error::Timeout { .. }))
+    ));
     assert!(start.elapsed() < Duration::from_millis(1500));
 }

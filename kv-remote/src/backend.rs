@@ -223,14 +223,22 @@ mod tests {
         )
         .unwrap();
         let node2: NodeId = "node2".parse().unwrap();
-        let store = backend.open(&node2, Path::new("/d/node1/hints/node2")).unwrap();
-        let w = kv_node::Write { key: b"k", value: None, version: kv_node::Version::new(1) };
+        let store = backend
+            .open(&node2, Path::new("/d/node1/hints/node2"))
+            .unwrap();
+        let w = kv_node::Write {
+            key: b"k",
+            value: None,
+            version: kv_node::Version::new(1),
+        };
         // A local store answers at once; the remote node2 (nothing listens) could not.
         assert!(store.apply(0, w).unwrap());
         let remote = backend.open(&node2, Path::new("/d/node2")).unwrap();
         assert!(remote.apply(0, w).is_err());
         // Unknown members are refused clearly.
-        let e = backend.open(&"node9".parse().unwrap(), Path::new("/d/node9")).unwrap_err();
+        let e = backend
+            .open(&"node9".parse().unwrap(), Path::new("/d/node9"))
+            .unwrap_err();
         assert!(e.chain().contains("not in the peer list"), "{}", e.chain());
         assert!(backend.local_replica().is_none());
     }

@@ -9,8 +9,7 @@ use kv_ring::{NodeId, TokenRange};
 
 use crate::error::Error;
 use crate::protocol::{
-    Compaction, Counts, Entry, LeafDigest, PreviousEntry, Range, RemoteError, Swap,
-    VersionedValue,
+    Compaction, Counts, Entry, LeafDigest, PreviousEntry, Range, RemoteError, Swap, VersionedValue,
 };
 
 impl Entry {
@@ -258,18 +257,13 @@ impl RemoteError {
                 bytes: to_usize(bytes),
                 max: to_usize(max),
             }),
-            RemoteError::VersionTooLarge { version } => {
-                invalid(kv_node::Error::VersionTooLarge {
-                    version: Version::new(version),
-                })
-            }
+            RemoteError::VersionTooLarge { version } => invalid(kv_node::Error::VersionTooLarge {
+                version: Version::new(version),
+            }),
             RemoteError::Failed { message } => remote(Error::Failed { message }),
             RemoteError::BadRequest { reason } => remote(Error::BadRequest { reason }),
             RemoteError::UnsupportedVersion { found, supported } => {
-                remote(Error::UnsupportedVersion {
-                    found,
-                    supported,
-                })
+                remote(Error::UnsupportedVersion { found, supported })
             }
         }
     }
@@ -309,9 +303,15 @@ mod tests {
                 current: 5,
             },
             invalid(kv_node::Error::EmptyKey),
-            invalid(kv_node::Error::KeyTooLarge { len: 70000, max: 65536 }),
+            invalid(kv_node::Error::KeyTooLarge {
+                len: 70000,
+                max: 65536,
+            }),
             invalid(kv_node::Error::ValueTooLarge { len: 9, max: 8 }),
-            invalid(kv_node::Error::BatchTooLarge { bytes: 100, max: 10 }),
+            invalid(kv_node::Error::BatchTooLarge {
+                bytes: 100,
+                max: 10,
+            }),
             invalid(kv_node::Error::VersionTooLarge {
                 version: Version::LIMIT,
             }),
@@ -324,7 +324,14 @@ mod tests {
             assert_eq!(rebuilt.chain(), e.chain());
             assert_eq!(rebuilt.is_invalid_request(), e.is_invalid_request());
             assert_eq!(
-                matches!(rebuilt, ClusterError::StaleEpoch { epoch: 3, current: 5, .. }),
+                matches!(
+                    rebuilt,
+                    ClusterError::StaleEpoch {
+                        epoch: 3,
+                        current: 5,
+                        ..
+                    }
+                ),
                 matches!(e, ClusterError::StaleEpoch { .. })
             );
         }
@@ -343,7 +350,11 @@ mod tests {
         let rebuilt = RemoteError::from_cluster(&e).into_cluster(&node());
         assert!(matches!(rebuilt, ClusterError::Remote { .. }));
         assert!(!rebuilt.is_invalid_request());
-        assert!(rebuilt.chain().contains("moved by compaction 3 times"), "{}", rebuilt.chain());
+        assert!(
+            rebuilt.chain().contains("moved by compaction 3 times"),
+            "{}",
+            rebuilt.chain()
+        );
     }
 
     #[test]

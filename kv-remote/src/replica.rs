@@ -123,7 +123,13 @@ impl RemoteReplica {
         &self.peers
     }
 
-    fn call<T>(&self, request: &'static str, req: &Request, timeout: Duration, take: Take<T>) -> Result<T> {
+    fn call<T>(
+        &self,
+        request: &'static str,
+        req: &Request,
+        timeout: Duration,
+        take: Take<T>,
+    ) -> Result<T> {
         let answer = self.peers.call_blocking(self.id.as_str(), req, timeout);
         finish(&self.id, request, answer, take)
     }
@@ -433,7 +439,12 @@ impl Replica for RemoteReplica {
         let req = Request::CountInRanges {
             ranges: ranges_to_wire(ranges),
         };
-        self.call("count_in_ranges", &req, self.maintenance_timeout, take_counted)
+        self.call(
+            "count_in_ranges",
+            &req,
+            self.maintenance_timeout,
+            take_counted,
+        )
     }
 
     fn reserve(&self, ranges: &[TokenRange], keys: u64) {
@@ -447,7 +458,12 @@ impl Replica for RemoteReplica {
     }
 
     fn held(&self) -> Result<RangeCount> {
-        self.call("held", &Request::Held, self.maintenance_timeout, take_counted)
+        self.call(
+            "held",
+            &Request::Held,
+            self.maintenance_timeout,
+            take_counted,
+        )
     }
 
     fn fence(&self, epoch: u64) {
@@ -462,17 +478,27 @@ impl Replica for RemoteReplica {
     }
 
     fn compact(&self) -> Result<CompactionReport> {
-        self.call("compact", &Request::Compact, self.maintenance_timeout, |r| match r {
-            Response::Compacted(c) => Some(compaction_from_wire(c)),
-            _ => None,
-        })
+        self.call(
+            "compact",
+            &Request::Compact,
+            self.maintenance_timeout,
+            |r| match r {
+                Response::Compacted(c) => Some(compaction_from_wire(c)),
+                _ => None,
+            },
+        )
     }
 
     fn last_flush(&self) -> Option<std::time::SystemTime> {
-        self.call("last_flush", &Request::LastFlush, self.timeout, |r| match r {
-            Response::LastFlush(t) => Some(time_from_wire(t)),
-            _ => None,
-        })
+        self.call(
+            "last_flush",
+            &Request::LastFlush,
+            self.timeout,
+            |r| match r {
+                Response::LastFlush(t) => Some(time_from_wire(t)),
+                _ => None,
+            },
+        )
         .ok()
         .flatten()
     }

@@ -130,14 +130,19 @@ fn reply<T>(r: kv_cluster::Result<T>, ok: impl FnOnce(T) -> Response) -> Respons
 }
 
 fn writes(entries: &[crate::protocol::Entry]) -> Vec<Write<'_>> {
-    entries.iter().map(crate::protocol::Entry::as_write).collect()
+    entries
+        .iter()
+        .map(crate::protocol::Entry::as_write)
+        .collect()
 }
 
 impl ReplicaHandler {
     fn serve(&self, req: Request) -> Response {
         let r = &self.replica;
         match req {
-            Request::Apply { epoch, write } => reply(r.apply(epoch, write.as_write()), Response::Applied),
+            Request::Apply { epoch, write } => {
+                reply(r.apply(epoch, write.as_write()), Response::Applied)
+            }
             Request::ApplySwap {
                 epoch,
                 write,
@@ -146,11 +151,13 @@ impl ReplicaHandler {
                 Response::Swapped(swap_to_wire(s))
             }),
             Request::ApplyBatch { epoch, writes: ws } => {
-                reply(r.apply_batch(epoch, &writes(&ws)), |n| Response::Count(n as u64))
+                reply(r.apply_batch(epoch, &writes(&ws)), |n| {
+                    Response::Count(n as u64)
+                })
             }
-            Request::Read { epoch, key } => {
-                reply(r.read(epoch, &key), |v| Response::Value(versioned_to_wire(v)))
-            }
+            Request::Read { epoch, key } => reply(r.read(epoch, &key), |v| {
+                Response::Value(versioned_to_wire(v))
+            }),
             Request::ReadVersion { epoch, key } => reply(r.read_version(epoch, &key), |v| {
                 Response::Version(v.map(|v| v.as_u64()))
             }),
@@ -167,8 +174,10 @@ impl ReplicaHandler {
                 })
             }
             Request::Import { epoch, records } => {
-                let records: Vec<kv_node::Record> =
-                    records.into_iter().map(crate::protocol::Entry::into_record).collect();
+                let records: Vec<kv_node::Record> = records
+                    .into_iter()
+                    .map(crate::protocol::Entry::into_record)
+                    .collect();
                 reply(r.import(epoch, &records), |n| Response::Count(n as u64))
             }
             Request::DropRanges { epoch, ranges } => {
@@ -191,9 +200,7 @@ impl ReplicaHandler {
                 Response::Done
             }
             Request::Sync => reply(r.sync(), |()| Response::Done),
-            Request::Compact => reply(r.compact(), |c| {
-                Response::Compacted(compaction_to_wire(&c))
-            }),
+            Request::Compact => reply(r.compact(), |c| Response::Compacted(compaction_to_wire(&c))),
             Request::LastFlush => Response::LastFlush(time_to_wire(r.last_flush())),
             Request::Digests {
                 epoch,

@@ -66,7 +66,8 @@ fn start() -> Net {
     );
     assert!(backend.wait_connected(LONG));
     let dir = tempfile::tempdir().unwrap();
-    let cluster = Cluster::open(dir.path(), ClusterOptions::new().backend(backend.clone())).unwrap();
+    let cluster =
+        Cluster::open(dir.path(), ClusterOptions::new().backend(backend.clone())).unwrap();
     Net {
         servers: servers.into_iter().map(Some).collect(),
         replicas,
@@ -135,12 +136,22 @@ fn a_cluster_over_the_network_serves_every_client_operation() {
     // Repair: node3 misses a write and holds a stale one; one repair round fixes both.
     let newer = kv_cluster::Version::new(u64::from(u32::MAX) << 20);
     net.replicas[0]
-        .apply(ANY_EPOCH, kv_cluster::Write { key: b"only-on-node2", value: Some(b"x"), version: newer })
+        .apply(
+            ANY_EPOCH,
+            kv_cluster::Write {
+                key: b"only-on-node2",
+                value: Some(b"x"),
+                version: newer,
+            },
+        )
         .unwrap();
     let summary = c.repair().unwrap();
     assert!(summary.keys_repaired >= 1, "{summary:?}");
     assert_eq!(
-        net.replicas[1].read(ANY_EPOCH, b"only-on-node2").unwrap().map(|(v, _)| v),
+        net.replicas[1]
+            .read(ANY_EPOCH, b"only-on-node2")
+            .unwrap()
+            .map(|(v, _)| v),
         Some(Some(bytes::Bytes::from("x")))
     );
     let count = |r: &MemoryReplica| r.count_in_ranges(&[TokenRange::FULL]).unwrap();
@@ -157,16 +168,34 @@ fn with_one_server_gone_quorum_operations_succeed_within_the_timeout() {
     for i in 0..30 {
         let t = Instant::now();
         net.cluster.put(&key(i), &value(i)).unwrap();
-        assert_eq!(net.cluster.get(&key(i)).unwrap().as_deref(), Some(&value(i)[..]));
+        assert_eq!(
+            net.cluster.get(&key(i)).unwrap().as_deref(),
+            Some(&value(i)[..])
+        );
         slowest = slowest.max(t.elapsed());
-        assert!(t.elapsed() < bound * 2, "put and get took {:?}", t.elapsed());
+        assert!(
+            t.elapsed() < bound * 2,
+            "put and get took {:?}",
+            t.elapsed()
+        );
     }
-    assert_eq!(net.cluster.get(b"before").unwrap().as_deref(), Some(&b"1"[..]));
+    assert_eq!(
+        net.cluster.get(b"before").unwrap().as_deref(),
+        Some(&b"1"[..])
+    );
     eprintln!("slowest put+get with node3 gone: {slowest:?}");
     // Heartbeats tell the coordinator node3 is down.
-    let node3 = net.backend.peers().status().into_iter().find(|s| s.node_id == "node3").unwrap();
+    let node3 = net
+        .backend
+        .peers()
+        .status()
+        .into_iter()
+        .find(|s| s.node_id == "node3")
+        .unwrap();
     assert!(!node3.connected);
-    eventually("node3 is not alive", || !net.backend.peers().is_alive("node3"));
+    eventually("node3 is not alive", || {
+        !net.backend.peers().is_alive("node3")
+    });
 }
 
 #[test]
@@ -186,25 +215,50 @@ fn a_partition_and_its_healing_lose_no_acknowledged_write() {
         if net.cluster.put(&key(i), &value(i)).is_ok() {
             acked.push(i);
         }
-        assert!(t.elapsed() < bound, "a put took {:?} during the partition", t.elapsed());
+        assert!(
+            t.elapsed() < bound,
+            "a put took {:?} during the partition",
+            t.elapsed()
+        );
         // Overwrites too: the newest acknowledged value must win.
         if i % 10 == 0 && net.cluster.put(&key(i - 20), b"newer").is_ok() {
             acked.push(i - 20 + 10_000);
         }
     }
-    assert!(acked.len() >= 40, "W=2 of node1 and node2 acknowledges every write: {}", acked.len());
+    assert!(
+        acked.len() >= 40,
+        "W=2 of node1 and node2 acknowledges every write: {}",
+        acked.len()
+    );
     faults.heal("node3");
-    eventually("node3 is alive again", || net.backend.peers().is_alive("node3"));
+    eventually("node3 is alive again", || {
+        net.backend.peers().is_alive("node3")
+    });
     for i in 40..50 {
         net.cluster.put(&key(i), &value(i)).unwrap();
     }
     net.cluster.repair().unwrap();
-    let overwritten: Vec<u32> = acked.iter().filter(|&&i| i >= 10_000).map(|i| i - 10_000).collect();
+    let overwritten: Vec<u32> = acked
+        .iter()
+        .filter(|&&i| i >= 10_000)
+        .map(|i| i - 10_000)
+        .collect();
     for i in 0..50 {
-        let expected = if overwritten.contains(&i) { b"newer".to_vec() } else { value(i) };
-        assert_eq!(net.cluster.get(&key(i)).unwrap().as_deref(), Some(&expected[..]), "key {i}");
+        let expected = if overwritten.contains(&i) {
+            b"newer".to_vec()
+        } else {
+            value(i)
+        };
+        assert_eq!(
+            net.cluster.get(&key(i)).unwrap().as_deref(),
+            Some(&expected[..]),
+            "key {i}"
+        );
         // After the repair node3 holds it too.
-        let on3 = net.replicas[1].read(ANY_EPOCH, &key(i)).unwrap().and_then(|(v, _)| v);
+        let on3 = net.replicas[1]
+            .read(ANY_EPOCH, &key(i))
+            .unwrap()
+            .and_then(|(v, _)| v);
         assert_eq!(on3.as_deref(), Some(&expected[..]), "key {i} on node3");
     }
 }

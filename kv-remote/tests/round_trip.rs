@@ -50,34 +50,70 @@ fn every_method_answers_as_the_replica_it_serves() {
     };
 
     assert_eq!(remote.id().as_str(), "node2");
-    assert_eq!(both(&|r| format!("{:?}", r.apply(1, w(b"k1", Some(b"v1"), 5)))), "Ok(true)");
-    assert_eq!(both(&|r| format!("{:?}", r.apply(1, w(b"k1", Some(b"v1"), 5)))), "Ok(false)");
+    assert_eq!(
+        both(&|r| format!("{:?}", r.apply(1, w(b"k1", Some(b"v1"), 5)))),
+        "Ok(true)"
+    );
+    assert_eq!(
+        both(&|r| format!("{:?}", r.apply(1, w(b"k1", Some(b"v1"), 5)))),
+        "Ok(false)"
+    );
     both(&|r| format!("{:?}", r.apply(1, w(b"k2", None, 6))));
     // A swap reports the replaced record, value included when asked; a late one loses.
-    let swapped = remote.apply_swap(1, w(b"k1", Some(b"v2"), 7), true).unwrap();
+    let swapped = remote
+        .apply_swap(1, w(b"k1", Some(b"v2"), 7), true)
+        .unwrap();
     let Swapped::Applied { previous: Some(p) } = &swapped else {
         panic!("{swapped:?}")
     };
-    assert_eq!((p.version, p.live, p.value.as_deref()), (Version::new(5), true, Some(&b"v1"[..])));
+    assert_eq!(
+        (p.version, p.live, p.value.as_deref()),
+        (Version::new(5), true, Some(&b"v1"[..]))
+    );
     model.apply_swap(1, w(b"k1", Some(b"v2"), 7), true).unwrap();
     assert_eq!(
-        remote.apply_swap(1, w(b"k1", Some(b"v0"), 3), false).unwrap(),
-        Swapped::Kept { current: Version::new(7) }
+        remote
+            .apply_swap(1, w(b"k1", Some(b"v0"), 3), false)
+            .unwrap(),
+        Swapped::Kept {
+            current: Version::new(7)
+        }
     );
-    let batch = [w(b"b1", Some(b"x"), 9), w(b"b2", None, 9), w(b"k1", Some(b"old"), 2)];
-    assert_eq!(both(&|r| format!("{:?}", r.apply_batch(1, &batch))), "Ok(2)");
+    let batch = [
+        w(b"b1", Some(b"x"), 9),
+        w(b"b2", None, 9),
+        w(b"k1", Some(b"old"), 2),
+    ];
+    assert_eq!(
+        both(&|r| format!("{:?}", r.apply_batch(1, &batch))),
+        "Ok(2)"
+    );
 
     // Values, tombstones, versions, absent keys.
-    assert_eq!(remote.read(1, b"k1").unwrap(), Some((Some(Bytes::from("v2")), Version::new(7))));
-    assert_eq!(remote.read(1, b"k2").unwrap(), Some((None, Version::new(6))));
+    assert_eq!(
+        remote.read(1, b"k1").unwrap(),
+        Some((Some(Bytes::from("v2")), Version::new(7)))
+    );
+    assert_eq!(
+        remote.read(1, b"k2").unwrap(),
+        Some((None, Version::new(6)))
+    );
     assert_eq!(remote.read(1, b"nope").unwrap(), None);
-    assert_eq!(remote.read_version(1, b"b2").unwrap(), Some(Version::new(9)));
+    assert_eq!(
+        remote.read_version(1, b"b2").unwrap(),
+        Some(Version::new(9))
+    );
     assert_eq!(remote.read_version(1, b"nope").unwrap(), None);
     let keys: [&[u8]; 4] = [b"k1", b"nope", b"k2", b"b1"];
     both(&|r| format!("{:?}", r.read_many(1, &keys)));
     assert_eq!(
         remote.read_versions(1, &keys).unwrap(),
-        [Some(Version::new(7)), None, Some(Version::new(6)), Some(Version::new(9))]
+        [
+            Some(Version::new(7)),
+            None,
+            Some(Version::new(6)),
+            Some(Version::new(9))
+        ]
     );
 
     // Import, counts, ranges.
@@ -138,27 +174,45 @@ fn start_methods_answer_through_a_collector() {
     assert!(matches!(s, Started::Deferred));
     let (i, r) = c.next(deadline()).unwrap();
     assert_eq!(i, 0);
-    let Swapped::Applied { previous: Some(p) } = r.unwrap() else { panic!() };
-    assert_eq!((p.version, p.value.as_deref()), (Version::new(11), Some(&b"v"[..])));
+    let Swapped::Applied { previous: Some(p) } = r.unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        (p.version, p.value.as_deref()),
+        (Version::new(11), Some(&b"v"[..]))
+    );
 
     let c = Collector::new();
     let batch = [w(b"x", Some(b"1"), 5), w(b"y", Some(b"2"), 5)];
     let _ = remote.start_apply_batch(1, &batch, c.ticket(3));
-    assert_eq!(c.next(deadline()).map(|(i, r)| (i, r.unwrap())), Some((3, 2)));
+    assert_eq!(
+        c.next(deadline()).map(|(i, r)| (i, r.unwrap())),
+        Some((3, 2))
+    );
 
     let c = Collector::new();
     let _ = remote.start_read(1, b"key2", c.ticket(0));
     let (_, r) = c.next(deadline()).unwrap();
-    assert_eq!(r.unwrap(), Some((Some(Bytes::from("vv")), Version::new(12))));
+    assert_eq!(
+        r.unwrap(),
+        Some((Some(Bytes::from("vv")), Version::new(12)))
+    );
     let c = Collector::new();
     let _ = remote.start_read_version(1, b"key1", c.ticket(0));
-    assert_eq!(c.next(deadline()).unwrap().1.unwrap(), Some(Version::new(99)));
+    assert_eq!(
+        c.next(deadline()).unwrap().1.unwrap(),
+        Some(Version::new(99))
+    );
     let keys: [&[u8]; 3] = [b"key1", b"x", b"absent"];
     let c = Collector::new();
     let _ = remote.start_read_many(1, &keys, c.ticket(0));
     assert_eq!(
         c.next(deadline()).unwrap().1.unwrap(),
-        [Some((None, Version::new(99))), Some((Some(Bytes::from("1")), Version::new(5))), None]
+        [
+            Some((None, Version::new(99))),
+            Some((Some(Bytes::from("1")), Version::new(5))),
+            None
+        ]
     );
     let c = Collector::new();
     let _ = remote.start_read_versions(1, &keys, c.ticket(0));
@@ -222,7 +276,13 @@ fn invalid_requests_come_back_as_the_nodes_errors() {
         assert_eq!(mine.chain(), theirs.chain());
         let c = Collector::new();
         let _ = remote.start_apply(1, case, c.ticket(0));
-        assert!(c.next(Instant::now() + LONG).unwrap().1.unwrap_err().is_invalid_request());
+        assert!(
+            c.next(Instant::now() + LONG)
+                .unwrap()
+                .1
+                .unwrap_err()
+                .is_invalid_request()
+        );
     }
     // A real node's maintenance answers too.
     remote.apply(1, w(b"k", Some(b"v"), 3)).unwrap();
