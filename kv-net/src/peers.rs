@@ -370,27 +370,31 @@ where
         self.core.submit(peer, encode_request(req), timeout, done)
     }
 
-    /// Sends `req` to `peer` and calls `done` exactly once with its result (the response, or
-    /// the error, as [`send`](Peers::send)). Never blocks. `done` runs on a transport thread
-    /// (the connection's reader, the deadline timer) or, when the request cannot even be
-    /// queued, on the caller's: it must be quick and must not block (hand the result over,
-    /// as completing a channel or a ticket does).
+    /// Sends `req` to `peer` and calls `done` with the answer (the response, or the error as
+    /// for [`Peers::send`]) exactly once. Never blocks. `done` runs on the transport's reader
+    /// task when the answer arrives (or on the sweeper at the deadline, or on the caller's
+    /// thread at once if nothing could be sent), so it must be quick and must not block: hand
+    /// the answer on (complete a pending answer, post to a channel) and return. This is the
+    /// form for callers that have their own completion object and want no extra channel or
+    /// thread per request.
+    ///
+    /// # Example
     ///
     /// ```
     /// use std::sync::mpsc;
     /// use std::time::Duration;
     /// use kv_net::{Identity, PeerInfo, Peers, PeersOptions, Server, ServerOptions};
     ///
-    /// let server = Server::start(Identity::new(7, "n1"), ServerOptions::new(),
-    ///     |_: &PeerInfo, n: u32| n + 1)?;
-    /// let peers: Peers<u32, u32> = Peers::start(Identity::new(7, "c"), PeersOptions::new())?;
-    /// peers.add_peer("n1", server.local_addr())?;
-    /// assert!(peers.wait_connected("n1", Duration::from_secs(10)));
+    /// let server = Server::start(Identity::new(7, "b"), ServerOptions::new(),
+    ///     |_: &PeerInfo, n: u64| n + 1)?;
+    /// let peers: Peers<u64, u64> = Peers::start(Identity::new(7, "a"), PeersOptions::new())?;
+    /// peers.add_peer("b", server.local_addr())?;
+    /// assert!(peers.wait_connected("b", Duration::from_secs(5)));
     /// let (tx, rx) = mpsc::channel();
-    /// peers.send_with("n1", &41, Duration::from_secs(5), move |r| {
-    ///     let _ = tx.send(r.map(|n| n * 10));
+    /// peers.send_with("b", &41, Duration::from_secs(5), move |answer| {
+    ///     let _ = tx.send(answer);
     /// });
-    /// assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap()?, 420);
+    /// assert_eq!(rx.recv().unwrap()?, 42);
     /// # Ok::<(), kv_net::Error>(())
     /// ```
     pub fn send_with<F>(&self, peer: &str, req: &Req, timeout: Duration, done: F) -> RequestId
@@ -465,6 +469,13 @@ where
             && seen != 0
             && self.core.now_us().saturating_sub(seen)
                 <= self.core.options.liveness_timeout.as_micros() as u64
+    }
+
+    /// The liveness timeout this transport judges peers by
+    /// ([`PeersOptions::liveness_timeout`]): what a caller waits before it trusts that a peer
+    /// never heard from is not alive rather than not yet connected.
+    pub fn liveness_timeout(&self) -> Duration {
+        self.core.options.liveness_timeout
     }
 
     /// Waits until `peer` is connected, up to `timeout`. False if it did not connect in time

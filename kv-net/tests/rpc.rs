@@ -380,3 +380,53 @@ fn requests_that_never_block_are_answered_while_the_blocking_pool_is_busy() {
         start.elapsed()
     );
 }
+
+#[test]
+fn send_with_calls_back_once_per_request_from_the_transport() {
+    let server = server(Counts::default());
+    let peers = client(server.local_addr(), fast_options());
+    let (tx, rx) = mpsc::channel();
+    for tag in 0..5u64 {
+        let tx = tx.clone();
+        let caller = std::thread::current().id();
+        peers.send_with("server", &Req::Sleep { ms: 20, tag }, LONG, move |answer| {
+            // An answer that crossed the network comes from a transport thread.
+            let _ = tx.send((answer, std::thread::current().id() != caller));
+        });
+    }
+    let mut tags = Vec::new();
+    for _ in 0..5 {
+        let (answer, from_transport) = rx.recv_timeout(LONG).expect("a callback");
+        assert!(from_transport);
+        let Resp::Num(tag) = answer.expect("a response");
+        tags.push(tag);
+    }
+    tags.sort_unstable();
+    assert_eq!(tags, [0, 1, 2, 3, 4]);
+    // Exactly once: no sixth callback.
+    assert!(rx.recv_timeout(Duration::from_millis(100)).is_err());
+    // An unknown peer and a deadline are errors given to the callback.
+    let (tx, rx) = mpsc::channel();
+    let tx2 = tx.clone();
+    peers.send_with("nobody", &Req::Sleep { ms: 0, tag: 0 }, LONG, move |a| {
+        let _ = tx2.send(a);
+    });
+    assert!(matches!(
+        rx.recv_timeout(LONG),
+        Ok(Err(Error::UnknownPeer { .. }))
+    ));
+    let start = Instant::now();
+    peers.send_with(
+        "server",
+        &Req::Sleep { ms: 2000, tag: 9 },
+        Duration::from_millis(200),
+        move |a| {
+            let _ = tx.send(a);
+        },
+    );
+    assert!(matches!(
+        rx.recv_timeout(LONG),
+        Ok(Err(Error::Timeout { .. }))
+    ));
+    assert!(start.elapsed() < Duration::from_millis(1500));
+}

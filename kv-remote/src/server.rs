@@ -1,0 +1,259 @@
+//! The serving side: [`ReplicaServer`] answers the replica protocol for one node's replica.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use kv_cluster::Replica;
+use kv_net::{Handler, Identity, PeerInfo, Server, ServerOptions, ServerStats};
+use kv_node::Write;
+
+use crate::convert::{
+    compaction_to_wire, ranges_from_wire, swap_to_wire, time_to_wire, versioned_to_wire,
+};
+use crate::error::{Error, Result};
+use crate::export::Exports;
+use crate::protocol::{Envelope, LeafDigest, PROTOCOL_VERSION, RemoteError, Request, Response};
+
+/// Most leaves a [`Request::Digests`] may ask for (as
+/// [`Replica::digests`](kv_cluster::Replica::digests)'s default clamps to).
+pub const MAX_LEAVES: u32 = 1 << 16;
+
+/// Serves a node's [`Replica`] to the coordinators of the cluster over kv-net: each request of
+/// the replica protocol ([`Request`]) is one call on the replica, answered with a
+/// [`Response`]; a replica's error travels as a [`RemoteError`] that the caller turns back
+/// into the same [`kv_cluster::Error`].
+///
+/// Reads answered from the node's in-memory index ([`Request::ReadVersion`],
+/// [`Request::ReadVersions`], [`Request::Held`], [`Request::Fence`],
+/// [`Request::LastFlush`]) run inline on the connection's task (two thread hops fewer; a
+/// `kv_node`-backed replica answers them without touching a disk); everything else runs on
+/// the server's blocking pool. A request that does not decode, names an unknown operation or
+/// carries another protocol version is answered with [`RemoteError::BadRequest`] or
+/// [`RemoteError::UnsupportedVersion`], and the server goes on serving.
+///
+/// Dropping it closes the listener and every connection, and ends its export sessions.
+///
+/// # Example
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use kv_cluster::{MemoryReplica, Replica, Version, Write};
+/// use kv_net::{Identity, Peers, PeersOptions, ServerOptions};
+/// use kv_remote::{RemoteReplica, ReplicaServer};
+///
+/// let cluster = 0xC1;
+/// let node2 = Arc::new(MemoryReplica::new("node2")?);
+/// let server = ReplicaServer::start(Identity::new(cluster, "node2"), ServerOptions::new(), node2)?;
+/// let peers = Arc::new(Peers::start(Identity::new(cluster, "node1"), PeersOptions::new())?);
+/// peers.add_peer("node2", server.local_addr())?;
+/// assert!(peers.wait_connected("node2", Duration::from_secs(5)));
+///
+/// let remote = RemoteReplica::new("node2".parse()?, peers, Duration::from_secs(1));
+/// remote.apply(1, Write { key: b"k", value: Some(b"v"), version: Version::new(5) })?;
+/// assert_eq!(remote.read(1, b"k")?, Some((Some("v".into()), Version::new(5))));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct ReplicaServer {
+    server: Server,
+    exports: Arc<ReplicaHandler>,
+}
+
+impl std::fmt::Debug for ReplicaServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplicaServer")
+            .field("local_addr", &self.server.local_addr())
+            .field("replica", &self.exports.replica.id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ReplicaServer {
+    /// Listens on [`ServerOptions::listen`] as node `identity` and serves `replica`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Transport`] if the listener cannot be bound or its runtime started.
+    pub fn start(
+        identity: Identity,
+        options: ServerOptions,
+        replica: Arc<dyn Replica>,
+    ) -> Result<ReplicaServer> {
+        let handler = Arc::new(ReplicaHandler {
+            exports: Exports::new(Arc::clone(&replica)),
+            replica,
+        });
+        let server = Server::start(identity, options, SharedHandler(Arc::clone(&handler)))
+            .map_err(Error::Transport)?;
+        Ok(ReplicaServer {
+            server,
+            exports: handler,
+        })
+    }
+
+    /// The address it listens on (with the port chosen, if it was 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    /// The ring epoch announced in later handshakes.
+    pub fn set_epoch(&self, epoch: u64) {
+        self.server.set_epoch(epoch);
+    }
+
+    /// The listener's counts of connections accepted, refused and failed, and its last error
+    /// (kv-net's [`Server::stats`]).
+    pub fn stats(&self) -> ServerStats {
+        self.server.stats()
+    }
+
+    /// Export sessions open now.
+    pub fn open_exports(&self) -> usize {
+        self.exports.exports.open_sessions()
+    }
+}
+
+/// The handler shared with the server's tasks.
+struct SharedHandler(Arc<ReplicaHandler>);
+
+struct ReplicaHandler {
+    replica: Arc<dyn Replica>,
+    exports: Exports,
+}
+
+/// The response for a replica's result.
+fn reply<T>(r: kv_cluster::Result<T>, ok: impl FnOnce(T) -> Response) -> Response {
+    match r {
+        Ok(v) => ok(v),
+        Err(e) => Response::Failed(RemoteError::from_cluster(&e)),
+    }
+}
+
+fn writes(entries: &[crate::protocol::Entry]) -> Vec<Write<'_>> {
+    entries
+        .iter()
+        .map(crate::protocol::Entry::as_write)
+        .collect()
+}
+
+impl ReplicaHandler {
+    fn serve(&self, req: Request) -> Response {
+        let r = &self.replica;
+        match req {
+            Request::Apply { epoch, write } => {
+                reply(r.apply(epoch, write.as_write()), Response::Applied)
+            }
+            Request::ApplySwap {
+                epoch,
+                write,
+                read_value,
+            } => reply(r.apply_swap(epoch, write.as_write(), read_value), |s| {
+                Response::Swapped(swap_to_wire(s))
+            }),
+            Request::ApplyBatch { epoch, writes: ws } => {
+                reply(r.apply_batch(epoch, &writes(&ws)), |n| {
+                    Response::Count(n as u64)
+                })
+            }
+            Request::Read { epoch, key } => reply(r.read(epoch, &key), |v| {
+                Response::Value(versioned_to_wire(v))
+            }),
+            Request::ReadVersion { epoch, key } => reply(r.read_version(epoch, &key), |v| {
+                Response::Version(v.map(|v| v.as_u64()))
+            }),
+            Request::ReadMany { epoch, keys } => {
+                let keys: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
+                reply(r.read_many(epoch, &keys), |vs| {
+                    Response::Values(vs.into_iter().map(versioned_to_wire).collect())
+                })
+            }
+            Request::ReadVersions { epoch, keys } => {
+                let keys: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
+                reply(r.read_versions(epoch, &keys), |vs| {
+                    Response::Versions(vs.into_iter().map(|v| v.map(|v| v.as_u64())).collect())
+                })
+            }
+            Request::Import { epoch, records } => {
+                let records: Vec<kv_node::Record> = records
+                    .into_iter()
+                    .map(crate::protocol::Entry::into_record)
+                    .collect();
+                reply(r.import(epoch, &records), |n| Response::Count(n as u64))
+            }
+            Request::DropRanges { epoch, ranges } => {
+                reply(r.drop_ranges(epoch, &ranges_from_wire(ranges)), |n| {
+                    Response::Count(n as u64)
+                })
+            }
+            Request::CountInRanges { ranges } => {
+                reply(r.count_in_ranges(&ranges_from_wire(ranges)), |c| {
+                    Response::Counted(c.into())
+                })
+            }
+            Request::Reserve { ranges, keys } => {
+                r.reserve(&ranges_from_wire(ranges), keys);
+                Response::Done
+            }
+            Request::Held => reply(r.held(), |c| Response::Counted(c.into())),
+            Request::Fence { epoch } => {
+                r.fence(epoch);
+                Response::Done
+            }
+            Request::Sync => reply(r.sync(), |()| Response::Done),
+            Request::Compact => reply(r.compact(), |c| Response::Compacted(compaction_to_wire(&c))),
+            Request::LastFlush => Response::LastFlush(time_to_wire(r.last_flush())),
+            Request::Digests {
+                epoch,
+                range,
+                leaves,
+            } => {
+                if leaves == 0 || leaves > MAX_LEAVES {
+                    return Response::Failed(RemoteError::BadRequest {
+                        reason: format!("{leaves} leaves asked; 1 to {MAX_LEAVES} are served"),
+                    });
+                }
+                reply(r.digests(epoch, range.into(), leaves), |ds| {
+                    Response::Digests(ds.into_iter().map(LeafDigest::from).collect())
+                })
+            }
+            Request::ExportOpen {
+                epoch,
+                ranges,
+                batch_size,
+            } => self
+                .exports
+                .open(epoch, ranges_from_wire(ranges), batch_size),
+            Request::ExportNext { session } => self.exports.next(session),
+            Request::ExportClose { session } => self.exports.close(session),
+        }
+    }
+}
+
+impl Handler<Envelope<Request>, Response> for SharedHandler {
+    fn handle(&self, _from: &PeerInfo, req: Envelope<Request>) -> Response {
+        match req {
+            Envelope::Current(req) => self.0.serve(req),
+            Envelope::Unsupported(found) => Response::Failed(RemoteError::UnsupportedVersion {
+                found,
+                supported: PROTOCOL_VERSION,
+            }),
+            Envelope::Undecodable(reason) => Response::Failed(RemoteError::BadRequest {
+                reason: format!("the request does not decode (an unknown operation?): {reason}"),
+            }),
+        }
+    }
+
+    fn may_block(&self, req: &Envelope<Request>) -> bool {
+        !matches!(
+            req,
+            Envelope::Current(
+                Request::ReadVersion { .. }
+                    | Request::ReadVersions { .. }
+                    | Request::Held
+                    | Request::Fence { .. }
+                    | Request::LastFlush
+            ) | Envelope::Unsupported(_)
+                | Envelope::Undecodable(_)
+        )
+    }
+}

@@ -1,0 +1,264 @@
+//! A `kv_cluster::Cluster` whose node1 is in this process and node2 and node3 are served by
+//! `ReplicaServer`s, reached through a `RemoteBackend` (RF 3, quorum reads and writes): the
+//! client operations, a server going away, a partition and its healing.
+//!
+//! The coordinator is sequential today (it calls the replicas one after the other) and being
+//! made parallel; the time bounds here hold for both: one replica that never answers costs at
+//! most one replica timeout per operation either way.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use kv_cluster::{Cluster, ClusterOptions, MemoryBackend, MemoryReplica, Replica};
+use kv_net::{Identity, PeersOptions};
+use kv_remote::{RemoteBackend, ReplicaServer};
+use kv_ring::TokenRange;
+
+const TIMEOUT: Duration = Duration::from_millis(300);
+/// Past every fence: for reading and writing a served replica directly, behind the
+/// coordinator's back.
+const ANY_EPOCH: u64 = u64::MAX;
+/// Scheduling and reconnect attempts on a shared 2-core machine.
+const MARGIN: Duration = Duration::from_millis(1500);
+
+struct Net {
+    servers: Vec<Option<ReplicaServer>>,
+    /// node2 and node3, as their servers hold them.
+    replicas: Vec<Arc<MemoryReplica>>,
+    backend: Arc<RemoteBackend>,
+    cluster: Cluster,
+    _dir: tempfile::TempDir,
+}
+
+fn options() -> PeersOptions {
+    fast_options()
+}
+
+fn start() -> Net {
+    let replicas: Vec<Arc<MemoryReplica>> = ["node2", "node3"]
+        .iter()
+        .map(|id| Arc::new(MemoryReplica::new(id).unwrap()))
+        .collect();
+    let servers: Vec<ReplicaServer> = ["node2", "node3"]
+        .iter()
+        .zip(&replicas)
+        .map(|(id, r)| serve(id, r.clone()))
+        .collect();
+    let peers = vec![
+        ("node1".parse().unwrap(), "127.0.0.1:1".parse().unwrap()),
+        ("node2".parse().unwrap(), servers[0].local_addr()),
+        ("node3".parse().unwrap(), servers[1].local_addr()),
+    ];
+    let backend = Arc::new(
+        RemoteBackend::new(
+            "node1".parse().unwrap(),
+            Arc::new(MemoryBackend::default()),
+            peers,
+            Identity::new(CLUSTER, "node1"),
+            options(),
+            TIMEOUT,
+        )
+        .unwrap(),
+    );
+    assert!(backend.wait_connected(LONG));
+    let dir = tempfile::tempdir().unwrap();
+    let cluster =
+        Cluster::open(dir.path(), ClusterOptions::new().backend(backend.clone())).unwrap();
+    Net {
+        servers: servers.into_iter().map(Some).collect(),
+        replicas,
+        backend,
+        cluster,
+        _dir: dir,
+    }
+}
+
+fn value(i: u32) -> Vec<u8> {
+    format!("value-{i}").into_bytes()
+}
+
+fn key(i: u32) -> Vec<u8> {
+    format!("key-{i:04}").into_bytes()
+}
+
+/// Waits until `check` holds, up to LONG.
+fn eventually(what: &str, check: impl Fn() -> bool) {
+    let deadline = Instant::now() + LONG;
+    while !check() {
+        assert!(Instant::now() < deadline, "{what}: not within {LONG:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_cluster_over_the_network_serves_every_client_operation() {
+    let net = start();
+    let c = &net.cluster;
+    assert!(net.backend.local_replica().is_some());
+    for i in 0..100 {
+        c.put(&key(i), &value(i)).unwrap();
+    }
+    // RF 3 on 3 nodes: every key is on both remote replicas.
+    for r in &net.replicas {
+        assert_eq!(r.len(), 100, "{}", r.id());
+    }
+    assert_eq!(c.get(&key(7)).unwrap().as_deref(), Some(&value(7)[..]));
+    assert_eq!(c.get(b"absent").unwrap(), None);
+    c.delete(&key(7)).unwrap();
+    assert_eq!(c.get(&key(7)).unwrap(), None);
+    let pairs: Vec<(Vec<u8>, Vec<u8>)> = (100..150).map(|i| (key(i), value(i))).collect();
+    c.put_many(&pairs).unwrap();
+    let keys: Vec<Vec<u8>> = (95..155).map(key).collect();
+    let got = c.get_many(&keys).unwrap();
+    for (i, v) in (95..155).zip(got) {
+        let expected = (i < 150).then(|| value(i));
+        assert_eq!(v.as_deref(), expected.as_deref(), "key {i}");
+    }
+    // A scan sees every live key once.
+    let mut cursor = 0;
+    let mut seen = std::collections::BTreeSet::new();
+    loop {
+        let page = c.scan(cursor, 37).unwrap();
+        for r in &page.records {
+            assert!(seen.insert(r.key.clone()), "seen twice");
+        }
+        if page.is_last() {
+            break;
+        }
+        cursor = page.cursor;
+    }
+    assert_eq!(seen.len(), 149);
+
+    // Repair: node3 misses a write and holds a stale one; one repair round fixes both.
+    let newer = kv_cluster::Version::new(u64::from(u32::MAX) << 20);
+    net.replicas[0]
+        .apply(
+            ANY_EPOCH,
+            kv_cluster::Write {
+                key: b"only-on-node2",
+                value: Some(b"x"),
+                version: newer,
+            },
+        )
+        .unwrap();
+    let summary = c.repair().unwrap();
+    assert!(summary.keys_repaired >= 1, "{summary:?}");
+    assert_eq!(
+        net.replicas[1]
+            .read(ANY_EPOCH, b"only-on-node2")
+            .unwrap()
+            .map(|(v, _)| v),
+        Some(Some(bytes::Bytes::from("x")))
+    );
+    let count = |r: &MemoryReplica| r.count_in_ranges(&[TokenRange::FULL]).unwrap();
+    assert_eq!(count(&net.replicas[0]), count(&net.replicas[1]));
+}
+
+#[test]
+fn with_one_server_gone_quorum_operations_succeed_within_the_timeout() {
+    let mut net = start();
+    net.cluster.put(b"before", b"1").unwrap();
+    net.servers[1] = None; // node3 goes away: its port refuses connections.
+    let bound = TIMEOUT + MARGIN;
+    let mut slowest = Duration::ZERO;
+    for i in 0..30 {
+        let t = Instant::now();
+        net.cluster.put(&key(i), &value(i)).unwrap();
+        assert_eq!(
+            net.cluster.get(&key(i)).unwrap().as_deref(),
+            Some(&value(i)[..])
+        );
+        slowest = slowest.max(t.elapsed());
+        assert!(
+            t.elapsed() < bound * 2,
+            "put and get took {:?}",
+            t.elapsed()
+        );
+    }
+    assert_eq!(
+        net.cluster.get(b"before").unwrap().as_deref(),
+        Some(&b"1"[..])
+    );
+    eprintln!("slowest put+get with node3 gone: {slowest:?}");
+    // Heartbeats tell the coordinator node3 is down.
+    let node3 = net
+        .backend
+        .peers()
+        .status()
+        .into_iter()
+        .find(|s| s.node_id == "node3")
+        .unwrap();
+    assert!(!node3.connected);
+    eventually("node3 is not alive", || {
+        !net.backend.peers().is_alive("node3")
+    });
+}
+
+#[test]
+fn a_partition_and_its_healing_lose_no_acknowledged_write() {
+    let net = start();
+    let faults = net.backend.peers().faults();
+    // Writes before, during and after a partition of node3; each acknowledged one is kept.
+    let mut acked = Vec::new();
+    for i in 0..20 {
+        net.cluster.put(&key(i), &value(i)).unwrap();
+        acked.push(i);
+    }
+    faults.partition("node3");
+    let bound = TIMEOUT + MARGIN;
+    for i in 20..40 {
+        let t = Instant::now();
+        if net.cluster.put(&key(i), &value(i)).is_ok() {
+            acked.push(i);
+        }
+        assert!(
+            t.elapsed() < bound,
+            "a put took {:?} during the partition",
+            t.elapsed()
+        );
+        // Overwrites too: the newest acknowledged value must win.
+        if i % 10 == 0 && net.cluster.put(&key(i - 20), b"newer").is_ok() {
+            acked.push(i - 20 + 10_000);
+        }
+    }
+    assert!(
+        acked.len() >= 40,
+        "W=2 of node1 and node2 acknowledges every write: {}",
+        acked.len()
+    );
+    faults.heal("node3");
+    eventually("node3 is alive again", || {
+        net.backend.peers().is_alive("node3")
+    });
+    for i in 40..50 {
+        net.cluster.put(&key(i), &value(i)).unwrap();
+    }
+    net.cluster.repair().unwrap();
+    let overwritten: Vec<u32> = acked
+        .iter()
+        .filter(|&&i| i >= 10_000)
+        .map(|i| i - 10_000)
+        .collect();
+    for i in 0..50 {
+        let expected = if overwritten.contains(&i) {
+            b"newer".to_vec()
+        } else {
+            value(i)
+        };
+        assert_eq!(
+            net.cluster.get(&key(i)).unwrap().as_deref(),
+            Some(&expected[..]),
+            "key {i}"
+        );
+        // After the repair node3 holds it too.
+        let on3 = net.replicas[1]
+            .read(ANY_EPOCH, &key(i))
+            .unwrap()
+            .and_then(|(v, _)| v);
+        assert_eq!(on3.as_deref(), Some(&expected[..]), "key {i} on node3");
+    }
+}
