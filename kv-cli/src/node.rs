@@ -17,6 +17,7 @@
 //! - **Catching up.** A watcher notices a peer that was down and is alive again, and hands it
 //!   the hints held for it and repairs its ranges ([`Cluster::catch_up`]).
 
+use std::io::Write as _;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
 use std::sync::Arc;
@@ -110,8 +111,8 @@ pub struct NodeProcess {
     pub cluster: Arc<Cluster>,
     replica_server: Option<ReplicaServer>,
     watcher: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
-    /// The address the storage node is served on to other nodes.
-    pub cluster_addr: SocketAddr,
+    /// This node's own storage.
+    pub local: Arc<dyn kv_cluster::Replica>,
     /// `KVSTORE FAULT`, with `--enable-debug-faults`.
     pub extension: Option<Arc<dyn kv_server::KvstoreExtension>>,
 }
@@ -186,10 +187,7 @@ pub fn open(
         &args.data_dir,
         &ids,
         Arc::clone(&backend) as Arc<dyn Backend>,
-        |opts| {
-            opts.coordinator_slot(slot as u8)
-                .replica_timeout(timeout)
-        },
+        |opts| opts.coordinator_slot(slot as u8).replica_timeout(timeout),
     )?;
     let cluster = Arc::new(opened.cluster);
     let replica = backend
@@ -198,16 +196,20 @@ pub fn open(
     let server_options = kv_net::ServerOptions::new()
         .listen(listen)
         .allowed_peers(ids.iter().filter(|id| **id != me.as_str()).cloned());
-    let replica_server = ReplicaServer::start(identity, server_options, replica)
+    let replica_server = ReplicaServer::start(identity, server_options, Arc::clone(&replica))
         .with_context(|| format!("serve the storage node to the other nodes on {listen}"))?;
-    let cluster_addr = replica_server.local_addr();
+    let _ = writeln!(
+        std::io::stderr(),
+        "kvstore: node {me} serves its storage to the other nodes on {}",
+        replica_server.local_addr()
+    );
     let watcher = watch(Arc::clone(&cluster), Arc::clone(&backend), me);
     Ok((
         NodeProcess {
             cluster,
             replica_server: Some(replica_server),
             watcher: Some(watcher),
-            cluster_addr,
+            local: replica,
             extension: args.enable_debug_faults.then(|| {
                 Arc::new(FaultCommand::new(&backend)) as Arc<dyn kv_server::KvstoreExtension>
             }),
@@ -383,7 +385,8 @@ impl kv_server::KvstoreExtension for FaultCommand {
             [peer, "delay", ms] => {
                 let ms: u64 = ms.parse().map_err(|_| usage())?;
                 let delay = Duration::from_millis(ms.min(600_000));
-                self.faults.set(peer, Direction::Outbound, Fault::Delay(delay));
+                self.faults
+                    .set(peer, Direction::Outbound, Fault::Delay(delay));
             }
             _ => return Err(usage()),
         }

@@ -58,7 +58,13 @@ pub fn open(args: &ClusterArgs, dir: &Path) -> anyhow::Result<Opened> {
             (nodes, rf, args.vnodes.unwrap_or(DEFAULT_VNODES))
         }
         Some(s) => {
-            check_flag(&mut warnings, dir, "--nodes", args.nodes, s.members.len() as u64);
+            check_flag(
+                &mut warnings,
+                dir,
+                "--nodes",
+                args.nodes,
+                s.members.len() as u64,
+            );
             let (rf, vnodes) = kept(&mut warnings, dir, args, s);
             (s.members.len() as u32, rf, vnodes)
         }
@@ -87,7 +93,10 @@ pub fn open_members(
         None => {
             let rf = args.replication.unwrap_or(DEFAULT_RF.min(ids.len() as u32));
             if rf as usize > ids.len() {
-                bail!("--replication {rf} is more than the {} members of --peers", ids.len());
+                bail!(
+                    "--replication {rf} is more than the {} members of --peers",
+                    ids.len()
+                );
             }
             (rf, args.vnodes.unwrap_or(DEFAULT_VNODES))
         }
@@ -107,7 +116,11 @@ pub fn open_members(
             kept(&mut warnings, dir, args, &s)
         }
     };
-    let opts = tweak(options(args, rf, vnodes).initial_nodes(ids.iter().cloned()).backend(backend));
+    let opts = tweak(
+        options(args, rf, vnodes)
+            .initial_nodes(ids.iter().cloned())
+            .backend(backend),
+    );
     open_with(dir, opts, warnings)
 }
 

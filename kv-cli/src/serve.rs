@@ -80,11 +80,23 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     // Waits for the storage threads still holding the cluster.
     drop(runtime);
     // The other nodes stop reaching this one's storage before it closes.
-    if let Some(mut node) = node.take() {
+    let local = node.take().map(|mut node| {
         node.stop();
-        drop(node);
-    }
-    let closed = close(cluster).context("close the cluster");
+        Arc::clone(&node.local)
+    });
+    let closed = match local {
+        // A node of a cluster of processes answers for its own storage: it is flushed, or
+        // the exit says why. The others flush theirs when they stop (they may be gone).
+        Some(local) => local.sync().context("flush this node's storage").map(|()| {
+            if let Err(e) = close(cluster) {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "kvstore: warning: closing the cluster: {e:#}"
+                );
+            }
+        }),
+        None => close(cluster).context("close the cluster"),
+    };
     served?;
     closed
 }

@@ -10,17 +10,23 @@
 //! - a node stopped with SIGSTOP (a hang, not a crash): operations through the others
 //!   succeed within the replica timeout, never stall.
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
 mod common;
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use common::Served;
 use redis::Commands as _;
+
+/// One cluster of three processes at a time (the tests of this file run on parallel threads;
+/// the machine's rule is at most five server processes at once).
+static ONE_CLUSTER: Mutex<()> = Mutex::new(());
 
 /// A client port whose cluster port (+ 10000) is free too.
 fn free_port_pair() -> u16 {
@@ -39,6 +45,7 @@ fn free_port_pair() -> u16 {
 
 /// Three nodes' ports and directories, and their processes while they run.
 struct Nodes {
+    _one: MutexGuard<'static, ()>,
     _root: tempfile::TempDir,
     dirs: Vec<PathBuf>,
     ports: Vec<u16>,
@@ -49,9 +56,12 @@ struct Nodes {
 impl Nodes {
     /// Three nodes, node `i` started with `extra[i]` on top of the membership flags.
     fn start(extra: [&[&str]; 3]) -> Nodes {
+        // A test that failed while holding the lock poisons it; the next one may still run.
+        let one = ONE_CLUSTER.lock().unwrap_or_else(|p| p.into_inner());
         let root = common::data_dir();
         let ports: Vec<u16> = (0..3).map(|_| free_port_pair()).collect();
         let mut nodes = Nodes {
+            _one: one,
             dirs: (1..=3).map(|i| root.path().join(format!("n{i}"))).collect(),
             _root: root,
             ports,
@@ -148,10 +158,18 @@ fn every_node_coordinates_at_every_consistency_level() {
     }
     // Through n2 at QUORUM, read through n1 at QUORUM (R + W > N).
     c[1].set::<_, _, ()>("k-quorum", "v2").unwrap();
-    assert_eq!(c[0].get::<_, Option<String>>("k-quorum").unwrap().as_deref(), Some("v2"));
+    assert_eq!(
+        c[0].get::<_, Option<String>>("k-quorum")
+            .unwrap()
+            .as_deref(),
+        Some("v2")
+    );
     // Through n3 at ONE, read through n2 at ALL.
     c[2].set::<_, _, ()>("k-one", "v3").unwrap();
-    assert_eq!(c[1].get::<_, Option<String>>("k-one").unwrap().as_deref(), Some("v3"));
+    assert_eq!(
+        c[1].get::<_, Option<String>>("k-one").unwrap().as_deref(),
+        Some("v3")
+    );
     // A delete through one node is seen through another; a binary key survives the trip.
     let key = b"bin\0\r\n\xff".to_vec();
     c[0].set::<_, _, ()>(&key, b"\x00\x01".to_vec()).unwrap();
@@ -160,11 +178,14 @@ fn every_node_coordinates_at_every_consistency_level() {
     assert_eq!(c[1].get::<_, Option<String>>("k-all").unwrap(), None);
 }
 
+/// What a client thread got `OK` for (key to value), and the operations that failed.
+type Outcome = (BTreeMap<String, String>, Vec<String>);
+
 /// Client threads writing distinct keys through the given nodes until `stop`, each keeping
 /// the writes it got `OK` for; any failed operation is kept too.
 struct Load {
     stop: Arc<AtomicBool>,
-    threads: Vec<std::thread::JoinHandle<(BTreeMap<String, String>, Vec<String>)>>,
+    threads: Vec<std::thread::JoinHandle<Outcome>>,
 }
 
 impl Load {
@@ -215,7 +236,16 @@ impl Load {
         Load { stop, threads }
     }
 
-    fn finish(self) -> (BTreeMap<String, String>, Vec<String>) {
+    /// Lets the load run for `d` (or until it is done), then stops it.
+    fn finish_after(self, d: Duration) -> Outcome {
+        let deadline = Instant::now() + d;
+        while Instant::now() < deadline && self.threads.iter().any(|t| !t.is_finished()) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.finish()
+    }
+
+    fn finish(self) -> Outcome {
         self.stop.store(true, Ordering::Relaxed);
         let mut acked = BTreeMap::new();
         let mut failed = Vec::new();
@@ -246,7 +276,12 @@ fn missing_in_storage(dir: &Path, acked: &BTreeMap<String, String>) -> Vec<Strin
 fn a_node_killed_under_load_fails_no_operation_and_catches_up() {
     let mut nodes = Nodes::start([&[], &[], &[]]);
     nodes.wait_connected();
-    let addrs = [nodes.node(0).addr, nodes.node(1).addr, nodes.node(0).addr, nodes.node(1).addr];
+    let addrs = [
+        nodes.node(0).addr,
+        nodes.node(1).addr,
+        nodes.node(0).addr,
+        nodes.node(1).addr,
+    ];
     let load = Load::start(&addrs, 4_000);
     std::thread::sleep(Duration::from_millis(700));
     nodes.running[2].take().expect("n3").crash();
@@ -254,8 +289,17 @@ fn a_node_killed_under_load_fails_no_operation_and_catches_up() {
     nodes.restart(2);
     std::thread::sleep(Duration::from_millis(700));
     let (acked, failed) = load.finish();
-    assert!(failed.is_empty(), "{} failed operations: {:?}", failed.len(), &failed[..failed.len().min(10)]);
-    assert!(acked.len() > 500, "too little load to mean anything: {}", acked.len());
+    assert!(
+        failed.is_empty(),
+        "{} failed operations: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(10)]
+    );
+    assert!(
+        acked.len() > 500,
+        "too little load to mean anything: {}",
+        acked.len()
+    );
     // Anti-entropy on demand, through the node that was down.
     let mut c = nodes.node(2).client();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -292,25 +336,114 @@ fn a_hung_node_never_stalls_the_others() {
     let nodes = Nodes::start([&[], &[], &[]]);
     nodes.wait_connected();
     nodes.node(2).signal(libc::SIGSTOP);
-    let result = std::panic::catch_unwind(|| {
+    // SIGCONT even when an assertion fails, so the guard's SIGKILL reaps a running process.
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let mut c = nodes.node(0).client();
-        let slowest = Arc::new(Mutex::new(Duration::ZERO));
+        let mut slowest = Duration::ZERO;
         for i in 0..200 {
             let start = Instant::now();
             c.set::<_, _, ()>(format!("h{i}"), i).unwrap();
             let got: Option<i64> = c.get(format!("h{i}")).unwrap();
             assert_eq!(got, Some(i));
-            let took = start.elapsed();
-            let mut s = slowest.lock().unwrap();
-            *s = (*s).max(took);
+            slowest = slowest.max(start.elapsed());
         }
         // The replica timeout is 500 ms: a SET and a GET each wait at most that long for the
         // hung replica, plus scheduling on a loaded machine.
-        let slowest = *slowest.lock().unwrap();
-        assert!(slowest < Duration::from_secs(3), "an operation took {slowest:?}");
-    });
+        assert!(
+            slowest < Duration::from_secs(3),
+            "an operation took {slowest:?}"
+        );
+    }));
     nodes.node(2).signal(libc::SIGCONT);
     if let Err(p) = result {
         std::panic::resume_unwind(p);
     }
+}
+
+fn kvstore(c: &mut redis::Connection, args: &[&str]) -> redis::RedisResult<String> {
+    redis::cmd("KVSTORE").arg(args).query(c)
+}
+
+#[test]
+fn a_partition_in_the_transport_heals_with_nothing_lost() {
+    let faults: &[&str] = &["--enable-debug-faults"];
+    let mut nodes = Nodes::start([faults, faults, faults]);
+    nodes.wait_connected();
+    let t0 = Instant::now();
+    let mut admin: Vec<redis::Connection> = (0..3).map(|i| nodes.node(i).client()).collect();
+    // n3 cut off from n1 and n2, both ways, in every node's transport.
+    for (i, peers) in [(0, ["n3"].as_slice()), (1, &["n3"]), (2, &["n1", "n2"])] {
+        for p in peers {
+            kvstore(&mut admin[i], &["FAULT", p, "PARTITION"]).unwrap();
+        }
+    }
+    // A read whose first replicas include n3 waits the replica timeout (500 ms) for it
+    // before it asks the next: the load is slow until n3's heartbeats have stopped (3 s).
+    let load = Load::start(&[nodes.node(0).addr, nodes.node(1).addr], 2_000);
+    let (acked, failed) = load.finish_after(Duration::from_secs(5));
+    assert!(failed.is_empty(), "{failed:?}");
+    assert!(acked.len() > 50, "too little load: {}", acked.len());
+    // Through the cut-off node, a quorum cannot be reached: a clear error, no hang.
+    let start = Instant::now();
+    let e = admin[2].set::<_, _, ()>("isolated", 1).unwrap_err();
+    assert!(e.to_string().contains("replicas needed"), "{e}");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    for c in admin.iter_mut() {
+        kvstore(c, &["FAULT", "CLEAR"]).unwrap();
+    }
+    eprintln!("partition: load and checks done after {:?}", t0.elapsed());
+    loop {
+        let r = admin[2].set::<_, _, ()>("healed?", 1);
+        eprintln!("partition: set via n3 {:?} after {:?}", r.is_ok(), t0.elapsed());
+        if r.is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while let Err(e) = kvstore(&mut admin[2], &["REPAIR"]) {
+        eprintln!("partition: repair: {e} after {:?}", t0.elapsed());
+        assert!(Instant::now() < deadline, "repair never succeeded: {e}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!("partition: repaired after {:?}", t0.elapsed());
+    drop(admin);
+    nodes.stop_all();
+    for i in 0..3 {
+        let missing = missing_in_storage(&nodes.storage(i), &acked);
+        assert!(
+            missing.is_empty(),
+            "node {i} lacks {} writes: {:?}",
+            missing.len(),
+            &missing[..missing.len().min(5)]
+        );
+    }
+}
+
+#[test]
+fn fault_commands_need_the_flag_and_check_their_arguments() {
+    let nodes = Nodes::start([&["--enable-debug-faults"], &[], &[]]);
+    let mut with = nodes.node(0).client();
+    let mut without = nodes.node(1).client();
+    let e = kvstore(&mut without, &["FAULT", "n1", "PARTITION"]).unwrap_err();
+    assert!(e.to_string().contains("unknown subcommand 'FAULT'"), "{e}");
+    for bad in [
+        &["FAULT"][..],
+        &["FAULT", "n2", "DROP", "2"],
+        &["FAULT", "n2", "SIDEWAYS"],
+    ] {
+        assert!(kvstore(&mut with, bad).is_err(), "{bad:?}");
+    }
+    assert_eq!(
+        kvstore(&mut with, &["FAULT", "n2", "DELAY", "5"]).unwrap(),
+        "OK n2 delay 5"
+    );
+    assert_eq!(
+        kvstore(&mut with, &["FAULT", "CLEAR"]).unwrap(),
+        "OK every fault cleared"
+    );
 }

@@ -253,12 +253,19 @@ impl Cluster {
     /// The first node or hint store error.
     pub fn sync(&self) -> Result<()> {
         let routing = self.routing();
-        routing
-            .nodes
-            .values()
-            .filter(|n| !n.is_down())
-            .try_for_each(|n| n.sync())?;
-        self.sync_hints()
+        // Every node and the hints are flushed even when one fails (a peer process that is
+        // gone must not leave this node's hints unflushed); the first error is returned.
+        let mut first = None;
+        for n in routing.nodes.values().filter(|n| !n.is_down()) {
+            if let Err(e) = n.sync() {
+                first.get_or_insert(e);
+            }
+        }
+        let hints = self.sync_hints();
+        match first {
+            Some(e) => Err(e),
+            None => hints,
+        }
     }
 
     /// Compacts every node's storage now (each also compacts in the background past its
