@@ -9,6 +9,10 @@
 //!   run on the connection's async task (two thread hops fewer).
 //! * `net_round_trip/raw_tcp_echo`: `write` 100 bytes, `read_exact` 100 bytes on a
 //!   `TCP_NODELAY` socket to a thread that echoes them.
+//! * `net_round_trip/remote_apply`: one `Replica::apply` (a 100-byte value) through
+//!   `kv_remote::RemoteReplica` to a `ReplicaServer` over a `MemoryReplica`: the replica
+//!   protocol's cost (building the request, the version byte, the replica's own work) on top
+//!   of `kv_net_call`.
 //! * Then a p50/p99 table from hdrhistogram: the two alternate in rounds (the box is shared
 //!   and noisy, so neither gets the quiet half of the run).
 //!
@@ -21,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use criterion::Criterion;
 use hdrhistogram::Histogram;
+use kv_cluster::{MemoryReplica, Replica, Version, Write as KvWrite};
 use kv_net::{Handler, Identity, PeerInfo, Peers, PeersOptions, Server, ServerOptions};
 
 const BODY: usize = 100;
@@ -95,6 +100,35 @@ fn net_round_trip(peers: &Peers<Vec<u8>, Vec<u8>>, body: &Vec<u8>) -> Vec<u8> {
     peers.call_blocking("server", body, TIMEOUT).expect("call")
 }
 
+/// A remote replica of node "node2", served by a `ReplicaServer` over a `MemoryReplica`.
+fn remote_pair() -> (kv_remote::ReplicaServer, kv_remote::RemoteReplica) {
+    let replica = std::sync::Arc::new(MemoryReplica::new("node2").expect("replica"));
+    let server =
+        kv_remote::ReplicaServer::start(Identity::new(1, "node2"), ServerOptions::new(), replica)
+            .expect("server");
+    let peers: kv_remote::ReplicaPeers =
+        Peers::start(Identity::new(1, "node1"), PeersOptions::new()).expect("peers");
+    peers.add_peer("node2", server.local_addr()).expect("peer");
+    assert!(peers.wait_connected("node2", TIMEOUT));
+    let remote = kv_remote::RemoteReplica::new(
+        "node2".parse().expect("node id"),
+        std::sync::Arc::new(peers),
+        TIMEOUT,
+    );
+    (server, remote)
+}
+
+/// One apply of a 100-byte value under key "k", each with a newer version.
+fn remote_apply(remote: &kv_remote::RemoteReplica, version: &mut u64, value: &[u8]) -> bool {
+    *version += 1;
+    let w = KvWrite {
+        key: b"k",
+        value: Some(value),
+        version: Version::new(*version),
+    };
+    remote.apply(1, w).expect("apply")
+}
+
 fn describe(label: &str, h: &Histogram<u64>) {
     println!(
         "net_round_trip/{label}: {} requests, p50 {:.1} µs, p99 {:.1} µs, p99.9 {:.1} µs",
@@ -105,11 +139,12 @@ fn describe(label: &str, h: &Histogram<u64>) {
     );
 }
 
-fn percentiles(net: &Net, inline: &Net, raw: &mut TcpStream) {
+fn percentiles(net: &Net, inline: &Net, raw: &mut TcpStream, remote: &kv_remote::RemoteReplica) {
     let body = vec![7u8; BODY];
     let mut back = vec![0u8; BODY];
     let new = || Histogram::<u64>::new_with_bounds(1, 10_000_000_000, 3).expect("histogram");
-    let (mut h_net, mut h_inline, mut h_raw) = (new(), new(), new());
+    let (mut h_net, mut h_inline, mut h_raw, mut h_remote) = (new(), new(), new(), new());
+    let mut version = 1u64 << 40;
     for _ in 0..ROUNDS {
         for _ in 0..PER_ROUND {
             let start = Instant::now();
@@ -126,10 +161,16 @@ fn percentiles(net: &Net, inline: &Net, raw: &mut TcpStream) {
             black_box(net_round_trip(&inline.1, &body));
             h_inline.saturating_record(start.elapsed().as_nanos() as u64);
         }
+        for _ in 0..PER_ROUND {
+            let start = Instant::now();
+            black_box(remote_apply(remote, &mut version, &body));
+            h_remote.saturating_record(start.elapsed().as_nanos() as u64);
+        }
     }
     describe("raw_tcp_echo", &h_raw);
     describe("kv_net_call", &h_net);
     describe("kv_net_call_inline", &h_inline);
+    describe("remote_apply", &h_remote);
 }
 
 fn main() {
@@ -149,7 +190,12 @@ fn main() {
     g.bench_function("kv_net_call_inline", |b| {
         b.iter(|| black_box(net_round_trip(&inline.1, &body)))
     });
+    let (_server, remote) = remote_pair();
+    let mut version = 1u64 << 30;
+    g.bench_function("remote_apply", |b| {
+        b.iter(|| black_box(remote_apply(&remote, &mut version, &body)))
+    });
     g.finish();
     c.final_summary();
-    percentiles(&net, &inline, &mut raw);
+    percentiles(&net, &inline, &mut raw, &remote);
 }
