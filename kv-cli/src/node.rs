@@ -33,6 +33,10 @@ use kv_ring::NodeId;
 use crate::args::ServeArgs;
 use crate::open;
 
+/// How long a coordinator waits for a peer's answer to a maintenance request (a digest pass,
+/// an import of hinted or repaired records).
+pub const MAINTENANCE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// What the cluster port is added to the client port.
 pub const CLUSTER_PORT_OFFSET: u16 = 10_000;
 
@@ -179,7 +183,10 @@ pub fn open(
             kv_net::PeersOptions::new(),
             timeout,
         )
-        .context("start the transport to the other nodes")?,
+        .context("start the transport to the other nodes")?
+        // A repair or a hint handoff sent into a partition holds the admin lock until this
+        // passes: long enough for a digest pass or an 8 MiB import, no longer.
+        .with_maintenance_timeout(MAINTENANCE_TIMEOUT.max(timeout)),
     );
     let ids: Vec<String> = peers.iter().map(|p| p.id.to_string()).collect();
     let opened = open::open_members(
@@ -271,8 +278,17 @@ fn watch(
                     if down && !seen {
                         was_down.push(id);
                     } else if !down && seen {
+                        let started = std::time::Instant::now();
                         match cluster.catch_up(id.as_str()) {
-                            Ok(_) => was_down.retain(|d| *d != id),
+                            Ok(r) => {
+                                eprintln!(
+                                    "kvstore: {id} is back: {} hints handed off, {} keys repaired in {:?}",
+                                    r.hints_applied,
+                                    r.repair.keys_repaired,
+                                    started.elapsed()
+                                );
+                                was_down.retain(|d| *d != id);
+                            }
                             Err(e) => eprintln!("kvstore: catching up {id}: {}", e.chain()),
                         }
                     }

@@ -71,10 +71,20 @@ pub struct RemoteBackend {
     peers: Arc<ReplicaPeers>,
     addrs: Mutex<HashMap<NodeId, SocketAddr>>,
     timeout: Duration,
+    maintenance_timeout: Option<Duration>,
     local_replica: Mutex<Option<Arc<dyn Replica>>>,
 }
 
 impl RemoteBackend {
+    /// The same, with `timeout` for the maintenance operations of the remote replicas it
+    /// opens ([`RemoteReplica::with_maintenance_timeout`]; default: the larger of the data
+    /// timeout and [`DEFAULT_MAINTENANCE_TIMEOUT`](crate::DEFAULT_MAINTENANCE_TIMEOUT)). A
+    /// request whose frames are lost (a partition) holds its caller this long.
+    pub fn with_maintenance_timeout(mut self, timeout: Duration) -> RemoteBackend {
+        self.maintenance_timeout = Some(timeout);
+        self
+    }
+
     /// The backend of node `self_id`: its own node opened through `local`, the nodes of
     /// `peers` (node id and peer address; an entry for `self_id` is skipped) reached with
     /// `identity` and `options`, each data operation waited on up to `timeout`. Connections
@@ -108,6 +118,7 @@ impl RemoteBackend {
             peers: Arc::new(transport),
             addrs: Mutex::new(addrs),
             timeout,
+            maintenance_timeout: None,
             local_replica: Mutex::new(None),
         })
     }
@@ -182,11 +193,11 @@ impl Backend for RemoteBackend {
                 }),
             });
         }
-        Ok(Arc::new(RemoteReplica::new(
-            id.clone(),
-            Arc::clone(&self.peers),
-            self.timeout,
-        )))
+        let replica = RemoteReplica::new(id.clone(), Arc::clone(&self.peers), self.timeout);
+        Ok(Arc::new(match self.maintenance_timeout {
+            Some(t) => replica.with_maintenance_timeout(t),
+            None => replica,
+        }))
     }
 
     fn destroy(&self, id: &NodeId, dir: &Path) -> kv_cluster::Result<()> {
