@@ -2,6 +2,7 @@
 //! processes do): the coordinator submits to every replica before it waits, returns once
 //! `R`/`W` answered, gives up at `replica_timeout`, keeps hints for what timed out, and
 //! repairs a deferred replica on read.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
