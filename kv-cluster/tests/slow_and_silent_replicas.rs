@@ -274,3 +274,28 @@ fn catch_up_of_a_peer_that_was_down_makes_every_replica_equal() {
         Err(Error::UnknownNode { .. })
     ));
 }
+
+#[test]
+fn under_a_sloppy_quorum_a_timed_out_replica_is_stood_in_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = RemoteBackend::new();
+    let net = Arc::clone(&backend.net);
+    let opts = ClusterOptions::new()
+        .backend(Arc::new(backend))
+        .replica_timeout(TIMEOUT)
+        .initial_nodes(["n1", "n2", "n3", "n4"])
+        .sloppy_quorum(true);
+    let cluster = Cluster::open(dir.path(), opts).unwrap();
+    let silent = replicas(&cluster, b"k")[0].clone();
+    net.set(&silent, Behaviour::BlackHole);
+    // W = all: the silent replica's hint, kept by the fourth node, counts for it.
+    let start = Instant::now();
+    cluster.put_with(b"k", b"v", Consistency::All).unwrap();
+    let took = start.elapsed();
+    assert!(took >= TIMEOUT && took < 3 * TIMEOUT, "{took:?}");
+
+    net.set(&silent, Behaviour::After(Duration::ZERO));
+    assert_eq!(cluster.stats().unwrap().hints, 1);
+    assert_eq!(cluster.catch_up(&silent).unwrap().hints_applied, 1);
+    assert_eq!(cluster.placement_of(b"k").unwrap().held.len(), 3);
+}
