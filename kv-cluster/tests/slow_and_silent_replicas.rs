@@ -299,3 +299,42 @@ fn under_a_sloppy_quorum_a_timed_out_replica_is_stood_in_for() {
     assert_eq!(cluster.catch_up(&silent).unwrap().hints_applied, 1);
     assert_eq!(cluster.placement_of(b"k").unwrap().held.len(), 3);
 }
+
+/// During a membership change a write needs `W` of both rings: a silent joiner is one of the
+/// new ring's replicas, and the write still returns once the others of both rings answered.
+#[test]
+fn a_silent_joiner_during_a_pending_change_does_not_stall_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cluster, net) = open(dir.path());
+    for i in 0..50u32 {
+        cluster.put(&i.to_be_bytes(), b"before").unwrap();
+    }
+    net.set("node4", Behaviour::BlackHole);
+    // Streaming into the silent joiner fails: the change stays pending.
+    assert!(cluster.add_node("node4").is_err());
+    assert!(cluster.pending_change().is_some());
+
+    let start = Instant::now();
+    for i in 0..50u32 {
+        cluster.put(&i.to_be_bytes(), b"during").unwrap();
+    }
+    // With quorum writes, no key needs the joiner: nothing waits for the deadline.
+    assert!(start.elapsed() < TIMEOUT, "{:?}", start.elapsed());
+
+    net.set("node4", Behaviour::After(Duration::ZERO));
+    cluster
+        .resume_change(|_| std::ops::ControlFlow::Continue(()))
+        .unwrap();
+    assert!(cluster.pending_change().is_none());
+    for i in 0..50u32 {
+        let p = cluster.placement_of(&i.to_be_bytes()).unwrap();
+        let held: Vec<_> = p.held.iter().map(|(id, _, _)| id.clone()).collect();
+        assert_eq!(held.len(), 3, "{p:?}");
+        assert!(p.expected.iter().all(|id| held.contains(id)), "{p:?}");
+        assert!(
+            p.held
+                .iter()
+                .all(|(_, v, _)| v.as_deref() == Some(&b"during"[..]))
+        );
+    }
+}
