@@ -54,6 +54,15 @@ use crate::replica::Replica;
 use crate::routing::{NodeMap, Routing};
 use crate::stream::{self, Limiter};
 
+/// What a change streams: the copies of its plan, out of the old ring, between the nodes
+/// (a handle for every member of either ring).
+#[derive(Clone, Copy)]
+struct Streaming<'a> {
+    old: &'a Ring,
+    plan: &'a TransferPlan,
+    nodes: &'a NodeMap,
+}
+
 impl Cluster {
     /// Adds node `id`: the ring gains it, and it receives a copy of every range it now
     /// replicates, while client operations go on. Returns what moved.
@@ -394,15 +403,12 @@ impl Cluster {
 
         if change.phase == Phase::Streaming {
             let mut change = change;
-            self.stream(
-                &old,
-                &plan,
-                &nodes,
-                &mut change,
-                &mut summary,
-                started,
-                progress,
-            )?;
+            let job = Streaming {
+                old: &old,
+                plan: &plan,
+                nodes: &nodes,
+            };
+            self.stream(job, &mut change, &mut summary, started, progress)?;
             summary.streaming = started.elapsed();
 
             // Commit: the new ring is in force from here on.
@@ -503,17 +509,15 @@ impl Cluster {
     /// recorded in `cluster.json` by this thread, which also reports progress: a crash
     /// re-streams only pairs not recorded. On an error or a `Break` from `progress`, every
     /// stream stops at its next batch.
-    #[allow(clippy::too_many_arguments)]
     fn stream(
         &self,
-        old: &Ring,
-        plan: &TransferPlan,
-        nodes: &NodeMap,
+        job: Streaming<'_>,
         change: &mut ChangeMeta,
         summary: &mut ChangeSummary,
         started: Instant,
         progress: &mut dyn FnMut(&Progress) -> ControlFlow<()>,
     ) -> Result<()> {
+        let Streaming { old, plan, nodes } = job;
         let epoch = plan.from_epoch;
         let pairs = stream::pairs(plan);
         let done = |change: &ChangeMeta, from: &NodeId, to: &NodeId| {
@@ -619,21 +623,20 @@ impl Cluster {
                             }
                         };
                         // A down source (a dead node being removed): copy from every survivor.
-                        let copy = match nodes.get(from) {
-                            Some(n) if n.is_down() => stream::copy_from_survivors,
-                            _ => stream::copy_from_live,
-                        };
-                        let copied = copy(
+                        let transfer = stream::Transfer {
                             old,
-                            self.rf,
+                            rf: self.rf,
                             nodes,
-                            from,
-                            dst.as_ref(),
+                            dst: dst.as_ref(),
                             epoch,
-                            ranges,
                             batch_size,
-                            &mut on_batch,
-                        );
+                        };
+                        let copied = match nodes.get(from) {
+                            Some(n) if n.is_down() => {
+                                transfer.copy_from_survivors(from, ranges, &mut on_batch)
+                            }
+                            _ => transfer.copy_from_live(from, ranges, &mut on_batch),
+                        };
                         let event = match copied {
                             Ok(ControlFlow::Break(())) => return,
                             // The last stretch of its pair: make the pair durable on `to`.

@@ -31,7 +31,11 @@ pub(crate) const LEASE_MILLIS: u64 = 60_000;
 /// # Guarantees
 /// - A write returns once `W` replicas (the write consistency) have applied it; in-process,
 ///   every replica of the preference list is written before it returns, and `W` decides
-///   whether a failing replica fails the write.
+///   whether a failing replica fails the write. Replicas that answer later (in other
+///   processes) are all sent the write before any answer is awaited; those that have not
+///   answered once `W` did are not waited for, and one that has not answered within
+///   [`ClusterOptions::replica_timeout`](crate::ClusterOptions::replica_timeout) counts as
+///   failed ([`Error::Timeout`](crate::Error::Timeout)) and gets a hint.
 /// - A read asks `R` replicas and returns the newest version (a delete is a newer tombstone).
 ///   With `R + W > rf` (quorum/quorum, the default) a read sees every acknowledged write,
 ///   including during a membership change.

@@ -1,4 +1,7 @@
 //! Failing and recovering nodes: `fail_node`, `crash_node`, `recover_node`.
+//!
+//! Lock order: each runs under `admin`, taking `health` and the routing stripes as leaves
+//! (`docs/design.md`, *Concurrency and lock order*).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};

@@ -1,5 +1,8 @@
 //! Hinted handoff: writes meant for a down node, kept by a live one until it is back.
 //!
+//! Lock order: `hints.open` is a leaf, held while a store is opened (`docs/design.md`, *Concurrency
+//! and lock order*).
+//!
 //! A hint store is a replica of its own, opened through the cluster's [`Backend`]
 //! (a `kv_node::Node` on disk by default) at `<data-dir>/<holder>/hints/<target>/`: one store
 //! per (holder, target) pair, holding the target's missed writes under their own keys and

@@ -9,6 +9,10 @@
 //! rules both out: a reporting write mints its version and reaches its replicas while no other
 //! reporting write of the key is in flight from this coordinator, so it sees the previous one
 //! on every replica that acknowledged both.
+//!
+//! Lock order: a stripe is taken with no other lock held (never under `admin`) and before the leaf
+//! locks; it is the one coordinator lock held while waiting on replicas (`docs/design.md`,
+//! *Concurrency and lock order*).
 
 use parking_lot::{Mutex, MutexGuard};
 

@@ -12,6 +12,10 @@
 //!   [`Cluster::scan`] reads the key space in token order.
 //! - A node is reached through the [`Replica`] trait: [`LocalReplica`] over a storage node in
 //!   this process, [`MemoryReplica`] for tests, a remote node later. [`Backend`] opens them.
+//!   Every data operation is submitted to all the replicas it needs (`Replica::start_*`)
+//!   before any answer is awaited, then answers are collected ([`pending`]) until `R`/`W`, or
+//!   until [`ClusterOptions::replica_timeout`]: an in-process replica answers at once, one in
+//!   another process does not stall the operation past the deadline.
 //!
 //! # The design decision: last-writer-wins makes every copy commute
 //! The coordinator assigns each write one version; replicas keep the highest version per key

@@ -1,5 +1,8 @@
 //! Waiting on many replicas at once: what a quorum is made of.
 //!
+//! Lock order: waiting on a `Collector` or completing a `Deferred` takes no coordinator lock
+//! (`docs/design.md`, *Concurrency and lock order*).
+//!
 //! The coordinator submits an operation to every replica of a key with a `start_*` method of
 //! [`Replica`](crate::Replica), passing each a [`Ticket`] from one [`Collector`], then takes
 //! answers until it has the `R` or `W` it needs, or the deadline passes.

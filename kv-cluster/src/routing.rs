@@ -1,4 +1,7 @@
 //! The routing snapshot client operations use: which ring(s), which node handles.
+//!
+//! Lock order: a stripe's `RwLock` is a leaf; `install` writes it under `admin` (`docs/design.md`,
+//! *Concurrency and lock order*).
 
 use std::collections::HashMap;
 use std::sync::Arc;

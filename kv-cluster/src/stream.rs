@@ -26,138 +26,143 @@ pub(crate) enum CopyError {
     Destination(Error),
 }
 
-/// Copies `ranges` to `dst` from `from`, a live old replica of them. If `from` fails
-/// midway, each part of the ranges (a stretch between two of `old`'s tokens, where the
-/// replica set is constant) is copied again from **every** other old replica of the part,
-/// as [`copy_from_survivors`] does for a dead source: the one that failed may have
-/// acknowledged writes that some other replica missed, and only the union of the others is
-/// sure to hold each of them. Copying a part again after a partial copy is harmless
-/// (last-writer-wins).
-///
-/// Returns `Break` if `on_batch` stopped the copy.
-///
-/// # Errors
-/// The destination's error; `from`'s error if some part has no other old replica;
-/// [`Error::NodeDown`] if another old replica of a part is down; the error of another
-/// replica that fails too.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn copy_from_live(
-    old: &Ring,
-    rf: usize,
-    nodes: &NodeMap,
-    from: &NodeId,
-    dst: &dyn Replica,
-    epoch: u64,
-    ranges: &[TokenRange],
-    batch_size: usize,
-    on_batch: &mut dyn FnMut(&[Record]) -> ControlFlow<()>,
-) -> Result<ControlFlow<()>> {
-    let outcome = match nodes.get(from) {
-        Some(src) => copy_ranges(src.as_ref(), dst, epoch, ranges, batch_size, on_batch),
-        None => Err(CopyError::Source(Error::UnknownNode {
-            node: from.to_string(),
-        })),
-    };
-    match outcome {
-        Ok(flow) => Ok(flow),
-        Err(CopyError::Destination(e)) => Err(e),
-        Err(CopyError::Source(e)) => {
-            let src = [from.clone()];
-            copy_from_all_but(
-                old, rf, nodes, &src, e, dst, epoch, ranges, batch_size, on_batch,
-            )
-        }
-    }
+/// One destination's copy during a membership change: what it copies from (the old ring's
+/// replicas, by handle), where to, and how. Its methods pick the sources.
+pub(crate) struct Transfer<'a> {
+    /// The ring the data is copied out of.
+    pub(crate) old: &'a Ring,
+    /// The replication factor.
+    pub(crate) rf: usize,
+    /// Handles of every member of either ring.
+    pub(crate) nodes: &'a NodeMap,
+    /// The node that receives the copy.
+    pub(crate) dst: &'a dyn Replica,
+    /// The epoch every call is tagged with.
+    pub(crate) epoch: u64,
+    /// Records per batch.
+    pub(crate) batch_size: usize,
 }
 
-/// Copies `ranges`, which the down node `down` should have been the source of, to `dst` from
-/// **every** other old replica of each part: a single survivor may have missed the last write
-/// of a key that the down node and another survivor acknowledged, and last-writer-wins makes
-/// the union the newest version any of them holds. So a removed dead node costs no key a
-/// replica at its latest version (Cassandra's `removenode` streams from one replica and asks
-/// for a repair); while another replica of a part is down too, the copy waits for it.
-///
-/// Returns `Break` if `on_batch` stopped the copy.
-///
-/// # Errors
-/// [`Error::NodeDown`] (the down node) if some part has no old replica besides it and `dst`;
-/// [`Error::NodeDown`] naming another old replica of a part that is down, or the error of a
-/// survivor that fails (either way the union would be incomplete); the destination's error.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn copy_from_survivors(
-    old: &Ring,
-    rf: usize,
-    nodes: &NodeMap,
-    down: &NodeId,
-    dst: &dyn Replica,
-    epoch: u64,
-    ranges: &[TokenRange],
-    batch_size: usize,
-    on_batch: &mut dyn FnMut(&[Record]) -> ControlFlow<()>,
-) -> Result<ControlFlow<()>> {
-    let cause = Error::NodeDown { node: down.clone() };
-    let src = [down.clone()];
-    copy_from_all_but(
-        old, rf, nodes, &src, cause, dst, epoch, ranges, batch_size, on_batch,
-    )
-}
-
-/// Copies each part of `ranges` to `dst` from every old replica of the part except
-/// `excluded` (a source that is down or failed) and `dst`. Fails with `cause` if some part has
-/// no such replica, with [`Error::NodeDown`] if one of them is down, and with a source's error
-/// if one of them fails: without it the union may lack a write that only it and an excluded
-/// replica acknowledged, so the copy would not be complete (the change stays pending and is
-/// retried once it is back).
-#[allow(clippy::too_many_arguments)]
-fn copy_from_all_but(
-    old: &Ring,
-    rf: usize,
-    nodes: &NodeMap,
-    excluded: &[NodeId],
-    cause: Error,
-    dst: &dyn Replica,
-    epoch: u64,
-    ranges: &[TokenRange],
-    batch_size: usize,
-    on_batch: &mut dyn FnMut(&[Record]) -> ControlFlow<()>,
-) -> Result<ControlFlow<()>> {
-    let points: Vec<u64> = old.ranges().map(|v| v.range.end).collect();
-    let mut by_source: Vec<(NodeId, Vec<TokenRange>)> = Vec::new();
-    for part in ranges.iter().flat_map(|r| split_at(*r, &points)) {
-        let replicas = old.preference_list(part.end, rf)?;
-        let mut any = false;
-        for id in replicas.iter() {
-            if excluded.contains(id) || id == dst.id() {
-                continue;
-            }
-            // Another replica down: it may hold a write that only it and an excluded one
-            // acknowledged, so the copy waits for it.
-            if nodes.get(id).is_none_or(|n| n.is_down()) {
-                return Err(Error::NodeDown { node: id.clone() });
-            }
-            any = true;
-            match by_source.iter_mut().find(|(n, _)| n == id) {
-                Some((_, parts)) => parts.push(part),
-                None => by_source.push((id.clone(), vec![part])),
-            }
-        }
-        if !any {
-            return Err(cause);
-        }
-    }
-    for (id, parts) in &by_source {
-        let Some(src) = nodes.get(id) else {
-            return Err(Error::UnknownNode {
-                node: id.to_string(),
-            });
+impl Transfer<'_> {
+    /// Copies `ranges` to the destination from `from`, a live old replica of them. If `from`
+    /// fails midway, each part of the ranges (a stretch between two of the old ring's
+    /// tokens, where the replica set is constant) is copied again from **every** other old
+    /// replica of the part, as [`copy_from_survivors`](Transfer::copy_from_survivors) does for a dead
+    /// source: the one that failed may have acknowledged writes that some other replica
+    /// missed, and only the union of the others is sure to hold each of them. Copying a part
+    /// again after a partial copy is harmless (last-writer-wins).
+    ///
+    /// Returns `Break` if `on_batch` stopped the copy.
+    ///
+    /// # Errors
+    /// The destination's error; `from`'s error if some part has no other old replica;
+    /// [`Error::NodeDown`] if another old replica of a part is down; the error of another
+    /// replica that fails too.
+    pub(crate) fn copy_from_live(
+        &self,
+        from: &NodeId,
+        ranges: &[TokenRange],
+        on_batch: &mut dyn FnMut(&[Record]) -> ControlFlow<()>,
+    ) -> Result<ControlFlow<()>> {
+        let outcome = match self.nodes.get(from) {
+            Some(src) => copy_ranges(
+                src.as_ref(),
+                self.dst,
+                self.epoch,
+                ranges,
+                self.batch_size,
+                on_batch,
+            ),
+            None => Err(CopyError::Source(Error::UnknownNode {
+                node: from.to_string(),
+            })),
         };
-        match copy_ranges(src.as_ref(), dst, epoch, parts, batch_size, on_batch) {
-            Ok(ControlFlow::Break(())) => return Ok(ControlFlow::Break(())),
-            Ok(ControlFlow::Continue(())) => {}
-            Err(CopyError::Destination(e) | CopyError::Source(e)) => return Err(e),
+        match outcome {
+            Ok(flow) => Ok(flow),
+            Err(CopyError::Destination(e)) => Err(e),
+            Err(CopyError::Source(e)) => {
+                self.copy_from_all_but(std::slice::from_ref(from), e, ranges, on_batch)
+            }
         }
     }
-    Ok(ControlFlow::Continue(()))
+
+    /// Copies `ranges`, which the down node `down` should have been the source of, to the
+    /// destination from **every** other old replica of each part: a single survivor may have
+    /// missed the last write of a key that the down node and another survivor acknowledged,
+    /// and last-writer-wins makes the union the newest version any of them holds. So a
+    /// removed dead node costs no key a replica at its latest version (Cassandra's
+    /// `removenode` streams from one replica and asks for a repair); while another replica of
+    /// a part is down too, the copy waits for it.
+    ///
+    /// Returns `Break` if `on_batch` stopped the copy.
+    ///
+    /// # Errors
+    /// [`Error::NodeDown`] (the down node) if some part has no old replica besides it and the
+    /// destination; [`Error::NodeDown`] naming another old replica of a part that is down, or
+    /// the error of a survivor that fails (either way the union would be incomplete); the
+    /// destination's error.
+    pub(crate) fn copy_from_survivors(
+        &self,
+        down: &NodeId,
+        ranges: &[TokenRange],
+        on_batch: &mut dyn FnMut(&[Record]) -> ControlFlow<()>,
+    ) -> Result<ControlFlow<()>> {
+        let cause = Error::NodeDown { node: down.clone() };
+        self.copy_from_all_but(std::slice::from_ref(down), cause, ranges, on_batch)
+    }
+
+    /// Copies each part of `ranges` to the destination from every old replica of the part
+    /// except `excluded` (a source that is down or failed) and the destination. Fails with
+    /// `cause` if some part has no such replica, with [`Error::NodeDown`] if one of them is
+    /// down, and with a source's error if one of them fails: without it the union may lack a
+    /// write that only it and an excluded replica acknowledged, so the copy would not be
+    /// complete (the change stays pending and is retried once it is back).
+    fn copy_from_all_but(
+        &self,
+        excluded: &[NodeId],
+        cause: Error,
+        ranges: &[TokenRange],
+        on_batch: &mut dyn FnMut(&[Record]) -> ControlFlow<()>,
+    ) -> Result<ControlFlow<()>> {
+        let points: Vec<u64> = self.old.ranges().map(|v| v.range.end).collect();
+        let mut by_source: Vec<(NodeId, Vec<TokenRange>)> = Vec::new();
+        for part in ranges.iter().flat_map(|r| split_at(*r, &points)) {
+            let replicas = self.old.preference_list(part.end, self.rf)?;
+            let mut any = false;
+            for id in replicas.iter() {
+                if excluded.contains(id) || id == self.dst.id() {
+                    continue;
+                }
+                // Another replica down: it may hold a write that only it and an excluded one
+                // acknowledged, so the copy waits for it.
+                if self.nodes.get(id).is_none_or(|n| n.is_down()) {
+                    return Err(Error::NodeDown { node: id.clone() });
+                }
+                any = true;
+                match by_source.iter_mut().find(|(n, _)| n == id) {
+                    Some((_, parts)) => parts.push(part),
+                    None => by_source.push((id.clone(), vec![part])),
+                }
+            }
+            if !any {
+                return Err(cause);
+            }
+        }
+        for (id, parts) in &by_source {
+            let Some(src) = self.nodes.get(id) else {
+                return Err(Error::UnknownNode {
+                    node: id.to_string(),
+                });
+            };
+            let (epoch, batch) = (self.epoch, self.batch_size);
+            match copy_ranges(src.as_ref(), self.dst, epoch, parts, batch, on_batch) {
+                Ok(ControlFlow::Break(())) => return Ok(ControlFlow::Break(())),
+                Ok(ControlFlow::Continue(())) => {}
+                Err(CopyError::Destination(e) | CopyError::Source(e)) => return Err(e),
+            }
+        }
+        Ok(ControlFlow::Continue(()))
+    }
 }
 
 /// `r` cut at every one of `points` that lies inside it, in ring order.
@@ -503,17 +508,17 @@ mod tests {
         }
         nodes.insert(id("c"), c);
         let dst = MemoryReplica::new("d").unwrap();
-        let r = copy_from_survivors(
-            &ring,
-            3,
-            &nodes,
-            &id("a"),
-            &dst,
-            0,
-            &[TokenRange::FULL],
-            64,
-            &mut |_| ControlFlow::Continue(()),
-        );
+        let transfer = Transfer {
+            old: &ring,
+            rf: 3,
+            nodes: &nodes,
+            dst: &dst,
+            epoch: 0,
+            batch_size: 64,
+        };
+        let r = transfer.copy_from_survivors(&id("a"), &[TokenRange::FULL], &mut |_| {
+            ControlFlow::Continue(())
+        });
         assert!(
             matches!(&r, Err(Error::NodeDown { node }) if node.as_str() == "b"),
             "{r:?}"

@@ -15,8 +15,9 @@
 //! abandoned: such a replica may or may not apply the write, and one that does not is left to
 //! read repair and anti-entropy (no hint is kept for it, as it may well have the write).
 //!
-//! Lock order: a write takes no coordinator lock across replica calls; a hint store is opened
-//! under `hints.open` (see `docs/design.md`, *Concurrency and lock order*).
+//! Lock order: a plain write takes no coordinator lock across replica calls, a reporting one
+//! holds its key's stripe (`key_locks.rs`); a hint store is opened under `hints.open` (see
+//! `docs/design.md`, *Concurrency and lock order*).
 //!
 //! [`ClusterOptions::replica_timeout`]: crate::ClusterOptions::replica_timeout
 

@@ -2,6 +2,7 @@
 //! processes do): the coordinator submits to every replica before it waits, returns once
 //! `R`/`W` answered, gives up at `replica_timeout`, keeps hints for what timed out, and
 //! repairs a deferred replica on read.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
@@ -272,4 +273,68 @@ fn catch_up_of_a_peer_that_was_down_makes_every_replica_equal() {
         cluster.catch_up("nobody"),
         Err(Error::UnknownNode { .. })
     ));
+}
+
+#[test]
+fn under_a_sloppy_quorum_a_timed_out_replica_is_stood_in_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = RemoteBackend::new();
+    let net = Arc::clone(&backend.net);
+    let opts = ClusterOptions::new()
+        .backend(Arc::new(backend))
+        .replica_timeout(TIMEOUT)
+        .initial_nodes(["n1", "n2", "n3", "n4"])
+        .sloppy_quorum(true);
+    let cluster = Cluster::open(dir.path(), opts).unwrap();
+    let silent = replicas(&cluster, b"k")[0].clone();
+    net.set(&silent, Behaviour::BlackHole);
+    // W = all: the silent replica's hint, kept by the fourth node, counts for it.
+    let start = Instant::now();
+    cluster.put_with(b"k", b"v", Consistency::All).unwrap();
+    let took = start.elapsed();
+    assert!(took >= TIMEOUT && took < 3 * TIMEOUT, "{took:?}");
+
+    net.set(&silent, Behaviour::After(Duration::ZERO));
+    assert_eq!(cluster.stats().unwrap().hints, 1);
+    assert_eq!(cluster.catch_up(&silent).unwrap().hints_applied, 1);
+    assert_eq!(cluster.placement_of(b"k").unwrap().held.len(), 3);
+}
+
+/// During a membership change a write needs `W` of both rings: a silent joiner is one of the
+/// new ring's replicas, and the write still returns once the others of both rings answered.
+#[test]
+fn a_silent_joiner_during_a_pending_change_does_not_stall_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cluster, net) = open(dir.path());
+    for i in 0..50u32 {
+        cluster.put(&i.to_be_bytes(), b"before").unwrap();
+    }
+    net.set("node4", Behaviour::BlackHole);
+    // Streaming into the silent joiner fails: the change stays pending.
+    assert!(cluster.add_node("node4").is_err());
+    assert!(cluster.pending_change().is_some());
+
+    let start = Instant::now();
+    for i in 0..50u32 {
+        cluster.put(&i.to_be_bytes(), b"during").unwrap();
+    }
+    // With quorum writes, no key needs the joiner: nothing waits for the deadline.
+    assert!(start.elapsed() < TIMEOUT, "{:?}", start.elapsed());
+
+    net.set("node4", Behaviour::After(Duration::ZERO));
+    cluster
+        .resume_change(|_| std::ops::ControlFlow::Continue(()))
+        .unwrap();
+    assert!(cluster.pending_change().is_none());
+    for i in 0..50u32 {
+        let p = cluster.placement_of(&i.to_be_bytes()).unwrap();
+        let held: Vec<_> = p.held.iter().map(|(id, _, _)| id.clone()).collect();
+        assert_eq!(held.len(), 3, "{p:?}");
+        assert!(p.expected.iter().all(|id| held.contains(id)), "{p:?}");
+        assert!(
+            p.held
+                .iter()
+                .all(|(_, v, _)| v.as_deref() == Some(&b"during"[..]))
+        );
+    }
 }
