@@ -74,7 +74,8 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
             .max_clients(max_clients)
             .requirepass(args.requirepass.clone())
             .sync_policy(Some(args.cluster.sync.policy()))
-            .kvstore_extension(node.as_ref().and_then(|n| n.extension.clone()));
+            .kvstore_extension(node.as_ref().and_then(|n| n.extension.clone()))
+            .remote_replicas(node.is_some());
         runtime.block_on(serve(addr, Arc::clone(&cluster), options, signals))
     });
     // Waits for the storage threads still holding the cluster.

@@ -74,12 +74,14 @@ const LONG: &[&str] = &["scan", "kvstore"];
 /// fills a log segment flushes the whole segment; under `Periodic` that flush covers only
 /// what the last periodic flush has not (at most one interval of writes), as short a stall
 /// as Redis's own `appendfsync everysec` writes can see, so writes run inline. With the
-/// policy unknown (`None`), writes are assumed to block.
+/// policy unknown (`None`), writes are assumed to block. With replicas in other processes
+/// (`remote`), every read and write waits on the network: all of them may block.
 pub(crate) fn may_block<'a>(
     commands: impl IntoIterator<Item = &'a Command>,
     policy: Option<SyncPolicy>,
+    remote: bool,
 ) -> bool {
-    let writes_inline = matches!(policy, Some(SyncPolicy::Periodic(_)));
+    let writes_inline = !remote && matches!(policy, Some(SyncPolicy::Periodic(_)));
     let is = |c: &Command, names: &[&str]| {
         names
             .iter()
@@ -87,7 +89,7 @@ pub(crate) fn may_block<'a>(
     };
     commands.into_iter().any(|c| {
         if is(c, READS) {
-            return false;
+            return remote;
         }
         if is(c, WRITES) {
             return !writes_inline;
@@ -829,7 +831,7 @@ mod tests {
                 "GET k", "MGET a b", "EXISTS k", "STRLEN k", "PING", "ECHO x",
             ] {
                 assert!(
-                    !may_block(&[decode(line)], policy),
+                    !may_block(&[decode(line)], policy, false),
                     "{line} under {policy:?}"
                 );
             }
@@ -841,9 +843,13 @@ mod tests {
         let periodic = SyncPolicy::Periodic(std::time::Duration::from_secs(1));
         for line in ["SET k v", "del k", "UNLINK k", "GETDEL k", "MSET a 1 b 2"] {
             let batch = [decode("GET k"), decode(line)];
-            assert!(!may_block(&batch, Some(periodic)), "{line}");
+            assert!(!may_block(&batch, Some(periodic), false), "{line}");
+            assert!(
+                may_block(&batch, Some(periodic), true),
+                "{line} with remote replicas"
+            );
             for policy in [None, Some(SyncPolicy::Always), Some(SyncPolicy::Never)] {
-                assert!(may_block(&batch, policy), "{line} under {policy:?}");
+                assert!(may_block(&batch, policy, false), "{line} under {policy:?}");
             }
         }
     }
@@ -857,7 +863,7 @@ mod tests {
             "KVSTORE STATS",
             "KVSTORE ADDNODE n4",
         ] {
-            assert!(may_block(&[decode(line)], Some(periodic)), "{line}");
+            assert!(may_block(&[decode(line)], Some(periodic), false), "{line}");
         }
     }
 

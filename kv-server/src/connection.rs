@@ -158,7 +158,11 @@ async fn run_batch(
     options: &ServerOptions,
 ) -> Option<(Session, VecDeque<Command>, BytesMut)> {
     let flush_at = options.get_max_pending_reply_bytes();
-    if !may_block(&queue, options.get_sync_policy()) {
+    if !may_block(
+        &queue,
+        options.get_sync_policy(),
+        options.get_remote_replicas(),
+    ) {
         execute(cluster, &mut session, &mut queue, &mut replies, flush_at);
         return Some((session, queue, replies));
     }

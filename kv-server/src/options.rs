@@ -31,6 +31,7 @@ pub struct ServerOptions {
     limits: Limits,
     shutdown_grace: Duration,
     extension: Option<crate::extension::Extension>,
+    remote_replicas: bool,
 }
 
 impl std::fmt::Debug for ServerOptions {
@@ -45,6 +46,7 @@ impl std::fmt::Debug for ServerOptions {
             .field("limits", &self.limits)
             .field("shutdown_grace", &self.shutdown_grace)
             .field("extension", &self.extension)
+            .field("remote_replicas", &self.remote_replicas)
             .finish()
     }
 }
@@ -67,7 +69,26 @@ impl ServerOptions {
             limits: Limits::new(),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             extension: None,
+            remote_replicas: false,
         }
+    }
+
+    /// Whether some of the cluster's replicas are in other processes (a node of a cluster of
+    /// processes): every read and write then waits on the network, so each batch of them runs
+    /// on a storage thread instead of the connection's task. Default `false`.
+    ///
+    /// ```
+    /// let opts = kv_server::ServerOptions::new().remote_replicas(true);
+    /// assert!(opts.get_remote_replicas());
+    /// ```
+    pub fn remote_replicas(mut self, remote: bool) -> Self {
+        self.remote_replicas = remote;
+        self
+    }
+
+    /// Whether some replicas are in other processes.
+    pub fn get_remote_replicas(&self) -> bool {
+        self.remote_replicas
     }
 
     /// Extra `KVSTORE` subcommands ([`KvstoreExtension`](crate::KvstoreExtension)); `None`
