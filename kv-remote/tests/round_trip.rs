@@ -351,3 +351,35 @@ fn an_export_of_thousands_of_records_comes_in_batches() {
         std::thread::sleep(Duration::from_millis(5));
     }
 }
+
+/// A server answering data operations inline gives the same answers, and its blocking pool
+/// stays for the rest (an export, a sync).
+#[test]
+fn a_server_answering_data_inline_answers_the_same() {
+    let served = Arc::new(MemoryReplica::new("node2").unwrap());
+    let server = kv_remote::ReplicaServer::start_inline_data(
+        kv_net::Identity::new(CLUSTER, "node2"),
+        kv_net::ServerOptions::new(),
+        served.clone(),
+    )
+    .unwrap();
+    let remote = remote("node2", &server, T);
+    assert!(remote.apply(1, w(b"k", Some(b"v"), 3)).unwrap());
+    assert!(
+        remote
+            .apply_batch(1, &[w(b"a", Some(b"1"), 4), w(b"b", None, 4)])
+            .unwrap()
+            == 2
+    );
+    let (value, version) = remote.read(1, b"k").unwrap().unwrap();
+    assert_eq!(
+        (value.as_deref(), version),
+        (Some(&b"v"[..]), Version::new(3))
+    );
+    let many = remote.read_many(1, &[b"a", b"b", b"zz"]).unwrap();
+    assert_eq!(many[1], Some((None, Version::new(4))));
+    assert_eq!(many[2], None);
+    remote.sync().unwrap();
+    assert_eq!(all_records(&remote, 1).len(), 3);
+    assert_eq!(all_records(served.as_ref(), 1).len(), 3);
+}
