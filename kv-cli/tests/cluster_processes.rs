@@ -439,3 +439,76 @@ fn fault_commands_need_the_flag_and_check_their_arguments() {
         "OK every fault cleared"
     );
 }
+
+/// Reads until the peer closes the connection; `Err` if it is still open after `wait`.
+fn closed_within(stream: &mut std::net::TcpStream, wait: Duration) -> Result<(), String> {
+    use std::io::Read as _;
+    stream.set_read_timeout(Some(wait)).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ok(()),
+            Err(e) => return Err(format!("still open after {wait:?}: {e}")),
+        }
+    }
+}
+
+#[test]
+fn bad_peers_on_the_cluster_port_are_refused_and_the_node_serves_on() {
+    use kv_net::{Hello, Purpose, opening_bytes, preamble};
+    use std::io::Write as _;
+    let nodes = Nodes::start([&[], &[], &[]]);
+    nodes.wait_connected();
+    let cluster_port = std::net::SocketAddr::from(([127, 0, 0, 1], nodes.ports[0] + 10_000));
+    // The cluster id of the default name, as the node computes it (FNV-1a, 128 bits).
+    let kvstore_id = b"kvstore"
+        .iter()
+        .fold(0x6c62_272e_07bb_0142_62b8_2175_6295_c58d_u128, |h, b| {
+            (h ^ u128::from(*b)).wrapping_mul(0x0000_0000_0100_0000_0000_0000_0000_013b)
+        });
+    let hello = |cluster_id, node: &str| {
+        opening_bytes(&Hello {
+            cluster_id,
+            node_id: node.to_owned(),
+            epoch: 0,
+            purpose: Purpose::Rpc,
+        })
+        .unwrap()
+        .to_vec()
+    };
+    let mut old_version = preamble().to_vec();
+    old_version[8..12].copy_from_slice(&0u32.to_le_bytes());
+    let mut huge_frame = preamble().to_vec();
+    huge_frame.extend_from_slice(&u32::MAX.to_le_bytes());
+    huge_frame.extend_from_slice(&[0u8; 9]);
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("garbage", b"GET / HTTP/1.1\r\nHost: n1\r\n\r\n".to_vec()),
+        ("an old protocol version", old_version),
+        ("a frame claiming 4 GiB", huge_frame),
+        ("a node of another cluster", hello(1, "n2")),
+        (
+            "a node not in the member list",
+            hello(kvstore_id, "intruder"),
+        ),
+    ];
+    for (what, bytes) in cases {
+        let mut s = std::net::TcpStream::connect(cluster_port).unwrap();
+        s.write_all(&bytes).unwrap();
+        closed_within(&mut s, Duration::from_secs(10)).unwrap_or_else(|e| panic!("{what}: {e}"));
+    }
+    // A connection that says nothing is dropped at the handshake deadline, too.
+    let mut silent = std::net::TcpStream::connect(cluster_port).unwrap();
+    closed_within(&mut silent, Duration::from_secs(15)).unwrap();
+    // The node still serves its peers and its clients.
+    let mut c1 = nodes.node(0).client();
+    let mut c2 = nodes.node(1).client();
+    c2.set::<_, _, ()>("after-bad-peers", "ok").unwrap();
+    assert_eq!(
+        c1.get::<_, Option<String>>("after-bad-peers")
+            .unwrap()
+            .as_deref(),
+        Some("ok")
+    );
+}
