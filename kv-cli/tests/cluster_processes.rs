@@ -8,7 +8,10 @@
 //!   2), and once it is back and a repair ran, each acknowledged write is on all three
 //!   storage nodes, read directly from their directories;
 //! - a node stopped with SIGSTOP (a hang, not a crash): operations through the others
-//!   succeed within the replica timeout, never stall.
+//!   succeed within the replica timeout, never stall;
+//! - a partition injected in the transport (`KVSTORE FAULT`, `--enable-debug-faults`) fails
+//!   no operation through the majority and heals with nothing lost on any storage node;
+//! - bad peers on a node's cluster port are refused, and the node serves on.
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
