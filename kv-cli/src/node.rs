@@ -218,7 +218,7 @@ pub fn open(
         "kvstore: node {me} serves its storage to the other nodes on {}",
         replica_server.local_addr()
     );
-    let watcher = watch(Arc::clone(&cluster), Arc::clone(&backend), me);
+    let watcher = watch(Arc::clone(&cluster), Arc::clone(&backend), me)?;
     Ok((
         NodeProcess {
             cluster,
@@ -257,35 +257,37 @@ fn watch(
     cluster: Arc<Cluster>,
     backend: Arc<RemoteBackend>,
     me: NodeId,
-) -> (Arc<AtomicBool>, JoinHandle<()>) {
+) -> anyhow::Result<(Arc<AtomicBool>, JoinHandle<()>)> {
     let stop = Arc::new(AtomicBool::new(false));
     let stopped = Arc::clone(&stop);
     let handle = std::thread::Builder::new()
         .name("kvstore-peers".into())
         .spawn(move || {
+            let peers = || -> Vec<NodeId> {
+                cluster.ring().nodes().filter(|id| **id != me).cloned().collect()
+            };
             // Every peer counts as down until seen alive: this node may hold hints for it
             // from before a restart.
-            let mut was_down: Vec<NodeId> = cluster.ring().nodes().cloned().collect();
-            // This node itself catches up once (it may have been down, however briefly: a
-            // restart quicker than the peers' heartbeats notice is no down time to them).
+            let mut down: Vec<NodeId> = peers();
+            // This node itself catches up once, when a peer is first alive (it may have been
+            // down, however briefly: a restart quicker than the peers' heartbeats notice is
+            // no down time to them).
             let mut caught_up = false;
+            let mut log = Log::default();
             while !stopped.load(Ordering::Relaxed) {
-                if !caught_up && was_down.len() < cluster.ring().len() {
+                let all = peers();
+                if !caught_up && all.iter().any(|id| !down.contains(id)) {
                     match cluster.catch_up(me.as_str()) {
                         Ok(_) => caught_up = true,
-                        Err(e) => eprintln!("kvstore: catching up {me}: {}", e.chain()),
+                        Err(e) => log.error(&me, &e),
                     }
                 }
-                let members: Vec<NodeId> = cluster.ring().nodes().cloned().collect();
-                for id in members {
-                    if id == me {
-                        continue;
-                    }
-                    let down = !backend.peers().is_alive(id.as_str());
-                    let seen = was_down.contains(&id);
-                    if down && !seen {
-                        was_down.push(id);
-                    } else if !down && seen {
+                for id in all {
+                    let alive = backend.peers().is_alive(id.as_str());
+                    let was_down = down.contains(&id);
+                    if !alive && !was_down {
+                        down.push(id);
+                    } else if alive && was_down {
                         let started = std::time::Instant::now();
                         match cluster.catch_up(id.as_str()) {
                             Ok(r) => {
@@ -295,17 +297,34 @@ fn watch(
                                     r.repair.keys_repaired,
                                     started.elapsed()
                                 );
-                                was_down.retain(|d| *d != id);
+                                down.retain(|d| *d != id);
                             }
-                            Err(e) => eprintln!("kvstore: catching up {id}: {}", e.chain()),
+                            Err(e) => log.error(&id, &e),
                         }
                     }
                 }
                 std::thread::sleep(Duration::from_millis(500));
             }
         })
-        .expect("spawn the peer watcher");
-    (stop, handle)
+        .context("start the peer watcher")?;
+    Ok((stop, handle))
+}
+
+/// The watcher's failures to catch a node up, each logged once until it changes (it is
+/// retried every half second).
+#[derive(Default)]
+struct Log {
+    last: std::collections::HashMap<NodeId, String>,
+}
+
+impl Log {
+    fn error(&mut self, id: &NodeId, e: &kv_cluster::Error) {
+        let text = e.chain();
+        if self.last.get(id) != Some(&text) {
+            eprintln!("kvstore: catching up {id}: {text}");
+            self.last.insert(id.clone(), text);
+        }
+    }
 }
 
 #[cfg(test)]
