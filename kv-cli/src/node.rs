@@ -148,6 +148,7 @@ pub fn open(
     args: &ServeArgs,
     node_id: &str,
     peers: &[Peer],
+    runtime: &tokio::runtime::Handle,
 ) -> anyhow::Result<(NodeProcess, Vec<String>)> {
     let me = NodeId::new(node_id).context("--node-id")?;
     let Some(slot) = peers.iter().position(|p| p.id == me) else {
@@ -180,7 +181,9 @@ pub fn open(
             local,
             others,
             identity.clone(),
-            kv_net::PeersOptions::new(),
+            // The server's runtime: a client's connection task awaiting the other replicas
+            // is woken by the transport's reader without a hop between runtimes.
+            kv_net::PeersOptions::new().runtime(runtime.clone()),
             timeout,
         )
         .context("start the transport to the other nodes")?
@@ -201,6 +204,7 @@ pub fn open(
         .local_replica()
         .context("the cluster did not open this node's own storage")?;
     let server_options = kv_net::ServerOptions::new()
+        .runtime(runtime.clone())
         .listen(listen)
         .allowed_peers(ids.iter().filter(|id| **id != me.as_str()).cloned());
     // Under periodic sync a write never waits for an fsync and a read never blocks: both are

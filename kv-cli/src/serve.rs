@@ -8,7 +8,9 @@
 //!   ready line closes the cluster cleanly and exits 0 instead of killing the process;
 //! - on shutdown the runtime is dropped before the cluster is closed: dropping it waits for
 //!   the storage threads (`spawn_blocking`) still finishing a batch, which hold the cluster, so
-//!   the close that follows sees every acknowledged write.
+//!   the close that follows sees every acknowledged write. A node of a cluster of processes
+//!   runs its transport on the runtime: it closes first (every batch in flight has finished
+//!   when the server returns), then the runtime goes.
 
 use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -45,7 +47,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     // One node of a cluster of processes, or the whole cluster in this process.
     let (mut node, cluster, warnings) = match (&args.node_id, &args.peers) {
         (Some(id), Some(peers)) => {
-            let (node, warnings) = node::open(args, id, peers)?;
+            let (node, warnings) = node::open(args, id, peers, runtime.handle())?;
             let cluster = Arc::clone(&node.cluster);
             (Some(node), cluster, warnings)
         }
@@ -78,13 +80,17 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
             .remote_replicas(node.is_some());
         runtime.block_on(serve(addr, Arc::clone(&cluster), options, signals))
     });
-    // Waits for the storage threads still holding the cluster.
-    drop(runtime);
-    // The other nodes stop reaching this one's storage before it closes.
+    // A node of a cluster of processes: its transport runs on this runtime, so the cluster
+    // closes (flushing what it can reach) before the runtime goes; the other nodes stop
+    // reaching this one's storage before it closes.
     let local = node.take().map(|mut node| {
         node.stop();
         Arc::clone(&node.local)
     });
+    if local.is_none() {
+        // Waits for the storage threads still holding the cluster.
+        drop(runtime);
+    }
     let closed = match local {
         // A node of a cluster of processes answers for its own storage: it is flushed, or
         // the exit says why. The others flush theirs when they stop (they may be gone).

@@ -110,14 +110,19 @@ impl Nodes {
         self.running[i].as_ref().expect("node running")
     }
 
-    /// Waits until a write through each node succeeds (the nodes have connected).
+    /// Waits until a write and a read through each node succeed at the node's levels (the
+    /// nodes it needs have connected: a node reconnects with backoff, so one started before
+    /// its peers listened may take a few seconds).
     fn wait_connected(&self) {
         for i in 0..3 {
             let mut c = self.node(i).client();
             let deadline = Instant::now() + Duration::from_secs(60);
             loop {
-                match c.set::<_, _, ()>("connected?", i) {
-                    Ok(()) => break,
+                let probe = c
+                    .set::<_, _, ()>("connected?", i)
+                    .and_then(|()| c.get::<_, Option<usize>>("connected?"));
+                match probe {
+                    Ok(_) => break,
                     Err(e) => {
                         assert!(Instant::now() < deadline, "node {i} never connected: {e}");
                         std::thread::sleep(Duration::from_millis(100));

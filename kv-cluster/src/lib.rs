@@ -171,6 +171,7 @@
 
 mod backend;
 mod background;
+mod block;
 mod change;
 mod clock;
 mod cluster;
@@ -221,7 +222,7 @@ pub use options::{
     ClusterOptions, Consistency, DEFAULT_REPLICA_TIMEOUT, DEFAULT_REPLICATION_FACTOR,
     DEFAULT_TRANSFER_BATCH, DEFAULT_TRANSFER_STREAMS, DEFAULT_VNODES, RateLimit,
 };
-pub use pending::{Collector, Deferred, Started, Ticket};
+pub use pending::{Collector, Deferred, Next, Started, Ticket};
 pub use progress::{ChangeKind, ChangeSummary, PairSummary, Progress};
 pub use repair::{REPAIR_KEYS_PER_LEAF, RepairSummary};
 pub use replica::{RecordStream, Replica};

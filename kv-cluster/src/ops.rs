@@ -36,6 +36,35 @@ impl Cluster {
         Ok(version)
     }
 
+    /// [`put`](Cluster::put) as a future, for a server on an async runtime: it waits on
+    /// replicas in other processes without blocking the thread. The local replica, if the
+    /// key has one, is written on the calling thread: use it where a local write does not
+    /// wait for an fsync (e.g. under a periodic sync policy).
+    ///
+    /// The wait relies on every replica answering in time, as a remote replica's transport
+    /// times its requests out ([`Collector::wait`](crate::Collector::wait)).
+    ///
+    /// # Errors
+    /// As [`put`](Cluster::put).
+    ///
+    /// # Example
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let cluster = kv_cluster::Cluster::open(dir.path(), kv_cluster::ClusterOptions::new())?;
+    /// let put = cluster.put_async(b"k", b"v"); // a future: any executor runs it
+    /// drop(put);
+    /// cluster.put(b"k", b"v")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub async fn put_async(&self, key: &[u8], value: &[u8]) -> Result<Version> {
+        let routing = self.routing();
+        let version = self.next_version()?;
+        let mode = self.default_mode();
+        self.write_async(&routing, key, Some(value), version, self.opts.write, mode)
+            .await?;
+        Ok(version)
+    }
+
     /// Deletes `key` (writes a tombstone on its replicas); returns the delete's version.
     ///
     /// # Errors
@@ -174,11 +203,36 @@ impl Cluster {
         Ok(newest.and_then(|(value, version)| value.map(|v| (v, version))))
     }
 
+    /// [`get`](Cluster::get) as a future: see [`put_async`](Cluster::put_async).
+    ///
+    /// # Errors
+    /// As [`get`](Cluster::get).
+    pub async fn get_async(&self, key: &[u8]) -> Result<Option<Bytes>> {
+        let routing = self.routing();
+        let newest = self.read_async(&routing, key, self.opts.read).await?;
+        Ok(newest.and_then(|(value, _)| value))
+    }
+
     /// Stores several pairs, one batch per node; returns each write's version, in order.
     ///
     /// # Errors
     /// As [`put`](Cluster::put); some pairs may have been stored when it fails.
     pub fn put_many<K, V>(&self, pairs: &[(K, V)]) -> Result<Vec<Version>>
+    where
+        K: AsRef<[u8]>,
+        V: AsRef<[u8]>,
+    {
+        crate::block::block_on(self.put_many_async(pairs))
+    }
+
+    /// [`put_many`](Cluster::put_many) as a future, for a server on an async runtime: it
+    /// waits on replicas in other processes without blocking the thread (the local replica
+    /// is written on the calling thread: use it where a local write does not wait for an
+    /// fsync).
+    ///
+    /// # Errors
+    /// As [`put_many`](Cluster::put_many).
+    pub async fn put_many_async<K, V>(&self, pairs: &[(K, V)]) -> Result<Vec<Version>>
     where
         K: AsRef<[u8]>,
         V: AsRef<[u8]>,
@@ -192,7 +246,8 @@ impl Cluster {
             // Stand-ins are chosen per key: write one key at a time.
             for ((k, v), version) in pairs.iter().zip(&versions) {
                 let (k, v) = (k.as_ref(), Some(v.as_ref()));
-                self.write(&routing, k, v, *version, self.opts.write, Mode::Sloppy)?;
+                self.write_async(&routing, k, v, *version, self.opts.write, Mode::Sloppy)
+                    .await?;
             }
             return Ok(versions);
         }
@@ -280,7 +335,7 @@ impl Cluster {
             };
             // Until every key has its `W` (the rest is then abandoned) or the deadline.
             while !all_met(&ok) {
-                let Some((b, answer)) = collector.next(deadline) else {
+                let Some((b, answer)) = collector.wait(deadline).await else {
                     break;
                 };
                 settle(&mut ok, b, answer, &mut errors);
@@ -310,9 +365,18 @@ impl Cluster {
     /// # Errors
     /// As [`get`](Cluster::get).
     pub fn get_many<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<Vec<Option<Bytes>>> {
+        crate::block::block_on(self.get_many_async(keys))
+    }
+
+    /// [`get_many`](Cluster::get_many) as a future: see [`put_async`](Cluster::put_async).
+    ///
+    /// # Errors
+    /// As [`get`](Cluster::get).
+    pub async fn get_many_async<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<Vec<Option<Bytes>>> {
         let routing = self.routing();
         Ok(self
-            .read_many(&routing, keys)?
+            .read_many_async(&routing, keys)
+            .await?
             .into_iter()
             .map(|found| found.and_then(|(v, _)| v))
             .collect())
@@ -388,6 +452,18 @@ impl Cluster {
         consistency: Consistency,
         mode: Mode,
     ) -> Result<()> {
+        crate::block::block_on(self.write_async(routing, key, value, version, consistency, mode))
+    }
+
+    async fn write_async(
+        &self,
+        routing: &Routing,
+        key: &[u8],
+        value: Option<&[u8]>,
+        version: Version,
+        consistency: Consistency,
+        mode: Mode,
+    ) -> Result<()> {
         let op = WriteOp {
             key,
             value,
@@ -396,7 +472,7 @@ impl Cluster {
             mode,
             ask: Ask::Nothing,
         };
-        self.write_reporting(routing, op)?;
+        self.write_reporting_async(routing, op).await?;
         Ok(())
     }
 

@@ -11,8 +11,12 @@
 //!   allocation, no thread hop, so the in-process cluster keeps its speed.
 //! - A replica across the network calls [`Ticket::defer`], sends its request, returns
 //!   [`Started::Deferred`], and completes the [`Deferred`] from whatever thread receives the
-//!   peer's answer. The collector's channel is created only when the first ticket is
+//!   peer's answer. The collector's inbox is created only when the first ticket is
 //!   deferred.
+//! - The coordinator waits on the collector blocking a thread ([`Collector::next`]) or as a
+//!   future on an async runtime ([`Collector::wait`]); the write and read paths are written
+//!   once, as futures, and the blocking API runs them on the calling thread
+//!   (`block.rs`).
 //! - A [`Deferred`] dropped without an answer (its request was lost) completes as
 //!   [`Error::Dropped`]; an answer that comes after the coordinator stopped waiting is
 //!   discarded.
@@ -39,10 +43,16 @@
 //! # Ok::<(), kv_cluster::Error>(())
 //! ```
 
-use std::cell::{Cell, OnceCell};
+use std::collections::VecDeque;
 use std::fmt;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll, Waker};
 use std::time::Instant;
+
+use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
 
@@ -60,21 +70,30 @@ pub enum Started<T> {
 /// One replica's answer, with the number the coordinator gave it.
 type Answer<T> = (usize, Result<T>);
 
-/// Both ends of a collector's channel.
-type Channel<T> = (Sender<Answer<T>>, Receiver<Answer<T>>);
+/// The answers given and not taken yet, and the waiter to wake for the next one.
+struct Inbox<T> {
+    answers: VecDeque<Answer<T>>,
+    waiter: Option<Waker>,
+}
+
+/// What a collector shares with its [`Deferred`] answers.
+struct Shared<T> {
+    inbox: Mutex<Inbox<T>>,
+}
 
 /// One operation submitted to many replicas: hands out [`Ticket`]s and collects the answers
-/// of those deferred. Not `Sync`: one coordinator thread owns it.
+/// of those deferred, either blocking ([`next`](Collector::next)) or as a future
+/// ([`wait`](Collector::wait)). One coordinator owns it; the answers come from any thread.
 pub struct Collector<T> {
-    channel: OnceCell<Channel<T>>,
-    outstanding: Cell<usize>,
+    shared: OnceLock<Arc<Shared<T>>>,
+    outstanding: AtomicUsize,
 }
 
 impl<T> Default for Collector<T> {
     fn default() -> Self {
         Collector {
-            channel: OnceCell::new(),
-            outstanding: Cell::new(0),
+            shared: OnceLock::new(),
+            outstanding: AtomicUsize::new(0),
         }
     }
 }
@@ -82,7 +101,7 @@ impl<T> Default for Collector<T> {
 impl<T> fmt::Debug for Collector<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Collector")
-            .field("outstanding", &self.outstanding.get())
+            .field("outstanding", &self.outstanding())
             .finish()
     }
 }
@@ -104,25 +123,79 @@ impl<T> Collector<T> {
 
     /// How many deferred answers have not been taken yet.
     pub fn outstanding(&self) -> usize {
-        self.outstanding.get()
+        self.outstanding.load(Ordering::Relaxed)
     }
 
-    /// The next deferred answer, waiting until `deadline`; `None` when none is outstanding
-    /// or the deadline passed (the answers still missing are then abandoned by the caller).
+    /// The next deferred answer, blocking the thread until `deadline`; `None` when none is
+    /// outstanding or the deadline passed (the answers still missing are then abandoned by
+    /// the caller).
     pub fn next(&self, deadline: Instant) -> Option<Answer<T>> {
-        if self.outstanding.get() == 0 {
-            return None;
+        crate::block::block_on(self.wait(deadline))
+    }
+
+    /// The next deferred answer as a future, for a coordinator on an async runtime: as
+    /// [`next`](Collector::next), but it does not block the thread.
+    ///
+    /// It is woken by answers only, so the deadline is checked each time it is polled: a
+    /// caller on a runtime relies on every deferred answer coming in time (an answer, an
+    /// error, or the [`Deferred`] dropped), as [`Replica`](crate::Replica)'s contract asks:
+    /// a replica across the network times its requests out itself.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use kv_cluster::pending::Collector;
+    ///
+    /// let collector: Collector<u32> = Collector::new();
+    /// let later = collector.ticket(4).defer();
+    /// std::thread::spawn(move || later.complete(Ok(8)));
+    /// let deadline = Instant::now() + Duration::from_secs(5);
+    /// // Any executor drives it; a blocking `next` is this future run to completion.
+    /// let (index, answer) = collector.next(deadline).expect("an answer");
+    /// assert_eq!((index, answer?), (4, 8));
+    /// # Ok::<(), kv_cluster::Error>(())
+    /// ```
+    pub fn wait(&self, deadline: Instant) -> Next<'_, T> {
+        Next {
+            collector: self,
+            deadline,
         }
-        let (_, rx) = self.channel.get()?;
-        let wait = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(wait) {
-            Ok(answer) => {
-                self.outstanding.set(self.outstanding.get() - 1);
-                Some(answer)
-            }
-            // The collector holds a sender itself, so the channel never disconnects.
-            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
+    }
+}
+
+/// The future of [`Collector::wait`].
+#[derive(Debug)]
+#[must_use = "a future does nothing unless polled"]
+pub struct Next<'c, T> {
+    collector: &'c Collector<T>,
+    deadline: Instant,
+}
+
+impl<T> Future for Next<'_, T> {
+    type Output = Option<Answer<T>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let c = self.collector;
+        if c.outstanding() == 0 {
+            return Poll::Ready(None);
         }
+        let Some(shared) = c.shared.get() else {
+            return Poll::Ready(None);
+        };
+        let mut inbox = shared.inbox.lock();
+        if let Some(answer) = inbox.answers.pop_front() {
+            c.outstanding.fetch_sub(1, Ordering::Relaxed);
+            return Poll::Ready(Some(answer));
+        }
+        if Instant::now() >= self.deadline {
+            return Poll::Ready(None);
+        }
+        match &mut inbox.waiter {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            slot => *slot = Some(cx.waker().clone()),
+        }
+        drop(inbox);
+        crate::block::wake_by(self.deadline);
+        Poll::Pending
     }
 }
 
@@ -144,12 +217,17 @@ impl<T> Ticket<'_, T> {
     /// Turns the ticket into a [`Deferred`] answer that can be completed from any thread
     /// (the caller then returns [`Started::Deferred`]).
     pub fn defer(self) -> Deferred<T> {
-        let (tx, _) = self.collector.channel.get_or_init(mpsc::channel);
-        self.collector
-            .outstanding
-            .set(self.collector.outstanding.get() + 1);
+        let shared = self.collector.shared.get_or_init(|| {
+            Arc::new(Shared {
+                inbox: Mutex::new(Inbox {
+                    answers: VecDeque::new(),
+                    waiter: None,
+                }),
+            })
+        });
+        self.collector.outstanding.fetch_add(1, Ordering::Relaxed);
         Deferred {
-            tx: Some(tx.clone()),
+            shared: Some(Arc::clone(shared)),
             index: self.index,
         }
     }
@@ -158,7 +236,7 @@ impl<T> Ticket<'_, T> {
 /// An answer to come, completed once from any thread ([`complete`](Deferred::complete)).
 /// Dropped without an answer, it completes as [`Error::Dropped`].
 pub struct Deferred<T> {
-    tx: Option<Sender<Answer<T>>>,
+    shared: Option<Arc<Shared<T>>>,
     index: usize,
 }
 
@@ -173,17 +251,28 @@ impl<T> fmt::Debug for Deferred<T> {
 impl<T> Deferred<T> {
     /// Gives the answer (discarded if the coordinator stopped waiting).
     pub fn complete(mut self, answer: Result<T>) {
-        if let Some(tx) = self.tx.take() {
-            let _ = tx.send((self.index, answer));
+        self.give(answer);
+    }
+
+    fn give(&mut self, answer: Result<T>) {
+        let Some(shared) = self.shared.take() else {
+            return;
+        };
+        let waiter = {
+            let mut inbox = shared.inbox.lock();
+            inbox.answers.push_back((self.index, answer));
+            inbox.waiter.take()
+        };
+        // Woken outside the lock: the waiter takes it at once.
+        if let Some(w) = waiter {
+            w.wake();
         }
     }
 }
 
 impl<T> Drop for Deferred<T> {
     fn drop(&mut self) {
-        if let Some(tx) = self.tx.take() {
-            let _ = tx.send((self.index, Err(Error::Dropped)));
-        }
+        self.give(Err(Error::Dropped));
     }
 }
 
@@ -201,7 +290,7 @@ mod tests {
     fn nothing_deferred_allocates_no_channel_and_waits_for_nothing() {
         let c: Collector<u8> = Collector::new();
         let _ticket = c.ticket(0);
-        assert!(c.channel.get().is_none());
+        assert!(c.shared.get().is_none());
         assert!(c.next(soon()).is_none());
     }
 

@@ -112,6 +112,17 @@ impl Cluster {
         key: &[u8],
         consistency: Consistency,
     ) -> Result<Option<Versioned>> {
+        crate::block::block_on(self.read_async(routing, key, consistency))
+    }
+
+    /// [`read`](Cluster::read) as a future: it waits on remote replicas without blocking
+    /// the thread.
+    pub(crate) async fn read_async(
+        &self,
+        routing: &Routing,
+        key: &[u8],
+        consistency: Consistency,
+    ) -> Result<Option<Versioned>> {
         let needed = consistency.required(self.rf);
         let epoch = routing.epoch();
         let token = token(key);
@@ -187,11 +198,11 @@ impl Cluster {
                 // Every request of the round was submitted before this wait: waiting on one
                 // collector after the other takes as long as the slower answer.
                 let deadline = Instant::now() + timeout;
-                while let Some((i, a)) = full.next(deadline) {
+                while let Some((i, a)) = full.wait(deadline).await {
                     waiting.retain(|j| *j != i);
                     r.full(i, a);
                 }
-                while let Some((i, a)) = digests.next(deadline) {
+                while let Some((i, a)) = digests.wait(deadline).await {
                     waiting.retain(|j| *j != i);
                     r.version(i, a);
                 }

@@ -57,17 +57,20 @@ struct Answer<'r> {
 impl Cluster {
     /// The newest record of each key among `R` replicas (tombstones included), with
     /// read repair: what [`Cluster::read`] answers for each key, in order.
-    pub(crate) fn read_many<K: AsRef<[u8]>>(
+    ///
+    /// It is a future: it waits on remote replicas without blocking the thread.
+    pub(crate) async fn read_many_async<K: AsRef<[u8]>>(
         &self,
         routing: &Routing,
         keys: &[K],
     ) -> Result<Vec<Option<Versioned>>> {
         let consistency = self.opts.read;
         if routing.pending.is_some() || keys.len() < 2 {
-            return keys
-                .iter()
-                .map(|k| self.read(routing, k.as_ref(), consistency))
-                .collect();
+            let mut out = Vec::with_capacity(keys.len());
+            for k in keys {
+                out.push(self.read_async(routing, k.as_ref(), consistency).await?);
+            }
+            return Ok(out);
         }
         let needed = consistency.required(self.rf);
         let epoch = routing.epoch();
@@ -121,8 +124,12 @@ impl Cluster {
             // A group that does not answer in time leaves its keys to the single-key read,
             // which moves on to the next replica.
             let deadline = Instant::now() + self.opts.replica_timeout;
-            got_full.extend(std::iter::from_fn(|| fulls.next(deadline)));
-            got_versions.extend(std::iter::from_fn(|| digests.next(deadline)));
+            while let Some(a) = fulls.wait(deadline).await {
+                got_full.push(a);
+            }
+            while let Some(a) = digests.wait(deadline).await {
+                got_versions.push(a);
+            }
             for (n, g) in full.iter().enumerate() {
                 if !got_full.iter().any(|(m, _)| *m == n) {
                     g.keys.iter().for_each(|&i| answers[i].slow = true);
@@ -156,31 +163,31 @@ impl Cluster {
                 _ => g.keys.iter().for_each(|&i| answers[i].slow = true),
             }
         }
-        keys.iter()
-            .zip(answers)
-            .map(|(k, a)| {
-                let have = a.newest.as_ref().map_or(Version::ZERO, |(_, v)| *v);
-                if a.slow || a.others.iter().any(|&(_, v)| v > have) {
-                    return self.read(routing, k.as_ref(), consistency);
-                }
-                if let Some((value, version)) = &a.newest {
-                    self.observe(*version);
-                    let write = Write {
-                        key: k.as_ref(),
-                        value: value.as_deref(),
-                        version: *version,
-                    };
-                    for (n, (node, seen)) in a.others.iter().enumerate() {
-                        if seen < version {
-                            // Best effort, not waited for if deferred (as a single read's
-                            // repair): a replica that fails here is left to anti-entropy.
-                            let abandon: Collector<bool> = Collector::new();
-                            let _ = node.start_apply(epoch, write, abandon.ticket(n));
-                        }
+        let mut out = Vec::with_capacity(keys.len());
+        for (k, a) in keys.iter().zip(answers) {
+            let have = a.newest.as_ref().map_or(Version::ZERO, |(_, v)| *v);
+            if a.slow || a.others.iter().any(|&(_, v)| v > have) {
+                out.push(self.read_async(routing, k.as_ref(), consistency).await?);
+                continue;
+            }
+            if let Some((value, version)) = &a.newest {
+                self.observe(*version);
+                let write = Write {
+                    key: k.as_ref(),
+                    value: value.as_deref(),
+                    version: *version,
+                };
+                for (n, (node, seen)) in a.others.iter().enumerate() {
+                    if seen < version {
+                        // Best effort, not waited for if deferred (as a single read's
+                        // repair): a replica that fails here is left to anti-entropy.
+                        let abandon: Collector<bool> = Collector::new();
+                        let _ = node.start_apply(epoch, write, abandon.ticket(n));
                     }
                 }
-                Ok(a.newest)
-            })
-            .collect()
+            }
+            out.push(a.newest);
+        }
+        Ok(out)
     }
 }

@@ -209,7 +209,7 @@ impl<'a> Fanout<'a> {
     /// Submits the write to every target with `start`, then collects answers until the
     /// level is met, cannot be met any more, or `timeout` passes. Targets that have not
     /// answered then are timed out (with a hint) unless the level was met (abandoned).
-    fn run<T>(
+    async fn run<T>(
         &mut self,
         timeout: Duration,
         start: impl for<'c> Fn(&dyn Replica, Ticket<'c, T>) -> Started<T>,
@@ -228,7 +228,7 @@ impl<'a> Fanout<'a> {
         let deadline = Instant::now() + timeout;
         let mut timed_out = false;
         while self.count(false) < self.needed && self.count(true) >= self.needed {
-            match collector.next(deadline) {
+            match collector.wait(deadline).await {
                 Some((i, answer)) => self.settle(i, answer, &mut on_ok),
                 None => {
                     timed_out = collector.outstanding() > 0;
@@ -286,6 +286,16 @@ impl Cluster {
     /// [`Error::Unavailable`] before anything is written when too few replicas are up, or
     /// once too few acknowledged; [`Error::UnknownNode`] for a target without a handle.
     pub(crate) fn write_reporting(&self, routing: &Routing, op: WriteOp<'_>) -> Result<Replaced> {
+        crate::block::block_on(self.write_reporting_async(routing, op))
+    }
+
+    /// [`write_reporting`](Cluster::write_reporting) as a future: it waits on remote
+    /// replicas without blocking the thread.
+    pub(crate) async fn write_reporting_async(
+        &self,
+        routing: &Routing,
+        op: WriteOp<'_>,
+    ) -> Result<Replaced> {
         let needed = op.consistency.required(self.rf);
         let token = token(op.key);
         let write = Write {
@@ -346,31 +356,37 @@ impl Cluster {
         let timeout = self.opts.replica_timeout;
         let mut replaced = Replaced::default();
         match op.ask {
-            Ask::Nothing => fanout.run(
-                timeout,
-                |node, ticket| node.start_apply(epoch, write, ticket),
-                |applied| match applied {
-                    true => Outcome::Applied,
-                    false => Outcome::Unchanged,
-                },
-            ),
-            Ask::Previous | Ask::PreviousValue => {
-                let read_value = op.ask == Ask::PreviousValue;
-                fanout.run(
-                    timeout,
-                    |node, ticket| node.start_apply_swap(epoch, write, read_value, ticket),
-                    |swapped| {
-                        match &swapped {
-                            Swapped::Applied { previous: Some(p) } => self.observe(p.version),
-                            Swapped::Kept { current } => self.observe(*current),
-                            _ => {}
-                        }
-                        match replaced.note(swapped) {
+            Ask::Nothing => {
+                fanout
+                    .run(
+                        timeout,
+                        |node, ticket| node.start_apply(epoch, write, ticket),
+                        |applied| match applied {
                             true => Outcome::Applied,
                             false => Outcome::Unchanged,
-                        }
-                    },
-                )
+                        },
+                    )
+                    .await
+            }
+            Ask::Previous | Ask::PreviousValue => {
+                let read_value = op.ask == Ask::PreviousValue;
+                fanout
+                    .run(
+                        timeout,
+                        |node, ticket| node.start_apply_swap(epoch, write, read_value, ticket),
+                        |swapped| {
+                            match &swapped {
+                                Swapped::Applied { previous: Some(p) } => self.observe(p.version),
+                                Swapped::Kept { current } => self.observe(*current),
+                                _ => {}
+                            }
+                            match replaced.note(swapped) {
+                                true => Outcome::Applied,
+                                false => Outcome::Unchanged,
+                            }
+                        },
+                    )
+                    .await
             }
         }
         fanout.finish(timeout)?;

@@ -48,6 +48,7 @@ pub struct PeersOptions {
     pub(crate) reconnect_min: Duration,
     pub(crate) reconnect_max: Duration,
     pub(crate) worker_threads: usize,
+    pub(crate) runtime: Option<tokio::runtime::Handle>,
     pub(crate) seed: u64,
     pub(crate) stream_buffer_chunks: usize,
     pub(crate) stream_stall_timeout: Duration,
@@ -67,6 +68,7 @@ impl Default for PeersOptions {
             reconnect_min: Duration::from_millis(50),
             reconnect_max: Duration::from_secs(5),
             worker_threads: 2,
+            runtime: None,
             seed: 0,
             stream_buffer_chunks: 8,
             stream_stall_timeout: Duration::from_secs(10),
@@ -143,6 +145,15 @@ impl PeersOptions {
         self
     }
 
+    /// Runs the transport on this runtime (a multi-threaded one) instead of its own: a
+    /// server whose connection tasks await answers from peers then wakes them without a hop
+    /// between runtimes. The runtime must outlive the [`Peers`](crate::Peers). Default: its
+    /// own runtime of [`worker_threads`](PeersOptions::worker_threads) threads.
+    pub fn runtime(mut self, handle: tokio::runtime::Handle) -> Self {
+        self.runtime = Some(handle);
+        self
+    }
+
     /// Seed of the reconnect jitter and of the faults' random choices. Default 0.
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = seed;
@@ -183,6 +194,7 @@ pub struct ServerOptions {
     pub(crate) allowed_peers: Option<Vec<String>>,
     pub(crate) worker_threads: usize,
     pub(crate) max_blocking_threads: usize,
+    pub(crate) runtime: Option<tokio::runtime::Handle>,
     pub(crate) stream_buffer_chunks: usize,
     pub(crate) tls: Option<Tls>,
 }
@@ -198,6 +210,7 @@ impl Default for ServerOptions {
             allowed_peers: None,
             worker_threads: 2,
             max_blocking_threads: 64,
+            runtime: None,
             stream_buffer_chunks: 8,
             tls: None,
         }
@@ -259,6 +272,16 @@ impl ServerOptions {
     /// Threads that run the synchronous handlers (tokio's blocking pool). Default 64.
     pub fn max_blocking_threads(mut self, n: usize) -> Self {
         self.max_blocking_threads = n.max(1);
+        self
+    }
+
+    /// Serves on this runtime (a multi-threaded one) instead of its own (whose
+    /// [`worker_threads`](ServerOptions::worker_threads) and
+    /// [`max_blocking_threads`](ServerOptions::max_blocking_threads) are then unused).
+    /// Dropping the [`Server`](crate::Server) still closes the listener and every
+    /// connection. The runtime must outlive the server. Default: its own runtime.
+    pub fn runtime(mut self, handle: tokio::runtime::Handle) -> Self {
+        self.runtime = Some(handle);
         self
     }
 

@@ -212,9 +212,11 @@ impl Core {
 /// each, answered by request id in any order. Generic over the request and response types,
 /// which travel postcard-encoded.
 ///
-/// It owns a small tokio runtime (its own threads), so every method but [`Peers::call`] is
-/// plain synchronous code: a caller sends to several peers with one reply channel and waits
-/// on it with a deadline (`recv_timeout`), taking the first `W` answers. Each request has its
+/// It owns a small tokio runtime (its own threads, unless [`PeersOptions::runtime`] gives it
+/// one), so every method but [`Peers::call`] is plain synchronous code (never call the
+/// blocking ones from a thread of the runtime it runs on): a caller sends to several peers
+/// with one reply channel and waits on it with a deadline (`recv_timeout`), taking the
+/// first `W` answers. Each request has its
 /// own deadline, after which its reply is [`Error::Timeout`] whatever the peer does.
 ///
 /// Connections are made in the background when a peer is added, and remade after a drop with
@@ -274,14 +276,21 @@ where
     ///
     /// [`Error::Runtime`] if its threads cannot be started.
     pub fn start(identity: Identity, options: PeersOptions) -> Result<Self> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(options.worker_threads)
-            .thread_name(format!("kv-net-{}", identity.node_id))
-            .enable_all()
-            .build()
-            .map_err(Error::Runtime)?;
+        let (runtime, handle) = match &options.runtime {
+            Some(handle) => (None, handle.clone()),
+            None => {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(options.worker_threads)
+                    .thread_name(format!("kv-net-{}", identity.node_id))
+                    .enable_all()
+                    .build()
+                    .map_err(Error::Runtime)?;
+                let handle = runtime.handle().clone();
+                (Some(runtime), handle)
+            }
+        };
         let core = Arc::new(Core {
-            handle: runtime.handle().clone(),
+            handle,
             epoch: AtomicU64::new(identity.epoch),
             faults: Faults::new(options.seed),
             identity,
@@ -292,7 +301,7 @@ where
         });
         Ok(Self {
             core,
-            runtime: Some(runtime),
+            runtime,
             _types: PhantomData,
         })
     }

@@ -14,7 +14,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Runtime;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::AbortHandle;
 use tracing::{debug, warn};
 
@@ -102,8 +102,9 @@ struct Ctx<Req, Resp> {
 /// A listener for peers: accepts connections, refuses those whose handshake fails (one
 /// warning line each; the listener keeps serving), and serves requests and bulk streams.
 ///
-/// It owns its tokio runtime; dropping it closes the listener and every connection (handlers
-/// still running get a second to finish).
+/// It owns its tokio runtime (unless [`ServerOptions::runtime`] gives it one); dropping it
+/// closes the listener and every connection (handlers still running get a second to finish
+/// on its own runtime).
 ///
 /// # Example
 ///
@@ -113,6 +114,9 @@ pub struct Server {
     counters: Arc<Counters>,
     epoch: Arc<AtomicU64>,
     accept: AbortHandle,
+    /// Dropped with the server: every connection's task sees it and ends (on a runtime the
+    /// server does not own, nothing else would end them).
+    _closing: watch::Sender<()>,
     runtime: Option<Runtime>,
 }
 
@@ -179,21 +183,34 @@ impl Server {
         Req: DeserializeOwned + Send + 'static,
         Resp: Serialize + Send + 'static,
     {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(options.worker_threads)
-            .max_blocking_threads(options.max_blocking_threads)
-            .thread_name(format!("kv-net-srv-{}", identity.node_id))
-            .enable_all()
-            .build()
-            .map_err(Error::Runtime)?;
+        let (runtime, handle) = match &options.runtime {
+            Some(handle) => (None, handle.clone()),
+            None => {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(options.worker_threads)
+                    .max_blocking_threads(options.max_blocking_threads)
+                    .thread_name(format!("kv-net-srv-{}", identity.node_id))
+                    .enable_all()
+                    .build()
+                    .map_err(Error::Runtime)?;
+                let handle = runtime.handle().clone();
+                (Some(runtime), handle)
+            }
+        };
         let listen = options.listen;
-        let listener = runtime
-            .block_on(TcpListener::bind(listen))
-            .map_err(|source| Error::Io {
-                op: "bind",
-                addr: listen,
-                source,
-            })?;
+        let io = |source| Error::Io {
+            op: "bind",
+            addr: listen,
+            source,
+        };
+        // Bound without awaiting, so that it can start from any thread (one of the runtime's
+        // own included).
+        let std_listener = std::net::TcpListener::bind(listen).map_err(io)?;
+        std_listener.set_nonblocking(true).map_err(io)?;
+        let listener = {
+            let _entered = handle.enter();
+            TcpListener::from_std(std_listener).map_err(io)?
+        };
         let local_addr = listener.local_addr().map_err(|source| Error::Io {
             op: "bind",
             addr: listen,
@@ -221,13 +238,17 @@ impl Server {
             handler,
             streams,
         });
-        let accept = runtime.spawn(accept_loop(listener, ctx)).abort_handle();
+        let (closing, closed) = watch::channel(());
+        let accept = handle
+            .spawn(accept_loop(listener, ctx, closed))
+            .abort_handle();
         Ok(Self {
             local_addr,
             counters,
             epoch,
             accept,
-            runtime: Some(runtime),
+            _closing: closing,
+            runtime,
         })
     }
 
@@ -268,8 +289,11 @@ impl Drop for Server {
     }
 }
 
-async fn accept_loop<Req, Resp>(listener: TcpListener, ctx: Arc<Ctx<Req, Resp>>)
-where
+async fn accept_loop<Req, Resp>(
+    listener: TcpListener,
+    ctx: Arc<Ctx<Req, Resp>>,
+    closed: watch::Receiver<()>,
+) where
     Req: DeserializeOwned + Send + 'static,
     Resp: Serialize + Send + 'static,
 {
@@ -282,8 +306,12 @@ where
         match listener.accept().await {
             Ok((stream, addr)) => {
                 let ctx = Arc::clone(&ctx);
+                let mut closed = closed.clone();
                 tokio::spawn(async move {
-                    serve_connection(ctx, stream, addr).await;
+                    tokio::select! {
+                        () = serve_connection(ctx, stream, addr) => {}
+                        _ = closed.changed() => {}
+                    }
                     drop(slot);
                 });
             }

@@ -74,25 +74,31 @@ const LONG: &[&str] = &["scan", "kvstore"];
 /// fills a log segment flushes the whole segment; under `Periodic` that flush covers only
 /// what the last periodic flush has not (at most one interval of writes), as short a stall
 /// as Redis's own `appendfsync everysec` writes can see, so writes run inline. With the
-/// policy unknown (`None`), writes are assumed to block. With replicas in other processes
-/// (`remote`), every read and write waits on the network: all of them may block.
+/// policy unknown (`None`), writes are assumed to block.
+///
+/// With replicas in other processes (`remote`), reads and writes wait on the network. Plain
+/// `GET`s and `SET`s are awaited on the connection's task (the cluster's futures), where a
+/// local write runs inline as above; every other command that reads or writes may block.
 pub(crate) fn may_block<'a>(
     commands: impl IntoIterator<Item = &'a Command>,
     policy: Option<SyncPolicy>,
     remote: bool,
 ) -> bool {
-    let writes_inline = !remote && matches!(policy, Some(SyncPolicy::Periodic(_)));
+    let writes_inline = matches!(policy, Some(SyncPolicy::Periodic(_)));
     let is = |c: &Command, names: &[&str]| {
         names
             .iter()
             .any(|n| c.name().eq_ignore_ascii_case(n.as_bytes()))
     };
     commands.into_iter().any(|c| {
+        if remote && (is_plain(c, "get", 2) || is_plain(c, "set", 3)) {
+            return !writes_inline;
+        }
         if is(c, READS) {
             return remote;
         }
         if is(c, WRITES) {
-            return !writes_inline;
+            return remote || !writes_inline;
         }
         is(c, LONG)
     })
@@ -106,19 +112,23 @@ pub(crate) fn may_block<'a>(
 /// `put_many`: each is a batch per node instead of a round per command. Replies stay in command
 /// order, and a `GET` after a `SET` of the same key in the same batch sees it (runs never span
 /// a command of another kind; `put_many` applies its pairs in order).
-pub(crate) fn execute(
+///
+/// A future: the runs of `GET`s and `SET`s await the cluster's futures, every other command
+/// runs synchronously. On the connection's task it must only be given what
+/// [`may_block`] allows there; a storage thread runs it with `Handle::block_on`.
+pub(crate) async fn execute(
     cluster: &Cluster,
     session: &mut Session,
     queue: &mut VecDeque<Command>,
     out: &mut BytesMut,
     flush_at: usize,
 ) {
-    execute_queue(cluster, session, queue, out, flush_at);
+    execute_queue(cluster, session, queue, out, flush_at).await;
     // Disjoint fields: no reference count touched per batch.
     session.shared.stats.merge(&mut session.stats);
 }
 
-fn execute_queue(
+async fn execute_queue(
     cluster: &Cluster,
     session: &mut Session,
     queue: &mut VecDeque<Command>,
@@ -133,7 +143,7 @@ fn execute_queue(
             let run = take_run(queue);
             let start = Instant::now();
             if run[0].len() == 2 {
-                let unanswered = get_run(cluster, session, &run, out, flush_at);
+                let unanswered = get_run(cluster, session, &run, out, flush_at).await;
                 let calls = unanswered.start;
                 session
                     .stats
@@ -144,7 +154,7 @@ fn execute_queue(
                     queue.push_front(cmd);
                 }
             } else {
-                let failed = set_run(cluster, session, &run, out);
+                let failed = set_run(cluster, session, &run, out).await;
                 let calls = count(run.iter()).unsigned_abs();
                 session.stats.called(SET, calls, start.elapsed(), failed);
             }
@@ -213,7 +223,7 @@ fn take_run(queue: &mut VecDeque<Command>) -> Vec<Command> {
 
 /// Answers a run of `GET`s with one `get_many`, stopping once `out` reaches `flush_at` (at
 /// least one is answered); returns the range of the run left unanswered.
-fn get_run(
+async fn get_run(
     cluster: &Cluster,
     session: &mut Session,
     run: &[Command],
@@ -225,7 +235,7 @@ fn get_run(
     // A run of one (every unpipelined GET) is a plain `get`: `get_many`'s per-node batching
     // costs more than it saves for one key.
     let batch = if keys.len() > 1 {
-        cluster.get_many(&keys).ok()
+        cluster.get_many_async(&keys).await.ok()
     } else {
         None
     };
@@ -247,7 +257,7 @@ fn get_run(
                 if answered > 0 && out.len() >= flush_at {
                     break;
                 }
-                match cluster.get(key) {
+                match cluster.get_async(key).await {
                     Ok(v) => {
                         lookup(session, v.is_some());
                         value_reply(session, v, out);
@@ -262,13 +272,13 @@ fn get_run(
 }
 
 /// Answers a run of `SET`s; returns how many failed.
-fn set_run(cluster: &Cluster, session: &Session, run: &[Command], out: &mut BytesMut) -> u64 {
+async fn set_run(cluster: &Cluster, session: &Session, run: &[Command], out: &mut BytesMut) -> u64 {
     let pairs: Vec<(&[u8], &[u8])> = run
         .iter()
         .map(|c| (&c.args()[1][..], &c.args()[2][..]))
         .collect();
     // A run of one (every unpipelined SET) is a plain `put`, below.
-    if pairs.len() > 1 && cluster.put_many(&pairs).is_ok() {
+    if pairs.len() > 1 && cluster.put_many_async(&pairs).await.is_ok() {
         for _ in run {
             session.encoder().simple(out, b"OK");
         }
@@ -278,7 +288,7 @@ fn set_run(cluster: &Cluster, session: &Session, run: &[Command], out: &mut Byte
     // answer of its own write.
     let mut failed = 0;
     for (k, v) in pairs {
-        match cluster.put(k, v) {
+        match cluster.put_async(k, v).await {
             Ok(_) => session.encoder().simple(out, b"OK"),
             Err(e) => {
                 failed += 1;
@@ -844,14 +854,34 @@ mod tests {
         for line in ["SET k v", "del k", "UNLINK k", "GETDEL k", "MSET a 1 b 2"] {
             let batch = [decode("GET k"), decode(line)];
             assert!(!may_block(&batch, Some(periodic), false), "{line}");
-            assert!(
-                may_block(&batch, Some(periodic), true),
-                "{line} with remote replicas"
-            );
             for policy in [None, Some(SyncPolicy::Always), Some(SyncPolicy::Never)] {
                 assert!(may_block(&batch, policy, false), "{line} under {policy:?}");
             }
         }
+    }
+
+    #[test]
+    fn with_remote_replicas_only_plain_gets_and_sets_are_awaited_on_the_task() {
+        let periodic = SyncPolicy::Periodic(std::time::Duration::from_secs(1));
+        let plain = [decode("GET k"), decode("SET k v"), decode("get x")];
+        assert!(!may_block(&plain, Some(periodic), true));
+        for policy in [None, Some(SyncPolicy::Always), Some(SyncPolicy::Never)] {
+            assert!(may_block(&plain, policy, true), "under {policy:?}");
+        }
+        // Everything else that reads or writes waits on a storage thread (the cluster's
+        // blocking API), even in a batch of plain GETs.
+        for line in [
+            "MGET a b",
+            "EXISTS k",
+            "DBSIZE",
+            "DEL k",
+            "MSET a 1 b 2",
+            "SET k v GET",
+        ] {
+            let batch = [decode("GET k"), decode(line)];
+            assert!(may_block(&batch, Some(periodic), true), "{line}");
+        }
+        assert!(!may_block(&[decode("PING")], Some(periodic), true));
     }
 
     #[test]

@@ -163,12 +163,19 @@ async fn run_batch(
         options.get_sync_policy(),
         options.get_remote_replicas(),
     ) {
-        execute(cluster, &mut session, &mut queue, &mut replies, flush_at);
+        execute(cluster, &mut session, &mut queue, &mut replies, flush_at).await;
         return Some((session, queue, replies));
     }
     let cluster = Arc::clone(cluster);
+    let runtime = tokio::runtime::Handle::current();
     let task = tokio::task::spawn_blocking(move || {
-        execute(&cluster, &mut session, &mut queue, &mut replies, flush_at);
+        runtime.block_on(execute(
+            &cluster,
+            &mut session,
+            &mut queue,
+            &mut replies,
+            flush_at,
+        ));
         (session, queue, replies)
     });
     task.await.ok()
