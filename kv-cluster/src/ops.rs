@@ -255,12 +255,24 @@ impl Cluster {
         let mut batches: Vec<(NodeId, Vec<usize>)> = Vec::new();
         let mut targets: Vec<SmallVec<[usize; 8]>> = Vec::with_capacity(pairs.len());
         let needed = self.opts.write.required(self.rf);
+        // Without a change in progress, a pair's targets are exactly its replicas, found once
+        // in the routing's placement table (no walk of the ring per check).
+        let settled = routing.pending.is_none();
+        let mut ids: Vec<SmallVec<[NodeId; 8]>> = Vec::with_capacity(pairs.len());
         for (k, _) in pairs {
-            self.check_up(&routing, token(k.as_ref()), needed, &[])?;
+            let t = token(k.as_ref());
+            if settled {
+                let replicas = routing.replicas(t, self.rf)?;
+                check_up_in(&replicas, needed, &[])?;
+                ids.push(replicas.iter().map(|(id, _)| (*id).clone()).collect());
+            } else {
+                self.check_up(&routing, t, needed, &[])?;
+                ids.push(self.targets(&routing, t)?);
+            }
         }
-        for (i, (k, _)) in pairs.iter().enumerate() {
+        for (i, pair_ids) in ids.into_iter().enumerate() {
             let mut mine = SmallVec::new();
-            for id in self.targets(&routing, token(k.as_ref()))? {
+            for id in pair_ids {
                 let b = match batches.iter().position(|(n, _)| *n == id) {
                     Some(b) => b,
                     None => {
@@ -327,6 +339,10 @@ impl Cluster {
             let deadline = Instant::now() + timeout;
             let all_met = |ok: &[Option<bool>]| {
                 pairs.iter().enumerate().all(|(i, (k, _))| {
+                    if settled {
+                        return targets[i].iter().filter(|&&b| ok[b] == Some(true)).count()
+                            >= needed;
+                    }
                     let acked = acked_of(ok, i);
                     let t = token(k.as_ref());
                     self.check_acks(&routing, t, needed, &acked, &[], &mut Vec::new())
@@ -353,6 +369,9 @@ impl Cluster {
             }
         }
         for (i, (k, _)) in pairs.iter().enumerate() {
+            if settled && targets[i].iter().filter(|&&b| ok[b] == Some(true)).count() >= needed {
+                continue;
+            }
             let acked = acked_of(&ok, i);
             let t = token(k.as_ref());
             self.check_acks(&routing, t, needed, &acked, &[], &mut errors)?;
