@@ -171,6 +171,7 @@
 
 mod backend;
 mod background;
+mod catch_up;
 mod change;
 mod clock;
 mod cluster;
@@ -204,6 +205,7 @@ mod write;
 
 pub use backend::Backend;
 pub use background::BackgroundRepairStatus;
+pub use catch_up::{CatchUpOutcome, CatchUpPhase, CatchUpStatus};
 pub use clock::MAX_SKEW;
 pub use cluster::Cluster;
 pub use count::KeyCount;
