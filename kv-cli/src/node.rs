@@ -118,7 +118,12 @@ pub fn cluster_id(name: &str, members: &[String], rf: u32, vnodes: u32) -> u128 
         fold(fold(h, &len.to_le_bytes()), bytes)
     };
     let mut h = field(OFFSET, name.as_bytes());
-    h = fold(h, &u32::try_from(members.len()).unwrap_or(u32::MAX).to_le_bytes());
+    h = fold(
+        h,
+        &u32::try_from(members.len())
+            .unwrap_or(u32::MAX)
+            .to_le_bytes(),
+    );
     for m in members {
         h = field(h, m.as_bytes());
     }

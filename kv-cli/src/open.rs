@@ -86,7 +86,11 @@ pub struct MemberParams {
 
 /// [`MemberParams`] for `ids` in `dir`, read before the cluster opens (a node's cluster id
 /// is derived from them). A stored cluster with other members is refused.
-pub fn member_params(args: &ClusterArgs, dir: &Path, ids: &[String]) -> anyhow::Result<MemberParams> {
+pub fn member_params(
+    args: &ClusterArgs,
+    dir: &Path,
+    ids: &[String],
+) -> anyhow::Result<MemberParams> {
     let mut warnings = Vec::new();
     if args.nodes.is_some() {
         warnings.push("warning: --nodes ignored: --peers lists the members".to_owned());

@@ -95,11 +95,7 @@ pub(crate) struct CatchUps {
 
 impl CatchUps {
     fn set_phase(&self, node: &NodeId, phase: CatchUpPhase) {
-        self.by_node
-            .lock()
-            .entry(node.clone())
-            .or_default()
-            .running = Some(phase);
+        self.by_node.lock().entry(node.clone()).or_default().running = Some(phase);
     }
 
     fn finish(&self, node: &NodeId, outcome: CatchUpOutcome) {

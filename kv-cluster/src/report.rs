@@ -69,7 +69,9 @@ pub fn nodes(nodes: &[NodeInfo]) -> Vec<String> {
 
 /// Whole seconds since `t` (0 if the clock went back).
 fn ago(t: SystemTime) -> u64 {
-    SystemTime::now().duration_since(t).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(t)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// The keys per node (as primary, and every replica held), the total, hints waiting and the

@@ -123,9 +123,7 @@ impl Cluster {
         let hints = self.hints_by_target();
         let info = |id: &NodeId, state: NodeState, tokens: usize| {
             let health = match self.health(id.as_str()) {
-                Some(crate::Health::Up) | None
-                    if routing.node(id).is_some_and(|n| n.is_down()) =>
-                {
+                Some(crate::Health::Up) | None if routing.node(id).is_some_and(|n| n.is_down()) => {
                     crate::Health::Unreachable
                 }
                 Some(h) => h,
@@ -147,7 +145,11 @@ impl Cluster {
                     Some(p) if !p.contains(id.as_str()) => NodeState::Leaving,
                     _ => NodeState::Member,
                 };
-                info(id, state, ring.tokens_of(id.as_str()).map_or(0, <[u64]>::len))
+                info(
+                    id,
+                    state,
+                    ring.tokens_of(id.as_str()).map_or(0, <[u64]>::len),
+                )
             })
             .collect();
         if let Some(p) = &routing.pending {

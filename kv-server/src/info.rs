@@ -270,7 +270,11 @@ fn cluster_section(cluster: &Cluster, session: &Session, t: &mut String) -> std:
                 )?;
             }
             if let Some(e) = &r.last_error {
-                write!(t, "kvstore_background_repair_last_error:{}\r\n", one_line(e))?;
+                write!(
+                    t,
+                    "kvstore_background_repair_last_error:{}\r\n",
+                    one_line(e)
+                )?;
             }
         }
         None => t.push_str("kvstore_background_repair_interval_s:0\r\n"),
