@@ -10,12 +10,17 @@
 //!   from the list in its order, so every node given the same list agrees on the same ring.
 //!   A restart with another member list than the one stored is refused.
 //! - **The cluster's name** (`--cluster-name`, default `kvstore`) is written to the data
-//!   directory on first start; a restart under another name is refused, and a peer whose
-//!   handshake carries another name's id is refused by the transport.
+//!   directory on first start; a restart under another name is refused. The handshake's
+//!   cluster id covers the name, the ordered member list, RF and vnodes ([`cluster_id`]): a
+//!   peer that would build another ring is refused by the transport, and the watcher logs
+//!   the likely cause.
 //! - **Versions.** The node's position in the list is its coordinator slot, so two
 //!   coordinators never mint the same version.
 //! - **Catching up.** A watcher notices a peer that was down and is alive again, and hands it
-//!   the hints held for it and repairs its ranges ([`Cluster::catch_up`]).
+//!   the hints held for it and repairs its ranges ([`Cluster::catch_up`], which records its
+//!   phase and result for `KVSTORE NODES` and `INFO`).
+//! - **Anti-entropy** runs in the background every [`DEFAULT_REPAIR_INTERVAL`] unless
+//!   `--repair-interval` says otherwise.
 
 use std::io::Write as _;
 use std::net::{SocketAddr, ToSocketAddrs};
