@@ -201,8 +201,10 @@ pub struct ClusterArgs {
     #[arg(long)]
     pub sloppy_quorum: bool,
 
-    /// Run anti-entropy repair in the background, this many seconds after the last round.
-    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86_400 * 365))]
+    /// Run anti-entropy repair in the background, this many seconds after the last round
+    /// finished; 0 turns it off. Default: off for a cluster in this process, 600 for a node
+    /// of a cluster of processes (--node-id).
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(0..=86_400 * 365))]
     pub repair_interval: Option<u64>,
 }
 

@@ -10,12 +10,17 @@
 //!   from the list in its order, so every node given the same list agrees on the same ring.
 //!   A restart with another member list than the one stored is refused.
 //! - **The cluster's name** (`--cluster-name`, default `kvstore`) is written to the data
-//!   directory on first start; a restart under another name is refused, and a peer whose
-//!   handshake carries another name's id is refused by the transport.
+//!   directory on first start; a restart under another name is refused. The handshake's
+//!   cluster id covers the name, the ordered member list, RF and vnodes ([`cluster_id`]): a
+//!   peer that would build another ring is refused by the transport, and the watcher logs
+//!   the likely cause.
 //! - **Versions.** The node's position in the list is its coordinator slot, so two
 //!   coordinators never mint the same version.
 //! - **Catching up.** A watcher notices a peer that was down and is alive again, and hands it
-//!   the hints held for it and repairs its ranges ([`Cluster::catch_up`]).
+//!   the hints held for it and repairs its ranges ([`Cluster::catch_up`], which records its
+//!   phase and result for `KVSTORE NODES` and `INFO`).
+//! - **Anti-entropy** runs in the background every [`DEFAULT_REPAIR_INTERVAL`] unless
+//!   `--repair-interval` says otherwise.
 
 use std::io::Write as _;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -99,13 +104,50 @@ pub fn parse_peers(list: &str) -> Result<Vec<Peer>, String> {
     Ok(peers)
 }
 
-/// The 128-bit cluster id of a cluster name, as every handshake carries it: FNV-1a, stable
-/// across builds and platforms (a name must map to the same id on every node, forever).
-pub fn cluster_id(name: &str) -> u128 {
+/// The 128-bit cluster id every handshake carries: FNV-1a over the cluster's name, its
+/// members in ring order, its replication factor and vnodes per node, each length-prefixed
+/// (so no two inputs share an encoding). Stable across builds and platforms. Nodes given the
+/// same name but a `--peers` list in another order, other members, or a new cluster's other
+/// `--replication` or `--vnodes` would build other rings and disagree on every key's
+/// replicas: their ids differ, so the handshake refuses them.
+pub fn cluster_id(name: &str, members: &[String], rf: u32, vnodes: u32) -> u128 {
     const OFFSET: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
     const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013b;
-    name.bytes()
-        .fold(OFFSET, |h, b| (h ^ u128::from(b)).wrapping_mul(PRIME))
+    let fold = |h: u128, bytes: &[u8]| {
+        bytes
+            .iter()
+            .fold(h, |h, b| (h ^ u128::from(*b)).wrapping_mul(PRIME))
+    };
+    let field = |h: u128, bytes: &[u8]| {
+        let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+        fold(fold(h, &len.to_le_bytes()), bytes)
+    };
+    let mut h = field(OFFSET, name.as_bytes());
+    h = fold(
+        h,
+        &u32::try_from(members.len())
+            .unwrap_or(u32::MAX)
+            .to_le_bytes(),
+    );
+    for m in members {
+        h = field(h, m.as_bytes());
+    }
+    fold(fold(h, &rf.to_le_bytes()), &vnodes.to_le_bytes())
+}
+
+/// How often a node process runs a background repair round unless `--repair-interval`
+/// says otherwise: a round compares each range's Merkle trees (each replica hashes the keys
+/// it holds in the range) and streams only what differs.
+pub const DEFAULT_REPAIR_INTERVAL: Duration = Duration::from_secs(600);
+
+/// The background repair interval of a node process: `--repair-interval`, 0 for none, else
+/// [`DEFAULT_REPAIR_INTERVAL`].
+pub fn repair_interval(given: Option<u64>) -> Option<Duration> {
+    match given {
+        None => Some(DEFAULT_REPAIR_INTERVAL),
+        Some(0) => None,
+        Some(secs) => Some(Duration::from_secs(secs)),
+    }
 }
 
 /// A node of a cluster of processes, opened: the cluster it coordinates, the server of its
@@ -113,7 +155,7 @@ pub fn cluster_id(name: &str) -> u128 {
 pub struct NodeProcess {
     /// The coordinator (its own storage node in this process, the others remote).
     pub cluster: Arc<Cluster>,
-    replica_server: Option<ReplicaServer>,
+    replica_server: Option<Arc<ReplicaServer>>,
     watcher: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
     /// This node's own storage.
     pub local: Arc<dyn kv_cluster::Replica>,
@@ -167,7 +209,10 @@ pub fn open(
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("create {}", args.data_dir.display()))?;
     check_cluster_name(&args.data_dir, &args.cluster_name)?;
-    let identity = kv_net::Identity::new(cluster_id(&args.cluster_name), me.as_str());
+    let ids: Vec<String> = peers.iter().map(|p| p.id.to_string()).collect();
+    let params = open::member_params(&args.cluster, &args.data_dir, &ids)?;
+    let id = cluster_id(&args.cluster_name, &ids, params.rf, params.vnodes);
+    let identity = kv_net::Identity::new(id, me.as_str());
     let timeout = Duration::from_millis(args.replica_timeout);
     let others = peers
         .iter()
@@ -191,13 +236,17 @@ pub fn open(
         // passes: long enough for a digest pass or an 8 MiB import, no longer.
         .with_maintenance_timeout(MAINTENANCE_TIMEOUT.max(timeout)),
     );
-    let ids: Vec<String> = peers.iter().map(|p| p.id.to_string()).collect();
     let opened = open::open_members(
         &args.cluster,
         &args.data_dir,
         &ids,
+        params,
         Arc::clone(&backend) as Arc<dyn Backend>,
-        |opts| opts.coordinator_slot(slot as u8).replica_timeout(timeout),
+        |opts| {
+            opts.coordinator_slot(slot as u8)
+                .replica_timeout(timeout)
+                .background_repair(repair_interval(args.cluster.repair_interval))
+        },
     )?;
     let cluster = Arc::new(opened.cluster);
     let replica = backend
@@ -216,13 +265,19 @@ pub fn open(
         ReplicaServer::start
     };
     let replica_server = start(identity, server_options, Arc::clone(&replica))
+        .map(Arc::new)
         .with_context(|| format!("serve the storage node to the other nodes on {listen}"))?;
     let _ = writeln!(
         std::io::stderr(),
         "kvstore: node {me} serves its storage to the other nodes on {}",
         replica_server.local_addr()
     );
-    let watcher = watch(Arc::clone(&cluster), Arc::clone(&backend), me)?;
+    let watcher = watch(
+        Arc::clone(&cluster),
+        Arc::clone(&backend),
+        Arc::clone(&replica_server),
+        me,
+    )?;
     Ok((
         NodeProcess {
             cluster,
@@ -260,6 +315,7 @@ fn check_cluster_name(dir: &Path, name: &str) -> anyhow::Result<()> {
 fn watch(
     cluster: Arc<Cluster>,
     backend: Arc<RemoteBackend>,
+    server: Arc<ReplicaServer>,
     me: NodeId,
 ) -> anyhow::Result<(Arc<AtomicBool>, JoinHandle<()>)> {
     let stop = Arc::new(AtomicBool::new(false));
@@ -278,7 +334,9 @@ fn watch(
             // no down time to them).
             let mut caught_up = false;
             let mut log = Log::default();
+            let mut mismatches = Mismatches::default();
             while !stopped.load(Ordering::Relaxed) {
+                mismatches.check(&backend, &server);
                 let all = peers();
                 if !caught_up && all.iter().any(|id| !down.contains(id)) {
                     match cluster.catch_up(me.as_str()) {
@@ -331,6 +389,52 @@ impl Log {
     }
 }
 
+/// What kv-net's refusal of another cluster's node says (`Error::ClusterMismatch`).
+const MISMATCH: &str = "belongs to cluster";
+
+/// Why a peer's cluster id differs, as the log line says it.
+const MISMATCH_CAUSE: &str = "the nodes were likely started with a different --cluster-name \
+     or a different --peers list (every node needs the same members in the same order), or a \
+     new cluster with a different --replication or --vnodes";
+
+/// The handshakes refused because the other side's cluster id differs: one log line naming
+/// the likely cause per peer and error (for connections this node makes), and per change of
+/// the refusal count at most once a minute (for connections it accepts, whose text carries
+/// the caller's ephemeral port).
+#[derive(Default)]
+struct Mismatches {
+    dialed: std::collections::HashMap<String, String>,
+    accepted: Option<(u64, std::time::Instant)>,
+}
+
+impl Mismatches {
+    fn check(&mut self, backend: &RemoteBackend, server: &ReplicaServer) {
+        for peer in backend.peers().status() {
+            let Some(e) = peer.last_error.filter(|e| e.contains(MISMATCH)) else {
+                continue;
+            };
+            if self.dialed.get(&peer.node_id) != Some(&e) {
+                eprintln!(
+                    "kvstore: peer {} is refused: {e}: {MISMATCH_CAUSE}",
+                    peer.node_id
+                );
+                self.dialed.insert(peer.node_id, e);
+            }
+        }
+        let stats = server.stats();
+        let Some(e) = stats.last_error.filter(|e| e.contains(MISMATCH)) else {
+            return;
+        };
+        let quiet = self.accepted.is_some_and(|(refused, at)| {
+            refused == stats.refused || at.elapsed() < Duration::from_secs(60)
+        });
+        if !quiet {
+            eprintln!("kvstore: refused a peer's connection: {e}: {MISMATCH_CAUSE}");
+            self.accepted = Some((stats.refused, std::time::Instant::now()));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -360,11 +464,35 @@ mod tests {
     }
 
     #[test]
-    fn cluster_ids_are_stable_and_differ_by_name() {
-        assert_eq!(cluster_id("kvstore"), cluster_id("kvstore"));
-        assert_ne!(cluster_id("kvstore"), cluster_id("kvstore2"));
-        // Pinned: a node of an older build must compute the same id.
-        assert_eq!(cluster_id(""), 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d);
+    fn cluster_ids_are_stable_and_differ_by_anything_that_changes_the_ring() {
+        let ids = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let abc = ids(&["a", "b", "c"]);
+        let id = cluster_id("kvstore", &abc, 3, 100);
+        assert_eq!(id, cluster_id("kvstore", &abc, 3, 100));
+        for other in [
+            cluster_id("kvstore2", &abc, 3, 100),
+            cluster_id("kvstore", &ids(&["b", "a", "c"]), 3, 100),
+            cluster_id("kvstore", &ids(&["a", "b", "d"]), 3, 100),
+            cluster_id("kvstore", &ids(&["a", "b"]), 3, 100),
+            cluster_id("kvstore", &abc, 2, 100),
+            cluster_id("kvstore", &abc, 3, 64),
+            // The lengths are part of the encoding: moving a byte between fields changes it.
+            cluster_id("kvstore", &ids(&["ab", "", "c"]), 3, 100),
+        ] {
+            assert_ne!(id, other);
+        }
+        // Pinned: a node of another build must compute the same id.
+        assert_eq!(cluster_id("kvstore", &abc, 3, 100), PINNED);
+    }
+
+    /// `cluster_id("kvstore", ["a", "b", "c"], 3, 100)`.
+    const PINNED: u128 = 0x7840_8cd0_6be5_0ec0_218b_1ce0_b32e_3513;
+
+    #[test]
+    fn a_node_repairs_every_ten_minutes_unless_told_otherwise() {
+        assert_eq!(repair_interval(None), Some(Duration::from_secs(600)));
+        assert_eq!(repair_interval(Some(0)), None);
+        assert_eq!(repair_interval(Some(5)), Some(Duration::from_secs(5)));
     }
 
     #[test]

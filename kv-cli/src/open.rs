@@ -75,16 +75,22 @@ pub fn open(args: &ClusterArgs, dir: &Path) -> anyhow::Result<Opened> {
     open_with(dir, opts, warnings)
 }
 
-/// Opens (or creates) in `dir` the cluster of the members `ids` (in ring order), reaching
-/// them through `backend`, with `tweak` applied to the options last: what a node of a cluster
-/// of processes opens. A stored cluster with other members is refused.
-pub fn open_members(
+/// The replication factor and vnodes of the cluster of the members `ids` (in ring order)
+/// in `dir`: the stored ones if it exists (the flags' differing values are warnings), else
+/// the flags'. Together with the member list they decide every slot of the ring.
+pub struct MemberParams {
+    pub rf: u32,
+    pub vnodes: u32,
+    pub warnings: Vec<String>,
+}
+
+/// [`MemberParams`] for `ids` in `dir`, read before the cluster opens (a node's cluster id
+/// is derived from them). A stored cluster with other members is refused.
+pub fn member_params(
     args: &ClusterArgs,
     dir: &Path,
     ids: &[String],
-    backend: Arc<dyn Backend>,
-    tweak: impl FnOnce(ClusterOptions) -> ClusterOptions,
-) -> anyhow::Result<Opened> {
+) -> anyhow::Result<MemberParams> {
     let mut warnings = Vec::new();
     if args.nodes.is_some() {
         warnings.push("warning: --nodes ignored: --peers lists the members".to_owned());
@@ -116,12 +122,30 @@ pub fn open_members(
             kept(&mut warnings, dir, args, &s)
         }
     };
+    Ok(MemberParams {
+        rf,
+        vnodes,
+        warnings,
+    })
+}
+
+/// Opens (or creates) in `dir` the cluster of the members `ids` (in ring order) with
+/// `params` (from [`member_params`]), reaching them through `backend`, with `tweak` applied
+/// to the options last: what a node of a cluster of processes opens.
+pub fn open_members(
+    args: &ClusterArgs,
+    dir: &Path,
+    ids: &[String],
+    params: MemberParams,
+    backend: Arc<dyn Backend>,
+    tweak: impl FnOnce(ClusterOptions) -> ClusterOptions,
+) -> anyhow::Result<Opened> {
     let opts = tweak(
-        options(args, rf, vnodes)
+        options(args, params.rf, params.vnodes)
             .initial_nodes(ids.iter().cloned())
             .backend(backend),
     );
-    open_with(dir, opts, warnings)
+    open_with(dir, opts, params.warnings)
 }
 
 /// The options of every storage node.
@@ -139,7 +163,12 @@ fn options(args: &ClusterArgs, rf: u32, vnodes: u32) -> ClusterOptions {
         .read_consistency(args.read_consistency)
         .write_consistency(args.write_consistency)
         .sloppy_quorum(args.sloppy_quorum)
-        .background_repair(args.repair_interval.map(std::time::Duration::from_secs))
+        // 0 is off; a node process chooses its own default for "not given" (`tweak`).
+        .background_repair(
+            args.repair_interval
+                .filter(|&secs| secs > 0)
+                .map(std::time::Duration::from_secs),
+        )
 }
 
 /// The stored replication factor and vnodes (they win over the flags, with a warning).

@@ -11,7 +11,14 @@
 //!   succeed within the replica timeout, never stall;
 //! - a partition injected in the transport (`KVSTORE FAULT`, `--enable-debug-faults`) fails
 //!   no operation through the majority and heals with nothing lost on any storage node;
-//! - bad peers on a node's cluster port are refused, and the node serves on.
+//! - bad peers on a node's cluster port are refused, and the node serves on;
+//! - hints a node holds for a dead peer show in its `INFO` and `KVSTORE NODES`, the peer's
+//!   catch-up when it returns shows its phases (`hints`, then `repair`) and its result, and
+//!   the hints drain to 0;
+//! - background repair runs by default every 600 s (`--repair-interval` changes it); rounds
+//!   against a hung peer neither stall clients nor hold the admin lock for long;
+//! - two nodes given the members in another order refuse each other, with a log line naming
+//!   the likely cause.
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
@@ -470,12 +477,7 @@ fn bad_peers_on_the_cluster_port_are_refused_and_the_node_serves_on() {
     let nodes = Nodes::start([&[], &[], &[]]);
     nodes.wait_connected();
     let cluster_port = std::net::SocketAddr::from(([127, 0, 0, 1], nodes.ports[0] + 10_000));
-    // The cluster id of the default name, as the node computes it (FNV-1a, 128 bits).
-    let kvstore_id = b"kvstore"
-        .iter()
-        .fold(0x6c62_272e_07bb_0142_62b8_2175_6295_c58d_u128, |h, b| {
-            (h ^ u128::from(*b)).wrapping_mul(0x0000_0000_0100_0000_0000_0000_0000_013b)
-        });
+    let kvstore_id = cluster_id("kvstore", &["n1", "n2", "n3"], 3, 100);
     let hello = |cluster_id, node: &str| {
         opening_bytes(&Hello {
             cluster_id,
@@ -519,4 +521,270 @@ fn bad_peers_on_the_cluster_port_are_refused_and_the_node_serves_on() {
             .as_deref(),
         Some("ok")
     );
+}
+
+/// The cluster id a node computes (`kv-cli/src/node.rs`): FNV-1a over the length-prefixed
+/// name, the member count and each length-prefixed id in order, then RF and vnodes.
+fn cluster_id(name: &str, members: &[&str], rf: u32, vnodes: u32) -> u128 {
+    const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013b;
+    let fold = |h: u128, bytes: &[u8]| {
+        bytes
+            .iter()
+            .fold(h, |h, b| (h ^ u128::from(*b)).wrapping_mul(PRIME))
+    };
+    let field = |h: u128, b: &[u8]| fold(fold(h, &(b.len() as u32).to_le_bytes()), b);
+    let mut h = field(0x6c62_272e_07bb_0142_62b8_2175_6295_c58d, name.as_bytes());
+    h = fold(h, &(members.len() as u32).to_le_bytes());
+    for m in members {
+        h = field(h, m.as_bytes());
+    }
+    fold(fold(h, &rf.to_le_bytes()), &vnodes.to_le_bytes())
+}
+
+/// The value of `field:` in an `INFO` reply.
+fn info_field(info: &str, field: &str) -> Option<String> {
+    info.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .map(str::to_owned)
+}
+
+fn info_cluster(c: &mut redis::Connection) -> String {
+    redis::cmd("INFO").arg("cluster").query(c).unwrap()
+}
+
+/// `key=value` of a `kvstore_node_<id>:...` line's value.
+fn node_attr(line: &str, key: &str) -> Option<String> {
+    line.split(',')
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+        .map(str::to_owned)
+}
+
+/// Polls `what` every 20 ms until it returns `Some`, for at most `limit`.
+fn poll<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(t) = f() {
+            return t;
+        }
+        assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn hints_and_a_catch_up_are_visible_and_drain() {
+    let faults: &[&str] = &["--enable-debug-faults"];
+    let mut nodes = Nodes::start([faults, &[], &[]]);
+    nodes.wait_connected();
+    let mut c1 = nodes.node(0).client();
+    let mut c2 = nodes.node(1).client();
+    // Background repair by default, every 600 s.
+    let info = info_cluster(&mut c1);
+    assert_eq!(
+        info_field(&info, "kvstore_background_repair_interval_s").as_deref(),
+        Some("600"),
+        "{info}"
+    );
+
+    let crashed = Instant::now();
+    nodes.running[2].take().expect("n3").crash();
+    let writes = 300;
+    for i in 0..writes {
+        c1.set::<_, _, ()>(format!("while-down-{i}"), i).unwrap();
+    }
+    // n1 coordinated every write: it holds n3's copies as hints, and says so.
+    let held: u64 = poll(Duration::from_secs(30), "n1 shows hints for n3", || {
+        let info = info_cluster(&mut c1);
+        let line = info_field(&info, "kvstore_node_n3")?;
+        let hints: u64 = node_attr(&line, "hints")?.parse().ok()?;
+        (hints > 0 && node_attr(&line, "health")? == "unreachable").then_some(hints)
+    });
+    // (Plus a hint or two from `wait_connected`'s writes, made while nodes were connecting.)
+    assert!(held <= writes + 3, "{held}");
+    let nodes_line = kvstore(&mut c1, &["NODES"]).unwrap();
+    assert!(
+        nodes_line.contains(&format!(
+            "- Node: n3 (unreachable), {held} hints held for it"
+        )),
+        "{nodes_line}"
+    );
+    // Any node sees n3's health; n2 coordinated nothing, so it holds no hints.
+    let line2 = poll(Duration::from_secs(30), "n2 sees n3 unreachable", || {
+        let line = info_field(&info_cluster(&mut c2), "kvstore_node_n3")?;
+        (node_attr(&line, "health")? == "unreachable").then_some(line)
+    });
+    let n2_holds: u64 = node_attr(&line2, "hints").unwrap().parse().unwrap();
+    assert!(n2_holds <= 3, "{line2}");
+
+    // n1's watcher polls every 500 ms: it must have seen n3 down before n3 returns.
+    if let Some(rest) = Duration::from_millis(1_500).checked_sub(crashed.elapsed()) {
+        std::thread::sleep(rest);
+    }
+    // n1's messages to n3 are slowed, so each phase of its catch-up lasts a second or more
+    // (an import of hints, a digest pass) and is seen by polling.
+    kvstore(&mut c1, &["FAULT", "n3", "DELAY", "1000"]).unwrap();
+    nodes.restart(2);
+    let mut seen = Vec::new();
+    poll(Duration::from_secs(90), "n1 catches n3 up", || {
+        let text = kvstore(&mut c1, &["NODES"]).ok()?;
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("- Node: n3"))?
+            .to_owned();
+        for phase in ["hints", "repair"] {
+            if line.contains(&format!("(catching up: {phase})")) && !seen.contains(&phase) {
+                seen.push(phase);
+            }
+        }
+        line.contains("last catch-up").then_some(())
+    });
+    kvstore(&mut c1, &["FAULT", "CLEAR"]).unwrap();
+    assert_eq!(seen, ["hints", "repair"], "the phases seen, in order");
+    let info = info_cluster(&mut c1);
+    let line = info_field(&info, "kvstore_node_n3").unwrap();
+    assert_eq!(node_attr(&line, "hints").as_deref(), Some("0"), "{line}");
+    assert_eq!(
+        node_attr(&line, "catching_up").as_deref(),
+        Some("no"),
+        "{line}"
+    );
+    assert_eq!(
+        node_attr(&line, "last_catch_up_ok").as_deref(),
+        Some("1"),
+        "{line}"
+    );
+    let handed: u64 = node_attr(&line, "last_catch_up_hints")
+        .unwrap()
+        .parse()
+        .unwrap();
+    // Counted are the hints that changed n3: the repairs n3 and n2 run when n3 returns may
+    // have brought it those writes first (n1's messages to n3 are slow).
+    assert!(handed <= held, "{handed} of {held}: {line}");
+    assert!(node_attr(&line, "last_catch_up_time").is_some(), "{line}");
+    assert_eq!(
+        info_field(&info, "kvstore_hints_pending").as_deref(),
+        Some("0")
+    );
+    // And n3's own storage has every write it missed.
+    drop((c1, c2));
+    nodes.stop_all();
+    let acked: BTreeMap<String, String> = (0..writes)
+        .map(|i| (format!("while-down-{i}"), i.to_string()))
+        .collect();
+    let missing = missing_in_storage(&nodes.storage(2), &acked);
+    assert!(missing.is_empty(), "n3 lacks {missing:?}");
+}
+
+#[test]
+fn background_repair_against_a_hung_peer_stalls_nothing() {
+    let every: &[&str] = &["--repair-interval", "1"];
+    let nodes = Nodes::start([every, every, every]);
+    nodes.wait_connected();
+    let mut c1 = nodes.node(0).client();
+    let rounds = |c: &mut redis::Connection| -> u64 {
+        info_field(&info_cluster(c), "kvstore_background_repair_rounds")
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(0)
+    };
+    // Rounds run, and every node shows its own.
+    for i in 0..3 {
+        let mut c = nodes.node(i).client();
+        poll(Duration::from_secs(60), "a repair round", || {
+            (rounds(&mut c) >= 1).then_some(())
+        });
+        let info = info_cluster(&mut c);
+        assert_eq!(
+            info_field(&info, "kvstore_background_repair_interval_s").as_deref(),
+            Some("1")
+        );
+        assert!(
+            info_field(&info, "kvstore_background_repair_last_time").is_some_and(|t| t != "-1"),
+            "{info}"
+        );
+        assert!(
+            info_field(&info, "kvstore_background_repair_last_keys_repaired").is_some(),
+            "{info}"
+        );
+    }
+    nodes.node(2).signal(libc::SIGSTOP);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let before = rounds(&mut c1);
+        let mut slowest = Duration::ZERO;
+        let mut i = 0;
+        // Client traffic through n1 while its rounds meet the hung n3: two more rounds end
+        // (a round is never stuck for good) and no operation waits on them.
+        poll(Duration::from_secs(90), "two rounds with n3 hung", || {
+            let start = Instant::now();
+            c1.set::<_, _, ()>(format!("r{i}"), i).unwrap();
+            let got: Option<i64> = c1.get(format!("r{i}")).unwrap();
+            assert_eq!(got, Some(i));
+            slowest = slowest.max(start.elapsed());
+            i += 1;
+            (rounds(&mut c1) >= before + 2).then_some(())
+        });
+        let info = info_cluster(&mut c1);
+        eprintln!(
+            "{i} SET+GET pairs during the rounds, slowest {slowest:?}; last round's error: {:?}",
+            info_field(&info, "kvstore_background_repair_last_error")
+        );
+        assert!(
+            slowest < Duration::from_secs(3),
+            "an operation took {slowest:?}"
+        );
+        // The admin lock is free again soon: an on-demand repair (which takes it) answers.
+        let start = Instant::now();
+        let r = kvstore(&mut c1, &["REPAIR"]).unwrap();
+        assert!(r.starts_with("✓ Repair complete"), "{r}");
+        eprintln!("KVSTORE REPAIR with n3 hung: {:?}: {r}", start.elapsed());
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "KVSTORE REPAIR waited {:?}",
+            start.elapsed()
+        );
+    }));
+    nodes.node(2).signal(libc::SIGCONT);
+    if let Err(p) = result {
+        std::panic::resume_unwind(p);
+    }
+}
+
+#[test]
+fn members_listed_in_another_order_refuse_each_other() {
+    let _one = ONE_CLUSTER.lock().unwrap_or_else(|p| p.into_inner());
+    let root = common::data_dir();
+    let (p1, p2) = (free_port_pair(), free_port_pair());
+    let a = format!("n1@127.0.0.1:{p1}");
+    let b = format!("n2@127.0.0.1:{p2}");
+    let start = |id: &str, port: u16, peers: String| {
+        let port = port.to_string();
+        let dir = root.path().join(id);
+        let args = [
+            "--port",
+            &port,
+            "--node-id",
+            id,
+            "--peers",
+            &peers,
+            "--replica-timeout",
+            "500",
+        ];
+        Served::start(&dir, &args)
+    };
+    let n1 = start("n1", p1, format!("{a},{b}"));
+    let n2 = start("n2", p2, format!("{b},{a}"));
+    for n in [&n1, &n2] {
+        let said = poll(Duration::from_secs(30), "the refusal is logged", || {
+            let err = n.stderr_so_far();
+            err.lines()
+                .find(|l| l.contains("belongs to cluster"))
+                .map(str::to_owned)
+        });
+        assert!(
+            said.contains("--peers list") && said.contains("same order"),
+            "{said}"
+        );
+    }
+    // Neither reaches a quorum of its two replicas: a clear error, no hang.
+    let e = n1.client().set::<_, _, ()>("k", 1).unwrap_err();
+    assert!(e.to_string().contains("replicas needed"), "{e}");
 }

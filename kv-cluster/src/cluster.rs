@@ -80,6 +80,8 @@ pub struct Cluster {
     pub(crate) health: Mutex<std::collections::HashMap<NodeId, crate::health::Down>>,
     /// Open hint stores.
     pub(crate) hints: crate::hints::HintStores,
+    /// Each node's catch-up: the phase running, the last result (see `catch_up.rs`).
+    pub(crate) catch_ups: crate::catch_up::CatchUps,
     /// Why the pending change stopped the last time it was driven (see
     /// [`Cluster::change_error`]).
     pub(crate) change_error: Mutex<Option<String>>,
@@ -174,6 +176,7 @@ impl Cluster {
             admin: Arc::new(Mutex::new(())),
             health: Mutex::default(),
             hints: crate::hints::HintStores::default(),
+            catch_ups: crate::catch_up::CatchUps::default(),
             change_error: Mutex::new(None),
             repairer: None,
             key_locks: crate::key_locks::KeyLocks::new(),
@@ -203,6 +206,9 @@ impl Cluster {
         // pending change included): hand them off. Best effort: what fails stays on disk for
         // the next open or recovery, and repair covers it meanwhile.
         let _ = cluster.hand_off(&cluster.routing(), |_, _| true);
+        // What is left waits for a target still down: open it, so that it is counted
+        // (`hints_pending_for`) before the next hinted write would open it.
+        cluster.open_hint_stores();
         if cluster.meta.lock().change.is_some() {
             // Roll the interrupted change forward: streaming again is idempotent (LWW).
             match cluster.resume_change(|_| std::ops::ControlFlow::Continue(())) {

@@ -170,56 +170,6 @@ impl Cluster {
         })
     }
 
-    /// Catches up member `id` after its handle reported [`is_down`](Replica::is_down) for a
-    /// while and now reports it up again (a networked replica whose heartbeats stopped and
-    /// resumed): hands off the hints held for it, and those it holds for others, then
-    /// repairs the ranges it replicates, as [`recover_node`](Cluster::recover_node) does
-    /// after reconnecting a node. No [`fail_node`](Cluster::fail_node) is needed first: the
-    /// handle is not replaced, and the coordinator's health entry, if any, is left alone.
-    /// The node process calls it from the watcher that sees a peer come back.
-    ///
-    /// `down_for` is zero and `reopened` false in the summary: the coordinator did not take
-    /// the node down, so it does not know since when it was.
-    ///
-    /// # Errors
-    /// [`Error::UnknownNode`]; [`Error::NodeDown`] if the handle still reports the node down;
-    /// a node's error during handoff or repair (run it again).
-    ///
-    /// # Example
-    /// ```
-    /// use std::sync::Arc;
-    /// use kv_cluster::{Cluster, ClusterOptions, MemoryBackend};
-    ///
-    /// let dir = tempfile::tempdir()?;
-    /// let opts = ClusterOptions::new().backend(Arc::new(MemoryBackend::default()));
-    /// let cluster = Cluster::open(dir.path(), opts)?;
-    /// cluster.put(b"k", b"v")?;
-    /// let summary = cluster.catch_up("node2")?; // nothing was missed
-    /// assert_eq!((summary.hints_applied, summary.repair.keys_repaired), (0, 0));
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn catch_up(&self, id: &str) -> Result<RecoverySummary> {
-        let _admin = self.admin.lock();
-        let node = NodeId::new(id)?;
-        let routing = self.routing();
-        match routing.node(&node) {
-            None => return Err(Error::UnknownNode { node: id.into() }),
-            Some(h) if h.is_down() => return Err(Error::NodeDown { node }),
-            Some(_) => {}
-        }
-        let hints_applied = self.hand_off(&routing, |holder, target| {
-            *target == node || *holder == node
-        })?;
-        let repair = self.repair_where(&routing, |replicas| replicas.contains(&node))?;
-        Ok(RecoverySummary {
-            node,
-            down_for: Duration::ZERO,
-            reopened: false,
-            hints_applied,
-            repair,
-        })
-    }
-
     /// The nodes routed as down because the cluster could not open them, in id order.
     pub(crate) fn unopened_nodes(&self) -> Vec<NodeId> {
         let mut ids: Vec<NodeId> = self

@@ -31,6 +31,10 @@ pub enum Health {
         /// When it went down.
         since: SystemTime,
     },
+    /// The coordinator did not take the node down, but its handle reports it down: a peer
+    /// process whose heartbeats stopped (dead, hung or cut off). Reads skip it and writes
+    /// for it become hints until it answers again.
+    Unreachable,
 }
 
 impl Health {

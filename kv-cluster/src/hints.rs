@@ -410,15 +410,65 @@ impl Cluster {
         stores.iter().try_for_each(|s| s.sync())
     }
 
-    /// Hints held, per `(holder, target)`, counted from the open stores (a diagnostic).
+    /// Hints held, counted from the open stores (a diagnostic).
     pub(crate) fn hints_pending(&self) -> u64 {
-        self.hints
+        self.hints_by_target().values().sum()
+    }
+
+    /// Hinted writes this cluster (this process, in a cluster of processes) holds for node
+    /// `target`, in every holder's store: what a handoff to it would replay. Counted from
+    /// the stores' counters (no scan); a store left on disk by a previous process counts
+    /// once the cluster opened it (at [`Cluster::open`], or at its next hinted write).
+    ///
+    /// # Example
+    /// ```
+    /// use std::sync::Arc;
+    /// use kv_cluster::{Cluster, ClusterOptions, MemoryBackend};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let opts = ClusterOptions::new().backend(Arc::new(MemoryBackend::default()));
+    /// let cluster = Cluster::open(dir.path(), opts)?;
+    /// cluster.fail_node("node2")?;
+    /// cluster.put(b"k", b"v")?;
+    /// assert_eq!(cluster.hints_pending_for("node2"), 1);
+    /// cluster.recover_node("node2")?; // handed off
+    /// assert_eq!(cluster.hints_pending_for("node2"), 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn hints_pending_for(&self, target: &str) -> u64 {
+        self.hints_by_target()
+            .into_iter()
+            .find(|(t, _)| t.as_str() == target)
+            .map_or(0, |(_, n)| n)
+    }
+
+    /// Hinted writes held per target node (only targets with a store open), in id order.
+    pub(crate) fn hints_by_target(&self) -> std::collections::BTreeMap<NodeId, u64> {
+        // Copied out first: a store's counters are read without the map's lock held.
+        let stores: Vec<(NodeId, Arc<dyn Replica>)> = self
+            .hints
             .open
             .lock()
-            .values()
-            .filter_map(|s| s.held().ok())
-            .map(|c| c.live + c.tombstones)
-            .sum()
+            .iter()
+            .map(|((_, target), s)| (target.clone(), Arc::clone(s)))
+            .collect();
+        let mut out = std::collections::BTreeMap::new();
+        for (target, store) in stores {
+            let held = store.held().map_or(0, |c| c.live + c.tombstones);
+            *out.entry(target).or_insert(0) += held;
+        }
+        out
+    }
+
+    /// Opens every hint store found on disk (best effort: one that fails to open is
+    /// retried by its next use), so that [`hints_pending_for`](Cluster::hints_pending_for)
+    /// counts the hints a previous process left.
+    pub(crate) fn open_hint_stores(&self) {
+        if let Ok(pairs) = self.hint_pairs() {
+            for (holder, target) in pairs {
+                let _ = self.hint_store(&holder, &target);
+            }
+        }
     }
 }
 

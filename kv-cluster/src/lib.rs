@@ -172,6 +172,7 @@
 mod backend;
 mod background;
 mod block;
+mod catch_up;
 mod change;
 mod clock;
 mod cluster;
@@ -205,6 +206,7 @@ mod write;
 
 pub use backend::Backend;
 pub use background::BackgroundRepairStatus;
+pub use catch_up::{CatchUpOutcome, CatchUpPhase, CatchUpStatus};
 pub use clock::MAX_SKEW;
 pub use cluster::Cluster;
 pub use count::KeyCount;

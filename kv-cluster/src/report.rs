@@ -3,18 +3,26 @@
 //!
 //! Each function returns the lines without a heading or styling; the caller adds those.
 
+use std::fmt::Write as _;
 use std::time::SystemTime;
 
 use crate::{Cluster, ClusterStats, Health, NodeInfo, NodeState, Result};
 
-/// `Cluster has N nodes:`, then `- Node: <id>` per member, with ` (joining)`, ` (leaving)`
-/// and ` (down for <s>s)` where they apply.
+/// `Cluster has N nodes:`, then `- Node: <id>` per member, with ` (joining)`, ` (leaving)`,
+/// ` (down for <s>s)` or ` (unreachable)`, ` (catching up: hints|repair)`, `, <n> hints held
+/// for it` and `, last catch-up <s>s ago: ...` where they apply (so a healthy cluster's lines
+/// are just the ids).
 ///
 /// ```
 /// let dir = tempfile::tempdir()?;
 /// let cluster = kv_cluster::Cluster::open(dir.path(), kv_cluster::ClusterOptions::new())?;
 /// let lines = kv_cluster::report::nodes(&cluster.nodes());
 /// assert_eq!(lines, ["Cluster has 3 nodes:", "- Node: node1", "- Node: node2", "- Node: node3"]);
+/// cluster.fail_node("node2")?;
+/// cluster.put(b"k", b"v")?;
+/// let lines = kv_cluster::report::nodes(&cluster.nodes());
+/// assert!(lines[2].starts_with("- Node: node2 (down for "), "{lines:?}");
+/// assert!(lines[2].ends_with(", 1 hints held for it"), "{lines:?}");
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn nodes(nodes: &[NodeInfo]) -> Vec<String> {
@@ -27,16 +35,43 @@ pub fn nodes(nodes: &[NodeInfo]) -> Vec<String> {
         };
         let health = match n.health {
             Health::Up => String::new(),
-            Health::Down { since } => format!(
-                " (down for {}s)",
-                SystemTime::now()
-                    .duration_since(since)
-                    .map_or(0, |d| d.as_secs())
-            ),
+            Health::Down { since } => format!(" (down for {}s)", ago(since)),
+            Health::Unreachable => " (unreachable)".to_string(),
         };
-        out.push(format!("- Node: {}{state}{health}", n.id));
+        let mut line = format!("- Node: {}{state}{health}", n.id);
+        if let Some(phase) = n.catch_up.running {
+            let _ = write!(line, " (catching up: {})", phase.as_str());
+        }
+        if n.hints > 0 {
+            let _ = write!(line, ", {} hints held for it", n.hints);
+        }
+        if let Some(last) = &n.catch_up.last {
+            let _ = write!(line, ", last catch-up {}s ago: ", ago(last.finished));
+            match &last.error {
+                Some(e) => {
+                    let _ = write!(line, "failed ({e})");
+                }
+                None => {
+                    let _ = write!(
+                        line,
+                        "{} hints handed off, {} keys repaired in {:.1}s",
+                        last.hints_applied,
+                        last.keys_repaired,
+                        last.elapsed.as_secs_f64()
+                    );
+                }
+            }
+        }
+        out.push(line);
     }
     out
+}
+
+/// Whole seconds since `t` (0 if the clock went back).
+fn ago(t: SystemTime) -> u64 {
+    SystemTime::now()
+        .duration_since(t)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// The keys per node (as primary, and every replica held), the total, hints waiting and the
@@ -81,8 +116,11 @@ pub fn stats(st: &ClusterStats) -> Vec<String> {
             ),
             (None, None) => "no round yet".to_string(),
         };
+        let when = r
+            .last_finished
+            .map_or_else(String::new, |t| format!(", finished {}s ago", ago(t)));
         out.push(format!(
-            "Background repair every {} s: {} rounds, {last}",
+            "Background repair every {} s: {} rounds, {last}{when}",
             r.interval.as_secs(),
             r.rounds
         ));

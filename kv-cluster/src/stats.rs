@@ -30,8 +30,15 @@ pub struct NodeInfo {
     pub state: NodeState,
     /// Its number of virtual nodes (ring tokens).
     pub tokens: usize,
-    /// Whether it answers (see [`Cluster::fail_node`]).
+    /// Whether it answers (see [`Cluster::fail_node`]; [`Health::Unreachable`] for a
+    /// peer whose handle reports it down).
+    ///
+    /// [`Health::Unreachable`]: crate::Health::Unreachable
     pub health: crate::Health,
+    /// Hinted writes this cluster holds for it (see [`Cluster::hints_pending_for`]).
+    pub hints: u64,
+    /// Its catch-up running now, and the last one's result (see [`Cluster::catch_up`]).
+    pub catch_up: crate::CatchUpStatus,
 }
 
 /// One node's share of the data (see [`Cluster::stats`]).
@@ -95,7 +102,7 @@ pub struct KeyPlacement {
 
 impl Cluster {
     /// The nodes: members of the committed ring, and during a change the joining or leaving
-    /// node, each with its health.
+    /// node, each with its health, the hints held for it and its catch-up.
     ///
     /// # Example
     /// ```
@@ -113,26 +120,42 @@ impl Cluster {
     pub fn nodes(&self) -> Vec<NodeInfo> {
         let routing = self.routing();
         let ring = &routing.ring;
+        let hints = self.hints_by_target();
+        let info = |id: &NodeId, state: NodeState, tokens: usize| {
+            let health = match self.health(id.as_str()) {
+                Some(crate::Health::Up) | None if routing.node(id).is_some_and(|n| n.is_down()) => {
+                    crate::Health::Unreachable
+                }
+                Some(h) => h,
+                None => crate::Health::Up,
+            };
+            NodeInfo {
+                id: id.clone(),
+                state,
+                tokens,
+                health,
+                hints: hints.get(id).copied().unwrap_or(0),
+                catch_up: self.catch_ups.get(id),
+            }
+        };
         let mut out: Vec<NodeInfo> = ring
             .nodes()
-            .map(|id| NodeInfo {
-                id: id.clone(),
-                state: match &routing.pending {
+            .map(|id| {
+                let state = match &routing.pending {
                     Some(p) if !p.contains(id.as_str()) => NodeState::Leaving,
                     _ => NodeState::Member,
-                },
-                tokens: ring.tokens_of(id.as_str()).map_or(0, <[u64]>::len),
-                health: self.health(id.as_str()).unwrap_or(crate::Health::Up),
+                };
+                info(
+                    id,
+                    state,
+                    ring.tokens_of(id.as_str()).map_or(0, <[u64]>::len),
+                )
             })
             .collect();
         if let Some(p) = &routing.pending {
             for id in p.nodes().filter(|id| !ring.contains(id.as_str())) {
-                out.push(NodeInfo {
-                    id: id.clone(),
-                    state: NodeState::Joining,
-                    tokens: p.tokens_of(id.as_str()).map_or(0, <[u64]>::len),
-                    health: self.health(id.as_str()).unwrap_or(crate::Health::Up),
-                });
+                let tokens = p.tokens_of(id.as_str()).map_or(0, <[u64]>::len);
+                out.push(info(id, NodeState::Joining, tokens));
             }
         }
         out

@@ -197,14 +197,34 @@ fn cluster_section(cluster: &Cluster, session: &Session, t: &mut String) -> std:
         };
         let health = match n.health {
             Health::Up => "up",
+            Health::Unreachable => "unreachable",
             _ => "down",
         };
+        let catching_up = n.catch_up.running.map_or("no", |p| p.as_str());
         write!(
             t,
-            "kvstore_node_{}:state={state},health={health},tokens={}\r\n",
-            n.id, n.tokens
+            "kvstore_node_{}:state={state},health={health},tokens={},hints={},\
+             catching_up={catching_up}",
+            n.id, n.tokens, n.hints
         )?;
+        if let Some(last) = &n.catch_up.last {
+            write!(
+                t,
+                ",last_catch_up_time={},last_catch_up_hints={},last_catch_up_keys_repaired={},\
+                 last_catch_up_ok={}",
+                unix_secs(last.finished),
+                last.hints_applied,
+                last.keys_repaired,
+                u8::from(last.error.is_none())
+            )?;
+        }
+        t.push_str("\r\n");
     }
+    write!(
+        t,
+        "kvstore_hints_pending:{}\r\n",
+        nodes.iter().map(|n| n.hints).sum::<u64>()
+    )?;
     match cluster.pending_change() {
         Some((kind, node)) => write!(t, "kvstore_change_in_progress:{kind} {node}\r\n")?,
         None => t.push_str("kvstore_change_in_progress:none\r\n"),
@@ -231,10 +251,41 @@ fn cluster_section(cluster: &Cluster, session: &Session, t: &mut String) -> std:
             )?;
         }
     }
-    if let Some(r) = cluster.background_repair() {
-        write!(t, "kvstore_background_repair_rounds:{}\r\n", r.rounds)?;
+    match cluster.background_repair() {
+        Some(r) => {
+            write!(
+                t,
+                "kvstore_background_repair_interval_s:{}\r\nkvstore_background_repair_rounds:{}\r\n\
+                 kvstore_background_repair_last_time:{}\r\n",
+                r.interval.as_secs(),
+                r.rounds,
+                r.last_finished.map_or(-1, unix_secs)
+            )?;
+            if let Some(last) = &r.last {
+                write!(
+                    t,
+                    "kvstore_background_repair_last_ranges_compared:{}\r\n\
+                     kvstore_background_repair_last_keys_repaired:{}\r\n",
+                    last.ranges_compared, last.keys_repaired
+                )?;
+            }
+            if let Some(e) = &r.last_error {
+                write!(
+                    t,
+                    "kvstore_background_repair_last_error:{}\r\n",
+                    one_line(e)
+                )?;
+            }
+        }
+        None => t.push_str("kvstore_background_repair_interval_s:0\r\n"),
     }
     Ok(())
+}
+
+/// Unix seconds, as Redis's `*_time` fields.
+fn unix_secs(at: SystemTime) -> i64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs().cast_signed())
 }
 
 /// An error text on one INFO line.

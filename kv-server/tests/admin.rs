@@ -49,6 +49,12 @@ fn admin_subcommands_answer_the_repl_texts() {
             .contains("- Node: node2 (down for ")
     );
     let _: () = redis::cmd("SET").arg("d").arg("4").query(&mut c).unwrap();
+    // The write node2 missed is held for it, in KVSTORE NODES and INFO.
+    let nodes = kvstore(&mut c, &["NODES"]).unwrap();
+    assert!(nodes.contains(", 1 hints held for it"), "{nodes}");
+    let info: String = redis::cmd("INFO").arg("cluster").query(&mut c).unwrap();
+    assert!(info.contains("\r\nkvstore_hints_pending:1\r\n"), "{info}");
+    assert!(info.contains(",health=down,tokens="), "{info}");
     let recovered = kvstore(&mut c, &["RECOVER", "node2"]).unwrap();
     assert!(
         recovered.starts_with("✓ Node node2 recovered: 1 hinted writes handed off"),

@@ -66,8 +66,10 @@ fn info_reports_sections_and_counts_commands() {
     assert_eq!(field(&info, "kvstore_change_in_progress"), "none");
     assert_eq!(
         field(&info, "kvstore_node_node2"),
-        "state=member,health=up,tokens=2000"
+        "state=member,health=up,tokens=2000,hints=0,catching_up=no"
     );
+    assert_eq!(field(&info, "kvstore_hints_pending"), "0");
+    assert_eq!(field(&info, "kvstore_background_repair_interval_s"), "0");
     assert_eq!(
         info.lines()
             .filter(|l| l.starts_with("kvstore_node_node"))

@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -28,6 +28,8 @@ pub struct Served {
     /// The lines printed on stdout after the ready line.
     stdout: Option<JoinHandle<Vec<String>>>,
     stderr: Option<JoinHandle<String>>,
+    /// What stderr said so far (see [`Served::stderr_so_far`]).
+    stderr_now: Arc<Mutex<String>>,
 }
 
 /// A server that exited before it was ready.
@@ -83,10 +85,16 @@ impl Served {
             .spawn()
             .expect("spawn kvstore serve");
         let mut err = child.stderr.take().expect("stderr");
+        let stderr_now = Arc::new(Mutex::new(String::new()));
+        let seen = Arc::clone(&stderr_now);
         let stderr = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = err.read_to_string(&mut s);
-            s
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = err.read(&mut buf) {
+                seen.lock()
+                    .expect("stderr buffer")
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+            seen.lock().expect("stderr buffer").clone()
         });
         let out = child.stdout.take().expect("stdout");
         let (first_tx, first_rx) = mpsc::channel();
@@ -103,6 +111,7 @@ impl Served {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             stdout: Some(stdout),
             stderr: Some(stderr),
+            stderr_now,
         };
         match first_rx.recv_timeout(START_TIMEOUT) {
             Ok(line) => {
@@ -183,6 +192,11 @@ impl Served {
             .take()
             .map(|t| t.join().expect("stdout reader"))
             .unwrap_or_default()
+    }
+
+    /// What the server printed on stderr so far, while it runs.
+    pub fn stderr_so_far(&self) -> String {
+        self.stderr_now.lock().expect("stderr buffer").clone()
     }
 
     /// Everything printed on stderr (waits for stderr to close: call after the server
