@@ -16,7 +16,8 @@
 # three server processes per request) and the medians against Redis's.
 #
 # Usage: benches/cluster_vs_redis.sh [ROUNDS]     (default 3)
-#        KVSTORE=path/to/kvstore REQUESTS=100000 PIPELINES="1" benches/cluster_vs_redis.sh 2
+#        KVSTORE=path/to/kvstore REQUESTS=100000 PIPELINES="1" THREADS=2 benches/cluster_vs_redis.sh 2
+# (THREADS: `--threads` of each kvstore node, default 1.)
 # Needs redis-server and redis-benchmark (Debian: redis-server, redis-tools).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +25,9 @@ cd "$(dirname "$0")/.."
 rounds=${1:-3}
 requests=${REQUESTS:-300000}
 pipelines=${PIPELINES:-1 16}
+# Threads per kvstore node: three nodes share this machine's cores, as Redis's three
+# single-threaded processes do.
+threads=${THREADS:-1}
 for tool in redis-server redis-benchmark redis-cli python3; do
     command -v "$tool" >/dev/null || { echo "cluster_vs_redis: $tool not found" >&2; exit 1; }
 done
@@ -78,7 +82,7 @@ start_kvstore() { # round
     peers="n1@127.0.0.1:${ports[0]},n2@127.0.0.1:${ports[1]},n3@127.0.0.1:${ports[2]}"
     for i in 1 2 3; do
         "$KVSTORE" serve --node-id "n$i" --port "${ports[$((i - 1))]}" --peers "$peers" \
-            --data-dir "$dir/n$i" >"$dir.n$i.out" 2>"$dir.n$i.err" &
+            --threads "$threads" --data-dir "$dir/n$i" >"$dir.n$i.out" 2>"$dir.n$i.err" &
         pids+=($!)
     done
     for i in 0 1 2; do wait_ping "${ports[$i]}"; done

@@ -126,6 +126,12 @@ pub struct ServeArgs {
     )]
     pub maxclients: usize,
 
+    /// Threads serving clients and peers (the async runtime's workers). Default: one per
+    /// core. Several nodes sharing a machine do better with fewer each (a 3-node cluster on
+    /// 2 cores: 1), as every thread more is another context switch per request.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: Option<u16>,
+
     /// This node's id in a cluster of processes (one process per node); needs --peers.
     /// Without it, the whole cluster runs in this process.
     #[arg(long, value_name = "ID", requires = "peers")]
@@ -288,6 +294,23 @@ mod tests {
         );
         assert_eq!(serve.maxclients, kv_server::DEFAULT_MAX_CLIENTS);
         assert_eq!(serve.requirepass, None);
+        assert_eq!(serve.threads, None);
+    }
+
+    #[test]
+    fn serve_threads_is_a_positive_count() {
+        let serve = |n: &str| Args::try_parse_from(["kvstore", "serve", "--threads", n]);
+        let Ok(Args {
+            command: Some(Command::Serve(s)),
+            ..
+        }) = serve("1")
+        else {
+            panic!("--threads 1 refused");
+        };
+        assert_eq!(s.threads, Some(1));
+        for bad in ["0", "-1", "many", "5000"] {
+            assert!(serve(bad).is_err(), "--threads {bad} accepted");
+        }
     }
 
     #[test]

@@ -36,7 +36,11 @@ pub const READY: &str = "kvstore ready to accept connections on";
 /// listened on, a failure to flush the cluster when closing it.
 pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     check_access(args.bind, args.requirepass.as_deref())?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = args.threads {
+        builder.worker_threads(usize::from(n));
+    }
+    let runtime = builder
         .enable_all()
         .thread_name("kvstore-serve")
         .build()
