@@ -151,6 +151,7 @@ fn write_node(dir: &Path) {
                         key: k,
                         value: val.as_deref(),
                         version: *ver,
+                        expires: None,
                     })
                     .collect();
                 assert_eq!(node.apply_batch(&writes).unwrap(), writes.len());
