@@ -349,7 +349,10 @@ impl Inner {
             }
             let decoded = record::decode(&rec.payload).map_err(|e| e.at(rec.lsn))?;
             let LogRecord::Entry {
-                token, key, expires, ..
+                token,
+                key,
+                expires,
+                ..
             } = decoded
             else {
                 continue; // A drop record only concerns records before it: all deleted too.

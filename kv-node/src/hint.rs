@@ -217,7 +217,9 @@ pub(crate) fn parse(bytes: &[u8], seq: u32) -> Result<Hint<'_>, &'static str> {
         let kind = h[0];
         let expiring = match h[1] {
             PAYLOAD_VERSION => false,
-            PAYLOAD_VERSION_EXPIRING if kind == KIND_PUT && file_version == Some(FORMAT_VERSION) => {
+            PAYLOAD_VERSION_EXPIRING
+                if kind == KIND_PUT && file_version == Some(FORMAT_VERSION) =>
+            {
                 true
             }
             _ => return Err("item of an unknown payload format version"),
@@ -303,7 +305,14 @@ mod tests {
         payloads.push(p.clone());
         encode_entry(&mut p, 12, Version::new(6), b"beta", None, None);
         payloads.push(p.clone());
-        encode_entry(&mut p, 13, Version::new(7), b"gamma", Some(b"two"), Some(99));
+        encode_entry(
+            &mut p,
+            13,
+            Version::new(7),
+            b"gamma",
+            Some(b"two"),
+            Some(99),
+        );
         payloads.push(p.clone());
         payloads.push(encode_drop(&[TokenRange::new(1, 2)]));
         let mut offset = 32u32;

@@ -438,12 +438,26 @@ mod tests {
     #[test]
     fn an_expired_value_becomes_a_tombstone_only_where_it_still_is() {
         let ix = Index::new(4);
-        ix.upsert(1, b"k", Location { expiring: true, ..loc(4, 100) }, false);
-        assert_eq!(ix.convert_expired(1, b"k", Lsn::from_u64(99), Lsn::from_u64(500), 9), None);
+        ix.upsert(
+            1,
+            b"k",
+            Location {
+                expiring: true,
+                ..loc(4, 100)
+            },
+            false,
+        );
+        assert_eq!(
+            ix.convert_expired(1, b"k", Lsn::from_u64(99), Lsn::from_u64(500), 9),
+            None
+        );
         let old = ix.convert_expired(1, b"k", Lsn::from_u64(100), Lsn::from_u64(500), 9);
         assert!(old.unwrap().expiring);
         let now = ix.get(1, b"k").unwrap();
-        assert_eq!((now.version, now.lsn, now.len), (Version::new(4), Lsn::from_u64(500), 9));
+        assert_eq!(
+            (now.version, now.lsn, now.len),
+            (Version::new(4), Lsn::from_u64(500), 9)
+        );
         assert!(now.tombstone && !now.expiring && !now.stale_after);
     }
 

@@ -332,8 +332,7 @@ impl Node {
         if let Some((Some(value), version, expires)) = &found
             && self.inner.doorkeeper.admit(token)
         {
-            self.inner
-                .fill_cache(token, key, value, *version, *expires);
+            self.inner.fill_cache(token, key, value, *version, *expires);
         }
         Ok(found.map(|(value, version, expires)| (self.inner.unexpired(value, expires), version)))
     }
@@ -1267,7 +1266,8 @@ mod tests {
         let token = kv_ring::token(b"k");
         node.inner.write(token, b"k", Some(b"two"), v(2)).unwrap();
         node.inner.write(token, b"k", Some(b"three"), v(3)).unwrap();
-        node.inner.refresh_cache(token, b"k", Some(b"two"), v(2), None);
+        node.inner
+            .refresh_cache(token, b"k", Some(b"two"), v(2), None);
         assert_eq!(node.get(b"k").unwrap().unwrap().1, v(3));
     }
 
@@ -1411,9 +1411,9 @@ mod tests {
         node.apply(b"k", Some(b"one"), v(1)).unwrap();
         let tombstone = append_only(&node, None, v(3));
         seal_active_segment(&node);
-        let two = node
-            .inner
-            .write_with(kv_ring::token(b"k"), b"k", Some(b"two"), v(2), None, false);
+        let two =
+            node.inner
+                .write_with(kv_ring::token(b"k"), b"k", Some(b"two"), v(2), None, false);
         assert!(matches!(two.unwrap(), Upsert::Replaced(_)));
         index_only(&node, tombstone);
         assert_stays_deleted(dir.path(), node);
@@ -1428,9 +1428,9 @@ mod tests {
         node.apply(b"k", Some(b"four"), v(4)).unwrap();
         let tombstone = append_only(&node, None, v(5));
         seal_active_segment(&node);
-        let two = node
-            .inner
-            .write_with(kv_ring::token(b"k"), b"k", Some(b"two"), v(2), None, false);
+        let two =
+            node.inner
+                .write_with(kv_ring::token(b"k"), b"k", Some(b"two"), v(2), None, false);
         assert!(matches!(two.unwrap(), Upsert::Kept(_)));
         index_only(&node, tombstone);
         assert_stays_deleted(dir.path(), node);
@@ -1491,7 +1491,14 @@ mod tests {
         {
             let wal = kv_wal::Wal::open(dir.path().join("wal"), wal_opts).unwrap();
             let mut buf = Vec::new();
-            record::encode_entry(&mut buf, kv_ring::token(b"k"), v(2), b"k", Some(b"two"), None);
+            record::encode_entry(
+                &mut buf,
+                kv_ring::token(b"k"),
+                v(2),
+                b"k",
+                Some(b"two"),
+                None,
+            );
             wal.append(&buf).unwrap();
         }
         let node = Node::open(dir.path(), purging_opts()).unwrap();

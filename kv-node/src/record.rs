@@ -402,7 +402,14 @@ mod tests {
     #[test]
     fn expiring_puts_round_trip_in_format_1() {
         let mut buf = Vec::new();
-        encode_entry(&mut buf, 42, Version::new(7), b"key", Some(b"value"), Some(1234));
+        encode_entry(
+            &mut buf,
+            42,
+            Version::new(7),
+            b"key",
+            Some(b"value"),
+            Some(1234),
+        );
         assert_eq!(buf[1], PAYLOAD_VERSION_EXPIRING);
         assert_eq!(buf.len(), entry_len(b"key", Some(b"value"), Some(1234)));
         assert_eq!(buf.len(), entry_len(b"key", Some(b"value"), None) + 8);
@@ -419,7 +426,14 @@ mod tests {
         assert_eq!(expires_of(&buf), Ok(Some(1234)));
         // The first 24 bytes are a format-0 put's header.
         let mut plain = Vec::new();
-        encode_entry(&mut plain, 42, Version::new(7), b"key", Some(b"value"), None);
+        encode_entry(
+            &mut plain,
+            42,
+            Version::new(7),
+            b"key",
+            Some(b"value"),
+            None,
+        );
         assert_eq!(plain[1], PAYLOAD_VERSION);
         assert_eq!(buf[2..24], plain[2..24]);
         assert_eq!(expires_of(&plain), Ok(None));

@@ -196,7 +196,10 @@ mod tests {
             t.spawn(|| s.dead_expiring(1, 40));
         });
         let u = s.snapshot()[0];
-        assert_eq!((u.total, u.dead, u.expiring, u.max_expiry), (180, 40, 40, 2_000));
+        assert_eq!(
+            (u.total, u.dead, u.expiring, u.max_expiry),
+            (180, 40, 40, 2_000)
+        );
         assert_eq!(u.reclaimable(1_999), 40);
         assert_eq!(u.reclaimable(2_000), 80);
     }

@@ -50,7 +50,8 @@ fn seal(node: &Node) {
         if node.stats().segments > before {
             return;
         }
-        node.put(format!("filler{i}").as_bytes(), &[7; 100]).unwrap();
+        node.put(format!("filler{i}").as_bytes(), &[7; 100])
+            .unwrap();
     }
 }
 
@@ -68,11 +69,14 @@ fn an_expired_key_reads_as_not_found_and_as_a_tombstone_at_its_version() {
     let deleted = Node::open(b.path(), opts(&clock)).unwrap();
     let v = Version::from_parts(now, 1);
     for n in [&node, &deleted] {
-        n.apply(b"k", Some(b"old"), Version::from_parts(now - 10, 0)).unwrap();
+        n.apply(b"k", Some(b"old"), Version::from_parts(now - 10, 0))
+            .unwrap();
         n.apply(b"plain", Some(b"p"), v).unwrap();
     }
-    node.apply_expiring(b"k", Some(b"v"), v, Some(now + 1000)).unwrap();
-    node.apply_expiring(b"uncached", Some(b"u"), v, Some(now + 1000)).unwrap();
+    node.apply_expiring(b"k", Some(b"v"), v, Some(now + 1000))
+        .unwrap();
+    node.apply_expiring(b"uncached", Some(b"u"), v, Some(now + 1000))
+        .unwrap();
     deleted.apply(b"k", None, v).unwrap();
     deleted.apply(b"uncached", None, v).unwrap();
     // `k` in the cache (admitted on its second miss), `uncached` not.
@@ -90,7 +94,10 @@ fn an_expired_key_reads_as_not_found_and_as_a_tombstone_at_its_version() {
     for key in &keys[..2] {
         assert_eq!(node.get(key).unwrap(), None);
         assert_eq!(node.get_versioned(key).unwrap(), Some((None, v)));
-        assert_eq!(node.get_versioned(key).unwrap(), deleted.get_versioned(key).unwrap());
+        assert_eq!(
+            node.get_versioned(key).unwrap(),
+            deleted.get_versioned(key).unwrap()
+        );
         assert_eq!(node.version_of(key), Some(v));
     }
     let many = node.get_many(&keys).unwrap();
@@ -124,7 +131,11 @@ fn an_expired_key_reads_as_not_found_and_as_a_tombstone_at_its_version() {
     };
     assert_eq!((p.version, p.live, p.value), (v, false, None));
     // Nor does an older write win over it.
-    assert!(!node.apply(b"uncached", Some(b"older"), Version::from_parts(now - 5, 0)).unwrap());
+    assert!(
+        !node
+            .apply(b"uncached", Some(b"older"), Version::from_parts(now - 5, 0))
+            .unwrap()
+    );
     assert_eq!(node.get(b"uncached").unwrap(), None);
 }
 
@@ -139,13 +150,24 @@ fn writes_replace_expiries_by_last_writer_wins() {
     node.put_expiring(b"k", b"1", Some(now + 10)).unwrap();
     let v2 = node.put(b"k", b"2").unwrap();
     node.put_expiring(b"past", b"x", Some(now - 1)).unwrap();
-    node.apply_expiring(b"t", None, Version::from_parts(now, 9), Some(now + 5)).unwrap();
+    node.apply_expiring(b"t", None, Version::from_parts(now, 9), Some(now + 5))
+        .unwrap();
     clock.advance(Duration::from_secs(1));
-    assert_eq!(node.get(b"k").unwrap(), Some((Bytes::from_static(b"2"), v2)));
+    assert_eq!(
+        node.get(b"k").unwrap(),
+        Some((Bytes::from_static(b"2"), v2))
+    );
     assert_eq!(node.get(b"past").unwrap(), None);
-    assert_eq!(node.get_versioned(b"t").unwrap(), Some((None, Version::from_parts(now, 9))));
+    assert_eq!(
+        node.get_versioned(b"t").unwrap(),
+        Some((None, Version::from_parts(now, 9)))
+    );
     let s = node.stats();
-    assert_eq!((s.expiring_keys, s.tombstones), (1, 1), "only `past` has an expiry");
+    assert_eq!(
+        (s.expiring_keys, s.tombstones),
+        (1, 1),
+        "only `past` has an expiry"
+    );
 }
 
 /// An older value of the key (version 1) lies in an earlier segment; the expiring value
@@ -161,7 +183,8 @@ fn an_expired_value_shadows_an_older_version_through_compaction_and_recovery() {
     let (v1, v2) = (Version::from_parts(now, 1), Version::from_parts(now, 2));
     node.apply(b"k", Some(b"old"), v1).unwrap();
     seal(&node);
-    node.apply_expiring(b"k", Some(b"new"), v2, Some(now + 1000)).unwrap();
+    node.apply_expiring(b"k", Some(b"new"), v2, Some(now + 1000))
+        .unwrap();
     seal(&node);
     clock.advance(Duration::from_secs(2));
     let report = node.compact().unwrap();
@@ -180,7 +203,11 @@ fn an_expired_value_shadows_an_older_version_through_compaction_and_recovery() {
     drop(node);
     for hints in [false, true] {
         let node = Node::open(dir.path(), opts(&clock)).unwrap();
-        assert_eq!(node.get_versioned(b"k").unwrap(), Some((None, v2)), "hints: {hints}");
+        assert_eq!(
+            node.get_versioned(b"k").unwrap(),
+            Some((None, v2)),
+            "hints: {hints}"
+        );
         node.write_hints().unwrap();
     }
     // Past the grace period: compacted away, and the key is gone for good.
@@ -191,7 +218,11 @@ fn an_expired_value_shadows_an_older_version_through_compaction_and_recovery() {
     assert_eq!(node.get_versioned(b"k").unwrap(), None);
     drop(node);
     let node = Node::open(dir.path(), opts(&clock)).unwrap();
-    assert_eq!(node.get_versioned(b"k").unwrap(), None, "resurrected on reopen");
+    assert_eq!(
+        node.get_versioned(b"k").unwrap(),
+        None,
+        "resurrected on reopen"
+    );
 }
 
 /// The expiry survives a reopen, by a scan of the log and from hint files, and a record that
@@ -202,7 +233,9 @@ fn recovery_and_compaction_carry_the_expiry() {
     let now = clock.now_millis();
     let dir = tempfile::tempdir().unwrap();
     let node = Node::open(dir.path(), opts(&clock)).unwrap();
-    let v = node.put_expiring(b"session", b"active", Some(now + 60_000)).unwrap();
+    let v = node
+        .put_expiring(b"session", b"active", Some(now + 60_000))
+        .unwrap();
     seal(&node);
     node.compact().unwrap(); // copied, not expired
     assert_eq!(node.stats().expiring_keys, 1);
@@ -232,7 +265,11 @@ fn short_lived_keys_are_reclaimed_unread(n: u32) {
     let clock = FakeClock::new();
     let segment = 256 << 10;
     let opts = NodeOptions::new()
-        .wal(WalOptions::new().segment_size(segment).sync(SyncPolicy::Never))
+        .wal(
+            WalOptions::new()
+                .segment_size(segment)
+                .sync(SyncPolicy::Never),
+        )
         .background(false)
         .clock(clock.clone())
         .tombstone_grace(Duration::from_secs(60));
@@ -240,8 +277,12 @@ fn short_lived_keys_are_reclaimed_unread(n: u32) {
     let node = Node::open(dir.path(), opts).unwrap();
     for i in 0..n {
         let expires = clock.now_millis() + 1000;
-        node.put_expiring(format!("session:{i:07}").as_bytes(), b"0123456789abcdef", Some(expires))
-            .unwrap();
+        node.put_expiring(
+            format!("session:{i:07}").as_bytes(),
+            b"0123456789abcdef",
+            Some(expires),
+        )
+        .unwrap();
     }
     let disk = |node: &Node| -> u64 {
         std::fs::read_dir(node.dir().join("wal"))
@@ -269,7 +310,11 @@ fn short_lived_keys_are_reclaimed_unread(n: u32) {
     let per_segment = u64::from(segment) / 64;
     assert!(after.live_keys <= per_segment, "{after:?}");
     assert!(after.tombstones == 0, "{after:?}");
-    assert!(on_disk <= 2 * u64::from(segment) + 4096, "{on_disk} bytes left of {}", before.1);
+    assert!(
+        on_disk <= 2 * u64::from(segment) + 4096,
+        "{on_disk} bytes left of {}",
+        before.1
+    );
     assert!(after.segments <= 2, "{after:?}");
     eprintln!(
         "{n} keys: {} -> {} live keys, {} -> {} bytes on disk, {passes} passes",

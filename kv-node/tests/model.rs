@@ -127,7 +127,11 @@ fn view(model: &Model, now: u64) -> State {
     model
         .iter()
         .map(|(k, (v, ver, e))| {
-            let v = if kv_node::is_expired(*e, now) { None } else { v.clone() };
+            let v = if kv_node::is_expired(*e, now) {
+                None
+            } else {
+                v.clone()
+            };
             (k.clone(), (v, *ver))
         })
         .collect()

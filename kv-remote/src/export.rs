@@ -107,8 +107,8 @@ impl Exports {
         };
         // A record with an expiry cannot travel in this protocol version: the export fails
         // rather than deliver it as a permanent value.
-        let page = |records: Vec<Record>, done| {
-            match records.iter().map(Entry::from_record).collect() {
+        let page =
+            |records: Vec<Record>, done| match records.iter().map(Entry::from_record).collect() {
                 Ok(records) => Response::Page {
                     session: id,
                     records,
@@ -117,8 +117,7 @@ impl Exports {
                 Err(e) => Response::Failed(RemoteError::Failed {
                     message: e.to_string(),
                 }),
-            }
-        };
+            };
         match session.pages.recv_timeout(PAGE_WAIT) {
             Ok(Ok(records)) => {
                 session.last_used = Instant::now();
