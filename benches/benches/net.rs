@@ -125,6 +125,7 @@ fn remote_apply(remote: &kv_remote::RemoteReplica, version: &mut u64, value: &[u
         key: b"k",
         value: Some(value),
         version: Version::new(*version),
+        expires: None,
     };
     remote.apply(1, w).expect("apply")
 }

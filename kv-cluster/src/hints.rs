@@ -216,6 +216,7 @@ impl Cluster {
                             key: &r.key,
                             value: r.value.as_deref(),
                             version: r.version,
+                            expires: None,
                         };
                         touched.hints |= self.store_hint(routing, &id, t, write);
                     }
@@ -337,6 +338,7 @@ impl Cluster {
                                     key: &r.key,
                                     value: r.value.as_deref(),
                                     version: r.version,
+                                    expires: None,
                                 };
                                 let next = self.hint_store(&next, &target)?;
                                 next.apply(0, write)?;

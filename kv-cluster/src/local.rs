@@ -21,7 +21,7 @@ use crate::replica::{RecordStream, Replica};
 ///
 /// let dir = tempfile::tempdir()?;
 /// let node = LocalReplica::open("node1", dir.path(), NodeOptions::new())?;
-/// node.apply(1, Write { key: b"k", value: Some(b"v"), version: Version::new(5) })?;
+/// node.apply(1, Write { key: b"k", value: Some(b"v"), version: Version::new(5), expires: None })?;
 /// assert_eq!(node.read(1, b"k")?.unwrap().1, Version::new(5));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```

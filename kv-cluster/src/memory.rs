@@ -26,9 +26,9 @@ type Map = BTreeMap<(u64, Bytes), (Option<Bytes>, Version)>;
 /// use kv_cluster::{MemoryReplica, Replica, Version, Write};
 ///
 /// let node = MemoryReplica::new("node1")?;
-/// node.apply(1, Write { key: b"k", value: Some(b"new"), version: Version::new(9) })?;
+/// node.apply(1, Write { key: b"k", value: Some(b"new"), version: Version::new(9), expires: None })?;
 /// // An older write arriving late loses.
-/// assert!(!node.apply(1, Write { key: b"k", value: Some(b"old"), version: Version::new(3) })?);
+/// assert!(!node.apply(1, Write { key: b"k", value: Some(b"old"), version: Version::new(3), expires: None })?);
 /// assert_eq!(node.read(1, b"k")?.unwrap().0.as_deref(), Some(&b"new"[..]));
 /// # Ok::<(), kv_cluster::Error>(())
 /// ```
@@ -85,6 +85,7 @@ impl MemoryReplica {
                         key: key.clone(),
                         value: value.clone(),
                         version: *version,
+                        expires: None,
                     });
                 }
             }
@@ -178,6 +179,7 @@ impl Replica for MemoryReplica {
                     key: &r.key,
                     value: r.value.as_deref(),
                     version: r.version,
+                    expires: None,
                 };
                 Self::apply_one(&mut map, w)
             })
@@ -268,6 +270,7 @@ mod tests {
             key: k,
             value: v,
             version: Version::new(ver),
+            expires: None,
         }
     }
 

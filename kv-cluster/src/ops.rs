@@ -296,6 +296,7 @@ impl Cluster {
                         key: pairs[i].0.as_ref(),
                         value: Some(pairs[i].1.as_ref()),
                         version: versions[i],
+                        expires: None,
                     })
                     .collect()
             })

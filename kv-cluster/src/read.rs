@@ -241,6 +241,7 @@ impl Cluster {
             key,
             value: value.map(|v| v.as_ref()),
             version,
+            expires: None,
         };
         for &(i, seen) in &r.answered {
             if seen < version {

@@ -176,6 +176,7 @@ impl Cluster {
                     key: k.as_ref(),
                     value: value.as_deref(),
                     version: *version,
+                    expires: None,
                 };
                 for (n, (node, seen)) in a.others.iter().enumerate() {
                     if seen < version {

@@ -36,7 +36,7 @@ pub type RecordStream<'a> = Box<dyn Iterator<Item = Result<Vec<Record>>> + 'a>;
 /// use kv_cluster::{MemoryReplica, Replica, Version, Write};
 ///
 /// let node = MemoryReplica::new("node1")?;
-/// let w = Write { key: b"k", value: Some(b"v"), version: Version::new(7) };
+/// let w = Write { key: b"k", value: Some(b"v"), version: Version::new(7), expires: None };
 /// assert!(node.apply(1, w)?);
 /// assert!(!node.apply(1, w)?); // the same write again changes nothing
 /// let (value, version) = node.read(1, b"k")?.unwrap();

@@ -164,6 +164,7 @@ impl Cluster {
                 key,
                 value: Some(v),
                 version,
+                expires: None,
             })
         }));
         out[start..].sort_unstable_by(|a, b| a.key.cmp(&b.key));
@@ -248,6 +249,7 @@ mod tests {
                     key: &key,
                     value: None,
                     version: newer,
+                    expires: None,
                 };
                 raw.apply(1, w).unwrap();
             }

@@ -396,6 +396,7 @@ mod tests {
                 key: &k,
                 value: Some(b"v"),
                 version: Version::new(1),
+                expires: None,
             };
             a.apply(0, w).unwrap();
         }

@@ -302,6 +302,7 @@ impl Cluster {
             key: op.key,
             value: op.value,
             version: op.version,
+            expires: None,
         };
         let epoch = routing.epoch();
         let old = routing.replicas(token, self.rf)?;

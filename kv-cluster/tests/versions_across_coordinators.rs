@@ -37,6 +37,7 @@ fn land(mem: &MemoryBackend, dir: &Path, key: &[u8], version: Version) {
             key,
             value: Some(b"elsewhere"),
             version,
+            expires: None,
         };
         node.apply(0, w).unwrap();
     }

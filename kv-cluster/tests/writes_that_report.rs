@@ -26,6 +26,7 @@ fn w<'a>(key: &'a [u8], value: Option<&'a [u8]>, version: Version) -> Write<'a> 
         key,
         value,
         version,
+        expires: None,
     }
 }
 

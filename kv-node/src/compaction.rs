@@ -29,6 +29,9 @@ pub struct CompactionReport {
     pub bytes_copied: u64,
     /// Tombstones past their grace period dropped instead of copied.
     pub tombstones_purged: u64,
+    /// Expired values found: each written as a tombstone at its version instead of copied,
+    /// or, past the tombstone grace period, dropped (`docs/design.md`, *Expiring keys*).
+    pub expired: u64,
     /// How long it took.
     pub duration: Duration,
 }
@@ -42,6 +45,8 @@ struct Candidate {
     key_len: usize,
     lsn: Lsn,
     payload: Bytes,
+    /// The record's expiry (a put of payload format 1).
+    expires: Option<u64>,
 }
 
 /// The live records gathered for the next copy, and their framed bytes.
@@ -51,9 +56,15 @@ struct CopyBatch {
     bytes: usize,
 }
 
+/// The payload length of what is written for `c`: its tombstone if it expired, else itself.
+fn refs_len(c: &Candidate, tombstone: &Option<Vec<u8>>) -> usize {
+    tombstone.as_ref().map_or(c.payload.len(), Vec::len)
+}
+
 impl Candidate {
     fn key(&self) -> &[u8] {
-        &self.payload[record::ENTRY_HEADER..record::ENTRY_HEADER + self.key_len]
+        let at = record::header_len(self.expires);
+        &self.payload[at..at + self.key_len]
     }
 }
 
@@ -92,6 +103,33 @@ impl Node {
         self.inner.compact(true)
     }
 
+    /// One pass of what the background thread does every
+    /// [`NodeOptions::maintenance_interval`](crate::NodeOptions::maintenance_interval):
+    /// compaction of the oldest segments if their reclaimable fraction (dead bytes, and the
+    /// bytes of records with an expiry once all of a segment's have expired) passes
+    /// [`NodeOptions::compaction_threshold`](crate::NodeOptions::compaction_threshold), then
+    /// hint files. For a node opened without the background thread, and for tests, which
+    /// advance a simulated clock and count passes instead of sleeping.
+    ///
+    /// # Errors
+    ///
+    /// As [`Node::compact`] and [`Node::write_hints`].
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// use kv_node::{Node, NodeOptions};
+    /// let node = Node::open(dir.path(), NodeOptions::new().background(false))?;
+    /// node.put(b"k", b"v")?;
+    /// let report = node.maintain()?; // nothing sealed yet: nothing to do
+    /// assert_eq!(report.segments_compacted, 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn maintain(&self) -> Result<CompactionReport> {
+        let report = self.inner.compact(false)?;
+        self.inner.write_hints()?;
+        Ok(report)
+    }
+
     /// Writes the hint file of every sealed segment that lacks one; returns how many were
     /// written. The background thread does this on its own.
     ///
@@ -111,6 +149,8 @@ impl Inner {
     /// mostly-live segments just because older ones are dead enough to carry them.
     fn victims(&self, force: bool) -> Option<u32> {
         let active = self.wal.end_lsn().segment();
+        // Expired records count as dead (active expiry: `docs/design.md`, *Expiring keys*).
+        let now = self.now_millis();
         let (mut total, mut dead) = (0u64, 0u64);
         let mut best: Option<(i128, u32)> = None;
         let mut last = None;
@@ -119,7 +159,7 @@ impl Inner {
                 break;
             }
             total += s.total;
-            dead += s.dead;
+            dead += s.reclaimable(now);
             last = Some(s.seq);
             let gain = i128::from(dead) - i128::from(total - dead);
             let passes = total > 0 && dead as f64 >= self.opts.compaction_threshold * total as f64;
@@ -263,7 +303,13 @@ impl Inner {
         for (lsn, token) in live {
             let payload = self.wal.read(lsn)?;
             let decoded = record::decode(&payload).map_err(|e| e.at(lsn))?;
-            let LogRecord::Entry { token: t, key, .. } = decoded else {
+            let LogRecord::Entry {
+                token: t,
+                key,
+                expires,
+                ..
+            } = decoded
+            else {
                 return Err(Error::CorruptRecord {
                     lsn,
                     reason: "the index points at a record that is not an entry",
@@ -281,6 +327,7 @@ impl Inner {
                 key_len,
                 lsn,
                 payload,
+                expires,
             };
             self.gather(&mut batch, c, report, purges)?;
         }
@@ -301,7 +348,13 @@ impl Inner {
                 break;
             }
             let decoded = record::decode(&rec.payload).map_err(|e| e.at(rec.lsn))?;
-            let LogRecord::Entry { token, key, .. } = decoded else {
+            let LogRecord::Entry {
+                token,
+                key,
+                expires,
+                ..
+            } = decoded
+            else {
                 continue; // A drop record only concerns records before it: all deleted too.
             };
             if self
@@ -316,6 +369,7 @@ impl Inner {
                 key_len: key.len(),
                 lsn: rec.lsn,
                 payload: rec.payload,
+                expires,
             };
             self.gather(&mut batch, c, report, purges)?;
         }
@@ -366,7 +420,10 @@ impl Inner {
         // Drops in progress (registered under the gate too): what they cover is dropped here,
         // not moved past their drop record where their scan would miss it.
         let drops = self.pending_drops.lock().clone();
-        let mut keep = Vec::with_capacity(batch.len());
+        // Each record to write, with its index entry and, for an expired value, the tombstone
+        // payload written in its place.
+        let mut keep: Vec<(Candidate, crate::index::Location, Option<Vec<u8>>)> =
+            Vec::with_capacity(batch.len());
         for c in batch.drain(..) {
             let Some(loc) = self.index.get(c.token, c.key()) else {
                 continue;
@@ -391,18 +448,56 @@ impl Inner {
                 purges.push(c); // not copied: gone with its segment
                 continue;
             }
-            keep.push(c);
+            // An expired value shadows older versions of its key as a tombstone at its
+            // version would: it becomes one, under the same rules (purged past the grace
+            // period unless an older record is logged after it).
+            if loc.expiring && crate::is_expired(c.expires, now) {
+                report.expired += 1;
+                if !loc.stale_after && now.saturating_sub(loc.version.millis()) >= grace {
+                    purges.push(c);
+                    continue;
+                }
+                let mut tombstone = Vec::new();
+                record::encode_entry(&mut tombstone, c.token, loc.version, c.key(), None, None);
+                keep.push((c, loc, Some(tombstone)));
+                continue;
+            }
+            keep.push((c, loc, None));
         }
         if keep.is_empty() {
             return Ok(());
         }
-        let refs: Vec<&[u8]> = keep.iter().map(|c| &c.payload[..]).collect();
+        let refs: Vec<&[u8]> = keep
+            .iter()
+            .map(|(c, _, t)| t.as_deref().unwrap_or(&c.payload[..]))
+            .collect();
         let mut lsn = self.wal.append_batch(&refs)?;
-        for c in &keep {
-            let len = frame(c.payload.len());
-            self.segments.written(lsn.segment(), len);
-            self.segments.dead(c.lsn.segment(), len);
-            self.index.relocate(c.token, c.key(), c.lsn, lsn);
+        for (c, loc, tombstone) in &keep {
+            let len = frame(refs_len(c, tombstone));
+            if let Some(t) = tombstone {
+                if let Some(old) =
+                    self.index
+                        .convert_expired(c.token, c.key(), c.lsn, lsn, t.len() as u32)
+                {
+                    self.segments.written(lsn.segment(), len);
+                    self.bury(&old);
+                    self.count(false, -1);
+                    self.count(true, 1);
+                    self.expiring_keys.add(-1);
+                    self.live_bytes
+                        .add(len as i64 - frame(old.len as usize) as i64);
+                    self.cache.remove(c.key());
+                } else {
+                    // Cannot be: the gate is held since the check. Counted as the dead record
+                    // it would be.
+                    self.segments.written(lsn.segment(), len);
+                    self.segments.dead(lsn.segment(), len);
+                }
+            } else {
+                self.written(&crate::index::Location { lsn, ..*loc }, c.expires);
+                self.bury(loc);
+                self.index.relocate(c.token, c.key(), c.lsn, lsn);
+            }
             report.records_copied += 1;
             report.bytes_copied += len;
             lsn = Lsn::new(lsn.segment(), lsn.offset() + len as u32);
@@ -495,10 +590,11 @@ mod tests {
             key: b"k",
             value: Some(b"two"),
             version: Version::new(2),
+            expires: None,
         };
-        let len = record::entry_len(two.key, two.value);
+        let len = record::entry_len(two.key, two.value, None);
         let mut buf = Vec::new();
-        record::encode_entry(&mut buf, token, two.version, two.key, two.value);
+        record::encode_entry(&mut buf, token, two.version, two.key, two.value, None);
         std::thread::scope(|s| {
             let gate = inner.gate.shared();
             let lsn = inner.wal.append(&buf).unwrap();
@@ -523,6 +619,7 @@ mod tests {
                 len: len as u32,
                 tombstone: false,
                 stale_after: false,
+                expiring: false,
             };
             inner
                 .segments

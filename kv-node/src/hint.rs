@@ -7,7 +7,7 @@
 //! | field | size |
 //! |---|---|
 //! | magic `KVHINT\0\n` | 8 |
-//! | format version, `1` | 4 |
+//! | format version, `2` (`1` is read the same way) | 4 |
 //! | reserved, zero | 4 |
 //! | segment sequence number | 8 |
 //! | item count | 8 |
@@ -16,9 +16,11 @@
 //! | CRC32C of the last record's payload (0 if none) | 4 |
 //! | CRC32C of every byte before this field | 4 |
 //!
-//! An item is `kind: u8 | payload format version (0) | 2 zero bytes | n: u32 | version: u64 | token: u64 | offset: u32 |
-//! payload_len: u32 | key (n bytes)` for a put or tombstone, and the same 32-byte header with
-//! `n` ranges of 16 bytes (`start, end`) for a drop record (version and token zero).
+//! An item is `kind: u8 | payload format version (0 or 1) | 2 zero bytes | n: u32 | version: u64 | token: u64 | offset: u32 |
+//! payload_len: u32 | key (n bytes)` for a put or tombstone, with `expires: u64` between the
+//! header and the key for a put of payload format 1 (a put with an expiry), and the same
+//! 32-byte header with `n` ranges of 16 bytes (`start, end`) for a drop record (version and
+//! token zero). Version 1 of the file is version 2 without format-1 items.
 //!
 //! A hint is used only if its checksum, magic, version and sequence number match, its items
 //! lie in increasing order before `end`, and the segment still holds the record the hint
@@ -40,12 +42,15 @@ use kv_wal::durable;
 use kv_wal::le::{u32_at, u64_at};
 
 use crate::record::{
-    KIND_DROP, KIND_PUT, KIND_TOMBSTONE, LogRecord, PAYLOAD_VERSION, put_entry_header,
+    KIND_DROP, KIND_PUT, KIND_TOMBSTONE, LogRecord, PAYLOAD_VERSION, PAYLOAD_VERSION_EXPIRING,
+    put_entry_header,
 };
 use crate::{Error, Result, Version};
 
 const MAGIC: &[u8; 8] = b"KVHINT\0\n";
-const FORMAT_VERSION: u32 = 1;
+const FORMAT_VERSION: u32 = 2;
+/// The previous version, still read: the same layout, with no items of payload format 1.
+const FORMAT_VERSION_1: u32 = 1;
 const HEADER: usize = 32;
 const ITEM_HEADER: usize = 32;
 const FOOTER: usize = 12;
@@ -79,6 +84,8 @@ pub(crate) enum HintRecord<'a> {
         version: Version,
         key: &'a [u8],
         tombstone: bool,
+        /// When the value expires (a put of payload format 1).
+        expires: Option<u64>,
     },
     Drop(Vec<TokenRange>),
 }
@@ -116,10 +123,20 @@ impl HintBuilder {
                 version,
                 key,
                 value,
+                expires,
             } => {
-                put_entry_header(b, *token, *version, key.len(), value.is_none());
+                // The payload's 24 first bytes, then where the record is, then its expiry.
+                put_entry_header(b, *token, *version, key.len(), value.is_none(), None);
+                if expires.is_some() {
+                    // Byte 1 of the 24 just written: the record's payload format.
+                    let at = b.len() - 23;
+                    b[at] = PAYLOAD_VERSION_EXPIRING;
+                }
                 b.put_u32_le(offset);
                 b.put_u32_le(payload.len() as u32);
+                if let Some(e) = expires {
+                    b.put_u64_le(*e);
+                }
                 b.put_slice(key);
             }
             LogRecord::Drop(ranges) => {
@@ -181,7 +198,8 @@ pub(crate) fn parse(bytes: &[u8], seq: u32) -> Result<Hint<'_>, &'static str> {
     if &bytes[..8] != MAGIC {
         return Err("bad magic");
     }
-    if u32_at(bytes, 8) != Some(FORMAT_VERSION) {
+    let file_version = u32_at(bytes, 8);
+    if file_version != Some(FORMAT_VERSION) && file_version != Some(FORMAT_VERSION_1) {
         return Err("unknown format version");
     }
     if u64_at(bytes, 16) != Some(u64::from(seq)) {
@@ -197,9 +215,15 @@ pub(crate) fn parse(bytes: &[u8], seq: u32) -> Result<Hint<'_>, &'static str> {
     for _ in 0..count {
         let h = bytes.get(at..at + ITEM_HEADER).ok_or("item past the end")?;
         let kind = h[0];
-        if h[1] != PAYLOAD_VERSION {
-            return Err("item of an unknown payload format version");
-        }
+        let expiring = match h[1] {
+            PAYLOAD_VERSION => false,
+            PAYLOAD_VERSION_EXPIRING
+                if kind == KIND_PUT && file_version == Some(FORMAT_VERSION) =>
+            {
+                true
+            }
+            _ => return Err("item of an unknown payload format version"),
+        };
         let n = u32_at(h, 4).ok_or("short item")? as usize;
         let version = Version::new(u64_at(h, 8).ok_or("short item")?);
         let token = u64_at(h, 16).ok_or("short item")?;
@@ -215,6 +239,13 @@ pub(crate) fn parse(bytes: &[u8], seq: u32) -> Result<Hint<'_>, &'static str> {
         }
         let record = match kind {
             KIND_PUT | KIND_TOMBSTONE => {
+                let expires = if expiring {
+                    let e = u64_at(bytes, at).ok_or("expiry past the end")?;
+                    at += 8;
+                    Some(e)
+                } else {
+                    None
+                };
                 let key = bytes.get(at..at + n).ok_or("key past the end")?;
                 if key.is_empty() {
                     return Err("empty key");
@@ -225,6 +256,7 @@ pub(crate) fn parse(bytes: &[u8], seq: u32) -> Result<Hint<'_>, &'static str> {
                     version,
                     key,
                     tombstone: kind == KIND_TOMBSTONE,
+                    expires,
                 }
             }
             KIND_DROP => {
@@ -269,9 +301,18 @@ mod tests {
         let mut b = HintBuilder::new(7);
         let mut payloads = Vec::new();
         let mut p = Vec::new();
-        encode_entry(&mut p, 11, Version::new(5), b"alpha", Some(b"one"));
+        encode_entry(&mut p, 11, Version::new(5), b"alpha", Some(b"one"), None);
         payloads.push(p.clone());
-        encode_entry(&mut p, 12, Version::new(6), b"beta", None);
+        encode_entry(&mut p, 12, Version::new(6), b"beta", None, None);
+        payloads.push(p.clone());
+        encode_entry(
+            &mut p,
+            13,
+            Version::new(7),
+            b"gamma",
+            Some(b"two"),
+            Some(99),
+        );
         payloads.push(p.clone());
         payloads.push(encode_drop(&[TokenRange::new(1, 2)]));
         let mut offset = 32u32;
@@ -286,7 +327,7 @@ mod tests {
     fn round_trip() {
         let (file, payloads) = sample();
         let hint = parse(&file, 7).unwrap();
-        assert_eq!(hint.items.len(), 3);
+        assert_eq!(hint.items.len(), 4);
         assert_eq!(hint.items[0].offset, 32);
         assert_eq!(
             hint.items[1].record,
@@ -294,15 +335,53 @@ mod tests {
                 token: 12,
                 version: Version::new(6),
                 key: b"beta",
-                tombstone: true
+                tombstone: true,
+                expires: None,
             }
         );
         assert_eq!(
             hint.items[2].record,
+            HintRecord::Entry {
+                token: 13,
+                version: Version::new(7),
+                key: b"gamma",
+                tombstone: false,
+                expires: Some(99),
+            }
+        );
+        assert_eq!(
+            hint.items[3].record,
             HintRecord::Drop(vec![TokenRange::new(1, 2)])
         );
-        assert_eq!(hint.last_crc, crc32c::crc32c(&payloads[2]));
+        assert_eq!(hint.last_crc, crc32c::crc32c(&payloads[3]));
         assert_eq!(parse(&HintBuilder::new(3).finish(), 3).unwrap().end, 32);
+    }
+
+    /// A file of format version 1 (no expiring items) is still read; one claiming version 1
+    /// with an expiring item is refused (version 1 never had them).
+    #[test]
+    fn version_1_files_are_read() {
+        let (mut file, _) = sample();
+        let set_version = |file: &mut Vec<u8>, v: u32| {
+            file[8..12].copy_from_slice(&v.to_le_bytes());
+            let body = file.len() - 4;
+            let crc = crc32c::crc32c(&file[..body]);
+            file[body..].copy_from_slice(&crc.to_le_bytes());
+        };
+        set_version(&mut file, 1);
+        assert_eq!(
+            parse(&file, 7).unwrap_err(),
+            "item of an unknown payload format version"
+        );
+        let mut b = HintBuilder::new(7);
+        let mut p = Vec::new();
+        encode_entry(&mut p, 11, Version::new(5), b"alpha", Some(b"one"), None);
+        b.add(32, &p, &decode(&p).unwrap());
+        let mut old = b.finish();
+        set_version(&mut old, 1);
+        assert_eq!(parse(&old, 7).unwrap().items.len(), 1);
+        set_version(&mut old, 3);
+        assert_eq!(parse(&old, 7).unwrap_err(), "unknown format version");
     }
 
     #[test]

@@ -28,6 +28,10 @@ pub(crate) struct Location {
     /// everything (compaction copies it instead); moving the record to the head of the log
     /// clears it.
     pub stale_after: bool,
+    /// The record is a put with an expiry (format 1). The expiry itself stays in the record:
+    /// the entry is one cache line with no room for 8 more bytes (`docs/design.md`, *Expiring
+    /// keys*), and what reads it (a value read, compaction's copy) reads the record anyway.
+    pub expiring: bool,
 }
 
 impl Location {
@@ -38,6 +42,7 @@ impl Location {
         len: 0,
         tombstone: false,
         stale_after: false,
+        expiring: false,
     };
 
     /// What [`Location::stale_after`] becomes for a newer record at `lsn` replacing this one:
@@ -245,6 +250,35 @@ impl Index {
         }
     }
 
+    /// Turns the key's expired value at `from` into the tombstone at `to` of `len` bytes (its
+    /// version unchanged), if the key still points at `from`; returns what it was.
+    pub fn convert_expired(
+        &self,
+        token: u64,
+        key: &[u8],
+        from: Lsn,
+        to: Lsn,
+        len: u32,
+    ) -> Option<Location> {
+        let mut part = self.parts[self.part_of(token)].write();
+        match part.find_mut(token, key) {
+            Some(e) if e.loc.lsn == from => {
+                let old = e.loc;
+                // At the head of the log, after every record there is (as `relocate`).
+                e.loc = Location {
+                    lsn: to,
+                    len,
+                    tombstone: true,
+                    stale_after: false,
+                    expiring: false,
+                    ..old
+                };
+                Some(old)
+            }
+            _ => None,
+        }
+    }
+
     /// Points the key's tombstone of `version` at `to` if it is logged before `to` (a copy
     /// written after a stale record of the key); returns where it was.
     pub fn advance_tombstone(
@@ -345,6 +379,7 @@ mod tests {
             len: 10,
             tombstone: false,
             stale_after: false,
+            expiring: false,
         }
     }
 
@@ -391,6 +426,39 @@ mod tests {
             Upsert::Replaced(loc(1, 1))
         );
         assert_eq!(ix.get(5, b"j"), Some(loc(2, 2)));
+    }
+
+    /// The flag for expiring records fits in the padding: an entry is still one cache line.
+    #[test]
+    fn an_entry_is_one_cache_line() {
+        assert_eq!(std::mem::size_of::<Entry>(), 64);
+        assert_eq!(std::mem::size_of::<Location>(), 24);
+    }
+
+    #[test]
+    fn an_expired_value_becomes_a_tombstone_only_where_it_still_is() {
+        let ix = Index::new(4);
+        ix.upsert(
+            1,
+            b"k",
+            Location {
+                expiring: true,
+                ..loc(4, 100)
+            },
+            false,
+        );
+        assert_eq!(
+            ix.convert_expired(1, b"k", Lsn::from_u64(99), Lsn::from_u64(500), 9),
+            None
+        );
+        let old = ix.convert_expired(1, b"k", Lsn::from_u64(100), Lsn::from_u64(500), 9);
+        assert!(old.unwrap().expiring);
+        let now = ix.get(1, b"k").unwrap();
+        assert_eq!(
+            (now.version, now.lsn, now.len),
+            (Version::new(4), Lsn::from_u64(500), 9)
+        );
+        assert!(now.tombstone && !now.expiring && !now.stale_after);
     }
 
     #[test]

@@ -40,8 +40,9 @@
 //! | put (1), tombstone (2) | `kind: u8 · format: u8 · 0u8 ×2 · key_len: u32 · version: u64 · token: u64 · key · value` (a tombstone has no value bytes) |
 //! | drop (3) | `kind: u8 · format: u8 · 0u8 ×2 · n: u32 · n × (start: u64, end: u64)`: every key in these token ranges written *before* this record is forgotten |
 //!
-//! `format` is the payload format version, `0`; a record with any other is refused with
-//! [`Error::UnsupportedRecordVersion`]. Byte by byte, with the hint files and the WAL framing
+//! `format` is the payload format version, `0`, or `1` for a put with an expiry (8 bytes of
+//! `expires: u64` between the token and the key: see [`Write::expires`]); a record with any
+//! other is refused with [`Error::UnsupportedRecordVersion`]. Byte by byte, with the hint files and the WAL framing
 //! around them: `docs/format.md` in the repository.
 //!
 //! `token = kv_ring::token(key)` is stored so that hint files, recovery and range operations
@@ -144,7 +145,7 @@ pub use error::{Error, Result};
 pub use node::{Node, Versioned};
 pub use options::{CacheCapacity, DEFAULT_MAX_VALUE_LEN, MAX_KEY_LEN, NodeOptions};
 pub use ranges::Export;
-pub use record::{Record, Write};
+pub use record::{Record, Write, is_expired};
 pub use recovery::RecoveryReport;
 pub use stats::{NodeStats, RangeCount};
 pub use swap::{Previous, Swapped};

@@ -23,7 +23,14 @@ use crate::stats::NodeStats;
 use crate::stripe::Counter;
 use crate::{Error, Hlc, NodeOptions, Result, Version};
 
-pub(crate) type ValueCache = Cache<Bytes, (Bytes, Version), fn(&Bytes, &(Bytes, Version)) -> u64>;
+/// What the cache holds per key: the value, its version and its expiry (so that a hit needs
+/// no look at the record to tell whether it expired).
+pub(crate) type Cached = (Bytes, Version, Option<u64>);
+pub(crate) type ValueCache = Cache<Bytes, Cached, fn(&Bytes, &Cached) -> u64>;
+
+/// A key's newest record as the index and the log hold it: the value (`None` for a
+/// tombstone), its version, and its expiry, not yet judged against the clock.
+pub(crate) type Raw = (Option<Bytes>, Version, Option<u64>);
 
 /// How many times a read retries when compaction moved the record it was about to read.
 const READ_RETRIES: usize = 32;
@@ -43,6 +50,8 @@ pub(crate) struct Inner {
     pub segments: Segments,
     pub live_keys: Counter,
     pub tombstones: Counter,
+    /// Index entries whose record has an expiry (expired or not).
+    pub expiring_keys: Counter,
     /// Framed bytes of the records the index points at.
     pub live_bytes: Counter,
     pub hlc: Hlc,
@@ -135,6 +144,7 @@ impl Node {
             segments: Segments::default(),
             live_keys: Counter::default(),
             tombstones: Counter::default(),
+            expiring_keys: Counter::default(),
             live_bytes: Counter::default(),
             hlc: Hlc::with_clock(Arc::clone(&opts.clock)),
             opts,
@@ -182,7 +192,46 @@ impl Node {
     /// ```
     pub fn apply(&self, key: &[u8], value: Option<&[u8]>, version: Version) -> Result<bool> {
         check_version(version)?;
-        self.apply_checked(key, value, version, true)
+        self.apply_checked(key, value, version, None, true)
+    }
+
+    /// [`Node::apply`] of a value that expires at `expires` (milliseconds since the Unix
+    /// epoch; `None`: never, as [`Node::apply`]). From that time on the key reads as not found,
+    /// and as a tombstone at `version` through the versioned reads (`docs/design.md`,
+    /// *Expiring keys*). An expiry given with a tombstone (`value` `None`) is ignored.
+    ///
+    /// # Errors
+    ///
+    /// As [`Node::apply`].
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use kv_node::{Clock, Node, NodeOptions, Version};
+    /// struct Fake(AtomicU64);
+    /// impl Clock for Fake {
+    ///     fn now_millis(&self) -> u64 { self.0.load(Ordering::Relaxed) }
+    /// }
+    /// let clock = Arc::new(Fake(AtomicU64::new(1_000_000)));
+    /// let node = Node::open(dir.path(), NodeOptions::new().clock(clock.clone()))?;
+    /// let v = Version::from_parts(1_000_000, 0);
+    /// node.apply_expiring(b"session", Some(b"active"), v, Some(1_030_000))?;
+    /// assert!(node.get(b"session")?.is_some());
+    /// clock.0.store(1_030_000, Ordering::Relaxed); // 30 s later
+    /// assert_eq!(node.get(b"session")?, None);
+    /// assert_eq!(node.get_versioned(b"session")?, Some((None, v))); // a tombstone at v
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn apply_expiring(
+        &self,
+        key: &[u8],
+        value: Option<&[u8]>,
+        version: Version,
+        expires: Option<u64>,
+    ) -> Result<bool> {
+        check_version(version)?;
+        self.apply_checked(key, value, version, expires, true)
     }
 
     /// [`Node::apply`]; `look_first`: whether to look the key up before appending, so that a
@@ -196,17 +245,20 @@ impl Node {
         key: &[u8],
         value: Option<&[u8]>,
         version: Version,
+        expires: Option<u64>,
         look_first: bool,
     ) -> Result<bool> {
         self.inner.check(key, value)?;
         let token = kv_ring::token(key);
+        let expires = record::normalize(value, expires);
         let changed = !matches!(
             self.inner
-                .write_with(token, key, value, version, look_first)?,
+                .write_with(token, key, value, version, expires, look_first)?,
             Upsert::Kept(_)
         );
         if changed {
-            self.inner.refresh_cache(token, key, value, version);
+            self.inner
+                .refresh_cache(token, key, value, version, expires);
         } else {
             self.inner.invalidate_older(key, version);
         }
@@ -228,8 +280,8 @@ impl Node {
     /// let node = Node::open(dir.path(), NodeOptions::new())?;
     /// let v = Version::new(1);
     /// let n = node.apply_batch(&[
-    ///     Write { key: b"a", value: Some(b"1"), version: v },
-    ///     Write { key: b"b", value: Some(b"2"), version: v },
+    ///     Write { key: b"a", value: Some(b"1"), version: v, expires: None },
+    ///     Write { key: b"b", value: Some(b"2"), version: v, expires: None },
     /// ])?;
     /// assert_eq!(n, 2);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -272,17 +324,17 @@ impl Node {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn get_versioned(&self, key: &[u8]) -> Result<Option<(Option<Bytes>, Version)>> {
-        if let Some((value, version)) = self.inner.cache.get(key) {
-            return Ok(Some((Some(value), version)));
+        if let Some((value, version, expires)) = self.inner.cache.get(key) {
+            return Ok(Some((self.inner.unexpired(Some(value), expires), version)));
         }
         let token = kv_ring::token(key);
         let found = self.inner.read(token, key)?;
-        if let Some((Some(value), version)) = &found
+        if let Some((Some(value), version, expires)) = &found
             && self.inner.doorkeeper.admit(token)
         {
-            self.inner.fill_cache(token, key, value, *version);
+            self.inner.fill_cache(token, key, value, *version, *expires);
         }
-        Ok(found)
+        Ok(found.map(|(value, version, expires)| (self.inner.unexpired(value, expires), version)))
     }
 
     /// [`Node::get`] for many keys at once: the answers in the order of `keys`.
@@ -343,8 +395,8 @@ impl Node {
         let mut missed = Vec::new();
         for (i, key) in keys.iter().enumerate() {
             let key = key.as_ref();
-            if let Some((value, version)) = inner.cache.get(key) {
-                found.push(Some((Some(value), version)));
+            if let Some((value, version, expires)) = inner.cache.get(key) {
+                found.push(Some((inner.unexpired(Some(value), expires), version)));
             } else {
                 found.push(None);
                 missed.push((i, kv_ring::token(key)));
@@ -371,30 +423,50 @@ impl Node {
         let mut spans = Vec::with_capacity(lsns.len());
         inner.wal.read_many_with(&lsns, |_, payload| {
             spans.push(payload.map(|p| {
-                record::value_in(p).map(|v| {
-                    v.map(|v| {
+                record::value_in(p).map(|(v, expires)| {
+                    let span = v.map(|v| {
                         buf.extend_from_slice(v);
                         buf.len() - v.len()..buf.len()
-                    })
+                    });
+                    (span, expires)
                 })
             }));
         });
         let values = Bytes::from(buf);
+        // Read once for the batch: an answer is what a get at some moment of the call gives.
+        let now = inner.any_expiring(&to_read).then(|| inner.now_millis());
         for ((i, token, loc), span) in to_read.into_iter().zip(spans) {
             let key = keys[i].as_ref();
-            found[i] = match span {
-                Ok(Ok(span)) => Some((span.map(|s| values.slice(s)), loc.version)),
+            let raw = match span {
+                Ok(Ok((span, expires))) => {
+                    Some((span.map(|s| values.slice(s)), loc.version, expires))
+                }
                 Ok(Err(e)) => return Err(e.at(loc.lsn)),
                 // Compaction moved the record and removed its segment: the one-key path
                 // looks again.
                 Err(kv_wal::Error::InvalidLsn { .. }) => inner.read(token, key)?,
                 Err(e) => return Err(e.into()),
             };
-            if let Some((Some(value), version)) = &found[i]
+            if let Some((Some(value), version, expires)) = &raw
                 && inner.doorkeeper.admit(token)
             {
-                inner.fill_cache(token, key, &Bytes::copy_from_slice(value), *version);
+                inner.fill_cache(
+                    token,
+                    key,
+                    &Bytes::copy_from_slice(value),
+                    *version,
+                    *expires,
+                );
             }
+            found[i] = raw.map(|(value, version, expires)| {
+                let now = now.unwrap_or_else(|| inner.now_millis());
+                let value = if crate::is_expired(expires, now) {
+                    None
+                } else {
+                    value
+                };
+                (value, version)
+            });
         }
         Ok(found)
     }
@@ -415,7 +487,8 @@ impl Node {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn version_of(&self, key: &[u8]) -> Option<Version> {
-        if let Some((_, version)) = self.inner.cache.peek(key) {
+        // An expired value answers with its version, as the tombstone it stands for would.
+        if let Some((_, version, _)) = self.inner.cache.peek(key) {
             return Some(version);
         }
         self.inner
@@ -442,7 +515,7 @@ impl Node {
     pub fn versions_of<K: AsRef<[u8]>>(&self, keys: &[K]) -> Vec<Option<Version>> {
         let mut found: Vec<Option<Version>> = keys
             .iter()
-            .map(|k| self.inner.cache.peek(k.as_ref()).map(|(_, v)| v))
+            .map(|k| self.inner.cache.peek(k.as_ref()).map(|(_, v, _)| v))
             .collect();
         let missed: Vec<(usize, (u64, &[u8]))> = keys
             .iter()
@@ -475,7 +548,33 @@ impl Node {
     /// ```
     pub fn put(&self, key: &[u8], value: &[u8]) -> Result<Version> {
         let version = self.inner.now()?;
-        self.apply_checked(key, Some(value), version, false)?;
+        self.apply_checked(key, Some(value), version, None, false)?;
+        Ok(version)
+    }
+
+    /// [`Node::put`] of a value that expires at `expires` (milliseconds since the Unix epoch,
+    /// judged against [`NodeOptions::clock`](crate::NodeOptions::clock)): from then on the key
+    /// reads as not found. `None` is [`Node::put`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Node::apply`].
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let node = kv_node::Node::open(dir.path(), kv_node::NodeOptions::new())?;
+    /// use kv_node::{Clock, SystemClock};
+    /// let in_a_minute = SystemClock.now_millis() + 60_000;
+    /// node.put_expiring(b"session:abc123", b"active", Some(in_a_minute))?;
+    /// assert!(node.get(b"session:abc123")?.is_some());
+    /// node.put_expiring(b"gone", b"x", Some(1))?; // an expiry in the past
+    /// assert_eq!(node.get(b"gone")?, None);
+    /// assert_eq!(node.stats().expiring_keys, 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn put_expiring(&self, key: &[u8], value: &[u8], expires: Option<u64>) -> Result<Version> {
+        let version = self.inner.now()?;
+        self.apply_checked(key, Some(value), version, expires, false)?;
         Ok(version)
     }
 
@@ -496,7 +595,7 @@ impl Node {
     /// ```
     pub fn delete(&self, key: &[u8]) -> Result<Version> {
         let version = self.inner.now()?;
-        self.apply_checked(key, None, version, false)?;
+        self.apply_checked(key, None, version, None, false)?;
         Ok(version)
     }
 
@@ -569,10 +668,10 @@ impl std::fmt::Debug for Node {
 }
 
 fn build_cache(capacity: CacheCapacity) -> ValueCache {
-    fn one(_: &Bytes, _: &(Bytes, Version)) -> u64 {
+    fn one(_: &Bytes, _: &Cached) -> u64 {
         1
     }
-    fn bytes(k: &Bytes, v: &(Bytes, Version)) -> u64 {
+    fn bytes(k: &Bytes, v: &Cached) -> u64 {
         (k.len() + v.0.len() + 32) as u64
     }
     // The table is sized once from the expected number of entries (kv-cache never resizes):
@@ -581,12 +680,12 @@ fn build_cache(capacity: CacheCapacity) -> ValueCache {
     match capacity {
         CacheCapacity::Entries(n) => CacheBuilder::new(n.max(1))
             .estimated_items(n.clamp(1, MAX_ITEMS) as usize)
-            .weigher(one as fn(&Bytes, &(Bytes, Version)) -> u64)
+            .weigher(one as fn(&Bytes, &Cached) -> u64)
             .build(),
         // Assume entries of about 256 bytes.
         CacheCapacity::Bytes(n) => CacheBuilder::new(n.max(1))
             .estimated_items((n / 256).clamp(1, MAX_ITEMS) as usize)
-            .weigher(bytes as fn(&Bytes, &(Bytes, Version)) -> u64)
+            .weigher(bytes as fn(&Bytes, &Cached) -> u64)
             .build(),
     }
 }
@@ -617,7 +716,7 @@ impl Inner {
         value: Option<&[u8]>,
         version: Version,
     ) -> Result<Upsert> {
-        self.write_with(token, key, value, version, true)
+        self.write_with(token, key, value, version, None, true)
     }
 
     /// `Inner::write` (a test-only helper), looking the key up first only if `look_first` (see
@@ -629,9 +728,10 @@ impl Inner {
         key: &[u8],
         value: Option<&[u8]>,
         version: Version,
+        expires: Option<u64>,
         look_first: bool,
     ) -> Result<Upsert> {
-        self.write_seeing(token, key, value, version, look_first, |_| {})
+        self.write_seeing(token, key, value, version, expires, look_first, |_| {})
     }
 
     /// [`Inner::write_with`], calling `replaced` with the record the write replaced (if it
@@ -639,14 +739,16 @@ impl Inner {
     /// record's segment meanwhile (it can only delete a segment after copying its live
     /// records under the gate, and the record was live until this write's index update), so
     /// `replaced` can read it out of the log. The plain write path passes a no-op, which
-    /// compiles away.
+    /// compiles away. `expires` is normalized (none for a tombstone).
     #[inline]
+    #[allow(clippy::too_many_arguments)]
     pub fn write_seeing(
         &self,
         token: u64,
         key: &[u8],
         value: Option<&[u8]>,
         version: Version,
+        expires: Option<u64>,
         look_first: bool,
         replaced: impl FnOnce(&Location),
     ) -> Result<Upsert> {
@@ -664,9 +766,9 @@ impl Inner {
         {
             return Ok(Upsert::Kept(cur));
         }
-        let payload_len = record::entry_len(key, value);
+        let payload_len = record::entry_len(key, value, expires);
         ENCODE_BUF.with_borrow_mut(|buf| {
-            record::encode_entry(buf, token, version, key, value);
+            record::encode_entry(buf, token, version, key, value, expires);
             let _gate = self.gate.shared();
             let lsn = self.wal.append(buf)?;
             let loc = Location {
@@ -675,8 +777,9 @@ impl Inner {
                 len: payload_len as u32,
                 tombstone: value.is_none(),
                 stale_after: false,
+                expiring: expires.is_some(),
             };
-            self.segments.written(lsn.segment(), frame(payload_len));
+            self.written(&loc, expires);
             let outcome = self.index.upsert(token, key, loc, false);
             self.account(&outcome, loc);
             match &outcome {
@@ -708,7 +811,7 @@ impl Inner {
             return Ok(());
         }
         let mut buf = Vec::new();
-        record::encode_entry(&mut buf, token, cur.version, key, None);
+        record::encode_entry(&mut buf, token, cur.version, key, None, None);
         let lsn = self.wal.append(&buf)?;
         let bytes = frame(buf.len());
         self.segments.written(lsn.segment(), bytes);
@@ -730,6 +833,46 @@ impl Inner {
             return Err(Error::VersionTooLarge { version });
         }
         Ok(version)
+    }
+
+    /// The clock expiry is judged against, in milliseconds since the Unix epoch.
+    #[inline]
+    pub fn now_millis(&self) -> u64 {
+        self.opts.clock.now_millis()
+    }
+
+    /// `value`, or `None` if a record with this expiry is expired now (the clock is read
+    /// only for a record with an expiry).
+    #[inline]
+    pub fn unexpired(&self, value: Option<Bytes>, expires: Option<u64>) -> Option<Bytes> {
+        match expires {
+            Some(_) if crate::is_expired(expires, self.now_millis()) => None,
+            _ => value,
+        }
+    }
+
+    /// Whether any of these entries has an expiry (so a batch reads the clock once or not).
+    fn any_expiring(&self, entries: &[(usize, u64, Location)]) -> bool {
+        entries.iter().any(|(_, _, l)| l.expiring)
+    }
+
+    /// Counts a record just logged at `loc` (with this expiry) into its segment.
+    pub fn written(&self, loc: &Location, expires: Option<u64>) {
+        let bytes = frame(loc.len as usize);
+        match expires {
+            Some(e) if loc.expiring => self.segments.written_expiring(loc.lsn.segment(), bytes, e),
+            _ => self.segments.written(loc.lsn.segment(), bytes),
+        }
+    }
+
+    /// Counts the record at `loc` dead in its segment.
+    pub fn bury(&self, loc: &Location) {
+        let bytes = frame(loc.len as usize);
+        if loc.expiring {
+            self.segments.dead_expiring(loc.lsn.segment(), bytes);
+        } else {
+            self.segments.dead(loc.lsn.segment(), bytes);
+        }
     }
 
     /// Enforces the limits on one write.
@@ -754,9 +897,10 @@ impl Inner {
 
     /// The longest value that fits with a key of `key_len` bytes.
     fn max_value_len(&self, key_len: usize) -> usize {
+        // Room for an expiry too, so that a value accepted without one is accepted with one.
         let fits = self
             .max_payload()
-            .saturating_sub(record::ENTRY_HEADER + key_len);
+            .saturating_sub(record::ENTRY_HEADER_EXPIRING + key_len);
         self.opts.max_value_len.min(fits)
     }
 
@@ -773,19 +917,26 @@ impl Inner {
             Upsert::Inserted => {
                 self.count(loc.tombstone, 1);
                 self.live_bytes.add(new_bytes);
+                if loc.expiring {
+                    self.expiring_keys.add(1);
+                }
             }
             Upsert::Replaced(old) => {
                 if old.tombstone != loc.tombstone {
                     self.count(old.tombstone, -1);
                     self.count(loc.tombstone, 1);
                 }
+                if old.expiring != loc.expiring {
+                    self.expiring_keys
+                        .add(i64::from(loc.expiring) - i64::from(old.expiring));
+                }
                 let old_bytes = frame(old.len as usize);
-                self.segments.dead(old.lsn.segment(), old_bytes);
+                self.bury(old);
                 if new_bytes != old_bytes as i64 {
                     self.live_bytes.add(new_bytes - old_bytes as i64);
                 }
             }
-            Upsert::Kept(_) => self.segments.dead(loc.lsn.segment(), new_bytes as u64),
+            Upsert::Kept(_) => self.bury(&loc),
         }
     }
 
@@ -802,23 +953,25 @@ impl Inner {
     /// An entry of the index was removed (dropped or purged).
     pub fn forget(&self, loc: &Location) {
         self.count(loc.tombstone, -1);
-        let bytes = frame(loc.len as usize);
-        self.segments.dead(loc.lsn.segment(), bytes);
-        self.live_bytes.add(-(bytes as i64));
+        if loc.expiring {
+            self.expiring_keys.add(-1);
+        }
+        self.bury(loc);
+        self.live_bytes.add(-(frame(loc.len as usize) as i64));
     }
 
-    /// The newest record of `key` from the index and the log: `Some((None, v))` for a
-    /// tombstone.
-    pub fn read(&self, token: u64, key: &[u8]) -> Result<Option<(Option<Bytes>, Version)>> {
+    /// The newest record of `key` from the index and the log: `Some((None, v, None))` for a
+    /// tombstone; the expiry is not judged here.
+    pub fn read(&self, token: u64, key: &[u8]) -> Result<Option<Raw>> {
         for _ in 0..READ_RETRIES {
             let Some(loc) = self.index.get(token, key) else {
                 return Ok(None);
             };
             if loc.tombstone {
-                return Ok(Some((None, loc.version)));
+                return Ok(Some((None, loc.version, None)));
             }
             match self.read_at(loc.lsn) {
-                Ok(v) => return Ok(Some((v, loc.version))),
+                Ok((v, expires)) => return Ok(Some((v, loc.version, expires))),
                 // Compaction moved the record and removed its segment: look again.
                 Err(Error::Wal(kv_wal::Error::InvalidLsn { .. })) => continue,
                 Err(e) => return Err(e),
@@ -829,8 +982,8 @@ impl Inner {
         })
     }
 
-    /// The value of the put at `lsn` (`None` for a tombstone).
-    pub fn read_at(&self, lsn: Lsn) -> Result<Option<Bytes>> {
+    /// The value of the put at `lsn` (`None` for a tombstone), and its expiry.
+    pub fn read_at(&self, lsn: Lsn) -> Result<(Option<Bytes>, Option<u64>)> {
         self.wal
             .read_with(lsn, record::value_of)?
             .map_err(|e| e.at(lsn))
@@ -843,12 +996,21 @@ impl Inner {
     /// docs, *Cache coherence*).
     ///
     /// Returns whether it inserted.
-    pub fn fill_cache(&self, token: u64, key: &[u8], value: &Bytes, version: Version) -> bool {
+    pub fn fill_cache(
+        &self,
+        token: u64,
+        key: &[u8],
+        value: &Bytes,
+        version: Version,
+        expires: Option<u64>,
+    ) -> bool {
         self.index.with_location(token, key, |loc| {
             let current = loc.is_some_and(|l| l.version == version && !l.tombstone);
             if current {
-                self.cache
-                    .insert(Bytes::copy_from_slice(key), (value.clone(), version));
+                self.cache.insert(
+                    Bytes::copy_from_slice(key),
+                    (value.clone(), version, expires),
+                );
             }
             current
         })
@@ -858,10 +1020,17 @@ impl Inner {
     /// it for a tombstone. If a newer write has already overtaken this one in the index, its
     /// writer may not have refreshed the cache yet: drop anything older than this write, so
     /// that no get after this one returns sees an older version.
-    pub fn refresh_cache(&self, token: u64, key: &[u8], value: Option<&[u8]>, version: Version) {
+    pub fn refresh_cache(
+        &self,
+        token: u64,
+        key: &[u8],
+        value: Option<&[u8]>,
+        version: Version,
+        expires: Option<u64>,
+    ) {
         match value {
             Some(v) if self.cache.contains_key(key) => {
-                if !self.fill_cache(token, key, &Bytes::copy_from_slice(v), version) {
+                if !self.fill_cache(token, key, &Bytes::copy_from_slice(v), version, expires) {
                     self.invalidate_older(key, version);
                 }
             }
@@ -881,7 +1050,7 @@ impl Inner {
         if self
             .cache
             .peek(key)
-            .is_some_and(|(_, cached)| cached < version)
+            .is_some_and(|(_, cached, _)| cached < version)
         {
             self.cache.remove(key);
         }
@@ -905,7 +1074,7 @@ impl Inner {
                 self.invalidate_older(w.key, w.version);
                 continue;
             }
-            let len = record::entry_len(w.key, w.value);
+            let len = record::entry_len(w.key, w.value, record::normalize(w.value, w.expires));
             bytes += kv_wal::layout::frame_len(len);
             todo.push((token, w, len));
         }
@@ -933,7 +1102,8 @@ impl Inner {
         let mut buf = Vec::new();
         let mut ends = Vec::with_capacity(todo.len());
         for (token, w, _) in todo {
-            record::append_entry(&mut buf, *token, w.version, w.key, w.value);
+            let expires = record::normalize(w.value, w.expires);
+            record::append_entry(&mut buf, *token, w.version, w.key, w.value, expires);
             ends.push(buf.len());
         }
         let refs: Vec<&[u8]> = ends
@@ -950,17 +1120,27 @@ impl Inner {
             let _gate = self.gate.shared();
             let first = self.wal.append_batch(&refs)?;
             // A batch lies in one segment.
-            let framed: u64 = todo.iter().map(|(_, _, len)| frame(*len)).sum();
-            self.segments.written(first.segment(), framed);
+            // A batch lies in one segment: its plain records are counted in at once.
+            let plain: u64 = todo
+                .iter()
+                .filter(|(_, w, _)| record::normalize(w.value, w.expires).is_none())
+                .map(|(_, _, len)| frame(*len))
+                .sum();
+            self.segments.written(first.segment(), plain);
             let mut lsn = first;
             for (token, w, len) in todo {
+                let expires = record::normalize(w.value, w.expires);
                 let loc = Location {
                     version: w.version,
                     lsn,
                     len: *len as u32,
                     tombstone: w.value.is_none(),
                     stale_after: false,
+                    expiring: expires.is_some(),
                 };
+                if expires.is_some() {
+                    self.written(&loc, expires);
+                }
                 let outcome = self.index.upsert(*token, w.key, loc, false);
                 self.account(&outcome, loc);
                 if let Upsert::Kept(cur) = outcome {
@@ -972,7 +1152,8 @@ impl Inner {
                     self.invalidate_older(w.key, w.version);
                 } else {
                     changed += 1;
-                    self.refresh_cache(*token, w.key, w.value, w.version);
+                    let expires = record::normalize(w.value, w.expires);
+                    self.refresh_cache(*token, w.key, w.value, w.version, expires);
                 }
                 lsn = Lsn::new(lsn.segment(), lsn.offset() + frame(*len) as u32);
             }
@@ -991,6 +1172,7 @@ impl Inner {
         NodeStats {
             live_keys: self.live_keys.sum().max(0) as u64,
             tombstones: self.tombstones.sum().max(0) as u64,
+            expiring_keys: self.expiring_keys.sum().max(0) as u64,
             live_bytes: live,
             dead_bytes: total.saturating_sub(live),
             segments: segs.len(),
@@ -1045,6 +1227,7 @@ mod tests {
                 key: b"k",
                 value: None,
                 version: v(4),
+                expires: None,
             };
             assert_eq!(node.apply_batch(&[old]).unwrap(), 0);
             assert_eq!(node.inner.wal.end_lsn(), end, "reopen: {reopen}");
@@ -1083,7 +1266,8 @@ mod tests {
         let token = kv_ring::token(b"k");
         node.inner.write(token, b"k", Some(b"two"), v(2)).unwrap();
         node.inner.write(token, b"k", Some(b"three"), v(3)).unwrap();
-        node.inner.refresh_cache(token, b"k", Some(b"two"), v(2));
+        node.inner
+            .refresh_cache(token, b"k", Some(b"two"), v(2), None);
         assert_eq!(node.get(b"k").unwrap().unwrap().1, v(3));
     }
 
@@ -1098,6 +1282,7 @@ mod tests {
             key: b"k",
             value: Some(b"two"),
             version: v(2),
+            expires: None,
         };
         assert_eq!(node.apply_batch(&[two]).unwrap(), 0);
         assert_eq!(node.get(b"k").unwrap().unwrap().1, v(3));
@@ -1124,6 +1309,7 @@ mod tests {
             key: b"k",
             value: Some(b"batch"),
             version: later,
+            expires: None,
         };
         node.apply_batch(&[batch]).unwrap();
         let v = node.put(b"k", b"local again").unwrap();
@@ -1185,7 +1371,7 @@ mod tests {
         let token = kv_ring::token(b"k");
         let lost = node
             .inner
-            .write_with(token, b"k", Some(b"two"), v(2), false);
+            .write_with(token, b"k", Some(b"two"), v(2), None, false);
         assert!(matches!(lost.unwrap(), Upsert::Kept(cur) if cur.version == v(3)));
         assert_stays_deleted(dir.path(), node);
     }
@@ -1193,7 +1379,7 @@ mod tests {
     /// Logs a write without touching the index: a writer preempted between the two.
     fn append_only(node: &Node, value: Option<&[u8]>, version: Version) -> Location {
         let mut buf = Vec::new();
-        record::encode_entry(&mut buf, kv_ring::token(b"k"), version, b"k", value);
+        record::encode_entry(&mut buf, kv_ring::token(b"k"), version, b"k", value, None);
         let lsn = node.inner.wal.append(&buf).unwrap();
         node.inner.segments.written(lsn.segment(), frame(buf.len()));
         Location {
@@ -1202,6 +1388,7 @@ mod tests {
             len: buf.len() as u32,
             tombstone: value.is_none(),
             stale_after: false,
+            expiring: false,
         }
     }
 
@@ -1224,9 +1411,9 @@ mod tests {
         node.apply(b"k", Some(b"one"), v(1)).unwrap();
         let tombstone = append_only(&node, None, v(3));
         seal_active_segment(&node);
-        let two = node
-            .inner
-            .write_with(kv_ring::token(b"k"), b"k", Some(b"two"), v(2), false);
+        let two =
+            node.inner
+                .write_with(kv_ring::token(b"k"), b"k", Some(b"two"), v(2), None, false);
         assert!(matches!(two.unwrap(), Upsert::Replaced(_)));
         index_only(&node, tombstone);
         assert_stays_deleted(dir.path(), node);
@@ -1241,9 +1428,9 @@ mod tests {
         node.apply(b"k", Some(b"four"), v(4)).unwrap();
         let tombstone = append_only(&node, None, v(5));
         seal_active_segment(&node);
-        let two = node
-            .inner
-            .write_with(kv_ring::token(b"k"), b"k", Some(b"two"), v(2), false);
+        let two =
+            node.inner
+                .write_with(kv_ring::token(b"k"), b"k", Some(b"two"), v(2), None, false);
         assert!(matches!(two.unwrap(), Upsert::Kept(_)));
         index_only(&node, tombstone);
         assert_stays_deleted(dir.path(), node);
@@ -1285,8 +1472,9 @@ mod tests {
             key: b"k",
             value: Some(b"two"),
             version: v(2),
+            expires: None,
         };
-        let len = record::entry_len(w.key, w.value);
+        let len = record::entry_len(w.key, w.value, None);
         let changed = node.inner.log_batch(&[(kv_ring::token(b"k"), &w, len)]);
         assert_eq!(changed.unwrap(), 0);
         assert_stays_deleted(dir.path(), node);
@@ -1303,7 +1491,14 @@ mod tests {
         {
             let wal = kv_wal::Wal::open(dir.path().join("wal"), wal_opts).unwrap();
             let mut buf = Vec::new();
-            record::encode_entry(&mut buf, kv_ring::token(b"k"), v(2), b"k", Some(b"two"));
+            record::encode_entry(
+                &mut buf,
+                kv_ring::token(b"k"),
+                v(2),
+                b"k",
+                Some(b"two"),
+                None,
+            );
             wal.append(&buf).unwrap();
         }
         let node = Node::open(dir.path(), purging_opts()).unwrap();

@@ -81,7 +81,8 @@ impl Node {
         let mut bytes = 0;
         for r in batch {
             let w = r.as_write();
-            let len = kv_wal::layout::frame_len(record::entry_len(w.key, w.value));
+            let expires = record::normalize(w.value, w.expires);
+            let len = kv_wal::layout::frame_len(record::entry_len(w.key, w.value, expires));
             if !chunk.is_empty() && bytes + len > limit {
                 changed += self.inner.apply_batch(&chunk)?;
                 chunk.clear();
@@ -240,8 +241,9 @@ impl std::fmt::Debug for Export<'_> {
 
 /// What reading one exported put gave: its value's place in the batch buffer (`None` for a
 /// tombstone found where a put was expected), a corrupt record, or the log's error.
-type ReadValue =
-    kv_wal::Result<std::result::Result<Option<std::ops::Range<usize>>, crate::record::DecodeError>>;
+type ReadValue = kv_wal::Result<
+    std::result::Result<(Option<std::ops::Range<usize>>, Option<u64>), crate::record::DecodeError>,
+>;
 
 impl Export<'_> {
     /// The next up to `batch_size` entries of the scan, scanning partitions as needed.
@@ -277,34 +279,46 @@ impl Export<'_> {
         let lsns: Vec<Lsn> = puts.iter().map(|&i| entries[i].2.lsn).collect();
         self.inner.wal.read_many_with(&lsns, |j, payload| {
             read[puts[j]] = Some(payload.map(|p| {
-                record::value_in(p).map(|v| {
-                    v.map(|v| {
+                record::value_in(p).map(|(v, expires)| {
+                    let span = v.map(|v| {
                         buf.extend_from_slice(v);
                         buf.len() - v.len()..buf.len()
-                    })
+                    });
+                    (span, expires)
                 })
             }));
         });
         let buf = Bytes::from(buf);
+        // An expired value is exported as the tombstone it stands for (`docs/design.md`,
+        // *Expiring keys*): one clock reading for the batch.
+        let now = self.inner.now_millis();
         let mut at = 0;
         let mut out = Vec::with_capacity(entries.len());
         for ((token, key, loc), read) in entries.into_iter().zip(read) {
             let key_bytes = buf.slice(at..at + key.len());
             at += key.len();
             let found = match read {
-                None => Some((None, loc.version)),
-                Some(Ok(Ok(value))) => Some((value.map(|s| buf.slice(s)), loc.version)),
+                None => Some((None, loc.version, None)),
+                Some(Ok(Ok((value, expires)))) => {
+                    Some((value.map(|s| buf.slice(s)), loc.version, expires))
+                }
                 Some(Ok(Err(e))) => return Err(e.at(loc.lsn)),
                 // Moved by compaction since the scan: look it up again.
                 Some(Err(kv_wal::Error::InvalidLsn { .. })) => self.inner.read(token, &key)?,
                 Some(Err(e)) => return Err(e.into()),
             };
             // `None`: deleted and purged since the scan.
-            if let Some((value, version)) = found {
+            if let Some((value, version, expires)) = found {
+                let (value, expires) = if crate::is_expired(expires, now) {
+                    (None, None)
+                } else {
+                    (value, expires)
+                };
                 out.push(Record {
                     key: key_bytes,
                     value,
                     version,
+                    expires,
                 });
             }
         }

@@ -13,7 +13,7 @@ use crate::{Error, Version};
 /// ```
 /// use bytes::Bytes;
 /// use kv_node::{Record, Version};
-/// let r = Record { key: Bytes::from_static(b"k"), value: None, version: Version::new(9) };
+/// let r = Record { key: Bytes::from_static(b"k"), value: None, version: Version::new(9), expires: None };
 /// assert!(r.is_tombstone());
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,6 +24,9 @@ pub struct Record {
     pub value: Option<Bytes>,
     /// The write's version.
     pub version: Version,
+    /// When the value expires, in milliseconds since the Unix epoch (`None`: never; always
+    /// `None` for a tombstone). `docs/design.md`, *Expiring keys*.
+    pub expires: Option<u64>,
 }
 
 impl Record {
@@ -38,6 +41,7 @@ impl Record {
             key: &self.key,
             value: self.value.as_deref(),
             version: self.version,
+            expires: self.expires,
         }
     }
 }
@@ -46,8 +50,11 @@ impl Record {
 ///
 /// ```
 /// use kv_node::{Version, Write};
-/// let w = Write { key: b"user:1", value: Some(b"Alice"), version: Version::new(1) };
+/// let w = Write { key: b"user:1", value: Some(b"Alice"), version: Version::new(1), expires: None };
 /// assert_eq!(w.key, b"user:1");
+/// // The same value, gone at 2030-01-01T00:00:00Z (a session key, say).
+/// let session = Write { expires: Some(1_893_456_000_000), ..w };
+/// assert!(session.expires.is_some());
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Write<'a> {
@@ -57,19 +64,61 @@ pub struct Write<'a> {
     pub value: Option<&'a [u8]>,
     /// The write's version.
     pub version: Version,
+    /// When the value expires, in milliseconds since the Unix epoch (the unit of
+    /// [`Version::millis`]); `None`: never. From that time on (the node's clock reading at
+    /// least `expires`) the key reads as deleted at this write's version. Ignored for a
+    /// tombstone. `docs/design.md`, *Expiring keys*.
+    pub expires: Option<u64>,
+}
+
+/// Whether a record with this expiry is expired at `now` (milliseconds since the Unix
+/// epoch): at or after its expiry. The one place the rule is written in code.
+///
+/// ```
+/// assert!(!kv_node::is_expired(None, u64::MAX));
+/// assert!(!kv_node::is_expired(Some(1_000), 999));
+/// assert!(kv_node::is_expired(Some(1_000), 1_000));
+/// ```
+#[inline]
+pub fn is_expired(expires: Option<u64>, now: u64) -> bool {
+    expires.is_some_and(|e| now >= e)
 }
 
 /// The payload format version this code writes and reads: byte 1 of every payload (the
 /// byte after the kind). A reader refuses any other value with
 /// [`Error::UnsupportedRecordVersion`], so a log written by a newer format is never misread.
 pub(crate) const PAYLOAD_VERSION: u8 = 0;
+/// The payload format version of a put with an expiry (`docs/format.md`): the 24 bytes of a
+/// version-0 put header, then `expires: u64`, then key and value. Only such puts use it, so
+/// plain writes cost exactly what they did.
+pub(crate) const PAYLOAD_VERSION_EXPIRING: u8 = 1;
+/// The newest payload format version this code reads.
+pub(crate) const PAYLOAD_VERSION_NEWEST: u8 = PAYLOAD_VERSION_EXPIRING;
 
 pub(crate) const KIND_PUT: u8 = 1;
 pub(crate) const KIND_TOMBSTONE: u8 = 2;
 pub(crate) const KIND_DROP: u8 = 3;
 
-/// Bytes before the key in a put or tombstone payload.
+/// Bytes before the key in a put or tombstone payload of format 0.
 pub(crate) const ENTRY_HEADER: usize = 24;
+/// Bytes before the key in a put with an expiry (format 1).
+pub(crate) const ENTRY_HEADER_EXPIRING: usize = ENTRY_HEADER + 8;
+
+/// Bytes before the key of an entry with this (normalized) expiry.
+#[inline]
+pub(crate) fn header_len(expires: Option<u64>) -> usize {
+    if expires.is_some() {
+        ENTRY_HEADER_EXPIRING
+    } else {
+        ENTRY_HEADER
+    }
+}
+
+/// A write's expiry as it is stored: none for a tombstone.
+#[inline]
+pub(crate) fn normalize(value: Option<&[u8]>, expires: Option<u64>) -> Option<u64> {
+    if value.is_some() { expires } else { None }
+}
 /// Bytes before the ranges in a drop payload.
 const DROP_HEADER: usize = 8;
 
@@ -90,7 +139,7 @@ impl DecodeError {
             DecodeError::UnsupportedVersion(version) => Error::UnsupportedRecordVersion {
                 lsn,
                 version,
-                supported: PAYLOAD_VERSION,
+                supported: PAYLOAD_VERSION_NEWEST,
             },
         }
     }
@@ -112,21 +161,25 @@ pub(crate) enum LogRecord<'a> {
         key: &'a [u8],
         /// `None` for a tombstone.
         value: Option<&'a [u8]>,
+        /// When the value expires (format 1 puts only).
+        expires: Option<u64>,
     },
     /// Every key in these ranges written before this record is forgotten.
     Drop(Vec<TokenRange>),
 }
 
-/// Encodes a put or tombstone payload into `out` (cleared first).
+/// Encodes a put or tombstone payload into `out` (cleared first). `expires` must be
+/// normalized ([`normalize`]: none for a tombstone).
 pub(crate) fn encode_entry(
     out: &mut Vec<u8>,
     token: u64,
     version: Version,
     key: &[u8],
     value: Option<&[u8]>,
+    expires: Option<u64>,
 ) {
     out.clear();
-    append_entry(out, token, version, key, value);
+    append_entry(out, token, version, key, value, expires);
 }
 
 /// [`encode_entry`] at the end of `out` (for a batch: payloads back to back).
@@ -136,35 +189,44 @@ pub(crate) fn append_entry(
     version: Version,
     key: &[u8],
     value: Option<&[u8]>,
+    expires: Option<u64>,
 ) {
-    out.reserve(ENTRY_HEADER + key.len() + value.map_or(0, <[u8]>::len));
-    put_entry_header(out, token, version, key.len(), value.is_none());
+    out.reserve(entry_len(key, value, expires));
+    put_entry_header(out, token, version, key.len(), value.is_none(), expires);
     out.put_slice(key);
     if let Some(v) = value {
         out.put_slice(v);
     }
 }
 
-/// The 24 bytes before the key of a put or tombstone: `kind | 0 0 0 | key_len | version |
-/// token` (hint file items start the same way).
+/// The bytes before the key of a put or tombstone: `kind | format | 0 0 | key_len | version |
+/// token`, then `expires` for a put with one (format 1). Hint file items start the same way.
 pub(crate) fn put_entry_header(
     out: &mut Vec<u8>,
     token: u64,
     version: Version,
     key_len: usize,
     tombstone: bool,
+    expires: Option<u64>,
 ) {
     out.put_u8(if tombstone { KIND_TOMBSTONE } else { KIND_PUT });
-    out.put_u8(PAYLOAD_VERSION);
+    out.put_u8(if expires.is_some() {
+        PAYLOAD_VERSION_EXPIRING
+    } else {
+        PAYLOAD_VERSION
+    });
     out.put_bytes(0, 2);
     out.put_u32_le(key_len as u32);
     out.put_u64_le(version.as_u64());
     out.put_u64_le(token);
+    if let Some(e) = expires {
+        out.put_u64_le(e);
+    }
 }
 
-/// Length of an encoded put or tombstone payload.
-pub(crate) fn entry_len(key: &[u8], value: Option<&[u8]>) -> usize {
-    ENTRY_HEADER + key.len() + value.map_or(0, <[u8]>::len)
+/// Length of an encoded put or tombstone payload (`expires` normalized).
+pub(crate) fn entry_len(key: &[u8], value: Option<&[u8]>, expires: Option<u64>) -> usize {
+    header_len(expires) + key.len() + value.map_or(0, <[u8]>::len)
 }
 
 /// Encodes a drop-ranges payload.
@@ -185,9 +247,14 @@ pub(crate) fn encode_drop(ranges: &[TokenRange]) -> Vec<u8> {
 /// bug, a log written by something else, or a newer payload format).
 pub(crate) fn decode(payload: &[u8]) -> Result<LogRecord<'_>, DecodeError> {
     let kind = *payload.first().ok_or("empty record")?;
-    match payload.get(1) {
-        Some(&PAYLOAD_VERSION) | None => {}
+    let format = match payload.get(1) {
+        Some(&v @ (PAYLOAD_VERSION | PAYLOAD_VERSION_EXPIRING)) => v,
+        None => PAYLOAD_VERSION,
         Some(&other) => return Err(DecodeError::UnsupportedVersion(other)),
+    };
+    if format == PAYLOAD_VERSION_EXPIRING && kind != KIND_PUT {
+        // Only a put with an expiry is written in format 1.
+        return Err("a tombstone or drop record in the format of expiring puts".into());
     }
     match kind {
         KIND_PUT | KIND_TOMBSTONE => {
@@ -199,10 +266,16 @@ pub(crate) fn decode(payload: &[u8]) -> Result<LogRecord<'_>, DecodeError> {
             }
             let version = Version::new(u64_at(payload, 8).ok_or("short record header")?);
             let token = u64_at(payload, 16).ok_or("short record header")?;
+            let (header, expires) = if format == PAYLOAD_VERSION_EXPIRING {
+                let e = u64_at(payload, ENTRY_HEADER).ok_or("short record header")?;
+                (ENTRY_HEADER_EXPIRING, Some(e))
+            } else {
+                (ENTRY_HEADER, None)
+            };
             let key = payload
-                .get(ENTRY_HEADER..ENTRY_HEADER + key_len)
+                .get(header..header + key_len)
                 .ok_or("key length past the end of the record")?;
-            let rest = &payload[ENTRY_HEADER + key_len..];
+            let rest = &payload[header + key_len..];
             let value = if kind == KIND_PUT {
                 Some(rest)
             } else if rest.is_empty() {
@@ -215,6 +288,7 @@ pub(crate) fn decode(payload: &[u8]) -> Result<LogRecord<'_>, DecodeError> {
                 version,
                 key,
                 value,
+                expires,
             })
         }
         KIND_DROP => {
@@ -237,17 +311,25 @@ pub(crate) fn decode(payload: &[u8]) -> Result<LogRecord<'_>, DecodeError> {
     }
 }
 
-/// The value of an encoded put, copied out of the payload, or `None` for a tombstone.
-pub(crate) fn value_of(payload: &[u8]) -> Result<Option<Bytes>, DecodeError> {
-    Ok(value_in(payload)?.map(Bytes::copy_from_slice))
+/// The value of an encoded put, copied out of the payload, or `None` for a tombstone; with
+/// the put's expiry.
+pub(crate) fn value_of(payload: &[u8]) -> Result<(Option<Bytes>, Option<u64>), DecodeError> {
+    let (value, expires) = value_in(payload)?;
+    Ok((value.map(Bytes::copy_from_slice), expires))
 }
 
-/// The value of an encoded put, in the payload, or `None` for a tombstone.
-pub(crate) fn value_in(payload: &[u8]) -> Result<Option<&[u8]>, DecodeError> {
+/// The value of an encoded put, in the payload, or `None` for a tombstone; with the put's
+/// expiry.
+pub(crate) fn value_in(payload: &[u8]) -> Result<(Option<&[u8]>, Option<u64>), DecodeError> {
     match decode(payload)? {
-        LogRecord::Entry { value, .. } => Ok(value),
+        LogRecord::Entry { value, expires, .. } => Ok((value, expires)),
         LogRecord::Drop(_) => Err("expected a put, found a drop record".into()),
     }
+}
+
+/// The expiry of an encoded put (read from its header alone: no value is decoded).
+pub(crate) fn expires_of(payload: &[u8]) -> Result<Option<u64>, DecodeError> {
+    Ok(value_in(payload)?.1)
 }
 
 #[cfg(test)]
@@ -257,15 +339,15 @@ mod tests {
     #[test]
     fn an_empty_key_is_corrupt() {
         let mut buf = Vec::new();
-        encode_entry(&mut buf, 1, Version::new(3), b"", Some(b"v"));
+        encode_entry(&mut buf, 1, Version::new(3), b"", Some(b"v"), None);
         assert_eq!(decode(&buf), Err(DecodeError::Corrupt("empty key")));
     }
 
     #[test]
     fn entries_round_trip() {
         let mut buf = Vec::new();
-        encode_entry(&mut buf, 42, Version::new(7), b"key", Some(b"value"));
-        assert_eq!(buf.len(), entry_len(b"key", Some(b"value")));
+        encode_entry(&mut buf, 42, Version::new(7), b"key", Some(b"value"), None);
+        assert_eq!(buf.len(), entry_len(b"key", Some(b"value"), None));
         assert_eq!(
             decode(&buf).unwrap(),
             LogRecord::Entry {
@@ -273,18 +355,19 @@ mod tests {
                 version: Version::new(7),
                 key: b"key",
                 value: Some(b"value"),
+                expires: None,
             }
         );
-        assert_eq!(value_of(&buf).unwrap().unwrap(), &b"value"[..]);
-        encode_entry(&mut Vec::new(), 1, Version::ZERO, b"k", None);
+        assert_eq!(value_of(&buf).unwrap().0.unwrap(), &b"value"[..]);
+        encode_entry(&mut Vec::new(), 1, Version::ZERO, b"k", None, None);
         let mut t = Vec::new();
-        encode_entry(&mut t, 1, Version::new(3), b"k", None);
+        encode_entry(&mut t, 1, Version::new(3), b"k", None, None);
         assert!(matches!(
             decode(&t).unwrap(),
             LogRecord::Entry { value: None, .. }
         ));
         // An empty value is a put, not a tombstone.
-        encode_entry(&mut t, 1, Version::new(3), b"k", Some(b""));
+        encode_entry(&mut t, 1, Version::new(3), b"k", Some(b""), None);
         assert!(matches!(
             decode(&t).unwrap(),
             LogRecord::Entry {
@@ -297,21 +380,77 @@ mod tests {
     #[test]
     fn an_unknown_payload_version_is_refused_with_its_own_error() {
         let mut put = Vec::new();
-        encode_entry(&mut put, 1, Version::new(3), b"k", Some(b"v"));
+        encode_entry(&mut put, 1, Version::new(3), b"k", Some(b"v"), None);
         assert_eq!(put[1], PAYLOAD_VERSION);
         for mut payload in [put, encode_drop(&[TokenRange::new(1, 2)])] {
-            payload[1] = 1;
-            assert_eq!(decode(&payload), Err(DecodeError::UnsupportedVersion(1)));
+            payload[1] = 2;
+            assert_eq!(decode(&payload), Err(DecodeError::UnsupportedVersion(2)));
             let lsn = kv_wal::Lsn::new(1, 32);
             assert!(matches!(
-                DecodeError::UnsupportedVersion(1).at(lsn),
+                DecodeError::UnsupportedVersion(2).at(lsn),
                 Error::UnsupportedRecordVersion {
-                    version: 1,
-                    supported: PAYLOAD_VERSION,
+                    version: 2,
+                    supported: PAYLOAD_VERSION_NEWEST,
                     ..
                 }
             ));
         }
+    }
+
+    /// A put with an expiry is written in format 1 (8 more bytes), every other payload in
+    /// format 0 as before; both decode, with the expiry.
+    #[test]
+    fn expiring_puts_round_trip_in_format_1() {
+        let mut buf = Vec::new();
+        encode_entry(
+            &mut buf,
+            42,
+            Version::new(7),
+            b"key",
+            Some(b"value"),
+            Some(1234),
+        );
+        assert_eq!(buf[1], PAYLOAD_VERSION_EXPIRING);
+        assert_eq!(buf.len(), entry_len(b"key", Some(b"value"), Some(1234)));
+        assert_eq!(buf.len(), entry_len(b"key", Some(b"value"), None) + 8);
+        assert_eq!(
+            decode(&buf).unwrap(),
+            LogRecord::Entry {
+                token: 42,
+                version: Version::new(7),
+                key: b"key",
+                value: Some(b"value"),
+                expires: Some(1234),
+            }
+        );
+        assert_eq!(expires_of(&buf), Ok(Some(1234)));
+        // The first 24 bytes are a format-0 put's header.
+        let mut plain = Vec::new();
+        encode_entry(
+            &mut plain,
+            42,
+            Version::new(7),
+            b"key",
+            Some(b"value"),
+            None,
+        );
+        assert_eq!(plain[1], PAYLOAD_VERSION);
+        assert_eq!(buf[2..24], plain[2..24]);
+        assert_eq!(expires_of(&plain), Ok(None));
+        // Every truncation fails cleanly.
+        for n in 0..ENTRY_HEADER_EXPIRING + 3 {
+            assert!(decode(&buf[..n]).is_err(), "{n}");
+        }
+        // A tombstone or a drop in format 1 is never written: corrupt.
+        let mut t = Vec::new();
+        encode_entry(&mut t, 1, Version::new(3), b"k", None, None);
+        t[1] = PAYLOAD_VERSION_EXPIRING;
+        assert!(matches!(decode(&t), Err(DecodeError::Corrupt(_))));
+        let mut d = encode_drop(&[]);
+        d[1] = PAYLOAD_VERSION_EXPIRING;
+        assert!(matches!(decode(&d), Err(DecodeError::Corrupt(_))));
+        assert_eq!(normalize(None, Some(5)), None);
+        assert_eq!(normalize(Some(b"v"), Some(5)), Some(5));
     }
 
     #[test]
@@ -334,12 +473,12 @@ mod tests {
             assert!(decode(bad).is_err(), "{bad:?}");
         }
         let mut t = Vec::new();
-        encode_entry(&mut t, 1, Version::new(3), b"k", None);
+        encode_entry(&mut t, 1, Version::new(3), b"k", None, None);
         t.push(1);
         assert!(decode(&t).is_err());
         assert!(value_of(&encode_drop(&[])).is_err());
         // every truncation of a valid entry fails cleanly
-        encode_entry(&mut t, 1, Version::new(3), b"key", Some(b"v"));
+        encode_entry(&mut t, 1, Version::new(3), b"key", Some(b"v"), None);
         for n in 0..ENTRY_HEADER + 3 {
             assert!(decode(&t[..n]).is_err(), "{n}");
         }

@@ -183,6 +183,7 @@ fn load_hint(
                 version,
                 key,
                 tombstone,
+                expires,
             } => {
                 *max_version = (*max_version).max(*version);
                 load_entry(
@@ -195,7 +196,9 @@ fn load_hint(
                         len: item.payload_len,
                         tombstone: *tombstone,
                         stale_after: false,
+                        expiring: expires.is_some(),
                     },
+                    *expires,
                 );
             }
             HintRecord::Drop(ranges) => load_drop(inner, ranges, lsn, item.payload_len),
@@ -220,6 +223,7 @@ fn scan_segment(inner: &Inner, seq: u32, max_version: &mut Version) -> Result<u6
                 version,
                 key,
                 value,
+                expires,
             } => {
                 *max_version = (*max_version).max(version);
                 load_entry(
@@ -232,7 +236,9 @@ fn scan_segment(inner: &Inner, seq: u32, max_version: &mut Version) -> Result<u6
                         len: rec.payload.len() as u32,
                         tombstone: value.is_none(),
                         stale_after: false,
+                        expiring: expires.is_some(),
                     },
+                    expires,
                 );
             }
             LogRecord::Drop(ranges) => {
@@ -247,10 +253,8 @@ fn scan_segment(inner: &Inner, seq: u32, max_version: &mut Version) -> Result<u6
 /// tombstone and logged after it (a writer that crashed before logging the tombstone again,
 /// see `Inner::restate_tombstone`) marks the tombstone `stale_after`, and compaction copies it
 /// rather than purging it.
-fn load_entry(inner: &Inner, token: u64, key: &[u8], loc: Location) {
-    inner
-        .segments
-        .written(loc.lsn.segment(), frame(loc.len as usize));
+fn load_entry(inner: &Inner, token: u64, key: &[u8], loc: Location, expires: Option<u64>) {
+    inner.written(&loc, expires);
     // On equal versions the later copy wins: compaction's copy, whose original is deleted next.
     let outcome = inner.index.upsert(token, key, loc, true);
     inner.account(&outcome, loc);

@@ -15,12 +15,42 @@ pub(crate) struct SegmentUsage {
     pub total: u64,
     /// Framed bytes of records no longer referenced by the index.
     pub dead: u64,
+    /// Framed bytes of live records with an expiry (`docs/design.md`, *Expiring keys*).
+    pub expiring: u64,
+    /// The latest expiry of a record with one ever written to the segment (0: none): once the
+    /// clock passes it, `expiring` bytes are all expired.
+    pub max_expiry: u64,
 }
 
-/// One thread's share: `(segment, total, dead)`, ordered by segment. A vector searched from
+impl SegmentUsage {
+    /// Bytes compaction would reclaim at `now`: the dead ones, and the expiring ones once all
+    /// of them expired (then they become tombstones or go: mostly reclaimed).
+    pub fn reclaimable(&self, now: u64) -> u64 {
+        let expired = if self.expiring > 0 && now >= self.max_expiry {
+            self.expiring
+        } else {
+            0
+        };
+        (self.dead + expired).min(self.total)
+    }
+}
+
+/// One segment's counts in one stripe.
+#[derive(Clone, Copy, Debug, Default)]
+struct Counts {
+    seq: u32,
+    total: u64,
+    dead: u64,
+    /// Added when an expiring record is written, subtracted when it dies: can go below zero
+    /// in one stripe (another thread's stripe holds the addition).
+    expiring: i64,
+    max_expiry: u64,
+}
+
+/// One thread's share: counts per segment, ordered by segment. A vector searched from
 /// its end rather than a map: almost every count goes to the newest segment (the active one),
 /// and a node has tens of segments, not thousands.
-type Stripe = CachePadded<Mutex<Vec<(u32, u64, u64)>>>;
+type Stripe = CachePadded<Mutex<Vec<Counts>>>;
 
 /// Per segment `(total, dead)`, striped by thread (see `stripe`): every write adds to the
 /// counts of the active segment, and a shared map would bounce between the writers' cores.
@@ -31,15 +61,19 @@ pub(crate) struct Segments {
 }
 
 /// The counts of `seq` in a stripe, added if absent.
-fn counts(stripe: &mut Vec<(u32, u64, u64)>, seq: u32) -> &mut (u32, u64, u64) {
-    let at = match stripe.iter().rposition(|e| e.0 <= seq) {
-        Some(i) if stripe[i].0 == seq => i,
+fn counts(stripe: &mut Vec<Counts>, seq: u32) -> &mut Counts {
+    let fresh = Counts {
+        seq,
+        ..Counts::default()
+    };
+    let at = match stripe.iter().rposition(|e| e.seq <= seq) {
+        Some(i) if stripe[i].seq == seq => i,
         Some(i) => {
-            stripe.insert(i + 1, (seq, 0, 0));
+            stripe.insert(i + 1, fresh);
             i + 1
         }
         None => {
-            stripe.insert(0, (seq, 0, 0));
+            stripe.insert(0, fresh);
             0
         }
     };
@@ -49,36 +83,58 @@ fn counts(stripe: &mut Vec<(u32, u64, u64)>, seq: u32) -> &mut (u32, u64, u64) {
 impl Segments {
     /// A record of `bytes` (framed) was written to segment `seq`.
     pub fn written(&self, seq: u32, bytes: u64) {
-        counts(&mut self.stripes[stripe()].lock(), seq).1 += bytes;
+        counts(&mut self.stripes[stripe()].lock(), seq).total += bytes;
+    }
+
+    /// A record of `bytes` (framed) expiring at `expires` was written to segment `seq` (and
+    /// is live).
+    pub fn written_expiring(&self, seq: u32, bytes: u64, expires: u64) {
+        let mut stripe = self.stripes[stripe()].lock();
+        let c = counts(&mut stripe, seq);
+        c.total += bytes;
+        c.expiring += bytes as i64;
+        c.max_expiry = c.max_expiry.max(expires);
     }
 
     /// A record of `bytes` (framed) in segment `seq` is no longer needed.
     pub fn dead(&self, seq: u32, bytes: u64) {
-        counts(&mut self.stripes[stripe()].lock(), seq).2 += bytes;
+        counts(&mut self.stripes[stripe()].lock(), seq).dead += bytes;
+    }
+
+    /// A record with an expiry, of `bytes` (framed) in segment `seq`, is no longer needed.
+    pub fn dead_expiring(&self, seq: u32, bytes: u64) {
+        let mut stripe = self.stripes[stripe()].lock();
+        let c = counts(&mut stripe, seq);
+        c.dead += bytes;
+        c.expiring -= bytes as i64;
     }
 
     /// Forgets segments below `seq` (deleted).
     pub fn remove_below(&self, seq: u32) {
         for s in &self.stripes {
-            s.lock().retain(|e| e.0 >= seq);
+            s.lock().retain(|e| e.seq >= seq);
         }
     }
 
     /// Every segment's counts, in order.
     pub fn snapshot(&self) -> Vec<SegmentUsage> {
-        let mut sum: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
+        let mut sum: BTreeMap<u32, Counts> = BTreeMap::new();
         for s in &self.stripes {
-            for &(seq, total, dead) in s.lock().iter() {
-                let e = sum.entry(seq).or_default();
-                e.0 += total;
-                e.1 += dead;
+            for c in s.lock().iter() {
+                let e = sum.entry(c.seq).or_default();
+                e.total += c.total;
+                e.dead += c.dead;
+                e.expiring += c.expiring;
+                e.max_expiry = e.max_expiry.max(c.max_expiry);
             }
         }
         sum.into_iter()
-            .map(|(seq, (total, dead))| SegmentUsage {
+            .map(|(seq, c)| SegmentUsage {
                 seq,
-                total,
-                dead: dead.min(total),
+                total: c.total,
+                dead: c.dead.min(c.total),
+                expiring: (c.expiring.max(0) as u64).min(c.total),
+                max_expiry: c.max_expiry,
             })
             .collect()
     }
@@ -103,7 +159,13 @@ mod tests {
         std::thread::scope(|t| {
             t.spawn(|| s.written(5, 3));
         });
-        let usage = |seq, total, dead| SegmentUsage { seq, total, dead };
+        let usage = |seq, total, dead| SegmentUsage {
+            seq,
+            total,
+            dead,
+            expiring: 0,
+            max_expiry: 0,
+        };
         assert_eq!(
             s.snapshot(),
             [
@@ -119,5 +181,26 @@ mod tests {
         assert_eq!(seqs, [2, 3, 5]);
         s.remove_below(5);
         assert_eq!(s.snapshot(), [usage(5, 10, 0)]);
+    }
+
+    /// Expiring bytes count as reclaimable once the clock passes the segment's latest
+    /// expiry, and only while they are live (one that died is in `dead` already).
+    #[test]
+    fn expiring_bytes_become_reclaimable_after_the_latest_expiry() {
+        let s = Segments::default();
+        s.written(1, 100);
+        s.written_expiring(1, 40, 1_000);
+        s.written_expiring(1, 40, 2_000);
+        // Dies on another thread: the stripes add up.
+        std::thread::scope(|t| {
+            t.spawn(|| s.dead_expiring(1, 40));
+        });
+        let u = s.snapshot()[0];
+        assert_eq!(
+            (u.total, u.dead, u.expiring, u.max_expiry),
+            (180, 40, 40, 2_000)
+        );
+        assert_eq!(u.reclaimable(1_999), 40);
+        assert_eq!(u.reclaimable(2_000), 80);
     }
 }

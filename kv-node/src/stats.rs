@@ -10,6 +10,10 @@ pub struct NodeStats {
     pub live_keys: u64,
     /// Deleted keys whose tombstone is still kept.
     pub tombstones: u64,
+    /// Keys whose value has an expiry (a TTL), expired or not: an expired one counts (here
+    /// and in `live_keys`) until compaction turns it into a tombstone or drops it
+    /// (`docs/design.md`, *Expiring keys*).
+    pub expiring_keys: u64,
     /// Log bytes (framed records) the index points at, tombstones included.
     pub live_bytes: u64,
     /// Log bytes no longer needed: superseded, dropped or purged records (compaction reclaims

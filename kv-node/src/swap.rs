@@ -87,12 +87,26 @@ impl Node {
         inner.check(key, value)?;
         let token = kv_ring::token(key);
         let mut old_value = None;
-        let outcome = inner.write_seeing(token, key, value, version, true, |old| {
+        // Whether the replaced value had expired: then it is reported as the tombstone it
+        // stands for (`docs/design.md`, *Expiring keys*). Its expiry is in its record.
+        let mut old_expired = Ok(false);
+        let outcome = inner.write_seeing(token, key, value, version, None, true, |old| {
             if read_value && !old.tombstone {
-                old_value = Some(match inner.cache.peek(key) {
-                    Some((v, cached)) if cached == old.version => Ok(Some(v)),
+                let read = match inner.cache.peek(key) {
+                    Some((v, cached, expires)) if cached == old.version => Ok((Some(v), expires)),
                     _ => inner.read_at(old.lsn),
-                });
+                };
+                old_expired = Ok(read
+                    .as_ref()
+                    .is_ok_and(|(_, e)| crate::is_expired(*e, inner.now_millis())));
+                old_value = Some(read.map(|(v, _)| v));
+            } else if old.expiring {
+                old_expired = inner
+                    .wal
+                    .read_with(old.lsn, crate::record::expires_of)
+                    .map_err(crate::Error::from)
+                    .and_then(|r| r.map_err(|e| e.at(old.lsn)))
+                    .map(|e| crate::is_expired(e, inner.now_millis()));
             }
         })?;
         let swapped = match outcome {
@@ -106,16 +120,22 @@ impl Node {
             Upsert::Replaced(old) => Swapped::Applied {
                 previous: Some(Previous {
                     version: old.version,
-                    live: !old.tombstone,
+                    live: !old.tombstone && !old_expired.as_ref().is_ok_and(|&e| e),
                     value: None,
                 }),
             },
         };
-        inner.refresh_cache(token, key, value, version);
+        inner.refresh_cache(token, key, value, version, None);
+        // The write is applied either way; a replaced record that could not be read is an
+        // error all the same (see `# Errors`).
+        old_expired?;
         match (swapped, old_value) {
-            (Swapped::Applied { previous: Some(p) }, Some(read)) => Ok(Swapped::Applied {
-                previous: Some(Previous { value: read?, ..p }),
-            }),
+            (Swapped::Applied { previous: Some(p) }, Some(read)) => {
+                let value = if p.live { read? } else { None };
+                Ok(Swapped::Applied {
+                    previous: Some(Previous { value, ..p }),
+                })
+            }
             (swapped, _) => Ok(swapped),
         }
     }

@@ -21,8 +21,13 @@ use kv_ring::{TokenRange, token};
 use kv_wal::{Lsn, RecoveryMode, SyncPolicy, Wal, WalOptions};
 
 const SEGMENT: u32 = 512;
-/// The payload format version of the newest golden directory (byte 1 of every payload).
-const PAYLOAD_VERSION: u8 = 0;
+/// The payload format version of the newest golden directory (the highest byte 1 of its
+/// payloads: version 1 adds puts with an expiry; everything else is still written as 0).
+const PAYLOAD_VERSION: u8 = 1;
+/// An expiry long past when the tests run (2025-12-06T00:01:00Z): the key reads as deleted.
+const EXPIRED: u64 = 1_764_979_260_000;
+/// An expiry far ahead (2100-01-01T00:00:00Z).
+const FAR: u64 = 4_102_444_800_000;
 
 fn v(n: u64) -> Version {
     // 2025-12-06T00:00:00Z plus `n` ms, counter `n`.
@@ -52,6 +57,8 @@ type Found = Option<(Option<Vec<u8>>, Version)>;
 /// the golden log must be, byte for byte.
 enum Logged {
     Put(&'static [u8], Vec<u8>, Version),
+    /// A put with an expiry (payload format 1).
+    PutExpiring(&'static [u8], Vec<u8>, Version, u64),
     Tombstone(&'static [u8], Version),
     Batch(Vec<BatchWrite>),
     Drop(Vec<TokenRange>),
@@ -62,9 +69,10 @@ fn dropped_range() -> TokenRange {
     TokenRange::new(t.wrapping_sub(1), t)
 }
 
-fn history() -> Vec<Logged> {
+/// What the golden node of payload format `version` logged.
+fn history(version: u8) -> Vec<Logged> {
     use Logged::*;
-    vec![
+    let mut h = vec![
         Put(b"user:1", b"Alice".to_vec(), v(1)),
         Put(b"user:2", b"Bob".to_vec(), v(2)),
         Put(b"gone:1", b"dropped".to_vec(), v(3)),
@@ -79,12 +87,21 @@ fn history() -> Vec<Logged> {
         Put(b"user:4", vec![0x44; 150], v(9)),
         Put(b"user:5", vec![0x55; 150], v(10)),
         Put(b"user:2", b"Bob Smith".to_vec(), v(11)),
-    ]
+    ];
+    if version >= 1 {
+        h.extend([
+            PutExpiring(b"user:1", b"Alice".to_vec(), v(12), EXPIRED),
+            PutExpiring(b"session:1", b"active".to_vec(), v(13), FAR),
+            Put(b"user:6", vec![0x66; 150], v(14)),
+            Put(b"user:7", vec![0x77; 150], v(15)),
+        ]);
+    }
+    h
 }
 
 /// What a get of each key must return afterwards: `(value or tombstone, version)`.
-fn expected_state() -> Vec<(&'static [u8], Found)> {
-    vec![
+fn expected_state(version: u8) -> Vec<(&'static [u8], Found)> {
+    let mut s: Vec<(&'static [u8], Found)> = vec![
         (b"user:1", Some((None, v(4)))),
         (b"user:2", Some((Some(b"Bob Smith".to_vec()), v(11)))),
         (b"gone:1", None),
@@ -94,16 +111,36 @@ fn expected_state() -> Vec<(&'static [u8], Found)> {
         (b"user:3", Some((Some(vec![0x33; 200]), v(8)))),
         (b"user:4", Some((Some(vec![0x44; 150]), v(9)))),
         (b"user:5", Some((Some(vec![0x55; 150]), v(10)))),
-    ]
+    ];
+    if version >= 1 {
+        // Expired: reads as the tombstone at its version that it stands for.
+        s[0] = (b"user:1", Some((None, v(12))));
+        s.push((b"session:1", Some((Some(b"active".to_vec()), v(13)))));
+        s.push((b"user:7", Some((Some(vec![0x77; 150]), v(15)))));
+    }
+    s
 }
 
 /// A put or tombstone payload by the spec: `kind, format, 0, 0, key_len, version, token, key,
-/// value`.
+/// value` (format 0), with `expires` after the token for a put with an expiry (format 1).
 fn entry(key: &[u8], value: Option<&[u8]>, version: Version) -> Vec<u8> {
-    let mut p = vec![if value.is_some() { 1 } else { 2 }, PAYLOAD_VERSION, 0, 0];
+    entry_expiring(key, value, version, None)
+}
+
+fn entry_expiring(
+    key: &[u8],
+    value: Option<&[u8]>,
+    version: Version,
+    expires: Option<u64>,
+) -> Vec<u8> {
+    let format = u8::from(expires.is_some());
+    let mut p = vec![if value.is_some() { 1 } else { 2 }, format, 0, 0];
     p.extend_from_slice(&(key.len() as u32).to_le_bytes());
     p.extend_from_slice(&version.as_u64().to_le_bytes());
     p.extend_from_slice(&token(key).to_le_bytes());
+    if let Some(e) = expires {
+        p.extend_from_slice(&e.to_le_bytes());
+    }
     p.extend_from_slice(key);
     p.extend_from_slice(value.unwrap_or_default());
     p
@@ -111,7 +148,7 @@ fn entry(key: &[u8], value: Option<&[u8]>, version: Version) -> Vec<u8> {
 
 /// A drop payload by the spec: `3, format, 0, 0, n, n × (start, end)`.
 fn drop_payload(ranges: &[TokenRange]) -> Vec<u8> {
-    let mut p = vec![3, PAYLOAD_VERSION, 0, 0];
+    let mut p = vec![3, 0, 0, 0];
     p.extend_from_slice(&(ranges.len() as u32).to_le_bytes());
     for r in ranges {
         p.extend_from_slice(&r.start.to_le_bytes());
@@ -120,11 +157,14 @@ fn drop_payload(ranges: &[TokenRange]) -> Vec<u8> {
     p
 }
 
-fn expected_payloads() -> Vec<Vec<u8>> {
+fn expected_payloads(version: u8) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
-    for h in history() {
+    for h in history(version) {
         match h {
             Logged::Put(k, val, ver) => out.push(entry(k, Some(&val), ver)),
+            Logged::PutExpiring(k, val, ver, e) => {
+                out.push(entry_expiring(k, Some(&val), ver, Some(e)));
+            }
             Logged::Tombstone(k, ver) => out.push(entry(k, None, ver)),
             Logged::Batch(ws) => {
                 for (k, val, ver) in ws {
@@ -140,9 +180,12 @@ fn expected_payloads() -> Vec<Vec<u8>> {
 /// Writes the golden node into `dir` with today's code.
 fn write_node(dir: &Path) {
     let node = Node::open(dir, node_opts()).unwrap();
-    for h in history() {
+    for h in history(PAYLOAD_VERSION) {
         match h {
             Logged::Put(k, val, ver) => assert!(node.apply(k, Some(&val), ver).unwrap()),
+            Logged::PutExpiring(k, val, ver, e) => {
+                assert!(node.apply_expiring(k, Some(&val), ver, Some(e)).unwrap());
+            }
             Logged::Tombstone(k, ver) => assert!(node.apply(k, None, ver).unwrap()),
             Logged::Batch(ws) => {
                 let writes: Vec<Write<'_>> = ws
@@ -151,6 +194,7 @@ fn write_node(dir: &Path) {
                         key: k,
                         value: val.as_deref(),
                         version: *ver,
+                        expires: None,
                     })
                     .collect();
                 assert_eq!(node.apply_batch(&writes).unwrap(), writes.len());
@@ -193,8 +237,8 @@ fn le64(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
 }
 
-fn check_state(node: &Node) {
-    for (key, want) in expected_state() {
+fn check_state(node: &Node, version: u8) {
+    for (key, want) in expected_state(version) {
         let got = node
             .get_versioned(key)
             .unwrap()
@@ -205,7 +249,18 @@ fn check_state(node: &Node) {
 
 #[test]
 fn version_0_payloads_and_hint_files_read_back_exactly() {
-    let golden = golden_dir(0);
+    read_back_exactly(0, 1);
+}
+
+/// Version 1 (puts with an expiry) beside version 0 payloads, hint files of format 2.
+#[test]
+fn version_1_payloads_and_hint_files_read_back_exactly() {
+    read_back_exactly(1, 2);
+}
+
+/// The golden directory of payload format `version`, whose hint files are of format `hint`.
+fn read_back_exactly(version: u8, hint: u32) {
+    let golden = golden_dir(version);
 
     // Every payload in the log, byte for byte as the spec encodes it.
     let tmp = tempfile::tempdir().unwrap();
@@ -222,7 +277,7 @@ fn version_0_payloads_and_hint_files_read_back_exactly() {
         .unwrap();
     drop(wal);
     let payloads: Vec<Vec<u8>> = records.iter().map(|(_, p)| p.clone()).collect();
-    assert_eq!(payloads, expected_payloads());
+    assert_eq!(payloads, expected_payloads(version));
 
     // Each hint file, field by field: header, one item per record of its segment, footer.
     let hints: Vec<String> = files(&golden)
@@ -234,7 +289,7 @@ fn version_0_payloads_and_hint_files_read_back_exactly() {
         let seq: u32 = name.trim_end_matches(".hint").parse().unwrap();
         let b = fs::read(golden.join("wal").join(name)).unwrap();
         assert_eq!(&b[0..8], b"KVHINT\0\n");
-        assert_eq!(le32(&b, 8), 1, "hint format version");
+        assert_eq!(le32(&b, 8), hint, "hint format version");
         assert_eq!(le32(&b, 12), 0, "reserved");
         assert_eq!(le64(&b, 16), u64::from(seq));
         let in_segment: Vec<&(Lsn, Vec<u8>)> =
@@ -256,12 +311,15 @@ fn version_0_payloads_and_hint_files_read_back_exactly() {
                 "{name} payload length"
             );
             let n = le32(&b, at + 4) as usize;
-            let tail = if is_drop { 16 * n } else { n };
+            // A put with an expiry (format 1): its expiry follows the item header, as it
+            // follows the payload's first 24 bytes.
+            let expiry = if payload[1] == 1 { 8 } else { 0 };
+            let tail = if is_drop { 16 * n } else { n + expiry };
             // The key (a drop's ranges) follows the 32-byte item header, as in the payload.
             let from_payload = if is_drop {
                 &payload[8..8 + tail]
             } else {
-                &payload[24..24 + n]
+                &payload[24..24 + tail]
             };
             assert_eq!(
                 &b[at + 32..at + 32 + tail],
@@ -299,7 +357,7 @@ fn version_0_payloads_and_hint_files_read_back_exactly() {
         );
         let from_hints = if hints_too { hints.len() } else { 0 };
         assert_eq!(report.segments_from_hints, from_hints);
-        check_state(&node);
+        check_state(&node, version);
     }
 }
 
@@ -307,10 +365,10 @@ fn version_0_payloads_and_hint_files_read_back_exactly() {
 fn a_hint_file_of_an_unknown_format_version_is_replaced_by_a_scan() {
     let tmp = tempfile::tempdir().unwrap();
     copy_node(&golden_dir(0), tmp.path(), true);
-    // Version 2 in the first hint file, with a checksum that matches it.
+    // Version 3 in the first hint file, with a checksum that matches it.
     let path = tmp.path().join("wal/0000000001.hint");
     let mut b = fs::read(&path).unwrap();
-    b[8..12].copy_from_slice(&2u32.to_le_bytes());
+    b[8..12].copy_from_slice(&3u32.to_le_bytes());
     let body = b.len() - 4;
     let crc = crc32c::crc32c(&b[..body]);
     b[body..].copy_from_slice(&crc.to_le_bytes());
@@ -324,7 +382,7 @@ fn a_hint_file_of_an_unknown_format_version_is_replaced_by_a_scan() {
         report.rejected_hints
     );
     assert_eq!(report.rejected_hints[0].0, 1);
-    check_state(&node);
+    check_state(&node, 0);
 }
 
 #[test]

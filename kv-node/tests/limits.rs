@@ -38,11 +38,13 @@ fn keys_and_values_over_the_limits_are_refused() {
             key: b"ok",
             value: Some(b"1"),
             version: Version::new(5),
+            expires: None,
         },
         Write {
             key: b"",
             value: Some(b"1"),
             version: Version::new(5),
+            expires: None,
         },
     ]);
     assert!(matches!(r, Err(Error::EmptyKey)));
@@ -66,6 +68,7 @@ fn versions_past_the_limit_are_refused() {
             key: b"k",
             value: None,
             version,
+            expires: None,
         }]);
         assert!(matches!(r, Err(Error::VersionTooLarge { .. })), "{r:?}");
     }
@@ -96,6 +99,7 @@ fn values_must_fit_in_a_segment() {
             key: k,
             value: Some(&v),
             version: Version::new(1),
+            expires: None,
         })
         .collect();
     assert!(matches!(
@@ -110,6 +114,7 @@ fn values_must_fit_in_a_segment() {
             key: w.key.to_vec().into(),
             value: w.value.map(|v| v.to_vec().into()),
             version: w.version,
+            expires: None,
         })
         .collect();
     assert_eq!(node.import(&records).unwrap(), 4);

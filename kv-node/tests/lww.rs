@@ -98,6 +98,7 @@ fn batches_follow_the_same_rule() {
                 key: k,
                 value: v.as_deref(),
                 version: *ver,
+                expires: None,
             })
             .collect();
         node.apply_batch(&batch).unwrap();
@@ -109,11 +110,13 @@ fn batches_follow_the_same_rule() {
         key: k,
         value: Some(b"hi"),
         version: Version::new(9),
+        expires: None,
     };
     let lo = Write {
         key: k,
         value: Some(b"lo"),
         version: Version::new(3),
+        expires: None,
     };
     node.apply_batch(&[hi, lo]).unwrap();
     assert_eq!(node.get(k).unwrap().unwrap().0, &b"hi"[..]);

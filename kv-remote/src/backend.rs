@@ -241,6 +241,7 @@ mod tests {
             key: b"k",
             value: None,
             version: kv_node::Version::new(1),
+            expires: None,
         };
         // A local store answers at once; the remote node2 (nothing listens) could not.
         assert!(store.apply(0, w).unwrap());

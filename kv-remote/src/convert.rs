@@ -12,23 +12,45 @@ use crate::protocol::{
     Compaction, Counts, Entry, LeafDigest, PreviousEntry, Range, RemoteError, Swap, VersionedValue,
 };
 
+/// Refuses an expiry the protocol cannot carry (a tombstone's is meaningless: kv-node ignores
+/// it, so it is not refused).
+fn no_expiry(value: bool, expires: Option<u64>) -> Result<(), Error> {
+    if value && expires.is_some() {
+        return Err(Error::ExpiryNotCarried {
+            protocol: crate::protocol::PROTOCOL_VERSION,
+        });
+    }
+    Ok(())
+}
+
 impl Entry {
     /// The message of a write (copies its key and value).
-    pub fn from_write(w: &Write<'_>) -> Entry {
-        Entry {
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ExpiryNotCarried`] for a write with an expiry: this protocol version has no
+    /// field for it, and sending the write without it would make the key permanent.
+    pub fn from_write(w: &Write<'_>) -> Result<Entry, Error> {
+        no_expiry(w.value.is_some(), w.expires)?;
+        Ok(Entry {
             key: Bytes::copy_from_slice(w.key),
             value: w.value.map(Bytes::copy_from_slice),
             version: w.version.as_u64(),
-        }
+        })
     }
 
     /// The message of a record (shares its key and value).
-    pub fn from_record(r: &Record) -> Entry {
-        Entry {
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ExpiryNotCarried`] for a record with an expiry, as [`Entry::from_write`].
+    pub fn from_record(r: &Record) -> Result<Entry, Error> {
+        no_expiry(r.value.is_some(), r.expires)?;
+        Ok(Entry {
             key: r.key.clone(),
             value: r.value.clone(),
             version: r.version.as_u64(),
-        }
+        })
     }
 
     /// The borrowed write it carries.
@@ -37,6 +59,7 @@ impl Entry {
             key: &self.key,
             value: self.value.as_deref(),
             version: Version::new(self.version),
+            expires: None,
         }
     }
 
@@ -46,6 +69,7 @@ impl Entry {
             key: self.key,
             value: self.value,
             version: Version::new(self.version),
+            expires: None,
         }
     }
 }
@@ -291,6 +315,37 @@ mod tests {
 
     fn node() -> NodeId {
         NodeId::new("node2").unwrap()
+    }
+
+    /// The wire has no field for an expiry: a write or record carrying one is refused with a
+    /// typed error, never sent as a permanent value; a tombstone's (ignored by kv-node) and
+    /// none at all pass.
+    #[test]
+    fn an_expiry_is_refused_not_dropped() {
+        let w = Write {
+            key: b"session",
+            value: Some(b"active"),
+            version: Version::new(5),
+            expires: Some(1_000),
+        };
+        assert!(matches!(
+            Entry::from_write(&w),
+            Err(Error::ExpiryNotCarried { protocol: 1 })
+        ));
+        let r = Record {
+            key: Bytes::from_static(b"session"),
+            value: Some(Bytes::from_static(b"active")),
+            version: Version::new(5),
+            expires: Some(1_000),
+        };
+        assert!(matches!(
+            Entry::from_record(&r),
+            Err(Error::ExpiryNotCarried { .. })
+        ));
+        let plain = Entry::from_write(&Write { expires: None, ..w }).unwrap();
+        assert_eq!(plain.value.as_deref(), Some(&b"active"[..]));
+        let delete = Entry::from_write(&Write { value: None, ..w }).unwrap();
+        assert_eq!(delete.value, None);
     }
 
     #[test]

@@ -105,11 +105,19 @@ impl Exports {
                 reason: format!("no export session {id} (finished, closed or idle too long)"),
             });
         };
-        let page = |records: Vec<Record>, done| Response::Page {
-            session: id,
-            records: records.iter().map(Entry::from_record).collect(),
-            done,
-        };
+        // A record with an expiry cannot travel in this protocol version: the export fails
+        // rather than deliver it as a permanent value.
+        let page =
+            |records: Vec<Record>, done| match records.iter().map(Entry::from_record).collect() {
+                Ok(records) => Response::Page {
+                    session: id,
+                    records,
+                    done,
+                },
+                Err(e) => Response::Failed(RemoteError::Failed {
+                    message: e.to_string(),
+                }),
+            };
         match session.pages.recv_timeout(PAGE_WAIT) {
             Ok(Ok(records)) => {
                 session.last_used = Instant::now();
@@ -204,6 +212,7 @@ mod tests {
             key: Bytes::from(vec![b'k'; 4]),
             value: Some(Bytes::from(vec![b'v'; n])),
             version: Version::new(1),
+            expires: None,
         };
         let pages = split_by_bytes(vec![rec(40), rec(40), rec(200), rec(10), rec(10)], 100);
         let sizes: Vec<usize> = pages.iter().map(Vec::len).collect();

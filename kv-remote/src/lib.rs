@@ -44,7 +44,7 @@
 //!
 //! let remote = RemoteReplica::new("node2".parse()?, peers, Duration::from_secs(1));
 //! remote.fence(3);
-//! let w = Write { key: b"k", value: Some(b"v"), version: Version::new(1) };
+//! let w = Write { key: b"k", value: Some(b"v"), version: Version::new(1), expires: None };
 //! // Routed with an old ring: refused exactly as a local replica refuses it.
 //! assert!(matches!(remote.apply(2, w), Err(kv_cluster::Error::StaleEpoch { current: 3, .. })));
 //! assert!(remote.apply(3, w)?);

@@ -89,6 +89,23 @@ fn finish<T>(
     }
 }
 
+/// The message of a write, or the coordinator's error for one the protocol cannot carry.
+fn entry(node: &NodeId, w: &Write<'_>) -> Result<Entry> {
+    Entry::from_write(w).map_err(|e| remote(node, e))
+}
+
+/// The messages of writes (as [`entry`]).
+fn entries(node: &NodeId, writes: &[Write<'_>]) -> Result<Vec<Entry>> {
+    writes.iter().map(|w| entry(node, w)).collect()
+}
+
+fn remote(node: &NodeId, e: Error) -> ClusterError {
+    ClusterError::Remote {
+        node: node.clone(),
+        source: Box::new(e),
+    }
+}
+
 fn keys_to_wire(keys: &[&[u8]]) -> Vec<Bytes> {
     keys.iter().map(|k| Bytes::copy_from_slice(k)).collect()
 }
@@ -238,7 +255,7 @@ impl Replica for RemoteReplica {
     fn apply(&self, epoch: u64, write: Write<'_>) -> Result<bool> {
         let req = Request::Apply {
             epoch,
-            write: Entry::from_write(&write),
+            write: entry(&self.id, &write)?,
         };
         self.call("apply", &req, self.timeout, take_applied)
     }
@@ -246,7 +263,7 @@ impl Replica for RemoteReplica {
     fn apply_swap(&self, epoch: u64, write: Write<'_>, read_value: bool) -> Result<Swapped> {
         let req = Request::ApplySwap {
             epoch,
-            write: Entry::from_write(&write),
+            write: entry(&self.id, &write)?,
             read_value,
         };
         self.call("apply_swap", &req, self.timeout, take_swapped)
@@ -255,7 +272,7 @@ impl Replica for RemoteReplica {
     fn apply_batch(&self, epoch: u64, writes: &[Write<'_>]) -> Result<usize> {
         let req = Request::ApplyBatch {
             epoch,
-            writes: writes.iter().map(Entry::from_write).collect(),
+            writes: entries(&self.id, writes)?,
         };
         self.call("apply_batch", &req, self.timeout, take_count)
     }
@@ -295,7 +312,10 @@ impl Replica for RemoteReplica {
     fn start_apply(&self, epoch: u64, write: Write<'_>, ticket: Ticket<'_, bool>) -> Started<bool> {
         let req = Request::Apply {
             epoch,
-            write: Entry::from_write(&write),
+            write: match entry(&self.id, &write) {
+                Ok(e) => e,
+                Err(e) => return Started::Done(Err(e)),
+            },
         };
         self.start("apply", &req, ticket, take_applied)
     }
@@ -309,7 +329,10 @@ impl Replica for RemoteReplica {
     ) -> Started<Swapped> {
         let req = Request::ApplySwap {
             epoch,
-            write: Entry::from_write(&write),
+            write: match entry(&self.id, &write) {
+                Ok(e) => e,
+                Err(e) => return Started::Done(Err(e)),
+            },
             read_value,
         };
         self.start("apply_swap", &req, ticket, take_swapped)
@@ -323,7 +346,10 @@ impl Replica for RemoteReplica {
     ) -> Started<usize> {
         let req = Request::ApplyBatch {
             epoch,
-            writes: writes.iter().map(Entry::from_write).collect(),
+            writes: match entries(&self.id, writes) {
+                Ok(e) => e,
+                Err(e) => return Started::Done(Err(e)),
+            },
         };
         self.start("apply_batch", &req, ticket, take_count)
     }
@@ -419,7 +445,11 @@ impl Replica for RemoteReplica {
             }
             let req = Request::Import {
                 epoch,
-                records: batch[start..end].iter().map(Entry::from_record).collect(),
+                records: batch[start..end]
+                    .iter()
+                    .map(Entry::from_record)
+                    .collect::<std::result::Result<_, _>>()
+                    .map_err(|e| remote(&self.id, e))?,
             };
             changed += self.call("import", &req, self.maintenance_timeout, take_count)?;
             start = end;

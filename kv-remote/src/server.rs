@@ -50,7 +50,7 @@ pub const MAX_LEAVES: u32 = 1 << 16;
 /// assert!(peers.wait_connected("node2", Duration::from_secs(5)));
 ///
 /// let remote = RemoteReplica::new("node2".parse()?, peers, Duration::from_secs(1));
-/// remote.apply(1, Write { key: b"k", value: Some(b"v"), version: Version::new(5) })?;
+/// remote.apply(1, Write { key: b"k", value: Some(b"v"), version: Version::new(5), expires: None })?;
 /// assert_eq!(remote.read(1, b"k")?, Some((Some("v".into()), Version::new(5))));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```

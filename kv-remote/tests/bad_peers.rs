@@ -96,6 +96,7 @@ fn undecodable_unknown_and_foreign_requests_get_clear_errors() {
         key: b"k",
         value: Some(b"v"),
         version: Version::new(3),
+        expires: None,
     };
     assert!(good.apply(1, w).unwrap());
     assert_eq!(

@@ -147,6 +147,7 @@ fn a_cluster_over_the_network_serves_every_client_operation() {
                 key: b"only-on-node2",
                 value: Some(b"x"),
                 version: newer,
+                expires: None,
             },
         )
         .unwrap();

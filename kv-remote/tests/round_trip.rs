@@ -24,6 +24,7 @@ fn w<'a>(key: &'a [u8], value: Option<&'a [u8]>, version: u64) -> Write<'a> {
         key,
         value,
         version: Version::new(version),
+        expires: None,
     }
 }
 
@@ -122,6 +123,7 @@ fn every_method_answers_as_the_replica_it_serves() {
             key: Bytes::from(format!("imp{i}")),
             value: (i % 5 != 0).then(|| Bytes::from(vec![b'z'; i as usize])),
             version: Version::new(100 + u64::from(i)),
+            expires: None,
         })
         .collect();
     assert_eq!(both(&|r| format!("{:?}", r.import(1, &records))), "Ok(50)");
@@ -240,6 +242,7 @@ fn a_fenced_replica_refuses_stale_epochs_exactly() {
         key: Bytes::from("k"),
         value: None,
         version: Version::new(1),
+        expires: None,
     };
     stale(remote.import(4, &[rec]).unwrap_err());
     stale(remote.drop_ranges(4, &[TokenRange::FULL]).unwrap_err());
@@ -307,6 +310,7 @@ fn an_export_of_thousands_of_records_comes_in_batches() {
             key: Bytes::from(format!("key-{i:05}")),
             value: (i % 7 != 0).then(|| Bytes::from(format!("value-{i}"))),
             version: Version::new(1 + u64::from(i)),
+            expires: None,
         })
         .collect();
     served.import(1, &records).unwrap();

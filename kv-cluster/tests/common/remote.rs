@@ -176,6 +176,7 @@ impl Owned {
             key: &self.key,
             value: self.value.as_deref(),
             version: self.version,
+            expires: None,
         }
     }
 }
