@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use criterion::Criterion;
 use hdrhistogram::Histogram;
-use kv_cluster::{MemoryReplica, Replica, Version, Write as KvWrite};
+use kv_cluster::{Collector, MemoryReplica, Replica, Started, Version, Write as KvWrite};
 use kv_net::{Handler, Identity, PeerInfo, Peers, PeersOptions, Server, ServerOptions};
 
 const BODY: usize = 100;
@@ -130,6 +130,86 @@ fn remote_apply(remote: &kv_remote::RemoteReplica, version: &mut u64, value: &[u
     remote.apply(1, w).expect("apply")
 }
 
+/// A node process's remote replica: the caller's transport on `rt` (one worker), the replica
+/// served inline on a runtime of its own.
+struct AsyncPair {
+    rt: tokio::runtime::Runtime,
+    _server_rt: tokio::runtime::Runtime,
+    _server: kv_remote::ReplicaServer,
+    remote: std::sync::Arc<kv_remote::RemoteReplica>,
+}
+
+fn one_worker() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn async_pair() -> AsyncPair {
+    let (rt, server_rt) = (one_worker(), one_worker());
+    let replica = std::sync::Arc::new(MemoryReplica::new("node2").expect("replica"));
+    let server = kv_remote::ReplicaServer::start_inline_data(
+        Identity::new(1, "node2"),
+        ServerOptions::new().runtime(server_rt.handle().clone()),
+        replica,
+    )
+    .expect("server");
+    let peers: kv_remote::ReplicaPeers = Peers::start(
+        Identity::new(1, "node1"),
+        PeersOptions::new().runtime(rt.handle().clone()),
+    )
+    .expect("peers");
+    peers.add_peer("node2", server.local_addr()).expect("peer");
+    assert!(peers.wait_connected("node2", TIMEOUT));
+    let remote = kv_remote::RemoteReplica::new(
+        "node2".parse().expect("node id"),
+        std::sync::Arc::new(peers),
+        TIMEOUT,
+    );
+    AsyncPair {
+        rt,
+        _server_rt: server_rt,
+        _server: server,
+        remote: std::sync::Arc::new(remote),
+    }
+}
+
+/// `n` applies awaited one after the other in a task on the pair's runtime; each one's time
+/// goes to `record`.
+fn remote_apply_async(
+    pair: &AsyncPair,
+    n: u64,
+    first_version: u64,
+    mut record: impl FnMut(Duration) + Send + 'static,
+) -> (Duration, impl FnMut(Duration) + Send + 'static) {
+    let remote = std::sync::Arc::clone(&pair.remote);
+    let task = pair.rt.spawn(async move {
+        let value = [7u8; BODY];
+        let start = Instant::now();
+        for i in 0..n {
+            let one = Instant::now();
+            let w = KvWrite {
+                key: b"k",
+                value: Some(&value),
+                version: Version::new(first_version + i),
+                expires: None,
+            };
+            let c: Collector<bool> = Collector::new();
+            if let Started::Done(r) = remote.start_apply(1, w, c.ticket(0)) {
+                black_box(r.expect("apply"));
+            } else {
+                let (_, r) = c.wait(Instant::now() + TIMEOUT).await.expect("an answer");
+                black_box(r.expect("apply"));
+            }
+            record(one.elapsed());
+        }
+        (start.elapsed(), record)
+    });
+    pair.rt.block_on(task).expect("task")
+}
+
 fn describe(label: &str, h: &Histogram<u64>) {
     println!(
         "net_round_trip/{label}: {} requests, p50 {:.1} µs, p99 {:.1} µs, p99.9 {:.1} µs",
@@ -140,13 +220,29 @@ fn describe(label: &str, h: &Histogram<u64>) {
     );
 }
 
-fn percentiles(net: &Net, inline: &Net, raw: &mut TcpStream, remote: &kv_remote::RemoteReplica) {
+fn percentiles(
+    net: &Net,
+    inline: &Net,
+    raw: &mut TcpStream,
+    remote: &kv_remote::RemoteReplica,
+    pair: &AsyncPair,
+) {
     let body = vec![7u8; BODY];
     let mut back = vec![0u8; BODY];
     let new = || Histogram::<u64>::new_with_bounds(1, 10_000_000_000, 3).expect("histogram");
     let (mut h_net, mut h_inline, mut h_raw, mut h_remote) = (new(), new(), new(), new());
     let mut version = 1u64 << 40;
+    let mut async_version = 1u64 << 41;
+    let h_async = std::sync::Arc::new(std::sync::Mutex::new(new()));
     for _ in 0..ROUNDS {
+        let h = std::sync::Arc::clone(&h_async);
+        let record = move |d: Duration| {
+            if let Ok(mut h) = h.lock() {
+                h.saturating_record(d.as_nanos() as u64);
+            }
+        };
+        let _ = remote_apply_async(pair, PER_ROUND as u64, async_version, record);
+        async_version += PER_ROUND as u64;
         for _ in 0..PER_ROUND {
             let start = Instant::now();
             raw_round_trip(raw, &body, &mut back);
@@ -172,6 +268,9 @@ fn percentiles(net: &Net, inline: &Net, raw: &mut TcpStream, remote: &kv_remote:
     describe("kv_net_call", &h_net);
     describe("kv_net_call_inline", &h_inline);
     describe("remote_apply", &h_remote);
+    if let Ok(h) = h_async.lock() {
+        describe("remote_apply_async", &h);
+    }
 }
 
 fn main() {
@@ -196,7 +295,16 @@ fn main() {
     g.bench_function("remote_apply", |b| {
         b.iter(|| black_box(remote_apply(&remote, &mut version, &body)))
     });
+    let pair = async_pair();
+    let mut async_version = 1u64 << 35;
+    g.bench_function("remote_apply_async", |b| {
+        b.iter_custom(|iters| {
+            let (took, _) = remote_apply_async(&pair, iters, async_version, |_| {});
+            async_version += iters;
+            took
+        })
+    });
     g.finish();
     c.final_summary();
-    percentiles(&net, &inline, &mut raw, &remote);
+    percentiles(&net, &inline, &mut raw, &remote, &pair);
 }
