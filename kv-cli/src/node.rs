@@ -514,15 +514,16 @@ const REFUSALS: [Refusal; 3] = [
     // step and the address).
     Refusal {
         says: "TLS handshake",
-        cause: "the peer's certificate was likely signed by another CA than this node's \
-                --tls-ca, does not name the peer's node id, or has expired; or the peer runs \
-                without TLS (every member needs --tls-ca, --tls-cert and --tls-key, or none \
-                does)",
+        cause: "a certificate was likely signed by another CA than the other side's \
+                --tls-ca, does not name its node's id (checked on the certificate of the node \
+                dialed), or has expired; or one side runs without TLS (every member needs \
+                --tls-ca, --tls-cert and --tls-key, or none does)",
     },
-    // A TLS ClientHello (a handshake record, 0x16, of TLS 3.x) where a plain node expects
-    // the peer protocol's magic.
+    // A TLS ClientHello (a record of type 0x16, handshake) where a plain node expects the
+    // peer protocol's magic (refused at its first wrong byte, so only the first is sure to
+    // be there).
     Refusal {
-        says: "bad magic [16, 03",
+        says: "bad magic [16, ",
         cause: "the peer speaks TLS and this node does not (every member needs --tls-ca, \
                 --tls-cert and --tls-key, or none does)",
     },
@@ -633,6 +634,104 @@ mod tests {
 
     /// `cluster_id("kvstore", ["a", "b", "c"], 3, 100)`.
     const PINNED: u128 = 0x7840_8cd0_6be5_0ec0_218b_1ce0_b32e_3513;
+
+    /// Regression guard: the watcher recognises refusals by kv-net's error texts; a change
+    /// there must show here, not as a silent log.
+    #[test]
+    fn refusals_are_recognised_in_kv_nets_error_texts() {
+        let addr: SocketAddr = "127.0.0.1:17001".parse().unwrap();
+        let says = |e: kv_net::Error| refusal(&e.to_string()).map(|r| r.says);
+        let mismatch = kv_net::Error::ClusterMismatch {
+            addr,
+            node: "n2".into(),
+            expected: 1,
+            found: 2,
+        };
+        assert_eq!(says(mismatch), Some("belongs to cluster"));
+        let tls = kv_net::Error::Io {
+            op: "TLS handshake with",
+            addr,
+            source: std::io::Error::other("invalid peer certificate"),
+        };
+        assert_eq!(says(tls), Some("TLS handshake"));
+        let mut hello = [0u8; 8];
+        hello[0] = 0x16;
+        let plain = kv_net::Error::BadMagic { addr, found: hello };
+        assert_eq!(says(plain), Some("bad magic [16, "));
+        let garbage = kv_net::Error::BadMagic {
+            addr,
+            found: *b"GET / HT",
+        };
+        assert_eq!(says(garbage), None);
+        let closed = kv_net::Error::ClosedDuringHandshake { addr };
+        assert_eq!(says(closed), None);
+    }
+
+    fn tls_files(dir: &Path) -> (TlsFiles, TlsFiles) {
+        use rcgen::{CertificateParams, IsCa, Issuer, KeyPair};
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca_key = KeyPair::generate().unwrap();
+        std::fs::write(dir.join("ca.pem"), ca.self_signed(&ca_key).unwrap().pem()).unwrap();
+        let issuer = Issuer::new(ca, ca_key);
+        for n in ["n1", "n2"] {
+            let key = KeyPair::generate().unwrap();
+            let cert = CertificateParams::new(vec![n.to_string()])
+                .unwrap()
+                .signed_by(&key, &issuer)
+                .unwrap();
+            std::fs::write(dir.join(format!("{n}.pem")), cert.pem()).unwrap();
+            std::fs::write(dir.join(format!("{n}.key")), key.serialize_pem()).unwrap();
+        }
+        let files = |n: &str| TlsFiles {
+            ca: dir.join("ca.pem"),
+            cert: dir.join(format!("{n}.pem")),
+            key: dir.join(format!("{n}.key")),
+        };
+        (files("n1"), files("n2"))
+    }
+
+    #[test]
+    fn tls_files_load_and_a_bad_one_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let (n1, n2) = tls_files(dir.path());
+        load_tls(&n1).unwrap();
+        let err = |files: &TlsFiles| format!("{:#}", load_tls(files).unwrap_err());
+        // n2's key with n1's certificate.
+        let mismatched = TlsFiles {
+            key: n2.key.clone(),
+            ..n1.clone()
+        };
+        let e = err(&mismatched);
+        assert!(
+            e.contains(&format!("--tls-key {}", n2.key.display())) && e.contains("--tls-cert"),
+            "{e}"
+        );
+        // A CA file holding a block that is no certificate.
+        let bad = dir.path().join("bad.pem");
+        std::fs::write(
+            &bad,
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let e = err(&TlsFiles {
+            ca: bad.clone(),
+            ..n1.clone()
+        });
+        assert!(e.starts_with(&format!("--tls-ca {}", bad.display())), "{e}");
+        // A key file holding a certificate.
+        let e = err(&TlsFiles {
+            key: n1.cert.clone(),
+            ..n1.clone()
+        });
+        assert!(
+            e.starts_with(&format!(
+                "--tls-key {}: no PEM-encoded private key",
+                n1.cert.display()
+            )),
+            "{e}"
+        );
+    }
 
     #[test]
     fn a_node_repairs_every_ten_minutes_unless_told_otherwise() {

@@ -295,7 +295,7 @@ fn a_node_signed_by_another_ca_is_refused_until_it_has_a_certificate_of_the_clus
             &[
                 "kvstore: refused a peer's connection: TLS handshake",
                 "kvstore: peer n3 is refused: TLS handshake",
-                "signed by another CA",
+                "signed by another CA than the other side's --tls-ca",
             ],
         );
     }
@@ -336,7 +336,7 @@ fn a_node_without_tls_is_refused_by_tls_nodes() {
             &[
                 "kvstore: refused a peer's connection: TLS handshake",
                 "kvstore: peer n3 is refused: TLS handshake",
-                "runs without TLS",
+                "one side runs without TLS",
             ],
         );
     }
