@@ -19,6 +19,10 @@
 //! - **Catching up.** A watcher notices a peer that was down and is alive again, and hands it
 //!   the hints held for it and repairs its ranges ([`Cluster::catch_up`], which records its
 //!   phase and result for `KVSTORE NODES` and `INFO`).
+//! - **TLS** on the cluster port (`--tls-ca`, `--tls-cert`, `--tls-key`, [`load_tls`]):
+//!   mutual authentication against the cluster's CA, the node id still the handshake's; a
+//!   refused handshake is logged with its likely cause (`Refusals`). The client port stays
+//!   plain.
 //! - **Anti-entropy** runs in the background every [`DEFAULT_REPAIR_INTERVAL`] unless
 //!   `--repair-interval` says otherwise.
 
