@@ -158,9 +158,68 @@ pub struct ServeArgs {
     #[arg(long, requires = "node_id")]
     pub enable_debug_faults: bool,
 
+    /// TLS on the cluster port, with mutual authentication: the cluster CA's certificate
+    /// (PEM). A node accepts only peers whose certificate this CA signed, and checks that a
+    /// peer it dials presents a certificate naming that peer's node id. Needs --tls-cert,
+    /// --tls-key and --node-id; every member needs them (a node without TLS is refused). The
+    /// client (Redis protocol) port stays plain.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires_all = ["node_id", "tls_cert", "tls_key"],
+        help_heading = "TLS between nodes"
+    )]
+    pub tls_ca: Option<PathBuf>,
+
+    /// This node's certificate chain (PEM), signed by the --tls-ca CA, naming the node id
+    /// (--node-id) as a DNS subject alternative name. Needs --tls-ca and --tls-key.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires_all = ["node_id", "tls_ca", "tls_key"],
+        help_heading = "TLS between nodes"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// This node's private key (PEM: PKCS#8, PKCS#1 or SEC1), the key of --tls-cert. Needs
+    /// --tls-ca and --tls-cert.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires_all = ["node_id", "tls_ca", "tls_cert"],
+        help_heading = "TLS between nodes"
+    )]
+    pub tls_key: Option<PathBuf>,
+
     /// How the cluster is built and how it reads and writes.
     #[command(flatten)]
     pub cluster: ClusterArgs,
+}
+
+/// The files of `--tls-ca`, `--tls-cert` and `--tls-key` (clap lets through all three or
+/// none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The cluster CA's certificate.
+    pub ca: PathBuf,
+    /// This node's certificate chain.
+    pub cert: PathBuf,
+    /// This node's private key.
+    pub key: PathBuf,
+}
+
+impl ServeArgs {
+    /// The TLS files, when the three flags are given.
+    pub fn tls_files(&self) -> Option<TlsFiles> {
+        match (&self.tls_ca, &self.tls_cert, &self.tls_key) {
+            (Some(ca), Some(cert), Some(key)) => Some(TlsFiles {
+                ca: ca.clone(),
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        }
+    }
 }
 
 fn parse_max_clients(s: &str) -> Result<usize, String> {
@@ -341,6 +400,57 @@ mod tests {
         assert!(Args::try_parse_from(["kvstore", "--timeout", "5"]).is_err());
         assert!(Args::try_parse_from(["kvstore", "--connect", "h:1", "--timeout", "0"]).is_err());
         assert!(Args::try_parse_from(["kvstore", "--connect", "h:1", "serve"]).is_err());
+    }
+
+    #[test]
+    fn tls_takes_all_three_files_and_a_node_id() {
+        let node = [
+            "kvstore",
+            "serve",
+            "--node-id",
+            "n1",
+            "--peers",
+            "n1@127.0.0.1:7001",
+        ];
+        let tls = [
+            "--tls-ca",
+            "ca.pem",
+            "--tls-cert",
+            "n1.pem",
+            "--tls-key",
+            "n1.key",
+        ];
+        let args = Args::try_parse_from(node.iter().chain(&tls)).unwrap();
+        let Some(Command::Serve(serve)) = args.command else {
+            panic!("not serve: {args:?}");
+        };
+        assert_eq!(
+            serve.tls_files(),
+            Some(TlsFiles {
+                ca: "ca.pem".into(),
+                cert: "n1.pem".into(),
+                key: "n1.key".into(),
+            })
+        );
+        let plain = Args::try_parse_from(node).unwrap();
+        let Some(Command::Serve(plain)) = plain.command else {
+            panic!("not serve");
+        };
+        assert_eq!(plain.tls_files(), None);
+        // Any one or two of the three are refused, naming a missing one.
+        for (give, missing) in [
+            (&tls[0..2], "--tls-cert"),
+            (&tls[2..4], "--tls-ca"),
+            (&tls[4..6], "--tls-ca"),
+            (&tls[0..4], "--tls-key"),
+            (&tls[2..6], "--tls-ca"),
+        ] {
+            let err = Args::try_parse_from(node.iter().chain(give)).unwrap_err();
+            assert!(err.to_string().contains(missing), "{give:?}: {err}");
+        }
+        // Only for a node of a cluster of processes.
+        let err = Args::try_parse_from(["kvstore", "serve"].iter().chain(&tls)).unwrap_err();
+        assert!(err.to_string().contains("--node-id"), "{err}");
     }
 
     #[test]

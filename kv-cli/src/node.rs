@@ -19,6 +19,10 @@
 //! - **Catching up.** A watcher notices a peer that was down and is alive again, and hands it
 //!   the hints held for it and repairs its ranges ([`Cluster::catch_up`], which records its
 //!   phase and result for `KVSTORE NODES` and `INFO`).
+//! - **TLS** on the cluster port (`--tls-ca`, `--tls-cert`, `--tls-key`, [`load_tls`]):
+//!   mutual authentication against the cluster's CA, the node id still the handshake's; a
+//!   refused handshake is logged with its likely cause (`Refusals`). The client port stays
+//!   plain.
 //! - **Anti-entropy** runs in the background every [`DEFAULT_REPAIR_INTERVAL`] unless
 //!   `--repair-interval` says otherwise.
 
@@ -35,7 +39,7 @@ use kv_cluster::{Backend, Cluster, KvNodeBackend};
 use kv_remote::{RemoteBackend, ReplicaServer};
 use kv_ring::NodeId;
 
-use crate::args::ServeArgs;
+use crate::args::{ServeArgs, TlsFiles};
 use crate::open;
 
 /// How long a coordinator waits for a peer's answer to a maintenance request (a digest pass,
@@ -150,6 +154,95 @@ pub fn repair_interval(given: Option<u64>) -> Option<Duration> {
     }
 }
 
+/// Reads and checks the TLS files of `--tls-ca`, `--tls-cert` and `--tls-key`, before
+/// anything else starts: a file that cannot be read, holds no PEM block of the kind its flag
+/// needs, or does not parse is a startup error naming the flag and the file.
+///
+/// # Errors
+/// A file unreadable, empty or of the wrong kind; a certificate or key that does not parse;
+/// a key that is not the certificate's.
+pub fn load_tls(files: &TlsFiles) -> anyhow::Result<kv_net::Tls> {
+    // (flag, path, what its PEM must hold, the PEM labels that hold it)
+    let specs: [(&str, &Path, &str, &[&str]); 3] = [
+        ("--tls-ca", &files.ca, "certificate", &["CERTIFICATE"]),
+        ("--tls-cert", &files.cert, "certificate", &["CERTIFICATE"]),
+        (
+            "--tls-key",
+            &files.key,
+            "private key",
+            &["PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY"],
+        ),
+    ];
+    let mut pems = Vec::with_capacity(3);
+    for (flag, path, what, labels) in specs {
+        let pem = read_bounded(path).with_context(|| format!("{flag} {}", path.display()))?;
+        // kv-net's parser skips what is not PEM, so a garbage certificate file would read
+        // as an empty chain and fail later as a confusing "loading the node certificate":
+        // the kind of block each file needs is checked here, to name the file.
+        if !has_pem_block(&pem, labels) {
+            bail!(
+                "{flag} {}: no PEM-encoded {what} in the file (expected a \"-----BEGIN {}-----\" \
+                 block)",
+                path.display(),
+                labels[0]
+            );
+        }
+        pems.push(pem);
+    }
+    kv_net::Tls::from_pem(&pems[0], &pems[1], &pems[2]).map_err(|e| {
+        let named = match &e {
+            kv_net::Error::Tls { what, .. } => match *what {
+                w if w.contains("CA certificate") => format!("--tls-ca {}", files.ca.display()),
+                w if w.contains("node key") => format!("--tls-key {}", files.key.display()),
+                w if w.contains("reading the node certificate") => {
+                    format!("--tls-cert {}", files.cert.display())
+                }
+                // Loading the chain with its key: the two files do not go together, or one
+                // holds something rustls cannot use.
+                _ => format!(
+                    "--tls-cert {} with --tls-key {}",
+                    files.cert.display(),
+                    files.key.display()
+                ),
+            },
+            _ => format!(
+                "--tls-ca {}, --tls-cert {}, --tls-key {}",
+                files.ca.display(),
+                files.cert.display(),
+                files.key.display()
+            ),
+        };
+        anyhow::Error::new(e).context(named)
+    })
+}
+
+/// The largest TLS file read (a CA bundle of a few hundred certificates fits): a path
+/// pointing at something huge by mistake is refused instead of read into memory.
+const MAX_TLS_FILE: u64 = 1 << 20;
+
+fn read_bounded(path: &Path) -> anyhow::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path).context("cannot open the file")?;
+    let mut bytes = Vec::new();
+    file.take(MAX_TLS_FILE + 1)
+        .read_to_end(&mut bytes)
+        .context("cannot read the file")?;
+    if bytes.len() as u64 > MAX_TLS_FILE {
+        bail!("larger than {MAX_TLS_FILE} bytes: not a PEM certificate or key");
+    }
+    Ok(bytes)
+}
+
+/// Whether `pem` holds a `-----BEGIN <label>-----` line for one of `labels`.
+fn has_pem_block(pem: &[u8], labels: &[&str]) -> bool {
+    let text = String::from_utf8_lossy(pem);
+    text.lines().any(|line| {
+        labels
+            .iter()
+            .any(|label| line.trim() == format!("-----BEGIN {label}-----"))
+    })
+}
+
 /// A node of a cluster of processes, opened: the cluster it coordinates, the server of its
 /// storage node for the other nodes, the watcher of its peers.
 pub struct NodeProcess {
@@ -206,6 +299,8 @@ pub fn open(
         );
     }
     let listen = SocketAddr::new(args.bind, own.cluster_addr()?.port());
+    // Before the data directory is touched: a bad file is a startup error and nothing else.
+    let tls = args.tls_files().as_ref().map(load_tls).transpose()?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("create {}", args.data_dir.display()))?;
     check_cluster_name(&args.data_dir, &args.cluster_name)?;
@@ -220,15 +315,19 @@ pub fn open(
         .map(|p| Ok((p.id.clone(), p.cluster_addr()?)))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let local: Arc<dyn Backend> = Arc::new(KvNodeBackend::new(open::node_options(&args.cluster)));
+    // The server's runtime: a client's connection task awaiting the other replicas is woken
+    // by the transport's reader without a hop between runtimes.
+    let mut peers_options = kv_net::PeersOptions::new().runtime(runtime.clone());
+    if let Some(tls) = &tls {
+        peers_options = peers_options.tls(tls.clone());
+    }
     let backend = Arc::new(
         RemoteBackend::new(
             me.clone(),
             local,
             others,
             identity.clone(),
-            // The server's runtime: a client's connection task awaiting the other replicas
-            // is woken by the transport's reader without a hop between runtimes.
-            kv_net::PeersOptions::new().runtime(runtime.clone()),
+            peers_options,
             timeout,
         )
         .context("start the transport to the other nodes")?
@@ -252,10 +351,13 @@ pub fn open(
     let replica = backend
         .local_replica()
         .context("the cluster did not open this node's own storage")?;
-    let server_options = kv_net::ServerOptions::new()
+    let mut server_options = kv_net::ServerOptions::new()
         .runtime(runtime.clone())
         .listen(listen)
         .allowed_peers(ids.iter().filter(|id| **id != me.as_str()).cloned());
+    if let Some(tls) = tls {
+        server_options = server_options.tls(tls);
+    }
     // Under periodic sync a write never waits for an fsync and a read never blocks: both are
     // answered on the connection's task, saving two thread hops per replica request.
     let inline = matches!(args.cluster.sync.policy(), kv_wal::SyncPolicy::Periodic(_));
@@ -269,8 +371,13 @@ pub fn open(
         .with_context(|| format!("serve the storage node to the other nodes on {listen}"))?;
     let _ = writeln!(
         std::io::stderr(),
-        "kvstore: node {me} serves its storage to the other nodes on {}",
-        replica_server.local_addr()
+        "kvstore: node {me} serves its storage to the other nodes on {}{}",
+        replica_server.local_addr(),
+        if args.tls_files().is_some() {
+            " (TLS, peers' certificates checked against --tls-ca)"
+        } else {
+            ""
+        }
     );
     let watcher = watch(
         Arc::clone(&cluster),
@@ -334,9 +441,9 @@ fn watch(
             // no down time to them).
             let mut caught_up = false;
             let mut log = Log::default();
-            let mut mismatches = Mismatches::default();
+            let mut refusals = Refusals::default();
             while !stopped.load(Ordering::Relaxed) {
-                mismatches.check(&backend, &server);
+                refusals.check(&backend, &server);
                 let all = peers();
                 if !caught_up && all.iter().any(|id| !down.contains(id)) {
                     match cluster.catch_up(me.as_str()) {
@@ -389,48 +496,92 @@ impl Log {
     }
 }
 
-/// What kv-net's refusal of another cluster's node says (`Error::ClusterMismatch`).
-const MISMATCH: &str = "belongs to cluster";
-
-/// Why a peer's cluster id differs, as the log line says it.
-const MISMATCH_CAUSE: &str = "the nodes were likely started with a different --cluster-name \
-     or a different --peers list (every node needs the same members in the same order), or a \
-     new cluster with a different --replication or --vnodes";
-
-/// The handshakes refused because the other side's cluster id differs: one log line naming
-/// the likely cause per peer and error (for connections this node makes), and per change of
-/// the refusal count at most once a minute (for connections it accepts, whose text carries
-/// the caller's ephemeral port).
-#[derive(Default)]
-struct Mismatches {
-    dialed: std::collections::HashMap<String, String>,
-    accepted: Option<(u64, std::time::Instant)>,
+/// A kind of refused handshake the watcher explains in the log: a piece of the text of
+/// kv-net's error, and the likely cause.
+struct Refusal {
+    /// What the error text contains.
+    says: &'static str,
+    /// The likely cause, for the log line.
+    cause: &'static str,
 }
 
-impl Mismatches {
+/// The refusals the watcher explains, first match wins.
+const REFUSALS: [Refusal; 3] = [
+    // `Error::ClusterMismatch`.
+    Refusal {
+        says: "belongs to cluster",
+        cause: "the nodes were likely started with a different --cluster-name or a different \
+                --peers list (every node needs the same members in the same order), or a new \
+                cluster with a different --replication or --vnodes",
+    },
+    // A failed TLS handshake, either side (kv-net's error text carries no more than the
+    // step and the address).
+    Refusal {
+        says: "TLS handshake",
+        cause: "a certificate was likely signed by another CA than the other side's \
+                --tls-ca, does not name its node's id (checked on the certificate of the node \
+                dialed), or has expired; or one side runs without TLS (every member needs \
+                --tls-ca, --tls-cert and --tls-key, or none does)",
+    },
+    // A TLS ClientHello (a record of type 0x16, handshake) where a plain node expects the
+    // peer protocol's magic (refused at its first wrong byte, so only the first is sure to
+    // be there).
+    Refusal {
+        says: "bad magic [16, ",
+        cause: "the peer speaks TLS and this node does not (every member needs --tls-ca, \
+                --tls-cert and --tls-key, or none does)",
+    },
+];
+
+/// The refusal `error` is, if the watcher explains it.
+fn refusal(error: &str) -> Option<&'static Refusal> {
+    REFUSALS.iter().find(|r| error.contains(r.says))
+}
+
+/// The handshakes refused for a cause an operator can fix (another cluster's id, TLS): one
+/// log line naming the likely cause per peer and error (for connections this node makes),
+/// and per kind at most once a minute while the refusal count grows (for connections it
+/// accepts, whose text carries the caller's ephemeral port).
+#[derive(Default)]
+struct Refusals {
+    dialed: std::collections::HashMap<String, String>,
+    accepted: std::collections::HashMap<&'static str, (u64, std::time::Instant)>,
+}
+
+impl Refusals {
     fn check(&mut self, backend: &RemoteBackend, server: &ReplicaServer) {
         for peer in backend.peers().status() {
-            let Some(e) = peer.last_error.filter(|e| e.contains(MISMATCH)) else {
+            let Some((e, kind)) = peer
+                .last_error
+                .and_then(|e| refusal(&e).map(|kind| (e, kind)))
+            else {
+                // Connected, or failing for another reason (down, say): the next refusal
+                // is news, even with the text of the last one.
+                self.dialed.remove(&peer.node_id);
                 continue;
             };
             if self.dialed.get(&peer.node_id) != Some(&e) {
                 eprintln!(
-                    "kvstore: peer {} is refused: {e}: {MISMATCH_CAUSE}",
-                    peer.node_id
+                    "kvstore: peer {} is refused: {e}: {}",
+                    peer.node_id, kind.cause
                 );
                 self.dialed.insert(peer.node_id, e);
             }
         }
         let stats = server.stats();
-        let Some(e) = stats.last_error.filter(|e| e.contains(MISMATCH)) else {
+        let Some(e) = stats.last_error else {
             return;
         };
-        let quiet = self.accepted.is_some_and(|(refused, at)| {
-            refused == stats.refused || at.elapsed() < Duration::from_secs(60)
+        let Some(kind) = refusal(&e) else {
+            return;
+        };
+        let quiet = self.accepted.get(kind.says).is_some_and(|(refused, at)| {
+            *refused == stats.refused || at.elapsed() < Duration::from_secs(60)
         });
         if !quiet {
-            eprintln!("kvstore: refused a peer's connection: {e}: {MISMATCH_CAUSE}");
-            self.accepted = Some((stats.refused, std::time::Instant::now()));
+            eprintln!("kvstore: refused a peer's connection: {e}: {}", kind.cause);
+            self.accepted
+                .insert(kind.says, (stats.refused, std::time::Instant::now()));
         }
     }
 }
@@ -487,6 +638,104 @@ mod tests {
 
     /// `cluster_id("kvstore", ["a", "b", "c"], 3, 100)`.
     const PINNED: u128 = 0x7840_8cd0_6be5_0ec0_218b_1ce0_b32e_3513;
+
+    /// Regression guard: the watcher recognises refusals by kv-net's error texts; a change
+    /// there must show here, not as a silent log.
+    #[test]
+    fn refusals_are_recognised_in_kv_nets_error_texts() {
+        let addr: SocketAddr = "127.0.0.1:17001".parse().unwrap();
+        let says = |e: kv_net::Error| refusal(&e.to_string()).map(|r| r.says);
+        let mismatch = kv_net::Error::ClusterMismatch {
+            addr,
+            node: "n2".into(),
+            expected: 1,
+            found: 2,
+        };
+        assert_eq!(says(mismatch), Some("belongs to cluster"));
+        let tls = kv_net::Error::Io {
+            op: "TLS handshake with",
+            addr,
+            source: std::io::Error::other("invalid peer certificate"),
+        };
+        assert_eq!(says(tls), Some("TLS handshake"));
+        let mut hello = [0u8; 8];
+        hello[0] = 0x16;
+        let plain = kv_net::Error::BadMagic { addr, found: hello };
+        assert_eq!(says(plain), Some("bad magic [16, "));
+        let garbage = kv_net::Error::BadMagic {
+            addr,
+            found: *b"GET / HT",
+        };
+        assert_eq!(says(garbage), None);
+        let closed = kv_net::Error::ClosedDuringHandshake { addr };
+        assert_eq!(says(closed), None);
+    }
+
+    fn tls_files(dir: &Path) -> (TlsFiles, TlsFiles) {
+        use rcgen::{CertificateParams, IsCa, Issuer, KeyPair};
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca_key = KeyPair::generate().unwrap();
+        std::fs::write(dir.join("ca.pem"), ca.self_signed(&ca_key).unwrap().pem()).unwrap();
+        let issuer = Issuer::new(ca, ca_key);
+        for n in ["n1", "n2"] {
+            let key = KeyPair::generate().unwrap();
+            let cert = CertificateParams::new(vec![n.to_string()])
+                .unwrap()
+                .signed_by(&key, &issuer)
+                .unwrap();
+            std::fs::write(dir.join(format!("{n}.pem")), cert.pem()).unwrap();
+            std::fs::write(dir.join(format!("{n}.key")), key.serialize_pem()).unwrap();
+        }
+        let files = |n: &str| TlsFiles {
+            ca: dir.join("ca.pem"),
+            cert: dir.join(format!("{n}.pem")),
+            key: dir.join(format!("{n}.key")),
+        };
+        (files("n1"), files("n2"))
+    }
+
+    #[test]
+    fn tls_files_load_and_a_bad_one_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let (n1, n2) = tls_files(dir.path());
+        load_tls(&n1).unwrap();
+        let err = |files: &TlsFiles| format!("{:#}", load_tls(files).unwrap_err());
+        // n2's key with n1's certificate.
+        let mismatched = TlsFiles {
+            key: n2.key.clone(),
+            ..n1.clone()
+        };
+        let e = err(&mismatched);
+        assert!(
+            e.contains(&format!("--tls-key {}", n2.key.display())) && e.contains("--tls-cert"),
+            "{e}"
+        );
+        // A CA file holding a block that is no certificate.
+        let bad = dir.path().join("bad.pem");
+        std::fs::write(
+            &bad,
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let e = err(&TlsFiles {
+            ca: bad.clone(),
+            ..n1.clone()
+        });
+        assert!(e.starts_with(&format!("--tls-ca {}", bad.display())), "{e}");
+        // A key file holding a certificate.
+        let e = err(&TlsFiles {
+            key: n1.cert.clone(),
+            ..n1.clone()
+        });
+        assert!(
+            e.starts_with(&format!(
+                "--tls-key {}: no PEM-encoded private key",
+                n1.cert.display()
+            )),
+            "{e}"
+        );
+    }
 
     #[test]
     fn a_node_repairs_every_ten_minutes_unless_told_otherwise() {

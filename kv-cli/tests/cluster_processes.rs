@@ -25,33 +25,13 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, MutexGuard};
 use std::time::{Duration, Instant};
 
-use common::Served;
+use common::{ONE_CLUSTER, Served, free_port_pair};
 use redis::Commands as _;
-
-/// One cluster of three processes at a time (the tests of this file run on parallel threads;
-/// the machine's rule is at most five server processes at once).
-static ONE_CLUSTER: Mutex<()> = Mutex::new(());
-
-/// A client port whose cluster port (+ 10000) is free too.
-fn free_port_pair() -> u16 {
-    for _ in 0..1000 {
-        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = l.local_addr().expect("addr").port();
-        if port > 55_000 {
-            continue;
-        }
-        if TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free pair of ports");
-}
 
 /// Three nodes' ports and directories, and their processes while they run.
 struct Nodes {

@@ -4,7 +4,7 @@
 #![allow(dead_code)] // each test binary uses part of this
 
 use std::io::{BufRead, BufReader, Read};
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
@@ -282,3 +282,23 @@ pub fn scripted(args: &[&str], envs: &[(&str, &str)], script: &str) -> Scripted 
 
 /// How long a scripted REPL session may take (a debug build on a loaded machine).
 pub const REPL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// One cluster of processes at a time in a test binary (its tests run on parallel threads;
+/// the machine's rule is at most five server processes at once, and cargo runs the test
+/// binaries one after another).
+pub static ONE_CLUSTER: Mutex<()> = Mutex::new(());
+
+/// A client port whose cluster port (+ 10000) is free too.
+pub fn free_port_pair() -> u16 {
+    for _ in 0..1000 {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        if port > 55_000 {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free pair of ports");
+}
