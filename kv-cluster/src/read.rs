@@ -98,6 +98,15 @@ impl ReadRound<'_> {
     }
 }
 
+/// Puts the replicas in this process before those across the network, each group in
+/// preference order ([`Replica::is_remote`]): the full read is then answered locally and only
+/// digest reads cost a round trip. In process (every replica local) nothing moves.
+pub(crate) fn local_first(live: &mut [&Arc<dyn Replica>]) {
+    if live.first().is_some_and(|n| n.is_remote()) {
+        live.sort_by_key(|n| n.is_remote());
+    }
+}
+
 impl Cluster {
     /// The newest record of `key` among `R` replicas of the ring (tombstones included), with
     /// read repair; see the module docs. A down replica is skipped for the next one.
@@ -141,6 +150,7 @@ impl Cluster {
                 live.push(node);
             }
         }
+        local_first(&mut live);
         let mut r = ReadRound {
             live,
             next: 0,

@@ -79,12 +79,13 @@ impl Cluster {
         let mut versions: Vec<Group<'_>> = Vec::new();
         for (i, k) in keys.iter().enumerate() {
             let replicas = routing.replicas(token(k.as_ref()), self.rf)?;
-            let mut up = replicas
+            let mut up: smallvec::SmallVec<[&Arc<dyn Replica>; 4]> = replicas
                 .iter()
                 .filter_map(|&(_, node)| node)
-                .filter(|n| !n.is_down());
-            let asked: smallvec::SmallVec<[&Arc<dyn Replica>; 4]> =
-                up.by_ref().take(needed).collect();
+                .filter(|n| !n.is_down())
+                .collect();
+            crate::read::local_first(&mut up);
+            let asked = &up[..needed.min(up.len())];
             // Fewer than `R` up, or a replica without a handle: the single read reports it.
             if asked.len() < needed || replicas.iter().any(|(_, n)| n.is_none()) {
                 answers[i].slow = true;

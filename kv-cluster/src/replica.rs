@@ -262,6 +262,14 @@ pub trait Replica: Send + Sync + fmt::Debug {
         false
     }
 
+    /// Whether this replica is reached over the network (a request costs a round trip).
+    /// A read asks such replicas after those in this process: the full read goes to a local
+    /// replica when there is one, and only digests cross the network, as Cassandra's
+    /// coordinator reads itself first. Default: in this process.
+    fn is_remote(&self) -> bool {
+        false
+    }
+
     /// One [`Digest`] per leaf of `range` cut into `leaves` equal parts
     /// ([`Node::leaf_range`]): what anti-entropy compares between replicas. Two replicas
     /// holding the same `(key, version, tombstone?)` set in a leaf have the same digest.

@@ -338,3 +338,33 @@ fn a_silent_joiner_during_a_pending_change_does_not_stall_writes() {
         );
     }
 }
+
+/// A coordinator with a replica in its own process reads that one in full and asks the
+/// remote ones only for digests, whichever replica the ring lists first (as Cassandra's
+/// coordinator reads itself first): one full read crosses the network for none of the keys.
+#[test]
+fn the_full_read_goes_to_the_local_replica_and_only_digests_cross_the_network() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cluster, net) = open(dir.path());
+    for node in ["node1", "node2", "node3"] {
+        net.set(node, Behaviour::Now);
+    }
+    net.set_remote("node2");
+    net.set_remote("node3");
+    let keys: Vec<Vec<u8>> = (0..60).map(|i| format!("key-{i}").into_bytes()).collect();
+    for k in &keys {
+        cluster.put(k, b"v").unwrap();
+    }
+    // Some keys list a remote node first: those would read it in full without the rule.
+    assert!(
+        keys.iter().any(|k| replicas(&cluster, k)[0] != "node1"),
+        "every key's primary is node1: the test shows nothing"
+    );
+    for k in &keys {
+        assert_eq!(cluster.get(k).unwrap().as_deref(), Some(&b"v"[..]));
+    }
+    let got = cluster.get_many(&keys).unwrap();
+    assert!(got.iter().all(|v| v.as_deref() == Some(&b"v"[..])));
+    assert_eq!(net.full_reads("node1"), 2 * keys.len());
+    assert_eq!(net.full_reads("node2") + net.full_reads("node3"), 0);
+}

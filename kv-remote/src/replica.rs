@@ -538,6 +538,10 @@ impl Replica for RemoteReplica {
             && self.created.elapsed() > self.peers.liveness_timeout()
     }
 
+    fn is_remote(&self) -> bool {
+        true
+    }
+
     fn digests(&self, epoch: u64, range: TokenRange, leaves: u32) -> Result<Vec<Digest>> {
         let req = Request::Digests {
             epoch,

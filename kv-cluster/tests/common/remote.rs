@@ -40,12 +40,30 @@ pub struct Network {
     lost: Mutex<Vec<Box<dyn Send>>>,
     /// `start_*` calls made, over all nodes.
     pub started: AtomicUsize,
+    /// Nodes whose handle says it is across the network ([`Replica::is_remote`]).
+    remote: Mutex<std::collections::HashSet<String>>,
+    /// Full reads (`start_read`, keys of `start_read_many`) each node was asked, by node id.
+    full_reads: Mutex<HashMap<String, usize>>,
 }
 
 impl Network {
     /// Sets how `node` answers from now on.
     pub fn set(&self, node: &str, b: Behaviour) {
         self.behaviour.lock().insert(node.to_string(), b);
+    }
+
+    /// Makes `node`'s handle report it as remote ([`Replica::is_remote`]).
+    pub fn set_remote(&self, node: &str) {
+        self.remote.lock().insert(node.to_string());
+    }
+
+    /// Full reads `node` was asked (single keys and keys of batches).
+    pub fn full_reads(&self, node: &str) -> usize {
+        self.full_reads.lock().get(node).copied().unwrap_or(0)
+    }
+
+    fn count_full(&self, node: &NodeId, keys: usize) {
+        *self.full_reads.lock().entry(node.to_string()).or_default() += keys;
     }
 
     fn of(&self, node: &NodeId) -> Behaviour {
@@ -185,6 +203,9 @@ impl Replica for Remote {
     fn id(&self) -> &NodeId {
         &self.id
     }
+    fn is_remote(&self) -> bool {
+        self.net.remote.lock().contains(self.id.as_str())
+    }
     fn apply(&self, epoch: u64, write: Write<'_>) -> Result<bool> {
         self.blocking(|r| r.apply(epoch, write))
     }
@@ -229,6 +250,7 @@ impl Replica for Remote {
         key: &[u8],
         ticket: Ticket<'_, Option<Versioned>>,
     ) -> Started<Option<Versioned>> {
+        self.net.count_full(&self.id, 1);
         let key = key.to_vec();
         self.start(ticket, move |r| r.read(epoch, &key))
     }
@@ -247,6 +269,7 @@ impl Replica for Remote {
         keys: &[&[u8]],
         ticket: Ticket<'_, Vec<Option<Versioned>>>,
     ) -> Started<Vec<Option<Versioned>>> {
+        self.net.count_full(&self.id, keys.len());
         let keys: Vec<Vec<u8>> = keys.iter().map(|k| k.to_vec()).collect();
         self.start(ticket, move |r| {
             let keys: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
