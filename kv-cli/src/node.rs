@@ -286,6 +286,12 @@ pub fn open(
     runtime: &tokio::runtime::Handle,
 ) -> anyhow::Result<(NodeProcess, Vec<String>)> {
     let me = NodeId::new(node_id).context("--node-id")?;
+    if args.cluster.sloppy_quorum {
+        bail!(
+            "--sloppy-quorum is not supported with --node-id: a node process keeps the hints it \
+             writes on its own disk, so a hint could not stand in for a replica on another node"
+        );
+    }
     let Some(slot) = peers.iter().position(|p| p.id == me) else {
         bail!("--node-id {me} is not one of the members listed in --peers");
     };
@@ -343,6 +349,7 @@ pub fn open(
         Arc::clone(&backend) as Arc<dyn Backend>,
         |opts| {
             opts.coordinator_slot(slot as u8)
+                .own_hints(me.clone())
                 .replica_timeout(timeout)
                 .background_repair(repair_interval(args.cluster.repair_interval))
         },
@@ -589,6 +596,35 @@ impl Refusals {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sloppy_quorum_is_refused_for_a_node_process() {
+        use clap::Parser as _;
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("n1");
+        let args = crate::args::Args::try_parse_from([
+            "kvstore",
+            "serve",
+            "--node-id",
+            "n1",
+            "--port",
+            "7001",
+            "--peers",
+            "n1@127.0.0.1:7001,n2@127.0.0.1:7002,n3@127.0.0.1:7003",
+            "--sloppy-quorum",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ])
+        .unwrap();
+        let Some(crate::args::Command::Serve(serve)) = args.command else {
+            panic!("not serve");
+        };
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let peers = serve.peers.clone().unwrap();
+        let err = open(&serve, "n1", &peers, rt.handle()).err().unwrap();
+        assert!(format!("{err:#}").contains("--sloppy-quorum"), "{err:#}");
+        assert!(!data.exists(), "the data directory was touched");
+    }
 
     #[test]
     fn peers_parse_in_order() {

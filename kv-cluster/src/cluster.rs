@@ -147,6 +147,13 @@ impl Cluster {
                 ),
             });
         }
+        if opts.sloppy && opts.own_hints.is_some() {
+            return Err(Error::InvalidOptions {
+                reason: "a sloppy quorum needs hints held by other nodes (stand-ins), but \
+                         own_hints keeps every hint on this node"
+                    .to_string(),
+            });
+        }
         let hlc = Hlc::with_slot(Arc::clone(&opts.clock), opts.coordinator_slot).map_err(|_| {
             Error::InvalidOptions {
                 reason: format!(

@@ -60,6 +60,11 @@ impl Cluster {
     /// ring clockwise past the token's replicas (as Dynamo's sloppy quorum), or, on a ring
     /// with no node beyond them, the first live replica other than `target`.
     fn hint_holder(&self, routing: &Routing, target: &NodeId, token: u64) -> Option<NodeId> {
+        if let Some(me) = &self.opts.own_hints {
+            // A node process keeps its hints itself (none for itself: it is never
+            // unreachable from its own coordinator).
+            return (me != target).then(|| me.clone());
+        }
         let all = routing
             .ring
             .preference_list(token, routing.ring.len())

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::backend::Backend;
 use crate::local::KvNodeBackend;
 use kv_node::{Clock, SystemClock};
+use kv_ring::NodeId;
 
 /// How many replicas must answer a read or acknowledge a write.
 ///
@@ -127,6 +128,7 @@ pub struct ClusterOptions {
     pub(crate) backend: Arc<dyn Backend>,
     pub(crate) replica_timeout: std::time::Duration,
     pub(crate) coordinator_slot: u8,
+    pub(crate) own_hints: Option<NodeId>,
 }
 
 impl Default for ClusterOptions {
@@ -151,6 +153,7 @@ impl fmt::Debug for ClusterOptions {
             .field("backend", &self.backend)
             .field("replica_timeout", &self.replica_timeout)
             .field("coordinator_slot", &self.coordinator_slot)
+            .field("own_hints", &self.own_hints)
             .finish_non_exhaustive()
     }
 }
@@ -179,6 +182,7 @@ impl ClusterOptions {
             backend: Arc::new(KvNodeBackend::new(kv_node::NodeOptions::new())),
             replica_timeout: DEFAULT_REPLICA_TIMEOUT,
             coordinator_slot: 0,
+            own_hints: None,
         }
     }
 
@@ -368,5 +372,32 @@ impl ClusterOptions {
     /// This coordinator's slot.
     pub fn coordinator_slot_value(&self) -> u8 {
         self.coordinator_slot
+    }
+
+    /// Every hint this coordinator keeps is held by node `me`, itself: a node process, whose
+    /// hint stores are on its own disk whichever node they are named for. Without it a hint
+    /// is held by a live node walking the ring past the key's replicas (in one process every
+    /// node's stores share the disk), and the handoff waits for that node to be up, which in
+    /// a node process could keep a hint from a returned target while an unrelated node is
+    /// down. A sloppy quorum (whose stand-ins must be other nodes) cannot be combined with it:
+    /// [`Cluster::open`](crate::Cluster::open) refuses both with
+    /// [`Error::InvalidOptions`](crate::Error::InvalidOptions).
+    ///
+    /// # Example
+    /// ```
+    /// use kv_cluster::ClusterOptions;
+    ///
+    /// let me: kv_ring::NodeId = "n1".parse()?;
+    /// assert_eq!(ClusterOptions::new().own_hints(me.clone()).own_hints_value(), Some(&me));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn own_hints(mut self, me: NodeId) -> Self {
+        self.own_hints = Some(me);
+        self
+    }
+
+    /// The node holding every hint, if set ([`own_hints`](ClusterOptions::own_hints)).
+    pub fn own_hints_value(&self) -> Option<&NodeId> {
+        self.own_hints.as_ref()
     }
 }

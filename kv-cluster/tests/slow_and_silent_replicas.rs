@@ -368,3 +368,61 @@ fn the_full_read_goes_to_the_local_replica_and_only_digests_cross_the_network() 
     assert_eq!(net.full_reads("node1"), 2 * keys.len());
     assert_eq!(net.full_reads("node2") + net.full_reads("node3"), 0);
 }
+
+/// A node process keeps every hint it writes itself (`ClusterOptions::own_hints`): a
+/// returned target gets them although another node, which would otherwise have been named
+/// the holder of some, is down at that moment.
+#[test]
+fn hints_held_by_the_coordinator_reach_a_returned_target_while_another_node_is_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = RemoteBackend::new();
+    let net = Arc::clone(&backend.net);
+    let opts = ClusterOptions::new()
+        .backend(Arc::new(backend))
+        .replica_timeout(TIMEOUT)
+        .write_consistency(Consistency::One)
+        .own_hints("node1".parse().unwrap());
+    let cluster = Cluster::open(dir.path(), opts).unwrap();
+    for node in ["node1", "node2", "node3"] {
+        net.set(node, Behaviour::Now);
+    }
+    net.set("node3", Behaviour::Down);
+    let keys: Vec<Vec<u8>> = (0..40).map(|i| format!("key-{i}").into_bytes()).collect();
+    for k in &keys {
+        cluster.put(k, b"v").unwrap();
+    }
+    // Without own_hints, node2 would hold the hints of the keys it precedes node1 for.
+    assert!(
+        keys.iter().any(|k| {
+            let r = replicas(&cluster, k);
+            r.iter().position(|n| n == "node2") < r.iter().position(|n| n == "node1")
+        }),
+        "no key lists node2 before node1: the test shows nothing"
+    );
+    assert_eq!(cluster.hints_pending_for("node3"), keys.len() as u64);
+    net.set("node2", Behaviour::Down);
+    net.set("node3", Behaviour::Now);
+    // The repair that follows the handoff cannot reach node2; the handoff is what counts.
+    let _ = cluster.catch_up("node3");
+    assert_eq!(cluster.hints_pending_for("node3"), 0);
+    net.set("node2", Behaviour::Now);
+    for k in &keys {
+        let held = cluster.placement_of(k).unwrap().held;
+        assert!(
+            held.iter()
+                .any(|(n, v, _)| n.as_str() == "node3" && v.as_deref() == Some(&b"v"[..])),
+            "{held:?}"
+        );
+    }
+}
+
+#[test]
+fn own_hints_and_a_sloppy_quorum_are_refused_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = ClusterOptions::new()
+        .backend(Arc::new(RemoteBackend::new()))
+        .sloppy_quorum(true)
+        .own_hints("node1".parse().unwrap());
+    let err = Cluster::open(dir.path(), opts).unwrap_err();
+    assert!(matches!(err, Error::InvalidOptions { .. }), "{err}");
+}
