@@ -9,6 +9,7 @@ mod cmd;
 mod demo;
 mod fd_limit;
 mod node;
+mod node_commands;
 mod open;
 mod output;
 mod repl;

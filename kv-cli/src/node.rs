@@ -398,9 +398,10 @@ pub fn open(
             replica_server: Some(replica_server),
             watcher: Some(watcher),
             local: replica,
-            extension: args.enable_debug_faults.then(|| {
-                Arc::new(FaultCommand::new(&backend)) as Arc<dyn kv_server::KvstoreExtension>
-            }),
+            extension: Some(Arc::new(crate::node_commands::NodeCommands::new(
+                backend.peers(),
+                args.enable_debug_faults,
+            )) as Arc<dyn kv_server::KvstoreExtension>),
         },
         opened.warnings,
     ))
@@ -787,69 +788,5 @@ mod tests {
         check_cluster_name(dir.path(), "a").unwrap();
         let e = check_cluster_name(dir.path(), "b").unwrap_err().to_string();
         assert!(e.contains("\"a\"") && e.contains("\"b\""), "{e}");
-    }
-}
-
-/// `KVSTORE FAULT peer DROP p|DELAY ms|DUPLICATE|BLACKHOLE|PARTITION|HEAL` and `KVSTORE FAULT
-/// CLEAR`: faults in this node's transport to a peer, for tests and drills; only with
-/// `--enable-debug-faults`. `DROP`, `DELAY` and `DUPLICATE` apply to the frames this node
-/// sends to the peer; `PARTITION` (and `BLACKHOLE`, its other name) drops every frame both
-/// ways; `HEAL` clears the peer's faults; `CLEAR` every peer's.
-#[derive(Debug)]
-pub struct FaultCommand {
-    faults: kv_net::Faults,
-}
-
-impl FaultCommand {
-    /// Faults of `backend`'s transport.
-    pub fn new(backend: &RemoteBackend) -> Self {
-        FaultCommand {
-            faults: backend.peers().faults().clone(),
-        }
-    }
-}
-
-impl kv_server::KvstoreExtension for FaultCommand {
-    fn handles(&self, sub: &str) -> bool {
-        sub == "fault"
-    }
-
-    fn call(&self, args: &[bytes::Bytes]) -> Result<Vec<String>, String> {
-        use kv_net::{Direction, Fault};
-        let words: Vec<String> = args[2..]
-            .iter()
-            .map(|a| String::from_utf8_lossy(a).to_ascii_lowercase())
-            .collect();
-        let words: Vec<&str> = words.iter().map(String::as_str).collect();
-        let usage = || {
-            "usage: KVSTORE FAULT peer DROP probability|DELAY ms|DUPLICATE|PARTITION|HEAL, or \
-             KVSTORE FAULT CLEAR"
-                .to_owned()
-        };
-        match words[..] {
-            ["clear"] => {
-                self.faults.clear_all();
-                return Ok(vec!["OK every fault cleared".to_owned()]);
-            }
-            [peer, "partition" | "blackhole"] => self.faults.partition(peer),
-            [peer, "heal"] => self.faults.heal(peer),
-            [peer, "duplicate"] => self.faults.set(peer, Direction::Outbound, Fault::Duplicate),
-            [peer, "drop", p] => {
-                let probability: f64 = p.parse().map_err(|_| usage())?;
-                if !(0.0..=1.0).contains(&probability) {
-                    return Err("the drop probability is between 0 and 1".to_owned());
-                }
-                self.faults
-                    .set(peer, Direction::Outbound, Fault::Drop { probability });
-            }
-            [peer, "delay", ms] => {
-                let ms: u64 = ms.parse().map_err(|_| usage())?;
-                let delay = Duration::from_millis(ms.min(600_000));
-                self.faults
-                    .set(peer, Direction::Outbound, Fault::Delay(delay));
-            }
-            _ => return Err(usage()),
-        }
-        Ok(vec![format!("OK {}", words.join(" "))])
     }
 }

@@ -145,6 +145,15 @@ fn every_node_coordinates_at_every_consistency_level() {
     ]);
     nodes.wait_connected();
     let mut c: Vec<redis::Connection> = (0..3).map(|i| nodes.node(i).client()).collect();
+    // n1 wrote at ALL: its transport shows both peers up.
+    let peers = kvstore(&mut c[0], &["PEERS"]).unwrap();
+    assert!(peers.starts_with("=== 2 peers ==="), "{peers}");
+    for id in ["n2", "n3"] {
+        assert!(
+            peers.lines().any(|l| l.starts_with(&format!("- {id} ")) && l.contains(": up")),
+            "{peers}"
+        );
+    }
     // Through n1 at ALL: every level reads it through every node.
     c[0].set::<_, _, ()>("k-all", "v1").unwrap();
     for (i, conn) in c.iter_mut().enumerate() {

@@ -1,0 +1,161 @@
+//! The `KVSTORE` subcommands only a node of a cluster of processes has (a
+//! [`kv_server::KvstoreExtension`]):
+//!
+//! - `KVSTORE PEERS`: this node's connection to each peer, as its transport sees it
+//!   (connected, alive, last heard from, round trip, requests in flight, reconnects, the
+//!   epoch it announced, the last connect or handshake error);
+//! - `KVSTORE FAULT peer DROP p|DELAY ms|DUPLICATE|BLACKHOLE|PARTITION|HEAL` and `KVSTORE
+//!   FAULT CLEAR`: faults in this node's transport to a peer, for tests and drills; only with
+//!   `--enable-debug-faults`. `DROP`, `DELAY` and `DUPLICATE` apply to the frames this node
+//!   sends to the peer; `PARTITION` (and `BLACKHOLE`, its other name) drops every frame both
+//!   ways; `HEAL` clears the peer's faults; `CLEAR` every peer's.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kv_net::{Direction, Fault, PeerStatus};
+use kv_remote::ReplicaPeers;
+
+/// `KVSTORE PEERS` and, when allowed, `KVSTORE FAULT` of one node process.
+#[derive(Debug)]
+pub struct NodeCommands {
+    peers: Arc<ReplicaPeers>,
+    faults_allowed: bool,
+}
+
+impl NodeCommands {
+    /// The commands of the node whose transport is `peers`; `FAULT` only if
+    /// `faults_allowed` (`--enable-debug-faults`).
+    pub fn new(peers: &Arc<ReplicaPeers>, faults_allowed: bool) -> Self {
+        NodeCommands {
+            peers: Arc::clone(peers),
+            faults_allowed,
+        }
+    }
+
+    fn peers_report(&self) -> Vec<String> {
+        let mut status = self.peers.status();
+        status.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+        let mut out = vec![format!("=== {} peers ===", status.len())];
+        out.extend(status.iter().map(peer_line));
+        out
+    }
+
+    fn fault(&self, args: &[bytes::Bytes]) -> Result<Vec<String>, String> {
+        let faults = self.peers.faults();
+        let words: Vec<String> = args[2..]
+            .iter()
+            .map(|a| String::from_utf8_lossy(a).to_ascii_lowercase())
+            .collect();
+        let words: Vec<&str> = words.iter().map(String::as_str).collect();
+        let usage = || {
+            "usage: KVSTORE FAULT peer DROP probability|DELAY ms|DUPLICATE|PARTITION|HEAL, or \
+             KVSTORE FAULT CLEAR"
+                .to_owned()
+        };
+        match words[..] {
+            ["clear"] => {
+                faults.clear_all();
+                return Ok(vec!["OK every fault cleared".to_owned()]);
+            }
+            [peer, "partition" | "blackhole"] => faults.partition(peer),
+            [peer, "heal"] => faults.heal(peer),
+            [peer, "duplicate"] => faults.set(peer, Direction::Outbound, Fault::Duplicate),
+            [peer, "drop", p] => {
+                let probability: f64 = p.parse().map_err(|_| usage())?;
+                if !(0.0..=1.0).contains(&probability) {
+                    return Err("the drop probability is between 0 and 1".to_owned());
+                }
+                faults.set(peer, Direction::Outbound, Fault::Drop { probability });
+            }
+            [peer, "delay", ms] => {
+                let ms: u64 = ms.parse().map_err(|_| usage())?;
+                let delay = Duration::from_millis(ms.min(600_000));
+                faults.set(peer, Direction::Outbound, Fault::Delay(delay));
+            }
+            _ => return Err(usage()),
+        }
+        Ok(vec![format!("OK {}", words.join(" "))])
+    }
+}
+
+/// One peer's line: `- n2 127.0.0.1:17002: up, last heard 12 ms ago, rtt 85 µs, 0 in flight,
+/// 1 reconnect, epoch 1` (or `connected, not heard from ...` / `not connected`, and the last
+/// error).
+fn peer_line(p: &PeerStatus) -> String {
+    let state = match (p.connected, p.alive) {
+        (true, true) => "up",
+        (true, false) => "connected, not heard from within the liveness timeout",
+        (false, _) => "not connected",
+    };
+    let mut line = format!("- {} {}: {state}", p.node_id, p.addr);
+    if let Some(seen) = p.last_seen {
+        line.push_str(&format!(", last heard {} ms ago", seen.as_millis()));
+    }
+    if let Some(rtt) = p.rtt {
+        line.push_str(&format!(", rtt {} µs", rtt.as_micros()));
+    }
+    line.push_str(&format!(
+        ", {} in flight, {} reconnect{}",
+        p.in_flight,
+        p.reconnects,
+        if p.reconnects == 1 { "" } else { "s" }
+    ));
+    if let Some(epoch) = p.epoch {
+        line.push_str(&format!(", epoch {epoch}"));
+    }
+    if let Some(e) = &p.last_error {
+        line.push_str(&format!(", last error: {}", e.replace(['\r', '\n'], " ")));
+    }
+    line
+}
+
+impl kv_server::KvstoreExtension for NodeCommands {
+    fn handles(&self, sub: &str) -> bool {
+        sub == "peers" || (sub == "fault" && self.faults_allowed)
+    }
+
+    fn call(&self, args: &[bytes::Bytes]) -> Result<Vec<String>, String> {
+        let sub = args
+            .get(1)
+            .map(|a| String::from_utf8_lossy(a).to_ascii_lowercase());
+        match sub.as_deref() {
+            Some("peers") if args.len() == 2 => Ok(self.peers_report()),
+            Some("peers") => Err("usage: KVSTORE PEERS".to_owned()),
+            _ => self.fault(args),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kv_server::KvstoreExtension as _;
+
+    #[test]
+    fn a_peer_line_says_what_the_transport_knows() {
+        let peers: ReplicaPeers =
+            kv_net::Peers::start(kv_net::Identity::new(1, "n1"), kv_net::PeersOptions::new())
+                .unwrap();
+        // Nothing listens there: never connected, a connect error once tried.
+        peers
+            .add_peer("n2", "127.0.0.1:1".parse().unwrap())
+            .unwrap();
+        let cmds = NodeCommands::new(&Arc::new(peers), false);
+        let lines = cmds.peers_report();
+        assert_eq!(lines[0], "=== 1 peers ===");
+        assert!(
+            lines[1].starts_with("- n2 127.0.0.1:1: not connected, 0 in flight, 0 reconnects"),
+            "{}",
+            lines[1]
+        );
+        assert!(cmds.handles("peers"));
+        assert!(!cmds.handles("fault"), "FAULT needs --enable-debug-faults");
+        let args = [
+            bytes::Bytes::from("KVSTORE"),
+            bytes::Bytes::from("PEERS"),
+            bytes::Bytes::from("x"),
+        ];
+        assert_eq!(cmds.call(&args).unwrap_err(), "usage: KVSTORE PEERS");
+    }
+}
