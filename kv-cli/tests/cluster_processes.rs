@@ -150,7 +150,9 @@ fn every_node_coordinates_at_every_consistency_level() {
     assert!(peers.starts_with("=== 2 peers ==="), "{peers}");
     for id in ["n2", "n3"] {
         assert!(
-            peers.lines().any(|l| l.starts_with(&format!("- {id} ")) && l.contains(": up")),
+            peers
+                .lines()
+                .any(|l| l.starts_with(&format!("- {id} ")) && l.contains(": up")),
             "{peers}"
         );
     }

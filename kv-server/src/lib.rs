@@ -76,6 +76,8 @@ mod commands;
 mod connection;
 mod docs;
 mod error;
+#[allow(dead_code)] // Wired into the commands once the cluster carries expiries (issue 24).
+mod expire_args;
 mod extension;
 mod info;
 mod kvstore_cmd;
