@@ -21,7 +21,11 @@ use crate::replica::{RecordStream, Replica};
 /// let dir = tempfile::tempdir()?;
 /// let node = LocalReplica::open("node1", dir.path(), NodeOptions::new())?;
 /// node.apply(1, Write { key: b"k", value: Some(b"v"), version: Version::new(5), expires: None })?;
-/// assert_eq!(node.read(1, b"k")?.unwrap().1, Version::new(5));
+/// assert_eq!(node.read(1, b"k")?.unwrap().version, Version::new(5));
+/// // The expiry goes to the node with the write, and comes back with the read.
+/// let w = Write { key: b"s", value: Some(b"v"), version: Version::new(6), expires: Some(1) };
+/// node.apply(1, w)?;
+/// assert_eq!(node.read(1, b"s")?.unwrap().expires, Some(1));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug)]
