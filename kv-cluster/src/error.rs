@@ -184,6 +184,25 @@ pub enum Error {
         /// The cause.
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// An expiry that does not fit: its absolute time (milliseconds since the Unix epoch,
+    /// computed without overflow) is above [`MAX_EXPIRES`](crate::MAX_EXPIRES), or the
+    /// relative time overflowed computing it. Redis answers "invalid expire time".
+    #[error("expiry {requested:?} is out of range (the latest is {max} ms since the Unix epoch)")]
+    ExpiryOutOfRange {
+        /// The expiry as the caller gave it.
+        requested: crate::Expiry,
+        /// The latest expiry accepted.
+        max: u64,
+    },
+    /// A write that rewrites the key's current record (changing its expiry, or keeping it)
+    /// met a concurrent write of the key on each of its attempts
+    /// ([`SWAP_ATTEMPTS`](crate::SWAP_ATTEMPTS)); what it last wrote is the concurrent
+    /// write's record, re-minted, so nothing was lost. Retry.
+    #[error("the key was rewritten concurrently {attempts} times; retry")]
+    Contended {
+        /// How many times the write was tried.
+        attempts: usize,
+    },
 }
 
 impl Error {
@@ -200,7 +219,7 @@ impl Error {
                     | kv_node::Error::BatchTooLarge { .. }
                     | kv_node::Error::VersionTooLarge { .. },
                 ..
-            }
+            } | Error::ExpiryOutOfRange { .. }
         )
     }
 
@@ -304,9 +323,11 @@ mod tests {
             Error::Dropped => 19,
             Error::Timeout { .. } => 20,
             Error::Remote { .. } => 21,
+            Error::ExpiryOutOfRange { .. } => 22,
+            Error::Contended { .. } => 23,
         }
     }
-    const VARIANTS: usize = 22;
+    const VARIANTS: usize = 24;
 
     fn node(id: &str) -> NodeId {
         NodeId::new(id).unwrap()
@@ -401,6 +422,11 @@ mod tests {
                 node: node("node3"),
                 source: "connection refused".into(),
             },
+            Error::ExpiryOutOfRange {
+                requested: crate::Expiry::AtMillis(i64::MAX),
+                max: crate::MAX_EXPIRES,
+            },
+            Error::Contended { attempts: 4 },
         ]
     }
 

@@ -3,8 +3,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use bytes::Bytes;
-use kv_node::{RangeCount, Record, Swapped, Version, Write};
+use kv_node::{RangeCount, Record, Swapped, Write};
 use kv_ring::{NodeId, TokenRange};
 
 use crate::error::{Error, Result};
@@ -87,7 +86,7 @@ impl Replica for DownReplica {
     fn apply_batch(&self, _: u64, _: &[Write<'_>]) -> Result<usize> {
         self.refuse()
     }
-    fn read(&self, _: u64, _: &[u8]) -> Result<Option<(Option<Bytes>, Version)>> {
+    fn read(&self, _: u64, _: &[u8]) -> Result<Option<kv_node::Cell>> {
         self.refuse()
     }
     fn export<'a>(&'a self, _: u64, _: &[TokenRange], _: usize) -> Result<RecordStream<'a>> {

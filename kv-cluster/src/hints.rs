@@ -217,12 +217,7 @@ impl Cluster {
                         }
                     }
                     _ => {
-                        let write = Write {
-                            key: &r.key,
-                            value: r.value.as_deref(),
-                            version: r.version,
-                            expires: None,
-                        };
+                        let write = r.as_write();
                         touched.hints |= self.store_hint(routing, &id, t, write);
                     }
                 }
@@ -339,12 +334,7 @@ impl Cluster {
                                 let Some(next) = self.hint_holder(routing, &target, t) else {
                                     continue; // no live holder left: repair restores it
                                 };
-                                let write = Write {
-                                    key: &r.key,
-                                    value: r.value.as_deref(),
-                                    version: r.version,
-                                    expires: None,
-                                };
+                                let write = r.as_write();
                                 let next = self.hint_store(&next, &target)?;
                                 next.apply(0, write)?;
                                 moved += 1;

@@ -178,6 +178,7 @@ mod clock;
 mod cluster;
 mod count;
 mod error;
+mod expiry;
 mod failure;
 mod fence;
 mod health;
@@ -211,11 +212,12 @@ pub use clock::MAX_SKEW;
 pub use cluster::Cluster;
 pub use count::KeyCount;
 pub use error::{Error, Result};
+pub use expiry::{Entry, ExpireIf, Expiry, MAX_EXPIRES};
 pub use failure::RecoverySummary;
 pub use health::Health;
 pub use kv_node::Digest;
 pub use kv_node::{
-    Clock, Hlc, NodeOptions, Previous, RangeCount, Record, Swapped, SystemClock, Version,
+    Cell, Clock, Hlc, NodeOptions, Previous, RangeCount, Record, Swapped, SystemClock, Version,
     Versioned, Write,
 };
 pub use local::{KvNodeBackend, LocalReplica};

@@ -3,8 +3,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use kv_node::{Node, NodeOptions, RangeCount, Record, Swapped, Version, Versioned, Write};
+use kv_node::{Cell, Node, NodeOptions, RangeCount, Record, Swapped, Version, Write};
 use kv_ring::{NodeId, TokenRange};
 
 use crate::backend::Backend;
@@ -22,7 +21,11 @@ use crate::replica::{RecordStream, Replica};
 /// let dir = tempfile::tempdir()?;
 /// let node = LocalReplica::open("node1", dir.path(), NodeOptions::new())?;
 /// node.apply(1, Write { key: b"k", value: Some(b"v"), version: Version::new(5), expires: None })?;
-/// assert_eq!(node.read(1, b"k")?.unwrap().1, Version::new(5));
+/// assert_eq!(node.read(1, b"k")?.unwrap().version, Version::new(5));
+/// // The expiry goes to the node with the write, and comes back with the read.
+/// let w = Write { key: b"s", value: Some(b"v"), version: Version::new(6), expires: Some(1) };
+/// node.apply(1, w)?;
+/// assert_eq!(node.read(1, b"s")?.unwrap().expires, Some(1));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug)]
@@ -77,14 +80,20 @@ impl Replica for LocalReplica {
     fn apply(&self, epoch: u64, write: Write<'_>) -> Result<bool> {
         self.fence.check(&self.id, epoch)?;
         self.node
-            .apply(write.key, write.value, write.version)
+            .apply_expiring(write.key, write.value, write.version, write.expires)
             .map_err(self.err())
     }
 
     fn apply_swap(&self, epoch: u64, write: Write<'_>, read_value: bool) -> Result<Swapped> {
         self.fence.check(&self.id, epoch)?;
         self.node
-            .apply_swap(write.key, write.value, write.version, read_value)
+            .apply_swap_expiring(
+                write.key,
+                write.value,
+                write.version,
+                write.expires,
+                read_value,
+            )
             .map_err(self.err())
     }
 
@@ -93,14 +102,14 @@ impl Replica for LocalReplica {
         self.node.apply_batch(writes).map_err(self.err())
     }
 
-    fn read(&self, epoch: u64, key: &[u8]) -> Result<Option<(Option<Bytes>, Version)>> {
+    fn read(&self, epoch: u64, key: &[u8]) -> Result<Option<Cell>> {
         self.fence.check(&self.id, epoch)?;
-        self.node.get_versioned(key).map_err(self.err())
+        self.node.get_cell(key).map_err(self.err())
     }
 
-    fn read_many(&self, epoch: u64, keys: &[&[u8]]) -> Result<Vec<Option<Versioned>>> {
+    fn read_many(&self, epoch: u64, keys: &[&[u8]]) -> Result<Vec<Option<Cell>>> {
         self.fence.check(&self.id, epoch)?;
-        self.node.get_many_versioned(keys).map_err(self.err())
+        self.node.get_many_cells(keys).map_err(self.err())
     }
 
     fn read_version(&self, epoch: u64, key: &[u8]) -> Result<Option<Version>> {

@@ -12,14 +12,21 @@ use crate::backend::Backend;
 use crate::error::Result;
 use crate::fence::Fence;
 use crate::replica::{RecordStream, Replica};
-use kv_node::{Previous, RangeCount, Record, Swapped, Version, Write};
+use kv_node::{Cell, Clock, Previous, RangeCount, Record, Swapped, SystemClock, Version, Write};
 
-/// Keys by `(token, key)`, so that a token range is a contiguous run.
-type Map = BTreeMap<(u64, Bytes), (Option<Bytes>, Version)>;
+/// Keys by `(token, key)`, so that a token range is a contiguous run; each holds its newest
+/// record (value or tombstone, version, expiry).
+type Map = BTreeMap<(u64, Bytes), Cell>;
 
 /// A [`Replica`] that keeps its data in a `BTreeMap`: last-writer-wins, tombstones, range
 /// export and drop, exactly as the contract asks, with no disk. For tests of the coordinator
 /// and as a reference model; nothing survives the process.
+///
+/// Expiring values follow the storage node's rules (`docs/design.md`, *Expiring keys*)
+/// against the replica's clock ([`MemoryReplica::with_clock`], default the system clock):
+/// [`read`](Replica::read) answers the record unjudged, with its expiry; export, counts,
+/// digests and [`apply_swap`](Replica::apply_swap)'s report treat an expired value as the
+/// tombstone at its version it stands for.
 ///
 /// # Example
 /// ```
@@ -29,7 +36,7 @@ type Map = BTreeMap<(u64, Bytes), (Option<Bytes>, Version)>;
 /// node.apply(1, Write { key: b"k", value: Some(b"new"), version: Version::new(9), expires: None })?;
 /// // An older write arriving late loses.
 /// assert!(!node.apply(1, Write { key: b"k", value: Some(b"old"), version: Version::new(3), expires: None })?);
-/// assert_eq!(node.read(1, b"k")?.unwrap().0.as_deref(), Some(&b"new"[..]));
+/// assert_eq!(node.read(1, b"k")?.unwrap().value.as_deref(), Some(&b"new"[..]));
 /// # Ok::<(), kv_cluster::Error>(())
 /// ```
 #[derive(Debug)]
@@ -37,6 +44,7 @@ pub struct MemoryReplica {
     id: NodeId,
     map: Arc<RwLock<Map>>,
     fence: Fence,
+    clock: ClockHandle,
 }
 
 impl MemoryReplica {
@@ -45,10 +53,19 @@ impl MemoryReplica {
     /// # Errors
     /// [`Error::Ring`](crate::Error::Ring) for an invalid node id.
     pub fn new(id: &str) -> Result<Self> {
+        Self::with_clock(id, Arc::new(SystemClock))
+    }
+
+    /// An empty replica judging expiry against `clock` (tests inject a simulated one).
+    ///
+    /// # Errors
+    /// [`Error::Ring`](crate::Error::Ring) for an invalid node id.
+    pub fn with_clock(id: &str, clock: Arc<dyn Clock>) -> Result<Self> {
         Ok(MemoryReplica {
             id: NodeId::new(id)?,
             map: Arc::default(),
             fence: Fence::default(),
+            clock: ClockHandle(clock),
         })
     }
 
@@ -65,32 +82,45 @@ impl MemoryReplica {
     fn apply_one(map: &mut Map, w: Write<'_>) -> bool {
         let entry = map
             .entry((token(w.key), Bytes::copy_from_slice(w.key)))
-            .or_insert((None, Version::ZERO));
-        if w.version <= entry.1 {
+            .or_insert(Cell::tombstone(Version::ZERO));
+        if w.version <= entry.version {
             return false;
         }
-        *entry = (w.value.map(Bytes::copy_from_slice), w.version);
+        *entry = cell_of(w);
         true
     }
 
-    fn in_ranges(map: &Map, ranges: &[TokenRange]) -> Vec<Record> {
+    /// The records of `ranges`, an expired value exported as its tombstone (as a storage
+    /// node does).
+    fn in_ranges(&self, map: &Map, ranges: &[TokenRange]) -> Vec<Record> {
+        let now = self.clock.0.now_millis();
         let mut out = Vec::new();
         for r in ranges {
             for (lo, hi) in spans(*r) {
-                for ((_, key), (value, version)) in map
+                for ((_, key), cell) in map
                     .range((lo, Bytes::new())..)
                     .take_while(|((t, _), _)| *t <= hi)
                 {
+                    let cell = cell.clone().judged(now);
                     out.push(Record {
                         key: key.clone(),
-                        value: value.clone(),
-                        version: *version,
-                        expires: None,
+                        value: cell.value,
+                        version: cell.version,
+                        expires: cell.expires,
                     });
                 }
             }
         }
         out
+    }
+}
+
+/// The cell a write leaves (its expiry dropped for a tombstone).
+fn cell_of(w: Write<'_>) -> Cell {
+    Cell {
+        value: w.value.map(Bytes::copy_from_slice),
+        version: w.version,
+        expires: w.value.and(w.expires),
     }
 }
 
@@ -122,18 +152,20 @@ impl Replica for MemoryReplica {
         let mut map = self.map.write();
         let key = (token(write.key), Bytes::copy_from_slice(write.key));
         let previous = map.get(&key).cloned();
-        if let Some((_, current)) = &previous
-            && write.version <= *current
+        if let Some(current) = &previous
+            && write.version <= current.version
         {
-            return Ok(Swapped::Kept { current: *current });
+            return Ok(Swapped::Kept {
+                current: current.version,
+            });
         }
-        map.insert(
-            key,
-            (write.value.map(Bytes::copy_from_slice), write.version),
-        );
-        let previous = previous.map(|(value, version)| {
-            let live = value.is_some();
-            Previous::new(version, value.filter(|_| read_value), live)
+        map.insert(key, cell_of(write));
+        let now = self.clock.0.now_millis();
+        let previous = previous.map(|cell| {
+            let cell = cell.judged(now);
+            let live = cell.value.is_some();
+            Previous::new(cell.version, cell.value.filter(|_| read_value), live)
+                .with_expires(cell.expires)
         });
         Ok(Swapped::Applied { previous })
     }
@@ -147,7 +179,7 @@ impl Replica for MemoryReplica {
             .count())
     }
 
-    fn read(&self, epoch: u64, key: &[u8]) -> Result<Option<(Option<Bytes>, Version)>> {
+    fn read(&self, epoch: u64, key: &[u8]) -> Result<Option<Cell>> {
         self.fence.check(&self.id, epoch)?;
         let map = self.map.read();
         Ok(map.get(&(token(key), Bytes::copy_from_slice(key))).cloned())
@@ -160,7 +192,7 @@ impl Replica for MemoryReplica {
         batch_size: usize,
     ) -> Result<RecordStream<'a>> {
         self.fence.check(&self.id, epoch)?;
-        let records = Self::in_ranges(&self.map.read(), ranges);
+        let records = self.in_ranges(&self.map.read(), ranges);
         let batch_size = batch_size.max(1);
         let mut records = records.into_iter().peekable();
         Ok(Box::new(std::iter::from_fn(move || {
@@ -174,15 +206,7 @@ impl Replica for MemoryReplica {
         let mut map = self.map.write();
         Ok(batch
             .iter()
-            .filter(|r| {
-                let w = Write {
-                    key: &r.key,
-                    value: r.value.as_deref(),
-                    version: r.version,
-                    expires: None,
-                };
-                Self::apply_one(&mut map, w)
-            })
+            .filter(|r| Self::apply_one(&mut map, r.as_write()))
             .count())
     }
 
@@ -197,7 +221,7 @@ impl Replica for MemoryReplica {
     fn count_in_ranges(&self, ranges: &[TokenRange]) -> Result<RangeCount> {
         let map = self.map.read();
         let mut count = RangeCount::default();
-        for r in Self::in_ranges(&map, ranges) {
+        for r in self.in_ranges(&map, ranges) {
             match r.value {
                 Some(v) => {
                     count.live += 1;
@@ -243,15 +267,43 @@ impl Replica for MemoryReplica {
 #[derive(Debug, Default)]
 pub struct MemoryBackend {
     stores: Mutex<HashMap<PathBuf, Arc<RwLock<Map>>>>,
+    /// The clock its replicas judge expiry by (`None`: the system clock).
+    clock: Option<ClockHandle>,
+}
+
+/// A clock shared by a backend's replicas (`Debug` for the backend's derive).
+#[derive(Clone)]
+struct ClockHandle(Arc<dyn Clock>);
+
+impl std::fmt::Debug for ClockHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Clock")
+    }
+}
+
+impl MemoryBackend {
+    /// A backend whose replicas judge expiry against `clock` (tests inject a simulated one,
+    /// usually the cluster's [`ClusterOptions::clock`](crate::ClusterOptions::clock)).
+    pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
+        MemoryBackend {
+            stores: Mutex::default(),
+            clock: Some(ClockHandle(clock)),
+        }
+    }
 }
 
 impl Backend for MemoryBackend {
     fn open(&self, id: &NodeId, dir: &Path) -> Result<Arc<dyn Replica>> {
         let map = Arc::clone(self.stores.lock().entry(dir.to_path_buf()).or_default());
+        let clock = match &self.clock {
+            Some(c) => c.clone(),
+            None => ClockHandle(Arc::new(SystemClock)),
+        };
         Ok(Arc::new(MemoryReplica {
             id: id.clone(),
             map,
             fence: Fence::default(),
+            clock,
         }))
     }
 

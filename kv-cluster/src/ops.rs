@@ -181,7 +181,9 @@ impl Cluster {
     /// As [`get`](Cluster::get).
     pub fn get_with(&self, key: &[u8], r: Consistency) -> Result<Option<Bytes>> {
         let routing = self.routing();
-        Ok(self.read(&routing, key, r)?.and_then(|(v, _)| v))
+        Ok(self
+            .read(&routing, key, r)?
+            .and_then(|c| live(c, || self.now_millis())))
     }
 
     /// The value of `key`, or `None` if it is absent or deleted.
@@ -200,7 +202,10 @@ impl Cluster {
     pub fn get_versioned(&self, key: &[u8]) -> Result<Option<(Bytes, Version)>> {
         let routing = self.routing();
         let newest = self.read(&routing, key, self.opts.read)?;
-        Ok(newest.and_then(|(value, version)| value.map(|v| (v, version))))
+        Ok(newest.and_then(|c| {
+            let version = c.version;
+            live(c, || self.now_millis()).map(|v| (v, version))
+        }))
     }
 
     /// [`get`](Cluster::get) as a future: see [`put_async`](Cluster::put_async).
@@ -210,7 +215,7 @@ impl Cluster {
     pub async fn get_async(&self, key: &[u8]) -> Result<Option<Bytes>> {
         let routing = self.routing();
         let newest = self.read_async(&routing, key, self.opts.read).await?;
-        Ok(newest.and_then(|(value, _)| value))
+        Ok(newest.and_then(|c| live(c, || self.now_millis())))
     }
 
     /// Stores several pairs, one batch per node; returns each write's version, in order.
@@ -398,7 +403,7 @@ impl Cluster {
             .read_many_async(&routing, keys)
             .await?
             .into_iter()
-            .map(|found| found.and_then(|(v, _)| v))
+            .map(|found| found.and_then(|c| live(c, || self.now_millis())))
             .collect())
     }
 
@@ -484,9 +489,26 @@ impl Cluster {
         consistency: Consistency,
         mode: Mode,
     ) -> Result<()> {
+        self.write_expiring_async(routing, key, value, None, version, consistency, mode)
+            .await
+    }
+
+    /// [`write_async`](Cluster::write_async) of a value that expires at `expires`.
+    #[allow(clippy::too_many_arguments)] // the write's parts, passed through
+    pub(crate) async fn write_expiring_async(
+        &self,
+        routing: &Routing,
+        key: &[u8],
+        value: Option<&[u8]>,
+        expires: Option<u64>,
+        version: Version,
+        consistency: Consistency,
+        mode: Mode,
+    ) -> Result<()> {
         let op = WriteOp {
             key,
             value,
+            expires,
             version,
             consistency,
             mode,
@@ -581,4 +603,15 @@ pub(crate) fn check_up_in(replicas: &[Slot<'_>], needed: usize, covered: &[&Node
         .filter(|&&(id, node)| is_down(id, node))
         .map(|&(id, _)| Error::NodeDown { node: id.clone() });
     Err(Error::unavailable(needed, up, down.collect()))
+}
+
+/// The value of a cell read from the replicas, judged by the coordinator's clock: `None` for
+/// a tombstone or an expired value. `now` is only called for a value with an expiry, so a
+/// read of a key without one reads no clock.
+#[inline]
+pub(crate) fn live(cell: kv_node::Cell, now: impl FnOnce() -> u64) -> Option<bytes::Bytes> {
+    match cell.expires {
+        Some(e) if cell.value.is_some() && now() >= e => None,
+        _ => cell.value,
+    }
 }

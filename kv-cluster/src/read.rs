@@ -23,8 +23,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
-use kv_node::{Version, Versioned, Write};
+use kv_node::{Cell, Version};
 use kv_ring::token;
 use smallvec::SmallVec;
 
@@ -47,20 +46,20 @@ struct ReadRound<'a> {
     /// Whether some replica returned its full record (or that it holds none).
     have_full: bool,
     /// The newest record fetched.
-    newest: Option<Versioned>,
+    newest: Option<Cell>,
     errors: Vec<Error>,
 }
 
 impl ReadRound<'_> {
     fn newest_version(&self) -> Version {
-        self.newest.as_ref().map_or(Version::ZERO, |(_, v)| *v)
+        self.newest.as_ref().map_or(Version::ZERO, |c| c.version)
     }
 
     /// Takes a full read's answer from replica `i`.
-    fn full(&mut self, i: usize, answer: Result<Option<Versioned>>) {
+    fn full(&mut self, i: usize, answer: Result<Option<Cell>>) {
         match answer {
             Ok(found) => {
-                let version = found.as_ref().map_or(Version::ZERO, |(_, v)| *v);
+                let version = found.as_ref().map_or(Version::ZERO, |c| c.version);
                 // A replica read again in full (it reported a newer version) answers once.
                 self.answered.retain(|(j, _)| *j != i);
                 self.answered.push((i, version));
@@ -109,7 +108,9 @@ pub(crate) fn local_first(live: &mut [&Arc<dyn Replica>]) {
 
 impl Cluster {
     /// The newest record of `key` among `R` replicas of the ring (tombstones included), with
-    /// read repair; see the module docs. A down replica is skipped for the next one.
+    /// read repair; see the module docs. A down replica is skipped for the next one. The
+    /// record is returned as the replicas hold it, its expiry **not judged**: callers judge
+    /// it against [`Cluster::now_millis`] ([`Cell::judged`]).
     ///
     /// # Errors
     /// [`Error::Unavailable`] at once when fewer than `R` replicas are up, or once fewer
@@ -120,7 +121,7 @@ impl Cluster {
         routing: &Routing,
         key: &[u8],
         consistency: Consistency,
-    ) -> Result<Option<Versioned>> {
+    ) -> Result<Option<Cell>> {
         crate::block::block_on(self.read_async(routing, key, consistency))
     }
 
@@ -131,7 +132,7 @@ impl Cluster {
         routing: &Routing,
         key: &[u8],
         consistency: Consistency,
-    ) -> Result<Option<Versioned>> {
+    ) -> Result<Option<Cell>> {
         let needed = consistency.required(self.rf);
         let epoch = routing.epoch();
         let token = token(key);
@@ -161,7 +162,7 @@ impl Cluster {
         };
         let timeout = self.opts.replica_timeout;
         loop {
-            let full: Collector<Option<Versioned>> = Collector::new();
+            let full: Collector<Option<Cell>> = Collector::new();
             let digests: Collector<Option<Version>> = Collector::new();
             let mut asked = 0;
             // Deferred this round, not answered yet.
@@ -230,31 +231,20 @@ impl Cluster {
         if r.answered.len() < needed {
             return Err(Error::unavailable(needed, r.answered.len(), r.errors));
         }
-        if let Some((value, version)) = &r.newest {
-            self.observe(*version);
-            self.repair_stale(epoch, key, value.as_ref(), *version, &r);
+        if let Some(cell) = &r.newest {
+            self.observe(cell.version);
+            self.repair_stale(epoch, key, cell, &r);
         }
         Ok(r.newest)
     }
 
     /// Writes the newest record to the replicas of `r` that answered with an older version,
-    /// without waiting for a deferred one.
-    fn repair_stale(
-        &self,
-        epoch: u64,
-        key: &[u8],
-        value: Option<&Bytes>,
-        version: Version,
-        r: &ReadRound<'_>,
-    ) {
-        let write = Write {
-            key,
-            value: value.map(|v| v.as_ref()),
-            version,
-            expires: None,
-        };
+    /// without waiting for a deferred one. The record goes as it was read, expiry included
+    /// (same version, same expiry: the write that was missed, not a new one).
+    fn repair_stale(&self, epoch: u64, key: &[u8], cell: &Cell, r: &ReadRound<'_>) {
+        let write = cell.as_write(key);
         for &(i, seen) in &r.answered {
-            if seen < version {
+            if seen < cell.version {
                 // Best effort: a replica that fails here is left to anti-entropy. A deferred
                 // answer is dropped with the collector, unread.
                 let abandon: Collector<bool> = Collector::new();

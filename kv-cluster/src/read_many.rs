@@ -16,8 +16,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
-use kv_node::{Version, Versioned, Write};
+use kv_node::{Cell, Version};
 use kv_ring::token;
 
 use crate::cluster::Cluster;
@@ -47,7 +46,7 @@ fn ask<'r>(groups: &mut Vec<Group<'r>>, node: &'r Arc<dyn Replica>, i: usize) {
 #[derive(Default)]
 struct Answer<'r> {
     /// The first replica's record.
-    newest: Option<(Option<Bytes>, Version)>,
+    newest: Option<Cell>,
     /// The other replicas asked, with the version each holds (`Version::ZERO`: none).
     others: smallvec::SmallVec<[(&'r Arc<dyn Replica>, Version); 2]>,
     /// Not answered here: the single-key read decides.
@@ -63,7 +62,7 @@ impl Cluster {
         &self,
         routing: &Routing,
         keys: &[K],
-    ) -> Result<Vec<Option<Versioned>>> {
+    ) -> Result<Vec<Option<Cell>>> {
         let consistency = self.opts.read;
         if routing.pending.is_some() || keys.len() < 2 {
             let mut out = Vec::with_capacity(keys.len());
@@ -99,7 +98,7 @@ impl Cluster {
             }
         }
         // Every group's request is submitted before any answer is waited for.
-        let fulls: Collector<Vec<Option<Versioned>>> = Collector::new();
+        let fulls: Collector<Vec<Option<Cell>>> = Collector::new();
         let digests: Collector<Vec<Option<Version>>> = Collector::new();
         let key_lists =
             |g: &Group<'_>| -> Vec<&[u8]> { g.keys.iter().map(|&i| keys[i].as_ref()).collect() };
@@ -166,21 +165,17 @@ impl Cluster {
         }
         let mut out = Vec::with_capacity(keys.len());
         for (k, a) in keys.iter().zip(answers) {
-            let have = a.newest.as_ref().map_or(Version::ZERO, |(_, v)| *v);
+            let have = a.newest.as_ref().map_or(Version::ZERO, |c| c.version);
             if a.slow || a.others.iter().any(|&(_, v)| v > have) {
                 out.push(self.read_async(routing, k.as_ref(), consistency).await?);
                 continue;
             }
-            if let Some((value, version)) = &a.newest {
-                self.observe(*version);
-                let write = Write {
-                    key: k.as_ref(),
-                    value: value.as_deref(),
-                    version: *version,
-                    expires: None,
-                };
+            if let Some(cell) = &a.newest {
+                self.observe(cell.version);
+                // The record as read, expiry included (see `Cluster::read`'s repair).
+                let write = cell.as_write(k.as_ref());
                 for (n, (node, seen)) in a.others.iter().enumerate() {
-                    if seen < version {
+                    if *seen < cell.version {
                         // Best effort, not waited for if deferred (as a single read's
                         // repair): a replica that fails here is left to anti-entropy.
                         let abandon: Collector<bool> = Collector::new();

@@ -2,14 +2,11 @@
 
 use std::fmt;
 
-use bytes::Bytes;
 use kv_ring::{NodeId, TokenRange};
 
 use crate::error::Result;
 use crate::pending::{Started, Ticket};
-use kv_node::{
-    CompactionReport, Digest, Node, RangeCount, Record, Swapped, Version, Versioned, Write,
-};
+use kv_node::{Cell, CompactionReport, Digest, Node, RangeCount, Record, Swapped, Version, Write};
 
 /// Batches of records streamed out of a replica by [`Replica::export`].
 pub type RecordStream<'a> = Box<dyn Iterator<Item = Result<Vec<Record>>> + 'a>;
@@ -39,8 +36,8 @@ pub type RecordStream<'a> = Box<dyn Iterator<Item = Result<Vec<Record>>> + 'a>;
 /// let w = Write { key: b"k", value: Some(b"v"), version: Version::new(7), expires: None };
 /// assert!(node.apply(1, w)?);
 /// assert!(!node.apply(1, w)?); // the same write again changes nothing
-/// let (value, version) = node.read(1, b"k")?.unwrap();
-/// assert_eq!((value.as_deref(), version), (Some(&b"v"[..]), Version::new(7)));
+/// let cell = node.read(1, b"k")?.unwrap();
+/// assert_eq!((cell.value.as_deref(), cell.version), (Some(&b"v"[..]), Version::new(7)));
 /// # Ok::<(), kv_cluster::Error>(())
 /// ```
 pub trait Replica: Send + Sync + fmt::Debug {
@@ -71,12 +68,15 @@ pub trait Replica: Send + Sync + fmt::Debug {
     /// As [`apply`](Replica::apply).
     fn apply_batch(&self, epoch: u64, writes: &[Write<'_>]) -> Result<usize>;
 
-    /// The key's newest value or tombstone (`Some((None, version))`), or `None` if the node
-    /// holds nothing for it.
+    /// The key's newest value or tombstone with its version and expiry, or `None` if the node
+    /// holds nothing for it. The expiry is **not judged** by the replica: a value past its
+    /// expiry is returned as stored (the coordinator judges it against its own clock,
+    /// `docs/design.md`, *Expiring keys*), unless the replica already turned it into a
+    /// tombstone (compaction does, once its own clock passed the expiry).
     ///
     /// # Errors
     /// As [`apply`](Replica::apply).
-    fn read(&self, epoch: u64, key: &[u8]) -> Result<Option<(Option<Bytes>, Version)>>;
+    fn read(&self, epoch: u64, key: &[u8]) -> Result<Option<Cell>>;
 
     /// The version of `key`'s newest record (tombstones included), or `None`: what a quorum
     /// read asks the replicas beyond the first (a digest read, as Cassandra's). The default
@@ -86,7 +86,7 @@ pub trait Replica: Send + Sync + fmt::Debug {
     /// # Errors
     /// As [`read`](Replica::read).
     fn read_version(&self, epoch: u64, key: &[u8]) -> Result<Option<Version>> {
-        Ok(self.read(epoch, key)?.map(|(_, v)| v))
+        Ok(self.read(epoch, key)?.map(|c| c.version))
     }
 
     /// [`read`](Replica::read) for several keys, answers in order: what
@@ -95,7 +95,7 @@ pub trait Replica: Send + Sync + fmt::Debug {
     ///
     /// # Errors
     /// As [`read`](Replica::read).
-    fn read_many(&self, epoch: u64, keys: &[&[u8]]) -> Result<Vec<Option<Versioned>>> {
+    fn read_many(&self, epoch: u64, keys: &[&[u8]]) -> Result<Vec<Option<Cell>>> {
         keys.iter().map(|k| self.read(epoch, k)).collect()
     }
 
@@ -146,8 +146,8 @@ pub trait Replica: Send + Sync + fmt::Debug {
         &self,
         epoch: u64,
         key: &[u8],
-        ticket: Ticket<'_, Option<Versioned>>,
-    ) -> Started<Option<Versioned>> {
+        ticket: Ticket<'_, Option<Cell>>,
+    ) -> Started<Option<Cell>> {
         let _ = ticket;
         Started::Done(self.read(epoch, key))
     }
@@ -170,8 +170,8 @@ pub trait Replica: Send + Sync + fmt::Debug {
         &self,
         epoch: u64,
         keys: &[&[u8]],
-        ticket: Ticket<'_, Vec<Option<Versioned>>>,
-    ) -> Started<Vec<Option<Versioned>>> {
+        ticket: Ticket<'_, Vec<Option<Cell>>>,
+    ) -> Started<Vec<Option<Cell>>> {
         let _ = ticket;
         Started::Done(self.read_many(epoch, keys))
     }

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
-use kv_node::{Record, Version};
+use kv_node::Record;
 use kv_ring::TokenRange;
 
 use crate::cluster::Cluster;
@@ -125,7 +125,7 @@ impl Cluster {
         end: u64,
         out: &mut Vec<Record>,
     ) -> Result<()> {
-        let mut newest: HashMap<Bytes, (Option<Bytes>, Version)> = HashMap::new();
+        let mut newest: HashMap<Bytes, Record> = HashMap::new();
         let mut answered = 0;
         let mut errors = Vec::new();
         for id in routing.ring.preference_list(end, self.rf)?.iter() {
@@ -144,10 +144,10 @@ impl Cluster {
                     answered += 1;
                     for r in batches.into_iter().flatten() {
                         match newest.get_mut(&r.key) {
-                            Some(held) if r.version > held.1 => *held = (r.value, r.version),
+                            Some(held) if r.version > held.version => *held = r,
                             Some(_) => {}
                             None => {
-                                newest.insert(r.key, (r.value, r.version));
+                                newest.insert(r.key.clone(), r);
                             }
                         }
                     }
@@ -159,14 +159,13 @@ impl Cluster {
             return Err(Error::unavailable(1, 0, errors));
         }
         let start = out.len();
-        out.extend(newest.into_iter().filter_map(|(key, (value, version))| {
-            value.map(|v| Record {
-                key,
-                value: Some(v),
-                version,
-                expires: None,
-            })
-        }));
+        // Expiry judged by the coordinator's clock, as a read does (`docs/design.md`).
+        let now = self.now_millis();
+        out.extend(
+            newest
+                .into_values()
+                .filter(|r| r.value.is_some() && !kv_node::is_expired(r.expires, now)),
+        );
         out[start..].sort_unstable_by(|a, b| a.key.cmp(&b.key));
         Ok(())
     }

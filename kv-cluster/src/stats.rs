@@ -278,9 +278,11 @@ impl Cluster {
         for id in ids {
             if let Some(node) = routing.node(id)
                 && !node.is_down()
-                && let Some((value, version)) = node.read(routing.epoch(), key)?
+                && let Some(cell) = node.read(routing.epoch(), key)?
             {
-                held.push((id.clone(), value, version));
+                // An expired value shows as the tombstone it stands for.
+                let cell = cell.judged(self.now_millis());
+                held.push((id.clone(), cell.value, cell.version));
             }
         }
         Ok(KeyPlacement { expected, held })

@@ -30,11 +30,11 @@ pub(crate) enum Ask {
 #[derive(Debug, Default)]
 pub(crate) struct Replaced {
     /// Some replica applied the write.
-    applied: bool,
+    pub(crate) applied: bool,
     /// Some replica already held a newer record.
-    kept: bool,
+    pub(crate) kept: bool,
     /// The newest record a replica that applied the write replaced.
-    newest: Option<Previous>,
+    pub(crate) newest: Option<Previous>,
 }
 
 impl Replaced {
@@ -193,6 +193,17 @@ impl Cluster {
         value: Option<&[u8]>,
         ask: Ask,
     ) -> Result<Option<Previous>> {
+        self.write_replacing_expiring(key, value, None, ask)
+    }
+
+    /// [`write_replacing`](Cluster::write_replacing) of a value expiring at `expires`.
+    pub(crate) fn write_replacing_expiring(
+        &self,
+        key: &[u8],
+        value: Option<&[u8]>,
+        expires: Option<u64>,
+        ask: Ask,
+    ) -> Result<Option<Previous>> {
         // No other reporting write of this key from this coordinator is in flight until the
         // guard drops (see `key_locks`).
         let _serialized = self.key_locks.lock(kv_ring::token(key));
@@ -201,6 +212,7 @@ impl Cluster {
             let op = WriteOp {
                 key,
                 value,
+                expires,
                 version: self.next_version()?,
                 consistency: self.opts.write,
                 mode: self.default_mode(),

@@ -86,6 +86,8 @@ pub(crate) struct WriteOp<'a> {
     pub(crate) key: &'a [u8],
     /// The value, or `None` for a tombstone.
     pub(crate) value: Option<&'a [u8]>,
+    /// When the value expires (ms since the Unix epoch; `None`: never).
+    pub(crate) expires: Option<u64>,
     pub(crate) version: Version,
     pub(crate) consistency: Consistency,
     pub(crate) mode: Mode,
@@ -302,7 +304,7 @@ impl Cluster {
             key: op.key,
             value: op.value,
             version: op.version,
-            expires: None,
+            expires: op.value.and(op.expires),
         };
         let epoch = routing.epoch();
         let old = routing.replicas(token, self.rf)?;

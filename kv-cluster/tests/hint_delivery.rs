@@ -10,7 +10,6 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use bytes::Bytes;
 use common::faulty::FaultyBackend;
 use kv_cluster::*;
 use kv_ring::{NodeId, TokenRange};
@@ -37,7 +36,7 @@ impl Replica for Probe {
     fn apply_batch(&self, e: u64, w: &[Write<'_>]) -> Result<usize> {
         self.inner.apply_batch(e, w)
     }
-    fn read(&self, e: u64, k: &[u8]) -> Result<Option<(Option<Bytes>, Version)>> {
+    fn read(&self, e: u64, k: &[u8]) -> Result<Option<Cell>> {
         self.inner.read(e, k)
     }
     fn export<'a>(&'a self, e: u64, r: &[TokenRange], n: usize) -> Result<RecordStream<'a>> {

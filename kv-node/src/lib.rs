@@ -145,7 +145,7 @@ pub use error::{Error, Result};
 pub use node::{Node, Versioned};
 pub use options::{CacheCapacity, DEFAULT_MAX_VALUE_LEN, MAX_KEY_LEN, NodeOptions};
 pub use ranges::Export;
-pub use record::{Record, Write, is_expired};
+pub use record::{Cell, Record, Write, is_expired};
 pub use recovery::RecoveryReport;
 pub use stats::{NodeStats, RangeCount};
 pub use swap::{Previous, Swapped};

@@ -16,6 +16,7 @@ use crate::gate::Gate;
 use crate::index::{Index, Location, Upsert};
 use crate::maintenance::Maintenance;
 use crate::options::CacheCapacity;
+use crate::record::Cell;
 use crate::record::{self, Write};
 use crate::recovery::{self, RecoveryReport};
 use crate::segments::Segments;
@@ -337,6 +338,48 @@ impl Node {
         Ok(found.map(|(value, version, expires)| (self.inner.unexpired(value, expires), version)))
     }
 
+    /// The key's newest record with its expiry, **not judged** against the clock: an expired
+    /// value is returned as stored, with its expiry (`None` if the node holds nothing for the
+    /// key). What a cluster coordinator reads, so that it judges expiry by its own clock
+    /// ([`Cell::judged`]); everything else should use [`Node::get_versioned`]. A value that
+    /// compaction has already turned into a tombstone answers as that tombstone.
+    ///
+    /// # Errors
+    ///
+    /// As [`Node::get`].
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// use kv_node::{Node, NodeOptions, Version};
+    /// let node = Node::open(dir.path(), NodeOptions::new())?;
+    /// node.apply_expiring(b"k", Some(b"v"), Version::new(3), Some(1))?; // long expired
+    /// assert_eq!(node.get(b"k")?, None);
+    /// let cell = node.get_cell(b"k")?.unwrap();
+    /// assert_eq!((cell.value.as_deref(), cell.expires), (Some(&b"v"[..]), Some(1)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn get_cell(&self, key: &[u8]) -> Result<Option<Cell>> {
+        if let Some((value, version, expires)) = self.inner.cache.get(key) {
+            return Ok(Some(Cell {
+                value: Some(value),
+                version,
+                expires,
+            }));
+        }
+        let token = kv_ring::token(key);
+        let found = self.inner.read(token, key)?;
+        if let Some((Some(value), version, expires)) = &found
+            && self.inner.doorkeeper.admit(token)
+        {
+            self.inner.fill_cache(token, key, value, *version, *expires);
+        }
+        Ok(found.map(|(value, version, expires)| Cell {
+            value,
+            version,
+            expires,
+        }))
+    }
+
     /// [`Node::get`] for many keys at once: the answers in the order of `keys`.
     ///
     /// Each answer is what a [`Node::get`] of that key at some moment during the call would
@@ -389,6 +432,44 @@ impl Node {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn get_many_versioned<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<Vec<Option<Versioned>>> {
+        let cells = self.get_many_cells(keys)?;
+        // Read once for the batch: an answer is what a get at some moment of the call gives.
+        let now = cells
+            .iter()
+            .any(|c| c.as_ref().is_some_and(|c| c.expires.is_some()))
+            .then(|| self.inner.now_millis());
+        Ok(cells
+            .into_iter()
+            .map(|c| {
+                c.map(|c| {
+                    let c = match now {
+                        Some(now) => c.judged(now),
+                        None => c,
+                    };
+                    (c.value, c.version)
+                })
+            })
+            .collect())
+    }
+
+    /// [`Node::get_cell`] for many keys at once, answers in order, as [`Node::get_many`] is
+    /// to [`Node::get`]: what a cluster coordinator asks a key's first replica for a batch.
+    ///
+    /// # Errors
+    ///
+    /// As [`Node::get`].
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// use kv_node::{Cell, Node, NodeOptions, Version};
+    /// let node = Node::open(dir.path(), NodeOptions::new())?;
+    /// node.apply_expiring(b"k", Some(b"v"), Version::new(3), Some(1))?; // long expired
+    /// let cells = node.get_many_cells(&[&b"k"[..], b"x"])?;
+    /// assert_eq!(cells[0].as_ref().map(|c| c.expires), Some(Some(1)));
+    /// assert_eq!(cells[1], None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn get_many_cells<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<Vec<Option<Cell>>> {
         let inner = &*self.inner;
         let mut found = Vec::with_capacity(keys.len());
         // The keys the cache missed: (position, token).
@@ -396,7 +477,11 @@ impl Node {
         for (i, key) in keys.iter().enumerate() {
             let key = key.as_ref();
             if let Some((value, version, expires)) = inner.cache.get(key) {
-                found.push(Some((inner.unexpired(Some(value), expires), version)));
+                found.push(Some(Cell {
+                    value: Some(value),
+                    version,
+                    expires,
+                }));
             } else {
                 found.push(None);
                 missed.push((i, kv_ring::token(key)));
@@ -410,7 +495,7 @@ impl Node {
         let mut to_read = Vec::new();
         for (&(i, token), loc) in missed.iter().zip(inner.index.get_many(&lookups)) {
             match loc {
-                Some(loc) if loc.tombstone => found[i] = Some((None, loc.version)),
+                Some(loc) if loc.tombstone => found[i] = Some(Cell::tombstone(loc.version)),
                 Some(loc) => to_read.push((i, token, loc)),
                 None => {}
             }
@@ -433,8 +518,6 @@ impl Node {
             }));
         });
         let values = Bytes::from(buf);
-        // Read once for the batch: an answer is what a get at some moment of the call gives.
-        let now = inner.any_expiring(&to_read).then(|| inner.now_millis());
         for ((i, token, loc), span) in to_read.into_iter().zip(spans) {
             let key = keys[i].as_ref();
             let raw = match span {
@@ -458,14 +541,10 @@ impl Node {
                     *expires,
                 );
             }
-            found[i] = raw.map(|(value, version, expires)| {
-                let now = now.unwrap_or_else(|| inner.now_millis());
-                let value = if crate::is_expired(expires, now) {
-                    None
-                } else {
-                    value
-                };
-                (value, version)
+            found[i] = raw.map(|(value, version, expires)| Cell {
+                value,
+                version,
+                expires,
             });
         }
         Ok(found)
@@ -849,11 +928,6 @@ impl Inner {
             Some(_) if crate::is_expired(expires, self.now_millis()) => None,
             _ => value,
         }
-    }
-
-    /// Whether any of these entries has an expiry (so a batch reads the clock once or not).
-    fn any_expiring(&self, entries: &[(usize, u64, Location)]) -> bool {
-        entries.iter().any(|(_, _, l)| l.expiring)
     }
 
     /// Counts a record just logged at `loc` (with this expiry) into its segment.

@@ -71,6 +71,77 @@ pub struct Write<'a> {
     pub expires: Option<u64>,
 }
 
+/// A key's newest record as a read reports it *unjudged*: the value (`None` for a
+/// tombstone), its version and its expiry, whether or not that expiry has passed. What
+/// [`Node::get_cell`](crate::Node::get_cell) answers and what a cluster coordinator reads, so
+/// that it judges expiry against its own clock rather than each replica's
+/// (`docs/design.md`, *Expiring keys*, the cluster part). [`Cell::judged`] turns an expired
+/// value into the tombstone at its version that it stands for.
+///
+/// ```
+/// use bytes::Bytes;
+/// use kv_node::{Cell, Version};
+/// let c = Cell { value: Some(Bytes::from_static(b"v")), version: Version::new(7), expires: Some(1_000) };
+/// assert!(c.is_live_at(999));
+/// assert!(!c.is_live_at(1_000));
+/// assert_eq!(c.clone().judged(1_000), Cell::tombstone(Version::new(7)));
+/// assert_eq!(c.as_write(b"k").expires, Some(1_000));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cell {
+    /// The value, or `None` for a tombstone.
+    pub value: Option<Bytes>,
+    /// The write's version.
+    pub version: Version,
+    /// When the value expires, in milliseconds since the Unix epoch (`None`: never; always
+    /// `None` for a tombstone).
+    pub expires: Option<u64>,
+}
+
+impl Cell {
+    /// A tombstone at `version`.
+    pub fn tombstone(version: Version) -> Cell {
+        Cell {
+            value: None,
+            version,
+            expires: None,
+        }
+    }
+
+    /// Whether it holds a value that has not expired at `now` (ms since the Unix epoch).
+    #[inline]
+    pub fn is_live_at(&self, now: u64) -> bool {
+        self.value.is_some() && !is_expired(self.expires, now)
+    }
+
+    /// The cell as a reader at `now` must treat it: an expired value becomes a tombstone at
+    /// its version (which shadows older versions as a delete does).
+    #[inline]
+    pub fn judged(self, now: u64) -> Cell {
+        if self.value.is_some() && is_expired(self.expires, now) {
+            Cell::tombstone(self.version)
+        } else {
+            self
+        }
+    }
+
+    /// The write that reproduces this cell under `key` (same version, same expiry): what
+    /// read repair sends a stale replica.
+    #[inline]
+    pub fn as_write<'a>(&'a self, key: &'a [u8]) -> Write<'a> {
+        Write {
+            key,
+            value: self.value.as_deref(),
+            version: self.version,
+            expires: if self.value.is_some() {
+                self.expires
+            } else {
+                None
+            },
+        }
+    }
+}
+
 /// Whether a record with this expiry is expired at `now` (milliseconds since the Unix
 /// epoch): at or after its expiry. The one place the rule is written in code.
 ///

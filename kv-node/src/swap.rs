@@ -16,6 +16,9 @@ pub struct Previous {
     pub live: bool,
     /// Its value, when it held one and the caller asked for it (`None` otherwise).
     pub value: Option<Bytes>,
+    /// Its expiry, when its value is reported (`None` otherwise, or when it had none): what
+    /// a write that keeps the key's expiry (Redis's `SET ... KEEPTTL`) needs.
+    pub expires: Option<u64>,
 }
 
 impl Previous {
@@ -26,7 +29,14 @@ impl Previous {
             version,
             live,
             value: if live { value } else { None },
+            expires: None,
         }
+    }
+
+    /// The same record with its value's expiry (kept only when a value is reported).
+    pub fn with_expires(mut self, expires: Option<u64>) -> Previous {
+        self.expires = if self.value.is_some() { expires } else { None };
+        self
     }
 }
 
@@ -82,15 +92,48 @@ impl Node {
         version: Version,
         read_value: bool,
     ) -> Result<Swapped> {
+        self.apply_swap_expiring(key, value, version, None, read_value)
+    }
+
+    /// [`Node::apply_swap`] of a value that expires at `expires` (as
+    /// [`Node::apply_expiring`]). A replaced value reported with `read_value` comes with its
+    /// own expiry ([`Previous::expires`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Node::apply_swap`].
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// use kv_node::{Node, NodeOptions, Swapped, Version};
+    /// let node = Node::open(dir.path(), NodeOptions::new())?;
+    /// let far = u64::MAX / 4;
+    /// node.apply_expiring(b"k", Some(b"v1"), Version::new(1), Some(far))?;
+    /// let Swapped::Applied { previous: Some(p) } =
+    ///     node.apply_swap_expiring(b"k", Some(b"v2"), Version::new(2), Some(far + 1), true)?
+    /// else { panic!() };
+    /// assert_eq!((p.value.as_deref(), p.expires), (Some(&b"v1"[..]), Some(far)));
+    /// assert_eq!(node.get_cell(b"k")?.unwrap().expires, Some(far + 1));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn apply_swap_expiring(
+        &self,
+        key: &[u8],
+        value: Option<&[u8]>,
+        version: Version,
+        expires: Option<u64>,
+        read_value: bool,
+    ) -> Result<Swapped> {
         crate::node::check_version(version)?;
         let inner = &*self.inner;
         inner.check(key, value)?;
         let token = kv_ring::token(key);
+        let expires = crate::record::normalize(value, expires);
         let mut old_value = None;
         // Whether the replaced value had expired: then it is reported as the tombstone it
         // stands for (`docs/design.md`, *Expiring keys*). Its expiry is in its record.
         let mut old_expired = Ok(false);
-        let outcome = inner.write_seeing(token, key, value, version, None, true, |old| {
+        let outcome = inner.write_seeing(token, key, value, version, expires, true, |old| {
             if read_value && !old.tombstone {
                 let read = match inner.cache.peek(key) {
                     Some((v, cached, expires)) if cached == old.version => Ok((Some(v), expires)),
@@ -99,7 +142,7 @@ impl Node {
                 old_expired = Ok(read
                     .as_ref()
                     .is_ok_and(|(_, e)| crate::is_expired(*e, inner.now_millis())));
-                old_value = Some(read.map(|(v, _)| v));
+                old_value = Some(read);
             } else if old.expiring {
                 old_expired = inner
                     .wal
@@ -122,18 +165,23 @@ impl Node {
                     version: old.version,
                     live: !old.tombstone && !old_expired.as_ref().is_ok_and(|&e| e),
                     value: None,
+                    expires: None,
                 }),
             },
         };
-        inner.refresh_cache(token, key, value, version, None);
+        inner.refresh_cache(token, key, value, version, expires);
         // The write is applied either way; a replaced record that could not be read is an
         // error all the same (see `# Errors`).
         old_expired?;
         match (swapped, old_value) {
             (Swapped::Applied { previous: Some(p) }, Some(read)) => {
-                let value = if p.live { read? } else { None };
+                let (value, expires) = if p.live { read? } else { (None, None) };
                 Ok(Swapped::Applied {
-                    previous: Some(Previous { value, ..p }),
+                    previous: Some(Previous {
+                        expires: expires.filter(|_| value.is_some()),
+                        value,
+                        ..p
+                    }),
                 })
             }
             (swapped, _) => Ok(swapped),
@@ -165,6 +213,7 @@ mod tests {
             version: v(1),
             live: true,
             value: None,
+            expires: None,
         };
         assert_eq!(
             second,
@@ -177,6 +226,7 @@ mod tests {
             version: v(2),
             live: false,
             value: None,
+            expires: None,
         };
         assert_eq!(
             third,

@@ -4,7 +4,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use kv_cluster::Error as ClusterError;
-use kv_node::{CompactionReport, Digest, Previous, RangeCount, Record, Swapped, Version, Write};
+use kv_node::{
+    Cell, CompactionReport, Digest, Previous, RangeCount, Record, Swapped, Version, Write,
+};
 use kv_ring::{NodeId, TokenRange};
 
 use crate::error::Error;
@@ -12,45 +14,30 @@ use crate::protocol::{
     Compaction, Counts, Entry, LeafDigest, PreviousEntry, Range, RemoteError, Swap, VersionedValue,
 };
 
-/// Refuses an expiry the protocol cannot carry (a tombstone's is meaningless: kv-node ignores
-/// it, so it is not refused).
-fn no_expiry(value: bool, expires: Option<u64>) -> Result<(), Error> {
-    if value && expires.is_some() {
-        return Err(Error::ExpiryNotCarried {
-            protocol: crate::protocol::PROTOCOL_VERSION,
-        });
-    }
-    Ok(())
+/// A tombstone's expiry is meaningless (kv-node ignores it): it is not sent.
+fn expiry_of(value: bool, expires: Option<u64>) -> Option<u64> {
+    expires.filter(|_| value)
 }
 
 impl Entry {
-    /// The message of a write (copies its key and value).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::ExpiryNotCarried`] for a write with an expiry: this protocol version has no
-    /// field for it, and sending the write without it would make the key permanent.
-    pub fn from_write(w: &Write<'_>) -> Result<Entry, Error> {
-        no_expiry(w.value.is_some(), w.expires)?;
-        Ok(Entry {
+    /// The message of a write (copies its key and value), expiry included.
+    pub fn from_write(w: &Write<'_>) -> Entry {
+        Entry {
             key: Bytes::copy_from_slice(w.key),
             value: w.value.map(Bytes::copy_from_slice),
             version: w.version.as_u64(),
-        })
+            expires: expiry_of(w.value.is_some(), w.expires),
+        }
     }
 
-    /// The message of a record (shares its key and value).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::ExpiryNotCarried`] for a record with an expiry, as [`Entry::from_write`].
-    pub fn from_record(r: &Record) -> Result<Entry, Error> {
-        no_expiry(r.value.is_some(), r.expires)?;
-        Ok(Entry {
+    /// The message of a record (shares its key and value), expiry included.
+    pub fn from_record(r: &Record) -> Entry {
+        Entry {
             key: r.key.clone(),
             value: r.value.clone(),
             version: r.version.as_u64(),
-        })
+            expires: expiry_of(r.value.is_some(), r.expires),
+        }
     }
 
     /// The borrowed write it carries.
@@ -59,17 +46,18 @@ impl Entry {
             key: &self.key,
             value: self.value.as_deref(),
             version: Version::new(self.version),
-            expires: None,
+            expires: expiry_of(self.value.is_some(), self.expires),
         }
     }
 
     /// The record it carries.
     pub fn into_record(self) -> Record {
+        let expires = expiry_of(self.value.is_some(), self.expires);
         Record {
             key: self.key,
             value: self.value,
             version: Version::new(self.version),
-            expires: None,
+            expires,
         }
     }
 }
@@ -106,6 +94,7 @@ pub(crate) fn swap_to_wire(s: Swapped) -> Swap {
             previous: previous.map(|p| PreviousEntry {
                 version: p.version.as_u64(),
                 live: p.live,
+                expires: expiry_of(p.value.is_some(), p.expires),
                 value: p.value,
             }),
         },
@@ -121,20 +110,27 @@ pub(crate) fn swap_from_wire(s: Swap) -> Swapped {
             current: Version::new(current),
         },
         Swap::Applied { previous } => Swapped::Applied {
-            previous: previous.map(|p| Previous::new(Version::new(p.version), p.value, p.live)),
+            previous: previous.map(|p| {
+                Previous::new(Version::new(p.version), p.value, p.live).with_expires(p.expires)
+            }),
         },
     }
 }
 
-pub(crate) fn versioned_to_wire(v: Option<(Option<Bytes>, Version)>) -> Option<VersionedValue> {
-    v.map(|(value, version)| VersionedValue {
-        value,
-        version: version.as_u64(),
+pub(crate) fn versioned_to_wire(c: Option<Cell>) -> Option<VersionedValue> {
+    c.map(|c| VersionedValue {
+        expires: expiry_of(c.value.is_some(), c.expires),
+        value: c.value,
+        version: c.version.as_u64(),
     })
 }
 
-pub(crate) fn versioned_from_wire(v: Option<VersionedValue>) -> Option<(Option<Bytes>, Version)> {
-    v.map(|v| (v.value, Version::new(v.version)))
+pub(crate) fn versioned_from_wire(v: Option<VersionedValue>) -> Option<Cell> {
+    v.map(|v| Cell {
+        expires: expiry_of(v.value.is_some(), v.expires),
+        value: v.value,
+        version: Version::new(v.version),
+    })
 }
 
 impl From<RangeCount> for Counts {
@@ -317,35 +313,40 @@ mod tests {
         NodeId::new("node2").unwrap()
     }
 
-    /// The wire has no field for an expiry: a write or record carrying one is refused with a
-    /// typed error, never sent as a permanent value; a tombstone's (ignored by kv-node) and
-    /// none at all pass.
+    /// Protocol 2 carries the expiry both ways (writes, records, read answers, a swap's
+    /// report); a tombstone's (ignored by kv-node) is not sent. Regression: protocol 1 had no
+    /// field and had to refuse such writes.
     #[test]
-    fn an_expiry_is_refused_not_dropped() {
+    fn an_expiry_travels_both_ways() {
         let w = Write {
             key: b"session",
             value: Some(b"active"),
             version: Version::new(5),
             expires: Some(1_000),
         };
-        assert!(matches!(
-            Entry::from_write(&w),
-            Err(Error::ExpiryNotCarried { protocol: 1 })
-        ));
+        let e = Entry::from_write(&w);
+        assert_eq!(e.expires, Some(1_000));
+        assert_eq!(e.as_write(), w);
         let r = Record {
             key: Bytes::from_static(b"session"),
             value: Some(Bytes::from_static(b"active")),
             version: Version::new(5),
             expires: Some(1_000),
         };
-        assert!(matches!(
-            Entry::from_record(&r),
-            Err(Error::ExpiryNotCarried { .. })
-        ));
-        let plain = Entry::from_write(&Write { expires: None, ..w }).unwrap();
-        assert_eq!(plain.value.as_deref(), Some(&b"active"[..]));
-        let delete = Entry::from_write(&Write { value: None, ..w }).unwrap();
-        assert_eq!(delete.value, None);
+        assert_eq!(Entry::from_record(&r).into_record(), r);
+        let delete = Entry::from_write(&Write { value: None, ..w });
+        assert_eq!((delete.value, delete.expires), (None, None));
+        let cell = Cell {
+            value: Some(Bytes::from_static(b"v")),
+            version: Version::new(9),
+            expires: Some(77),
+        };
+        let back = versioned_from_wire(versioned_to_wire(Some(cell.clone())));
+        assert_eq!(back, Some(cell));
+        let p = Previous::new(Version::new(3), Some(Bytes::from_static(b"old")), true)
+            .with_expires(Some(55));
+        let swapped = Swapped::Applied { previous: Some(p) };
+        assert_eq!(swap_from_wire(swap_to_wire(swapped.clone())), swapped);
     }
 
     #[test]

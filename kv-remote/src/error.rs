@@ -46,17 +46,6 @@ pub enum Error {
         /// The kind of response received.
         response: &'static str,
     },
-    /// A write or record with an expiry (`kv_node::Write::expires`) was to be sent to
-    /// another node, and this version of the replica protocol has no field for it: it is
-    /// refused rather than sent without its expiry (which would make an expiring key
-    /// permanent on that node). Carrying expiries is a later protocol version (issue 24).
-    #[error(
-        "a write with an expiry cannot be sent: replica protocol version {protocol} does not carry expiries"
-    )]
-    ExpiryNotCarried {
-        /// The replica protocol version in use.
-        protocol: u8,
-    },
     /// A member has no peer address configured.
     #[error("node {node} has no peer address: it is not in the peer list")]
     UnknownPeer {

@@ -105,19 +105,11 @@ impl Exports {
                 reason: format!("no export session {id} (finished, closed or idle too long)"),
             });
         };
-        // A record with an expiry cannot travel in this protocol version: the export fails
-        // rather than deliver it as a permanent value.
-        let page =
-            |records: Vec<Record>, done| match records.iter().map(Entry::from_record).collect() {
-                Ok(records) => Response::Page {
-                    session: id,
-                    records,
-                    done,
-                },
-                Err(e) => Response::Failed(RemoteError::Failed {
-                    message: e.to_string(),
-                }),
-            };
+        let page = |records: Vec<Record>, done| Response::Page {
+            session: id,
+            records: records.iter().map(Entry::from_record).collect(),
+            done,
+        };
         match session.pages.recv_timeout(PAGE_WAIT) {
             Ok(Ok(records)) => {
                 session.last_used = Instant::now();

@@ -20,9 +20,9 @@ use serde::{Deserialize, Serialize};
 /// The version of the replica protocol this build speaks: the first byte of every request and
 /// response body. A body of another version is refused ([`RemoteError::UnsupportedVersion`]),
 /// never guessed at.
-pub const PROTOCOL_VERSION: u8 = 1;
+pub const PROTOCOL_VERSION: u8 = 2;
 
-/// A key with its value (or tombstone, `None`) and version: one write of
+/// A key with its value (or tombstone, `None`), version and expiry: one write of
 /// [`Replica::apply`](kv_cluster::Replica::apply) and its batch forms, or one record of an
 /// import or export.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,6 +33,9 @@ pub struct Entry {
     pub value: Option<Bytes>,
     /// The version, raw ([`kv_node::Version::as_u64`]).
     pub version: u64,
+    /// When the value expires, in milliseconds since the Unix epoch (`None`: never, and
+    /// always for a tombstone). New in protocol version 2.
+    pub expires: Option<u64>,
 }
 
 /// A token range `(start, end]` ([`kv_ring::TokenRange`]; `start == end` is the whole ring).
@@ -180,6 +183,8 @@ pub struct PreviousEntry {
     pub live: bool,
     /// The value, when asked for and live.
     pub value: Option<Bytes>,
+    /// The value's expiry, when the value is sent (protocol version 2).
+    pub expires: Option<u64>,
 }
 
 /// What an [`apply_swap`](kv_cluster::Replica::apply_swap) did ([`kv_node::Swapped`]).
@@ -197,13 +202,15 @@ pub enum Swap {
     },
 }
 
-/// A key's value (`None`: a tombstone) and version ([`kv_node::Versioned`]).
+/// A key's value (`None`: a tombstone), version and expiry, unjudged ([`kv_node::Cell`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VersionedValue {
     /// The value, `None` for a tombstone.
     pub value: Option<Bytes>,
     /// Its version.
     pub version: u64,
+    /// The value's expiry (`None`: never; protocol version 2).
+    pub expires: Option<u64>,
 }
 
 /// What lies in some ranges ([`kv_node::RangeCount`]).
@@ -518,9 +525,12 @@ mod tests {
 
     #[test]
     fn another_version_is_refused_without_reading_on() {
-        let env: Envelope<Request> = postcard::from_bytes(&[2, 0xff, 0xff]).unwrap();
-        assert!(matches!(env, Envelope::Unsupported(2)));
-        assert!(postcard::from_bytes::<Request>(&[2, 12, 3]).is_err());
+        // Version 3 (a future one) and version 1 (the one before expiries) alike.
+        let env: Envelope<Request> = postcard::from_bytes(&[3, 0xff, 0xff]).unwrap();
+        assert!(matches!(env, Envelope::Unsupported(3)));
+        assert!(postcard::from_bytes::<Request>(&[3, 12, 3]).is_err());
+        let env: Envelope<Request> = postcard::from_bytes(&[1, 12, 3]).unwrap();
+        assert!(matches!(env, Envelope::Unsupported(1)));
         let resp: Response = postcard::from_bytes(&[9]).unwrap();
         assert_eq!(
             resp,

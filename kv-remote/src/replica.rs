@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use kv_cluster::{Error as ClusterError, RecordStream, Replica, Result, Started, Ticket};
 use kv_net::Peers;
-use kv_node::{CompactionReport, Digest, RangeCount, Record, Swapped, Version, Versioned, Write};
+use kv_node::{Cell, CompactionReport, Digest, RangeCount, Record, Swapped, Version, Write};
 use kv_ring::{NodeId, TokenRange};
 use tracing::warn;
 
@@ -89,21 +89,14 @@ fn finish<T>(
     }
 }
 
-/// The message of a write, or the coordinator's error for one the protocol cannot carry.
-fn entry(node: &NodeId, w: &Write<'_>) -> Result<Entry> {
-    Entry::from_write(w).map_err(|e| remote(node, e))
+/// The message of a write.
+fn entry(w: &Write<'_>) -> Entry {
+    Entry::from_write(w)
 }
 
-/// The messages of writes (as [`entry`]).
-fn entries(node: &NodeId, writes: &[Write<'_>]) -> Result<Vec<Entry>> {
-    writes.iter().map(|w| entry(node, w)).collect()
-}
-
-fn remote(node: &NodeId, e: Error) -> ClusterError {
-    ClusterError::Remote {
-        node: node.clone(),
-        source: Box::new(e),
-    }
+/// The messages of writes.
+fn entries(writes: &[Write<'_>]) -> Vec<Entry> {
+    writes.iter().map(entry).collect()
 }
 
 fn keys_to_wire(keys: &[&[u8]]) -> Vec<Bytes> {
@@ -189,7 +182,7 @@ fn take_count(r: Response) -> Option<usize> {
     }
 }
 
-fn take_value(r: Response) -> Option<Option<Versioned>> {
+fn take_value(r: Response) -> Option<Option<Cell>> {
     match r {
         Response::Value(v) => Some(versioned_from_wire(v)),
         _ => None,
@@ -203,7 +196,7 @@ fn take_version(r: Response) -> Option<Option<Version>> {
     }
 }
 
-fn take_values(r: Response) -> Option<Vec<Option<Versioned>>> {
+fn take_values(r: Response) -> Option<Vec<Option<Cell>>> {
     match r {
         Response::Values(vs) => Some(vs.into_iter().map(versioned_from_wire).collect()),
         _ => None,
@@ -255,7 +248,7 @@ impl Replica for RemoteReplica {
     fn apply(&self, epoch: u64, write: Write<'_>) -> Result<bool> {
         let req = Request::Apply {
             epoch,
-            write: entry(&self.id, &write)?,
+            write: entry(&write),
         };
         self.call("apply", &req, self.timeout, take_applied)
     }
@@ -263,7 +256,7 @@ impl Replica for RemoteReplica {
     fn apply_swap(&self, epoch: u64, write: Write<'_>, read_value: bool) -> Result<Swapped> {
         let req = Request::ApplySwap {
             epoch,
-            write: entry(&self.id, &write)?,
+            write: entry(&write),
             read_value,
         };
         self.call("apply_swap", &req, self.timeout, take_swapped)
@@ -272,12 +265,12 @@ impl Replica for RemoteReplica {
     fn apply_batch(&self, epoch: u64, writes: &[Write<'_>]) -> Result<usize> {
         let req = Request::ApplyBatch {
             epoch,
-            writes: entries(&self.id, writes)?,
+            writes: entries(writes),
         };
         self.call("apply_batch", &req, self.timeout, take_count)
     }
 
-    fn read(&self, epoch: u64, key: &[u8]) -> Result<Option<Versioned>> {
+    fn read(&self, epoch: u64, key: &[u8]) -> Result<Option<Cell>> {
         let req = Request::Read {
             epoch,
             key: Bytes::copy_from_slice(key),
@@ -293,7 +286,7 @@ impl Replica for RemoteReplica {
         self.call("read_version", &req, self.timeout, take_version)
     }
 
-    fn read_many(&self, epoch: u64, keys: &[&[u8]]) -> Result<Vec<Option<Versioned>>> {
+    fn read_many(&self, epoch: u64, keys: &[&[u8]]) -> Result<Vec<Option<Cell>>> {
         let req = Request::ReadMany {
             epoch,
             keys: keys_to_wire(keys),
@@ -312,10 +305,7 @@ impl Replica for RemoteReplica {
     fn start_apply(&self, epoch: u64, write: Write<'_>, ticket: Ticket<'_, bool>) -> Started<bool> {
         let req = Request::Apply {
             epoch,
-            write: match entry(&self.id, &write) {
-                Ok(e) => e,
-                Err(e) => return Started::Done(Err(e)),
-            },
+            write: entry(&write),
         };
         self.start("apply", &req, ticket, take_applied)
     }
@@ -329,10 +319,7 @@ impl Replica for RemoteReplica {
     ) -> Started<Swapped> {
         let req = Request::ApplySwap {
             epoch,
-            write: match entry(&self.id, &write) {
-                Ok(e) => e,
-                Err(e) => return Started::Done(Err(e)),
-            },
+            write: entry(&write),
             read_value,
         };
         self.start("apply_swap", &req, ticket, take_swapped)
@@ -346,10 +333,7 @@ impl Replica for RemoteReplica {
     ) -> Started<usize> {
         let req = Request::ApplyBatch {
             epoch,
-            writes: match entries(&self.id, writes) {
-                Ok(e) => e,
-                Err(e) => return Started::Done(Err(e)),
-            },
+            writes: entries(writes),
         };
         self.start("apply_batch", &req, ticket, take_count)
     }
@@ -358,8 +342,8 @@ impl Replica for RemoteReplica {
         &self,
         epoch: u64,
         key: &[u8],
-        ticket: Ticket<'_, Option<Versioned>>,
-    ) -> Started<Option<Versioned>> {
+        ticket: Ticket<'_, Option<Cell>>,
+    ) -> Started<Option<Cell>> {
         let req = Request::Read {
             epoch,
             key: Bytes::copy_from_slice(key),
@@ -384,8 +368,8 @@ impl Replica for RemoteReplica {
         &self,
         epoch: u64,
         keys: &[&[u8]],
-        ticket: Ticket<'_, Vec<Option<Versioned>>>,
-    ) -> Started<Vec<Option<Versioned>>> {
+        ticket: Ticket<'_, Vec<Option<Cell>>>,
+    ) -> Started<Vec<Option<Cell>>> {
         let req = Request::ReadMany {
             epoch,
             keys: keys_to_wire(keys),
@@ -445,11 +429,7 @@ impl Replica for RemoteReplica {
             }
             let req = Request::Import {
                 epoch,
-                records: batch[start..end]
-                    .iter()
-                    .map(Entry::from_record)
-                    .collect::<std::result::Result<_, _>>()
-                    .map_err(|e| remote(&self.id, e))?,
+                records: batch[start..end].iter().map(Entry::from_record).collect(),
             };
             changed += self.call("import", &req, self.maintenance_timeout, take_count)?;
             start = end;

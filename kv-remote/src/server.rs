@@ -51,7 +51,7 @@ pub const MAX_LEAVES: u32 = 1 << 16;
 ///
 /// let remote = RemoteReplica::new("node2".parse()?, peers, Duration::from_secs(1));
 /// remote.apply(1, Write { key: b"k", value: Some(b"v"), version: Version::new(5), expires: None })?;
-/// assert_eq!(remote.read(1, b"k")?, Some((Some("v".into()), Version::new(5))));
+/// assert_eq!(remote.read(1, b"k")?.map(|c| (c.value, c.version)), Some((Some("v".into()), Version::new(5))));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct ReplicaServer {

@@ -100,7 +100,7 @@ fn undecodable_unknown_and_foreign_requests_get_clear_errors() {
     };
     assert!(good.apply(1, w).unwrap());
     assert_eq!(
-        served.read(1, b"k").unwrap().map(|(_, v)| v),
+        served.read(1, b"k").unwrap().map(|c| c.version),
         Some(Version::new(3))
     );
     assert_eq!(

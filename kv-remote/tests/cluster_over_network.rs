@@ -43,9 +43,14 @@ fn start() -> Net {
 }
 
 fn start_with(options: PeersOptions) -> Net {
+    start_clocked(options, Arc::new(kv_cluster::SystemClock))
+}
+
+/// A cluster whose coordinator and replicas all read `clock`.
+fn start_clocked(options: PeersOptions, clock: Arc<dyn kv_cluster::Clock>) -> Net {
     let replicas: Vec<Arc<MemoryReplica>> = ["node2", "node3"]
         .iter()
-        .map(|id| Arc::new(MemoryReplica::new(id).unwrap()))
+        .map(|id| Arc::new(MemoryReplica::with_clock(id, Arc::clone(&clock)).unwrap()))
         .collect();
     let servers: Vec<ReplicaServer> = ["node2", "node3"]
         .iter()
@@ -60,7 +65,7 @@ fn start_with(options: PeersOptions) -> Net {
     let backend = Arc::new(
         RemoteBackend::new(
             "node1".parse().unwrap(),
-            Arc::new(MemoryBackend::default()),
+            Arc::new(MemoryBackend::with_clock(Arc::clone(&clock))),
             peers,
             Identity::new(CLUSTER, "node1"),
             options,
@@ -70,8 +75,8 @@ fn start_with(options: PeersOptions) -> Net {
     );
     assert!(backend.wait_connected(LONG));
     let dir = tempfile::tempdir().unwrap();
-    let cluster =
-        Cluster::open(dir.path(), ClusterOptions::new().backend(backend.clone())).unwrap();
+    let opts = ClusterOptions::new().backend(backend.clone()).clock(clock);
+    let cluster = Cluster::open(dir.path(), opts).unwrap();
     Net {
         servers: servers.into_iter().map(Some).collect(),
         replicas,
@@ -157,11 +162,83 @@ fn a_cluster_over_the_network_serves_every_client_operation() {
         net.replicas[1]
             .read(ANY_EPOCH, b"only-on-node2")
             .unwrap()
-            .map(|(v, _)| v),
+            .map(|c| c.value),
         Some(Some(bytes::Bytes::from("x")))
     );
     let count = |r: &MemoryReplica| r.count_in_ranges(&[TokenRange::FULL]).unwrap();
     assert_eq!(count(&net.replicas[0]), count(&net.replicas[1]));
+}
+
+/// A clock the test moves by hand.
+struct Manual(std::sync::atomic::AtomicU64);
+
+impl kv_cluster::Clock for Manual {
+    fn now_millis(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Expiring keys over the network (protocol 2): the expiry reaches the remote replicas with
+/// the write, comes back with reads, travels in read repair and anti-entropy, and an expired
+/// key reads as absent through the coordinator; `EXPIRE`/`PERSIST` work across processes.
+#[test]
+fn expiring_keys_travel_over_the_network() {
+    use std::sync::atomic::Ordering::SeqCst;
+    const T0: u64 = 1_800_000_000_000;
+    let clock = Arc::new(Manual(std::sync::atomic::AtomicU64::new(T0)));
+    let net = start_clocked(options(), clock.clone());
+    let c = &net.cluster;
+    c.put_expiring(b"session", b"active", Some(T0 + 1_000))
+        .unwrap();
+    eventually("the expiring write on both remote replicas", || {
+        net.replicas.iter().all(|r| {
+            r.read(ANY_EPOCH, b"session")
+                .unwrap()
+                .is_some_and(|cell| cell.expires == Some(T0 + 1_000))
+        })
+    });
+    let e = c.get_entry(b"session").unwrap().unwrap();
+    assert_eq!(e.expires, Some(T0 + 1_000));
+    // Only expiry changes: EXPIRE, then PERSIST, each reaching the remote replicas.
+    assert!(
+        c.expire(
+            b"session",
+            kv_cluster::Expiry::AtMillis((T0 + 2_000) as i64),
+            kv_cluster::ExpireIf::Always
+        )
+        .unwrap()
+    );
+    assert_eq!(
+        c.get_entry(b"session").unwrap().unwrap().expires,
+        Some(T0 + 2_000)
+    );
+    assert!(c.persist_key(b"session").unwrap());
+    assert_eq!(c.get_entry(b"session").unwrap().unwrap().expires, None);
+    // node3 misses an expiring write node1 and node2 have (it holds an older value); once expired,
+    // reads answer absent and repair carries the write with its expiry to node3.
+    c.put(b"token", b"old").unwrap();
+    eventually("token on node3", || {
+        net.replicas[1].read(ANY_EPOCH, b"token").unwrap().is_some()
+    });
+    let newer = kv_cluster::Version::from_parts(T0 + 10, 0);
+    let w = kv_cluster::Write {
+        key: b"token",
+        value: Some(b"new"),
+        version: newer,
+        expires: Some(T0 + 500),
+    };
+    // On two of the three (node1, local, and node2): a quorum has it.
+    net.replicas[0].apply(ANY_EPOCH, w).unwrap();
+    let local = net.backend.local_replica().unwrap();
+    local.apply(ANY_EPOCH, w).unwrap();
+    clock.0.store(T0 + 3_000, SeqCst);
+    assert_eq!(c.get(b"session").unwrap().as_deref(), Some(&b"active"[..]));
+    assert_eq!(c.get(b"token").unwrap(), None);
+    c.repair().unwrap();
+    let on3 = net.replicas[1].read(ANY_EPOCH, b"token").unwrap().unwrap();
+    assert_eq!(on3.version, newer, "node3 took the expiring write");
+    assert!(!on3.is_live_at(T0 + 3_000));
+    assert_eq!(c.get(b"token").unwrap(), None);
 }
 
 /// The futures of the client operations, run as a task on a runtime of one worker thread that
@@ -311,7 +388,7 @@ fn a_partition_and_its_healing_lose_no_acknowledged_write() {
         let on3 = net.replicas[1]
             .read(ANY_EPOCH, &key(i))
             .unwrap()
-            .and_then(|(v, _)| v);
+            .and_then(|c| c.value);
         assert_eq!(on3.as_deref(), Some(&expected[..]), "key {i} on node3");
     }
 }

@@ -1,4 +1,4 @@
-//! The replica protocol's bodies, version 1, pinned by golden files (docs/format.md, "Replica
+//! The replica protocol's bodies, version 2, pinned by golden files (docs/format.md, "Replica
 //! protocol"): today's encoder writes exactly them, and each reads back to its value.
 //!
 //! Regenerate only for a *new* protocol version (into a new directory, keeping this one):
@@ -13,6 +13,11 @@ use kv_remote::*;
 const VERSION: u64 = 0x019A_F0F5_5001_0001;
 
 fn dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/replica-v2")
+}
+
+/// Version 1's files (no expiry fields), kept: this build refuses them cleanly.
+fn v1_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/replica-v1")
 }
 
@@ -21,6 +26,8 @@ fn entry(key: &'static str, value: Option<&'static str>) -> Entry {
         key: Bytes::from(key),
         value: value.map(Bytes::from),
         version: VERSION,
+        // Values expire (2030-01-01T00:00:00Z), so the field is pinned with a value.
+        expires: value.map(|_| 1_893_456_000_000),
     }
 }
 
@@ -141,6 +148,7 @@ fn responses() -> Vec<(&'static str, Response)> {
     let value = || VersionedValue {
         value: Some(Bytes::from("Alice")),
         version: VERSION,
+        expires: Some(1_893_456_000_000),
     };
     vec![
         ("response-applied.bin", Response::Applied(true)),
@@ -151,6 +159,7 @@ fn responses() -> Vec<(&'static str, Response)> {
                     version: 5,
                     live: true,
                     value: Some(Bytes::from("old")),
+                    expires: Some(1_893_456_000_000),
                 }),
             }),
         ),
@@ -165,6 +174,7 @@ fn responses() -> Vec<(&'static str, Response)> {
             Response::Value(Some(VersionedValue {
                 value: None,
                 version: 9,
+                expires: None,
             })),
         ),
         ("response-version.bin", Response::Version(Some(VERSION))),
@@ -266,7 +276,7 @@ fn golden_files_are_what_the_encoder_writes() {
 fn golden_files_decode_to_their_values() {
     for (name, request) in requests() {
         let bytes = std::fs::read(dir().join(name)).unwrap();
-        assert_eq!(bytes[0], 1, "{name}: version byte");
+        assert_eq!(bytes[0], 2, "{name}: version byte");
         assert_eq!(
             postcard::from_bytes::<Request>(&bytes).unwrap(),
             request,
@@ -275,7 +285,7 @@ fn golden_files_decode_to_their_values() {
     }
     for (name, response) in responses() {
         let bytes = std::fs::read(dir().join(name)).unwrap();
-        assert_eq!(bytes[0], 1, "{name}: version byte");
+        assert_eq!(bytes[0], 2, "{name}: version byte");
         assert_eq!(
             postcard::from_bytes::<Response>(&bytes).unwrap(),
             response,
@@ -288,14 +298,49 @@ fn golden_files_decode_to_their_values() {
 fn the_apply_request_reads_field_by_field() {
     // As docs/format.md walks through it.
     let bytes = std::fs::read(dir().join("request-apply.bin")).unwrap();
-    assert_eq!(&bytes[..4], [1, 0, 7, 6]); // version 1, Apply, epoch 7, key length 6
+    assert_eq!(&bytes[..4], [2, 0, 7, 6]); // version 2, Apply, epoch 7, key length 6
     assert_eq!(&bytes[4..10], b"user:1");
     assert_eq!(&bytes[10..12], [1, 5]); // Some, length 5
     assert_eq!(&bytes[12..17], b"Alice");
     assert_eq!(
-        &bytes[17..],
+        &bytes[17..26],
         [0x81, 0x80, 0x84, 0x80, 0xd5, 0x9e, 0xbc, 0xcd, 0x01]
     );
+    // expires: Some, then 1_893_456_000_000 as a varint.
+    assert_eq!(bytes[26], 1);
+    let mut expires = 0u64;
+    for (i, b) in bytes[27..].iter().enumerate() {
+        expires |= u64::from(b & 0x7f) << (7 * i);
+    }
+    assert_eq!(expires, 1_893_456_000_000);
+}
+
+/// Version 1's bodies (kept in `replica-v1/`) are refused cleanly, never misread: a request
+/// fails to decode, a response reads as `UnsupportedVersion`.
+#[test]
+fn version_1_bodies_are_refused_cleanly() {
+    let mut seen = 0;
+    for entry in std::fs::read_dir(v1_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(bytes[0], 1, "{name}");
+        if name.starts_with("request-") {
+            // (The server reads requests as an envelope and answers `UnsupportedVersion`.)
+            assert!(postcard::from_bytes::<Request>(&bytes).is_err(), "{name}");
+        } else {
+            assert_eq!(
+                postcard::from_bytes::<Response>(&bytes).unwrap(),
+                Response::Failed(RemoteError::UnsupportedVersion {
+                    found: 1,
+                    supported: PROTOCOL_VERSION
+                }),
+                "{name}"
+            );
+        }
+        seen += 1;
+    }
+    assert!(seen >= 20, "{seen} version-1 files");
 }
 
 #[test]

@@ -91,14 +91,8 @@ fn every_method_answers_as_the_replica_it_serves() {
     );
 
     // Values, tombstones, versions, absent keys.
-    assert_eq!(
-        remote.read(1, b"k1").unwrap(),
-        Some((Some(Bytes::from("v2")), Version::new(7)))
-    );
-    assert_eq!(
-        remote.read(1, b"k2").unwrap(),
-        Some((None, Version::new(6)))
-    );
+    assert_eq!(remote.read(1, b"k1").unwrap(), Some(cell(Some("v2"), 7)));
+    assert_eq!(remote.read(1, b"k2").unwrap(), Some(cell(None, 6)));
     assert_eq!(remote.read(1, b"nope").unwrap(), None);
     assert_eq!(
         remote.read_version(1, b"b2").unwrap(),
@@ -195,10 +189,7 @@ fn start_methods_answer_through_a_collector() {
     let c = Collector::new();
     let _ = remote.start_read(1, b"key2", c.ticket(0));
     let (_, r) = c.next(deadline()).unwrap();
-    assert_eq!(
-        r.unwrap(),
-        Some((Some(Bytes::from("vv")), Version::new(12)))
-    );
+    assert_eq!(r.unwrap(), Some(cell(Some("vv"), 12)));
     let c = Collector::new();
     let _ = remote.start_read_version(1, b"key1", c.ticket(0));
     assert_eq!(
@@ -210,11 +201,7 @@ fn start_methods_answer_through_a_collector() {
     let _ = remote.start_read_many(1, &keys, c.ticket(0));
     assert_eq!(
         c.next(deadline()).unwrap().1.unwrap(),
-        [
-            Some((None, Version::new(99))),
-            Some((Some(Bytes::from("1")), Version::new(5))),
-            None
-        ]
+        [Some(cell(None, 99)), Some(cell(Some("1"), 5)), None]
     );
     let c = Collector::new();
     let _ = remote.start_read_versions(1, &keys, c.ticket(0));
@@ -375,15 +362,24 @@ fn a_server_answering_data_inline_answers_the_same() {
             .unwrap()
             == 2
     );
-    let (value, version) = remote.read(1, b"k").unwrap().unwrap();
+    let got = remote.read(1, b"k").unwrap().unwrap();
     assert_eq!(
-        (value.as_deref(), version),
+        (got.value.as_deref(), got.version),
         (Some(&b"v"[..]), Version::new(3))
     );
     let many = remote.read_many(1, &[b"a", b"b", b"zz"]).unwrap();
-    assert_eq!(many[1], Some((None, Version::new(4))));
+    assert_eq!(many[1], Some(cell(None, 4)));
     assert_eq!(many[2], None);
     remote.sync().unwrap();
     assert_eq!(all_records(&remote, 1).len(), 3);
     assert_eq!(all_records(served.as_ref(), 1).len(), 3);
+}
+
+/// A cell without an expiry, as a replica's read answers it.
+fn cell(value: Option<&'static str>, version: u64) -> kv_cluster::Cell {
+    kv_cluster::Cell {
+        value: value.map(Bytes::from),
+        version: Version::new(version),
+        expires: None,
+    }
 }

@@ -5,10 +5,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use bytes::Bytes;
 use kv_cluster::{
-    Backend, Error, MemoryBackend, RangeCount, Record, RecordStream, Replica, Result, Swapped,
-    Version, Write,
+    Backend, Cell, Error, MemoryBackend, RangeCount, Record, RecordStream, Replica, Result,
+    Swapped, Version, Write,
 };
 use kv_ring::{NodeId, TokenRange};
 use parking_lot::Mutex;
@@ -102,7 +101,7 @@ impl Replica for Faulty {
         }
         self.inner.apply_batch(epoch, writes)
     }
-    fn read(&self, epoch: u64, key: &[u8]) -> Result<Option<(Option<Bytes>, Version)>> {
+    fn read(&self, epoch: u64, key: &[u8]) -> Result<Option<Cell>> {
         if self.faults.is_down(self.id()) {
             return Err(injected());
         }

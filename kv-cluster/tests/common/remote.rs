@@ -8,10 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
 use kv_cluster::{
-    Backend, Deferred, Digest, Error, MemoryBackend, RangeCount, Record, RecordStream, Replica,
-    Result, Started, Swapped, Ticket, Version, Versioned, Write,
+    Backend, Cell, Deferred, Digest, Error, MemoryBackend, RangeCount, Record, RecordStream,
+    Replica, Result, Started, Swapped, Ticket, Version, Write,
 };
 use kv_ring::{NodeId, TokenRange};
 use parking_lot::Mutex;
@@ -215,7 +214,7 @@ impl Replica for Remote {
     fn apply_batch(&self, epoch: u64, writes: &[Write<'_>]) -> Result<usize> {
         self.blocking(|r| r.apply_batch(epoch, writes))
     }
-    fn read(&self, epoch: u64, key: &[u8]) -> Result<Option<(Option<Bytes>, Version)>> {
+    fn read(&self, epoch: u64, key: &[u8]) -> Result<Option<Cell>> {
         self.blocking(|r| r.read(epoch, key))
     }
     fn start_apply(&self, epoch: u64, write: Write<'_>, ticket: Ticket<'_, bool>) -> Started<bool> {
@@ -248,8 +247,8 @@ impl Replica for Remote {
         &self,
         epoch: u64,
         key: &[u8],
-        ticket: Ticket<'_, Option<Versioned>>,
-    ) -> Started<Option<Versioned>> {
+        ticket: Ticket<'_, Option<Cell>>,
+    ) -> Started<Option<Cell>> {
         self.net.count_full(&self.id, 1);
         let key = key.to_vec();
         self.start(ticket, move |r| r.read(epoch, &key))
@@ -267,8 +266,8 @@ impl Replica for Remote {
         &self,
         epoch: u64,
         keys: &[&[u8]],
-        ticket: Ticket<'_, Vec<Option<Versioned>>>,
-    ) -> Started<Vec<Option<Versioned>>> {
+        ticket: Ticket<'_, Vec<Option<Cell>>>,
+    ) -> Started<Vec<Option<Cell>>> {
         self.net.count_full(&self.id, keys.len());
         let keys: Vec<Vec<u8>> = keys.iter().map(|k| k.to_vec()).collect();
         self.start(ticket, move |r| {
