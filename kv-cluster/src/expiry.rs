@@ -117,6 +117,9 @@ pub enum ExpireIf {
     Later,
     /// Only if the new expiry is earlier than the current one (`LT`; always true without one).
     Earlier,
+    /// Only if the key has an expiry and the new one is earlier (`XX LT`; `XX GT` is
+    /// [`Later`](ExpireIf::Later), which needs an expiry already).
+    HasExpiryEarlier,
 }
 
 impl ExpireIf {
@@ -129,6 +132,7 @@ impl ExpireIf {
             ExpireIf::HasExpiry => current.is_some(),
             ExpireIf::Later => current.is_some() && inf(new) > inf(current),
             ExpireIf::Earlier => inf(new) < inf(current),
+            ExpireIf::HasExpiryEarlier => current.is_some() && inf(new) < inf(current),
         }
     }
 }
@@ -533,5 +537,35 @@ fn check_expires(expires: Option<u64>) -> Result<()> {
             max: MAX_EXPIRES,
         }),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conditions_treat_no_expiry_as_an_infinite_one() {
+        use ExpireIf::*;
+        let (none, at5, at9) = (None, Some(5), Some(9));
+        // (condition, current, new): allowed?
+        for (c, cur, new, ok) in [
+            (Always, none, at5, true),
+            (NoExpiry, none, at5, true),
+            (NoExpiry, at9, at5, false),
+            (HasExpiry, none, at5, false),
+            (HasExpiry, at9, at5, true),
+            (Later, none, at9, false),
+            (Later, at5, at9, true),
+            (Later, at9, at9, false),
+            (Earlier, none, at5, true),
+            (Earlier, at9, at5, true),
+            (Earlier, at5, at9, false),
+            (HasExpiryEarlier, none, at5, false),
+            (HasExpiryEarlier, at9, at5, true),
+            (HasExpiryEarlier, at5, at9, false),
+        ] {
+            assert_eq!(c.allows(cur, new), ok, "{c:?} {cur:?} -> {new:?}");
+        }
     }
 }

@@ -27,6 +27,26 @@ fn facts(
             (1, 1, 1),
             &["@write", "@string", "@slow"],
         ),
+        "setex" | "psetex" => (
+            &["write", "denyoom"],
+            (1, 1, 1),
+            &["@write", "@string", "@slow"],
+        ),
+        "getex" => (
+            &["write", "fast"],
+            (1, 1, 1),
+            &["@write", "@string", "@fast"],
+        ),
+        "expire" | "pexpire" | "expireat" | "pexpireat" | "persist" => (
+            &["write", "fast"],
+            (1, 1, 1),
+            &["@keyspace", "@write", "@fast"],
+        ),
+        "ttl" | "pttl" | "expiretime" | "pexpiretime" => (
+            &["readonly", "fast"],
+            (1, 1, 1),
+            &["@keyspace", "@read", "@fast"],
+        ),
         "getdel" => (
             &["write", "fast"],
             (1, 1, 1),

@@ -24,20 +24,32 @@ pub(crate) const COMMANDS: &[(&str, i32)] = &[
     ("del", -2),
     ("echo", 2),
     ("exists", -2),
+    ("expire", -3),
+    ("expireat", -3),
+    ("expiretime", 2),
     ("get", 2),
     ("getdel", 2),
+    ("getex", -2),
     ("hello", -1),
     ("info", -1),
     ("kvstore", -2),
     ("mget", -2),
     ("mset", -3),
+    ("persist", 2),
+    ("pexpire", -3),
+    ("pexpireat", -3),
+    ("pexpiretime", 2),
     ("ping", -1),
+    ("psetex", 4),
+    ("pttl", 2),
     ("quit", -1),
     ("reset", 1),
     ("scan", -2),
     ("select", 2),
     ("set", -3),
+    ("setex", 4),
     ("strlen", 2),
+    ("ttl", 2),
     ("unlink", -2),
 ];
 
@@ -47,20 +59,41 @@ const NO_AUTH: &[&str] = &["auth", "hello", "quit", "reset"];
 /// Redis's reply to a command from a client that must authenticate first.
 const NOAUTH: &str = "NOAUTH Authentication required.";
 
-/// Redis's `SET` options other than `GET`, none of which the store supports yet: answered with an error naming
-/// the option, never ignored (a client using `SET NX` as a lock must not be told it got it).
-const SET_OPTIONS: &[&str] = &["nx", "xx", "ex", "px", "exat", "pxat", "keepttl"];
-
 /// Most consecutive `GET`s (or `SET`s) merged into one `get_many` (`put_many`).
 const MAX_RUN: usize = 512;
 
 /// Commands that read the store: they never wait for an fsync (`DBSIZE` and `INFO` read
 /// counters, one call per node).
-const READS: &[&str] = &["get", "mget", "exists", "strlen", "dbsize", "info"];
+const READS: &[&str] = &[
+    "get",
+    "mget",
+    "exists",
+    "strlen",
+    "dbsize",
+    "info",
+    "ttl",
+    "pttl",
+    "expiretime",
+    "pexpiretime",
+];
 
 /// Commands that write the store: one waits for an fsync under [`SyncPolicy::Always`], and
 /// the write that fills a log segment flushes it (see [`may_block`]).
-const WRITES: &[&str] = &["set", "del", "unlink", "getdel", "mset"];
+const WRITES: &[&str] = &[
+    "set",
+    "del",
+    "unlink",
+    "getdel",
+    "mset",
+    "setex",
+    "psetex",
+    "getex",
+    "expire",
+    "pexpire",
+    "expireat",
+    "pexpireat",
+    "persist",
+];
 
 /// Commands whose work grows with the store (a walk of keys or token ranges) or with a
 /// cluster change: always run on a storage thread.
@@ -300,11 +333,11 @@ async fn set_run(cluster: &Cluster, session: &Session, run: &[Command], out: &mu
 }
 
 /// Counts a key lookup for `keyspace_hits`/`keyspace_misses`.
-fn lookup(session: &mut Session, hit: bool) {
+pub(crate) fn lookup(session: &mut Session, hit: bool) {
     session.stats.lookups(u64::from(hit), u64::from(!hit));
 }
 
-fn value_reply(session: &Session, value: Option<Bytes>, out: &mut BytesMut) {
+pub(crate) fn value_reply(session: &Session, value: Option<Bytes>, out: &mut BytesMut) {
     match value {
         Some(v) => session.encoder().bulk(out, &v),
         None => session.encoder().null(out),
@@ -451,11 +484,21 @@ fn run_command(
         "client" => crate::client_cmd::client(session, args, out),
         "scan" => crate::scan::scan(cluster, session, args, out),
         "kvstore" => crate::kvstore_cmd::kvstore(cluster, session, args, out),
+        "setex" => crate::expire_cmd::setex(cluster, session, args, true, out),
+        "psetex" => crate::expire_cmd::setex(cluster, session, args, false, out),
+        "getex" => crate::expire_cmd::getex(cluster, session, args, out),
+        "expire" | "pexpire" | "expireat" | "pexpireat" => {
+            crate::expire_cmd::expire(cluster, session, name, args, out)
+        }
+        "ttl" | "pttl" | "expiretime" | "pexpiretime" => {
+            crate::expire_cmd::ttl(cluster, session, name, args, out)
+        }
+        "persist" => crate::expire_cmd::persist(cluster, session, args, out),
         _ => error(session, out, &unknown_command(args)),
     }
 }
 
-/// `SET key value [GET]`: every other Redis option is refused by name. With `GET`, one
+/// `SET key value [GET]`; with other options, `expire_cmd::set`. With `GET`, one
 /// write that reports the value it replaced ([`Cluster::swap`]): two clients racing never get
 /// the same old value, as in Redis.
 fn set(cluster: &Cluster, session: &mut Session, args: &[Bytes], out: &mut BytesMut) {
@@ -468,22 +511,8 @@ fn set(cluster: &Cluster, session: &mut Session, args: &[Bytes], out: &mut Bytes
             Err(e) => cluster_error(session, &e, out),
         };
     }
-    if let Some(opt) = args
-        .iter()
-        .skip(3)
-        .find(|o| !o.eq_ignore_ascii_case(b"get"))
-    {
-        let known = SET_OPTIONS
-            .iter()
-            .any(|o| opt.eq_ignore_ascii_case(o.as_bytes()));
-        if known {
-            let text = format!(
-                "ERR SET option '{}' is not supported by kvstore",
-                String::from_utf8_lossy(opt).to_ascii_uppercase()
-            );
-            return error(session, out, &text);
-        }
-        return error(session, out, "ERR syntax error");
+    if args.len() > 3 {
+        return crate::expire_cmd::set(cluster, session, args, out);
     }
     match cluster.put(&args[1], &args[2]) {
         Ok(_) => session.encoder().simple(out, b"OK"),

@@ -23,6 +23,7 @@ impl Doc {
 }
 
 /// One argument, as Redis's `redisCommandArg`.
+#[derive(Clone, Copy)]
 pub(crate) struct Arg {
     name: &'static str,
     kind: &'static str,
@@ -66,6 +67,55 @@ const fn token(name: &'static str, token: &'static str, kind: &'static str) -> A
 const fn flag(name: &'static str, word: &'static str) -> Arg {
     optional(token(name, word, "pure-token"))
 }
+
+/// An optional choice of one of `args` (Redis's `oneof` block).
+const fn oneof(name: &'static str, args: &'static [Arg]) -> Arg {
+    Arg {
+        name,
+        kind: "oneof",
+        token: None,
+        optional: true,
+        multiple: false,
+        args,
+    }
+}
+
+/// `EX seconds | PX milliseconds | EXAT unix-time-seconds | PXAT unix-time-milliseconds`.
+const EXPIRATION_TIMES: [Arg; 4] = [
+    token("seconds", "EX", "integer"),
+    token("milliseconds", "PX", "integer"),
+    token("unix-time-seconds", "EXAT", "unix-time"),
+    token("unix-time-milliseconds", "PXAT", "unix-time"),
+];
+
+/// `SET`'s expiration: a time or `KEEPTTL`.
+const SET_EXPIRATION: &[Arg] = &[
+    EXPIRATION_TIMES[0],
+    EXPIRATION_TIMES[1],
+    EXPIRATION_TIMES[2],
+    EXPIRATION_TIMES[3],
+    token("keepttl", "KEEPTTL", "pure-token"),
+];
+
+/// `GETEX`'s expiration: a time or `PERSIST`.
+const GETEX_EXPIRATION: &[Arg] = &[
+    EXPIRATION_TIMES[0],
+    EXPIRATION_TIMES[1],
+    EXPIRATION_TIMES[2],
+    EXPIRATION_TIMES[3],
+    token("persist", "PERSIST", "pure-token"),
+];
+
+/// The `EXPIRE` family's `NX | XX | GT | LT`.
+const EXPIRE_CONDITION: Arg = oneof(
+    "condition",
+    &[
+        token("nx", "NX", "pure-token"),
+        token("xx", "XX", "pure-token"),
+        token("gt", "GT", "pure-token"),
+        token("lt", "LT", "pure-token"),
+    ],
+);
 
 const fn doc(
     name: &'static str,
@@ -245,6 +295,31 @@ pub(crate) const DOCS: &[Doc] = &[
         &[keys()],
     ),
     doc(
+        "expire",
+        "Sets the expiration time of a key in seconds.",
+        "1.0.0",
+        "generic",
+        &[key(), arg("seconds", "integer"), EXPIRE_CONDITION],
+    ),
+    doc(
+        "expireat",
+        "Sets the expiration time of a key to a Unix timestamp.",
+        "1.2.0",
+        "generic",
+        &[
+            key(),
+            arg("unix-time-seconds", "unix-time"),
+            EXPIRE_CONDITION,
+        ],
+    ),
+    doc(
+        "expiretime",
+        "Returns the expiration time of a key as a Unix timestamp.",
+        "7.0.0",
+        "generic",
+        &[key()],
+    ),
+    doc(
         "get",
         "Returns the string value of a key.",
         "1.0.0",
@@ -257,6 +332,13 @@ pub(crate) const DOCS: &[Doc] = &[
         "6.2.0",
         "string",
         &[key()],
+    ),
+    doc(
+        "getex",
+        "Returns the string value of a key after setting its expiration time.",
+        "6.2.0",
+        "string",
+        &[key(), oneof("expiration", GETEX_EXPIRATION)],
     ),
     doc(
         "hello",
@@ -396,11 +478,62 @@ pub(crate) const DOCS: &[Doc] = &[
         }],
     ),
     doc(
+        "persist",
+        "Removes the expiration time of a key.",
+        "2.2.0",
+        "generic",
+        &[key()],
+    ),
+    doc(
+        "pexpire",
+        "Sets the expiration time of a key in milliseconds.",
+        "2.6.0",
+        "generic",
+        &[key(), arg("milliseconds", "integer"), EXPIRE_CONDITION],
+    ),
+    doc(
+        "pexpireat",
+        "Sets the expiration time of a key to a Unix milliseconds timestamp.",
+        "2.6.0",
+        "generic",
+        &[
+            key(),
+            arg("unix-time-milliseconds", "unix-time"),
+            EXPIRE_CONDITION,
+        ],
+    ),
+    doc(
+        "pexpiretime",
+        "Returns the expiration time of a key as a Unix milliseconds timestamp.",
+        "7.0.0",
+        "generic",
+        &[key()],
+    ),
+    doc(
         "ping",
         "Returns the server's liveliness response.",
         "1.0.0",
         "connection",
         &[optional(arg("message", "string"))],
+    ),
+    doc(
+        "psetex",
+        "Sets both string value and expiration time in milliseconds of a key. The key is \
+         created if it doesn't exist.",
+        "2.6.0",
+        "string",
+        &[
+            key(),
+            arg("milliseconds", "integer"),
+            arg("value", "string"),
+        ],
+    ),
+    doc(
+        "pttl",
+        "Returns the expiration time in milliseconds of a key.",
+        "2.6.0",
+        "generic",
+        &[key()],
     ),
     doc("quit", "Closes the connection.", "1.0.0", "connection", &[]),
     doc(
@@ -431,16 +564,37 @@ pub(crate) const DOCS: &[Doc] = &[
     ),
     doc(
         "set",
-        "Sets the string value of a key (kvstore: no expiry or condition options).",
+        "Sets the string value of a key, ignoring its type. The key is created if it doesn't \
+         exist (kvstore: no condition options).",
         "1.0.0",
         "string",
-        &[key(), arg("value", "string"), flag("get", "GET")],
+        &[
+            key(),
+            arg("value", "string"),
+            flag("get", "GET"),
+            oneof("expiration", SET_EXPIRATION),
+        ],
+    ),
+    doc(
+        "setex",
+        "Sets the string value and expiration time of a key. Creates the key if it doesn't \
+         exist.",
+        "2.0.0",
+        "string",
+        &[key(), arg("seconds", "integer"), arg("value", "string")],
     ),
     doc(
         "strlen",
         "Returns the length of a string value.",
         "2.2.0",
         "string",
+        &[key()],
+    ),
+    doc(
+        "ttl",
+        "Returns the expiration time in seconds of a key.",
+        "1.0.0",
+        "generic",
         &[key()],
     ),
     doc(

@@ -9,6 +9,7 @@
 //! Nothing here touches the store: the caller passes the cluster's "now".
 
 use bytes::Bytes;
+use kv_cluster::ExpireIf;
 
 /// Redis's reply to an argument that is not a 64-bit integer.
 pub(crate) const NOT_AN_INTEGER: &str = "ERR value is not an integer or out of range";
@@ -191,36 +192,6 @@ pub(crate) fn parse_getex(args: &[Bytes], now: u64) -> Result<GetexExpiry, Strin
     })
 }
 
-/// The condition of an `EXPIRE`-family command.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(crate) struct Condition {
-    nx: bool,
-    xx: bool,
-    gt: bool,
-    lt: bool,
-}
-
-impl Condition {
-    /// Whether the new expiry `when` may replace `current` (`None`: the key has none,
-    /// which `GT` and `LT` take as an infinite time to live, as Redis does).
-    pub(crate) fn allows(&self, current: Option<u64>, when: i64) -> bool {
-        let current = current.map(|c| i64::try_from(c).unwrap_or(i64::MAX));
-        if self.nx && current.is_some() {
-            return false;
-        }
-        if self.xx && current.is_none() {
-            return false;
-        }
-        if self.gt && current.is_none_or(|c| when <= c) {
-            return false;
-        }
-        if self.lt && current.is_some_and(|c| when >= c) {
-            return false;
-        }
-        true
-    }
-}
-
 /// `EXPIRE key seconds`, `PEXPIRE key ms`, `EXPIREAT key ts`, `PEXPIREAT key ms-ts`, each
 /// `[NX|XX|GT|LT]`, parsed as Redis's `expireGenericCommand` does: the options first, then
 /// the time, which may be zero or negative (the key is then deleted) but must not overflow.
@@ -231,17 +202,17 @@ pub(crate) fn parse_expire(
     seconds: bool,
     relative: bool,
     now: u64,
-) -> Result<(i64, Condition), String> {
-    let mut c = Condition::default();
+) -> Result<(i64, ExpireIf), String> {
+    let (mut nx, mut xx, mut gt, mut lt) = (false, false, false, false);
     for opt in &args[3..] {
         if opt.eq_ignore_ascii_case(b"nx") {
-            c.nx = true;
+            nx = true;
         } else if opt.eq_ignore_ascii_case(b"xx") {
-            c.xx = true;
+            xx = true;
         } else if opt.eq_ignore_ascii_case(b"gt") {
-            c.gt = true;
+            gt = true;
         } else if opt.eq_ignore_ascii_case(b"lt") {
-            c.lt = true;
+            lt = true;
         } else {
             return Err(format!(
                 "ERR Unsupported option {}",
@@ -249,12 +220,21 @@ pub(crate) fn parse_expire(
             ));
         }
     }
-    if c.nx && (c.xx || c.gt || c.lt) {
+    if nx && (xx || gt || lt) {
         return Err("ERR NX and XX, GT or LT options at the same time are not compatible".into());
     }
-    if c.gt && c.lt {
+    if gt && lt {
         return Err("ERR GT and LT options at the same time are not compatible".into());
     }
+    // `XX GT` is `GT`: without an expiry (an infinite one) nothing is later.
+    let c = match (nx, xx, gt, lt) {
+        (true, ..) => ExpireIf::NoExpiry,
+        (_, true, false, true) => ExpireIf::HasExpiryEarlier,
+        (_, true, false, false) => ExpireIf::HasExpiry,
+        (_, _, true, _) => ExpireIf::Later,
+        (_, _, _, true) => ExpireIf::Earlier,
+        _ => ExpireIf::Always,
+    };
     let mut when = parse_i64(&args[2])?;
     if seconds {
         if !(i64::MIN / 1000..=i64::MAX / 1000).contains(&when) {
@@ -379,18 +359,20 @@ mod tests {
     fn expire_conditions_follow_redis() {
         let e = |l: &str| parse_expire("expire", &args(l), true, true, NOW);
         let (when, c) = e("EXPIRE k 10").unwrap();
-        assert_eq!(when, NOW as i64 + 10_000);
-        assert!(c.allows(None, when) && c.allows(Some(1), when));
+        assert_eq!((when, c), (NOW as i64 + 10_000, ExpireIf::Always));
         // Zero and negative times are accepted (the key is deleted).
         assert_eq!(e("EXPIRE k -5").unwrap().0, NOW as i64 - 5_000);
-        let (_, nx) = e("EXPIRE k 10 NX").unwrap();
-        assert!(nx.allows(None, 1) && !nx.allows(Some(5), 1));
-        let (_, xx) = e("EXPIRE k 10 xx").unwrap();
-        assert!(!xx.allows(None, 1) && xx.allows(Some(5), 1));
-        let (_, gt) = e("EXPIRE k 10 GT").unwrap();
-        assert!(!gt.allows(None, 10) && gt.allows(Some(5), 10) && !gt.allows(Some(10), 10));
-        let (_, lt) = e("EXPIRE k 10 LT").unwrap();
-        assert!(lt.allows(None, 10) && lt.allows(Some(11), 10) && !lt.allows(Some(10), 10));
+        for (opts, cond) in [
+            ("NX", ExpireIf::NoExpiry),
+            ("xx", ExpireIf::HasExpiry),
+            ("GT", ExpireIf::Later),
+            ("XX GT", ExpireIf::Later),
+            ("LT", ExpireIf::Earlier),
+            ("LT XX", ExpireIf::HasExpiryEarlier),
+            ("NX NX", ExpireIf::NoExpiry),
+        ] {
+            assert_eq!(e(&format!("EXPIRE k 10 {opts}")).unwrap().1, cond, "{opts}");
+        }
         assert_eq!(
             e("EXPIRE k 10 NX GT").unwrap_err(),
             "ERR NX and XX, GT or LT options at the same time are not compatible"

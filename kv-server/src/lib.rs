@@ -76,8 +76,8 @@ mod commands;
 mod connection;
 mod docs;
 mod error;
-#[allow(dead_code)] // Wired into the commands once the cluster carries expiries (issue 24).
 mod expire_args;
+mod expire_cmd;
 mod extension;
 mod info;
 mod kvstore_cmd;

@@ -112,7 +112,7 @@ fn exact_replies_match_redis() {
             b"ECHO\r\n",
             b"-ERR wrong number of arguments for 'echo' command\r\n",
         ),
-        (b"COMMAND COUNT\r\n", b":23\r\n"),
+        (b"COMMAND COUNT\r\n", b":35\r\n"),
         (
             b"COMMAND COUNT x\r\n",
             b"-ERR wrong number of arguments for 'command|count' command\r\n",
@@ -430,7 +430,7 @@ fn command_docs_describe_the_supported_arguments_for_redis_cli_hints() {
         .collect();
     assert_eq!(names, ["set", "client|setname"]);
     let text = format!("{:?}", entries[0].1);
-    // SET's hint is `key value [GET]`: GET is an optional pure token, and nothing else.
+    // SET's hint is `key value [GET] [EX|PX|EXAT|PXAT|KEEPTTL]`: no NX or XX.
     for part in [
         "\"key\"",
         "\"value\"",
