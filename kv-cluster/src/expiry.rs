@@ -232,16 +232,16 @@ impl Cluster {
         let routing = self.routing();
         let version = self.next_version()?;
         let mode = self.default_mode();
-        self.write_expiring_async(
-            &routing,
+        let op = WriteOp {
             key,
-            Some(value),
+            value: Some(value),
             expires,
             version,
-            self.opts.write,
+            consistency: self.opts.write,
             mode,
-        )
-        .await?;
+            ask: Ask::Nothing,
+        };
+        self.write_reporting_async(&routing, op).await?;
         Ok(version)
     }
 
@@ -530,7 +530,7 @@ fn entry_of(cell: Cell, now: u64) -> Option<Entry> {
 }
 
 /// Refuses an absolute expiry past [`MAX_EXPIRES`].
-fn check_expires(expires: Option<u64>) -> Result<()> {
+pub(crate) fn check_expires(expires: Option<u64>) -> Result<()> {
     match expires {
         Some(e) if e > MAX_EXPIRES => Err(Error::ExpiryOutOfRange {
             requested: Expiry::AtMillis(i64::try_from(e).unwrap_or(i64::MAX)),

@@ -242,6 +242,58 @@ impl Cluster {
         K: AsRef<[u8]>,
         V: AsRef<[u8]>,
     {
+        self.put_many_expiring_async(pairs, &[]).await
+    }
+
+    /// [`put_many`](Cluster::put_many) of values that expire: `expires[i]` is when
+    /// `pairs[i]`'s value does (ms since the Unix epoch; `None`, or past the end of
+    /// `expires`: never). What a pipelined run of `SET ... EX` becomes: one batch per node.
+    ///
+    /// # Errors
+    /// As [`put_many`](Cluster::put_many); [`Error::ExpiryOutOfRange`] (before anything is
+    /// written) past [`MAX_EXPIRES`](crate::MAX_EXPIRES).
+    ///
+    /// # Example
+    /// ```
+    /// use kv_cluster::{Cluster, ClusterOptions};
+    /// let dir = tempfile::tempdir()?;
+    /// let cluster = Cluster::open(dir.path(), ClusterOptions::new())?;
+    /// let later = Some(cluster.now_millis() + 60_000);
+    /// cluster.put_many_expiring(&[(b"a", b"1"), (b"b", b"2")], &[later, None])?;
+    /// assert_eq!(cluster.get_entry(b"a")?.unwrap().expires, later);
+    /// assert_eq!(cluster.get_entry(b"b")?.unwrap().expires, None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn put_many_expiring<K, V>(
+        &self,
+        pairs: &[(K, V)],
+        expires: &[Option<u64>],
+    ) -> Result<Vec<Version>>
+    where
+        K: AsRef<[u8]>,
+        V: AsRef<[u8]>,
+    {
+        crate::block::block_on(self.put_many_expiring_async(pairs, expires))
+    }
+
+    /// [`put_many_expiring`](Cluster::put_many_expiring) as a future: see
+    /// [`put_many_async`](Cluster::put_many_async).
+    ///
+    /// # Errors
+    /// As [`put_many_expiring`](Cluster::put_many_expiring).
+    pub async fn put_many_expiring_async<K, V>(
+        &self,
+        pairs: &[(K, V)],
+        expires: &[Option<u64>],
+    ) -> Result<Vec<Version>>
+    where
+        K: AsRef<[u8]>,
+        V: AsRef<[u8]>,
+    {
+        for e in expires {
+            crate::expiry::check_expires(*e)?;
+        }
+        let expiry = |i: usize| expires.get(i).copied().flatten();
         let routing = self.routing();
         let versions: Vec<Version> = pairs
             .iter()
@@ -249,10 +301,17 @@ impl Cluster {
             .collect::<Result<_>>()?;
         if self.opts.sloppy && routing.nodes.values().any(|n| n.is_down()) {
             // Stand-ins are chosen per key: write one key at a time.
-            for ((k, v), version) in pairs.iter().zip(&versions) {
-                let (k, v) = (k.as_ref(), Some(v.as_ref()));
-                self.write_async(&routing, k, v, *version, self.opts.write, Mode::Sloppy)
-                    .await?;
+            for (i, ((k, v), version)) in pairs.iter().zip(&versions).enumerate() {
+                let op = WriteOp {
+                    key: k.as_ref(),
+                    value: Some(v.as_ref()),
+                    expires: expiry(i),
+                    version: *version,
+                    consistency: self.opts.write,
+                    mode: Mode::Sloppy,
+                    ask: Ask::Nothing,
+                };
+                self.write_reporting_async(&routing, op).await?;
             }
             return Ok(versions);
         }
@@ -301,7 +360,7 @@ impl Cluster {
                         key: pairs[i].0.as_ref(),
                         value: Some(pairs[i].1.as_ref()),
                         version: versions[i],
-                        expires: None,
+                        expires: expiry(i),
                     })
                     .collect()
             })
@@ -489,26 +548,10 @@ impl Cluster {
         consistency: Consistency,
         mode: Mode,
     ) -> Result<()> {
-        self.write_expiring_async(routing, key, value, None, version, consistency, mode)
-            .await
-    }
-
-    /// [`write_async`](Cluster::write_async) of a value that expires at `expires`.
-    #[allow(clippy::too_many_arguments)] // the write's parts, passed through
-    pub(crate) async fn write_expiring_async(
-        &self,
-        routing: &Routing,
-        key: &[u8],
-        value: Option<&[u8]>,
-        expires: Option<u64>,
-        version: Version,
-        consistency: Consistency,
-        mode: Mode,
-    ) -> Result<()> {
         let op = WriteOp {
             key,
             value,
-            expires,
+            expires: None,
             version,
             consistency,
             mode,

@@ -299,3 +299,49 @@ fn clock_skew_within_the_bound_gives_the_same_answers_through_every_coordinator(
         }
     }
 }
+
+/// A batch of expiring writes (a pipelined run of `SET ... EX`): each pair keeps its own
+/// expiry on every replica, expires at it, and an out-of-range one refuses the whole batch
+/// before anything is written.
+#[test]
+fn a_batch_of_expiring_writes_keeps_each_expiry() {
+    let now = Arc::new(AtomicU64::new(T0));
+    let dir = tempfile::tempdir().unwrap();
+    let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::with_clock(clock(&now, 0)));
+    let opts = ClusterOptions::new()
+        .clock(clock(&now, 0))
+        .backend(Arc::clone(&backend));
+    let cluster = Cluster::open(dir.path(), opts).unwrap();
+    let pairs: Vec<(Vec<u8>, Vec<u8>)> = (0..20)
+        .map(|i| (format!("k{i}").into_bytes(), b"v".to_vec()))
+        .collect();
+    // Even keys expire after 1 s, odd ones never (a shorter slice: the last ones never).
+    let expires: Vec<Option<u64>> = (0..18)
+        .map(|i| (i % 2 == 0).then_some(T0 + 1_000))
+        .collect();
+    cluster.put_many_expiring(&pairs, &expires).unwrap();
+    for (i, (k, _)) in pairs.iter().enumerate() {
+        let want = expires.get(i).copied().flatten();
+        assert_eq!(cluster.get_entry(k).unwrap().unwrap().expires, want, "k{i}");
+        for id in ["node1", "node2", "node3"] {
+            let cell = raw(backend.as_ref(), dir.path(), id, k).unwrap();
+            assert_eq!(cell.expires, want, "k{i} on {id}");
+        }
+    }
+    now.store(T0 + 1_000, Ordering::SeqCst);
+    let got = cluster
+        .get_many(&pairs.iter().map(|(k, _)| k).collect::<Vec<_>>())
+        .unwrap();
+    for (i, v) in got.iter().enumerate() {
+        let live = i % 2 == 1 || i >= 18;
+        assert_eq!(v.is_some(), live, "k{i}");
+    }
+    let err = cluster
+        .put_many_expiring(
+            &[(b"x", b"v"), (b"y", b"v")],
+            &[None, Some(MAX_EXPIRES + 1)],
+        )
+        .unwrap_err();
+    assert!(matches!(err, Error::ExpiryOutOfRange { .. }), "{err}");
+    assert_eq!(cluster.get(b"x").unwrap(), None, "nothing written");
+}

@@ -124,7 +124,7 @@ pub(crate) fn may_block<'a>(
             .any(|n| c.name().eq_ignore_ascii_case(n.as_bytes()))
     };
     commands.into_iter().any(|c| {
-        if remote && (is_plain(c, "get", 2) || is_plain(c, "set", 3)) {
+        if remote && (is_plain(c, "get", 2) || is_run_set(c)) {
             return !writes_inline;
         }
         if is(c, READS) {
@@ -172,7 +172,7 @@ async fn execute_queue(
         if session.quit || out.len() >= flush_at {
             return;
         }
-        if session.authenticated && (is_plain(cmd, "get", 2) || is_plain(cmd, "set", 3)) {
+        if session.authenticated && (is_plain(cmd, "get", 2) || is_run_set(cmd)) {
             let run = take_run(queue);
             let start = Instant::now();
             if run[0].len() == 2 {
@@ -229,6 +229,21 @@ const fn str_eq(a: &str, b: &str) -> bool {
     true
 }
 
+/// A `SET key value`, or one with a single time option (`EX|PX|EXAT|PXAT t`): what a run of
+/// writes batches (the time itself is checked when the run executes).
+fn is_run_set(cmd: &Command) -> bool {
+    match cmd.len() {
+        3 => is_plain(cmd, "set", 3),
+        5 => {
+            is_plain(cmd, "set", 5)
+                && [&b"ex"[..], b"px", b"exat", b"pxat"]
+                    .iter()
+                    .any(|o| cmd.args()[3].eq_ignore_ascii_case(o))
+        }
+        _ => false,
+    }
+}
+
 /// A command called `name` with exactly `argc` arguments.
 fn is_plain(cmd: &Command, name: &str, argc: usize) -> bool {
     cmd.len() == argc && cmd.name().eq_ignore_ascii_case(name.as_bytes())
@@ -240,13 +255,13 @@ fn take_run(queue: &mut VecDeque<Command>) -> Vec<Command> {
     let Some(first) = queue.pop_front() else {
         return run;
     };
-    let (name, argc) = if first.len() == 2 {
-        ("get", 2)
+    let is_like: fn(&Command) -> bool = if first.len() == 2 {
+        |c| is_plain(c, "get", 2)
     } else {
-        ("set", 3)
+        is_run_set
     };
     run.push(first);
-    while run.len() < MAX_RUN && queue.front().is_some_and(|c| is_plain(c, name, argc)) {
+    while run.len() < MAX_RUN && queue.front().is_some_and(is_like) {
         if let Some(c) = queue.pop_front() {
             run.push(c);
         }
@@ -310,22 +325,52 @@ async fn set_run(cluster: &Cluster, session: &Session, run: &[Command], out: &mu
         .iter()
         .map(|c| (&c.args()[1][..], &c.args()[2][..]))
         .collect();
-    // A run of one (every unpipelined SET) is a plain `put`, below.
-    if pairs.len() > 1 && cluster.put_many_async(&pairs).await.is_ok() {
-        for _ in run {
-            session.encoder().simple(out, b"OK");
+    // Each SET's expiry (none for a plain one), or the error its time gets.
+    let now = cluster.now_millis();
+    let expiries: Vec<Result<Option<u64>, String>> = run
+        .iter()
+        .map(|c| match c.len() {
+            3 => Ok(None),
+            _ => crate::expire_args::parse_set(c.args(), now).map(|s| match s.expiry {
+                crate::expire_args::NewExpiry::At(ms) => Some(ms),
+                _ => None,
+            }),
+        })
+        .collect();
+    let valid = expiries.iter().all(Result::is_ok);
+    // A run of one (every unpipelined SET) is a single write, below.
+    if pairs.len() > 1 && valid {
+        let expires: Vec<Option<u64>> = expiries.iter().flatten().copied().collect();
+        let stored = if expires.iter().all(Option::is_none) {
+            cluster.put_many_async(&pairs).await
+        } else {
+            cluster.put_many_expiring_async(&pairs, &expires).await
+        };
+        if stored.is_ok() {
+            for _ in run {
+                session.encoder().simple(out, b"OK");
+            }
+            return 0;
         }
-        return 0;
     }
     // Some pairs may be stored: writing them again is harmless, and each command gets the
     // answer of its own write.
     let mut failed = 0;
-    for (k, v) in pairs {
-        match cluster.put_async(k, v).await {
+    for ((k, v), expires) in pairs.into_iter().zip(expiries) {
+        let stored = match expires {
+            Ok(None) => cluster.put_async(k, v).await,
+            Ok(Some(at)) => cluster.put_expiring_async(k, v, Some(at)).await,
+            Err(e) => {
+                failed += 1;
+                error(session, out, &e);
+                continue;
+            }
+        };
+        match stored {
             Ok(_) => session.encoder().simple(out, b"OK"),
             Err(e) => {
                 failed += 1;
-                cluster_error(session, &e, out);
+                crate::expire_cmd::cluster_error(session, "set", &e, out);
             }
         }
     }

@@ -19,8 +19,9 @@ use crate::expire_args::{
 };
 use crate::session::Session;
 
-/// The error reply of a cluster error in `command`.
-fn cluster_error(session: &Session, command: &str, e: &Error, out: &mut BytesMut) {
+/// The error reply of a cluster error in `command` (an expiry out of the store's range is
+/// Redis's "invalid expire time").
+pub(crate) fn cluster_error(session: &Session, command: &str, e: &Error, out: &mut BytesMut) {
     if matches!(e, Error::ExpiryOutOfRange { .. }) {
         return error(session, out, &invalid_expire(command));
     }

@@ -247,3 +247,39 @@ fn the_expected_replies_are_redis_s_own() {
     let mut c = client.get_connection().unwrap();
     check_steps(&mut c, "redis-server");
 }
+
+/// A pipelined run of `SET`s with and without times is one batch per node, and each command
+/// still gets its own reply: a bad time fails that command only.
+#[test]
+fn a_pipelined_run_of_sets_with_times_answers_each_command() {
+    let server = TestServer::start();
+    let mut c = server.client();
+    // One write: the server reads it as one batch.
+    let mut batch = Vec::new();
+    for i in 0..30 {
+        let line = match i % 3 {
+            0 => format!("SET p{i} v EX 100\r\n"),
+            1 => format!("SET p{i} v\r\n"),
+            _ => format!("SET p{i} v PX 100000\r\n"),
+        };
+        batch.extend_from_slice(line.as_bytes());
+    }
+    batch.extend_from_slice(b"SET bad v EX 0\r\nSET after v EX 100\r\n");
+    let expected = format!(
+        "{}-ERR invalid expire time in 'set' command\r\n+OK\r\n",
+        "+OK\r\n".repeat(30)
+    );
+    let mut s = server.raw();
+    let got = common::exchange(&mut s, &batch, expected.len());
+    assert_eq!(String::from_utf8_lossy(&got), expected);
+    for i in 0..30 {
+        let want = if i % 3 == 1 { -1 } else { 100 };
+        let ttl: i64 = redis::cmd("TTL")
+            .arg(format!("p{i}"))
+            .query(&mut c)
+            .unwrap();
+        assert_eq!(ttl, want, "p{i}");
+    }
+    assert_eq!(run(&mut c, "EXISTS bad"), "(integer) 0");
+    assert_eq!(run(&mut c, "TTL after"), "(integer) 100");
+}
