@@ -502,7 +502,7 @@ fn keys_expire_on_request_and_their_ttl_survives_a_restart() {
     let left = ttl_millis(&out, "session:abc");
     assert!((3_540_000..=3_600_000).contains(&left), "{left}");
     assert!(
-        out.contains(&format!("✓ TTL of session:abc: 59m")),
+        out.contains("✓ TTL of session:abc: 59m"),
         "a human form: {out}"
     );
 
