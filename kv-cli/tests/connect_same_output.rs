@@ -254,7 +254,8 @@ fn ttl_over_connect_reads_as_in_process_and_sees_redis_clients_expiries() {
         assert!(out.contains("✓ Stored: s -> v (expires in 1h)\n"), "{out}");
         let (human, ms) = ttl_line(out, "s");
         assert!((3_540_000..=3_600_000).contains(&ms), "{out}");
-        assert!(human.starts_with("59m"), "{out}");
+        // Read in the same millisecond as written, or later.
+        assert!(human == "1h" || human.starts_with("59m"), "{out}");
     }
     let (_, ms) = ttl_line(&remote.stdout, "from-redis");
     assert!((60_000..=120_000).contains(&ms), "{remote:?}");
