@@ -151,6 +151,7 @@ fn initialisation(args: &Args, dir: &Path, s: Style) -> anyhow::Result<Session> 
     let session = Session {
         target: Target::Local(opened.cluster),
         style: s,
+        nodes: opened.nodes,
     };
     let cluster = cluster(&session)?;
     say!(
@@ -334,6 +335,7 @@ fn crash_recovery(
     let session = Session {
         target: Target::Local(opened.cluster),
         style: s,
+        nodes: opened.nodes,
     };
     for (k, v) in &expect {
         if cluster(&session)?.get(k.as_bytes())? != *v {

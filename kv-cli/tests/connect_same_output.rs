@@ -9,8 +9,10 @@ mod common;
 
 use common::{EXIT_TIMEOUT, Served, data_dir, scripted};
 
-/// Every command but `benchmark` (in-process only) and `compact` (its per-node lines come in
-/// no fixed order, locally as over the wire): data commands, keys found and not, errors, a
+/// Every command but `benchmark` (in-process only), `compact` (its per-node lines come in
+/// no fixed order, locally as over the wire) and `ttl` of a key that expires (the
+/// milliseconds left differ from run to run: see the test below): data commands, keys with
+/// and without a TTL, keys found and not, errors, a
 /// node failure with hints handed off on recovery, repair, and a node added then removed.
 const SCRIPT: &str = r#"
 # a comment, and a blank line above
@@ -26,6 +28,16 @@ del user:1002
 del user:1002
 mput a 1 b 2 c "three words"
 mget a b missing c
+put session:abc active --ttl 1h
+put later x --ttl=2h
+ttl user:1001
+ttl missing
+persist later
+persist later
+persist missing
+ttl later
+put k v --ttl 0
+put --ttl 5m k v
 nodes
 stats
 ring
@@ -85,6 +97,13 @@ fn connect_prints_what_the_in_process_repl_prints() {
         local.stdout.contains("✓ Node node4 removed successfully"),
         "the script did not run as expected: {local:?}"
     );
+    // The keys with a TTL are counted on both sides (the server answers its own count).
+    assert!(
+        local
+            .stdout
+            .contains("Keys with a TTL per node: node1 1, node2 1, node3 1\n"),
+        "{local:?}"
+    );
     assert_eq!(normalise(&remote.stdout), normalise(&local.stdout));
     assert_eq!(remote.stderr, local.stderr);
     // `fail node9`, ... failed: both exit non-zero.
@@ -92,7 +111,7 @@ fn connect_prints_what_the_in_process_repl_prints() {
     assert_eq!(local.status.code(), Some(1), "{local:?}");
     assert_eq!(
         remote.stderr.lines().count(),
-        6,
+        8,
         "one line per failed command: {}",
         remote.stderr
     );
@@ -180,6 +199,76 @@ fn benchmark_over_connect_is_a_clear_error_and_compact_runs() {
         remote.stdout.ends_with("✓ Retrieved: k -> v\n"),
         "{remote:?}"
     );
+    server.signal(libc::SIGTERM);
+    assert!(server.wait_exit(EXIT_TIMEOUT).success());
+}
+
+/// The milliseconds of a `✓ TTL of <key>: <human> (<ms> ms)` line, and its human part.
+fn ttl_line(out: &str, key: &str) -> (String, u64) {
+    let prefix = format!("✓ TTL of {key}: ");
+    let line = out
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no TTL line for {key} in:\n{out}"));
+    let (human, ms) = line.rsplit_once(" (").unwrap();
+    (
+        human.to_owned(),
+        ms.trim_end_matches(" ms)").parse().unwrap(),
+    )
+}
+
+#[test]
+fn ttl_over_connect_reads_as_in_process_and_sees_redis_clients_expiries() {
+    let (local_dir, served_dir) = (data_dir(), data_dir());
+    let script = "put s v --ttl 1h\nttl s\n";
+    let local = scripted(
+        &[
+            "--interactive",
+            "--data-dir",
+            local_dir.path().to_str().unwrap(),
+        ],
+        &[],
+        script,
+    );
+    let mut server = Served::start(served_dir.path(), &[]);
+    let mut c = server.client();
+    // A TTL set by another client (`SET ... EX`) is the one `ttl` shows.
+    let _: () = redis::cmd("SET")
+        .arg("from-redis")
+        .arg("v")
+        .arg("EX")
+        .arg(120)
+        .query(&mut c)
+        .unwrap();
+    let addr = server.addr.to_string();
+    let remote = scripted(
+        &["--connect", &addr],
+        &[],
+        &format!("{script}ttl from-redis\npersist from-redis\nttl from-redis\n"),
+    );
+    assert!(
+        local.status.success() && remote.status.success(),
+        "{remote:?}"
+    );
+    for out in [&local.stdout, &remote.stdout] {
+        assert!(out.contains("✓ Stored: s -> v (expires in 1h)\n"), "{out}");
+        let (human, ms) = ttl_line(out, "s");
+        assert!((3_540_000..=3_600_000).contains(&ms), "{out}");
+        // Read in the same millisecond as written, or later.
+        assert!(human == "1h" || human.starts_with("59m"), "{out}");
+    }
+    let (_, ms) = ttl_line(&remote.stdout, "from-redis");
+    assert!((60_000..=120_000).contains(&ms), "{remote:?}");
+    assert!(
+        remote.stdout.ends_with(
+            "✓ Persisted: from-redis (its expiry is removed: it no longer expires)\n\
+                        ✓ TTL of from-redis: no expiry\n"
+        ),
+        "{remote:?}"
+    );
+    // The write with --ttl went to the server with its expiry.
+    let pttl: i64 = redis::cmd("PTTL").arg("s").query(&mut c).unwrap();
+    assert!((3_000_000..=3_600_000).contains(&pttl), "{pttl}");
     server.signal(libc::SIGTERM);
     assert!(server.wait_exit(EXIT_TIMEOUT).success());
 }

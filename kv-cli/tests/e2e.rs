@@ -454,3 +454,162 @@ fn sloppy_quorum_and_background_repair_flags() {
     assert!(!ok);
     assert!(err.contains("replicas needed answered"), "{out}\n{err}");
 }
+
+/// The milliseconds of a `✓ TTL of <key>: <human> (<ms> ms)` line in `out`.
+fn ttl_millis(out: &str, key: &str) -> u64 {
+    let prefix = format!("✓ TTL of {key}: ");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with(&prefix) && l.ends_with(" ms)"))
+        .unwrap_or_else(|| panic!("no TTL line for {key} in:\n{out}"));
+    let ms = line.rsplit_once(" (").unwrap().1.trim_end_matches(" ms)");
+    ms.parse().unwrap()
+}
+
+#[test]
+fn keys_expire_on_request_and_their_ttl_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, err, ok) = session(
+        dir.path(),
+        "put session:abc active --ttl 1h\nput plain v\nput later x --ttl=2h\nttl session:abc\n\
+         ttl plain\nttl missing\nstats\npersist later\npersist later\npersist missing\nttl later\n\
+         stats\nget session:abc\n",
+        &[],
+    );
+    assert!(ok, "{err}");
+    assert_lines_in_order(
+        &out,
+        &[
+            "✓ Stored: session:abc -> active (expires in 1h)",
+            "✓ Stored: plain -> v",
+            "✓ Stored: later -> x (expires in 2h)",
+            "✓ TTL of plain: no expiry",
+            "✗ Key not found: missing",
+            "=== Data Distribution Statistics ===",
+            "Total keys in cluster: 3",
+            // Each key is on all three nodes (replication factor 3).
+            "Keys with a TTL per node: node1 2, node2 2, node3 2",
+            "Total keys with a TTL: 2 (6 replica records / replication factor 3; an expired key \
+             counts until compaction or active expiry removes it)",
+            "✓ Persisted: later (its expiry is removed: it no longer expires)",
+            "✓ Persisted: later (it had no expiry: nothing changed)",
+            "✗ Key not found: missing",
+            "✓ TTL of later: no expiry",
+            "Keys with a TTL per node: node1 1, node2 1, node3 1",
+            "✓ Retrieved: session:abc -> active",
+        ],
+    );
+    let left = ttl_millis(&out, "session:abc");
+    assert!((3_540_000..=3_600_000).contains(&left), "{left}");
+    // Read in the same millisecond as written, or later.
+    assert!(
+        out.contains("✓ TTL of session:abc: 59m") || left == 3_600_000,
+        "a human form: {out}"
+    );
+
+    // The expiry is stored with the value: the next run still counts it down.
+    let (out, err, ok) = session(dir.path(), "ttl session:abc\nttl later\nstats\n", &[]);
+    assert!(ok, "{err}");
+    let after = ttl_millis(&out, "session:abc");
+    assert!(after <= left && after > 3_500_000, "{left} then {after}");
+    assert_lines_in_order(
+        &out,
+        &[
+            "✓ TTL of later: no expiry",
+            "Keys with a TTL per node: node1 1, node2 1, node3 1",
+        ],
+    );
+}
+
+#[test]
+fn bad_ttls_and_misplaced_flags_get_one_clear_line_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, err, ok) = session(
+        dir.path(),
+        "put k v --ttl 0\nput k v --ttl -5s\nput k v --ttl soon\n\
+         put k v --ttl 99999999999999999999d\nput k v --ttl\nput --ttl 5m k v\n\
+         put k v --tll 5m\nttl\npersist a b\nget k\nput k v --ttl 5m\n",
+        &[],
+    );
+    assert!(!ok);
+    let usage = "put <key> <value> [--ttl <duration>]";
+    assert_eq!(
+        err.lines().collect::<Vec<_>>(),
+        [
+            "✗ put: TTL must be more than zero: 0".to_owned(),
+            "✗ put: TTL must be more than zero: -5s".to_owned(),
+            "✗ put: not a duration: \"soon\" (use a whole number with ms, s, m, h or d, e.g. \
+             500ms, 30s, 5m, 2h, 1d)"
+                .to_owned(),
+            "✗ put: TTL too long: 99999999999999999999d (at most 36500d, 100 years)".to_owned(),
+            "✗ put: --ttl needs a duration (e.g. 500ms, 30s, 5m, 2h, 1d)".to_owned(),
+            format!("✗ put: --ttl goes after the key and the value ({usage})"),
+            format!("✗ put: unknown flag --tll ({usage})"),
+            "✗ usage: ttl <key>".to_owned(),
+            "✗ usage: persist <key>".to_owned(),
+        ]
+    );
+    // Nothing was stored by the refused lines; the session went on.
+    assert_lines_in_order(
+        &out,
+        &["✗ Key not found: k", "✓ Stored: k -> v (expires in 5m)"],
+    );
+}
+
+/// Kills the REPL however the test ends.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_key_is_gone_once_its_ttl_has_passed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Killed(
+        kvstore()
+            .args(["--interactive", "--data-dir"])
+            .arg(dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stdin = child.0.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
+    let mut wait_for = |want: &str| {
+        for line in lines.by_ref() {
+            if line.unwrap() == want {
+                return;
+            }
+        }
+        panic!("the REPL ended before {want:?}");
+    };
+    writeln!(stdin, "put short gone --ttl 200ms\nput stays here").unwrap();
+    stdin.flush().unwrap();
+    wait_for("✓ Stored: short -> gone (expires in 200ms)");
+    // The write is acknowledged: its expiry, 200 ms from then at most, has passed after this.
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    writeln!(
+        stdin,
+        "get short\nttl short\npersist short\nget stays\nexit"
+    )
+    .unwrap();
+    stdin.flush().unwrap();
+    drop(stdin);
+    let rest: Vec<String> = lines.map(Result::unwrap).collect();
+    assert_eq!(
+        rest,
+        [
+            "✓ Stored: stays -> here",
+            "✗ Key not found: short",
+            "✗ Key not found: short",
+            "✗ Key not found: short",
+            "✓ Retrieved: stays -> here",
+        ]
+    );
+}

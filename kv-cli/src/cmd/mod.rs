@@ -22,6 +22,7 @@ mod help;
 mod mget;
 mod mput;
 mod nodes;
+mod persist;
 mod put;
 mod recover;
 pub mod redistribution;
@@ -29,12 +30,15 @@ mod removenode;
 mod repair;
 mod ring;
 mod stats;
+mod ttl;
 
 /// Every command, in the order `help` lists them.
 pub const TABLE: &[Spec] = &[
     put::SPEC,
     get::SPEC,
     del::SPEC,
+    ttl::SPEC,
+    persist::SPEC,
     mput::SPEC,
     mget::SPEC,
     nodes::SPEC,
@@ -238,7 +242,8 @@ mod tests {
             p(r#"put user:1001 "Alice Johnson""#),
             is(put::Put {
                 key: "user:1001".into(),
-                value: "Alice Johnson".into()
+                value: "Alice Johnson".into(),
+                ttl: None,
             })
         );
         assert_eq!(p("  GET k "), is(get::Get { key: "k".into() }));
@@ -250,6 +255,7 @@ mod tests {
             is(put::Put {
                 key: key.into(),
                 value: value.into(),
+                ttl: None,
             })
         };
         assert_eq!(p("put tag #blue"), put("tag", "#blue"));
@@ -257,7 +263,10 @@ mod tests {
         assert_eq!(p(r#"put k "x #y""#), put("k", "x #y"));
         assert_eq!(p("put k '#y'"), put("k", "#y"));
         assert_eq!(p(r"put k \#y"), put("k", "#y"));
-        assert_eq!(e("put k v #comment"), "usage: put <key> <value>");
+        assert_eq!(
+            e("put k v #comment"),
+            "usage: put <key> <value> [--ttl <duration>]"
+        );
         assert_eq!(p("put k ''"), put("k", ""));
     }
 
@@ -283,8 +292,14 @@ mod tests {
     #[test]
     fn bad_input_gets_one_clear_message() {
         assert_eq!(e("frobnicate"), "unknown command: frobnicate (type help)");
-        assert_eq!(e("put k"), "usage: put <key> <value>");
-        assert_eq!(e("put k v extra"), "usage: put <key> <value>");
+        assert_eq!(e("put k"), "usage: put <key> <value> [--ttl <duration>]");
+        assert_eq!(
+            e("put k v extra"),
+            "usage: put <key> <value> [--ttl <duration>]"
+        );
+        assert_eq!(e("put k v --ttl 0"), "put: TTL must be more than zero: 0");
+        assert_eq!(e("ttl"), "usage: ttl <key>");
+        assert_eq!(e("persist a b"), "usage: persist <key>");
         assert_eq!(e("get"), "usage: get <key>");
         assert_eq!(e("get a b"), "usage: get <key>");
         assert_eq!(e(r#"put k "unbalanced"#), "unbalanced quote");
@@ -299,13 +314,18 @@ mod tests {
             help_text(),
             "\
 Commands:
-  put <key> <value>            store a value (quote values with spaces: put k \"a b\")
+  put <key> <value> [--ttl <duration>]
+                               store a value (quote values with spaces: put k \"a b\");
+                               --ttl: it expires after 500ms, 30s, 5m, 2h, 1d (a number: seconds)
   get <key>                    read a value
   del <key>                    delete a key
+  ttl <key>                    time left before a key expires (or: no expiry)
+  persist <key>                remove a key's expiry (it no longer expires)
   mput <k> <v> [<k> <v> ...]   store several values
   mget <k> [<k> ...]           read several values
   nodes                        list the cluster's nodes
-  stats                        keys per node (as primary, and every replica held)
+  stats                        keys per node (as primary, and every replica held), and keys
+                               with a TTL (an expired one counts until it is reclaimed)
   ring                         token ownership per node
   addnode <id>                 add a node; moves only the keys it now replicates
   removenode <id>              remove a node; its keys move to the remaining ones
