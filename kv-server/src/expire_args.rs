@@ -106,49 +106,67 @@ fn expire_at(command: &str, arg: &[u8], unit: Unit, now: u64) -> Result<u64, Str
     u64::try_from(ms).map_err(|_| invalid_expire(command))
 }
 
-/// Parses `SET`'s options (`args` is the whole command) as Redis 7's
-/// `parseExtendedStringArgumentsOrReply` does: an option given twice is allowed, two that
-/// exclude each other are a syntax error, as is an unknown one or a missing time.
-pub(crate) fn parse_set(args: &[Bytes], now: u64) -> Result<SetArgs, String> {
-    let mut set = SetArgs {
-        expiry: NewExpiry::None,
-        get: false,
-        nx: false,
-        xx: false,
-    };
-    let mut keep = false;
-    let mut timed: Option<(Unit, &Bytes)> = None;
-    let mut j = 3;
+/// The options of `SET` (from its fourth argument) or `GETEX` (from its third), parsed in one
+/// pass as Redis 7's `parseExtendedStringArgumentsOrReply` does for both: an option given
+/// twice is allowed, two that exclude each other are a syntax error, as is an option of the
+/// other command, an unknown one or a missing time. The time is checked afterwards.
+#[derive(Default)]
+struct Options<'a> {
+    nx: bool,
+    xx: bool,
+    get: bool,
+    keep: bool,
+    persist: bool,
+    timed: Option<(Unit, &'a Bytes)>,
+}
+
+fn parse_options(args: &[Bytes], set: bool) -> Result<Options<'_>, String> {
+    let mut o = Options::default();
+    let mut j = if set { 3 } else { 2 };
     while j < args.len() {
         let opt = &args[j][..];
-        let next = args.get(j + 1);
-        let other_time = |u: Unit| timed.is_some_and(|(t, _)| t != u);
-        if opt.eq_ignore_ascii_case(b"nx") && !set.xx {
-            set.nx = true;
-        } else if opt.eq_ignore_ascii_case(b"xx") && !set.nx {
-            set.xx = true;
-        } else if opt.eq_ignore_ascii_case(b"get") {
-            set.get = true;
-        } else if opt.eq_ignore_ascii_case(b"keepttl") && timed.is_none() {
-            keep = true;
+        let is = |name: &str| opt.eq_ignore_ascii_case(name.as_bytes());
+        let other_time = |u: Unit| o.timed.is_some_and(|(t, _)| t != u);
+        if set && is("nx") && !o.xx {
+            o.nx = true;
+        } else if set && is("xx") && !o.nx {
+            o.xx = true;
+        } else if set && is("get") {
+            o.get = true;
+        } else if set && is("keepttl") && o.timed.is_none() {
+            o.keep = true;
+        } else if !set && is("persist") && o.timed.is_none() {
+            o.persist = true;
         } else if let Some(unit) = Unit::of(opt)
-            && !keep
+            && !o.keep
+            && !o.persist
             && !other_time(unit)
-            && let Some(next) = next
+            && let Some(next) = args.get(j + 1)
         {
-            timed = Some((unit, next));
+            o.timed = Some((unit, next));
             j += 1;
         } else {
             return Err(SYNTAX_ERROR.to_owned());
         }
         j += 1;
     }
-    set.expiry = match (timed, keep) {
-        (Some((unit, arg)), _) => NewExpiry::At(expire_at("set", arg, unit, now)?),
-        (None, true) => NewExpiry::Keep,
-        (None, false) => NewExpiry::None,
+    Ok(o)
+}
+
+/// Parses `SET`'s options (`args` is the whole command).
+pub(crate) fn parse_set(args: &[Bytes], now: u64) -> Result<SetArgs, String> {
+    let o = parse_options(args, true)?;
+    let expiry = match o.timed {
+        Some((unit, arg)) => NewExpiry::At(expire_at("set", arg, unit, now)?),
+        None if o.keep => NewExpiry::Keep,
+        None => NewExpiry::None,
     };
-    Ok(set)
+    Ok(SetArgs {
+        expiry,
+        get: o.get,
+        nx: o.nx,
+        xx: o.xx,
+    })
 }
 
 /// `SETEX key seconds value` (`seconds`) or `PSETEX key milliseconds value`: the expiry.
@@ -164,31 +182,11 @@ pub(crate) fn parse_setex(
 
 /// Parses `GETEX`'s options (`args` is the whole command).
 pub(crate) fn parse_getex(args: &[Bytes], now: u64) -> Result<GetexExpiry, String> {
-    let mut persist = false;
-    let mut timed: Option<(Unit, &Bytes)> = None;
-    let mut j = 2;
-    while j < args.len() {
-        let opt = &args[j][..];
-        let next = args.get(j + 1);
-        let other_time = |u: Unit| timed.is_some_and(|(t, _)| t != u);
-        if opt.eq_ignore_ascii_case(b"persist") && timed.is_none() {
-            persist = true;
-        } else if let Some(unit) = Unit::of(opt)
-            && !persist
-            && !other_time(unit)
-            && let Some(next) = next
-        {
-            timed = Some((unit, next));
-            j += 1;
-        } else {
-            return Err(SYNTAX_ERROR.to_owned());
-        }
-        j += 1;
-    }
-    Ok(match (timed, persist) {
-        (Some((unit, arg)), _) => GetexExpiry::At(expire_at("getex", arg, unit, now)?),
-        (None, true) => GetexExpiry::Persist,
-        (None, false) => GetexExpiry::Unchanged,
+    let o = parse_options(args, false)?;
+    Ok(match o.timed {
+        Some((unit, arg)) => GetexExpiry::At(expire_at("getex", arg, unit, now)?),
+        None if o.persist => GetexExpiry::Persist,
+        None => GetexExpiry::Unchanged,
     })
 }
 
