@@ -214,6 +214,34 @@ mod tests {
     }
 
     #[test]
+    fn expiring_key_count_follows_writes_and_is_a_lower_bound_with_a_node_down() {
+        let dir = tempfile::tempdir().unwrap();
+        let cluster = cluster(dir.path(), &["n1", "n2", "n3", "n4"]);
+        let later = Some(cluster.now_millis() + 600_000);
+        for i in 0..100u32 {
+            cluster.put_expiring(&i.to_be_bytes(), b"v", later).unwrap();
+            cluster.put(&(1000 + i).to_be_bytes(), b"v").unwrap();
+        }
+        let count = cluster.expiring_key_count();
+        assert_eq!((count.keys, count.records), (100, 300), "{count:?}");
+        assert_eq!((count.counted, count.nodes), (4, 4));
+        assert!(count.complete());
+        assert_eq!(count, cluster.stats().unwrap().expiring());
+        // An expiry removed, a key deleted, a value without an expiry over another.
+        assert!(cluster.persist_key(&0u32.to_be_bytes()).unwrap());
+        cluster.delete(&1u32.to_be_bytes()).unwrap();
+        cluster.put(&2u32.to_be_bytes(), b"plain").unwrap();
+        assert_eq!(cluster.expiring_key_count().keys, 97);
+
+        cluster.fail_node("n2").unwrap();
+        let count = cluster.expiring_key_count();
+        assert!(!count.complete());
+        assert_eq!((count.counted, count.nodes), (3, 4));
+        assert!(count.keys < 97 && count.records < 291, "{count:?}");
+        assert_eq!(count, cluster.stats().unwrap().expiring());
+    }
+
+    #[test]
     fn key_count_with_every_node_down_is_unavailable() {
         let dir = tempfile::tempdir().unwrap();
         let cluster = cluster(dir.path(), &["n1", "n2", "n3"]);

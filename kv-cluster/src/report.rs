@@ -202,3 +202,50 @@ pub fn ring(cluster: &Cluster) -> Result<(String, Vec<String>)> {
         .collect();
     Ok((title, lines))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::Arc;
+
+    use crate::{ClusterOptions, MemoryBackend};
+
+    use super::*;
+
+    /// A node down, and one whose count this process cannot read (a storage node of another
+    /// process): each says so, and the total is a lower bound over the nodes counted.
+    #[test]
+    fn ttl_lines_name_the_nodes_not_counted_and_bound_the_total() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = ClusterOptions::new().backend(Arc::new(MemoryBackend::default()));
+        let cluster = Cluster::open(dir.path(), opts).unwrap();
+        let later = Some(cluster.now_millis() + 600_000);
+        cluster.put_expiring(b"a", b"1", later).unwrap();
+        cluster.put_expiring(b"b", b"2", later).unwrap();
+        cluster.put(b"c", b"3").unwrap();
+        let lines = stats(&cluster.stats().unwrap());
+        assert_eq!(
+            lines[lines.len() - 2..],
+            [
+                "Keys with a TTL per node: node1 2, node2 2, node3 2",
+                "Total keys with a TTL: 2 (6 replica records / replication factor 3; an expired \
+                 key counts until compaction or active expiry removes it)"
+            ]
+        );
+
+        cluster.fail_node("node3").unwrap();
+        let mut st = cluster.stats().unwrap();
+        st.nodes[1].expiring_keys = None;
+        let lines = stats(&st);
+        assert_eq!(
+            lines[lines.len() - 2..],
+            [
+                "Keys with a TTL per node: node1 2, node2 not known here, node3 down",
+                "Total keys with a TTL: at least 1 (2 replica records on 1 of 3 nodes / \
+                 replication factor 3; an expired key counts until compaction or active expiry \
+                 removes it)"
+            ]
+        );
+    }
+}
