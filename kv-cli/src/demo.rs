@@ -151,7 +151,6 @@ fn initialisation(args: &Args, dir: &Path, s: Style) -> anyhow::Result<Session> 
     let session = Session {
         target: Target::Local(opened.cluster),
         style: s,
-        nodes: opened.nodes,
     };
     let cluster = cluster(&session)?;
     say!(
@@ -335,7 +334,6 @@ fn crash_recovery(
     let session = Session {
         target: Target::Local(opened.cluster),
         style: s,
-        nodes: opened.nodes,
     };
     for (k, v) in &expect {
         if cluster(&session)?.get(k.as_bytes())? != *v {

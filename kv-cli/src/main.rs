@@ -9,7 +9,6 @@ mod cmd;
 mod demo;
 mod duration;
 mod fd_limit;
-mod local_nodes;
 mod node;
 mod node_commands;
 mod open;
@@ -17,7 +16,6 @@ mod output;
 mod repl;
 mod serve;
 mod session;
-mod ttl_stats;
 
 use std::io::Write as _;
 use std::process::ExitCode;

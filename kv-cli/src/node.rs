@@ -35,7 +35,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use kv_cluster::{Backend, Cluster};
+use kv_cluster::{Backend, Cluster, KvNodeBackend};
 use kv_remote::{RemoteBackend, ReplicaServer};
 use kv_ring::NodeId;
 
@@ -252,8 +252,6 @@ pub struct NodeProcess {
     watcher: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
     /// This node's own storage.
     pub local: Arc<dyn kv_cluster::Replica>,
-    /// This node's own storage node, for the counts `stats` adds (the others are remote).
-    pub nodes: Arc<crate::local_nodes::LocalNodes>,
     /// `KVSTORE FAULT`, with `--enable-debug-faults`.
     pub extension: Option<Arc<dyn kv_server::KvstoreExtension>>,
 }
@@ -322,11 +320,7 @@ pub fn open(
         .filter(|p| p.id != me)
         .map(|p| Ok((p.id.clone(), p.cluster_addr()?)))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let nodes = Arc::new(crate::local_nodes::LocalNodes::default());
-    let local: Arc<dyn Backend> = Arc::new(crate::local_nodes::TrackingBackend::new(
-        open::node_options(&args.cluster),
-        Arc::clone(&nodes),
-    ));
+    let local: Arc<dyn Backend> = Arc::new(KvNodeBackend::new(open::node_options(&args.cluster)));
     // The server's runtime: a client's connection task awaiting the other replicas is woken
     // by the transport's reader without a hop between runtimes.
     let mut peers_options = kv_net::PeersOptions::new().runtime(runtime.clone());
@@ -353,7 +347,6 @@ pub fn open(
         &ids,
         params,
         Arc::clone(&backend) as Arc<dyn Backend>,
-        Arc::clone(&nodes),
         |opts| {
             opts.coordinator_slot(slot as u8)
                 .own_hints(me.clone())
@@ -405,7 +398,6 @@ pub fn open(
             replica_server: Some(replica_server),
             watcher: Some(watcher),
             local: replica,
-            nodes: opened.nodes,
             extension: Some(Arc::new(crate::node_commands::NodeCommands::new(
                 backend.peers(),
                 args.enable_debug_faults,

@@ -4,17 +4,14 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
-use kv_cluster::{Backend, Cluster, ClusterOptions};
+use kv_cluster::{Backend, Cluster, ClusterOptions, KvNodeBackend};
 use kv_node::NodeOptions;
 
 use crate::args::{ClusterArgs, DEFAULT_NODES, DEFAULT_RF, DEFAULT_VNODES};
-use crate::local_nodes::{LocalNodes, TrackingBackend};
 
 /// An open cluster and what the user should be told about it.
 pub struct Opened {
     pub cluster: Cluster,
-    /// Its storage nodes open in this process (for the counts `stats` adds).
-    pub nodes: Arc<LocalNodes>,
     /// Flags that contradict the stored cluster (the stored values win).
     pub warnings: Vec<String>,
 }
@@ -72,14 +69,10 @@ pub fn open(args: &ClusterArgs, dir: &Path) -> anyhow::Result<Opened> {
             (s.members.len() as u32, rf, vnodes)
         }
     };
-    let local = Arc::new(LocalNodes::default());
     let opts = options(args, rf, vnodes)
         .initial_nodes((1..=nodes).map(|i| format!("node{i}")))
-        .backend(Arc::new(TrackingBackend::new(
-            node_options(args),
-            Arc::clone(&local),
-        )));
-    open_with(dir, opts, local, warnings)
+        .backend(Arc::new(KvNodeBackend::new(node_options(args))));
+    open_with(dir, opts, warnings)
 }
 
 /// The replication factor and vnodes of the cluster of the members `ids` (in ring order)
@@ -138,15 +131,13 @@ pub fn member_params(
 
 /// Opens (or creates) in `dir` the cluster of the members `ids` (in ring order) with
 /// `params` (from [`member_params`]), reaching them through `backend`, with `tweak` applied
-/// to the options last: what a node of a cluster of processes opens. `nodes` are those of
-/// its storage nodes `backend` opens in this process.
+/// to the options last: what a node of a cluster of processes opens.
 pub fn open_members(
     args: &ClusterArgs,
     dir: &Path,
     ids: &[String],
     params: MemberParams,
     backend: Arc<dyn Backend>,
-    nodes: Arc<LocalNodes>,
     tweak: impl FnOnce(ClusterOptions) -> ClusterOptions,
 ) -> anyhow::Result<Opened> {
     let opts = tweak(
@@ -154,7 +145,7 @@ pub fn open_members(
             .initial_nodes(ids.iter().cloned())
             .backend(backend),
     );
-    open_with(dir, opts, nodes, params.warnings)
+    open_with(dir, opts, params.warnings)
 }
 
 /// The options of every storage node.
@@ -202,20 +193,11 @@ fn check_flag(warnings: &mut Vec<String>, dir: &Path, flag: &str, given: Option<
     }
 }
 
-fn open_with(
-    dir: &Path,
-    opts: ClusterOptions,
-    nodes: Arc<LocalNodes>,
-    warnings: Vec<String>,
-) -> anyhow::Result<Opened> {
+fn open_with(dir: &Path, opts: ClusterOptions, warnings: Vec<String>) -> anyhow::Result<Opened> {
     std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     let cluster = Cluster::open(dir, opts)
         .with_context(|| format!("open the cluster in {}", dir.display()))?;
-    Ok(Opened {
-        cluster,
-        nodes,
-        warnings,
-    })
+    Ok(Opened { cluster, warnings })
 }
 
 /// A member's id in `cluster.json` (`{"id": "node1", ...}`).

@@ -44,7 +44,6 @@ pub fn run(args: &Args) -> anyhow::Result<bool> {
     let session = Session {
         target: Target::Local(opened.cluster),
         style: Style::detect(),
-        nodes: opened.nodes,
     };
     // The cluster is closed however the session ends, a closed output included.
     let result = greet(&session, &opened.warnings).and_then(|()| {
@@ -81,7 +80,6 @@ fn run_remote(args: &Args, addr: &str) -> anyhow::Result<bool> {
     let session = Session {
         target: Target::Remote(client),
         style: Style::detect(),
-        nodes: Default::default(),
     };
     greet(&session, &[])?;
     if std::io::stdin().is_terminal() {

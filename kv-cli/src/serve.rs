@@ -49,26 +49,17 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     // meanwhile is held for the check below instead of killing the process half-open.
     let mut signals = runtime.block_on(async { Signals::install() })?;
     // One node of a cluster of processes, or the whole cluster in this process.
-    let (mut node, cluster, nodes, warnings) = match (&args.node_id, &args.peers) {
+    let (mut node, cluster, warnings) = match (&args.node_id, &args.peers) {
         (Some(id), Some(peers)) => {
             let (node, warnings) = node::open(args, id, peers, runtime.handle())?;
             let cluster = Arc::clone(&node.cluster);
-            let nodes = Arc::clone(&node.nodes);
-            (Some(node), cluster, nodes, warnings)
+            (Some(node), cluster, warnings)
         }
         _ => {
             let opened = open::open(&args.cluster, &args.data_dir)?;
-            let cluster = Arc::new(opened.cluster);
-            (None, cluster, opened.nodes, opened.warnings)
+            (None, Arc::new(opened.cluster), opened.warnings)
         }
     };
-    // `KVSTORE EXPIRING` for `stats` over `--connect`, and a node's own subcommands.
-    let extension: Arc<dyn kv_server::KvstoreExtension> =
-        Arc::new(crate::ttl_stats::ExpiringStats::new(
-            Arc::clone(&cluster),
-            nodes,
-            node.as_ref().and_then(|n| n.extension.clone()),
-        ));
     for w in &warnings {
         // A closed stderr must not stop a server that can still serve.
         let _ = writeln!(std::io::stderr(), "{w}");
@@ -89,7 +80,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
             .max_clients(max_clients)
             .requirepass(args.requirepass.clone())
             .sync_policy(Some(args.cluster.sync.policy()))
-            .kvstore_extension(Some(extension))
+            .kvstore_extension(node.as_ref().and_then(|n| n.extension.clone()))
             .remote_replicas(node.is_some());
         runtime.block_on(serve(addr, Arc::clone(&cluster), options, signals))
     });

@@ -1,12 +1,9 @@
 //! A REPL session: what the commands run against (the cluster in this process, or a server
 //! over the network) and how output is decorated; what one command produces.
 
-use std::sync::Arc;
-
 use kv_cluster::Cluster;
 
 use crate::client::{Client, ClientError};
-use crate::local_nodes::LocalNodes;
 use crate::output::Style;
 
 /// The result of one command.
@@ -60,9 +57,6 @@ pub enum Target {
 pub struct Session {
     pub target: Target,
     pub style: Style,
-    /// The storage nodes open in this process (none with `--connect`): `stats` reads their
-    /// counts of keys with a TTL.
-    pub nodes: Arc<LocalNodes>,
 }
 
 impl Session {

@@ -1,4 +1,5 @@
-//! A cheap count of the cluster's keys: [`Cluster::key_count`].
+//! Cheap counts of the cluster's keys, from the nodes' counters: [`Cluster::key_count`] and
+//! [`Cluster::expiring_key_count`].
 
 use crate::cluster::Cluster;
 use crate::error::{Error, Result};
@@ -12,6 +13,49 @@ pub struct KeyCount {
     /// Every member of the ring answered and no membership change is in progress: `keys` is
     /// then exact whenever the replicas are in sync. Otherwise it is extrapolated.
     pub complete: bool,
+}
+
+/// The keys with an expiry (a TTL), as [`Cluster::expiring_key_count`] and
+/// [`ClusterStats::expiring`](crate::ClusterStats::expiring) count them from the nodes' own
+/// counts ([`Replica::expiring_keys`](crate::Replica::expiring_keys)).
+///
+/// A node counts the keys it holds as any replica, so `keys` is `records` divided by the
+/// replication factor (rounded up): exact when the replicas are in sync and every node is
+/// counted, a lower bound otherwise (a node down, or one whose count is not known here, such
+/// as a storage node of another process). A key counts from its write with an expiry until
+/// compaction or active expiry removes it: an expired key not yet reclaimed still counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct ExpiringCount {
+    /// Distinct keys with an expiry: `records / replication factor`, rounded up.
+    pub keys: u64,
+    /// The counted nodes' counts summed (a key once per replica holding it).
+    pub records: u64,
+    /// The nodes whose count is known (up, and able to tell).
+    pub counted: usize,
+    /// The nodes asked: the members of the committed ring.
+    pub nodes: usize,
+}
+
+impl ExpiringCount {
+    /// Every node was counted: `keys` is exact whenever the replicas are in sync.
+    pub fn complete(&self) -> bool {
+        self.counted == self.nodes
+    }
+
+    /// The count from each node's own (`None`: not known), with replication factor `rf`.
+    pub(crate) fn of(counts: impl IntoIterator<Item = Option<u64>>, rf: usize) -> Self {
+        let mut c = ExpiringCount::default();
+        for n in counts {
+            c.nodes += 1;
+            if let Some(n) = n {
+                c.records = c.records.saturating_add(n);
+                c.counted += 1;
+            }
+        }
+        c.keys = c.records.div_ceil(rf.max(1) as u64);
+        c
+    }
 }
 
 impl Cluster {
@@ -88,6 +132,39 @@ impl Cluster {
         };
         Ok(KeyCount { keys, complete })
     }
+
+    /// The keys with an expiry (a TTL), from each member's own count
+    /// ([`Replica::expiring_keys`](crate::Replica::expiring_keys)): one call per node, no
+    /// scan (what `INFO keyspace`'s `expires=` answers). See [`ExpiringCount`] for when it is
+    /// exact; a node down or whose count is not known here makes it a lower bound.
+    ///
+    /// # Example
+    /// ```
+    /// use std::sync::Arc;
+    /// use kv_cluster::{Cluster, ClusterOptions, MemoryBackend};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let opts = ClusterOptions::new().backend(Arc::new(MemoryBackend::default()));
+    /// let cluster = Cluster::open(dir.path(), opts)?;
+    /// cluster.put_expiring(b"session:abc", b"active", Some(cluster.now_millis() + 60_000))?;
+    /// cluster.put(b"plain", b"v")?;
+    /// let count = cluster.expiring_key_count();
+    /// // Three nodes, three replicas: each node holds the one key with a TTL.
+    /// assert_eq!((count.keys, count.records, count.complete()), (1, 3, true));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn expiring_key_count(&self) -> ExpiringCount {
+        let routing = self.routing();
+        let counts = routing.ring.nodes().filter_map(|id| {
+            let node = routing.node(id)?;
+            Some(if node.is_down() {
+                None
+            } else {
+                node.expiring_keys()
+            })
+        });
+        ExpiringCount::of(counts, self.rf)
+    }
 }
 
 #[cfg(test)]
@@ -134,6 +211,34 @@ mod tests {
         let count = cluster.key_count().unwrap();
         assert!(!count.complete);
         assert!((2700..=3300).contains(&count.keys), "{count:?}");
+    }
+
+    #[test]
+    fn expiring_key_count_follows_writes_and_is_a_lower_bound_with_a_node_down() {
+        let dir = tempfile::tempdir().unwrap();
+        let cluster = cluster(dir.path(), &["n1", "n2", "n3", "n4"]);
+        let later = Some(cluster.now_millis() + 600_000);
+        for i in 0..100u32 {
+            cluster.put_expiring(&i.to_be_bytes(), b"v", later).unwrap();
+            cluster.put(&(1000 + i).to_be_bytes(), b"v").unwrap();
+        }
+        let count = cluster.expiring_key_count();
+        assert_eq!((count.keys, count.records), (100, 300), "{count:?}");
+        assert_eq!((count.counted, count.nodes), (4, 4));
+        assert!(count.complete());
+        assert_eq!(count, cluster.stats().unwrap().expiring());
+        // An expiry removed, a key deleted, a value without an expiry over another.
+        assert!(cluster.persist_key(&0u32.to_be_bytes()).unwrap());
+        cluster.delete(&1u32.to_be_bytes()).unwrap();
+        cluster.put(&2u32.to_be_bytes(), b"plain").unwrap();
+        assert_eq!(cluster.expiring_key_count().keys, 97);
+
+        cluster.fail_node("n2").unwrap();
+        let count = cluster.expiring_key_count();
+        assert!(!count.complete());
+        assert_eq!((count.counted, count.nodes), (3, 4));
+        assert!(count.keys < 97 && count.records < 291, "{count:?}");
+        assert_eq!(count, cluster.stats().unwrap().expiring());
     }
 
     #[test]

@@ -210,7 +210,7 @@ pub use background::BackgroundRepairStatus;
 pub use catch_up::{CatchUpOutcome, CatchUpPhase, CatchUpStatus};
 pub use clock::MAX_SKEW;
 pub use cluster::Cluster;
-pub use count::KeyCount;
+pub use count::{ExpiringCount, KeyCount};
 pub use error::{Error, Result};
 pub use expiry::{Entry, ExpireIf, Expiry, MAX_EXPIRES};
 pub use failure::RecoverySummary;

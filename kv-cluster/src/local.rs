@@ -168,6 +168,10 @@ impl Replica for LocalReplica {
         })
     }
 
+    fn expiring_keys(&self) -> Option<u64> {
+        Some(self.node.stats().expiring_keys)
+    }
+
     fn fence(&self, epoch: u64) {
         self.fence.raise(epoch);
     }

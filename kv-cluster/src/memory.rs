@@ -237,6 +237,13 @@ impl Replica for MemoryReplica {
         self.count_in_ranges(&[TokenRange::FULL])
     }
 
+    /// The records holding a value with an expiry, expired or not: nothing reclaims an
+    /// expired value here (there is no compaction), so it counts until a write replaces it.
+    fn expiring_keys(&self) -> Option<u64> {
+        let map = self.map.read();
+        Some(map.values().filter(|c| c.expires.is_some()).count() as u64)
+    }
+
     fn fence(&self, epoch: u64) {
         self.fence.raise(epoch);
     }

@@ -232,6 +232,18 @@ pub trait Replica: Send + Sync + fmt::Debug {
     /// The node's error.
     fn held(&self) -> Result<RangeCount>;
 
+    /// The keys written with an expiry that the node still indexes, or `None` when it is not
+    /// known (the default). A key counts from its write with an expiry until a later write
+    /// without one replaces it, or compaction or active expiry removes it: an expired key
+    /// not yet reclaimed still counts. A node counts the keys of every range it holds, as
+    /// [`held`](Replica::held) does; [`Cluster::expiring_key_count`] turns the nodes' counts
+    /// into a number of keys.
+    ///
+    /// [`Cluster::expiring_key_count`]: crate::Cluster::expiring_key_count
+    fn expiring_keys(&self) -> Option<u64> {
+        None
+    }
+
     /// Refuses, from now on, operations tagged with an epoch below `epoch`. Never lowers the
     /// fence.
     fn fence(&self, epoch: u64);

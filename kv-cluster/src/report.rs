@@ -3,11 +3,8 @@
 //!
 //! Each function returns the lines without a heading or styling; the caller adds those.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::SystemTime;
-
-use kv_ring::NodeId;
 
 use crate::{Cluster, ClusterStats, Health, NodeInfo, NodeState, Result};
 
@@ -77,19 +74,24 @@ fn ago(t: SystemTime) -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// The keys per node (as primary, and every replica held), the total, hints waiting and the
-/// background repair's status.
+/// The keys per node (as primary, and every replica held), the total, hints waiting, the
+/// background repair's status, then the keys with a TTL per node and in total (a node's count
+/// shows as `not known here` when this process cannot read it, and the total is then `at
+/// least` the one of the nodes counted).
 ///
 /// ```
 /// let dir = tempfile::tempdir()?;
 /// let cluster = kv_cluster::Cluster::open(dir.path(), kv_cluster::ClusterOptions::new())?;
 /// cluster.put(b"k", b"v")?;
+/// cluster.put_expiring(b"s", b"v", Some(cluster.now_millis() + 60_000))?;
 /// let lines = kv_cluster::report::stats(&cluster.stats()?);
-/// assert_eq!(lines.last().map(String::as_str), Some("Total keys in cluster: 1"));
+/// assert_eq!(lines[3], "Total keys in cluster: 2");
+/// assert_eq!(lines[4], "Keys with a TTL per node: node1 1, node2 1, node3 1");
+/// assert!(lines[5].starts_with("Total keys with a TTL: 1 (3 replica records / replication factor 3"));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn stats(st: &ClusterStats) -> Vec<String> {
-    let mut out = Vec::with_capacity(st.nodes.len() + 3);
+    let mut out = Vec::with_capacity(st.nodes.len() + 5);
     for n in &st.nodes {
         if !n.up {
             out.push(format!("Node {}: down", n.id));
@@ -128,61 +130,40 @@ pub fn stats(st: &ClusterStats) -> Vec<String> {
             r.rounds
         ));
     }
+    out.extend(expiring(st));
     out
 }
 
-/// The keys with a TTL (an expiry) per node and in total, for [`stats`]'s lines: `counts`
-/// holds each node's own count (`kv_node::NodeStats::expiring_keys`), for the nodes whose
-/// count is known to the caller (a storage node of another process is not).
-///
-/// A node counts the keys it holds as any replica, so the total is the sum divided by the
-/// replication factor (exact when the replicas are in sync), or a lower bound (`at least`)
-/// when a node is down or not counted. A key counts from its write with an expiry until
-/// compaction or active expiry removes it: an expired key not yet reclaimed still counts.
-///
-/// ```
-/// use std::collections::BTreeMap;
-/// use kv_cluster::{Cluster, ClusterOptions};
-/// use kv_ring::NodeId;
-/// let dir = tempfile::tempdir()?;
-/// let cluster = Cluster::open(dir.path(), ClusterOptions::new())?;
-/// cluster.put(b"k", b"v")?;
-/// let st = cluster.stats()?;
-/// let counts: BTreeMap<NodeId, u64> = st.nodes.iter().map(|n| (n.id.clone(), 1)).collect();
-/// let lines = kv_cluster::report::expiring(&st, &counts);
-/// assert_eq!(lines[0], "Keys with a TTL per node: node1 1, node2 1, node3 1");
-/// assert!(lines[1].starts_with("Total keys with a TTL: 1 (3 replica records / replication factor 3"));
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-pub fn expiring(st: &ClusterStats, counts: &BTreeMap<NodeId, u64>) -> Vec<String> {
-    let mut per_node = Vec::with_capacity(st.nodes.len());
-    let (mut records, mut counted) = (0u64, 0usize);
-    for n in &st.nodes {
-        match counts.get(&n.id) {
-            _ if !n.up => per_node.push(format!("{} down", n.id)),
-            Some(c) => {
-                per_node.push(format!("{} {c}", n.id));
-                records += c;
-                counted += 1;
-            }
-            None => per_node.push(format!("{} not known here", n.id)),
-        }
-    }
-    let rf = st.replication_factor.max(1) as u64;
-    let keys = records.div_ceil(rf);
-    let (total, scope) = if counted == st.nodes.len() {
-        (keys.to_string(), String::new())
+/// The keys with a TTL (an expiry) per node and in total, for [`stats`]'s last lines: each
+/// node's own count ([`NodeStats::expiring_keys`](crate::NodeStats::expiring_keys)), `down`,
+/// or `not known here` (a storage node of another process), then the total as
+/// [`ClusterStats::expiring`] computes it (`at least` when a node is not counted).
+fn expiring(st: &ClusterStats) -> [String; 2] {
+    let per_node: Vec<String> = st
+        .nodes
+        .iter()
+        .map(|n| match n.expiring_keys {
+            _ if !n.up => format!("{} down", n.id),
+            Some(c) => format!("{} {c}", n.id),
+            None => format!("{} not known here", n.id),
+        })
+        .collect();
+    let count = st.expiring();
+    let rf = st.replication_factor.max(1);
+    let (total, scope) = if count.complete() {
+        (count.keys.to_string(), String::new())
     } else {
         (
-            format!("at least {keys}"),
-            format!(" on {counted} of {} nodes", st.nodes.len()),
+            format!("at least {}", count.keys),
+            format!(" on {} of {} nodes", count.counted, count.nodes),
         )
     };
-    vec![
+    [
         format!("Keys with a TTL per node: {}", per_node.join(", ")),
         format!(
-            "Total keys with a TTL: {total} ({records} replica records{scope} / replication \
-             factor {rf}; an expired key counts until compaction or active expiry removes it)"
+            "Total keys with a TTL: {total} ({} replica records{scope} / replication factor \
+             {rf}; an expired key counts until compaction or active expiry removes it)",
+            count.records
         ),
     ]
 }
@@ -220,4 +201,51 @@ pub fn ring(cluster: &Cluster) -> Result<(String, Vec<String>)> {
         })
         .collect();
     Ok((title, lines))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::Arc;
+
+    use crate::{ClusterOptions, MemoryBackend};
+
+    use super::*;
+
+    /// A node down, and one whose count this process cannot read (a storage node of another
+    /// process): each says so, and the total is a lower bound over the nodes counted.
+    #[test]
+    fn ttl_lines_name_the_nodes_not_counted_and_bound_the_total() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = ClusterOptions::new().backend(Arc::new(MemoryBackend::default()));
+        let cluster = Cluster::open(dir.path(), opts).unwrap();
+        let later = Some(cluster.now_millis() + 600_000);
+        cluster.put_expiring(b"a", b"1", later).unwrap();
+        cluster.put_expiring(b"b", b"2", later).unwrap();
+        cluster.put(b"c", b"3").unwrap();
+        let lines = stats(&cluster.stats().unwrap());
+        assert_eq!(
+            lines[lines.len() - 2..],
+            [
+                "Keys with a TTL per node: node1 2, node2 2, node3 2",
+                "Total keys with a TTL: 2 (6 replica records / replication factor 3; an expired \
+                 key counts until compaction or active expiry removes it)"
+            ]
+        );
+
+        cluster.fail_node("node3").unwrap();
+        let mut st = cluster.stats().unwrap();
+        st.nodes[1].expiring_keys = None;
+        let lines = stats(&st);
+        assert_eq!(
+            lines[lines.len() - 2..],
+            [
+                "Keys with a TTL per node: node1 2, node2 not known here, node3 down",
+                "Total keys with a TTL: at least 1 (2 replica records on 1 of 3 nodes / \
+                 replication factor 3; an expired key counts until compaction or active expiry \
+                 removes it)"
+            ]
+        );
+    }
 }

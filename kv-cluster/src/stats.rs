@@ -4,6 +4,7 @@ use bytes::Bytes;
 use kv_ring::{NodeId, TokenRange, token};
 
 use crate::cluster::Cluster;
+use crate::count::ExpiringCount;
 use crate::error::Result;
 use crate::progress::ChangeKind;
 use kv_node::Version;
@@ -64,6 +65,10 @@ pub struct NodeStats {
     pub replica_ownership: f64,
     /// Whether it answered; a down node's counts are zero.
     pub up: bool,
+    /// The keys with an expiry it holds as any replica
+    /// ([`Replica::expiring_keys`](crate::Replica::expiring_keys)); `None` when not known
+    /// (a down node, or a storage node of another process).
+    pub expiring_keys: Option<u64>,
 }
 
 /// The cluster's data distribution.
@@ -87,6 +92,17 @@ pub struct ClusterStats {
     pub hints: u64,
     /// The background repair's rounds and last result, if it runs.
     pub background_repair: Option<crate::BackgroundRepairStatus>,
+}
+
+impl ClusterStats {
+    /// The keys with an expiry, from the nodes' [`NodeStats::expiring_keys`]: what
+    /// [`Cluster::expiring_key_count`] answers, as of these statistics.
+    pub fn expiring(&self) -> ExpiringCount {
+        ExpiringCount::of(
+            self.nodes.iter().map(|n| n.expiring_keys),
+            self.replication_factor,
+        )
+    }
 }
 
 /// Where a key is and where it should be (see [`Cluster::placement_of`]).
@@ -207,6 +223,7 @@ impl Cluster {
                     primary_ownership: own.primary,
                     replica_ownership: own.replica,
                     up: false,
+                    expiring_keys: None,
                 });
                 continue;
             }
@@ -227,6 +244,7 @@ impl Cluster {
                 primary_ownership: own.primary,
                 replica_ownership: own.replica,
                 up: true,
+                expiring_keys: node.expiring_keys(),
             });
         }
         let total_keys: u64 = nodes.iter().map(|n| n.primary_keys).sum();

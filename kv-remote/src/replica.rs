@@ -53,6 +53,11 @@ pub const DEFAULT_MAINTENANCE_TIMEOUT: Duration = Duration::from_secs(60);
 /// - [`fence`](Replica::fence) and [`reserve`](Replica::reserve) return nothing: a fence that
 ///   cannot reach the node is logged (a warning); a reservation is a hint, sent without
 ///   waiting.
+/// - [`expiring_keys`](Replica::expiring_keys) is `None` (not known): the replica protocol
+///   (version 2) does not carry a node's count of keys with an expiry yet (`Held` answers
+///   `Counts`, whose fields the version fixes; a request appended at the end could carry it
+///   without a new version), so the cluster's statistics show such a node's count as not
+///   known here.
 #[derive(Debug)]
 pub struct RemoteReplica {
     id: NodeId,

@@ -125,11 +125,15 @@ fn section(cluster: &Cluster, session: &Session, name: &str, t: &mut String) {
         "cluster" => cluster_section(cluster, session, t),
         "keyspace" => {
             t.push_str("# Keyspace\r\n");
-            // As Redis, an empty database is not listed. The count comes from the nodes'
-            // live-key counters (one call per node), as DBSIZE's: exact in a settled cluster.
+            // As Redis, an empty database is not listed. The counts come from the nodes'
+            // counters (one call per node), as DBSIZE's: exact in a settled cluster.
+            // `expires` counts the keys with an expiry, as Redis's; an expired key counts
+            // until it is reclaimed, and a node whose count is not known here (another
+            // process's) is left out, so it is then a lower bound.
             match cluster.key_count() {
                 Ok(c) if c.keys > 0 => {
-                    write!(t, "db0:keys={},expires=0,avg_ttl=0\r\n", c.keys)
+                    let expires = cluster.expiring_key_count().keys;
+                    write!(t, "db0:keys={},expires={expires},avg_ttl=0\r\n", c.keys)
                 }
                 Ok(_) => Ok(()),
                 Err(e) => write!(t, "kvstore_keyspace_error:{}\r\n", one_line(&e.to_string())),

@@ -158,3 +158,39 @@ fn info_persistence_reports_the_last_flush() {
     let ago: i64 = field(&info, "kvstore_last_flush_ago_ms").parse().unwrap();
     assert!((0..60_000).contains(&ago), "{info}");
 }
+
+/// `expires=` counts the keys with an expiry, as Redis's: set by `SET .. EX|PX`, `SETEX` and
+/// `EXPIRE`, gone with `PERSIST`, a plain `SET` over it, or `DEL` (it was always 0 before).
+#[test]
+fn info_keyspace_counts_the_keys_with_an_expiry() {
+    let server = TestServer::start();
+    let mut c = server.client();
+    let db0 = |c: &mut redis::Connection| {
+        let info: String = redis::cmd("INFO").arg("keyspace").query(c).unwrap();
+        field(&info, "db0").to_owned()
+    };
+    let _: () = c.set("plain", "v").unwrap();
+    let _: () = c.set("later", "v").unwrap();
+    assert_eq!(db0(&mut c), "keys=2,expires=0,avg_ttl=0");
+    let _: () = redis::cmd("SET")
+        .arg("ex")
+        .arg("v")
+        .arg("EX")
+        .arg(100)
+        .query(&mut c)
+        .unwrap();
+    let _: () = c.set_ex("setex", "v", 100).unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("px")
+        .arg("v")
+        .arg("PX")
+        .arg(100_000)
+        .query(&mut c)
+        .unwrap();
+    let _: bool = c.expire("later", 100).unwrap();
+    assert_eq!(db0(&mut c), "keys=5,expires=4,avg_ttl=0");
+    let _: bool = c.persist("px").unwrap();
+    let _: () = c.set("setex", "no ttl now").unwrap();
+    let _: u32 = c.del("ex").unwrap();
+    assert_eq!(db0(&mut c), "keys=4,expires=1,avg_ttl=0");
+}
