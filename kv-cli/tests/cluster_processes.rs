@@ -67,29 +67,10 @@ impl Nodes {
         nodes
     }
 
-    fn peers(&self) -> String {
-        (0..3)
-            .map(|i| format!("n{}@127.0.0.1:{}", i + 1, self.ports[i]))
-            .collect::<Vec<_>>()
-            .join(",")
-    }
-
     /// Starts node `i` (again) on its directory.
     fn restart(&mut self, i: usize) {
-        let port = self.ports[i].to_string();
-        let id = format!("n{}", i + 1);
-        let peers = self.peers();
-        let mut args: Vec<&str> = vec![
-            "--port",
-            &port,
-            "--node-id",
-            &id,
-            "--peers",
-            &peers,
-            "--replica-timeout",
-            "500",
-        ];
-        args.extend(self.extra[i].iter().map(String::as_str));
+        let args = common::member_args(i, &self.ports, &self.extra[i]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         self.running[i] = Some(Served::start(&self.dirs[i], &args));
     }
 

@@ -122,32 +122,13 @@ impl Cluster {
         tls_flags(&self.ca.pem, &self.certs[i])
     }
 
-    fn peers(&self) -> String {
-        (0..3)
-            .map(|i| format!("n{}@127.0.0.1:{}", i + 1, self.ports[i]))
-            .collect::<Vec<_>>()
-            .join(",")
-    }
-
     /// Starts member `i` with `extra` (its TLS flags, or none) on top of the membership
     /// flags, replacing (and killing) a running one.
     fn start(&mut self, i: usize, extra: &[String]) {
         self.running[i] = None;
-        let port = self.ports[i].to_string();
-        let id = format!("n{}", i + 1);
-        let peers = self.peers();
-        let mut args: Vec<&str> = vec![
-            "--port",
-            &port,
-            "--node-id",
-            &id,
-            "--peers",
-            &peers,
-            "--replica-timeout",
-            "500",
-        ];
-        args.extend(extra.iter().map(String::as_str));
-        let dir = self.root.path().join(&id);
+        let args = common::member_args(i, &self.ports, extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let dir = self.root.path().join(format!("n{}", i + 1));
         self.running[i] = Some(Served::start(&dir, &args));
     }
 

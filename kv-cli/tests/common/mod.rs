@@ -288,6 +288,36 @@ pub const REPL_TIMEOUT: Duration = Duration::from_secs(120);
 /// binaries one after another).
 pub static ONE_CLUSTER: Mutex<()> = Mutex::new(());
 
+/// The `--peers` list of members `n1..` on 127.0.0.1 at `ports`.
+pub fn peers_list(ports: &[u16]) -> String {
+    ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| format!("n{}@127.0.0.1:{port}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The flags of member `i` (`n{i+1}`) of the cluster on `ports` (a 500 ms replica timeout,
+/// short for tests), then `extra`.
+pub fn member_args(i: usize, ports: &[u16], extra: &[String]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--port",
+        &ports[i].to_string(),
+        "--node-id",
+        &format!("n{}", i + 1),
+        "--peers",
+        &peers_list(ports),
+        "--replica-timeout",
+        "500",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().cloned());
+    args
+}
+
 /// A client port whose cluster port (+ 10000) is free too.
 pub fn free_port_pair() -> u16 {
     for _ in 0..1000 {
