@@ -880,7 +880,7 @@ pub(crate) fn parse_u64(s: &[u8]) -> Option<u64> {
 }
 
 /// Redis's `string2ll` on an argument.
-fn parse_i64(s: &[u8]) -> Option<i64> {
+pub(crate) fn parse_i64(s: &[u8]) -> Option<i64> {
     let text = std::str::from_utf8(s).ok()?;
     if text.starts_with('+') || (text.len() > 1 && text.starts_with('0')) || text.starts_with("-0")
     {

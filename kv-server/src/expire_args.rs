@@ -80,14 +80,9 @@ impl Unit {
     }
 }
 
-/// A 64-bit signed integer as Redis's `string2ll` reads it (no spaces, no `+`).
-pub(crate) fn parse_i64(arg: &[u8]) -> Result<i64, String> {
-    let text = std::str::from_utf8(arg).map_err(|_| NOT_AN_INTEGER.to_owned())?;
-    let digits = text.strip_prefix('-').unwrap_or(text);
-    if text.starts_with('+') || (digits.starts_with('0') && text.len() > 1) {
-        return Err(NOT_AN_INTEGER.to_owned());
-    }
-    text.parse::<i64>().map_err(|_| NOT_AN_INTEGER.to_owned())
+/// A 64-bit signed integer as Redis's `string2ll` reads it, or Redis's error.
+fn parse_i64(arg: &[u8]) -> Result<i64, String> {
+    crate::commands::parse_i64(arg).ok_or_else(|| NOT_AN_INTEGER.to_owned())
 }
 
 /// The absolute expiry an option's argument gives (Redis's `getExpireMillisecondsOrReply`):
