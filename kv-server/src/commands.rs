@@ -389,7 +389,7 @@ pub(crate) fn value_reply(session: &Session, value: Option<Bytes>, out: &mut Byt
     }
 }
 
-fn cluster_error(session: &Session, e: &kv_cluster::Error, out: &mut BytesMut) {
+pub(crate) fn cluster_error(session: &Session, e: &kv_cluster::Error, out: &mut BytesMut) {
     error(session, out, &format!("ERR {}", e.chain()));
 }
 

@@ -25,7 +25,7 @@ pub(crate) fn cluster_error(session: &Session, command: &str, e: &Error, out: &m
     if matches!(e, Error::ExpiryOutOfRange { .. }) {
         return error(session, out, &invalid_expire(command));
     }
-    error(session, out, &format!("ERR {}", e.chain()));
+    crate::commands::cluster_error(session, e, out);
 }
 
 /// `SET key value` with options other than a lone `GET` (the plain forms are in
