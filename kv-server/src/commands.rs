@@ -325,28 +325,31 @@ async fn set_run(cluster: &Cluster, session: &Session, run: &[Command], out: &mu
         .iter()
         .map(|c| (&c.args()[1][..], &c.args()[2][..]))
         .collect();
-    // Each SET's expiry (none for a plain one), or the error its time gets.
-    let now = cluster.now_millis();
-    let expiries: Vec<Result<Option<u64>, String>> = run
-        .iter()
-        .map(|c| match c.len() {
-            3 => Ok(None),
-            _ => crate::expire_args::parse_set(c.args(), now).map(|s| match s.expiry {
-                crate::expire_args::NewExpiry::At(ms) => Some(ms),
-                _ => None,
-            }),
-        })
-        .collect();
-    let valid = expiries.iter().all(Result::is_ok);
+    // Each SET's expiry, or the error its time gets; left empty (all none) for a run of plain
+    // SETs, which then reads no clock.
+    let mut expiries: Vec<Result<Option<u64>, String>> = Vec::new();
+    if run.iter().any(|c| c.len() != 3) {
+        let now = cluster.now_millis();
+        expiries = run
+            .iter()
+            .map(|c| match c.len() {
+                3 => Ok(None),
+                _ => crate::expire_args::parse_set(c.args(), now).map(|s| match s.expiry {
+                    crate::expire_args::NewExpiry::At(ms) => Some(ms),
+                    _ => None,
+                }),
+            })
+            .collect();
+    }
+    let expiry = |i: usize| expiries.get(i).cloned().unwrap_or(Ok(None));
     // A run of one (every unpipelined SET) is a single write, below.
-    if pairs.len() > 1 && valid {
+    if pairs.len() > 1 && expiries.iter().all(Result::is_ok) {
         let expires: Vec<Option<u64>> = expiries.iter().flatten().copied().collect();
-        let stored = if expires.iter().all(Option::is_none) {
-            cluster.put_many_async(&pairs).await
-        } else {
-            cluster.put_many_expiring_async(&pairs, &expires).await
-        };
-        if stored.is_ok() {
+        if cluster
+            .put_many_expiring_async(&pairs, &expires)
+            .await
+            .is_ok()
+        {
             for _ in run {
                 session.encoder().simple(out, b"OK");
             }
@@ -356,10 +359,10 @@ async fn set_run(cluster: &Cluster, session: &Session, run: &[Command], out: &mu
     // Some pairs may be stored: writing them again is harmless, and each command gets the
     // answer of its own write.
     let mut failed = 0;
-    for ((k, v), expires) in pairs.into_iter().zip(expiries) {
-        let stored = match expires {
+    for (i, (k, v)) in pairs.into_iter().enumerate() {
+        let stored = match expiry(i) {
             Ok(None) => cluster.put_async(k, v).await,
-            Ok(Some(at)) => cluster.put_expiring_async(k, v, Some(at)).await,
+            Ok(at) => cluster.put_expiring_async(k, v, at).await,
             Err(e) => {
                 failed += 1;
                 error(session, out, &e);
