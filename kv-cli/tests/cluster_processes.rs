@@ -163,21 +163,20 @@ fn every_node_coordinates_at_every_consistency_level() {
     assert_eq!(c[1].get::<_, Vec<u8>>(&key).unwrap(), b"\x00\x01");
     assert_eq!(c[0].del::<_, i64>("k-all").unwrap(), 1);
     assert_eq!(c[1].get::<_, Option<String>>("k-all").unwrap(), None);
-    // A key with a TTL: a node counts its own replica; its peers' counts are not known to it
-    // (the replica protocol does not carry them), and it says so rather than guess.
+    // A key with a TTL, written at ALL: every node counts its replica, and n1 asks the
+    // others for theirs (the replica protocol's `ExpiringKeys`).
     c[0].set_ex::<_, _, ()>("k-ttl", "v4", 600).unwrap();
     let stats = kvstore(&mut c[0], &["STATS"]).unwrap();
     assert!(
-        stats.contains("\nKeys with a TTL per node: n1 1, n2 not known here, n3 not known here\n"),
+        stats.contains("\nKeys with a TTL per node: n1 1, n2 1, n3 1\n"),
         "{stats}"
     );
     assert!(
-        stats.contains(
-            "\nTotal keys with a TTL: at least 1 (1 replica records on 1 of 3 nodes / \
-             replication factor 3;"
-        ),
+        stats.contains("\nTotal keys with a TTL: 1 (3 replica records / replication factor 3;"),
         "{stats}"
     );
+    let info: String = redis::cmd("INFO").arg("keyspace").query(&mut c[1]).unwrap();
+    assert!(info.contains("expires=1,"), "{info}");
 }
 
 /// What a client thread got `OK` for (key to value), and the operations that failed.

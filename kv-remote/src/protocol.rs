@@ -172,6 +172,9 @@ pub enum Request {
         /// The session.
         session: u64,
     },
+    /// 20: [`Replica::expiring_keys`](kv_cluster::Replica::expiring_keys), answered with
+    /// [`Response::Count`], or a failure when the node does not know it.
+    ExpiringKeys,
 }
 
 /// The record a write replaced ([`kv_node::Previous`]).

@@ -53,11 +53,8 @@ pub const DEFAULT_MAINTENANCE_TIMEOUT: Duration = Duration::from_secs(60);
 /// - [`fence`](Replica::fence) and [`reserve`](Replica::reserve) return nothing: a fence that
 ///   cannot reach the node is logged (a warning); a reservation is a hint, sent without
 ///   waiting.
-/// - [`expiring_keys`](Replica::expiring_keys) is `None` (not known): the replica protocol
-///   (version 2) does not carry a node's count of keys with an expiry yet (`Held` answers
-///   `Counts`, whose fields the version fixes; a request appended at the end could carry it
-///   without a new version), so the cluster's statistics show such a node's count as not
-///   known here.
+/// - [`expiring_keys`](Replica::expiring_keys) asks the node ([`Request::ExpiringKeys`]);
+///   `None` when it cannot answer in time or does not count them.
 #[derive(Debug)]
 pub struct RemoteReplica {
     id: NodeId,
@@ -502,6 +499,17 @@ impl Replica for RemoteReplica {
                 _ => None,
             },
         )
+    }
+
+    fn expiring_keys(&self) -> Option<u64> {
+        self.call(
+            "expiring_keys",
+            &Request::ExpiringKeys,
+            self.timeout,
+            take_count,
+        )
+        .ok()
+        .map(|n| n as u64)
     }
 
     fn last_flush(&self) -> Option<std::time::SystemTime> {

@@ -24,8 +24,8 @@ pub const MAX_LEAVES: u32 = 1 << 16;
 /// into the same [`kv_cluster::Error`].
 ///
 /// Reads answered from the node's in-memory index ([`Request::ReadVersion`],
-/// [`Request::ReadVersions`], [`Request::Held`], [`Request::Fence`],
-/// [`Request::LastFlush`]) run inline on the connection's task (two thread hops fewer; a
+/// [`Request::ReadVersions`], [`Request::Held`], [`Request::Fence`], [`Request::LastFlush`],
+/// [`Request::ExpiringKeys`]) run inline on the connection's task (two thread hops fewer; a
 /// `kv_node`-backed replica answers them without touching a disk); everything else runs on
 /// the server's blocking pool. A request that does not decode, names an unknown operation or
 /// carries another protocol version is answered with [`RemoteError::BadRequest`] or
@@ -231,6 +231,12 @@ impl ReplicaHandler {
             Request::Sync => reply(r.sync(), |()| Response::Done),
             Request::Compact => reply(r.compact(), |c| Response::Compacted(compaction_to_wire(&c))),
             Request::LastFlush => Response::LastFlush(time_to_wire(r.last_flush())),
+            Request::ExpiringKeys => match r.expiring_keys() {
+                Some(n) => Response::Count(n),
+                None => Response::Failed(RemoteError::Failed {
+                    message: "this node does not count its keys with an expiry".into(),
+                }),
+            },
             Request::Digests {
                 epoch,
                 range,
@@ -295,6 +301,7 @@ impl Handler<Envelope<Request>, Response> for SharedHandler {
                     | Request::Held
                     | Request::Fence { .. }
                     | Request::LastFlush
+                    | Request::ExpiringKeys
             ) | Envelope::Unsupported(_)
                 | Envelope::Undecodable(_)
         )

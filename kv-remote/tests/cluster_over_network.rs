@@ -392,3 +392,24 @@ fn a_partition_and_its_healing_lose_no_acknowledged_write() {
         assert_eq!(on3.as_deref(), Some(&expected[..]), "key {i} on node3");
     }
 }
+
+/// Each remote node reports its count of keys with an expiry (`Request::ExpiringKeys`), so
+/// the coordinator's count is complete; a node that is gone is left out, and says so.
+#[test]
+fn remote_nodes_report_their_keys_with_an_expiry() {
+    let mut net = start();
+    let later = Some(net.cluster.now_millis() + 600_000);
+    for i in 0..10 {
+        net.cluster.put_expiring(&key(i), &value(i), later).unwrap();
+    }
+    net.cluster.put(b"plain", b"v").unwrap();
+    eventually("every replica holds the 10 keys with an expiry", || {
+        let c = net.cluster.expiring_key_count();
+        c.complete() && c.records == 30
+    });
+    assert_eq!(net.cluster.expiring_key_count().keys, 10);
+    net.servers[1] = None; // node3 goes away
+    let c = net.cluster.expiring_key_count();
+    assert!(!c.complete());
+    assert_eq!((c.counted, c.nodes, c.records), (2, 3, 20));
+}

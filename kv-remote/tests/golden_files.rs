@@ -117,6 +117,7 @@ fn requests() -> Vec<(&'static str, Request)> {
         ("request-sync.bin", Request::Sync),
         ("request-compact.bin", Request::Compact),
         ("request-last-flush.bin", Request::LastFlush),
+        ("request-expiring-keys.bin", Request::ExpiringKeys),
         (
             "request-digests.bin",
             Request::Digests {
