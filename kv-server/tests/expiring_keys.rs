@@ -107,6 +107,19 @@ const STEPS: &[Step] = &[
     ("PERSIST k", "(integer) 1"),
     ("TTL k", "(integer) -1"),
     ("EXPIRE k 100 LT", "(integer) 1"),
+    ("PEXPIRE k 300000 GT", "(integer) 1"),
+    ("TTL k", "(integer) 300"),
+    ("PEXPIRE k 100000 NX", "(integer) 0"),
+    ("PEXPIRE k 100000", "(integer) 1"),
+    ("PEXPIRE k x", "ERR value is not an integer or out of range"),
+    (
+        "PEXPIRE k 9223372036854775807",
+        "ERR invalid expire time in 'pexpire' command",
+    ),
+    (
+        "EXPIREAT k 10 XX NX",
+        "ERR NX and XX, GT or LT options at the same time are not compatible",
+    ),
     // SET without KEEPTTL drops the expiry; with it, keeps it.
     ("SET k v2 KEEPTTL", "OK"),
     ("TTL k", "(integer) 100"),
