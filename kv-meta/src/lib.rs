@@ -67,6 +67,9 @@ mod state;
 pub use change::{Change, ChangeKind, Source, Step, StreamTask};
 pub use command::{Command, MetaResponse, NewMember};
 pub use error::{Error, MetaError, Result};
-pub use raft::{MetaNode, MetaTypes};
+pub use raft::{
+    LOG_RECORD_VERSION, LogRecord, MemLog, MetaLog, MetaMachine, MetaNode, MetaTypes, MetaWatch,
+    SNAPSHOT_FILE,
+};
 pub use snapshot::{MAX_SNAPSHOT_LEN, MetaSnapshot, SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
 pub use state::{ClusterMeta, MAX_MEMBERS, Member, MemberState, RateLimit, RingMember};
