@@ -70,7 +70,9 @@ fn child_operator() {
     let Ok(dir) = std::env::var(ENV_DIR) else {
         return;
     };
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let mut log = MetaLog::open(std::path::Path::new(&dir)).await.unwrap();
         let mut m = Model::default();
@@ -105,7 +107,12 @@ fn sigkill_keeps_every_acknowledged_operation() {
     for kill_after in [37, 118, 263] {
         let dir = tempfile::tempdir().unwrap();
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "child_operator", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "child_operator",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(ENV_DIR, dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -117,7 +124,9 @@ fn sigkill_keeps_every_acknowledged_operation() {
         // Bounded: the child runs at most 100,000 operations.
         for line in lines {
             let Ok(line) = line else { break };
-            let Some(n) = line.strip_prefix("ack ") else { continue };
+            let Some(n) = line.strip_prefix("ack ") else {
+                continue;
+            };
             acked = n.parse::<u64>().unwrap() + 1;
             if acked >= kill_after && !killed {
                 child.kill().unwrap(); // SIGKILL
@@ -127,7 +136,9 @@ fn sigkill_keeps_every_acknowledged_operation() {
         child.wait().unwrap();
         assert!(killed, "the child ended before it was killed");
 
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
         let got = rt.block_on(async {
             let mut log = MetaLog::open(dir.path()).await.unwrap();
             let entries = log.try_get_log_entries(0..u64::MAX).await.unwrap();
