@@ -73,3 +73,8 @@ pub use raft::{
 };
 pub use snapshot::{MAX_SNAPSHOT_LEN, MetaSnapshot, SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
 pub use state::{ClusterMeta, MAX_MEMBERS, Member, MemberState, RateLimit, RingMember};
+
+/// The README's example, compiled and run as a doctest so it cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
