@@ -218,3 +218,44 @@ fn corrupt_snapshots_are_refused_with_typed_errors() {
         Error::SnapshotTooLarge { .. }
     ));
 }
+
+/// membership.md §0's sizing claim: the largest cluster (64 members, 256 vnodes, balanced)
+/// snapshots to about 150 KB, far below the 8 MiB limit, and reads back whole.
+#[test]
+fn the_largest_cluster_snapshots_small() {
+    let options = kv_ring::RingOptions::default()
+        .vnodes(256)
+        .unwrap()
+        .placement(kv_ring::Placement::Balanced {
+            replication_factor: 3,
+        });
+    let ids: Vec<String> = (1..=64).map(|i| format!("node{i:02}")).collect();
+    let ring = kv_ring::Ring::with_nodes(options, &ids).unwrap();
+    let members = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| NewMember {
+            id: id.clone(),
+            cluster_addr: format!("10.0.0.{i}:7000"),
+            client_addr: format!("10.0.0.{i}:6379"),
+            weight: 1.0,
+            tokens: ring.tokens_of(id).unwrap().to_vec(),
+        })
+        .collect();
+    let mut meta = ClusterMeta::default();
+    let cmd = Command::Bootstrap {
+        uuid: 1,
+        name: "big".into(),
+        rf: 3,
+        vnodes: 256,
+        members,
+    };
+    assert!(meta.apply(1, &cmd).is_ok());
+    let snap = MetaSnapshot {
+        meta,
+        ..MetaSnapshot::default()
+    };
+    let bytes = snap.encode().unwrap();
+    assert!(bytes.len() < 256 << 10, "{} bytes", bytes.len());
+    assert_eq!(MetaSnapshot::decode(&bytes).unwrap(), snap);
+}
