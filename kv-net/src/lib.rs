@@ -109,9 +109,9 @@ pub use handshake::{
     HANDSHAKE_MAX_FRAME_LEN, Hello, MAGIC, PREAMBLE_LEN, PROTOCOL_VERSION, Purpose, opening_bytes,
     preamble,
 };
-pub use options::{Identity, PeersOptions, ServerOptions};
+pub use options::{Identity, PeerFilter, PeersOptions, ServerOptions};
 pub use peers::{PeerStatus, Peers, Reply, RequestId};
-pub use server::{Handler, PeerInfo, Server, ServerStats};
+pub use server::{BoxFuture, Handler, PeerInfo, Server, ServerStats};
 pub use stream::{StreamHandler, StreamSender, StreamSink};
 pub use tls::Tls;
 
