@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::error::{Error, Result};
-use crate::options::PeerFilter;
 use crate::frame::{Frame, FrameCodec, FrameKind, encode_parts};
+use crate::options::PeerFilter;
 
 /// The first eight bytes each side sends: `"KVPEER\0\n"`.
 pub const MAGIC: [u8; 8] = *b"KVPEER\0\n";

@@ -172,7 +172,10 @@ fn async_requests_are_answered_while_the_blocking_pool_is_held() {
     }
     order.dedup();
     assert_eq!(order.len(), n as usize);
-    assert!(order[0] > order[order.len() - 1], "in send order: {order:?}");
+    assert!(
+        order[0] > order[order.len() - 1],
+        "in send order: {order:?}"
+    );
     // The blocking ones are still held: one running, one queued behind it.
     assert_eq!(state.blocking_started.load(Ordering::SeqCst), 1);
     assert!(rx.try_recv().is_err());

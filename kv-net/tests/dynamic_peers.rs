@@ -107,7 +107,11 @@ fn a_removed_peer_fails_its_requests_in_flight_and_is_not_dialled_again() {
     peers.remove_peer("server").unwrap();
     let reply = rx.recv_timeout(LONG).unwrap();
     // Failed at once with a typed error, not left to its deadline or to the answer.
-    assert!(start.elapsed() < Duration::from_secs(1), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
     assert_eq!(reply.request, id);
     match reply.result {
         Err(Error::Disconnected { peer, request }) => {

@@ -40,7 +40,8 @@ async fn wait_real(real: Duration, mut cond: impl FnMut() -> bool) -> bool {
 
 /// The server on its own runtime (a real clock), the client on the test's paused one.
 fn setup() -> (Server, Peers<u64, u64>) {
-    let server = Server::start(Identity::new(CLUSTER, "server"), ServerOptions::new(), Hang).unwrap();
+    let server =
+        Server::start(Identity::new(CLUSTER, "server"), ServerOptions::new(), Hang).unwrap();
     let options = PeersOptions::new().runtime(tokio::runtime::Handle::current());
     let peers = Peers::start(Identity::new(CLUSTER, "client"), options).unwrap();
     peers.add_peer("server", server.local_addr()).unwrap();
@@ -70,7 +71,11 @@ async fn a_request_deadline_fires_on_virtual_time() {
         "{answer:?}"
     );
     // Thirty virtual seconds passed; the wall clock moved far less.
-    assert!(virtual_start.elapsed() >= timeout, "{:?}", virtual_start.elapsed());
+    assert!(
+        virtual_start.elapsed() >= timeout,
+        "{:?}",
+        virtual_start.elapsed()
+    );
     assert!(
         real_start.elapsed() < Duration::from_secs(10),
         "{:?}",
@@ -96,7 +101,10 @@ async fn liveness_follows_virtual_time() {
     assert!(status.connected, "{status:?}");
     let last_seen = status.last_seen.unwrap();
     assert!(last_seen >= Duration::from_secs(5), "{last_seen:?}");
-    assert!(last_seen <= cut.elapsed() + Duration::from_secs(1), "{last_seen:?}");
+    assert!(
+        last_seen <= cut.elapsed() + Duration::from_secs(1),
+        "{last_seen:?}"
+    );
 
     // Healed: the next pong makes it alive again.
     peers.faults().heal("server");

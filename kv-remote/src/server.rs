@@ -4,14 +4,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use kv_cluster::Replica;
-use kv_net::{Handler, Identity, PeerInfo, Server, ServerOptions, ServerStats};
+use kv_net::{BoxFuture, Handler, Identity, PeerInfo, Server, ServerOptions, ServerStats};
 use kv_node::Write;
+use parking_lot::RwLock;
 
 use crate::convert::{
     compaction_to_wire, ranges_from_wire, swap_to_wire, time_to_wire, versioned_to_wire,
 };
 use crate::error::{Error, Result};
 use crate::export::Exports;
+use crate::meta::{MetaHandler, NO_META_SERVICE};
 use crate::protocol::{Envelope, LeafDigest, PROTOCOL_VERSION, RemoteError, Request, Response};
 
 /// Most leaves a [`Request::Digests`] may ask for (as
@@ -30,6 +32,11 @@ pub const MAX_LEAVES: u32 = 1 << 16;
 /// the server's blocking pool. A request that does not decode, names an unknown operation or
 /// carries another protocol version is answered with [`RemoteError::BadRequest`] or
 /// [`RemoteError::UnsupportedVersion`], and the server goes on serving.
+///
+/// [`Request::Meta`] bodies go to the node's [`MetaHandler`]
+/// ([`ReplicaServer::set_meta_handler`]), whose future runs as a task on the server's runtime
+/// (kv-net's async handler path); without one they are refused with
+/// [`RemoteError::Failed`] naming [`NO_META_SERVICE`].
 ///
 /// Dropping it closes the listener and every connection, and ends its export sessions.
 ///
@@ -109,6 +116,7 @@ impl ReplicaServer {
             exports: Exports::new(Arc::clone(&replica)),
             replica,
             inline_data,
+            meta: RwLock::new(None),
         });
         let server = Server::start(identity, options, SharedHandler(Arc::clone(&handler)))
             .map_err(Error::Transport)?;
@@ -138,6 +146,18 @@ impl ReplicaServer {
     pub fn open_exports(&self) -> usize {
         self.exports.exports.open_sessions()
     }
+
+    /// Serves [`Request::Meta`] with `handler` from now on (`None`: refuses them with
+    /// [`NO_META_SERVICE`], as a server does until it is given one). Set after the start, so a
+    /// node can serve its data before its metadata service exists; requests already running
+    /// finish with the handler they started with.
+    ///
+    /// # Example
+    ///
+    /// See [`MetaHandler`].
+    pub fn set_meta_handler(&self, handler: Option<Arc<dyn MetaHandler>>) {
+        *self.exports.meta.write() = handler;
+    }
 }
 
 /// The handler shared with the server's tasks.
@@ -148,6 +168,8 @@ struct ReplicaHandler {
     exports: Exports,
     /// Data operations answered on the connection's task ([`ReplicaServer::start_inline_data`]).
     inline_data: bool,
+    /// The metadata service, if this node runs one ([`ReplicaServer::set_meta_handler`]).
+    meta: RwLock<Option<Arc<dyn MetaHandler>>>,
 }
 
 /// The response for a replica's result.
@@ -260,6 +282,10 @@ impl ReplicaHandler {
                 .open(epoch, ranges_from_wire(ranges), batch_size),
             Request::ExportNext { session } => self.exports.next(session),
             Request::ExportClose { session } => self.exports.close(session),
+            // With a handler, answered on the async path (`handle_async`) instead.
+            Request::Meta(_) => Response::Failed(RemoteError::Failed {
+                message: NO_META_SERVICE.into(),
+            }),
         }
     }
 }
@@ -276,6 +302,20 @@ impl Handler<Envelope<Request>, Response> for SharedHandler {
                 reason: format!("the request does not decode (an unknown operation?): {reason}"),
             }),
         }
+    }
+
+    fn handle_async(
+        &self,
+        from: &PeerInfo,
+        req: &Envelope<Request>,
+    ) -> Option<BoxFuture<'static, Response>> {
+        let Envelope::Current(Request::Meta(body)) = req else {
+            return None;
+        };
+        // No handler: `handle` refuses it, inline (`may_block`).
+        let handler = self.0.meta.read().clone()?;
+        let answer = handler.handle(from, body.clone());
+        Some(Box::pin(async move { Response::Meta(answer.await) }))
     }
 
     fn may_block(&self, req: &Envelope<Request>) -> bool {
@@ -302,6 +342,7 @@ impl Handler<Envelope<Request>, Response> for SharedHandler {
                     | Request::Fence { .. }
                     | Request::LastFlush
                     | Request::ExpiringKeys
+                    | Request::Meta(_)
             ) | Envelope::Unsupported(_)
                 | Envelope::Undecodable(_)
         )
