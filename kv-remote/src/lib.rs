@@ -75,7 +75,7 @@ pub use protocol::{
     Request, Response, Swap, VersionedValue,
 };
 pub use replica::{DEFAULT_MAINTENANCE_TIMEOUT, IMPORT_REQUEST_BYTES, RemoteReplica, ReplicaPeers};
-pub use server::{MAX_LEAVES, ReplicaServer};
+pub use server::{MAX_LEAVES, NOT_A_MEMBER, ReplicaServer};
 
 /// The README's example, compiled and run as a doctest.
 #[cfg(doctest)]

@@ -13,9 +13,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::*;
 use kv_cluster::{MemoryReplica, Replica, Version, Write};
-use kv_net::{BoxFuture, Identity, PeerInfo, ServerOptions};
+use kv_net::{BoxFuture, Identity, PeerFilter, PeerInfo, ServerOptions};
 use kv_remote::{
-    Error, MetaClient, MetaHandler, NO_META_SERVICE, RemoteReplica, ReplicaPeers, ReplicaServer,
+    Error, MetaClient, MetaHandler, NO_META_SERVICE, NOT_A_MEMBER, RemoteReplica, ReplicaPeers,
+    ReplicaServer,
 };
 
 /// A metadata service that answers `"<me> heard <body> from <sender>"`, and forwards a body
@@ -186,4 +187,60 @@ fn a_meta_answer_that_never_comes_times_out_and_the_server_goes_on() {
             .unwrap(),
         "x"
     );
+}
+
+#[test]
+fn a_non_member_connects_and_is_refused_per_request_except_meta() {
+    let n2 = server("n2");
+    let members = Arc::new(std::sync::RwLock::new(vec![
+        "n1".to_string(),
+        "n2".to_string(),
+    ]));
+    let seen = Arc::clone(&members);
+    n2.set_member_filter(Some(PeerFilter::new(move |id| {
+        seen.read().unwrap().iter().any(|m| m == id)
+    })));
+    n2.set_meta_handler(Some(Arc::new(Service {
+        me: "n2",
+        leader: None,
+        handled: AtomicU64::new(0),
+    })));
+    let write = Write {
+        key: b"k",
+        value: Some(b"v"),
+        version: Version::new(1),
+        expires: None,
+    };
+
+    // A member is served.
+    let member = RemoteReplica::new("n2".parse().unwrap(), transport("n1", &[("n2", &n2)]), LONG);
+    assert!(member.apply(1, write).unwrap());
+
+    // A joiner connects (kv-net accepts any node of the cluster) but is served only Meta.
+    let joiner_peers = transport("n4", &[("n2", &n2)]);
+    let joiner = RemoteReplica::new("n2".parse().unwrap(), Arc::clone(&joiner_peers), LONG);
+    match joiner.read(1, b"k") {
+        Err(kv_cluster::Error::Remote { source, .. }) => match source.downcast_ref::<Error>() {
+            Some(Error::Failed { message }) => assert_eq!(message, NOT_A_MEMBER),
+            other => panic!("expected the refusal, got {other:?}"),
+        },
+        other => panic!("expected the refusal, got {other:?}"),
+    }
+    assert!(joiner.apply(1, write).is_err());
+    assert_eq!(
+        MetaClient::new(Arc::clone(&joiner_peers))
+            .call_blocking("n2", Bytes::from_static(b"join"), LONG)
+            .unwrap(),
+        "n2 heard join from n4"
+    );
+
+    // Once a member, served on the same connection.
+    members.write().unwrap().push("n4".to_string());
+    let cell = joiner.read(1, b"k").unwrap().unwrap();
+    assert_eq!(cell.value.as_deref(), Some(&b"v"[..]));
+    // Taken out again, refused again; without a filter, everyone is served.
+    members.write().unwrap().retain(|m| m != "n4");
+    assert!(joiner.read(1, b"k").is_err());
+    n2.set_member_filter(None);
+    assert!(joiner.read(1, b"k").unwrap().is_some());
 }
