@@ -104,6 +104,7 @@ mod options;
 mod peer_state;
 mod peers;
 mod server;
+mod socket;
 mod stream;
 mod tls;
 

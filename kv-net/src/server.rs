@@ -14,7 +14,6 @@ use parking_lot::Mutex;
 use bytes::{Bytes, BytesMut};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Runtime;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::{AbortHandle, JoinSet};
@@ -26,6 +25,7 @@ use crate::handshake::{Expect, Hello, Purpose, handshake};
 use crate::io::{FrameReader, write_loop};
 use crate::net_stream::NetStream;
 use crate::options::{Identity, ServerOptions};
+use crate::socket::{Listener, Socket};
 use crate::stream::{StreamHandler, serve_stream};
 
 /// The peer a request or stream comes from, as its handshake announced it.
@@ -261,19 +261,8 @@ impl Server {
             addr: listen,
             source,
         };
-        // Bound without awaiting, so that it can start from any thread (one of the runtime's
-        // own included).
-        let std_listener = std::net::TcpListener::bind(listen).map_err(io)?;
-        std_listener.set_nonblocking(true).map_err(io)?;
-        let listener = {
-            let _entered = handle.enter();
-            TcpListener::from_std(std_listener).map_err(io)?
-        };
-        let local_addr = listener.local_addr().map_err(|source| Error::Io {
-            op: "bind",
-            addr: listen,
-            source,
-        })?;
+        let listener = Listener::bind(listen, &handle).map_err(io)?;
+        let local_addr = listener.local_addr().map_err(io)?;
         let expect = Expect::AnyOf(options.peer_filter.clone());
         let counters = Arc::new(Counters::default());
         let epoch = Arc::new(AtomicU64::new(identity.epoch));
@@ -343,7 +332,7 @@ impl Drop for Server {
 }
 
 async fn accept_loop<Req, Resp>(
-    listener: TcpListener,
+    listener: Listener,
     ctx: Arc<Ctx<Req, Resp>>,
     closed: watch::Receiver<()>,
 ) where
@@ -377,19 +366,22 @@ async fn accept_loop<Req, Resp>(
     }
 }
 
-async fn serve_connection<Req, Resp>(ctx: Arc<Ctx<Req, Resp>>, tcp: TcpStream, addr: SocketAddr)
+async fn serve_connection<Req, Resp>(ctx: Arc<Ctx<Req, Resp>>, socket: Socket, addr: SocketAddr)
 where
     Req: DeserializeOwned + Send + 'static,
     Resp: Serialize + Send + 'static,
 {
     ctx.counters.accepted.fetch_add(1, Ordering::Relaxed);
-    let _ = tcp.set_nodelay(true);
     let mut stream = match &ctx.options.tls {
-        None => NetStream::Plain(tcp),
+        None => NetStream::Plain(socket),
         Some(tls) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&tls.server));
             let timeout = ctx.options.handshake_timeout;
-            let outcome = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+            let accepted = async {
+                let tcp = socket.into_tcp()?;
+                acceptor.accept(tcp).await
+            };
+            let outcome = match tokio::time::timeout(timeout, accepted).await {
                 Ok(Ok(tls)) => Ok(NetStream::Server(Box::new(tls))),
                 Ok(Err(source)) => Err(Error::Io {
                     op: "TLS handshake with",
