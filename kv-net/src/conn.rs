@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::BytesMut;
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
@@ -18,6 +17,7 @@ use crate::io::{AbortOnDrop, FrameReader, Link, write_loop};
 use crate::net_stream::NetStream;
 use crate::peer_state::PeerState;
 use crate::peers::Core;
+use crate::socket::Socket;
 
 /// Runs for as long as the peer is added: keeps one connection up.
 pub(crate) async fn run_peer(core: Arc<Core>, p: Arc<PeerState>) {
@@ -63,31 +63,24 @@ pub(crate) async fn connect(
     purpose: Purpose,
 ) -> Result<(NetStream, Hello, BytesMut)> {
     let addr = p.addr;
-    let tcp =
-        match tokio::time::timeout(core.options.connect_timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(source)) => {
-                return Err(Error::Io {
-                    op: "connect",
-                    addr,
-                    source,
-                });
-            }
+    let io = |source| Error::Io {
+        op: "connect",
+        addr,
+        source,
+    };
+    let socket =
+        match tokio::time::timeout(core.options.connect_timeout, Socket::connect(addr)).await {
+            Ok(connected) => connected.map_err(io)?,
             Err(_) => {
                 let source = std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out");
-                return Err(Error::Io {
-                    op: "connect",
-                    addr,
-                    source,
-                });
+                return Err(io(source));
             }
         };
-    // Requests are small and latency-bound; the writer batches what is queued.
-    let _ = tcp.set_nodelay(true);
     let mut stream = match &core.options.tls {
-        None => NetStream::Plain(tcp),
+        None => NetStream::Plain(socket),
         Some(tls) => {
             let name = crate::tls::server_name(&p.id)?;
+            let tcp = socket.into_tcp().map_err(io)?;
             let connector = tokio_rustls::TlsConnector::from(Arc::clone(&tls.client));
             let timeout = core.options.handshake_timeout;
             match tokio::time::timeout(timeout, connector.connect(name, tcp)).await {

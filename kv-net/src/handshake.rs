@@ -8,7 +8,6 @@
 //! version mismatch is found by each side from the other's preamble, before any frame of an
 //! unknown layout is read.
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -18,6 +17,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::error::{Error, Result};
 use crate::frame::{Frame, FrameCodec, FrameKind, encode_parts};
+use crate::options::PeerFilter;
 
 /// The first eight bytes each side sends: `"KVPEER\0\n"`.
 pub const MAGIC: [u8; 8] = *b"KVPEER\0\n";
@@ -56,8 +56,8 @@ pub enum Purpose {
 pub(crate) enum Expect {
     /// The dialing side: this node id at this address.
     Node(String),
-    /// The listening side: any node, or one of these.
-    AnyOf(Option<HashSet<String>>),
+    /// The listening side: any node, or one the filter allows.
+    AnyOf(Option<PeerFilter>),
 }
 
 /// The preamble's bytes.
@@ -239,7 +239,7 @@ fn verify(addr: SocketAddr, local: &Hello, expect: &Expect, theirs: &Hello) -> R
             expected: expected.clone(),
             found: theirs.node_id.clone(),
         }),
-        Expect::AnyOf(Some(allowed)) if !allowed.contains(&theirs.node_id) => {
+        Expect::AnyOf(Some(allowed)) if !allowed.allows(&theirs.node_id) => {
             Err(Error::UnknownNode {
                 addr,
                 node: theirs.node_id.clone(),
@@ -365,7 +365,7 @@ mod tests {
             verify(addr(), &local, &wrong, &theirs),
             Err(Error::NodeIdMismatch { .. })
         ));
-        let allowed = Expect::AnyOf(Some(["c".to_string()].into_iter().collect()));
+        let allowed = Expect::AnyOf(Some(PeerFilter::only(["c"])));
         assert!(matches!(
             verify(addr(), &local, &allowed, &theirs),
             Err(Error::UnknownNode { .. })

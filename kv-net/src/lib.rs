@@ -7,12 +7,16 @@
 //!   waits on with a deadline, so a coordinator sends to every replica and takes the first
 //!   `W` answers. [`Peers::call`] is the same for async code.
 //! - [`Server`] (the listening side) accepts peers, runs the handshake, and answers each
-//!   request with a synchronous [`Handler`] on its blocking pool (or inline, for requests the
-//!   handler says never block).
+//!   request with a [`Handler`]: synchronously on its blocking pool, inline for requests the
+//!   handler says never block, or as an async task of its own ([`Handler::handle_async`], for
+//!   requests that await other nodes). Which node ids may connect is a predicate
+//!   ([`PeerFilter`]) asked at each handshake, so the set can change at run time, as the
+//!   dialing side's ([`Peers::add_peer`], [`Peers::remove_peer`]).
 //! - Every connection starts with a handshake ([`Hello`]: magic, protocol version, cluster
 //!   id, node id, ring epoch); a peer of another cluster, another version, or not the node
 //!   expected at its address is refused on both sides with a typed [`Error`] and one log line.
-//! - Every request has a deadline ([`Error::Timeout`]); a connection that drops fails its
+//! - Every request has a deadline ([`Error::Timeout`]), on tokio's clock like liveness, so a
+//!   paused clock (a simulation) drives both on virtual time; a connection that drops fails its
 //!   requests in flight ([`Error::Disconnected`], never resent) and is remade with capped,
 //!   jittered exponential backoff. Requests in flight and bytes queued per peer are bounded
 //!   ([`Error::Overloaded`], [`Error::QueueFull`]: refused at once, the caller never waits).
@@ -36,8 +40,9 @@
 //! to it through channels: a request is encoded on the caller's thread and queued to the
 //! peer's writer task; the answer is decoded in the reader task and posted to the caller's
 //! channel. One channel can collect answers from many peers, which is exactly the shape of a
-//! quorum. On the server side the handlers are synchronous too (storage blocks on disks and
-//! locks) and run on tokio's blocking pool, never on the async workers.
+//! quorum. On the server side the storage handlers are synchronous too (storage blocks on
+//! disks and locks) and run on tokio's blocking pool, never on the async workers; requests
+//! that are async by nature (raft messages) get a future of their own instead.
 //!
 //! Anchors: tokio-util's `LengthDelimitedCodec` (the frame length, checked against a limit
 //! before anything is reserved), tarpc's request-id multiplexing and per-request deadlines,
@@ -99,6 +104,7 @@ mod options;
 mod peer_state;
 mod peers;
 mod server;
+mod socket;
 mod stream;
 mod tls;
 
@@ -109,9 +115,9 @@ pub use handshake::{
     HANDSHAKE_MAX_FRAME_LEN, Hello, MAGIC, PREAMBLE_LEN, PROTOCOL_VERSION, Purpose, opening_bytes,
     preamble,
 };
-pub use options::{Identity, PeersOptions, ServerOptions};
+pub use options::{Identity, PeerFilter, PeersOptions, ServerOptions};
 pub use peers::{PeerStatus, Peers, Reply, RequestId};
-pub use server::{Handler, PeerInfo, Server, ServerStats};
+pub use server::{BoxFuture, Handler, PeerInfo, Server, ServerStats};
 pub use stream::{StreamHandler, StreamSender, StreamSink};
 pub use tls::Tls;
 

@@ -1,10 +1,12 @@
-//! A peer connection's byte stream: plain TCP, or TLS over it.
+//! A peer connection's byte stream: a plain [`Socket`], or TLS over a TCP one.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+
+use crate::socket::Socket;
 
 /// The read half of a connection, after the handshake.
 pub(crate) type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
@@ -13,7 +15,7 @@ pub(crate) type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
 
 /// A connection to or from a peer.
 pub(crate) enum NetStream {
-    Plain(TcpStream),
+    Plain(Socket),
     Client(Box<tokio_rustls::client::TlsStream<TcpStream>>),
     Server(Box<tokio_rustls::server::TlsStream<TcpStream>>),
 }
@@ -23,7 +25,7 @@ impl NetStream {
     /// TLS (one session state for both directions) through tokio's `split`.
     pub(crate) fn into_split(self) -> (BoxRead, BoxWrite) {
         match self {
-            NetStream::Plain(tcp) => {
+            NetStream::Plain(Socket::Tcp(tcp)) => {
                 let (rd, wr) = tcp.into_split();
                 (Box::new(rd), Box::new(wr))
             }

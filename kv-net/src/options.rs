@@ -1,6 +1,8 @@
 //! Who a node is, and the knobs of each side of the transport, with their defaults.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::frame::DEFAULT_MAX_FRAME_LEN;
@@ -191,7 +193,7 @@ pub struct ServerOptions {
     pub(crate) handshake_timeout: Duration,
     pub(crate) max_in_flight: usize,
     pub(crate) max_connections: usize,
-    pub(crate) allowed_peers: Option<Vec<String>>,
+    pub(crate) peer_filter: Option<PeerFilter>,
     pub(crate) worker_threads: usize,
     pub(crate) max_blocking_threads: usize,
     pub(crate) runtime: Option<tokio::runtime::Handle>,
@@ -207,7 +209,7 @@ impl Default for ServerOptions {
             handshake_timeout: Duration::from_secs(2),
             max_in_flight: 1024,
             max_connections: 1024,
-            allowed_peers: None,
+            peer_filter: None,
             worker_threads: 2,
             max_blocking_threads: 64,
             runtime: None,
@@ -257,9 +259,36 @@ impl ServerOptions {
     }
 
     /// Only these node ids may connect (others are refused with
-    /// [`Error::UnknownNode`](crate::Error::UnknownNode)). Default: any node of the cluster.
-    pub fn allowed_peers<I: IntoIterator<Item = S>, S: Into<String>>(mut self, peers: I) -> Self {
-        self.allowed_peers = Some(peers.into_iter().map(Into::into).collect());
+    /// [`Error::UnknownNode`](crate::Error::UnknownNode)): a fixed list, the convenient form
+    /// of [`ServerOptions::peer_filter`] with [`PeerFilter::only`]. Default: any node of the
+    /// cluster.
+    pub fn allowed_peers<I: IntoIterator<Item = S>, S: Into<String>>(self, peers: I) -> Self {
+        self.peer_filter(PeerFilter::only(peers))
+    }
+
+    /// Only node ids `filter` allows may connect (others are refused with
+    /// [`Error::UnknownNode`](crate::Error::UnknownNode)). The filter is asked at each
+    /// connection's handshake, so a set of members that changes at run time (a predicate over
+    /// shared state) admits a new member from its next connection on; connections already
+    /// established are not re-judged. Default: any node of the cluster.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::collections::HashSet;
+    /// use std::sync::{Arc, RwLock};
+    /// use kv_net::{PeerFilter, ServerOptions};
+    ///
+    /// let members = Arc::new(RwLock::new(HashSet::from(["n1".to_string()])));
+    /// let seen = Arc::clone(&members);
+    /// let filter = PeerFilter::new(move |id| seen.read().is_ok_and(|m| m.contains(id)));
+    /// let _options = ServerOptions::new().peer_filter(filter.clone());
+    /// assert!(!filter.allows("n2"));
+    /// members.write().unwrap().insert("n2".to_string());
+    /// assert!(filter.allows("n2"));
+    /// ```
+    pub fn peer_filter(mut self, filter: PeerFilter) -> Self {
+        self.peer_filter = Some(filter);
         self
     }
 
@@ -297,5 +326,48 @@ impl ServerOptions {
     pub fn tls(mut self, tls: Tls) -> Self {
         self.tls = Some(tls);
         self
+    }
+}
+
+/// Which node ids a [`Server`](crate::Server) accepts
+/// ([`ServerOptions::peer_filter`]): a predicate over the id a connection announces in its
+/// handshake, asked once per connection. Cheap to clone (shared).
+#[derive(Clone)]
+pub struct PeerFilter(Arc<dyn Fn(&str) -> bool + Send + Sync>);
+
+impl PeerFilter {
+    /// A filter that allows the ids for which `allows` is true. It runs on the server's async
+    /// task during a handshake: it must be quick and must not block for long (a read lock
+    /// over a set of members is fine).
+    pub fn new<F>(allows: F) -> Self
+    where
+        F: Fn(&str) -> bool + Send + Sync + 'static,
+    {
+        Self(Arc::new(allows))
+    }
+
+    /// A filter that allows exactly these ids (a fixed list).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// let filter = kv_net::PeerFilter::only(["n1", "n2"]);
+    /// assert!(filter.allows("n2"));
+    /// assert!(!filter.allows("n3"));
+    /// ```
+    pub fn only<I: IntoIterator<Item = S>, S: Into<String>>(ids: I) -> Self {
+        let ids: HashSet<String> = ids.into_iter().map(Into::into).collect();
+        Self::new(move |id| ids.contains(id))
+    }
+
+    /// Whether node `id` may connect.
+    pub fn allows(&self, id: &str) -> bool {
+        (self.0)(id)
+    }
+}
+
+impl std::fmt::Debug for PeerFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerFilter").finish_non_exhaustive()
     }
 }

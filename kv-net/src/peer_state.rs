@@ -5,12 +5,15 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
+// Tokio's clock, not std's: under a paused clock (tests, the simulation) deadlines fire on
+// virtual time; otherwise the two read the same.
+use tokio::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::io::Link;
@@ -174,7 +177,7 @@ pub(crate) async fn sweep_deadlines(p: Arc<PeerState>) {
             Some(at) if at <= Instant::now() => p.expire(Instant::now()),
             Some(at) => {
                 tokio::select! {
-                    () = tokio::time::sleep_until(tokio::time::Instant::from_std(at)) => {}
+                    () = tokio::time::sleep_until(at) => {}
                     () = p.earliest_changed.notified() => {}
                 }
             }

@@ -72,12 +72,18 @@ pub(crate) struct Core {
     pub(crate) options: PeersOptions,
     peers: RwLock<HashMap<String, Arc<PeerState>>>,
     pub(crate) faults: Faults,
-    base: Instant,
+    /// The origin of [`Core::now_us`], on tokio's clock (see there).
+    base: tokio::time::Instant,
     shut: AtomicBool,
 }
 
 impl Core {
-    /// Microseconds since `base`, plus one (so that 0 can mean "never").
+    /// Microseconds since `base`, plus one (so that 0 can mean "never"): the clock of
+    /// liveness (last seen) and of the heartbeats' round trips. It is tokio's clock, so a
+    /// paused runtime (tests, the simulation) drives liveness on virtual time. Read outside
+    /// the runtime's context it is the monotonic clock, which is the same unless the clock is
+    /// paused; the synchronous methods that report it (`is_alive`, `status`) enter the
+    /// runtime first.
     pub(crate) fn now_us(&self) -> u64 {
         u64::try_from(self.base.elapsed().as_micros()).unwrap_or(u64::MAX - 1) + 1
     }
@@ -289,6 +295,11 @@ where
                 (Some(runtime), handle)
             }
         };
+        let base = {
+            // Read inside the runtime, so that a paused clock is the one read.
+            let _entered = handle.enter();
+            tokio::time::Instant::now()
+        };
         let core = Arc::new(Core {
             handle,
             epoch: AtomicU64::new(identity.epoch),
@@ -296,7 +307,7 @@ where
             identity,
             options,
             peers: RwLock::new(HashMap::new()),
-            base: Instant::now(),
+            base,
             shut: AtomicBool::new(false),
         });
         Ok(Self {
@@ -469,6 +480,8 @@ where
     /// True if `peer` is connected and a frame (an answer or a pong) arrived from it within
     /// the liveness timeout ([`PeersOptions::liveness_timeout`]).
     pub fn is_alive(&self, peer: &str) -> bool {
+        // The runtime's clock, also when asked from a thread outside it.
+        let _entered = self.core.handle.enter();
         self.core.peer(peer).is_ok_and(|p| self.alive(&p))
     }
 
@@ -506,6 +519,8 @@ where
 
     /// A snapshot of every peer's connection, sorted by node id.
     pub fn status(&self) -> Vec<PeerStatus> {
+        // The runtime's clock, also when asked from a thread outside it.
+        let _entered = self.core.handle.enter();
         let now = self.core.now_us();
         let mut out: Vec<PeerStatus> = self
             .core

@@ -1,21 +1,22 @@
 //! The listening side: [`Server`] accepts peers, runs the handshake, and answers each request
-//! with a synchronous [`Handler`] run off the async workers.
+//! with a [`Handler`]: synchronously off the async workers, inline, or as a task of its own.
 
-use std::collections::HashSet;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 
 use parking_lot::Mutex;
 
 use bytes::{Bytes, BytesMut};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Runtime;
 use tokio::sync::{Semaphore, mpsc, watch};
-use tokio::task::AbortHandle;
+use tokio::task::{AbortHandle, JoinSet};
 use tracing::{debug, warn};
 
 use crate::error::{Error, Result};
@@ -24,6 +25,7 @@ use crate::handshake::{Expect, Hello, Purpose, handshake};
 use crate::io::{FrameReader, write_loop};
 use crate::net_stream::NetStream;
 use crate::options::{Identity, ServerOptions};
+use crate::socket::{Listener, Socket};
 use crate::stream::{StreamHandler, serve_stream};
 
 /// The peer a request or stream comes from, as its handshake announced it.
@@ -37,14 +39,26 @@ pub struct PeerInfo {
     pub epoch: u64,
 }
 
-/// Answers requests. Runs on the server's blocking pool, so it may block (on a disk, a lock);
-/// many run at once, one per request in flight. A request for which
-/// [`Handler::may_block`] says `false` is answered on the connection's async task instead,
-/// which saves two thread hops (the blocking pool's and the way back to the writer).
+/// A future that answers a request, boxed: what [`Handler::handle_async`] returns.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Answers requests, in one of three ways the handler chooses per request:
 ///
-/// A closure `Fn(&PeerInfo, Req) -> Resp` is a handler (every request may block). A handler
-/// that panics answers the request with a failure ([`Error::Remote`] at the caller); the
-/// server keeps serving.
+/// - **async** ([`Handler::handle_async`] returns a future): the future is spawned as a task
+///   of its own on the server's runtime and its output is the answer. No thread hop and no
+///   `block_on`: the form for a request that waits on other nodes or on async code (a raft
+///   message), and the only one that runs on a paused (simulated) clock without a thread.
+/// - **inline** ([`Handler::may_block`] says `false`): [`Handler::handle`] runs on the
+///   connection's async task, which saves two thread hops (the blocking pool's and the way
+///   back to the writer).
+/// - **blocking** (the default): [`Handler::handle`] runs on the server's blocking pool, so it
+///   may block (on a disk, a lock); many run at once, one per request in flight.
+///
+/// Every answer carries its request's id, so answers of the three kinds leave in any order
+/// and each reaches the request it answers. A closure `Fn(&PeerInfo, Req) -> Resp` is a
+/// handler (every request blocking). A handler (or an async handler's future) that panics
+/// answers the request with a failure ([`Error::Remote`] at the caller); the server keeps
+/// serving.
 pub trait Handler<Req, Resp>: Send + Sync + 'static {
     /// The response to `req` from `from`.
     fn handle(&self, from: &PeerInfo, req: Req) -> Resp;
@@ -54,6 +68,50 @@ pub trait Handler<Req, Resp>: Send + Sync + 'static {
     /// of the server. Must be quick to decide. Default: true.
     fn may_block(&self, _req: &Req) -> bool {
         true
+    }
+
+    /// A future answering `req`, for a request answered asynchronously; `None` (the default)
+    /// for one answered by [`Handler::handle`]. It is called on the connection's task before
+    /// [`Handler::may_block`], so it must decide quickly and must not block; it takes `req`
+    /// by reference so that a `None` leaves it to `handle` (an async request clones what its
+    /// future needs, cheap for [`bytes::Bytes`]). The future runs as a task on the server's
+    /// runtime, counts as a request in flight of its connection
+    /// ([`ServerOptions::max_in_flight`](crate::ServerOptions::max_in_flight)) until it
+    /// completes, and is dropped if the connection closes first.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use kv_net::{BoxFuture, Handler, Identity, PeerInfo, Peers, PeersOptions, Server, ServerOptions};
+    ///
+    /// /// Answers odd numbers at once, even ones after an async wait.
+    /// struct Mixed;
+    /// impl Handler<u64, u64> for Mixed {
+    ///     fn handle(&self, _: &PeerInfo, n: u64) -> u64 {
+    ///         n
+    ///     }
+    ///     fn handle_async(&self, _: &PeerInfo, n: &u64) -> Option<BoxFuture<'static, u64>> {
+    ///         let n = *n;
+    ///         (n % 2 == 0).then(|| -> BoxFuture<'static, u64> {
+    ///             Box::pin(async move {
+    ///                 tokio::time::sleep(Duration::from_millis(1)).await;
+    ///                 n * 10
+    ///             })
+    ///         })
+    ///     }
+    /// }
+    ///
+    /// let server = Server::start(Identity::new(7, "b"), ServerOptions::new(), Mixed)?;
+    /// let peers: Peers<u64, u64> = Peers::start(Identity::new(7, "a"), PeersOptions::new())?;
+    /// peers.add_peer("b", server.local_addr())?;
+    /// assert!(peers.wait_connected("b", Duration::from_secs(5)));
+    /// assert_eq!(peers.call_blocking("b", &3, Duration::from_secs(5))?, 3);
+    /// assert_eq!(peers.call_blocking("b", &4, Duration::from_secs(5))?, 40);
+    /// # Ok::<(), kv_net::Error>(())
+    /// ```
+    fn handle_async(&self, _from: &PeerInfo, _req: &Req) -> Option<BoxFuture<'static, Resp>> {
+        None
     }
 }
 
@@ -203,25 +261,9 @@ impl Server {
             addr: listen,
             source,
         };
-        // Bound without awaiting, so that it can start from any thread (one of the runtime's
-        // own included).
-        let std_listener = std::net::TcpListener::bind(listen).map_err(io)?;
-        std_listener.set_nonblocking(true).map_err(io)?;
-        let listener = {
-            let _entered = handle.enter();
-            TcpListener::from_std(std_listener).map_err(io)?
-        };
-        let local_addr = listener.local_addr().map_err(|source| Error::Io {
-            op: "bind",
-            addr: listen,
-            source,
-        })?;
-        let expect = Expect::AnyOf(
-            options
-                .allowed_peers
-                .as_ref()
-                .map(|v| v.iter().cloned().collect::<HashSet<_>>()),
-        );
+        let listener = Listener::bind(listen, &handle).map_err(io)?;
+        let local_addr = listener.local_addr().map_err(io)?;
+        let expect = Expect::AnyOf(options.peer_filter.clone());
         let counters = Arc::new(Counters::default());
         let epoch = Arc::new(AtomicU64::new(identity.epoch));
         let ctx = Arc::new(Ctx {
@@ -290,7 +332,7 @@ impl Drop for Server {
 }
 
 async fn accept_loop<Req, Resp>(
-    listener: TcpListener,
+    listener: Listener,
     ctx: Arc<Ctx<Req, Resp>>,
     closed: watch::Receiver<()>,
 ) where
@@ -324,19 +366,22 @@ async fn accept_loop<Req, Resp>(
     }
 }
 
-async fn serve_connection<Req, Resp>(ctx: Arc<Ctx<Req, Resp>>, tcp: TcpStream, addr: SocketAddr)
+async fn serve_connection<Req, Resp>(ctx: Arc<Ctx<Req, Resp>>, socket: Socket, addr: SocketAddr)
 where
     Req: DeserializeOwned + Send + 'static,
     Resp: Serialize + Send + 'static,
 {
     ctx.counters.accepted.fetch_add(1, Ordering::Relaxed);
-    let _ = tcp.set_nodelay(true);
     let mut stream = match &ctx.options.tls {
-        None => NetStream::Plain(tcp),
+        None => NetStream::Plain(socket),
         Some(tls) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&tls.server));
             let timeout = ctx.options.handshake_timeout;
-            let outcome = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+            let accepted = async {
+                let tcp = socket.into_tcp()?;
+                acceptor.accept(tcp).await
+            };
+            let outcome = match tokio::time::timeout(timeout, accepted).await {
                 Ok(Ok(tls)) => Ok(NetStream::Server(Box::new(tls))),
                 Ok(Err(source)) => Err(Error::Io {
                     op: "TLS handshake with",
@@ -430,6 +475,8 @@ where
     let mut reader = FrameReader::new(rd, addr, ctx.options.max_frame_len, buf);
     let max = ctx.options.max_frame_len;
 
+    // The async handlers' tasks: dropped (aborted) with the connection.
+    let mut tasks = JoinSet::new();
     let read = async {
         while let Some(frame) = reader.next().await? {
             match frame.kind {
@@ -447,6 +494,37 @@ where
                             continue;
                         }
                     };
+                    // Reap the finished tasks, so the set holds only those running.
+                    while tasks.try_join_next().is_some() {}
+                    let started = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                        ctx.handler.handle_async(info, &req)
+                    }));
+                    match started {
+                        Ok(None) => {}
+                        Ok(Some(future)) => {
+                            let (tx, queued, id) = (tx.clone(), Arc::clone(&queued), frame.id);
+                            let max = ctx.options.max_frame_len;
+                            tasks.spawn(async move {
+                                let out = match CatchUnwind(future).await {
+                                    Ok(resp) => response(id, &resp, max),
+                                    Err(()) => {
+                                        failure(id, String::from("the request's handler panicked"))
+                                    }
+                                };
+                                queued.fetch_add(out.len(), Ordering::Relaxed);
+                                let _ = tx.send(out);
+                                drop(permit);
+                            });
+                            continue;
+                        }
+                        Err(_) => {
+                            let out =
+                                failure(frame.id, String::from("the request's handler panicked"));
+                            queued.fetch_add(out.len(), Ordering::Relaxed);
+                            let _ = tx.send(out);
+                            continue;
+                        }
+                    }
                     if !ctx.handler.may_block(&req) {
                         let out = execute(ctx, info, frame.id, req);
                         queued.fetch_add(out.len(), Ordering::Relaxed);
@@ -501,19 +579,37 @@ where
     Req: 'static,
     Resp: Serialize + 'static,
 {
-    let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| ctx.handler.handle(info, req)))
-    {
-        Err(_) => Err(String::from("the request's handler panicked")),
-        Ok(resp) => {
-            postcard::to_allocvec(&resp).map_err(|e| format!("cannot encode the response: {e}"))
-        }
-    };
-    match outcome {
-        Ok(resp) => match frame_bytes(FrameKind::Response, id, &resp, ctx.options.max_frame_len) {
+    match std::panic::catch_unwind(AssertUnwindSafe(|| ctx.handler.handle(info, req))) {
+        Ok(resp) => response(id, &resp, ctx.options.max_frame_len),
+        Err(_) => failure(id, String::from("the request's handler panicked")),
+    }
+}
+
+/// A response frame for `resp` (or a failure frame, if it cannot be encoded or sent).
+fn response<Resp: Serialize>(id: u64, resp: &Resp, max_frame_len: usize) -> Bytes {
+    match postcard::to_allocvec(resp) {
+        Ok(body) => match frame_bytes(FrameKind::Response, id, &body, max_frame_len) {
             Ok(frame) => frame,
             Err(e) => failure(id, format!("cannot send the response: {e}")),
         },
-        Err(message) => failure(id, message),
+        Err(e) => failure(id, format!("cannot encode the response: {e}")),
+    }
+}
+
+/// An async handler's future with its panics caught: `Err(())` if polling it panicked (the
+/// future is not polled again).
+struct CatchUnwind<T>(BoxFuture<'static, T>);
+
+impl<T> Future for CatchUnwind<T> {
+    type Output = std::result::Result<T, ()>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let future = &mut self.0;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(resp)) => Poll::Ready(Ok(resp)),
+            Err(_) => Poll::Ready(Err(())),
+        }
     }
 }
 

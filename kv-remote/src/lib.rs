@@ -12,6 +12,9 @@
 //!   waits on every replica at once.
 //! - [`RemoteBackend`]: the [`kv_cluster::Backend`] of a node process: its own node local,
 //!   every other member remote.
+//! - [`MetaHandler`] / [`MetaClient`]: opaque bodies for the node's metadata service
+//!   ([`Request::Meta`], kv-meta's raft messages) on the same connections, served as async
+//!   tasks; kv-remote knows nothing of raft.
 //!
 //! # The design decision that matters: the coordinator stays synchronous
 //!
@@ -58,6 +61,7 @@ mod backend;
 mod convert;
 mod error;
 mod export;
+mod meta;
 mod protocol;
 mod replica;
 mod server;
@@ -65,12 +69,13 @@ mod server;
 pub use backend::{HINTS_DIR, RemoteBackend};
 pub use error::{Error, Result};
 pub use export::{IDLE, MAX_EXPORT_SESSIONS, MAX_PAGE_RECORDS, PAGE_BYTES, PAGE_WAIT};
+pub use meta::{MetaClient, MetaHandler, NO_META_SERVICE};
 pub use protocol::{
     Compaction, Counts, Entry, LeafDigest, PROTOCOL_VERSION, PreviousEntry, Range, RemoteError,
     Request, Response, Swap, VersionedValue,
 };
 pub use replica::{DEFAULT_MAINTENANCE_TIMEOUT, IMPORT_REQUEST_BYTES, RemoteReplica, ReplicaPeers};
-pub use server::{MAX_LEAVES, ReplicaServer};
+pub use server::{MAX_LEAVES, NOT_A_MEMBER, ReplicaServer};
 
 /// The README's example, compiled and run as a doctest.
 #[cfg(doctest)]

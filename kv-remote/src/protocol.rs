@@ -175,6 +175,12 @@ pub enum Request {
     /// 20: [`Replica::expiring_keys`](kv_cluster::Replica::expiring_keys), answered with
     /// [`Response::Count`], or a failure when the node does not know it.
     ExpiringKeys,
+    /// 21: a body for the node's metadata service ([`MetaHandler`](crate::MetaHandler)),
+    /// opaque here (kv-meta's message, with its own version byte), answered with
+    /// [`Response::Meta`], or [`RemoteError::Failed`] with
+    /// [`NO_META_SERVICE`](crate::NO_META_SERVICE) when the node has none. A node of a build
+    /// before it answers [`RemoteError::BadRequest`] (an unknown operation).
+    Meta(Bytes),
 }
 
 /// The record a write replaced ([`kv_node::Previous`]).
@@ -356,6 +362,8 @@ pub enum Response {
     },
     /// 13: the request failed.
     Failed(RemoteError),
+    /// 14: the metadata service's answer to [`Request::Meta`], opaque here.
+    Meta(Bytes),
 }
 
 impl Response {
@@ -376,6 +384,7 @@ impl Response {
             Response::Digests(_) => "Digests",
             Response::Page { .. } => "Page",
             Response::Failed(_) => "Failed",
+            Response::Meta(_) => "Meta",
         }
     }
 }
@@ -524,6 +533,18 @@ mod tests {
         assert_eq!(bytes, [PROTOCOL_VERSION, 12, 3]);
         let back: Request = postcard::from_bytes(&bytes).unwrap();
         assert_eq!(back, Request::Fence { epoch: 3 });
+    }
+
+    #[test]
+    fn the_meta_variants_are_appended_after_the_others() {
+        let bytes = postcard::to_allocvec(&Request::Meta(Bytes::from_static(b"ab"))).unwrap();
+        assert_eq!(bytes, [PROTOCOL_VERSION, 21, 2, b'a', b'b']);
+        let bytes = postcard::to_allocvec(&Response::Meta(Bytes::from_static(b"c"))).unwrap();
+        assert_eq!(bytes, [PROTOCOL_VERSION, 14, 1, b'c']);
+        // A body claiming more bytes than it carries does not decode (and reserves nothing).
+        let env: Envelope<Request> =
+            postcard::from_bytes(&[PROTOCOL_VERSION, 21, 0xff, 0xff, 0xff, 0x0f, 1]).unwrap();
+        assert!(matches!(env, Envelope::Undecodable(_)), "{env:?}");
     }
 
     #[test]

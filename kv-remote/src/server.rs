@@ -2,17 +2,26 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use kv_cluster::Replica;
-use kv_net::{Handler, Identity, PeerInfo, Server, ServerOptions, ServerStats};
+use kv_net::{
+    BoxFuture, Handler, Identity, PeerFilter, PeerInfo, Server, ServerOptions, ServerStats,
+};
 use kv_node::Write;
+use parking_lot::RwLock;
 
 use crate::convert::{
     compaction_to_wire, ranges_from_wire, swap_to_wire, time_to_wire, versioned_to_wire,
 };
 use crate::error::{Error, Result};
 use crate::export::Exports;
+use crate::meta::{MetaHandler, NO_META_SERVICE};
 use crate::protocol::{Envelope, LeafDigest, PROTOCOL_VERSION, RemoteError, Request, Response};
+
+/// What a node answers a request other than [`Request::Meta`] from a node its member filter
+/// refuses ([`ReplicaServer::set_member_filter`]), as [`RemoteError::Failed`]'s message.
+pub const NOT_A_MEMBER: &str = "not a member";
 
 /// Most leaves a [`Request::Digests`] may ask for (as
 /// [`Replica::digests`](kv_cluster::Replica::digests)'s default clamps to).
@@ -30,6 +39,11 @@ pub const MAX_LEAVES: u32 = 1 << 16;
 /// the server's blocking pool. A request that does not decode, names an unknown operation or
 /// carries another protocol version is answered with [`RemoteError::BadRequest`] or
 /// [`RemoteError::UnsupportedVersion`], and the server goes on serving.
+///
+/// [`Request::Meta`] bodies go to the node's [`MetaHandler`]
+/// ([`ReplicaServer::set_meta_handler`]), whose future runs as a task on the server's runtime
+/// (kv-net's async handler path); without one they are refused with
+/// [`RemoteError::Failed`] naming [`NO_META_SERVICE`].
 ///
 /// Dropping it closes the listener and every connection, and ends its export sessions.
 ///
@@ -109,6 +123,9 @@ impl ReplicaServer {
             exports: Exports::new(Arc::clone(&replica)),
             replica,
             inline_data,
+            meta: RwLock::new(None),
+            filtered: AtomicBool::new(false),
+            members: RwLock::new(None),
         });
         let server = Server::start(identity, options, SharedHandler(Arc::clone(&handler)))
             .map_err(Error::Transport)?;
@@ -138,6 +155,54 @@ impl ReplicaServer {
     pub fn open_exports(&self) -> usize {
         self.exports.exports.open_sessions()
     }
+
+    /// Serves [`Request::Meta`] with `handler` from now on (`None`: refuses them with
+    /// [`NO_META_SERVICE`], as a server does until it is given one). Set after the start, so a
+    /// node can serve its data before its metadata service exists; requests already running
+    /// finish with the handler they started with.
+    ///
+    /// # Example
+    ///
+    /// See [`MetaHandler`].
+    pub fn set_meta_handler(&self, handler: Option<Arc<dyn MetaHandler>>) {
+        *self.exports.meta.write() = handler;
+    }
+
+    /// Serves the replica only to the nodes `members` allows from now on (`None`, the
+    /// default: to every node its listener accepts). A request from any other node is answered
+    /// with [`RemoteError::Failed`] naming [`NOT_A_MEMBER`], except [`Request::Meta`], which
+    /// goes to the metadata service whoever sends it: a node joining the cluster connects
+    /// (kv-net's [`PeerFilter`] lets any node of the cluster in) and asks to join through it
+    /// before it is a member. Asked per request, so a filter over shared state follows the
+    /// membership as it changes.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use kv_cluster::{MemoryReplica, Replica};
+    /// use kv_net::{Identity, PeerFilter, Peers, PeersOptions, ServerOptions};
+    /// use kv_remote::{NOT_A_MEMBER, RemoteReplica, ReplicaServer};
+    ///
+    /// let server = ReplicaServer::start(
+    ///     Identity::new(7, "n2"), ServerOptions::new(), Arc::new(MemoryReplica::new("n2")?))?;
+    /// server.set_member_filter(Some(PeerFilter::only(["n1", "n2"])));
+    /// let peers = Arc::new(Peers::start(Identity::new(7, "n4"), PeersOptions::new())?);
+    /// peers.add_peer("n2", server.local_addr())?;
+    /// assert!(peers.wait_connected("n2", Duration::from_secs(5)));
+    /// let stranger = RemoteReplica::new("n2".parse()?, peers, Duration::from_secs(5));
+    /// let refused = stranger.held().unwrap_err();
+    /// assert!(format!("{:?}", refused).contains(NOT_A_MEMBER));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn set_member_filter(&self, members: Option<PeerFilter>) {
+        let mut slot = self.exports.members.write();
+        self.exports
+            .filtered
+            .store(members.is_some(), Ordering::Release);
+        *slot = members;
+    }
 }
 
 /// The handler shared with the server's tasks.
@@ -148,6 +213,12 @@ struct ReplicaHandler {
     exports: Exports,
     /// Data operations answered on the connection's task ([`ReplicaServer::start_inline_data`]).
     inline_data: bool,
+    /// The metadata service, if this node runs one ([`ReplicaServer::set_meta_handler`]).
+    meta: RwLock<Option<Arc<dyn MetaHandler>>>,
+    /// `members` is set: without one, requests skip its lock (the data path's common case).
+    filtered: AtomicBool,
+    /// The nodes served ([`ReplicaServer::set_member_filter`]).
+    members: RwLock<Option<PeerFilter>>,
 }
 
 /// The response for a replica's result.
@@ -166,6 +237,14 @@ fn writes(entries: &[crate::protocol::Entry]) -> Vec<Write<'_>> {
 }
 
 impl ReplicaHandler {
+    /// Whether node `id` is served the replica ([`ReplicaServer::set_member_filter`]).
+    fn is_member(&self, id: &str) -> bool {
+        if !self.filtered.load(Ordering::Acquire) {
+            return true;
+        }
+        self.members.read().as_ref().is_none_or(|m| m.allows(id))
+    }
+
     fn serve(&self, req: Request) -> Response {
         let r = &self.replica;
         match req {
@@ -260,14 +339,25 @@ impl ReplicaHandler {
                 .open(epoch, ranges_from_wire(ranges), batch_size),
             Request::ExportNext { session } => self.exports.next(session),
             Request::ExportClose { session } => self.exports.close(session),
+            // With a handler, answered on the async path (`handle_async`) instead.
+            Request::Meta(_) => Response::Failed(RemoteError::Failed {
+                message: NO_META_SERVICE.into(),
+            }),
         }
     }
 }
 
 impl Handler<Envelope<Request>, Response> for SharedHandler {
-    fn handle(&self, _from: &PeerInfo, req: Envelope<Request>) -> Response {
+    fn handle(&self, from: &PeerInfo, req: Envelope<Request>) -> Response {
         match req {
-            Envelope::Current(req) => self.0.serve(req),
+            Envelope::Current(req) => {
+                if !matches!(req, Request::Meta(_)) && !self.0.is_member(&from.node_id) {
+                    return Response::Failed(RemoteError::Failed {
+                        message: NOT_A_MEMBER.into(),
+                    });
+                }
+                self.0.serve(req)
+            }
             Envelope::Unsupported(found) => Response::Failed(RemoteError::UnsupportedVersion {
                 found,
                 supported: PROTOCOL_VERSION,
@@ -276,6 +366,20 @@ impl Handler<Envelope<Request>, Response> for SharedHandler {
                 reason: format!("the request does not decode (an unknown operation?): {reason}"),
             }),
         }
+    }
+
+    fn handle_async(
+        &self,
+        from: &PeerInfo,
+        req: &Envelope<Request>,
+    ) -> Option<BoxFuture<'static, Response>> {
+        let Envelope::Current(Request::Meta(body)) = req else {
+            return None;
+        };
+        // No handler: `handle` refuses it, inline (`may_block`).
+        let handler = self.0.meta.read().clone()?;
+        let answer = handler.handle(from, body.clone());
+        Some(Box::pin(async move { Response::Meta(answer.await) }))
     }
 
     fn may_block(&self, req: &Envelope<Request>) -> bool {
@@ -302,6 +406,7 @@ impl Handler<Envelope<Request>, Response> for SharedHandler {
                     | Request::Fence { .. }
                     | Request::LastFlush
                     | Request::ExpiringKeys
+                    | Request::Meta(_)
             ) | Envelope::Unsupported(_)
                 | Envelope::Undecodable(_)
         )

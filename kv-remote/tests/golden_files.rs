@@ -142,6 +142,11 @@ fn requests() -> Vec<(&'static str, Request)> {
             "request-export-close.bin",
             Request::ExportClose { session: 3 },
         ),
+        // Appended after version 2 was first pinned (new variants go at the end).
+        (
+            "request-meta.bin",
+            Request::Meta(Bytes::from_static(b"\x01raft-vote")),
+        ),
     ]
 }
 
@@ -246,6 +251,16 @@ fn responses() -> Vec<(&'static str, Response)> {
                 message: "disk full".into(),
             }),
         ),
+        (
+            "response-meta.bin",
+            Response::Meta(Bytes::from_static(b"\x01granted")),
+        ),
+        (
+            "response-failed-no-meta-service.bin",
+            Response::Failed(RemoteError::Failed {
+                message: NO_META_SERVICE.into(),
+            }),
+        ),
     ]
 }
 
@@ -293,6 +308,17 @@ fn golden_files_decode_to_their_values() {
             "{name}"
         );
     }
+}
+
+#[test]
+fn the_meta_bodies_read_field_by_field() {
+    // As docs/format.md shows them: version 2, the variant index, the body's length, the body.
+    let request = std::fs::read(dir().join("request-meta.bin")).unwrap();
+    assert_eq!(&request[..3], [2, 21, 10]);
+    assert_eq!(&request[3..], b"\x01raft-vote");
+    let response = std::fs::read(dir().join("response-meta.bin")).unwrap();
+    assert_eq!(&response[..3], [2, 14, 8]);
+    assert_eq!(&response[3..], b"\x01granted");
 }
 
 #[test]
