@@ -177,6 +177,7 @@ mod change;
 mod clock;
 mod cluster;
 mod count;
+mod epoch_watch;
 mod error;
 mod expiry;
 mod failure;
@@ -203,6 +204,7 @@ mod scan;
 mod stats;
 mod stream;
 mod swap;
+mod topology;
 mod write;
 
 pub use backend::Backend;
@@ -233,6 +235,7 @@ pub use replica::{RecordStream, Replica};
 pub use scan::ScanPage;
 pub use stats::{ClusterStats, KeyPlacement, NodeInfo, NodeState, NodeStats};
 pub use swap::SWAP_ATTEMPTS;
+pub use topology::{RingMember, Topology};
 
 /// The README's example, compiled and run as a doctest so it cannot rot.
 #[cfg(doctest)]

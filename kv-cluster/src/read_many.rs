@@ -20,7 +20,7 @@ use kv_node::{Cell, Version};
 use kv_ring::token;
 
 use crate::cluster::Cluster;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::pending::{Collector, Started};
 use crate::replica::Replica;
 use crate::routing::Routing;
@@ -58,7 +58,30 @@ impl Cluster {
     /// read repair: what [`Cluster::read`] answers for each key, in order.
     ///
     /// It is a future: it waits on remote replicas without blocking the thread.
+    ///
+    /// On an external topology, a replica's stale refusal ends it, and the whole batch is
+    /// retried once on the newer topology (`epoch_watch.rs`).
+    ///
+    /// # Errors
+    /// As [`read`](Cluster::read) for any key; [`Error::StaleCoordinator`].
     pub(crate) async fn read_many_async<K: AsRef<[u8]>>(
+        &self,
+        routing: &Routing,
+        keys: &[K],
+    ) -> Result<Vec<Option<Cell>>> {
+        match self.read_many_once(routing, keys).await {
+            Err(e) if self.ends_round(&e) => {
+                let (next, started) = self.refresh(e).await?;
+                let again = self.read_many_once(&next, keys).await;
+                self.retried(again, started)
+            }
+            done => done,
+        }
+    }
+
+    /// One attempt of [`read_many_async`](Cluster::read_many_async), routed by `routing`
+    /// (its single-key reads are single attempts too: the batch is retried as a whole).
+    async fn read_many_once<K: AsRef<[u8]>>(
         &self,
         routing: &Routing,
         keys: &[K],
@@ -67,7 +90,7 @@ impl Cluster {
         if routing.pending.is_some() || keys.len() < 2 {
             let mut out = Vec::with_capacity(keys.len());
             for k in keys {
-                out.push(self.read_async(routing, k.as_ref(), consistency).await?);
+                out.push(self.read_once(routing, k.as_ref(), consistency).await?);
             }
             return Ok(out);
         }
@@ -125,9 +148,19 @@ impl Cluster {
             // which moves on to the next replica.
             let deadline = Instant::now() + self.opts.replica_timeout;
             while let Some(a) = fulls.wait(deadline).await {
+                if let Err(e) = &a.1
+                    && self.ends_round(e)
+                {
+                    return Err(a.1.err().unwrap_or(Error::Dropped));
+                }
                 got_full.push(a);
             }
             while let Some(a) = digests.wait(deadline).await {
+                if let Err(e) = &a.1
+                    && self.ends_round(e)
+                {
+                    return Err(a.1.err().unwrap_or(Error::Dropped));
+                }
                 got_versions.push(a);
             }
             for (n, g) in full.iter().enumerate() {
@@ -140,6 +173,21 @@ impl Cluster {
                     g.keys.iter().for_each(|&i| answers[i].slow = true);
                 }
             }
+        }
+        // A stale refusal answered at once ends the batch too: its keys would only be refused
+        // again one by one.
+        let stale = got_full
+            .iter()
+            .filter_map(|(_, a)| a.as_ref().err())
+            .chain(got_versions.iter().filter_map(|(_, a)| a.as_ref().err()))
+            .position(|e| self.ends_round(e));
+        if let Some(at) = stale {
+            let e = got_full
+                .into_iter()
+                .filter_map(|(_, a)| a.err())
+                .chain(got_versions.into_iter().filter_map(|(_, a)| a.err()))
+                .nth(at);
+            return Err(e.unwrap_or(Error::Dropped));
         }
         for (n, a) in got_full {
             let g = &full[n];
@@ -167,7 +215,7 @@ impl Cluster {
         for (k, a) in keys.iter().zip(answers) {
             let have = a.newest.as_ref().map_or(Version::ZERO, |c| c.version);
             if a.slow || a.others.iter().any(|&(_, v)| v > have) {
-                out.push(self.read_async(routing, k.as_ref(), consistency).await?);
+                out.push(self.read_once(routing, k.as_ref(), consistency).await?);
                 continue;
             }
             if let Some(cell) = &a.newest {
