@@ -159,7 +159,7 @@ impl Drop for Reached<'_> {
     }
 }
 
-/// The replica and epoch of a stale refusal.
+/// The replica's epoch of a stale refusal.
 pub(crate) fn stale(e: &Error) -> Option<u64> {
     match e {
         Error::StaleEpoch { current, .. } => Some(*current),
@@ -191,16 +191,12 @@ impl Cluster {
     /// `e` itself when it is not such a refusal; [`Error::StaleCoordinator`] when the
     /// epoch is not installed within the replica timeout.
     pub(crate) async fn refresh(&self, e: Error) -> Result<(Arc<Routing>, Instant)> {
+        if !self.is_external() {
+            return Err(e);
+        }
         let Error::StaleEpoch { node, current, .. } = e else {
             return Err(e);
         };
-        if !self.is_external() {
-            return Err(Error::StaleEpoch {
-                node,
-                epoch: 0,
-                current,
-            });
-        }
         let started = Instant::now();
         let deadline = started + self.opts.replica_timeout;
         if !self.epochs.reached(current, deadline).await {

@@ -16,7 +16,7 @@ use crate::options::Consistency;
 use crate::pending::{Collector, Started};
 use crate::replica::Replica;
 use crate::routing::{Routing, Slot};
-use crate::swap::Ask;
+use crate::swap::{Ask, Replaced};
 use crate::write::{WriteOp, is_transport};
 
 pub(crate) use crate::write::Mode;
@@ -340,7 +340,8 @@ impl Cluster {
                     mode: Mode::Sloppy,
                     ask: Ask::Nothing,
                 };
-                self.write_once(routing, op).await?;
+                self.write_once(routing, op, &mut Replaced::default())
+                    .await?;
             }
             return Ok(());
         }

@@ -334,19 +334,29 @@ impl Cluster {
         routing: &Routing,
         op: WriteOp<'_>,
     ) -> Result<Replaced> {
-        match self.write_once(routing, op).await {
+        // One report over both attempts: a replica that applied the write in the first
+        // answers the retry with "kept" (it holds this very version), and what it replaced
+        // is known from its first answer only.
+        let mut replaced = Replaced::default();
+        match self.write_once(routing, op, &mut replaced).await {
             Err(e) if self.ends_round(&e) => {
                 let (next, started) = self.refresh(e).await?;
-                let again = self.write_once(&next, op).await;
-                self.retried(again, started)
+                let again = self.write_once(&next, op, &mut replaced).await;
+                self.retried(again, started)?;
             }
-            done => done,
+            done => done?,
         }
+        Ok(replaced)
     }
 
     /// One attempt of [`write_reporting_async`](Cluster::write_reporting_async), routed by
-    /// `routing`.
-    pub(crate) async fn write_once(&self, routing: &Routing, op: WriteOp<'_>) -> Result<Replaced> {
+    /// `routing`, adding what the replicas report to `replaced`.
+    pub(crate) async fn write_once(
+        &self,
+        routing: &Routing,
+        op: WriteOp<'_>,
+        replaced: &mut Replaced,
+    ) -> Result<()> {
         let needed = op.consistency.required(self.rf);
         let token = token(op.key);
         let write = Write {
@@ -406,7 +416,6 @@ impl Cluster {
             stand_ins,
         };
         let timeout = self.opts.replica_timeout;
-        let mut replaced = Replaced::default();
         match op.ask {
             Ask::Nothing => {
                 fanout
@@ -441,7 +450,6 @@ impl Cluster {
                     .await
             }
         }
-        fanout.finish(timeout)?;
-        Ok(replaced)
+        fanout.finish(timeout)
     }
 }

@@ -83,6 +83,20 @@ impl Setup {
             })
             .collect()
     }
+
+    /// `held(key)` once every replica holds `version` (an answer past `W` is abandoned by
+    /// the coordinator but still applied: across the network it lands a little later), or
+    /// as it is after two seconds.
+    fn held_by_all(&self, key: &[u8], version: Version) -> Vec<Option<Version>> {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let held = self.held(key);
+            if held.iter().all(|v| *v == Some(version)) || Instant::now() > deadline {
+                return held;
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
 }
 
 fn stale_write_then_read(behaviour: Behaviour) {
@@ -108,7 +122,7 @@ fn stale_write_then_read(behaviour: Behaviour) {
     // The value is there with the version the client was given, on every replica.
     let got = s.cluster.get_versioned(b"k").unwrap();
     assert_eq!(got, Some((bytes::Bytes::from_static(b"v2"), version)));
-    assert_eq!(s.held(b"k"), vec![Some(version); 3]);
+    assert_eq!(s.held_by_all(b"k", version), vec![Some(version); 3]);
 
     // A read, likewise: refused at 11, retried at 12.
     s.fence_all(12);
@@ -146,7 +160,7 @@ fn batches_are_retried_whole_with_the_same_versions() {
     install.join().unwrap();
     assert_eq!(s.cluster.stale_retries(), 1);
     for ((k, _), v) in pairs.iter().zip(&versions) {
-        assert_eq!(s.held(k), vec![Some(*v); 3], "{k:?}");
+        assert_eq!(s.held_by_all(k, *v), vec![Some(*v); 3], "{k:?}");
     }
 
     s.fence_all(12);
@@ -270,6 +284,25 @@ fn one_stale_replica_ends_the_round() {
     install.join().unwrap();
     assert_eq!(s.cluster.stale_retries(), 1);
     assert_eq!(s.held(b"k"), vec![Some(version); 3]);
+}
+
+/// A write that reports what it replaced (`take`, `DEL`'s count) keeps the reports of its
+/// first attempt: the replicas that applied it then answer the retry with "kept", and the
+/// one that was stale (and had missed the value) has nothing to report.
+#[test]
+fn a_retried_reporting_write_keeps_what_its_first_attempt_replaced() {
+    let s = setup(Behaviour::Now);
+    s.backend.net.set("n2", Behaviour::Fail);
+    s.cluster.put(b"k", b"v").unwrap();
+    s.backend.net.set("n2", Behaviour::Now);
+    assert_eq!(s.held(b"k")[1], None, "n2 missed it");
+    s.backend.net.fence("n2", 11);
+    let install = s.install_later(11, INSTALL_AFTER);
+    let taken = s.cluster.take(b"k").unwrap();
+    install.join().unwrap();
+    assert_eq!(s.cluster.stale_retries(), 1);
+    assert_eq!(taken.as_deref(), Some(&b"v"[..]));
+    assert_eq!(s.cluster.get(b"k").unwrap(), None);
 }
 
 /// The in-process cluster (no external topology) is unchanged: a fenced replica is a
