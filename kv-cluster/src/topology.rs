@@ -177,7 +177,8 @@ impl Cluster {
     /// again (`Ok(false)`: the metadata redelivers an epoch with entries that do not change
     /// routing); one of a lower epoch is refused ([`Error::EpochRegressed`]) and routing
     /// stays where it is. The first topology installed may carry the epoch of the ring the
-    /// cluster opened with (then it replaces that ring).
+    /// cluster opened with (then it replaces that ring), not a lower one: [`Cluster::open`]
+    /// fenced the replicas it opened at that epoch, and they would refuse a lower one.
     ///
     /// From the first install on the cluster runs on an external topology (as with
     /// [`ClusterOptions::external_topology`](crate::ClusterOptions::external_topology)):
