@@ -15,7 +15,8 @@
 //! server runs them on its runtime's workers, which must never block. An install wakes every
 //! waiter; the deadline wakes a waiter run by [`block_on`](crate::block) through its park
 //! timeout, and one on a runtime (which has no timer this crate could use: it is free of any
-//! async runtime) through a short-lived timer thread, started only on this rare path.
+//! async runtime) through the watch's timer thread: one per cluster, started by the first
+//! such waiter, sleeping until the earliest deadline, ended with the cluster.
 //!
 //! An install publishes its epoch *before* it drains the previous routing
 //! (`RoutingTable::install`): the waiting operation still holds its old snapshot, and the
@@ -31,24 +32,46 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 use crate::cluster::Cluster;
 use crate::error::{Error, Result};
 use crate::routing::Routing;
 
 /// The epoch of the routing installed last, with the operations waiting for it to rise.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct EpochWatch {
     epoch: AtomicU64,
-    waiters: Mutex<Waiters>,
+    shared: Arc<Shared>,
 }
 
-/// Wakers of the pending [`Reached`] futures, by the id each future took.
+/// What the watch shares with its timer thread.
+#[derive(Debug, Default)]
+struct Shared {
+    waiters: Mutex<Waiters>,
+    /// Signalled when a waiter with an earlier deadline registers, or the watch is dropped.
+    timer: Condvar,
+}
+
+/// The pending [`Reached`] futures.
 #[derive(Debug, Default)]
 struct Waiters {
     next_id: u64,
-    wakers: Vec<(u64, Waker)>,
+    list: Vec<Waiter>,
+    /// Whether the timer thread runs (started on the first waiter polled outside
+    /// `block_on`, one per cluster, ended when the watch is dropped).
+    timer_running: bool,
+    /// The watch is gone: the timer thread ends.
+    closed: bool,
+}
+
+/// One pending [`Reached`]: its waker, and its deadline if the timer thread must wake it
+/// then (a future polled outside `block_on`).
+#[derive(Debug)]
+struct Waiter {
+    id: u64,
+    waker: Waker,
+    timed: Option<Instant>,
 }
 
 impl EpochWatch {
@@ -56,7 +79,7 @@ impl EpochWatch {
     pub(crate) fn new(epoch: u64) -> Self {
         EpochWatch {
             epoch: AtomicU64::new(epoch),
-            waiters: Mutex::default(),
+            shared: Arc::default(),
         }
     }
 
@@ -66,13 +89,14 @@ impl EpochWatch {
     }
 
     /// Records that the routing of `epoch` is installed (the epoch never goes down), and
-    /// wakes every waiter: each checks its own target.
+    /// wakes every waiter: each checks its own target (and registers again if it is not
+    /// reached).
     pub(crate) fn publish(&self, epoch: u64) {
         self.epoch.fetch_max(epoch, Ordering::AcqRel);
-        let wakers = std::mem::take(&mut self.waiters.lock().wakers);
-        // Woken outside the lock: a waiter polled at once re-registers under it.
-        for (_, w) in wakers {
-            w.wake();
+        let woken = std::mem::take(&mut self.shared.waiters.lock().list);
+        // Woken outside the lock: a waiter polled at once registers again under it.
+        for w in woken {
+            w.waker.wake();
         }
     }
 
@@ -84,7 +108,47 @@ impl EpochWatch {
             epoch,
             deadline,
             id: None,
-            timer: false,
+        }
+    }
+}
+
+impl Drop for EpochWatch {
+    fn drop(&mut self) {
+        self.shared.waiters.lock().closed = true;
+        self.shared.timer.notify_all();
+    }
+}
+
+/// The timer thread: wakes each timed waiter at its deadline (it is then removed; its
+/// future, polled, reports the deadline), sleeping until the earliest one.
+fn run_timer(shared: &Shared) {
+    let mut waiters = shared.waiters.lock();
+    loop {
+        if waiters.closed {
+            return;
+        }
+        let now = Instant::now();
+        let mut due = Vec::new();
+        waiters.list.retain_mut(|w| match w.timed {
+            Some(at) if at <= now => {
+                due.push(w.waker.clone());
+                false
+            }
+            _ => true,
+        });
+        if !due.is_empty() {
+            drop(waiters);
+            for w in due {
+                w.wake();
+            }
+            waiters = shared.waiters.lock();
+            continue;
+        }
+        match waiters.list.iter().filter_map(|w| w.timed).min() {
+            Some(at) => {
+                shared.timer.wait_until(&mut waiters, at);
+            }
+            None => shared.timer.wait(&mut waiters),
         }
     }
 }
@@ -98,8 +162,6 @@ pub(crate) struct Reached<'w> {
     deadline: Instant,
     /// This future's place among the waiters, once it registered.
     id: Option<u64>,
-    /// Whether a timer thread will wake it at the deadline.
-    timer: bool,
 }
 
 impl Future for Reached<'_> {
@@ -112,41 +174,50 @@ impl Future for Reached<'_> {
         if Instant::now() >= self.deadline {
             return Poll::Ready(false);
         }
-        {
-            let mut waiters = self.watch.waiters.lock();
-            let id = match self.id {
-                Some(id) => id,
-                None => {
-                    waiters.next_id += 1;
-                    waiters.next_id
-                }
-            };
-            match waiters.wakers.iter_mut().find(|(w, _)| *w == id) {
-                Some((_, waker)) if waker.will_wake(cx.waker()) => {}
-                Some((_, waker)) => *waker = cx.waker().clone(),
-                None => waiters.wakers.push((id, cx.waker().clone())),
+        // `block_on` parks until the deadline itself (`wake_by`); elsewhere (an async
+        // runtime's worker, which must not block) the timer thread wakes the future then.
+        let timed = (!crate::block::in_block_on()).then_some(self.deadline);
+        let shared = &self.watch.shared;
+        let mut waiters = shared.waiters.lock();
+        let id = match self.id {
+            Some(id) => id,
+            None => {
+                waiters.next_id += 1;
+                waiters.next_id
             }
-            drop(waiters);
-            self.id = Some(id);
+        };
+        match waiters.list.iter_mut().find(|w| w.id == id) {
+            Some(w) => {
+                if !w.waker.will_wake(cx.waker()) {
+                    w.waker = cx.waker().clone();
+                }
+                w.timed = timed;
+            }
+            None => waiters.list.push(Waiter {
+                id,
+                waker: cx.waker().clone(),
+                timed,
+            }),
         }
+        if timed.is_some() {
+            if !waiters.timer_running {
+                let thread = Arc::clone(shared);
+                // If no thread can be started, only an install wakes the future: it then
+                // reports the deadline late. The next timed waiter tries again.
+                waiters.timer_running = std::thread::Builder::new()
+                    .name("kv-epoch-timer".into())
+                    .spawn(move || run_timer(&thread))
+                    .is_ok();
+            }
+            shared.timer.notify_all();
+        }
+        drop(waiters);
+        self.id = Some(id);
         // A publish between the check above and the registration woke nobody: check again.
         if self.watch.current() >= self.epoch {
             return Poll::Ready(true);
         }
         crate::block::wake_by(self.deadline);
-        if !self.timer && !crate::block::in_block_on() {
-            self.timer = true;
-            let waker = cx.waker().clone();
-            let deadline = self.deadline;
-            // If no thread can be started, only an install wakes it: the caller then waits
-            // past the deadline until one comes (the next poll still reports the deadline).
-            let _ = std::thread::Builder::new()
-                .name("kv-epoch-wait".into())
-                .spawn(move || {
-                    std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
-                    waker.wake();
-                });
-        }
         Poll::Pending
     }
 }
@@ -154,7 +225,7 @@ impl Future for Reached<'_> {
 impl Drop for Reached<'_> {
     fn drop(&mut self) {
         if let Some(id) = self.id {
-            self.watch.waiters.lock().wakers.retain(|(w, _)| *w != id);
+            self.watch.shared.waiters.lock().list.retain(|w| w.id != id);
         }
     }
 }
@@ -255,7 +326,7 @@ mod tests {
         let start = Instant::now();
         assert!(block_on(watch.reached(5, start + Duration::from_secs(10))));
         assert!(start.elapsed() >= Duration::from_millis(40));
-        assert!(watch.waiters.lock().wakers.is_empty(), "deregistered");
+        assert!(watch.shared.waiters.lock().list.is_empty(), "deregistered");
         t.join().unwrap();
     }
 
@@ -273,9 +344,9 @@ mod tests {
     }
 
     /// On a runtime's worker (here: a thread polling by hand, not `block_on`) nothing parks
-    /// with a timeout: the timer thread wakes the waiter at its deadline.
+    /// with a timeout: the watch's one timer thread wakes each waiter at its own deadline.
     #[test]
-    fn the_deadline_wakes_a_waiter_polled_outside_block_on() {
+    fn the_timer_wakes_waiters_polled_outside_block_on_at_their_deadlines() {
         struct Unpark(std::thread::Thread);
         impl std::task::Wake for Unpark {
             fn wake(self: Arc<Self>) {
@@ -286,23 +357,37 @@ mod tests {
         let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
         let mut cx = Context::from_waker(&waker);
         let start = Instant::now();
-        let mut fut = std::pin::pin!(watch.reached(2, start + Duration::from_millis(30)));
-        let mut polls = 0;
-        let reached = loop {
-            polls += 1;
-            if let Poll::Ready(r) = fut.as_mut().poll(&mut cx) {
-                break r;
+        let mut futs: Vec<_> = [90u64, 30, 60]
+            .iter()
+            .map(|ms| Box::pin(watch.reached(2, start + Duration::from_millis(*ms))))
+            .collect();
+        let mut done: Vec<Option<Duration>> = vec![None; futs.len()];
+        while done.iter().any(Option::is_none) {
+            for (f, d) in futs.iter_mut().zip(done.iter_mut()) {
+                if d.is_none()
+                    && let Poll::Ready(reached) = f.as_mut().poll(&mut cx)
+                {
+                    assert!(!reached);
+                    *d = Some(start.elapsed());
+                }
             }
-            // Far longer than the deadline: only a wake ends it early.
+            if done.iter().all(Option::is_some) {
+                break;
+            }
+            // Far longer than any deadline: only a wake ends it early.
             std::thread::park_timeout(Duration::from_secs(10));
-        };
-        assert!(!reached);
-        let waited = start.elapsed();
-        assert!(
-            waited < Duration::from_secs(5),
-            "woken by the timer: {waited:?}"
-        );
-        assert!(polls >= 2);
+        }
+        for (d, ms) in done.iter().zip([90u64, 30, 60]) {
+            let d = d.unwrap();
+            assert!(d >= Duration::from_millis(ms), "{d:?}");
+            assert!(d < Duration::from_secs(5), "woken by the timer: {d:?}");
+        }
+        assert!(watch.shared.waiters.lock().timer_running);
+        // A publish still wakes a timed waiter at once.
+        let mut f = Box::pin(watch.reached(2, Instant::now() + Duration::from_secs(30)));
+        assert!(f.as_mut().poll(&mut cx).is_pending());
+        watch.publish(2);
+        assert_eq!(f.as_mut().poll(&mut cx), Poll::Ready(true));
     }
 
     #[test]

@@ -146,21 +146,15 @@ impl Cluster {
         if fulls.outstanding() + digests.outstanding() > 0 {
             // A group that does not answer in time leaves its keys to the single-key read,
             // which moves on to the next replica.
+            // A stale refusal ends the round at once (external topology, see below).
             let deadline = Instant::now() + self.opts.replica_timeout;
-            while let Some(a) = fulls.wait(deadline).await {
-                if let Err(e) = &a.1
-                    && self.ends_round(e)
-                {
-                    return Err(a.1.err().unwrap_or(Error::Dropped));
-                }
+            let mut stale = false;
+            while !stale && let Some(a) = fulls.wait(deadline).await {
+                stale = matches!(&a.1, Err(e) if self.ends_round(e));
                 got_full.push(a);
             }
-            while let Some(a) = digests.wait(deadline).await {
-                if let Err(e) = &a.1
-                    && self.ends_round(e)
-                {
-                    return Err(a.1.err().unwrap_or(Error::Dropped));
-                }
+            while !stale && let Some(a) = digests.wait(deadline).await {
+                stale = matches!(&a.1, Err(e) if self.ends_round(e));
                 got_versions.push(a);
             }
             for (n, g) in full.iter().enumerate() {
@@ -174,20 +168,13 @@ impl Cluster {
                 }
             }
         }
-        // A stale refusal answered at once ends the batch too: its keys would only be refused
-        // again one by one.
-        let stale = got_full
-            .iter()
-            .filter_map(|(_, a)| a.as_ref().err())
-            .chain(got_versions.iter().filter_map(|(_, a)| a.as_ref().err()))
-            .position(|e| self.ends_round(e));
-        if let Some(at) = stale {
-            let e = got_full
-                .into_iter()
-                .filter_map(|(_, a)| a.err())
-                .chain(got_versions.into_iter().filter_map(|(_, a)| a.err()))
-                .nth(at);
-            return Err(e.unwrap_or(Error::Dropped));
+        // A stale refusal (external topology) ends the batch, to be redone on the newer
+        // routing: its keys read one by one would only be refused again.
+        if let Some(e) = self
+            .take_stale(&mut got_full)
+            .or_else(|| self.take_stale(&mut got_versions))
+        {
+            return Err(e);
         }
         for (n, a) in got_full {
             let g = &full[n];
@@ -234,5 +221,16 @@ impl Cluster {
             out.push(a.newest);
         }
         Ok(out)
+    }
+}
+
+impl Cluster {
+    /// The first stale refusal among `answers` that ends a round ([`Cluster::ends_round`]),
+    /// taken out of them.
+    fn take_stale<T>(&self, answers: &mut [(usize, Result<T>)]) -> Option<Error> {
+        let at = answers
+            .iter()
+            .position(|(_, a)| matches!(a, Err(e) if self.ends_round(e)))?;
+        std::mem::replace(&mut answers[at].1, Err(Error::Dropped)).err()
     }
 }
