@@ -305,6 +305,47 @@ fn a_retried_reporting_write_keeps_what_its_first_attempt_replaced() {
     assert_eq!(s.cluster.get(b"k").unwrap(), None);
 }
 
+/// On an async runtime's only worker thread, the wait for the newer topology does not block
+/// the thread: another task keeps running meanwhile, and the deadline of a withheld install
+/// is reported on time though nothing but the timer wakes the waiting task.
+#[test]
+fn the_wait_does_not_block_a_runtime_worker() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let s = setup(Behaviour::Now);
+    s.fence_all(11);
+    let install = s.install_later(11, INSTALL_AFTER);
+    let ticks = std::sync::atomic::AtomicU32::new(0);
+    let ticker = async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            ticks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    };
+    let put = rt.block_on(async {
+        tokio::select! {
+            put = s.cluster.put_async(b"k", b"v") => put,
+            _ = ticker => unreachable!("the ticker never ends"),
+        }
+    });
+    install.join().unwrap();
+    let version = put.unwrap();
+    let ticked = ticks.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(ticked >= 5, "the worker ran the other task while waiting: {ticked} ticks");
+    assert_eq!(s.cluster.stale_retries(), 1);
+    assert_eq!(s.held(b"k"), vec![Some(version); 3]);
+
+    // Withheld: only the timer wakes the task, at the deadline.
+    s.fence_all(12);
+    let start = Instant::now();
+    let got = rt.block_on(s.cluster.get_async(b"k"));
+    let took = start.elapsed();
+    assert!(matches!(got, Err(Error::StaleCoordinator { current: 12, .. })), "{got:?}");
+    assert!(took >= TIMEOUT && took < TIMEOUT * 5, "{took:?}");
+}
+
 /// The in-process cluster (no external topology) is unchanged: a fenced replica is a
 /// failed replica, nothing waits, nothing is retried.
 #[test]
