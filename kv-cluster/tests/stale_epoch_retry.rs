@@ -333,7 +333,10 @@ fn the_wait_does_not_block_a_runtime_worker() {
     install.join().unwrap();
     let version = put.unwrap();
     let ticked = ticks.load(std::sync::atomic::Ordering::Relaxed);
-    assert!(ticked >= 5, "the worker ran the other task while waiting: {ticked} ticks");
+    assert!(
+        ticked >= 5,
+        "the worker ran the other task while waiting: {ticked} ticks"
+    );
     assert_eq!(s.cluster.stale_retries(), 1);
     assert_eq!(s.held(b"k"), vec![Some(version); 3]);
 
@@ -342,7 +345,10 @@ fn the_wait_does_not_block_a_runtime_worker() {
     let start = Instant::now();
     let got = rt.block_on(s.cluster.get_async(b"k"));
     let took = start.elapsed();
-    assert!(matches!(got, Err(Error::StaleCoordinator { current: 12, .. })), "{got:?}");
+    assert!(
+        matches!(got, Err(Error::StaleCoordinator { current: 12, .. })),
+        "{got:?}"
+    );
     assert!(took >= TIMEOUT && took < TIMEOUT * 5, "{took:?}");
 }
 
