@@ -40,6 +40,23 @@ thread_local! {
     static WAKER: Waker = Waker::from(Arc::new(Unpark(thread::current())));
     /// The earliest deadline a pending future asked to be polled again by.
     static WAKE_BY: Cell<Option<Instant>> = const { Cell::new(None) };
+    /// Whether this thread is running [`block_on`] (which honours [`wake_by`]).
+    static IN_BLOCK_ON: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether the caller runs inside [`block_on`], whose park honours [`wake_by`]: a future
+/// polled elsewhere (an async runtime's worker) must arrange its own wake at a deadline.
+pub(crate) fn in_block_on() -> bool {
+    IN_BLOCK_ON.with(Cell::get)
+}
+
+/// Restores the thread's [`IN_BLOCK_ON`] when a [`block_on`] returns or unwinds.
+struct Entered(bool);
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        IN_BLOCK_ON.with(|b| b.set(self.0));
+    }
 }
 
 /// Asks the thread running [`block_on`] to poll again by `deadline` even if nothing wakes
@@ -52,6 +69,7 @@ pub(crate) fn wake_by(deadline: Instant) {
 
 /// Runs `future` to completion on this thread.
 pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
+    let _entered = Entered(IN_BLOCK_ON.with(|b| b.replace(true)));
     let mut future = pin!(future);
     WAKER.with(|waker| {
         let mut cx = Context::from_waker(waker);

@@ -71,7 +71,9 @@ impl Cluster {
     /// [`Error::ChangeInProgress`] if another change is under way or pending;
     /// [`Error::DuplicateNode`]; [`Error::StaleNodeDirectory`] if `<data-dir>/<id>` exists;
     /// [`Error::Ring`] for an invalid id; a node's error while
-    /// streaming (the change then stays pending: see [`resume_change`](Cluster::resume_change)).
+    /// streaming (the change then stays pending: see [`resume_change`](Cluster::resume_change));
+    /// [`Error::ExternalMetadata`] on a cluster whose topology comes from outside
+    /// ([`install_topology`](Cluster::install_topology)).
     ///
     /// # Example
     /// ```
@@ -121,7 +123,7 @@ impl Cluster {
     /// # Errors
     /// [`Error::ChangeInProgress`]; [`Error::UnknownNode`]; [`Error::BelowReplicationFactor`]
     /// if fewer nodes than the replication factor would remain; a node's error while
-    /// streaming.
+    /// streaming; [`Error::ExternalMetadata`] as for [`add_node`](Cluster::add_node).
     ///
     /// # Example
     /// ```
@@ -164,7 +166,9 @@ impl Cluster {
     /// # Errors
     /// [`Error::ChangeInProgress`] if a change is running right now; the joining node's error
     /// if it still cannot be opened (the change stays pending, writes for it are kept as
-    /// hints); as [`add_node`](Cluster::add_node).
+    /// hints); as [`add_node`](Cluster::add_node) (a pending change recorded in
+    /// `cluster.json` is refused with [`Error::ExternalMetadata`] on an external topology:
+    /// finish it without one first).
     pub fn resume_change(
         &self,
         mut progress: impl FnMut(&Progress) -> ControlFlow<()>,
@@ -172,6 +176,11 @@ impl Cluster {
         let Some((kind, node)) = self.pending_change() else {
             return Ok(None);
         };
+        if self.is_external() {
+            return Err(Error::ExternalMetadata {
+                op: "resume_change",
+            });
+        }
         let _running = self.start_change(kind, node)?;
         let _admin = self.admin.lock();
         // A joiner the cluster could not open is tried again first: streaming needs it.
@@ -207,6 +216,16 @@ impl Cluster {
         id: &str,
         progress: &mut dyn FnMut(&Progress) -> ControlFlow<()>,
     ) -> Result<ChangeSummary> {
+        if self.is_external() {
+            // The metadata service runs changes across processes; one run here would route
+            // this coordinator alone by a ring nobody else has.
+            return Err(Error::ExternalMetadata {
+                op: match kind {
+                    ChangeKind::Add => "add_node",
+                    ChangeKind::Remove => "remove_node",
+                },
+            });
+        }
         let _running = self.start_change(kind, NodeId::new(id)?)?;
         // After `start_change`, so that a change started from a progress callback is refused
         // rather than waiting for the lock its own thread holds.

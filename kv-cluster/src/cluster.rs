@@ -3,7 +3,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 
 use kv_ring::{NodeId, Ring};
 use parking_lot::Mutex;
@@ -89,6 +89,16 @@ pub struct Cluster {
     pub(crate) repairer: Option<crate::background::Repairer>,
     /// Serializes the writes that report what they replaced, per key (see `key_locks`).
     pub(crate) key_locks: crate::key_locks::KeyLocks,
+    /// Whether the topology comes from outside (`ClusterOptions::external_topology`, or set
+    /// by the first `install_topology`): membership changes are refused, stale refusals are
+    /// retried after a refresh (`epoch_watch.rs`).
+    pub(crate) external: AtomicBool,
+    /// The epoch of the routing installed last, and the operations waiting for a newer one.
+    pub(crate) epochs: crate::epoch_watch::EpochWatch,
+    /// Client operations retried after a stale refusal (see [`Cluster::stale_retries`]).
+    pub(crate) stale_retries: AtomicU64,
+    /// The topology installed last by `install_topology`, if any.
+    pub(crate) topology: Mutex<Option<crate::topology::Topology>>,
     /// A raw version no higher than the wall clock plus `MAX_SKEW` (see `clock.rs`).
     pub(crate) skew_bound: AtomicU64,
     /// Versions seen past that bound (see [`Cluster::clock_skew_events`]).
@@ -164,6 +174,7 @@ impl Cluster {
             }
         })?;
         let ring = meta.ring()?;
+        let epochs = crate::epoch_watch::EpochWatch::new(ring.epoch());
         let mut nodes = NodeMap::default();
         for id in ring.nodes() {
             let node = opts.backend.open(id, &dir.join(id.as_str()))?;
@@ -187,6 +198,10 @@ impl Cluster {
             change_error: Mutex::new(None),
             repairer: None,
             key_locks: crate::key_locks::KeyLocks::new(),
+            external: AtomicBool::new(opts.external_topology),
+            epochs,
+            stale_retries: AtomicU64::new(0),
+            topology: Mutex::new(None),
             skew_bound: AtomicU64::new(0),
             skew_events: AtomicU64::new(0),
             dir,
@@ -337,9 +352,11 @@ impl Cluster {
         self.routing.load()
     }
 
-    /// Installs `next` and waits until no client operation uses the previous routing.
+    /// Installs `next`, publishes its epoch (waking the operations waiting for it, see
+    /// `epoch_watch.rs`), and waits until no client operation uses the previous routing.
     pub(crate) fn install(&self, next: Routing) {
-        self.routing.install(next);
+        let epoch = next.epoch();
+        self.routing.install(next, || self.epochs.publish(epoch));
     }
 }
 

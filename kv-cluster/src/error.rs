@@ -203,6 +203,51 @@ pub enum Error {
         /// How many times the write was tried.
         attempts: usize,
     },
+    /// A membership change asked of a cluster whose topology comes from outside
+    /// ([`ClusterOptions::external_topology`](crate::ClusterOptions::external_topology), or
+    /// once [`Cluster::install_topology`](crate::Cluster::install_topology) was used): the
+    /// metadata service (kv-meta) runs changes, not this coordinator.
+    #[error("{op} is refused: this cluster's membership is kept by external metadata")]
+    ExternalMetadata {
+        /// The refused operation (`"add_node"`, `"remove_node"`, ...).
+        op: &'static str,
+    },
+    /// [`Cluster::install_topology`](crate::Cluster::install_topology) of an epoch below the
+    /// installed one: epochs only rise, so the routing stays where it is.
+    #[error("topology epoch {offered} is older than the installed epoch {installed}")]
+    EpochRegressed {
+        /// The epoch routing with now.
+        installed: u64,
+        /// The epoch offered.
+        offered: u64,
+    },
+    /// A [`Topology`](crate::Topology) that cannot route (no members, fewer than the
+    /// replication factor, a member without tokens, a member twice, a bad slot).
+    #[error("invalid topology of epoch {epoch}: {reason}")]
+    InvalidTopology {
+        /// The topology's epoch.
+        epoch: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A replica refused the operation's epoch as stale and this coordinator could not
+    /// catch up: its installed epoch did not reach the replica's within
+    /// [`ClusterOptions::replica_timeout`](crate::ClusterOptions::replica_timeout), or the
+    /// operation, retried once at the newer epoch, was refused again. Nothing was
+    /// acknowledged; the operation may be retried once the topology is installed.
+    #[error(
+        "node {node} is at epoch {current}, this coordinator at {installed} (waited {waited:?} for a newer topology)"
+    )]
+    StaleCoordinator {
+        /// The replica that refused.
+        node: NodeId,
+        /// The replica's epoch (its fence).
+        current: u64,
+        /// This coordinator's installed epoch when it gave up.
+        installed: u64,
+        /// How long it waited for a newer topology.
+        waited: std::time::Duration,
+    },
 }
 
 impl Error {
@@ -325,9 +370,13 @@ mod tests {
             Error::Remote { .. } => 21,
             Error::ExpiryOutOfRange { .. } => 22,
             Error::Contended { .. } => 23,
+            Error::ExternalMetadata { .. } => 24,
+            Error::EpochRegressed { .. } => 25,
+            Error::InvalidTopology { .. } => 26,
+            Error::StaleCoordinator { .. } => 27,
         }
     }
-    const VARIANTS: usize = 24;
+    const VARIANTS: usize = 28;
 
     fn node(id: &str) -> NodeId {
         NodeId::new(id).unwrap()
@@ -427,6 +476,21 @@ mod tests {
                 max: crate::MAX_EXPIRES,
             },
             Error::Contended { attempts: 4 },
+            Error::ExternalMetadata { op: "add_node" },
+            Error::EpochRegressed {
+                installed: 7,
+                offered: 6,
+            },
+            Error::InvalidTopology {
+                epoch: 7,
+                reason: "no members".into(),
+            },
+            Error::StaleCoordinator {
+                node: node("node2"),
+                current: 8,
+                installed: 7,
+                waited: std::time::Duration::from_secs(1),
+            },
         ]
     }
 

@@ -50,6 +50,15 @@
 //! 5. **Cleanup**: nodes that lost ranges `drop_ranges` them; a node that left is closed and
 //!    its directory deleted ([`Backend::destroy`]); `cluster.json` is marked stable.
 //!
+//! **Topology from outside.** A node process whose membership is kept by a metadata service
+//! (kv-meta, `docs/membership.md`) routes by what it installs instead:
+//! [`Cluster::install_topology`] takes each step as a [`Topology`] (rings rebuilt from
+//! stored tokens, the metadata epoch, a second write ring during a change: `Pending` reads
+//! the old ring, `Mid` the new one, both write both), epochs only rising. Such a cluster
+//! refuses `add_node`/`remove_node` ([`Error::ExternalMetadata`]), and an operation a replica
+//! refuses as stale waits for the newer topology and is retried once on it, with the same
+//! version ([`Error::StaleCoordinator`] if it does not come within the replica timeout).
+//!
 //! One change runs at a time. `cluster.json` is replaced atomically (temporary file, `fsync`,
 //! rename, `fsync` of the directory) at each step, and [`Cluster::open`] rolls a recorded
 //! change forward: streaming again is idempotent, and nothing is dropped before the commit,
@@ -177,6 +186,7 @@ mod change;
 mod clock;
 mod cluster;
 mod count;
+mod epoch_watch;
 mod error;
 mod expiry;
 mod failure;
@@ -203,6 +213,7 @@ mod scan;
 mod stats;
 mod stream;
 mod swap;
+mod topology;
 mod write;
 
 pub use backend::Backend;
@@ -233,6 +244,7 @@ pub use replica::{RecordStream, Replica};
 pub use scan::ScanPage;
 pub use stats::{ClusterStats, KeyPlacement, NodeInfo, NodeState, NodeStats};
 pub use swap::SWAP_ATTEMPTS;
+pub use topology::{RingMember, Topology};
 
 /// The README's example, compiled and run as a doctest so it cannot rot.
 #[cfg(doctest)]

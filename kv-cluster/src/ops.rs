@@ -16,7 +16,7 @@ use crate::options::Consistency;
 use crate::pending::{Collector, Started};
 use crate::replica::Replica;
 use crate::routing::{Routing, Slot};
-use crate::swap::Ask;
+use crate::swap::{Ask, Replaced};
 use crate::write::{WriteOp, is_transport};
 
 pub(crate) use crate::write::Mode;
@@ -293,15 +293,44 @@ impl Cluster {
         for e in expires {
             crate::expiry::check_expires(*e)?;
         }
-        let expiry = |i: usize| expires.get(i).copied().flatten();
         let routing = self.routing();
         let versions: Vec<Version> = pairs
             .iter()
             .map(|_| self.next_version())
             .collect::<Result<_>>()?;
+        // On an external topology a stale refusal ends the batch; it is retried once, whole
+        // and with the same versions, on the newer topology (`epoch_watch.rs`).
+        match self
+            .put_many_once(&routing, pairs, expires, &versions)
+            .await
+        {
+            Err(e) if self.ends_round(&e) => {
+                let (next, started) = self.refresh(e).await?;
+                let again = self.put_many_once(&next, pairs, expires, &versions).await;
+                self.retried(again, started)?;
+            }
+            done => done?,
+        }
+        Ok(versions)
+    }
+
+    /// One attempt of [`put_many_expiring_async`](Cluster::put_many_expiring_async), routed
+    /// by `routing`, each pair at its version in `versions`.
+    async fn put_many_once<K, V>(
+        &self,
+        routing: &Routing,
+        pairs: &[(K, V)],
+        expires: &[Option<u64>],
+        versions: &[Version],
+    ) -> Result<()>
+    where
+        K: AsRef<[u8]>,
+        V: AsRef<[u8]>,
+    {
+        let expiry = |i: usize| expires.get(i).copied().flatten();
         if self.opts.sloppy && routing.nodes.values().any(|n| n.is_down()) {
             // Stand-ins are chosen per key: write one key at a time.
-            for (i, ((k, v), version)) in pairs.iter().zip(&versions).enumerate() {
+            for (i, ((k, v), version)) in pairs.iter().zip(versions).enumerate() {
                 let op = WriteOp {
                     key: k.as_ref(),
                     value: Some(v.as_ref()),
@@ -311,9 +340,10 @@ impl Cluster {
                     mode: Mode::Sloppy,
                     ask: Ask::Nothing,
                 };
-                self.write_reporting_async(&routing, op).await?;
+                self.write_once(routing, op, &mut Replaced::default())
+                    .await?;
             }
-            return Ok(versions);
+            return Ok(());
         }
         // Each node gets one batch holding every pair it replicates.
         let mut batches: Vec<(NodeId, Vec<usize>)> = Vec::new();
@@ -330,8 +360,8 @@ impl Cluster {
                 check_up_in(&replicas, needed, &[])?;
                 ids.push(replicas.iter().map(|(id, _)| (*id).clone()).collect());
             } else {
-                self.check_up(&routing, t, needed, &[])?;
-                ids.push(self.targets(&routing, t)?);
+                self.check_up(routing, t, needed, &[])?;
+                ids.push(self.targets(routing, t)?);
             }
         }
         for (i, pair_ids) in ids.into_iter().enumerate() {
@@ -367,29 +397,38 @@ impl Cluster {
             .collect();
         let nodes: Vec<&Arc<dyn Replica>> = batches
             .iter()
-            .map(|(id, _)| self.node_of(&routing, id))
+            .map(|(id, _)| self.node_of(routing, id))
             .collect::<Result<_>>()?;
         // Each batch's answer: `None` while outstanding.
         let mut ok: Vec<Option<bool>> = vec![None; batches.len()];
         let mut errors = Vec::new();
-        let settle =
-            |ok: &mut [Option<bool>], b: usize, answer: Result<usize>, errors: &mut Vec<Error>| {
-                ok[b] = Some(answer.is_ok());
-                if let Err(e) = answer {
-                    if nodes[b].is_down() || is_transport(&e) {
-                        for w in &writes[b] {
-                            self.store_hint(&routing, &batches[b].0, token(w.key), *w);
-                        }
-                    }
-                    errors.push(e);
+        // A stale refusal (external topology): the batch ends, to be redone.
+        let mut stale: Option<Error> = None;
+        let settle = |ok: &mut [Option<bool>],
+                      b: usize,
+                      answer: Result<usize>,
+                      errors: &mut Vec<Error>,
+                      stale: &mut Option<Error>| {
+            ok[b] = Some(answer.is_ok());
+            if let Err(e) = answer {
+                if self.ends_round(&e) {
+                    stale.get_or_insert(e);
+                    return;
                 }
-            };
+                if nodes[b].is_down() || is_transport(&e) {
+                    for w in &writes[b] {
+                        self.store_hint(routing, &batches[b].0, token(w.key), *w);
+                    }
+                }
+                errors.push(e);
+            }
+        };
         let collector: Collector<usize> = Collector::new();
         for (b, node) in nodes.iter().enumerate() {
             if let Started::Done(answer) =
                 node.start_apply_batch(epoch, &writes[b], collector.ticket(b))
             {
-                settle(&mut ok, b, answer, &mut errors);
+                settle(&mut ok, b, answer, &mut errors, &mut stale);
             }
         }
         let acked_of = |ok: &[Option<bool>], i: usize| -> SmallVec<[&NodeId; 8]> {
@@ -410,28 +449,32 @@ impl Cluster {
                     }
                     let acked = acked_of(ok, i);
                     let t = token(k.as_ref());
-                    self.check_acks(&routing, t, needed, &acked, &[], &mut Vec::new())
+                    self.check_acks(routing, t, needed, &acked, &[], &mut Vec::new())
                         .is_ok()
                 })
             };
-            // Until every key has its `W` (the rest is then abandoned) or the deadline.
-            while !all_met(&ok) {
+            // Until every key has its `W` (the rest is then abandoned), a stale refusal, or the
+            // deadline.
+            while stale.is_none() && !all_met(&ok) {
                 let Some((b, answer)) = collector.wait(deadline).await else {
                     break;
                 };
-                settle(&mut ok, b, answer, &mut errors);
+                settle(&mut ok, b, answer, &mut errors, &mut stale);
             }
-            if !all_met(&ok) {
+            if stale.is_none() && !all_met(&ok) {
                 for (b, (id, _)) in batches.iter().enumerate() {
                     if ok[b].is_none() {
                         let e = Error::Timeout {
                             node: id.clone(),
                             after: timeout,
                         };
-                        settle(&mut ok, b, Err(e), &mut errors);
+                        settle(&mut ok, b, Err(e), &mut errors, &mut stale);
                     }
                 }
             }
+        }
+        if let Some(e) = stale {
+            return Err(e);
         }
         for (i, (k, _)) in pairs.iter().enumerate() {
             if settled && targets[i].iter().filter(|&&b| ok[b] == Some(true)).count() >= needed {
@@ -439,9 +482,9 @@ impl Cluster {
             }
             let acked = acked_of(&ok, i);
             let t = token(k.as_ref());
-            self.check_acks(&routing, t, needed, &acked, &[], &mut errors)?;
+            self.check_acks(routing, t, needed, &acked, &[], &mut errors)?;
         }
-        Ok(versions)
+        Ok(())
     }
 
     /// The values of several keys, in order (`None` for absent or deleted ones).

@@ -129,6 +129,7 @@ pub struct ClusterOptions {
     pub(crate) replica_timeout: std::time::Duration,
     pub(crate) coordinator_slot: u8,
     pub(crate) own_hints: Option<NodeId>,
+    pub(crate) external_topology: bool,
 }
 
 impl Default for ClusterOptions {
@@ -154,6 +155,7 @@ impl fmt::Debug for ClusterOptions {
             .field("replica_timeout", &self.replica_timeout)
             .field("coordinator_slot", &self.coordinator_slot)
             .field("own_hints", &self.own_hints)
+            .field("external_topology", &self.external_topology)
             .finish_non_exhaustive()
     }
 }
@@ -164,8 +166,9 @@ impl ClusterOptions {
     /// writes with a strict quorum (hints do not count), no background repair,
     /// [`DEFAULT_TRANSFER_BATCH`] (1000) records per streamed batch,
     /// [`DEFAULT_TRANSFER_STREAMS`] (2) copies streaming at once, no rate limit, the system
-    /// clock, storage nodes on disk, [`DEFAULT_REPLICA_TIMEOUT`] (1 s) to wait for a replica
-    /// and coordinator slot 0.
+    /// clock, storage nodes on disk, [`DEFAULT_REPLICA_TIMEOUT`] (1 s) to wait for a replica,
+    /// coordinator slot 0 and the membership kept by the cluster itself (no external
+    /// topology).
     pub fn new() -> Self {
         ClusterOptions {
             replication_factor: DEFAULT_REPLICATION_FACTOR,
@@ -183,6 +186,7 @@ impl ClusterOptions {
             replica_timeout: DEFAULT_REPLICA_TIMEOUT,
             coordinator_slot: 0,
             own_hints: None,
+            external_topology: false,
         }
     }
 
@@ -399,5 +403,34 @@ impl ClusterOptions {
     /// The node holding every hint, if set ([`own_hints`](ClusterOptions::own_hints)).
     pub fn own_hints_value(&self) -> Option<&NodeId> {
         self.own_hints.as_ref()
+    }
+
+    /// Whether the membership comes from outside (default `false`): a node process whose
+    /// metadata service (kv-meta, `docs/membership.md`) installs each routing step with
+    /// [`Cluster::install_topology`](crate::Cluster::install_topology). Such a cluster
+    /// refuses [`Cluster::add_node`](crate::Cluster::add_node) and
+    /// [`remove_node`](crate::Cluster::remove_node)
+    /// ([`Error::ExternalMetadata`](crate::Error::ExternalMetadata)), and a client operation
+    /// that a replica refuses as stale ([`Error::StaleEpoch`](crate::Error::StaleEpoch))
+    /// waits (up to [`replica_timeout`](ClusterOptions::replica_timeout)) for the newer
+    /// topology and is retried once on it. The first `install_topology` turns this on for
+    /// the open cluster whatever the option says.
+    ///
+    /// # Example
+    /// ```
+    /// use kv_cluster::ClusterOptions;
+    ///
+    /// assert!(!ClusterOptions::new().external_topology_value());
+    /// assert!(ClusterOptions::new().external_topology(true).external_topology_value());
+    /// ```
+    pub fn external_topology(mut self, external: bool) -> Self {
+        self.external_topology = external;
+        self
+    }
+
+    /// Whether the membership comes from outside
+    /// ([`external_topology`](ClusterOptions::external_topology)).
+    pub fn external_topology_value(&self) -> bool {
+        self.external_topology
     }
 }

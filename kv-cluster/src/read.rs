@@ -48,6 +48,11 @@ struct ReadRound<'a> {
     /// The newest record fetched.
     newest: Option<Cell>,
     errors: Vec<Error>,
+    /// Whether a stale refusal ends the read (an external topology: the read is redone on
+    /// the newer routing instead of asking the next replica).
+    stale_ends: bool,
+    /// The stale refusal that ended the read, if any.
+    stale: Option<Error>,
 }
 
 impl ReadRound<'_> {
@@ -72,8 +77,17 @@ impl ReadRound<'_> {
             }
             Err(e) => {
                 self.answered.retain(|(j, _)| *j != i);
-                self.errors.push(e);
+                self.failed(e);
             }
+        }
+    }
+
+    /// Takes a replica's error: a stale refusal ends the read when `stale_ends`.
+    fn failed(&mut self, e: Error) {
+        if self.stale_ends && matches!(e, Error::StaleEpoch { .. }) {
+            self.stale.get_or_insert(e);
+        } else {
+            self.errors.push(e);
         }
     }
 
@@ -81,7 +95,7 @@ impl ReadRound<'_> {
     fn version(&mut self, i: usize, answer: Result<Option<Version>>) {
         match answer {
             Ok(v) => self.answered.push((i, v.unwrap_or(Version::ZERO))),
-            Err(e) => self.errors.push(e),
+            Err(e) => self.failed(e),
         }
     }
 
@@ -127,7 +141,31 @@ impl Cluster {
 
     /// [`read`](Cluster::read) as a future: it waits on remote replicas without blocking
     /// the thread.
+    ///
+    /// On an external topology, a read a replica refuses as stale is retried once, once the
+    /// newer topology is installed (`epoch_watch.rs`).
+    ///
+    /// # Errors
+    /// As [`read`](Cluster::read); [`Error::StaleCoordinator`].
     pub(crate) async fn read_async(
+        &self,
+        routing: &Routing,
+        key: &[u8],
+        consistency: Consistency,
+    ) -> Result<Option<Cell>> {
+        match self.read_once(routing, key, consistency).await {
+            Err(e) if self.ends_round(&e) => {
+                let (next, started) = self.refresh(e).await?;
+                let again = self.read_once(&next, key, consistency).await;
+                self.retried(again, started)
+            }
+            done => done,
+        }
+    }
+
+    /// One attempt of [`read_async`](Cluster::read_async), routed by `routing`: a stale
+    /// refusal on an external topology ends it with that [`Error::StaleEpoch`].
+    pub(crate) async fn read_once(
         &self,
         routing: &Routing,
         key: &[u8],
@@ -159,6 +197,8 @@ impl Cluster {
             have_full: false,
             newest: None,
             errors: Vec::new(),
+            stale_ends: self.is_external(),
+            stale: None,
         };
         let timeout = self.opts.replica_timeout;
         loop {
@@ -185,7 +225,7 @@ impl Cluster {
                     .count();
                 r.answered.len() + waiting.len() - again
             };
-            while counted(&r, &waiting) < needed && r.next < r.live.len() {
+            while r.stale.is_none() && counted(&r, &waiting) < needed && r.next < r.live.len() {
                 let i = r.next;
                 r.next += 1;
                 asked += 1;
@@ -202,6 +242,9 @@ impl Cluster {
                     }
                 }
             }
+            if let Some(e) = r.stale.take() {
+                return Err(e);
+            }
             if asked == 0 {
                 break;
             }
@@ -209,13 +252,21 @@ impl Cluster {
                 // Every request of the round was submitted before this wait: waiting on one
                 // collector after the other takes as long as the slower answer.
                 let deadline = Instant::now() + timeout;
-                while let Some((i, a)) = full.wait(deadline).await {
+                while r.stale.is_none()
+                    && let Some((i, a)) = full.wait(deadline).await
+                {
                     waiting.retain(|j| *j != i);
                     r.full(i, a);
                 }
-                while let Some((i, a)) = digests.wait(deadline).await {
+                while r.stale.is_none()
+                    && let Some((i, a)) = digests.wait(deadline).await
+                {
                     waiting.retain(|j| *j != i);
                     r.version(i, a);
+                }
+                if let Some(e) = r.stale.take() {
+                    // The round ends here: what is outstanding is abandoned.
+                    return Err(e);
                 }
                 // Those still missing time out (their answers are discarded if they come); a
                 // replica read again in full no longer counts.

@@ -20,7 +20,7 @@ use kv_node::{Cell, Version};
 use kv_ring::token;
 
 use crate::cluster::Cluster;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::pending::{Collector, Started};
 use crate::replica::Replica;
 use crate::routing::Routing;
@@ -58,7 +58,30 @@ impl Cluster {
     /// read repair: what [`Cluster::read`] answers for each key, in order.
     ///
     /// It is a future: it waits on remote replicas without blocking the thread.
+    ///
+    /// On an external topology, a replica's stale refusal ends it, and the whole batch is
+    /// retried once on the newer topology (`epoch_watch.rs`).
+    ///
+    /// # Errors
+    /// As [`read`](Cluster::read) for any key; [`Error::StaleCoordinator`].
     pub(crate) async fn read_many_async<K: AsRef<[u8]>>(
+        &self,
+        routing: &Routing,
+        keys: &[K],
+    ) -> Result<Vec<Option<Cell>>> {
+        match self.read_many_once(routing, keys).await {
+            Err(e) if self.ends_round(&e) => {
+                let (next, started) = self.refresh(e).await?;
+                let again = self.read_many_once(&next, keys).await;
+                self.retried(again, started)
+            }
+            done => done,
+        }
+    }
+
+    /// One attempt of [`read_many_async`](Cluster::read_many_async), routed by `routing`
+    /// (its single-key reads are single attempts too: the batch is retried as a whole).
+    async fn read_many_once<K: AsRef<[u8]>>(
         &self,
         routing: &Routing,
         keys: &[K],
@@ -67,7 +90,7 @@ impl Cluster {
         if routing.pending.is_some() || keys.len() < 2 {
             let mut out = Vec::with_capacity(keys.len());
             for k in keys {
-                out.push(self.read_async(routing, k.as_ref(), consistency).await?);
+                out.push(self.read_once(routing, k.as_ref(), consistency).await?);
             }
             return Ok(out);
         }
@@ -123,11 +146,15 @@ impl Cluster {
         if fulls.outstanding() + digests.outstanding() > 0 {
             // A group that does not answer in time leaves its keys to the single-key read,
             // which moves on to the next replica.
+            // A stale refusal ends the round at once (external topology, see below).
             let deadline = Instant::now() + self.opts.replica_timeout;
-            while let Some(a) = fulls.wait(deadline).await {
+            let mut stale = false;
+            while !stale && let Some(a) = fulls.wait(deadline).await {
+                stale = matches!(&a.1, Err(e) if self.ends_round(e));
                 got_full.push(a);
             }
-            while let Some(a) = digests.wait(deadline).await {
+            while !stale && let Some(a) = digests.wait(deadline).await {
+                stale = matches!(&a.1, Err(e) if self.ends_round(e));
                 got_versions.push(a);
             }
             for (n, g) in full.iter().enumerate() {
@@ -140,6 +167,14 @@ impl Cluster {
                     g.keys.iter().for_each(|&i| answers[i].slow = true);
                 }
             }
+        }
+        // A stale refusal (external topology) ends the batch, to be redone on the newer
+        // routing: its keys read one by one would only be refused again.
+        if let Some(e) = self
+            .take_stale(&mut got_full)
+            .or_else(|| self.take_stale(&mut got_versions))
+        {
+            return Err(e);
         }
         for (n, a) in got_full {
             let g = &full[n];
@@ -167,7 +202,7 @@ impl Cluster {
         for (k, a) in keys.iter().zip(answers) {
             let have = a.newest.as_ref().map_or(Version::ZERO, |c| c.version);
             if a.slow || a.others.iter().any(|&(_, v)| v > have) {
-                out.push(self.read_async(routing, k.as_ref(), consistency).await?);
+                out.push(self.read_once(routing, k.as_ref(), consistency).await?);
                 continue;
             }
             if let Some(cell) = &a.newest {
@@ -186,5 +221,16 @@ impl Cluster {
             out.push(a.newest);
         }
         Ok(out)
+    }
+}
+
+impl Cluster {
+    /// The first stale refusal among `answers` that ends a round ([`Cluster::ends_round`]),
+    /// taken out of them.
+    fn take_stale<T>(&self, answers: &mut [(usize, Result<T>)]) -> Option<Error> {
+        let at = answers
+            .iter()
+            .position(|(_, a)| matches!(a, Err(e) if self.ends_round(e)))?;
+        std::mem::replace(&mut answers[at].1, Err(Error::Dropped)).err()
     }
 }

@@ -23,12 +23,22 @@ pub(crate) type NodeMap = HashMap<NodeId, Arc<dyn Replica>, foldhash::fast::Rand
 /// - **Pending** (a change streaming): writes go to the replicas of `ring` *and* of `pending`
 ///   (the union), reads use `ring`, so they see every acknowledged write while the new
 ///   replicas fill up.
+/// - **Mid** (an external topology's change, `docs/membership.md` §3.1): `ring` is the new
+///   ring and `pending` the old one: reads use the new ring, writes still go to both. The
+///   coordinator needs nothing new for it: "write the union, `W` of each set; read `ring`".
 ///
-/// Every operation is tagged with `ring`'s epoch.
+/// Every operation is tagged with [`epoch`](Routing::epoch).
 #[derive(Debug, Clone)]
 pub(crate) struct Routing {
     pub(crate) ring: Ring,
     pub(crate) pending: Option<Ring>,
+    /// The epoch replica operations carry: `ring`'s own in process; the metadata epoch of an
+    /// installed [`Topology`](crate::Topology) (which routes several steps of a change,
+    /// each its own epoch, with the same two rings).
+    pub(crate) epoch: u64,
+    /// Whether `ring` is a change's new ring and `pending` its old one (the `Mid` step): only
+    /// which nodes are shown joining or leaving depends on it, routing does not.
+    pub(crate) mid: bool,
     pub(crate) nodes: NodeMap,
     /// `ring`'s preference lists resolved to handles, when no change is pending. Built by
     /// [`RoutingTable`] when the routing is installed (leave it `None` elsewhere).
@@ -40,17 +50,33 @@ pub(crate) type Slot<'r> = (&'r NodeId, Option<&'r Arc<dyn Replica>>);
 
 impl Routing {
     /// A routing without a resolved placement (see [`Routing::placement`]).
+    /// Tagged with `ring`'s epoch (the in-process cluster's rule).
     pub(crate) fn new(ring: Ring, pending: Option<Ring>, nodes: NodeMap) -> Self {
+        let epoch = ring.epoch();
+        Routing::with_epoch(ring, pending, nodes, epoch)
+    }
+
+    /// Tagged with `epoch` (an external topology's metadata epoch).
+    pub(crate) fn with_epoch(
+        ring: Ring,
+        pending: Option<Ring>,
+        nodes: NodeMap,
+        epoch: u64,
+    ) -> Self {
         Routing {
             ring,
             pending,
+            epoch,
+            mid: false,
             nodes,
             placement: None,
         }
     }
 
+    /// The epoch every replica operation routed by this snapshot carries.
+    #[inline]
     pub(crate) fn epoch(&self) -> u64 {
-        self.ring.epoch()
+        self.epoch
     }
 
     pub(crate) fn node(&self, id: &NodeId) -> Option<&Arc<dyn Replica>> {
@@ -186,16 +212,23 @@ impl RoutingTable {
         Arc::clone(&self.stripes[stripe()].0.read())
     }
 
-    /// Installs `next` in every stripe, then waits until no operation uses a previous
-    /// routing. Operations may mix old and new snapshots while this runs, as they would with
-    /// one snapshot while the old one drains; once it returns, none uses the old one.
-    pub(crate) fn install(&self, next: Routing) {
+    /// Installs `next` in every stripe, calls `installed` (every new operation now loads
+    /// `next`), then waits until no operation uses a previous routing. Operations may mix old
+    /// and new snapshots while this runs, as they would with one snapshot while the old one
+    /// drains; once it returns, none uses the old one.
+    ///
+    /// `installed` runs before the drain because an operation waiting for this routing (a
+    /// coordinator told by a replica that its epoch is stale, `epoch_watch.rs`) still holds
+    /// its old snapshot: it must be able to retry on the new one, and finish, for the drain
+    /// to end.
+    pub(crate) fn install(&self, next: Routing, installed: impl FnOnce()) {
         let next = resolved(next, self.rf);
         let old: Vec<Arc<Routing>> = self
             .stripes
             .iter()
             .map(|s| std::mem::replace(&mut *s.0.write(), Arc::new(next.clone())))
             .collect();
+        installed();
         for o in old {
             drain(o);
         }

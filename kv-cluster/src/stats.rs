@@ -157,7 +157,10 @@ impl Cluster {
         let mut out: Vec<NodeInfo> = ring
             .nodes()
             .map(|id| {
+                // In `Mid` the routed ring is the new one: a node missing from the other
+                // (old) ring is the one joining.
                 let state = match &routing.pending {
+                    Some(p) if !p.contains(id.as_str()) && routing.mid => NodeState::Joining,
                     Some(p) if !p.contains(id.as_str()) => NodeState::Leaving,
                     _ => NodeState::Member,
                 };
@@ -171,7 +174,11 @@ impl Cluster {
         if let Some(p) = &routing.pending {
             for id in p.nodes().filter(|id| !ring.contains(id.as_str())) {
                 let tokens = p.tokens_of(id.as_str()).map_or(0, <[u64]>::len);
-                out.push(info(id, NodeState::Joining, tokens));
+                let state = match routing.mid {
+                    true => NodeState::Leaving,
+                    false => NodeState::Joining,
+                };
+                out.push(info(id, state, tokens));
             }
         }
         out

@@ -59,6 +59,10 @@ pub(crate) enum Outcome {
     Failed(Error),
     /// The replica did not answer by the deadline (a hint is kept for it; it does not count).
     TimedOut,
+    /// The replica refused the write's epoch as stale ([`Error::StaleEpoch`]) on a cluster
+    /// whose topology comes from outside: the round ends at once, and the write is retried
+    /// on the newer routing (`epoch_watch.rs`). No hint: the retry reaches it again.
+    Stale(Error),
 }
 
 impl Outcome {
@@ -118,6 +122,7 @@ impl<'a> Fanout<'a> {
     fn settle<T>(&mut self, i: usize, answer: Result<T>, on_ok: &mut impl FnMut(T) -> Outcome) {
         let outcome = match answer {
             Ok(v) => on_ok(v),
+            Err(e) if self.cluster.ends_round(&e) => Outcome::Stale(e),
             Err(e) => {
                 let (id, node) = self.targets[i];
                 if node.is_down() || is_transport(&e) {
@@ -229,7 +234,7 @@ impl<'a> Fanout<'a> {
         }
         let deadline = Instant::now() + timeout;
         let mut timed_out = false;
-        while self.count(false) < self.needed && self.count(true) >= self.needed {
+        while !self.stale() && self.count(false) < self.needed && self.count(true) >= self.needed {
             match collector.wait(deadline).await {
                 Some((i, answer)) => self.settle(i, answer, &mut on_ok),
                 None => {
@@ -239,7 +244,8 @@ impl<'a> Fanout<'a> {
             }
         }
         if !timed_out {
-            // Met, or out of reach: what is still outstanding is abandoned.
+            // Met, out of reach, or routed by a stale epoch: what is still outstanding is
+            // abandoned.
             return;
         }
         for i in 0..self.targets.len() {
@@ -255,9 +261,33 @@ impl<'a> Fanout<'a> {
         }
     }
 
+    /// Whether a replica refused the write's epoch as stale (this coordinator's routing is
+    /// behind the metadata's).
+    fn stale(&self) -> bool {
+        self.outcomes
+            .iter()
+            .any(|o| matches!(o, Some(Outcome::Stale(_))))
+    }
+
     /// `Ok` if the level is met, else [`Error::Unavailable`] with every failed replica's
-    /// error, in the targets' order.
-    fn finish(self, timeout: Duration) -> Result<()> {
+    /// error, in the targets' order. A stale refusal fails the write whatever the count
+    /// (with the refusal of the newest epoch): it is redone on the newer routing, which may
+    /// send it elsewhere.
+    fn finish(mut self, timeout: Duration) -> Result<()> {
+        let newest_stale = self
+            .outcomes
+            .iter_mut()
+            .filter_map(|o| match o.take() {
+                Some(Outcome::Stale(e)) => Some(e),
+                other => {
+                    *o = other;
+                    None
+                }
+            })
+            .max_by_key(crate::epoch_watch::stale);
+        if let Some(e) = newest_stale {
+            return Err(e);
+        }
         let got = self.count(false);
         if got >= self.needed {
             return Ok(());
@@ -268,7 +298,7 @@ impl<'a> Fanout<'a> {
             .zip(self.outcomes)
             .filter_map(|((id, _), outcome)| match outcome? {
                 Outcome::Applied | Outcome::Unchanged => None,
-                Outcome::Hinted(e) | Outcome::Failed(e) => Some(e),
+                Outcome::Hinted(e) | Outcome::Failed(e) | Outcome::Stale(e) => Some(e),
                 Outcome::TimedOut => Some(Error::Timeout {
                     node: (*id).clone(),
                     after: timeout,
@@ -293,11 +323,40 @@ impl Cluster {
 
     /// [`write_reporting`](Cluster::write_reporting) as a future: it waits on remote
     /// replicas without blocking the thread.
+    ///
+    /// On an external topology, a write a replica refuses as stale is retried once, with
+    /// the same version, once the newer topology is installed (`epoch_watch.rs`).
+    ///
+    /// # Errors
+    /// As [`write_reporting`](Cluster::write_reporting); [`Error::StaleCoordinator`].
     pub(crate) async fn write_reporting_async(
         &self,
         routing: &Routing,
         op: WriteOp<'_>,
     ) -> Result<Replaced> {
+        // One report over both attempts: a replica that applied the write in the first
+        // answers the retry with "kept" (it holds this very version), and what it replaced
+        // is known from its first answer only.
+        let mut replaced = Replaced::default();
+        match self.write_once(routing, op, &mut replaced).await {
+            Err(e) if self.ends_round(&e) => {
+                let (next, started) = self.refresh(e).await?;
+                let again = self.write_once(&next, op, &mut replaced).await;
+                self.retried(again, started)?;
+            }
+            done => done?,
+        }
+        Ok(replaced)
+    }
+
+    /// One attempt of [`write_reporting_async`](Cluster::write_reporting_async), routed by
+    /// `routing`, adding what the replicas report to `replaced`.
+    pub(crate) async fn write_once(
+        &self,
+        routing: &Routing,
+        op: WriteOp<'_>,
+        replaced: &mut Replaced,
+    ) -> Result<()> {
         let needed = op.consistency.required(self.rf);
         let token = token(op.key);
         let write = Write {
@@ -357,7 +416,6 @@ impl Cluster {
             stand_ins,
         };
         let timeout = self.opts.replica_timeout;
-        let mut replaced = Replaced::default();
         match op.ask {
             Ask::Nothing => {
                 fanout
@@ -392,7 +450,6 @@ impl Cluster {
                     .await
             }
         }
-        fanout.finish(timeout)?;
-        Ok(replaced)
+        fanout.finish(timeout)
     }
 }

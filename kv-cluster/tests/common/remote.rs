@@ -43,6 +43,13 @@ pub struct Network {
     remote: Mutex<std::collections::HashSet<String>>,
     /// Full reads (`start_read`, keys of `start_read_many`) each node was asked, by node id.
     full_reads: Mutex<HashMap<String, usize>>,
+    /// Version (digest) reads each node was asked, by node id (keys of batches counted).
+    version_reads: Mutex<HashMap<String, usize>>,
+    /// Writes each node was sent, by node id (keys of batches counted; refused ones too).
+    writes: Mutex<HashMap<String, usize>>,
+    /// The storage behind every node opened, by node id: a test fences it as a metadata
+    /// barrier would.
+    opened: Mutex<HashMap<String, Arc<dyn Replica>>>,
 }
 
 impl Network {
@@ -61,8 +68,48 @@ impl Network {
         self.full_reads.lock().get(node).copied().unwrap_or(0)
     }
 
+    /// Reads of any kind (full and version) `node` was asked.
+    pub fn reads(&self, node: &str) -> usize {
+        self.full_reads(node) + self.version_reads.lock().get(node).copied().unwrap_or(0)
+    }
+
+    /// Writes `node` was sent (refused ones too).
+    pub fn writes(&self, node: &str) -> usize {
+        self.writes.lock().get(node).copied().unwrap_or(0)
+    }
+
+    /// Forgets every read and write counted so far.
+    pub fn reset_counts(&self) {
+        self.full_reads.lock().clear();
+        self.version_reads.lock().clear();
+        self.writes.lock().clear();
+    }
+
+    /// Raises `node`'s fence to `epoch`, as a metadata barrier does (panics if the node was
+    /// never opened).
+    pub fn fence(&self, node: &str, epoch: u64) {
+        self.opened.lock()[node].fence(epoch);
+    }
+
+    /// The node's storage, read directly (no coordinator, no fence check of its own).
+    pub fn storage(&self, node: &str) -> Arc<dyn Replica> {
+        Arc::clone(&self.opened.lock()[node])
+    }
+
     fn count_full(&self, node: &NodeId, keys: usize) {
         *self.full_reads.lock().entry(node.to_string()).or_default() += keys;
+    }
+
+    fn count_versions(&self, node: &NodeId, keys: usize) {
+        *self
+            .version_reads
+            .lock()
+            .entry(node.to_string())
+            .or_default() += keys;
+    }
+
+    fn count_writes(&self, node: &NodeId, keys: usize) {
+        *self.writes.lock().entry(node.to_string()).or_default() += keys;
     }
 
     fn of(&self, node: &NodeId) -> Behaviour {
@@ -103,6 +150,10 @@ impl Backend for RemoteBackend {
         if dir.components().any(|c| c.as_os_str() == "hints") {
             return Ok(inner);
         }
+        self.net
+            .opened
+            .lock()
+            .insert(id.to_string(), Arc::clone(&inner));
         Ok(Arc::new(Remote {
             id: id.clone(),
             inner,
@@ -218,6 +269,7 @@ impl Replica for Remote {
         self.blocking(|r| r.read(epoch, key))
     }
     fn start_apply(&self, epoch: u64, write: Write<'_>, ticket: Ticket<'_, bool>) -> Started<bool> {
+        self.net.count_writes(&self.id, 1);
         let w = Owned::of(&write);
         self.start(ticket, move |r| r.apply(epoch, w.write()))
     }
@@ -228,6 +280,7 @@ impl Replica for Remote {
         read_value: bool,
         ticket: Ticket<'_, Swapped>,
     ) -> Started<Swapped> {
+        self.net.count_writes(&self.id, 1);
         let w = Owned::of(&write);
         self.start(ticket, move |r| r.apply_swap(epoch, w.write(), read_value))
     }
@@ -237,6 +290,7 @@ impl Replica for Remote {
         writes: &[Write<'_>],
         ticket: Ticket<'_, usize>,
     ) -> Started<usize> {
+        self.net.count_writes(&self.id, writes.len());
         let ws: Vec<Owned> = writes.iter().map(Owned::of).collect();
         self.start(ticket, move |r| {
             let writes: Vec<Write<'_>> = ws.iter().map(Owned::write).collect();
@@ -259,6 +313,7 @@ impl Replica for Remote {
         key: &[u8],
         ticket: Ticket<'_, Option<Version>>,
     ) -> Started<Option<Version>> {
+        self.net.count_versions(&self.id, 1);
         let key = key.to_vec();
         self.start(ticket, move |r| r.read_version(epoch, &key))
     }
@@ -281,6 +336,7 @@ impl Replica for Remote {
         keys: &[&[u8]],
         ticket: Ticket<'_, Vec<Option<Version>>>,
     ) -> Started<Vec<Option<Version>>> {
+        self.net.count_versions(&self.id, keys.len());
         let keys: Vec<Vec<u8>> = keys.iter().map(|k| k.to_vec()).collect();
         self.start(ticket, move |r| {
             let keys: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();

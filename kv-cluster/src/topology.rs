@@ -1,0 +1,277 @@
+//! Routing decided outside this process: a [`Topology`] installed with
+//! [`Cluster::install_topology`] (`docs/membership.md` §1.3, §3.1).
+//!
+//! A node process's membership is kept by a metadata service (kv-meta, over raft), which
+//! turns each routing step of a change into a `Topology` and hands it here. The mapping to
+//! the coordinator's routing is direct: `read` is the ring reads use and writes always
+//! reach, `extra_write` the ring writes reach besides (acknowledged when `W` of each set
+//! answered):
+//!
+//! | step | `read` | `extra_write` | routing |
+//! |---|---|---|---|
+//! | stable, `Final` | the ring | `None` | `{ ring, pending: None }` |
+//! | `Pending`, streaming | old | `Some(new)` | `{ ring: old, pending: Some(new) }` |
+//! | `Mid` (`mid: true`) | new | `Some(old)` | `{ ring: new, pending: Some(old) }` |
+//!
+//! Rings are rebuilt from the members' stored tokens, never recomputed (a balanced ring
+//! depends on the order of past changes), at the topology's epoch, which every replica
+//! operation then carries: the metadata epoch, one per step, not a ring's own count.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use kv_ring::{NodeId, Ring};
+
+use crate::cluster::Cluster;
+use crate::error::{Error, Result};
+use crate::meta::{MemberMeta, build_ring};
+use crate::routing::{NodeMap, Routing};
+
+/// One member of a ring as metadata stores it: its id, weight and ring tokens.
+///
+/// # Example
+/// ```
+/// use kv_cluster::RingMember;
+/// use kv_ring::{Ring, RingOptions};
+///
+/// let ring = Ring::with_nodes(RingOptions::default(), ["a", "b", "c"])?;
+/// let members = RingMember::of_ring(&ring);
+/// assert_eq!(members.len(), 3);
+/// assert_eq!(members[0].tokens, ring.tokens_of("a").unwrap());
+/// # Ok::<(), kv_ring::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct RingMember {
+    /// The node.
+    pub id: NodeId,
+    /// Its weight (1.0: an average node's share).
+    pub weight: f64,
+    /// Its ring tokens, as allocated when it joined.
+    pub tokens: Vec<u64>,
+}
+
+impl RingMember {
+    /// The members of `ring`, in its order, with their tokens.
+    pub fn of_ring(ring: &Ring) -> Vec<RingMember> {
+        ring.nodes()
+            .map(|id| RingMember {
+                id: id.clone(),
+                weight: ring.weight_of(id.as_str()).unwrap_or(1.0),
+                tokens: ring.tokens_of(id.as_str()).unwrap_or_default().to_vec(),
+            })
+            .collect()
+    }
+}
+
+/// A routing step decided by the cluster's metadata: what [`Cluster::install_topology`]
+/// installs. A plain value: kv-meta builds one from each applied entry that changes routing.
+///
+/// The same epoch always means the same topology (the metadata bumps its epoch with every
+/// routing change), so installing an epoch twice does nothing the second time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Topology {
+    /// The metadata epoch: every replica operation routed by this topology carries it, and
+    /// replicas fenced above it refuse it.
+    pub epoch: u64,
+    /// The ring reads use; writes reach its replicas too.
+    pub read: Vec<RingMember>,
+    /// During a change, the other ring writes reach as well (the new one in `Pending`, the
+    /// old one in `Mid`); `None` when stable or `Final`.
+    pub extra_write: Option<Vec<RingMember>>,
+    /// Whether `read` is the change's new ring and `extra_write` its old one (the `Mid`
+    /// step). Routing does not depend on it (reads `read`, writes both either way); it says
+    /// which nodes [`Cluster::nodes`](crate::Cluster::nodes) shows as joining or leaving.
+    pub mid: bool,
+    /// Each member's coordinator slot (`kv_node::Hlc::with_slot`), for display and for the
+    /// node process to check its own; kv-cluster checks only that they are distinct and in
+    /// range.
+    pub slots: BTreeMap<NodeId, u8>,
+}
+
+impl Topology {
+    /// A stable topology: `members` for reads and writes, no change, no slots.
+    ///
+    /// # Example
+    /// ```
+    /// use kv_cluster::{RingMember, Topology};
+    /// use kv_ring::{Ring, RingOptions};
+    ///
+    /// let ring = Ring::with_nodes(RingOptions::default(), ["a", "b", "c"])?;
+    /// let t = Topology::stable(7, RingMember::of_ring(&ring));
+    /// assert_eq!((t.epoch, t.extra_write.is_none()), (7, true));
+    /// # Ok::<(), kv_ring::Error>(())
+    /// ```
+    pub fn stable(epoch: u64, members: Vec<RingMember>) -> Topology {
+        Topology {
+            epoch,
+            read: members,
+            extra_write: None,
+            mid: false,
+            slots: BTreeMap::new(),
+        }
+    }
+
+    /// Every member of either ring, each once: the nodes the routing needs handles for.
+    fn members(&self) -> impl Iterator<Item = &RingMember> {
+        let extra = self.extra_write.iter().flatten();
+        self.read
+            .iter()
+            .chain(extra.filter(|m| !self.read.iter().any(|r| r.id == m.id)))
+    }
+
+    /// What is wrong with it, checked before anything is built: rings that cannot hold `rf`
+    /// replicas, slots out of range or shared.
+    fn check(&self, rf: usize) -> Result<()> {
+        let invalid = |reason: String| Error::InvalidTopology {
+            epoch: self.epoch,
+            reason,
+        };
+        let rings = std::iter::once(("read", &self.read))
+            .chain(self.extra_write.iter().map(|w| ("extra_write", w)));
+        for (name, ring) in rings {
+            if ring.len() < rf {
+                return Err(invalid(format!(
+                    "its {name} ring has {} members, fewer than the replication factor {rf}",
+                    ring.len()
+                )));
+            }
+        }
+        let mut taken = [false; kv_node::MAX_SLOTS as usize];
+        for (id, &slot) in &self.slots {
+            match taken.get_mut(usize::from(slot)) {
+                None => {
+                    return Err(invalid(format!(
+                        "node {id}'s slot {slot} is out of range (0..{})",
+                        kv_node::MAX_SLOTS
+                    )));
+                }
+                Some(true) => return Err(invalid(format!("slot {slot} is given twice"))),
+                Some(t) => *t = true,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `members` as stored in `cluster.json`, to rebuild a ring from.
+fn stored(members: &[RingMember]) -> Vec<MemberMeta> {
+    members
+        .iter()
+        .map(|m| MemberMeta {
+            id: m.id.to_string(),
+            weight: m.weight,
+            tokens: m.tokens.clone(),
+        })
+        .collect()
+}
+
+impl Cluster {
+    /// Routes by `topology` from now on: builds its rings from the members' tokens, opens a
+    /// handle (through the [`Backend`](crate::Backend)) for every member not routed yet,
+    /// and installs the routing as a membership change does: once this returns, no client
+    /// operation routed by an older topology is still running (an operation never mixes two
+    /// snapshots). Returns whether it installed anything.
+    ///
+    /// **Epochs only rise.** A topology of the epoch already installed is not installed
+    /// again (`Ok(false)`: the metadata redelivers an epoch with entries that do not change
+    /// routing); one of a lower epoch is refused ([`Error::EpochRegressed`]) and routing
+    /// stays where it is. The first topology installed may carry the epoch of the ring the
+    /// cluster opened with (then it replaces that ring), not a lower one: [`Cluster::open`]
+    /// fenced the replicas it opened at that epoch, and they would refuse a lower one.
+    ///
+    /// From the first install on the cluster runs on an external topology (as with
+    /// [`ClusterOptions::external_topology`](crate::ClusterOptions::external_topology)):
+    /// membership changes here are refused, and a client operation refused as stale by a
+    /// replica waits for a newer topology and is retried once (see
+    /// [`Error::StaleCoordinator`]). Nothing is written to `cluster.json` (the metadata
+    /// service keeps the membership) and no replica is fenced (its barriers do that); handles
+    /// of nodes in neither ring are dropped from the routing.
+    ///
+    /// # Errors
+    /// [`Error::EpochRegressed`]; [`Error::InvalidTopology`] for a ring with fewer members
+    /// than the replication factor, or a bad slot; [`Error::Ring`] for members that do not
+    /// make a ring (a token given twice, a bad weight); a backend's error opening a new
+    /// member. Routing is unchanged on any error.
+    ///
+    /// # Example
+    /// ```
+    /// use std::sync::Arc;
+    /// use kv_cluster::{Cluster, ClusterOptions, Error, MemoryBackend, RingMember, Topology};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let opts = ClusterOptions::new().backend(Arc::new(MemoryBackend::default()));
+    /// let cluster = Cluster::open(dir.path(), opts)?;
+    /// let members = RingMember::of_ring(&cluster.ring());
+    /// assert!(cluster.install_topology(Topology::stable(10, members.clone()))?);
+    /// assert!(!cluster.install_topology(Topology::stable(10, members.clone()))?);
+    /// assert!(matches!(
+    ///     cluster.install_topology(Topology::stable(9, members)),
+    ///     Err(Error::EpochRegressed { installed: 10, offered: 9 })
+    /// ));
+    /// assert_eq!(cluster.topology_epoch(), 10);
+    /// cluster.put(b"k", b"v")?; // carries epoch 10
+    /// assert!(matches!(cluster.add_node("node4"), Err(Error::ExternalMetadata { .. })));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn install_topology(&self, topology: Topology) -> Result<bool> {
+        topology.check(self.rf)?;
+        let _admin = self.admin.lock();
+        let installed = self.epochs.current();
+        if topology.epoch < installed {
+            return Err(Error::EpochRegressed {
+                installed,
+                offered: topology.epoch,
+            });
+        }
+        if topology.epoch == installed && self.topology.lock().is_some() {
+            return Ok(false);
+        }
+        let options = self.meta.lock().ring_options()?;
+        let read = build_ring(options, &stored(&topology.read), topology.epoch)?;
+        let extra = match &topology.extra_write {
+            Some(members) => Some(build_ring(options, &stored(members), topology.epoch)?),
+            None => None,
+        };
+        let current = self.routing();
+        let mut nodes = NodeMap::default();
+        for m in topology.members() {
+            let node = match current.node(&m.id) {
+                Some(n) => Arc::clone(n),
+                None => self
+                    .opts
+                    .backend
+                    .open(&m.id, &self.dir.join(m.id.as_str()))?,
+            };
+            nodes.insert(m.id.clone(), node);
+        }
+        // Ours must go before the install, which waits for every holder of it.
+        drop(current);
+        self.external.store(true, Ordering::Release);
+        let mut next = Routing::with_epoch(read, extra, nodes, topology.epoch);
+        next.mid = topology.mid && topology.extra_write.is_some();
+        self.install(next);
+        *self.topology.lock() = Some(topology);
+        // Health and hint stores of nodes no longer routed.
+        self.forget_departed();
+        Ok(true)
+    }
+
+    /// The epoch of the routing installed last: a ring's own epoch in process, the
+    /// metadata epoch of the last [`install_topology`](Cluster::install_topology).
+    pub fn topology_epoch(&self) -> u64 {
+        self.epochs.current()
+    }
+
+    /// The topology installed last by [`install_topology`](Cluster::install_topology), if
+    /// any.
+    pub fn topology(&self) -> Option<Topology> {
+        self.topology.lock().clone()
+    }
+
+    /// Whether this cluster's membership comes from outside (see
+    /// [`install_topology`](Cluster::install_topology)).
+    pub fn has_external_topology(&self) -> bool {
+        self.is_external()
+    }
+}
