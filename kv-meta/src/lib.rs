@@ -60,6 +60,7 @@ mod apply;
 mod change;
 mod command;
 mod error;
+mod protocol;
 mod raft;
 mod snapshot;
 mod state;
@@ -67,9 +68,11 @@ mod state;
 pub use change::{Change, ChangeKind, Source, Step, StreamTask};
 pub use command::{Command, MetaResponse, NewMember};
 pub use error::{Error, MetaError, Result};
+pub use protocol::{MAX_META_BODY, META_PROTOCOL_VERSION, MetaReply, MetaRequest, MetaStatus};
 pub use raft::{
-    LOG_RECORD_VERSION, LogRecord, MemLog, MetaLog, MetaMachine, MetaNode, MetaTypes, MetaWatch,
-    SNAPSHOT_FILE,
+    BoxFuture, FORWARD_WINDOW, Joined, LOG_RECORD_VERSION, LogRecord, MAX_FORWARD_HOPS, MAX_VOTERS,
+    MemLog, MetaConnection, MetaLog, MetaMachine, MetaNetwork, MetaNode, MetaPeer, MetaRaft,
+    MetaService, MetaTransport, MetaTypes, MetaWatch, SNAPSHOT_FILE, TransportError, meta_config,
 };
 pub use snapshot::{MAX_SNAPSHOT_LEN, MetaSnapshot, SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
 pub use state::{ClusterMeta, MAX_MEMBERS, Member, MemberState, RateLimit, RingMember};

@@ -4,12 +4,20 @@
 
 mod machine;
 mod mem_log;
+mod network;
 pub(crate) mod record;
+mod runner;
 mod types;
 mod wal_log;
 
 pub use machine::{MetaMachine, MetaWatch, SNAPSHOT_FILE};
 pub use mem_log::MemLog;
+pub use network::{
+    BoxFuture, MetaConnection, MetaNetwork, MetaPeer, MetaTransport, TransportError,
+};
 pub use record::{LOG_RECORD_VERSION, LogRecord};
+pub use runner::{
+    FORWARD_WINDOW, Joined, MAX_FORWARD_HOPS, MAX_VOTERS, MetaRaft, MetaService, meta_config,
+};
 pub use types::{MetaNode, MetaTypes};
 pub use wal_log::MetaLog;
