@@ -232,3 +232,66 @@ fn leader_node_status(nodes: &[Node], leader: u64) -> MetaStatus {
         .raft()
         .status()
 }
+
+/// Waits until the leader's raft membership satisfies `ok`, and returns it.
+async fn membership_where(nodes: &[Node], ok: impl Fn(&MetaStatus) -> bool) -> MetaStatus {
+    let deadline = tokio::time::Instant::now() + LONG;
+    loop {
+        let running: Vec<&Node> = nodes.iter().filter(|n| n.raft.is_some()).collect();
+        let leader = agreed_leader(&running).await;
+        let status = leader_node_status(nodes, leader);
+        if ok(&status) {
+            return status;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "membership never reached the expected shape: {status:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_voter_reconciler_keeps_three_voters_of_five() {
+    let root = tempfile::tempdir().unwrap();
+    let config = meta_config("test");
+    let (mut nodes, _, _) = cluster(root.path(), 5, &config).await;
+    // A bootstrap of five makes five voters; capped at three, the reconciler on the leader
+    // (every node runs one) demotes two, one at a time, keeping them as learners.
+    for node in &nodes {
+        node.raft().spawn_voter_reconciler(
+            3,
+            node.liveness(),
+            std::time::Duration::from_millis(200),
+        );
+    }
+    let status = membership_where(&nodes, |s| s.voters.len() == 3 && s.learners.len() == 2).await;
+    let leader = status.leader.unwrap();
+    assert!(status.voters.contains(&leader));
+
+    // A voter that is not the leader stops: a live learner is promoted, the dead voter
+    // demoted, and three live voters commit.
+    let gone = *status.voters.iter().find(|&&v| v != leader).unwrap();
+    let at = nodes.iter().position(|n| n.raft_id == gone).unwrap();
+    nodes[at].stop().await;
+    let status = membership_where(&nodes, |s| {
+        s.voters.len() == 3 && !s.voters.contains(&gone) && s.learners.contains(&gone)
+    })
+    .await;
+    let running: Vec<u64> = nodes
+        .iter()
+        .filter(|n| n.raft.is_some())
+        .map(|n| n.raft_id)
+        .collect();
+    assert!(
+        status.voters.iter().all(|v| running.contains(v)),
+        "{status:?}"
+    );
+    let proposer = nodes.iter().find(|n| n.raft.is_some()).unwrap();
+    let (_, r) = proposer.raft().propose(rate(7)).await.unwrap();
+    assert!(r.is_ok());
+    for node in nodes.iter().filter(|n| n.raft.is_some()) {
+        sees_rate(node.raft(), 7).await;
+    }
+    stop_all(&mut nodes).await;
+}

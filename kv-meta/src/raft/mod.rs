@@ -8,6 +8,7 @@ mod network;
 pub(crate) mod record;
 mod runner;
 mod types;
+mod voters;
 mod wal_log;
 
 pub use machine::{MetaMachine, MetaWatch, SNAPSHOT_FILE};
@@ -20,4 +21,5 @@ pub use runner::{
     FORWARD_WINDOW, Joined, MAX_FORWARD_HOPS, MAX_VOTERS, MetaRaft, MetaService, meta_config,
 };
 pub use types::{MetaNode, MetaTypes};
+pub use voters::{Liveness, VoterStep, voter_target};
 pub use wal_log::MetaLog;

@@ -19,6 +19,7 @@ use crate::command::{Command, MetaResponse};
 use crate::error::{Error, MetaError, Result};
 use crate::protocol::{MetaReply, MetaRequest, MetaStatus};
 use crate::raft::network::{BoxFuture, Directory, MetaNetwork, MetaPeer, MetaTransport};
+use crate::raft::voters::{self, Liveness, VoterStep};
 use crate::raft::{MetaLog, MetaMachine, MetaNode, MetaTypes, MetaWatch};
 
 /// How many times a request follows [`MetaError::ForwardToLeader`] before giving up.
@@ -82,6 +83,8 @@ struct Shared {
     transport: Arc<dyn MetaTransport>,
     directory: Directory,
     dir: PathBuf,
+    /// Background tasks (the voter reconciler), stopped by `shutdown`.
+    tasks: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
 impl fmt::Debug for MetaRaft {
@@ -146,6 +149,7 @@ impl MetaRaft {
                 transport,
                 directory,
                 dir: meta_dir,
+                tasks: std::sync::Mutex::default(),
             }),
         })
     }
@@ -389,6 +393,63 @@ impl MetaRaft {
         }
     }
 
+    /// One step of the voter reconciler (membership.md §1.6), if this node is the leader:
+    /// plans it ([`VoterStep`]: a ring member becomes a learner, or the voters gain or lose
+    /// one) towards [`voter_target`] voters of the ring's `Normal` members (at most `cap`),
+    /// choosing members `is_up` says are up, oldest raft id first, and commits it. Returns
+    /// what it did (`None`: not the leader, nothing to do, or a membership change pending).
+    ///
+    /// # Errors
+    /// [`MetaError::Unavailable`] if raft refused or did not commit the change within
+    /// [`FORWARD_WINDOW`] (the next step plans again from what is committed).
+    pub async fn reconcile_voters(
+        &self,
+        cap: usize,
+        is_up: &(dyn Fn(&str) -> bool + Send + Sync),
+    ) -> std::result::Result<Option<VoterStep>, MetaError> {
+        let raft = &self.inner.raft;
+        let metrics = raft.metrics().borrow().clone();
+        if metrics.current_leader != Some(self.inner.raft_id) {
+            return Ok(None);
+        }
+        let meta = self.inner.machine.current();
+        let membership = metrics.membership_config.membership();
+        let Some(step) = voters::plan(&meta.meta, membership, self.inner.raft_id, is_up, cap)
+        else {
+            return Ok(None);
+        };
+        tracing::info!(?step, "voter reconciler");
+        let change = async {
+            match &step {
+                VoterStep::AddLearner(id, node) => raft.add_learner(*id, node.clone(), false).await,
+                VoterStep::SetVoters(set) => raft.change_membership(set.clone(), true).await,
+            }
+        };
+        match tokio::time::timeout(FORWARD_WINDOW, change).await {
+            Ok(Ok(_)) => Ok(Some(step)),
+            Ok(Err(e)) => Err(unavailable(e)),
+            Err(_) => Err(unavailable("the voter change did not commit in time")),
+        }
+    }
+
+    /// Runs [`reconcile_voters`](MetaRaft::reconcile_voters) every `interval` until
+    /// [`shutdown`](MetaRaft::shutdown), on the current tokio runtime; each node runs one, and
+    /// only the leader's acts.
+    pub fn spawn_voter_reconciler(&self, cap: usize, liveness: Liveness, interval: Duration) {
+        let me = self.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(interval).await;
+                if let Err(e) = me.reconcile_voters(cap, liveness.as_ref()).await {
+                    tracing::warn!(error = %e, "voter reconciler");
+                }
+            }
+        });
+        if let Ok(mut tasks) = self.inner.tasks.lock() {
+            tasks.push(task.abort_handle());
+        }
+    }
+
     /// A receiver of every state this node applies (membership.md §2.2).
     pub fn watch(&self) -> MetaWatch {
         self.inner.machine.watch()
@@ -428,6 +489,9 @@ impl MetaRaft {
     /// # Errors
     /// [`Error::Raft`] if raft's task failed; the log's error if its final flush failed.
     pub async fn shutdown(&self) -> Result<()> {
+        if let Ok(mut tasks) = self.inner.tasks.lock() {
+            tasks.drain(..).for_each(|t| t.abort());
+        }
         self.inner.raft.shutdown().await.map_err(|e| Error::Raft {
             reason: e.to_string(),
         })?;

@@ -135,6 +135,12 @@ impl Node {
         Arc::new(RemoteTransport(MetaClient::new(Arc::clone(peers))))
     }
 
+    /// kv-net's view of which peers are up, for the voter reconciler.
+    pub fn liveness(&self) -> kv_meta::Liveness {
+        let peers = Arc::clone(self.peers.as_ref().expect("connected"));
+        Arc::new(move |id: &str| peers.is_alive(id))
+    }
+
     /// Adds a peer to the node's transport.
     pub async fn add_peer(&self, id: &str, addr: SocketAddr) {
         let peers = Arc::clone(self.peers.as_ref().expect("connected"));
