@@ -395,7 +395,7 @@ impl MetaRaft {
 
     /// One step of the voter reconciler (membership.md §1.6), if this node is the leader:
     /// plans it ([`VoterStep`]: a ring member becomes a learner, or the voters gain or lose
-    /// one) towards [`voter_target`] voters of the ring's `Normal` members (at most `cap`),
+    /// one) towards [`voter_target`](crate::voter_target) voters of the ring's `Normal` members (at most `cap`),
     /// choosing members `is_up` says are up, oldest raft id first, and commits it. Returns
     /// what it did (`None`: not the leader, nothing to do, or a membership change pending).
     ///
