@@ -8,10 +8,17 @@
 //! ([`MetaSnapshot`]); and openraft 0.9's storage-v2 implementations over it (see the `raft`
 //! types re-exported below).
 //!
-//! What it is **not** (yet): the raft network, the change driver, the barriers, the
-//! streaming and the node process's use of the metadata (membership.md §2.3 to §3, later
-//! steps). It does not depend on kv-cluster: mapping a `cluster.json` into a `ClusterMeta`
-//! belongs to the crate that reads both.
+//! It also runs the raft between nodes: the meta protocol ([`MetaRequest`], [`MetaReply`]),
+//! [`MetaNetwork`] (openraft's network over a [`MetaTransport`] the node provides),
+//! [`MetaService`] (answers other nodes' bodies) and [`MetaRaft`], one node's raft with
+//! bootstrap, join, proposals and read-index from any node (forwarded to the leader), and the
+//! voter reconciler.
+//!
+//! What it is **not** (yet): the change driver, the barriers, the streaming and the node
+//! process's use of the metadata (membership.md §3, steps 7 and 8). It depends on no
+//! transport and not on kv-cluster: mapping a `cluster.json` into a `ClusterMeta` belongs to
+//! the crate that reads both, and kv-remote's `MetaClient` and `ReplicaServer` plug into
+//! [`MetaTransport`] and [`MetaService`] in the node.
 //!
 //! # The design decision that matters
 //!
