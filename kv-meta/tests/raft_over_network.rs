@@ -9,7 +9,9 @@
 
 mod net;
 
-use kv_meta::{Command, MetaError, MetaRaft, MetaResponse, MetaStatus, RateLimit, meta_config};
+use kv_meta::{
+    Command, JoinRequest, MetaError, MetaRaft, MetaResponse, MetaStatus, RateLimit, meta_config,
+};
 use net::*;
 use openraft::SnapshotPolicy;
 
@@ -165,31 +167,28 @@ async fn a_joiner_catches_up_by_snapshot_after_the_log_is_purged() {
     let seed = nodes.iter().find(|n| n.raft_id != leader).unwrap().peer();
     n4.connect(&list).await;
     let probe = n4.transport();
-    let joined = MetaRaft::join(
-        probe.as_ref(),
-        &seed,
-        "n4",
-        &n4.addr.to_string(),
-        "127.0.0.1:6499",
-        "test",
-    )
-    .await
-    .unwrap();
+    let joiner = JoinRequest {
+        id: "n4".into(),
+        cluster_addr: n4.addr.to_string(),
+        client_addr: "127.0.0.1:6499".into(),
+        cluster_name: "test".into(),
+    };
+    let joined = MetaRaft::join(probe.as_ref(), &seed, &joiner)
+        .await
+        .unwrap();
     assert_eq!((joined.raft_id, joined.slot), (4, 3));
     // Asked again: the same answer, nothing registered twice.
-    let again = MetaRaft::join(
-        probe.as_ref(),
-        &seed,
-        "n4",
-        &n4.addr.to_string(),
-        "127.0.0.1:6499",
-        "test",
-    )
-    .await
-    .unwrap();
+    let again = MetaRaft::join(probe.as_ref(), &seed, &joiner)
+        .await
+        .unwrap();
     assert_eq!(again, joined);
     // Another cluster's name is refused.
-    let wrong = MetaRaft::join(probe.as_ref(), &seed, "n5", "127.0.0.1:1", "x", "other").await;
+    let other = JoinRequest {
+        id: "n5".into(),
+        cluster_name: "other".into(),
+        ..joiner.clone()
+    };
+    let wrong = MetaRaft::join(probe.as_ref(), &seed, &other).await;
     assert!(
         matches!(wrong, Err(MetaError::WrongCluster { .. })),
         "{wrong:?}"

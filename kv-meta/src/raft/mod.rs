@@ -7,6 +7,7 @@ mod mem_log;
 mod network;
 pub(crate) mod record;
 mod runner;
+mod service;
 mod types;
 mod voters;
 mod wal_log;
@@ -18,8 +19,9 @@ pub use network::{
 };
 pub use record::{LOG_RECORD_VERSION, LogRecord};
 pub use runner::{
-    FORWARD_WINDOW, Joined, MAX_FORWARD_HOPS, MAX_VOTERS, MetaRaft, MetaService, meta_config,
+    FORWARD_WINDOW, JoinRequest, Joined, MAX_FORWARD_HOPS, MAX_VOTERS, MetaRaft, meta_config,
 };
+pub use service::MetaService;
 pub use types::{MetaNode, MetaTypes};
 pub use voters::{Liveness, VoterStep, voter_target};
 pub use wal_log::MetaLog;

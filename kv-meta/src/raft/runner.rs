@@ -2,23 +2,21 @@
 //! `Raft`, its network), the requests any node can make of the leader, and the
 //! [`MetaService`] that answers other nodes (membership.md §2.1, §2.4 to §2.6).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use openraft::error::{
-    CheckIsLeaderError, ClientWriteError, ForwardToLeader, InitializeError, RaftError,
-};
+use openraft::error::{InitializeError, RaftError};
 use openraft::{Config, LogId, Raft, SnapshotPolicy};
 use tokio::time::Instant;
 
 use crate::command::{Command, MetaResponse};
 use crate::error::{Error, MetaError, Result};
 use crate::protocol::{MetaReply, MetaRequest, MetaStatus};
-use crate::raft::network::{BoxFuture, Directory, MetaNetwork, MetaPeer, MetaTransport};
+use crate::raft::network::{Directory, MetaNetwork, MetaPeer, MetaTransport};
+use crate::raft::service::{MetaService, serve, status};
 use crate::raft::voters::{self, Liveness, VoterStep};
 use crate::raft::{MetaLog, MetaMachine, MetaNode, MetaTypes, MetaWatch};
 
@@ -69,22 +67,72 @@ pub fn meta_config(cluster_name: &str) -> Config {
 /// [`MAX_FORWARD_HOPS`] times within [`FORWARD_WINDOW`]. Other nodes' requests are served by
 /// its [`service`](MetaRaft::service), which the node installs as its replica server's meta
 /// handler. Cheap to clone; [`shutdown`](MetaRaft::shutdown) stops it.
+///
+/// # Example
+///
+/// One node alone (a single voter commits by itself; a node process passes kv-remote's
+/// `MetaClient` as the transport, see [`MetaTransport`]):
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use bytes::Bytes;
+/// use kv_meta::{BoxFuture, Command, MetaPeer, MetaRaft, MetaTransport, NewMember};
+/// use kv_meta::{TransportError, meta_config};
+///
+/// struct Nowhere;
+/// impl MetaTransport for Nowhere {
+///     fn call(&self, to: &MetaPeer, _: Bytes, _: Duration)
+///         -> BoxFuture<Result<Bytes, TransportError>> {
+///         let peer = to.id.clone();
+///         Box::pin(async move { Err(TransportError::Unreachable { peer, reason: "alone".into() }) })
+///     }
+/// }
+///
+/// # let dir = tempfile::tempdir()?;
+/// # tokio::runtime::Runtime::new()?.block_on(async {
+/// let raft = MetaRaft::open(dir.path(), 1, "n1", meta_config("demo"), Arc::new(Nowhere)).await?;
+/// let n1 = NewMember {
+///     id: "n1".into(),
+///     cluster_addr: "127.0.0.1:7001".into(),
+///     client_addr: "127.0.0.1:6379".into(),
+///     weight: 1.0,
+///     tokens: vec![1 << 63],
+/// };
+/// let bootstrap =
+///     Command::Bootstrap { uuid: 7, name: "demo".into(), rf: 1, vnodes: 1, members: vec![n1] };
+/// raft.bootstrap(&bootstrap, Duration::from_secs(10)).await?;
+/// assert_eq!(raft.watch().borrow().meta.epoch, 1);
+///
+/// let register = Command::Register {
+///     id: "n2".into(),
+///     cluster_addr: "127.0.0.1:7002".into(),
+///     client_addr: "127.0.0.1:6380".into(),
+/// };
+/// let (log_id, answer) = raft.propose(register).await?;
+/// assert!(answer.is_ok());
+/// assert!(raft.read_index().await? >= log_id.index);
+/// raft.shutdown().await?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone)]
 pub struct MetaRaft {
     inner: Arc<Shared>,
 }
 
-struct Shared {
-    raft_id: u64,
-    id: String,
-    raft: Raft<MetaTypes>,
-    machine: MetaMachine,
-    log: MetaLog,
-    transport: Arc<dyn MetaTransport>,
-    directory: Directory,
-    dir: PathBuf,
+pub(crate) struct Shared {
+    pub(crate) raft_id: u64,
+    pub(crate) id: String,
+    pub(crate) raft: Raft<MetaTypes>,
+    pub(crate) machine: MetaMachine,
+    pub(crate) log: MetaLog,
+    pub(crate) transport: Arc<dyn MetaTransport>,
+    pub(crate) directory: Directory,
+    pub(crate) dir: PathBuf,
     /// Background tasks (the voter reconciler), stopped by `shutdown`.
-    tasks: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
+    pub(crate) tasks: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
 impl fmt::Debug for MetaRaft {
@@ -97,13 +145,7 @@ impl fmt::Debug for MetaRaft {
     }
 }
 
-/// The peer that openraft's `ForwardToLeader` names, if its node id is known.
-fn leader_of(directory: &Directory, f: &ForwardToLeader<u64, MetaNode>) -> Option<MetaPeer> {
-    let (id, node) = (f.leader_id?, f.leader_node.as_ref()?);
-    directory.peer(id, node)
-}
-
-fn unavailable(e: impl fmt::Display) -> MetaError {
+pub(crate) fn unavailable(e: impl fmt::Display) -> MetaError {
     MetaError::Unavailable {
         reason: e.to_string(),
     }
@@ -154,8 +196,8 @@ impl MetaRaft {
         })
     }
 
-    /// Asks `seed` (any member; the request is forwarded to the leader) to register node `id`
-    /// and add it as a raft learner, and returns the raft id, slot and cluster uuid it got;
+    /// Asks `seed` (any member; the request is forwarded to the leader) to register the
+    /// `joiner` and add it as a raft learner, and returns the raft id, slot and cluster uuid it got;
     /// then [`open`](MetaRaft::open) the node with that raft id: it receives the log or a
     /// snapshot. Asking again after a success answers the same (the node is a member).
     ///
@@ -165,16 +207,13 @@ impl MetaRaft {
     pub async fn join(
         transport: &dyn MetaTransport,
         seed: &MetaPeer,
-        id: &str,
-        cluster_addr: &str,
-        client_addr: &str,
-        cluster_name: &str,
+        joiner: &JoinRequest,
     ) -> std::result::Result<Joined, MetaError> {
         let req = MetaRequest::Join {
-            id: id.to_string(),
-            cluster_addr: cluster_addr.to_string(),
-            client_addr: client_addr.to_string(),
-            cluster_name: cluster_name.to_string(),
+            id: joiner.id.clone(),
+            cluster_addr: joiner.cluster_addr.clone(),
+            client_addr: joiner.client_addr.clone(),
+            cluster_name: joiner.cluster_name.clone(),
         };
         let deadline = Instant::now() + FORWARD_WINDOW;
         let mut target = seed.clone();
@@ -458,9 +497,7 @@ impl MetaRaft {
     /// The service answering other nodes' meta requests: install it as the node's meta
     /// handler (kv-remote's `ReplicaServer::set_meta_handler`).
     pub fn service(&self) -> MetaService {
-        MetaService {
-            inner: Arc::clone(&self.inner),
-        }
+        MetaService::new(Arc::clone(&self.inner))
     }
 
     /// This node's view of the raft and the metadata.
@@ -499,6 +536,19 @@ impl MetaRaft {
     }
 }
 
+/// Who asks to join, in [`MetaRaft::join`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinRequest {
+    /// The joiner's node id.
+    pub id: String,
+    /// `host:port` of its peer port.
+    pub cluster_addr: String,
+    /// `host:port` of its RESP port.
+    pub client_addr: String,
+    /// The name of the cluster it means to join.
+    pub cluster_name: String,
+}
+
 /// What a successful [`MetaRaft::join`] returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Joined {
@@ -516,7 +566,7 @@ fn too_many_hops() -> MetaError {
     ))
 }
 
-fn unexpected(reply: &MetaReply) -> MetaError {
+pub(crate) fn unexpected(reply: &MetaReply) -> MetaError {
     MetaError::BadRequest {
         reason: format!("unexpected answer {reply:?}"),
     }
@@ -536,182 +586,4 @@ async fn call(
         .await
         .map_err(unavailable)?;
     MetaReply::decode(&answer)
-}
-
-fn status(inner: &Shared) -> MetaStatus {
-    let metrics = inner.raft.metrics().borrow().clone();
-    let membership = metrics.membership_config.membership();
-    let voters: BTreeSet<u64> = membership.voter_ids().collect();
-    let learners = membership.learner_ids().collect();
-    MetaStatus {
-        raft_id: inner.raft_id,
-        leader: metrics.current_leader,
-        term: metrics.current_term,
-        voters: voters.into_iter().collect(),
-        learners,
-        applied: metrics.last_applied.map_or(0, |l| l.index),
-        epoch: inner.machine.current().meta.epoch,
-    }
-}
-
-/// Answers one request with the local raft; never forwards (the asker follows
-/// [`MetaError::ForwardToLeader`]), so a request costs at most one hop per node it visits.
-async fn serve(inner: &Shared, req: MetaRequest) -> MetaReply {
-    let raft = &inner.raft;
-    let forward = |f: &ForwardToLeader<u64, MetaNode>| {
-        MetaReply::Error(MetaError::ForwardToLeader {
-            leader: leader_of(&inner.directory, f),
-        })
-    };
-    match req {
-        MetaRequest::AppendEntries(r) => match raft.append_entries(r).await {
-            Ok(r) => MetaReply::AppendEntries(r),
-            Err(e) => MetaReply::Error(unavailable(e)),
-        },
-        MetaRequest::Vote(r) => match raft.vote(r).await {
-            Ok(r) => MetaReply::Vote(r),
-            Err(e) => MetaReply::Error(unavailable(e)),
-        },
-        MetaRequest::InstallSnapshot(r) => match raft.install_snapshot(r).await {
-            Ok(r) => MetaReply::InstallSnapshot(Ok(r)),
-            Err(RaftError::APIError(e)) => MetaReply::InstallSnapshot(Err(e)),
-            Err(e) => MetaReply::Error(unavailable(e)),
-        },
-        MetaRequest::Propose(cmd) => match raft.client_write(cmd).await {
-            Ok(r) => MetaReply::Proposed {
-                log_id: r.log_id,
-                response: r.data,
-            },
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => forward(&f),
-            Err(e) => MetaReply::Error(unavailable(e)),
-        },
-        MetaRequest::ReadIndex => match raft.ensure_linearizable().await {
-            Ok(id) => MetaReply::ReadIndex {
-                index: id.map_or(0, |l| l.index),
-            },
-            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => forward(&f),
-            Err(e) => MetaReply::Error(unavailable(e)),
-        },
-        MetaRequest::Join {
-            id,
-            cluster_addr,
-            client_addr,
-            cluster_name,
-        } => join(inner, id, cluster_addr, client_addr, cluster_name).await,
-        MetaRequest::Status => MetaReply::Status(status(inner)),
-    }
-}
-
-/// The leader's side of `Join`: `Register` (unless the node is a member at that address
-/// already: a joiner asking again), then `add_learner` without waiting for it to catch up
-/// (the joiner watches its own applied state).
-async fn join(
-    inner: &Shared,
-    id: String,
-    cluster_addr: String,
-    client_addr: String,
-    cluster_name: String,
-) -> MetaReply {
-    let raft = &inner.raft;
-    let forward = |f: &ForwardToLeader<u64, MetaNode>| {
-        MetaReply::Error(MetaError::ForwardToLeader {
-            leader: leader_of(&inner.directory, f),
-        })
-    };
-    let current = inner.machine.current();
-    if current.meta.is_bootstrapped() && current.meta.cluster_name != cluster_name {
-        return MetaReply::Error(MetaError::WrongCluster {
-            expected: current.meta.cluster_name.clone(),
-            found: cluster_name,
-        });
-    }
-    let known = current
-        .meta
-        .members
-        .get(&id)
-        .is_some_and(|m| m.cluster_addr == cluster_addr);
-    if !known {
-        let register = Command::Register {
-            id: id.clone(),
-            cluster_addr: cluster_addr.clone(),
-            client_addr,
-        };
-        match raft.client_write(register).await {
-            Ok(r) => {
-                if let MetaResponse::Refused(e) = r.data {
-                    return MetaReply::Error(e);
-                }
-            }
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => return forward(&f),
-            Err(e) => return MetaReply::Error(unavailable(e)),
-        }
-    }
-    let current = inner.machine.current();
-    let Some(member) = current.meta.members.get(&id) else {
-        return MetaReply::Error(unavailable(format!("{id} is registered but not applied")));
-    };
-    let node = MetaNode {
-        id: member.raft_id,
-        cluster_addr: member.cluster_addr.clone(),
-    };
-    match raft.add_learner(member.raft_id, node, false).await {
-        Ok(_) => MetaReply::Joined {
-            cluster_uuid: current.meta.cluster_uuid,
-            raft_id: member.raft_id,
-            slot: member.slot,
-        },
-        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => forward(&f),
-        Err(e) => MetaReply::Error(unavailable(e)),
-    }
-}
-
-/// Answers other nodes' meta protocol bodies with this node's raft (membership.md §2.3): a
-/// body in, a body out, whatever carries them. In a node process:
-///
-/// ```text
-/// let service = meta_raft.service();
-/// replica_server.set_meta_handler(Some(Arc::new(move |from: &PeerInfo, body: Bytes| {
-///     service.handle(&from.node_id, body)
-/// })));
-/// ```
-///
-/// A body of another protocol version is answered with [`MetaError::UnsupportedVersion`], one
-/// that does not decode with [`MetaError::BadRequest`]; a request only the leader serves
-/// (`Propose`, `Join`, `ReadIndex`), on another node, with [`MetaError::ForwardToLeader`].
-#[derive(Clone)]
-pub struct MetaService {
-    inner: Arc<Shared>,
-}
-
-impl fmt::Debug for MetaService {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MetaService")
-            .field("raft_id", &self.inner.raft_id)
-            .finish_non_exhaustive()
-    }
-}
-
-impl MetaService {
-    /// The answer to `body`, from node `from` (for the log only: raft checks terms, not
-    /// senders).
-    pub fn handle(&self, from: &str, body: Bytes) -> BoxFuture<Bytes> {
-        let inner = Arc::clone(&self.inner);
-        let from = from.to_string();
-        Box::pin(async move {
-            let reply = match MetaRequest::decode(&body) {
-                Ok(req) => serve(&inner, req).await,
-                Err(e) => {
-                    tracing::debug!(%from, error = %e, "meta request refused");
-                    MetaReply::Error(e)
-                }
-            };
-            reply.encode().unwrap_or_else(|e| {
-                // Encoding our own types does not fail; if it ever does, answer with an error
-                // the asker can read rather than nothing.
-                MetaReply::Error(unavailable(e))
-                    .encode()
-                    .unwrap_or_default()
-            })
-        })
-    }
 }
