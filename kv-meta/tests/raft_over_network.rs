@@ -67,6 +67,12 @@ async fn three_rafts_elect_forward_fail_over_and_catch_up() {
     for node in &nodes {
         sees_rate(node.raft(), 100).await;
     }
+    // The leader's view, asked from the follower over the network.
+    let leader_peer = nodes.iter().find(|n| n.raft_id == leader).unwrap().peer();
+    let status = follower.raft().status_of(&leader_peer).await.unwrap();
+    assert_eq!((status.raft_id, status.leader), (leader, Some(leader)));
+    assert!(status.applied >= log_id.index, "{status:?}");
+    assert_eq!(status.epoch, 1);
     // A refusal is an answer, forwarded back like any other.
     let (_, again) = follower.raft().propose(bootstrap.clone()).await.unwrap();
     assert!(

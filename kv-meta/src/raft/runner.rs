@@ -505,6 +505,29 @@ impl MetaRaft {
         status(&self.inner)
     }
 
+    /// `peer`'s view of the raft and the metadata (`KVSTORE CHANGE` asks the leader's).
+    ///
+    /// # Errors
+    /// [`MetaError::Unavailable`] if `peer` does not answer within [`FORWARD_WINDOW`].
+    pub async fn status_of(&self, peer: &MetaPeer) -> std::result::Result<MetaStatus, MetaError> {
+        if peer.raft_id == self.inner.raft_id {
+            return Ok(self.status());
+        }
+        let deadline = Instant::now() + FORWARD_WINDOW;
+        match call(
+            self.inner.transport.as_ref(),
+            peer,
+            &MetaRequest::Status,
+            deadline,
+        )
+        .await?
+        {
+            MetaReply::Status(s) => Ok(s),
+            MetaReply::Error(e) => Err(e),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// The openraft `Raft` (metrics, membership changes, triggers).
     pub fn raft(&self) -> &Raft<MetaTypes> {
         &self.inner.raft
