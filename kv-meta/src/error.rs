@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::change::Step;
+use crate::raft::MetaPeer;
 use crate::state::MemberState;
 
 /// Why [`ClusterMeta::apply`](crate::ClusterMeta::apply) refused a command.
@@ -171,6 +172,38 @@ pub enum MetaError {
         /// The version this build speaks.
         supported: u8,
     },
+    /// A meta protocol body that does not decode (an unknown request kind, a length past the
+    /// body's end, bytes left over) or is over [`MAX_META_BODY`](crate::MAX_META_BODY).
+    #[error("bad meta request: {reason}")]
+    BadRequest {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The request must go to the leader, and this node is not it.
+    #[error("not the metadata leader; the leader is {}", match leader {
+        Some(l) => l.to_string(),
+        None => "unknown".to_string(),
+    })]
+    ForwardToLeader {
+        /// The leader this node knows of, with its node id and peer address (resolved by the
+        /// answering node, so the asker can reach it).
+        leader: Option<MetaPeer>,
+    },
+    /// The metadata service cannot answer now: raft stopped, no quorum, no leader known, a
+    /// forwarding chain too long or too slow.
+    #[error("metadata service unavailable: {reason}")]
+    Unavailable {
+        /// Why.
+        reason: String,
+    },
+    /// A `Join` naming another cluster.
+    #[error("this is cluster {expected:?}, not {found:?}")]
+    WrongCluster {
+        /// This cluster's name.
+        expected: String,
+        /// The name the joiner gave.
+        found: String,
+    },
 }
 
 /// What can go wrong reading or writing kv-meta's files: the snapshot and the raft log.
@@ -259,6 +292,12 @@ pub enum Error {
     /// The storage thread has stopped (after a panic or a fatal log error).
     #[error("the meta storage thread has stopped")]
     StoreStopped,
+    /// openraft refused the configuration, failed to start or to stop.
+    #[error("raft: {reason}")]
+    Raft {
+        /// openraft's error.
+        reason: String,
+    },
 }
 
 impl From<kv_wal::Error> for Error {

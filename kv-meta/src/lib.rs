@@ -8,10 +8,17 @@
 //! ([`MetaSnapshot`]); and openraft 0.9's storage-v2 implementations over it (see the `raft`
 //! types re-exported below).
 //!
-//! What it is **not** (yet): the raft network, the change driver, the barriers, the
-//! streaming and the node process's use of the metadata (membership.md §2.3 to §3, later
-//! steps). It does not depend on kv-cluster: mapping a `cluster.json` into a `ClusterMeta`
-//! belongs to the crate that reads both.
+//! It also runs the raft between nodes: the meta protocol ([`MetaRequest`], [`MetaReply`]),
+//! [`MetaNetwork`] (openraft's network over a [`MetaTransport`] the node provides),
+//! [`MetaService`] (answers other nodes' bodies) and [`MetaRaft`], one node's raft with
+//! bootstrap, join, proposals and read-index from any node (forwarded to the leader), and the
+//! voter reconciler.
+//!
+//! What it is **not** (yet): the change driver, the barriers, the streaming and the node
+//! process's use of the metadata (membership.md §3, steps 7 and 8). It depends on no
+//! transport and not on kv-cluster: mapping a `cluster.json` into a `ClusterMeta` belongs to
+//! the crate that reads both, and kv-remote's `MetaClient` and `ReplicaServer` plug into
+//! [`MetaTransport`] and [`MetaService`] in the node.
 //!
 //! # The design decision that matters
 //!
@@ -60,6 +67,7 @@ mod apply;
 mod change;
 mod command;
 mod error;
+mod protocol;
 mod raft;
 mod snapshot;
 mod state;
@@ -67,9 +75,12 @@ mod state;
 pub use change::{Change, ChangeKind, Source, Step, StreamTask};
 pub use command::{Command, MetaResponse, NewMember};
 pub use error::{Error, MetaError, Result};
+pub use protocol::{MAX_META_BODY, META_PROTOCOL_VERSION, MetaReply, MetaRequest, MetaStatus};
 pub use raft::{
-    LOG_RECORD_VERSION, LogRecord, MemLog, MetaLog, MetaMachine, MetaNode, MetaTypes, MetaWatch,
-    SNAPSHOT_FILE,
+    BoxFuture, FORWARD_WINDOW, JoinRequest, Joined, LOG_RECORD_VERSION, Liveness, LogRecord,
+    MAX_FORWARD_HOPS, MAX_VOTERS, MemLog, MetaConnection, MetaLog, MetaMachine, MetaNetwork,
+    MetaNode, MetaPeer, MetaRaft, MetaService, MetaTransport, MetaTypes, MetaWatch, SNAPSHOT_FILE,
+    TransportError, VoterStep, meta_config, voter_target,
 };
 pub use snapshot::{MAX_SNAPSHOT_LEN, MetaSnapshot, SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
 pub use state::{ClusterMeta, MAX_MEMBERS, Member, MemberState, RateLimit, RingMember};

@@ -2,7 +2,7 @@
 //! way a snapshot file can be wrong refused with its typed error.
 //!
 //! Regenerate the golden files only for a new version (keep the old ones):
-//! `KV_META_WRITE_GOLDEN=1 cargo test -p kv-meta --test snapshot_v1`.
+//! `cargo test -p kv-meta --test snapshot_v1 -- --ignored write_golden_files`.
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
@@ -112,17 +112,17 @@ pub fn golden_snapshot() -> MetaSnapshot {
     }
 }
 
-#[test]
-fn golden_files_read_back_exactly() {
-    let cases = [
+fn cases() -> [(&'static str, MetaSnapshot); 2] {
+    [
         ("empty.bin", MetaSnapshot::default()),
         ("streaming.bin", golden_snapshot()),
-    ];
-    for (name, snap) in cases {
+    ]
+}
+
+#[test]
+fn golden_files_read_back_exactly() {
+    for (name, snap) in cases() {
         let bytes = snap.encode().unwrap();
-        if std::env::var_os("KV_META_WRITE_GOLDEN").is_some() {
-            std::fs::write(golden(name), &bytes).unwrap();
-        }
         let stored = std::fs::read(golden(name)).unwrap();
         assert_eq!(
             bytes, stored,
@@ -258,4 +258,12 @@ fn the_largest_cluster_snapshots_small() {
     let bytes = snap.encode().unwrap();
     assert!(bytes.len() < 256 << 10, "{} bytes", bytes.len());
     assert_eq!(MetaSnapshot::decode(&bytes).unwrap(), snap);
+}
+
+#[test]
+#[ignore = "writes the golden files: only for a new snapshot version"]
+fn write_golden_files() {
+    for (name, snap) in cases() {
+        std::fs::write(golden(name), snap.encode().unwrap()).unwrap();
+    }
 }
