@@ -172,6 +172,7 @@ mod iter;
 pub mod le;
 mod lsn;
 mod options;
+mod pool;
 mod prefault;
 mod recovery;
 mod segment;
@@ -192,7 +193,8 @@ pub mod layout {
     pub const HEADER_LEN: usize = crate::format::HEADER_LEN;
     /// Bytes of a record header (`len | crc`).
     pub const RECORD_HEADER_LEN: usize = crate::format::RECORD_HEADER_LEN;
-    /// The format version this crate writes and reads.
+    /// The format version of a fresh segment (this crate reads it and
+    /// [`RECYCLED_FORMAT_VERSION`]).
     pub const FORMAT_VERSION: u32 = crate::format::FORMAT_VERSION;
 
     /// The 32-byte header of segment `seq`, a file of `size` bytes (magic, version, size,
@@ -204,6 +206,31 @@ pub mod layout {
     /// ```
     pub fn segment_header(seq: u32, size: u32) -> [u8; HEADER_LEN] {
         crate::format::encode_header(seq, size)
+    }
+
+    /// The format version of a recycled segment (see
+    /// [`WalOptions::recycle_segments`](crate::WalOptions::recycle_segments)).
+    pub const RECYCLED_FORMAT_VERSION: u32 = crate::format::RECYCLED_VERSION;
+
+    /// The 32-byte header of segment `seq` made from a recycled file of `size` bytes: as
+    /// [`segment_header`], with format version 2.
+    ///
+    /// ```
+    /// let h = kv_wal::layout::recycled_segment_header(5, 4096);
+    /// assert_eq!(h[8..12], 2u32.to_le_bytes());
+    /// ```
+    pub fn recycled_segment_header(seq: u32, size: u32) -> [u8; HEADER_LEN] {
+        crate::format::encode_header_version(seq, size, crate::format::RECYCLED_VERSION)
+    }
+
+    /// The value XORed into the checksum field of every record of recycled segment `seq`
+    /// (the sequence number itself; fresh segments use no mask).
+    ///
+    /// ```
+    /// assert_eq!(kv_wal::layout::checksum_mask(7), 7);
+    /// ```
+    pub fn checksum_mask(seq: u32) -> u32 {
+        crate::format::mask(seq)
     }
 
     /// A record as it is laid out in a segment: header, payload and zero padding. `more` marks

@@ -170,10 +170,11 @@ fn a_segment_of_an_unknown_format_version_is_refused() {
     for n in segment_files(&golden) {
         fs::copy(golden.join(&n), dir.path().join(&n)).unwrap();
     }
-    // Version 2 in the newest segment's header, with a checksum that matches it.
+    // Version 3 (unknown: 2 is a recycled segment) in the newest segment's header, with a
+    // checksum that matches it.
     let path = dir.path().join("0000000003.wal");
     let mut b = fs::read(&path).unwrap();
-    b[8..12].copy_from_slice(&2u32.to_le_bytes());
+    b[8..12].copy_from_slice(&3u32.to_le_bytes());
     let crc = crc32c::crc32c(&b[0..24]);
     b[24..28].copy_from_slice(&crc.to_le_bytes());
     fs::write(&path, b).unwrap();
