@@ -77,7 +77,7 @@
 //! format and `fault_injection_test.cc`, and redb's `crash_consistency.rs` (a backend that
 //! tracks live versus durable bytes; see this crate's `tests/crash_sim.rs`).
 //!
-//! # On-disk format (format version 1)
+//! # On-disk format (format version 1; 2 for recycled segments)
 //!
 //! A log is a directory holding a `LOCK` file (held with an exclusive `flock` while open) and
 //! segment files named `NNNNNNNNNN.wal`, the segment's sequence number in ten decimal digits
@@ -134,6 +134,48 @@
 //! The format needs nothing new for this (it stays version 1): every segment's header
 //! records its size, which recovery checks against the file's length, so a log of mixed
 //! sizes (as is one reopened with another `segment_size`) reads as any other.
+//!
+//! # Recycled segments (format version 2)
+//!
+//! With [`WalOptions::recycle_segments`] (default 2), a full-size segment that
+//! [`Wal::truncate_before`] drops is renamed to `NNNNNNNNNN.pool` (its last sequence number)
+//! instead of being deleted, while the pool has room; the next roll-over to a full-size
+//! segment renames a pool file into place as the new segment instead of creating a fresh
+//! one (RocksDB's `recycle_log_file_num`). Its pages are often still cached and its blocks
+//! already written, so appends into it make the kernel neither allocate nor zero pages.
+//!
+//! A recycled file still holds the records of its earlier incarnations after whatever the
+//! new one writes, with valid checksums; recovery must never take them for new records.
+//! A recycled segment therefore says so in its header and frames its records differently:
+//!
+//! - its header is the one above with **format version `2`** (made durable before the file
+//!   is renamed into place); a reader that knows only version 1 refuses it;
+//! - each record's checksum field holds the CRC32C above **XORed with the segment's
+//!   sequence number**. An earlier incarnation's record stores its CRC XORed with *its*
+//!   sequence number (or with nothing, if it was a fresh segment), and a file's sequence
+//!   numbers only grow, so an intact leftover never passes for a new record (nor can a
+//!   leftover of the same incarnation exist: see the next point). `stored ^ crc` names the
+//!   incarnation a leftover was written in, so recovery tells *a clean end at a leftover*
+//!   (an earlier incarnation's intact record after a complete batch) from a torn record.
+//!   The one sequence number whose mask would turn an empty record's header into the
+//!   all-zero end marker (`crc32c([0; 4])`) is never recycled;
+//! - bytes after the end of its records are not zero. When the log rolls over from a
+//!   recycled segment, and when it is closed, an **end marker** (an all-zero record header)
+//!   is written right after the last record, made durable before the next segment can hold
+//!   a durable record; a sealed recycled segment ends there (or has fewer than 8 bytes
+//!   left). Nonzero bytes after the end are not corruption in a recycled segment;
+//! - **recovery never appends to a recycled newest segment**: its torn tail cannot be zeroed
+//!   (it would mean zeroing the whole file), and after a power cut the bytes beyond a hole
+//!   may be intact records of this very incarnation, which appends of the same lengths in
+//!   place would bring back. Recovery writes the end marker at the recovered end and the
+//!   log goes on in a new segment (RocksDB never appends to a recovered log file; its
+//!   recycled logs could recover such a hole, rocksdb PR 7252, which is why it turns
+//!   recycling off under most recovery modes).
+//!
+//! Only files of exactly `segment_size` bytes are pooled (a young log's smaller segments are
+//! deleted); on open, pool files beyond the bound or of another size are deleted. Under
+//! [`SyncPolicy::Always`] nothing is pooled. Fresh segments are still written in format
+//! version 1, byte for byte as before.
 //!
 //! Recovery on open scans the segments in order. What it may discard depends on the
 //! [`RecoveryMode`]; by default a torn or corrupt tail of the newest segment is zeroed and
