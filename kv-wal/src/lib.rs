@@ -137,7 +137,8 @@
 //!
 //! # Recycled segments (format version 2)
 //!
-//! With [`WalOptions::recycle_segments`] (default 2), a full-size segment that
+//! With [`WalOptions::recycle_segments`] (off by default; kv-node turns it on with 2), a
+//! full-size segment that
 //! [`Wal::truncate_before`] drops is renamed to `NNNNNNNNNN.pool` (its last sequence number)
 //! instead of being deleted, while the pool has room; the next roll-over to a full-size
 //! segment renames a pool file into place as the new segment instead of creating a fresh

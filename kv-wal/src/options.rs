@@ -159,7 +159,7 @@ impl Default for WalOptions {
             recovery: RecoveryMode::default(),
             prefault: false,
             flush_hook: None,
-            recycle_segments: 2,
+            recycle_segments: 0,
         }
     }
 }
@@ -180,8 +180,7 @@ impl fmt::Debug for WalOptions {
 
 impl WalOptions {
     /// The defaults: segments growing from 1 MiB to 64 MiB, `SyncPolicy::Periodic(1 s)`,
-    /// `RecoveryMode::TolerateCorruptedTail`, no prefaulting, no flush hook, up to 2 released
-    /// segments kept for recycling.
+    /// `RecoveryMode::TolerateCorruptedTail`, no prefaulting, no flush hook, no recycling.
     pub fn new() -> Self {
         Self::default()
     }
@@ -240,8 +239,8 @@ impl WalOptions {
         self
     }
 
-    /// How many released segments the log keeps for reuse (default 2; 0 turns recycling off):
-    /// RocksDB's `recycle_log_file_num`. A full-size segment that
+    /// How many released segments the log keeps for reuse (default 0: off; kv-node's
+    /// `NodeOptions` sets 2): RocksDB's `recycle_log_file_num`. A full-size segment that
     /// [`Wal::truncate_before`](crate::Wal::truncate_before) drops is renamed into the log's
     /// pool (`NNNNNNNNNN.pool`) while the pool has room, and the next roll-over to a
     /// full-size segment reuses it instead of creating a fresh file: its pages are often
@@ -258,8 +257,8 @@ impl WalOptions {
     ///
     /// ```
     /// use kv_wal::WalOptions;
-    /// assert_eq!(WalOptions::new().get_recycle_segments(), 2);
-    /// assert_eq!(WalOptions::new().recycle_segments(0).get_recycle_segments(), 0);
+    /// assert_eq!(WalOptions::new().get_recycle_segments(), 0);
+    /// assert_eq!(WalOptions::new().recycle_segments(2).get_recycle_segments(), 2);
     /// ```
     pub fn recycle_segments(mut self, files: usize) -> Self {
         self.recycle_segments = files;
@@ -347,6 +346,9 @@ mod tests {
         assert_eq!(o.get_sync(), SyncPolicy::Periodic(Duration::from_secs(1)));
         assert_eq!(o.recovery, RecoveryMode::TolerateCorruptedTail);
         assert!(!o.prefault && o.flush_hook.is_none());
+        assert_eq!(o.get_recycle_segments(), 0);
+        let always = o.clone().recycle_segments(2).sync(SyncPolicy::Always);
+        assert_eq!(always.get_recycle_segments(), 0, "never under Always");
         assert!(o.validate().is_ok());
     }
 
