@@ -772,7 +772,18 @@ impl Shared {
                 // SAFETY: nothing at or after `at` was reserved (the tail is sealed there)
                 // and readers stop at the published end, `at`.
                 unsafe { sealed.zero(at, RECORD_HEADER_LEN) };
-                if let Err(e) = sealed.flush(at, RECORD_HEADER_LEN) {
+                let flushed = sealed.flush(at, RECORD_HEADER_LEN).and_then(|()| {
+                    // The flush hook sees it as any flush (crash models need it).
+                    self.opts.flush_hook.as_ref().map_or(Ok(()), |hook| {
+                        hook(&FlushEvent {
+                            path: sealed.path(),
+                            segment: sealed.seq(),
+                            offset: at,
+                            len: RECORD_HEADER_LEN,
+                        })
+                    })
+                });
+                if let Err(e) = flushed {
                     return Err(self.poison(sealed.path().to_owned(), e));
                 }
             }

@@ -411,3 +411,60 @@ fn the_pool_is_bounded_and_sized_and_off_when_asked() {
     fill(dir.path(), opts(4096, 2).sync(SyncPolicy::Always));
     assert!(names_with(dir.path(), ".pool").is_empty());
 }
+
+/// Rolling over from a recycled segment flushes its end marker before the next segment is
+/// created (so before any of its records can be durable): otherwise a power cut could leave
+/// the sealed segment ending in leftovers, which recovery refuses in an older segment.
+#[test]
+fn the_end_marker_of_a_sealed_recycled_segment_is_flushed_before_the_next_segment_exists() {
+    use std::sync::{Arc, Mutex};
+    let events: Arc<Mutex<Vec<(u32, usize, usize, usize)>>> = Arc::default();
+    let dir = tempfile::tempdir().unwrap();
+    let e = Arc::clone(&events);
+    let d = dir.path().to_owned();
+    let hook: kv_wal::FlushHook = Arc::new(move |ev: &kv_wal::FlushEvent<'_>| {
+        // How many segment files exist when the flush completes.
+        let segments = fs::read_dir(&d)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "wal")
+            })
+            .count();
+        e.lock()
+            .unwrap()
+            .push((ev.segment, ev.offset, ev.len, segments));
+        Ok(())
+    });
+    let wal = Wal::open(dir.path(), opts(4096, 2).flush_hook(hook)).unwrap();
+    let mut i = 0;
+    while wal.end_lsn().segment() < 4 {
+        wal.append(&payload(i)).unwrap();
+        i += 1;
+    }
+    wal.truncate_before(wal.end_lsn()).unwrap();
+    // Into segment 5 (recycled), then out of it into 6.
+    let mut last_in_5 = Lsn::ZERO;
+    while wal.end_lsn().segment() < 6 {
+        let p = payload(i);
+        let lsn = wal.append(&p).unwrap();
+        if lsn.segment() == 5 {
+            last_in_5 = Lsn::new(5, end_of(lsn, p.len()) as u32);
+        }
+        i += 1;
+    }
+    assert_eq!(version(&files(dir.path())[&seg_name(5)]), 2);
+    let events = events.lock().unwrap().clone();
+    let marker = events
+        .iter()
+        .position(|&(seg, off, len, _)| seg == 5 && off == last_in_5.offset() as usize && len == 8)
+        .expect("the end marker's flush");
+    // Segments 4 and 5 exist, 6 not yet.
+    assert_eq!(events[marker].3, 2, "{events:?}");
+    let seg5 = &files(dir.path())[&seg_name(5)];
+    let at = last_in_5.offset() as usize;
+    assert_eq!(&seg5[at..at + 8], &[0u8; 8]);
+}
