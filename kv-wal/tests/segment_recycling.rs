@@ -418,7 +418,9 @@ fn the_pool_is_bounded_and_sized_and_off_when_asked() {
 #[test]
 fn the_end_marker_of_a_sealed_recycled_segment_is_flushed_before_the_next_segment_exists() {
     use std::sync::{Arc, Mutex};
-    let events: Arc<Mutex<Vec<(u32, usize, usize, usize)>>> = Arc::default();
+    /// (segment, offset, len, segment files existing when the flush completed)
+    type Flushes = Arc<Mutex<Vec<(u32, usize, usize, usize)>>>;
+    let events: Flushes = Arc::default();
     let dir = tempfile::tempdir().unwrap();
     let e = Arc::clone(&events);
     let d = dir.path().to_owned();
