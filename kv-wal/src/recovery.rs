@@ -31,13 +31,15 @@ pub struct Truncation {
     pub path: PathBuf,
     /// Its sequence number.
     pub segment: u32,
-    /// Where the valid log now ends in it (everything from here on was zeroed).
+    /// Where the valid log now ends in it (everything from here on was zeroed; in a recycled
+    /// segment, whose later bytes are leftovers, an end marker was written here instead).
     pub offset: u64,
     /// Offset of the first invalid record or stray byte.
     pub invalid_at: u64,
     /// What was wrong there.
     pub reason: &'static str,
-    /// Bytes zeroed in that segment (from `offset` to its last nonzero byte).
+    /// Bytes zeroed in that segment (from `offset` to its last nonzero byte; 0 in a recycled
+    /// segment).
     pub bytes_discarded: u64,
     /// Later segments deleted (only under [`RecoveryMode::PointInTime`]).
     pub segments_removed: Vec<u32>,

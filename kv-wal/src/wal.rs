@@ -1148,7 +1148,7 @@ mod tests {
     #[test]
     fn a_segment_that_cannot_be_deleted_stays_tracked_for_a_later_truncation() {
         let dir = tempfile::tempdir().unwrap();
-        // Deleted, not pooled (the pool's renames have their own test below).
+        // Deleted, not pooled, whatever the default (`tests/segment_recycling.rs` has the pool).
         let wal = Wal::open(
             dir.path(),
             WalOptions::new()
