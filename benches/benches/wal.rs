@@ -17,6 +17,13 @@
 //! with `sched_yield`, which then starves the kernel threads that complete each flush, and
 //! 64 writers measure 10x slower (see the `kv-wal` crate docs).
 //!
+//! Also `wal_segments_periodic`: one writer appending under `Periodic(1 s)` (the server's
+//! default) through many full-size 16 MiB segments, dropping every sealed segment as soon as
+//! the log rolls over (as a compaction that keeps up does), so that each new segment is one
+//! the log creates (or, with `WalOptions::recycle_segments`, takes from its pool). At the end
+//! of each row it prints the process's minor page faults per MiB appended and its CPU time
+//! (all threads: appender, flusher, prefaulter) per append, from `getrusage`.
+//!
 //! Run: `cargo bench -p benches --bench wal`. With `WAL_BENCH_TRACE=1` every sample of the
 //! multi-writer groups prints its own rate and segment, which shows trends within a run, and
 //! the flushes it took (counted by a flush hook, installed only then): flushes per second and
@@ -231,8 +238,83 @@ fn append_deep_in_segment(c: &mut Criterion) {
     g.finish();
 }
 
+/// `getrusage(RUSAGE_SELF)`: minor faults and CPU time (user + system) of the whole process.
+fn rusage() -> (u64, Duration) {
+    // SAFETY: `getrusage` writes into the zeroed struct we pass; no other preconditions.
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
+        ru
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    (ru.ru_minflt as u64, tv(ru.ru_utime) + tv(ru.ru_stime))
+}
+
+/// One writer under `Periodic(1 s)` through many 16 MiB segments, each sealed segment dropped
+/// at the roll-over (see the file's docs). `KV_WAL_RECYCLE=n` sets
+/// `WalOptions::recycle_segments(n)` where that option exists.
+fn append_through_segments(c: &mut Criterion) {
+    const SEGMENT: u32 = 16 << 20;
+    let mut g = c.benchmark_group("wal_segments_periodic");
+    g.throughput(Throughput::Elements(1));
+    g.sample_size(10);
+    g.warm_up_time(Duration::from_millis(500));
+    g.measurement_time(Duration::from_secs(3));
+    for size in SIZES {
+        let dir = tempdir();
+        let opts = WalOptions::new()
+            .segment_size(SEGMENT)
+            .initial_segment_size(SEGMENT)
+            .sync(SyncPolicy::Periodic(Duration::from_secs(1)));
+        let opts = recycle_option(opts);
+        let wal = Wal::open(dir.path(), opts).expect("open");
+        let payload = vec![0xA5u8; size];
+        let (mut appended, mut faults, mut cpu) = (0u64, 0u64, Duration::ZERO);
+        g.bench_function(BenchmarkId::new(format!("{size}B"), 1), |b| {
+            b.iter_custom(|iters| {
+                let (f0, c0) = rusage();
+                let mut seg = wal.end_lsn().segment();
+                let start = Instant::now();
+                for _ in 0..iters {
+                    let lsn = wal.append(&payload).expect("append");
+                    if lsn.segment() != seg {
+                        seg = lsn.segment();
+                        wal.truncate_before(lsn).expect("truncate_before");
+                    }
+                }
+                let elapsed = start.elapsed();
+                let (f1, c1) = rusage();
+                appended += iters;
+                faults += f1 - f0;
+                cpu += c1 - c0;
+                elapsed
+            })
+        });
+        let mib = (appended * kv_wal::layout::frame_len(size) as u64) as f64 / f64::from(1 << 20);
+        eprintln!(
+            "wal_segments_periodic/{size}B: {:.1} minor faults per MiB, {:.0} ns CPU per append \
+             ({appended} appends)",
+            faults as f64 / mib,
+            cpu.as_nanos() as f64 / appended.max(1) as f64,
+        );
+    }
+    g.finish();
+}
+
+/// `WalOptions::recycle_segments` from `KV_WAL_RECYCLE` (unset: the option's default).
+fn recycle_option(opts: WalOptions) -> WalOptions {
+    match std::env::var("KV_WAL_RECYCLE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        Some(n) => opts.recycle_segments(n),
+        None => opts,
+    }
+}
+
 criterion_group!(
     benches,
+    append_through_segments,
     naive_baseline,
     disk_bandwidth,
     append_deep_in_segment,

@@ -55,7 +55,10 @@ impl Default for NodeOptions {
     fn default() -> Self {
         NodeOptions {
             cache: CacheCapacity::Entries(1000),
-            wal: WalOptions::new(),
+            // Released WAL segments are reused (see `WalOptions::recycle_segments`): the
+            // compaction that drops them is what makes room for new ones, and a reused file
+            // spares the kernel allocating and zeroing its pages.
+            wal: WalOptions::new().recycle_segments(2),
             tombstone_grace: Duration::from_secs(10 * 24 * 3600),
             compaction_threshold: 0.5,
             max_key_len: MAX_KEY_LEN,
@@ -88,7 +91,9 @@ impl std::fmt::Debug for NodeOptions {
 
 impl NodeOptions {
     /// The defaults: a cache of 1000 entries (the seed's `KVNode("node1", 1000)`), the WAL's
-    /// defaults (segments growing from 1 MiB to 64 MiB, `Periodic(1 s)` sync), tombstones kept 10 days (Cassandra's
+    /// defaults (segments growing from 1 MiB to 64 MiB, `Periodic(1 s)` sync) plus up to 2
+    /// released segments kept for reuse (`WalOptions::recycle_segments`; replacing the WAL's
+    /// options with [`wal`](NodeOptions::wal) replaces this too), tombstones kept 10 days (Cassandra's
     /// `gc_grace_seconds`), compaction at 50% dead bytes, keys up to 64 KiB, values up to
     /// 16 MiB, a background thread for hint files and compaction every second.
     pub fn new() -> Self {
@@ -260,6 +265,7 @@ mod tests {
         assert_eq!(o.max_key_len, 65536);
         assert_eq!(o.max_value_len, 16 << 20);
         assert!(o.background);
+        assert_eq!(o.wal.get_recycle_segments(), 2);
         assert!(o.validate().is_ok());
     }
 

@@ -7,8 +7,13 @@ use crate::le;
 
 /// Magic number at offset 0 of every segment.
 pub(crate) const MAGIC: [u8; 8] = *b"KVWAL\0\r\n";
-/// Format version at offset 8 of every segment.
+/// Format version at offset 8 of a segment created fresh (zero-filled).
 pub(crate) const FORMAT_VERSION: u32 = 1;
+/// Format version at offset 8 of a *recycled* segment: a released segment file reused under a
+/// new sequence number, whose bytes after the end of its records may be records of earlier
+/// incarnations. Its records' checksums are masked with the sequence number (see
+/// [`record_header`] and the crate docs), so those leftovers never pass for its own.
+pub(crate) const RECYCLED_VERSION: u32 = 2;
 /// Bytes of the segment header; the first record starts here.
 pub(crate) const HEADER_LEN: usize = 32;
 /// Bytes of a record header (`len | crc`).
@@ -30,11 +35,17 @@ pub(crate) fn frame_len(payload_len: usize) -> Option<usize> {
     align_up(payload_len)?.checked_add(RECORD_HEADER_LEN)
 }
 
-/// Encodes the header of segment `seq`, a file of `size` bytes.
+/// Encodes the header of segment `seq`, a fresh (zero-filled) file of `size` bytes.
 pub(crate) fn encode_header(seq: u32, size: u32) -> [u8; HEADER_LEN] {
+    encode_header_version(seq, size, FORMAT_VERSION)
+}
+
+/// Encodes the header of segment `seq`, a file of `size` bytes, with format version `version`
+/// ([`FORMAT_VERSION`] or [`RECYCLED_VERSION`]).
+pub(crate) fn encode_header_version(seq: u32, size: u32, version: u32) -> [u8; HEADER_LEN] {
     let mut h = [0u8; HEADER_LEN];
     h[0..8].copy_from_slice(&MAGIC);
-    h[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h[8..12].copy_from_slice(&version.to_le_bytes());
     h[12..16].copy_from_slice(&size.to_le_bytes());
     h[16..24].copy_from_slice(&u64::from(seq).to_le_bytes());
     let crc = crc32c::crc32c(&h[0..24]);
@@ -42,8 +53,45 @@ pub(crate) fn encode_header(seq: u32, size: u32) -> [u8; HEADER_LEN] {
     h
 }
 
-/// Checks a segment header and returns the sequence number and the segment size it carries.
-pub(crate) fn decode_header(bytes: &[u8]) -> Result<(u32, u32), &'static str> {
+/// A decoded segment header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Header {
+    /// The sequence number.
+    pub seq: u32,
+    /// The segment's size in bytes.
+    pub size: u32,
+    /// Whether the segment is recycled (format version 2).
+    pub recycled: bool,
+}
+
+impl Header {
+    /// The mask of this segment's record checksums (see [`mask`]).
+    pub(crate) fn mask(&self) -> u32 {
+        if self.recycled { mask(self.seq) } else { 0 }
+    }
+}
+
+/// The value XORed into the checksum of every record of recycled segment `seq`: the sequence
+/// number itself. Fresh segments use 0 (no mask).
+///
+/// Why this is enough to tell a recycled file's leftovers from its new records: a leftover
+/// record written in an earlier incarnation of the file, as segment `old`, stores
+/// `crc ^ mask(old)` (0 for a fresh segment), which equals `crc ^ mask(seq)` only if
+/// `old == seq`; a file's sequence numbers only grow, so a leftover whose bytes are intact
+/// fails the check deterministically, not with a 2^-32 chance. It is also recognisable as
+/// such: `stored ^ crc` names its incarnation (see [`scan`], `Stop::Stale`).
+pub(crate) fn mask(seq: u32) -> u32 {
+    seq
+}
+
+/// Whether segment `seq` may be recycled: not if its mask would turn the checksum of an empty
+/// record (`crc32c([0; 4])`) into 0, making its header the all-zero end marker.
+pub(crate) fn recyclable_seq(seq: u32) -> bool {
+    seq != 0 && mask(seq) != crc32c::crc32c(&[0u8; 4])
+}
+
+/// Checks a segment header and returns what it carries.
+pub(crate) fn decode_header(bytes: &[u8]) -> Result<Header, &'static str> {
     let h = bytes
         .get(..HEADER_LEN)
         .ok_or("file shorter than the segment header")?;
@@ -55,7 +103,7 @@ pub(crate) fn decode_header(bytes: &[u8]) -> Result<(u32, u32), &'static str> {
         return Err("header checksum mismatch");
     }
     let version = le::u32_at(h, 8).ok_or("short header")?;
-    if version != FORMAT_VERSION {
+    if version != FORMAT_VERSION && version != RECYCLED_VERSION {
         return Err("unsupported format version");
     }
     if le::u32_at(h, 28) != Some(0) {
@@ -67,10 +115,19 @@ pub(crate) fn decode_header(bytes: &[u8]) -> Result<(u32, u32), &'static str> {
     }
     let seq = le::u64_at(h, 16).ok_or("short header")?;
     let seq = u32::try_from(seq).map_err(|_| "sequence number out of range")?;
-    Ok((seq, size))
+    let recycled = version == RECYCLED_VERSION;
+    if recycled && !recyclable_seq(seq) {
+        return Err("a recycled segment with a sequence number that cannot be recycled");
+    }
+    Ok(Header {
+        seq,
+        size,
+        recycled,
+    })
 }
 
-/// The length word and checksum of a record.
+/// The length word and checksum of a record in a fresh segment. A record in a recycled
+/// segment stores the checksum XORed with the segment's [`mask`] ([`mask_header`]).
 pub(crate) fn record_header(payload: &[u8], more: bool) -> [u8; RECORD_HEADER_LEN] {
     // Callers check `payload.len() <= MAX_PAYLOAD` first; the cast cannot truncate then.
     let word = (payload.len() as u32 & !MORE) | if more { MORE } else { 0 };
@@ -80,6 +137,13 @@ pub(crate) fn record_header(payload: &[u8], more: bool) -> [u8; RECORD_HEADER_LE
     h[0..4].copy_from_slice(&word);
     h[4..8].copy_from_slice(&crc.to_le_bytes());
     h
+}
+
+/// Applies checksum mask `mask` to a record header built by [`record_header`].
+#[inline]
+pub(crate) fn mask_header(h: &mut [u8; RECORD_HEADER_LEN], mask: u32) {
+    let crc = u32::from_le_bytes([h[4], h[5], h[6], h[7]]) ^ mask;
+    h[4..8].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// One record parsed from a byte slice.
@@ -106,10 +170,23 @@ pub(crate) enum Slot {
     Full,
 }
 
-/// Parses the record at `at` within `bytes` (which ends where the readable log ends).
-pub(crate) fn parse_record(bytes: &[u8], at: usize) -> Result<Slot, &'static str> {
+/// Parses the record at `at` within `bytes` (which ends where the readable log ends), in a
+/// segment whose record checksums are masked with `mask` (0 for a fresh segment).
+pub(crate) fn parse_record(bytes: &[u8], at: usize, mask: u32) -> Result<Slot, &'static str> {
+    parse_record_inner(bytes, at, mask).map_err(|(reason, _)| reason)
+}
+
+/// [`parse_record`], whose error also carries, for a record that is well framed and whose
+/// checksum is right under another mask, that mask (`stored ^ crc`): the incarnation a leftover
+/// record of a recycled segment was written in.
+fn parse_record_inner(
+    bytes: &[u8],
+    at: usize,
+    mask: u32,
+) -> Result<Slot, (&'static str, Option<u32>)> {
+    let bad = |reason| (reason, None);
     if !at.is_multiple_of(ALIGN) {
-        return Err("misaligned record offset");
+        return Err(bad("misaligned record offset"));
     }
     let Some(hdr_end) = at.checked_add(RECORD_HEADER_LEN) else {
         return Ok(Slot::Full);
@@ -117,26 +194,28 @@ pub(crate) fn parse_record(bytes: &[u8], at: usize) -> Result<Slot, &'static str
     if hdr_end > bytes.len() {
         return Ok(Slot::Full);
     }
-    let word = le::u32_at(bytes, at).ok_or("short record header")?;
-    let crc = le::u32_at(bytes, at + 4).ok_or("short record header")?;
+    let word = le::u32_at(bytes, at).ok_or(bad("short record header"))?;
+    let crc = le::u32_at(bytes, at + 4).ok_or(bad("short record header"))?;
     if word == 0 && crc == 0 {
         return Ok(Slot::End);
     }
     let payload_len = (word & !MORE) as usize;
-    let padded = align_up(payload_len).ok_or("record length overflows")?;
+    let padded = align_up(payload_len).ok_or(bad("record length overflows"))?;
     let next = hdr_end
         .checked_add(padded)
-        .ok_or("record length overflows")?;
+        .ok_or(bad("record length overflows"))?;
     if next > bytes.len() {
-        return Err("record length runs past the end of the segment");
+        return Err(bad("record length runs past the end of the segment"));
     }
     let payload = &bytes[hdr_end..hdr_end + payload_len];
     let want = crc32c::crc32c_append(crc32c::crc32c(&word.to_le_bytes()), payload);
-    if want != crc {
-        return Err("record checksum mismatch");
+    let padding_ok = bytes[hdr_end + payload_len..next].iter().all(|&b| b == 0);
+    if want ^ mask != crc {
+        let other = padding_ok.then_some(want ^ crc);
+        return Err(("record checksum mismatch", other));
     }
-    if bytes[hdr_end + payload_len..next].iter().any(|&b| b != 0) {
-        return Err("nonzero record padding");
+    if !padding_ok {
+        return Err(bad("nonzero record padding"));
     }
     Ok(Slot::Record(Parsed {
         payload_at: hdr_end,
@@ -153,6 +232,13 @@ pub(crate) enum Stop {
     End,
     /// The segment has no room for another record header.
     Full,
+    /// In a recycled segment: a well-framed record whose checksum is right for an *earlier*
+    /// incarnation of the file (a leftover), after a complete batch: the end of this
+    /// incarnation's records, as clean as an all-zero header.
+    Stale {
+        /// The mask (sequence number, or 0 for a fresh segment) it was written under.
+        incarnation: u32,
+    },
     /// An invalid record, or an incomplete batch.
     Invalid {
         /// Offset of the offending record.
@@ -172,21 +258,23 @@ pub(crate) struct Scan {
     /// Why the scan stopped.
     pub stop: Stop,
     /// Offset of the last nonzero byte at or after `end`, if any: bytes that are not part of
-    /// the valid log (a torn tail, a hole, or corruption).
+    /// the valid log (a torn tail, a hole, or corruption). Always `None` for a recycled
+    /// segment (`mask != 0`), where bytes after the end are expected: leftovers.
     pub last_nonzero: Option<usize>,
 }
 
-/// Scans a whole segment (header included) from its first record.
+/// Scans a whole segment (header included) from its first record; `mask` is the segment's
+/// checksum mask (0 for a fresh segment, see [`mask`]).
 ///
 /// Never panics, whatever the bytes. A batch counts only when its last record (the one without
 /// [`MORE`]) is valid; otherwise the scan ends at the batch's first record.
-pub(crate) fn scan(bytes: &[u8]) -> Scan {
+pub(crate) fn scan(bytes: &[u8], mask: u32) -> Scan {
     let mut records = 0u64;
     let mut end = HEADER_LEN.min(bytes.len());
     let mut at = end;
     let mut in_batch = 0u64;
     let stop = loop {
-        match parse_record(bytes, at) {
+        match parse_record_inner(bytes, at, mask) {
             Ok(Slot::Record(p)) => {
                 in_batch += 1;
                 at = p.next;
@@ -204,14 +292,23 @@ pub(crate) fn scan(bytes: &[u8]) -> Scan {
                     reason: "batch ends without its last record",
                 };
             }
-            Err(reason) => break Stop::Invalid { offset: at, reason },
+            // A leftover of an earlier incarnation (a smaller mask: sequence numbers only
+            // grow) right after a complete batch is where this incarnation's records end.
+            Err((_, Some(incarnation))) if mask != 0 && incarnation < mask && in_batch == 0 => {
+                break Stop::Stale { incarnation };
+            }
+            Err((reason, _)) => break Stop::Invalid { offset: at, reason },
         }
     };
     Scan {
         records,
         end,
         stop,
-        last_nonzero: last_nonzero(bytes, end),
+        last_nonzero: if mask == 0 {
+            last_nonzero(bytes, end)
+        } else {
+            None
+        },
     }
 }
 
@@ -259,7 +356,10 @@ mod tests {
 
     #[test]
     fn header_round_trip() {
-        assert_eq!(decode_header(&encode_header(42, 4096)), Ok((42, 4096)));
+        assert_eq!(
+            decode_header(&encode_header(42, 4096)).map(|h| (h.seq, h.size, h.recycled)),
+            Ok((42, 4096, false))
+        );
         assert!(decode_header(&encode_header(42, 4097)).is_err());
         let mut h = encode_header(42, 4096);
         h[17] ^= 1;
@@ -269,7 +369,7 @@ mod tests {
     #[test]
     fn scan_counts_records_and_stops_at_end() {
         let s = segment(&[(b"a", false), (b"", false), (b"0123456789", false)], 256);
-        let r = scan(&s);
+        let r = scan(&s, 0);
         assert_eq!(r.records, 3);
         assert_eq!(r.end, HEADER_LEN + 16 + 8 + 24);
         assert_eq!(r.stop, Stop::End);
@@ -279,7 +379,7 @@ mod tests {
     #[test]
     fn incomplete_batch_is_not_counted() {
         let s = segment(&[(b"a", false), (b"b", true), (b"c", true)], 256);
-        let r = scan(&s);
+        let r = scan(&s, 0);
         assert_eq!(r.records, 1);
         assert_eq!(r.end, HEADER_LEN + 16);
         assert!(matches!(r.stop, Stop::Invalid { .. }));
@@ -292,7 +392,7 @@ mod tests {
             &[(b"12345678", false), (b"12345678", false)],
             HEADER_LEN + 32 + 4,
         );
-        let r = scan(&s);
+        let r = scan(&s, 0);
         assert_eq!((r.records, r.stop), (2, Stop::Full));
     }
 
@@ -300,9 +400,110 @@ mod tests {
     fn huge_length_is_invalid_not_a_panic() {
         let mut s = segment(&[], 128);
         s[HEADER_LEN..HEADER_LEN + 4].copy_from_slice(&u32::MAX.to_le_bytes());
-        let r = scan(&s);
+        let r = scan(&s, 0);
         assert!(matches!(r.stop, Stop::Invalid { .. }));
-        assert_eq!(scan(&s[..3]).records, 0);
+        assert_eq!(scan(&s[..3], 0).records, 0);
+    }
+
+    /// A segment as written in incarnation `mask` (0: fresh), from `at` on.
+    fn write_masked(s: &mut [u8], mut at: usize, records: &[&[u8]], mask: u32) -> usize {
+        for p in records {
+            let mut h = record_header(p, false);
+            mask_header(&mut h, mask);
+            s[at..at + 8].copy_from_slice(&h);
+            s[at + 8..at + 8 + p.len()].copy_from_slice(p);
+            s[at + 8 + p.len()..at + frame_len(p.len()).unwrap()].fill(0);
+            at += frame_len(p.len()).unwrap();
+        }
+        at
+    }
+
+    #[test]
+    fn a_recycled_segment_never_takes_an_earlier_incarnations_records_for_its_own() {
+        // Incarnation 0 (fresh) wrote four records; incarnation 5 (recycled) overwrote the
+        // first two with records of the same sizes; then incarnation 9 the first one.
+        let mut s = segment(&[], 256);
+        write_masked(
+            &mut s,
+            HEADER_LEN,
+            &[b"old-a", b"old-b", b"old-c", b"old-d"],
+            0,
+        );
+        let end5 = write_masked(&mut s, HEADER_LEN, &[b"new-a", b"new-b"], mask(5));
+        let r = scan(&s, mask(5));
+        assert_eq!((r.records, r.end), (2, end5));
+        assert_eq!(r.stop, Stop::Stale { incarnation: 0 });
+        assert_eq!(
+            r.last_nonzero, None,
+            "leftovers are expected in a recycled segment"
+        );
+        let end9 = write_masked(&mut s, HEADER_LEN, &[b"9-a"], mask(9));
+        let r = scan(&s, mask(9));
+        assert_eq!((r.records, r.end), (1, end9));
+        assert_eq!(r.stop, Stop::Stale { incarnation: 5 });
+        // Read as incarnation 5 or as a fresh segment, incarnation 9's record is not valid.
+        assert!(parse_record(&s, HEADER_LEN, mask(5)).is_err());
+        assert!(parse_record(&s, HEADER_LEN, 0).is_err());
+        assert!(matches!(
+            parse_record(&s, HEADER_LEN, mask(9)),
+            Ok(Slot::Record(_))
+        ));
+        // A record of a *later* incarnation (impossible unless sequence numbers went back) is
+        // not a clean end: it is invalid.
+        let r = scan(&s, mask(3));
+        assert_eq!(r.records, 0);
+        assert!(matches!(r.stop, Stop::Invalid { .. }));
+    }
+
+    #[test]
+    fn garbage_after_a_recycled_segments_records_is_invalid_not_stale() {
+        let mut s = segment(&[], 256);
+        let end = write_masked(&mut s, HEADER_LEN, &[b"new"], mask(7));
+        // A leftover cut in the middle (an old record's payload bytes at a record boundary).
+        s[end..end + 8].copy_from_slice(&[0x11, 0, 0, 0, 0xde, 0xad, 0xbe, 0xef]);
+        let r = scan(&s, mask(7));
+        assert_eq!((r.records, r.end), (1, end));
+        assert!(matches!(r.stop, Stop::Invalid { .. }));
+        // A stale record inside an incomplete batch is a torn batch, not a clean end.
+        let mut s = segment(&[], 256);
+        write_masked(&mut s, HEADER_LEN, &[b"old-a", b"old-b", b"old-c"], 0);
+        let mut h = record_header(b"new-a", true);
+        mask_header(&mut h, mask(7));
+        s[HEADER_LEN..HEADER_LEN + 8].copy_from_slice(&h);
+        s[HEADER_LEN + 8..HEADER_LEN + 13].copy_from_slice(b"new-a");
+        let r = scan(&s, mask(7));
+        assert_eq!((r.records, r.end), (0, HEADER_LEN));
+        assert!(matches!(r.stop, Stop::Invalid { .. }));
+    }
+
+    #[test]
+    fn no_recyclable_sequence_number_turns_an_empty_record_into_the_end_marker() {
+        let empty_crc = crc32c::crc32c(&[0u8; 4]);
+        assert!(!recyclable_seq(0));
+        assert!(!recyclable_seq(empty_crc));
+        for seq in [1, 2, empty_crc - 1, empty_crc + 1, u32::MAX] {
+            assert!(recyclable_seq(seq));
+            let mut h = record_header(b"", false);
+            mask_header(&mut h, mask(seq));
+            assert_ne!(h, [0u8; 8], "seq {seq}");
+        }
+    }
+
+    #[test]
+    fn recycled_header_round_trip_and_refusals() {
+        let h = encode_header_version(9, 4096, RECYCLED_VERSION);
+        let d = decode_header(&h).unwrap();
+        assert_eq!(
+            (d.seq, d.size, d.recycled, d.mask()),
+            (9, 4096, true, mask(9))
+        );
+        assert_eq!(decode_header(&encode_header(9, 4096)).unwrap().mask(), 0);
+        let bad = encode_header_version(crc32c::crc32c(&[0u8; 4]), 4096, RECYCLED_VERSION);
+        assert!(decode_header(&bad).is_err());
+        assert_eq!(
+            decode_header(&encode_header_version(9, 4096, 3)),
+            Err("unsupported format version")
+        );
     }
 
     #[test]

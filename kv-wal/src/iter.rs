@@ -98,7 +98,7 @@ impl Iterator for WalIter<'_> {
             };
             // SAFETY: `0..limit` is published, so nobody writes it any more.
             let bytes = unsafe { seg.bytes(limit) };
-            match format::parse_record(bytes, self.pos.offset() as usize) {
+            match format::parse_record(bytes, self.pos.offset() as usize, seg.mask()) {
                 Ok(Slot::Record(p)) => {
                     let rec = Record {
                         lsn: self.pos,

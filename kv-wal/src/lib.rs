@@ -77,7 +77,7 @@
 //! format and `fault_injection_test.cc`, and redb's `crash_consistency.rs` (a backend that
 //! tracks live versus durable bytes; see this crate's `tests/crash_sim.rs`).
 //!
-//! # On-disk format (format version 1)
+//! # On-disk format (format version 1; 2 for recycled segments)
 //!
 //! A log is a directory holding a `LOCK` file (held with an exclusive `flock` while open) and
 //! segment files named `NNNNNNNNNN.wal`, the segment's sequence number in ten decimal digits
@@ -135,6 +135,49 @@
 //! records its size, which recovery checks against the file's length, so a log of mixed
 //! sizes (as is one reopened with another `segment_size`) reads as any other.
 //!
+//! # Recycled segments (format version 2)
+//!
+//! With [`WalOptions::recycle_segments`] (off by default; kv-node turns it on with 2), a
+//! full-size segment that
+//! [`Wal::truncate_before`] drops is renamed to `NNNNNNNNNN.pool` (its last sequence number)
+//! instead of being deleted, while the pool has room; the next roll-over to a full-size
+//! segment renames a pool file into place as the new segment instead of creating a fresh
+//! one (RocksDB's `recycle_log_file_num`). Its pages are often still cached and its blocks
+//! already written, so appends into it make the kernel neither allocate nor zero pages.
+//!
+//! A recycled file still holds the records of its earlier incarnations after whatever the
+//! new one writes, with valid checksums; recovery must never take them for new records.
+//! A recycled segment therefore says so in its header and frames its records differently:
+//!
+//! - its header is the one above with **format version `2`** (made durable before the file
+//!   is renamed into place); a reader that knows only version 1 refuses it;
+//! - each record's checksum field holds the CRC32C above **XORed with the segment's
+//!   sequence number**. An earlier incarnation's record stores its CRC XORed with *its*
+//!   sequence number (or with nothing, if it was a fresh segment), and a file's sequence
+//!   numbers only grow, so an intact leftover never passes for a new record (nor can a
+//!   leftover of the same incarnation exist: see the next point). `stored ^ crc` names the
+//!   incarnation a leftover was written in, so recovery tells *a clean end at a leftover*
+//!   (an earlier incarnation's intact record after a complete batch) from a torn record.
+//!   The one sequence number whose mask would turn an empty record's header into the
+//!   all-zero end marker (`crc32c([0; 4])`) is never recycled;
+//! - bytes after the end of its records are not zero. When the log rolls over from a
+//!   recycled segment, and when it is closed, an **end marker** (an all-zero record header)
+//!   is written right after the last record, made durable before the next segment can hold
+//!   a durable record; a sealed recycled segment ends there (or has fewer than 8 bytes
+//!   left). Nonzero bytes after the end are not corruption in a recycled segment;
+//! - **recovery never appends to a recycled newest segment**: its torn tail cannot be zeroed
+//!   (it would mean zeroing the whole file), and after a power cut the bytes beyond a hole
+//!   may be intact records of this very incarnation, which appends of the same lengths in
+//!   place would bring back. Recovery writes the end marker at the recovered end and the
+//!   log goes on in a new segment (RocksDB never appends to a recovered log file; its
+//!   recycled logs could recover such a hole, rocksdb PR 7252, which is why it turns
+//!   recycling off under most recovery modes).
+//!
+//! Only files of exactly `segment_size` bytes are pooled (a young log's smaller segments are
+//! deleted); on open, pool files beyond the bound or of another size are deleted. Under
+//! [`SyncPolicy::Always`] nothing is pooled. Fresh segments are still written in format
+//! version 1, byte for byte as before.
+//!
 //! Recovery on open scans the segments in order. What it may discard depends on the
 //! [`RecoveryMode`]; by default a torn or corrupt tail of the newest segment is zeroed and
 //! reported in a [`RecoveryReport`], and anything invalid in an older segment (an invalid
@@ -172,6 +215,7 @@ mod iter;
 pub mod le;
 mod lsn;
 mod options;
+mod pool;
 mod prefault;
 mod recovery;
 mod segment;
@@ -192,7 +236,8 @@ pub mod layout {
     pub const HEADER_LEN: usize = crate::format::HEADER_LEN;
     /// Bytes of a record header (`len | crc`).
     pub const RECORD_HEADER_LEN: usize = crate::format::RECORD_HEADER_LEN;
-    /// The format version this crate writes and reads.
+    /// The format version of a fresh segment (this crate reads it and
+    /// [`RECYCLED_FORMAT_VERSION`]).
     pub const FORMAT_VERSION: u32 = crate::format::FORMAT_VERSION;
 
     /// The 32-byte header of segment `seq`, a file of `size` bytes (magic, version, size,
@@ -204,6 +249,31 @@ pub mod layout {
     /// ```
     pub fn segment_header(seq: u32, size: u32) -> [u8; HEADER_LEN] {
         crate::format::encode_header(seq, size)
+    }
+
+    /// The format version of a recycled segment (see
+    /// [`WalOptions::recycle_segments`](crate::WalOptions::recycle_segments)).
+    pub const RECYCLED_FORMAT_VERSION: u32 = crate::format::RECYCLED_VERSION;
+
+    /// The 32-byte header of segment `seq` made from a recycled file of `size` bytes: as
+    /// [`segment_header`], with format version 2.
+    ///
+    /// ```
+    /// let h = kv_wal::layout::recycled_segment_header(5, 4096);
+    /// assert_eq!(h[8..12], 2u32.to_le_bytes());
+    /// ```
+    pub fn recycled_segment_header(seq: u32, size: u32) -> [u8; HEADER_LEN] {
+        crate::format::encode_header_version(seq, size, crate::format::RECYCLED_VERSION)
+    }
+
+    /// The value XORed into the checksum field of every record of recycled segment `seq`
+    /// (the sequence number itself; fresh segments use no mask).
+    ///
+    /// ```
+    /// assert_eq!(kv_wal::layout::checksum_mask(7), 7);
+    /// ```
+    pub fn checksum_mask(seq: u32) -> u32 {
+        crate::format::mask(seq)
     }
 
     /// A record as it is laid out in a segment: header, payload and zero padding. `more` marks

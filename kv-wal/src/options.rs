@@ -147,6 +147,7 @@ pub struct WalOptions {
     pub(crate) recovery: RecoveryMode,
     pub(crate) prefault: bool,
     pub(crate) flush_hook: Option<FlushHook>,
+    pub(crate) recycle_segments: usize,
 }
 
 impl Default for WalOptions {
@@ -158,6 +159,7 @@ impl Default for WalOptions {
             recovery: RecoveryMode::default(),
             prefault: false,
             flush_hook: None,
+            recycle_segments: 0,
         }
     }
 }
@@ -171,13 +173,14 @@ impl fmt::Debug for WalOptions {
             .field("recovery", &self.recovery)
             .field("prefault", &self.prefault)
             .field("flush_hook", &self.flush_hook.is_some())
+            .field("recycle_segments", &self.recycle_segments)
             .finish()
     }
 }
 
 impl WalOptions {
     /// The defaults: segments growing from 1 MiB to 64 MiB, `SyncPolicy::Periodic(1 s)`,
-    /// `RecoveryMode::TolerateCorruptedTail`, no prefaulting, no flush hook.
+    /// `RecoveryMode::TolerateCorruptedTail`, no prefaulting, no flush hook, no recycling.
     pub fn new() -> Self {
         Self::default()
     }
@@ -234,6 +237,42 @@ impl WalOptions {
     pub fn flush_hook(mut self, hook: FlushHook) -> Self {
         self.flush_hook = Some(hook);
         self
+    }
+
+    /// How many released segments the log keeps for reuse (default 0: off; kv-node's
+    /// `NodeOptions` sets 2): RocksDB's `recycle_log_file_num`. A full-size segment that
+    /// [`Wal::truncate_before`](crate::Wal::truncate_before) drops is renamed into the log's
+    /// pool (`NNNNNNNNNN.pool`) while the pool has room, and the next roll-over to a
+    /// full-size segment reuses it instead of creating a fresh file: its pages are often
+    /// still in the page cache, and its blocks are written already, so appends do not make
+    /// the kernel allocate and zero new pages. The pool costs up to this many times
+    /// `segment_size` of disk.
+    ///
+    /// A recycled segment is written in format version 2 (its records' checksums are masked
+    /// with its sequence number, so its leftovers never pass for new records; see the crate
+    /// docs), which versions of this crate before it refuse to open.
+    ///
+    /// Not under [`SyncPolicy::Always`], which drops a new segment's cached pages (to get
+    /// one-page folios, see the crate docs): there the option is ignored.
+    ///
+    /// ```
+    /// use kv_wal::WalOptions;
+    /// assert_eq!(WalOptions::new().get_recycle_segments(), 0);
+    /// assert_eq!(WalOptions::new().recycle_segments(2).get_recycle_segments(), 2);
+    /// ```
+    pub fn recycle_segments(mut self, files: usize) -> Self {
+        self.recycle_segments = files;
+        self
+    }
+
+    /// How many released segments the log keeps for reuse: the configured number, 0 under
+    /// [`SyncPolicy::Always`].
+    pub fn get_recycle_segments(&self) -> usize {
+        if self.sync == SyncPolicy::Always {
+            0
+        } else {
+            self.recycle_segments
+        }
     }
 
     /// The configured segment size.
@@ -307,6 +346,9 @@ mod tests {
         assert_eq!(o.get_sync(), SyncPolicy::Periodic(Duration::from_secs(1)));
         assert_eq!(o.recovery, RecoveryMode::TolerateCorruptedTail);
         assert!(!o.prefault && o.flush_hook.is_none());
+        assert_eq!(o.get_recycle_segments(), 0);
+        let always = o.clone().recycle_segments(2).sync(SyncPolicy::Always);
+        assert_eq!(always.get_recycle_segments(), 0, "never under Always");
         assert!(o.validate().is_ok());
     }
 

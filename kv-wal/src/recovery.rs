@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 
 use crate::{
     Error, Lsn, RecoveryMode, Result, WalOptions, durable,
-    format::{self, Stop},
+    format::{self, RECORD_HEADER_LEN, Stop},
+    pool::Pool,
     segment::{self, Segment},
 };
 
@@ -30,13 +31,15 @@ pub struct Truncation {
     pub path: PathBuf,
     /// Its sequence number.
     pub segment: u32,
-    /// Where the valid log now ends in it (everything from here on was zeroed).
+    /// Where the valid log now ends in it (everything from here on was zeroed; in a recycled
+    /// segment, whose later bytes are leftovers, an end marker was written here instead).
     pub offset: u64,
     /// Offset of the first invalid record or stray byte.
     pub invalid_at: u64,
     /// What was wrong there.
     pub reason: &'static str,
-    /// Bytes zeroed in that segment (from `offset` to its last nonzero byte).
+    /// Bytes zeroed in that segment (from `offset` to its last nonzero byte; 0 in a recycled
+    /// segment).
     pub bytes_discarded: u64,
     /// Later segments deleted (only under [`RecoveryMode::PointInTime`]).
     pub segments_removed: Vec<u32>,
@@ -48,12 +51,16 @@ pub(crate) struct Recovered {
     /// Offset in the last segment where the next record goes.
     pub end: usize,
     pub report: RecoveryReport,
+    /// The recycling pool found in the directory.
+    pub pool: Pool,
 }
 
 /// Lists the segment files in `dir` in sequence order, deleting leftover temporary files of an
-/// interrupted segment creation.
-fn list(dir: &Path) -> Result<Vec<(u32, PathBuf)>> {
+/// interrupted segment creation; and the pool files (`(last seq, path)`).
+#[allow(clippy::type_complexity)]
+fn list(dir: &Path) -> Result<(Vec<(u32, PathBuf)>, Vec<(u32, PathBuf)>)> {
     let mut found = Vec::new();
+    let mut pooled = Vec::new();
     let entries = std::fs::read_dir(dir).map_err(|e| Error::io("read directory", dir, e))?;
     let mut removed_tmp = false;
     for entry in entries {
@@ -62,6 +69,8 @@ fn list(dir: &Path) -> Result<Vec<(u32, PathBuf)>> {
         let Some(name) = name.to_str() else { continue };
         if let Some(seq) = segment::parse_file_name(name) {
             found.push((seq, entry.path()));
+        } else if let Some(seq) = segment::parse_pool_file_name(name) {
+            pooled.push((seq, entry.path()));
         } else if name
             .strip_suffix(".tmp")
             .and_then(segment::parse_file_name)
@@ -76,13 +85,19 @@ fn list(dir: &Path) -> Result<Vec<(u32, PathBuf)>> {
         durable::sync_dir(dir)?;
     }
     found.sort_unstable_by_key(|(seq, _)| *seq);
-    Ok(found)
+    Ok((found, pooled))
 }
 
 /// Opens and checks every segment in `dir`, applying `mode`.
 pub(crate) fn recover(dir: &Path, opts: &WalOptions) -> Result<Recovered> {
     let mode = opts.recovery;
-    let files = list(dir)?;
+    let (files, pooled) = list(dir)?;
+    let mut pool = Pool::load(
+        dir,
+        pooled,
+        opts.get_recycle_segments(),
+        opts.get_segment_size(),
+    )?;
     let n = files.len();
     let mut kept: Vec<Segment> = Vec::with_capacity(n);
     let mut records = 0u64;
@@ -151,7 +166,7 @@ pub(crate) fn recover(dir: &Path, opts: &WalOptions) -> Result<Recovered> {
             Err(e) => return Err(e),
         };
         // SAFETY: recovery runs before the log is shared; nothing else touches the mapping.
-        let scan = format::scan(unsafe { seg.bytes(seg.len()) });
+        let scan = format::scan(unsafe { seg.bytes(seg.len()) }, seg.mask());
         let problem = match (scan.stop, scan.last_nonzero) {
             (Stop::Invalid { offset, reason }, _) => Some((offset, reason)),
             (_, Some(at)) => Some((at, "nonzero bytes after the end of the log")),
@@ -219,16 +234,43 @@ pub(crate) fn recover(dir: &Path, opts: &WalOptions) -> Result<Recovered> {
             .map_err(|e| Error::io("flush truncated segment", seg.path(), e))?;
     }
 
+    // A recycled newest segment is never appended to again: the bytes after its end may be
+    // records of this very incarnation beyond a hole a power cut left (pages reach the disk
+    // in any order), which appends of the same lengths would bring back to life; and unlike
+    // a fresh segment's, its tail cannot be zeroed up to the last nonzero byte (that is the
+    // whole file). It gets an end marker (an all-zero record header, so that later scans of
+    // it stop there, as at a sealed segment's), and the log goes on in a new segment.
+    // (RocksDB never appends to a recovered log file at all; its recycled logs with
+    // point-in-time recovery could recover a hole: rocksdb PR 7252.)
+    let mut roll_from: Option<(u32, usize)> = None;
+    if let Some(last) = kept.last()
+        && last.is_recycled()
+    {
+        if end + RECORD_HEADER_LEN <= last.len() {
+            // SAFETY: recovery has exclusive access to the mapping.
+            unsafe { last.zero(end, RECORD_HEADER_LEN) };
+        }
+        roll_from = Some((last.seq(), last.len()));
+    }
+
     // Make whatever the previous process left in the page cache durable before we build on
-    // it (after a SIGKILL the kernel still holds its unflushed writes).
+    // it (after a SIGKILL the kernel still holds its unflushed writes), and the end marker.
     for seg in &kept {
         seg.sync_file()?;
     }
 
+    if let Some((seq, len)) = roll_from {
+        let next = seq.checked_add(1).ok_or_else(|| Error::SequenceExhausted {
+            dir: dir.to_owned(),
+        })?;
+        let size = opts.next_segment_size(len, 0);
+        kept.push(pool.new_segment(next, size, opts.prefault)?);
+        end = format::HEADER_LEN;
+    }
     if kept.is_empty() {
         let seq = files.first().map(|(s, _)| *s).unwrap_or(1);
         let size = opts.get_initial_segment_size();
-        kept.push(Segment::create(dir, seq, size, opts.prefault)?);
+        kept.push(pool.new_segment(seq, size, opts.prefault)?);
         end = format::HEADER_LEN;
     }
     let last_seq = kept.last().map(Segment::seq).unwrap_or(1);
@@ -242,5 +284,6 @@ pub(crate) fn recover(dir: &Path, opts: &WalOptions) -> Result<Recovered> {
         segments: kept,
         end,
         report,
+        pool,
     })
 }

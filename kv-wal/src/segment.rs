@@ -33,6 +33,17 @@ pub(crate) fn parse_file_name(name: &str) -> Option<u32> {
     digits.parse().ok()
 }
 
+/// The file name of a released segment waiting in the recycling pool, named by the sequence
+/// number it had last (unique: a sequence number is released once).
+pub(crate) fn pool_file_name(seq: u32) -> String {
+    format!("{seq:010}.pool")
+}
+
+/// Parses a pool file name back into the sequence number it had last.
+pub(crate) fn parse_pool_file_name(name: &str) -> Option<u32> {
+    parse_file_name(&format!("{}.wal", name.strip_suffix(".pool")?))
+}
+
 /// Granularity of `Segment::populate_chunk` (a multiple of every page size).
 pub(crate) const POPULATE_CHUNK: usize = 1 << 20;
 
@@ -52,6 +63,9 @@ pub(crate) struct Segment {
     seq: u32,
     path: PathBuf,
     len: usize,
+    /// The mask of its record checksums: 0 for a fresh segment, `format::mask(seq)` for a
+    /// recycled one.
+    mask: u32,
     base: NonNull<u8>,
     // Declared last: the mapping must outlive every use of `base`.
     map: MmapRaw,
@@ -70,6 +84,7 @@ impl std::fmt::Debug for Segment {
             .field("seq", &self.seq)
             .field("path", &self.path)
             .field("len", &self.len)
+            .field("recycled", &(self.mask != 0))
             .finish()
     }
 }
@@ -120,7 +135,65 @@ impl Segment {
             .map_err(|e| Error::io("fsync segment", &tmp, e))?;
         fs::rename(&tmp, &path).map_err(|e| Error::io("rename segment", &tmp, e))?;
         durable::sync_dir(dir)?;
-        Self::map(file, path, seq, size as usize, prefault)
+        Self::map(file, path, seq, size as usize, 0, prefault)
+    }
+
+    /// Makes pool file `pool` (a released segment, see [`Segment::release`]) segment `seq` of
+    /// `dir`: its header is rewritten as a recycled segment's (format version 2) and made
+    /// durable (`fdatasync`), the file is renamed into place, and the directory is `fsync`ed.
+    /// Its size stays what it was; nothing else in it is written: the leftovers of earlier
+    /// incarnations stay, told apart by the checksum mask (`format::mask`).
+    ///
+    /// A crash before the rename is durable leaves a pool file (whatever its header says, a
+    /// pool file is never read as a segment); after it, a durable, empty, recycled segment.
+    pub(crate) fn recycle(dir: &Path, pool: &Path, seq: u32, prefault: bool) -> Result<Segment> {
+        debug_assert!(format::recyclable_seq(seq));
+        let path = dir.join(file_name(seq));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(pool)
+            .map_err(|e| Error::io("open pool file", pool, e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io("stat pool file", pool, e))?
+            .len();
+        let size = u32::try_from(len)
+            .ok()
+            .filter(|&s| s as usize >= HEADER_LEN + 8 && (s as usize).is_multiple_of(ALIGN))
+            .filter(|&s| s <= u32::MAX - 7)
+            .ok_or_else(|| {
+                Error::io(
+                    "recycle segment",
+                    pool,
+                    io::Error::other("pool file of an impossible segment size"),
+                )
+            })?;
+        // A no-op for the blocks a segment always had; allocates a hole a sparse copy made.
+        preallocate(&file, size).map_err(|e| Error::io("preallocate segment", pool, e))?;
+        let header = format::encode_header_version(seq, size, format::RECYCLED_VERSION);
+        file.write_all_at(&header, 0)
+            .map_err(|e| Error::io("write segment header", pool, e))?;
+        // The header must be durable before the name is: a recycled segment whose header
+        // still named its previous incarnation would be refused as misnamed.
+        file.sync_data()
+            .map_err(|e| Error::io("fsync segment", pool, e))?;
+        fs::rename(pool, &path).map_err(|e| Error::io("rename segment", pool, e))?;
+        durable::sync_dir(dir)?;
+        Self::map(file, path, seq, size as usize, format::mask(seq), prefault)
+    }
+
+    /// Renames the segment's file to `pool` (a pool file name in the same directory), then
+    /// unmaps it. The caller `fsync`s the directory. As with [`Segment::delete`], a failed
+    /// rename hands the segment back, still mapped.
+    pub(crate) fn release(self, pool: &Path) -> Result<(), (Segment, Error)> {
+        match fs::rename(&self.path, pool) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let err = Error::io("release segment to the pool", &self.path, e);
+                Err((self, err))
+            }
+        }
     }
 
     /// Opens an existing segment file and checks its header, including that the file is as
@@ -154,7 +227,8 @@ impl Segment {
         let mut header = [0u8; HEADER_LEN];
         file.read_exact_at(&mut header, 0)
             .map_err(|e| Error::io("read segment header", path, e))?;
-        let (found, size) = format::decode_header(&header).map_err(bad)?;
+        let h = format::decode_header(&header).map_err(bad)?;
+        let (found, size) = (h.seq, h.size);
         if found != seq {
             return Err(bad("sequence number does not match the file name"));
         }
@@ -164,10 +238,17 @@ impl Segment {
             ));
         }
         preallocate(&file, size).map_err(|e| Error::io("preallocate segment", path, e))?;
-        Self::map(file, path.to_owned(), seq, size as usize, false)
+        Self::map(file, path.to_owned(), seq, size as usize, h.mask(), false)
     }
 
-    fn map(file: File, path: PathBuf, seq: u32, len: usize, prefault: bool) -> Result<Segment> {
+    fn map(
+        file: File,
+        path: PathBuf,
+        seq: u32,
+        len: usize,
+        mask: u32,
+        prefault: bool,
+    ) -> Result<Segment> {
         debug_assert!(len.is_multiple_of(ALIGN));
         let mut opts = MmapOptions::new();
         opts.len(len);
@@ -183,6 +264,7 @@ impl Segment {
             seq,
             path,
             len,
+            mask,
             base,
             map,
         })
@@ -268,6 +350,17 @@ impl Segment {
     /// The sequence number.
     pub(crate) fn seq(&self) -> u32 {
         self.seq
+    }
+
+    /// The mask of its record checksums (0 unless recycled; see `format::mask`).
+    pub(crate) fn mask(&self) -> u32 {
+        self.mask
+    }
+
+    /// Whether the file is a recycled one (format version 2): bytes after the end of its
+    /// records may be leftovers of earlier incarnations.
+    pub(crate) fn is_recycled(&self) -> bool {
+        self.mask != 0
     }
 
     /// The file.

@@ -18,6 +18,7 @@ use bytes::Bytes;
 use fs2::FileExt as _;
 use parking_lot::{Condvar, Mutex, RwLock};
 
+use crate::pool::Pool;
 use crate::prefault::Prefault;
 use crate::{
     Error, FlushEvent, Lsn, RecoveryReport, Result, SyncPolicy, WalOptions, durable,
@@ -109,6 +110,10 @@ pub(crate) struct Shared {
     stop_cv: Condvar,
     /// Requests for the prefault thread (see `prefault`).
     prefault: Prefault,
+    /// Released segments kept for reuse (see `pool`). Taken by `truncate_before` (which
+    /// releases into it) and by a roll-over (which takes from it), never while holding
+    /// `segments`.
+    pool: Mutex<Pool>,
 }
 
 /// Bytes reserved for one append: ticket `ticket`, `start..` in `seg`.
@@ -202,6 +207,7 @@ impl Wal {
             stop: Mutex::new(false),
             stop_cv: Condvar::new(),
             prefault: Prefault::default(),
+            pool: Mutex::new(rec.pool),
             opts,
         });
         let flusher = match shared.opts.sync {
@@ -556,7 +562,12 @@ impl Wal {
                     ));
                 }
             };
-            match seg.delete() {
+            let released = match self.shared.pool.lock().release(seg) {
+                Ok(None) => Ok(()),
+                Ok(Some(seg)) => seg.delete(),
+                Err(e) => Err(e),
+            };
+            match released {
                 Ok(()) => deleted += 1,
                 Err((seg, e)) => {
                     self.shared
@@ -618,6 +629,7 @@ impl Drop for Wal {
             // Periodic: a last flush, best effort (errors cannot be reported from drop).
             let _ = self.sync();
         }
+        self.shared.mark_end_of_recycled();
     }
 }
 
@@ -666,11 +678,18 @@ impl Shared {
         // The next appends' lines (see `Segment::prefetch_for_write`).
         seg.prefetch_for_write(start + total);
         let mut at = start;
+        let mask = seg.mask();
         for (header, p) in headers.iter().zip(payloads) {
+            // The checksum is masked with the segment's sequence number only now that the
+            // reservation has named the segment (see `format::mask`).
+            let mut header = *header;
+            if mask != 0 {
+                format::mask_header(&mut header, mask);
+            }
             // SAFETY: `start..start + total` was reserved for this call alone (ticket
             // `ticket`) and is not published until `complete` below.
             unsafe {
-                seg.write(at, header);
+                seg.write(at, &header);
                 seg.write(at + header.len(), p);
                 let padded = at + format::frame_len(p.len()).unwrap_or(0);
                 seg.zero(
@@ -746,8 +765,33 @@ impl Shared {
             // only the newest segment. Without it a lost page at the end of an older
             // segment looks like a clean end, and recovery would go on past the hole.
             self.sync_to(sealed_end)?;
+            if sealed.is_recycled() && at + RECORD_HEADER_LEN <= sealed.len() {
+                // A recycled segment's bytes after the seal are leftovers, not zeros: an
+                // explicit end marker (an all-zero record header), durable before the next
+                // segment can hold a durable record, is where a later scan of it stops.
+                // SAFETY: nothing at or after `at` was reserved (the tail is sealed there)
+                // and readers stop at the published end, `at`.
+                unsafe { sealed.zero(at, RECORD_HEADER_LEN) };
+                let flushed = sealed.flush(at, RECORD_HEADER_LEN).and_then(|()| {
+                    // The flush hook sees it as any flush (crash models need it).
+                    self.opts.flush_hook.as_ref().map_or(Ok(()), |hook| {
+                        hook(&FlushEvent {
+                            path: sealed.path(),
+                            segment: sealed.seq(),
+                            offset: at,
+                            len: RECORD_HEADER_LEN,
+                        })
+                    })
+                });
+                if let Err(e) = flushed {
+                    return Err(self.poison(sealed.path().to_owned(), e));
+                }
+            }
             let size = self.opts.next_segment_size(sealed.len(), total);
-            let seg = Segment::create(&self.dir, next, size, self.opts.prefault)?;
+            let seg = self
+                .pool
+                .lock()
+                .new_segment(next, size, self.opts.prefault)?;
             if self.opts.sync == SyncPolicy::Always {
                 seg.prepare_for_appends(HEADER_LEN);
             }
@@ -776,6 +820,43 @@ impl Shared {
         }
         self.sequencer.start_segment(ticket, first, len);
         Ok(())
+    }
+
+    /// On close: if the active segment is recycled, an end marker (an all-zero record
+    /// header) right after its last record, flushed unless the policy is `Never`. A reopen
+    /// then finds a clean end there rather than whatever leftover follows (which may be
+    /// part of an old record and so look torn: a spurious truncation in the report, and an
+    /// error under `AbsoluteConsistency`). Best effort: recovery is safe without it.
+    fn mark_end_of_recycled(&self) {
+        let active = Arc::clone(&self.active.lock());
+        let end = self.published();
+        if !active.is_recycled() || end.segment() != active.seq() {
+            return;
+        }
+        let at = end.offset() as usize;
+        if at + RECORD_HEADER_LEN > active.len() {
+            return;
+        }
+        // SAFETY: the log is closing (`Wal` is being dropped: no appender, iterator or
+        // background thread is left), so nothing reserves or reads at or after the
+        // published end.
+        unsafe { active.zero(at, RECORD_HEADER_LEN) };
+        if self.opts.sync != SyncPolicy::Never {
+            let _ = active.flush(at, RECORD_HEADER_LEN);
+        }
+    }
+
+    /// Poisons the log after a failed flush outside group commit; returns the error to
+    /// report.
+    fn poison(&self, path: PathBuf, e: io::Error) -> Error {
+        let e = Arc::new(e);
+        let mut s = self.sync.lock();
+        if s.poisoned.is_none() {
+            s.poisoned = Some((path.clone(), Arc::clone(&e)));
+        }
+        self.poisoned.store(true, Ordering::Release);
+        self.sync_cv.notify_all();
+        Error::SyncFailed { path, source: e }
     }
 
     /// Returns once everything before `end` is published.
@@ -990,7 +1071,7 @@ fn read_in(segments: &BTreeMap<u32, Arc<Segment>>, published: Lsn, lsn: Lsn) -> 
     };
     // SAFETY: `0..limit` is published (or in a sealed segment): nobody writes it any more.
     let bytes = unsafe { seg.bytes(limit) };
-    match format::parse_record(bytes, lsn.offset() as usize) {
+    match format::parse_record(bytes, lsn.offset() as usize, seg.mask()) {
         Ok(Slot::Record(p)) => Ok(&bytes[p.payload_at..p.payload_at + p.payload_len]),
         Ok(Slot::End | Slot::Full) => Err(Error::InvalidLsn {
             lsn,
@@ -1067,7 +1148,15 @@ mod tests {
     #[test]
     fn a_segment_that_cannot_be_deleted_stays_tracked_for_a_later_truncation() {
         let dir = tempfile::tempdir().unwrap();
-        let wal = wal(dir.path());
+        // Deleted, not pooled, whatever the default (`tests/segment_recycling.rs` has the pool).
+        let wal = Wal::open(
+            dir.path(),
+            WalOptions::new()
+                .segment_size(4096)
+                .sync(SyncPolicy::Never)
+                .recycle_segments(0),
+        )
+        .unwrap();
         let mut last = Lsn::ZERO;
         while last.segment() < 6 {
             last = wal.append(&[7u8; 1000]).unwrap();
