@@ -92,7 +92,10 @@ async fn liveness_follows_virtual_time() {
     assert!(wait_real(REAL, || peers.status()[0].rtt.is_some()).await);
     assert!(peers.is_alive("server"), "{:?}", peers.status());
 
-    // Nothing heard for more than the 3 s liveness timeout, counted in virtual time.
+    // Nothing heard for more than the 3 s liveness timeout, counted in virtual time. The last
+    // pong may be older than the cut: an idle paused runtime jumps its clock to the next timer
+    // while a real socket has not delivered yet.
+    let heard_before_cut = peers.status()[0].last_seen.unwrap();
     peers.faults().partition("server");
     let cut = tokio::time::Instant::now();
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -102,8 +105,8 @@ async fn liveness_follows_virtual_time() {
     let last_seen = status.last_seen.unwrap();
     assert!(last_seen >= Duration::from_secs(5), "{last_seen:?}");
     assert!(
-        last_seen <= cut.elapsed() + Duration::from_secs(1),
-        "{last_seen:?}"
+        last_seen <= cut.elapsed() + heard_before_cut + Duration::from_millis(100),
+        "{last_seen:?}, heard {heard_before_cut:?} before the cut"
     );
 
     // Healed: the next pong makes it alive again.
