@@ -7,10 +7,10 @@ use bytes::Bytes;
 use kv_cluster::{
     Deferred, Error as ClusterError, ExportPage, RecordStream, Replica, Result, Started, Ticket,
 };
-use parking_lot::Mutex;
 use kv_net::Peers;
 use kv_node::{Cell, CompactionReport, Digest, RangeCount, Record, Swapped, Version, Write};
 use kv_ring::{NodeId, TokenRange};
+use parking_lot::Mutex;
 use tracing::warn;
 
 use crate::convert::{

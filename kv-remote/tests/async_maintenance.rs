@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use kv_cluster::{
-    Cluster, ClusterOptions, Consistency, Digest, MemoryBackend, MemoryReplica, RangeCount,
-    Record, RecordStream, Replica, Result, Swapped, Version, Write,
+    Cluster, ClusterOptions, Consistency, Digest, MemoryBackend, MemoryReplica, RangeCount, Record,
+    RecordStream, Replica, Result, Swapped, Version, Write,
 };
 use kv_net::Identity;
 use kv_remote::{RemoteBackend, ReplicaServer};
@@ -127,8 +127,10 @@ struct Net {
 
 /// The cluster, with remote maintenance requests timing out after `maintenance`.
 fn start(maintenance: Duration) -> Net {
-    let replicas: Vec<Arc<SlowReplica>> =
-        ["node2", "node3"].iter().map(|id| SlowReplica::new(id)).collect();
+    let replicas: Vec<Arc<SlowReplica>> = ["node2", "node3"]
+        .iter()
+        .map(|id| SlowReplica::new(id))
+        .collect();
     let servers: Vec<ReplicaServer> = ["node2", "node3"]
         .iter()
         .zip(&replicas)
@@ -247,7 +249,10 @@ fn a_repair_waiting_on_late_peers_leaves_its_worker_free() {
     // ...while the other task ran on the one worker: at least one tick every 10 ms.
     let floor = took.as_millis() as u64 / 10;
     assert!(ticks >= floor, "{ticks} ticks in {took:?}");
-    let fixed = net.replicas[1].inner.read(ANY_EPOCH, b"only-on-node2").unwrap();
+    let fixed = net.replicas[1]
+        .inner
+        .read(ANY_EPOCH, b"only-on-node2")
+        .unwrap();
     assert_eq!(fixed.and_then(|c| c.value).as_deref(), Some(&b"x"[..]));
 }
 
@@ -284,7 +289,10 @@ fn a_repair_against_a_peer_that_never_answers_times_out_on_its_own() {
         err.chain()
     );
     assert!(took >= maintenance && took < 5 * maintenance, "{took:?}");
-    assert!(ticks >= took.as_millis() as u64 / 10, "{ticks} ticks in {took:?}");
+    assert!(
+        ticks >= took.as_millis() as u64 / 10,
+        "{ticks} ticks in {took:?}"
+    );
     // The next maintenance runs: the gate was released with the failed repair.
     slow_maintenance(&net, Duration::ZERO);
     assert!(net.cluster.repair().unwrap().keys_repaired >= 2);
@@ -311,7 +319,10 @@ fn a_hint_handoff_to_a_late_peer_leaves_its_worker_free() {
     // An import and a sync, each answered late.
     assert!(net.replicas[1].maintenance_calls.load(Ordering::SeqCst) >= calls + 2);
     assert!(took >= 2 * LATE, "{took:?}");
-    assert!(ticks >= took.as_millis() as u64 / 10, "{ticks} ticks in {took:?}");
+    assert!(
+        ticks >= took.as_millis() as u64 / 10,
+        "{ticks} ticks in {took:?}"
+    );
     for i in 0..20 {
         let cell = net.replicas[1].inner.read(ANY_EPOCH, &key(i)).unwrap();
         assert_eq!(cell.and_then(|c| c.value).as_deref(), Some(&b"hinted"[..]));
@@ -354,5 +365,8 @@ fn a_catch_up_runs_on_a_current_thread_runtime() {
     assert!(last.elapsed >= 3 * LATE, "{last:?}");
     // The ticker ran throughout (the blocking form gives it no tick at all).
     let ticks = ticks.load(Ordering::SeqCst);
-    assert!(ticks >= last.elapsed.as_millis() as u64 / 10, "{ticks} in {last:?}");
+    assert!(
+        ticks >= last.elapsed.as_millis() as u64 / 10,
+        "{ticks} in {last:?}"
+    );
 }
