@@ -100,6 +100,11 @@
 //!   [`REPAIR_KEYS_PER_LEAF`] keys a leaf, 16 bytes each), trees are compared top-down, and
 //!   only differing leaves are exported, merged newest-wins and imported where stale.
 //!   Identical replicas exchange only their roots (see [`RepairSummary`]).
+//! - **Maintenance awaits, too.** [`Cluster::catch_up_async`], [`Cluster::repair_async`] and
+//!   [`Cluster::hand_off_hints_async`] wait on replicas across the network (through the
+//!   maintenance `start_*` forms of [`Replica`]) and for the admin gate without blocking a
+//!   worker; the blocking [`Cluster::catch_up`], [`Cluster::repair`] and
+//!   [`Cluster::hand_off_hints`] run the same futures on the calling thread.
 //! - **Background anti-entropy, opt in.** [`ClusterOptions::background_repair`] starts one
 //!   thread that runs the same repair every interval (an interval after the previous round
 //!   finished, under the admin lock, so never during a membership change), reports its
