@@ -242,6 +242,7 @@ fn a_repair_waiting_on_late_peers_leaves_its_worker_free() {
     let started = Instant::now();
     let (summary, ticks) = beside_a_ticker(async move { c.repair_async().await });
     let took = started.elapsed();
+    eprintln!("async repair: {took:?}, {ticks} ticks beside it");
     let summary = summary.unwrap();
     assert!(summary.keys_repaired >= 2, "{summary:?}");
     // Several late answers were awaited (counts, digests, exports, imports)...
@@ -264,7 +265,12 @@ fn the_blocking_repair_starves_its_worker() {
     diverge(&net);
     slow_maintenance(&net, LATE);
     let c = Arc::clone(&net.cluster);
+    let started = Instant::now();
     let (summary, ticks) = beside_a_ticker(async move { c.repair() });
+    eprintln!(
+        "blocking repair: {:?}, {ticks} ticks beside it",
+        started.elapsed()
+    );
     assert!(summary.unwrap().keys_repaired >= 2);
     assert_eq!(ticks, 0, "the blocking repair let the worker go");
 }
@@ -314,6 +320,7 @@ fn a_hint_handoff_to_a_late_peer_leaves_its_worker_free() {
     let started = Instant::now();
     let (applied, ticks) = beside_a_ticker(async move { c.hand_off_hints_async().await });
     let took = started.elapsed();
+    eprintln!("async hint handoff: {took:?}, {ticks} ticks beside it");
     applied.unwrap();
     assert_eq!(net.cluster.hints_pending_for("node3"), 0);
     // An import and a sync, each answered late.
