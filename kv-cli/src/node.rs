@@ -16,9 +16,10 @@
 //!   the likely cause.
 //! - **Versions.** The node's position in the list is its coordinator slot, so two
 //!   coordinators never mint the same version.
-//! - **Catching up.** A watcher notices a peer that was down and is alive again, and hands it
-//!   the hints held for it and repairs its ranges ([`Cluster::catch_up`], which records its
-//!   phase and result for `KVSTORE NODES` and `INFO`).
+//! - **Catching up.** A watcher (a task on the node's runtime) notices a peer that was down
+//!   and is alive again, and hands it the hints held for it and repairs its ranges
+//!   ([`Cluster::catch_up_async`], which records its phase and result for `KVSTORE NODES`
+//!   and `INFO`, and waits on the peers without holding a worker thread).
 //! - **TLS** on the cluster port (`--tls-ca`, `--tls-cert`, `--tls-key`, [`load_tls`]):
 //!   mutual authentication against the cluster's CA, the node id still the handshake's; a
 //!   refused handshake is logged with its likely cause (`Refusals`). The client port stays
@@ -31,7 +32,6 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
@@ -249,7 +249,7 @@ pub struct NodeProcess {
     /// The coordinator (its own storage node in this process, the others remote).
     pub cluster: Arc<Cluster>,
     replica_server: Option<Arc<ReplicaServer>>,
-    watcher: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
+    watcher: Option<Watcher>,
     /// This node's own storage.
     pub local: Arc<dyn kv_cluster::Replica>,
     /// `KVSTORE FAULT`, with `--enable-debug-faults`.
@@ -259,9 +259,8 @@ pub struct NodeProcess {
 impl NodeProcess {
     /// Stops serving other nodes and watching them (before the cluster closes).
     pub fn stop(&mut self) {
-        if let Some((stop, handle)) = self.watcher.take() {
-            stop.store(true, Ordering::Relaxed);
-            let _ = handle.join();
+        if let Some(watcher) = self.watcher.take() {
+            watcher.stop();
         }
         self.replica_server.take();
     }
@@ -391,7 +390,8 @@ pub fn open(
         Arc::clone(&backend),
         Arc::clone(&replica_server),
         me,
-    )?;
+        runtime,
+    );
     Ok((
         NodeProcess {
             cluster,
@@ -425,66 +425,92 @@ fn check_cluster_name(dir: &Path, name: &str) -> anyhow::Result<()> {
     }
 }
 
+/// The peer watcher: a task on the node's runtime (no thread of its own).
+struct Watcher {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
 /// Every half second, looks at which peers are alive; a peer that was not and now is gets
-/// its hints and a repair of its ranges.
+/// its hints and a repair of its ranges. A task on `runtime`: the catch-ups are
+/// [`Cluster::catch_up_async`], which awaits the peers' answers and the admin gate, so a
+/// peer that answers late (or never, until the maintenance timeout) holds no worker thread.
 fn watch(
     cluster: Arc<Cluster>,
     backend: Arc<RemoteBackend>,
     server: Arc<ReplicaServer>,
     me: NodeId,
-) -> anyhow::Result<(Arc<AtomicBool>, JoinHandle<()>)> {
+    runtime: &tokio::runtime::Handle,
+) -> Watcher {
     let stop = Arc::new(AtomicBool::new(false));
     let stopped = Arc::clone(&stop);
-    let handle = std::thread::Builder::new()
-        .name("kvstore-peers".into())
-        .spawn(move || {
-            let peers = || -> Vec<NodeId> {
-                cluster.ring().nodes().filter(|id| **id != me).cloned().collect()
-            };
-            // Every peer counts as down until seen alive: this node may hold hints for it
-            // from before a restart.
-            let mut down: Vec<NodeId> = peers();
-            // This node itself catches up once, when a peer is first alive (it may have been
-            // down, however briefly: a restart quicker than the peers' heartbeats notice is
-            // no down time to them).
-            let mut caught_up = false;
-            let mut log = Log::default();
-            let mut refusals = Refusals::default();
-            while !stopped.load(Ordering::Relaxed) {
-                refusals.check(&backend, &server);
-                let all = peers();
-                if !caught_up && all.iter().any(|id| !down.contains(id)) {
-                    match cluster.catch_up(me.as_str()) {
-                        Ok(_) => caught_up = true,
-                        Err(e) => log.error(&me, &e),
-                    }
+    let task = runtime.spawn(async move {
+        let peers = || -> Vec<NodeId> {
+            cluster
+                .ring()
+                .nodes()
+                .filter(|id| **id != me)
+                .cloned()
+                .collect()
+        };
+        // Every peer counts as down until seen alive: this node may hold hints for it from
+        // before a restart.
+        let mut down: Vec<NodeId> = peers();
+        // This node itself catches up once, when a peer is first alive (it may have been
+        // down, however briefly: a restart quicker than the peers' heartbeats notice is no
+        // down time to them).
+        let mut caught_up = false;
+        let mut log = Log::default();
+        let mut refusals = Refusals::default();
+        while !stopped.load(Ordering::Relaxed) {
+            refusals.check(&backend, &server);
+            let all = peers();
+            if !caught_up && all.iter().any(|id| !down.contains(id)) {
+                match cluster.catch_up_async(me.as_str()).await {
+                    Ok(_) => caught_up = true,
+                    Err(e) => log.error(&me, &e),
                 }
-                for id in all {
-                    let alive = backend.peers().is_alive(id.as_str());
-                    let was_down = down.contains(&id);
-                    if !alive && !was_down {
-                        down.push(id);
-                    } else if alive && was_down {
-                        let started = std::time::Instant::now();
-                        match cluster.catch_up(id.as_str()) {
-                            Ok(r) => {
-                                eprintln!(
-                                    "kvstore: {id} is back: {} hints handed off, {} keys repaired in {:?}",
-                                    r.hints_applied,
-                                    r.repair.keys_repaired,
-                                    started.elapsed()
-                                );
-                                down.retain(|d| *d != id);
-                            }
-                            Err(e) => log.error(&id, &e),
-                        }
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(500));
             }
-        })
-        .context("start the peer watcher")?;
-    Ok((stop, handle))
+            for id in all {
+                let alive = backend.peers().is_alive(id.as_str());
+                let was_down = down.contains(&id);
+                if !alive && !was_down {
+                    down.push(id);
+                } else if alive && was_down {
+                    let started = std::time::Instant::now();
+                    match cluster.catch_up_async(id.as_str()).await {
+                        Ok(r) => {
+                            eprintln!(
+                                "kvstore: {id} is back: {} hints handed off, {} keys repaired in {:?}",
+                                r.hints_applied,
+                                r.repair.keys_repaired,
+                                started.elapsed()
+                            );
+                            down.retain(|d| *d != id);
+                        }
+                        Err(e) => log.error(&id, &e),
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
+    Watcher { stop, task }
+}
+
+impl Watcher {
+    /// Stops the task and waits (at most `MAINTENANCE_TIMEOUT`) until it is gone, with its
+    /// handle on the cluster. A catch-up in progress is dropped at its next await point:
+    /// it is idempotent (last-writer-wins; a hint store is deleted only once handed off), so
+    /// the next start does it again. Called from outside the runtime.
+    fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.abort();
+        let deadline = std::time::Instant::now() + MAINTENANCE_TIMEOUT;
+        while !self.task.is_finished() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
 }
 
 /// The watcher's failures to catch a node up, each logged once until it changes (it is

@@ -94,9 +94,11 @@ pub(crate) struct Repairer {
 /// What a round needs: the cluster's routing table and admin lock, and its parameters.
 pub(crate) struct RepairContext {
     pub(crate) routing: Arc<RoutingTable>,
-    pub(crate) admin: Arc<Mutex<()>>,
+    pub(crate) admin: Arc<crate::gate::Gate>,
     pub(crate) rf: usize,
     pub(crate) batch: usize,
+    /// The cluster's clock (a round's elapsed time).
+    pub(crate) clock: Arc<dyn kv_node::Clock>,
 }
 
 impl Repairer {
@@ -214,7 +216,14 @@ fn run(shared: &Shared, ctx: &RepairContext, interval: Duration) {
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let _admin = ctx.admin.lock();
             let routing = ctx.routing.load();
-            repair_where(&routing, ctx.rf, ctx.batch, |_| true, &stopped)
+            crate::block::block_on(repair_where(
+                &routing,
+                ctx.rf,
+                ctx.batch,
+                ctx.clock.as_ref(),
+                &|_| true,
+                &stopped,
+            ))
         }))
         .unwrap_or(Err(crate::Error::RepairPanicked));
         let mut state = shared.state.lock();

@@ -117,6 +117,16 @@ mod tests {
         let got = block_on(get_many)?;
         assert_eq!(got[1].as_deref(), Some(&b"2"[..]));
         assert_eq!(got[2], None);
+        // So must the maintenance futures the node process runs as tasks.
+        let catch_up = cluster.catch_up_async("node2");
+        is_send(&catch_up);
+        assert_eq!(block_on(catch_up)?.hints_applied, 0);
+        let repair = cluster.repair_async();
+        is_send(&repair);
+        assert_eq!(block_on(repair)?.keys_repaired, 0);
+        let hand_off = cluster.hand_off_hints_async();
+        is_send(&hand_off);
+        assert_eq!(block_on(hand_off)?, 0);
         Ok(())
     }
 

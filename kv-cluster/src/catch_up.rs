@@ -9,7 +9,7 @@
 //! catch-up's result. The status lives in memory: a restarted process starts with none.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kv_ring::NodeId;
 use parking_lot::Mutex;
@@ -118,6 +118,7 @@ impl Cluster {
     /// after reconnecting a node. No [`fail_node`](Cluster::fail_node) is needed first: the
     /// handle is not replaced, and the coordinator's health entry, if any, is left alone.
     /// The node process calls it from the watcher that sees a peer come back.
+    /// [`catch_up_async`](Cluster::catch_up_async) run on the calling thread.
     ///
     /// While it runs, [`catch_up_status`](Cluster::catch_up_status) (and
     /// [`nodes`](Cluster::nodes)) report its phase, [`CatchUpPhase::Hints`] then
@@ -145,7 +146,38 @@ impl Cluster {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn catch_up(&self, id: &str) -> Result<RecoverySummary> {
-        let _admin = self.admin.lock();
+        crate::block::block_on(self.catch_up_async(id))
+    }
+
+    /// [`catch_up`](Cluster::catch_up) as a future, for a caller on an async runtime (the
+    /// node process's watcher runs it as a task): it waits for the admin gate and on the
+    /// replicas across the network (hint imports, digests, export pages, syncs) without
+    /// blocking a worker thread, and spawns nothing. The future is `Send`. Times
+    /// (`elapsed`, `finished`) are read from the cluster's clock
+    /// ([`ClusterOptions::clock`](crate::ClusterOptions::clock)).
+    ///
+    /// # Errors
+    /// As [`catch_up`](Cluster::catch_up).
+    ///
+    /// # Example
+    /// ```
+    /// use std::sync::Arc;
+    /// use kv_cluster::{Cluster, ClusterOptions, MemoryBackend};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let opts = ClusterOptions::new().backend(Arc::new(MemoryBackend::default()));
+    /// let cluster = Arc::new(Cluster::open(dir.path(), opts)?);
+    /// cluster.put(b"k", b"v")?;
+    /// let rt = tokio::runtime::Builder::new_current_thread().build()?;
+    /// let c = Arc::clone(&cluster);
+    /// let summary = rt.block_on(async move { tokio::spawn(async move {
+    ///     c.catch_up_async("node2").await
+    /// }).await })??;
+    /// assert_eq!(summary.hints_applied, 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub async fn catch_up_async(&self, id: &str) -> Result<RecoverySummary> {
+        let _admin = self.admin.acquire().await;
         let node = NodeId::new(id)?;
         let routing = self.routing();
         match routing.node(&node) {
@@ -153,25 +185,32 @@ impl Cluster {
             Some(h) if h.is_down() => return Err(Error::NodeDown { node }),
             Some(_) => {}
         }
-        let started = Instant::now();
+        let clock = self.opts.clock.as_ref();
+        let started = clock.now_millis();
         self.catch_ups.set_phase(&node, CatchUpPhase::Hints);
         let mut hints_applied = 0;
-        let result = self
-            .hand_off(&routing, |holder, target| {
+        let handed = self
+            .hand_off_async(&routing, &|holder, target| {
                 *target == node || *holder == node
             })
-            .and_then(|applied| {
+            .await;
+        let result = match handed {
+            Ok(applied) => {
                 hints_applied = applied;
                 self.catch_ups.set_phase(&node, CatchUpPhase::Repair);
-                self.repair_where(&routing, |replicas| replicas.contains(&node))
-            });
+                self.repair_where_async(&routing, &|replicas| replicas.contains(&node))
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        let now = clock.now_millis();
         self.catch_ups.finish(
             &node,
             CatchUpOutcome {
                 hints_applied,
                 keys_repaired: result.as_ref().map_or(0, |r| r.keys_repaired),
-                finished: SystemTime::now(),
-                elapsed: started.elapsed(),
+                finished: UNIX_EPOCH + Duration::from_millis(now),
+                elapsed: Duration::from_millis(now.saturating_sub(started)),
                 error: result.as_ref().err().map(Error::chain),
             },
         );

@@ -75,7 +75,7 @@ pub struct Cluster {
     pub(crate) running: Mutex<Option<(crate::ChangeKind, NodeId)>>,
     /// Serializes membership changes, failing and recovering nodes, and repair: each of them
     /// swaps node handles or relies on which nodes are up.
-    pub(crate) admin: Arc<Mutex<()>>,
+    pub(crate) admin: Arc<crate::gate::Gate>,
     /// Down nodes, by id (the coordinator's view; in memory only).
     pub(crate) health: Mutex<std::collections::HashMap<NodeId, crate::health::Down>>,
     /// Open hint stores.
@@ -191,7 +191,7 @@ impl Cluster {
             )),
             meta: Mutex::new(meta),
             running: Mutex::new(None),
-            admin: Arc::new(Mutex::new(())),
+            admin: Arc::new(crate::gate::Gate::default()),
             health: Mutex::default(),
             hints: crate::hints::HintStores::default(),
             catch_ups: crate::catch_up::CatchUps::default(),
@@ -227,7 +227,7 @@ impl Cluster {
         // Hints left by a previous process (its nodes are all routed again now, a joiner of a
         // pending change included): hand them off. Best effort: what fails stays on disk for
         // the next open or recovery, and repair covers it meanwhile.
-        let _ = cluster.hand_off(&cluster.routing(), |_, _| true);
+        let _ = cluster.hand_off(&cluster.routing(), &|_, _| true);
         // What is left waits for a target still down: open it, so that it is counted
         // (`hints_pending_for`) before the next hinted write would open it.
         cluster.open_hint_stores();
@@ -253,6 +253,7 @@ impl Cluster {
                 admin: Arc::clone(&cluster.admin),
                 rf: cluster.rf,
                 batch: cluster.opts.transfer_batch,
+                clock: Arc::clone(&cluster.opts.clock),
             };
             cluster.repairer = Some(crate::background::Repairer::start(
                 ctx,

@@ -157,10 +157,10 @@ impl Cluster {
         drop(routing);
         self.install(next);
         let routing = self.routing();
-        let hints_applied = self.hand_off(&routing, |holder, target| {
+        let hints_applied = self.hand_off(&routing, &|holder, target| {
             *target == node || *holder == node
         })?;
-        let repair = self.repair_where(&routing, |replicas| replicas.contains(&node))?;
+        let repair = self.repair_where(&routing, &|replicas| replicas.contains(&node))?;
         Ok(RecoverySummary {
             node,
             down_for: down.since.elapsed().unwrap_or_default(),

@@ -28,11 +28,28 @@ use smallvec::SmallVec;
 
 use crate::cluster::Cluster;
 use crate::error::{Error, Result};
+use crate::maintain;
 use crate::replica::Replica;
 use crate::routing::Routing;
 
 /// The name of the directory, in a node's own directory, of the hints it holds.
 pub(crate) const HINTS_DIR: &str = "hints";
+
+/// The slices of the token ring a hint store is read in during a handoff: about `batch`
+/// records each, from the store's counters (hashed tokens spread them evenly), so a handoff
+/// holds a few batches in memory whatever the store's size.
+fn store_slices(store: &dyn Replica, batch: usize) -> Result<Vec<TokenRange>> {
+    let held = store.held()?;
+    let records = held.live + held.tombstones;
+    let slices = records
+        .div_ceil(batch.max(1) as u64)
+        .max(1)
+        .next_power_of_two()
+        .min(1 << 16) as u32;
+    Ok((0..slices)
+        .map(|i| kv_node::Node::leaf_range(TokenRange::FULL, slices, i))
+        .collect())
+}
 
 /// What [`Cluster::redirect`] wrote: nodes to sync, and whether it stored hints.
 #[derive(Debug, Default)]
@@ -153,7 +170,18 @@ impl Cluster {
     pub(crate) fn hand_off(
         &self,
         routing: &Routing,
-        select: impl Fn(&NodeId, &NodeId) -> bool,
+        select: &(dyn Fn(&NodeId, &NodeId) -> bool + Sync),
+    ) -> Result<u64> {
+        crate::block::block_on(self.hand_off_async(routing, select))
+    }
+
+    /// [`hand_off`](Cluster::hand_off) as a future: the targets' imports and syncs are
+    /// awaited ([`maintain`](crate::maintain)); the hint stores, on this node's disk, are
+    /// read in place.
+    pub(crate) async fn hand_off_async(
+        &self,
+        routing: &Routing,
+        select: &(dyn Fn(&NodeId, &NodeId) -> bool + Sync),
     ) -> Result<u64> {
         let mut changed = 0u64;
         for (holder, target) in self.hint_pairs()? {
@@ -171,28 +199,75 @@ impl Cluster {
             };
             let store = self.hint_store(&holder, &target)?;
             let mut touched = Touched::default();
-            for batch in store.export(0, &[TokenRange::FULL], self.opts.transfer_batch)? {
-                // A membership change may have moved a key's range away from the target since
-                // the hint was written (or the target left): such a hinted write goes to the
-                // key's replicas now instead (it may be one a sloppy write counted).
-                let (mine, moved) = match &dst {
-                    Some(_) => batch?
-                        .into_iter()
-                        .partition(|r| self.replicates(routing, &target, token(&r.key))),
-                    None => (Vec::new(), batch?),
-                };
-                if let Some(dst) = &dst {
-                    changed += dst.import(routing.epoch(), &mine)? as u64;
+            let batch_size = self.opts.transfer_batch;
+            for slice in store_slices(store.as_ref(), batch_size)? {
+                // Read a slice of the store before awaiting anything: the store's export
+                // iterator is not `Send`, so it is not held across an await.
+                let batches: Vec<Vec<Record>> = store
+                    .export(0, &[slice], batch_size)?
+                    .collect::<Result<_>>()?;
+                for batch in batches {
+                    // A membership change may have moved a key's range away from the target
+                    // since the hint was written (or the target left): such a hinted write
+                    // goes to the key's replicas now instead (it may be one a sloppy write
+                    // counted).
+                    let (mine, moved): (Vec<Record>, Vec<Record>) = match &dst {
+                        Some(_) => batch
+                            .into_iter()
+                            .partition(|r| self.replicates(routing, &target, token(&r.key))),
+                        None => (Vec::new(), batch),
+                    };
+                    if let Some(dst) = &dst {
+                        changed +=
+                            maintain::import(dst.as_ref(), routing.epoch(), &mine).await? as u64;
+                    }
+                    changed += self.redirect_async(routing, &moved, &mut touched).await?;
                 }
-                changed += self.redirect(routing, &moved, &mut touched)?;
             }
             if let Some(dst) = &dst {
-                dst.sync()?;
+                maintain::sync(dst.as_ref()).await?;
             }
-            self.sync_touched(routing, &touched)?;
+            self.sync_touched_async(routing, &touched).await?;
             self.remove_store(&holder, &target)?;
         }
         Ok(changed)
+    }
+
+    /// Hands off every hint this cluster holds whose target is up again (and, in an
+    /// in-process cluster, whose holder is up): into the target, synced there, then the
+    /// store deleted. A hint whose target no longer replicates its key goes to the key's
+    /// replicas now. Runs under the admin lock, as [`repair`](Cluster::repair) does first;
+    /// [`hand_off_hints_async`](Cluster::hand_off_hints_async) run on the calling thread.
+    /// Returns the hinted writes that changed a node.
+    ///
+    /// # Errors
+    /// A node's error (what was not handed off stays for the next handoff).
+    ///
+    /// # Example
+    /// ```
+    /// use std::sync::Arc;
+    /// use kv_cluster::{Cluster, ClusterOptions, MemoryBackend};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let opts = ClusterOptions::new().backend(Arc::new(MemoryBackend::default()));
+    /// let cluster = Cluster::open(dir.path(), opts)?;
+    /// assert_eq!(cluster.hand_off_hints()?, 0); // none held
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn hand_off_hints(&self) -> Result<u64> {
+        crate::block::block_on(self.hand_off_hints_async())
+    }
+
+    /// [`hand_off_hints`](Cluster::hand_off_hints) as a future, for a caller on an async
+    /// runtime: it waits for the admin gate and for the targets' answers without blocking a
+    /// worker thread. The future is `Send`.
+    ///
+    /// # Errors
+    /// As [`hand_off_hints`](Cluster::hand_off_hints).
+    pub async fn hand_off_hints_async(&self) -> Result<u64> {
+        let _admin = self.admin.acquire().await;
+        let routing = self.routing();
+        self.hand_off_async(&routing, &|_, _| true).await
     }
 
     /// Writes hinted `records`, whose target no longer replicates them, to their keys'
@@ -205,13 +280,24 @@ impl Cluster {
         records: &[Record],
         touched: &mut Touched,
     ) -> Result<u64> {
+        crate::block::block_on(self.redirect_async(routing, records, touched))
+    }
+
+    /// [`redirect`](Cluster::redirect) as a future.
+    async fn redirect_async(
+        &self,
+        routing: &Routing,
+        records: &[Record],
+        touched: &mut Touched,
+    ) -> Result<u64> {
         let mut changed = 0u64;
         for r in records {
             let t = token(&r.key);
             for id in self.targets(routing, t)? {
                 match routing.node(&id) {
                     Some(n) if !n.is_down() => {
-                        changed += n.import(routing.epoch(), std::slice::from_ref(r))? as u64;
+                        let one = std::slice::from_ref(r);
+                        changed += maintain::import(n.as_ref(), routing.epoch(), one).await? as u64;
                         if !touched.nodes.contains(&id) {
                             touched.nodes.push(id);
                         }
@@ -229,9 +315,14 @@ impl Cluster {
     /// Makes what [`redirect`](Cluster::redirect) wrote durable, before the hint store it came
     /// from is deleted.
     fn sync_touched(&self, routing: &Routing, touched: &Touched) -> Result<()> {
+        crate::block::block_on(self.sync_touched_async(routing, touched))
+    }
+
+    /// [`sync_touched`](Cluster::sync_touched) as a future.
+    async fn sync_touched_async(&self, routing: &Routing, touched: &Touched) -> Result<()> {
         for id in &touched.nodes {
             if let Some(n) = routing.node(id) {
-                n.sync()?;
+                maintain::sync(n.as_ref()).await?;
             }
         }
         if touched.hints {

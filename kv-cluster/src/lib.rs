@@ -100,6 +100,11 @@
 //!   [`REPAIR_KEYS_PER_LEAF`] keys a leaf, 16 bytes each), trees are compared top-down, and
 //!   only differing leaves are exported, merged newest-wins and imported where stale.
 //!   Identical replicas exchange only their roots (see [`RepairSummary`]).
+//! - **Maintenance awaits, too.** [`Cluster::catch_up_async`], [`Cluster::repair_async`] and
+//!   [`Cluster::hand_off_hints_async`] wait on replicas across the network (through the
+//!   maintenance `start_*` forms of [`Replica`]) and for the admin gate without blocking a
+//!   worker; the blocking [`Cluster::catch_up`], [`Cluster::repair`] and
+//!   [`Cluster::hand_off_hints`] run the same futures on the calling thread.
 //! - **Background anti-entropy, opt in.** [`ClusterOptions::background_repair`] starts one
 //!   thread that runs the same repair every interval (an interval after the previous round
 //!   finished, under the admin lock, so never during a membership change), reports its
@@ -191,11 +196,13 @@ mod error;
 mod expiry;
 mod failure;
 mod fence;
+mod gate;
 mod health;
 mod hints;
 mod key_locks;
 mod last_flush;
 mod local;
+mod maintain;
 mod memory;
 mod merkle;
 mod meta;
@@ -240,7 +247,7 @@ pub use options::{
 pub use pending::{Collector, Deferred, Next, Started, Ticket};
 pub use progress::{ChangeKind, ChangeSummary, PairSummary, Progress};
 pub use repair::{REPAIR_KEYS_PER_LEAF, RepairSummary};
-pub use replica::{RecordStream, Replica};
+pub use replica::{ExportPage, RecordStream, Replica};
 pub use scan::ScanPage;
 pub use stats::{ClusterStats, KeyPlacement, NodeInfo, NodeState, NodeStats};
 pub use swap::SWAP_ATTEMPTS;

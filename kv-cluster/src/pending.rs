@@ -157,7 +157,18 @@ impl<T> Collector<T> {
     pub fn wait(&self, deadline: Instant) -> Next<'_, T> {
         Next {
             collector: self,
-            deadline,
+            deadline: Some(deadline),
+        }
+    }
+
+    /// The next deferred answer, with no deadline of the coordinator's own: what the
+    /// maintenance paths (hint handoff, repair, catch-up) wait with, since a replica across
+    /// the network times their requests out itself (its maintenance timeout) and a dropped
+    /// [`Deferred`] answers [`Error::Dropped`]. Reads no clock.
+    pub(crate) fn wait_answer(&self) -> Next<'_, T> {
+        Next {
+            collector: self,
+            deadline: None,
         }
     }
 }
@@ -167,7 +178,8 @@ impl<T> Collector<T> {
 #[must_use = "a future does nothing unless polled"]
 pub struct Next<'c, T> {
     collector: &'c Collector<T>,
-    deadline: Instant,
+    /// `None`: until an answer comes ([`Collector::wait_answer`]).
+    deadline: Option<Instant>,
 }
 
 impl<T> Future for Next<'_, T> {
@@ -186,7 +198,9 @@ impl<T> Future for Next<'_, T> {
             c.outstanding.fetch_sub(1, Ordering::Relaxed);
             return Poll::Ready(Some(answer));
         }
-        if Instant::now() >= self.deadline {
+        if let Some(deadline) = self.deadline
+            && Instant::now() >= deadline
+        {
             return Poll::Ready(None);
         }
         match &mut inbox.waiter {
@@ -194,7 +208,9 @@ impl<T> Future for Next<'_, T> {
             slot => *slot = Some(cx.waker().clone()),
         }
         drop(inbox);
-        crate::block::wake_by(self.deadline);
+        if let Some(deadline) = self.deadline {
+            crate::block::wake_by(deadline);
+        }
         Poll::Pending
     }
 }

@@ -2,14 +2,15 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use kv_node::{Node, Record};
+use kv_node::{Clock, Node, Record};
 use kv_ring::{NodeId, TokenRange};
 
 use crate::cluster::Cluster;
 use crate::error::Result;
+use crate::maintain;
 use crate::merkle::{MerkleTree, NODE_BYTES};
 use crate::replica::Replica;
 use crate::routing::Routing;
@@ -53,8 +54,8 @@ fn replica_runs(routing: &Routing, rf: usize) -> Result<Vec<(TokenRange, Vec<Nod
 
 /// Leaves for `range`'s trees: from `node`'s key count (its counters) times the range's
 /// share of what it replicates, at [`REPAIR_KEYS_PER_LEAF`] keys a leaf.
-fn leaves_for(range: TokenRange, node: &dyn Replica) -> Result<u32> {
-    let held = node.held()?;
+async fn leaves_for(range: TokenRange, node: &dyn Replica) -> Result<u32> {
+    let held = maintain::held(node).await?;
     let keys = (held.live + held.tombstones) as f64 * range.fraction();
     // `fraction` is of the whole ring; a node holds rf / n of it, so this underestimates by
     // at most that factor: a leaf then covers a few times more keys than the target.
@@ -95,6 +96,8 @@ impl Cluster {
     /// commute with client writes); a down replica is skipped, to be repaired when it
     /// recovers.
     ///
+    /// [`repair_async`](Cluster::repair_async) run on the calling thread.
+    ///
     /// # Errors
     /// A node's error.
     ///
@@ -116,26 +119,68 @@ impl Cluster {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn repair(&self) -> Result<RepairSummary> {
-        let _admin = self.admin.lock();
+        crate::block::block_on(self.repair_async())
+    }
+
+    /// [`repair`](Cluster::repair) as a future, for a caller on an async runtime: it waits
+    /// on replicas across the network (digests, export pages, imports, syncs) without
+    /// blocking a worker thread, and waits for the admin gate the same way. The future is
+    /// `Send`. Its only await points are replicas' answers and the gate; the replicas'
+    /// transport times every request out, so it needs no timer.
+    ///
+    /// # Errors
+    /// As [`repair`](Cluster::repair).
+    ///
+    /// # Example
+    /// ```
+    /// use std::sync::Arc;
+    /// use kv_cluster::{Cluster, ClusterOptions, MemoryBackend};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let opts = ClusterOptions::new().backend(Arc::new(MemoryBackend::default()));
+    /// let cluster = Cluster::open(dir.path(), opts)?;
+    /// cluster.put(b"k", b"v")?;
+    /// let rt = tokio::runtime::Builder::new_current_thread().build()?;
+    /// let summary = rt.block_on(cluster.repair_async())?;
+    /// assert_eq!(summary.keys_repaired, 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub async fn repair_async(&self) -> Result<RepairSummary> {
+        let _admin = self.admin.acquire().await;
         let routing = self.routing();
         // Hints whose target is up again but were not handed off (a handoff that failed
         // after the node came back): they may be counted copies of sloppy writes.
-        let hints_applied = self.hand_off(&routing, |_, _| true)?;
-        let mut summary = self.repair_where(&routing, |_| true)?;
+        let hints_applied = self.hand_off_async(&routing, &|_, _| true).await?;
+        let mut summary = self.repair_where_async(&routing, &|_| true).await?;
         summary.hints_applied = hints_applied;
         Ok(summary)
     }
 
     /// Repairs the ranges whose replica set satisfies `select`. The caller holds the admin
-    /// lock.
+    /// gate.
     pub(crate) fn repair_where(
         &self,
         routing: &Routing,
-        select: impl Fn(&[NodeId]) -> bool,
+        select: &(dyn Fn(&[NodeId]) -> bool + Sync),
     ) -> Result<RepairSummary> {
-        repair_where(routing, self.rf, self.opts.transfer_batch, select, &|| {
-            false
-        })
+        crate::block::block_on(self.repair_where_async(routing, select))
+    }
+
+    /// [`repair_where`](Cluster::repair_where) as a future.
+    pub(crate) async fn repair_where_async(
+        &self,
+        routing: &Routing,
+        select: &(dyn Fn(&[NodeId]) -> bool + Sync),
+    ) -> Result<RepairSummary> {
+        repair_where(
+            routing,
+            self.rf,
+            self.opts.transfer_batch,
+            self.opts.clock.as_ref(),
+            select,
+            &|| false,
+        )
+        .await
     }
 }
 
@@ -143,15 +188,17 @@ impl Cluster {
 /// `batch` records at a time; stops early (with what it did so far) once `stop` says so,
 /// checked between replica runs and between differing leaves (so a stop does not wait for
 /// a whole run: on 3 nodes with RF 3 the ring is one run). The caller holds the cluster's
-/// admin lock.
-pub(crate) fn repair_where(
+/// admin gate. Elapsed time is read from `clock`.
+pub(crate) async fn repair_where(
     routing: &Routing,
     rf: usize,
     batch: usize,
-    select: impl Fn(&[NodeId]) -> bool,
-    stop: &dyn Fn() -> bool,
+    clock: &dyn Clock,
+    select: &(dyn Fn(&[NodeId]) -> bool + Sync),
+    stop: &(dyn Fn() -> bool + Sync),
 ) -> Result<RepairSummary> {
-    let started = Instant::now();
+    // Timed on the cluster's clock (the simulation's, under simulation).
+    let started = clock.now_millis();
     let mut summary = RepairSummary::default();
     for (range, replicas) in replica_runs(routing, rf)? {
         if stop() {
@@ -169,26 +216,30 @@ pub(crate) fn repair_where(
             summary.ranges_skipped += 1;
             continue;
         }
-        repair_range(routing, batch, range, &up, &mut summary, stop)?;
+        repair_range(routing, batch, range, &up, &mut summary, stop).await?;
     }
-    summary.elapsed = started.elapsed();
+    summary.elapsed = Duration::from_millis(clock.now_millis().saturating_sub(started));
     Ok(summary)
 }
 
-fn repair_range(
+async fn repair_range(
     routing: &Routing,
     batch: usize,
     range: TokenRange,
     up: &[&Arc<dyn Replica>],
     summary: &mut RepairSummary,
-    stop: &dyn Fn() -> bool,
+    stop: &(dyn Fn() -> bool + Sync),
 ) -> Result<()> {
     let epoch = routing.epoch();
-    let leaves = leaves_for(range, up[0].as_ref())?;
-    let trees: Vec<MerkleTree> = up
-        .iter()
-        .map(|n| Ok(MerkleTree::new(n.digests(epoch, range, leaves)?)))
-        .collect::<Result<_>>()?;
+    let leaves = leaves_for(range, up[0].as_ref()).await?;
+    // Every replica builds its tree at once.
+    let trees: Vec<MerkleTree> = maintain::ask_each(up.len(), |t| {
+        up[t.index()].start_digests(epoch, range, leaves, t)
+    })
+    .await
+    .into_iter()
+    .map(|d| d.map(MerkleTree::new))
+    .collect::<Result<_>>()?;
     summary.ranges_compared += 1;
     let mut differing: Vec<usize> = Vec::new();
     for other in &trees[1..] {
@@ -207,22 +258,23 @@ fn repair_range(
         // The newest record of every key any replica holds in the leaf.
         let mut newest: BTreeMap<Bytes, Record> = BTreeMap::new();
         for n in up {
-            for records in n.export(epoch, &[part], batch)? {
-                for r in records? {
-                    summary.records_streamed += 1;
-                    match newest.get(&r.key) {
-                        Some(have) if have.version >= r.version => {}
-                        _ => {
-                            newest.insert(r.key.clone(), r);
-                        }
+            for r in maintain::export_all(n.as_ref(), epoch, &[part], batch).await? {
+                summary.records_streamed += 1;
+                match newest.get(&r.key) {
+                    Some(have) if have.version >= r.version => {}
+                    _ => {
+                        newest.insert(r.key.clone(), r);
                     }
                 }
             }
         }
         let merged: Vec<Record> = newest.into_values().collect();
-        for n in up {
-            for chunk in merged.chunks(batch.max(1)) {
-                summary.keys_repaired += n.import(epoch, chunk)? as u64;
+        for chunk in merged.chunks(batch.max(1)) {
+            // Every replica imports the chunk at once.
+            for changed in
+                maintain::ask_each(up.len(), |t| up[t.index()].start_import(epoch, chunk, t)).await
+            {
+                summary.keys_repaired += changed? as u64;
             }
         }
     }

@@ -11,6 +11,23 @@ use kv_node::{Cell, CompactionReport, Digest, Node, RangeCount, Record, Swapped,
 /// Batches of records streamed out of a replica by [`Replica::export`].
 pub type RecordStream<'a> = Box<dyn Iterator<Item = Result<Vec<Record>>> + 'a>;
 
+/// One page of an export read without waiting ([`Replica::start_export_page`]).
+///
+/// # Example
+/// ```
+/// use kv_cluster::ExportPage;
+///
+/// let last = ExportPage { records: Vec::new(), more: None };
+/// assert!(last.more.is_none()); // nothing follows
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExportPage {
+    /// The page's records (possibly none while the replica has nothing ready yet).
+    pub records: Vec<Record>,
+    /// The session to ask for the next page, or `None` when this was the last one.
+    pub more: Option<u64>,
+}
+
 /// A storage node as the coordinator reaches it: in-process today ([`LocalReplica`] over a
 /// `kv_node::Node`, [`MemoryReplica`] for tests), over the network later.
 ///
@@ -186,6 +203,94 @@ pub trait Replica: Send + Sync + fmt::Debug {
     ) -> Started<Vec<Option<Version>>> {
         let _ = ticket;
         Started::Done(self.read_versions(epoch, keys))
+    }
+
+    /// [`held`](Replica::held) without waiting, as [`start_apply`](Replica::start_apply): what
+    /// a repair asks to size its Merkle trees.
+    fn start_held(&self, ticket: Ticket<'_, RangeCount>) -> Started<RangeCount> {
+        let _ = ticket;
+        Started::Done(self.held())
+    }
+
+    /// [`digests`](Replica::digests) without waiting, as
+    /// [`start_apply`](Replica::start_apply).
+    fn start_digests(
+        &self,
+        epoch: u64,
+        range: TokenRange,
+        leaves: u32,
+        ticket: Ticket<'_, Vec<Digest>>,
+    ) -> Started<Vec<Digest>> {
+        let _ = ticket;
+        Started::Done(self.digests(epoch, range, leaves))
+    }
+
+    /// One page of [`export`](Replica::export) without waiting, as
+    /// [`start_apply`](Replica::start_apply): with `session` `None` it opens an export of
+    /// `ranges` and answers its first page; with the session a page named
+    /// ([`ExportPage::more`]), the next page (`epoch`, `ranges` and `batch_size` are then
+    /// ignored). A reader that stops before the last page calls
+    /// [`end_export`](Replica::end_export).
+    ///
+    /// The default answers at once with every record of `ranges` in one page (an in-process
+    /// replica: what repair asks is one Merkle leaf, a few dozen keys); a replica across the
+    /// network pages through a session on the node.
+    fn start_export_page(
+        &self,
+        epoch: u64,
+        ranges: &[TokenRange],
+        batch_size: usize,
+        session: Option<u64>,
+        ticket: Ticket<'_, ExportPage>,
+    ) -> Started<ExportPage> {
+        let _ = ticket;
+        if session.is_some() {
+            // The default never names a session, so this is the end of none.
+            return Started::Done(Ok(ExportPage::default()));
+        }
+        let page = self.export(epoch, ranges, batch_size).and_then(|stream| {
+            let mut records = Vec::new();
+            for batch in stream {
+                records.extend(batch?);
+            }
+            Ok(ExportPage {
+                records,
+                more: None,
+            })
+        });
+        Started::Done(page)
+    }
+
+    /// Ends an export read with [`start_export_page`](Replica::start_export_page) before
+    /// its last page, without waiting (the default has nothing to end).
+    fn end_export(&self, session: u64) {
+        let _ = session;
+    }
+
+    /// [`import`](Replica::import) without waiting, as
+    /// [`start_apply`](Replica::start_apply).
+    fn start_import(
+        &self,
+        epoch: u64,
+        batch: &[Record],
+        ticket: Ticket<'_, usize>,
+    ) -> Started<usize> {
+        let _ = ticket;
+        Started::Done(self.import(epoch, batch))
+    }
+
+    /// [`sync`](Replica::sync) without waiting, as [`start_apply`](Replica::start_apply).
+    fn start_sync(&self, ticket: Ticket<'_, ()>) -> Started<()> {
+        let _ = ticket;
+        Started::Done(self.sync())
+    }
+
+    /// [`fence`](Replica::fence) without waiting, as [`start_apply`](Replica::start_apply);
+    /// unlike `fence`, a fence that did not reach the node is an error the caller sees.
+    fn start_fence(&self, epoch: u64, ticket: Ticket<'_, ()>) -> Started<()> {
+        let _ = ticket;
+        self.fence(epoch);
+        Started::Done(Ok(()))
     }
 
     /// Streams every record (tombstones included) whose token lies in `ranges`, in batches of

@@ -4,10 +4,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use kv_cluster::{Error as ClusterError, RecordStream, Replica, Result, Started, Ticket};
+use kv_cluster::{
+    Deferred, Error as ClusterError, ExportPage, RecordStream, Replica, Result, Started, Ticket,
+};
 use kv_net::Peers;
 use kv_node::{Cell, CompactionReport, Digest, RangeCount, Record, Swapped, Version, Write};
 use kv_ring::{NodeId, TokenRange};
+use parking_lot::Mutex;
 use tracing::warn;
 
 use crate::convert::{
@@ -39,6 +42,12 @@ pub const DEFAULT_MAINTENANCE_TIMEOUT: Duration = Duration::from_secs(60);
 /// - Every `start_*` method encodes its request before it returns (borrowed keys and values
 ///   are fine), [defers](Ticket::defer) its ticket and completes it from the transport's
 ///   reader when the answer arrives ([`Peers::send_with`]): no thread or channel per request.
+///   The maintenance forms (`start_held`, `start_digests`, `start_export_page`,
+///   `start_import`, `start_sync`, `start_fence`: what kv-cluster's async catch-up, hint
+///   handoff and repair await) do the same under the maintenance timeout (an export page
+///   under the data timeout plus [`PAGE_WAIT`]); an import larger than
+///   [`IMPORT_REQUEST_BYTES`] is sent as several requests at once, its ticket answered with
+///   the last of them.
 /// - Errors: the replica's own errors come back as it raised them
 ///   ([`ClusterError::StaleEpoch`], the invalid requests as [`ClusterError::Node`]); no answer
 ///   within the timeout is [`ClusterError::Timeout`]; anything else (not connected, the
@@ -153,14 +162,65 @@ impl RemoteReplica {
         ticket: Ticket<'_, T>,
         take: Take<T>,
     ) -> Started<T> {
+        self.start_within(request, req, self.timeout, ticket, take)
+    }
+
+    /// [`start`](RemoteReplica::start) with another timeout (maintenance requests).
+    fn start_within<T: Send + 'static>(
+        &self,
+        request: &'static str,
+        req: &Request,
+        timeout: Duration,
+        ticket: Ticket<'_, T>,
+        take: Take<T>,
+    ) -> Started<T> {
         let deferred = ticket.defer();
         let node = self.id.clone();
         self.peers
-            .send_with(self.id.as_str(), req, self.timeout, move |answer| {
+            .send_with(self.id.as_str(), req, timeout, move |answer| {
                 deferred.complete(finish(&node, request, answer, take));
             });
         Started::Deferred
     }
+}
+
+/// Cuts an import into requests of at most about [`IMPORT_REQUEST_BYTES`] of keys and values
+/// (at least one record each); returns the end of each part.
+fn import_parts(batch: &[Record]) -> Vec<std::ops::Range<usize>> {
+    let mut parts = Vec::new();
+    let mut start = 0;
+    while start < batch.len() {
+        let mut end = start;
+        let mut bytes = 0;
+        while end < batch.len() {
+            let r = &batch[end];
+            let size = r.key.len() + r.value.as_ref().map_or(0, |v| v.len());
+            if end > start && bytes + size > IMPORT_REQUEST_BYTES {
+                break;
+            }
+            bytes += size;
+            end += 1;
+        }
+        parts.push(start..end);
+        start = end;
+    }
+    parts
+}
+
+/// The parts of a deferred import still out, and what those answered so far.
+struct ImportParts {
+    left: usize,
+    changed: usize,
+    error: Option<ClusterError>,
+    deferred: Option<Deferred<usize>>,
+}
+
+/// A page of an export read without waiting.
+fn take_export_page(r: Response) -> Option<ExportPage> {
+    take_page(r).map(|(session, records, done)| ExportPage {
+        records,
+        more: (!done).then_some(session),
+    })
 }
 
 fn take_applied(r: Response) -> Option<bool> {
@@ -222,6 +282,13 @@ fn take_counted(r: Response) -> Option<RangeCount> {
 fn take_done(r: Response) -> Option<()> {
     match r {
         Response::Done => Some(()),
+        _ => None,
+    }
+}
+
+fn take_digests(r: Response) -> Option<Vec<Digest>> {
+    match r {
+        Response::Digests(ds) => Some(ds.into_iter().map(Digest::from).collect()),
         _ => None,
     }
 }
@@ -415,26 +482,12 @@ impl Replica for RemoteReplica {
 
     fn import(&self, epoch: u64, batch: &[Record]) -> Result<usize> {
         let mut changed = 0;
-        let mut start = 0;
-        while start < batch.len() {
-            // At least one record per request; as many as fit in the byte budget.
-            let mut end = start;
-            let mut bytes = 0;
-            while end < batch.len() {
-                let r = &batch[end];
-                let size = r.key.len() + r.value.as_ref().map_or(0, |v| v.len());
-                if end > start && bytes + size > IMPORT_REQUEST_BYTES {
-                    break;
-                }
-                bytes += size;
-                end += 1;
-            }
+        for part in import_parts(batch) {
             let req = Request::Import {
                 epoch,
-                records: batch[start..end].iter().map(Entry::from_record).collect(),
+                records: batch[part].iter().map(Entry::from_record).collect(),
             };
             changed += self.call("import", &req, self.maintenance_timeout, take_count)?;
-            start = end;
         }
         Ok(changed)
     }
@@ -535,16 +588,135 @@ impl Replica for RemoteReplica {
         true
     }
 
+    fn start_held(&self, ticket: Ticket<'_, RangeCount>) -> Started<RangeCount> {
+        let t = self.maintenance_timeout;
+        self.start_within("held", &Request::Held, t, ticket, take_counted)
+    }
+
+    fn start_digests(
+        &self,
+        epoch: u64,
+        range: TokenRange,
+        leaves: u32,
+        ticket: Ticket<'_, Vec<Digest>>,
+    ) -> Started<Vec<Digest>> {
+        let req = Request::Digests {
+            epoch,
+            range: Range::from(range),
+            leaves: leaves.clamp(1, crate::server::MAX_LEAVES),
+        };
+        let t = self.maintenance_timeout;
+        self.start_within("digests", &req, t, ticket, take_digests)
+    }
+
+    fn start_export_page(
+        &self,
+        epoch: u64,
+        ranges: &[TokenRange],
+        batch_size: usize,
+        session: Option<u64>,
+        ticket: Ticket<'_, ExportPage>,
+    ) -> Started<ExportPage> {
+        let req = match session {
+            None => Request::ExportOpen {
+                epoch,
+                ranges: ranges_to_wire(ranges),
+                batch_size: u32::try_from(batch_size.max(1)).unwrap_or(u32::MAX),
+            },
+            Some(session) => Request::ExportNext { session },
+        };
+        // The node answers an empty page after `PAGE_WAIT` rather than run into this.
+        let t = self.timeout + PAGE_WAIT;
+        self.start_within("export", &req, t, ticket, take_export_page)
+    }
+
+    fn end_export(&self, session: u64) {
+        // Frees the node's session now rather than at its idle timeout; nobody waits.
+        let req = Request::ExportClose { session };
+        self.peers
+            .send_with(self.id.as_str(), &req, self.timeout, |_| {});
+    }
+
+    fn start_import(
+        &self,
+        epoch: u64,
+        batch: &[Record],
+        ticket: Ticket<'_, usize>,
+    ) -> Started<usize> {
+        let parts = import_parts(batch);
+        if parts.len() <= 1 {
+            let req = Request::Import {
+                epoch,
+                records: batch.iter().map(Entry::from_record).collect(),
+            };
+            let t = self.maintenance_timeout;
+            return self.start_within("import", &req, t, ticket, take_count);
+        }
+        // Several requests, all sent at once (an import is last-writer-wins per record, so
+        // their order does not matter); the ticket is answered when the last one is.
+        let shared = Arc::new(Mutex::new(ImportParts {
+            left: parts.len(),
+            changed: 0,
+            error: None,
+            deferred: Some(ticket.defer()),
+        }));
+        for part in parts {
+            let req = Request::Import {
+                epoch,
+                records: batch[part].iter().map(Entry::from_record).collect(),
+            };
+            let (shared, node) = (Arc::clone(&shared), self.id.clone());
+            self.peers.send_with(
+                self.id.as_str(),
+                &req,
+                self.maintenance_timeout,
+                move |answer| {
+                    let done = {
+                        let mut p = shared.lock();
+                        match finish(&node, "import", answer, take_count) {
+                            Ok(n) => p.changed += n,
+                            Err(e) => {
+                                p.error.get_or_insert(e);
+                            }
+                        }
+                        p.left -= 1;
+                        if p.left == 0 {
+                            let answer = match p.error.take() {
+                                Some(e) => Err(e),
+                                None => Ok(p.changed),
+                            };
+                            p.deferred.take().map(|d| (d, answer))
+                        } else {
+                            None
+                        }
+                    };
+                    // Completed outside the lock.
+                    if let Some((d, answer)) = done {
+                        d.complete(answer);
+                    }
+                },
+            );
+        }
+        Started::Deferred
+    }
+
+    fn start_sync(&self, ticket: Ticket<'_, ()>) -> Started<()> {
+        let t = self.maintenance_timeout;
+        self.start_within("sync", &Request::Sync, t, ticket, take_done)
+    }
+
+    fn start_fence(&self, epoch: u64, ticket: Ticket<'_, ()>) -> Started<()> {
+        let t = self.maintenance_timeout;
+        self.start_within("fence", &Request::Fence { epoch }, t, ticket, take_done)
+    }
+
     fn digests(&self, epoch: u64, range: TokenRange, leaves: u32) -> Result<Vec<Digest>> {
         let req = Request::Digests {
             epoch,
             range: Range::from(range),
             leaves: leaves.clamp(1, crate::server::MAX_LEAVES),
         };
-        self.call("digests", &req, self.maintenance_timeout, |r| match r {
-            Response::Digests(ds) => Some(ds.into_iter().map(Digest::from).collect()),
-            _ => None,
-        })
+        self.call("digests", &req, self.maintenance_timeout, take_digests)
     }
 }
 

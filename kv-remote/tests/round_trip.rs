@@ -383,3 +383,107 @@ fn cell(value: Option<&'static str>, version: u64) -> kv_cluster::Cell {
         expires: None,
     }
 }
+
+/// The maintenance `start_*` forms answer through a collector what the blocking methods
+/// answer: counts, digests, an export page by page (and a session ended early is freed), an
+/// import larger than one request's byte budget (sent as several, answered once), a sync and
+/// a fence.
+#[test]
+fn maintenance_start_methods_answer_through_a_collector() {
+    use kv_cluster::ExportPage;
+    let served = Arc::new(MemoryReplica::new("node2").unwrap());
+    let server = serve("node2", served.clone());
+    let remote = remote("node2", &server, T);
+    let deadline = || Instant::now() + LONG;
+    fn one<T>(c: &Collector<T>, started: Started<T>, deadline: Instant) -> kv_cluster::Result<T> {
+        match started {
+            Started::Done(r) => r,
+            Started::Deferred => c.next(deadline).unwrap().1,
+        }
+    }
+
+    // Three values of 3 MiB: over `IMPORT_REQUEST_BYTES` (8 MiB), so two requests.
+    let big = vec![b'b'; 3 << 20];
+    let mut records: Vec<Record> = (0..3u64)
+        .map(|i| Record {
+            key: Bytes::from(format!("big-{i}")),
+            value: Some(Bytes::from(big.clone())),
+            version: Version::new(10 + i),
+            expires: None,
+        })
+        .collect();
+    records.extend((0..997u64).map(|i| Record {
+        key: Bytes::from(format!("key-{i:04}")),
+        value: Some(Bytes::from(format!("value-{i}"))),
+        version: Version::new(20 + i),
+        expires: None,
+    }));
+    let c = Collector::new();
+    let started = remote.start_import(1, &records, c.ticket(0));
+    assert!(matches!(started, Started::Deferred));
+    assert_eq!(one(&c, started, deadline()).unwrap(), 1000);
+    assert_eq!(served.len(), 1000);
+    // Again: last-writer-wins, nothing changes.
+    let c = Collector::new();
+    let started = remote.start_import(1, &records, c.ticket(0));
+    assert_eq!(one(&c, started, deadline()).unwrap(), 0);
+
+    let c = Collector::new();
+    let started = remote.start_held(c.ticket(0));
+    assert_eq!(
+        one(&c, started, deadline()).unwrap(),
+        served.held().unwrap()
+    );
+    let c = Collector::new();
+    let started = remote.start_digests(1, TokenRange::FULL, 16, c.ticket(0));
+    assert_eq!(
+        one(&c, started, deadline()).unwrap(),
+        served.digests(1, TokenRange::FULL, 16).unwrap()
+    );
+
+    // Page by page, batches of 100: every record once, over several pages.
+    let mut got = Vec::new();
+    let mut session = None;
+    let mut pages = 0;
+    loop {
+        let c = Collector::new();
+        let started = remote.start_export_page(1, &[TokenRange::FULL], 100, session, c.ticket(0));
+        let ExportPage { records, more } = one(&c, started, deadline()).unwrap();
+        pages += 1;
+        got.extend(records);
+        match more {
+            Some(s) => session = Some(s),
+            None => break,
+        }
+    }
+    assert!(pages >= 10, "{pages} pages");
+    got.sort_by(|a, b| a.key.cmp(&b.key));
+    assert_eq!(got, all_records(served.as_ref(), 1));
+
+    // A session ended after its first page is freed on the node.
+    let c = Collector::new();
+    let started = remote.start_export_page(1, &[TokenRange::FULL], 10, None, c.ticket(0));
+    let first = one(&c, started, deadline()).unwrap();
+    let session = first.more.expect("more pages");
+    assert_eq!(server.open_exports(), 1);
+    remote.end_export(session);
+    let until = Instant::now() + LONG;
+    while server.open_exports() != 0 {
+        assert!(Instant::now() < until, "the session was not closed");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+
+    let c = Collector::new();
+    let started = remote.start_sync(c.ticket(0));
+    one(&c, started, deadline()).unwrap();
+    let c = Collector::new();
+    let started = remote.start_fence(5, c.ticket(0));
+    one(&c, started, deadline()).unwrap();
+    // Fenced at 5: an export at 4 is refused, through the start form too.
+    let c = Collector::new();
+    let started = remote.start_export_page(4, &[TokenRange::FULL], 10, None, c.ticket(0));
+    assert!(matches!(
+        one(&c, started, deadline()),
+        Err(Error::StaleEpoch { current: 5, .. })
+    ));
+}

@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use kv_cluster::{
-    Backend, Cell, Deferred, Digest, Error, MemoryBackend, RangeCount, Record, RecordStream,
-    Replica, Result, Started, Swapped, Ticket, Version, Write,
+    Backend, Cell, Deferred, Digest, Error, ExportPage, MemoryBackend, RangeCount, Record,
+    RecordStream, Replica, Result, Started, Swapped, Ticket, Version, Write,
 };
 use kv_ring::{NodeId, TokenRange};
 use parking_lot::Mutex;
@@ -375,5 +375,50 @@ impl Replica for Remote {
     }
     fn digests(&self, epoch: u64, range: TokenRange, leaves: u32) -> Result<Vec<Digest>> {
         self.blocking(|r| r.digests(epoch, range, leaves))
+    }
+    // The maintenance forms answer as the node's behaviour says, as the data ones do.
+    fn start_held(&self, ticket: Ticket<'_, RangeCount>) -> Started<RangeCount> {
+        self.start(ticket, |r| r.held())
+    }
+    fn start_digests(
+        &self,
+        epoch: u64,
+        range: TokenRange,
+        leaves: u32,
+        ticket: Ticket<'_, Vec<Digest>>,
+    ) -> Started<Vec<Digest>> {
+        self.start(ticket, move |r| r.digests(epoch, range, leaves))
+    }
+    fn start_export_page(
+        &self,
+        epoch: u64,
+        ranges: &[TokenRange],
+        batch_size: usize,
+        session: Option<u64>,
+        ticket: Ticket<'_, ExportPage>,
+    ) -> Started<ExportPage> {
+        let ranges = ranges.to_vec();
+        self.start(ticket, move |r| {
+            // One page: the whole export (no session on the node to keep).
+            let mut page = ExportPage::default();
+            if session.is_none() {
+                for batch in r.export(epoch, &ranges, batch_size)? {
+                    page.records.extend(batch?);
+                }
+            }
+            Ok(page)
+        })
+    }
+    fn start_import(
+        &self,
+        epoch: u64,
+        batch: &[Record],
+        ticket: Ticket<'_, usize>,
+    ) -> Started<usize> {
+        let batch = batch.to_vec();
+        self.start(ticket, move |r| r.import(epoch, &batch))
+    }
+    fn start_sync(&self, ticket: Ticket<'_, ()>) -> Started<()> {
+        self.start(ticket, |r| r.sync())
     }
 }
