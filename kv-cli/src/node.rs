@@ -40,7 +40,7 @@ use kv_remote::{RemoteBackend, ReplicaServer};
 use kv_ring::NodeId;
 
 use crate::args::{ServeArgs, TlsFiles};
-use crate::open;
+use crate::{node_meta, open};
 
 /// How long a coordinator waits for a peer's answer to a maintenance request (a digest pass,
 /// an import of hinted or repaired records).
@@ -254,14 +254,70 @@ pub struct NodeProcess {
     pub local: Arc<dyn kv_cluster::Replica>,
     /// `KVSTORE FAULT`, with `--enable-debug-faults`.
     pub extension: Option<Arc<dyn kv_server::KvstoreExtension>>,
+    meta: Option<NodeMetaRun>,
+}
+
+/// The node's metadata raft and what it needs to become ready.
+struct NodeMetaRun {
+    raft: kv_meta::MetaRaft,
+    bootstrap: kv_meta::Command,
+    timeout: Duration,
+    follower: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
+    runtime: tokio::runtime::Handle,
 }
 
 impl NodeProcess {
-    /// Stops serving other nodes and watching them (before the cluster closes).
+    /// Waits until the node may serve clients (membership.md §2.5, §2.6): the static
+    /// bootstrap applied (the first listed node proposes it; the others wait for it, at most
+    /// `--meta-catch-up-timeout`), then the leader's committed index applied (asked again
+    /// until it is, a log line each timeout) and its topology installed. Returns how long
+    /// the catch-up took.
+    ///
+    /// # Errors
+    /// The bootstrap not applied in time (the other nodes not started, or not reachable).
+    pub async fn ready(&self) -> anyhow::Result<Duration> {
+        let Some(meta) = &self.meta else {
+            return Ok(Duration::ZERO);
+        };
+        meta.raft
+            .bootstrap(&meta.bootstrap, meta.timeout)
+            .await
+            .with_context(|| {
+                format!(
+                    "the cluster's metadata was not bootstrapped within {:?}                      (--meta-catch-up-timeout): the first node of --peers bootstraps it once a                      majority of the members runs; start them, or check that they are reachable                      on their cluster ports",
+                    meta.timeout
+                )
+            })?;
+        let took = node_meta::catch_up(&meta.raft, meta.timeout).await;
+        // The follower installs what was applied; the client port opens once it has.
+        let epoch = meta.raft.watch().borrow().meta.epoch;
+        let deadline = tokio::time::Instant::now() + meta.timeout;
+        while self.cluster.topology().is_none_or(|t| t.epoch < epoch) {
+            if tokio::time::Instant::now() >= deadline {
+                bail!("the metadata's epoch {epoch} was not installed within {:?}", meta.timeout);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(took)
+    }
+
+    /// Stops serving other nodes and watching them (before the cluster closes), and the
+    /// metadata raft. Call it off the runtime (it waits for the raft on it).
     pub fn stop(&mut self) {
         if let Some((stop, handle)) = self.watcher.take() {
             stop.store(true, Ordering::Relaxed);
             let _ = handle.join();
+        }
+        if let Some(mut meta) = self.meta.take() {
+            if let Some((stop, handle)) = meta.follower.take() {
+                stop.store(true, Ordering::Relaxed);
+                let _ = handle.join();
+            }
+            if tokio::runtime::Handle::try_current().is_err()
+                && let Err(e) = meta.runtime.block_on(meta.raft.shutdown())
+            {
+                let _ = writeln!(std::io::stderr(), "kvstore: stopping the metadata: {e}");
+            }
         }
         self.replica_server.take();
     }
@@ -292,6 +348,12 @@ pub fn open(
              writes on its own disk, so a hint could not stand in for a replica on another node"
         );
     }
+    if let Some(p) = peers.iter().find(|p| p.id.as_str() == "meta") {
+        bail!(
+            "{}: the node id \"meta\" is reserved (the metadata lives in <data-dir>/meta/)",
+            p.id
+        );
+    }
     let Some(slot) = peers.iter().position(|p| p.id == me) else {
         bail!("--node-id {me} is not one of the members listed in --peers");
     };
@@ -313,6 +375,7 @@ pub fn open(
     let ids: Vec<String> = peers.iter().map(|p| p.id.to_string()).collect();
     let params = open::member_params(&args.cluster, &args.data_dir, &ids)?;
     let id = cluster_id(&args.cluster_name, &ids, params.rf, params.vnodes);
+    let vnodes = params.vnodes;
     let identity = kv_net::Identity::new(id, me.as_str());
     let timeout = Duration::from_millis(args.replica_timeout);
     let others = peers
@@ -352,16 +415,20 @@ pub fn open(
                 .own_hints(me.clone())
                 .replica_timeout(timeout)
                 .background_repair(repair_interval(args.cluster.repair_interval))
+                // The membership comes from the metadata raft (`node_meta`), not cluster.json.
+                .external_topology(true)
         },
     )?;
     let cluster = Arc::new(opened.cluster);
     let replica = backend
         .local_replica()
         .context("the cluster did not open this node's own storage")?;
+    // The static list until the metadata is applied; then its members (`node_meta`).
+    let members = node_meta::Members::new(ids.iter().cloned());
     let mut server_options = kv_net::ServerOptions::new()
         .runtime(runtime.clone())
         .listen(listen)
-        .allowed_peers(ids.iter().filter(|id| **id != me.as_str()).cloned());
+        .peer_filter(members.filter(me.as_str()));
     if let Some(tls) = tls {
         server_options = server_options.tls(tls);
     }
@@ -386,6 +453,60 @@ pub fn open(
             ""
         }
     );
+    replica_server.set_member_filter(Some(members.filter(me.as_str())));
+    // The metadata raft, in `<data-dir>/meta/`, over the same connections. `open` replays the
+    // snapshot and the log up to the saved committed index before it returns.
+    let transport = Arc::new(node_meta::RemoteTransport(kv_remote::MetaClient::new(
+        Arc::clone(backend.peers()),
+    )));
+    let raft = runtime
+        .block_on(kv_meta::MetaRaft::open(
+            &args.data_dir,
+            slot as u64 + 1,
+            me.as_str(),
+            kv_meta::meta_config(&args.cluster_name),
+            transport,
+        ))
+        .with_context(|| format!("open the metadata in {}", args.data_dir.join("meta").display()))?;
+    let service = raft.service();
+    replica_server.set_meta_handler(Some(Arc::new(
+        move |from: &kv_net::PeerInfo, body: bytes::Bytes| service.handle(&from.node_id, body),
+    )));
+    let replayed = Arc::clone(&raft.watch().borrow());
+    node_meta::check_uuid(&replayed.meta, id)?;
+    let statics: Vec<node_meta::StaticMember> = peers
+        .iter()
+        .map(|p| {
+            Ok(node_meta::StaticMember {
+                id: p.id.clone(),
+                client_addr: p.addr,
+                cluster_addr: p.cluster_addr()?,
+            })
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let bootstrap =
+        node_meta::static_bootstrap(&cluster, id, &args.cluster_name, vnodes, &statics)?;
+    let follower = node_meta::Follower {
+        cluster: Arc::clone(&cluster),
+        local: Arc::clone(&replica),
+        peers: Arc::clone(backend.peers()),
+        members,
+        me: me.clone(),
+    };
+    // A restart: the epoch this node had applied is installed and fenced before anything
+    // else happens (membership.md §2.6 step 1); a node never serves below it.
+    follower.apply(&replayed)?;
+    if replayed.meta.is_bootstrapped() {
+        let _ = writeln!(
+            std::io::stderr(),
+            "kvstore: metadata replayed: epoch {}, log index {}",
+            replayed.meta.epoch,
+            replayed.last_log_id.map_or(0, |l| l.index)
+        );
+    }
+    let follower_stop = Arc::new(AtomicBool::new(false));
+    let follower_thread =
+        follower.spawn(&raft, runtime.clone(), Arc::clone(&follower_stop))?;
     let watcher = watch(
         Arc::clone(&cluster),
         Arc::clone(&backend),
@@ -401,7 +522,15 @@ pub fn open(
             extension: Some(Arc::new(crate::node_commands::NodeCommands::new(
                 backend.peers(),
                 args.enable_debug_faults,
+                Some(raft.clone()),
             )) as Arc<dyn kv_server::KvstoreExtension>),
+            meta: Some(NodeMetaRun {
+                raft,
+                bootstrap,
+                timeout: Duration::from_secs(args.meta_catch_up_timeout),
+                follower: Some((follower_stop, follower_thread)),
+                runtime: runtime.clone(),
+            }),
         },
         opened.warnings,
     ))

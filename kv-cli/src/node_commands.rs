@@ -1,6 +1,8 @@
 //! The `KVSTORE` subcommands only a node of a cluster of processes has (a
 //! [`kv_server::KvstoreExtension`]):
 //!
+//! - `KVSTORE META`: this node's view of the cluster metadata raft (leader, term, voters,
+//!   learners, applied log index, epoch, members and their states, the cluster's uuid);
 //! - `KVSTORE PEERS`: this node's connection to each peer, as its transport sees it
 //!   (connected, alive, last heard from, round trip, requests in flight, reconnects, the
 //!   epoch it announced, the last connect or handshake error);
@@ -21,15 +23,21 @@ use kv_remote::ReplicaPeers;
 pub struct NodeCommands {
     peers: Arc<ReplicaPeers>,
     faults_allowed: bool,
+    meta: Option<kv_meta::MetaRaft>,
 }
 
 impl NodeCommands {
     /// The commands of the node whose transport is `peers`; `FAULT` only if
-    /// `faults_allowed` (`--enable-debug-faults`).
-    pub fn new(peers: &Arc<ReplicaPeers>, faults_allowed: bool) -> Self {
+    /// `faults_allowed` (`--enable-debug-faults`); `META` if it runs the metadata `meta`.
+    pub fn new(
+        peers: &Arc<ReplicaPeers>,
+        faults_allowed: bool,
+        meta: Option<kv_meta::MetaRaft>,
+    ) -> Self {
         NodeCommands {
             peers: Arc::clone(peers),
             faults_allowed,
+            meta,
         }
     }
 
@@ -112,7 +120,9 @@ fn peer_line(p: &PeerStatus) -> String {
 
 impl kv_server::KvstoreExtension for NodeCommands {
     fn handles(&self, sub: &str) -> bool {
-        sub == "peers" || (sub == "fault" && self.faults_allowed)
+        sub == "peers"
+            || (sub == "fault" && self.faults_allowed)
+            || (sub == "meta" && self.meta.is_some())
     }
 
     fn call(&self, args: &[bytes::Bytes]) -> Result<Vec<String>, String> {
@@ -122,6 +132,11 @@ impl kv_server::KvstoreExtension for NodeCommands {
         match sub.as_deref() {
             Some("peers") if args.len() == 2 => Ok(self.peers_report()),
             Some("peers") => Err("usage: KVSTORE PEERS".to_owned()),
+            Some("meta") => match &self.meta {
+                Some(raft) if args.len() == 2 => Ok(crate::node_meta::report(raft)),
+                Some(_) => Err("usage: KVSTORE META".to_owned()),
+                None => Err("this node runs no metadata".to_owned()),
+            },
             _ => self.fault(args),
         }
     }
@@ -141,7 +156,7 @@ mod tests {
         peers
             .add_peer("n2", "127.0.0.1:1".parse().unwrap())
             .unwrap();
-        let cmds = NodeCommands::new(&Arc::new(peers), false);
+        let cmds = NodeCommands::new(&Arc::new(peers), false, None);
         let lines = cmds.peers_report();
         assert_eq!(lines[0], "=== 1 peers ===");
         assert!(
@@ -151,6 +166,7 @@ mod tests {
         );
         assert!(cmds.handles("peers"));
         assert!(!cmds.handles("fault"), "FAULT needs --enable-debug-faults");
+        assert!(!cmds.handles("meta"), "META needs the node's metadata");
         let args = [
             bytes::Bytes::from("KVSTORE"),
             bytes::Bytes::from("PEERS"),
