@@ -264,41 +264,47 @@ struct NodeMetaRun {
     timeout: Duration,
     follower: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
     runtime: tokio::runtime::Handle,
+    /// Set once clients may be served (read by `KVSTORE`'s extension).
+    ready: Arc<AtomicBool>,
+    ready_task: Option<tokio::task::AbortHandle>,
 }
 
 impl NodeProcess {
-    /// Waits until the node may serve clients (membership.md §2.5, §2.6): the static
-    /// bootstrap applied (the first listed node proposes it; the others wait for it, at most
-    /// `--meta-catch-up-timeout`), then the leader's committed index applied (asked again
-    /// until it is, a log line each timeout) and its topology installed. Returns how long
-    /// the catch-up took.
-    ///
-    /// # Errors
-    /// The bootstrap not applied in time (the other nodes not started, or not reachable).
-    pub async fn ready(&self) -> anyhow::Result<Duration> {
-        let Some(meta) = &self.meta else {
-            return Ok(Duration::ZERO);
+    /// Starts, on the runtime, what opens the node to clients (membership.md §2.5, §2.6):
+    /// the static bootstrap applied (the first listed node proposes it once a majority of
+    /// the members runs; the others wait for it), then the leader's committed index applied
+    /// and its topology installed; then clients are served. Until then they are answered
+    /// `-TRYAGAIN metadata catching up`, while the replica serves the other nodes at or above
+    /// its fence. Each wait logs a line every `--meta-catch-up-timeout` and goes on trying.
+    pub fn start_ready(&mut self) {
+        let Some(meta) = &mut self.meta else {
+            return;
         };
-        meta.raft
-            .bootstrap(&meta.bootstrap, meta.timeout)
-            .await
-            .with_context(|| {
-                format!(
-                    "the cluster's metadata was not bootstrapped within {:?}                      (--meta-catch-up-timeout): the first node of --peers bootstraps it once a                      majority of the members runs; start them, or check that they are reachable                      on their cluster ports",
-                    meta.timeout
-                )
-            })?;
-        let took = node_meta::catch_up(&meta.raft, meta.timeout).await;
-        // The follower installs what was applied; the client port opens once it has.
-        let epoch = meta.raft.watch().borrow().meta.epoch;
-        let deadline = tokio::time::Instant::now() + meta.timeout;
-        while self.cluster.topology().is_none_or(|t| t.epoch < epoch) {
-            if tokio::time::Instant::now() >= deadline {
-                bail!("the metadata's epoch {epoch} was not installed within {:?}", meta.timeout);
+        let (raft, bootstrap, timeout) = (meta.raft.clone(), meta.bootstrap.clone(), meta.timeout);
+        let (cluster, ready) = (Arc::clone(&self.cluster), Arc::clone(&meta.ready));
+        let task = meta.runtime.spawn(async move {
+            let started = tokio::time::Instant::now();
+            while let Err(e) = raft.bootstrap(&bootstrap, timeout).await {
+                eprintln!(
+                    "kvstore: the cluster's metadata is not bootstrapped after {:?} ({e}): the \
+                     first node of --peers bootstraps it once a majority of the members runs; \
+                     start them, or check that they reach each other on their cluster ports \
+                     (still trying; clients get TRYAGAIN meanwhile)",
+                    started.elapsed()
+                );
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        Ok(took)
+            let took = node_meta::catch_up(&raft, timeout).await;
+            // The follower installs what was applied; clients are served once it has.
+            let epoch = raft.watch().borrow().meta.epoch;
+            while cluster.topology().is_none_or(|t| t.epoch < epoch) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            ready.store(true, Ordering::Release);
+            eprintln!(
+                "kvstore: metadata caught up in {took:?} (epoch {epoch}): serving clients"
+            );
+        });
+        meta.ready_task = Some(task.abort_handle());
     }
 
     /// Stops serving other nodes and watching them (before the cluster closes), and the
@@ -309,6 +315,9 @@ impl NodeProcess {
             let _ = handle.join();
         }
         if let Some(mut meta) = self.meta.take() {
+            if let Some(task) = meta.ready_task.take() {
+                task.abort();
+            }
             if let Some((stop, handle)) = meta.follower.take() {
                 stop.store(true, Ordering::Relaxed);
                 let _ = handle.join();
@@ -489,7 +498,7 @@ pub fn open(
     let follower = node_meta::Follower {
         cluster: Arc::clone(&cluster),
         local: Arc::clone(&replica),
-        peers: Arc::clone(backend.peers()),
+        backend: Arc::clone(&backend),
         members,
         me: me.clone(),
     };
@@ -513,23 +522,26 @@ pub fn open(
         Arc::clone(&replica_server),
         me,
     )?;
+    let commands = Arc::new(crate::node_commands::NodeCommands::new(
+        backend.peers(),
+        args.enable_debug_faults,
+        Some((raft.clone(), runtime.clone())),
+    ));
     Ok((
         NodeProcess {
             cluster,
             replica_server: Some(replica_server),
             watcher: Some(watcher),
             local: replica,
-            extension: Some(Arc::new(crate::node_commands::NodeCommands::new(
-                backend.peers(),
-                args.enable_debug_faults,
-                Some(raft.clone()),
-            )) as Arc<dyn kv_server::KvstoreExtension>),
+            extension: Some(Arc::clone(&commands) as Arc<dyn kv_server::KvstoreExtension>),
             meta: Some(NodeMetaRun {
                 raft,
                 bootstrap,
                 timeout: Duration::from_secs(args.meta_catch_up_timeout),
                 follower: Some((follower_stop, follower_thread)),
                 runtime: runtime.clone(),
+                ready: commands.ready_flag(),
+                ready_task: None,
             }),
         },
         opened.warnings,

@@ -3,6 +3,8 @@
 //!
 //! - `KVSTORE META`: this node's view of the cluster metadata raft (leader, term, voters,
 //!   learners, applied log index, epoch, members and their states, the cluster's uuid);
+//!   `KVSTORE META BUMP` (with `--enable-debug-faults`) raises the epoch by two without
+//!   moving data, for tests and drills;
 //! - `KVSTORE PEERS`: this node's connection to each peer, as its transport sees it
 //!   (connected, alive, last heard from, round trip, requests in flight, reconnects, the
 //!   epoch it announced, the last connect or handshake error);
@@ -23,22 +25,32 @@ use kv_remote::ReplicaPeers;
 pub struct NodeCommands {
     peers: Arc<ReplicaPeers>,
     faults_allowed: bool,
-    meta: Option<kv_meta::MetaRaft>,
+    meta: Option<(kv_meta::MetaRaft, tokio::runtime::Handle)>,
+    /// Set once the metadata is caught up: clients are refused until then.
+    ready: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl NodeCommands {
     /// The commands of the node whose transport is `peers`; `FAULT` only if
-    /// `faults_allowed` (`--enable-debug-faults`); `META` if it runs the metadata `meta`.
+    /// `faults_allowed` (`--enable-debug-faults`); `META` if it runs the metadata `meta` (on
+    /// that runtime; `META BUMP` only if `faults_allowed`).
     pub fn new(
         peers: &Arc<ReplicaPeers>,
         faults_allowed: bool,
-        meta: Option<kv_meta::MetaRaft>,
+        meta: Option<(kv_meta::MetaRaft, tokio::runtime::Handle)>,
     ) -> Self {
         NodeCommands {
             peers: Arc::clone(peers),
             faults_allowed,
+            ready: Arc::new(std::sync::atomic::AtomicBool::new(meta.is_none())),
             meta,
         }
+    }
+
+    /// The flag that opens the node to clients: until it is set, every client command but
+    /// the connection's own is answered `-TRYAGAIN metadata catching up`.
+    pub fn ready_flag(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        Arc::clone(&self.ready)
     }
 
     fn peers_report(&self) -> Vec<String> {
@@ -125,6 +137,26 @@ impl kv_server::KvstoreExtension for NodeCommands {
             || (sub == "meta" && self.meta.is_some())
     }
 
+    fn refusal(&self) -> Option<String> {
+        (!self.ready.load(std::sync::atomic::Ordering::Acquire))
+            .then(|| "TRYAGAIN metadata catching up".to_owned())
+    }
+
+    fn info_cluster(&self) -> Vec<String> {
+        let Some((raft, _)) = &self.meta else {
+            return Vec::new();
+        };
+        let mut lines: Vec<String> = crate::node_meta::report(raft)
+            .into_iter()
+            .map(|l| format!("kvstore_meta_{l}"))
+            .collect();
+        lines.push(format!(
+            "kvstore_meta_caught_up:{}",
+            u8::from(self.ready.load(std::sync::atomic::Ordering::Acquire))
+        ));
+        lines
+    }
+
     fn call(&self, args: &[bytes::Bytes]) -> Result<Vec<String>, String> {
         let sub = args
             .get(1)
@@ -132,10 +164,23 @@ impl kv_server::KvstoreExtension for NodeCommands {
         match sub.as_deref() {
             Some("peers") if args.len() == 2 => Ok(self.peers_report()),
             Some("peers") => Err("usage: KVSTORE PEERS".to_owned()),
-            Some("meta") => match &self.meta {
-                Some(raft) if args.len() == 2 => Ok(crate::node_meta::report(raft)),
-                Some(_) => Err("usage: KVSTORE META".to_owned()),
-                None => Err("this node runs no metadata".to_owned()),
+            Some("meta") => match (&self.meta, &args[2..]) {
+                (Some((raft, _)), []) => Ok(crate::node_meta::report(raft)),
+                (Some((raft, runtime)), [bump])
+                    if self.faults_allowed && bump.eq_ignore_ascii_case(b"bump") =>
+                {
+                    // Called on a server thread of the runtime: the proposals run on a thread
+                    // of their own, which waits for them on the runtime.
+                    let (raft, runtime) = (raft.clone(), runtime.clone());
+                    let bumped = std::thread::spawn(move || {
+                        runtime.block_on(crate::node_meta::debug_bump(&raft))
+                    })
+                    .join()
+                    .map_err(|_| "the bump failed".to_owned())??;
+                    Ok(vec![format!("OK epoch {bumped}")])
+                }
+                (Some(_), _) => Err("usage: KVSTORE META".to_owned()),
+                (None, _) => Err("this node runs no metadata".to_owned()),
             },
             _ => self.fault(args),
         }

@@ -34,7 +34,7 @@ use kv_meta::{
     BoxFuture, ClusterMeta, Command, MetaPeer, MetaRaft, MetaSnapshot, MetaTransport, NewMember,
     Step, TransportError,
 };
-use kv_remote::{MetaClient, ReplicaPeers};
+use kv_remote::{MetaClient, RemoteBackend};
 use kv_ring::NodeId;
 
 /// kv-remote's [`MetaClient`] as kv-meta's [`MetaTransport`]: meta requests travel on the
@@ -206,8 +206,8 @@ pub struct Follower {
     pub cluster: Arc<Cluster>,
     /// This node's own storage node.
     pub local: Arc<dyn Replica>,
-    /// The transport to the other nodes.
-    pub peers: Arc<ReplicaPeers>,
+    /// The transport to the other nodes (and the addresses the coordinator opens them at).
+    pub backend: Arc<RemoteBackend>,
     /// The member set the server's filters read.
     pub members: Members,
     /// This node's id.
@@ -226,6 +226,33 @@ impl Follower {
         let Some(topology) = topology_of(meta)? else {
             return Ok(());
         };
+        // Peers first: the install opens a handle for every member of either ring, which
+        // needs its address.
+        let known: BTreeSet<String> = self
+            .backend
+            .peers()
+            .status()
+            .into_iter()
+            .map(|p| p.node_id)
+            .collect();
+        for (id, m) in &meta.members {
+            if id == self.me.as_str() || known.contains(id) {
+                continue;
+            }
+            let added = NodeId::new(id)
+                .map_err(|e| e.to_string())
+                .and_then(|node| {
+                    let addr: SocketAddr = m.cluster_addr.parse().map_err(|e| format!("{e}"))?;
+                    self.backend.add_peer(node, addr).map_err(|e| e.to_string())
+                });
+            if let Err(e) = added {
+                eprintln!(
+                    "kvstore: metadata: cannot add peer {id} at {:?}: {e}",
+                    m.cluster_addr
+                );
+            }
+        }
+        self.members.set(meta.members.keys().cloned().collect());
         let epoch = topology.epoch;
         let installed = self.cluster.topology().map(|t| t.epoch);
         if installed.is_none_or(|e| e < epoch) {
@@ -236,23 +263,10 @@ impl Follower {
         // Raised after the install: a replica request at the new epoch can then only come
         // from a coordinator that routes by it, this one included.
         self.local.fence(epoch);
-        self.members.set(meta.members.keys().cloned().collect());
-        let known: BTreeSet<String> = self.peers.status().into_iter().map(|p| p.node_id).collect();
-        for (id, m) in &meta.members {
-            if id == self.me.as_str() || known.contains(id) {
-                continue;
-            }
-            match m.cluster_addr.parse::<SocketAddr>() {
-                Ok(addr) => {
-                    if let Err(e) = self.peers.add_peer(id, addr) {
-                        eprintln!("kvstore: metadata: cannot add peer {id} at {addr}: {e}");
-                    }
-                }
-                Err(e) => eprintln!(
-                    "kvstore: metadata: member {id}'s address {:?}: {e}",
-                    m.cluster_addr
-                ),
-            }
+        // A member deregistered (or never a member: the static list) is no longer dialed;
+        // the install above dropped its handle if it was routed.
+        for id in known.iter().filter(|id| !meta.members.contains_key(*id)) {
+            let _ = self.backend.peers().remove_peer(id);
         }
         Ok(())
     }
@@ -361,6 +375,64 @@ pub async fn catch_up(raft: &MetaRaft, timeout: Duration) -> Duration {
 /// A short pause before asking again (no leader yet: an election takes a second or two).
 async fn tracing_pause(_why: &str) {
     tokio::time::sleep(Duration::from_millis(200)).await;
+}
+
+/// Raises the metadata epoch by two without moving any data, for tests and drills
+/// (`KVSTORE META BUMP`, only with `--enable-debug-faults`): registers a phantom node,
+/// starts adding it (epoch + 1: writes also go to the phantom's ranges' new replica sets),
+/// aborts at once (epoch + 2: back on the old ring), finishes the abort and deregisters the
+/// phantom. Every node installs both epochs and raises its fence to them, as it would for a
+/// real change. Returns the epoch reached.
+///
+/// # Errors
+/// A proposal not committed or refused (a change in progress, no leader).
+pub async fn debug_bump(raft: &MetaRaft) -> Result<u64, String> {
+    let state = raft.watch().borrow().clone();
+    let meta = &state.meta;
+    let phantom = format!("bump{}", meta.next_raft_id);
+    let mut to_members = meta.ring_members();
+    // Midpoints of a few of the ring's gaps: tokens no member holds.
+    let mut taken: Vec<u64> = to_members.iter().flat_map(|m| m.tokens.clone()).collect();
+    taken.sort_unstable();
+    let step = (taken.len() / 8).max(1);
+    let tokens: Vec<u64> = taken
+        .windows(2)
+        .step_by(step)
+        .filter(|w| w[1] - w[0] > 1)
+        .map(|w| w[0] + (w[1] - w[0]) / 2)
+        .collect();
+    to_members.push(kv_meta::RingMember {
+        id: phantom.clone(),
+        weight: 1.0,
+        tokens,
+    });
+    // An address nobody listens on: the phantom is never reached.
+    let addr = format!("127.0.0.1:{}", 1 + meta.next_raft_id % 1000);
+    let propose = |cmd: Command| async move {
+        match raft.propose(cmd).await {
+            Ok((log_id, kv_meta::MetaResponse::Ok { epoch })) => Ok((log_id.index, epoch)),
+            Ok((_, kv_meta::MetaResponse::Refused(e))) => Err(format!("refused: {e}")),
+            Err(e) => Err(e.to_string()),
+        }
+    };
+    propose(Command::Register {
+        id: phantom.clone(),
+        cluster_addr: addr.clone(),
+        client_addr: format!("{addr}0"),
+    })
+    .await?;
+    let (change, _) = propose(Command::StartChange {
+        kind: kv_meta::ChangeKind::Add,
+        node: phantom.clone(),
+        to_members,
+        tasks: Vec::new(),
+        started_ms: 0,
+    })
+    .await?;
+    propose(Command::Abort { change }).await?;
+    let (_, epoch) = propose(Command::FinishAbort { change }).await?;
+    propose(Command::Deregister { id: phantom }).await?;
+    Ok(epoch)
 }
 
 /// The `KVSTORE META` lines of `raft`'s view: leader, term, voters, learners, applied index,

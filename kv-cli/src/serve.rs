@@ -75,32 +75,10 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
             );
             return Ok(());
         }
-        // A node of a cluster of processes serves clients only once its metadata is
-        // bootstrapped and caught up (its replica serves the other nodes meanwhile); a
-        // signal meanwhile closes it cleanly.
-        if let Some(node) = &node {
-            let waited = runtime.block_on(async {
-                tokio::select! {
-                    ready = node.ready() => ready.map(Ok),
-                    name = signals.recv() => Ok(Err(name)),
-                }
-            })?;
-            match waited {
-                Ok(took) => {
-                    let _ = writeln!(
-                        std::io::stderr(),
-                        "kvstore: metadata caught up in {took:?}: epoch {}",
-                        cluster.topology_epoch()
-                    );
-                }
-                Err(name) => {
-                    let _ = writeln!(
-                        std::io::stderr(),
-                        "kvstore: {name} received while catching up on the metadata: closing"
-                    );
-                    return Ok(());
-                }
-            }
+        // A node of a cluster of processes answers clients TRYAGAIN until its metadata is
+        // bootstrapped and caught up (its replica serves the other nodes meanwhile).
+        if let Some(node) = &mut node {
+            node.start_ready();
         }
         let addr = SocketAddr::new(args.bind, args.port);
         let options = ServerOptions::new()
