@@ -14,6 +14,10 @@
 //!   cluster id covers the name, the ordered member list, RF and vnodes ([`cluster_id`]): a
 //!   peer that would build another ring is refused by the transport, and the watcher logs
 //!   the likely cause.
+//! - **Metadata through raft** ([`crate::node_meta`]): the membership the node routes by is
+//!   kv-meta's, in `<data-dir>/meta/`, bootstrapped from the list by its first node and
+//!   installed epoch by epoch; clients get `TRYAGAIN` until the node has caught up on it
+//!   ([`NodeProcess::start_ready`]); `KVSTORE META` shows it.
 //! - **Versions.** The node's position in the list is its coordinator slot, so two
 //!   coordinators never mint the same version.
 //! - **Catching up.** A watcher notices a peer that was down and is alive again, and hands it
@@ -300,9 +304,7 @@ impl NodeProcess {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             ready.store(true, Ordering::Release);
-            eprintln!(
-                "kvstore: metadata caught up in {took:?} (epoch {epoch}): serving clients"
-            );
+            eprintln!("kvstore: metadata caught up in {took:?} (epoch {epoch}): serving clients");
         });
         meta.ready_task = Some(task.abort_handle());
     }
@@ -476,7 +478,12 @@ pub fn open(
             kv_meta::meta_config(&args.cluster_name),
             transport,
         ))
-        .with_context(|| format!("open the metadata in {}", args.data_dir.join("meta").display()))?;
+        .with_context(|| {
+            format!(
+                "open the metadata in {}",
+                args.data_dir.join("meta").display()
+            )
+        })?;
     let service = raft.service();
     replica_server.set_meta_handler(Some(Arc::new(
         move |from: &kv_net::PeerInfo, body: bytes::Bytes| service.handle(&from.node_id, body),
@@ -514,8 +521,7 @@ pub fn open(
         );
     }
     let follower_stop = Arc::new(AtomicBool::new(false));
-    let follower_thread =
-        follower.spawn(&raft, runtime.clone(), Arc::clone(&follower_stop))?;
+    let follower_thread = follower.spawn(&raft, runtime.clone(), Arc::clone(&follower_stop))?;
     let watcher = watch(
         Arc::clone(&cluster),
         Arc::clone(&backend),

@@ -18,7 +18,7 @@
 //!   keeps the member filter and the transport's peers in step with the applied members.
 //! - **Catch-up.** On restart the replayed state (`MetaRaft::open` re-applies up to the saved
 //!   committed index) is installed and fenced at once; then a read index from the leader is
-//!   awaited before the client port opens.
+//!   applied before clients are served (`-TRYAGAIN metadata catching up` until then).
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -239,12 +239,10 @@ impl Follower {
             if id == self.me.as_str() || known.contains(id) {
                 continue;
             }
-            let added = NodeId::new(id)
-                .map_err(|e| e.to_string())
-                .and_then(|node| {
-                    let addr: SocketAddr = m.cluster_addr.parse().map_err(|e| format!("{e}"))?;
-                    self.backend.add_peer(node, addr).map_err(|e| e.to_string())
-                });
+            let added = NodeId::new(id).map_err(|e| e.to_string()).and_then(|node| {
+                let addr: SocketAddr = m.cluster_addr.parse().map_err(|e| format!("{e}"))?;
+                self.backend.add_peer(node, addr).map_err(|e| e.to_string())
+            });
             if let Err(e) = added {
                 eprintln!(
                     "kvstore: metadata: cannot add peer {id} at {:?}: {e}",
@@ -320,11 +318,7 @@ impl Follower {
 /// The stored uuid differs from `expected`.
 pub fn check_uuid(meta: &ClusterMeta, expected: u128) -> anyhow::Result<()> {
     if meta.is_bootstrapped() && meta.cluster_uuid != expected {
-        let listed: Vec<String> = meta
-            .ring_members()
-            .iter()
-            .map(|m| m.id.clone())
-            .collect();
+        let listed: Vec<String> = meta.ring_members().iter().map(|m| m.id.clone()).collect();
         bail!(
             "this node's metadata belongs to the cluster {:032x} ({:?}, members {}), but \
              --cluster-name, --peers, --replication and --vnodes describe the cluster \
@@ -352,8 +346,9 @@ pub async fn catch_up(raft: &MetaRaft, timeout: Duration) -> Duration {
         let left = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(left, attempt).await {
             Ok(Ok(())) => return started.elapsed(),
-            Ok(Err(e)) if Instant::now() < deadline => {
-                tracing_pause(&e.to_string()).await;
+            Ok(Err(_)) if Instant::now() < deadline => {
+                // No leader yet (an election takes a second or two): ask again shortly.
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
             outcome => {
                 let why = match outcome {
@@ -370,11 +365,6 @@ pub async fn catch_up(raft: &MetaRaft, timeout: Duration) -> Duration {
             }
         }
     }
-}
-
-/// A short pause before asking again (no leader yet: an election takes a second or two).
-async fn tracing_pause(_why: &str) {
-    tokio::time::sleep(Duration::from_millis(200)).await;
 }
 
 /// Raises the metadata epoch by two without moving any data, for tests and drills
@@ -448,7 +438,12 @@ pub fn report(raft: &MetaRaft) -> Vec<String> {
             .map(|(id, _)| id.clone())
             .unwrap_or_else(|| format!("raft{raft_id}"))
     };
-    let names = |ids: &[u64]| ids.iter().map(|&i| name_of(i)).collect::<Vec<_>>().join(",");
+    let names = |ids: &[u64]| {
+        ids.iter()
+            .map(|&i| name_of(i))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
     let members = meta
         .members
         .iter()
@@ -536,7 +531,10 @@ mod tests {
         assert_eq!((t.epoch, t.read.len(), t.mid), (4, 3, false));
         assert_eq!(t.extra_write.as_ref().map(Vec::len), Some(4));
         // Tasks-free plans reach Mid at once.
-        assert!(meta.apply(4, &Command::BeginStreaming { change: 3 }).is_ok());
+        assert!(
+            meta.apply(4, &Command::BeginStreaming { change: 3 })
+                .is_ok()
+        );
         assert!(meta.apply(5, &Command::EnterMid { change: 3 }).is_ok());
         let t = topology_of(&meta).unwrap().unwrap();
         assert_eq!((t.epoch, t.read.len(), t.mid), (5, 4, true));

@@ -93,28 +93,39 @@ fn poll<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 /// The views of `nodes` once they agree on leader, term, epoch, applied index, voters and
 /// members, and each has caught up (it serves clients).
 fn agreed(nodes: &[&Served]) -> BTreeMap<String, String> {
-    let same = ["leader", "term", "epoch", "applied_index", "voters", "members"];
+    let same = [
+        "leader",
+        "term",
+        "epoch",
+        "applied_index",
+        "voters",
+        "members",
+    ];
     let last = std::cell::RefCell::new(Vec::new());
     let deadline = Instant::now() + Duration::from_secs(30);
-    poll(Duration::from_secs(31), "the nodes agree on the metadata", || {
-        let views: Vec<_> = nodes.iter().map(|n| meta(n)).collect();
-        assert!(
-            Instant::now() < deadline,
-            "the nodes do not agree: {:?}",
-            last.borrow()
-        );
-        *last.borrow_mut() = views.clone();
-        let first = &views[0];
-        let agree = views
-            .iter()
-            .all(|v| same.iter().all(|k| v.get(*k) == first.get(*k)));
-        let caught_up = nodes.iter().all(|n| {
-            let mut c = n.client();
-            let info: String = redis::cmd("INFO").arg("cluster").query(&mut c).unwrap();
-            info.contains("kvstore_meta_caught_up:1")
-        });
-        (agree && caught_up && !first["leader"].is_empty()).then(|| first.clone())
-    })
+    poll(
+        Duration::from_secs(31),
+        "the nodes agree on the metadata",
+        || {
+            let views: Vec<_> = nodes.iter().map(|n| meta(n)).collect();
+            assert!(
+                Instant::now() < deadline,
+                "the nodes do not agree: {:?}",
+                last.borrow()
+            );
+            *last.borrow_mut() = views.clone();
+            let first = &views[0];
+            let agree = views
+                .iter()
+                .all(|v| same.iter().all(|k| v.get(*k) == first.get(*k)));
+            let caught_up = nodes.iter().all(|n| {
+                let mut c = n.client();
+                let info: String = redis::cmd("INFO").arg("cluster").query(&mut c).unwrap();
+                info.contains("kvstore_meta_caught_up:1")
+            });
+            (agree && caught_up && !first["leader"].is_empty()).then(|| first.clone())
+        },
+    )
 }
 
 #[test]
@@ -125,10 +136,7 @@ fn three_nodes_agree_and_a_killed_leader_is_replaced_with_no_failed_client_opera
     // The static ring's epoch (three nodes joined one by one: 3), its three members.
     assert_eq!(view["epoch"], "3", "{view:?}");
     assert_eq!(view["voters"], "n1,n2,n3", "{view:?}");
-    assert_eq!(
-        view["members"], "n1=normal,n2=normal,n3=normal",
-        "{view:?}"
-    );
+    assert_eq!(view["members"], "n1=normal,n2=normal,n3=normal", "{view:?}");
     // INFO cluster says the same in kvstore_meta_* lines.
     let info: String = redis::cmd("INFO")
         .arg("cluster")
@@ -303,24 +311,29 @@ fn a_restarted_node_refuses_requests_below_the_fence_it_replayed() {
 
     // Restarted as it was: its fence is the replayed epoch at once.
     nodes.restart(0);
-    let peer = format!("127.0.0.1:{}", nodes.ports[0] + 10_000).parse().unwrap();
+    let peer = format!("127.0.0.1:{}", nodes.ports[0] + 10_000)
+        .parse()
+        .unwrap();
     let id = cluster_id("kvstore", &["n1", "n2", "n3"], 3, 100);
     let transport: kv_remote::ReplicaPeers =
-        kv_net::Peers::start(kv_net::Identity::new(id, "n2"), kv_net::PeersOptions::new())
-            .unwrap();
+        kv_net::Peers::start(kv_net::Identity::new(id, "n2"), kv_net::PeersOptions::new()).unwrap();
     transport.add_peer("n1", peer).unwrap();
     let remote = kv_remote::RemoteReplica::new(
         "n1".parse().unwrap(),
         Arc::new(transport),
         Duration::from_secs(2),
     );
-    let stale = poll(Duration::from_secs(20), "an answer from n1's replica", || {
-        match remote.read(3, b"k0") {
-            Err(kv_cluster::Error::StaleEpoch { epoch, current, .. }) => Some((epoch, current)),
-            Err(kv_cluster::Error::Remote { .. }) => None, // not connected yet
-            other => panic!("a read at epoch 3 below the fence: {other:?}"),
-        }
-    });
+    let stale = poll(
+        Duration::from_secs(20),
+        "an answer from n1's replica",
+        || {
+            match remote.read(3, b"k0") {
+                Err(kv_cluster::Error::StaleEpoch { epoch, current, .. }) => Some((epoch, current)),
+                Err(kv_cluster::Error::Remote { .. }) => None, // not connected yet
+                other => panic!("a read at epoch 3 below the fence: {other:?}"),
+            }
+        },
+    );
     assert_eq!(stale, (3, 5));
     assert!(matches!(
         remote.read(4, b"k0"),

@@ -148,7 +148,9 @@ impl ClusterMeta {
             return Err(invalid("cluster uuid 0".into()));
         }
         if epoch == 0 {
-            return Err(invalid("epoch 0 (a bootstrapped cluster is at epoch 1 or more)".into()));
+            return Err(invalid(
+                "epoch 0 (a bootstrapped cluster is at epoch 1 or more)".into(),
+            ));
         }
         if members.is_empty() || members.len() > MAX_MEMBERS {
             return Err(invalid(format!(

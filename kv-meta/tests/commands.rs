@@ -71,7 +71,11 @@ fn bootstrap_at_starts_the_epoch_where_the_static_ring_was() {
     }
     assert_eq!(meta.epoch, 3);
     assert_eq!(at(3).bootstrap_members().map(<[_]>::len), Some(3));
-    assert!(Command::Deregister { id: "n1".into() }.bootstrap_members().is_none());
+    assert!(
+        Command::Deregister { id: "n1".into() }
+            .bootstrap_members()
+            .is_none()
+    );
 }
 
 #[test]
