@@ -436,6 +436,57 @@ pub fn open(
         .context("the cluster did not open this node's own storage")?;
     // The static list until the metadata is applied; then its members (`node_meta`).
     let members = node_meta::Members::new(ids.iter().cloned());
+    // The metadata raft, in `<data-dir>/meta/`, over the same connections. `open` replays the
+    // snapshot and the log up to the saved committed index before it returns.
+    let transport = Arc::new(node_meta::RemoteTransport(kv_remote::MetaClient::new(
+        Arc::clone(backend.peers()),
+    )));
+    let raft = runtime
+        .block_on(kv_meta::MetaRaft::open(
+            &args.data_dir,
+            slot as u64 + 1,
+            me.as_str(),
+            kv_meta::meta_config(&args.cluster_name),
+            transport,
+        ))
+        .with_context(|| {
+            format!(
+                "open the metadata in {}",
+                args.data_dir.join("meta").display()
+            )
+        })?;
+    let replayed = Arc::clone(&raft.watch().borrow());
+    node_meta::check_uuid(&replayed.meta, id)?;
+    let statics: Vec<node_meta::StaticMember> = peers
+        .iter()
+        .map(|p| {
+            Ok(node_meta::StaticMember {
+                id: p.id.clone(),
+                client_addr: p.addr,
+                cluster_addr: p.cluster_addr()?,
+            })
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let bootstrap =
+        node_meta::static_bootstrap(&cluster, id, &args.cluster_name, vnodes, &statics)?;
+    let follower = node_meta::Follower {
+        cluster: Arc::clone(&cluster),
+        local: Arc::clone(&replica),
+        backend: Arc::clone(&backend),
+        members: members.clone(),
+        me: me.clone(),
+    };
+    // A restart: the epoch this node had applied is installed and fenced before the replica
+    // server accepts anything (membership.md §2.6 step 1); a node never serves below it.
+    follower.apply(&replayed)?;
+    if replayed.meta.is_bootstrapped() {
+        let _ = writeln!(
+            std::io::stderr(),
+            "kvstore: metadata replayed: epoch {}, log index {}",
+            replayed.meta.epoch,
+            replayed.last_log_id.map_or(0, |l| l.index)
+        );
+    }
     let mut server_options = kv_net::ServerOptions::new()
         .runtime(runtime.clone())
         .listen(listen)
@@ -465,61 +516,10 @@ pub fn open(
         }
     );
     replica_server.set_member_filter(Some(members.filter(me.as_str())));
-    // The metadata raft, in `<data-dir>/meta/`, over the same connections. `open` replays the
-    // snapshot and the log up to the saved committed index before it returns.
-    let transport = Arc::new(node_meta::RemoteTransport(kv_remote::MetaClient::new(
-        Arc::clone(backend.peers()),
-    )));
-    let raft = runtime
-        .block_on(kv_meta::MetaRaft::open(
-            &args.data_dir,
-            slot as u64 + 1,
-            me.as_str(),
-            kv_meta::meta_config(&args.cluster_name),
-            transport,
-        ))
-        .with_context(|| {
-            format!(
-                "open the metadata in {}",
-                args.data_dir.join("meta").display()
-            )
-        })?;
     let service = raft.service();
     replica_server.set_meta_handler(Some(Arc::new(
         move |from: &kv_net::PeerInfo, body: bytes::Bytes| service.handle(&from.node_id, body),
     )));
-    let replayed = Arc::clone(&raft.watch().borrow());
-    node_meta::check_uuid(&replayed.meta, id)?;
-    let statics: Vec<node_meta::StaticMember> = peers
-        .iter()
-        .map(|p| {
-            Ok(node_meta::StaticMember {
-                id: p.id.clone(),
-                client_addr: p.addr,
-                cluster_addr: p.cluster_addr()?,
-            })
-        })
-        .collect::<anyhow::Result<_>>()?;
-    let bootstrap =
-        node_meta::static_bootstrap(&cluster, id, &args.cluster_name, vnodes, &statics)?;
-    let follower = node_meta::Follower {
-        cluster: Arc::clone(&cluster),
-        local: Arc::clone(&replica),
-        backend: Arc::clone(&backend),
-        members,
-        me: me.clone(),
-    };
-    // A restart: the epoch this node had applied is installed and fenced before anything
-    // else happens (membership.md §2.6 step 1); a node never serves below it.
-    follower.apply(&replayed)?;
-    if replayed.meta.is_bootstrapped() {
-        let _ = writeln!(
-            std::io::stderr(),
-            "kvstore: metadata replayed: epoch {}, log index {}",
-            replayed.meta.epoch,
-            replayed.last_log_id.map_or(0, |l| l.index)
-        );
-    }
     let follower_stop = Arc::new(AtomicBool::new(false));
     let follower_thread = follower.spawn(&raft, runtime.clone(), Arc::clone(&follower_stop))?;
     let watcher = watch(

@@ -3,7 +3,8 @@
 //!
 //! - the three bootstrap the metadata from `--peers` and agree on it (`KVSTORE META` on each
 //!   shows the same leader, term, epoch, voters and members; `INFO cluster` the same as
-//!   `kvstore_meta_*` lines), at the epoch of the static ring, and serve SET/GET;
+//!   `kvstore_meta_*` lines, `meta` in `kvstore --connect` too), at the epoch of the static
+//!   ring, and serve SET/GET;
 //! - the raft leader killed with SIGKILL under client load through the two others: a new
 //!   leader is elected, no client operation fails, and the killed node, restarted, catches up
 //!   (same applied index and epoch as the others) before it serves;
@@ -148,6 +149,16 @@ fn three_nodes_agree_and_a_killed_leader_is_replaced_with_no_failed_client_opera
     );
     assert!(info.contains("kvstore_meta_epoch:3\r\n"), "{info}");
     assert!(info.contains("kvstore_ring_epoch:3\r\n"), "{info}");
+    // And `meta` in `kvstore --connect`.
+    let addr = nodes.node(2).addr.to_string();
+    let run = common::scripted(&["--connect", &addr], &[], "meta\n");
+    assert!(run.status.success(), "{run:?}");
+    assert!(
+        run.stdout.contains(&format!("leader:{}", view["leader"]))
+            && run.stdout.contains("self:n3")
+            && run.stdout.contains("epoch:3"),
+        "{run:?}"
+    );
     // Every node coordinates.
     for i in 0..3 {
         nodes
@@ -282,11 +293,20 @@ fn a_restarted_node_refuses_requests_below_the_fence_it_replayed() {
     let view = agreed(&all);
     assert_eq!(view["epoch"], "5");
     assert_eq!(view["members"], "n1=normal,n2=normal,n3=normal");
-    let info: String = redis::cmd("INFO")
-        .arg("cluster")
-        .query(&mut nodes.node(0).client())
-        .unwrap();
-    assert!(info.contains("kvstore_ring_epoch:5\r\n"), "{info}");
+    // Each node's follower installs the applied epoch (a moment after it is applied).
+    for i in 0..3 {
+        poll(
+            Duration::from_secs(10),
+            "the ring of epoch 5 installed",
+            || {
+                let info: String = redis::cmd("INFO")
+                    .arg("cluster")
+                    .query(&mut nodes.node(i).client())
+                    .unwrap();
+                info.contains("kvstore_ring_epoch:5\r\n").then_some(())
+            },
+        );
+    }
 
     // n1 dies; the other two lose quorum for nothing (n1 is one of three voters).
     nodes.running[0].take().unwrap().crash();
