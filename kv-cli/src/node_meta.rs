@@ -333,8 +333,8 @@ pub fn check_uuid(meta: &ClusterMeta, expected: u128) -> anyhow::Result<()> {
 }
 
 /// Waits until this node has applied everything the leader had committed when asked
-/// (membership.md §2.6 step 2), asking again until it succeeds; one log line each time
-/// `timeout` passes without it. Returns how long it took.
+/// (membership.md §2.6 step 2), asking again until it succeeds (no leader yet, or none
+/// reachable); one log line each time `timeout` passes without it. Returns how long it took.
 pub async fn catch_up(raft: &MetaRaft, timeout: Duration) -> Duration {
     let started = Instant::now();
     let mut deadline = started + timeout;
@@ -356,8 +356,8 @@ pub async fn catch_up(raft: &MetaRaft, timeout: Duration) -> Duration {
                     _ => "no answer".to_owned(),
                 };
                 eprintln!(
-                    "kvstore: metadata not caught up within {timeout:?} ({why}); the client port \
-                     stays closed and this node keeps serving its replica at or above its fence \
+                    "kvstore: metadata not caught up within {timeout:?} ({why}); clients get \
+                     TRYAGAIN and this node keeps serving its replica at or above its fence \
                      (epoch {}) while it tries again",
                     raft.watch().borrow().meta.epoch
                 );
