@@ -153,6 +153,13 @@ pub struct ServeArgs {
     #[arg(long, value_name = "MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub replica_timeout: u64,
 
+    /// How long a node waits, in seconds, for the cluster's metadata: for its bootstrap on
+    /// a first start (the first node of --peers proposes it once a majority runs), and on
+    /// every start for the leader's latest metadata before the client port opens (a line is
+    /// logged each time this passes, and it keeps trying). Needs --node-id.
+    #[arg(long, value_name = "SECS", default_value_t = 30, requires = "node_id", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub meta_catch_up_timeout: u64,
+
     /// Accept `KVSTORE FAULT ...` (drop, delay, duplicate or partition this node's messages
     /// to a peer): for tests and drills, never in production. Needs --node-id.
     #[arg(long, requires = "node_id")]

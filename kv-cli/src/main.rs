@@ -11,6 +11,7 @@ mod duration;
 mod fd_limit;
 mod node;
 mod node_commands;
+mod node_meta;
 mod open;
 mod output;
 mod repl;

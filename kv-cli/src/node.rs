@@ -14,6 +14,10 @@
 //!   cluster id covers the name, the ordered member list, RF and vnodes ([`cluster_id`]): a
 //!   peer that would build another ring is refused by the transport, and the watcher logs
 //!   the likely cause.
+//! - **Metadata through raft** ([`crate::node_meta`]): the membership the node routes by is
+//!   kv-meta's, in `<data-dir>/meta/`, bootstrapped from the list by its first node and
+//!   installed epoch by epoch; clients get `TRYAGAIN` until the node has caught up on it
+//!   ([`NodeProcess::start_ready`]); `KVSTORE META` shows it.
 //! - **Versions.** The node's position in the list is its coordinator slot, so two
 //!   coordinators never mint the same version.
 //! - **Catching up.** A watcher (a task on the node's runtime) notices a peer that was down
@@ -40,7 +44,7 @@ use kv_remote::{RemoteBackend, ReplicaServer};
 use kv_ring::NodeId;
 
 use crate::args::{ServeArgs, TlsFiles};
-use crate::open;
+use crate::{node_meta, open};
 
 /// How long a coordinator waits for a peer's answer to a maintenance request (a digest pass,
 /// an import of hinted or repaired records).
@@ -254,13 +258,76 @@ pub struct NodeProcess {
     pub local: Arc<dyn kv_cluster::Replica>,
     /// `KVSTORE FAULT`, with `--enable-debug-faults`.
     pub extension: Option<Arc<dyn kv_server::KvstoreExtension>>,
+    meta: Option<NodeMetaRun>,
+}
+
+/// The node's metadata raft and what it needs to become ready.
+struct NodeMetaRun {
+    raft: kv_meta::MetaRaft,
+    bootstrap: kv_meta::Command,
+    timeout: Duration,
+    follower: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
+    runtime: tokio::runtime::Handle,
+    /// Set once clients may be served (read by `KVSTORE`'s extension).
+    ready: Arc<AtomicBool>,
+    ready_task: Option<tokio::task::AbortHandle>,
 }
 
 impl NodeProcess {
-    /// Stops serving other nodes and watching them (before the cluster closes).
+    /// Starts, on the runtime, what opens the node to clients (membership.md §2.5, §2.6):
+    /// the static bootstrap applied (the first listed node proposes it once a majority of
+    /// the members runs; the others wait for it), then the leader's committed index applied
+    /// and its topology installed; then clients are served. Until then they are answered
+    /// `-TRYAGAIN metadata catching up`, while the replica serves the other nodes at or above
+    /// its fence. Each wait logs a line every `--meta-catch-up-timeout` and goes on trying.
+    pub fn start_ready(&mut self) {
+        let Some(meta) = &mut self.meta else {
+            return;
+        };
+        let (raft, bootstrap, timeout) = (meta.raft.clone(), meta.bootstrap.clone(), meta.timeout);
+        let (cluster, ready) = (Arc::clone(&self.cluster), Arc::clone(&meta.ready));
+        let task = meta.runtime.spawn(async move {
+            let started = tokio::time::Instant::now();
+            while let Err(e) = raft.bootstrap(&bootstrap, timeout).await {
+                eprintln!(
+                    "kvstore: the cluster's metadata is not bootstrapped after {:?} ({e}): the \
+                     first node of --peers bootstraps it once a majority of the members runs; \
+                     start them, or check that they reach each other on their cluster ports \
+                     (still trying; clients get TRYAGAIN meanwhile)",
+                    started.elapsed()
+                );
+            }
+            let took = node_meta::catch_up(&raft, timeout).await;
+            // The follower installs what was applied; clients are served once it has.
+            let epoch = raft.watch().borrow().meta.epoch;
+            while cluster.topology().is_none_or(|t| t.epoch < epoch) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            ready.store(true, Ordering::Release);
+            eprintln!("kvstore: metadata caught up in {took:?} (epoch {epoch}): serving clients");
+        });
+        meta.ready_task = Some(task.abort_handle());
+    }
+
+    /// Stops serving other nodes and watching them (before the cluster closes), and the
+    /// metadata raft. Call it off the runtime (it waits for the raft on it).
     pub fn stop(&mut self) {
         if let Some(watcher) = self.watcher.take() {
             watcher.stop();
+        }
+        if let Some(mut meta) = self.meta.take() {
+            if let Some(task) = meta.ready_task.take() {
+                task.abort();
+            }
+            if let Some((stop, handle)) = meta.follower.take() {
+                stop.store(true, Ordering::Relaxed);
+                let _ = handle.join();
+            }
+            if tokio::runtime::Handle::try_current().is_err()
+                && let Err(e) = meta.runtime.block_on(meta.raft.shutdown())
+            {
+                let _ = writeln!(std::io::stderr(), "kvstore: stopping the metadata: {e}");
+            }
         }
         self.replica_server.take();
     }
@@ -291,6 +358,12 @@ pub fn open(
              writes on its own disk, so a hint could not stand in for a replica on another node"
         );
     }
+    if let Some(p) = peers.iter().find(|p| p.id.as_str() == "meta") {
+        bail!(
+            "{}: the node id \"meta\" is reserved (the metadata lives in <data-dir>/meta/)",
+            p.id
+        );
+    }
     let Some(slot) = peers.iter().position(|p| p.id == me) else {
         bail!("--node-id {me} is not one of the members listed in --peers");
     };
@@ -312,6 +385,7 @@ pub fn open(
     let ids: Vec<String> = peers.iter().map(|p| p.id.to_string()).collect();
     let params = open::member_params(&args.cluster, &args.data_dir, &ids)?;
     let id = cluster_id(&args.cluster_name, &ids, params.rf, params.vnodes);
+    let vnodes = params.vnodes;
     let identity = kv_net::Identity::new(id, me.as_str());
     let timeout = Duration::from_millis(args.replica_timeout);
     let others = peers
@@ -351,16 +425,71 @@ pub fn open(
                 .own_hints(me.clone())
                 .replica_timeout(timeout)
                 .background_repair(repair_interval(args.cluster.repair_interval))
+                // The membership comes from the metadata raft (`node_meta`), not cluster.json.
+                .external_topology(true)
         },
     )?;
     let cluster = Arc::new(opened.cluster);
     let replica = backend
         .local_replica()
         .context("the cluster did not open this node's own storage")?;
+    // The static list until the metadata is applied; then its members (`node_meta`).
+    let members = node_meta::Members::new(ids.iter().cloned());
+    // The metadata raft, in `<data-dir>/meta/`, over the same connections. `open` replays the
+    // snapshot and the log up to the saved committed index before it returns.
+    let transport = Arc::new(node_meta::RemoteTransport(kv_remote::MetaClient::new(
+        Arc::clone(backend.peers()),
+    )));
+    let raft = runtime
+        .block_on(kv_meta::MetaRaft::open(
+            &args.data_dir,
+            slot as u64 + 1,
+            me.as_str(),
+            kv_meta::meta_config(&args.cluster_name),
+            transport,
+        ))
+        .with_context(|| {
+            format!(
+                "open the metadata in {}",
+                args.data_dir.join("meta").display()
+            )
+        })?;
+    let replayed = Arc::clone(&raft.watch().borrow());
+    node_meta::check_uuid(&replayed.meta, id)?;
+    let statics: Vec<node_meta::StaticMember> = peers
+        .iter()
+        .map(|p| {
+            Ok(node_meta::StaticMember {
+                id: p.id.clone(),
+                client_addr: p.addr,
+                cluster_addr: p.cluster_addr()?,
+            })
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let bootstrap =
+        node_meta::static_bootstrap(&cluster, id, &args.cluster_name, vnodes, &statics)?;
+    let follower = node_meta::Follower {
+        cluster: Arc::clone(&cluster),
+        local: Arc::clone(&replica),
+        backend: Arc::clone(&backend),
+        members: members.clone(),
+        me: me.clone(),
+    };
+    // A restart: the epoch this node had applied is installed and fenced before the replica
+    // server accepts anything (membership.md §2.6 step 1); a node never serves below it.
+    follower.apply(&replayed)?;
+    if replayed.meta.is_bootstrapped() {
+        let _ = writeln!(
+            std::io::stderr(),
+            "kvstore: metadata replayed: epoch {}, log index {}",
+            replayed.meta.epoch,
+            replayed.last_log_id.map_or(0, |l| l.index)
+        );
+    }
     let mut server_options = kv_net::ServerOptions::new()
         .runtime(runtime.clone())
         .listen(listen)
-        .allowed_peers(ids.iter().filter(|id| **id != me.as_str()).cloned());
+        .peer_filter(members.filter(me.as_str()));
     if let Some(tls) = tls {
         server_options = server_options.tls(tls);
     }
@@ -385,6 +514,13 @@ pub fn open(
             ""
         }
     );
+    replica_server.set_member_filter(Some(members.filter(me.as_str())));
+    let service = raft.service();
+    replica_server.set_meta_handler(Some(Arc::new(
+        move |from: &kv_net::PeerInfo, body: bytes::Bytes| service.handle(&from.node_id, body),
+    )));
+    let follower_stop = Arc::new(AtomicBool::new(false));
+    let follower_thread = follower.spawn(&raft, runtime.clone(), Arc::clone(&follower_stop))?;
     let watcher = watch(
         Arc::clone(&cluster),
         Arc::clone(&backend),
@@ -392,16 +528,27 @@ pub fn open(
         me,
         runtime,
     );
+    let commands = Arc::new(crate::node_commands::NodeCommands::new(
+        backend.peers(),
+        args.enable_debug_faults,
+        Some((raft.clone(), runtime.clone())),
+    ));
     Ok((
         NodeProcess {
             cluster,
             replica_server: Some(replica_server),
             watcher: Some(watcher),
             local: replica,
-            extension: Some(Arc::new(crate::node_commands::NodeCommands::new(
-                backend.peers(),
-                args.enable_debug_faults,
-            )) as Arc<dyn kv_server::KvstoreExtension>),
+            extension: Some(Arc::clone(&commands) as Arc<dyn kv_server::KvstoreExtension>),
+            meta: Some(NodeMetaRun {
+                raft,
+                bootstrap,
+                timeout: Duration::from_secs(args.meta_catch_up_timeout),
+                follower: Some((follower_stop, follower_thread)),
+                runtime: runtime.clone(),
+                ready: commands.ready_flag(),
+                ready_task: None,
+            }),
         },
         opened.warnings,
     ))

@@ -1,6 +1,10 @@
 //! The `KVSTORE` subcommands only a node of a cluster of processes has (a
 //! [`kv_server::KvstoreExtension`]):
 //!
+//! - `KVSTORE META`: this node's view of the cluster metadata raft (leader, term, voters,
+//!   learners, applied log index, epoch, members and their states, the cluster's uuid);
+//!   `KVSTORE META BUMP` (with `--enable-debug-faults`) raises the epoch by two without
+//!   moving data, for tests and drills;
 //! - `KVSTORE PEERS`: this node's connection to each peer, as its transport sees it
 //!   (connected, alive, last heard from, round trip, requests in flight, reconnects, the
 //!   epoch it announced, the last connect or handshake error);
@@ -21,16 +25,32 @@ use kv_remote::ReplicaPeers;
 pub struct NodeCommands {
     peers: Arc<ReplicaPeers>,
     faults_allowed: bool,
+    meta: Option<(kv_meta::MetaRaft, tokio::runtime::Handle)>,
+    /// Set once the metadata is caught up: clients are refused until then.
+    ready: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl NodeCommands {
     /// The commands of the node whose transport is `peers`; `FAULT` only if
-    /// `faults_allowed` (`--enable-debug-faults`).
-    pub fn new(peers: &Arc<ReplicaPeers>, faults_allowed: bool) -> Self {
+    /// `faults_allowed` (`--enable-debug-faults`); `META` if it runs the metadata `meta` (on
+    /// that runtime; `META BUMP` only if `faults_allowed`).
+    pub fn new(
+        peers: &Arc<ReplicaPeers>,
+        faults_allowed: bool,
+        meta: Option<(kv_meta::MetaRaft, tokio::runtime::Handle)>,
+    ) -> Self {
         NodeCommands {
             peers: Arc::clone(peers),
             faults_allowed,
+            ready: Arc::new(std::sync::atomic::AtomicBool::new(meta.is_none())),
+            meta,
         }
+    }
+
+    /// The flag that opens the node to clients: until it is set, every client command but
+    /// the connection's own is answered `-TRYAGAIN metadata catching up`.
+    pub fn ready_flag(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        Arc::clone(&self.ready)
     }
 
     fn peers_report(&self) -> Vec<String> {
@@ -112,7 +132,29 @@ fn peer_line(p: &PeerStatus) -> String {
 
 impl kv_server::KvstoreExtension for NodeCommands {
     fn handles(&self, sub: &str) -> bool {
-        sub == "peers" || (sub == "fault" && self.faults_allowed)
+        sub == "peers"
+            || (sub == "fault" && self.faults_allowed)
+            || (sub == "meta" && self.meta.is_some())
+    }
+
+    fn refusal(&self) -> Option<String> {
+        (!self.ready.load(std::sync::atomic::Ordering::Acquire))
+            .then(|| "TRYAGAIN metadata catching up".to_owned())
+    }
+
+    fn info_cluster(&self) -> Vec<String> {
+        let Some((raft, _)) = &self.meta else {
+            return Vec::new();
+        };
+        let mut lines: Vec<String> = crate::node_meta::report(raft)
+            .into_iter()
+            .map(|l| format!("kvstore_meta_{l}"))
+            .collect();
+        lines.push(format!(
+            "kvstore_meta_caught_up:{}",
+            u8::from(self.ready.load(std::sync::atomic::Ordering::Acquire))
+        ));
+        lines
     }
 
     fn call(&self, args: &[bytes::Bytes]) -> Result<Vec<String>, String> {
@@ -122,6 +164,24 @@ impl kv_server::KvstoreExtension for NodeCommands {
         match sub.as_deref() {
             Some("peers") if args.len() == 2 => Ok(self.peers_report()),
             Some("peers") => Err("usage: KVSTORE PEERS".to_owned()),
+            Some("meta") => match (&self.meta, &args[2..]) {
+                (Some((raft, _)), []) => Ok(crate::node_meta::report(raft)),
+                (Some((raft, runtime)), [bump])
+                    if self.faults_allowed && bump.eq_ignore_ascii_case(b"bump") =>
+                {
+                    // Called on a server thread of the runtime: the proposals run on a thread
+                    // of their own, which waits for them on the runtime.
+                    let (raft, runtime) = (raft.clone(), runtime.clone());
+                    let bumped = std::thread::spawn(move || {
+                        runtime.block_on(crate::node_meta::debug_bump(&raft))
+                    })
+                    .join()
+                    .map_err(|_| "the bump failed".to_owned())??;
+                    Ok(vec![format!("OK epoch {bumped}")])
+                }
+                (Some(_), _) => Err("usage: KVSTORE META".to_owned()),
+                (None, _) => Err("this node runs no metadata".to_owned()),
+            },
             _ => self.fault(args),
         }
     }
@@ -141,7 +201,7 @@ mod tests {
         peers
             .add_peer("n2", "127.0.0.1:1".parse().unwrap())
             .unwrap();
-        let cmds = NodeCommands::new(&Arc::new(peers), false);
+        let cmds = NodeCommands::new(&Arc::new(peers), false, None);
         let lines = cmds.peers_report();
         assert_eq!(lines[0], "=== 1 peers ===");
         assert!(
@@ -151,6 +211,7 @@ mod tests {
         );
         assert!(cmds.handles("peers"));
         assert!(!cmds.handles("fault"), "FAULT needs --enable-debug-faults");
+        assert!(!cmds.handles("meta"), "META needs the node's metadata");
         let args = [
             bytes::Bytes::from("KVSTORE"),
             bytes::Bytes::from("PEERS"),

@@ -75,6 +75,11 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
             );
             return Ok(());
         }
+        // A node of a cluster of processes answers clients TRYAGAIN until its metadata is
+        // bootstrapped and caught up (its replica serves the other nodes meanwhile).
+        if let Some(node) = &mut node {
+            node.start_ready();
+        }
         let addr = SocketAddr::new(args.bind, args.port);
         let options = ServerOptions::new()
             .max_clients(max_clients)

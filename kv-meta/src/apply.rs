@@ -43,23 +43,33 @@ impl ClusterMeta {
     }
 
     fn try_apply(&mut self, index: u64, cmd: &Command) -> Result<()> {
-        if let Command::Bootstrap {
-            uuid,
-            name,
-            rf,
-            vnodes,
-            members,
-        } = cmd
-        {
-            return self.bootstrap(*uuid, name, *rf, *vnodes, members);
+        match cmd {
+            Command::Bootstrap {
+                uuid,
+                name,
+                rf,
+                vnodes,
+                members,
+            } => return self.bootstrap(*uuid, name, *rf, *vnodes, members, 1),
+            Command::BootstrapAt {
+                uuid,
+                name,
+                rf,
+                vnodes,
+                members,
+                epoch,
+            } => return self.bootstrap(*uuid, name, *rf, *vnodes, members, *epoch),
+            _ => {}
         }
         if !self.is_bootstrapped() {
             return Err(MetaError::NotBootstrapped);
         }
         match cmd {
-            Command::Bootstrap { .. } => Err(MetaError::AlreadyBootstrapped {
-                uuid: self.cluster_uuid,
-            }),
+            Command::Bootstrap { .. } | Command::BootstrapAt { .. } => {
+                Err(MetaError::AlreadyBootstrapped {
+                    uuid: self.cluster_uuid,
+                })
+            }
             Command::Register {
                 id,
                 cluster_addr,
@@ -126,6 +136,7 @@ impl ClusterMeta {
         rf: u32,
         vnodes: u32,
         members: &[NewMember],
+        epoch: u64,
     ) -> Result<()> {
         if self.is_bootstrapped() {
             return Err(MetaError::AlreadyBootstrapped {
@@ -135,6 +146,11 @@ impl ClusterMeta {
         let invalid = |reason: String| MetaError::InvalidBootstrap { reason };
         if uuid == 0 {
             return Err(invalid("cluster uuid 0".into()));
+        }
+        if epoch == 0 {
+            return Err(invalid(
+                "epoch 0 (a bootstrapped cluster is at epoch 1 or more)".into(),
+            ));
         }
         if members.is_empty() || members.len() > MAX_MEMBERS {
             return Err(invalid(format!(
@@ -170,7 +186,7 @@ impl ClusterMeta {
             cluster_name: name.to_owned(),
             replication_factor: rf,
             vnodes,
-            epoch: 1,
+            epoch,
             members: members
                 .iter()
                 .zip(0u8..)

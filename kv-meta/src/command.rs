@@ -137,6 +137,37 @@ pub enum Command {
         /// The member.
         id: String,
     },
+    /// `Bootstrap` of a cluster that already routes by a ring of epoch `epoch`: a static
+    /// `--peers` cluster, whose nodes open their ring (and fence their replicas at its epoch)
+    /// before the metadata exists. The same as `Bootstrap`, except that the epoch becomes
+    /// `epoch` (at least 1) instead of 1, so the first topology the nodes install is the ring
+    /// they opened (same tokens, same epoch) and later epochs rise from there.
+    BootstrapAt {
+        /// The cluster's uuid (not 0).
+        uuid: u128,
+        /// The cluster's name.
+        name: String,
+        /// Replicas per key.
+        rf: u32,
+        /// Virtual nodes of a node of weight 1.
+        vnodes: u32,
+        /// The initial ring (the tokens the nodes opened with).
+        members: Vec<NewMember>,
+        /// The epoch of that ring.
+        epoch: u64,
+    },
+}
+
+impl Command {
+    /// The members of a `Bootstrap` or `BootstrapAt`, `None` for any other command.
+    pub fn bootstrap_members(&self) -> Option<&[NewMember]> {
+        match self {
+            Command::Bootstrap { members, .. } | Command::BootstrapAt { members, .. } => {
+                Some(members)
+            }
+            _ => None,
+        }
+    }
 }
 
 /// What applying a command answered.

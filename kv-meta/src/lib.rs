@@ -14,8 +14,8 @@
 //! bootstrap, join, proposals and read-index from any node (forwarded to the leader), and the
 //! voter reconciler.
 //!
-//! What it is **not** (yet): the change driver, the barriers, the streaming and the node
-//! process's use of the metadata (membership.md §3, steps 7 and 8). It depends on no
+//! What it is **not** (yet): the change driver, the barriers and the streaming (membership.md
+//! §3, step 8); the node process's use of the metadata is kv-cli's (step 7). It depends on no
 //! transport and not on kv-cluster: mapping a `cluster.json` into a `ClusterMeta` belongs to
 //! the crate that reads both, and kv-remote's `MetaClient` and `ReplicaServer` plug into
 //! [`MetaTransport`] and [`MetaService`] in the node.

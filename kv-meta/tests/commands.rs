@@ -31,6 +31,53 @@ fn bootstrap_assigns_raft_ids_and_slots_in_list_order_once() {
     );
 }
 
+/// A static cluster bootstraps at the epoch of the ring its nodes opened with; later epochs
+/// rise from there, and a second bootstrap of either kind is refused.
+#[test]
+fn bootstrap_at_starts_the_epoch_where_the_static_ring_was() {
+    let Command::Bootstrap {
+        uuid,
+        name,
+        rf,
+        vnodes,
+        members,
+    } = bootstrap_cmd(3, 3)
+    else {
+        panic!("not a bootstrap");
+    };
+    let at = |epoch| Command::BootstrapAt {
+        uuid,
+        name: name.clone(),
+        rf,
+        vnodes,
+        members: members.clone(),
+        epoch,
+    };
+    let mut meta = ClusterMeta::default();
+    match refused(&mut meta, 1, &at(0)) {
+        MetaError::InvalidBootstrap { reason } => assert!(reason.contains("epoch 0"), "{reason}"),
+        e => panic!("{e:?}"),
+    }
+    assert_eq!(meta, ClusterMeta::default());
+    assert_eq!(meta.apply(1, &at(3)), MetaResponse::Ok { epoch: 3 });
+    assert_eq!(meta.epoch, 3);
+    assert_eq!(meta.members["n2"].raft_id, 2);
+    assert!(meta.check_invariants().is_ok());
+    for again in [at(3), bootstrap_cmd(3, 3)] {
+        assert_eq!(
+            refused(&mut meta, 2, &again),
+            MetaError::AlreadyBootstrapped { uuid: UUID }
+        );
+    }
+    assert_eq!(meta.epoch, 3);
+    assert_eq!(at(3).bootstrap_members().map(<[_]>::len), Some(3));
+    assert!(
+        Command::Deregister { id: "n1".into() }
+            .bootstrap_members()
+            .is_none()
+    );
+}
+
 #[test]
 fn bootstrap_refuses_invalid_parameters() {
     let bad = |f: &dyn Fn(&mut Command)| {

@@ -172,6 +172,13 @@ async fn execute_queue(
         if session.quit || out.len() >= flush_at {
             return;
         }
+        if session.authenticated
+            && let Some(why) = refusal(session, cmd)
+        {
+            queue.pop_front();
+            error(session, out, &why);
+            continue;
+        }
         if session.authenticated && (is_plain(cmd, "get", 2) || is_run_set(cmd)) {
             let run = take_run(queue);
             let start = Instant::now();
@@ -197,6 +204,22 @@ async fn execute_queue(
             execute_one(cluster, session, &cmd, out);
         }
     }
+}
+
+/// The commands a refusing extension never refuses: the connection's own.
+const NEVER_REFUSED: [&str; 11] = [
+    "ping", "echo", "auth", "hello", "quit", "reset", "select", "client", "command", "info",
+    "kvstore",
+];
+
+/// The extension's refusal of `cmd`, if it refuses clients now and `cmd` is not the
+/// connection's own.
+fn refusal(session: &Session, cmd: &Command) -> Option<String> {
+    let why = session.shared.options.get_kvstore_extension()?.refusal()?;
+    let own = NEVER_REFUSED
+        .iter()
+        .any(|n| cmd.name().eq_ignore_ascii_case(n.as_bytes()));
+    (!own).then_some(why)
 }
 
 /// `GET`'s and `SET`'s places in [`COMMANDS`], for their counters.

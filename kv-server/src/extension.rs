@@ -39,6 +39,20 @@ pub trait KvstoreExtension: Send + Sync + fmt::Debug {
     /// # Errors
     /// A message for the client (wrong arguments, the operation failed).
     fn call(&self, args: &[Bytes]) -> Result<Vec<String>, String>;
+
+    /// Why clients' commands are refused right now, as the error line to answer them
+    /// (`TRYAGAIN metadata catching up`, say); `None` (the default): they are served. Asked
+    /// before every command but the connection's own (`PING`, `ECHO`, `AUTH`, `HELLO`,
+    /// `QUIT`, `RESET`, `SELECT`, `CLIENT`, `COMMAND`, `INFO`, `KVSTORE`), so it must be cheap
+    /// (an atomic load).
+    fn refusal(&self) -> Option<String> {
+        None
+    }
+
+    /// Extra lines (`field:value`) at the end of `INFO cluster`; none by default.
+    fn info_cluster(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// An extension in [`ServerOptions`](crate::ServerOptions): equal only to itself.

@@ -283,6 +283,11 @@ fn cluster_section(cluster: &Cluster, session: &Session, t: &mut String) -> std:
         }
         None => t.push_str("kvstore_background_repair_interval_s:0\r\n"),
     }
+    if let Some(ext) = session.shared.options.get_kvstore_extension() {
+        for line in ext.info_cluster() {
+            write!(t, "{}\r\n", one_line(&line))?;
+        }
+    }
     Ok(())
 }
 

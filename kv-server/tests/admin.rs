@@ -251,3 +251,63 @@ fn without_an_extension_its_subcommand_is_unknown() {
     let e = kvstore(&mut c, &["echo", "hi"]).unwrap_err();
     assert!(e.to_string().contains("unknown subcommand 'echo'"), "{e}");
 }
+
+/// An extension that refuses clients while a flag is down, and adds `INFO cluster` lines.
+#[derive(Debug)]
+struct Gate(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl kv_server::KvstoreExtension for Gate {
+    fn handles(&self, _: &str) -> bool {
+        false
+    }
+
+    fn call(&self, _: &[bytes::Bytes]) -> Result<Vec<String>, String> {
+        Err("none".to_owned())
+    }
+
+    fn refusal(&self) -> Option<String> {
+        (!self.0.load(std::sync::atomic::Ordering::Acquire))
+            .then(|| "TRYAGAIN not ready".to_owned())
+    }
+
+    fn info_cluster(&self) -> Vec<String> {
+        vec!["embedder_ready:no".to_owned()]
+    }
+}
+
+#[test]
+fn a_refusing_extension_refuses_data_commands_but_not_the_connections_own() {
+    use redis::Commands as _;
+    let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ext: std::sync::Arc<dyn kv_server::KvstoreExtension> =
+        std::sync::Arc::new(Gate(std::sync::Arc::clone(&open)));
+    let server = TestServer::with_options(ServerOptions::new().kvstore_extension(Some(ext)));
+    let mut c = server.client();
+    // Plain GET/SET runs and any other data command are refused with the extension's line.
+    for e in [
+        c.set::<_, _, ()>("k", "v").unwrap_err(),
+        c.get::<_, Option<String>>("k").unwrap_err(),
+        c.del::<_, u64>("k").unwrap_err(),
+    ] {
+        assert_eq!(e.code(), Some("TRYAGAIN"), "{e}");
+        assert!(e.to_string().contains("not ready"), "{e}");
+    }
+    // The connection's own commands are answered, INFO with the extension's lines.
+    let pong: String = redis::cmd("PING").query(&mut c).unwrap();
+    assert_eq!(pong, "PONG");
+    let info: String = redis::cmd("INFO").arg("cluster").query(&mut c).unwrap();
+    assert!(info.contains("\r\nembedder_ready:no\r\n"), "{info}");
+    assert!(
+        kvstore(&mut c, &["NODES"])
+            .unwrap()
+            .starts_with("Cluster has 3 nodes")
+    );
+    // Open: served, and nothing was written while refused.
+    open.store(true, std::sync::atomic::Ordering::Release);
+    assert_eq!(c.get::<_, Option<String>>("k").unwrap(), None);
+    c.set::<_, _, ()>("k", "v").unwrap();
+    assert_eq!(
+        c.get::<_, Option<String>>("k").unwrap().as_deref(),
+        Some("v")
+    );
+}

@@ -19,6 +19,7 @@ mod fail;
 mod flush;
 mod get;
 mod help;
+mod meta;
 mod mget;
 mod mput;
 mod nodes;
@@ -42,6 +43,7 @@ pub const TABLE: &[Spec] = &[
     mput::SPEC,
     mget::SPEC,
     nodes::SPEC,
+    meta::SPEC,
     stats::SPEC,
     ring::SPEC,
     addnode::SPEC,
@@ -324,6 +326,7 @@ Commands:
   mput <k> <v> [<k> <v> ...]   store several values
   mget <k> [<k> ...]           read several values
   nodes                        list the cluster's nodes
+  meta                         a node process's metadata raft: leader, voters, epoch, members
   stats                        keys per node (as primary, and every replica held), and keys
                                with a TTL (an expired one counts until it is reclaimed)
   ring                         token ownership per node

@@ -258,7 +258,8 @@ impl MetaRaft {
         }
     }
 
-    /// Bootstraps the cluster `cmd` describes (a [`Command::Bootstrap`]; its members get raft
+    /// Bootstraps the cluster `cmd` describes (a [`Command::Bootstrap`] or
+    /// [`Command::BootstrapAt`]; its members get raft
     /// ids 1, 2, ... in list order, the first [`MAX_VOTERS`] are the voters) and returns once
     /// this node has applied it. Every listed node calls it with the same command; the first
     /// in the list initializes raft and proposes `cmd`, the others wait for it to arrive. On a
@@ -273,7 +274,7 @@ impl MetaRaft {
         cmd: &Command,
         timeout: Duration,
     ) -> std::result::Result<(), MetaError> {
-        let Command::Bootstrap { members, .. } = cmd else {
+        let Some(members) = cmd.bootstrap_members() else {
             return Err(MetaError::InvalidBootstrap {
                 reason: "not a Bootstrap command".into(),
             });

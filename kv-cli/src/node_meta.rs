@@ -1,0 +1,554 @@
+//! A node process's cluster metadata (`docs/membership.md` §2.5, §2.6, §5 step 7): its
+//! kv-meta raft in `<data-dir>/meta/`, the static bootstrap from `--peers`, and the follower
+//! that turns every applied epoch into a [`Topology`] the coordinator installs.
+//!
+//! - **Transport.** kv-meta speaks through [`MetaClient`] on the node's existing kv-net
+//!   connections ([`RemoteTransport`]) and is answered by the replica server's meta handler.
+//! - **Static bootstrap.** Every node opens its ring from `--peers` first (as before: the
+//!   tokens a static cluster computes from the list, fenced at that ring's epoch), then the
+//!   first listed node proposes [`Command::BootstrapAt`] with exactly that ring and epoch: the
+//!   raft's first topology is bit-identical to the opened one, and later epochs rise from
+//!   it. The others wait for it to be applied, bounded by `--meta-catch-up-timeout`.
+//! - **The cluster's uuid** is the static cluster's id (the name, the ordered members, RF and
+//!   vnodes hashed, [`crate::node::cluster_id`]): every listed node computes the same one
+//!   without coordination, so the bootstrap is idempotent, and a restarted node whose stored
+//!   uuid differs (another `--peers` order, other members) is refused with both printed.
+//! - **Follower.** A dedicated thread (an install drains the coordinator's operations and
+//!   blocks) installs each new epoch's topology, raises the local replica's fence to it, and
+//!   keeps the member filter and the transport's peers in step with the applied members.
+//! - **Catch-up.** On restart the replayed state (`MetaRaft::open` re-applies up to the saved
+//!   committed index) is installed and fenced at once; then a read index from the leader is
+//!   applied before clients are served (`-TRYAGAIN metadata catching up` until then).
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use bytes::Bytes;
+use kv_cluster::{Cluster, Replica, RingMember, Topology};
+use kv_meta::{
+    BoxFuture, ClusterMeta, Command, MetaPeer, MetaRaft, MetaSnapshot, MetaTransport, NewMember,
+    Step, TransportError,
+};
+use kv_remote::{MetaClient, RemoteBackend};
+use kv_ring::NodeId;
+
+/// kv-remote's [`MetaClient`] as kv-meta's [`MetaTransport`]: meta requests travel on the
+/// node's kv-net connections, to the peer named by its node id.
+pub struct RemoteTransport(pub MetaClient);
+
+impl MetaTransport for RemoteTransport {
+    fn call(
+        &self,
+        to: &MetaPeer,
+        body: Bytes,
+        timeout: Duration,
+    ) -> BoxFuture<Result<Bytes, TransportError>> {
+        let peer = to.id.clone();
+        let answer = self.0.call(&to.id, body, timeout);
+        Box::pin(async move {
+            answer.await.map_err(|e| match e {
+                kv_remote::Error::Transport(kv_net::Error::Timeout { .. }) => {
+                    TransportError::Timeout { peer, timeout }
+                }
+                kv_remote::Error::Transport(e) => TransportError::Unreachable {
+                    peer,
+                    reason: e.to_string(),
+                },
+                e => TransportError::Failed {
+                    peer,
+                    reason: e.to_string(),
+                },
+            })
+        })
+    }
+}
+
+/// One member of the static bootstrap, as `--peers` lists it.
+#[derive(Debug, Clone)]
+pub struct StaticMember {
+    /// The node's id.
+    pub id: NodeId,
+    /// Its client (RESP) address.
+    pub client_addr: SocketAddr,
+    /// Its cluster (kv-net) address.
+    pub cluster_addr: SocketAddr,
+}
+
+/// The `BootstrapAt` of a static cluster: `members` in `--peers` order (raft ids and slots
+/// follow it), each with the tokens the opened `cluster` gave it, at the opened ring's epoch.
+///
+/// # Errors
+/// A listed member missing from the opened ring (a `cluster.json` of other members).
+pub fn static_bootstrap(
+    cluster: &Cluster,
+    uuid: u128,
+    name: &str,
+    vnodes: u32,
+    members: &[StaticMember],
+) -> anyhow::Result<Command> {
+    let ring = cluster.ring();
+    let mut listed = Vec::with_capacity(members.len());
+    for m in members {
+        let tokens = ring.tokens_of(m.id.as_str()).with_context(|| {
+            format!(
+                "member {} of --peers is not in the ring this node opened",
+                m.id
+            )
+        })?;
+        listed.push(NewMember {
+            id: m.id.to_string(),
+            cluster_addr: m.cluster_addr.to_string(),
+            client_addr: m.client_addr.to_string(),
+            weight: ring.weight_of(m.id.as_str()).unwrap_or(1.0),
+            tokens: tokens.to_vec(),
+        });
+    }
+    Ok(Command::BootstrapAt {
+        uuid,
+        name: name.to_owned(),
+        rf: u32::try_from(cluster.replication_factor()).unwrap_or(u32::MAX),
+        vnodes,
+        members: listed,
+        epoch: cluster.topology_epoch(),
+    })
+}
+
+fn ring_members(members: &[kv_meta::RingMember]) -> anyhow::Result<Vec<RingMember>> {
+    members
+        .iter()
+        .map(|m| {
+            Ok(RingMember {
+                id: NodeId::new(&m.id).with_context(|| format!("member id {:?}", m.id))?,
+                weight: m.weight,
+                tokens: m.tokens.clone(),
+            })
+        })
+        .collect()
+}
+
+/// The routing `meta` decides (membership.md §3.1): the ring in force when stable or
+/// `Final`; old for reads and new for writes too in `Pending`/`Streaming`; new for reads
+/// and old for writes too in `Mid`; back on the old ring while `Aborting`. `None` before
+/// the bootstrap.
+///
+/// # Errors
+/// A member id that is not a valid node id (never, for a state built by `apply`).
+pub fn topology_of(meta: &ClusterMeta) -> anyhow::Result<Option<Topology>> {
+    if !meta.is_bootstrapped() {
+        return Ok(None);
+    }
+    let (read, extra_write, mid) = match &meta.change {
+        Some(c) if matches!(c.step, Step::Pending | Step::Streaming) => (
+            ring_members(&c.from_members)?,
+            Some(ring_members(&c.to_members)?),
+            false,
+        ),
+        Some(c) if c.step == Step::Mid => (
+            ring_members(&c.to_members)?,
+            Some(ring_members(&c.from_members)?),
+            true,
+        ),
+        Some(c) if c.step == Step::Aborting => (ring_members(&c.from_members)?, None, false),
+        _ => (ring_members(&meta.ring_members())?, None, false),
+    };
+    let mut slots = std::collections::BTreeMap::new();
+    for (id, m) in &meta.members {
+        slots.insert(NodeId::new(id).context("member id")?, m.slot);
+    }
+    Ok(Some(Topology {
+        epoch: meta.epoch,
+        read,
+        extra_write,
+        mid,
+        slots,
+    }))
+}
+
+/// The members the node serves and talks to: every member of the applied metadata, in any
+/// state (a `Registered` joiner is sent its dual writes), read by the server's filters.
+#[derive(Debug, Clone, Default)]
+pub struct Members(Arc<RwLock<BTreeSet<String>>>);
+
+impl Members {
+    /// Members `ids` to begin with (the static list, before the metadata is applied).
+    pub fn new(ids: impl IntoIterator<Item = String>) -> Members {
+        Members(Arc::new(RwLock::new(ids.into_iter().collect())))
+    }
+
+    /// Whether `id` is a member.
+    pub fn contains(&self, id: &str) -> bool {
+        self.0.read().map(|m| m.contains(id)).unwrap_or(false)
+    }
+
+    fn set(&self, ids: BTreeSet<String>) {
+        if let Ok(mut m) = self.0.write() {
+            *m = ids;
+        }
+    }
+
+    /// A kv-net filter admitting the members other than `me`.
+    pub fn filter(&self, me: &str) -> kv_net::PeerFilter {
+        let (members, me) = (self.clone(), me.to_owned());
+        kv_net::PeerFilter::new(move |id: &str| id != me && members.contains(id))
+    }
+}
+
+/// What the follower acts on: the coordinator, the local replica, the transport and the
+/// member set.
+#[derive(Clone)]
+pub struct Follower {
+    /// The coordinator.
+    pub cluster: Arc<Cluster>,
+    /// This node's own storage node.
+    pub local: Arc<dyn Replica>,
+    /// The transport to the other nodes (and the addresses the coordinator opens them at).
+    pub backend: Arc<RemoteBackend>,
+    /// The member set the server's filters read.
+    pub members: Members,
+    /// This node's id.
+    pub me: NodeId,
+}
+
+impl Follower {
+    /// Installs `state`'s topology if its epoch is new here, raises the local replica's fence
+    /// to it, and brings the member set and the transport's peers in step. Blocks while the
+    /// install drains: call it from a thread of its own, never on an async worker.
+    ///
+    /// # Errors
+    /// The coordinator refusing the topology (a lower epoch than installed, a bad ring).
+    pub fn apply(&self, state: &MetaSnapshot) -> anyhow::Result<()> {
+        let meta = &state.meta;
+        let Some(topology) = topology_of(meta)? else {
+            return Ok(());
+        };
+        // Peers first: the install opens a handle for every member of either ring, which
+        // needs its address.
+        let known: BTreeSet<String> = self
+            .backend
+            .peers()
+            .status()
+            .into_iter()
+            .map(|p| p.node_id)
+            .collect();
+        for (id, m) in &meta.members {
+            if id == self.me.as_str() || known.contains(id) {
+                continue;
+            }
+            let added = NodeId::new(id).map_err(|e| e.to_string()).and_then(|node| {
+                let addr: SocketAddr = m.cluster_addr.parse().map_err(|e| format!("{e}"))?;
+                self.backend.add_peer(node, addr).map_err(|e| e.to_string())
+            });
+            if let Err(e) = added {
+                eprintln!(
+                    "kvstore: metadata: cannot add peer {id} at {:?}: {e}",
+                    m.cluster_addr
+                );
+            }
+        }
+        self.members.set(meta.members.keys().cloned().collect());
+        let epoch = topology.epoch;
+        let installed = self.cluster.topology().map(|t| t.epoch);
+        if installed.is_none_or(|e| e < epoch) {
+            self.cluster
+                .install_topology(topology)
+                .with_context(|| format!("install the metadata's topology of epoch {epoch}"))?;
+        }
+        // Raised after the install: a replica request at the new epoch can then only come
+        // from a coordinator that routes by it, this one included.
+        self.local.fence(epoch);
+        // A member deregistered (or never a member: the static list) is no longer dialed;
+        // the install above dropped its handle if it was routed.
+        for id in known.iter().filter(|id| !meta.members.contains_key(*id)) {
+            let _ = self.backend.peers().remove_peer(id);
+        }
+        Ok(())
+    }
+
+    /// Follows `raft`'s applied states on a thread of its own until `stop` is set: each one
+    /// goes through [`Follower::apply`]; a failure is logged once and retried with the next
+    /// state (or every second).
+    ///
+    /// # Errors
+    /// The thread could not be started.
+    pub fn spawn(
+        self,
+        raft: &MetaRaft,
+        runtime: tokio::runtime::Handle,
+        stop: Arc<AtomicBool>,
+    ) -> anyhow::Result<JoinHandle<()>> {
+        let mut watch = raft.watch();
+        std::thread::Builder::new()
+            .name("kvstore-meta".into())
+            .spawn(move || {
+                let mut last_error = String::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let state = Arc::clone(&watch.borrow_and_update());
+                    match self.apply(&state) {
+                        Ok(()) => last_error.clear(),
+                        Err(e) => {
+                            let text = format!("{e:#}");
+                            if text != last_error {
+                                eprintln!("kvstore: metadata: {text}");
+                                last_error = text;
+                            }
+                        }
+                    }
+                    let changed = runtime.block_on(async {
+                        tokio::time::timeout(Duration::from_secs(1), watch.changed()).await
+                    });
+                    if matches!(changed, Ok(Err(_))) {
+                        // The raft is gone (shut down): nothing more will come.
+                        return;
+                    }
+                }
+            })
+            .context("start the metadata follower")
+    }
+}
+
+/// Refuses a restart whose `--peers` (or name, RF, vnodes) make another cluster than the one
+/// this node's metadata belongs to, printing both.
+///
+/// # Errors
+/// The stored uuid differs from `expected`.
+pub fn check_uuid(meta: &ClusterMeta, expected: u128) -> anyhow::Result<()> {
+    if meta.is_bootstrapped() && meta.cluster_uuid != expected {
+        let listed: Vec<String> = meta.ring_members().iter().map(|m| m.id.clone()).collect();
+        bail!(
+            "this node's metadata belongs to the cluster {:032x} ({:?}, members {}), but \
+             --cluster-name, --peers, --replication and --vnodes describe the cluster \
+             {expected:032x}: every node needs the same members in the same order as when the \
+             cluster was bootstrapped",
+            meta.cluster_uuid,
+            meta.cluster_name,
+            listed.join(",")
+        );
+    }
+    Ok(())
+}
+
+/// Waits until this node has applied everything the leader had committed when asked
+/// (membership.md §2.6 step 2), asking again until it succeeds (no leader yet, or none
+/// reachable); one log line each time `timeout` passes without it. Returns how long it took.
+pub async fn catch_up(raft: &MetaRaft, timeout: Duration) -> Duration {
+    let started = Instant::now();
+    let mut deadline = started + timeout;
+    loop {
+        let attempt = async {
+            let index = raft.read_index().await?;
+            raft.wait_applied(index, timeout).await
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, attempt).await {
+            Ok(Ok(())) => return started.elapsed(),
+            Ok(Err(_)) if Instant::now() < deadline => {
+                // No leader yet (an election takes a second or two): ask again shortly.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            outcome => {
+                let why = match outcome {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "no answer".to_owned(),
+                };
+                eprintln!(
+                    "kvstore: metadata not caught up within {timeout:?} ({why}); clients get \
+                     TRYAGAIN and this node keeps serving its replica at or above its fence \
+                     (epoch {}) while it tries again",
+                    raft.watch().borrow().meta.epoch
+                );
+                deadline = Instant::now() + timeout;
+            }
+        }
+    }
+}
+
+/// Raises the metadata epoch by two without moving any data, for tests and drills
+/// (`KVSTORE META BUMP`, only with `--enable-debug-faults`): registers a phantom node,
+/// starts adding it (epoch + 1: writes also go to the phantom's ranges' new replica sets),
+/// aborts at once (epoch + 2: back on the old ring), finishes the abort and deregisters the
+/// phantom. Every node installs both epochs and raises its fence to them, as it would for a
+/// real change. Returns the epoch reached.
+///
+/// # Errors
+/// A proposal not committed or refused (a change in progress, no leader).
+pub async fn debug_bump(raft: &MetaRaft) -> Result<u64, String> {
+    let state = raft.watch().borrow().clone();
+    let meta = &state.meta;
+    let phantom = format!("bump{}", meta.next_raft_id);
+    let mut to_members = meta.ring_members();
+    // Midpoints of a few of the ring's gaps: tokens no member holds.
+    let mut taken: Vec<u64> = to_members.iter().flat_map(|m| m.tokens.clone()).collect();
+    taken.sort_unstable();
+    let step = (taken.len() / 8).max(1);
+    let tokens: Vec<u64> = taken
+        .windows(2)
+        .step_by(step)
+        .filter(|w| w[1] - w[0] > 1)
+        .map(|w| w[0] + (w[1] - w[0]) / 2)
+        .collect();
+    to_members.push(kv_meta::RingMember {
+        id: phantom.clone(),
+        weight: 1.0,
+        tokens,
+    });
+    // An address nobody listens on: the phantom is never reached.
+    let addr = format!("127.0.0.1:{}", 1 + meta.next_raft_id % 1000);
+    let propose = |cmd: Command| async move {
+        match raft.propose(cmd).await {
+            Ok((log_id, kv_meta::MetaResponse::Ok { epoch })) => Ok((log_id.index, epoch)),
+            Ok((_, kv_meta::MetaResponse::Refused(e))) => Err(format!("refused: {e}")),
+            Err(e) => Err(e.to_string()),
+        }
+    };
+    propose(Command::Register {
+        id: phantom.clone(),
+        cluster_addr: addr.clone(),
+        client_addr: format!("{addr}0"),
+    })
+    .await?;
+    let (change, _) = propose(Command::StartChange {
+        kind: kv_meta::ChangeKind::Add,
+        node: phantom.clone(),
+        to_members,
+        tasks: Vec::new(),
+        started_ms: 0,
+    })
+    .await?;
+    propose(Command::Abort { change }).await?;
+    let (_, epoch) = propose(Command::FinishAbort { change }).await?;
+    propose(Command::Deregister { id: phantom }).await?;
+    Ok(epoch)
+}
+
+/// The `KVSTORE META` lines of `raft`'s view: leader, term, voters, learners, applied index,
+/// epoch, members and their states.
+pub fn report(raft: &MetaRaft) -> Vec<String> {
+    let status = raft.status();
+    let state = raft.watch().borrow().clone();
+    let meta = &state.meta;
+    let name_of = |raft_id: u64| {
+        meta.members
+            .iter()
+            .find(|(_, m)| m.raft_id == raft_id)
+            .map(|(id, _)| id.clone())
+            .unwrap_or_else(|| format!("raft{raft_id}"))
+    };
+    let names = |ids: &[u64]| {
+        ids.iter()
+            .map(|&i| name_of(i))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let members = meta
+        .members
+        .iter()
+        .map(|(id, m)| format!("{id}={}", m.state))
+        .collect::<Vec<_>>()
+        .join(",");
+    vec![
+        format!("leader:{}", status.leader.map(name_of).unwrap_or_default()),
+        format!("term:{}", status.term),
+        format!("voters:{}", names(&status.voters)),
+        format!("learners:{}", names(&status.learners)),
+        format!("applied_index:{}", status.applied),
+        format!("epoch:{}", status.epoch),
+        format!("members:{members}"),
+        format!("cluster_uuid:{:032x}", meta.cluster_uuid),
+        format!("self:{}", name_of(status.raft_id)),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kv_meta::{ChangeKind, MetaResponse};
+
+    fn bootstrapped() -> ClusterMeta {
+        let members = (1..=3u64)
+            .map(|i| NewMember {
+                id: format!("n{i}"),
+                cluster_addr: format!("127.0.0.1:1700{i}"),
+                client_addr: format!("127.0.0.1:700{i}"),
+                weight: 1.0,
+                tokens: vec![i * 1000, i * 1000 + 500],
+            })
+            .collect();
+        let cmd = Command::BootstrapAt {
+            uuid: 9,
+            name: "t".into(),
+            rf: 3,
+            vnodes: 2,
+            members,
+            epoch: 3,
+        };
+        let mut meta = ClusterMeta::default();
+        assert_eq!(meta.apply(1, &cmd), MetaResponse::Ok { epoch: 3 });
+        meta
+    }
+
+    #[test]
+    fn a_stable_state_is_its_ring_at_its_epoch_with_slots() {
+        assert!(topology_of(&ClusterMeta::default()).unwrap().is_none());
+        let meta = bootstrapped();
+        let t = topology_of(&meta).unwrap().unwrap();
+        assert_eq!(t.epoch, 3);
+        assert_eq!(t.extra_write, None);
+        let ids: Vec<&str> = t.read.iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(ids, ["n1", "n2", "n3"]);
+        assert_eq!(t.read[1].tokens, vec![2000, 2500]);
+        assert_eq!(t.slots[&NodeId::new("n3").unwrap()], 2);
+    }
+
+    #[test]
+    fn a_pending_change_writes_both_rings_and_mid_reads_the_new_one() {
+        let mut meta = bootstrapped();
+        let register = Command::Register {
+            id: "n4".into(),
+            cluster_addr: "127.0.0.1:17004".into(),
+            client_addr: "127.0.0.1:7004".into(),
+        };
+        assert!(meta.apply(2, &register).is_ok());
+        let mut to = meta.ring_members();
+        to.push(kv_meta::RingMember {
+            id: "n4".into(),
+            weight: 1.0,
+            tokens: vec![4000, 4500],
+        });
+        let start = Command::StartChange {
+            kind: ChangeKind::Add,
+            node: "n4".into(),
+            to_members: to,
+            tasks: Vec::new(),
+            started_ms: 0,
+        };
+        assert!(meta.apply(3, &start).is_ok(), "{:?}", meta.apply(3, &start));
+        let t = topology_of(&meta).unwrap().unwrap();
+        assert_eq!((t.epoch, t.read.len(), t.mid), (4, 3, false));
+        assert_eq!(t.extra_write.as_ref().map(Vec::len), Some(4));
+        // Tasks-free plans reach Mid at once.
+        assert!(
+            meta.apply(4, &Command::BeginStreaming { change: 3 })
+                .is_ok()
+        );
+        assert!(meta.apply(5, &Command::EnterMid { change: 3 }).is_ok());
+        let t = topology_of(&meta).unwrap().unwrap();
+        assert_eq!((t.epoch, t.read.len(), t.mid), (5, 4, true));
+        assert_eq!(t.extra_write.as_ref().map(Vec::len), Some(3));
+    }
+
+    #[test]
+    fn another_clusters_metadata_is_refused_with_both_uuids() {
+        let meta = bootstrapped();
+        check_uuid(&meta, 9).unwrap();
+        check_uuid(&ClusterMeta::default(), 1).unwrap();
+        let e = format!("{:#}", check_uuid(&meta, 10).unwrap_err());
+        assert!(e.contains(&format!("{:032x}", 9)), "{e}");
+        assert!(e.contains(&format!("{:032x}", 10)), "{e}");
+        assert!(e.contains("n1,n2,n3") && e.contains("same order"), "{e}");
+    }
+}
