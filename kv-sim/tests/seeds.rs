@@ -1,0 +1,143 @@
+//! The simulation suite: many seeds, one seed replayed, determinism, and the checker biting.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Instant;
+
+use kv_sim::{Report, Sabotage, SimConfig, run};
+
+fn env_u64(name: &str) -> Option<u64> {
+    let v = std::env::var(name).ok()?;
+    let v = v.trim();
+    match v.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => v.parse().ok(),
+    }
+}
+
+/// The first seed of `seeds` (override with `SIM_FIRST`).
+const FIRST: u64 = 0x5eed_0000;
+
+/// Runs `count` seeds from `first` on every core, each seed single-threaded.
+fn run_many(first: u64, count: u64, sabotage: Option<Sabotage>) -> Vec<Report> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    let reports = parking_lot::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let reports = &reports;
+            s.spawn(move || {
+                let mut i = t;
+                while i < count {
+                    let mut config = SimConfig::new(first + i);
+                    config.sabotage = sabotage;
+                    let report = run(&config).unwrap_or_else(|e| {
+                        panic!("seed={:#x}: {e}", first + i);
+                    });
+                    reports.lock().push(report);
+                    i += threads;
+                }
+            });
+        }
+    });
+    let mut reports = reports.into_inner();
+    reports.sort_by_key(|r| r.seed);
+    reports
+}
+
+#[test]
+fn seeds() {
+    let count = env_u64("SIM_SEEDS").unwrap_or(40);
+    let first = env_u64("SIM_FIRST").unwrap_or(FIRST);
+    let start = Instant::now();
+    let reports = run_many(first, count, None);
+    let failed: Vec<&Report> = reports
+        .iter()
+        .filter(|r| !r.violations.is_empty())
+        .collect();
+    let ops: usize = reports.iter().map(|r| r.history.len()).sum();
+    let ok: usize = reports
+        .iter()
+        .flat_map(|r| &r.history)
+        .filter(|o| o.outcome == kv_sim::check::Outcome::Ok)
+        .count();
+    let faults: usize = reports.iter().map(|r| r.faults.len()).sum();
+    println!(
+        "{count} seeds from {first:#x} in {:?}: {ops} client ops ({ok} ok), {faults} faults, {} failing",
+        start.elapsed(),
+        failed.len()
+    );
+    for r in &failed {
+        println!("{}", r.describe());
+    }
+    assert!(failed.is_empty(), "{} seeds failed", failed.len());
+    // The run does something: most operations succeed, and faults were injected.
+    assert!(ok * 2 > ops, "{ok} of {ops} ok");
+    assert!(faults as u64 >= count, "{faults} faults over {count} seeds");
+}
+
+/// `SIM_SEED=0x.. cargo test -p kv-sim --release -- one_seed --nocapture` replays one seed.
+#[test]
+fn one_seed() {
+    let seed = env_u64("SIM_SEED").unwrap_or(FIRST);
+    let mut config = SimConfig::new(seed);
+    if let Some(skew) = env_u64("SIM_SKEW_MS") {
+        config.max_skew_ms = skew;
+    }
+    config.crashes = env_u64("SIM_CRASHES") == Some(1);
+    let report = run(&config).unwrap();
+    for f in &report.faults {
+        println!("fault {f}");
+    }
+    for r in &report.repairs {
+        println!("repair {r}");
+    }
+    if std::env::var_os("SIM_TRACE").is_some() {
+        for op in &report.history {
+            println!("op {op}");
+        }
+    }
+    println!("{}", report.describe());
+    assert!(report.violations.is_empty());
+}
+
+#[test]
+fn replay_is_identical() {
+    let seed = env_u64("SIM_SEED").unwrap_or(FIRST + 1);
+    let a = run(&SimConfig::new(seed)).unwrap();
+    let b = run(&SimConfig::new(seed)).unwrap();
+    if a.trace_hash != b.trace_hash {
+        let first = a
+            .history
+            .iter()
+            .zip(&b.history)
+            .position(|(x, y)| x != y)
+            .map(|i| format!("op {i}: {} vs {}", a.history[i], b.history[i]));
+        panic!(
+            "seed={seed:#x}: traces differ ({:#x} vs {:#x}); first differing op: {first:?}; \
+             faults equal: {}; repairs {:?} vs {:?}",
+            a.trace_hash,
+            b.trace_hash,
+            a.faults == b.faults,
+            a.repairs,
+            b.repairs
+        );
+    }
+    assert!(!a.history.is_empty());
+}
+
+#[test]
+fn checker_bites_reads_and_writes_at_one() {
+    let limit = env_u64("SIM_BITE_SEEDS").unwrap_or(20);
+    let reports = run_many(FIRST, limit, Some(Sabotage::OneReplica));
+    let caught: Vec<&Report> = reports
+        .iter()
+        .filter(|r| !r.violations.is_empty())
+        .collect();
+    println!("sabotage caught in {} of {limit} seeds", caught.len());
+    if let Some(r) = caught.first() {
+        println!("{}", r.describe());
+    }
+    assert!(
+        !caught.is_empty(),
+        "reads and writes at One passed {limit} seeds: the checker does not bite"
+    );
+}
