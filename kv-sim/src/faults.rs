@@ -14,7 +14,7 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::NODES;
+use crate::{Crashes, NODES, Restarted};
 
 /// The links' normal maximum latency, in milliseconds.
 pub(crate) const BASE_LATENCY_MS: u64 = 5;
@@ -30,12 +30,18 @@ pub(crate) struct Faults {
     /// A slow link and when it is fast again.
     slow: Option<(Duration, (&'static str, &'static str))>,
     healed: bool,
-    crashes: bool,
+    crashes: Crashes,
+    restarted: Restarted,
     log: Vec<String>,
 }
 
 impl Faults {
-    pub(crate) fn new(seed: u64, until: Duration, crashes: bool) -> Faults {
+    pub(crate) fn new(
+        seed: u64,
+        until: Duration,
+        crashes: Crashes,
+        restarted: Restarted,
+    ) -> Faults {
         Faults {
             rng: StdRng::seed_from_u64(seed),
             until,
@@ -45,6 +51,7 @@ impl Faults {
             slow: None,
             healed: false,
             crashes,
+            restarted,
             log: Vec::new(),
         }
     }
@@ -52,6 +59,15 @@ impl Faults {
     /// What was injected, with the simulated times.
     pub(crate) fn into_log(self) -> Vec<String> {
         self.log
+    }
+
+    /// Whether `node` may be crashed.
+    fn may_crash(&self, node: &str) -> bool {
+        match self.crashes {
+            Crashes::Off => false,
+            Crashes::Replicas => node != NODES[0],
+            Crashes::Any => true,
+        }
     }
 
     /// Ends the faults that are due, and draws a new one when its time comes.
@@ -125,7 +141,11 @@ impl Faults {
                 ));
                 self.slow = Some((now + span, (node, other)));
             }
-            5..=7 if self.crashes && self.crashed.is_none() => {
+            5..=7 if self.crashed.is_none() && self.may_crash(node) => {
+                if self.crashes == Crashes::Replicas {
+                    let i = NODES.iter().position(|n| *n == node).unwrap_or(0);
+                    self.restarted.lock()[i] = true;
+                }
                 let down = Duration::from_millis(self.rng.random_range(0..6000));
                 sim.crash(node);
                 self.log.push(format!("{now:?} crash {node} for {down:?}"));

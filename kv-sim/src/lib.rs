@@ -55,6 +55,28 @@ pub enum Sabotage {
     OneReplica,
 }
 
+/// Crash faults.
+///
+/// kv-cluster's `Cluster::open` starts a restarted coordinator's hybrid clock above the
+/// version lease persisted in `cluster.json`, which is up to 60 s ahead of the wall clock,
+/// and extends it from there: every restart pushes that coordinator's versions another
+/// minute ahead, past the 5 s skew bound the other coordinators observe. A write it then
+/// coordinates beats every write the others coordinate for that long, whatever the real
+/// order: properties 1 and 2 fail in every seed with [`Crashes::Any`]. Until that is fixed
+/// in kv-cluster, the default crashes nodes that clients stop coordinating through once
+/// they restarted (their storage, replication, hints and repair are still exercised).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Crashes {
+    /// No crash faults.
+    Off,
+    /// node2 and node3 may crash; once one has, clients no longer send it their requests,
+    /// and it refuses any still on their way (node1 never crashes, so a coordinator is
+    /// always left).
+    Replicas,
+    /// Any node may crash, and clients keep coordinating through it after its restart.
+    Any,
+}
+
 /// One run's parameters.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
@@ -74,9 +96,9 @@ pub struct SimConfig {
     /// (milliseconds). The checker orders two writes in real time only when more than twice
     /// this separates them (see [`check::check`]).
     pub max_skew_ms: u64,
-    /// Whether the fault generator crashes and bounces nodes. Off by default while
-    /// kv-cluster's restart jumps its versions ahead by the lease (see the crate's README).
-    pub crashes: bool,
+    /// Which nodes the fault generator crashes and bounces, and whether clients go on using
+    /// a restarted node as their coordinator.
+    pub crashes: Crashes,
     /// A broken variant, if any.
     pub sabotage: Option<Sabotage>,
 }
@@ -93,7 +115,7 @@ impl SimConfig {
             clients_until: Duration::from_secs(50),
             repair_at: Duration::from_secs(55),
             max_skew_ms: 250,
-            crashes: false,
+            crashes: Crashes::Replicas,
             sabotage: None,
         }
     }
@@ -204,17 +226,22 @@ pub fn run(config: &SimConfig) -> Result<Report, SimError> {
             time: Arc::clone(&time),
             disk: disk.clone(),
             sabotage: config.sabotage,
+            starts: Arc::default(),
+            coordinate_after_restart: config.crashes == Crashes::Any,
         };
         sim.host(NODES[index], move || node::run(cfg.clone()));
     }
 
     let history = Arc::new(Mutex::new(Vec::new()));
+    // The nodes that restarted, which clients stop coordinating through (Crashes::Replicas).
+    let restarted: Restarted = Arc::default();
     for client in 0..config.clients {
         let history = Arc::clone(&history);
+        let restarted = Arc::clone(&restarted);
         let seed: u64 = rng.random();
         let (keys, until) = (config.keys, config.clients_until);
         sim.client(format!("client{client}"), async move {
-            run_client(client, seed, keys, until, history).await;
+            run_client(client, seed, keys, until, history, restarted).await;
             Ok(())
         });
     }
@@ -232,7 +259,12 @@ pub fn run(config: &SimConfig) -> Result<Report, SimError> {
         });
     }
 
-    let mut faults = faults::Faults::new(rng.random(), config.faults_until, config.crashes);
+    let mut faults = faults::Faults::new(
+        rng.random(),
+        config.faults_until,
+        config.crashes,
+        Arc::clone(&restarted),
+    );
     loop {
         time.store(sim.elapsed().as_millis() as u64, Ordering::Relaxed);
         faults.tick(&mut sim);
@@ -281,6 +313,10 @@ pub fn run(config: &SimConfig) -> Result<Report, SimError> {
     })
 }
 
+/// Which nodes crashed (indexes into [`NODES`]), shared by the fault generator and the
+/// clients.
+pub(crate) type Restarted = Arc<Mutex<[bool; NODES.len()]>>;
+
 /// The name of key `i`.
 fn key_name(i: u16) -> String {
     format!("k{i:02}")
@@ -293,11 +329,15 @@ async fn run_client(
     keys: u16,
     until: Duration,
     history: Arc<Mutex<Vec<Op>>>,
+    restarted: Restarted,
 ) {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut seq = 0u64;
     while now() < until {
-        let node = NODES[rng.random_range(0..NODES.len())];
+        let mut node = NODES[rng.random_range(0..NODES.len())];
+        if restarted.lock()[NODES.iter().position(|n| *n == node).unwrap_or(0)] {
+            node = NODES[0];
+        }
         let key = rng.random_range(0..keys);
         let set = rng.random_bool(0.5);
         let (kind, value, line) = if set {

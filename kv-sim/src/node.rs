@@ -4,7 +4,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use kv_cluster::{Backend, Clock, Cluster, ClusterOptions, Consistency, MemoryBackend};
@@ -63,11 +63,17 @@ pub(crate) struct NodeConfig {
     pub(crate) time: GlobalTime,
     pub(crate) disk: Disk,
     pub(crate) sabotage: Option<Sabotage>,
+    /// How many times the host has started (shared across its restarts).
+    pub(crate) starts: Arc<AtomicU32>,
+    /// Whether it coordinates client requests after a restart (`Crashes::Any`).
+    pub(crate) coordinate_after_restart: bool,
 }
 
 /// The host's future: runs until the simulation crashes the host or ends.
 pub(crate) async fn run(cfg: NodeConfig) -> turmoil::Result {
     let id = NODES[cfg.index];
+    let restarted = cfg.starts.fetch_add(1, Ordering::Relaxed) > 0;
+    let coordinates = !restarted || cfg.coordinate_after_restart;
     let handle = tokio::runtime::Handle::current();
     let mut peers = Vec::new();
     for node in NODES {
@@ -121,12 +127,15 @@ pub(crate) async fn run(cfg: NodeConfig) -> turmoil::Result {
         turmoil::net::TcpListener::bind((IpAddr::V4(Ipv4Addr::UNSPECIFIED), CLIENT_PORT)).await?;
     loop {
         let (stream, _) = listener.accept().await?;
-        tokio::spawn(serve(Arc::clone(&cluster), stream));
+        tokio::spawn(serve(Arc::clone(&cluster), stream, coordinates));
     }
 }
 
 /// Answers one request of a client connection.
-async fn serve(cluster: Arc<Cluster>, stream: turmoil::net::TcpStream) {
+/// A node that does not `coordinate` (restarted, under `Crashes::Replicas`) refuses client
+/// reads and writes, so that a request already on its way when the node crashed is not
+/// coordinated with the restarted clock; it still repairs.
+async fn serve(cluster: Arc<Cluster>, stream: turmoil::net::TcpStream, coordinate: bool) {
     let (rd, mut wr) = stream.into_split();
     let mut line = String::new();
     let mut rd = BufReader::new(rd.take(MAX_LINE as u64));
@@ -134,6 +143,9 @@ async fn serve(cluster: Arc<Cluster>, stream: turmoil::net::TcpStream) {
         return;
     }
     let reply = match Request::parse(&line) {
+        Some(Request::Set { .. } | Request::Get { .. }) if !coordinate => {
+            "ERR restarted: not coordinating".to_string()
+        }
         Some(Request::Set { key, value }) => match cluster.put_async(&key, &value).await {
             Ok(version) => format!("OK {}", version.as_u64()),
             Err(e) => format!("ERR {e}"),

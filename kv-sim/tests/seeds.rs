@@ -45,7 +45,7 @@ fn run_many(first: u64, count: u64, sabotage: Option<Sabotage>) -> Vec<Report> {
 
 #[test]
 fn seeds() {
-    let count = env_u64("SIM_SEEDS").unwrap_or(40);
+    let count = env_u64("SIM_SEEDS").unwrap_or(150);
     let first = env_u64("SIM_FIRST").unwrap_or(FIRST);
     let start = Instant::now();
     let reports = run_many(first, count, None);
@@ -82,7 +82,9 @@ fn one_seed() {
     if let Some(skew) = env_u64("SIM_SKEW_MS") {
         config.max_skew_ms = skew;
     }
-    config.crashes = env_u64("SIM_CRASHES") == Some(1);
+    if env_u64("SIM_CRASH_ANY") == Some(1) {
+        config.crashes = kv_sim::Crashes::Any;
+    }
     let report = run(&config).unwrap();
     for f in &report.faults {
         println!("fault {f}");
@@ -99,34 +101,44 @@ fn one_seed() {
     assert!(report.violations.is_empty());
 }
 
+/// One seed run twice gives the same trace (history, faults, repair answers, replicas).
+/// Needs `RUSTFLAGS="--cfg tokio_unstable"`: only then does turmoil seed each host's tokio
+/// runtime, whose random choices (`tokio::select!` branch order in kv-net's connection
+/// loops, among others) otherwise differ from run to run.
 #[test]
+#[cfg_attr(
+    not(tokio_unstable),
+    ignore = "needs RUSTFLAGS=\"--cfg tokio_unstable\" (turmoil seeds tokio's rng only then)"
+)]
 fn replay_is_identical() {
-    let seed = env_u64("SIM_SEED").unwrap_or(FIRST + 1);
-    let a = run(&SimConfig::new(seed)).unwrap();
-    let b = run(&SimConfig::new(seed)).unwrap();
-    if a.trace_hash != b.trace_hash {
-        let first = a
-            .history
-            .iter()
-            .zip(&b.history)
-            .position(|(x, y)| x != y)
-            .map(|i| format!("op {i}: {} vs {}", a.history[i], b.history[i]));
-        panic!(
-            "seed={seed:#x}: traces differ ({:#x} vs {:#x}); first differing op: {first:?}; \
-             faults equal: {}; repairs {:?} vs {:?}",
-            a.trace_hash,
-            b.trace_hash,
-            a.faults == b.faults,
-            a.repairs,
-            b.repairs
-        );
+    let first = env_u64("SIM_SEED").unwrap_or(FIRST + 1);
+    for seed in first..first + 3 {
+        let a = run(&SimConfig::new(seed)).unwrap();
+        let b = run(&SimConfig::new(seed)).unwrap();
+        if a.trace_hash != b.trace_hash {
+            let first = a
+                .history
+                .iter()
+                .zip(&b.history)
+                .position(|(x, y)| x != y)
+                .map(|i| format!("op {i}: {} vs {}", a.history[i], b.history[i]));
+            panic!(
+                "seed={seed:#x}: traces differ ({:#x} vs {:#x}); first differing op: {first:?}; \
+                 faults equal: {}; repairs {:?} vs {:?}",
+                a.trace_hash,
+                b.trace_hash,
+                a.faults == b.faults,
+                a.repairs,
+                b.repairs
+            );
+        }
+        assert!(a.history.len() > 100, "{}", a.history.len());
     }
-    assert!(!a.history.is_empty());
 }
 
 #[test]
 fn checker_bites_reads_and_writes_at_one() {
-    let limit = env_u64("SIM_BITE_SEEDS").unwrap_or(20);
+    let limit = env_u64("SIM_BITE_SEEDS").unwrap_or(10);
     let reports = run_many(FIRST, limit, Some(Sabotage::OneReplica));
     let caught: Vec<&Report> = reports
         .iter()
@@ -140,4 +152,16 @@ fn checker_bites_reads_and_writes_at_one() {
         !caught.is_empty(),
         "reads and writes at One passed {limit} seeds: the checker does not bite"
     );
+}
+
+/// Crashes of any node, clients coordinating through restarted nodes: fails today on
+/// kv-cluster's restart clock jump (see `Crashes`).
+#[test]
+#[ignore = "kv-cluster: Cluster::open starts the clock at the version lease, up to 60 s ahead per restart (kv-sim README)"]
+fn restarted_coordinators_keep_real_time_order() {
+    let mut config = SimConfig::new(env_u64("SIM_SEED").unwrap_or(FIRST));
+    config.crashes = kv_sim::Crashes::Any;
+    let report = run(&config).unwrap();
+    println!("{}", report.describe());
+    assert!(report.violations.is_empty());
 }
