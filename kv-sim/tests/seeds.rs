@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use kv_sim::{Report, Sabotage, SimConfig, run};
+use kv_sim::{Crashes, Report, Sabotage, SimConfig, run};
 
 fn env_u64(name: &str) -> Option<u64> {
     let v = std::env::var(name).ok()?;
@@ -83,7 +83,7 @@ fn one_seed() {
         config.max_skew_ms = skew;
     }
     if env_u64("SIM_CRASH_ANY") == Some(1) {
-        config.crashes = kv_sim::Crashes::Any;
+        config.crashes = Crashes::Any;
     }
     let report = run(&config).unwrap();
     for f in &report.faults {
@@ -101,39 +101,57 @@ fn one_seed() {
     assert!(report.violations.is_empty());
 }
 
-/// One seed run twice gives the same trace (history, faults, repair answers, replicas).
-/// Needs `RUSTFLAGS="--cfg tokio_unstable"`: only then does turmoil seed each host's tokio
-/// runtime, whose random choices (`tokio::select!` branch order in kv-net's connection
-/// loops, among others) otherwise differ from run to run.
+/// Runs seeds `first..first + 3` twice each with `crashes`; the seeds whose two traces
+/// differ, described.
+fn replay(first: u64, crashes: Crashes) -> Vec<String> {
+    let mut differ = Vec::new();
+    for seed in first..first + 3 {
+        let mut config = SimConfig::new(seed);
+        config.crashes = crashes;
+        let a = run(&config).unwrap();
+        let b = run(&config).unwrap();
+        assert!(a.history.len() > 100, "{}", a.history.len());
+        if a.trace_hash != b.trace_hash {
+            let op = a
+                .history
+                .iter()
+                .zip(&b.history)
+                .position(|(x, y)| x != y)
+                .map(|i| format!("op {i}: {} vs {}", a.history[i], b.history[i]));
+            differ.push(format!(
+                "seed={seed:#x}: traces differ ({:#x} vs {:#x}); first differing op: {op:?}; \
+                 faults equal: {}",
+                a.trace_hash,
+                b.trace_hash,
+                a.faults == b.faults
+            ));
+        }
+    }
+    differ
+}
+
+/// One seed run twice gives the same trace (history, faults, repair answers, replicas),
+/// with partitions and slow links. Needs `RUSTFLAGS="--cfg tokio_unstable"`: only then does
+/// turmoil seed each host's tokio runtime, whose random choices (`tokio::select!` branch
+/// order in kv-net's connection loops, among others) otherwise differ from run to run.
 #[test]
 #[cfg_attr(
     not(tokio_unstable),
     ignore = "needs RUSTFLAGS=\"--cfg tokio_unstable\" (turmoil seeds tokio's rng only then)"
 )]
 fn replay_is_identical() {
-    let first = env_u64("SIM_SEED").unwrap_or(FIRST + 1);
-    for seed in first..first + 3 {
-        let a = run(&SimConfig::new(seed)).unwrap();
-        let b = run(&SimConfig::new(seed)).unwrap();
-        if a.trace_hash != b.trace_hash {
-            let first = a
-                .history
-                .iter()
-                .zip(&b.history)
-                .position(|(x, y)| x != y)
-                .map(|i| format!("op {i}: {} vs {}", a.history[i], b.history[i]));
-            panic!(
-                "seed={seed:#x}: traces differ ({:#x} vs {:#x}); first differing op: {first:?}; \
-                 faults equal: {}; repairs {:?} vs {:?}",
-                a.trace_hash,
-                b.trace_hash,
-                a.faults == b.faults,
-                a.repairs,
-                b.repairs
-            );
-        }
-        assert!(a.history.len() > 100, "{}", a.history.len());
-    }
+    let differ = replay(env_u64("SIM_SEED").unwrap_or(FIRST), Crashes::Off);
+    assert!(differ.is_empty(), "{differ:#?}");
+}
+
+/// The same with crashes: not yet identical. When a host crashes, the moment a client sees
+/// its connection end differs by a tick or so between two runs of a seed (the source is not
+/// found yet; see the kv-sim README).
+#[test]
+#[ignore = "replay with crashes diverges by ~1 ms around a crash (kv-sim README, determinism)"]
+fn replay_with_crashes_is_identical() {
+    let differ = replay(env_u64("SIM_SEED").unwrap_or(FIRST), Crashes::Replicas);
+    assert!(differ.is_empty(), "{differ:#?}");
 }
 
 #[test]
@@ -160,7 +178,7 @@ fn checker_bites_reads_and_writes_at_one() {
 #[ignore = "kv-cluster: Cluster::open starts the clock at the version lease, up to 60 s ahead per restart (kv-sim README)"]
 fn restarted_coordinators_keep_real_time_order() {
     let mut config = SimConfig::new(env_u64("SIM_SEED").unwrap_or(FIRST));
-    config.crashes = kv_sim::Crashes::Any;
+    config.crashes = Crashes::Any;
     let report = run(&config).unwrap();
     println!("{}", report.describe());
     assert!(report.violations.is_empty());
