@@ -45,7 +45,8 @@ fn run_many(first: u64, count: u64, sabotage: Option<Sabotage>) -> Vec<Report> {
 
 #[test]
 fn seeds() {
-    let count = env_u64("SIM_SEEDS").unwrap_or(150);
+    // A seed takes about 0.35 s of CPU in a release build, several seconds in a debug one.
+    let count = env_u64("SIM_SEEDS").unwrap_or(if cfg!(debug_assertions) { 6 } else { 150 });
     let first = env_u64("SIM_FIRST").unwrap_or(FIRST);
     let start = Instant::now();
     let reports = run_many(first, count, None);
@@ -156,7 +157,7 @@ fn replay_with_crashes_is_identical() {
 
 #[test]
 fn checker_bites_reads_and_writes_at_one() {
-    let limit = env_u64("SIM_BITE_SEEDS").unwrap_or(10);
+    let limit = env_u64("SIM_BITE_SEEDS").unwrap_or(if cfg!(debug_assertions) { 4 } else { 10 });
     let reports = run_many(FIRST, limit, Some(Sabotage::OneReplica));
     let caught: Vec<&Report> = reports
         .iter()
