@@ -68,14 +68,23 @@ pub(crate) async fn connect(
         addr,
         source,
     };
-    let socket =
-        match tokio::time::timeout(core.options.connect_timeout, Socket::connect(addr)).await {
-            Ok(connected) => connected.map_err(io)?,
-            Err(_) => {
-                let source = std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out");
-                return Err(io(source));
-            }
-        };
+    #[cfg(feature = "sim")]
+    let dial = async {
+        if core.options.sim {
+            Socket::connect_sim(addr).await
+        } else {
+            Socket::connect(addr).await
+        }
+    };
+    #[cfg(not(feature = "sim"))]
+    let dial = Socket::connect(addr);
+    let socket = match tokio::time::timeout(core.options.connect_timeout, dial).await {
+        Ok(connected) => connected.map_err(io)?,
+        Err(_) => {
+            let source = std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out");
+            return Err(io(source));
+        }
+    };
     let mut stream = match &core.options.tls {
         None => NetStream::Plain(socket),
         Some(tls) => {

@@ -29,6 +29,11 @@ impl NetStream {
                 let (rd, wr) = tcp.into_split();
                 (Box::new(rd), Box::new(wr))
             }
+            #[cfg(feature = "sim")]
+            NetStream::Plain(Socket::Sim(sim)) => {
+                let (rd, wr) = sim.into_split();
+                (Box::new(rd), Box::new(wr))
+            }
             tls => {
                 let (rd, wr) = tokio::io::split(tls);
                 (Box::new(rd), Box::new(wr))

@@ -55,6 +55,8 @@ pub struct PeersOptions {
     pub(crate) stream_buffer_chunks: usize,
     pub(crate) stream_stall_timeout: Duration,
     pub(crate) tls: Option<Tls>,
+    #[cfg(feature = "sim")]
+    pub(crate) sim: bool,
 }
 
 impl Default for PeersOptions {
@@ -75,6 +77,8 @@ impl Default for PeersOptions {
             stream_buffer_chunks: 8,
             stream_stall_timeout: Duration::from_secs(10),
             tls: None,
+            #[cfg(feature = "sim")]
+            sim: false,
         }
     }
 }
@@ -83,6 +87,16 @@ impl PeersOptions {
     /// The defaults (each setter names its own).
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Dials over turmoil's simulated network instead of real sockets (feature `sim`): the
+    /// peers must start inside a turmoil host, with [`PeersOptions::runtime`] set to the
+    /// host's runtime. Framing, handshake, reconnects and liveness are the real code, on the
+    /// host's paused clock. TLS is not simulated: a connection with both fails to connect.
+    #[cfg(feature = "sim")]
+    pub fn sim(mut self) -> Self {
+        self.sim = true;
+        self
     }
 
     /// Longest frame sent or accepted, after its length field. Default
@@ -199,6 +213,8 @@ pub struct ServerOptions {
     pub(crate) runtime: Option<tokio::runtime::Handle>,
     pub(crate) stream_buffer_chunks: usize,
     pub(crate) tls: Option<Tls>,
+    #[cfg(feature = "sim")]
+    pub(crate) sim: bool,
 }
 
 impl Default for ServerOptions {
@@ -215,11 +231,24 @@ impl Default for ServerOptions {
             runtime: None,
             stream_buffer_chunks: 8,
             tls: None,
+            #[cfg(feature = "sim")]
+            sim: false,
         }
     }
 }
 
 impl ServerOptions {
+    /// Listens on turmoil's simulated network instead of a real socket (feature `sim`): the
+    /// server must start inside a turmoil host, with [`ServerOptions::runtime`] set to the
+    /// host's runtime; [`ServerOptions::listen`]'s port is the simulated one (0.0.0.0 binds
+    /// the host's address). Everything above the socket (framing, handshake, handlers) is the
+    /// real code. TLS is not simulated: with both, every connection fails its handshake.
+    #[cfg(feature = "sim")]
+    pub fn sim(mut self) -> Self {
+        self.sim = true;
+        self
+    }
+
     /// The defaults (each setter names its own).
     pub fn new() -> Self {
         Self::default()

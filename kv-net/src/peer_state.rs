@@ -150,7 +150,12 @@ impl PeerState {
 
     /// Fails every pending request with [`Error::Disconnected`] (or `Shutdown`).
     pub(crate) fn fail_all(&self, shutdown: bool) {
-        let drained: Vec<(RequestId, Pending)> = self.pending.lock().drain().collect();
+        #[cfg_attr(not(feature = "sim"), allow(unused_mut))]
+        let mut drained: Vec<(RequestId, Pending)> = self.pending.lock().drain().collect();
+        // A simulation replays a seed exactly: failures complete in request order, not in
+        // the hash map's (randomly seeded) order.
+        #[cfg(feature = "sim")]
+        drained.sort_unstable_by_key(|(id, _)| *id);
         for (id, pending) in drained {
             self.in_flight.fetch_sub(1, Ordering::AcqRel);
             self.deadlines.lock().remove(&(pending.deadline, id));

@@ -600,8 +600,13 @@ fn decode_response<Resp: DeserializeOwned>(peer: &str, body: &[u8]) -> Result<Re
 impl<Req, Resp> Drop for Peers<Req, Resp> {
     fn drop(&mut self) {
         self.core.shut.store(true, Ordering::Release);
-        let peers: Vec<Arc<PeerState>> = self.core.peers.write().drain().map(|(_, p)| p).collect();
-        for p in peers {
+        #[cfg_attr(not(feature = "sim"), allow(unused_mut))]
+        let mut peers: Vec<(String, Arc<PeerState>)> = self.core.peers.write().drain().collect();
+        // A simulation replays a seed exactly: peers stop in id order, not in the hash map's
+        // (randomly seeded) order.
+        #[cfg(feature = "sim")]
+        peers.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (_, p) in peers {
             p.stop(true);
         }
         if let Some(rt) = self.runtime.take() {

@@ -261,7 +261,15 @@ impl Server {
             addr: listen,
             source,
         };
-        let listener = Listener::bind(listen, &handle).map_err(io)?;
+        #[cfg(feature = "sim")]
+        let listener = if options.sim {
+            Listener::bind_sim(listen)
+        } else {
+            Listener::bind(listen, &handle)
+        };
+        #[cfg(not(feature = "sim"))]
+        let listener = Listener::bind(listen, &handle);
+        let listener = listener.map_err(io)?;
         let local_addr = listener.local_addr().map_err(io)?;
         let expect = Expect::AnyOf(options.peer_filter.clone());
         let counters = Arc::new(Counters::default());

@@ -1,0 +1,383 @@
+//! The history checker (`docs/membership.md` §4.5): properties 1 (no acknowledged write
+//! lost), 2 (a read after a write finished sees it or newer: a per-key regular register) and
+//! 3 (replicas converge after repair), exact per key, over what the simulated clients saw and
+//! what the replicas hold at the end.
+//!
+//! Times are the simulation's global clock, never the hosts' (skewed) clocks, and the
+//! versions the replicas hold are compared only for equality: nothing is ordered by them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::time::Duration;
+
+/// What a client asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// `SET key value` at quorum.
+    Set,
+    /// `GET key` at quorum.
+    Get,
+}
+
+/// How an operation ended, as the client saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// Answered: a write acknowledged, or a read's value.
+    Ok,
+    /// Refused: a read saw nothing; a write may still have landed on some replica.
+    Err,
+    /// No answer in time: it may or may not have happened.
+    Unknown,
+}
+
+/// One client operation of the history.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Op {
+    /// The client host's index.
+    pub client: u32,
+    /// The node whose coordinator it went to.
+    pub node: String,
+    /// The version an acknowledged `SET` was given (for diagnosis only: never ordered by).
+    pub version: Option<u64>,
+    /// `SET` or `GET`.
+    pub kind: Kind,
+    /// The key's index in the key space.
+    pub key: u16,
+    /// A `SET`'s value (unique in the run); an answered `GET`'s value (`None`: no value).
+    pub value: Option<String>,
+    /// When the client sent it (simulated time since the start).
+    pub invoke: Duration,
+    /// When the client had its answer or gave up.
+    pub complete: Duration,
+    /// How it ended.
+    pub outcome: Outcome,
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "client {} via {} {:?} k{} {:?} [{:?} .. {:?}] {:?} version {:?}",
+            self.client,
+            self.node,
+            self.kind,
+            self.key,
+            self.value,
+            self.invoke,
+            self.complete,
+            self.outcome,
+            self.version
+        )
+    }
+}
+
+/// One replica's record of a key at the end: its value (`None`: a tombstone) and version.
+pub type Held = Option<(Option<String>, u64)>;
+
+/// What every replica holds at the end of the run: node id, then each key's record (`None`:
+/// the replica has never seen the key).
+pub type Replicas = Vec<(String, BTreeMap<u16, Held>)>;
+
+/// A property of §4.5.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Property {
+    /// 1: no acknowledged write lost.
+    NoLostWrite,
+    /// 2: a read after a write finished sees it or a newer one.
+    ReadSeesFinishedWrite,
+    /// 3: every replica holds the same record after repair.
+    Convergence,
+}
+
+impl fmt::Display for Property {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Property::NoLostWrite => "1-no-lost-write",
+            Property::ReadSeesFinishedWrite => "2-read-sees-finished-write",
+            Property::Convergence => "3-convergence",
+        })
+    }
+}
+
+/// A property that does not hold, with the operations that show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// Which property.
+    pub property: Property,
+    /// The key.
+    pub key: u16,
+    /// What is wrong.
+    pub message: String,
+    /// The operations involved.
+    pub ops: Vec<Op>,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "property={} key=k{}: {}",
+            self.property, self.key, self.message
+        )?;
+        for op in &self.ops {
+            writeln!(f, "    {op}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Checks properties 1, 2 and 3 on `history` and the final `replicas` (every replica of
+/// every key: RF = the number of nodes); an empty answer means all hold.
+///
+/// A write counts as finished before another started only if more than `margin` separates
+/// them: versions are last-writer-wins on the coordinators' wall clocks, so two writes
+/// closer than the largest skew between two coordinators may be ordered either way (the
+/// hybrid clock observes versions on reads only). `margin` is twice the largest skew of
+/// a node's clock; `Duration::ZERO` with unskewed clocks checks plain real-time order.
+///
+/// # Example
+///
+/// ```
+/// use std::collections::BTreeMap;
+/// use std::time::Duration;
+/// use kv_sim::check::{check, Kind, Op, Outcome, Property};
+///
+/// let set = |v: &str, from, to| Op {
+///     client: 0, node: "node1".into(), version: None, kind: Kind::Set, key: 1, value: Some(v.into()),
+///     invoke: Duration::from_secs(from), complete: Duration::from_secs(to), outcome: Outcome::Ok,
+/// };
+/// let history = vec![set("a", 1, 2), set("b", 3, 4)];
+/// // Every replica ended with "a", which finished before "b" started: "b" is lost.
+/// let held = BTreeMap::from([(1, Some((Some("a".to_string()), 7)))]);
+/// let replicas = vec![("node1".to_string(), held.clone()), ("node2".to_string(), held)];
+/// let found = check(&history, &replicas, Duration::ZERO);
+/// assert_eq!(found.len(), 2); // one per replica
+/// assert!(found.iter().all(|v| v.property == Property::NoLostWrite));
+/// ```
+pub fn check(history: &[Op], replicas: &Replicas, margin: Duration) -> Vec<Violation> {
+    let mut by_key: BTreeMap<u16, Vec<&Op>> = BTreeMap::new();
+    for op in history {
+        by_key.entry(op.key).or_default().push(op);
+    }
+    let mut found = Vec::new();
+    for (key, ops) in &by_key {
+        let writes: HashMap<&str, &Op> = ops
+            .iter()
+            .filter(|o| o.kind == Kind::Set)
+            .filter_map(|o| o.value.as_deref().map(|v| (v, *o)))
+            .collect();
+        no_lost_write(*key, ops, &writes, replicas, margin, &mut found);
+        reads_see_finished_writes(*key, ops, &writes, margin, &mut found);
+    }
+    convergence(replicas, &mut found);
+    found
+}
+
+/// Property 1: every acknowledged `SET` is, on every replica, the final value or overwritten
+/// by a write (of any outcome) that did not finish before it started.
+fn no_lost_write(
+    key: u16,
+    ops: &[&Op],
+    writes: &HashMap<&str, &Op>,
+    replicas: &Replicas,
+    margin: Duration,
+    found: &mut Vec<Violation>,
+) {
+    for w in ops
+        .iter()
+        .filter(|o| o.kind == Kind::Set && o.outcome == Outcome::Ok)
+    {
+        for (node, held) in replicas {
+            let last = held.get(&key).cloned().flatten();
+            let value = last.as_ref().and_then(|(v, _)| v.as_deref());
+            let Some(value) = value else {
+                found.push(Violation {
+                    property: Property::NoLostWrite,
+                    key,
+                    message: format!("{node} holds no value; an acknowledged write is lost"),
+                    ops: vec![(*w).clone()],
+                });
+                continue;
+            };
+            if Some(value) == w.value.as_deref() {
+                continue;
+            }
+            match writes.get(value) {
+                None => found.push(Violation {
+                    property: Property::NoLostWrite,
+                    key,
+                    message: format!("{node} holds {value:?}, which no client wrote"),
+                    ops: vec![(*w).clone()],
+                }),
+                Some(f) if f.complete + margin < w.invoke => found.push(Violation {
+                    property: Property::NoLostWrite,
+                    key,
+                    message: format!(
+                        "{node} holds {value:?}, which finished before the acknowledged write \
+                         started: that write is lost"
+                    ),
+                    ops: vec![(*w).clone(), (*f).clone()],
+                }),
+                Some(_) => {}
+            }
+        }
+    }
+}
+
+/// Property 2, the per-key regular register: an answered `GET` returns a value no
+/// acknowledged `SET` finished before the read started has superseded in real time (a
+/// write finished before that `SET` started), nor a value written after the read finished.
+fn reads_see_finished_writes(
+    key: u16,
+    ops: &[&Op],
+    writes: &HashMap<&str, &Op>,
+    margin: Duration,
+    found: &mut Vec<Violation>,
+) {
+    let acked: Vec<&Op> = ops
+        .iter()
+        .filter(|o| o.kind == Kind::Set && o.outcome == Outcome::Ok)
+        .copied()
+        .collect();
+    for r in ops
+        .iter()
+        .filter(|o| o.kind == Kind::Get && o.outcome == Outcome::Ok)
+    {
+        let before: Vec<&Op> = acked
+            .iter()
+            .filter(|w| w.complete < r.invoke)
+            .copied()
+            .collect();
+        let Some(value) = r.value.as_deref() else {
+            if let Some(w) = before.last() {
+                found.push(Violation {
+                    property: Property::ReadSeesFinishedWrite,
+                    key,
+                    message: "read no value after an acknowledged write finished".to_string(),
+                    ops: vec![(*r).clone(), (*w).clone()],
+                });
+            }
+            continue;
+        };
+        let Some(seen) = writes.get(value) else {
+            found.push(Violation {
+                property: Property::ReadSeesFinishedWrite,
+                key,
+                message: format!("read {value:?}, which no client wrote"),
+                ops: vec![(*r).clone()],
+            });
+            continue;
+        };
+        if seen.invoke > r.complete {
+            found.push(Violation {
+                property: Property::ReadSeesFinishedWrite,
+                key,
+                message: "read a value written after the read finished".to_string(),
+                ops: vec![(*r).clone(), (*seen).clone()],
+            });
+            continue;
+        }
+        if let Some(newer) = before.iter().find(|w| seen.complete + margin < w.invoke) {
+            found.push(Violation {
+                property: Property::ReadSeesFinishedWrite,
+                key,
+                message: format!(
+                    "read {value:?}, superseded by a write that finished before the read began"
+                ),
+                ops: vec![(*r).clone(), (*seen).clone(), (*newer).clone()],
+            });
+        }
+    }
+}
+
+/// Property 3: every replica holds the same record of every key.
+fn convergence(replicas: &Replicas, found: &mut Vec<Violation>) {
+    let Some((first, reference)) = replicas.first() else {
+        return;
+    };
+    let mut keys: Vec<u16> = replicas
+        .iter()
+        .flat_map(|(_, held)| held.keys().copied())
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    for key in keys {
+        let want = reference.get(&key).cloned().flatten();
+        for (node, held) in &replicas[1..] {
+            let got = held.get(&key).cloned().flatten();
+            if got != want {
+                found.push(Violation {
+                    property: Property::Convergence,
+                    key,
+                    message: format!("{first} holds {want:?}, {node} holds {got:?}"),
+                    ops: Vec::new(),
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(kind: Kind, v: Option<&str>, from: u64, to: u64, outcome: Outcome) -> Op {
+        Op {
+            client: 0,
+            node: "node1".into(),
+            version: None,
+            kind,
+            key: 3,
+            value: v.map(str::to_string),
+            invoke: Duration::from_millis(from),
+            complete: Duration::from_millis(to),
+            outcome,
+        }
+    }
+
+    fn everywhere(v: &str) -> Replicas {
+        let held = BTreeMap::from([(3, Some((Some(v.to_string()), 1)))]);
+        vec![("n1".into(), held.clone()), ("n2".into(), held)]
+    }
+
+    #[test]
+    fn a_concurrent_later_write_may_win() {
+        let h = vec![
+            op(Kind::Set, Some("a"), 0, 10, Outcome::Ok),
+            op(Kind::Set, Some("b"), 5, 20, Outcome::Unknown),
+        ];
+        assert!(check(&h, &everywhere("b"), Duration::ZERO).is_empty());
+        // "a" winning over a concurrent "b" is as good.
+        assert!(check(&h, &everywhere("a"), Duration::ZERO).is_empty());
+    }
+
+    #[test]
+    fn a_stale_read_is_caught_and_a_concurrent_one_is_not() {
+        let w1 = op(Kind::Set, Some("a"), 0, 10, Outcome::Ok);
+        let w2 = op(Kind::Set, Some("b"), 20, 30, Outcome::Ok);
+        let stale = op(Kind::Get, Some("a"), 40, 50, Outcome::Ok);
+        let concurrent = op(Kind::Get, Some("a"), 25, 50, Outcome::Ok);
+        let found = check(
+            &[w1.clone(), w2.clone(), stale],
+            &everywhere("b"),
+            Duration::ZERO,
+        );
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].property, Property::ReadSeesFinishedWrite);
+        assert!(check(&[w1, w2, concurrent], &everywhere("b"), Duration::ZERO).is_empty());
+    }
+
+    #[test]
+    fn an_empty_read_after_a_write_and_a_divergent_replica_are_caught() {
+        let w = op(Kind::Set, Some("a"), 0, 10, Outcome::Ok);
+        let r = op(Kind::Get, None, 20, 30, Outcome::Ok);
+        let mut replicas = everywhere("a");
+        replicas[1].1.insert(3, Some((Some("a".into()), 2)));
+        let found = check(&[w, r], &replicas, Duration::ZERO);
+        let props: Vec<Property> = found.iter().map(|v| v.property).collect();
+        assert_eq!(
+            props,
+            vec![Property::ReadSeesFinishedWrite, Property::Convergence]
+        );
+    }
+}

@@ -1,0 +1,157 @@
+//! The seeded fault generator (`docs/membership.md` §4.4, CI mode): every 1–3 s one of a
+//! partition (a node cut from the other nodes, or from everyone), a slow link, or a node
+//! crash bounced after 0–6 s; at most one partition and one crashed node at a time. At
+//! `until` every fault heals and the generator stops.
+//!
+//! A partition is turmoil's `hold` (segments queued, delivered on `release`): TCP across a
+//! cut shorter than its retransmission timeout. turmoil's `partition` drops segments for good
+//! and its TCP does not retransmit, so a connection that lost one stalls forever; kv-net
+//! keeps a connection whose liveness failed, so that would be a permanent cut, not a fault
+//! that heals.
+
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::{Crashes, NODES, Restarted};
+
+/// The links' normal maximum latency, in milliseconds.
+pub(crate) const BASE_LATENCY_MS: u64 = 5;
+
+pub(crate) struct Faults {
+    rng: StdRng,
+    until: Duration,
+    next: Duration,
+    /// Held links and when they are released.
+    held: Option<(Duration, Vec<(String, String)>)>,
+    /// The crashed node and when it is bounced.
+    crashed: Option<(Duration, &'static str)>,
+    /// A slow link and when it is fast again.
+    slow: Option<(Duration, (&'static str, &'static str))>,
+    healed: bool,
+    crashes: Crashes,
+    restarted: Restarted,
+    log: Vec<String>,
+}
+
+impl Faults {
+    pub(crate) fn new(
+        seed: u64,
+        until: Duration,
+        crashes: Crashes,
+        restarted: Restarted,
+    ) -> Faults {
+        Faults {
+            rng: StdRng::seed_from_u64(seed),
+            until,
+            next: Duration::from_secs(3),
+            held: None,
+            crashed: None,
+            slow: None,
+            healed: false,
+            crashes,
+            restarted,
+            log: Vec::new(),
+        }
+    }
+
+    /// What was injected, with the simulated times.
+    pub(crate) fn into_log(self) -> Vec<String> {
+        self.log
+    }
+
+    /// Whether `node` may be crashed.
+    fn may_crash(&self, node: &str) -> bool {
+        match self.crashes {
+            Crashes::Off => false,
+            Crashes::Replicas => node != NODES[0],
+            Crashes::Any => true,
+        }
+    }
+
+    /// Ends the faults that are due, and draws a new one when its time comes.
+    pub(crate) fn tick(&mut self, sim: &mut turmoil::Sim<'_>) {
+        let now = sim.elapsed();
+        let stopping = now >= self.until;
+        if let Some((end, pairs)) = &self.held
+            && (stopping || now >= *end)
+        {
+            for (a, b) in pairs {
+                sim.release(a.as_str(), b.as_str());
+            }
+            self.log.push(format!("{now:?} release {pairs:?}"));
+            self.held = None;
+        }
+        if let Some((end, node)) = self.crashed
+            && (stopping || now >= end)
+        {
+            sim.bounce(node);
+            self.log.push(format!("{now:?} bounce {node}"));
+            self.crashed = None;
+        }
+        if let Some((end, (a, b))) = self.slow
+            && (stopping || now >= end)
+        {
+            sim.set_link_max_message_latency(a, b, Duration::from_millis(BASE_LATENCY_MS));
+            self.log.push(format!("{now:?} fast {a}-{b}"));
+            self.slow = None;
+        }
+        if stopping {
+            if !self.healed {
+                self.healed = true;
+                self.log.push(format!("{now:?} faults stop"));
+            }
+            return;
+        }
+        if now < self.next {
+            return;
+        }
+        self.next = now + Duration::from_millis(self.rng.random_range(1000..3000));
+        let node = NODES[self.rng.random_range(0..NODES.len())];
+        let span = Duration::from_millis(self.rng.random_range(1000..8000));
+        match self.rng.random_range(0..8) {
+            0..=2 if self.held.is_none() => {
+                let mut others: Vec<String> = NODES
+                    .iter()
+                    .filter(|n| **n != node)
+                    .map(|n| n.to_string())
+                    .collect();
+                let from_all = self.rng.random_bool(0.5);
+                if from_all {
+                    others.extend((0..4).map(|c| format!("client{c}")));
+                    others.push("admin".to_string());
+                }
+                let pairs: Vec<(String, String)> =
+                    others.into_iter().map(|o| (node.to_string(), o)).collect();
+                for (a, b) in &pairs {
+                    sim.hold(a.as_str(), b.as_str());
+                }
+                let what = if from_all { "everyone" } else { "the nodes" };
+                self.log
+                    .push(format!("{now:?} hold {node} from {what} for {span:?}"));
+                self.held = Some((now + span, pairs));
+            }
+            3..=4 if self.slow.is_none() => {
+                let other = NODES.iter().copied().find(|n| *n != node).unwrap_or(node);
+                let latency = Duration::from_millis(self.rng.random_range(50..500));
+                sim.set_link_max_message_latency(node, other, latency);
+                self.log.push(format!(
+                    "{now:?} slow {node}-{other} {latency:?} for {span:?}"
+                ));
+                self.slow = Some((now + span, (node, other)));
+            }
+            5..=7 if self.crashed.is_none() && self.may_crash(node) => {
+                if self.crashes == Crashes::Replicas {
+                    let i = NODES.iter().position(|n| *n == node).unwrap_or(0);
+                    self.restarted.lock()[i] = true;
+                }
+                let down = Duration::from_millis(self.rng.random_range(0..6000));
+                sim.crash(node);
+                self.log.push(format!("{now:?} crash {node} for {down:?}"));
+                self.crashed = Some((now + down, node));
+            }
+            _ => {}
+        }
+    }
+}

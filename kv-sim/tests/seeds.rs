@@ -1,0 +1,186 @@
+//! The simulation suite: many seeds, one seed replayed, determinism, and the checker biting.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Instant;
+
+use kv_sim::{Crashes, Report, Sabotage, SimConfig, run};
+
+fn env_u64(name: &str) -> Option<u64> {
+    let v = std::env::var(name).ok()?;
+    let v = v.trim();
+    match v.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => v.parse().ok(),
+    }
+}
+
+/// The first seed of `seeds` (override with `SIM_FIRST`).
+const FIRST: u64 = 0x5eed_0000;
+
+/// Runs `count` seeds from `first` on every core, each seed single-threaded.
+fn run_many(first: u64, count: u64, sabotage: Option<Sabotage>) -> Vec<Report> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    let reports = parking_lot::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let reports = &reports;
+            s.spawn(move || {
+                let mut i = t;
+                while i < count {
+                    let mut config = SimConfig::new(first + i);
+                    config.sabotage = sabotage;
+                    let report = run(&config).unwrap_or_else(|e| {
+                        panic!("seed={:#x}: {e}", first + i);
+                    });
+                    reports.lock().push(report);
+                    i += threads;
+                }
+            });
+        }
+    });
+    let mut reports = reports.into_inner();
+    reports.sort_by_key(|r| r.seed);
+    reports
+}
+
+#[test]
+fn seeds() {
+    // A seed takes about 0.35 s of CPU in a release build, several seconds in a debug one.
+    let count = env_u64("SIM_SEEDS").unwrap_or(if cfg!(debug_assertions) { 6 } else { 150 });
+    let first = env_u64("SIM_FIRST").unwrap_or(FIRST);
+    let start = Instant::now();
+    let reports = run_many(first, count, None);
+    let failed: Vec<&Report> = reports
+        .iter()
+        .filter(|r| !r.violations.is_empty())
+        .collect();
+    let ops: usize = reports.iter().map(|r| r.history.len()).sum();
+    let ok: usize = reports
+        .iter()
+        .flat_map(|r| &r.history)
+        .filter(|o| o.outcome == kv_sim::check::Outcome::Ok)
+        .count();
+    let faults: usize = reports.iter().map(|r| r.faults.len()).sum();
+    println!(
+        "{count} seeds from {first:#x} in {:?}: {ops} client ops ({ok} ok), {faults} faults, {} failing",
+        start.elapsed(),
+        failed.len()
+    );
+    for r in &failed {
+        println!("{}", r.describe());
+    }
+    assert!(failed.is_empty(), "{} seeds failed", failed.len());
+    // The run does something: most operations succeed, and faults were injected.
+    assert!(ok * 2 > ops, "{ok} of {ops} ok");
+    assert!(faults as u64 >= count, "{faults} faults over {count} seeds");
+}
+
+/// `SIM_SEED=0x.. cargo test -p kv-sim --release -- one_seed --nocapture` replays one seed.
+#[test]
+fn one_seed() {
+    let seed = env_u64("SIM_SEED").unwrap_or(FIRST);
+    let mut config = SimConfig::new(seed);
+    if let Some(skew) = env_u64("SIM_SKEW_MS") {
+        config.max_skew_ms = skew;
+    }
+    if env_u64("SIM_CRASH_ANY") == Some(1) {
+        config.crashes = Crashes::Any;
+    }
+    let report = run(&config).unwrap();
+    for f in &report.faults {
+        println!("fault {f}");
+    }
+    for r in &report.repairs {
+        println!("repair {r}");
+    }
+    if std::env::var_os("SIM_TRACE").is_some() {
+        for op in &report.history {
+            println!("op {op}");
+        }
+    }
+    println!("{}", report.describe());
+    assert!(report.violations.is_empty());
+}
+
+/// Runs seeds `first..first + 3` twice each with `crashes`; the seeds whose two traces
+/// differ, described.
+fn replay(first: u64, crashes: Crashes) -> Vec<String> {
+    let mut differ = Vec::new();
+    for seed in first..first + 3 {
+        let mut config = SimConfig::new(seed);
+        config.crashes = crashes;
+        let a = run(&config).unwrap();
+        let b = run(&config).unwrap();
+        assert!(a.history.len() > 100, "{}", a.history.len());
+        if a.trace_hash != b.trace_hash {
+            let op = a
+                .history
+                .iter()
+                .zip(&b.history)
+                .position(|(x, y)| x != y)
+                .map(|i| format!("op {i}: {} vs {}", a.history[i], b.history[i]));
+            differ.push(format!(
+                "seed={seed:#x}: traces differ ({:#x} vs {:#x}); first differing op: {op:?}; \
+                 faults equal: {}",
+                a.trace_hash,
+                b.trace_hash,
+                a.faults == b.faults
+            ));
+        }
+    }
+    differ
+}
+
+/// One seed run twice gives the same trace (history, faults, repair answers, replicas),
+/// with partitions and slow links. Needs `RUSTFLAGS="--cfg tokio_unstable"`: only then does
+/// turmoil seed each host's tokio runtime, whose random choices (`tokio::select!` branch
+/// order in kv-net's connection loops, among others) otherwise differ from run to run.
+#[test]
+#[cfg_attr(
+    not(tokio_unstable),
+    ignore = "needs RUSTFLAGS=\"--cfg tokio_unstable\" (turmoil seeds tokio's rng only then)"
+)]
+fn replay_is_identical() {
+    let differ = replay(env_u64("SIM_SEED").unwrap_or(FIRST), Crashes::Off);
+    assert!(differ.is_empty(), "{differ:#?}");
+}
+
+/// The same with crashes: not yet identical. When a host crashes, the moment a client sees
+/// its connection end differs by a tick or so between two runs of a seed (the source is not
+/// found yet; see the kv-sim README).
+#[test]
+#[ignore = "replay with crashes diverges by ~1 ms around a crash (kv-sim README, determinism)"]
+fn replay_with_crashes_is_identical() {
+    let differ = replay(env_u64("SIM_SEED").unwrap_or(FIRST), Crashes::Replicas);
+    assert!(differ.is_empty(), "{differ:#?}");
+}
+
+#[test]
+fn checker_bites_reads_and_writes_at_one() {
+    let limit = env_u64("SIM_BITE_SEEDS").unwrap_or(if cfg!(debug_assertions) { 4 } else { 10 });
+    let reports = run_many(FIRST, limit, Some(Sabotage::OneReplica));
+    let caught: Vec<&Report> = reports
+        .iter()
+        .filter(|r| !r.violations.is_empty())
+        .collect();
+    println!("sabotage caught in {} of {limit} seeds", caught.len());
+    if let Some(r) = caught.first() {
+        println!("{}", r.describe());
+    }
+    assert!(
+        !caught.is_empty(),
+        "reads and writes at One passed {limit} seeds: the checker does not bite"
+    );
+}
+
+/// Crashes of any node, clients coordinating through restarted nodes: fails today on
+/// kv-cluster's restart clock jump (see `Crashes`).
+#[test]
+#[ignore = "kv-cluster: Cluster::open starts the clock at the version lease, up to 60 s ahead per restart (kv-sim README)"]
+fn restarted_coordinators_keep_real_time_order() {
+    let mut config = SimConfig::new(env_u64("SIM_SEED").unwrap_or(FIRST));
+    config.crashes = Crashes::Any;
+    let report = run(&config).unwrap();
+    println!("{}", report.describe());
+    assert!(report.violations.is_empty());
+}
