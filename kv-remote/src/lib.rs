@@ -63,8 +63,11 @@ mod error;
 mod export;
 mod meta;
 mod protocol;
+mod range_stream;
+mod receiver;
 mod replica;
 mod server;
+mod streamer;
 
 pub use backend::{HINTS_DIR, RemoteBackend};
 pub use error::{Error, Result};
@@ -74,8 +77,14 @@ pub use protocol::{
     Compaction, Counts, Entry, LeafDigest, PROTOCOL_VERSION, PreviousEntry, Range, RemoteError,
     Request, Response, Swap, VersionedValue,
 };
+pub use range_stream::{
+    CHECKPOINT_EVERY, MAX_CHUNK_BYTES, MAX_CHUNK_RECORDS, STREAM_FORMAT_VERSION, StreamError,
+    StreamHeader, StreamMessage,
+};
+pub use receiver::{ImportTarget, RangeReceiver, SYNC_INTERVAL, StreamEvent, StreamReport};
 pub use replica::{DEFAULT_MAINTENANCE_TIMEOUT, IMPORT_REQUEST_BYTES, RemoteReplica, ReplicaPeers};
 pub use server::{MAX_LEAVES, NOT_A_MEMBER, ReplicaServer};
+pub use streamer::{FINISH_TIMEOUT, RangeStreamer, StreamRange, StreamSummary, StreamTask};
 
 /// The README's example, compiled and run as a doctest.
 #[cfg(doctest)]
