@@ -49,6 +49,7 @@ impl<R: Replica + ?Sized> ImportTarget for R {
 
 /// What happened on one stream, as [`RangeReceiver`]'s callback is told.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum StreamEvent<'a> {
     /// Everything of `range` through `done_through` is imported **and synced**: the node
     /// forwards it to the metadata leader as the task's progress.
