@@ -28,21 +28,21 @@ pub trait ImportTarget: Send + Sync {
     ///
     /// # Errors
     /// The node's error (a stale epoch, a failed write).
-    fn import(&self, epoch: u64, records: &[Record]) -> kv_cluster::Result<usize>;
+    fn import_chunk(&self, epoch: u64, records: &[Record]) -> kv_cluster::Result<usize>;
 
     /// Makes everything imported so far durable.
     ///
     /// # Errors
     /// The node's error.
-    fn sync(&self) -> kv_cluster::Result<()>;
+    fn sync_imported(&self) -> kv_cluster::Result<()>;
 }
 
 impl<R: Replica + ?Sized> ImportTarget for R {
-    fn import(&self, epoch: u64, records: &[Record]) -> kv_cluster::Result<usize> {
+    fn import_chunk(&self, epoch: u64, records: &[Record]) -> kv_cluster::Result<usize> {
         Replica::import(self, epoch, records)
     }
 
-    fn sync(&self) -> kv_cluster::Result<()> {
+    fn sync_imported(&self) -> kv_cluster::Result<()> {
         Replica::sync(self)
     }
 }
@@ -232,7 +232,7 @@ impl RangeSink {
                 let records: Vec<Record> = entries.into_iter().map(Entry::into_record).collect();
                 self.receiver
                     .target
-                    .import(self.header.epoch, &records)
+                    .import_chunk(self.header.epoch, &records)
                     .map_err(StreamError::Node)?;
                 self.keys += records.len() as u64;
                 self.chunks_since_sync += 1;
@@ -254,7 +254,10 @@ impl RangeSink {
 
     /// Syncs the node, then reports every checkpoint the sync covers.
     fn sync_and_report(&mut self) -> Result<(), StreamError> {
-        self.receiver.target.sync().map_err(StreamError::Node)?;
+        self.receiver
+            .target
+            .sync_imported()
+            .map_err(StreamError::Node)?;
         self.chunks_since_sync = 0;
         self.last_sync = Instant::now();
         for (range, done_through) in std::mem::take(&mut self.waiting) {

@@ -81,7 +81,7 @@ struct Recording {
 }
 
 impl ImportTarget for Recording {
-    fn import(&self, epoch: u64, records: &[Record]) -> kv_cluster::Result<usize> {
+    fn import_chunk(&self, epoch: u64, records: &[Record]) -> kv_cluster::Result<usize> {
         let n = Replica::import(&*self.node, epoch, records)?;
         self.imported
             .fetch_add(records.len() as u64, Ordering::SeqCst);
@@ -89,7 +89,7 @@ impl ImportTarget for Recording {
         Ok(n)
     }
 
-    fn sync(&self) -> kv_cluster::Result<()> {
+    fn sync_imported(&self) -> kv_cluster::Result<()> {
         Replica::sync(&*self.node)?;
         self.since_sync.store(0, Ordering::SeqCst);
         self.syncs.fetch_add(1, Ordering::SeqCst);
