@@ -226,6 +226,11 @@ impl Cluster {
     /// `routing.rs`'s `Drained`). The same semantics, errors and guarantees as the blocking
     /// form, which runs this future on the calling thread.
     ///
+    /// **Cancellation**: dropped before the swap, nothing is installed; dropped while it
+    /// drains, the new routing stays installed (and shown by [`topology`](Cluster::topology))
+    /// and only the wait for the old routing's operations (and the cleanup after it) is
+    /// abandoned.
+    ///
     /// # Errors
     /// As [`install_topology`](Cluster::install_topology).
     ///
@@ -254,9 +259,13 @@ impl Cluster {
         self.external.store(true, Ordering::Release);
         let epoch = next.epoch();
         let old = self.routing.swap(next, || self.epochs.publish(epoch));
-        crate::routing::Drained::new(old).await;
+        // Recorded with the swap, not after the drain: a future dropped while it drains
+        // leaves the new routing installed (its drain thread runs on), and `topology()` must
+        // say so.
         *self.topology.lock() = Some(topology);
-        // Health and hint stores of nodes no longer routed.
+        crate::routing::Drained::new(old).await;
+        // Health and hint stores of nodes no longer routed: after the drain, since an
+        // operation of the old routing may still write a hint for one of them.
         self.forget_departed();
         Ok(true)
     }

@@ -320,11 +320,11 @@ fn a_cut_stream_resumes_from_its_done_through() {
         .lock()
         .unwrap()
         .iter()
-        .filter_map(|s| match s {
+        .rev()
+        .find_map(|s| match s {
             Seen::Checkpoint { done_through, .. } => Some(*done_through),
             _ => None,
         })
-        .last()
         .unwrap();
     streamer.limiter().set_rate(StreamRate::UNLIMITED);
     assert!(peers.wait_connected("b", LONG));
