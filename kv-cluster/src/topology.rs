@@ -339,8 +339,25 @@ mod tests {
     /// worker: the operation's task and a ticking task both run while the install waits,
     /// and the install finishes once the operation lets go. A blocking drain on this worker
     /// would wait forever for a task that could never run.
-    #[tokio::test(flavor = "current_thread")]
-    async fn install_async_leaves_the_worker_to_other_tasks() {
+    #[test]
+    fn install_async_leaves_the_worker_to_other_tasks() {
+        // On a thread of its own: a blocking drain would hang the runtime, and this thread
+        // then fails the test instead of hanging with it.
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .unwrap();
+            rt.block_on(install_on_one_worker());
+            let _ = done.send(());
+        });
+        finished
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the install blocked the only worker (or the test failed)");
+    }
+
+    async fn install_on_one_worker() {
         let dir = tempfile::tempdir().unwrap();
         let opts = ClusterOptions::new().backend(Arc::new(MemoryBackend::default()));
         let cluster = Arc::new(Cluster::open(dir.path(), opts).unwrap());

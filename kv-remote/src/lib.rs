@@ -12,6 +12,12 @@
 //!   waits on every replica at once.
 //! - [`RemoteBackend`]: the [`kv_cluster::Backend`] of a node process: its own node local,
 //!   every other member remote.
+//! - [`RangeStreamer`] / [`RangeReceiver`]: a membership change's data, source to
+//!   destination over kv-net bulk streams (format: [`StreamHeader`], [`StreamMessage`],
+//!   `docs/format.md` "Range streams"): the source exports its own replica over a task's
+//!   ranges and sends chunks and checkpoints, paced by a shared
+//!   [`kv_cluster::RateLimiter`]; the destination imports them, syncs before it reports a
+//!   checkpoint, and keeps one stream per task (a newer term cancels an older one).
 //! - [`MetaHandler`] / [`MetaClient`]: opaque bodies for the node's metadata service
 //!   ([`Request::Meta`], kv-meta's raft messages) on the same connections, served as async
 //!   tasks; kv-remote knows nothing of raft.

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use kv_cluster::{RateLimiter, Replica};
@@ -119,7 +119,7 @@ struct Running {
     term: u64,
     cancel: Arc<AtomicBool>,
     /// The newer term that cancelled it, for its error.
-    by: Arc<std::sync::atomic::AtomicU64>,
+    by: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for RangeStreamer {
@@ -190,12 +190,9 @@ impl RangeStreamer {
         }
     }
 
-    /// Records `h`'s stream as the task's, cancelling one of an older term.
-    #[allow(clippy::type_complexity)]
-    fn register(
-        &self,
-        h: &StreamHeader,
-    ) -> Result<(Arc<AtomicBool>, Arc<std::sync::atomic::AtomicU64>)> {
+    /// Records `h`'s stream as the task's, cancelling one of an older term; its cancel flag
+    /// and the slot for the term that cancels it.
+    fn register(&self, h: &StreamHeader) -> Result<(Arc<AtomicBool>, Arc<AtomicU64>)> {
         let mut running = self.running.lock();
         if let Some(r) = running.get(&(h.change, h.task)) {
             if r.term > h.term {
@@ -210,7 +207,7 @@ impl RangeStreamer {
             r.cancel.store(true, Ordering::Release);
         }
         let cancel = Arc::new(AtomicBool::new(false));
-        let by = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let by = Arc::new(AtomicU64::new(0));
         running.insert(
             (h.change, h.task),
             Running {
@@ -222,12 +219,7 @@ impl RangeStreamer {
         Ok((cancel, by))
     }
 
-    fn run(
-        &self,
-        task: &StreamTask,
-        cancel: &AtomicBool,
-        by: &std::sync::atomic::AtomicU64,
-    ) -> Result<StreamSummary> {
+    fn run(&self, task: &StreamTask, cancel: &AtomicBool, by: &AtomicU64) -> Result<StreamSummary> {
         let started = Instant::now();
         let h = task.header;
         let mut sender = self
