@@ -39,7 +39,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -50,9 +50,11 @@ use crate::error::{Error, Result};
 use crate::health::{Down, DownReplica};
 use crate::meta::{ChangeMeta, Phase, build_ring, members_of};
 use crate::progress::{ChangeKind, ChangeSummary, PairSummary, Progress};
+use crate::rate::RateLimiter;
 use crate::replica::Replica;
 use crate::routing::{NodeMap, Routing};
-use crate::stream::{self, Limiter};
+use crate::stream;
+use crate::stream_plan::{Source, choose_source};
 
 /// What a change streams: the copies of its plan, out of the old ring, between the nodes
 /// (a handle for every member of either ring).
@@ -606,8 +608,7 @@ impl Cluster {
             .collect();
         let next = AtomicUsize::new(0);
         let stop = AtomicBool::new(false);
-        let (keys_sent, bytes_sent) = (AtomicU64::new(0), AtomicU64::new(0));
-        let limiter = Limiter::new(self.opts.rate_limit);
+        let limiter = RateLimiter::new(self.opts.rate_limit.into());
         let batch_size = self.opts.transfer_batch;
         let mut finished: Vec<usize> = Vec::new();
         let mut first_err: Option<Error> = None;
@@ -617,7 +618,7 @@ impl Cluster {
             for _ in 0..streams.min(work.len()) {
                 let tx = tx.clone();
                 let (work, pairs, left, next, stop) = (&work, &pairs, &left, &next, &stop);
-                let (keys_sent, bytes_sent, limiter) = (&keys_sent, &bytes_sent, &limiter);
+                let limiter = &limiter;
                 s.spawn(move || {
                     while !stop.load(Ordering::Relaxed) {
                         let Some((pair, ranges)) = work.get(next.fetch_add(1, Ordering::Relaxed))
@@ -631,9 +632,7 @@ impl Cluster {
                         let mut on_batch = |batch: &[kv_node::Record]| {
                             let keys = batch.len() as u64;
                             let bytes = stream::batch_bytes(batch);
-                            let all_keys = keys_sent.fetch_add(keys, Ordering::Relaxed) + keys;
-                            let all_bytes = bytes_sent.fetch_add(bytes, Ordering::Relaxed) + bytes;
-                            limiter.pace(all_keys, all_bytes);
+                            limiter.pace(keys, bytes);
                             let _ = tx.send(Event::Batch { pair, keys, bytes });
                             if stop.load(Ordering::Relaxed) {
                                 ControlFlow::Break(())
@@ -650,11 +649,14 @@ impl Cluster {
                             epoch,
                             batch_size,
                         };
-                        let copied = match nodes.get(from) {
-                            Some(n) if n.is_down() => {
-                                transfer.copy_from_survivors(from, ranges, &mut on_batch)
+                        let up = nodes.get(from).is_none_or(|n| !n.is_down());
+                        let copied = match choose_source(from, up) {
+                            Source::Survivors { down } => {
+                                transfer.copy_from_survivors(&down, ranges, &mut on_batch)
                             }
-                            _ => transfer.copy_from_live(from, ranges, &mut on_batch),
+                            Source::Loser(from) => {
+                                transfer.copy_from_live(&from, ranges, &mut on_batch)
+                            }
                         };
                         let event = match copied {
                             Ok(ControlFlow::Break(())) => return,

@@ -210,6 +210,7 @@ mod ops;
 mod options;
 pub mod pending;
 mod progress;
+mod rate;
 mod read;
 mod read_many;
 mod repair;
@@ -219,6 +220,7 @@ mod routing;
 mod scan;
 mod stats;
 mod stream;
+mod stream_plan;
 mod swap;
 mod topology;
 mod write;
@@ -246,10 +248,12 @@ pub use options::{
 };
 pub use pending::{Collector, Deferred, Next, Started, Ticket};
 pub use progress::{ChangeKind, ChangeSummary, PairSummary, Progress};
+pub use rate::{BURST, RateLimiter, StreamRate};
 pub use repair::{REPAIR_KEYS_PER_LEAF, RepairSummary};
 pub use replica::{ExportPage, RecordStream, Replica};
 pub use scan::ScanPage;
 pub use stats::{ClusterStats, KeyPlacement, NodeInfo, NodeState, NodeStats};
+pub use stream_plan::{Source, choose_source, coalesce, survivor_sources};
 pub use swap::SWAP_ATTEMPTS;
 pub use topology::{RingMember, Topology};
 

@@ -222,6 +222,15 @@ impl RoutingTable {
     /// its old snapshot: it must be able to retry on the new one, and finish, for the drain
     /// to end.
     pub(crate) fn install(&self, next: Routing, installed: impl FnOnce()) {
+        for o in self.swap(next, installed) {
+            drain(o);
+        }
+    }
+
+    /// The first half of [`install`](RoutingTable::install): installs `next` in every stripe
+    /// and calls `installed`, returning the previous snapshots for the caller to drain (with
+    /// [`drain`] on a thread that may block, with [`Drained`] on an async runtime).
+    pub(crate) fn swap(&self, next: Routing, installed: impl FnOnce()) -> Vec<Arc<Routing>> {
         let next = resolved(next, self.rf);
         let old: Vec<Arc<Routing>> = self
             .stripes
@@ -229,9 +238,7 @@ impl RoutingTable {
             .map(|s| std::mem::replace(&mut *s.0.write(), Arc::new(next.clone())))
             .collect();
         installed();
-        for o in old {
-            drain(o);
-        }
+        old
     }
 }
 
@@ -273,6 +280,112 @@ pub(crate) fn drain(mut old: Arc<Routing>) {
             std::thread::yield_now();
         } else {
             std::thread::sleep(Duration::from_micros(100));
+        }
+    }
+}
+
+/// The drain of [`drain`] as a future that never blocks the thread polling it: an async
+/// runtime's worker must keep running other tasks, among them the very operations that hold
+/// the old snapshots (on a one-worker runtime a blocking drain would wait for itself).
+///
+/// An `Arc` says nothing when its last other holder drops it, so something must look again.
+/// The future hands the snapshots to a short-lived thread that runs the blocking [`drain`]
+/// (yield, then 100 µs sleeps) and wakes the future when it is done; installs are rare
+/// (one per routing step), so a thread each costs nothing that matters. If no thread can
+/// be started the future polls weak references instead: it wakes itself and returns
+/// `Pending`, so the runtime runs every other ready task before it looks again.
+pub(crate) struct Drained {
+    state: DrainState,
+}
+
+enum DrainState {
+    /// Not polled yet: the snapshots to drain.
+    Start(Vec<Arc<Routing>>),
+    /// A thread drains them; `done` is set, and the waker woken, when it has.
+    Thread(Arc<parking_lot::Mutex<DrainShared>>),
+    /// No thread could be started: polled until nobody holds the snapshots.
+    Poll(Vec<std::sync::Weak<Routing>>),
+    /// Finished.
+    Done,
+}
+
+#[derive(Default)]
+struct DrainShared {
+    done: bool,
+    waker: Option<std::task::Waker>,
+}
+
+impl Drained {
+    /// A future that completes once no one but it holds any of `old`.
+    pub(crate) fn new(old: Vec<Arc<Routing>>) -> Drained {
+        Drained {
+            state: DrainState::Start(old),
+        }
+    }
+}
+
+impl std::future::Future for Drained {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        use std::task::Poll;
+        loop {
+            match std::mem::replace(&mut self.state, DrainState::Done) {
+                DrainState::Start(old) => {
+                    let watched: Vec<std::sync::Weak<Routing>> =
+                        old.iter().map(Arc::downgrade).collect();
+                    let shared = Arc::new(parking_lot::Mutex::new(DrainShared {
+                        done: false,
+                        waker: Some(cx.waker().clone()),
+                    }));
+                    let theirs = Arc::clone(&shared);
+                    let spawned =
+                        std::thread::Builder::new()
+                            .name("kv-drain".into())
+                            .spawn(move || {
+                                for o in old {
+                                    drain(o);
+                                }
+                                let waker = {
+                                    let mut s = theirs.lock();
+                                    s.done = true;
+                                    s.waker.take()
+                                };
+                                if let Some(w) = waker {
+                                    w.wake();
+                                }
+                            });
+                    self.state = match spawned {
+                        Ok(_) => DrainState::Thread(shared),
+                        // The closure, and our references in it, are gone: the snapshots are
+                        // drained once nobody holds them at all.
+                        Err(_) => DrainState::Poll(watched),
+                    };
+                }
+                DrainState::Thread(shared) => {
+                    let mut s = shared.lock();
+                    if s.done {
+                        return Poll::Ready(());
+                    }
+                    s.waker = Some(cx.waker().clone());
+                    drop(s);
+                    self.state = DrainState::Thread(shared);
+                    return Poll::Pending;
+                }
+                DrainState::Poll(mut old) => {
+                    old.retain(|o| o.strong_count() > 0);
+                    if old.is_empty() {
+                        return Poll::Ready(());
+                    }
+                    self.state = DrainState::Poll(old);
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                DrainState::Done => return Poll::Ready(()),
+            }
         }
     }
 }

@@ -3,15 +3,14 @@
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
 
 use kv_node::Record;
 use kv_ring::{NodeId, Ring, TokenRange, TransferPlan};
 
 use crate::error::{Error, Result};
-use crate::options::RateLimit;
 use crate::replica::Replica;
 use crate::routing::NodeMap;
+pub(crate) use crate::stream_plan::coalesce;
 
 /// Batches exported ahead of the importer: enough to keep both sides busy, few enough to
 /// bound memory (`transfer_batch` records each).
@@ -124,30 +123,17 @@ impl Transfer<'_> {
         ranges: &[TokenRange],
         on_batch: &mut dyn FnMut(&[Record]) -> ControlFlow<()>,
     ) -> Result<ControlFlow<()>> {
-        let points: Vec<u64> = self.old.ranges().map(|v| v.range.end).collect();
-        let mut by_source: Vec<(NodeId, Vec<TokenRange>)> = Vec::new();
-        for part in ranges.iter().flat_map(|r| split_at(*r, &points)) {
-            let replicas = self.old.preference_list(part.end, self.rf)?;
-            let mut any = false;
-            for id in replicas.iter() {
-                if excluded.contains(id) || id == self.dst.id() {
-                    continue;
-                }
-                // Another replica down: it may hold a write that only it and an excluded one
-                // acknowledged, so the copy waits for it.
-                if self.nodes.get(id).is_none_or(|n| n.is_down()) {
-                    return Err(Error::NodeDown { node: id.clone() });
-                }
-                any = true;
-                match by_source.iter_mut().find(|(n, _)| n == id) {
-                    Some((_, parts)) => parts.push(part),
-                    None => by_source.push((id.clone(), vec![part])),
-                }
-            }
-            if !any {
-                return Err(cause);
-            }
-        }
+        // Another replica down: it may hold a write that only it and an excluded one
+        // acknowledged, so the copy waits for it.
+        let by_source = crate::stream_plan::survivor_sources(
+            self.old,
+            self.rf,
+            ranges,
+            excluded,
+            self.dst.id(),
+            |id| self.nodes.get(id).is_some_and(|n| !n.is_down()),
+            cause,
+        )?;
         for (id, parts) in &by_source {
             let Some(src) = self.nodes.get(id) else {
                 return Err(Error::UnknownNode {
@@ -163,25 +149,6 @@ impl Transfer<'_> {
         }
         Ok(ControlFlow::Continue(()))
     }
-}
-
-/// `r` cut at every one of `points` that lies inside it, in ring order.
-pub(crate) fn split_at(r: TokenRange, points: &[u64]) -> Vec<TokenRange> {
-    let mut cuts: Vec<u64> = points
-        .iter()
-        .copied()
-        .filter(|&p| r.contains(p) && p != r.end)
-        .collect();
-    // Clockwise from the range's start.
-    cuts.sort_unstable_by_key(|&p| p.wrapping_sub(r.start));
-    let mut out = Vec::with_capacity(cuts.len() + 1);
-    let mut start = r.start;
-    for c in cuts {
-        out.push(TokenRange::new(start, c));
-        start = c;
-    }
-    out.push(TokenRange::new(start, r.end));
-    out
 }
 
 /// Copies the records of `ranges` from `src` to `dst`: one thread exports batches while this
@@ -231,26 +198,6 @@ pub(crate) fn range_chunks(ranges: &[TokenRange]) -> Vec<Vec<TokenRange>> {
         .chunks(RANGES_PER_CALL)
         .map(<[_]>::to_vec)
         .collect()
-}
-
-/// `ranges` sorted by token with adjacent ones merged: the same tokens in fewer ranges.
-pub(crate) fn coalesce(ranges: &[TokenRange]) -> Vec<TokenRange> {
-    if ranges.iter().any(|r| r.is_full()) {
-        return vec![TokenRange::FULL];
-    }
-    let mut sorted = ranges.to_vec();
-    sorted.sort_unstable();
-    let mut merged: Vec<TokenRange> = Vec::with_capacity(sorted.len());
-    for r in sorted {
-        match merged.last_mut() {
-            // Only a range that does not wrap can be extended: its end is below the next start.
-            Some(last) if last.start < last.end && last.end == r.start => {
-                *last = TokenRange::new(last.start, r.end);
-            }
-            _ => merged.push(r),
-        }
-    }
-    merged
 }
 
 /// Key and value bytes in a batch (what progress reports and a byte rate limit count).
@@ -351,41 +298,11 @@ pub(crate) fn pairs(plan: &TransferPlan) -> Vec<((NodeId, NodeId), Vec<TokenRang
     out
 }
 
-/// Paces streaming to the configured rate by sleeping between batches.
-pub(crate) struct Limiter {
-    limit: Option<RateLimit>,
-    started: Instant,
-}
-
-impl Limiter {
-    pub(crate) fn new(limit: Option<RateLimit>) -> Self {
-        Limiter {
-            limit,
-            started: Instant::now(),
-        }
-    }
-
-    /// Sleeps until `keys` (or `bytes`) moved since the limiter was made is within the rate.
-    pub(crate) fn pace(&self, keys: u64, bytes: u64) {
-        let (amount, per_sec) = match self.limit {
-            None => return,
-            Some(RateLimit::KeysPerSec(r)) => (keys, r),
-            Some(RateLimit::BytesPerSec(r)) => (bytes, r),
-        };
-        if per_sec == 0 {
-            return;
-        }
-        let due = Duration::from_secs_f64(amount as f64 / per_sec as f64);
-        if let Some(ahead) = due.checked_sub(self.started.elapsed()) {
-            std::thread::sleep(ahead);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::memory::MemoryReplica;
+    use crate::stream_plan::split_at;
     use kv_node::{Version, Write};
 
     /// Puts 1,000 keys into `a`.

@@ -215,8 +215,64 @@ impl Cluster {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn install_topology(&self, topology: Topology) -> Result<bool> {
+        crate::block::block_on(self.install_topology_async(topology))
+    }
+
+    /// [`install_topology`](Cluster::install_topology) for a task on an async runtime: it
+    /// awaits the admin gate and the drain instead of blocking its worker, so the client
+    /// operations it waits for (and every other task) keep running on that worker meanwhile.
+    /// The drain is handed to a short-lived thread that wakes this future when no operation
+    /// holds the old routing any more (an `Arc` does not announce its last drop; see
+    /// `routing.rs`'s `Drained`). The same semantics, errors and guarantees as the blocking
+    /// form, which runs this future on the calling thread.
+    ///
+    /// **Cancellation**: dropped before the swap, nothing is installed; dropped while it
+    /// drains, the new routing stays installed (and shown by [`topology`](Cluster::topology))
+    /// and only the wait for the old routing's operations (and the cleanup after it) is
+    /// abandoned.
+    ///
+    /// # Errors
+    /// As [`install_topology`](Cluster::install_topology).
+    ///
+    /// # Example
+    /// ```
+    /// use std::sync::Arc;
+    /// use kv_cluster::{Cluster, ClusterOptions, MemoryBackend, RingMember, Topology};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build()?.block_on(async {
+    /// let dir = tempfile::tempdir()?;
+    /// let opts = ClusterOptions::new().backend(Arc::new(MemoryBackend::default()));
+    /// let cluster = Cluster::open(dir.path(), opts)?;
+    /// let members = RingMember::of_ring(&cluster.ring());
+    /// assert!(cluster.install_topology_async(Topology::stable(10, members)).await?);
+    /// assert_eq!(cluster.topology_epoch(), 10);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub async fn install_topology_async(&self, topology: Topology) -> Result<bool> {
         topology.check(self.rf)?;
-        let _admin = self.admin.lock();
+        let _admin = self.admin.acquire().await;
+        let Some(next) = self.prepare_topology(&topology)? else {
+            return Ok(false);
+        };
+        self.external.store(true, Ordering::Release);
+        let epoch = next.epoch();
+        let old = self.routing.swap(next, || self.epochs.publish(epoch));
+        // Recorded with the swap, not after the drain: a future dropped while it drains
+        // leaves the new routing installed (its drain thread runs on), and `topology()` must
+        // say so.
+        *self.topology.lock() = Some(topology);
+        crate::routing::Drained::new(old).await;
+        // Health and hint stores of nodes no longer routed: after the drain, since an
+        // operation of the old routing may still write a hint for one of them.
+        self.forget_departed();
+        Ok(true)
+    }
+
+    /// The routing `topology` installs, or `None` if its epoch is installed already. Runs
+    /// under the admin gate; nothing in it waits.
+    fn prepare_topology(&self, topology: &Topology) -> Result<Option<Routing>> {
         let installed = self.epochs.current();
         if topology.epoch < installed {
             return Err(Error::EpochRegressed {
@@ -225,7 +281,7 @@ impl Cluster {
             });
         }
         if topology.epoch == installed && self.topology.lock().is_some() {
-            return Ok(false);
+            return Ok(None);
         }
         let options = self.meta.lock().ring_options()?;
         let read = build_ring(options, &stored(&topology.read), topology.epoch)?;
@@ -245,16 +301,10 @@ impl Cluster {
             };
             nodes.insert(m.id.clone(), node);
         }
-        // Ours must go before the install, which waits for every holder of it.
-        drop(current);
-        self.external.store(true, Ordering::Release);
         let mut next = Routing::with_epoch(read, extra, nodes, topology.epoch);
         next.mid = topology.mid && topology.extra_write.is_some();
-        self.install(next);
-        *self.topology.lock() = Some(topology);
-        // Health and hint stores of nodes no longer routed.
-        self.forget_departed();
-        Ok(true)
+        // `current` drops here: ours must go before the drain, which waits for every holder.
+        Ok(Some(next))
     }
 
     /// The epoch of the routing installed last: a ring's own epoch in process, the
@@ -273,5 +323,99 @@ impl Cluster {
     /// [`install_topology`](Cluster::install_topology)).
     pub fn has_external_topology(&self) -> bool {
         self.is_external()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU64;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::{ClusterOptions, MemoryBackend};
+
+    /// An install on a one-worker runtime waits for an operation in flight (a task holding
+    /// the old routing, as a put waiting on a remote replica does) without blocking the
+    /// worker: the operation's task and a ticking task both run while the install waits,
+    /// and the install finishes once the operation lets go. A blocking drain on this worker
+    /// would wait forever for a task that could never run.
+    #[test]
+    fn install_async_leaves_the_worker_to_other_tasks() {
+        // On a thread of its own: a blocking drain would hang the runtime, and this thread
+        // then fails the test instead of hanging with it.
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .unwrap();
+            rt.block_on(install_on_one_worker());
+            let _ = done.send(());
+        });
+        finished
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the install blocked the only worker (or the test failed)");
+    }
+
+    async fn install_on_one_worker() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = ClusterOptions::new().backend(Arc::new(MemoryBackend::default()));
+        let cluster = Arc::new(Cluster::open(dir.path(), opts).unwrap());
+        let members = RingMember::of_ring(&cluster.ring());
+
+        let ticks = Arc::new(AtomicU64::new(0));
+        let ticker = {
+            let ticks = Arc::clone(&ticks);
+            tokio::spawn(async move {
+                loop {
+                    ticks.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            })
+        };
+        let before = cluster.topology_epoch();
+        assert!(before < 10);
+        // The operation in flight: it holds the routing it started with until released.
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let in_flight = {
+            let held = cluster.routing();
+            tokio::spawn(async move {
+                let _ = released.await;
+                held.epoch()
+            })
+        };
+        let install = {
+            let c = Arc::clone(&cluster);
+            let m = members.clone();
+            tokio::spawn(async move { c.install_topology_async(Topology::stable(10, m)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!install.is_finished(), "the install ended before the drain");
+        let seen = ticks.load(Ordering::SeqCst);
+        assert!(seen >= 5, "the ticker ran {seen} times during the install");
+        // New operations already route by the new topology while the old one drains.
+        assert_eq!(cluster.topology_epoch(), 10);
+        cluster.put(b"k", b"v").unwrap();
+
+        release.send(()).unwrap();
+        assert_eq!(in_flight.await.unwrap(), before);
+        let installed = tokio::time::timeout(Duration::from_secs(5), install)
+            .await
+            .expect("the install never finished after the drain")
+            .unwrap()
+            .unwrap();
+        assert!(installed);
+        assert_eq!(
+            cluster.topology(),
+            Some(Topology::stable(10, members.clone()))
+        );
+        // Installing the same epoch again does nothing, asynchronously too.
+        assert!(
+            !cluster
+                .install_topology_async(Topology::stable(10, members))
+                .await
+                .unwrap()
+        );
+        ticker.abort();
     }
 }

@@ -46,6 +46,20 @@ pub enum Error {
         /// The kind of response received.
         response: &'static str,
     },
+    /// A range stream was cancelled, or refused, because a stream of the same task under a
+    /// newer term runs (`docs/membership.md` §3.4: at most one stream per task).
+    #[error("task {task} of change {change}: term {term} superseded by term {by}")]
+    Superseded {
+        /// The change.
+        change: u64,
+        /// The task.
+        task: u64,
+        /// This stream's term.
+        term: u64,
+        /// The newer term (this one's own when cancelled by
+        /// [`RangeStreamer::cancel`](crate::RangeStreamer::cancel)).
+        by: u64,
+    },
     /// A member has no peer address configured.
     #[error("node {node} has no peer address: it is not in the peer list")]
     UnknownPeer {

@@ -12,6 +12,12 @@
 //!   waits on every replica at once.
 //! - [`RemoteBackend`]: the [`kv_cluster::Backend`] of a node process: its own node local,
 //!   every other member remote.
+//! - [`RangeStreamer`] / [`RangeReceiver`]: a membership change's data, source to
+//!   destination over kv-net bulk streams (format: [`StreamHeader`], [`StreamMessage`],
+//!   `docs/format.md` "Range streams"): the source exports its own replica over a task's
+//!   ranges and sends chunks and checkpoints, paced by a shared
+//!   [`kv_cluster::RateLimiter`]; the destination imports them, syncs before it reports a
+//!   checkpoint, and keeps one stream per task (a newer term cancels an older one).
 //! - [`MetaHandler`] / [`MetaClient`]: opaque bodies for the node's metadata service
 //!   ([`Request::Meta`], kv-meta's raft messages) on the same connections, served as async
 //!   tasks; kv-remote knows nothing of raft.
@@ -63,8 +69,11 @@ mod error;
 mod export;
 mod meta;
 mod protocol;
+mod range_stream;
+mod receiver;
 mod replica;
 mod server;
+mod streamer;
 
 pub use backend::{HINTS_DIR, RemoteBackend};
 pub use error::{Error, Result};
@@ -74,8 +83,14 @@ pub use protocol::{
     Compaction, Counts, Entry, LeafDigest, PROTOCOL_VERSION, PreviousEntry, Range, RemoteError,
     Request, Response, Swap, VersionedValue,
 };
+pub use range_stream::{
+    CHECKPOINT_EVERY, MAX_CHUNK_BYTES, MAX_CHUNK_RECORDS, STREAM_FORMAT_VERSION, StreamError,
+    StreamHeader, StreamMessage,
+};
+pub use receiver::{ImportTarget, RangeReceiver, SYNC_INTERVAL, StreamEvent, StreamReport};
 pub use replica::{DEFAULT_MAINTENANCE_TIMEOUT, IMPORT_REQUEST_BYTES, RemoteReplica, ReplicaPeers};
 pub use server::{MAX_LEAVES, NOT_A_MEMBER, ReplicaServer};
+pub use streamer::{FINISH_TIMEOUT, RangeStreamer, StreamRange, StreamSummary, StreamTask};
 
 /// The README's example, compiled and run as a doctest.
 #[cfg(doctest)]

@@ -4,9 +4,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use bytes::Bytes;
 use kv_cluster::Replica;
 use kv_net::{
     BoxFuture, Handler, Identity, PeerFilter, PeerInfo, Server, ServerOptions, ServerStats,
+    StreamHandler, StreamSink,
 };
 use kv_node::Write;
 use parking_lot::RwLock;
@@ -18,6 +20,8 @@ use crate::error::{Error, Result};
 use crate::export::Exports;
 use crate::meta::{MetaHandler, NO_META_SERVICE};
 use crate::protocol::{Envelope, LeafDigest, PROTOCOL_VERSION, RemoteError, Request, Response};
+use crate::range_stream::StreamError;
+use crate::receiver::RangeReceiver;
 
 /// What a node answers a request other than [`Request::Meta`] from a node its member filter
 /// refuses ([`ReplicaServer::set_member_filter`]), as [`RemoteError::Failed`]'s message.
@@ -126,9 +130,15 @@ impl ReplicaServer {
             meta: RwLock::new(None),
             filtered: AtomicBool::new(false),
             members: RwLock::new(None),
+            ranges: RwLock::new(None),
         });
-        let server = Server::start(identity, options, SharedHandler(Arc::clone(&handler)))
-            .map_err(Error::Transport)?;
+        let server = Server::start_with_streams(
+            identity,
+            options,
+            SharedHandler(Arc::clone(&handler)),
+            SharedHandler(Arc::clone(&handler)),
+        )
+        .map_err(Error::Transport)?;
         Ok(ReplicaServer {
             server,
             exports: handler,
@@ -203,6 +213,19 @@ impl ReplicaServer {
             .store(members.is_some(), Ordering::Release);
         *slot = members;
     }
+
+    /// Takes range streams (a membership change's data, `docs/membership.md` §3.4) into
+    /// `receiver` from now on (`None`, the default: refuses them with
+    /// [`StreamError::NoReceiver`]). Streams are taken only from the nodes the member filter
+    /// allows ([`StreamError::NotAMember`] otherwise). Streams already running keep the
+    /// receiver they opened with.
+    ///
+    /// # Example
+    ///
+    /// See [`RangeStreamer`](crate::RangeStreamer).
+    pub fn set_range_receiver(&self, receiver: Option<Arc<RangeReceiver>>) {
+        *self.exports.ranges.write() = receiver;
+    }
 }
 
 /// The handler shared with the server's tasks.
@@ -219,6 +242,31 @@ struct ReplicaHandler {
     filtered: AtomicBool,
     /// The nodes served ([`ReplicaServer::set_member_filter`]).
     members: RwLock<Option<PeerFilter>>,
+    /// Where range streams go ([`ReplicaServer::set_range_receiver`]).
+    ranges: RwLock<Option<Arc<RangeReceiver>>>,
+}
+
+/// Range streams: from members only, to the receiver set (if any).
+impl StreamHandler for SharedHandler {
+    fn open(
+        &self,
+        from: &PeerInfo,
+        header: Bytes,
+    ) -> std::result::Result<Box<dyn StreamSink>, String> {
+        let h = &self.0;
+        if !h.is_member(&from.node_id) {
+            let e = StreamError::NotAMember {
+                node: from.node_id.clone(),
+            };
+            tracing::warn!(from = %from.node_id, "range stream from a non-member refused");
+            return Err(e.to_string());
+        }
+        let receiver = h.ranges.read().clone();
+        match receiver {
+            None => Err(StreamError::NoReceiver.to_string()),
+            Some(r) => r.open(from, header).map_err(|e| e.to_string()),
+        }
+    }
 }
 
 /// The response for a replica's result.
