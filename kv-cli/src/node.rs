@@ -11,9 +11,11 @@
 //!   A restart with another member list than the one stored is refused.
 //! - **The cluster's name** (`--cluster-name`, default `kvstore`) is written to the data
 //!   directory on first start; a restart under another name is refused. The handshake's
-//!   cluster id covers the name, the ordered member list, RF and vnodes ([`cluster_id`]): a
-//!   peer that would build another ring is refused by the transport, and the watcher logs
-//!   the likely cause.
+//!   cluster id covers the name alone ([`cluster_id`]), so a node that is not a member yet
+//!   (a joiner) can connect; it is answered only the metadata's `Join` until it is one. The
+//!   cluster's identity is its uuid ([`cluster_uuid`]: the name, the ordered member list, RF
+//!   and vnodes of the bootstrap), carried by every metadata request and checked: a node of
+//!   another ring is refused there, and both sides log the likely cause.
 //! - **Metadata through raft** ([`crate::node_meta`]): the membership the node routes by is
 //!   kv-meta's, in `<data-dir>/meta/`, bootstrapped from the list by its first node and
 //!   installed epoch by epoch; clients get `TRYAGAIN` until the node has caught up on it
@@ -112,13 +114,34 @@ pub fn parse_peers(list: &str) -> Result<Vec<Peer>, String> {
     Ok(peers)
 }
 
-/// The 128-bit cluster id every handshake carries: FNV-1a over the cluster's name, its
-/// members in ring order, its replication factor and vnodes per node, each length-prefixed
-/// (so no two inputs share an encoding). Stable across builds and platforms. Nodes given the
-/// same name but a `--peers` list in another order, other members, or a new cluster's other
-/// `--replication` or `--vnodes` would build other rings and disagree on every key's
-/// replicas: their ids differ, so the handshake refuses them.
-pub fn cluster_id(name: &str, members: &[String], rf: u32, vnodes: u32) -> u128 {
+/// The 128-bit cluster id every handshake carries: FNV-1a over the length-prefixed cluster
+/// name alone (membership.md §2.3), so a node joining a running cluster computes it without
+/// knowing the members. Stable across builds and platforms. Builds from before it covered the
+/// member list compute other ids: kv-net refuses to mix them.
+pub fn cluster_id(name: &str) -> u128 {
+    fnv_fields(&[name.as_bytes()])
+}
+
+/// FNV-1a over `fields`, each length-prefixed (so no two inputs share an encoding).
+fn fnv_fields(fields: &[&[u8]]) -> u128 {
+    const OFFSET: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+    const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013b;
+    fields.iter().fold(OFFSET, |h, bytes| {
+        let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+        len.to_le_bytes()
+            .iter()
+            .chain(bytes.iter())
+            .fold(h, |h, b| (h ^ u128::from(*b)).wrapping_mul(PRIME))
+    })
+}
+
+/// The uuid of a cluster bootstrapped from `--peers`: FNV-1a over the cluster's name, its
+/// members in ring order, its replication factor and vnodes per node, each length-prefixed.
+/// Every listed node computes the same one without coordination; nodes given the same name
+/// but a `--peers` list in another order, other members, or another `--replication` or
+/// `--vnodes` would build other rings: their uuids differ, and each refuses the other's
+/// metadata requests (kv-meta's `WrongClusterUuid`).
+pub fn cluster_uuid(name: &str, members: &[String], rf: u32, vnodes: u32) -> u128 {
     const OFFSET: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
     const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013b;
     let fold = |h: u128, bytes: &[u8]| {
@@ -384,9 +407,9 @@ pub fn open(
     check_cluster_name(&args.data_dir, &args.cluster_name)?;
     let ids: Vec<String> = peers.iter().map(|p| p.id.to_string()).collect();
     let params = open::member_params(&args.cluster, &args.data_dir, &ids)?;
-    let id = cluster_id(&args.cluster_name, &ids, params.rf, params.vnodes);
+    let id = cluster_uuid(&args.cluster_name, &ids, params.rf, params.vnodes);
     let vnodes = params.vnodes;
-    let identity = kv_net::Identity::new(id, me.as_str());
+    let identity = kv_net::Identity::new(cluster_id(&args.cluster_name), me.as_str());
     let timeout = Duration::from_millis(args.replica_timeout);
     let others = peers
         .iter()
@@ -489,7 +512,12 @@ pub fn open(
     let mut server_options = kv_net::ServerOptions::new()
         .runtime(runtime.clone())
         .listen(listen)
-        .peer_filter(members.filter(me.as_str()));
+        // Any node presenting the cluster's id connects (a joiner is not a member yet); the
+        // member filter below answers a non-member only the metadata's `Join`.
+        .peer_filter(kv_net::PeerFilter::new({
+            let me = me.to_string();
+            move |id: &str| id != me
+        }));
     if let Some(tls) = tls {
         server_options = server_options.tls(tls);
     }
@@ -515,9 +543,15 @@ pub fn open(
         }
     );
     replica_server.set_member_filter(Some(members.filter(me.as_str())));
+    raft.set_cluster_uuid(id);
     let service = raft.service();
+    let (filter, refused) = (members.clone(), node_meta::UuidRefusals::default());
+    let uuid_of = raft.clone();
     replica_server.set_meta_handler(Some(Arc::new(
-        move |from: &kv_net::PeerInfo, body: bytes::Bytes| service.handle(&from.node_id, body),
+        move |from: &kv_net::PeerInfo, body: bytes::Bytes| {
+            refused.check(&from.node_id, uuid_of.cluster_uuid(), &body);
+            service.handle_from(&from.node_id, filter.contains(&from.node_id), body)
+        },
     )));
     let follower_stop = Arc::new(AtomicBool::new(false));
     let follower_thread = follower.spawn(&raft, runtime.clone(), Arc::clone(&follower_stop))?;
@@ -691,9 +725,8 @@ const REFUSALS: [Refusal; 3] = [
     // `Error::ClusterMismatch`.
     Refusal {
         says: "belongs to cluster",
-        cause: "the nodes were likely started with a different --cluster-name or a different \
-                --peers list (every node needs the same members in the same order), or a new \
-                cluster with a different --replication or --vnodes",
+        cause: "the nodes were likely started with a different --cluster-name, or one runs a \
+                build from before the cluster id covered the name alone",
     },
     // A failed TLS handshake, either side (kv-net's error text carries no more than the
     // step and the address).
@@ -825,29 +858,45 @@ mod tests {
     }
 
     #[test]
-    fn cluster_ids_are_stable_and_differ_by_anything_that_changes_the_ring() {
+    fn cluster_uuids_are_stable_and_differ_by_anything_that_changes_the_ring() {
         let ids = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let abc = ids(&["a", "b", "c"]);
-        let id = cluster_id("kvstore", &abc, 3, 100);
-        assert_eq!(id, cluster_id("kvstore", &abc, 3, 100));
+        let id = cluster_uuid("kvstore", &abc, 3, 100);
+        assert_eq!(id, cluster_uuid("kvstore", &abc, 3, 100));
         for other in [
-            cluster_id("kvstore2", &abc, 3, 100),
-            cluster_id("kvstore", &ids(&["b", "a", "c"]), 3, 100),
-            cluster_id("kvstore", &ids(&["a", "b", "d"]), 3, 100),
-            cluster_id("kvstore", &ids(&["a", "b"]), 3, 100),
-            cluster_id("kvstore", &abc, 2, 100),
-            cluster_id("kvstore", &abc, 3, 64),
+            cluster_uuid("kvstore2", &abc, 3, 100),
+            cluster_uuid("kvstore", &ids(&["b", "a", "c"]), 3, 100),
+            cluster_uuid("kvstore", &ids(&["a", "b", "d"]), 3, 100),
+            cluster_uuid("kvstore", &ids(&["a", "b"]), 3, 100),
+            cluster_uuid("kvstore", &abc, 2, 100),
+            cluster_uuid("kvstore", &abc, 3, 64),
             // The lengths are part of the encoding: moving a byte between fields changes it.
-            cluster_id("kvstore", &ids(&["ab", "", "c"]), 3, 100),
+            cluster_uuid("kvstore", &ids(&["ab", "", "c"]), 3, 100),
         ] {
             assert_ne!(id, other);
         }
         // Pinned: a node of another build must compute the same id.
-        assert_eq!(cluster_id("kvstore", &abc, 3, 100), PINNED);
+        assert_eq!(cluster_uuid("kvstore", &abc, 3, 100), PINNED);
     }
 
-    /// `cluster_id("kvstore", ["a", "b", "c"], 3, 100)`.
+    /// `cluster_uuid("kvstore", ["a", "b", "c"], 3, 100)`.
     const PINNED: u128 = 0x7840_8cd0_6be5_0ec0_218b_1ce0_b32e_3513;
+
+    /// The handshake's id covers the name alone: a joiner computes it without the members.
+    #[test]
+    fn the_cluster_id_is_the_names_alone_and_pinned() {
+        assert_eq!(cluster_id("kvstore"), cluster_id("kvstore"));
+        assert_ne!(cluster_id("kvstore"), cluster_id("kvstore2"));
+        assert_ne!(cluster_id(""), cluster_id("kvstore"));
+        // Another build must compute the same id.
+        assert_eq!(cluster_id("kvstore"), NAME_PINNED);
+        // Never the uuid of a cluster of that name: the two are different things.
+        let abc: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        assert_ne!(cluster_id("kvstore"), cluster_uuid("kvstore", &abc, 3, 100));
+    }
+
+    /// `cluster_id("kvstore")`.
+    const NAME_PINNED: u128 = 0x93dc_5efb_cf0f_72d3_21ce_c6f0_fcfb_a658;
 
     /// Regression guard: the watcher recognises refusals by kv-net's error texts; a change
     /// there must show here, not as a silent log.

@@ -10,7 +10,7 @@
 //!   raft's first topology is bit-identical to the opened one, and later epochs rise from
 //!   it. The others wait for it to be applied, bounded by `--meta-catch-up-timeout`.
 //! - **The cluster's uuid** is the static cluster's id (the name, the ordered members, RF and
-//!   vnodes hashed, [`crate::node::cluster_id`]): every listed node computes the same one
+//!   vnodes hashed, [`crate::node::cluster_uuid`]): every listed node computes the same one
 //!   without coordination, so the bootstrap is idempotent, and a restarted node whose stored
 //!   uuid differs (another `--peers` order, other members) is refused with both printed.
 //! - **Follower.** A dedicated thread (an install drains the coordinator's operations and
@@ -308,6 +308,37 @@ impl Follower {
                 }
             })
             .context("start the metadata follower")
+    }
+}
+
+/// Logs the metadata requests refused for carrying another cluster's uuid: one line per
+/// peer and uuid, naming the likely cause (the service itself answers the refusal).
+#[derive(Debug, Clone, Default)]
+pub struct UuidRefusals(Arc<std::sync::Mutex<BTreeSet<(String, u128)>>>);
+
+impl UuidRefusals {
+    /// Logs `body` from `from` if it names a cluster uuid other than `ours` (both known), the
+    /// first time this peer sends that uuid.
+    pub fn check(&self, from: &str, ours: u128, body: &[u8]) {
+        let Some(theirs) = kv_meta::request_cluster_uuid(body) else {
+            return;
+        };
+        if theirs == 0 || ours == 0 || theirs == ours {
+            return;
+        }
+        let new = self
+            .0
+            .lock()
+            .map(|mut seen| seen.insert((from.to_owned(), theirs)))
+            .unwrap_or(false);
+        if new {
+            eprintln!(
+                "kvstore: refused the metadata requests of {from}: it belongs to cluster \
+                 {theirs:032x}, this node to cluster {ours:032x}: every node needs the same \
+                 --peers list in the same order (and the same --cluster-name, --replication, \
+                 --vnodes)"
+            );
+        }
     }
 }
 

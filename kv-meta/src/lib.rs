@@ -75,7 +75,10 @@ mod state;
 pub use change::{Change, ChangeKind, Source, Step, StreamTask};
 pub use command::{Command, MetaResponse, NewMember};
 pub use error::{Error, MetaError, Result};
-pub use protocol::{MAX_META_BODY, META_PROTOCOL_VERSION, MetaReply, MetaRequest, MetaStatus};
+pub use protocol::{
+    MAX_META_BODY, META_PROTOCOL_VERSION, META_REQUEST_ENVELOPE, MetaReply, MetaRequest,
+    MetaStatus, request_cluster_uuid,
+};
 pub use raft::{
     BoxFuture, FORWARD_WINDOW, JoinRequest, Joined, LOG_RECORD_VERSION, Liveness, LogRecord,
     MAX_FORWARD_HOPS, MAX_VOTERS, MemLog, MetaConnection, MetaLog, MetaMachine, MetaNetwork,

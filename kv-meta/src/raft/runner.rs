@@ -219,7 +219,7 @@ impl MetaRaft {
         let mut target = seed.clone();
         let mut hops = 0;
         loop {
-            match call(transport, &target, &req, deadline).await {
+            match call(transport, 0, &target, &req, deadline).await {
                 Ok(MetaReply::Joined {
                     cluster_uuid,
                     raft_id,
@@ -401,7 +401,14 @@ impl MetaRaft {
         loop {
             let reply = match &target {
                 Some(peer) if peer.raft_id != self.inner.raft_id => {
-                    call(self.inner.transport.as_ref(), peer, &req, deadline).await
+                    call(
+                        self.inner.transport.as_ref(),
+                        self.inner.directory.uuid(),
+                        peer,
+                        &req,
+                        deadline,
+                    )
+                    .await
                 }
                 _ => Ok(serve(&self.inner, req.clone()).await),
             };
@@ -490,6 +497,20 @@ impl MetaRaft {
         }
     }
 
+    /// Sets the cluster uuid this node belongs to (a static node computes it from its
+    /// `--peers`; a joiner learns it from [`MetaRaft::join`] and stores it): every request it
+    /// sends carries it, and a request carrying another is refused with
+    /// [`MetaError::WrongClusterUuid`]. Until it is set, the applied metadata's uuid counts.
+    pub fn set_cluster_uuid(&self, uuid: u128) {
+        self.inner.directory.set_uuid(uuid);
+    }
+
+    /// The cluster uuid this node belongs to: as set, else the applied metadata's (0: not
+    /// known yet).
+    pub fn cluster_uuid(&self) -> u128 {
+        self.inner.directory.uuid()
+    }
+
     /// A receiver of every state this node applies (membership.md §2.2).
     pub fn watch(&self) -> MetaWatch {
         self.inner.machine.watch()
@@ -517,6 +538,7 @@ impl MetaRaft {
         let deadline = Instant::now() + FORWARD_WINDOW;
         match call(
             self.inner.transport.as_ref(),
+            self.inner.directory.uuid(),
             peer,
             &MetaRequest::Status,
             deadline,
@@ -599,11 +621,12 @@ pub(crate) fn unexpected(reply: &MetaReply) -> MetaError {
 /// Sends `req` to `peer` with the time left until `deadline`, and decodes the answer.
 async fn call(
     transport: &dyn MetaTransport,
+    uuid: u128,
     peer: &MetaPeer,
     req: &MetaRequest,
     deadline: Instant,
 ) -> std::result::Result<MetaReply, MetaError> {
-    let body = req.encode().map_err(unavailable)?;
+    let body = req.encode_in(uuid).map_err(unavailable)?;
     let timeout = deadline.saturating_duration_since(Instant::now());
     let answer = transport
         .call(peer, body, timeout)
