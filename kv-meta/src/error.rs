@@ -264,6 +264,14 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// A joiner's `<data-dir>/meta/joined` of another length or version.
+    #[error("corrupt {}: {reason}", path.display())]
+    JoinedCorrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// A value that could not be encoded (postcard).
     #[error("cannot encode {what}: {reason}")]
     Encode {
