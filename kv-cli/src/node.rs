@@ -650,7 +650,11 @@ pub fn open_joiner(
         RemoteBackend::new(
             me.clone(),
             local,
-            vec![(seed.id.clone(), seed.cluster_addr()?)],
+            // A restart dials the members its replayed metadata names, not the seed.
+            match stored {
+                Some(_) => Vec::new(),
+                None => vec![(seed.id.clone(), seed.cluster_addr()?)],
+            },
             identity.clone(),
             peers_options,
             timeout,
@@ -722,7 +726,9 @@ pub fn open_joiner(
             )
         })?;
     raft.set_cluster_uuid(joined.cluster_uuid);
-    node_meta::check_uuid(&raft.watch().borrow().meta, joined.cluster_uuid)?;
+    let replayed = Arc::clone(&raft.watch().borrow());
+    node_meta::check_uuid(&replayed.meta, joined.cluster_uuid)?;
+    add_member_peers(&backend, &replayed.meta, &me)?;
     let mut server_options = kv_net::ServerOptions::new()
         .runtime(runtime.clone())
         .listen(listen)
@@ -778,25 +784,7 @@ pub fn open_joiner(
         bail!("--vnodes {vnodes}: the cluster joined has {}", meta.vnodes);
     }
     // Every member's address, before the cluster opens handles to them.
-    let known: Vec<String> = backend
-        .peers()
-        .status()
-        .into_iter()
-        .map(|p| p.node_id)
-        .collect();
-    for (id, m) in meta.members.iter().filter(|(id, _)| **id != me.as_str()) {
-        if known.contains(id) {
-            continue;
-        }
-        let node = NodeId::new(id).with_context(|| format!("member {id:?}"))?;
-        let addr: SocketAddr = m
-            .cluster_addr
-            .parse()
-            .with_context(|| format!("member {id}'s address {:?}", m.cluster_addr))?;
-        backend
-            .add_peer(node, addr)
-            .with_context(|| format!("add the peer {id}"))?;
-    }
+    add_member_peers(&backend, meta, &me)?;
     // The ring it opens with is the metadata's members in raft order (the static ring, for a
     // cluster that never changed: the install below then has nothing to do); any later epoch
     // is installed by the follower.
@@ -868,6 +856,34 @@ pub fn open_joiner(
         },
         opened.warnings,
     ))
+}
+
+/// Adds every member of `meta` but `me` that `backend` has no address for.
+fn add_member_peers(
+    backend: &RemoteBackend,
+    meta: &kv_meta::ClusterMeta,
+    me: &NodeId,
+) -> anyhow::Result<()> {
+    let known: Vec<String> = backend
+        .peers()
+        .status()
+        .into_iter()
+        .map(|p| p.node_id)
+        .collect();
+    for (id, m) in meta.members.iter().filter(|(id, _)| **id != me.as_str()) {
+        if known.contains(id) {
+            continue;
+        }
+        let node = NodeId::new(id).with_context(|| format!("member {id:?}"))?;
+        let addr: SocketAddr = m
+            .cluster_addr
+            .parse()
+            .with_context(|| format!("member {id}'s address {:?}", m.cluster_addr))?;
+        backend
+            .add_peer(node, addr)
+            .with_context(|| format!("add the peer {id}"))?;
+    }
+    Ok(())
 }
 
 /// Refuses a data directory of another cluster; writes the name on first start.
