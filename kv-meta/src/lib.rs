@@ -67,6 +67,7 @@ mod apply;
 mod change;
 mod command;
 mod error;
+mod plan;
 mod protocol;
 mod raft;
 mod snapshot;
@@ -75,6 +76,7 @@ mod state;
 pub use change::{Change, ChangeKind, Source, Step, StreamTask};
 pub use command::{Command, MetaResponse, NewMember};
 pub use error::{Error, MetaError, Result};
+pub use plan::plan_change;
 pub use protocol::{
     MAX_META_BODY, META_PROTOCOL_VERSION, META_REQUEST_ENVELOPE, MetaReply, MetaRequest,
     MetaStatus, request_cluster_uuid,

@@ -631,7 +631,7 @@ impl Joined {
     /// let joined = Joined { cluster_uuid: 0xabc, raft_id: 4, slot: 3 };
     /// joined.save(dir.path())?;
     /// assert_eq!(Joined::load(dir.path())?, Some(joined));
-    /// # Ok::<(), kv_meta::Error>(())
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn save(&self, data_dir: &Path) -> Result<()> {
         let meta = data_dir.join("meta");
