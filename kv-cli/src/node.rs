@@ -610,7 +610,7 @@ pub fn open(
 /// some), and catches up on the metadata before it serves clients.
 ///
 /// # Errors
-/// As [`open`]; besides, a `--replication`/`--vnodes` the joined cluster does not have is
+/// As [`open()`]; besides, a `--replication`/`--vnodes` the joined cluster does not have is
 /// found once the metadata is applied (logged), and another cluster's uuid in a stored
 /// registration is refused.
 pub fn open_joiner(
