@@ -419,6 +419,44 @@ mod tests {
     }
 
     #[test]
+    fn join_names_one_member_and_excludes_peers() {
+        let serve = |extra: &[&str]| {
+            let mut argv = vec!["kvstore", "serve"];
+            argv.extend_from_slice(extra);
+            Args::try_parse_from(argv)
+        };
+        let args = serve(&["--node-id", "n4", "--join", "n1@127.0.0.1:7001"]).unwrap();
+        let Some(Command::Serve(s)) = args.command else {
+            panic!("not serve: {args:?}");
+        };
+        let seed = s.join.unwrap();
+        assert_eq!(seed.id.as_str(), "n1");
+        assert_eq!(seed.addr.port(), 7001);
+        // Exclusive with --peers; needs --node-id; one member, named.
+        let peers = ["--peers", "n1@127.0.0.1:7001"];
+        let join = ["--join", "n1@127.0.0.1:7001"];
+        let both: Vec<&str> = ["--node-id", "n4"]
+            .iter()
+            .chain(&peers)
+            .chain(&join)
+            .copied()
+            .collect();
+        assert!(serve(&both).is_err());
+        assert!(serve(&join).is_err());
+        assert!(
+            serve(&["--node-id", "n4"]).is_err(),
+            "a node id needs --peers or --join"
+        );
+        for bad in [
+            "127.0.0.1:7001",
+            "n1@127.0.0.1:7001,n2@127.0.0.1:7002",
+            "n1@",
+        ] {
+            assert!(serve(&["--node-id", "n4", "--join", bad]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn tls_takes_all_three_files_and_a_node_id() {
         let node = [
             "kvstore",
