@@ -97,6 +97,7 @@ pub const DEFAULT_PORT: u16 = 7379;
 
 /// `kvstore serve`'s own options, then the cluster's.
 #[derive(clap::Args, Debug, Clone)]
+#[command(group(clap::ArgGroup::new("membership").args(["peers", "join"]).multiple(false)))]
 pub struct ServeArgs {
     /// The address to listen on. Anything but loopback (127.0.0.0/8, ::1) needs a password
     /// (--requirepass), as Redis's protected mode.
@@ -132,9 +133,9 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub threads: Option<u16>,
 
-    /// This node's id in a cluster of processes (one process per node); needs --peers.
-    /// Without it, the whole cluster runs in this process.
-    #[arg(long, value_name = "ID", requires = "peers")]
+    /// This node's id in a cluster of processes (one process per node); needs --peers or
+    /// --join. Without it, the whole cluster runs in this process.
+    #[arg(long, value_name = "ID", requires = "membership")]
     pub node_id: Option<String>,
 
     /// Every member of a cluster of processes, this node included, as
@@ -142,6 +143,14 @@ pub struct ServeArgs {
     /// in the same order on every node: the ring is built from it. Needs --node-id.
     #[arg(long, value_name = "LIST", requires = "node_id", value_parser = crate::node::parse_peers)]
     pub peers: Option<std::vec::Vec<crate::node::Peer>>,
+
+    /// Join a running cluster through one of its members, `id@host:port` (its client
+    /// address, as in --peers; its cluster port is port + 10000): the node is registered in
+    /// the cluster's metadata and becomes a raft learner, and keeps what it was given in
+    /// `<data-dir>/meta/joined`. A restart with that file ignores --join (the node is a
+    /// member). Exclusive with --peers; needs --node-id.
+    #[arg(long, value_name = "ID@HOST:PORT", requires = "node_id", value_parser = crate::node::parse_seed)]
+    pub join: Option<crate::node::Peer>,
 
     /// The cluster's name: written to the data directory on first start, and carried in
     /// every handshake between nodes (a node of another cluster is refused).
@@ -407,6 +416,44 @@ mod tests {
         assert!(Args::try_parse_from(["kvstore", "--timeout", "5"]).is_err());
         assert!(Args::try_parse_from(["kvstore", "--connect", "h:1", "--timeout", "0"]).is_err());
         assert!(Args::try_parse_from(["kvstore", "--connect", "h:1", "serve"]).is_err());
+    }
+
+    #[test]
+    fn join_names_one_member_and_excludes_peers() {
+        let serve = |extra: &[&str]| {
+            let mut argv = vec!["kvstore", "serve"];
+            argv.extend_from_slice(extra);
+            Args::try_parse_from(argv)
+        };
+        let args = serve(&["--node-id", "n4", "--join", "n1@127.0.0.1:7001"]).unwrap();
+        let Some(Command::Serve(s)) = args.command else {
+            panic!("not serve: {args:?}");
+        };
+        let seed = s.join.unwrap();
+        assert_eq!(seed.id.as_str(), "n1");
+        assert_eq!(seed.addr.port(), 7001);
+        // Exclusive with --peers; needs --node-id; one member, named.
+        let peers = ["--peers", "n1@127.0.0.1:7001"];
+        let join = ["--join", "n1@127.0.0.1:7001"];
+        let both: Vec<&str> = ["--node-id", "n4"]
+            .iter()
+            .chain(&peers)
+            .chain(&join)
+            .copied()
+            .collect();
+        assert!(serve(&both).is_err());
+        assert!(serve(&join).is_err());
+        assert!(
+            serve(&["--node-id", "n4"]).is_err(),
+            "a node id needs --peers or --join"
+        );
+        for bad in [
+            "127.0.0.1:7001",
+            "n1@127.0.0.1:7001,n2@127.0.0.1:7002",
+            "n1@",
+        ] {
+            assert!(serve(&["--node-id", "n4", "--join", bad]).is_err(), "{bad}");
+        }
     }
 
     #[test]

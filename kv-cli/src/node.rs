@@ -11,9 +11,11 @@
 //!   A restart with another member list than the one stored is refused.
 //! - **The cluster's name** (`--cluster-name`, default `kvstore`) is written to the data
 //!   directory on first start; a restart under another name is refused. The handshake's
-//!   cluster id covers the name, the ordered member list, RF and vnodes ([`cluster_id`]): a
-//!   peer that would build another ring is refused by the transport, and the watcher logs
-//!   the likely cause.
+//!   cluster id covers the name alone ([`cluster_id`]), so a node that is not a member yet
+//!   (a joiner) can connect; it is answered only the metadata's `Join` until it is one. The
+//!   cluster's identity is its uuid ([`cluster_uuid`]: the name, the ordered member list, RF
+//!   and vnodes of the bootstrap), carried by every metadata request and checked: a node of
+//!   another ring is refused there, and both sides log the likely cause.
 //! - **Metadata through raft** ([`crate::node_meta`]): the membership the node routes by is
 //!   kv-meta's, in `<data-dir>/meta/`, bootstrapped from the list by its first node and
 //!   installed epoch by epoch; clients get `TRYAGAIN` until the node has caught up on it
@@ -112,13 +114,46 @@ pub fn parse_peers(list: &str) -> Result<Vec<Peer>, String> {
     Ok(peers)
 }
 
-/// The 128-bit cluster id every handshake carries: FNV-1a over the cluster's name, its
-/// members in ring order, its replication factor and vnodes per node, each length-prefixed
-/// (so no two inputs share an encoding). Stable across builds and platforms. Nodes given the
-/// same name but a `--peers` list in another order, other members, or a new cluster's other
-/// `--replication` or `--vnodes` would build other rings and disagree on every key's
-/// replicas: their ids differ, so the handshake refuses them.
-pub fn cluster_id(name: &str, members: &[String], rf: u32, vnodes: u32) -> u128 {
+/// Parses `--join`'s `id@host:port`: one member, as `--peers` lists it.
+///
+/// # Errors
+/// As [`parse_peers`], for a single entry (a list is refused).
+pub fn parse_seed(entry: &str) -> Result<Peer, String> {
+    if entry.contains(',') {
+        return Err(format!("{entry:?}: --join takes one member, not a list"));
+    }
+    let mut peers = parse_peers(entry)?;
+    peers.pop().ok_or_else(|| format!("{entry:?}: no member"))
+}
+
+/// The 128-bit cluster id every handshake carries: FNV-1a over the length-prefixed cluster
+/// name alone (membership.md §2.3), so a node joining a running cluster computes it without
+/// knowing the members. Stable across builds and platforms. Builds from before it covered the
+/// member list compute other ids: kv-net refuses to mix them.
+pub fn cluster_id(name: &str) -> u128 {
+    fnv_fields(&[name.as_bytes()])
+}
+
+/// FNV-1a over `fields`, each length-prefixed (so no two inputs share an encoding).
+fn fnv_fields(fields: &[&[u8]]) -> u128 {
+    const OFFSET: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+    const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013b;
+    fields.iter().fold(OFFSET, |h, bytes| {
+        let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+        len.to_le_bytes()
+            .iter()
+            .chain(bytes.iter())
+            .fold(h, |h, b| (h ^ u128::from(*b)).wrapping_mul(PRIME))
+    })
+}
+
+/// The uuid of a cluster bootstrapped from `--peers`: FNV-1a over the cluster's name, its
+/// members in ring order, its replication factor and vnodes per node, each length-prefixed.
+/// Every listed node computes the same one without coordination; nodes given the same name
+/// but a `--peers` list in another order, other members, or another `--replication` or
+/// `--vnodes` would build other rings: their uuids differ, and each refuses the other's
+/// metadata requests (kv-meta's `WrongClusterUuid`).
+pub fn cluster_uuid(name: &str, members: &[String], rf: u32, vnodes: u32) -> u128 {
     const OFFSET: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
     const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013b;
     let fold = |h: u128, bytes: &[u8]| {
@@ -264,7 +299,8 @@ pub struct NodeProcess {
 /// The node's metadata raft and what it needs to become ready.
 struct NodeMetaRun {
     raft: kv_meta::MetaRaft,
-    bootstrap: kv_meta::Command,
+    /// The static bootstrap (`--peers`); `None` for a joiner (the cluster has one).
+    bootstrap: Option<kv_meta::Command>,
     timeout: Duration,
     follower: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
     runtime: tokio::runtime::Handle,
@@ -288,7 +324,9 @@ impl NodeProcess {
         let (cluster, ready) = (Arc::clone(&self.cluster), Arc::clone(&meta.ready));
         let task = meta.runtime.spawn(async move {
             let started = tokio::time::Instant::now();
-            while let Err(e) = raft.bootstrap(&bootstrap, timeout).await {
+            while let Some(bootstrap) = &bootstrap
+                && let Err(e) = raft.bootstrap(bootstrap, timeout).await
+            {
                 eprintln!(
                     "kvstore: the cluster's metadata is not bootstrapped after {:?} ({e}): the \
                      first node of --peers bootstraps it once a majority of the members runs; \
@@ -384,9 +422,9 @@ pub fn open(
     check_cluster_name(&args.data_dir, &args.cluster_name)?;
     let ids: Vec<String> = peers.iter().map(|p| p.id.to_string()).collect();
     let params = open::member_params(&args.cluster, &args.data_dir, &ids)?;
-    let id = cluster_id(&args.cluster_name, &ids, params.rf, params.vnodes);
+    let id = cluster_uuid(&args.cluster_name, &ids, params.rf, params.vnodes);
     let vnodes = params.vnodes;
-    let identity = kv_net::Identity::new(id, me.as_str());
+    let identity = kv_net::Identity::new(cluster_id(&args.cluster_name), me.as_str());
     let timeout = Duration::from_millis(args.replica_timeout);
     let others = peers
         .iter()
@@ -437,9 +475,7 @@ pub fn open(
     let members = node_meta::Members::new(ids.iter().cloned());
     // The metadata raft, in `<data-dir>/meta/`, over the same connections. `open` replays the
     // snapshot and the log up to the saved committed index before it returns.
-    let transport = Arc::new(node_meta::RemoteTransport(kv_remote::MetaClient::new(
-        Arc::clone(backend.peers()),
-    )));
+    let transport = Arc::new(node_meta::RemoteTransport::new(Arc::clone(&backend)));
     let raft = runtime
         .block_on(kv_meta::MetaRaft::open(
             &args.data_dir,
@@ -489,7 +525,12 @@ pub fn open(
     let mut server_options = kv_net::ServerOptions::new()
         .runtime(runtime.clone())
         .listen(listen)
-        .peer_filter(members.filter(me.as_str()));
+        // Any node presenting the cluster's id connects (a joiner is not a member yet); the
+        // member filter below answers a non-member only the metadata's `Join`.
+        .peer_filter(kv_net::PeerFilter::new({
+            let me = me.to_string();
+            move |id: &str| id != me
+        }));
     if let Some(tls) = tls {
         server_options = server_options.tls(tls);
     }
@@ -515,9 +556,15 @@ pub fn open(
         }
     );
     replica_server.set_member_filter(Some(members.filter(me.as_str())));
+    raft.set_cluster_uuid(id);
     let service = raft.service();
+    let (filter, refused) = (members.clone(), node_meta::UuidRefusals::default());
+    let uuid_of = raft.clone();
     replica_server.set_meta_handler(Some(Arc::new(
-        move |from: &kv_net::PeerInfo, body: bytes::Bytes| service.handle(&from.node_id, body),
+        move |from: &kv_net::PeerInfo, body: bytes::Bytes| {
+            refused.check(&from.node_id, uuid_of.cluster_uuid(), &body);
+            service.handle_from(&from.node_id, filter.contains(&from.node_id), body)
+        },
     )));
     let follower_stop = Arc::new(AtomicBool::new(false));
     let follower_thread = follower.spawn(&raft, runtime.clone(), Arc::clone(&follower_stop))?;
@@ -542,7 +589,7 @@ pub fn open(
             extension: Some(Arc::clone(&commands) as Arc<dyn kv_server::KvstoreExtension>),
             meta: Some(NodeMetaRun {
                 raft,
-                bootstrap,
+                bootstrap: Some(bootstrap),
                 timeout: Duration::from_secs(args.meta_catch_up_timeout),
                 follower: Some((follower_stop, follower_thread)),
                 runtime: runtime.clone(),
@@ -552,6 +599,291 @@ pub fn open(
         },
         opened.warnings,
     ))
+}
+
+/// Opens node `node_id` joining the running cluster `seed` belongs to (`--join`,
+/// membership.md §2.5): on a first start it asks `seed` (forwarded to the leader) to
+/// register it and add it as a raft learner, and keeps the answer in
+/// `<data-dir>/meta/joined`; a restart with that file asks nothing (it is a member) and dials
+/// the members its replayed metadata names. It opens its storage with the coordinator slot
+/// it was given, serves it to the other nodes (it holds no range until a change gives it
+/// some), and catches up on the metadata before it serves clients.
+///
+/// # Errors
+/// As [`open()`]; besides, a `--replication`/`--vnodes` the joined cluster does not have is
+/// found once the metadata is applied (logged), and another cluster's uuid in a stored
+/// registration is refused.
+pub fn open_joiner(
+    args: &ServeArgs,
+    node_id: &str,
+    seed: &Peer,
+    runtime: &tokio::runtime::Handle,
+) -> anyhow::Result<(NodeProcess, Vec<String>)> {
+    let me = NodeId::new(node_id).context("--node-id")?;
+    if args.cluster.sloppy_quorum {
+        bail!("--sloppy-quorum is not supported with --node-id");
+    }
+    if me.as_str() == "meta" {
+        bail!("the node id \"meta\" is reserved (the metadata lives in <data-dir>/meta/)");
+    }
+    if seed.id == me {
+        bail!("--join names this node ({me}): give another member of the cluster");
+    }
+    let own = Peer {
+        id: me.clone(),
+        addr: SocketAddr::new(args.bind, args.port),
+    };
+    let listen = SocketAddr::new(args.bind, own.cluster_addr()?.port());
+    let tls = args.tls_files().as_ref().map(load_tls).transpose()?;
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("create {}", args.data_dir.display()))?;
+    check_cluster_name(&args.data_dir, &args.cluster_name)?;
+    let stored = kv_meta::Joined::load(&args.data_dir)?;
+    let identity = kv_net::Identity::new(cluster_id(&args.cluster_name), me.as_str());
+    let timeout = Duration::from_millis(args.replica_timeout);
+    let local: Arc<dyn Backend> = Arc::new(KvNodeBackend::new(open::node_options(&args.cluster)));
+    let mut peers_options = kv_net::PeersOptions::new().runtime(runtime.clone());
+    if let Some(tls) = &tls {
+        peers_options = peers_options.tls(tls.clone());
+    }
+    let backend = Arc::new(
+        RemoteBackend::new(
+            me.clone(),
+            local,
+            // A restart dials the members its replayed metadata names, not the seed.
+            match stored {
+                Some(_) => Vec::new(),
+                None => vec![(seed.id.clone(), seed.cluster_addr()?)],
+            },
+            identity.clone(),
+            peers_options,
+            timeout,
+        )
+        .context("start the transport to the other nodes")?
+        .with_maintenance_timeout(MAINTENANCE_TIMEOUT.max(timeout)),
+    );
+    let transport = Arc::new(node_meta::RemoteTransport::new(Arc::clone(&backend)));
+    let joined = match stored {
+        Some(joined) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "kvstore: {me} joined the cluster {:032x} before (raft id {}, slot {}): --join \
+                 ignored",
+                joined.cluster_uuid,
+                joined.raft_id,
+                joined.slot
+            );
+            joined
+        }
+        None => {
+            let joined = runtime.block_on(node_meta::join(
+                transport.as_ref(),
+                seed,
+                &kv_meta::JoinRequest {
+                    id: me.to_string(),
+                    cluster_addr: listen.to_string(),
+                    client_addr: own.addr.to_string(),
+                    cluster_name: args.cluster_name.clone(),
+                },
+                Duration::from_secs(args.meta_catch_up_timeout),
+            ))?;
+            joined.save(&args.data_dir).with_context(|| {
+                format!(
+                    "keep the registration in {}",
+                    args.data_dir.join("meta").display()
+                )
+            })?;
+            let _ = writeln!(
+                std::io::stderr(),
+                "kvstore: {me} joined the cluster {:032x} through {}: raft id {}, slot {}",
+                joined.cluster_uuid,
+                seed.id,
+                joined.raft_id,
+                joined.slot
+            );
+            joined
+        }
+    };
+    // The metadata first: the raft, on a replica server over this node's own storage
+    // (opened alone: no ring routes to it yet), caught up until it names this node. The
+    // cluster opens after, with the metadata's RF, vnodes and ring.
+    let replica = backend
+        .open(&me, &args.data_dir.join(me.as_str()))
+        .context("open this node's storage")?;
+    let members = node_meta::Members::anyone();
+    let raft = runtime
+        .block_on(kv_meta::MetaRaft::open(
+            &args.data_dir,
+            joined.raft_id,
+            me.as_str(),
+            kv_meta::meta_config(&args.cluster_name),
+            transport,
+        ))
+        .with_context(|| {
+            format!(
+                "open the metadata in {}",
+                args.data_dir.join("meta").display()
+            )
+        })?;
+    raft.set_cluster_uuid(joined.cluster_uuid);
+    let replayed = Arc::clone(&raft.watch().borrow());
+    node_meta::check_uuid(&replayed.meta, joined.cluster_uuid)?;
+    add_member_peers(&backend, &replayed.meta, &me)?;
+    let mut server_options = kv_net::ServerOptions::new()
+        .runtime(runtime.clone())
+        .listen(listen)
+        .peer_filter(kv_net::PeerFilter::new({
+            let me = me.to_string();
+            move |id: &str| id != me
+        }));
+    if let Some(tls) = tls {
+        server_options = server_options.tls(tls);
+    }
+    let inline = matches!(args.cluster.sync.policy(), kv_wal::SyncPolicy::Periodic(_));
+    let start = if inline {
+        ReplicaServer::start_inline_data
+    } else {
+        ReplicaServer::start
+    };
+    let replica_server = start(identity, server_options, Arc::clone(&replica))
+        .map(Arc::new)
+        .with_context(|| format!("serve the storage node to the other nodes on {listen}"))?;
+    let _ = writeln!(
+        std::io::stderr(),
+        "kvstore: node {me} serves its storage to the other nodes on {}",
+        replica_server.local_addr(),
+    );
+    replica_server.set_member_filter(Some(members.filter(me.as_str())));
+    let service = raft.service();
+    let (filter, refused) = (members.clone(), node_meta::UuidRefusals::default());
+    let uuid_of = raft.clone();
+    replica_server.set_meta_handler(Some(Arc::new(
+        move |from: &kv_net::PeerInfo, body: bytes::Bytes| {
+            refused.check(&from.node_id, uuid_of.cluster_uuid(), &body);
+            service.handle_from(&from.node_id, filter.contains(&from.node_id), body)
+        },
+    )));
+    let catch_up = Duration::from_secs(args.meta_catch_up_timeout);
+    runtime.block_on(node_meta::catch_up(&raft, catch_up));
+    let applied = Arc::clone(&raft.watch().borrow());
+    let meta = &applied.meta;
+    if !meta.members.contains_key(me.as_str()) {
+        bail!("the metadata caught up on does not name {me} as a member");
+    }
+    if let Some(rf) = args.cluster.replication
+        && rf != meta.replication_factor
+    {
+        bail!(
+            "--replication {rf}: the cluster joined has {}",
+            meta.replication_factor
+        );
+    }
+    if let Some(vnodes) = args.cluster.vnodes
+        && vnodes != meta.vnodes
+    {
+        bail!("--vnodes {vnodes}: the cluster joined has {}", meta.vnodes);
+    }
+    // Every member's address, before the cluster opens handles to them.
+    add_member_peers(&backend, meta, &me)?;
+    // The ring it opens with is the metadata's members in raft order (the static ring, for a
+    // cluster that never changed: the install below then has nothing to do); any later epoch
+    // is installed by the follower.
+    let mut ring: Vec<(u64, String)> = meta
+        .ring_members()
+        .iter()
+        .filter_map(|m| meta.members.get(&m.id).map(|x| (x.raft_id, m.id.clone())))
+        .collect();
+    ring.sort();
+    let ids: Vec<String> = ring.into_iter().map(|(_, id)| id).collect();
+    let params = open::MemberParams {
+        rf: meta.replication_factor,
+        vnodes: meta.vnodes,
+        warnings: Vec::new(),
+    };
+    let opened = open::open_members(
+        &args.cluster,
+        &args.data_dir,
+        &ids,
+        params,
+        Arc::clone(&backend) as Arc<dyn Backend>,
+        |opts| {
+            opts.coordinator_slot(joined.slot)
+                .own_hints(me.clone())
+                .replica_timeout(timeout)
+                .background_repair(repair_interval(args.cluster.repair_interval))
+                .external_topology(true)
+        },
+    )?;
+    let cluster = Arc::new(opened.cluster);
+    let follower = node_meta::Follower {
+        cluster: Arc::clone(&cluster),
+        local: Arc::clone(&replica),
+        backend: Arc::clone(&backend),
+        members: members.clone(),
+        me: me.clone(),
+    };
+    follower.apply(&applied)?;
+    let follower_stop = Arc::new(AtomicBool::new(false));
+    let follower_thread = follower.spawn(&raft, runtime.clone(), Arc::clone(&follower_stop))?;
+    let watcher = watch(
+        Arc::clone(&cluster),
+        Arc::clone(&backend),
+        Arc::clone(&replica_server),
+        me,
+        runtime,
+    );
+    let commands = Arc::new(crate::node_commands::NodeCommands::new(
+        backend.peers(),
+        args.enable_debug_faults,
+        Some((raft.clone(), runtime.clone())),
+    ));
+    Ok((
+        NodeProcess {
+            cluster,
+            replica_server: Some(replica_server),
+            watcher: Some(watcher),
+            local: replica,
+            extension: Some(Arc::clone(&commands) as Arc<dyn kv_server::KvstoreExtension>),
+            meta: Some(NodeMetaRun {
+                raft,
+                bootstrap: None,
+                timeout: Duration::from_secs(args.meta_catch_up_timeout),
+                follower: Some((follower_stop, follower_thread)),
+                runtime: runtime.clone(),
+                ready: commands.ready_flag(),
+                ready_task: None,
+            }),
+        },
+        opened.warnings,
+    ))
+}
+
+/// Adds every member of `meta` but `me` that `backend` has no address for.
+fn add_member_peers(
+    backend: &RemoteBackend,
+    meta: &kv_meta::ClusterMeta,
+    me: &NodeId,
+) -> anyhow::Result<()> {
+    let known: Vec<String> = backend
+        .peers()
+        .status()
+        .into_iter()
+        .map(|p| p.node_id)
+        .collect();
+    for (id, m) in meta.members.iter().filter(|(id, _)| **id != me.as_str()) {
+        if known.contains(id) {
+            continue;
+        }
+        let node = NodeId::new(id).with_context(|| format!("member {id:?}"))?;
+        let addr: SocketAddr = m
+            .cluster_addr
+            .parse()
+            .with_context(|| format!("member {id}'s address {:?}", m.cluster_addr))?;
+        backend
+            .add_peer(node, addr)
+            .with_context(|| format!("add the peer {id}"))?;
+    }
+    Ok(())
 }
 
 /// Refuses a data directory of another cluster; writes the name on first start.
@@ -612,7 +944,9 @@ fn watch(
         while !stopped.load(Ordering::Relaxed) {
             refusals.check(&backend, &server);
             let all = peers();
-            if !caught_up && all.iter().any(|id| !down.contains(id)) {
+            // A joiner holds no range until a change gives it some: nothing to catch up.
+            let routed = cluster.ring().nodes().any(|id| *id == me);
+            if !caught_up && routed && all.iter().any(|id| !down.contains(id)) {
                 match cluster.catch_up_async(me.as_str()).await {
                     Ok(_) => caught_up = true,
                     Err(e) => log.error(&me, &e),
@@ -691,9 +1025,8 @@ const REFUSALS: [Refusal; 3] = [
     // `Error::ClusterMismatch`.
     Refusal {
         says: "belongs to cluster",
-        cause: "the nodes were likely started with a different --cluster-name or a different \
-                --peers list (every node needs the same members in the same order), or a new \
-                cluster with a different --replication or --vnodes",
+        cause: "the nodes were likely started with a different --cluster-name, or one runs a \
+                build from before the cluster id covered the name alone",
     },
     // A failed TLS handshake, either side (kv-net's error text carries no more than the
     // step and the address).
@@ -825,29 +1158,45 @@ mod tests {
     }
 
     #[test]
-    fn cluster_ids_are_stable_and_differ_by_anything_that_changes_the_ring() {
+    fn cluster_uuids_are_stable_and_differ_by_anything_that_changes_the_ring() {
         let ids = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let abc = ids(&["a", "b", "c"]);
-        let id = cluster_id("kvstore", &abc, 3, 100);
-        assert_eq!(id, cluster_id("kvstore", &abc, 3, 100));
+        let id = cluster_uuid("kvstore", &abc, 3, 100);
+        assert_eq!(id, cluster_uuid("kvstore", &abc, 3, 100));
         for other in [
-            cluster_id("kvstore2", &abc, 3, 100),
-            cluster_id("kvstore", &ids(&["b", "a", "c"]), 3, 100),
-            cluster_id("kvstore", &ids(&["a", "b", "d"]), 3, 100),
-            cluster_id("kvstore", &ids(&["a", "b"]), 3, 100),
-            cluster_id("kvstore", &abc, 2, 100),
-            cluster_id("kvstore", &abc, 3, 64),
+            cluster_uuid("kvstore2", &abc, 3, 100),
+            cluster_uuid("kvstore", &ids(&["b", "a", "c"]), 3, 100),
+            cluster_uuid("kvstore", &ids(&["a", "b", "d"]), 3, 100),
+            cluster_uuid("kvstore", &ids(&["a", "b"]), 3, 100),
+            cluster_uuid("kvstore", &abc, 2, 100),
+            cluster_uuid("kvstore", &abc, 3, 64),
             // The lengths are part of the encoding: moving a byte between fields changes it.
-            cluster_id("kvstore", &ids(&["ab", "", "c"]), 3, 100),
+            cluster_uuid("kvstore", &ids(&["ab", "", "c"]), 3, 100),
         ] {
             assert_ne!(id, other);
         }
         // Pinned: a node of another build must compute the same id.
-        assert_eq!(cluster_id("kvstore", &abc, 3, 100), PINNED);
+        assert_eq!(cluster_uuid("kvstore", &abc, 3, 100), PINNED);
     }
 
-    /// `cluster_id("kvstore", ["a", "b", "c"], 3, 100)`.
+    /// `cluster_uuid("kvstore", ["a", "b", "c"], 3, 100)`.
     const PINNED: u128 = 0x7840_8cd0_6be5_0ec0_218b_1ce0_b32e_3513;
+
+    /// The handshake's id covers the name alone: a joiner computes it without the members.
+    #[test]
+    fn the_cluster_id_is_the_names_alone_and_pinned() {
+        assert_eq!(cluster_id("kvstore"), cluster_id("kvstore"));
+        assert_ne!(cluster_id("kvstore"), cluster_id("kvstore2"));
+        assert_ne!(cluster_id(""), cluster_id("kvstore"));
+        // Another build must compute the same id.
+        assert_eq!(cluster_id("kvstore"), NAME_PINNED);
+        // Never the uuid of a cluster of that name: the two are different things.
+        let abc: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        assert_ne!(cluster_id("kvstore"), cluster_uuid("kvstore", &abc, 3, 100));
+    }
+
+    /// `cluster_id("kvstore")`.
+    const NAME_PINNED: u128 = 0x93dc_5efb_cf0f_72d3_21ce_c6f0_fcfb_a658;
 
     /// Regression guard: the watcher recognises refusals by kv-net's error texts; a change
     /// there must show here, not as a silent log.

@@ -10,7 +10,7 @@
 //!   raft's first topology is bit-identical to the opened one, and later epochs rise from
 //!   it. The others wait for it to be applied, bounded by `--meta-catch-up-timeout`.
 //! - **The cluster's uuid** is the static cluster's id (the name, the ordered members, RF and
-//!   vnodes hashed, [`crate::node::cluster_id`]): every listed node computes the same one
+//!   vnodes hashed, [`crate::node::cluster_uuid`]): every listed node computes the same one
 //!   without coordination, so the bootstrap is idempotent, and a restarted node whose stored
 //!   uuid differs (another `--peers` order, other members) is refused with both printed.
 //! - **Follower.** A dedicated thread (an install drains the coordinator's operations and
@@ -38,8 +38,24 @@ use kv_remote::{MetaClient, RemoteBackend};
 use kv_ring::NodeId;
 
 /// kv-remote's [`MetaClient`] as kv-meta's [`MetaTransport`]: meta requests travel on the
-/// node's kv-net connections, to the peer named by its node id.
-pub struct RemoteTransport(pub MetaClient);
+/// node's kv-net connections, to the peer named by its node id. A peer the transport does
+/// not know yet (a leader a joiner is forwarded to) is added at the address the request
+/// names.
+pub struct RemoteTransport {
+    client: MetaClient,
+    backend: Arc<RemoteBackend>,
+}
+
+impl RemoteTransport {
+    /// Meta requests over `backend`'s transport; a peer it learns of is added there (its
+    /// address table too, so the coordinator can open a handle to it later).
+    pub fn new(backend: Arc<RemoteBackend>) -> RemoteTransport {
+        RemoteTransport {
+            client: MetaClient::new(Arc::clone(backend.peers())),
+            backend,
+        }
+    }
+}
 
 impl MetaTransport for RemoteTransport {
     fn call(
@@ -49,7 +65,20 @@ impl MetaTransport for RemoteTransport {
         timeout: Duration,
     ) -> BoxFuture<Result<Bytes, TransportError>> {
         let peer = to.id.clone();
-        let answer = self.0.call(&to.id, body, timeout);
+        let known = self
+            .backend
+            .peers()
+            .status()
+            .iter()
+            .any(|p| p.node_id == to.id);
+        if !known
+            && let (Ok(addr), Ok(node)) =
+                (to.cluster_addr.parse::<SocketAddr>(), NodeId::new(&to.id))
+        {
+            // Best effort: a failure shows as the call's own (an unknown peer).
+            let _ = self.backend.add_peer(node, addr);
+        }
+        let answer = self.client.call(&to.id, body, timeout);
         Box::pin(async move {
             answer.await.map_err(|e| match e {
                 kv_remote::Error::Transport(kv_net::Error::Timeout { .. }) => {
@@ -171,23 +200,33 @@ pub fn topology_of(meta: &ClusterMeta) -> anyhow::Result<Option<Topology>> {
 
 /// The members the node serves and talks to: every member of the applied metadata, in any
 /// state (a `Registered` joiner is sent its dual writes), read by the server's filters.
+/// `None` admits anyone presenting the cluster's id: a joiner before it applied the
+/// metadata does not know who the members are, and the leader must reach it.
 #[derive(Debug, Clone, Default)]
-pub struct Members(Arc<RwLock<BTreeSet<String>>>);
+pub struct Members(Arc<RwLock<Option<BTreeSet<String>>>>);
 
 impl Members {
     /// Members `ids` to begin with (the static list, before the metadata is applied).
     pub fn new(ids: impl IntoIterator<Item = String>) -> Members {
-        Members(Arc::new(RwLock::new(ids.into_iter().collect())))
+        Members(Arc::new(RwLock::new(Some(ids.into_iter().collect()))))
+    }
+
+    /// Anyone, until the applied metadata names the members (a joiner's start).
+    pub fn anyone() -> Members {
+        Members(Arc::new(RwLock::new(None)))
     }
 
     /// Whether `id` is a member.
     pub fn contains(&self, id: &str) -> bool {
-        self.0.read().map(|m| m.contains(id)).unwrap_or(false)
+        self.0
+            .read()
+            .map(|m| m.as_ref().is_none_or(|m| m.contains(id)))
+            .unwrap_or(false)
     }
 
     fn set(&self, ids: BTreeSet<String>) {
         if let Ok(mut m) = self.0.write() {
-            *m = ids;
+            *m = Some(ids);
         }
     }
 
@@ -308,6 +347,79 @@ impl Follower {
                 }
             })
             .context("start the metadata follower")
+    }
+}
+
+/// Asks `seed` to register this node and add it as a raft learner ([`MetaRaft::join`],
+/// forwarded to the leader), asking again while no leader answers (a line logged each time
+/// `timeout` passes). Another cluster's name, or a refusal of the registration (an address
+/// or id in use, no free slot), is final.
+///
+/// # Errors
+/// The refusals above.
+pub async fn join(
+    transport: &dyn MetaTransport,
+    seed: &crate::node::Peer,
+    joiner: &kv_meta::JoinRequest,
+    timeout: Duration,
+) -> anyhow::Result<kv_meta::Joined> {
+    let peer = MetaPeer {
+        raft_id: 0,
+        id: seed.id.to_string(),
+        cluster_addr: seed.cluster_addr()?.to_string(),
+    };
+    let started = Instant::now();
+    let mut logged = started;
+    loop {
+        match MetaRaft::join(transport, &peer, joiner).await {
+            Ok(joined) => return Ok(joined),
+            Err(e @ kv_meta::MetaError::WrongCluster { .. }) => {
+                bail!("--join {}: {e}", seed.id)
+            }
+            Err(kv_meta::MetaError::Unavailable { reason }) => {
+                if logged.elapsed() >= timeout {
+                    eprintln!(
+                        "kvstore: not joined after {:?}: {reason} (still trying through {})",
+                        started.elapsed(),
+                        seed.id
+                    );
+                    logged = Instant::now();
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => bail!("--join {}: the cluster refused this node: {e}", seed.id),
+        }
+    }
+}
+
+/// Logs the metadata requests refused for carrying another cluster's uuid: one line per
+/// peer and uuid, naming the likely cause (the service itself answers the refusal).
+#[derive(Debug, Clone, Default)]
+pub struct UuidRefusals(Arc<std::sync::Mutex<BTreeSet<(String, u128)>>>);
+
+impl UuidRefusals {
+    /// Logs `body` from `from` if it names a cluster uuid other than `ours` (both known), the
+    /// first time this peer sends that uuid.
+    pub fn check(&self, from: &str, ours: u128, body: &[u8]) {
+        let Some(theirs) = kv_meta::request_cluster_uuid(body) else {
+            return;
+        };
+        if theirs == 0 || ours == 0 || theirs == ours {
+            return;
+        }
+        let new = self
+            .0
+            .lock()
+            .map(|mut seen| seen.insert((from.to_owned(), theirs)))
+            .unwrap_or(false);
+        if new {
+            eprintln!(
+                "kvstore: refused the metadata requests of {from}: it belongs to cluster \
+                 {theirs:032x}, this node to cluster {ours:032x}: every node needs the same \
+                 --peers list in the same order (and the same --cluster-name, --replication, \
+                 --vnodes)"
+            );
+        }
     }
 }
 

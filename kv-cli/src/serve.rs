@@ -49,9 +49,14 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     // meanwhile is held for the check below instead of killing the process half-open.
     let mut signals = runtime.block_on(async { Signals::install() })?;
     // One node of a cluster of processes, or the whole cluster in this process.
-    let (mut node, cluster, warnings) = match (&args.node_id, &args.peers) {
-        (Some(id), Some(peers)) => {
+    let (mut node, cluster, warnings) = match (&args.node_id, &args.peers, &args.join) {
+        (Some(id), Some(peers), _) => {
             let (node, warnings) = node::open(args, id, peers, runtime.handle())?;
+            let cluster = Arc::clone(&node.cluster);
+            (Some(node), cluster, warnings)
+        }
+        (Some(id), None, Some(seed)) => {
+            let (node, warnings) = node::open_joiner(args, id, seed, runtime.handle())?;
             let cluster = Arc::clone(&node.cluster);
             (Some(node), cluster, warnings)
         }

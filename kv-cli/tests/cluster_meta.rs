@@ -259,9 +259,10 @@ fn three_nodes_agree_and_a_killed_leader_is_replaced_with_no_failed_client_opera
     }
 }
 
-/// The cluster id a node computes (`kv-cli/src/node.rs`): FNV-1a over the length-prefixed
-/// name, the member count and each length-prefixed id in order, then RF and vnodes.
-fn cluster_id(name: &str, members: &[&str], rf: u32, vnodes: u32) -> u128 {
+/// The cluster uuid a node computes from `--peers` (`kv-cli/src/node.rs`): FNV-1a over the
+/// length-prefixed name, the member count and each length-prefixed id in order, then RF and
+/// vnodes.
+fn cluster_uuid(name: &str, members: &[&str], rf: u32, vnodes: u32) -> u128 {
     const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013b;
     let fold = |h: u128, bytes: &[u8]| {
         bytes
@@ -275,6 +276,18 @@ fn cluster_id(name: &str, members: &[&str], rf: u32, vnodes: u32) -> u128 {
         h = field(h, m.as_bytes());
     }
     fold(fold(h, &rf.to_le_bytes()), &vnodes.to_le_bytes())
+}
+
+/// The cluster id of the handshake (`kv-cli/src/node.rs`): FNV-1a over the length-prefixed
+/// cluster name alone.
+fn name_id(name: &str) -> u128 {
+    const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013b;
+    let h = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+    (name.len() as u32)
+        .to_le_bytes()
+        .iter()
+        .chain(name.as_bytes())
+        .fold(h, |h, b| (h ^ u128::from(*b)).wrapping_mul(PRIME))
 }
 
 #[test]
@@ -293,6 +306,8 @@ fn a_restarted_node_refuses_requests_below_the_fence_it_replayed() {
     let view = agreed(&all);
     assert_eq!(view["epoch"], "5");
     assert_eq!(view["members"], "n1=normal,n2=normal,n3=normal");
+    let uuid = cluster_uuid("kvstore", &["n1", "n2", "n3"], 3, 100);
+    assert_eq!(view["cluster_uuid"], format!("{uuid:032x}"));
     // Each node's follower installs the applied epoch (a moment after it is applied).
     for i in 0..3 {
         poll(
@@ -334,7 +349,8 @@ fn a_restarted_node_refuses_requests_below_the_fence_it_replayed() {
     let peer = format!("127.0.0.1:{}", nodes.ports[0] + 10_000)
         .parse()
         .unwrap();
-    let id = cluster_id("kvstore", &["n1", "n2", "n3"], 3, 100);
+    // The handshake's id is the name's alone; the uuid (above) is the metadata's.
+    let id = name_id("kvstore");
     let transport: kv_remote::ReplicaPeers =
         kv_net::Peers::start(kv_net::Identity::new(id, "n2"), kv_net::PeersOptions::new()).unwrap();
     transport.add_peer("n1", peer).unwrap();

@@ -204,6 +204,21 @@ pub enum MetaError {
         /// The name the joiner gave.
         found: String,
     },
+    /// A request carrying another cluster's uuid (another `--peers` order, other members, a
+    /// data directory of another cluster): both are printed.
+    #[error("the request belongs to cluster {found:032x}, this node to cluster {expected:032x}")]
+    WrongClusterUuid {
+        /// This node's cluster uuid.
+        expected: u128,
+        /// The uuid the request carried.
+        found: u128,
+    },
+    /// A request other than `Join` (or `Status`) from a node that is not a member.
+    #[error("{id} is not a member: only Join is answered")]
+    NotAMember {
+        /// The asking node's id.
+        id: String,
+    },
 }
 
 /// What can go wrong reading or writing kv-meta's files: the snapshot and the raft log.
@@ -246,6 +261,14 @@ pub enum Error {
     /// A snapshot body that does not decode, or that decodes to a state breaking an invariant.
     #[error("corrupt snapshot body: {reason}")]
     SnapshotCorrupt {
+        /// What is wrong.
+        reason: String,
+    },
+    /// A joiner's `<data-dir>/meta/joined` of another length or version.
+    #[error("corrupt {}: {reason}", path.display())]
+    JoinedCorrupt {
+        /// The file.
+        path: PathBuf,
         /// What is wrong.
         reason: String,
     },

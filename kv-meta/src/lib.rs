@@ -67,6 +67,7 @@ mod apply;
 mod change;
 mod command;
 mod error;
+mod plan;
 mod protocol;
 mod raft;
 mod snapshot;
@@ -75,12 +76,16 @@ mod state;
 pub use change::{Change, ChangeKind, Source, Step, StreamTask};
 pub use command::{Command, MetaResponse, NewMember};
 pub use error::{Error, MetaError, Result};
-pub use protocol::{MAX_META_BODY, META_PROTOCOL_VERSION, MetaReply, MetaRequest, MetaStatus};
+pub use plan::plan_change;
+pub use protocol::{
+    MAX_META_BODY, META_PROTOCOL_VERSION, META_REQUEST_ENVELOPE, MetaReply, MetaRequest,
+    MetaStatus, request_cluster_uuid,
+};
 pub use raft::{
-    BoxFuture, FORWARD_WINDOW, JoinRequest, Joined, LOG_RECORD_VERSION, Liveness, LogRecord,
-    MAX_FORWARD_HOPS, MAX_VOTERS, MemLog, MetaConnection, MetaLog, MetaMachine, MetaNetwork,
-    MetaNode, MetaPeer, MetaRaft, MetaService, MetaTransport, MetaTypes, MetaWatch, SNAPSHOT_FILE,
-    TransportError, VoterStep, meta_config, voter_target,
+    BoxFuture, FORWARD_WINDOW, JOINED_FILE, JoinRequest, Joined, LOG_RECORD_VERSION, Liveness,
+    LogRecord, MAX_FORWARD_HOPS, MAX_VOTERS, MemLog, MetaConnection, MetaLog, MetaMachine,
+    MetaNetwork, MetaNode, MetaPeer, MetaRaft, MetaService, MetaTransport, MetaTypes, MetaWatch,
+    SNAPSHOT_FILE, TransportError, VoterStep, meta_config, voter_target,
 };
 pub use snapshot::{MAX_SNAPSHOT_LEN, MetaSnapshot, SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
 pub use state::{ClusterMeta, MAX_MEMBERS, Member, MemberState, RateLimit, RingMember};

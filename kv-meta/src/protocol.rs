@@ -8,6 +8,19 @@
 //! 1       rest  postcard of MetaRequest or MetaReply, with no byte left over
 //! ```
 //!
+//! A request is sent in the version-2 envelope, which names the cluster it belongs to
+//! (membership.md §2.3: the kv-net cluster id covers the name alone, so the cluster's
+//! identity travels here):
+//!
+//! ```text
+//! offset  size  field
+//! 0       1     2 (the request envelope)
+//! 1       16    cluster_uuid, little-endian u128 (0: not known yet, a joiner before Join)
+//! 17      rest  postcard of MetaRequest, with no byte left over
+//! ```
+//!
+//! A version-1 request (no uuid) still decodes, as uuid 0. Replies stay version 1.
+//!
 //! Variants are only ever appended: a new request kind is a new variant at the end, which an
 //! older build answers with [`MetaError::BadRequest`]; any other change is a new version,
 //! which a build answers with [`MetaError::UnsupportedVersion`] (in a version-1 reply).
@@ -27,6 +40,34 @@ use crate::raft::MetaTypes;
 
 /// The meta protocol version this build speaks: byte 0 of every request and reply body.
 pub const META_PROTOCOL_VERSION: u8 = 1;
+
+/// The version byte of a request in its envelope (a cluster uuid before the postcard body).
+pub const META_REQUEST_ENVELOPE: u8 = 2;
+
+/// Where a request envelope's body starts: the version byte and the 16-byte uuid.
+const ENVELOPE_HEADER: usize = 17;
+
+/// The cluster uuid a request body carries, read from its fixed place without decoding the
+/// rest: `Some(0)` for a version-1 body (none), `None` for a body that is neither.
+///
+/// # Example
+///
+/// ```
+/// use kv_meta::{MetaRequest, request_cluster_uuid};
+/// let body = MetaRequest::ReadIndex.encode_in(0xabc)?;
+/// assert_eq!(request_cluster_uuid(&body), Some(0xabc));
+/// # Ok::<(), kv_meta::Error>(())
+/// ```
+pub fn request_cluster_uuid(body: &[u8]) -> Option<u128> {
+    match body.split_first()? {
+        (&META_PROTOCOL_VERSION, _) => Some(0),
+        (&META_REQUEST_ENVELOPE, rest) => {
+            let uuid: [u8; 16] = rest.get(..16)?.try_into().ok()?;
+            Some(u128::from_le_bytes(uuid))
+        }
+        _ => None,
+    }
+}
 
 /// The largest body read (a request or a reply): a snapshot chunk of 4 MiB fits with room to
 /// spare, and a snapshot is at most [`MAX_SNAPSHOT_LEN`](crate::MAX_SNAPSHOT_LEN) (8 MiB),
@@ -197,7 +238,69 @@ impl MetaRequest {
     /// for an empty or oversized body, one that does not decode (an unknown variant, a length
     /// beyond the body's end) or leaves bytes over. The error is what the node answers.
     pub fn decode(body: &[u8]) -> Result<MetaRequest, MetaError> {
-        decode(body)
+        MetaRequest::decode_in(body).map(|(_, req)| req)
+    }
+
+    /// The request in the envelope naming `cluster_uuid` (0: not known yet): version byte
+    /// [`META_REQUEST_ENVELOPE`], the uuid little-endian, then postcard.
+    ///
+    /// # Errors
+    /// [`Error::Encode`] if postcard fails (it does not for these types).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use kv_meta::{MetaRequest, META_REQUEST_ENVELOPE};
+    /// let bytes = MetaRequest::ReadIndex.encode_in(7)?;
+    /// assert_eq!(bytes[0], META_REQUEST_ENVELOPE);
+    /// assert!(matches!(MetaRequest::decode_in(&bytes), Ok((7, MetaRequest::ReadIndex))));
+    /// # Ok::<(), kv_meta::Error>(())
+    /// ```
+    pub fn encode_in(&self, cluster_uuid: u128) -> Result<Bytes, Error> {
+        let mut head = Vec::with_capacity(64);
+        head.push(META_REQUEST_ENVELOPE);
+        head.extend_from_slice(&cluster_uuid.to_le_bytes());
+        let out = postcard::to_extend(self, head).map_err(|e| Error::Encode {
+            what: "meta request",
+            reason: e.to_string(),
+        })?;
+        Ok(Bytes::from(out))
+    }
+
+    /// Reads a request body of either version, with the cluster uuid it carries (0 for a
+    /// version-1 body, or an envelope naming none).
+    ///
+    /// # Errors
+    /// As [`MetaRequest::decode`].
+    pub fn decode_in(body: &[u8]) -> Result<(u128, MetaRequest), MetaError> {
+        if body.first() != Some(&META_REQUEST_ENVELOPE) {
+            return decode(body).map(|req| (0, req));
+        }
+        if body.len() > MAX_META_BODY {
+            return Err(MetaError::BadRequest {
+                reason: format!(
+                    "body of {} bytes is over the limit of {MAX_META_BODY}",
+                    body.len()
+                ),
+            });
+        }
+        let Some(uuid) = request_cluster_uuid(body) else {
+            return Err(MetaError::BadRequest {
+                reason: format!(
+                    "an envelope of {} bytes, shorter than its header",
+                    body.len()
+                ),
+            });
+        };
+        match postcard::take_from_bytes::<MetaRequest>(&body[ENVELOPE_HEADER..]) {
+            Ok((req, [])) => Ok((uuid, req)),
+            Ok((_, left)) => Err(MetaError::BadRequest {
+                reason: format!("{} bytes left over after the body", left.len()),
+            }),
+            Err(e) => Err(MetaError::BadRequest {
+                reason: format!("undecodable body: {e}"),
+            }),
+        }
     }
 
     /// The request's name, for logs and errors.

@@ -16,9 +16,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kv_meta::{
-    BoxFuture, Command, MAX_META_BODY, META_PROTOCOL_VERSION, MetaError, MetaNode, MetaPeer,
-    MetaRaft, MetaReply, MetaRequest, MetaResponse, MetaStatus, MetaTransport, RateLimit,
-    TransportError, meta_config,
+    BoxFuture, Command, MAX_META_BODY, META_PROTOCOL_VERSION, META_REQUEST_ENVELOPE, MetaError,
+    MetaNode, MetaPeer, MetaRaft, MetaReply, MetaRequest, MetaResponse, MetaStatus, MetaTransport,
+    RateLimit, TransportError, meta_config, request_cluster_uuid,
 };
 use openraft::error::{InstallSnapshotError, SnapshotMismatch};
 use openraft::raft::{
@@ -306,11 +306,54 @@ fn version_then_variant_numbers_are_pinned() {
         found: reason(),
     };
     assert_eq!(error_index(wrong), 24);
+    let uuid = MetaError::WrongClusterUuid {
+        expected: 1,
+        found: 2,
+    };
+    assert_eq!(error_index(uuid), 25);
+    assert_eq!(error_index(MetaError::NotAMember { id: reason() }), 26);
+}
+
+/// The request envelope (version 2): the version byte, the cluster uuid little-endian in
+/// 16 bytes, then the same postcard body as version 1.
+#[test]
+fn the_request_envelope_is_pinned() {
+    let uuid = 0x0011_2233_4455_6677_8899_aabb_ccdd_eeffu128;
+    let body = MetaRequest::Status.encode_in(uuid).unwrap();
+    let mut expected = vec![META_REQUEST_ENVELOPE];
+    expected.extend_from_slice(&uuid.to_le_bytes());
+    expected.push(6);
+    assert_eq!(&body[..], &expected[..]);
+    assert_eq!(META_REQUEST_ENVELOPE, 2);
+    assert_eq!(request_cluster_uuid(&body), Some(uuid));
+    // Every version-1 golden request reads back in an envelope, and bare, as uuid 0.
+    for (name, _, req) in requests() {
+        let bare = req.encode().unwrap();
+        assert_eq!(MetaRequest::decode_in(&bare).unwrap().0, 0, "{name}");
+        let wrapped = req.encode_in(uuid).unwrap();
+        assert_eq!(&wrapped[17..], &bare[1..], "{name}");
+        let (found, back) = MetaRequest::decode_in(&wrapped).unwrap();
+        assert_eq!(found, uuid, "{name}");
+        assert_eq!(back.name(), req.name(), "{name}");
+    }
+    // A header cut short, or a byte over, is a bad request, not a panic.
+    for cut in [1, 10, 17] {
+        assert!(matches!(
+            MetaRequest::decode_in(&body[..cut]),
+            Err(MetaError::BadRequest { .. })
+        ));
+    }
+    let mut over = body.to_vec();
+    over.push(0);
+    assert!(matches!(
+        MetaRequest::decode_in(&over),
+        Err(MetaError::BadRequest { .. })
+    ));
 }
 
 #[test]
 fn another_version_is_a_typed_error_whatever_follows() {
-    for version in [0, 2, 255] {
+    for version in [0, 3, 255] {
         let mut body = MetaRequest::ReadIndex.encode().unwrap().to_vec();
         body[0] = version;
         assert_eq!(
@@ -320,7 +363,7 @@ fn another_version_is_a_typed_error_whatever_follows() {
                 supported: 1
             }
         );
-        // Version 2 may reshape everything: nothing after the version byte is read.
+        // Another version may reshape everything: nothing after the version byte is read.
         assert!(matches!(
             MetaReply::decode(&[version, 0xff, 0xff, 0xff]),
             Err(MetaError::UnsupportedVersion { found, .. }) if found == version
@@ -400,9 +443,9 @@ async fn a_running_service_answers_bad_bodies_with_typed_errors() {
         async move { MetaReply::decode(&answer.await).unwrap() }
     };
     // Another version: answered in version 1, with the typed error.
-    match ask(vec![2, 5]).await {
+    match ask(vec![3, 5]).await {
         MetaReply::Error(MetaError::UnsupportedVersion { found, supported }) => {
-            assert_eq!((found, supported), (2, 1));
+            assert_eq!((found, supported), (3, 1));
         }
         other => panic!("{other:?}"),
     }
@@ -419,6 +462,37 @@ async fn a_running_service_answers_bad_bodies_with_typed_errors() {
         MetaReply::Status(s) => assert_eq!((s.raft_id, s.leader, s.applied), (1, None, 0)),
         other => panic!("{other:?}"),
     }
+    // Another cluster's uuid is refused with both, once this node knows its own.
+    raft.set_cluster_uuid(0xaa);
+    assert_eq!(raft.cluster_uuid(), 0xaa);
+    match ask(MetaRequest::Status.encode_in(0xbb).unwrap().to_vec()).await {
+        MetaReply::Error(MetaError::WrongClusterUuid { expected, found }) => {
+            assert_eq!((expected, found), (0xaa, 0xbb));
+        }
+        other => panic!("{other:?}"),
+    }
+    // Its own uuid, or none yet (a joiner), is served.
+    for uuid in [0xaa, 0] {
+        let body = MetaRequest::Status.encode_in(uuid).unwrap();
+        assert!(matches!(
+            MetaReply::decode(&service.handle("n9", body).await).unwrap(),
+            MetaReply::Status(_)
+        ));
+    }
+    // A non-member is answered Join and Status only.
+    let outsider = |req: MetaRequest| {
+        let body = req.encode_in(0xaa).unwrap();
+        let answer = service.handle_from("n9", false, body);
+        async move { MetaReply::decode(&answer.await).unwrap() }
+    };
+    match outsider(MetaRequest::ReadIndex).await {
+        MetaReply::Error(MetaError::NotAMember { id }) => assert_eq!(id, "n9"),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        outsider(MetaRequest::Status).await,
+        MetaReply::Status(_)
+    ));
     raft.shutdown().await.unwrap();
     // Stopped: the service answers, and says so.
     assert!(matches!(

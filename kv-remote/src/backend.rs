@@ -181,8 +181,14 @@ impl Backend for RemoteBackend {
             return self.local.open(id, dir);
         }
         if *id == self.self_id {
+            // Opened once: a joining node serves its storage (and the metadata) before its
+            // cluster routes to it, and the install that adds it to a ring asks again.
+            let mut slot = self.local_replica.lock();
+            if let Some(replica) = slot.clone() {
+                return Ok(replica);
+            }
             let replica = self.local.open(id, dir)?;
-            *self.local_replica.lock() = Some(Arc::clone(&replica));
+            *slot = Some(Arc::clone(&replica));
             return Ok(replica);
         }
         if !self.addrs.lock().contains_key(id) {

@@ -19,7 +19,8 @@ pub use network::{
 };
 pub use record::{LOG_RECORD_VERSION, LogRecord};
 pub use runner::{
-    FORWARD_WINDOW, JoinRequest, Joined, MAX_FORWARD_HOPS, MAX_VOTERS, MetaRaft, meta_config,
+    FORWARD_WINDOW, JOINED_FILE, JoinRequest, Joined, MAX_FORWARD_HOPS, MAX_VOTERS, MetaRaft,
+    meta_config,
 };
 pub use service::MetaService;
 pub use types::{MetaNode, MetaTypes};

@@ -121,6 +121,8 @@ pub trait MetaTransport: Send + Sync + 'static {
 pub(crate) struct Directory {
     seeds: Arc<RwLock<BTreeMap<u64, String>>>,
     watch: MetaWatch,
+    /// The cluster uuid this node was configured with (0: none; then the applied one).
+    uuid: Arc<RwLock<u128>>,
 }
 
 impl Directory {
@@ -128,6 +130,26 @@ impl Directory {
         Directory {
             seeds: Arc::default(),
             watch,
+            uuid: Arc::default(),
+        }
+    }
+
+    /// Sets the uuid this node belongs to, before anything is applied (a static node computes
+    /// it, a joiner learns it from `Join`).
+    pub(crate) fn set_uuid(&self, uuid: u128) {
+        if let Ok(mut u) = self.uuid.write() {
+            *u = uuid;
+        }
+    }
+
+    /// The cluster uuid this node belongs to: the configured one, else the applied
+    /// metadata's; 0 while neither is known (a joiner before `Join`, a test's bare raft).
+    pub(crate) fn uuid(&self) -> u128 {
+        let configured = self.uuid.read().map(|u| *u).unwrap_or(0);
+        if configured != 0 {
+            configured
+        } else {
+            self.watch.borrow().meta.cluster_uuid
         }
     }
 
@@ -244,7 +266,7 @@ impl MetaConnection {
             )));
         };
         let body = req
-            .encode()
+            .encode_in(self.directory.uuid())
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let timeout = option.hard_ttl();
         match self.transport.call(&peer, body, timeout).await {

@@ -219,7 +219,7 @@ impl MetaRaft {
         let mut target = seed.clone();
         let mut hops = 0;
         loop {
-            match call(transport, &target, &req, deadline).await {
+            match call(transport, 0, &target, &req, deadline).await {
                 Ok(MetaReply::Joined {
                     cluster_uuid,
                     raft_id,
@@ -401,7 +401,14 @@ impl MetaRaft {
         loop {
             let reply = match &target {
                 Some(peer) if peer.raft_id != self.inner.raft_id => {
-                    call(self.inner.transport.as_ref(), peer, &req, deadline).await
+                    call(
+                        self.inner.transport.as_ref(),
+                        self.inner.directory.uuid(),
+                        peer,
+                        &req,
+                        deadline,
+                    )
+                    .await
                 }
                 _ => Ok(serve(&self.inner, req.clone()).await),
             };
@@ -490,6 +497,20 @@ impl MetaRaft {
         }
     }
 
+    /// Sets the cluster uuid this node belongs to (a static node computes it from its
+    /// `--peers`; a joiner learns it from [`MetaRaft::join`] and stores it): every request it
+    /// sends carries it, and a request carrying another is refused with
+    /// [`MetaError::WrongClusterUuid`]. Until it is set, the applied metadata's uuid counts.
+    pub fn set_cluster_uuid(&self, uuid: u128) {
+        self.inner.directory.set_uuid(uuid);
+    }
+
+    /// The cluster uuid this node belongs to: as set, else the applied metadata's (0: not
+    /// known yet).
+    pub fn cluster_uuid(&self) -> u128 {
+        self.inner.directory.uuid()
+    }
+
     /// A receiver of every state this node applies (membership.md §2.2).
     pub fn watch(&self) -> MetaWatch {
         self.inner.machine.watch()
@@ -517,6 +538,7 @@ impl MetaRaft {
         let deadline = Instant::now() + FORWARD_WINDOW;
         match call(
             self.inner.transport.as_ref(),
+            self.inner.directory.uuid(),
             peer,
             &MetaRequest::Status,
             deadline,
@@ -584,6 +606,92 @@ pub struct Joined {
     pub slot: u8,
 }
 
+/// The file in `<data-dir>/meta/` where a joiner keeps what [`MetaRaft::join`] answered, so a
+/// restart opens the same raft id in the same cluster without asking again.
+pub const JOINED_FILE: &str = "joined";
+
+/// Version byte of [`JOINED_FILE`].
+const JOINED_VERSION: u8 = 1;
+
+/// `[version 1][raft_id u64 LE][slot u8][cluster_uuid u128 LE]`.
+const JOINED_LEN: usize = 1 + 8 + 1 + 16;
+
+impl Joined {
+    /// Writes this registration to `<data_dir>/meta/joined`, atomically and durably (a
+    /// temporary file, `fsync`, rename, `fsync` of the directory).
+    ///
+    /// # Errors
+    /// [`Error::Io`] creating the directory or writing the file.
+    ///
+    /// # Example
+    /// ```
+    /// use kv_meta::Joined;
+    /// let dir = tempfile::tempdir()?;
+    /// assert_eq!(Joined::load(dir.path())?, None);
+    /// let joined = Joined { cluster_uuid: 0xabc, raft_id: 4, slot: 3 };
+    /// joined.save(dir.path())?;
+    /// assert_eq!(Joined::load(dir.path())?, Some(joined));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn save(&self, data_dir: &Path) -> Result<()> {
+        let meta = data_dir.join("meta");
+        std::fs::create_dir_all(&meta).map_err(|source| Error::Io {
+            op: "create",
+            path: meta.clone(),
+            source,
+        })?;
+        let mut bytes = Vec::with_capacity(JOINED_LEN);
+        bytes.push(JOINED_VERSION);
+        bytes.extend_from_slice(&self.raft_id.to_le_bytes());
+        bytes.push(self.slot);
+        bytes.extend_from_slice(&self.cluster_uuid.to_le_bytes());
+        kv_wal::durable::write_file_atomic(&meta.join(JOINED_FILE), &bytes)?;
+        Ok(())
+    }
+
+    /// Reads `<data_dir>/meta/joined`: `None` if there is none (a node that never joined).
+    ///
+    /// # Errors
+    /// [`Error::Io`] reading it; [`Error::JoinedCorrupt`] for a file of another length or
+    /// version (it is never written partly: the write is atomic).
+    pub fn load(data_dir: &Path) -> Result<Option<Joined>> {
+        let path = data_dir.join("meta").join(JOINED_FILE);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(Error::Io {
+                    op: "read",
+                    path,
+                    source,
+                });
+            }
+        };
+        let corrupt = |reason: String| Error::JoinedCorrupt {
+            path: path.clone(),
+            reason,
+        };
+        if bytes.len() != JOINED_LEN {
+            return Err(corrupt(format!(
+                "{} bytes, expected {JOINED_LEN}",
+                bytes.len()
+            )));
+        }
+        if bytes[0] != JOINED_VERSION {
+            return Err(corrupt(format!("version {}", bytes[0])));
+        }
+        let mut raft_id = [0u8; 8];
+        raft_id.copy_from_slice(&bytes[1..9]);
+        let mut uuid = [0u8; 16];
+        uuid.copy_from_slice(&bytes[10..26]);
+        Ok(Some(Joined {
+            raft_id: u64::from_le_bytes(raft_id),
+            slot: bytes[9],
+            cluster_uuid: u128::from_le_bytes(uuid),
+        }))
+    }
+}
+
 fn too_many_hops() -> MetaError {
     unavailable(format!(
         "forwarded {MAX_FORWARD_HOPS} times without reaching the leader"
@@ -599,11 +707,12 @@ pub(crate) fn unexpected(reply: &MetaReply) -> MetaError {
 /// Sends `req` to `peer` with the time left until `deadline`, and decodes the answer.
 async fn call(
     transport: &dyn MetaTransport,
+    uuid: u128,
     peer: &MetaPeer,
     req: &MetaRequest,
     deadline: Instant,
 ) -> std::result::Result<MetaReply, MetaError> {
-    let body = req.encode().map_err(unavailable)?;
+    let body = req.encode_in(uuid).map_err(unavailable)?;
     let timeout = deadline.saturating_duration_since(Instant::now());
     let answer = transport
         .call(peer, body, timeout)

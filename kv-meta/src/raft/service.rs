@@ -181,13 +181,35 @@ impl MetaService {
     }
 
     /// The answer to `body`, from node `from` (for the log only: raft checks terms, not
-    /// senders).
+    /// senders), who is taken to be a member: [`MetaService::handle_from`] with `true`.
     pub fn handle(&self, from: &str, body: Bytes) -> BoxFuture<Bytes> {
+        self.handle_from(from, true, body)
+    }
+
+    /// The answer to `body`, from node `from`. A request carrying another cluster's uuid is
+    /// refused with [`MetaError::WrongClusterUuid`] (when both this node and the request know
+    /// theirs); a node that is not a `member` is answered only `Join` and `Status`
+    /// ([`MetaError::NotAMember`] otherwise): a joiner connects before it is a member.
+    pub fn handle_from(&self, from: &str, member: bool, body: Bytes) -> BoxFuture<Bytes> {
         let inner = Arc::clone(&self.inner);
         let from = from.to_string();
         Box::pin(async move {
-            let reply = match MetaRequest::decode(&body) {
-                Ok(req) => serve(&inner, req).await,
+            let reply = match MetaRequest::decode_in(&body) {
+                Ok((uuid, req)) => {
+                    let ours = inner.directory.uuid();
+                    if uuid != 0 && ours != 0 && uuid != ours {
+                        MetaReply::Error(MetaError::WrongClusterUuid {
+                            expected: ours,
+                            found: uuid,
+                        })
+                    } else if !member
+                        && !matches!(req, MetaRequest::Join { .. } | MetaRequest::Status)
+                    {
+                        MetaReply::Error(MetaError::NotAMember { id: from.clone() })
+                    } else {
+                        serve(&inner, req).await
+                    }
+                }
                 Err(e) => {
                     tracing::debug!(%from, error = %e, "meta request refused");
                     MetaReply::Error(e)
