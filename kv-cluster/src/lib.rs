@@ -228,7 +228,7 @@ mod write;
 pub use backend::Backend;
 pub use background::BackgroundRepairStatus;
 pub use catch_up::{CatchUpOutcome, CatchUpPhase, CatchUpStatus};
-pub use clock::MAX_SKEW;
+pub use clock::{LEASE_WINDOW, MAX_SKEW};
 pub use cluster::Cluster;
 pub use count::{ExpiringCount, KeyCount};
 pub use error::{Error, Result};
