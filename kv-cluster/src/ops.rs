@@ -536,7 +536,10 @@ impl Cluster {
         if version.as_u64() < floor {
             return Err(crate::Error::LeaseWait {
                 remaining: std::time::Duration::from_millis(
-                    Version::new(floor).millis().saturating_sub(version.millis()).max(1),
+                    Version::new(floor)
+                        .millis()
+                        .saturating_sub(version.millis())
+                        .max(1),
                 ),
             });
         }

@@ -64,7 +64,10 @@ fn wait_out(cluster: &Cluster, clock: &Manual, before: Version) -> Version {
         other => panic!("a write before the lease passed: {other:?}"),
     }
     // Reads are served meanwhile.
-    assert_eq!(cluster.get(&0u32.to_be_bytes()).unwrap().as_deref(), Some(&b"v"[..]));
+    assert_eq!(
+        cluster.get(&0u32.to_be_bytes()).unwrap().as_deref(),
+        Some(&b"v"[..])
+    );
     clock.advance(wait);
     assert_eq!(cluster.lease_wait(), Duration::ZERO);
     let next = cluster.put(b"k", b"after restart").unwrap();
@@ -153,7 +156,10 @@ fn a_sole_coordinator_reopens_and_writes_at_once() {
     let next = cluster.put(b"k", b"v").unwrap();
     assert!(next > before);
     // Started at the lease: ahead of the wall clock by at most one window, not a minute.
-    assert!(next.millis() - T <= LEASE_WINDOW.as_millis() as u64, "{next}");
+    assert!(
+        next.millis() - T <= LEASE_WINDOW.as_millis() as u64,
+        "{next}"
+    );
     assert_eq!(cluster.lease_jumps(), 0);
 }
 
@@ -173,7 +179,10 @@ fn the_lease_is_extended_once_per_window_of_writes() {
             .unwrap()
     };
     let first = lease();
-    assert_eq!(Version::new(first).millis(), T + LEASE_WINDOW.as_millis() as u64);
+    assert_eq!(
+        Version::new(first).millis(),
+        T + LEASE_WINDOW.as_millis() as u64
+    );
     // Writes within the window leave the lease alone (no `cluster.json` write).
     clock.advance(LEASE_WINDOW / 2);
     let v = write_some(&cluster, 50);
