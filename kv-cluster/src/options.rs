@@ -130,7 +130,7 @@ pub struct ClusterOptions {
     pub(crate) coordinator_slot: u8,
     pub(crate) own_hints: Option<NodeId>,
     pub(crate) external_topology: bool,
-    pub(crate) other_coordinators: Option<bool>,
+    pub(crate) other_coordinators: bool,
 }
 
 impl Default for ClusterOptions {
@@ -189,7 +189,7 @@ impl ClusterOptions {
             coordinator_slot: 0,
             own_hints: None,
             external_topology: false,
-            other_coordinators: None,
+            other_coordinators: false,
         }
     }
 
@@ -439,8 +439,10 @@ impl ClusterOptions {
 
     /// Whether other coordinators (other processes, each with its own
     /// [`coordinator_slot`](ClusterOptions::coordinator_slot)) mint versions for the same
-    /// data. By default, as [`external_topology`](ClusterOptions::external_topology) says: a
-    /// node process is one of several coordinators, an in-process cluster is the only one.
+    /// data. Default `false` (the in-process cluster is the only coordinator). A node process
+    /// sets it and awaits [`Cluster::lease_wait`](crate::Cluster::lease_wait) before it serves
+    /// clients; one that sets it without waiting has writes refused for up to a second after
+    /// a quick restart.
     ///
     /// It decides what a reopened coordinator does while its wall clock has not yet passed
     /// the version lease its previous run persisted (`docs/design.md`, versions):
@@ -462,18 +464,16 @@ impl ClusterOptions {
     /// use kv_cluster::ClusterOptions;
     ///
     /// assert!(!ClusterOptions::new().other_coordinators_value());
-    /// assert!(ClusterOptions::new().external_topology(true).other_coordinators_value());
     /// assert!(ClusterOptions::new().other_coordinators(true).other_coordinators_value());
     /// ```
     pub fn other_coordinators(mut self, others: bool) -> Self {
-        self.other_coordinators = Some(others);
+        self.other_coordinators = others;
         self
     }
 
     /// Whether other coordinators mint versions too
-    /// ([`other_coordinators`](ClusterOptions::other_coordinators)): the value set, else
-    /// [`external_topology_value`](ClusterOptions::external_topology_value).
+    /// ([`other_coordinators`](ClusterOptions::other_coordinators)).
     pub fn other_coordinators_value(&self) -> bool {
-        self.other_coordinators.unwrap_or(self.external_topology)
+        self.other_coordinators
     }
 }
