@@ -12,13 +12,10 @@ use crate::error::{Error, Result};
 use crate::meta::{FORMAT_VERSION, Meta, members_of};
 use crate::options::ClusterOptions;
 use crate::routing::{NodeMap, Routing, RoutingTable};
-use kv_node::{Hlc, Version};
+use kv_node::Hlc;
 
 /// The cluster lock file's name in the data directory.
 const LOCK_FILE: &str = "LOCK";
-
-/// How far ahead of the clock the persisted version lease is pushed.
-pub(crate) const LEASE_MILLIS: u64 = 60_000;
 
 /// A replicated key-value cluster: nodes on a consistent-hash ring, `rf` replicas per key,
 /// quorum reads and writes, and membership changes that move only what must move while
@@ -65,8 +62,15 @@ pub struct Cluster {
     pub(crate) opts: ClusterOptions,
     pub(crate) rf: usize,
     pub(crate) hlc: Hlc,
-    /// The persisted version lease (raw): every version handed out is below it.
+    /// The persisted version lease (raw): every version handed out is below it. 0 until
+    /// this run has persisted one (the first mint then takes the cold path).
     pub(crate) lease: AtomicU64,
+    /// The previous run's lease (raw) while this coordinator waits it out (see `clock.rs`):
+    /// no version below it is handed out. 0 when there is nothing to wait for.
+    pub(crate) not_before: AtomicU64,
+    /// Opens whose wall clock was behind the persisted lease by more than
+    /// [`crate::LEASE_WINDOW`] plus [`crate::MAX_SKEW`] (see [`Cluster::lease_jumps`]).
+    pub(crate) lease_jumps: AtomicU64,
     /// The routing snapshot client operations clone. Replaced, never mutated.
     pub(crate) routing: Arc<RoutingTable>,
     /// The persisted metadata, as last written.
@@ -185,6 +189,8 @@ impl Cluster {
             rf: meta.replication_factor,
             hlc,
             lease: AtomicU64::new(0),
+            not_before: AtomicU64::new(0),
+            lease_jumps: AtomicU64::new(0),
             routing: Arc::new(RoutingTable::new(
                 Routing::new(ring, None, nodes),
                 meta.replication_factor,
@@ -209,10 +215,8 @@ impl Cluster {
             _lock: lock,
         };
         // Versions after this open must beat every version issued before it, even if the
-        // wall clock went back: start above the persisted lease, and persist a new one.
-        let lease = cluster.meta.lock().version_lease;
-        cluster.hlc.observe(Version::new(lease));
-        cluster.extend_lease(cluster.hlc.now())?;
+        // wall clock went back, without running ahead of real time (see `clock.rs`).
+        cluster.start_clock()?;
         // A change that was streaming: writes go to old and new replicas from the start, even
         // if the joiner cannot be opened (it is then routed as down: its writes become hints,
         // and what it had streamed is streamed again once it opens).

@@ -248,6 +248,16 @@ pub enum Error {
         /// How long it waited for a newer topology.
         waited: std::time::Duration,
     },
+    /// A write reached a coordinator that restarted less than a lease window ago and whose
+    /// wall clock has not yet passed the version lease its previous run persisted (see
+    /// [`Cluster::lease_wait`](crate::Cluster::lease_wait)): minting now would either repeat
+    /// a version of the previous run or run ahead of real time. Nothing was written; retry
+    /// after `remaining`.
+    #[error("this coordinator restarted: it mints versions again in {remaining:?}; retry")]
+    LeaseWait {
+        /// How long until the wall clock passes the lease (as of the refusal).
+        remaining: std::time::Duration,
+    },
 }
 
 impl Error {
@@ -374,9 +384,10 @@ mod tests {
             Error::EpochRegressed { .. } => 25,
             Error::InvalidTopology { .. } => 26,
             Error::StaleCoordinator { .. } => 27,
+            Error::LeaseWait { .. } => 28,
         }
     }
-    const VARIANTS: usize = 28;
+    const VARIANTS: usize = 29;
 
     fn node(id: &str) -> NodeId {
         NodeId::new(id).unwrap()
@@ -490,6 +501,9 @@ mod tests {
                 current: 8,
                 installed: 7,
                 waited: std::time::Duration::from_secs(1),
+            },
+            Error::LeaseWait {
+                remaining: std::time::Duration::from_millis(700),
             },
         ]
     }

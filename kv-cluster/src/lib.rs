@@ -143,9 +143,11 @@
 //! # Versions
 //! One hybrid logical clock per cluster ([`Hlc`], over a [`Clock`] that tests can skew)
 //! versions every write. `cluster.json` holds a *version lease*, a version above every one the
-//! cluster has issued, pushed a minute ahead whenever the clock reaches it; a reopened cluster
-//! starts its clock above the lease, so a wall clock that went back across a restart cannot
-//! make new writes lose to old ones.
+//! cluster has issued, pushed [`LEASE_WINDOW`] (1 s) ahead whenever the clock reaches it. A
+//! reopened cluster never mints below the lease, so a wall clock that went back across a
+//! restart cannot make new writes lose to old ones; with other coordinators
+//! ([`ClusterOptions::other_coordinators`]) it waits until its wall clock passes the lease
+//! ([`Cluster::lease_wait`]) rather than starting its clock ahead of real time.
 //!
 //! # On disk
 //! ```text
@@ -228,7 +230,7 @@ mod write;
 pub use backend::Backend;
 pub use background::BackgroundRepairStatus;
 pub use catch_up::{CatchUpOutcome, CatchUpPhase, CatchUpStatus};
-pub use clock::MAX_SKEW;
+pub use clock::{LEASE_WINDOW, MAX_SKEW};
 pub use cluster::Cluster;
 pub use count::{ExpiringCount, KeyCount};
 pub use error::{Error, Result};

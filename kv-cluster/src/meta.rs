@@ -18,9 +18,10 @@
 //! }
 //! ```
 //!
-//! `version_lease` is a write version above every version the cluster has issued: the clock
-//! starts above it on reopen, so a wall clock that went back across a restart cannot give new
-//! writes versions that lose to old ones. `epoch` and `members` are the committed ring: the old one while a change streams, the new
+//! `version_lease` is a write version above every version the cluster has issued: a reopened
+//! cluster mints no version below it (it waits until its wall clock passes the lease, or
+//! starts its clock there; see `clock.rs`), so a wall clock that went back across a restart
+//! cannot give new writes versions that lose to old ones. `epoch` and `members` are the committed ring: the old one while a change streams, the new
 //! one once it has committed. Members are stored with their ring tokens: a balanced ring depends on the order of past
 //! changes, so it is rebuilt from tokens, never recomputed. `change` is absent when the cluster
 //! is stable.
@@ -60,7 +61,7 @@ pub(crate) struct Meta {
     pub(crate) epoch: u64,
     pub(crate) members: Vec<MemberMeta>,
     /// A raw version above every version this cluster has issued (see
-    /// `Cluster::next_version`): a reopened cluster starts its clock above it.
+    /// `Cluster::next_version`): a reopened cluster mints no version below it.
     #[serde(default, with = "decimal")]
     pub(crate) version_lease: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -10,7 +10,8 @@ use kv_node::{Version, Write};
 use kv_ring::{NodeId, Ring, token};
 use smallvec::SmallVec;
 
-use crate::cluster::{Cluster, LEASE_MILLIS};
+use crate::clock::LEASE_WINDOW;
+use crate::cluster::Cluster;
 use crate::error::{Error, Result};
 use crate::options::Consistency;
 use crate::pending::{Collector, Started};
@@ -510,8 +511,13 @@ impl Cluster {
     }
 
     /// A version for a new write: from the hybrid logical clock, and below the persisted
-    /// lease, which is pushed [`LEASE_MILLIS`] ahead (one `cluster.json` write) whenever the
+    /// lease, which is pushed [`LEASE_WINDOW`] ahead (one `cluster.json` write) whenever the
     /// clock reaches it.
+    ///
+    /// # Errors
+    /// [`Error::LeaseWait`](crate::Error::LeaseWait) while a restarted coordinator waits out
+    /// its previous run's lease (see `clock.rs`); [`Error::Io`](crate::Error::Io) if the
+    /// lease cannot be persisted.
     #[inline]
     pub(crate) fn next_version(&self) -> Result<Version> {
         let version = self.hlc.now();
@@ -521,15 +527,30 @@ impl Cluster {
         Ok(version)
     }
 
+    /// Persists a lease [`LEASE_WINDOW`] past `version`, unless one above it is persisted
+    /// already. Cold: once per window of writes (and the first write after a restart that
+    /// waits, which also checks the previous run's lease here rather than on every write).
     #[cold]
     pub(crate) fn extend_lease(&self, version: Version) -> Result<()> {
+        let floor = self.not_before.load(Ordering::Acquire);
+        if version.as_u64() < floor {
+            return Err(crate::Error::LeaseWait {
+                remaining: std::time::Duration::from_millis(
+                    Version::new(floor)
+                        .millis()
+                        .saturating_sub(version.millis())
+                        .max(1),
+                ),
+            });
+        }
         let mut meta = self.meta.lock();
         if version.as_u64() < self.lease.load(Ordering::Acquire) {
             return Ok(());
         }
-        let lease = Version::from_parts(version.millis() + LEASE_MILLIS, 0).as_u64();
+        let window = LEASE_WINDOW.as_millis() as u64;
+        let lease = Version::from_parts(version.millis() + window, 0).as_u64();
         let mut next = meta.clone();
-        next.version_lease = lease;
+        next.version_lease = lease.max(meta.version_lease);
         next.store(&self.dir)?;
         *meta = next;
         self.lease.store(lease, Ordering::Release);

@@ -130,6 +130,7 @@ pub struct ClusterOptions {
     pub(crate) coordinator_slot: u8,
     pub(crate) own_hints: Option<NodeId>,
     pub(crate) external_topology: bool,
+    pub(crate) other_coordinators: bool,
 }
 
 impl Default for ClusterOptions {
@@ -156,6 +157,7 @@ impl fmt::Debug for ClusterOptions {
             .field("coordinator_slot", &self.coordinator_slot)
             .field("own_hints", &self.own_hints)
             .field("external_topology", &self.external_topology)
+            .field("other_coordinators", &self.other_coordinators)
             .finish_non_exhaustive()
     }
 }
@@ -187,6 +189,7 @@ impl ClusterOptions {
             coordinator_slot: 0,
             own_hints: None,
             external_topology: false,
+            other_coordinators: false,
         }
     }
 
@@ -432,5 +435,45 @@ impl ClusterOptions {
     /// ([`external_topology`](ClusterOptions::external_topology)).
     pub fn external_topology_value(&self) -> bool {
         self.external_topology
+    }
+
+    /// Whether other coordinators (other processes, each with its own
+    /// [`coordinator_slot`](ClusterOptions::coordinator_slot)) mint versions for the same
+    /// data. Default `false` (the in-process cluster is the only coordinator). A node process
+    /// sets it and awaits [`Cluster::lease_wait`](crate::Cluster::lease_wait) before it serves
+    /// clients; one that sets it without waiting has writes refused for up to a second after
+    /// a quick restart.
+    ///
+    /// It decides what a reopened coordinator does while its wall clock has not yet passed
+    /// the version lease its previous run persisted (`docs/design.md`, versions):
+    /// - `true`: it *waits*. [`Cluster::open`](crate::Cluster::open) does not sleep; writes
+    ///   are refused with [`Error::LeaseWait`](crate::Error::LeaseWait) until the clock passes
+    ///   the lease (at most the lease window plus [`MAX_SKEW`](crate::MAX_SKEW)), and
+    ///   [`Cluster::lease_wait`](crate::Cluster::lease_wait) says how long that is, for the
+    ///   caller to wait before serving clients. Its versions never run ahead of real time
+    ///   because it restarted, so its writes never beat later writes made elsewhere.
+    /// - `false`: it starts its clock at the lease (up to a lease window ahead of the wall
+    ///   clock). Harmless when nobody else mints versions, and no reopen waits.
+    ///
+    /// Either way a wall clock that stepped back by more than that bound starts the clock at
+    /// the lease ([`Cluster::lease_jumps`](crate::Cluster::lease_jumps) counts it): new
+    /// versions stay above every old one.
+    ///
+    /// # Example
+    /// ```
+    /// use kv_cluster::ClusterOptions;
+    ///
+    /// assert!(!ClusterOptions::new().other_coordinators_value());
+    /// assert!(ClusterOptions::new().other_coordinators(true).other_coordinators_value());
+    /// ```
+    pub fn other_coordinators(mut self, others: bool) -> Self {
+        self.other_coordinators = others;
+        self
+    }
+
+    /// Whether other coordinators mint versions too
+    /// ([`other_coordinators`](ClusterOptions::other_coordinators)).
+    pub fn other_coordinators_value(&self) -> bool {
+        self.other_coordinators
     }
 }

@@ -57,14 +57,11 @@ pub enum Sabotage {
 
 /// Crash faults.
 ///
-/// kv-cluster's `Cluster::open` starts a restarted coordinator's hybrid clock above the
-/// version lease persisted in `cluster.json`, which is up to 60 s ahead of the wall clock,
-/// and extends it from there: every restart pushes that coordinator's versions another
-/// minute ahead, past the 5 s skew bound the other coordinators observe. A write it then
-/// coordinates beats every write the others coordinate for that long, whatever the real
-/// order: properties 1 and 2 fail in every seed with [`Crashes::Any`]. Until that is fixed
-/// in kv-cluster, the default crashes nodes that clients stop coordinating through once
-/// they restarted (their storage, replication, hints and repair are still exercised).
+/// [`Crashes::Any`] is the default: a restarted coordinator waits out the version lease its
+/// previous run persisted before it serves clients (`Cluster::lease_wait`), so its versions
+/// do not run ahead of real time. Before kv-cluster did so, every restart pushed a
+/// coordinator's versions up to a minute ahead, and properties 1 and 2 failed in every seed
+/// where a coordinator restarted; [`Crashes::Replicas`] was the default then.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Crashes {
     /// No crash faults.
@@ -73,7 +70,8 @@ pub enum Crashes {
     /// and it refuses any still on their way (node1 never crashes, so a coordinator is
     /// always left).
     Replicas,
-    /// Any node may crash, and clients keep coordinating through it after its restart.
+    /// Any node may crash, and clients keep coordinating through it after its restart (the
+    /// default).
     Any,
 }
 
@@ -115,7 +113,7 @@ impl SimConfig {
             clients_until: Duration::from_secs(50),
             repair_at: Duration::from_secs(55),
             max_skew_ms: 250,
-            crashes: Crashes::Replicas,
+            crashes: Crashes::Any,
             sabotage: None,
         }
     }

@@ -105,6 +105,7 @@ pub(crate) async fn run(cfg: NodeConfig) -> turmoil::Result {
             skew_ms: cfg.skew_ms,
         }))
         .coordinator_slot(cfg.index as u8)
+        .other_coordinators(true)
         .replica_timeout(REAL_GUARD);
     if cfg.sabotage == Some(Sabotage::OneReplica) {
         opts = opts
@@ -123,6 +124,16 @@ pub(crate) async fn run(cfg: NodeConfig) -> turmoil::Result {
             .sim(),
         replica,
     )?;
+    // A restarted coordinator mints no version until its clock has passed the lease its
+    // previous run persisted (writes are refused until then): clients are served once it
+    // has. The wait is on simulated time, which the global clock follows.
+    loop {
+        let wait = cluster.lease_wait();
+        if wait.is_zero() {
+            break;
+        }
+        tokio::time::sleep(wait).await;
+    }
     let listener =
         turmoil::net::TcpListener::bind((IpAddr::V4(Ipv4Addr::UNSPECIFIED), CLIENT_PORT)).await?;
     loop {

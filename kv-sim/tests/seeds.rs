@@ -83,8 +83,8 @@ fn one_seed() {
     if let Some(skew) = env_u64("SIM_SKEW_MS") {
         config.max_skew_ms = skew;
     }
-    if env_u64("SIM_CRASH_ANY") == Some(1) {
-        config.crashes = Crashes::Any;
+    if env_u64("SIM_CRASH_REPLICAS") == Some(1) {
+        config.crashes = Crashes::Replicas;
     }
     let report = run(&config).unwrap();
     for f in &report.faults {
@@ -173,14 +173,21 @@ fn checker_bites_reads_and_writes_at_one() {
     );
 }
 
-/// Crashes of any node, clients coordinating through restarted nodes: fails today on
-/// kv-cluster's restart clock jump (see `Crashes`).
+/// Regression (kv-cluster restart clock jump): `Cluster::open` started a restarted
+/// coordinator's clock at its version lease, up to 60 s ahead per restart, so its writes beat
+/// later writes coordinated elsewhere (196 violations on this seed). Crashes of any node,
+/// clients coordinating through restarted nodes.
 #[test]
-#[ignore = "kv-cluster: Cluster::open starts the clock at the version lease, up to 60 s ahead per restart (kv-sim README)"]
 fn restarted_coordinators_keep_real_time_order() {
     let mut config = SimConfig::new(env_u64("SIM_SEED").unwrap_or(FIRST));
     config.crashes = Crashes::Any;
     let report = run(&config).unwrap();
     println!("{}", report.describe());
+    // The seed does restart a node that clients then coordinate through.
+    assert!(
+        report.faults.iter().any(|f| f.contains(" crash ")),
+        "{:?}",
+        report.faults
+    );
     assert!(report.violations.is_empty());
 }
