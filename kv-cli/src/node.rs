@@ -341,8 +341,18 @@ impl NodeProcess {
             while cluster.topology().is_none_or(|t| t.epoch < epoch) {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
+            // A quick restart waits out what is left of its version lease (at most a second in
+            // the normal case; design.md, versions across restarts) so that its writes are not
+            // versioned ahead of the other coordinators'.
+            let lease_wait = cluster.lease_wait();
+            if !lease_wait.is_zero() {
+                tokio::time::sleep(lease_wait).await;
+            }
             ready.store(true, Ordering::Release);
-            eprintln!("kvstore: metadata caught up in {took:?} (epoch {epoch}): serving clients");
+            eprintln!(
+                "kvstore: metadata caught up in {took:?} (epoch {epoch}; waited {lease_wait:?} \
+                 for the version lease): serving clients"
+            );
         });
         meta.ready_task = Some(task.abort_handle());
     }
@@ -465,6 +475,9 @@ pub fn open(
                 .background_repair(repair_interval(args.cluster.repair_interval))
                 // The membership comes from the metadata raft (`node_meta`), not cluster.json.
                 .external_topology(true)
+                // Other coordinators mint versions too: a restart waits out its version
+                // lease (`start_ready`) instead of running ahead of them.
+                .other_coordinators(true)
         },
     )?;
     let cluster = Arc::new(opened.cluster);
@@ -812,6 +825,7 @@ pub fn open_joiner(
                 .replica_timeout(timeout)
                 .background_repair(repair_interval(args.cluster.repair_interval))
                 .external_topology(true)
+                .other_coordinators(true)
         },
     )?;
     let cluster = Arc::new(opened.cluster);
