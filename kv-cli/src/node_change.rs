@@ -122,8 +122,8 @@ fn waiting() -> String {
 const TICK: Duration = Duration::from_millis(200);
 
 /// The pieces of a node process the change's three roles need: the leader's driver, a
-/// task's source (a [`RangeStreamer`] of the local replica) and a task's destination (a
-/// [`RangeReceiver`] on the replica server, reporting progress through the metadata).
+/// task's source (a [`kv_remote::RangeStreamer`] of the local replica) and a task's destination (a
+/// [`kv_remote::RangeReceiver`] on the replica server, reporting progress through the metadata).
 pub struct ChangeRoles {
     /// The node's metadata raft.
     pub raft: MetaRaft,
