@@ -223,3 +223,116 @@ fn addnode_through_a_follower_moves_three_quarters_of_the_keys_under_load() {
         "{copied} keys copied, expected about {expected}"
     );
 }
+
+/// The metadata leader, which is also the source of a task, is SIGKILLed while the tasks
+/// stream: a new leader's driver takes the change over from the committed state, and once
+/// the killed node is restarted (its task waits for it: no `Survivors` sources yet, and the
+/// barriers wait for every node) the change finishes with every loaded key readable through
+/// every node.
+#[test]
+fn the_change_finishes_after_the_leader_is_killed_mid_stream_and_restarted() {
+    let _one = ONE_CLUSTER.lock().unwrap_or_else(|p| p.into_inner());
+    let root = common::data_dir();
+    let dirs: Vec<PathBuf> = (1..=4).map(|i| root.path().join(format!("n{i}"))).collect();
+    let ports: Vec<u16> = (0..3).map(|_| free_port_pair()).collect();
+    let start = |i: usize| {
+        let args = common::member_args(i, &ports, &[]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Served::start(&dirs[i], &args)
+    };
+    let mut nodes: Vec<Option<Served>> = (0..3).map(|i| Some(start(i))).collect();
+    let node = |nodes: &[Option<Served>], i: usize| -> redis::Connection {
+        nodes[i].as_ref().unwrap().client()
+    };
+    let mut c1 = poll(Duration::from_secs(30), "n1 serves clients", || {
+        let mut c = node(&nodes, 0);
+        c.set::<_, _, ()>("probe", 1).ok().map(|()| c)
+    });
+    for chunk in (0..KEYS).collect::<Vec<_>>().chunks(1000) {
+        let mut pipe = redis::pipe();
+        for k in chunk {
+            pipe.set(format!("load-{k}"), k).ignore();
+        }
+        pipe.query::<()>(&mut c1).unwrap();
+    }
+    let port4 = free_port_pair();
+    let seed = format!("n1@127.0.0.1:{}", ports[0]);
+    let args = [
+        "--port",
+        &port4.to_string(),
+        "--node-id",
+        "n4",
+        "--join",
+        &seed,
+        "--replica-timeout",
+        "500",
+    ]
+    .map(str::to_owned);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let joiner = Served::start(&dirs[3], &args);
+    poll(Duration::from_secs(20), "n4 registered", || {
+        fields(nodes[0].as_ref().unwrap(), "META")["members"]
+            .contains("n4=registered")
+            .then_some(())
+    });
+    let leader = fields(nodes[0].as_ref().unwrap(), "META")["leader"].clone();
+    let li: usize = leader.trim_start_matches('n').parse::<usize>().unwrap() - 1;
+    let other = (li + 1) % 3;
+    let said: String = redis::cmd("KVSTORE")
+        .arg("ADDNODE")
+        .arg("n4")
+        .query(&mut node(&nodes, other))
+        .unwrap();
+    assert!(said.starts_with("OK change "), "{said}");
+    poll(
+        Duration::from_secs(60),
+        "streaming with keys copied",
+        || {
+            let view = fields(nodes[other].as_ref().unwrap(), "CHANGE");
+            (view.get("step").is_some_and(|s| s == "streaming") && view["keys_copied"] != "0")
+                .then_some(())
+        },
+    );
+    nodes[li].take().unwrap().crash();
+    let started = Instant::now();
+    // A new leader among the two left; the change is still there, not finished: the killed
+    // node's task waits for it.
+    poll(Duration::from_secs(30), "a new leader", || {
+        let view = fields(nodes[other].as_ref().unwrap(), "META");
+        (!view["leader"].is_empty() && view["leader"] != leader).then_some(())
+    });
+    assert_ne!(
+        fields(nodes[other].as_ref().unwrap(), "CHANGE")["change"],
+        "none"
+    );
+    nodes[li] = Some(start(li));
+    poll(
+        Duration::from_secs(180),
+        "the change finishes after the restart",
+        || (fields(nodes[other].as_ref().unwrap(), "CHANGE")["change"] == "none").then_some(()),
+    );
+    eprintln!(
+        "the change finished {:?} after the leader was killed",
+        started.elapsed()
+    );
+    for i in 0..4 {
+        let mut c = if i < 3 {
+            poll(Duration::from_secs(30), "serves after the change", || {
+                let mut c = node(&nodes, i);
+                c.get::<_, Option<u64>>("load-0").ok().map(|_| c)
+            })
+        } else {
+            joiner.client()
+        };
+        for chunk in (0..KEYS).collect::<Vec<_>>().chunks(1000) {
+            let mut pipe = redis::pipe();
+            for k in chunk {
+                pipe.get(format!("load-{k}"));
+            }
+            let got: Vec<Option<usize>> = pipe.query(&mut c).unwrap();
+            for (k, v) in chunk.iter().zip(got) {
+                assert_eq!(v, Some(*k), "load-{k} through n{}", i + 1);
+            }
+        }
+    }
+}
