@@ -10,6 +10,7 @@ mod demo;
 mod duration;
 mod fd_limit;
 mod node;
+mod node_change;
 mod node_commands;
 mod node_meta;
 mod open;

@@ -581,6 +581,15 @@ pub fn open(
     )));
     let follower_stop = Arc::new(AtomicBool::new(false));
     let follower_thread = follower.spawn(&raft, runtime.clone(), Arc::clone(&follower_stop))?;
+    crate::node_change::ChangeRoles {
+        raft: raft.clone(),
+        runtime: runtime.clone(),
+        replica: Arc::clone(&replica),
+        peers: Arc::clone(backend.peers()),
+        me: me.to_string(),
+    }
+    .start(&replica_server, Arc::clone(&follower_stop))
+    .context("start the change driver")?;
     let watcher = watch(
         Arc::clone(&cluster),
         Arc::clone(&backend),
@@ -839,6 +848,15 @@ pub fn open_joiner(
     follower.apply(&applied)?;
     let follower_stop = Arc::new(AtomicBool::new(false));
     let follower_thread = follower.spawn(&raft, runtime.clone(), Arc::clone(&follower_stop))?;
+    crate::node_change::ChangeRoles {
+        raft: raft.clone(),
+        runtime: runtime.clone(),
+        replica: Arc::clone(&replica),
+        peers: Arc::clone(backend.peers()),
+        me: me.to_string(),
+    }
+    .start(&replica_server, Arc::clone(&follower_stop))
+    .context("start the change driver")?;
     let watcher = watch(
         Arc::clone(&cluster),
         Arc::clone(&backend),

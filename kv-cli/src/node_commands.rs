@@ -5,6 +5,9 @@
 //!   learners, applied log index, epoch, members and their states, the cluster's uuid);
 //!   `KVSTORE META BUMP` (with `--enable-debug-faults`) raises the epoch by two without
 //!   moving data, for tests and drills;
+//! - `KVSTORE ADDNODE id`: starts the change that adds the joined (`Registered`) member `id`
+//!   (its `StartChange` forwarded to the leader); `KVSTORE CHANGE`: the change in progress
+//!   (see [`crate::node_change`]);
 //! - `KVSTORE PEERS`: this node's connection to each peer, as its transport sees it
 //!   (connected, alive, last heard from, round trip, requests in flight, reconnects, the
 //!   epoch it announced, the last connect or handshake error);
@@ -134,7 +137,7 @@ impl kv_server::KvstoreExtension for NodeCommands {
     fn handles(&self, sub: &str) -> bool {
         sub == "peers"
             || (sub == "fault" && self.faults_allowed)
-            || (sub == "meta" && self.meta.is_some())
+            || (matches!(sub, "meta" | "addnode" | "change") && self.meta.is_some())
     }
 
     fn refusal(&self) -> Option<String> {
@@ -180,6 +183,30 @@ impl kv_server::KvstoreExtension for NodeCommands {
                     Ok(vec![format!("OK epoch {bumped}")])
                 }
                 (Some(_), _) => Err("usage: KVSTORE META".to_owned()),
+                (None, _) => Err("this node runs no metadata".to_owned()),
+            },
+            Some("addnode") => match (&self.meta, &args[2..]) {
+                (Some((raft, runtime)), [id]) => {
+                    let id = String::from_utf8_lossy(id).into_owned();
+                    // As META BUMP: the proposal runs on a thread of its own, which waits for it
+                    // on the runtime (this is a server thread of that runtime).
+                    let (raft, runtime) = (raft.clone(), runtime.clone());
+                    let (change, epoch) = std::thread::spawn(move || {
+                        runtime.block_on(crate::node_change::add_node(&raft, &id))
+                    })
+                    .join()
+                    .map_err(|_| "ADDNODE failed".to_owned())??;
+                    Ok(vec![format!("OK change {change} epoch {epoch}")])
+                }
+                (Some(_), _) => Err("usage: KVSTORE ADDNODE id".to_owned()),
+                (None, _) => Err("this node runs no metadata".to_owned()),
+            },
+            Some("change") => match (&self.meta, &args[2..]) {
+                (Some((raft, _)), []) => {
+                    let state = raft.watch().borrow().clone();
+                    Ok(crate::node_change::report(&state.meta))
+                }
+                (Some(_), _) => Err("usage: KVSTORE CHANGE".to_owned()),
                 (None, _) => Err("this node runs no metadata".to_owned()),
             },
             _ => self.fault(args),

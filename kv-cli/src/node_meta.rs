@@ -308,6 +308,21 @@ impl Follower {
         Ok(())
     }
 
+    /// During a change, tells the leader (`Ack`, in the background) that the local fence is
+    /// at `state`'s epoch, which [`Follower::apply`] just raised: the change driver's barriers
+    /// wait for these. Repeated on each applied state until the acknowledgement is applied.
+    fn acknowledge(&self, raft: &MetaRaft, runtime: &tokio::runtime::Handle, state: &MetaSnapshot) {
+        let meta = &state.meta;
+        let acked = meta.acks.get(self.me.as_str()).copied().unwrap_or(0);
+        if meta.change.is_none() || acked >= meta.epoch {
+            return;
+        }
+        let (raft, node, epoch) = (raft.clone(), self.me.to_string(), meta.epoch);
+        runtime.spawn(async move {
+            let _ = raft.propose(Command::Ack { node, epoch }).await;
+        });
+    }
+
     /// Follows `raft`'s applied states on a thread of its own until `stop` is set: each one
     /// goes through [`Follower::apply`]; a failure is logged once and retried with the next
     /// state (or every second).
@@ -321,6 +336,7 @@ impl Follower {
         stop: Arc<AtomicBool>,
     ) -> anyhow::Result<JoinHandle<()>> {
         let mut watch = raft.watch();
+        let raft = raft.clone();
         std::thread::Builder::new()
             .name("kvstore-meta".into())
             .spawn(move || {
@@ -328,7 +344,10 @@ impl Follower {
                 while !stop.load(Ordering::Relaxed) {
                     let state = Arc::clone(&watch.borrow_and_update());
                     match self.apply(&state) {
-                        Ok(()) => last_error.clear(),
+                        Ok(()) => {
+                            last_error.clear();
+                            self.acknowledge(&raft, &runtime, &state);
+                        }
                         Err(e) => {
                             let text = format!("{e:#}");
                             if text != last_error {

@@ -7,7 +7,7 @@
 //!   `KVSTORE META`, with the same cluster uuid;
 //! - it catches up on the metadata, then coordinates: it reads what was written before it
 //!   joined and its writes are read through the others (it holds no range yet: no change
-//!   has given it any; `ADDNODE` is not built);
+//!   has given it any: `KVSTORE ADDNODE` does, see `cluster_addnode.rs`);
 //! - restarted, it keeps its raft id, slot and uuid from `<data-dir>/meta/joined`, ignores
 //!   `--join` (pointed at an address where nothing listens) and serves again;
 //! - a joiner of another cluster name never gets in (the handshake's cluster id is the

@@ -28,17 +28,18 @@ fn extension<'s>(
 /// `KVSTORE subcommand ...`.
 pub(crate) fn kvstore(cluster: &Cluster, session: &Session, args: &[Bytes], out: &mut BytesMut) {
     let sub = args[1].to_ascii_lowercase();
+    // The embedder's extension comes first: a node of a cluster of processes answers
+    // `ADDNODE` with its metadata's change, not with the in-process cluster's.
+    if let Some(ext) = extension(session, &sub) {
+        return match ext.call(args) {
+            Ok(lines) => session.encoder().bulk(out, lines.join("\n").as_bytes()),
+            Err(e) => error(session, out, &format!("ERR {e}")),
+        };
+    }
     let argc_ok = match &sub[..] {
         b"nodes" | b"stats" | b"ring" | b"repair" | b"compact" | b"flush" => args.len() == 2,
         b"addnode" | b"removenode" | b"recover" => args.len() == 3,
         b"fail" => args.len() == 3 || args.len() == 4,
-        _ if extension(session, &sub).is_some() => {
-            let ext = extension(session, &sub).expect("checked");
-            return match ext.call(args) {
-                Ok(lines) => session.encoder().bulk(out, lines.join("\n").as_bytes()),
-                Err(e) => error(session, out, &format!("ERR {e}")),
-            };
-        }
         _ => {
             let text = format!(
                 "ERR unknown subcommand '{}'. Try KVSTORE HELP.",
