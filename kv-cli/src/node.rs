@@ -535,50 +535,17 @@ pub fn open(
             replayed.last_log_id.map_or(0, |l| l.index)
         );
     }
-    let mut server_options = kv_net::ServerOptions::new()
-        .runtime(runtime.clone())
-        .listen(listen)
-        // Any node presenting the cluster's id connects (a joiner is not a member yet); the
-        // member filter below answers a non-member only the metadata's `Join`.
-        .peer_filter(kv_net::PeerFilter::new({
-            let me = me.to_string();
-            move |id: &str| id != me
-        }));
-    if let Some(tls) = tls {
-        server_options = server_options.tls(tls);
-    }
-    // Under periodic sync a write never waits for an fsync and a read never blocks: both are
-    // answered on the connection's task, saving two thread hops per replica request.
-    let inline = matches!(args.cluster.sync.policy(), kv_wal::SyncPolicy::Periodic(_));
-    let start = if inline {
-        ReplicaServer::start_inline_data
-    } else {
-        ReplicaServer::start
-    };
-    let replica_server = start(identity, server_options, Arc::clone(&replica))
-        .map(Arc::new)
-        .with_context(|| format!("serve the storage node to the other nodes on {listen}"))?;
-    let _ = writeln!(
-        std::io::stderr(),
-        "kvstore: node {me} serves its storage to the other nodes on {}{}",
-        replica_server.local_addr(),
-        if args.tls_files().is_some() {
-            " (TLS, peers' certificates checked against --tls-ca)"
-        } else {
-            ""
-        }
-    );
-    replica_server.set_member_filter(Some(members.filter(me.as_str())));
+    let replica_server = start_replica_server(
+        args,
+        identity,
+        listen,
+        tls,
+        Arc::clone(&replica),
+        runtime,
+        &me,
+    )?;
     raft.set_cluster_uuid(id);
-    let service = raft.service();
-    let (filter, refused) = (members.clone(), node_meta::UuidRefusals::default());
-    let uuid_of = raft.clone();
-    replica_server.set_meta_handler(Some(Arc::new(
-        move |from: &kv_net::PeerInfo, body: bytes::Bytes| {
-            refused.check(&from.node_id, uuid_of.cluster_uuid(), &body);
-            service.handle_from(&from.node_id, filter.contains(&from.node_id), body)
-        },
-    )));
+    serve_meta(&replica_server, &raft, &members, &me);
     let follower_stop = Arc::new(AtomicBool::new(false));
     let follower_thread = follower.spawn(&raft, runtime.clone(), Arc::clone(&follower_stop))?;
     crate::node_change::ChangeRoles {
@@ -751,40 +718,16 @@ pub fn open_joiner(
     let replayed = Arc::clone(&raft.watch().borrow());
     node_meta::check_uuid(&replayed.meta, joined.cluster_uuid)?;
     add_member_peers(&backend, &replayed.meta, &me)?;
-    let mut server_options = kv_net::ServerOptions::new()
-        .runtime(runtime.clone())
-        .listen(listen)
-        .peer_filter(kv_net::PeerFilter::new({
-            let me = me.to_string();
-            move |id: &str| id != me
-        }));
-    if let Some(tls) = tls {
-        server_options = server_options.tls(tls);
-    }
-    let inline = matches!(args.cluster.sync.policy(), kv_wal::SyncPolicy::Periodic(_));
-    let start = if inline {
-        ReplicaServer::start_inline_data
-    } else {
-        ReplicaServer::start
-    };
-    let replica_server = start(identity, server_options, Arc::clone(&replica))
-        .map(Arc::new)
-        .with_context(|| format!("serve the storage node to the other nodes on {listen}"))?;
-    let _ = writeln!(
-        std::io::stderr(),
-        "kvstore: node {me} serves its storage to the other nodes on {}",
-        replica_server.local_addr(),
-    );
-    replica_server.set_member_filter(Some(members.filter(me.as_str())));
-    let service = raft.service();
-    let (filter, refused) = (members.clone(), node_meta::UuidRefusals::default());
-    let uuid_of = raft.clone();
-    replica_server.set_meta_handler(Some(Arc::new(
-        move |from: &kv_net::PeerInfo, body: bytes::Bytes| {
-            refused.check(&from.node_id, uuid_of.cluster_uuid(), &body);
-            service.handle_from(&from.node_id, filter.contains(&from.node_id), body)
-        },
-    )));
+    let replica_server = start_replica_server(
+        args,
+        identity,
+        listen,
+        tls,
+        Arc::clone(&replica),
+        runtime,
+        &me,
+    )?;
+    serve_meta(&replica_server, &raft, &members, &me);
     let catch_up = Duration::from_secs(args.meta_catch_up_timeout);
     runtime.block_on(node_meta::catch_up(&raft, catch_up));
     let applied = Arc::clone(&raft.watch().borrow());
@@ -888,6 +831,72 @@ pub fn open_joiner(
         },
         opened.warnings,
     ))
+}
+/// Serves this node's storage to the other nodes on `listen`: any node presenting the
+/// cluster's id connects (a joiner is not a member yet); the member filter set by
+/// [`serve_meta`] answers a non-member only the metadata's `Join`.
+fn start_replica_server(
+    args: &ServeArgs,
+    identity: kv_net::Identity,
+    listen: SocketAddr,
+    tls: Option<kv_net::Tls>,
+    replica: Arc<dyn kv_cluster::Replica>,
+    runtime: &tokio::runtime::Handle,
+    me: &NodeId,
+) -> anyhow::Result<Arc<ReplicaServer>> {
+    let mut server_options = kv_net::ServerOptions::new()
+        .runtime(runtime.clone())
+        .listen(listen)
+        .peer_filter(kv_net::PeerFilter::new({
+            let me = me.to_string();
+            move |id: &str| id != me
+        }));
+    if let Some(tls) = tls {
+        server_options = server_options.tls(tls);
+    }
+    // Under periodic sync a write never waits for an fsync and a read never blocks: both are
+    // answered on the connection's task, saving two thread hops per replica request.
+    let inline = matches!(args.cluster.sync.policy(), kv_wal::SyncPolicy::Periodic(_));
+    let start = if inline {
+        ReplicaServer::start_inline_data
+    } else {
+        ReplicaServer::start
+    };
+    let replica_server = start(identity, server_options, replica)
+        .map(Arc::new)
+        .with_context(|| format!("serve the storage node to the other nodes on {listen}"))?;
+    let _ = writeln!(
+        std::io::stderr(),
+        "kvstore: node {me} serves its storage to the other nodes on {}{}",
+        replica_server.local_addr(),
+        if args.tls_files().is_some() {
+            " (TLS, peers' certificates checked against --tls-ca)"
+        } else {
+            ""
+        }
+    );
+    Ok(replica_server)
+}
+
+/// Answers the metadata's requests on the replica server: members get every request, a
+/// non-member only `Join` and `Status`; a request from another cluster's uuid is logged
+/// once per peer.
+fn serve_meta(
+    replica_server: &ReplicaServer,
+    raft: &kv_meta::MetaRaft,
+    members: &node_meta::Members,
+    me: &NodeId,
+) {
+    replica_server.set_member_filter(Some(members.filter(me.as_str())));
+    let service = raft.service();
+    let (filter, refused) = (members.clone(), node_meta::UuidRefusals::default());
+    let uuid_of = raft.clone();
+    replica_server.set_meta_handler(Some(Arc::new(
+        move |from: &kv_net::PeerInfo, body: bytes::Bytes| {
+            refused.check(&from.node_id, uuid_of.cluster_uuid(), &body);
+            service.handle_from(&from.node_id, filter.contains(&from.node_id), body)
+        },
+    )));
 }
 
 /// Adds every member of `meta` but `me` that `backend` has no address for.
