@@ -546,48 +546,15 @@ pub fn open(
     )?;
     raft.set_cluster_uuid(id);
     serve_meta(&replica_server, &raft, &members, &me);
-    let follower_stop = Arc::new(AtomicBool::new(false));
-    let follower_thread = follower.spawn(&raft, runtime.clone(), Arc::clone(&follower_stop))?;
-    crate::node_change::ChangeRoles {
-        raft: raft.clone(),
-        runtime: runtime.clone(),
-        replica: Arc::clone(&replica),
-        peers: Arc::clone(backend.peers()),
-        me: me.to_string(),
-    }
-    .start(&replica_server, Arc::clone(&follower_stop))
-    .context("start the change driver")?;
-    let watcher = watch(
-        Arc::clone(&cluster),
-        Arc::clone(&backend),
-        Arc::clone(&replica_server),
-        me,
+    start_roles(
+        args,
         runtime,
-    );
-    let commands = Arc::new(crate::node_commands::NodeCommands::new(
-        backend.peers(),
-        args.enable_debug_faults,
-        Some((raft.clone(), runtime.clone())),
-    ));
-    Ok((
-        NodeProcess {
-            cluster,
-            replica_server: Some(replica_server),
-            watcher: Some(watcher),
-            local: replica,
-            extension: Some(Arc::clone(&commands) as Arc<dyn kv_server::KvstoreExtension>),
-            meta: Some(NodeMetaRun {
-                raft,
-                bootstrap: Some(bootstrap),
-                timeout: Duration::from_secs(args.meta_catch_up_timeout),
-                follower: Some((follower_stop, follower_thread)),
-                runtime: runtime.clone(),
-                ready: commands.ready_flag(),
-                ready_task: None,
-            }),
-        },
+        follower,
+        raft,
+        replica_server,
+        Some(bootstrap),
         opened.warnings,
-    ))
+    )
 }
 
 /// Opens node `node_id` joining the running cluster `seed` belongs to (`--join`,
@@ -789,6 +756,36 @@ pub fn open_joiner(
         me: me.clone(),
     };
     follower.apply(&applied)?;
+    start_roles(
+        args,
+        runtime,
+        follower,
+        raft,
+        replica_server,
+        None,
+        opened.warnings,
+    )
+}
+
+/// Starts what runs beside the opened cluster, the same for a listed and a joining node:
+/// the metadata follower (its own thread), the change driver, the peer watcher (a task) and
+/// the `KVSTORE` commands of a node; clients are served once [`NodeProcess::start_ready`]
+/// finds the metadata caught up.
+fn start_roles(
+    args: &ServeArgs,
+    runtime: &tokio::runtime::Handle,
+    follower: node_meta::Follower,
+    raft: kv_meta::MetaRaft,
+    replica_server: Arc<ReplicaServer>,
+    bootstrap: Option<kv_meta::Command>,
+    warnings: Vec<String>,
+) -> anyhow::Result<(NodeProcess, Vec<String>)> {
+    let (cluster, replica, backend, me) = (
+        Arc::clone(&follower.cluster),
+        Arc::clone(&follower.local),
+        Arc::clone(&follower.backend),
+        follower.me.clone(),
+    );
     let follower_stop = Arc::new(AtomicBool::new(false));
     let follower_thread = follower.spawn(&raft, runtime.clone(), Arc::clone(&follower_stop))?;
     crate::node_change::ChangeRoles {
@@ -821,7 +818,7 @@ pub fn open_joiner(
             extension: Some(Arc::clone(&commands) as Arc<dyn kv_server::KvstoreExtension>),
             meta: Some(NodeMetaRun {
                 raft,
-                bootstrap: None,
+                bootstrap,
                 timeout: Duration::from_secs(args.meta_catch_up_timeout),
                 follower: Some((follower_stop, follower_thread)),
                 runtime: runtime.clone(),
@@ -829,7 +826,7 @@ pub fn open_joiner(
                 ready_task: None,
             }),
         },
-        opened.warnings,
+        warnings,
     ))
 }
 /// Serves this node's storage to the other nodes on `listen`: any node presenting the
