@@ -489,20 +489,7 @@ pub fn open(
     // The metadata raft, in `<data-dir>/meta/`, over the same connections. `open` replays the
     // snapshot and the log up to the saved committed index before it returns.
     let transport = Arc::new(node_meta::RemoteTransport::new(Arc::clone(&backend)));
-    let raft = runtime
-        .block_on(kv_meta::MetaRaft::open(
-            &args.data_dir,
-            slot as u64 + 1,
-            me.as_str(),
-            kv_meta::meta_config(&args.cluster_name),
-            transport,
-        ))
-        .with_context(|| {
-            format!(
-                "open the metadata in {}",
-                args.data_dir.join("meta").display()
-            )
-        })?;
+    let raft = open_meta(args, runtime, slot as u64 + 1, &me, transport)?;
     let replayed = Arc::clone(&raft.watch().borrow());
     node_meta::check_uuid(&replayed.meta, id)?;
     let statics: Vec<node_meta::StaticMember> = peers
@@ -667,20 +654,7 @@ pub fn open_joiner(
         .open(&me, &args.data_dir.join(me.as_str()))
         .context("open this node's storage")?;
     let members = node_meta::Members::anyone();
-    let raft = runtime
-        .block_on(kv_meta::MetaRaft::open(
-            &args.data_dir,
-            joined.raft_id,
-            me.as_str(),
-            kv_meta::meta_config(&args.cluster_name),
-            transport,
-        ))
-        .with_context(|| {
-            format!(
-                "open the metadata in {}",
-                args.data_dir.join("meta").display()
-            )
-        })?;
+    let raft = open_meta(args, runtime, joined.raft_id, &me, transport)?;
     raft.set_cluster_uuid(joined.cluster_uuid);
     let replayed = Arc::clone(&raft.watch().borrow());
     node_meta::check_uuid(&replayed.meta, joined.cluster_uuid)?;
@@ -829,6 +803,31 @@ fn start_roles(
         warnings,
     ))
 }
+/// Opens the metadata raft in `<data-dir>/meta/` as raft node `raft_id`; it replays the
+/// snapshot and the log up to the saved committed index before it returns.
+fn open_meta(
+    args: &ServeArgs,
+    runtime: &tokio::runtime::Handle,
+    raft_id: u64,
+    me: &NodeId,
+    transport: Arc<node_meta::RemoteTransport>,
+) -> anyhow::Result<kv_meta::MetaRaft> {
+    runtime
+        .block_on(kv_meta::MetaRaft::open(
+            &args.data_dir,
+            raft_id,
+            me.as_str(),
+            kv_meta::meta_config(&args.cluster_name),
+            transport,
+        ))
+        .with_context(|| {
+            format!(
+                "open the metadata in {}",
+                args.data_dir.join("meta").display()
+            )
+        })
+}
+
 /// Serves this node's storage to the other nodes on `listen`: any node presenting the
 /// cluster's id connects (a joiner is not a member yet); the member filter set by
 /// [`serve_meta`] answers a non-member only the metadata's `Join`.
