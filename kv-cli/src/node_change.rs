@@ -25,10 +25,10 @@
 //! here); `Survivors`
 //! sources (a task whose source is down waits); aborts' cleanup; a stream rate limit.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use kv_meta::{ChangeKind, ClusterMeta, Command, MetaRaft, MetaResponse, Source, Step};
 
@@ -36,30 +36,89 @@ use kv_meta::{ChangeKind, ClusterMeta, Command, MetaRaft, MetaResponse, Source, 
 /// plans: a plan from stale metadata is refused when applied, and a fresh one is not.
 const CATCH_UP: Duration = Duration::from_secs(5);
 
-/// Starts the change that adds the `Registered` member `node`: reads the leader's committed
-/// index, waits until this node applied it, plans with [`kv_meta::plan_change`] and proposes
-/// the `StartChange` (forwarded to the leader). Returns the change's id (its log index) and
-/// the epoch it entered.
+/// Starts the change that adds the `Registered` member `node` (see [`start_change`]).
 ///
 /// # Errors
-/// The planner's refusal (unknown member, not `Registered`, a change in progress), the state
-/// machine's refusal, or the raft's unavailability, as a line for the client.
+/// As [`start_change`].
 pub async fn add_node(raft: &MetaRaft, node: &str) -> Result<(u64, u64), String> {
+    start_change(raft, ChangeKind::Add, node).await
+}
+
+/// Starts the change that removes the `Normal` member `node`: the leaver streams every range
+/// it replicates to the members that replicate it after the change (see [`start_change`]).
+///
+/// # Errors
+/// As [`start_change`]; also a removal that would leave fewer members than the replication
+/// factor.
+pub async fn remove_node(raft: &MetaRaft, node: &str) -> Result<(u64, u64), String> {
+    start_change(raft, ChangeKind::Remove, node).await
+}
+
+/// Reads the leader's committed index, waits until this node applied it, plans the change of
+/// `kind` for `node` with [`kv_meta::plan_change`] and proposes the `StartChange` (forwarded
+/// to the leader). Returns the change's id (its log index) and the epoch it entered.
+///
+/// # Errors
+/// The planner's refusal (unknown member, wrong state, too few members left, a change in
+/// progress), the state machine's refusal, or the raft's unavailability, as a line for the
+/// client.
+pub async fn start_change(
+    raft: &MetaRaft,
+    kind: ChangeKind,
+    node: &str,
+) -> Result<(u64, u64), String> {
+    let state = caught_up(raft).await?;
+    let started_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let plan =
+        kv_meta::plan_change(&state.meta, kind, node, started_ms).map_err(|e| e.to_string())?;
+    propose_line(raft, plan).await
+}
+
+/// This node's metadata once it applied what the leader had committed when asked: a plan
+/// from stale metadata is refused when applied, and a fresh one is not.
+async fn caught_up(raft: &MetaRaft) -> Result<Arc<kv_meta::MetaSnapshot>, String> {
     let index = raft.read_index().await.map_err(|e| e.to_string())?;
     raft.wait_applied(index, CATCH_UP)
         .await
         .map_err(|e| e.to_string())?;
-    let state = raft.watch().borrow().clone();
-    let started_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    let plan = kv_meta::plan_change(&state.meta, ChangeKind::Add, node, started_ms)
-        .map_err(|e| e.to_string())?;
-    match raft.propose(plan).await {
+    Ok(raft.watch().borrow().clone())
+}
+
+async fn propose_line(raft: &MetaRaft, cmd: Command) -> Result<(u64, u64), String> {
+    match raft.propose(cmd).await {
         Ok((log_id, MetaResponse::Ok { epoch })) => Ok((log_id.index, epoch)),
         Ok((_, MetaResponse::Refused(e))) => Err(format!("refused: {e}")),
         Err(e) => Err(e.to_string()),
     }
+}
+
+/// `KVSTORE CHANGE ABORT`: aborts the change in progress if it is still `Pending` or
+/// `Streaming` (reads never left the old ring, so it holds every acknowledged write); the
+/// driver then waits for every node to fence the abort epoch (the gainers drop what they
+/// received first) and commits `FinishAbort`. Returns the change and the abort epoch.
+///
+/// # Errors
+/// No change in progress; a change at `Mid` or later (only forward from there: reads already
+/// use the new ring); the raft's unavailability.
+pub async fn abort(raft: &MetaRaft) -> Result<(u64, u64), String> {
+    let state = caught_up(raft).await?;
+    let Some(c) = &state.meta.change else {
+        return Err("no change in progress".to_owned());
+    };
+    match c.step {
+        Step::Pending | Step::Streaming => {}
+        Step::Aborting => return Err(format!("change {} is already aborting", c.id)),
+        step => {
+            return Err(format!(
+                "change {} is at step {step}: an abort is possible only before mid (reads \
+                 already use the new ring); it can only finish",
+                c.id
+            ));
+        }
+    }
+    propose_line(raft, Command::Abort { change: c.id }).await
 }
 
 /// `KVSTORE CHANGE`: `change:none`, or the change's id, kind, node, step, epoch, tasks
@@ -116,6 +175,20 @@ fn set_waiting(what: String) {
 
 fn waiting() -> String {
     WAITING.lock().map(|w| w.clone()).unwrap_or_default()
+}
+
+/// How long the leader waits for a `Left` member to hold the entry that made it `Left` before
+/// it deregisters it anyway (it is down: it will not learn it from the log).
+const LEFT_GRACE: Duration = Duration::from_secs(30);
+
+/// This process's own replica, set when its change roles start: `KVSTORE CHANGE` shows how
+/// many keys it holds (`local_keys`), which shows a loser's cleanup.
+static LOCAL: std::sync::OnceLock<Arc<dyn kv_cluster::Replica>> = std::sync::OnceLock::new();
+
+/// The live keys this process's own replica holds (all ranges, from its counters), once its
+/// change roles started.
+pub fn local_keys() -> Option<u64> {
+    LOCAL.get()?.held().ok().map(|c| c.live)
 }
 
 /// How often the driver looks at the committed change.
@@ -226,6 +299,7 @@ impl ChangeRoles {
             },
         );
         server.set_range_receiver(Some(Arc::new(receiver)));
+        let _ = LOCAL.set(Arc::clone(&self.replica));
         let streamer = Arc::new(kv_remote::RangeStreamer::new(
             Arc::clone(&self.replica),
             Arc::clone(&self.peers),
@@ -235,8 +309,9 @@ impl ChangeRoles {
             .name("kvstore-change".into())
             .spawn(move || {
                 let running: Arc<std::sync::Mutex<BTreeSet<(u64, u32)>>> = Arc::default();
+                let mut left = BTreeMap::new();
                 while !stop.load(Ordering::Relaxed) {
-                    self.tick(&streamer, &running);
+                    self.tick(&streamer, &running, &mut left);
                     std::thread::sleep(TICK);
                 }
             })
@@ -256,11 +331,13 @@ impl ChangeRoles {
         &self,
         streamer: &Arc<kv_remote::RangeStreamer>,
         running: &Arc<std::sync::Mutex<BTreeSet<(u64, u32)>>>,
+        left: &mut BTreeMap<String, (u64, Instant, bool)>,
     ) {
         let state = self.raft.watch().borrow().clone();
         let meta = &state.meta;
         let Some(c) = &meta.change else {
             set_waiting(String::new());
+            self.deregister_left(meta, left);
             return;
         };
         if c.step == Step::Streaming {
@@ -316,12 +393,35 @@ impl ChangeRoles {
                     None
                 }
             }
-            // Cleanup of the moved ranges on the losers is not built: their extra copies are
-            // never read (reads route by the new ring) and repair ignores them.
-            Step::Final => Some(Command::FinishChange { change: c.id }),
+            // Every node acknowledges the final epoch once fenced there and, a loser, once
+            // it dropped what it lost (a leaver: handed its hints over): node_meta.rs
+            // `cleanup_due`. A loser that is down holds the change until it returns.
+            Step::Final => {
+                let missing = fenced(c.step_epochs[2]);
+                if missing.is_empty() {
+                    Some(Command::FinishChange { change: c.id })
+                } else {
+                    set_waiting(format!(
+                        "cleanup: the fence of epoch {} and the moved ranges dropped on {}",
+                        c.step_epochs[2],
+                        missing.join(",")
+                    ));
+                    None
+                }
+            }
+            // The same at the abort epoch (the current one): the gainers drop what they got.
             Step::Aborting => {
-                set_waiting("an abort's cleanup (not built)".to_owned());
-                None
+                let missing = fenced(meta.epoch);
+                if missing.is_empty() {
+                    Some(Command::FinishAbort { change: c.id })
+                } else {
+                    set_waiting(format!(
+                        "abort: the fence of epoch {} and the received ranges dropped on {}",
+                        meta.epoch,
+                        missing.join(",")
+                    ));
+                    None
+                }
             }
         };
         if next.is_some() {
@@ -329,6 +429,65 @@ impl ChangeRoles {
         }
         if let Some(Err(e)) = next.map(|cmd| self.propose(cmd)) {
             set_waiting(format!("the metadata: {e}"));
+        }
+    }
+
+    /// On the leader, with no change running: takes each `Left` member out of the raft and
+    /// commits its `Deregister` once that is safe, i.e. once it holds the entry that made it
+    /// `Left` (so it saw itself leave and shut down), or [`LEFT_GRACE`] after the leader first
+    /// saw it `Left` (a leaver that is down never learns it from this cluster: restarted, it
+    /// finds itself no member and is refused by the others). `left` remembers, per member,
+    /// the applied index and the time the leader first saw it `Left`, and whether it was seen
+    /// holding that index.
+    fn deregister_left(
+        &self,
+        meta: &ClusterMeta,
+        left: &mut BTreeMap<String, (u64, Instant, bool)>,
+    ) {
+        let status = self.raft.status();
+        if status.leader != Some(status.raft_id) {
+            left.clear();
+            return;
+        }
+        left.retain(|id, _| meta.members.contains_key(id));
+        for (id, m) in &meta.members {
+            if m.state != kv_meta::MemberState::Left {
+                continue;
+            }
+            let seen = left
+                .entry(id.clone())
+                .or_insert((status.applied, Instant::now(), false));
+            // Once seen to hold it, it stays safe (taking it out of the raft ends the
+            // replication metrics that showed it).
+            seen.2 |= self
+                .raft
+                .matched_index(m.raft_id)
+                .is_some_and(|i| i >= seen.0);
+            let (seen_at, since, holds) = *seen;
+            if !holds && since.elapsed() < LEFT_GRACE {
+                set_waiting(format!(
+                    "deregister {id}: until it holds index {seen_at} (or {}s pass)",
+                    LEFT_GRACE.as_secs()
+                ));
+                continue;
+            }
+            let peers = Arc::clone(&self.peers);
+            let is_up =
+                move |node: &str| peers.status().iter().any(|p| p.node_id == node && p.alive);
+            let retired =
+                self.runtime
+                    .block_on(self.raft.retire(m.raft_id, kv_meta::MAX_VOTERS, &is_up));
+            match retired {
+                Ok(true) => match self.propose(Command::Deregister { id: id.clone() }) {
+                    Ok(()) => {
+                        eprintln!("kvstore: change: {id} left the cluster and is deregistered");
+                        set_waiting(String::new());
+                    }
+                    Err(e) => set_waiting(format!("deregister {id}: {e}")),
+                },
+                Ok(false) => set_waiting(format!("deregister {id}: taking it out of the raft")),
+                Err(e) => set_waiting(format!("deregister {id}: the raft: {e}")),
+            }
         }
     }
 
