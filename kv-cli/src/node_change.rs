@@ -246,13 +246,50 @@ impl ChangeRoles {
         std::thread::Builder::new()
             .name("kvstore-progress".into())
             .spawn(move || {
-                for cmd in rx {
-                    for attempt in 0..20u64 {
-                        match reporter.1.block_on(reporter.0.propose(cmd.clone())) {
-                            Ok(_) => break,
-                            Err(e) => {
-                                eprintln!("kvstore: change: progress not committed yet: {e}");
-                                std::thread::sleep(Duration::from_millis(100 * (attempt + 1)));
+                let mut last_refusal = String::new();
+                while let Ok(first) = rx.recv() {
+                    // Everything queued meanwhile, the latest report per range only.
+                    let mut queued: Vec<Command> = Vec::new();
+                    for cmd in std::iter::once(first).chain(rx.try_iter()) {
+                        let key = |c: &Command| match c {
+                            Command::Progress {
+                                change,
+                                task,
+                                range,
+                                ..
+                            } => Some((*change, *task, *range)),
+                            _ => None,
+                        };
+                        let k = key(&cmd);
+                        if k.is_some()
+                            && let Some(slot) = queued.iter_mut().find(|q| key(q) == k)
+                        {
+                            *slot = cmd;
+                        } else {
+                            queued.push(cmd);
+                        }
+                    }
+                    for cmd in queued {
+                        if !progress_news(&reporter.0.watch().borrow().meta, &cmd) {
+                            continue;
+                        }
+                        for attempt in 0..20u64 {
+                            match reporter.1.block_on(reporter.0.propose(cmd.clone())) {
+                                Ok((_, MetaResponse::Refused(e))) => {
+                                    // Stale reports are normal (a change that ended); say why
+                                    // once, not once per range.
+                                    let text = e.to_string();
+                                    if text != last_refusal {
+                                        eprintln!("kvstore: change: progress refused: {text}");
+                                        last_refusal = text;
+                                    }
+                                    break;
+                                }
+                                Ok(_) => break,
+                                Err(e) => {
+                                    eprintln!("kvstore: change: progress not committed yet: {e}");
+                                    std::thread::sleep(Duration::from_millis(100 * (attempt + 1)));
+                                }
                             }
                         }
                     }
@@ -530,15 +567,22 @@ impl ChangeRoles {
                     .collect(),
             };
             let (streamer, held, key) = (Arc::clone(streamer), Arc::clone(running), (c.id, t.id));
+            let watch = self.raft.watch();
             let spawned = std::thread::Builder::new()
                 .name("kvstore-stream".into())
                 .spawn(move || {
-                    if let Err(e) = streamer.stream(&task) {
-                        eprintln!(
-                            "kvstore: change {} task {}: stream to {} failed (retried): {e}",
-                            key.0, key.1, task.destination
-                        );
-                        std::thread::sleep(Duration::from_secs(1));
+                    match streamer.stream(&task) {
+                        Err(e) => {
+                            eprintln!(
+                                "kvstore: change {} task {}: stream to {} failed (retried): {e}",
+                                key.0, key.1, task.destination
+                            );
+                            std::thread::sleep(Duration::from_secs(1));
+                        }
+                        // Streamed and synced: the destination's progress reports may still
+                        // be on their way to the leader. Starting again now would copy it
+                        // all again and queue every report twice; wait for them first.
+                        Ok(_) => wait_committed(&watch, key, COMMIT_WAIT),
                     }
                     if let Ok(mut r) = held.lock() {
                         r.remove(&key);
@@ -549,6 +593,57 @@ impl ChangeRoles {
             }
         }
     }
+}
+
+/// How long a source whose stream ended waits for the task to be committed finished before
+/// it streams it again (a destination that lost its progress reports).
+const COMMIT_WAIT: Duration = Duration::from_secs(30);
+
+/// Waits, at most `limit`, until task `key` of the committed change is finished or the change
+/// is no longer streaming.
+fn wait_committed(watch: &kv_meta::MetaWatch, (change, task): (u64, u32), limit: Duration) {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        let state = watch.borrow().clone();
+        let done = state.meta.change.as_ref().is_none_or(|c| {
+            c.id != change
+                || c.step != Step::Streaming
+                || c.tasks.iter().any(|t| t.id == task && t.finished)
+        });
+        if done {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Whether `cmd`, a destination's `Progress`, still tells the leader something: its change
+/// is the one streaming, its task is unfinished and the range's recorded progress is not this
+/// report's. Reports that fail this are dropped before they cost a log entry.
+fn progress_news(meta: &ClusterMeta, cmd: &Command) -> bool {
+    let Command::Progress {
+        change,
+        task,
+        range,
+        done_through,
+        ..
+    } = cmd
+    else {
+        return true;
+    };
+    let Some(c) = meta.change.as_ref().filter(|c| c.id == *change) else {
+        return false;
+    };
+    if c.step != Step::Streaming {
+        return false;
+    }
+    c.tasks.iter().any(|t| {
+        t.id == *task
+            && !t.finished
+            && t.done_through
+                .get(*range as usize)
+                .is_some_and(|d| *d != Some(*done_through))
+    })
 }
 
 #[cfg(test)]
