@@ -20,10 +20,17 @@
 //!   streams and commits each synced checkpoint as the task's `Progress` (proposed through the
 //!   leader from a thread of its own; no `TaskProgress` request).
 //!
-//! Not built: cleanup of the moved ranges on the losers (their extra copies are not read:
-//! reads route by the new ring; whether background repair ever looks at them is not checked
-//! here); `Survivors`
-//! sources (a task whose source is down waits); aborts' cleanup; a stream rate limit.
+//! - **REMOVENODE** plans the removal the same way; the leaver is the source of every range
+//!   it replicates. **CHANGE ABORT** commits `Abort` before `Mid`.
+//! - **Cleanup** (node_meta.rs `cleanup_due`): at `Final` each loser drops what it lost
+//!   before it acknowledges the final epoch (a leaver hands its hints over instead), and
+//!   while `Aborting` each gainer drops what it gained before it acknowledges the abort
+//!   epoch; the driver's `FinishChange`/`FinishAbort` wait for every node's acknowledgement.
+//! - **Deregistration**: with no change running, the leader takes each `Left` member out of
+//!   the raft and deregisters it once it held the entry that made it `Left` (it then shut
+//!   itself down), or 30 s after it first saw it `Left`.
+//!
+//! Not built: `Survivors` sources (a task whose source is down waits).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -270,7 +277,8 @@ impl ChangeRoles {
                         }
                     }
                     for cmd in queued {
-                        if !progress_news(&reporter.0.watch().borrow().meta, &cmd) {
+                        let applied = reporter.0.status().applied;
+                        if !progress_news(&reporter.0.watch().borrow().meta, applied, &cmd) {
                             continue;
                         }
                         for attempt in 0..20u64 {
@@ -617,10 +625,13 @@ fn wait_committed(watch: &kv_meta::MetaWatch, (change, task): (u64, u32), limit:
     }
 }
 
-/// Whether `cmd`, a destination's `Progress`, still tells the leader something: its change
-/// is the one streaming, its task is unfinished and the range's recorded progress is not this
-/// report's. Reports that fail this are dropped before they cost a log entry.
-fn progress_news(meta: &ClusterMeta, cmd: &Command) -> bool {
+/// Whether `cmd`, a destination's `Progress`, still tells the leader something, judged on
+/// this node's metadata `meta` (applied through log index `applied`): its change is the
+/// one streaming, its task is unfinished and the range's recorded progress is not this
+/// report's. A change this node has not applied yet, or has not seen streaming yet (its
+/// metadata lags the source's), counts as news: dropping those reports would lose them.
+/// Reports that fail this are dropped before they cost a log entry.
+fn progress_news(meta: &ClusterMeta, applied: u64, cmd: &Command) -> bool {
     let Command::Progress {
         change,
         task,
@@ -632,10 +643,13 @@ fn progress_news(meta: &ClusterMeta, cmd: &Command) -> bool {
         return true;
     };
     let Some(c) = meta.change.as_ref().filter(|c| c.id == *change) else {
-        return false;
+        // Not started here yet (the change's id is its log index), or over.
+        return applied < *change;
     };
-    if c.step != Step::Streaming {
-        return false;
+    match c.step {
+        Step::Pending => return true,
+        Step::Streaming => {}
+        Step::Mid | Step::Final | Step::Aborting => return false,
     }
     c.tasks.iter().any(|t| {
         t.id == *task
@@ -722,5 +736,97 @@ mod tests {
         // A second add while one runs is refused by the planner.
         let e = kv_meta::plan_change(&meta, ChangeKind::Add, "n4", 0).unwrap_err();
         assert!(e.to_string().contains("change"), "{e}");
+    }
+
+    /// Reports that tell the leader nothing are dropped before they cost a log entry; a
+    /// report this node cannot judge yet (its metadata lags) is kept.
+    #[test]
+    fn stale_and_repeated_progress_is_dropped_and_unknown_progress_kept() {
+        let mut meta = with_a_joiner();
+        let plan = kv_meta::plan_change(&meta, ChangeKind::Add, "n4", 0).unwrap();
+        let progress = |range: u32, done_through: u64| Command::Progress {
+            change: 3,
+            task: 0,
+            range,
+            done_through,
+            keys: 1,
+            bytes: 0,
+        };
+        // Not applied here yet (applied index 2 < the change's id 3): kept.
+        assert!(progress_news(&meta, 2, &progress(0, 1)));
+        assert_eq!(meta.apply(3, &plan), MetaResponse::Ok { epoch: 4 });
+        let (start, end) = meta.change.as_ref().unwrap().tasks[0].ranges[0];
+        // Pending here while the source already streams: kept.
+        assert!(progress_news(&meta, 3, &progress(0, end)));
+        assert!(
+            meta.apply(4, &Command::BeginStreaming { change: 3 })
+                .is_ok()
+        );
+        assert!(progress_news(&meta, 4, &progress(0, end)));
+        assert!(meta.apply(5, &progress(0, end)).is_ok());
+        // The same report again, or for another change: dropped.
+        assert!(!progress_news(&meta, 5, &progress(0, end)));
+        let other = Command::Progress {
+            change: 2,
+            task: 0,
+            range: 0,
+            done_through: start.wrapping_add(1),
+            keys: 1,
+            bytes: 0,
+        };
+        assert!(!progress_news(&meta, 5, &other));
+        // Any other command is not judged.
+        assert!(progress_news(
+            &meta,
+            5,
+            &Command::BeginStreaming { change: 3 }
+        ));
+    }
+
+    /// At `Final` the losers owe a drop of what they lost, the joiner nothing; while
+    /// aborting the joiner owes a drop of what it gained.
+    #[test]
+    fn cleanup_is_owed_by_the_losers_at_final_and_by_the_joiner_when_aborting() {
+        let mut meta = with_a_joiner();
+        let plan = kv_meta::plan_change(&meta, ChangeKind::Add, "n4", 0).unwrap();
+        assert!(meta.apply(3, &plan).is_ok());
+        let mut aborted = meta.clone();
+        assert!(aborted.apply(4, &Command::Abort { change: 3 }).is_ok());
+        let work = crate::node_meta::cleanup_due(&aborted, "n4")
+            .unwrap()
+            .unwrap();
+        assert_eq!((work.change, work.epoch, work.leaver), (3, 5, false));
+        assert!(!work.drop.is_empty());
+        assert_eq!(crate::node_meta::cleanup_due(&aborted, "n1").unwrap(), None);
+        // To Final, every task marked finished (the progress is not what this tests).
+        assert!(
+            meta.apply(4, &Command::BeginStreaming { change: 3 })
+                .is_ok()
+        );
+        for t in &mut meta.change.as_mut().unwrap().tasks {
+            t.finished = true;
+        }
+        assert!(meta.apply(5, &Command::EnterMid { change: 3 }).is_ok());
+        assert_eq!(
+            crate::node_meta::cleanup_due(&meta, "n1").unwrap(),
+            None,
+            "not at final"
+        );
+        assert!(meta.apply(6, &Command::EnterFinal { change: 3 }).is_ok());
+        assert_eq!(crate::node_meta::cleanup_due(&meta, "n4").unwrap(), None);
+        for id in ["n1", "n2", "n3"] {
+            let work = crate::node_meta::cleanup_due(&meta, id).unwrap().unwrap();
+            assert_eq!((work.epoch, work.leaver), (6, false), "{id}");
+            let streamed: Vec<(u64, u64)> = meta
+                .change
+                .as_ref()
+                .unwrap()
+                .tasks
+                .iter()
+                .filter(|t| t.from == Source::Node(id.to_owned()))
+                .flat_map(|t| t.ranges.clone())
+                .collect();
+            assert_eq!(work.drop, streamed, "{id} drops what it streamed");
+        }
     }
 }
