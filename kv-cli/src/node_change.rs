@@ -198,6 +198,9 @@ pub fn local_keys() -> Option<u64> {
     LOCAL.get()?.held().ok().map(|c| c.live)
 }
 
+/// How many progress reports a destination proposes at once.
+const PROGRESS_WAVE: usize = 16;
+
 /// How often the driver looks at the committed change.
 const TICK: Duration = Duration::from_millis(200);
 
@@ -276,29 +279,61 @@ impl ChangeRoles {
                             queued.push(cmd);
                         }
                     }
-                    for cmd in queued {
-                        let applied = reporter.0.status().applied;
-                        if !progress_news(&reporter.0.watch().borrow().meta, applied, &cmd) {
-                            continue;
+                    let applied = reporter.0.status().applied;
+                    let meta = reporter.0.watch().borrow().meta.clone();
+                    queued.retain(|cmd| progress_news(&meta, applied, cmd));
+                    // The batch's reports name distinct ranges: proposed all at once, raft
+                    // commits them together (one at a time, a loaded debug build commits
+                    // fewer than ten a second); what failed is retried in order.
+                    for attempt in 0..20u64 {
+                        if queued.is_empty() {
+                            break;
                         }
-                        for attempt in 0..20u64 {
-                            match reporter.1.block_on(reporter.0.propose(cmd.clone())) {
+                        let outcomes = reporter.1.block_on(async {
+                            let mut all = Vec::with_capacity(queued.len());
+                            // A few dozen at a time: each is a request forwarded to the
+                            // leader, and a flood of them is refused on the way.
+                            for (n, wave) in queued.chunks(PROGRESS_WAVE).enumerate() {
+                                let mut set = tokio::task::JoinSet::new();
+                                for (i, cmd) in wave.iter().enumerate() {
+                                    let (raft, cmd) = (reporter.0.clone(), cmd.clone());
+                                    let i = n * PROGRESS_WAVE + i;
+                                    set.spawn(async move { (i, raft.propose(cmd).await) });
+                                }
+                                all.extend(set.join_all().await);
+                            }
+                            all
+                        });
+                        let mut failed = BTreeSet::new();
+                        for (i, outcome) in outcomes {
+                            match outcome {
                                 Ok((_, MetaResponse::Refused(e))) => {
-                                    // Stale reports are normal (a change that ended); say why
-                                    // once, not once per range.
+                                    // Stale reports are normal (a change that ended); say
+                                    // why once, not once per range.
                                     let text = e.to_string();
                                     if text != last_refusal {
                                         eprintln!("kvstore: change: progress refused: {text}");
                                         last_refusal = text;
                                     }
-                                    break;
                                 }
-                                Ok(_) => break,
+                                Ok(_) => {}
                                 Err(e) => {
-                                    eprintln!("kvstore: change: progress not committed yet: {e}");
-                                    std::thread::sleep(Duration::from_millis(100 * (attempt + 1)));
+                                    if failed.is_empty() {
+                                        eprintln!(
+                                            "kvstore: change: progress not committed yet: {e}"
+                                        );
+                                    }
+                                    failed.insert(i);
                                 }
                             }
+                        }
+                        let mut i = 0;
+                        queued.retain(|_| {
+                            i += 1;
+                            failed.contains(&(i - 1))
+                        });
+                        if !queued.is_empty() {
+                            std::thread::sleep(Duration::from_millis(100 * (attempt + 1)));
                         }
                     }
                 }
@@ -603,14 +638,15 @@ impl ChangeRoles {
     }
 }
 
-/// How long a source whose stream ended waits for the task to be committed finished before
-/// it streams it again (a destination that lost its progress reports).
+/// How long a source whose stream ended waits for the task's committed progress to move
+/// before it streams it again (a destination that lost its progress reports).
 const COMMIT_WAIT: Duration = Duration::from_secs(30);
 
-/// Waits, at most `limit`, until task `key` of the committed change is finished or the change
-/// is no longer streaming.
+/// Waits until task `key` of the committed change is finished or the change is no longer
+/// streaming, at most `limit` after the task's committed progress last moved.
 fn wait_committed(watch: &kv_meta::MetaWatch, (change, task): (u64, u32), limit: Duration) {
-    let deadline = std::time::Instant::now() + limit;
+    let mut deadline = std::time::Instant::now() + limit;
+    let mut recorded = 0usize;
     while std::time::Instant::now() < deadline {
         let state = watch.borrow().clone();
         let done = state.meta.change.as_ref().is_none_or(|c| {
@@ -621,8 +657,41 @@ fn wait_committed(watch: &kv_meta::MetaWatch, (change, task): (u64, u32), limit:
         if done {
             return;
         }
+        // Reports still being committed: the limit counts from the last one.
+        let now = state
+            .meta
+            .change
+            .iter()
+            .flat_map(|c| c.tasks.iter().filter(|t| t.id == task))
+            .map(|t| t.done_through.iter().flatten().count())
+            .sum();
+        if now != recorded {
+            recorded = now;
+            deadline = std::time::Instant::now() + limit;
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
+    let state = watch.borrow().clone();
+    let behind: Vec<String> = state
+        .meta
+        .change
+        .iter()
+        .flat_map(|c| c.tasks.iter().filter(|t| t.id == task))
+        .flat_map(|t| {
+            t.ranges
+                .iter()
+                .zip(&t.done_through)
+                .enumerate()
+                .filter(|(_, (r, d))| **d != Some(r.1))
+                .map(|(i, (r, d))| format!("{i}:({:#x},{:#x}]@{d:x?}", r.0, r.1))
+        })
+        .take(3)
+        .collect();
+    eprintln!(
+        "kvstore: change {change} task {task}: streamed, but not committed finished within \
+         {limit:?} (ranges behind: {}): streaming it again",
+        behind.join(" ")
+    );
 }
 
 /// Whether `cmd`, a destination's `Progress`, still tells the leader something, judged on
