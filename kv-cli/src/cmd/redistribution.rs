@@ -126,12 +126,20 @@ fn follow_change(session: &Session, client: &Client, id: &str, add: bool, change
     ));
     let bar = progress_bar();
     let mut last: Vec<String> = Vec::new();
+    let mut note = None;
     let ended = loop {
         let text = match client.call_bulk(&[b"KVSTORE", b"CHANGE"]) {
             Ok(Some(t)) => String::from_utf8_lossy(&t).into_owned(),
             Ok(None) => break Err("KVSTORE CHANGE answered nil".to_owned()),
             // The node removed here stops serving once the change is final.
             Err(crate::client::ClientError::Server(text)) if text.contains("left the cluster") => {
+                break Ok(());
+            }
+            // Connected to the leaver itself: it shuts down once it is out.
+            Err(_) if !add && last.iter().any(|l| l == "step:final") => {
+                note = Some(format!(
+                    "(the node this client is connected to was {id}: it left the cluster)"
+                ));
                 break Ok(());
             }
             Err(e) => break Err(e.to_string()),
@@ -199,6 +207,7 @@ fn follow_change(session: &Session, client: &Client, id: &str, add: bool, change
     } else {
         s.ok(format!("Node {id} removed successfully"))
     });
+    out.extend(note);
     Outcome::lines(out)
 }
 
