@@ -454,8 +454,9 @@ pub fn cleanup_due(meta: &ClusterMeta, me: &str) -> anyhow::Result<Option<Cleanu
     }))
 }
 
-/// How many ranges one `drop_ranges` call takes: each call holds the node's write path for
-/// its ranges only, so client writes interleave with a long cleanup.
+/// How many ranges one `drop_ranges` call takes: a cleanup of hundreds of ranges is many
+/// short calls, between which the node's other work (client writes, streams) gets its turn,
+/// rather than one long one.
 const DROP_CHUNK: usize = 16;
 
 /// The follower's cleanup: the work it finished last, and whether one runs.
