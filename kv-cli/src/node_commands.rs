@@ -31,6 +31,9 @@ pub struct NodeCommands {
     meta: Option<(kv_meta::MetaRaft, tokio::runtime::Handle)>,
     /// Set once the metadata is caught up: clients are refused until then.
     ready: Arc<std::sync::atomic::AtomicBool>,
+    /// Why this node refuses clients for good: it left the cluster (set by a task following
+    /// the metadata, so [`refusal`](kv_server::KvstoreExtension::refusal) stays a load).
+    left: Arc<std::sync::OnceLock<String>>,
 }
 
 impl NodeCommands {
@@ -42,11 +45,27 @@ impl NodeCommands {
         faults_allowed: bool,
         meta: Option<(kv_meta::MetaRaft, tokio::runtime::Handle)>,
     ) -> Self {
+        let left = Arc::new(std::sync::OnceLock::new());
+        if let Some((raft, runtime)) = &meta {
+            let (mut watch, raft, left) = (raft.watch(), raft.clone(), Arc::clone(&left));
+            runtime.spawn(async move {
+                loop {
+                    if let Some(why) = left_reason(&raft) {
+                        let _ = left.set(why);
+                        return;
+                    }
+                    if watch.changed().await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
         NodeCommands {
             peers: Arc::clone(peers),
             faults_allowed,
             ready: Arc::new(std::sync::atomic::AtomicBool::new(meta.is_none())),
             meta,
+            left,
         }
     }
 
@@ -102,6 +121,22 @@ impl NodeCommands {
     }
 }
 
+/// Why this node no longer serves clients, if it left the cluster: it is `Left`, or it is the
+/// leaver of a removal that reached `Final` (no longer in the ring; it hands its hints over and
+/// then shuts down).
+fn left_reason(raft: &kv_meta::MetaRaft) -> Option<String> {
+    let state = raft.watch().borrow().clone();
+    let meta = &state.meta;
+    let me = raft.raft_id();
+    let (id, m) = meta.members.iter().find(|(_, m)| m.raft_id == me)?;
+    let final_leaver = meta.change.as_ref().is_some_and(|c| {
+        c.kind == kv_meta::ChangeKind::Remove && &c.node == id && c.step == kv_meta::Step::Final
+    });
+    (m.state == kv_meta::MemberState::Left || final_leaver).then(|| {
+        format!("ERR this node ({id}) left the cluster (removed): connect to another member")
+    })
+}
+
 /// One peer's line: `- n2 127.0.0.1:17002: up, last heard 12 ms ago, rtt 85 µs, 0 in flight,
 /// 1 reconnect, epoch 1` (or `connected, not heard from ...` / `not connected`, and the last
 /// error).
@@ -137,10 +172,13 @@ impl kv_server::KvstoreExtension for NodeCommands {
     fn handles(&self, sub: &str) -> bool {
         sub == "peers"
             || (sub == "fault" && self.faults_allowed)
-            || (matches!(sub, "meta" | "addnode" | "change") && self.meta.is_some())
+            || (matches!(sub, "meta" | "addnode" | "removenode" | "change") && self.meta.is_some())
     }
 
     fn refusal(&self) -> Option<String> {
+        if let Some(why) = self.left.get() {
+            return Some(why.clone());
+        }
         (!self.ready.load(std::sync::atomic::Ordering::Acquire))
             .then(|| "TRYAGAIN metadata catching up".to_owned())
     }
@@ -185,28 +223,50 @@ impl kv_server::KvstoreExtension for NodeCommands {
                 (Some(_), _) => Err("usage: KVSTORE META".to_owned()),
                 (None, _) => Err("this node runs no metadata".to_owned()),
             },
-            Some("addnode") => match (&self.meta, &args[2..]) {
+            Some(verb @ ("addnode" | "removenode")) => match (&self.meta, &args[2..]) {
                 (Some((raft, runtime)), [id]) => {
                     let id = String::from_utf8_lossy(id).into_owned();
+                    let add = verb == "addnode";
                     // As META BUMP: the proposal runs on a thread of its own, which waits for it
                     // on the runtime (this is a server thread of that runtime).
                     let (raft, runtime) = (raft.clone(), runtime.clone());
                     let (change, epoch) = std::thread::spawn(move || {
-                        runtime.block_on(crate::node_change::add_node(&raft, &id))
+                        runtime.block_on(async {
+                            if add {
+                                crate::node_change::add_node(&raft, &id).await
+                            } else {
+                                crate::node_change::remove_node(&raft, &id).await
+                            }
+                        })
                     })
                     .join()
-                    .map_err(|_| "ADDNODE failed".to_owned())??;
+                    .map_err(|_| format!("{} failed", verb.to_ascii_uppercase()))??;
                     Ok(vec![format!("OK change {change} epoch {epoch}")])
                 }
-                (Some(_), _) => Err("usage: KVSTORE ADDNODE id".to_owned()),
+                (Some(_), _) => Err(format!("usage: KVSTORE {} id", verb.to_ascii_uppercase())),
                 (None, _) => Err("this node runs no metadata".to_owned()),
             },
             Some("change") => match (&self.meta, &args[2..]) {
                 (Some((raft, _)), []) => {
                     let state = raft.watch().borrow().clone();
-                    Ok(crate::node_change::report(&state.meta))
+                    let mut lines = crate::node_change::report(&state.meta);
+                    lines.extend(
+                        crate::node_change::local_keys().map(|n| format!("local_keys:{n}")),
+                    );
+                    Ok(lines)
                 }
-                (Some(_), _) => Err("usage: KVSTORE CHANGE".to_owned()),
+                (Some((raft, runtime)), [abort]) if abort.eq_ignore_ascii_case(b"abort") => {
+                    let (raft, runtime) = (raft.clone(), runtime.clone());
+                    let (change, epoch) = std::thread::spawn(move || {
+                        runtime.block_on(crate::node_change::abort(&raft))
+                    })
+                    .join()
+                    .map_err(|_| "CHANGE ABORT failed".to_owned())??;
+                    Ok(vec![format!(
+                        "OK change {change} aborting at epoch {epoch}"
+                    )])
+                }
+                (Some(_), _) => Err("usage: KVSTORE CHANGE [ABORT]".to_owned()),
                 (None, _) => Err("this node runs no metadata".to_owned()),
             },
             _ => self.fault(args),

@@ -311,11 +311,36 @@ impl Follower {
     /// During a change, tells the leader (`Ack`, in the background) that the local fence is
     /// at `state`'s epoch, which [`Follower::apply`] just raised: the change driver's barriers
     /// wait for these. Repeated on each applied state until the acknowledgement is applied.
-    fn acknowledge(&self, raft: &MetaRaft, runtime: &tokio::runtime::Handle, state: &MetaSnapshot) {
+    ///
+    /// At `Final` a loser acknowledges the final epoch only once it dropped the ranges it lost
+    /// (a leaver: once it handed its hints over), and while `Aborting` a node that gained
+    /// ranges only once it dropped them: the driver ends the change on these acknowledgements,
+    /// so they also say "cleaned up" ([`cleanup_due`]). The cleanup runs on a thread of its
+    /// own (`cleanup`), so this thread keeps installing epochs meanwhile.
+    fn acknowledge(
+        &self,
+        raft: &MetaRaft,
+        runtime: &tokio::runtime::Handle,
+        state: &MetaSnapshot,
+        cleanup: &Cleanup,
+    ) {
         let meta = &state.meta;
         let acked = meta.acks.get(self.me.as_str()).copied().unwrap_or(0);
         if meta.change.is_none() || acked >= meta.epoch {
             return;
+        }
+        match cleanup_due(meta, self.me.as_str()) {
+            Ok(Some(work)) if !cleanup.finished(&work) => {
+                cleanup.start(work, self);
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                // Never for a change `apply` accepted: say so and hold the acknowledgement
+                // (the change waits, `KVSTORE CHANGE` names this node).
+                eprintln!("kvstore: change cleanup: {e}");
+                return;
+            }
         }
         let (raft, node, epoch) = (raft.clone(), self.me.to_string(), meta.epoch);
         runtime.spawn(async move {
@@ -341,12 +366,18 @@ impl Follower {
             .name("kvstore-meta".into())
             .spawn(move || {
                 let mut last_error = String::new();
+                let cleanup = Cleanup::default();
+                let mut leaving = false;
                 while !stop.load(Ordering::Relaxed) {
                     let state = Arc::clone(&watch.borrow_and_update());
                     match self.apply(&state) {
                         Ok(()) => {
                             last_error.clear();
-                            self.acknowledge(&raft, &runtime, &state);
+                            self.acknowledge(&raft, &runtime, &state, &cleanup);
+                            if !leaving && has_left(&state.meta, self.me.as_str()) {
+                                leaving = true;
+                                leave(self.me.as_str());
+                            }
                         }
                         Err(e) => {
                             let text = format!("{e:#}");
@@ -366,6 +397,187 @@ impl Follower {
                 }
             })
             .context("start the metadata follower")
+    }
+}
+
+/// What a node must do before it acknowledges a change's epoch (membership.md §3.5): drop
+/// the ranges it lost at `Final` or gained before an abort, or, as the leaver at `Final`,
+/// hand its hints over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CleanupWork {
+    /// The change.
+    pub change: u64,
+    /// The epoch the acknowledgement is for (the final or the abort epoch).
+    pub epoch: u64,
+    /// The ranges `(start, end]` to drop from the local replica.
+    pub drop: Vec<(u64, u64)>,
+    /// This node leaves the cluster: it hands its hints over and drops nothing (its data
+    /// directory stays for the operator to delete).
+    pub leaver: bool,
+}
+
+/// The cleanup node `me` owes before it acknowledges `meta`'s epoch, if any: at `Final`, the
+/// ranges it lost (a leaver: its hints to hand over); while `Aborting`, the ranges it gained.
+///
+/// # Errors
+/// The change's rings cannot be rebuilt (never for a change `apply` accepted).
+pub fn cleanup_due(meta: &ClusterMeta, me: &str) -> anyhow::Result<Option<CleanupWork>> {
+    let Some(c) = &meta.change else {
+        return Ok(None);
+    };
+    let in_ring = |members: &[kv_meta::RingMember]| members.iter().any(|m| m.id == me);
+    let (epoch, lost) = match c.step {
+        Step::Final => (c.step_epochs[2], true),
+        // The abort epoch is the current one: nothing else raises it while aborting.
+        Step::Aborting => (meta.epoch, false),
+        _ => return Ok(None),
+    };
+    if !in_ring(&c.from_members) && !in_ring(&c.to_members) {
+        return Ok(None);
+    }
+    if lost && c.kind == kv_meta::ChangeKind::Remove && c.node == me {
+        return Ok(Some(CleanupWork {
+            change: c.id,
+            epoch,
+            drop: Vec::new(),
+            leaver: true,
+        }));
+    }
+    let moved = kv_meta::moved_ranges(c, meta.vnodes, meta.replication_factor, me)
+        .context("the ranges this change moves")?;
+    let drop = if lost { moved.lost } else { moved.gained };
+    Ok((!drop.is_empty()).then_some(CleanupWork {
+        change: c.id,
+        epoch,
+        drop,
+        leaver: false,
+    }))
+}
+
+/// How many ranges one `drop_ranges` call takes: a cleanup of hundreds of ranges is many
+/// short calls, between which the node's other work (client writes, streams) gets its turn,
+/// rather than one long one.
+const DROP_CHUNK: usize = 16;
+
+/// The follower's cleanup: the work it finished last, and whether one runs.
+#[derive(Debug, Default, Clone)]
+struct Cleanup(Arc<std::sync::Mutex<CleanupRun>>);
+
+#[derive(Debug, Default)]
+struct CleanupRun {
+    running: bool,
+    finished: Option<CleanupWork>,
+}
+
+impl Cleanup {
+    fn finished(&self, work: &CleanupWork) -> bool {
+        self.0
+            .lock()
+            .map(|r| r.finished.as_ref() == Some(work))
+            .unwrap_or(false)
+    }
+
+    /// Runs `work` on a thread of its own unless one runs; a failure is logged and the work
+    /// is tried again on a later state (dropping is idempotent).
+    fn start(&self, work: CleanupWork, follower: &Follower) {
+        let Ok(mut run) = self.0.lock() else { return };
+        if run.running {
+            return;
+        }
+        run.running = true;
+        drop(run);
+        let (me, state) = (follower.clone(), self.clone());
+        let spawned = std::thread::Builder::new()
+            .name("kvstore-cleanup".into())
+            .spawn(move || {
+                let started = Instant::now();
+                let outcome = me.clean(&work);
+                match &outcome {
+                    Ok(what) => eprintln!(
+                        "kvstore: change {} cleanup done in {:?}: {what}",
+                        work.change,
+                        started.elapsed()
+                    ),
+                    Err(e) => eprintln!(
+                        "kvstore: change {} cleanup failed (tried again): {e:#}",
+                        work.change
+                    ),
+                }
+                if let Ok(mut run) = state.0.lock() {
+                    run.running = false;
+                    if outcome.is_ok() {
+                        run.finished = Some(work);
+                    }
+                }
+            });
+        if spawned.is_err()
+            && let Ok(mut run) = self.0.lock()
+        {
+            run.running = false;
+        }
+    }
+}
+
+impl Follower {
+    /// Does `work`: drops its ranges from the local replica in chunks of [`DROP_CHUNK`], or,
+    /// for a leaver, hands the hints it holds over to their targets. Returns what it did.
+    fn clean(&self, work: &CleanupWork) -> anyhow::Result<String> {
+        if work.leaver {
+            // Hints go to their targets, which replicate their keys in the new ring; a
+            // target that is down keeps its hints here (the data directory is kept).
+            // A failure does not hold the change: a strict write was acknowledged by `W`
+            // replicas besides its hint, and the hints not handed over stay on disk here.
+            return Ok(match self.cluster.hand_off_hints() {
+                Ok(handed) => {
+                    format!("{handed} hinted write(s) handed over; this node left the ring")
+                }
+                Err(e) => format!(
+                    "hints not handed over ({e}): they stay in this node's data directory; \
+                     this node left the ring"
+                ),
+            });
+        }
+        let mut dropped = 0usize;
+        for chunk in work.drop.chunks(DROP_CHUNK) {
+            let ranges: Vec<kv_ring::TokenRange> = chunk
+                .iter()
+                .map(|&(start, end)| kv_ring::TokenRange { start, end })
+                .collect();
+            dropped += self
+                .local
+                .drop_ranges(work.epoch, &ranges)
+                .context("drop the moved ranges")?;
+        }
+        self.local.sync().context("sync after dropping ranges")?;
+        Ok(format!(
+            "{dropped} key(s) dropped in {} moved range(s)",
+            work.drop.len()
+        ))
+    }
+}
+
+/// Whether `me` is a member that left the ring (`Left`, waiting for `Deregister`).
+pub fn has_left(meta: &ClusterMeta, me: &str) -> bool {
+    meta.members
+        .get(me)
+        .is_some_and(|m| m.state == kv_meta::MemberState::Left)
+}
+
+/// A node that left the cluster shuts down as on SIGTERM (membership.md §3.5): it finishes
+/// the commands in flight, flushes its storage and exits 0; its data directory stays.
+fn leave(me: &str) {
+    eprintln!(
+        "kvstore: {me} left the cluster: shutting down (its data directory is kept; delete it \
+         once no longer needed)"
+    );
+    // SAFETY: `kill` on this process's own pid with a signal the server installed a handler
+    // for (serve.rs `Signals`) has no memory effects; it only queues the signal.
+    let sent = unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
+    if sent != 0 {
+        eprintln!(
+            "kvstore: {me} could not signal itself to stop: {}",
+            std::io::Error::last_os_error()
+        );
     }
 }
 

@@ -76,7 +76,7 @@ mod state;
 pub use change::{Change, ChangeKind, Source, Step, StreamTask};
 pub use command::{Command, MetaResponse, NewMember};
 pub use error::{Error, MetaError, Result};
-pub use plan::plan_change;
+pub use plan::{MovedRanges, moved_ranges, plan_change};
 pub use protocol::{
     MAX_META_BODY, META_PROTOCOL_VERSION, META_REQUEST_ENVELOPE, MetaReply, MetaRequest,
     MetaStatus, request_cluster_uuid,

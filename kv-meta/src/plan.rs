@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::change::{ChangeKind, Source, StreamTask};
+use crate::change::{Change, ChangeKind, Source, StreamTask};
 use crate::command::Command;
 use crate::error::MetaError;
 use crate::state::{ClusterMeta, RingMember, build_ring};
@@ -145,6 +145,82 @@ pub fn plan_change(
     })
 }
 
+/// What a membership change moves for one node: the token ranges `(start, end]` (coalesced,
+/// in token order) it replicates in the old ring and not in the new one (`lost`: what a
+/// loser drops once the new ring is in force), and those it replicates in the new ring and
+/// not in the old one (`gained`: what a joiner drops when the change is aborted).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MovedRanges {
+    /// Replicated before the change, not after it.
+    pub lost: Vec<(u64, u64)>,
+    /// Replicated after the change, not before it.
+    pub gained: Vec<(u64, u64)>,
+}
+
+/// The ranges `change` takes away from and gives to `node` (see [`MovedRanges`]), computed
+/// from the change's two rings at the metadata's `vnodes` and `rf` (the same rings every node
+/// routes by, so every node computes the same answer).
+///
+/// # Errors
+/// [`MetaError::InvalidPlan`] if a ring cannot be rebuilt (never for a change `apply`
+/// accepted).
+///
+/// # Example
+///
+/// ```
+/// use kv_meta::{Change, ChangeKind, RingMember, Step, moved_ranges};
+/// let member = |id: &str, tokens: Vec<u64>| RingMember { id: id.into(), weight: 1.0, tokens };
+/// let from = vec![member("n1", vec![100]), member("n2", vec![200])];
+/// let mut to = from.clone();
+/// to.push(member("n3", vec![150]));
+/// let change = Change {
+///     id: 9, kind: ChangeKind::Add, node: "n3".into(), from_members: from, to_members: to,
+///     step: Step::Final, step_epochs: [2, 3, 4], tasks: vec![], error: None, started_ms: 0,
+/// };
+/// // RF 1: n3 takes (100, 150] from n2, which owned (100, 200].
+/// let n3 = moved_ranges(&change, 1, 1, "n3")?;
+/// assert_eq!((n3.lost, n3.gained), (vec![], vec![(100, 150)]));
+/// assert_eq!(moved_ranges(&change, 1, 1, "n2")?.lost, vec![(100, 150)]);
+/// assert_eq!(moved_ranges(&change, 1, 1, "n1")?, Default::default());
+/// # Ok::<(), kv_meta::MetaError>(())
+/// ```
+pub fn moved_ranges(
+    change: &Change,
+    vnodes: u32,
+    rf: u32,
+    node: &str,
+) -> Result<MovedRanges, MetaError> {
+    let invalid = |reason: String| MetaError::InvalidPlan { reason };
+    let old = build_ring(&change.from_members, vnodes, rf).map_err(invalid)?;
+    let new = build_ring(&change.to_members, vnodes, rf).map_err(invalid)?;
+    let plan =
+        kv_ring::transfer_plan(&old, &new, rf as usize).map_err(|e| invalid(e.to_string()))?;
+    let (mut lost, mut gained) = (Vec::new(), Vec::new());
+    for t in &plan.transfers {
+        let before = old
+            .preference_list(t.range.end, rf as usize)
+            .map_err(|e| invalid(e.to_string()))?;
+        let after = new
+            .preference_list(t.range.end, rf as usize)
+            .map_err(|e| invalid(e.to_string()))?;
+        match (before.contains(node), after.contains(node)) {
+            (true, false) => lost.push(t.range),
+            (false, true) => gained.push(t.range),
+            _ => {}
+        }
+    }
+    // A range that moves to two new replicas is listed once per transfer.
+    let dedup = |mut v: Vec<kv_ring::TokenRange>| {
+        v.sort_by_key(|r| (r.start, r.end));
+        v.dedup();
+        coalesce(v)
+    };
+    Ok(MovedRanges {
+        lost: dedup(lost),
+        gained: dedup(gained),
+    })
+}
+
 /// The old replica of `token` that is not a replica under `new` (the first, in preference
 /// order), if any.
 fn loser_of(old: &kv_ring::Ring, new: &kv_ring::Ring, rf: usize, token: u64) -> Option<String> {
@@ -258,6 +334,85 @@ mod tests {
             plan_change(&meta, ChangeKind::Remove, "n1", 0),
             Err(MetaError::ChangeInProgress { .. })
         ));
+    }
+
+    fn share(ranges: &[(u64, u64)]) -> f64 {
+        ranges
+            .iter()
+            .map(|&(start, end)| kv_ring::TokenRange { start, end }.fraction())
+            .sum()
+    }
+
+    /// What each node drops at `Final` (lost) or before an abort (gained) matches the plan:
+    /// in an add the losers lose what the joiner gains, each loser what it streams; in a
+    /// removal the leaver loses everything it replicated and nobody else loses anything.
+    #[test]
+    fn moved_ranges_are_what_the_losers_stream_and_the_gainers_receive() {
+        let mut meta = cluster();
+        let plan = plan_change(&meta, ChangeKind::Add, "n4", 0).unwrap();
+        assert!(meta.apply(3, &plan).is_ok());
+        let c = meta.change.clone().unwrap();
+        let n4 = moved_ranges(&c, 64, 3, "n4").unwrap();
+        assert!(n4.lost.is_empty());
+        assert!(
+            (share(&n4.gained) - 0.75).abs() < 0.075,
+            "{}",
+            share(&n4.gained)
+        );
+        let mut lost_total = 0.0;
+        for id in ["n1", "n2", "n3"] {
+            let m = moved_ranges(&c, 64, 3, id).unwrap();
+            assert!(m.gained.is_empty(), "{id} gains nothing in an add");
+            // The loser's lost ranges are exactly the ones its tasks stream.
+            let mut streamed: Vec<(u64, u64)> = c
+                .tasks
+                .iter()
+                .filter(|t| t.from == Source::Node(id.to_owned()))
+                .flat_map(|t| t.ranges.clone())
+                .collect();
+            streamed.sort_unstable();
+            assert_eq!(m.lost, streamed, "{id}");
+            lost_total += share(&m.lost);
+        }
+        assert!((lost_total - share(&n4.gained)).abs() < 1e-9);
+
+        // A removal of n2 from four members: n2 loses all it replicated (3/4 of the ring).
+        let mut meta = cluster();
+        let plan = plan_change(&meta, ChangeKind::Add, "n4", 0).unwrap();
+        assert!(meta.apply(3, &plan).is_ok());
+        for cmd in [
+            Command::EnterFinal { change: 3 },
+            Command::FinishChange { change: 3 },
+        ] {
+            // Shortcut through the steps: the tasks' progress is not what this tests.
+            let c = meta.change.as_mut().unwrap();
+            c.tasks.iter_mut().for_each(|t| t.finished = true);
+            if matches!(cmd, Command::EnterFinal { .. }) {
+                assert!(
+                    meta.apply(4, &Command::BeginStreaming { change: 3 })
+                        .is_ok()
+                );
+                assert!(meta.apply(5, &Command::EnterMid { change: 3 }).is_ok());
+            }
+            assert!(meta.apply(6, &cmd).is_ok(), "{cmd:?}");
+        }
+        let plan = plan_change(&meta, ChangeKind::Remove, "n2", 0).unwrap();
+        assert!(meta.apply(8, &plan).is_ok());
+        let c = meta.change.clone().unwrap();
+        let n2 = moved_ranges(&c, 64, 3, "n2").unwrap();
+        assert!(n2.gained.is_empty());
+        assert!(
+            (share(&n2.lost) - 0.75).abs() < 0.075,
+            "{}",
+            share(&n2.lost)
+        );
+        let mut gained_total = 0.0;
+        for id in ["n1", "n3", "n4"] {
+            let m = moved_ranges(&c, 64, 3, id).unwrap();
+            assert!(m.lost.is_empty(), "{id} loses nothing in a removal");
+            gained_total += share(&m.gained);
+        }
+        assert!((gained_total - share(&n2.lost)).abs() < 1e-9);
     }
 
     #[test]

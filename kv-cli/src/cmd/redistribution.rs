@@ -90,11 +90,125 @@ fn remote_change(session: &Session, client: &Client, id: &str, add: bool) -> Out
         Some(&mut progress),
     );
     bar.finish_and_clear();
+    // A node of a cluster of processes answers at once with the change it started; the
+    // change runs in the cluster: follow `KVSTORE CHANGE` to its end.
+    if outcome.error.is_none()
+        && let Some(change) = outcome
+            .out
+            .first()
+            .and_then(|l| l.strip_prefix("OK change "))
+            .and_then(|rest| rest.split(' ').next())
+            .map(str::to_owned)
+    {
+        return follow_change(session, client, id, add, &change);
+    }
     if outcome.error.is_none() {
         // The local command's blank line before its heading.
         outcome.out.insert(0, String::new());
     }
     outcome
+}
+
+/// Follows change `change` (started on a node of a cluster of processes) through `KVSTORE
+/// CHANGE` every 200 ms, a bar on its keys copied, until it ends; then reports it as the
+/// local command does (keys copied per source and destination, the total).
+fn follow_change(session: &Session, client: &Client, id: &str, add: bool, change: &str) -> Outcome {
+    let s = session.style;
+    let verb = if add { "addnode" } else { "removenode" };
+    let mut out = vec![String::new()];
+    out.push(s.heading(if add {
+        format!("Adding Node: {id}")
+    } else {
+        format!("Removing Node: {id}")
+    }));
+    out.push(format!(
+        "Change {change} started; following KVSTORE CHANGE..."
+    ));
+    let bar = progress_bar();
+    let mut last: Vec<String> = Vec::new();
+    let mut note = None;
+    let ended = loop {
+        let text = match client.call_bulk(&[b"KVSTORE", b"CHANGE"]) {
+            Ok(Some(t)) => String::from_utf8_lossy(&t).into_owned(),
+            Ok(None) => break Err("KVSTORE CHANGE answered nil".to_owned()),
+            // The node removed here stops serving once the change is final.
+            Err(crate::client::ClientError::Server(text)) if text.contains("left the cluster") => {
+                break Ok(());
+            }
+            // Connected to the leaver itself: it shuts down once it is out.
+            Err(_) if !add && last.iter().any(|l| l == "step:final") => {
+                note = Some(format!(
+                    "(the node this client is connected to was {id}: it left the cluster)"
+                ));
+                break Ok(());
+            }
+            Err(e) => break Err(e.to_string()),
+        };
+        let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        if lines
+            .first()
+            .is_none_or(|l| l != &format!("change:{change}"))
+        {
+            break Ok(());
+        }
+        let field = |name: &str| {
+            lines
+                .iter()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        if let Some(keys) = field("keys_copied") {
+            bar.set_length(bar.length().unwrap_or(0).max(keys));
+            bar.set_position(keys);
+        }
+        if let Some(step) = lines.iter().find_map(|l| l.strip_prefix("step:")) {
+            bar.set_message(step.to_owned());
+        }
+        last = lines;
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    bar.finish_and_clear();
+    if let Err(e) = ended {
+        return Outcome::failed(s.fail(format!("{verb} {id}: following change {change}: {e}")));
+    }
+    if last.iter().any(|l| l == "step:aborting") {
+        return Outcome::failed(s.fail(format!("{verb} {id}: change {change} was aborted")));
+    }
+    // `task:<id> <from>-><to> ranges:<n> keys:<k> finished:<0|1>`, summed per pair.
+    let mut pairs: std::collections::BTreeMap<(String, String), u64> = Default::default();
+    for l in last.iter().filter_map(|l| l.strip_prefix("task:")) {
+        let mut words = l.split(' ').skip(1);
+        let (Some(route), Some(keys)) = (words.next(), words.nth(1)) else {
+            continue;
+        };
+        let (Some((from, to)), Some(keys)) = (
+            route.split_once("->"),
+            keys.strip_prefix("keys:")
+                .and_then(|k| k.parse::<u64>().ok()),
+        ) else {
+            continue;
+        };
+        *pairs.entry((from.to_owned(), to.to_owned())).or_default() += keys;
+    }
+    let total: u64 = pairs.values().sum();
+    out.extend(
+        pairs
+            .iter()
+            .filter(|(_, k)| **k > 0)
+            .map(|((from, to), k)| format!("  Moving {k} keys from {from} to {to}")),
+    );
+    out.push(s.ok(format!(
+        "Redistribution complete: {total} keys moved (as last seen)"
+    )));
+    out.push(if add {
+        s.ok(format!(
+            "Node {id} added successfully with minimal redistribution"
+        ))
+    } else {
+        s.ok(format!("Node {id} removed successfully"))
+    });
+    out.extend(note);
+    Outcome::lines(out)
 }
 
 /// Keys moved and keys expected, from `INFO cluster`, if `job` is the change running there.

@@ -479,6 +479,64 @@ impl MetaRaft {
         }
     }
 
+    /// The last log index raft node `raft_id` is known to hold, from this node's replication
+    /// metrics: `None` unless this node leads and replicates to it (a leaver is safe to
+    /// deregister once it holds the entry that made it `Left`).
+    pub fn matched_index(&self, raft_id: u64) -> Option<u64> {
+        let metrics = self.inner.raft.metrics().borrow().clone();
+        metrics
+            .replication
+            .as_ref()?
+            .get(&raft_id)
+            .copied()
+            .flatten()
+            .map(|log_id| log_id.index)
+    }
+
+    /// One step of taking raft node `raft_id` (a member that left the ring) out of the raft,
+    /// if this node leads and is not that node: while it is a voter, first a
+    /// [`reconcile_voters`](MetaRaft::reconcile_voters) step (it counts a member that is not
+    /// `Normal` as down, so a replacement voter is added before it goes), then it is demoted
+    /// to a learner; a learner is then removed. Returns `true` once it is no raft node (or
+    /// never was), `false` while steps remain (call again) or this node cannot act.
+    ///
+    /// # Errors
+    /// [`MetaError::Unavailable`] if raft refused or did not commit a step within
+    /// [`FORWARD_WINDOW`].
+    pub async fn retire(
+        &self,
+        raft_id: u64,
+        cap: usize,
+        is_up: &(dyn Fn(&str) -> bool + Send + Sync),
+    ) -> std::result::Result<bool, MetaError> {
+        let raft = &self.inner.raft;
+        let metrics = raft.metrics().borrow().clone();
+        if metrics.current_leader != Some(self.inner.raft_id) || raft_id == self.inner.raft_id {
+            return Ok(false);
+        }
+        let membership = metrics.membership_config.membership().clone();
+        if membership.get_joint_config().len() > 1 {
+            return Ok(false);
+        }
+        let one = std::collections::BTreeSet::from([raft_id]);
+        let change = if membership.voter_ids().any(|v| v == raft_id) {
+            if self.reconcile_voters(cap, is_up).await?.is_some() {
+                return Ok(false);
+            }
+            openraft::ChangeMembers::RemoveVoters(one)
+        } else if membership.get_node(&raft_id).is_some() {
+            openraft::ChangeMembers::RemoveNodes(one)
+        } else {
+            return Ok(true);
+        };
+        tracing::info!(raft_id, ?change, "retiring a raft node");
+        match tokio::time::timeout(FORWARD_WINDOW, raft.change_membership(change, true)).await {
+            Ok(Ok(_)) => Ok(false),
+            Ok(Err(e)) => Err(unavailable(e)),
+            Err(_) => Err(unavailable("the membership change did not commit in time")),
+        }
+    }
+
     /// Runs [`reconcile_voters`](MetaRaft::reconcile_voters) every `interval` until
     /// [`shutdown`](MetaRaft::shutdown), on the current tokio runtime; each node runs one, and
     /// only the leader's acts.
