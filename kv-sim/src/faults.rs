@@ -32,6 +32,10 @@ pub(crate) struct Faults {
     healed: bool,
     crashes: Crashes,
     restarted: Restarted,
+    /// The node hosts faults are drawn among.
+    hosts: &'static [&'static str],
+    /// The client hosts (a node cut from everyone is cut from them too).
+    clients: u32,
     log: Vec<String>,
 }
 
@@ -41,6 +45,8 @@ impl Faults {
         until: Duration,
         crashes: Crashes,
         restarted: Restarted,
+        hosts: &'static [&'static str],
+        clients: u32,
     ) -> Faults {
         Faults {
             rng: StdRng::seed_from_u64(seed),
@@ -52,6 +58,8 @@ impl Faults {
             healed: false,
             crashes,
             restarted,
+            hosts,
+            clients,
             log: Vec::new(),
         }
     }
@@ -108,18 +116,19 @@ impl Faults {
             return;
         }
         self.next = now + Duration::from_millis(self.rng.random_range(1000..3000));
-        let node = NODES[self.rng.random_range(0..NODES.len())];
+        let node = self.hosts[self.rng.random_range(0..self.hosts.len())];
         let span = Duration::from_millis(self.rng.random_range(1000..8000));
         match self.rng.random_range(0..8) {
             0..=2 if self.held.is_none() => {
-                let mut others: Vec<String> = NODES
+                let mut others: Vec<String> = self
+                    .hosts
                     .iter()
                     .filter(|n| **n != node)
                     .map(|n| n.to_string())
                     .collect();
                 let from_all = self.rng.random_bool(0.5);
                 if from_all {
-                    others.extend((0..4).map(|c| format!("client{c}")));
+                    others.extend((0..self.clients).map(|c| format!("client{c}")));
                     others.push("admin".to_string());
                 }
                 let pairs: Vec<(String, String)> =
@@ -133,7 +142,12 @@ impl Faults {
                 self.held = Some((now + span, pairs));
             }
             3..=4 if self.slow.is_none() => {
-                let other = NODES.iter().copied().find(|n| *n != node).unwrap_or(node);
+                let other = self
+                    .hosts
+                    .iter()
+                    .copied()
+                    .find(|n| *n != node)
+                    .unwrap_or(node);
                 let latency = Duration::from_millis(self.rng.random_range(50..500));
                 sim.set_link_max_message_latency(node, other, latency);
                 self.log.push(format!(

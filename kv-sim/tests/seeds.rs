@@ -90,6 +90,9 @@ fn one_seed() {
     for f in &report.faults {
         println!("fault {f}");
     }
+    for c in &report.changes {
+        println!("change {c}");
+    }
     for r in &report.repairs {
         println!("repair {r}");
     }
