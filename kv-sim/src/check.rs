@@ -349,6 +349,23 @@ mod tests {
     }
 
     #[test]
+    fn only_a_keys_replicas_count() {
+        let w = op(Kind::Set, Some("a"), 0, 10, Outcome::Ok);
+        let mut replicas = everywhere("a");
+        // A node that is not a replica of the key in the final ring: not looked at.
+        replicas.push(("n3".into(), BTreeMap::new()));
+        assert!(check(std::slice::from_ref(&w), &replicas, Duration::ZERO).is_empty());
+        // A replica that never saw the key: the acknowledged write is lost there, and the
+        // replicas disagree.
+        replicas.push(("n4".into(), BTreeMap::from([(3, None)])));
+        let props: Vec<Property> = check(&[w], &replicas, Duration::ZERO)
+            .iter()
+            .map(|v| v.property)
+            .collect();
+        assert_eq!(props, vec![Property::NoLostWrite, Property::Convergence]);
+    }
+
+    #[test]
     fn a_concurrent_later_write_may_win() {
         let h = vec![
             op(Kind::Set, Some("a"), 0, 10, Outcome::Ok),

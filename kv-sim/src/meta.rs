@@ -189,3 +189,109 @@ pub(crate) fn topology_of(meta: &ClusterMeta) -> Result<Option<Topology>, kv_rin
         slots,
     }))
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use kv_meta::{ChangeKind, NewMember};
+
+    /// The service over three members of a real ring, with `node4` registered and its add
+    /// started.
+    fn adding() -> (Meta, u64) {
+        let ring = kv_ring::Ring::with_nodes(
+            kv_ring::RingOptions::default().placement(kv_ring::Placement::Balanced {
+                replication_factor: 3,
+            }),
+            ["node1", "node2", "node3"],
+        )
+        .unwrap();
+        let members = ["node1", "node2", "node3"]
+            .iter()
+            .map(|id| NewMember {
+                id: id.to_string(),
+                cluster_addr: format!("{id}:1"),
+                client_addr: format!("{id}:2"),
+                weight: 1.0,
+                tokens: ring.tokens_of(id).unwrap().to_vec(),
+            })
+            .collect();
+        let boot = Command::BootstrapAt {
+            uuid: 1,
+            name: "t".into(),
+            rf: 3,
+            vnodes: kv_ring::DEFAULT_VNODES,
+            members,
+            epoch: 5,
+        };
+        let meta = MetaService::new(&boot).unwrap();
+        let register = Command::Register {
+            id: "node4".into(),
+            cluster_addr: "node4:1".into(),
+            client_addr: "node4:2".into(),
+        };
+        assert!(matches!(meta.propose(&register), MetaResponse::Ok { .. }));
+        let plan = kv_meta::plan_change(&meta.snapshot(), ChangeKind::Add, "node4", 0).unwrap();
+        assert_eq!(meta.propose(&plan), MetaResponse::Ok { epoch: 6 });
+        let id = meta.read(|m| m.change.as_ref().map(|c| c.id)).unwrap();
+        (meta, id)
+    }
+
+    fn ids(members: &[RingMember]) -> Vec<String> {
+        members.iter().map(|m| m.id.to_string()).collect()
+    }
+
+    #[test]
+    fn each_step_routes_as_kv_cli_does() {
+        let (meta, change) = adding();
+        let t = topology_of(&meta.snapshot()).unwrap().unwrap();
+        assert_eq!(t.epoch, 6);
+        assert_eq!(ids(&t.read), ["node1", "node2", "node3"]);
+        assert_eq!(
+            ids(t.extra_write.as_ref().unwrap()),
+            ["node1", "node2", "node3", "node4"]
+        );
+        assert!(!t.mid);
+        // B1 is the driver's business; the state machine takes the step regardless.
+        let _ = meta.propose(&Command::BeginStreaming { change });
+        // Every task finished, as the destination would report it.
+        let tasks = meta.read(|m| m.change.clone()).unwrap().tasks;
+        for task in &tasks {
+            for (i, &(_, end)) in task.ranges.iter().enumerate() {
+                let _ = meta.propose(&Command::Progress {
+                    change,
+                    task: task.id,
+                    range: i as u32,
+                    done_through: end,
+                    keys: 0,
+                    bytes: 0,
+                });
+            }
+        }
+        assert_eq!(
+            meta.propose(&Command::EnterMid { change }),
+            MetaResponse::Ok { epoch: 7 }
+        );
+        let t = topology_of(&meta.snapshot()).unwrap().unwrap();
+        assert_eq!(ids(&t.read), ["node1", "node2", "node3", "node4"]);
+        assert_eq!(
+            ids(t.extra_write.as_ref().unwrap()),
+            ["node1", "node2", "node3"]
+        );
+        assert!(t.mid);
+        let _ = meta.propose(&Command::EnterFinal { change });
+        let _ = meta.propose(&Command::FinishChange { change });
+        let t = topology_of(&meta.snapshot()).unwrap().unwrap();
+        assert_eq!((t.epoch, t.extra_write.is_none()), (8, true));
+        assert_eq!(ids(&t.read), ["node1", "node2", "node3", "node4"]);
+        assert!(meta.broken().is_empty(), "{:?}", meta.broken());
+        // The log names each routing step, and no ack or progress.
+        let log = meta.log();
+        assert!(
+            log.iter().any(|l| l.ends_with("start add node4")),
+            "{log:?}"
+        );
+        assert!(log.iter().any(|l| l.ends_with("enter-mid")), "{log:?}");
+        assert!(!log.iter().any(|l| l.contains("progress")), "{log:?}");
+    }
+}

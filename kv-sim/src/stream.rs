@@ -223,3 +223,36 @@ async fn take<R: AsyncReadExt + Unpin>(
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn frames_round_trip_and_a_lying_length_is_refused() {
+        let mut wire = Vec::new();
+        for (kind, body) in [
+            (OPEN, &b"abc"[..]),
+            (CHUNK, &[7u8; 300][..]),
+            (DONE, &[][..]),
+        ] {
+            wire.push(kind);
+            wire.extend_from_slice(&(body.len() as u32).to_be_bytes());
+            wire.extend_from_slice(body);
+        }
+        let mut rd = &wire[..];
+        let (k, b) = read_frame(&mut rd).await.unwrap().unwrap();
+        assert_eq!((k, &b[..]), (OPEN, &b"abc"[..]));
+        let (k, b) = read_frame(&mut rd).await.unwrap().unwrap();
+        assert_eq!((k, b.len()), (CHUNK, 300));
+        let (k, b) = read_frame(&mut rd).await.unwrap().unwrap();
+        assert_eq!((k, b.len()), (DONE, 0));
+        assert!(read_frame(&mut rd).await.unwrap().is_none());
+        // A length past the bound is refused before anything is allocated for it.
+        let mut lying = vec![CHUNK];
+        lying.extend_from_slice(&u32::MAX.to_be_bytes());
+        let e = read_frame(&mut &lying[..]).await.unwrap_err();
+        assert!(e.contains("more than"), "{e}");
+    }
+}
