@@ -1,5 +1,5 @@
 //! Deterministic simulation of a kvstore cluster on turmoil (`docs/membership.md` §4,
-//! issue 23 step 10, first half: a static topology, faults only).
+//! issue 23 step 10).
 //!
 //! [`run`] starts three node hosts (kv-net on turmoil's sockets, kv-remote's
 //! `ReplicaServer`, a kv-cluster coordinator through its async API over a `MemoryBackend`
@@ -7,6 +7,16 @@
 //! and `GET` a small key space with unique values and record the history; a seeded fault
 //! generator (partitions, link delays, crash and bounce); and at the end a hint handoff and a
 //! repair on every node. [`check`] then checks the history and the replicas.
+//!
+//! In a run with [`SimConfig::changes`] (odd seeds by default) a fourth host is added to
+//! the cluster, and sometimes a member removed after it, while the faults go on: the steps
+//! of kv-cli's change driver over kv-meta's state machine, shared by the hosts as an
+//! idealized metadata service (no raft), each node installing every epoch's topology and
+//! fencing its replica, and range streams from each losing replica into kv-remote's
+//! `RangeReceiver` on the gaining one. The key design decision: everything the run waits
+//! for runs on the hosts' simulated runtimes, never on a thread (kv-cluster's drain thread
+//! is not waited for), so a seed without crashes replays exactly (see the README for what
+//! is not simulated).
 //!
 //! ```no_run
 //! let report = kv_sim::run(&kv_sim::SimConfig::new(0x5eed))?;
