@@ -88,6 +88,9 @@ pub enum Property {
     ReadSeesFinishedWrite,
     /// 3: every replica holds the same record after repair.
     Convergence,
+    /// 5: with at most one node impaired, fewer than half the operations of any 5 s
+    /// window fail (checked by [`availability`]).
+    BoundedUnavailability,
     /// A membership change ran to its end, and the metadata's invariants held after every
     /// command (checked by the run, not by [`check`]).
     ChangeCompletes,
@@ -100,6 +103,7 @@ impl fmt::Display for Property {
             Property::ReadSeesFinishedWrite => "2-read-sees-finished-write",
             Property::Convergence => "3-convergence",
             Property::ChangeCompletes => "change-completes",
+            Property::BoundedUnavailability => "5-bounded-unavailability",
         })
     }
 }
@@ -175,6 +179,81 @@ pub fn check(history: &[Op], replicas: &Replicas, margin: Duration) -> Vec<Viola
         reads_see_finished_writes(*key, ops, &writes, margin, &mut found);
     }
     convergence(replicas, &mut found);
+    found
+}
+
+/// How long after a node is bounced or released it still counts as impaired: kv-net
+/// reconnects with a backoff of up to 1 s and a restarted coordinator waits out its version
+/// lease (under 1 s).
+pub const RECOVERY: Duration = Duration::from_secs(3);
+
+/// Property 5, bounded unavailability (`docs/membership.md` §4.5): in every 5 s window
+/// (starting each second from `from`, ending by `until`) during which at most one node is
+/// impaired (crashed or cut off, per `impaired`: node, from, to; each extended by
+/// [`RECOVERY`]), fewer than half the operations invoked fail (`Err` or `Unknown`). A
+/// window with fewer than 10 operations is not judged. A liveness smoke check: it says a
+/// quorum of live replicas keeps serving, not how fast.
+///
+/// # Example
+/// ```
+/// use std::time::Duration;
+/// use kv_sim::check::{availability, Kind, Op, Outcome};
+///
+/// let op = |at: u64, outcome| Op {
+///     client: 0, node: "node1".into(), version: None, kind: Kind::Get, key: 1, value: None,
+///     invoke: Duration::from_millis(at), complete: Duration::from_millis(at + 5), outcome,
+/// };
+/// // Every operation between 10 and 20 s fails while no node is impaired: caught.
+/// let history: Vec<Op> = (0..200).map(|i| op(i * 100, if i >= 100 { Outcome::Err } else { Outcome::Ok })).collect();
+/// let s = Duration::from_secs;
+/// assert!(!availability(&history, &[], s(5), s(20)).is_empty());
+/// // The same with two nodes down then: not judged.
+/// let down = [("node1".to_string(), s(9), s(21)), ("node2".to_string(), s(9), s(21))];
+/// assert!(availability(&history, &down, s(5), s(20)).is_empty());
+/// ```
+pub fn availability(
+    history: &[Op],
+    impaired: &[(String, Duration, Duration)],
+    from: Duration,
+    until: Duration,
+) -> Vec<Violation> {
+    const WINDOW: Duration = Duration::from_secs(5);
+    let mut found = Vec::new();
+    let mut start = from;
+    while start + WINDOW <= until {
+        let end = start + WINDOW;
+        // The nodes impaired at some time in the window; more than one at once voids it.
+        let overlapping: Vec<&(String, Duration, Duration)> = impaired
+            .iter()
+            .filter(|(_, a, b)| *a < end && *b + RECOVERY > start)
+            .collect();
+        let two_at_once = overlapping.iter().enumerate().any(|(i, (n1, a1, b1))| {
+            overlapping[i + 1..]
+                .iter()
+                .any(|(n2, a2, b2)| n1 != n2 && *a1 < *b2 + RECOVERY && *a2 < *b1 + RECOVERY)
+        });
+        if !two_at_once {
+            let ops: Vec<&Op> = history
+                .iter()
+                .filter(|o| o.invoke >= start && o.invoke < end)
+                .collect();
+            let failed = ops.iter().filter(|o| o.outcome != Outcome::Ok).count();
+            if ops.len() >= 10 && failed * 2 >= ops.len() {
+                found.push(Violation {
+                    property: Property::BoundedUnavailability,
+                    key: 0,
+                    message: format!(
+                        "{failed} of {} operations invoked in [{start:?}, {end:?}) failed with at \
+                         most one node impaired ({:?})",
+                        ops.len(),
+                        overlapping.iter().map(|(n, _, _)| n).collect::<Vec<_>>()
+                    ),
+                    ops: Vec::new(),
+                });
+            }
+        }
+        start += Duration::from_secs(1);
+    }
     found
 }
 

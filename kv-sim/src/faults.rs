@@ -23,8 +23,10 @@ pub(crate) struct Faults {
     rng: StdRng,
     until: Duration,
     next: Duration,
-    /// Held links and when they are released.
-    held: Option<(Duration, Vec<(String, String)>)>,
+    /// Held links, when they are released and when they were held.
+    held: Option<(Duration, Duration, Vec<(String, String)>)>,
+    /// When the crashed node crashed.
+    crashed_at: Duration,
     /// The crashed node and when it is bounced.
     crashed: Option<(Duration, &'static str)>,
     /// A slow link and when it is fast again.
@@ -37,7 +39,12 @@ pub(crate) struct Faults {
     /// The client hosts (a node cut from everyone is cut from them too).
     clients: u32,
     log: Vec<String>,
+    /// Each node that was cut off or crashed, from when to when.
+    impaired: Vec<Impaired>,
 }
+
+/// A node cut off (held) or crashed from one time to another.
+pub(crate) type Impaired = (String, Duration, Duration);
 
 impl Faults {
     pub(crate) fn new(
@@ -53,6 +60,7 @@ impl Faults {
             until,
             next: Duration::from_secs(3),
             held: None,
+            crashed_at: Duration::ZERO,
             crashed: None,
             slow: None,
             healed: false,
@@ -61,12 +69,13 @@ impl Faults {
             hosts,
             clients,
             log: Vec::new(),
+            impaired: Vec::new(),
         }
     }
 
     /// What was injected, with the simulated times.
-    pub(crate) fn into_log(self) -> Vec<String> {
-        self.log
+    pub(crate) fn into_log(self) -> (Vec<String>, Vec<Impaired>) {
+        (self.log, self.impaired)
     }
 
     /// Whether `node` may be crashed.
@@ -82,13 +91,16 @@ impl Faults {
     pub(crate) fn tick(&mut self, sim: &mut turmoil::Sim<'_>) {
         let now = sim.elapsed();
         let stopping = now >= self.until;
-        if let Some((end, pairs)) = &self.held
+        if let Some((end, start, pairs)) = &self.held
             && (stopping || now >= *end)
         {
             for (a, b) in pairs {
                 sim.release(a.as_str(), b.as_str());
             }
             self.log.push(format!("{now:?} release {pairs:?}"));
+            if let Some((node, _)) = pairs.first() {
+                self.impaired.push((node.clone(), *start, now));
+            }
             self.held = None;
         }
         if let Some((end, node)) = self.crashed
@@ -96,6 +108,7 @@ impl Faults {
         {
             sim.bounce(node);
             self.log.push(format!("{now:?} bounce {node}"));
+            self.impaired.push((node.to_string(), self.crashed_at, now));
             self.crashed = None;
         }
         if let Some((end, (a, b))) = self.slow
@@ -139,7 +152,7 @@ impl Faults {
                 let what = if from_all { "everyone" } else { "the nodes" };
                 self.log
                     .push(format!("{now:?} hold {node} from {what} for {span:?}"));
-                self.held = Some((now + span, pairs));
+                self.held = Some((now + span, now, pairs));
             }
             3..=4 if self.slow.is_none() => {
                 let other = self
@@ -164,6 +177,7 @@ impl Faults {
                 sim.crash(node);
                 self.log.push(format!("{now:?} crash {node} for {down:?}"));
                 self.crashed = Some((now + down, node));
+                self.crashed_at = now;
             }
             _ => {}
         }
