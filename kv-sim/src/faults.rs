@@ -24,7 +24,7 @@ pub(crate) struct Faults {
     until: Duration,
     next: Duration,
     /// Held links, when they are released and when they were held.
-    held: Option<(Duration, Duration, Vec<(String, String)>)>,
+    held: Option<HeldLinks>,
     /// When the crashed node crashed.
     crashed_at: Duration,
     /// The crashed node and when it is bounced.
@@ -42,6 +42,9 @@ pub(crate) struct Faults {
     /// Each node that was cut off or crashed, from when to when.
     impaired: Vec<Impaired>,
 }
+
+/// Held links: when they are released, when they were held, and the pairs.
+type HeldLinks = (Duration, Duration, Vec<(String, String)>);
 
 /// A node cut off (held) or crashed from one time to another.
 pub(crate) type Impaired = (String, Duration, Duration);
