@@ -224,6 +224,8 @@ mod stats;
 mod stream;
 mod stream_plan;
 mod swap;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod topology;
 mod write;
 

@@ -131,6 +131,8 @@ pub struct ClusterOptions {
     pub(crate) own_hints: Option<NodeId>,
     pub(crate) external_topology: bool,
     pub(crate) other_coordinators: bool,
+    #[cfg(feature = "testing")]
+    pub(crate) sabotage: Option<crate::testing::Sabotage>,
 }
 
 impl Default for ClusterOptions {
@@ -190,6 +192,8 @@ impl ClusterOptions {
             own_hints: None,
             external_topology: false,
             other_coordinators: false,
+            #[cfg(feature = "testing")]
+            sabotage: None,
         }
     }
 
@@ -475,5 +479,28 @@ impl ClusterOptions {
     /// ([`other_coordinators`](ClusterOptions::other_coordinators)).
     pub fn other_coordinators_value(&self) -> bool {
         self.other_coordinators
+    }
+
+    /// Breaks a mechanism on purpose (feature `testing` only): see
+    /// [`Sabotage`](crate::testing::Sabotage). Default: none.
+    ///
+    /// # Example
+    /// ```
+    /// use kv_cluster::ClusterOptions;
+    /// use kv_cluster::testing::Sabotage;
+    ///
+    /// let opts = ClusterOptions::new().sabotage(Some(Sabotage::SkipPendingDualWrite));
+    /// assert_eq!(opts.sabotage_value(), Some(Sabotage::SkipPendingDualWrite));
+    /// ```
+    #[cfg(feature = "testing")]
+    pub fn sabotage(mut self, sabotage: Option<crate::testing::Sabotage>) -> Self {
+        self.sabotage = sabotage;
+        self
+    }
+
+    /// The sabotage set, if any (feature `testing` only).
+    #[cfg(feature = "testing")]
+    pub fn sabotage_value(&self) -> Option<crate::testing::Sabotage> {
+        self.sabotage
     }
 }

@@ -357,6 +357,23 @@ impl Cluster {
         op: WriteOp<'_>,
         replaced: &mut Replaced,
     ) -> Result<()> {
+        #[cfg(feature = "testing")]
+        let stripped;
+        #[cfg(feature = "testing")]
+        let routing = if self.opts.sabotage == Some(crate::testing::Sabotage::SkipPendingDualWrite)
+            && routing.pending.is_some()
+            && !routing.mid
+        {
+            // The old ring alone, as if no change were pending (see `Sabotage`).
+            stripped = Routing {
+                pending: None,
+                placement: None,
+                ..routing.clone()
+            };
+            &stripped
+        } else {
+            routing
+        };
         let needed = op.consistency.required(self.rf);
         let token = token(op.key);
         let write = Write {

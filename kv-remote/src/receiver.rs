@@ -139,12 +139,15 @@ impl RangeReceiver {
         self.active.lock().len()
     }
 
-    /// Opens a stream from `from` with `header`: the sink of its chunks.
+    /// Opens a stream from `from` with `header`: the sink of its chunks. The replica server
+    /// calls it for each kv-net stream; it is public so that a transport of another kind (the
+    /// deterministic simulation's, where kv-net's blocking stream ends cannot run) can feed
+    /// the same receiver.
     ///
     /// # Errors
     /// The header's [`StreamError`]; [`StreamError::Superseded`] if the task runs under a
     /// newer term.
-    pub(crate) fn open(
+    pub fn open(
         self: &Arc<Self>,
         from: &PeerInfo,
         header: Bytes,

@@ -1,7 +1,7 @@
 //! The calling side: [`RemoteReplica`], a [`Replica`] in another process.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use kv_cluster::{
@@ -70,7 +70,10 @@ pub struct RemoteReplica {
     peers: Arc<ReplicaPeers>,
     timeout: Duration,
     maintenance_timeout: Duration,
-    created: Instant,
+    /// On tokio's clock, as kv-net's liveness is: under a paused or simulated clock (turmoil)
+    /// the grace before [`Replica::is_down`] trusts liveness runs on the same time, not on
+    /// the machine's, so a simulated run does not depend on how fast the machine is.
+    created: tokio::time::Instant,
 }
 
 /// Takes the value a request expects out of a response (`None`: another kind of response).
@@ -124,7 +127,7 @@ impl RemoteReplica {
             peers,
             timeout,
             maintenance_timeout: timeout.max(DEFAULT_MAINTENANCE_TIMEOUT),
-            created: Instant::now(),
+            created: tokio::time::Instant::now(),
         }
     }
 

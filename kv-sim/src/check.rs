@@ -1,7 +1,8 @@
 //! The history checker (`docs/membership.md` §4.5): properties 1 (no acknowledged write
 //! lost), 2 (a read after a write finished sees it or newer: a per-key regular register) and
 //! 3 (replicas converge after repair), exact per key, over what the simulated clients saw and
-//! what the replicas hold at the end.
+//! what the replicas hold at the end; and 5 (bounded unavailability, [`availability`]) over
+//! the history and the faults.
 //!
 //! Times are the simulation's global clock, never the hosts' (skewed) clocks, and the
 //! versions the replicas hold are compared only for equality: nothing is ordered by them.
@@ -74,8 +75,9 @@ impl fmt::Display for Op {
 /// One replica's record of a key at the end: its value (`None`: a tombstone) and version.
 pub type Held = Option<(Option<String>, u64)>;
 
-/// What every replica holds at the end of the run: node id, then each key's record (`None`:
-/// the replica has never seen the key).
+/// What every replica holds at the end of the run: node id, then the record of each key it
+/// is a replica of in the final ring (`None`: it has never seen the key). A key a node does
+/// not replicate has no entry in its map.
 pub type Replicas = Vec<(String, BTreeMap<u16, Held>)>;
 
 /// A property of §4.5.
@@ -87,6 +89,12 @@ pub enum Property {
     ReadSeesFinishedWrite,
     /// 3: every replica holds the same record after repair.
     Convergence,
+    /// 5: with at most one node impaired, fewer than half the operations of any 5 s
+    /// window fail (checked by [`availability`]).
+    BoundedUnavailability,
+    /// A membership change ran to its end, and the metadata's invariants held after every
+    /// command (checked by the run, not by [`check`]).
+    ChangeCompletes,
 }
 
 impl fmt::Display for Property {
@@ -95,6 +103,8 @@ impl fmt::Display for Property {
             Property::NoLostWrite => "1-no-lost-write",
             Property::ReadSeesFinishedWrite => "2-read-sees-finished-write",
             Property::Convergence => "3-convergence",
+            Property::ChangeCompletes => "change-completes",
+            Property::BoundedUnavailability => "5-bounded-unavailability",
         })
     }
 }
@@ -126,8 +136,8 @@ impl fmt::Display for Violation {
     }
 }
 
-/// Checks properties 1, 2 and 3 on `history` and the final `replicas` (every replica of
-/// every key: RF = the number of nodes); an empty answer means all hold.
+/// Checks properties 1, 2 and 3 on `history` and the final `replicas` (each key's replicas in
+/// the final ring); an empty answer means all hold.
 ///
 /// A write counts as finished before another started only if more than `margin` separates
 /// them: versions are last-writer-wins on the coordinators' wall clocks, so two writes
@@ -173,6 +183,84 @@ pub fn check(history: &[Op], replicas: &Replicas, margin: Duration) -> Vec<Viola
     found
 }
 
+/// How long after a node is bounced or released it still counts as impaired: kv-net
+/// reconnects with a backoff of up to 1 s and a restarted coordinator waits out its version
+/// lease (under 1 s).
+pub const RECOVERY: Duration = Duration::from_secs(3);
+
+/// Property 5, bounded unavailability (`docs/membership.md` §4.5): in every 5 s window
+/// (starting each second from `from`, ending by `until`) during which at most one node is
+/// impaired (crashed or cut off, per `impaired`: node, from, to; each extended by
+/// [`RECOVERY`]), fewer than half the operations invoked through the other nodes fail
+/// (`Err` or `Unknown`). A window with fewer than 10 such operations is not judged. A liveness smoke check: it says a
+/// quorum of live replicas keeps serving, not how fast.
+///
+/// # Example
+/// ```
+/// use std::time::Duration;
+/// use kv_sim::check::{availability, Kind, Op, Outcome};
+///
+/// let op = |at: u64, outcome| Op {
+///     client: 0, node: "node1".into(), version: None, kind: Kind::Get, key: 1, value: None,
+///     invoke: Duration::from_millis(at), complete: Duration::from_millis(at + 5), outcome,
+/// };
+/// // Every operation between 10 and 20 s fails while no node is impaired: caught.
+/// let history: Vec<Op> = (0..200).map(|i| op(i * 100, if i >= 100 { Outcome::Err } else { Outcome::Ok })).collect();
+/// let s = Duration::from_secs;
+/// assert!(!availability(&history, &[], s(5), s(20)).is_empty());
+/// // The same with two nodes down then: not judged.
+/// let down = [("node1".to_string(), s(9), s(21)), ("node2".to_string(), s(9), s(21))];
+/// assert!(availability(&history, &down, s(5), s(20)).is_empty());
+/// ```
+pub fn availability(
+    history: &[Op],
+    impaired: &[(String, Duration, Duration)],
+    from: Duration,
+    until: Duration,
+) -> Vec<Violation> {
+    const WINDOW: Duration = Duration::from_secs(5);
+    let mut found = Vec::new();
+    let mut start = from;
+    while start + WINDOW <= until {
+        let end = start + WINDOW;
+        // The nodes impaired at some time in the window; more than one at once voids it.
+        let overlapping: Vec<&(String, Duration, Duration)> = impaired
+            .iter()
+            .filter(|(_, a, b)| *a < end && *b + RECOVERY > start)
+            .collect();
+        let two_at_once = overlapping.iter().enumerate().any(|(i, (n1, a1, b1))| {
+            overlapping[i + 1..]
+                .iter()
+                .any(|(n2, a2, b2)| n1 != n2 && *a1 < *b2 + RECOVERY && *a2 < *b1 + RECOVERY)
+        });
+        if !two_at_once {
+            // Operations sent to the impaired node itself fail by design (a client waits
+            // out its timeout on a node cut off): the property is that the others serve.
+            let ops: Vec<&Op> = history
+                .iter()
+                .filter(|o| o.invoke >= start && o.invoke < end)
+                .filter(|o| !overlapping.iter().any(|(n, _, _)| *n == o.node))
+                .collect();
+            let failed = ops.iter().filter(|o| o.outcome != Outcome::Ok).count();
+            if ops.len() >= 10 && failed * 2 >= ops.len() {
+                found.push(Violation {
+                    property: Property::BoundedUnavailability,
+                    key: 0,
+                    message: format!(
+                        "{failed} of {} operations invoked in [{start:?}, {end:?}) failed with at \
+                         most one node impaired ({:?})",
+                        ops.len(),
+                        overlapping.iter().map(|(n, _, _)| n).collect::<Vec<_>>()
+                    ),
+                    ops: Vec::new(),
+                });
+            }
+        }
+        start += Duration::from_secs(1);
+    }
+    found
+}
+
 /// Property 1: every acknowledged `SET` is, on every replica, the final value or overwritten
 /// by a write (of any outcome) that did not finish before it started.
 fn no_lost_write(
@@ -188,7 +276,9 @@ fn no_lost_write(
         .filter(|o| o.kind == Kind::Set && o.outcome == Outcome::Ok)
     {
         for (node, held) in replicas {
-            let last = held.get(&key).cloned().flatten();
+            let Some(last) = held.get(&key).cloned() else {
+                continue; // Not a replica of the key.
+            };
             let value = last.as_ref().and_then(|(v, _)| v.as_deref());
             let Some(value) = value else {
                 found.push(Violation {
@@ -290,11 +380,8 @@ fn reads_see_finished_writes(
     }
 }
 
-/// Property 3: every replica holds the same record of every key.
+/// Property 3: every replica of a key holds the same record of it.
 fn convergence(replicas: &Replicas, found: &mut Vec<Violation>) {
-    let Some((first, reference)) = replicas.first() else {
-        return;
-    };
     let mut keys: Vec<u16> = replicas
         .iter()
         .flat_map(|(_, held)| held.keys().copied())
@@ -302,9 +389,13 @@ fn convergence(replicas: &Replicas, found: &mut Vec<Violation>) {
     keys.sort_unstable();
     keys.dedup();
     for key in keys {
-        let want = reference.get(&key).cloned().flatten();
-        for (node, held) in &replicas[1..] {
-            let got = held.get(&key).cloned().flatten();
+        let mut of_key = replicas
+            .iter()
+            .filter_map(|(node, held)| held.get(&key).map(|h| (node, h)));
+        let Some((first, want)) = of_key.next() else {
+            continue;
+        };
+        for (node, got) in of_key {
             if got != want {
                 found.push(Violation {
                     property: Property::Convergence,
@@ -338,6 +429,23 @@ mod tests {
     fn everywhere(v: &str) -> Replicas {
         let held = BTreeMap::from([(3, Some((Some(v.to_string()), 1)))]);
         vec![("n1".into(), held.clone()), ("n2".into(), held)]
+    }
+
+    #[test]
+    fn only_a_keys_replicas_count() {
+        let w = op(Kind::Set, Some("a"), 0, 10, Outcome::Ok);
+        let mut replicas = everywhere("a");
+        // A node that is not a replica of the key in the final ring: not looked at.
+        replicas.push(("n3".into(), BTreeMap::new()));
+        assert!(check(std::slice::from_ref(&w), &replicas, Duration::ZERO).is_empty());
+        // A replica that never saw the key: the acknowledged write is lost there, and the
+        // replicas disagree.
+        replicas.push(("n4".into(), BTreeMap::from([(3, None)])));
+        let props: Vec<Property> = check(&[w], &replicas, Duration::ZERO)
+            .iter()
+            .map(|v| v.property)
+            .collect();
+        assert_eq!(props, vec![Property::NoLostWrite, Property::Convergence]);
     }
 
     #[test]

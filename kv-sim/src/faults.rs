@@ -23,8 +23,10 @@ pub(crate) struct Faults {
     rng: StdRng,
     until: Duration,
     next: Duration,
-    /// Held links and when they are released.
-    held: Option<(Duration, Vec<(String, String)>)>,
+    /// Held links, when they are released and when they were held.
+    held: Option<HeldLinks>,
+    /// When the crashed node crashed.
+    crashed_at: Duration,
     /// The crashed node and when it is bounced.
     crashed: Option<(Duration, &'static str)>,
     /// A slow link and when it is fast again.
@@ -32,8 +34,20 @@ pub(crate) struct Faults {
     healed: bool,
     crashes: Crashes,
     restarted: Restarted,
+    /// The node hosts faults are drawn among.
+    hosts: &'static [&'static str],
+    /// The client hosts (a node cut from everyone is cut from them too).
+    clients: u32,
     log: Vec<String>,
+    /// Each node that was cut off or crashed, from when to when.
+    impaired: Vec<Impaired>,
 }
+
+/// Held links: when they are released, when they were held, and the pairs.
+type HeldLinks = (Duration, Duration, Vec<(String, String)>);
+
+/// A node cut off (held) or crashed from one time to another.
+pub(crate) type Impaired = (String, Duration, Duration);
 
 impl Faults {
     pub(crate) fn new(
@@ -41,24 +55,30 @@ impl Faults {
         until: Duration,
         crashes: Crashes,
         restarted: Restarted,
+        hosts: &'static [&'static str],
+        clients: u32,
     ) -> Faults {
         Faults {
             rng: StdRng::seed_from_u64(seed),
             until,
             next: Duration::from_secs(3),
             held: None,
+            crashed_at: Duration::ZERO,
             crashed: None,
             slow: None,
             healed: false,
             crashes,
             restarted,
+            hosts,
+            clients,
             log: Vec::new(),
+            impaired: Vec::new(),
         }
     }
 
     /// What was injected, with the simulated times.
-    pub(crate) fn into_log(self) -> Vec<String> {
-        self.log
+    pub(crate) fn into_log(self) -> (Vec<String>, Vec<Impaired>) {
+        (self.log, self.impaired)
     }
 
     /// Whether `node` may be crashed.
@@ -74,13 +94,16 @@ impl Faults {
     pub(crate) fn tick(&mut self, sim: &mut turmoil::Sim<'_>) {
         let now = sim.elapsed();
         let stopping = now >= self.until;
-        if let Some((end, pairs)) = &self.held
+        if let Some((end, start, pairs)) = &self.held
             && (stopping || now >= *end)
         {
             for (a, b) in pairs {
                 sim.release(a.as_str(), b.as_str());
             }
             self.log.push(format!("{now:?} release {pairs:?}"));
+            if let Some((node, _)) = pairs.first() {
+                self.impaired.push((node.clone(), *start, now));
+            }
             self.held = None;
         }
         if let Some((end, node)) = self.crashed
@@ -88,6 +111,7 @@ impl Faults {
         {
             sim.bounce(node);
             self.log.push(format!("{now:?} bounce {node}"));
+            self.impaired.push((node.to_string(), self.crashed_at, now));
             self.crashed = None;
         }
         if let Some((end, (a, b))) = self.slow
@@ -108,18 +132,19 @@ impl Faults {
             return;
         }
         self.next = now + Duration::from_millis(self.rng.random_range(1000..3000));
-        let node = NODES[self.rng.random_range(0..NODES.len())];
+        let node = self.hosts[self.rng.random_range(0..self.hosts.len())];
         let span = Duration::from_millis(self.rng.random_range(1000..8000));
         match self.rng.random_range(0..8) {
             0..=2 if self.held.is_none() => {
-                let mut others: Vec<String> = NODES
+                let mut others: Vec<String> = self
+                    .hosts
                     .iter()
                     .filter(|n| **n != node)
                     .map(|n| n.to_string())
                     .collect();
                 let from_all = self.rng.random_bool(0.5);
                 if from_all {
-                    others.extend((0..4).map(|c| format!("client{c}")));
+                    others.extend((0..self.clients).map(|c| format!("client{c}")));
                     others.push("admin".to_string());
                 }
                 let pairs: Vec<(String, String)> =
@@ -130,10 +155,15 @@ impl Faults {
                 let what = if from_all { "everyone" } else { "the nodes" };
                 self.log
                     .push(format!("{now:?} hold {node} from {what} for {span:?}"));
-                self.held = Some((now + span, pairs));
+                self.held = Some((now + span, now, pairs));
             }
             3..=4 if self.slow.is_none() => {
-                let other = NODES.iter().copied().find(|n| *n != node).unwrap_or(node);
+                let other = self
+                    .hosts
+                    .iter()
+                    .copied()
+                    .find(|n| *n != node)
+                    .unwrap_or(node);
                 let latency = Duration::from_millis(self.rng.random_range(50..500));
                 sim.set_link_max_message_latency(node, other, latency);
                 self.log.push(format!(
@@ -150,6 +180,7 @@ impl Faults {
                 sim.crash(node);
                 self.log.push(format!("{now:?} crash {node} for {down:?}"));
                 self.crashed = Some((now + down, node));
+                self.crashed_at = now;
             }
             _ => {}
         }

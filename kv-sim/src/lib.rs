@@ -1,5 +1,5 @@
 //! Deterministic simulation of a kvstore cluster on turmoil (`docs/membership.md` §4,
-//! issue 23 step 10, first half: a static topology, faults only).
+//! issue 23 step 10).
 //!
 //! [`run`] starts three node hosts (kv-net on turmoil's sockets, kv-remote's
 //! `ReplicaServer`, a kv-cluster coordinator through its async API over a `MemoryBackend`
@@ -8,16 +8,30 @@
 //! generator (partitions, link delays, crash and bounce); and at the end a hint handoff and a
 //! repair on every node. [`check`] then checks the history and the replicas.
 //!
+//! In a run with [`SimConfig::changes`] (odd seeds by default) a fourth host is added to
+//! the cluster, and sometimes a member removed after it, while the faults go on: the steps
+//! of kv-cli's change driver over kv-meta's state machine, shared by the hosts as an
+//! idealized metadata service (no raft), each node installing every epoch's topology and
+//! fencing its replica, and range streams from each losing replica into kv-remote's
+//! `RangeReceiver` on the gaining one. The key design decision: everything the run waits
+//! for runs on the hosts' simulated runtimes, never on a thread (kv-cluster's drain thread
+//! is not waited for), so that a seed replays exactly: one without crashes and changes
+//! does; one with a change only on a quiet machine so far (see the README, determinism,
+//! and for what is not simulated).
+//!
 //! ```no_run
 //! let report = kv_sim::run(&kv_sim::SimConfig::new(0x5eed))?;
 //! assert!(report.violations.is_empty(), "{}", report.describe());
 //! # Ok::<(), kv_sim::SimError>(())
 //! ```
 
+mod change;
 pub mod check;
 mod faults;
+mod meta;
 mod node;
 mod proto;
+mod stream;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -26,20 +40,26 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use kv_cluster::{Backend, MemoryBackend};
+use kv_cluster::{Backend, Cluster, ClusterOptions, MemoryBackend};
+use kv_meta::{Command, MemberState, NewMember};
 use kv_ring::NodeId;
 use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-use crate::check::{Held, Kind, Op, Outcome, Replicas, Violation};
+use crate::check::{Held, Kind, Op, Outcome, Property, Replicas, Violation};
 use crate::proto::Reply;
 
 /// The cluster id every host announces.
 const CLUSTER: u128 = 0x5151;
-/// The node hosts (host names are node ids).
-pub const NODES: [&str; 3] = ["node1", "node2", "node3"];
+/// The node hosts (host names are node ids): the first [`INITIAL`] are the static members;
+/// the last is the fresh host a run with changes adds ([`JOINER`]).
+pub const NODES: [&str; 4] = ["node1", "node2", "node3", "node4"];
+/// The static members, `NODES[..INITIAL]`.
+pub const INITIAL: usize = 3;
+/// The host a membership change adds.
+pub const JOINER: &str = "node4";
 /// The peer port of every node.
 const PEER_PORT: u16 = 7000;
 /// The clients' port of every node.
@@ -53,6 +73,10 @@ const OP_TIMEOUT: Duration = Duration::from_secs(5);
 pub enum Sabotage {
     /// Coordinators read and write at `One` while the checker assumes quorum.
     OneReplica,
+    /// kv-cluster's `testing::Sabotage::SkipPendingDualWrite`: in a change's `Pending` and
+    /// `Streaming` steps writes go to the old replicas only (only seeds with a change can
+    /// catch it).
+    SkipPendingDualWrite,
 }
 
 /// Crash faults.
@@ -99,11 +123,16 @@ pub struct SimConfig {
     pub crashes: Crashes,
     /// A broken variant, if any.
     pub sabotage: Option<Sabotage>,
+    /// Whether membership changes run: the metadata service, the fresh host `node4` added
+    /// at a time drawn from the seed, and in half of these runs a member removed after it
+    /// (see the crate's README).
+    pub changes: bool,
 }
 
 impl SimConfig {
     /// The defaults for `seed`: 4 clients, 16 keys, faults until 45 s, clients until 50 s,
-    /// repair at 55 s.
+    /// repair at 55 s, any node crashed, membership changes in odd seeds (even seeds run
+    /// the static cluster of the first half, exactly as before changes existed).
     pub fn new(seed: u64) -> SimConfig {
         SimConfig {
             seed,
@@ -115,6 +144,7 @@ impl SimConfig {
             max_skew_ms: 250,
             crashes: Crashes::Any,
             sabotage: None,
+            changes: seed % 2 == 1,
         }
     }
 }
@@ -125,6 +155,9 @@ pub enum SimError {
     /// The simulation failed (a host returned an error, or it ran past its duration).
     #[error("simulation failed: {0}")]
     Turmoil(String),
+    /// The metadata could not be bootstrapped (a defect of the harness).
+    #[error("metadata bootstrap: {0}")]
+    Meta(String),
     /// The run's scratch directory.
     #[error("scratch directory: {0}")]
     Io(#[from] std::io::Error),
@@ -147,8 +180,11 @@ pub struct Report {
     pub faults: Vec<String>,
     /// Each node's answer to the final handoff and repair.
     pub repairs: Vec<String>,
-    /// What each replica holds at the end.
+    /// What each replica holds at the end (of each key, its replicas in the final ring).
     pub replicas: Replicas,
+    /// The membership changes' steps (the metadata's log) and the streams' ends, with
+    /// their simulated times; empty in a run without changes.
+    pub changes: Vec<String>,
     /// The checker's findings (empty: every property holds).
     pub violations: Vec<Violation>,
     /// A hash of the history, the faults, the repair answers and the replicas: two runs of
@@ -170,10 +206,11 @@ impl Report {
             .count();
         let _ = writeln!(
             s,
-            "seed={:#x}: {} ops ({ok} ok), {} faults, {} violations, trace {:#018x}",
+            "seed={:#x}: {} ops ({ok} ok), {} faults, {} change events, {} violations, trace {:#018x}",
             self.seed,
             self.history.len(),
             self.faults.len(),
+            self.changes.len(),
             self.violations.len(),
             self.trace_hash
         );
@@ -189,7 +226,7 @@ impl Report {
 }
 
 /// The simulated time since the start, as every host sees it.
-fn now() -> Duration {
+pub(crate) fn now() -> Duration {
     turmoil::sim_elapsed().unwrap_or_default()
 }
 
@@ -208,8 +245,19 @@ pub fn run(config: &SimConfig) -> Result<Report, SimError> {
         .rng_seed(config.seed)
         .build();
 
+    let hosts: &'static [&'static str] = if config.changes {
+        &NODES
+    } else {
+        &NODES[..INITIAL]
+    };
+    let meta = if config.changes {
+        Some(bootstrap(scratch.path())?)
+    } else {
+        None
+    };
+    let stream_log: node::StreamLog = Arc::default();
     let time: node::GlobalTime = Arc::default();
-    let disks: Vec<node::Disk> = NODES
+    let disks: Vec<node::Disk> = hosts
         .iter()
         .map(|id| node::Disk {
             backend: Arc::new(MemoryBackend::default()),
@@ -226,8 +274,28 @@ pub fn run(config: &SimConfig) -> Result<Report, SimError> {
             sabotage: config.sabotage,
             starts: Arc::default(),
             coordinate_after_restart: config.crashes == Crashes::Any,
+            meta: meta.clone(),
+            stream_log: Arc::clone(&stream_log),
         };
-        sim.host(NODES[index], move || node::run(cfg.clone()));
+        sim.host(hosts[index], move || node::run(cfg.clone()));
+    }
+
+    // The driver stops, and the admin stops waiting for a change, here.
+    let give_up_at = config.repair_at + Duration::from_secs(60);
+    if let Some(meta) = &meta {
+        let mut schedule = change::Schedule::draw(
+            &mut rng,
+            config.faults_until.saturating_sub(Duration::from_secs(5)),
+            give_up_at,
+        );
+        if config.crashes == Crashes::Replicas {
+            schedule.keep = Some(NODES[0]);
+        }
+        let meta = Arc::clone(meta);
+        sim.client("driver", async move {
+            change::drive(meta, schedule).await;
+            Ok(())
+        });
     }
 
     let history = Arc::new(Mutex::new(Vec::new()));
@@ -238,8 +306,9 @@ pub fn run(config: &SimConfig) -> Result<Report, SimError> {
         let restarted = Arc::clone(&restarted);
         let seed: u64 = rng.random();
         let (keys, until) = (config.keys, config.clients_until);
+        let meta = meta.clone();
         sim.client(format!("client{client}"), async move {
-            run_client(client, seed, keys, until, history, restarted).await;
+            run_client(client, seed, keys, until, history, restarted, meta).await;
             Ok(())
         });
     }
@@ -247,9 +316,21 @@ pub fn run(config: &SimConfig) -> Result<Report, SimError> {
     {
         let repairs = Arc::clone(&repairs);
         let at = config.repair_at;
+        let meta = meta.clone();
         sim.client("admin", async move {
             tokio::time::sleep(at.saturating_sub(now())).await;
-            for node in NODES {
+            // A change still running is waited for: repair runs on the final ring.
+            while let Some(m) = &meta {
+                if m.read(|m| m.change.is_none()) || now() >= give_up_at {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            let members = match &meta {
+                Some(m) => serving(m, &[MemberState::Normal]),
+                None => NODES[..INITIAL].to_vec(),
+            };
+            for node in members {
                 let answer = call(node, "REPAIR".to_string(), Duration::from_secs(120)).await;
                 repairs.lock().push(format!("{node}: {answer:?}"));
             }
@@ -262,6 +343,8 @@ pub fn run(config: &SimConfig) -> Result<Report, SimError> {
         config.faults_until,
         config.crashes,
         Arc::clone(&restarted),
+        hosts,
+        config.clients,
     );
     loop {
         time.store(sim.elapsed().as_millis() as u64, Ordering::Relaxed);
@@ -274,40 +357,144 @@ pub fn run(config: &SimConfig) -> Result<Report, SimError> {
     }
     drop(sim);
 
+    let mut violations = Vec::new();
+    let mut changes = Vec::new();
+    // Each key's replicas: every static member, or the final ring's preference list.
+    let mut replica_sets: BTreeMap<u16, Vec<&str>> = BTreeMap::new();
+    match &meta {
+        None => {
+            for key in 0..config.keys {
+                replica_sets.insert(key, NODES[..INITIAL].to_vec());
+            }
+        }
+        Some(meta) => {
+            changes = meta.log();
+            changes.extend(std::mem::take(&mut *stream_log.lock()));
+            let last = meta.snapshot();
+            if let Some(c) = &last.change {
+                violations.push(Violation {
+                    property: Property::ChangeCompletes,
+                    key: 0,
+                    message: format!(
+                        "change {} ({} {}) still at step {} when the run ended",
+                        c.id, c.kind, c.node, c.step
+                    ),
+                    ops: Vec::new(),
+                });
+            }
+            for broken in meta.broken() {
+                violations.push(Violation {
+                    property: Property::ChangeCompletes,
+                    key: 0,
+                    message: format!("metadata invariant broken {broken}"),
+                    ops: Vec::new(),
+                });
+            }
+            let ring = last.ring().map_err(SimError::Meta)?;
+            let rf = last.replication_factor as usize;
+            for key in 0..config.keys {
+                let ids: Vec<&str> = ring
+                    .replicas_for_key(key_name(key).as_bytes(), rf)?
+                    .iter()
+                    .filter_map(|id| NODES.iter().copied().find(|n| *n == id.as_str()))
+                    .collect();
+                replica_sets.insert(key, ids);
+            }
+        }
+    }
     let mut replicas: Replicas = Vec::new();
-    for (id, disk) in NODES.iter().zip(&disks) {
+    for (id, disk) in hosts.iter().zip(&disks) {
         let node: NodeId = id.parse()?;
         let replica = disk.backend.open(&node, &disk.dir.join(id))?;
         let mut held = BTreeMap::new();
-        for key in 0..config.keys {
-            let cell = replica.read(u64::MAX, key_name(key).as_bytes())?;
+        for (key, set) in &replica_sets {
+            if !set.contains(id) {
+                continue;
+            }
+            let cell = replica.read(u64::MAX, key_name(*key).as_bytes())?;
             let h: Held = cell.map(|c| {
                 (
                     c.value.map(|v| String::from_utf8_lossy(&v).into_owned()),
                     c.version.as_u64(),
                 )
             });
-            if h.is_some() {
-                held.insert(key, h);
-            }
+            held.insert(*key, h);
         }
         replicas.push((id.to_string(), held));
     }
     let history = std::mem::take(&mut *history.lock());
     let repairs = std::mem::take(&mut *repairs.lock());
-    let faults = faults.into_log();
+    let (faults, impaired) = faults.into_log();
     let margin = Duration::from_millis(2 * config.max_skew_ms);
-    let violations = check::check(&history, &replicas, margin);
+    violations.extend(check::check(&history, &replicas, margin));
+    violations.extend(check::availability(
+        &history,
+        &impaired,
+        Duration::from_secs(5),
+        config.clients_until,
+    ));
     let mut h = xxhash_rust::xxh3::Xxh3::new();
     h.update(format!("{history:?}{faults:?}{repairs:?}{replicas:?}").as_bytes());
+    if !changes.is_empty() {
+        h.update(format!("{changes:?}").as_bytes());
+    }
     Ok(Report {
         seed: config.seed,
         history,
         faults,
         repairs,
         replicas,
+        changes,
         violations,
         trace_hash: h.digest(),
+    })
+}
+
+/// The metadata service bootstrapped with the static ring the node hosts open (kv-cli's
+/// static bootstrap: `BootstrapAt` with exactly the tokens and epoch of that ring, so the
+/// first topology the nodes install is the ring they routed by).
+fn bootstrap(scratch: &std::path::Path) -> Result<meta::Meta, SimError> {
+    let cluster = Cluster::open(
+        scratch.join("bootstrap"),
+        ClusterOptions::new().backend(Arc::new(MemoryBackend::default())),
+    )?;
+    let ring = cluster.ring();
+    let mut members = Vec::new();
+    for id in &NODES[..INITIAL] {
+        let tokens = ring
+            .tokens_of(id)
+            .ok_or_else(|| SimError::Meta(format!("{id} is not in the static ring")))?;
+        members.push(NewMember {
+            id: id.to_string(),
+            cluster_addr: format!("{id}:{PEER_PORT}"),
+            client_addr: format!("{id}:{CLIENT_PORT}"),
+            weight: ring.weight_of(id).unwrap_or(1.0),
+            tokens: tokens.to_vec(),
+        });
+    }
+    let boot = Command::BootstrapAt {
+        uuid: CLUSTER,
+        name: "sim".to_string(),
+        rf: u32::try_from(cluster.replication_factor()).unwrap_or(u32::MAX),
+        vnodes: kv_cluster::DEFAULT_VNODES,
+        members,
+        epoch: cluster.topology_epoch(),
+    };
+    meta::MetaService::new(&boot).map_err(SimError::Meta)
+}
+
+/// The members whose state is one of `states`, in id order.
+fn serving(meta: &meta::Meta, states: &[MemberState]) -> Vec<&'static str> {
+    meta.read(|m| {
+        NODES
+            .iter()
+            .copied()
+            .filter(|id| {
+                m.members
+                    .get(*id)
+                    .is_some_and(|mm| states.contains(&mm.state))
+            })
+            .collect()
     })
 }
 
@@ -328,11 +515,25 @@ async fn run_client(
     until: Duration,
     history: Arc<Mutex<Vec<Op>>>,
     restarted: Restarted,
+    meta: Option<meta::Meta>,
 ) {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut seq = 0u64;
     while now() < until {
-        let mut node = NODES[rng.random_range(0..NODES.len())];
+        // Any member that coordinates: a joiner from its change's start, a leaver until it
+        // has left.
+        let nodes = match &meta {
+            Some(m) => serving(
+                m,
+                &[
+                    MemberState::Normal,
+                    MemberState::Joining,
+                    MemberState::Leaving,
+                ],
+            ),
+            None => NODES[..INITIAL].to_vec(),
+        };
+        let mut node = nodes[rng.random_range(0..nodes.len().max(1))];
         if restarted.lock()[NODES.iter().position(|n| *n == node).unwrap_or(0)] {
             node = NODES[0];
         }

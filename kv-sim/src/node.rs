@@ -1,20 +1,29 @@
 //! A node host: kv-net, kv-remote's [`ReplicaServer`] and a kv-cluster coordinator (async
-//! API) over an in-memory replica, and the clients' line protocol ([`crate::proto`]).
+//! API) over an in-memory replica, and the clients' line protocol ([`crate::proto`]); in a
+//! run with membership changes, its follower of the metadata and its range streams.
 
+use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
-use kv_cluster::{Backend, Clock, Cluster, ClusterOptions, Consistency, MemoryBackend};
+use kv_cluster::{Backend, Clock, Cluster, ClusterOptions, Consistency, MemoryBackend, Replica};
+use kv_meta::{ClusterMeta, Command, Source, Step};
 use kv_net::{Identity, PeersOptions, ServerOptions};
-use kv_remote::{RemoteBackend, ReplicaServer};
+use kv_remote::{
+    RangeReceiver, RemoteBackend, ReplicaServer, StreamEvent, StreamHeader, StreamRange,
+    StreamReport,
+};
 use kv_ring::NodeId;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
+use crate::meta::{Meta, topology_of};
 use crate::proto::{MAX_LINE, Request};
-use crate::{CLIENT_PORT, CLUSTER, NODES, PEER_PORT, Sabotage};
+use crate::{CLIENT_PORT, CLUSTER, INITIAL, NODES, PEER_PORT, Sabotage, now, stream};
 
 /// How long a coordinator waits for a remote replica, on simulated time (kv-net's deadline).
 const REPLICA_TIMEOUT: Duration = Duration::from_secs(1);
@@ -67,19 +76,30 @@ pub(crate) struct NodeConfig {
     pub(crate) starts: Arc<AtomicU32>,
     /// Whether it coordinates client requests after a restart (`Crashes::Any`).
     pub(crate) coordinate_after_restart: bool,
+    /// The metadata service, in a run with membership changes; `None`: the node routes by
+    /// the static ring of its `cluster.json`, as in the first half of the simulation.
+    pub(crate) meta: Option<Meta>,
+    /// What the streams of a change did (shared by every host; part of the report).
+    pub(crate) stream_log: StreamLog,
 }
+
+/// Lines describing each stream's end, with the simulated time.
+pub(crate) type StreamLog = Arc<parking_lot::Mutex<Vec<String>>>;
 
 /// The host's future: runs until the simulation crashes the host or ends.
 pub(crate) async fn run(cfg: NodeConfig) -> turmoil::Result {
     let id = NODES[cfg.index];
+    let me: NodeId = id.parse()?;
     let restarted = cfg.starts.fetch_add(1, Ordering::Relaxed) > 0;
     let coordinates = !restarted || cfg.coordinate_after_restart;
     let handle = tokio::runtime::Handle::current();
+    // The static members; a joiner knows them as `--join` would tell it, and every node
+    // learns of the others from the metadata (the follower adds them).
     let mut peers = Vec::new();
-    for node in NODES {
+    for node in &NODES[..INITIAL] {
         peers.push((
             node.parse::<NodeId>()?,
-            SocketAddr::new(turmoil::lookup(node), PEER_PORT),
+            SocketAddr::new(turmoil::lookup(*node), PEER_PORT),
         ));
     }
     let options = PeersOptions::new()
@@ -91,7 +111,7 @@ pub(crate) async fn run(cfg: NodeConfig) -> turmoil::Result {
         .sim();
     let local: Arc<dyn Backend> = cfg.disk.backend.clone();
     let backend = Arc::new(RemoteBackend::new(
-        id.parse()?,
+        me.clone(),
         local,
         peers,
         Identity::new(CLUSTER, id),
@@ -107,23 +127,58 @@ pub(crate) async fn run(cfg: NodeConfig) -> turmoil::Result {
         .coordinator_slot(cfg.index as u8)
         .other_coordinators(true)
         .replica_timeout(REAL_GUARD);
-    if cfg.sabotage == Some(Sabotage::OneReplica) {
-        opts = opts
-            .read_consistency(Consistency::One)
-            .write_consistency(Consistency::One);
+    match cfg.sabotage {
+        Some(Sabotage::OneReplica) => {
+            opts = opts
+                .read_consistency(Consistency::One)
+                .write_consistency(Consistency::One);
+        }
+        Some(Sabotage::SkipPendingDualWrite) => {
+            opts = opts.sabotage(Some(kv_cluster::testing::Sabotage::SkipPendingDualWrite));
+        }
+        None => {}
     }
     let cluster = Arc::new(Cluster::open(&cfg.disk.dir, opts)?);
-    let replica = backend
-        .local_replica()
-        .ok_or("the local replica was not opened")?;
-    let _server = ReplicaServer::start_inline_data(
+    // A joiner is in no ring the cluster opened: its own storage is opened here, to serve
+    // before any ring routes to it (the install that adds it finds it open).
+    let replica = match backend.local_replica() {
+        Some(r) => r,
+        None => backend.open(&me, &cfg.disk.dir.join(id))?,
+    };
+    let server = ReplicaServer::start_inline_data(
         Identity::new(CLUSTER, id),
         ServerOptions::new()
             .listen(SocketAddr::from((Ipv4Addr::UNSPECIFIED, PEER_PORT)))
             .runtime(handle)
             .sim(),
-        replica,
+        Arc::clone(&replica),
     )?;
+    if let Some(meta) = &cfg.meta {
+        let follower = Arc::new(Follower {
+            id,
+            me,
+            cluster: Arc::clone(&cluster),
+            local: replica,
+            backend,
+            meta: Arc::clone(meta),
+            running: parking_lot::Mutex::default(),
+            stream_log: Arc::clone(&cfg.stream_log),
+        });
+        let receiver = Arc::new(follower.receiver());
+        tokio::spawn(stream::serve(receiver));
+        // As a restarted kv-cli node: the metadata's state is installed and fenced before
+        // clients are served.
+        follower.apply(&meta.snapshot()).await;
+        let mut rng =
+            StdRng::seed_from_u64(cfg.seed ^ u64::from(cfg.starts.load(Ordering::Relaxed)));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(rng.random_range(20..200))).await;
+                follower.tick().await;
+            }
+        });
+    }
+    let _server = server;
     // A restarted coordinator mints no version until its clock has passed the lease its
     // previous run persisted (writes are refused until then): clients are served once it
     // has. The wait is on simulated time, which the global clock follows.
@@ -139,6 +194,255 @@ pub(crate) async fn run(cfg: NodeConfig) -> turmoil::Result {
     loop {
         let (stream, _) = listener.accept().await?;
         tokio::spawn(serve(Arc::clone(&cluster), stream, coordinates));
+    }
+}
+
+/// The local replica as a stream's import target (kv-cli's `Import`).
+struct Import(Arc<dyn Replica>);
+
+impl kv_remote::ImportTarget for Import {
+    fn import_chunk(
+        &self,
+        epoch: u64,
+        records: &[kv_cluster::Record],
+    ) -> kv_cluster::Result<usize> {
+        self.0.import(epoch, records)
+    }
+
+    fn sync_imported(&self) -> kv_cluster::Result<()> {
+        self.0.sync()
+    }
+}
+
+/// A waker that wakes the task it was last given, until that is taken away.
+#[derive(Default)]
+struct Relay(parking_lot::Mutex<Option<std::task::Waker>>);
+
+impl std::task::Wake for Relay {
+    fn wake(self: Arc<Self>) {
+        if let Some(w) = self.0.lock().take() {
+            w.wake();
+        }
+    }
+}
+
+/// A node's part in a membership change, as kv-cli's follower and change roles play it
+/// (`node_meta.rs`, `node_change.rs`), on the host's runtime instead of threads: install
+/// each new epoch's topology, raise the local fence to it, acknowledge it during a change,
+/// stream the tasks this node is the source of, and import the streams it is the
+/// destination of.
+struct Follower {
+    id: &'static str,
+    me: NodeId,
+    cluster: Arc<Cluster>,
+    local: Arc<dyn Replica>,
+    backend: Arc<RemoteBackend>,
+    meta: Meta,
+    /// The tasks streaming from here: `(change, task)`.
+    running: parking_lot::Mutex<BTreeSet<(u64, u32)>>,
+    stream_log: StreamLog,
+}
+
+impl Follower {
+    /// One look at the metadata: apply it, and start the streams this node owes.
+    async fn tick(self: &Arc<Self>) {
+        // Most looks find nothing new: the state is copied only when there is something to
+        // do (the start's `apply` installed a topology, so the epoch compares).
+        let installed = self.cluster.topology_epoch();
+        let idle = self.meta.read(|m| {
+            m.epoch == installed
+                && m.change.as_ref().is_none_or(|c| {
+                    c.step != Step::Streaming
+                        && m.acks.get(self.id).copied().unwrap_or(0) >= m.epoch
+                })
+        });
+        if idle {
+            return;
+        }
+        let meta = self.meta.snapshot();
+        self.apply(&meta).await;
+        if let Some(c) = &meta.change
+            && c.step == Step::Streaming
+        {
+            self.start_streams(&meta, c);
+        }
+    }
+
+    /// Installs `meta`'s topology if its epoch is new here, raises the local replica's fence
+    /// to it, and acknowledges the fence during a change (kv-cli's `Follower::apply` and
+    /// `acknowledge`). New members become peers first: the install opens a handle for each.
+    async fn apply(&self, meta: &ClusterMeta) {
+        let topology = match topology_of(meta) {
+            Ok(Some(t)) => t,
+            Ok(None) | Err(_) => return,
+        };
+        let known: BTreeSet<String> = self
+            .backend
+            .peers()
+            .status()
+            .into_iter()
+            .map(|p| p.node_id)
+            .collect();
+        for id in meta.members.keys() {
+            if id == self.me.as_str() || known.contains(id) {
+                continue;
+            }
+            if let Ok(node) = NodeId::new(id) {
+                let addr = SocketAddr::new(turmoil::lookup(id.as_str()), PEER_PORT);
+                let _ = self.backend.add_peer(node, addr);
+            }
+        }
+        let epoch = topology.epoch;
+        let installed = self.cluster.topology().map(|t| t.epoch);
+        if installed.is_none_or(|e| e < epoch)
+            && let Err(e) = self.install(topology).await
+        {
+            self.stream_log.lock().push(format!(
+                "{:?} {}: install of epoch {epoch} failed: {e}",
+                now(),
+                self.id
+            ));
+            return;
+        }
+        // Raised after the install: a replica request at the new epoch then comes only from
+        // a coordinator that routes by it.
+        self.local.fence(epoch);
+        let acked = meta.acks.get(self.id).copied().unwrap_or(0);
+        if meta.change.is_some() && acked < epoch {
+            let _ = self.meta.propose(&Command::Ack {
+                node: self.id.to_string(),
+                epoch,
+            });
+        }
+    }
+
+    /// Installs `topology` on the coordinator, up to the swap of its routing.
+    ///
+    /// kv-cli's follower also waits for the drain (every operation holding the old routing
+    /// finished); kv-cluster hands that wait to a thread, which wakes the install when it
+    /// sees the last one gone, at a moment that depends on the machine, not on simulated
+    /// time. Waiting for it would make a seed's run differ from one replay to the next, so
+    /// the install is left to drain on its own once the new routing is swapped in (its
+    /// cancellation contract: the routing stays installed). The fence is then raised while
+    /// operations of the old epoch may still be in flight; a replica they reach after its
+    /// fence refuses them as stale and they retry at the new epoch, and the safety of each
+    /// step (membership.md §3.1) rests on the replicas' fences, not on that wait.
+    ///
+    /// The install is polled with a relay waker that is cut once the routing is swapped:
+    /// the drain thread's late wake would otherwise poll this host's task at a moment the
+    /// machine decides, and a spurious poll can reorder the host's tasks.
+    async fn install(&self, topology: kv_cluster::Topology) -> kv_cluster::Result<()> {
+        use std::task::{Context, Poll, Waker};
+        let epoch = topology.epoch;
+        let relay = Arc::new(Relay::default());
+        let waker = Waker::from(Arc::clone(&relay));
+        let mut install = Box::pin(self.cluster.install_topology_async(topology));
+        std::future::poll_fn(|cx| {
+            *relay.0.lock() = Some(cx.waker().clone());
+            let outcome = match install.as_mut().poll(&mut Context::from_waker(&waker)) {
+                Poll::Ready(r) => Poll::Ready(r.map(|_| ())),
+                Poll::Pending if self.cluster.topology_epoch() >= epoch => Poll::Ready(Ok(())),
+                Poll::Pending => Poll::Pending,
+            };
+            if outcome.is_ready() {
+                relay.0.lock().take();
+            }
+            outcome
+        })
+        .await
+    }
+
+    /// Starts a task for each unfinished stream this node is the source of that is not
+    /// running; a failed one is started again on a later tick, from what the destination
+    /// reported synced (its ranges' `done_through`).
+    fn start_streams(self: &Arc<Self>, meta: &ClusterMeta, c: &kv_meta::Change) {
+        for t in &c.tasks {
+            if t.finished || t.from != Source::Node(self.id.to_string()) {
+                continue;
+            }
+            if !self.running.lock().insert((c.id, t.id)) {
+                continue;
+            }
+            let task = stream::Task {
+                header: StreamHeader {
+                    change: c.id,
+                    task: u64::from(t.id),
+                    // The idealized metadata has no leader terms: every stream of a task
+                    // is term 1, and a new one takes over from an older one at the
+                    // receiver (equal terms do).
+                    term: 1,
+                    epoch: meta.epoch,
+                },
+                destination: t.to.clone(),
+                ranges: t
+                    .ranges
+                    .iter()
+                    .zip(&t.done_through)
+                    .map(|(&(start, end), &done_through)| StreamRange {
+                        range: kv_ring::TokenRange { start, end },
+                        done_through,
+                    })
+                    .collect(),
+            };
+            let this = Arc::clone(self);
+            let key = (c.id, t.id);
+            tokio::spawn(async move {
+                let outcome = stream::send(&this.local, this.id, &task).await;
+                let line = match &outcome {
+                    Ok(keys) => format!("{keys} keys"),
+                    Err(e) => format!("failed (retried): {e}"),
+                };
+                this.stream_log.lock().push(format!(
+                    "{:?} stream change {} task {} {}->{}: {line}",
+                    now(),
+                    key.0,
+                    key.1,
+                    this.id,
+                    task.destination
+                ));
+                if outcome.is_err() {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                this.running.lock().remove(&key);
+            });
+        }
+    }
+
+    /// The destination's receiver: imports into the local replica and commits each synced
+    /// checkpoint as the task's progress (kv-cli's receiver callback).
+    fn receiver(&self) -> RangeReceiver {
+        let meta = Arc::clone(&self.meta);
+        RangeReceiver::new(
+            Arc::new(Import(Arc::clone(&self.local))),
+            move |r: &StreamReport<'_>| {
+                let StreamEvent::Checkpoint {
+                    range,
+                    done_through,
+                } = r.event
+                else {
+                    return;
+                };
+                let progress = meta.read(|m| {
+                    let c = m.change.as_ref().filter(|c| c.id == r.header.change)?;
+                    let task = c.tasks.iter().find(|t| u64::from(t.id) == r.header.task)?;
+                    let index = task
+                        .ranges
+                        .iter()
+                        .position(|&(s, e)| s == range.start && e == range.end)?;
+                    Some(Command::Progress {
+                        change: c.id,
+                        task: task.id,
+                        range: u32::try_from(index).unwrap_or(u32::MAX),
+                        done_through,
+                        keys: r.keys,
+                        bytes: 0,
+                    })
+                });
+                if let Some(progress) = progress {
+                    let _ = meta.propose(&progress);
+                }
+            },
+        )
     }
 }
 
