@@ -23,7 +23,8 @@
 //! Not built: cleanup of the moved ranges on the losers (their extra copies are not read:
 //! reads route by the new ring; whether background repair ever looks at them is not checked
 //! here); `Survivors`
-//! sources (a task whose source is down waits); aborts' cleanup; a stream rate limit.
+//! sources (a task whose source is down waits); aborts' cleanup. The sources' rate limit is
+//! [`crate::node_rate`]'s.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -135,6 +136,8 @@ pub struct ChangeRoles {
     pub peers: Arc<kv_remote::ReplicaPeers>,
     /// The node's id.
     pub me: String,
+    /// `--stream-rate`: its streams' rate until one is committed (node_rate.rs).
+    pub stream_rate: kv_cluster::StreamRate,
 }
 
 /// The local replica as a stream's import target.
@@ -229,7 +232,7 @@ impl ChangeRoles {
         let streamer = Arc::new(kv_remote::RangeStreamer::new(
             Arc::clone(&self.replica),
             Arc::clone(&self.peers),
-            Arc::new(kv_cluster::RateLimiter::unlimited()),
+            crate::node_rate::limiter(&self.raft, &self.runtime, self.stream_rate),
         ));
         std::thread::Builder::new()
             .name("kvstore-change".into())

@@ -202,11 +202,15 @@ impl kv_server::KvstoreExtension for NodeCommands {
                 (None, _) => Err("this node runs no metadata".to_owned()),
             },
             Some("change") => match (&self.meta, &args[2..]) {
+                (Some((raft, rt)), [w, rest @ ..]) if w.eq_ignore_ascii_case(b"rate") => {
+                    crate::node_rate::command(raft, rt, rest)
+                }
                 (Some((raft, _)), []) => {
                     let state = raft.watch().borrow().clone();
-                    Ok(crate::node_change::report(&state.meta))
+                    let report = crate::node_change::report(&state.meta);
+                    Ok(crate::node_rate::with_rate(report, &state.meta))
                 }
-                (Some(_), _) => Err("usage: KVSTORE CHANGE".to_owned()),
+                (Some(_), _) => Err("usage: KVSTORE CHANGE [RATE [<keys/s|unlimited> [bytes/s]]]".to_owned()),
                 (None, _) => Err("this node runs no metadata".to_owned()),
             },
             _ => self.fault(args),
