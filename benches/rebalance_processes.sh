@@ -5,7 +5,7 @@
 # rate limit.
 #
 # Each run starts a fresh cluster (n1..n3), loads key:0..key:KEYS-1 with pipelined SETs
-# (benches/examples/rebalance_load.rs: exactly KEYS distinct keys), starts n4 with --join,
+# (benches/src/bin/rebalance_load.rs: exactly KEYS distinct keys), starts n4 with --join,
 # and then:
 #   idle    the foreground load alone for IDLE seconds: FG_RATE ops/s (half GET, half SET of
 #           loaded keys; 4 connections over n1..n3; latency from each request's scheduled
@@ -19,7 +19,7 @@
 #
 # Usage: benches/rebalance_processes.sh [ROUNDS]      (default 2)
 #        KEYS=1000000 RATE=50000 FG_RATE=2000 IDLE=5 KVSTORE=target/release/kvstore \
-#        LOADER=target/release/examples/rebalance_load benches/rebalance_processes.sh 3
+#        LOADER=target/release/rebalance_load benches/rebalance_processes.sh 3
 # Needs redis-cli and python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,8 +38,8 @@ if [[ -z "${KVSTORE:-}" ]]; then
     KVSTORE=$target/release/kvstore
 fi
 if [[ -z "${LOADER:-}" ]]; then
-    cargo build -q --release -p benches --example rebalance_load
-    LOADER=$target/release/examples/rebalance_load
+    cargo build -q --release -p benches --bin rebalance_load
+    LOADER=$target/release/rebalance_load
 fi
 
 work=$(mktemp -d)

@@ -1,12 +1,15 @@
 //! The stream rate limit between processes (issue 23, membership.md §3.4): three nodes
-//! started with `--stream-rate 100000`, a committed `KVSTORE CHANGE RATE 500` that overrides
-//! the flag on every node, an `ADDNODE` whose streams copy at about 500 keys/s per source,
-//! and a `CHANGE RATE unlimited` that lets the change finish long before 500 keys/s could.
+//! started with `--stream-rate 100000`, a committed `KVSTORE CHANGE RATE 20` that overrides
+//! the flag on every node, an `ADDNODE` whose streams copy at about 20 keys/s per source,
+//! and a `CHANGE RATE unlimited` that lets the change finish long before 20 keys/s could.
 //! Every process is killed when its guard drops, also when the test fails.
 //!
 //! The bounds cannot flake on a slow machine in the direction that matters: the limiter
 //! cannot send faster than its rate (the upper bound holds however loaded the machine is),
-//! and the lower bound is a fifth of what a debug build copies unlimited.
+//! and the lower bound is 30% of the limit. The limit is far below what a debug build copies
+//! unlimited on a machine loaded to 20 on two cores (about 300 keys/s with these 16,000
+//! keys: the per-range work of 100 vnodes dominates), so the limit, not the machine, sets
+//! the pace.
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
@@ -50,9 +53,9 @@ fn poll<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 }
 
 /// Keys loaded: n4 gets 3/4 of them, about a quarter of all from each of the three sources.
-const KEYS: usize = 40_000;
+const KEYS: usize = 16_000;
 /// The committed rate, per source process.
-const RATE: f64 = 500.0;
+const RATE: f64 = 20.0;
 /// The sources stream at once: the cluster copies at up to three times the rate.
 const SOURCES: f64 = 3.0;
 
@@ -121,17 +124,17 @@ fn a_committed_rate_overrides_the_flag_paces_the_streams_and_unlimited_lets_them
     assert_eq!(change(&nodes[0])["stream_rate_from"], "flag");
 
     // Committed through n2 (whichever leads): visible from every node, the joiner included.
-    let said = kvstore(&nodes[1], &["CHANGE", "RATE", "500"]).unwrap();
-    assert!(said.starts_with("OK stream rate 500 keys/s committed"), "{said}");
+    let said = kvstore(&nodes[1], &["CHANGE", "RATE", "20"]).unwrap();
+    assert!(said.starts_with("OK stream rate 20 keys/s committed"), "{said}");
     for (i, n) in all.iter().enumerate() {
         poll(Duration::from_secs(10), "the committed rate everywhere", || {
             let view = change(n);
-            (view["stream_rate"] == "500 keys/s" && view["stream_rate_from"] == "committed")
+            (view["stream_rate"] == "20 keys/s" && view["stream_rate_from"] == "committed")
                 .then_some(())
         });
         assert_eq!(
             kvstore(n, &["CHANGE", "RATE"]).unwrap(),
-            "stream_rate:500 keys/s\nstream_rate_from:committed",
+            "stream_rate:20 keys/s\nstream_rate_from:committed",
             "n{}",
             i + 1
         );
@@ -140,7 +143,7 @@ fn a_committed_rate_overrides_the_flag_paces_the_streams_and_unlimited_lets_them
     let said = kvstore(&nodes[2], &["ADDNODE", "n4"]).unwrap();
     assert!(said.starts_with("OK change "), "{said}");
     let started = Instant::now();
-    // The copy rate over a window of four seconds from the first progress reported.
+    // The copy rate over a window of six seconds from the first progress reported.
     let copied = |n: &Served| -> Option<(u64, String)> {
         let view = change(n);
         let step = view.get("step")?.clone();
@@ -150,7 +153,7 @@ fn a_committed_rate_overrides_the_flag_paces_the_streams_and_unlimited_lets_them
         copied(&nodes[0]).and_then(|(k, step)| (k > 0 && step == "streaming").then_some(k))
             .map(|k| (k, Instant::now()))
     });
-    std::thread::sleep(Duration::from_secs(4));
+    std::thread::sleep(Duration::from_secs(6));
     let (k1, step) = copied(&nodes[0]).unwrap();
     let window = t0.elapsed().as_secs_f64();
     assert_eq!(step, "streaming", "still limited after {window:.1} s");
@@ -174,7 +177,7 @@ fn a_committed_rate_overrides_the_flag_paces_the_streams_and_unlimited_lets_them
     let at_limit = KEYS as f64 * 0.75 / limit;
     eprintln!("the change finished {took:.1} s after ADDNODE; {at_limit:.0} s at the limit");
     assert!(
-        took < at_limit * 0.7,
+        took < at_limit * 0.8,
         "{took:.1} s: unlimited did not speed the streams up ({at_limit:.0} s at the limit)"
     );
     for n in &all {
