@@ -18,9 +18,10 @@
 # killed on exit (trap).
 #
 # Usage: benches/rebalance_processes.sh [ROUNDS]      (default 2)
-#        KEYS=1000000 RATE=50000 FG_RATE=2000 IDLE=5 KVSTORE=target/release/kvstore \
+#        KEYS=1000000 RATE=50000 FG_RATE=2000 IDLE=10 SETTLE=5 KVSTORE=target/release/kvstore \
 #        LOADER=target/release/rebalance_load benches/rebalance_processes.sh 3
-# Needs redis-cli and python3.
+# PERF_DIR=dir: `perf record -g` of the four servers during each unlimited change, into dir.
+# Needs redis-cli and python3 (and perf for PERF_DIR).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,7 +29,8 @@ rounds=${1:-2}
 keys=${KEYS:-1000000}
 rate=${RATE:-50000}
 fg_rate=${FG_RATE:-2000}
-idle=${IDLE:-5}
+idle=${IDLE:-10}
+settle=${SETTLE:-5}
 for tool in redis-cli python3; do
     command -v "$tool" >/dev/null || { echo "rebalance_processes: $tool not found" >&2; exit 1; }
 done
@@ -88,6 +90,15 @@ fg() { # stop-file
     "$LOADER" fg --ports "$fg_ports" --keys "$keys" --rate "$fg_rate" --stop-file "$1"
 }
 
+# The servers' CPU time so far (user + system), in clock ticks.
+ticks() {
+    local sum=0 p
+    for p in "${pids[@]}"; do
+        sum=$((sum + $(awk '{ print $14 + $15 }' "/proc/$p/stat")))
+    done
+    echo "$sum"
+}
+
 results="$work/results"
 : >"$results"
 run() { # mode round
@@ -116,26 +127,39 @@ run() { # mode round
         wait_for "rate committed" bash -c \
             "redis-cli -p ${ports[0]} kvstore change | grep -q 'stream_rate_from:committed'"
     fi
+    # Let the load's writes settle (WAL flushes, memtables) so the idle figure is idle.
+    sleep "$settle"
     stop="$dir/stop-idle"
     (sleep "$idle"; touch "$stop") &
     idle_out=$(fg "$stop")
     stop="$dir/stop-change"
     fg "$stop" >"$dir/fg-change.out" &
     local fgpid=$!
-    local added
+    local added perf_pid=
+    if [[ -n ${PERF_DIR:-} && $mode == unlimited ]]; then
+        mkdir -p "$PERF_DIR"
+        perf record -q -F 499 -g -p "$(IFS=,; echo "${pids[*]}")" -o "$PERF_DIR/$mode$2.data" \
+            2>/dev/null &
+        perf_pid=$!
+    fi
+    local t0 t1
+    t0=$(ticks)
     added=$("$LOADER" add --port "${ports[2]}" --node n4)
+    t1=$(ticks)
+    [[ -n $perf_pid ]] && { kill -INT "$perf_pid"; wait "$perf_pid" || true; }
     touch "$stop"
     wait "$fgpid"
     local load
     load=$(cut -d' ' -f1 /proc/loadavg)
     # One row: mode round keys stream_s step_s total_s idle(p50 p99 errors)
-    # change(p50 p99 errors) load-average loaded-keys/s
+    # change(p50 p99 errors) load-average loaded-keys/s servers'-CPU-s-during-the-change
     local a i c
     read -ra a <<<"$added"
     read -ra i <<<"$idle_out"
     read -ra c <"$dir/fg-change.out"
     echo "$mode $2 ${a[0]} ${a[1]} ${a[2]} ${a[3]} ${i[2]} ${i[3]} ${i[1]} ${c[2]} ${c[3]} ${c[1]}" \
-        "$load $(awk '{ print $7 }' "$dir/load.out" | tr -d '(')" >>"$results"
+        "$load $(awk '{ print $7 }' "$dir/load.out" | tr -d '(')" \
+        "$(awk -v t=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" 'BEGIN { print t / hz }')" >>"$results"
     tail -1 "$results" >&2
     stop_all
     rm -rf "$dir"
@@ -151,7 +175,7 @@ for r in $(seq "$rounds"); do
 done
 echo "# load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
-echo "| run | keys copied | streaming s | keys/s | step s | idle p50/p99 ms | during p50/p99 ms | p99 / idle | errors | load |"
+echo "| run | keys copied | streaming s | keys/s | servers' CPU µs/key | idle p50/p99 ms | during p50/p99 ms | p99 / idle | errors | load |"
 echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 awk '{ printf "| %s %s | %d | %.2f | %.0f | %.2f | %.2f / %.2f | %.2f / %.2f | %.1fx | %d | %s |\n",
-        $1, $2, $3, $4, $3 / $4, $5, $7 / 1000, $8 / 1000, $10 / 1000, $11 / 1000, $11 / $8, $9 + $12, $13 }' "$results"
+        $1, $2, $3, $4, $3 / $4, $15 * 1e6 / $3, $7 / 1000, $8 / 1000, $10 / 1000, $11 / 1000, $11 / $8, $9 + $12, $13 }' "$results"
