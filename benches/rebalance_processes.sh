@@ -90,13 +90,12 @@ fg() { # stop-file
     "$LOADER" fg --ports "$fg_ports" --keys "$keys" --rate "$fg_rate" --stop-file "$1"
 }
 
-# The servers' CPU time so far (user + system), in clock ticks.
+# Each server's CPU time so far (user + system), in clock ticks, n1..n4.
 ticks() {
-    local sum=0 p
+    local p
     for p in "${pids[@]}"; do
-        sum=$((sum + $(awk '{ print $14 + $15 }' "/proc/$p/stat")))
+        awk '{ printf "%d ", $14 + $15 }' "/proc/$p/stat"
     done
-    echo "$sum"
 }
 
 results="$work/results"
@@ -159,7 +158,7 @@ run() { # mode round
     read -ra c <"$dir/fg-change.out"
     echo "$mode $2 ${a[0]} ${a[1]} ${a[2]} ${a[3]} ${i[2]} ${i[3]} ${i[1]} ${c[2]} ${c[3]} ${c[1]}" \
         "$load $(awk '{ print $7 }' "$dir/load.out" | tr -d '(')" \
-        "$(awk -v t=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" 'BEGIN { print t / hz }')" >>"$results"
+        "$(echo "$t0 $t1" | awk -v hz="$(getconf CLK_TCK)" '{ n = NF / 2; for (i = 1; i <= n; i++) { d = ($(i + n) - $i) / hz; s += d; o = o sprintf("%s%.1f", i > 1 ? "/" : "", d) } print s, o }')" >>"$results"
     tail -1 "$results" >&2
     stop_all
     rm -rf "$dir"
@@ -175,7 +174,7 @@ for r in $(seq "$rounds"); do
 done
 echo "# load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
-echo "| run | keys copied | streaming s | keys/s | servers' CPU µs/key | idle p50/p99 ms | during p50/p99 ms | p99 / idle | errors | load |"
-echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-awk '{ printf "| %s %s | %d | %.2f | %.0f | %.2f | %.2f / %.2f | %.2f / %.2f | %.1fx | %d | %s |\n",
-        $1, $2, $3, $4, $3 / $4, $15 * 1e6 / $3, $7 / 1000, $8 / 1000, $10 / 1000, $11 / 1000, $11 / $8, $9 + $12, $13 }' "$results"
+echo "| run | keys copied | streaming s | keys/s | servers' CPU µs/key | CPU s n1/n2/n3/n4 | idle p50/p99 ms | during p50/p99 ms | p99 / idle | errors | load |"
+echo "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|"
+awk '{ printf "| %s %s | %d | %.2f | %.0f | %.1f | %s | %.2f / %.2f | %.2f / %.2f | %.1fx | %d | %s |\n",
+        $1, $2, $3, $4, $3 / $4, $15 * 1e6 / $3, $16, $7 / 1000, $8 / 1000, $10 / 1000, $11 / 1000, $11 / $8, $9 + $12, $13 }' "$results"

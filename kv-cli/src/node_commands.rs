@@ -210,7 +210,9 @@ impl kv_server::KvstoreExtension for NodeCommands {
                     let report = crate::node_change::report(&state.meta);
                     Ok(crate::node_rate::with_rate(report, &state.meta))
                 }
-                (Some(_), _) => Err("usage: KVSTORE CHANGE [RATE [<keys/s|unlimited> [bytes/s]]]".to_owned()),
+                (Some(_), _) => {
+                    Err("usage: KVSTORE CHANGE [RATE [<keys/s|unlimited> [bytes/s]]]".to_owned())
+                }
                 (None, _) => Err("this node runs no metadata".to_owned()),
             },
             _ => self.fault(args),

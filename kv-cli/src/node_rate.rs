@@ -303,7 +303,10 @@ mod tests {
             })
         );
         let e = parse("fast").unwrap_err().to_string();
-        assert!(e.contains("--stream-rate") && e.contains("not a number"), "{e}");
+        assert!(
+            e.contains("--stream-rate") && e.contains("not a number"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -317,11 +320,12 @@ mod tests {
         let c = to_committed(keys(500));
         assert_eq!(resolve(c, flag), (keys(500), Origin::Committed));
         let c = to_committed(StreamRate::UNLIMITED);
-        assert_ne!(c, RateLimit::default(), "unlimited is not the never-set default");
-        assert_eq!(
-            resolve(c, flag),
-            (StreamRate::UNLIMITED, Origin::Committed)
+        assert_ne!(
+            c,
+            RateLimit::default(),
+            "unlimited is not the never-set default"
         );
+        assert_eq!(resolve(c, flag), (StreamRate::UNLIMITED, Origin::Committed));
         let bytes_only = StreamRate {
             keys_per_sec: None,
             bytes_per_sec: Some(9),
@@ -345,7 +349,11 @@ mod tests {
         let mut meta = ClusterMeta::default();
         meta.stream_rate = to_committed(keys(2000));
         let lines = with_rate(
-            vec!["change:3".into(), "waiting_for:".into(), "task:1 a->b".into()],
+            vec![
+                "change:3".into(),
+                "waiting_for:".into(),
+                "task:1 a->b".into(),
+            ],
             &meta,
         );
         assert_eq!(

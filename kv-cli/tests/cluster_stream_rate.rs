@@ -125,13 +125,20 @@ fn a_committed_rate_overrides_the_flag_paces_the_streams_and_unlimited_lets_them
 
     // Committed through n2 (whichever leads): visible from every node, the joiner included.
     let said = kvstore(&nodes[1], &["CHANGE", "RATE", "20"]).unwrap();
-    assert!(said.starts_with("OK stream rate 20 keys/s committed"), "{said}");
+    assert!(
+        said.starts_with("OK stream rate 20 keys/s committed"),
+        "{said}"
+    );
     for (i, n) in all.iter().enumerate() {
-        poll(Duration::from_secs(10), "the committed rate everywhere", || {
-            let view = change(n);
-            (view["stream_rate"] == "20 keys/s" && view["stream_rate_from"] == "committed")
-                .then_some(())
-        });
+        poll(
+            Duration::from_secs(10),
+            "the committed rate everywhere",
+            || {
+                let view = change(n);
+                (view["stream_rate"] == "20 keys/s" && view["stream_rate_from"] == "committed")
+                    .then_some(())
+            },
+        );
         assert_eq!(
             kvstore(n, &["CHANGE", "RATE"]).unwrap(),
             "stream_rate:20 keys/s\nstream_rate_from:committed",
@@ -150,7 +157,8 @@ fn a_committed_rate_overrides_the_flag_paces_the_streams_and_unlimited_lets_them
         Some((view.get("keys_copied")?.parse().ok()?, step))
     };
     let (k0, t0) = poll(Duration::from_secs(60), "keys copied", || {
-        copied(&nodes[0]).and_then(|(k, step)| (k > 0 && step == "streaming").then_some(k))
+        copied(&nodes[0])
+            .and_then(|(k, step)| (k > 0 && step == "streaming").then_some(k))
             .map(|k| (k, Instant::now()))
     });
     std::thread::sleep(Duration::from_secs(6));
@@ -166,10 +174,16 @@ fn a_committed_rate_overrides_the_flag_paces_the_streams_and_unlimited_lets_them
         rate <= limit * 1.5,
         "{rate:.0} keys/s: the limit is {limit}"
     );
-    assert!(rate >= limit * 0.3, "{rate:.0} keys/s: too slow for {limit}");
+    assert!(
+        rate >= limit * 0.3,
+        "{rate:.0} keys/s: too slow for {limit}"
+    );
 
     let said = kvstore(&joiner, &["CHANGE", "RATE", "unlimited"]).unwrap();
-    assert!(said.starts_with("OK stream rate unlimited committed"), "{said}");
+    assert!(
+        said.starts_with("OK stream rate unlimited committed"),
+        "{said}"
+    );
     poll(Duration::from_secs(120), "the change finishes", || {
         (change(&nodes[0])["change"] == "none").then_some(())
     });

@@ -109,7 +109,9 @@ where
 {
     match args.iter().position(|a| a == name) {
         Some(i) => {
-            let v = args.get(i + 1).with_context(|| format!("{name} needs a value"))?;
+            let v = args
+                .get(i + 1)
+                .with_context(|| format!("{name} needs a value"))?;
             v.parse().map_err(|e| anyhow::anyhow!("{name} {v}: {e}"))
         }
         None => default.with_context(|| format!("{name} is required")),
@@ -155,10 +157,14 @@ fn load(args: &[String]) -> anyhow::Result<()> {
         })
         .collect();
     for t in threads {
-        t.join().map_err(|_| anyhow::anyhow!("a loader panicked"))??;
+        t.join()
+            .map_err(|_| anyhow::anyhow!("a loader panicked"))??;
     }
     let s = started.elapsed().as_secs_f64();
-    println!("loaded {keys} keys in {s:.1} s ({:.0} keys/s)", keys as f64 / s);
+    println!(
+        "loaded {keys} keys in {s:.1} s ({:.0} keys/s)",
+        keys as f64 / s
+    );
     Ok(())
 }
 
@@ -219,7 +225,9 @@ fn foreground(args: &[String]) -> anyhow::Result<()> {
     let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut errors = 0;
     for t in threads {
-        let (h, e) = t.join().map_err(|_| anyhow::anyhow!("a client panicked"))??;
+        let (h, e) = t
+            .join()
+            .map_err(|_| anyhow::anyhow!("a client panicked"))??;
         all.add(&h)?;
         errors += e;
     }
@@ -243,17 +251,27 @@ fn add(args: &[String]) -> anyhow::Result<()> {
         bail!("ADDNODE {node}: {e}");
     }
     let (mut streaming, mut past, mut grew) = (None, None, None);
-    let mut keys = 0u64;
+    let (mut keys, mut seen) = (0u64, false);
     loop {
         let text = match c.call(&[b"KVSTORE", b"CHANGE"])? {
             Ok(t) => String::from_utf8_lossy(&t).into_owned(),
             Err(e) => bail!("KVSTORE CHANGE: {e}"),
         };
         let now = Instant::now();
+        // The node polled may not have applied the change the leader committed yet: until
+        // it shows the change once, `change:none` is the state before it.
         if text.starts_with("change:none") {
-            past.get_or_insert(now);
-            break;
+            if seen {
+                past.get_or_insert(now);
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                bail!("ADDNODE {node} said OK, but no change showed within 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
         }
+        seen = true;
         let field = |name: &str| {
             text.lines()
                 .find_map(|l| l.strip_prefix(name))
