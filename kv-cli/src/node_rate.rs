@@ -346,8 +346,10 @@ mod tests {
             }),
             "2000 keys/s 5 bytes/s"
         );
-        let mut meta = ClusterMeta::default();
-        meta.stream_rate = to_committed(keys(2000));
+        let meta = ClusterMeta {
+            stream_rate: to_committed(keys(2000)),
+            ..ClusterMeta::default()
+        };
         let lines = with_rate(
             vec![
                 "change:3".into(),
