@@ -169,6 +169,19 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SECS", default_value_t = 30, requires = "node_id", value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub meta_catch_up_timeout: u64,
 
+    /// The rate this node streams ranges to other nodes at during a membership change, in
+    /// keys/s and optionally bytes/s (keys and values), shared by all its streams: e.g.
+    /// `50000` or `50000,10000000`; default unlimited. A rate committed with `KVSTORE CHANGE
+    /// RATE <keys/s|unlimited>` (on any node) overrides this flag on every node once set.
+    /// Needs --node-id.
+    #[arg(
+        long,
+        value_name = "KEYS_PER_S[,BYTES_PER_S]",
+        requires = "node_id",
+        value_parser = crate::node_rate::parse_rate
+    )]
+    pub stream_rate: Option<kv_cluster::StreamRate>,
+
     /// Accept `KVSTORE FAULT ...` (drop, delay, duplicate or partition this node's messages
     /// to a peer): for tests and drills, never in production. Needs --node-id.
     #[arg(long, requires = "node_id")]

@@ -13,6 +13,7 @@ mod node;
 mod node_change;
 mod node_commands;
 mod node_meta;
+mod node_rate;
 mod open;
 mod output;
 mod repl;

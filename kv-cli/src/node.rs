@@ -768,6 +768,7 @@ fn start_roles(
         replica: Arc::clone(&replica),
         peers: Arc::clone(backend.peers()),
         me: me.to_string(),
+        stream_rate: args.stream_rate.unwrap_or_default(),
     }
     .start(&replica_server, Arc::clone(&follower_stop))
     .context("start the change driver")?;

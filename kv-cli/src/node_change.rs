@@ -30,7 +30,8 @@
 //!   the raft and deregisters it once it held the entry that made it `Left` (it then shut
 //!   itself down), or 30 s after it first saw it `Left`.
 //!
-//! Not built: `Survivors` sources (a task whose source is down waits).
+//! Not built: `Survivors` sources (a task whose source is down waits). The sources' rate
+//! limit is [`crate::node_rate`]'s.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -218,6 +219,8 @@ pub struct ChangeRoles {
     pub peers: Arc<kv_remote::ReplicaPeers>,
     /// The node's id.
     pub me: String,
+    /// `--stream-rate`: its streams' rate until one is committed (node_rate.rs).
+    pub stream_rate: kv_cluster::StreamRate,
 }
 
 /// The local replica as a stream's import target.
@@ -383,7 +386,7 @@ impl ChangeRoles {
         let streamer = Arc::new(kv_remote::RangeStreamer::new(
             Arc::clone(&self.replica),
             Arc::clone(&self.peers),
-            Arc::new(kv_cluster::RateLimiter::unlimited()),
+            crate::node_rate::limiter(&self.raft, &self.runtime, self.stream_rate),
         ));
         std::thread::Builder::new()
             .name("kvstore-change".into())

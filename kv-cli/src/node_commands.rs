@@ -247,9 +247,13 @@ impl kv_server::KvstoreExtension for NodeCommands {
                 (None, _) => Err("this node runs no metadata".to_owned()),
             },
             Some("change") => match (&self.meta, &args[2..]) {
+                (Some((raft, rt)), [w, rest @ ..]) if w.eq_ignore_ascii_case(b"rate") => {
+                    crate::node_rate::command(raft, rt, rest)
+                }
                 (Some((raft, _)), []) => {
                     let state = raft.watch().borrow().clone();
-                    let mut lines = crate::node_change::report(&state.meta);
+                    let report = crate::node_change::report(&state.meta);
+                    let mut lines = crate::node_rate::with_rate(report, &state.meta);
                     lines.extend(
                         crate::node_change::local_keys().map(|n| format!("local_keys:{n}")),
                     );
@@ -266,7 +270,10 @@ impl kv_server::KvstoreExtension for NodeCommands {
                         "OK change {change} aborting at epoch {epoch}"
                     )])
                 }
-                (Some(_), _) => Err("usage: KVSTORE CHANGE [ABORT]".to_owned()),
+                (Some(_), _) => Err(
+                    "usage: KVSTORE CHANGE [ABORT | RATE [<keys/s|unlimited> [bytes/s]]]"
+                        .to_owned(),
+                ),
                 (None, _) => Err("this node runs no metadata".to_owned()),
             },
             _ => self.fault(args),
