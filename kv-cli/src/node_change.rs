@@ -121,6 +121,10 @@ fn waiting() -> String {
 /// How often the driver looks at the committed change.
 const TICK: Duration = Duration::from_millis(200);
 
+/// After a stream that ended well, how long its task's committed progress may stand still
+/// before the source streams it again (its destination's reports were lost).
+const RESTREAM_STALL: Duration = Duration::from_secs(10);
+
 /// The pieces of a node process the change's three roles need: the leader's driver, a
 /// task's source (a [`kv_remote::RangeStreamer`] of the local replica) and a task's destination (a
 /// [`kv_remote::RangeReceiver`] on the replica server, reporting progress through the metadata).
@@ -371,6 +375,7 @@ impl ChangeRoles {
                     .collect(),
             };
             let (streamer, held, key) = (Arc::clone(streamer), Arc::clone(running), (c.id, t.id));
+            let raft = self.raft.clone();
             let spawned = std::thread::Builder::new()
                 .name("kvstore-stream".into())
                 .spawn(move || {
@@ -380,6 +385,27 @@ impl ChangeRoles {
                             key.0, key.1, task.destination
                         );
                         std::thread::sleep(Duration::from_secs(1));
+                    } else {
+                        // Streamed and synced; the destination commits each range's end as
+                        // its own `Progress` entry, from one queue. Streaming the task again
+                        // before they land only queues hundreds of duplicates ahead of every
+                        // other task's (a restarted source then waited ~75 s behind them):
+                        // wait until the task is finished, or its progress stalls
+                        // `RESTREAM_STALL` (the reports were lost).
+                        let progress = || {
+                            let state = raft.watch().borrow().clone();
+                            let c = state.meta.change.as_ref().filter(|c| c.id == key.0)?;
+                            let t = c.tasks.iter().find(|t| t.id == key.1 && !t.finished)?;
+                            Some(t.done_through.clone())
+                        };
+                        let (mut last, mut moved) = (progress(), std::time::Instant::now());
+                        while last.is_some() && moved.elapsed() < RESTREAM_STALL {
+                            std::thread::sleep(TICK);
+                            let now = progress();
+                            if now != last {
+                                (last, moved) = (now, std::time::Instant::now());
+                            }
+                        }
                     }
                     if let Ok(mut r) = held.lock() {
                         r.remove(&key);
