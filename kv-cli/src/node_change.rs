@@ -171,6 +171,27 @@ pub fn report(meta: &ClusterMeta) -> Vec<String> {
     out
 }
 
+/// `INFO cluster`'s lines on the change between processes: `kvstore_change_in_progress:` the
+/// kind and node, or `none`; during a change also its id, step, epoch, tasks finished, keys and
+/// bytes copied and what this node's driver waits for (empty off the metadata leader).
+pub fn info_lines(meta: &ClusterMeta) -> Vec<String> {
+    let Some(c) = &meta.change else {
+        return vec!["kvstore_change_in_progress:none".to_owned()];
+    };
+    let mut out = vec![format!("kvstore_change_in_progress:{} {}", c.kind, c.node)];
+    out.extend(report(meta).into_iter().filter_map(|line| {
+        let (field, value) = line.split_once(':')?;
+        let field = match field {
+            "change" => "id",
+            "step" | "epoch" | "tasks_done" | "keys_copied" | "bytes_copied" | "waiting_for"
+            | "error" => field,
+            _ => return None,
+        };
+        Some(format!("kvstore_change_{field}:{value}"))
+    }));
+    out
+}
+
 /// What the change driver of this process waits for now (shown by `KVSTORE CHANGE`; empty on
 /// a node that does not lead the metadata raft).
 static WAITING: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
@@ -779,6 +800,7 @@ mod tests {
     fn no_change_is_none_and_a_started_add_shows_its_step_and_tasks() {
         let mut meta = with_a_joiner();
         assert_eq!(report(&meta), ["change:none", "epoch:3"]);
+        assert_eq!(info_lines(&meta), ["kvstore_change_in_progress:none"]);
         let plan = kv_meta::plan_change(&meta, ChangeKind::Add, "n4", 0).unwrap();
         assert_eq!(meta.apply(3, &plan), MetaResponse::Ok { epoch: 4 });
         let lines = report(&meta);
@@ -805,6 +827,21 @@ mod tests {
                 .all(|l| l.contains("->n4 ") && l.ends_with("finished:0")),
             "{task_lines:?}"
         );
+        let info = info_lines(&meta);
+        assert_eq!(
+            info[..4],
+            [
+                "kvstore_change_in_progress:add n4".to_owned(),
+                "kvstore_change_id:3".to_owned(),
+                "kvstore_change_step:pending".to_owned(),
+                "kvstore_change_epoch:4".to_owned(),
+            ]
+        );
+        assert!(
+            info.contains(&format!("kvstore_change_tasks_done:0/{tasks}")),
+            "{info:?}"
+        );
+        assert!(info.iter().all(|l| !l.contains("task:")), "{info:?}");
         // A second add while one runs is refused by the planner.
         let e = kv_meta::plan_change(&meta, ChangeKind::Add, "n4", 0).unwrap_err();
         assert!(e.to_string().contains("change"), "{e}");

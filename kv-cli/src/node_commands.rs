@@ -195,6 +195,8 @@ impl kv_server::KvstoreExtension for NodeCommands {
             "kvstore_meta_caught_up:{}",
             u8::from(self.ready.load(std::sync::atomic::Ordering::Acquire))
         ));
+        let state = raft.watch().borrow().clone();
+        lines.extend(crate::node_change::info_lines(&state.meta));
         lines
     }
 

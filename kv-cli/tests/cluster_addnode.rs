@@ -156,7 +156,12 @@ fn addnode_through_a_follower_moves_three_quarters_of_the_keys_under_load() {
     assert!(e.to_string().contains("in progress"), "{e}");
     let mut last = String::new();
     let mut copied = 0u64;
+    let mut info_during = String::new();
     poll(Duration::from_secs(180), "the change finishes", || {
+        let info: String = redis::cmd("INFO").arg("cluster").query(&mut c).unwrap();
+        if info.contains("kvstore_change_in_progress:add n4") {
+            info_during = info;
+        }
         let text: String = redis::cmd("KVSTORE").arg("CHANGE").query(&mut c).unwrap();
         if let Some(k) = text.lines().find_map(|l| l.strip_prefix("keys_copied:")) {
             copied = k.parse().unwrap();
@@ -173,6 +178,17 @@ fn addnode_through_a_follower_moves_three_quarters_of_the_keys_under_load() {
         text.starts_with("change:none").then_some(())
     });
     let took = started.elapsed();
+    // INFO cluster showed the change while it ran (once: its id, step, tasks) and none after.
+    assert!(
+        info_during.contains("kvstore_change_step:") && info_during.contains("kvstore_change_id:"),
+        "{info_during}"
+    );
+    assert_eq!(
+        info_during.matches("kvstore_change_in_progress:").count(),
+        1
+    );
+    let info: String = redis::cmd("INFO").arg("cluster").query(&mut c).unwrap();
+    assert!(info.contains("kvstore_change_in_progress:none"), "{info}");
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let tally = load.join().unwrap();

@@ -49,7 +49,9 @@ pub trait KvstoreExtension: Send + Sync + fmt::Debug {
         None
     }
 
-    /// Extra lines (`field:value`) at the end of `INFO cluster`; none by default.
+    /// Extra lines (`field:value`) at the end of `INFO cluster`; none by default. When one
+    /// of them is `kvstore_change_in_progress:...`, the extension reports the change and the
+    /// in-process cluster's own line is left out.
     fn info_cluster(&self) -> Vec<String> {
         Vec::new()
     }

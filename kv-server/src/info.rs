@@ -229,7 +229,19 @@ fn cluster_section(cluster: &Cluster, session: &Session, t: &mut String) -> std:
         "kvstore_hints_pending:{}\r\n",
         nodes.iter().map(|n| n.hints).sum::<u64>()
     )?;
+    let extension_lines = session
+        .shared
+        .options
+        .get_kvstore_extension()
+        .map(|ext| ext.info_cluster())
+        .unwrap_or_default();
+    // An embedder that runs changes itself (a node process: through its metadata raft, not
+    // this cluster's in-process change) reports the change in its own lines.
+    let change_is_the_extensions = extension_lines
+        .iter()
+        .any(|l| l.starts_with("kvstore_change_in_progress:"));
     match cluster.pending_change() {
+        _ if change_is_the_extensions => {}
         Some((kind, node)) => write!(t, "kvstore_change_in_progress:{kind} {node}\r\n")?,
         None => t.push_str("kvstore_change_in_progress:none\r\n"),
     }
@@ -283,10 +295,8 @@ fn cluster_section(cluster: &Cluster, session: &Session, t: &mut String) -> std:
         }
         None => t.push_str("kvstore_background_repair_interval_s:0\r\n"),
     }
-    if let Some(ext) = session.shared.options.get_kvstore_extension() {
-        for line in ext.info_cluster() {
-            write!(t, "{}\r\n", one_line(&line))?;
-        }
+    for line in extension_lines {
+        write!(t, "{}\r\n", one_line(&line))?;
     }
     Ok(())
 }
