@@ -16,8 +16,8 @@
 //! `RangeReceiver` on the gaining one. The key design decision: everything the run waits
 //! for runs on the hosts' simulated runtimes, never on a thread (kv-cluster's drain thread
 //! is not waited for), so that a seed replays exactly: one without crashes and changes
-//! does; one with a change only on a quiet machine so far (see the README, determinism,
-//! and for what is not simulated).
+//! does; one with a change not yet, by a millisecond (see the README, determinism, and for
+//! what is not simulated).
 //!
 //! ```no_run
 //! let report = kv_sim::run(&kv_sim::SimConfig::new(0x5eed))?;
