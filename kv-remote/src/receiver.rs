@@ -14,8 +14,7 @@ use kv_node::Record;
 use kv_ring::TokenRange;
 use parking_lot::Mutex;
 
-use crate::protocol::Entry;
-use crate::range_stream::{CHECKPOINT_EVERY, StreamError, StreamHeader, StreamMessage};
+use crate::range_stream::{CHECKPOINT_EVERY, Chunk, StreamError, StreamHeader, decode_chunk};
 
 /// A checkpoint that arrives this long after the last sync syncs at once (else it waits, at
 /// most [`CHECKPOINT_EVERY`] chunks, for the next one that does; see [`RangeReceiver`]).
@@ -226,13 +225,12 @@ struct RangeSink {
 }
 
 impl RangeSink {
-    fn take(&mut self, data: &[u8]) -> Result<(), StreamError> {
+    fn take(&mut self, data: &Bytes) -> Result<(), StreamError> {
         if self.cancel.load(Ordering::Acquire) {
             return Err(self.superseded());
         }
-        match StreamMessage::decode(data)? {
-            StreamMessage::Records(entries) => {
-                let records: Vec<Record> = entries.into_iter().map(Entry::into_record).collect();
+        match decode_chunk(data)? {
+            Chunk::Records(records) => {
                 self.receiver
                     .target
                     .import_chunk(self.header.epoch, &records)
@@ -240,7 +238,7 @@ impl RangeSink {
                 self.keys += records.len() as u64;
                 self.chunks_since_sync += 1;
             }
-            StreamMessage::Checkpoint {
+            Chunk::Checkpoint {
                 range,
                 done_through,
             } => {

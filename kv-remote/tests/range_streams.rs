@@ -268,6 +268,58 @@ fn every_key_of_the_ranges_arrives_with_its_version_and_expiry() {
     );
 }
 
+/// A task of many small ranges (a real join's shape: one per vnode): every key of the ranges
+/// arrives and nothing else, each range's end is reported once, and the ranges' ends do not
+/// cut chunks short (the chunks are full, not one per range).
+#[test]
+fn many_small_ranges_travel_in_full_chunks_with_one_end_checkpoint_each() {
+    let (_a_dir, a) = node("a");
+    fill(&a, 30_000);
+    let dst = destination(None);
+    let peers = transport("a", &dst, common::fast_options());
+    let streamer = RangeStreamer::new(a.clone(), peers, Arc::new(RateLimiter::unlimited()));
+    // 200 ranges of 1/800 of the ring each, one every 1/200: a quarter of the ring, about
+    // 40 keys per range; one more wraps past the top.
+    let stride = u64::MAX / 200;
+    let mut ranges: Vec<TokenRange> = (0..200u64)
+        .map(|i| TokenRange::new(i * stride + 7, i * stride + 7 + stride / 4))
+        .collect();
+    ranges.push(TokenRange::new(u64::MAX - stride / 8, 5));
+    let summary = streamer.stream(&task(1, &from_start(&ranges))).unwrap();
+
+    let want = contents(&*a, &ranges);
+    assert!(want.len() > 5_000, "the ranges hold {} keys", want.len());
+    assert_eq!(contents(&*dst.target.node, &[TokenRange::FULL]), want);
+    assert_eq!(summary.keys, want.len() as u64);
+    assert_eq!(
+        summary.chunks,
+        (want.len() as u64).div_ceil(MAX_CHUNK_RECORDS as u64),
+        "full chunks"
+    );
+    let seen = dst.seen.lock().unwrap().clone();
+    for r in &ranges {
+        let ends = seen
+            .iter()
+            .filter(|s| {
+                matches!(s, Seen::Checkpoint { range, done_through, .. }
+                if range == r && *done_through == r.end)
+            })
+            .count();
+        assert_eq!(ends, 1, "end checkpoints of {r:?}: {seen:?}");
+    }
+    assert!(seen.iter().all(|s| match s {
+        Seen::Checkpoint { unsynced, .. } => *unsynced == 0,
+        _ => true,
+    }));
+    assert_eq!(
+        seen.last(),
+        Some(&Seen::Done {
+            term: 1,
+            keys: want.len() as u64
+        })
+    );
+}
+
 /// The source's transport is cut mid-stream (a partition, then the stall timeout abandons
 /// the stream and closes its connection); a new stream from the recorded `done_through`
 /// copies the rest, and at most 64 chunks' worth of records is copied twice.
