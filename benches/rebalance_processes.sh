@@ -20,6 +20,7 @@
 # Usage: benches/rebalance_processes.sh [ROUNDS]      (default 2)
 #        KEYS=1000000 RATE=3000 FG_RATE=2000 IDLE=10 SETTLE=5 KVSTORE=target/release/kvstore \
 #        LOADER=target/release/rebalance_load benches/rebalance_processes.sh 3
+# MODES="unlimited": only those runs each round (default: both, alternated).
 # PERF_DIR=dir: `perf record -g` of the four servers during each unlimited change, into dir.
 # Needs redis-cli and python3 (and perf for PERF_DIR).
 set -euo pipefail
@@ -170,6 +171,8 @@ echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores; load average before: $
 echo "# $keys keys of 100 B on n1..n3 (RF 3, --threads 1), n4 joins; foreground $fg_rate ops/s (GET/SET, 4 connections); limited: KVSTORE CHANGE RATE $rate (keys/s per source); $rounds rounds"
 for r in $(seq "$rounds"); do
     if ((r % 2)); then order="unlimited limited"; else order="limited unlimited"; fi
+    # MODES=unlimited: the unlimited change only (a limited one takes minutes).
+    [[ -n ${MODES:-} ]] && order=$MODES
     for m in $order; do
         run "$m" "$r"
     done

@@ -14,8 +14,7 @@ use kv_node::Record;
 use kv_ring::TokenRange;
 use parking_lot::Mutex;
 
-use crate::protocol::Entry;
-use crate::range_stream::{CHECKPOINT_EVERY, StreamError, StreamHeader, StreamMessage};
+use crate::range_stream::{CHECKPOINT_EVERY, Chunk, StreamError, StreamHeader, decode_chunk};
 
 /// A checkpoint that arrives this long after the last sync syncs at once (else it waits, at
 /// most [`CHECKPOINT_EVERY`] chunks, for the next one that does; see [`RangeReceiver`]).
@@ -59,8 +58,15 @@ pub enum StreamEvent<'a> {
         /// The last token imported in full.
         done_through: u64,
     },
+    /// Every checkpoint one sync covers, the latest per range, in the order they arrived: what
+    /// a receiver made with [`RangeReceiver::batch_checkpoints`] reports instead of one
+    /// [`Checkpoint`](StreamEvent::Checkpoint) each, so that the node can commit them to the
+    /// metadata log as one entry (a task of hundreds of small ranges otherwise commits one
+    /// entry per range).
+    Checkpoints(&'a [(TokenRange, u64)]),
     /// The stream ended with every chunk imported and synced (`StreamDone`): every range of
-    /// the task is finished (each range's end was reported as a checkpoint before).
+    /// the task is finished (each range's end was reported as a checkpoint before, alone or
+    /// in a batch).
     Done,
     /// The stream failed here; it is closed and the node serves on.
     Failed(&'a StreamError),
@@ -89,8 +95,10 @@ type OnReport = dyn Fn(&StreamReport<'_>) + Send + Sync;
 /// synced**: on a checkpoint the receiver syncs (if [`CHECKPOINT_EVERY`] chunks or
 /// [`SYNC_INTERVAL`] passed since its last sync; otherwise the checkpoint waits for the next
 /// sync, so the many range-end checkpoints of a task with small ranges cost one fsync per
-/// 64 chunks, not one each), then reports every checkpoint that sync covers. At the end it
-/// syncs, reports what waits, then [`StreamEvent::Done`].
+/// 64 chunks, not one each), then reports every checkpoint that sync covers: one
+/// [`StreamEvent::Checkpoint`] each, or all of them as one [`StreamEvent::Checkpoints`] with
+/// [`batch_checkpoints`](RangeReceiver::batch_checkpoints). At the end it syncs, reports what
+/// waits, then [`StreamEvent::Done`].
 ///
 /// **At most one stream per task**: a stream whose header names a newer term of a task
 /// cancels the older one (its next chunk ends it with [`StreamError::Superseded`]); one of
@@ -102,6 +110,8 @@ type OnReport = dyn Fn(&StreamReport<'_>) + Send + Sync;
 pub struct RangeReceiver {
     target: Arc<dyn ImportTarget>,
     on_report: Box<OnReport>,
+    /// Whether a sync's checkpoints are reported as one [`StreamEvent::Checkpoints`].
+    batched: bool,
     /// The stream running per `(change, task)`.
     active: Mutex<HashMap<(u64, u64), Active>>,
 }
@@ -130,8 +140,35 @@ impl RangeReceiver {
         RangeReceiver {
             target,
             on_report: Box::new(on_report),
+            batched: false,
             active: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// This receiver, reporting the checkpoints each sync covers as one
+    /// [`StreamEvent::Checkpoints`] (the latest per range) instead of one
+    /// [`StreamEvent::Checkpoint`] each.
+    ///
+    /// # Example
+    /// ```
+    /// use std::sync::Arc;
+    /// use kv_cluster::MemoryReplica;
+    /// use kv_remote::{RangeReceiver, StreamEvent, StreamReport};
+    ///
+    /// let node = Arc::new(MemoryReplica::new("b")?);
+    /// let receiver = RangeReceiver::new(node, |r: &StreamReport<'_>| {
+    ///     if let StreamEvent::Checkpoints(done) = r.event {
+    ///         println!("{} ranges synced through their checkpoints", done.len());
+    ///     }
+    /// })
+    /// .batch_checkpoints();
+    /// assert_eq!(receiver.active_streams(), 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn batch_checkpoints(mut self) -> RangeReceiver {
+        self.batched = true;
+        self
     }
 
     /// Streams running now.
@@ -226,13 +263,12 @@ struct RangeSink {
 }
 
 impl RangeSink {
-    fn take(&mut self, data: &[u8]) -> Result<(), StreamError> {
+    fn take(&mut self, data: &Bytes) -> Result<(), StreamError> {
         if self.cancel.load(Ordering::Acquire) {
             return Err(self.superseded());
         }
-        match StreamMessage::decode(data)? {
-            StreamMessage::Records(entries) => {
-                let records: Vec<Record> = entries.into_iter().map(Entry::into_record).collect();
+        match decode_chunk(data)? {
+            Chunk::Records(records) => {
                 self.receiver
                     .target
                     .import_chunk(self.header.epoch, &records)
@@ -240,7 +276,7 @@ impl RangeSink {
                 self.keys += records.len() as u64;
                 self.chunks_since_sync += 1;
             }
-            StreamMessage::Checkpoint {
+            Chunk::Checkpoint {
                 range,
                 done_through,
             } => {
@@ -263,6 +299,26 @@ impl RangeSink {
             .map_err(StreamError::Node)?;
         self.chunks_since_sync = 0;
         self.last_sync = Instant::now();
+        if self.receiver.batched {
+            let mut done: Vec<(TokenRange, u64)> = Vec::with_capacity(self.waiting.len());
+            for (range, done_through) in std::mem::take(&mut self.waiting) {
+                // A range checkpointed twice since the last sync: its later token stands (the
+                // stream sends a range's checkpoints in ring order).
+                match done.iter_mut().find(|(r, _)| *r == range) {
+                    Some(slot) => slot.1 = done_through,
+                    None => done.push((range, done_through)),
+                }
+            }
+            if !done.is_empty() {
+                self.receiver.report(
+                    &self.from,
+                    self.header,
+                    self.keys,
+                    StreamEvent::Checkpoints(&done),
+                );
+            }
+            return Ok(());
+        }
         for (range, done_through) in std::mem::take(&mut self.waiting) {
             let event = StreamEvent::Checkpoint {
                 range,

@@ -11,9 +11,12 @@ use kv_ring::TokenRange;
 use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
-use crate::protocol::{Entry, Range};
+use kv_node::Record;
+
+use crate::protocol::Range;
 use crate::range_stream::{
     CHECKPOINT_EVERY, MAX_CHUNK_BYTES, MAX_CHUNK_RECORDS, StreamHeader, StreamMessage,
+    encode_records,
 };
 use crate::replica::ReplicaPeers;
 
@@ -69,7 +72,8 @@ pub struct StreamSummary {
 /// [`stream`](RangeStreamer::stream) exports the local replica over a task's ranges piece by
 /// piece (its own disk: no RPC), sends chunks of at most [`MAX_CHUNK_RECORDS`] records /
 /// [`MAX_CHUNK_BYTES`] over a kv-net bulk stream of its own, a checkpoint at the first piece
-/// boundary after every [`CHECKPOINT_EVERY`] chunks and at each range's end, paces itself
+/// boundary after every [`CHECKPOINT_EVERY`] chunks and one for each range's end (right after
+/// the chunk holding the range's last records: small ranges share full chunks), paces itself
 /// with the process's shared [`RateLimiter`], and returns once the destination has imported
 /// and synced everything. **At most one stream per task**: a call for a task already
 /// streaming under an older term cancels that one (it ends with [`Error::Superseded`] at its
@@ -232,6 +236,7 @@ impl RangeStreamer {
             records: Vec::with_capacity(MAX_CHUNK_RECORDS),
             bytes: 0,
             since_checkpoint: 0,
+            finished: Vec::new(),
             summary: StreamSummary::default(),
         };
         let check = |h: &StreamHeader| -> Result<()> {
@@ -256,7 +261,7 @@ impl RangeStreamer {
                     .map_err(|e| failed(&e))?;
                 for batch in batches {
                     for record in batch.map_err(|e| failed(&e))? {
-                        out.push(Entry::from_record(&record))?;
+                        out.push(record)?;
                     }
                     check(&h)?;
                 }
@@ -264,7 +269,13 @@ impl RangeStreamer {
                     out.checkpoint(wire, piece.end)?;
                 }
             }
-            out.checkpoint(wire, r.range.end)?;
+            // Sent after the chunk that holds the range's last records, not at once: a range
+            // of a few hundred keys (a real join's task is hundreds of such ranges, one per
+            // vnode) does not cut a chunk short.
+            out.finished.push(wire);
+            if out.records.is_empty() {
+                out.send_finished()?;
+            }
         }
         out.flush()?;
         let mut summary = out.summary;
@@ -291,14 +302,17 @@ fn failed(e: &kv_cluster::Error) -> Error {
 struct Chunker<'s> {
     sender: &'s mut kv_net::StreamSender,
     limiter: &'s RateLimiter,
-    records: Vec<Entry>,
+    records: Vec<Record>,
     bytes: usize,
     since_checkpoint: u64,
+    /// Ranges whose every record is in `records` or sent: their end checkpoints follow the
+    /// next chunk.
+    finished: Vec<Range>,
     summary: StreamSummary,
 }
 
 impl Chunker<'_> {
-    fn push(&mut self, e: Entry) -> Result<()> {
+    fn push(&mut self, e: Record) -> Result<()> {
         let len = e.key.len() + e.value.as_ref().map_or(0, |v| v.len());
         if !self.records.is_empty() && self.bytes + len > MAX_CHUNK_BYTES {
             self.flush()?;
@@ -311,28 +325,41 @@ impl Chunker<'_> {
         Ok(())
     }
 
-    /// Sends the records gathered, if any.
+    /// Sends the records gathered, if any, then the end checkpoints they complete.
     fn flush(&mut self) -> Result<()> {
         if self.records.is_empty() {
-            return Ok(());
+            return self.send_finished();
         }
         let (keys, bytes) = (self.records.len() as u64, self.bytes as u64);
-        let msg = StreamMessage::Records(std::mem::take(&mut self.records));
+        let msg = encode_records(&self.records);
+        // Cleared, not replaced: the vector's room serves the next chunk.
+        self.records.clear();
         self.bytes = 0;
         // Paid before sending: the bucket lends, so only a debt waits.
         self.limiter.pace(keys, bytes);
-        self.sender.send(&msg.encode()).map_err(Error::Transport)?;
-        self.records = Vec::with_capacity(MAX_CHUNK_RECORDS);
+        self.sender.send(&msg).map_err(Error::Transport)?;
         self.summary.keys += keys;
         self.summary.bytes += bytes;
         self.summary.chunks += 1;
         self.since_checkpoint += 1;
+        self.send_finished()
+    }
+
+    /// Sends the end checkpoint of every range in `finished` (their records are all sent).
+    fn send_finished(&mut self) -> Result<()> {
+        for range in std::mem::take(&mut self.finished) {
+            self.send_checkpoint(range, range.end)?;
+        }
         Ok(())
     }
 
     /// Sends what is gathered, then a checkpoint through `done_through`.
     fn checkpoint(&mut self, range: Range, done_through: u64) -> Result<()> {
         self.flush()?;
+        self.send_checkpoint(range, done_through)
+    }
+
+    fn send_checkpoint(&mut self, range: Range, done_through: u64) -> Result<()> {
         let msg = StreamMessage::Checkpoint {
             range,
             done_through,

@@ -107,6 +107,11 @@ enum Seen {
         done_through: u64,
         unsynced: u64,
     },
+    /// A batch of checkpoints (a receiver with `batch_checkpoints`) of this many ranges: its
+    /// checkpoints follow as `Checkpoint`s.
+    Batch {
+        ranges: usize,
+    },
     Done {
         term: u64,
         keys: u64,
@@ -128,6 +133,10 @@ struct Destination {
 }
 
 fn destination(members: Option<&[&str]>) -> Destination {
+    destination_with(members, false)
+}
+
+fn destination_with(members: Option<&[&str]>, batched: bool) -> Destination {
     let (dir, b) = node("b");
     let target = Arc::new(Recording {
         node: Arc::clone(&b),
@@ -154,6 +163,18 @@ fn destination(members: Option<&[&str]>) -> Destination {
                 done_through: *done_through,
                 unsynced: t.since_sync.load(Ordering::SeqCst),
             },
+            StreamEvent::Checkpoints(done) => {
+                let unsynced = t.since_sync.load(Ordering::SeqCst);
+                let mut seen = s.lock().unwrap();
+                seen.push(Seen::Batch { ranges: done.len() });
+                seen.extend(done.iter().map(|&(range, done_through)| Seen::Checkpoint {
+                    term,
+                    range,
+                    done_through,
+                    unsynced,
+                }));
+                return;
+            }
             StreamEvent::Done => Seen::Done { term, keys: r.keys },
             StreamEvent::Failed(e) => Seen::Failed {
                 term,
@@ -172,6 +193,11 @@ fn destination(members: Option<&[&str]>) -> Destination {
         };
         s.lock().unwrap().push(seen);
     });
+    let receiver = if batched {
+        receiver.batch_checkpoints()
+    } else {
+        receiver
+    };
     server.set_range_receiver(Some(Arc::new(receiver)));
     Destination {
         _dir: dir,
@@ -258,6 +284,87 @@ fn every_key_of_the_ranges_arrives_with_its_version_and_expiry() {
         if let Seen::Checkpoint { unsynced, .. } = s {
             assert_eq!(*unsynced, 0, "a checkpoint reported before the sync: {s:?}");
         }
+    }
+    assert_eq!(
+        seen.last(),
+        Some(&Seen::Done {
+            term: 1,
+            keys: want.len() as u64
+        })
+    );
+}
+
+/// A task of many small ranges (a real join's shape: one per vnode): every key of the ranges
+/// arrives and nothing else, each range's end is reported once, and the ranges' ends do not
+/// cut chunks short (the chunks are full, not one per range).
+#[test]
+fn many_small_ranges_travel_in_full_chunks_with_one_end_checkpoint_each() {
+    many_small_ranges(false);
+}
+
+/// The same with a receiver that batches its checkpoints: each sync's checkpoints arrive as
+/// one report, and every range's end is in exactly one.
+#[test]
+fn many_small_ranges_batched_report_each_sync_once() {
+    many_small_ranges(true);
+}
+
+fn many_small_ranges(batched: bool) {
+    let (_a_dir, a) = node("a");
+    fill(&a, 30_000);
+    let dst = destination_with(None, batched);
+    let peers = transport("a", &dst, common::fast_options());
+    let streamer = RangeStreamer::new(a.clone(), peers, Arc::new(RateLimiter::unlimited()));
+    // 200 ranges of 1/800 of the ring each, one every 1/200: a quarter of the ring, about
+    // 40 keys per range; one more wraps past the top.
+    let stride = u64::MAX / 200;
+    let mut ranges: Vec<TokenRange> = (0..200u64)
+        .map(|i| TokenRange::new(i * stride + 7, i * stride + 7 + stride / 4))
+        .collect();
+    ranges.push(TokenRange::new(u64::MAX - stride / 8, 5));
+    let summary = streamer.stream(&task(1, &from_start(&ranges))).unwrap();
+
+    let want = contents(&*a, &ranges);
+    assert!(want.len() > 5_000, "the ranges hold {} keys", want.len());
+    assert_eq!(contents(&*dst.target.node, &[TokenRange::FULL]), want);
+    assert_eq!(summary.keys, want.len() as u64);
+    assert_eq!(
+        summary.chunks,
+        (want.len() as u64).div_ceil(MAX_CHUNK_RECORDS as u64),
+        "full chunks"
+    );
+    let seen = dst.seen.lock().unwrap().clone();
+    for r in &ranges {
+        let ends = seen
+            .iter()
+            .filter(|s| {
+                matches!(s, Seen::Checkpoint { range, done_through, .. }
+                if range == r && *done_through == r.end)
+            })
+            .count();
+        assert_eq!(ends, 1, "end checkpoints of {r:?}: {seen:?}");
+    }
+    assert!(seen.iter().all(|s| match s {
+        Seen::Checkpoint { unsynced, .. } => *unsynced == 0,
+        _ => true,
+    }));
+    let batches: Vec<usize> = seen
+        .iter()
+        .filter_map(|s| match s {
+            Seen::Batch { ranges } => Some(*ranges),
+            _ => None,
+        })
+        .collect();
+    if batched {
+        // One report per sync, each covering many ranges.
+        assert!(!batches.is_empty() && batches.iter().all(|&n| n > 0));
+        assert_eq!(batches.iter().sum::<usize>(), ranges.len());
+        assert!(
+            batches.len() as u64 <= dst.target.syncs.load(Ordering::SeqCst),
+            "{batches:?}"
+        );
+    } else {
+        assert!(batches.is_empty());
     }
     assert_eq!(
         seen.last(),
