@@ -83,7 +83,7 @@ pub struct Cluster {
     /// Down nodes, by id (the coordinator's view; in memory only).
     pub(crate) health: Mutex<std::collections::HashMap<NodeId, crate::health::Down>>,
     /// Open hint stores.
-    pub(crate) hints: crate::hints::HintStores,
+    pub(crate) hints: Arc<crate::hints::HintStores>,
     /// Each node's catch-up: the phase running, the last result (see `catch_up.rs`).
     pub(crate) catch_ups: crate::catch_up::CatchUps,
     /// Why the pending change stopped the last time it was driven (see
@@ -199,7 +199,7 @@ impl Cluster {
             running: Mutex::new(None),
             admin: Arc::new(crate::gate::Gate::default()),
             health: Mutex::default(),
-            hints: crate::hints::HintStores::default(),
+            hints: Arc::default(),
             catch_ups: crate::catch_up::CatchUps::default(),
             change_error: Mutex::new(None),
             repairer: None,
