@@ -12,8 +12,13 @@
 //! transport error ([`Error::Remote`], [`Error::Dropped`], [`Error::Timeout`]), gets a hint
 //! (hinted handoff delivers it once the node answers again); under a sloppy quorum the hint,
 //! kept by a live stand-in, counts towards `W`. Answers still outstanding once `W` is met are
-//! abandoned: such a replica may or may not apply the write, and one that does not is left to
-//! read repair and anti-entropy (no hint is kept for it, as it may well have the write).
+//! followed up off the caller's path (`follow_up.rs`, as Cassandra's write handler): on the
+//! caller's tokio runtime a task waits for them until the write's deadline, and a replica that
+//! then fails with a transport error, or is still silent at the deadline, gets a hint as
+//! above. Nothing is spawned when every target answered before the write returned. Without
+//! a runtime (the blocking API on a plain thread) they are abandoned: a replica that misses
+//! the write is left to read repair and anti-entropy. A write out of reach or refused as
+//! stale abandons them too (it is not acknowledged, or it is retried).
 //!
 //! Lock order: a plain write takes no coordinator lock across replica calls, a reporting one
 //! holds its key's stripe (`key_locks.rs`); a hint store is opened under `hints.open` (see
