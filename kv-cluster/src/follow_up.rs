@@ -30,6 +30,16 @@
 //!
 //! The task reads the current routing when it keeps a hint (to choose its holder), and does
 //! not hold a routing snapshot while it waits, so it never delays a routing install's drain.
+//! It waits with tokio's timer: the runtime needs its time driver (`enable_time`, as
+//! kv-server's, the node process's and turmoil's hosts have); on one without, the task
+//! panics at its first wait (tokio contains it) and the answers are abandoned.
+//!
+//! Lock order: the task takes no coordinator lock; a hint store is opened under
+//! `hints.open`, a leaf (`docs/design.md`, *Concurrency and lock order*).
+//!
+//! A hint kept while a handoff of the same `(holder, target)` store is between its export
+//! and the store's deletion is deleted with it (as one a failing write keeps before it
+//! returns would be): the window is the handoff's, and repair restores such a write.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Weak};
