@@ -30,9 +30,11 @@ const LOCK_FILE: &str = "LOCK";
 ///   every replica of the preference list is written before it returns, and `W` decides
 ///   whether a failing replica fails the write. Replicas that answer later (in other
 ///   processes) are all sent the write before any answer is awaited; those that have not
-///   answered once `W` did are not waited for, and one that has not answered within
-///   [`ClusterOptions::replica_timeout`](crate::ClusterOptions::replica_timeout) counts as
-///   failed ([`Error::Timeout`](crate::Error::Timeout)) and gets a hint.
+///   answered once `W` did are not waited for by the caller, and one that has not answered
+///   within [`ClusterOptions::replica_timeout`](crate::ClusterOptions::replica_timeout)
+///   counts as failed ([`Error::Timeout`](crate::Error::Timeout)) and gets a hint. Called on
+///   a tokio runtime, a write is followed up after it returned: a replica that fails (a
+///   transport error) or stays silent past that timeout after `W` was met gets a hint too.
 /// - A read asks `R` replicas and returns the newest version (a delete is a newer tombstone).
 ///   With `R + W > rf` (quorum/quorum, the default) a read sees every acknowledged write,
 ///   including during a membership change.
@@ -83,7 +85,7 @@ pub struct Cluster {
     /// Down nodes, by id (the coordinator's view; in memory only).
     pub(crate) health: Mutex<std::collections::HashMap<NodeId, crate::health::Down>>,
     /// Open hint stores.
-    pub(crate) hints: crate::hints::HintStores,
+    pub(crate) hints: Arc<crate::hints::HintStores>,
     /// Each node's catch-up: the phase running, the last result (see `catch_up.rs`).
     pub(crate) catch_ups: crate::catch_up::CatchUps,
     /// Why the pending change stopped the last time it was driven (see
@@ -199,7 +201,7 @@ impl Cluster {
             running: Mutex::new(None),
             admin: Arc::new(crate::gate::Gate::default()),
             health: Mutex::default(),
-            hints: crate::hints::HintStores::default(),
+            hints: Arc::default(),
             catch_ups: crate::catch_up::CatchUps::default(),
             change_error: Mutex::new(None),
             repairer: None,

@@ -18,7 +18,7 @@
 //! [`Backend`]: crate::Backend
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use kv_node::{Record, Write};
@@ -26,6 +26,7 @@ use kv_ring::{NodeId, TokenRange, token};
 use parking_lot::Mutex;
 use smallvec::SmallVec;
 
+use crate::backend::Backend;
 use crate::cluster::Cluster;
 use crate::error::{Error, Result};
 use crate::maintain;
@@ -58,41 +59,88 @@ struct Touched {
     hints: bool,
 }
 
-/// Open hint stores by `(holder, target)`.
+/// Open hint stores by `(holder, target)`. The cluster holds them in an `Arc`: a write's
+/// follow-up (`write.rs`), which keeps hints for the replicas that fail after the write
+/// returned, holds a `Weak` to them, so it keeps nothing open once the cluster is closed.
 #[derive(Debug, Default)]
 pub(crate) struct HintStores {
     open: Mutex<HashMap<(NodeId, NodeId), Arc<dyn Replica>>>,
 }
 
+impl HintStores {
+    /// The hint store of `(holder, target)` under the cluster's data directory `root`,
+    /// opened through `backend` (and its directory created) if needed.
+    pub(crate) fn store(
+        &self,
+        root: &Path,
+        backend: &dyn Backend,
+        holder: &NodeId,
+        target: &NodeId,
+    ) -> Result<Arc<dyn Replica>> {
+        let mut open = self.open.lock();
+        if let Some(store) = open.get(&(holder.clone(), target.clone())) {
+            return Ok(Arc::clone(store));
+        }
+        let dir = hint_dir(root, holder, target);
+        kv_node::durable::create_dir_all(&dir)?;
+        let store = backend.open(target, &dir)?;
+        open.insert((holder.clone(), target.clone()), Arc::clone(&store));
+        Ok(store)
+    }
+}
+
+/// `<root>/<holder>/hints/<target>/`, `root` being the cluster's data directory.
+fn hint_dir(root: &Path, holder: &NodeId, target: &NodeId) -> PathBuf {
+    root.join(holder.as_str())
+        .join(HINTS_DIR)
+        .join(target.as_str())
+}
+
+/// The node that keeps hints of `target` for `token` in `routing`: `own_hints` if set (a
+/// node process keeps its hints itself; none for itself: it is never unreachable from its
+/// own coordinator), else the first live node walking the ring clockwise past the token's
+/// `rf` replicas (as Dynamo's sloppy quorum), or, on a ring with no node beyond them, the
+/// first live replica other than `target`.
+pub(crate) fn hint_holder(
+    routing: &Routing,
+    own_hints: Option<&NodeId>,
+    rf: usize,
+    target: &NodeId,
+    token: u64,
+) -> Option<NodeId> {
+    if let Some(me) = own_hints {
+        return (me != target).then(|| me.clone());
+    }
+    let all = routing
+        .ring
+        .preference_list(token, routing.ring.len())
+        .ok()?;
+    let all: Vec<&NodeId> = all.iter().collect();
+    let (replicas, beyond) = all.split_at(rf.min(all.len()));
+    beyond
+        .iter()
+        .chain(replicas.iter())
+        .find(|id| **id != target && routing.node(id).is_some_and(|n| !n.is_down()))
+        .map(|id| (*id).clone())
+}
+
 impl Cluster {
     /// `<data-dir>/<holder>/hints/<target>/`.
     fn hint_dir(&self, holder: &NodeId, target: &NodeId) -> PathBuf {
-        self.dir
-            .join(holder.as_str())
-            .join(HINTS_DIR)
-            .join(target.as_str())
+        hint_dir(&self.dir, holder, target)
     }
 
     /// The node that keeps hints of `target` for `token`: the first live node walking the
     /// ring clockwise past the token's replicas (as Dynamo's sloppy quorum), or, on a ring
     /// with no node beyond them, the first live replica other than `target`.
     fn hint_holder(&self, routing: &Routing, target: &NodeId, token: u64) -> Option<NodeId> {
-        if let Some(me) = &self.opts.own_hints {
-            // A node process keeps its hints itself (none for itself: it is never
-            // unreachable from its own coordinator).
-            return (me != target).then(|| me.clone());
-        }
-        let all = routing
-            .ring
-            .preference_list(token, routing.ring.len())
-            .ok()?;
-        let all: Vec<&NodeId> = all.iter().collect();
-        let (replicas, beyond) = all.split_at(self.rf.min(all.len()));
-        beyond
-            .iter()
-            .chain(replicas.iter())
-            .find(|id| **id != target && routing.node(id).is_some_and(|n| !n.is_down()))
-            .map(|id| (*id).clone())
+        hint_holder(
+            routing,
+            self.opts.own_hints.as_ref(),
+            self.rf,
+            target,
+            token,
+        )
     }
 
     /// Sloppy quorum: a distinct live stand-in for each of `down` (in order), walking the
@@ -130,15 +178,8 @@ impl Cluster {
 
     /// The hint store of `(holder, target)`, opened (and its directory created) if needed.
     fn hint_store(&self, holder: &NodeId, target: &NodeId) -> Result<Arc<dyn Replica>> {
-        let mut open = self.hints.open.lock();
-        if let Some(store) = open.get(&(holder.clone(), target.clone())) {
-            return Ok(Arc::clone(store));
-        }
-        let dir = self.hint_dir(holder, target);
-        kv_node::durable::create_dir_all(&dir)?;
-        let store = self.opts.backend.open(target, &dir)?;
-        open.insert((holder.clone(), target.clone()), Arc::clone(&store));
-        Ok(store)
+        self.hints
+            .store(&self.dir, self.opts.backend.as_ref(), holder, target)
     }
 
     /// Keeps `write`, which `target` (down) missed, as a hint on a live node; returns whether

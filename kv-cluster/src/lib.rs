@@ -198,6 +198,7 @@ mod error;
 mod expiry;
 mod failure;
 mod fence;
+mod follow_up;
 mod gate;
 mod health;
 mod hints;

@@ -13,6 +13,7 @@ use smallvec::SmallVec;
 use crate::clock::LEASE_WINDOW;
 use crate::cluster::Cluster;
 use crate::error::{Error, Result};
+use crate::follow_up::{FollowUp, Outstanding, OwnedWrite};
 use crate::options::Consistency;
 use crate::pending::{Collector, Started};
 use crate::replica::Replica;
@@ -454,8 +455,8 @@ impl Cluster {
                         .is_ok()
                 })
             };
-            // Until every key has its `W` (the rest is then abandoned), a stale refusal, or the
-            // deadline.
+            // Until every key has its `W` (the rest is then followed up), a stale refusal, or
+            // the deadline.
             while stale.is_none() && !all_met(&ok) {
                 let Some((b, answer)) = collector.wait(deadline).await else {
                     break;
@@ -472,6 +473,23 @@ impl Cluster {
                         settle(&mut ok, b, Err(e), &mut errors, &mut stale);
                     }
                 }
+            } else if stale.is_none() && collector.outstanding() > 0 {
+                // Every key has its `W`: the batches still outstanding get a hint each of
+                // their writes if they then fail or stay silent (`follow_up.rs`).
+                let mut owned = Vec::new();
+                let outstanding = (0..batches.len())
+                    .filter(|&b| ok[b].is_none())
+                    .map(|b| {
+                        let first = owned.len();
+                        owned.extend(writes[b].iter().map(OwnedWrite::of));
+                        Outstanding {
+                            index: b,
+                            target: batches[b].0.clone(),
+                            writes: (first..owned.len()).collect(),
+                        }
+                    })
+                    .collect();
+                FollowUp::spawn(self, collector, outstanding, owned, deadline);
             }
         }
         if let Some(e) = stale {

@@ -12,8 +12,13 @@
 //! transport error ([`Error::Remote`], [`Error::Dropped`], [`Error::Timeout`]), gets a hint
 //! (hinted handoff delivers it once the node answers again); under a sloppy quorum the hint,
 //! kept by a live stand-in, counts towards `W`. Answers still outstanding once `W` is met are
-//! abandoned: such a replica may or may not apply the write, and one that does not is left to
-//! read repair and anti-entropy (no hint is kept for it, as it may well have the write).
+//! followed up off the caller's path (`follow_up.rs`, as Cassandra's write handler): on the
+//! caller's tokio runtime a task waits for them until the write's deadline, and a replica that
+//! then fails with a transport error, or is still silent at the deadline, gets a hint as
+//! above. Nothing is spawned when every target answered before the write returned. Without
+//! a runtime (the blocking API on a plain thread) they are abandoned: a replica that misses
+//! the write is left to read repair and anti-entropy. A write out of reach or refused as
+//! stale abandons them too (it is not acknowledged, or it is retried).
 //!
 //! Lock order: a plain write takes no coordinator lock across replica calls, a reporting one
 //! holds its key's stripe (`key_locks.rs`); a hint store is opened under `hints.open` (see
@@ -30,6 +35,7 @@ use smallvec::SmallVec;
 
 use crate::cluster::Cluster;
 use crate::error::{Error, Result};
+use crate::follow_up::{FollowUp, Outstanding, OwnedWrite};
 use crate::options::Consistency;
 use crate::pending::{Collector, Started, Ticket};
 use crate::replica::Replica;
@@ -215,13 +221,15 @@ impl<'a> Fanout<'a> {
 
     /// Submits the write to every target with `start`, then collects answers until the
     /// level is met, cannot be met any more, or `timeout` passes. Targets that have not
-    /// answered then are timed out (with a hint) unless the level was met (abandoned).
+    /// answered then are timed out (with a hint) unless the level was met: then they are
+    /// returned, with the collector their answers come through and the write's deadline,
+    /// for [`follow_up`](Fanout::follow_up) (out of reach or stale: abandoned).
     async fn run<T>(
         &mut self,
         timeout: Duration,
         start: impl for<'c> Fn(&dyn Replica, Ticket<'c, T>) -> Started<T>,
         mut on_ok: impl FnMut(T) -> Outcome,
-    ) {
+    ) -> Option<(Collector<T>, Instant)> {
         let collector: Collector<T> = Collector::new();
         for i in 0..self.targets.len() {
             let node = self.targets[i].1;
@@ -230,7 +238,7 @@ impl<'a> Fanout<'a> {
             }
         }
         if collector.outstanding() == 0 {
-            return;
+            return None;
         }
         let deadline = Instant::now() + timeout;
         let mut timed_out = false;
@@ -244,9 +252,13 @@ impl<'a> Fanout<'a> {
             }
         }
         if !timed_out {
-            // Met, out of reach, or routed by a stale epoch: what is still outstanding is
-            // abandoned.
-            return;
+            if collector.outstanding() > 0 && !self.stale() && self.count(false) >= self.needed {
+                // Met: what is still outstanding is followed up.
+                return Some((collector, deadline));
+            }
+            // Out of reach (the write fails), or routed by a stale epoch (it is retried):
+            // what is still outstanding is abandoned.
+            return None;
         }
         for i in 0..self.targets.len() {
             if self.outcomes[i].is_none() {
@@ -259,6 +271,26 @@ impl<'a> Fanout<'a> {
                 self.outcomes[i] = Some(outcome);
             }
         }
+        None
+    }
+
+    /// Hands the targets still outstanding after [`run`](Fanout::run) met the level to a
+    /// follow-up on the caller's runtime, which keeps a hint for each that then fails or
+    /// stays silent past `deadline` (`follow_up.rs`).
+    fn follow_up<T: Send + 'static>(&self, left: Option<(Collector<T>, Instant)>) {
+        let Some((collector, deadline)) = left else {
+            return;
+        };
+        let outstanding = (0..self.targets.len())
+            .filter(|&i| self.outcomes[i].is_none())
+            .map(|i| Outstanding {
+                index: i,
+                target: self.targets[i].0.clone(),
+                writes: smallvec::smallvec![0],
+            })
+            .collect();
+        let writes = vec![OwnedWrite::of(&self.write)];
+        FollowUp::spawn(self.cluster, collector, outstanding, writes, deadline);
     }
 
     /// Whether a replica refused the write's epoch as stale (this coordinator's routing is
@@ -435,7 +467,7 @@ impl Cluster {
         let timeout = self.opts.replica_timeout;
         match op.ask {
             Ask::Nothing => {
-                fanout
+                let left = fanout
                     .run(
                         timeout,
                         |node, ticket| node.start_apply(epoch, write, ticket),
@@ -444,11 +476,12 @@ impl Cluster {
                             false => Outcome::Unchanged,
                         },
                     )
-                    .await
+                    .await;
+                fanout.follow_up(left);
             }
             Ask::Previous | Ask::PreviousValue => {
                 let read_value = op.ask == Ask::PreviousValue;
-                fanout
+                let left = fanout
                     .run(
                         timeout,
                         |node, ticket| node.start_apply_swap(epoch, write, read_value, ticket),
@@ -464,7 +497,8 @@ impl Cluster {
                             }
                         },
                     )
-                    .await
+                    .await;
+                fanout.follow_up(left);
             }
         }
         fanout.finish(timeout)

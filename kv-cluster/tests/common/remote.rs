@@ -26,6 +26,9 @@ pub enum Behaviour {
     BlackHole,
     /// From another thread, at once, with [`Error::Remote`] (nothing applied).
     Fail,
+    /// From another thread, after this delay, with [`Error::Remote`] (nothing applied): a
+    /// node that dies or restarts while the request is in flight.
+    FailAfter(Duration),
     /// The handle reports the node down ([`Replica::is_down`]) and refuses every call.
     Down,
 }
@@ -209,6 +212,15 @@ impl Remote {
                 let answer = ticket.defer();
                 let e = injected(&self.id);
                 std::thread::spawn(move || answer.complete(Err(e)));
+                Started::Deferred
+            }
+            Behaviour::FailAfter(delay) => {
+                let answer = ticket.defer();
+                let e = injected(&self.id);
+                std::thread::spawn(move || {
+                    std::thread::sleep(delay);
+                    answer.complete(Err(e));
+                });
                 Started::Deferred
             }
             Behaviour::After(delay) => {
