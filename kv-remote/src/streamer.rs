@@ -238,7 +238,10 @@ impl RangeStreamer {
             since_checkpoint: 0,
             finished: Vec::new(),
             summary: StreamSummary::default(),
+            max_records: MAX_CHUNK_RECORDS,
+            max_bytes: MAX_CHUNK_BYTES,
         };
+        out.fit_to_rate();
         let check = |h: &StreamHeader| -> Result<()> {
             if cancel.load(Ordering::Acquire) {
                 return Err(Error::Superseded {
@@ -309,17 +312,36 @@ struct Chunker<'s> {
     /// next chunk.
     finished: Vec<Range>,
     summary: StreamSummary,
+    /// The chunk limits at the limiter's rate ([`Chunker::fit_to_rate`]).
+    max_records: usize,
+    max_bytes: usize,
 }
 
 impl Chunker<'_> {
+    /// Limits the next chunks to what the rate allows in [`kv_cluster::BURST`] (at least one
+    /// record), so a slow rate sends small chunks often instead of a full chunk and then a
+    /// long wait: the destination's progress moves smoothly at the rate. Read once per chunk
+    /// (a committed rate applies from the next one).
+    fn fit_to_rate(&mut self) {
+        let rate = self.limiter.rate();
+        let per_burst = |per_sec: Option<u64>, most: usize| -> usize {
+            per_sec.filter(|&r| r > 0).map_or(most, |r| {
+                let burst = u128::from(r) * kv_cluster::BURST.as_millis() / 1000;
+                usize::try_from(burst).unwrap_or(most).clamp(1, most)
+            })
+        };
+        self.max_records = per_burst(rate.keys_per_sec, MAX_CHUNK_RECORDS);
+        self.max_bytes = per_burst(rate.bytes_per_sec, MAX_CHUNK_BYTES);
+    }
+
     fn push(&mut self, e: Record) -> Result<()> {
         let len = e.key.len() + e.value.as_ref().map_or(0, |v| v.len());
-        if !self.records.is_empty() && self.bytes + len > MAX_CHUNK_BYTES {
+        if !self.records.is_empty() && self.bytes + len > self.max_bytes {
             self.flush()?;
         }
         self.records.push(e);
         self.bytes += len;
-        if self.records.len() >= MAX_CHUNK_RECORDS {
+        if self.records.len() >= self.max_records {
             self.flush()?;
         }
         Ok(())
@@ -342,6 +364,7 @@ impl Chunker<'_> {
         self.summary.bytes += bytes;
         self.summary.chunks += 1;
         self.since_checkpoint += 1;
+        self.fit_to_rate();
         self.send_finished()
     }
 

@@ -476,6 +476,35 @@ fn the_rate_limit_holds_within_20_percent() {
         (0.8..=1.2).contains(&(measured / rate as f64)),
         "{measured:.0} keys/s against a limit of {rate}"
     );
+    // Chunks hold what the rate allows in a burst (a tenth of a second: 2,000 keys here,
+    // under the 1,000-record maximum) ...
+    assert!(s.chunks >= 30, "{} chunks for 30,000 keys", s.chunks);
+}
+
+/// A slow rate sends small chunks often, not a full chunk and then a long wait: at 50 keys/s
+/// a chunk holds 5 records, so the first keys arrive within a second and the stream of 30
+/// keys is paced over about half a second, never sent at once.
+#[test]
+fn a_slow_rate_sends_small_chunks() {
+    let (_a_dir, a) = node("a");
+    fill(&a, 30);
+    let dst = destination(None);
+    let peers = transport("a", &dst, common::fast_options());
+    let limiter = Arc::new(RateLimiter::new(StreamRate {
+        keys_per_sec: Some(50),
+        bytes_per_sec: None,
+    }));
+    let streamer = RangeStreamer::new(a, peers, limiter);
+    let s = streamer
+        .stream(&task(1, &from_start(&[TokenRange::FULL])))
+        .unwrap();
+    assert_eq!(s.keys, 30);
+    assert!(s.chunks >= 6, "{} chunks for 30 keys at 50 keys/s", s.chunks);
+    assert!(
+        s.elapsed >= std::time::Duration::from_millis(400),
+        "paced: {:?}",
+        s.elapsed
+    );
 }
 
 /// A re-issued task (a new leader's term) cancels the stream of the older term, on the
