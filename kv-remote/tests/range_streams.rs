@@ -499,7 +499,11 @@ fn a_slow_rate_sends_small_chunks() {
         .stream(&task(1, &from_start(&[TokenRange::FULL])))
         .unwrap();
     assert_eq!(s.keys, 30);
-    assert!(s.chunks >= 6, "{} chunks for 30 keys at 50 keys/s", s.chunks);
+    assert!(
+        s.chunks >= 6,
+        "{} chunks for 30 keys at 50 keys/s",
+        s.chunks
+    );
     assert!(
         s.elapsed >= std::time::Duration::from_millis(400),
         "paced: {:?}",
