@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{ONE_CLUSTER, Served, free_port_pair};
+use common::{ONE_CLUSTER, Served, free_port_pair, poll};
 use redis::Commands as _;
 
 /// Keys loaded before the change (debug build: each test stays near a minute).
@@ -49,18 +49,6 @@ fn connect(addr: SocketAddr) -> redis::RedisResult<redis::Connection> {
     c.set_read_timeout(Some(Duration::from_secs(20)))?;
     c.set_write_timeout(Some(Duration::from_secs(20)))?;
     Ok(c)
-}
-
-/// Polls `what` every 50 ms until it returns `Some`, for at most `limit`.
-fn poll<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(t) = f() {
-            return t;
-        }
-        assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// One task line of `KVSTORE CHANGE`: `task:ID FROM->TO ranges:R keys:K finished:F`.

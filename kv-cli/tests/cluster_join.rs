@@ -19,9 +19,9 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{ONE_CLUSTER, Served, free_port_pair};
+use common::{ONE_CLUSTER, Served, free_port_pair, poll};
 use redis::Commands as _;
 
 /// `KVSTORE META` through node `n`, as `field -> value`.
@@ -32,18 +32,6 @@ fn meta(n: &Served) -> BTreeMap<String, String> {
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect()
-}
-
-/// Polls `what` every 50 ms until it returns `Some`, for at most `limit`.
-fn poll<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(t) = f() {
-            return t;
-        }
-        assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn joiner_args(port: u16, seed: &str, extra: &[&str]) -> Vec<String> {

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, MutexGuard};
 use std::time::{Duration, Instant};
 
-use common::{ONE_CLUSTER, Served, free_port_pair};
+use common::{ONE_CLUSTER, Served, free_port_pair, poll};
 use kv_cluster::Replica as _;
 use redis::Commands as _;
 
@@ -77,18 +77,6 @@ fn meta(n: &Served) -> BTreeMap<String, String> {
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect()
-}
-
-/// Polls `what` every 50 ms until it returns `Some`, for at most `limit`.
-fn poll<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(t) = f() {
-            return t;
-        }
-        assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// The views of `nodes` once they agree on leader, term, epoch, applied index, voters and

@@ -20,39 +20,16 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{ONE_CLUSTER, Served, free_port_pair};
+use common::{ONE_CLUSTER, Served, fields, free_port_pair, poll};
 use redis::Commands as _;
 
 /// Keys loaded before the changes: issue 23's number.
 const KEYS: usize = 100_000;
-
-/// `KVSTORE sub` through node `n`, as `field -> value` (repeated fields: the last one).
-fn fields(n: &Served, sub: &str) -> BTreeMap<String, String> {
-    let mut c = n.client();
-    let text: String = redis::cmd("KVSTORE").arg(sub).query(&mut c).unwrap();
-    text.lines()
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect()
-}
-
-/// Polls `what` every 50 ms until it returns `Some`, for at most `limit`.
-fn poll<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(t) = f() {
-            return t;
-        }
-        assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// A client thread's tally: writes acknowledged (key index, value), and every failed
 /// operation as text.

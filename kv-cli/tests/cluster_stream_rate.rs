@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{ONE_CLUSTER, Served, free_port_pair};
+use common::{ONE_CLUSTER, Served, free_port_pair, poll};
 
 /// `KVSTORE CHANGE` through node `n`, as `field -> value`.
 fn change(n: &Served) -> BTreeMap<String, String> {
@@ -38,18 +38,6 @@ fn kvstore(n: &Served, args: &[&str]) -> Result<String, String> {
         .arg(args)
         .query::<String>(&mut c)
         .map_err(|e| e.to_string())
-}
-
-/// Polls `what` every 50 ms until it returns `Some`, for at most `limit`.
-fn poll<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(t) = f() {
-            return t;
-        }
-        assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Keys loaded: n4 gets 3/4 of them, about a quarter of all from each of the three sources.

@@ -332,3 +332,26 @@ pub fn free_port_pair() -> u16 {
     }
     panic!("no free pair of ports");
 }
+
+/// Polls `what` every 50 ms until it returns `Some`, for at most `limit` (a failed assertion
+/// naming `what` after that).
+pub fn poll<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(t) = f() {
+            return t;
+        }
+        assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `KVSTORE sub` through node `n`, as `field -> value` (repeated fields: the last one).
+pub fn fields(n: &Served, sub: &str) -> std::collections::BTreeMap<String, String> {
+    let mut c = n.client();
+    let text: String = redis::cmd("KVSTORE").arg(sub).query(&mut c).unwrap();
+    text.lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
