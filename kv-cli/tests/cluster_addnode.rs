@@ -18,7 +18,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{ONE_CLUSTER, Served, fields, free_port_pair, poll};
+use common::{ONE_CLUSTER, Served, fields, free_port_pair, poll, start_joiner};
 use redis::Commands as _;
 
 /// Keys loaded before the change (debug build: the test's wall time stays under a minute).
@@ -59,21 +59,7 @@ fn addnode_through_a_follower_moves_three_quarters_of_the_keys_under_load() {
     }
     assert_eq!(fields(&nodes[0], "CHANGE")["change"], "none");
 
-    let port4 = free_port_pair();
-    let seed = format!("n1@127.0.0.1:{}", ports[0]);
-    let args = [
-        "--port",
-        &port4.to_string(),
-        "--node-id",
-        "n4",
-        "--join",
-        &seed,
-        "--replica-timeout",
-        "500",
-    ]
-    .map(str::to_owned);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let joiner = Served::start(&dirs[3], &args);
+    let joiner = start_joiner(&dirs[3], &ports);
     poll(Duration::from_secs(20), "n4 registered", || {
         fields(&nodes[0], "META")["members"]
             .contains("n4=registered")
@@ -248,21 +234,7 @@ fn the_change_finishes_after_the_leader_is_killed_mid_stream_and_restarted() {
         }
         pipe.query::<()>(&mut c1).unwrap();
     }
-    let port4 = free_port_pair();
-    let seed = format!("n1@127.0.0.1:{}", ports[0]);
-    let args = [
-        "--port",
-        &port4.to_string(),
-        "--node-id",
-        "n4",
-        "--join",
-        &seed,
-        "--replica-timeout",
-        "500",
-    ]
-    .map(str::to_owned);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let joiner = Served::start(&dirs[3], &args);
+    let joiner = start_joiner(&dirs[3], &ports);
     poll(Duration::from_secs(20), "n4 registered", || {
         fields(nodes[0].as_ref().unwrap(), "META")["members"]
             .contains("n4=registered")

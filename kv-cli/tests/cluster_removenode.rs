@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{ONE_CLUSTER, Served, fields, free_port_pair, poll};
+use common::{ONE_CLUSTER, Served, fields, free_port_pair, poll, start_joiner};
 use redis::Commands as _;
 
 /// Keys loaded before the changes: issue 23's number.
@@ -161,25 +161,6 @@ fn read_back(n: &Served, name: &str, acked: &[(u64, u64)]) {
 /// The keys node `n`'s own replica holds.
 fn local_keys(n: &Served) -> f64 {
     fields(n, "CHANGE")["local_keys"].parse::<f64>().unwrap()
-}
-
-/// Starts n4 joining through n1.
-fn start_joiner(dir: &std::path::Path, ports: &[u16]) -> Served {
-    let port4 = free_port_pair();
-    let seed = format!("n1@127.0.0.1:{}", ports[0]);
-    let args = [
-        "--port",
-        &port4.to_string(),
-        "--node-id",
-        "n4",
-        "--join",
-        &seed,
-        "--replica-timeout",
-        "500",
-    ]
-    .map(str::to_owned);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    Served::start(dir, &args)
 }
 
 #[test]

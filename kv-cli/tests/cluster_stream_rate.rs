@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{ONE_CLUSTER, Served, free_port_pair, poll};
+use common::{ONE_CLUSTER, Served, free_port_pair, poll, start_joiner};
 
 /// `KVSTORE CHANGE` through node `n`, as `field -> value`.
 fn change(n: &Served) -> BTreeMap<String, String> {
@@ -77,21 +77,7 @@ fn a_committed_rate_overrides_the_flag_paces_the_streams_and_unlimited_lets_them
         }
         pipe.query::<()>(&mut c1).unwrap();
     }
-    let port4 = free_port_pair();
-    let seed = format!("n1@127.0.0.1:{}", ports[0]);
-    let args = [
-        "--port",
-        &port4.to_string(),
-        "--node-id",
-        "n4",
-        "--join",
-        &seed,
-        "--replica-timeout",
-        "500",
-    ]
-    .map(str::to_owned);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let joiner = Served::start(&dirs[3], &args);
+    let joiner = start_joiner(&dirs[3], &ports);
     let all: Vec<&Served> = nodes.iter().chain(std::iter::once(&joiner)).collect();
 
     // Nothing committed: each node's own flag (n4 has none: unlimited).

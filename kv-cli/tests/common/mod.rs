@@ -355,3 +355,22 @@ pub fn fields(n: &Served, sub: &str) -> std::collections::BTreeMap<String, Strin
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect()
 }
+
+/// Starts n4 on `dir` joining (`--join`) the cluster through n1, the first of `ports`.
+pub fn start_joiner(dir: &Path, ports: &[u16]) -> Served {
+    let port4 = free_port_pair();
+    let seed = format!("n1@127.0.0.1:{}", ports[0]);
+    let args = [
+        "--port",
+        &port4.to_string(),
+        "--node-id",
+        "n4",
+        "--join",
+        &seed,
+        "--replica-timeout",
+        "500",
+    ]
+    .map(str::to_owned);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Served::start(dir, &args)
+}
