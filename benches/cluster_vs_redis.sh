@@ -36,45 +36,8 @@ if [[ -z "${KVSTORE:-}" ]]; then
     KVSTORE=target/release/kvstore
 fi
 
-work=$(mktemp -d)
-pids=()
-stop_all() {
-    for p in "${pids[@]}"; do
-        kill -TERM "$p" 2>/dev/null || true
-    done
-    for p in "${pids[@]}"; do
-        wait "$p" 2>/dev/null || true
-    done
-    pids=()
-}
-trap 'stop_all; rm -rf "$work"' EXIT
-
-# A client port whose cluster port (+ 10000) is free too.
-free_pair() {
-    python3 - <<'EOF'
-import socket
-while True:
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]
-    if p > 55000:
-        continue
-    t = socket.socket()
-    try:
-        t.bind(("127.0.0.1", p + 10000))
-    except OSError:
-        continue
-    print(p)
-    break
-EOF
-}
-
-wait_ping() { # port
-    for _ in $(seq 600); do
-        [[ $(redis-cli -p "$1" ping 2>/dev/null) == PONG ]] && return 0
-        sleep 0.1
-    done
-    echo "cluster_vs_redis: nothing answers PING on $1" >&2
-    exit 1
-}
+source benches/lib.sh
+bench_init cluster_vs_redis
 
 start_kvstore() { # round
     local dir="$work/kv$1" ports=() peers i
@@ -118,28 +81,19 @@ start_redis() { # round
     port=$master
 }
 
-# The servers' CPU time so far (user + system), in clock ticks.
-ticks() {
-    local sum=0 p
-    for p in "${pids[@]}"; do
-        sum=$((sum + $(awk '{ print $14 + $15 }' "/proc/$p/stat")))
-    done
-    echo "$sum"
-}
-
 results="$work/results"
 : >"$results"
 run() { # server round pipeline
     local out="$work/bench.csv" t before after
     for t in set get; do
-        before=$(ticks)
+        before=$(cpu_ticks "${pids[@]}")
         if ! timeout 900 redis-benchmark -p "$port" -t "$t" -n "$requests" -c 50 -d 100 \
             -r 100000 -P "$3" --csv >"$out" 2>"$work/bench.err"; then
             cat "$work/bench.err" "$out" >&2
             echo "cluster_vs_redis: redis-benchmark against $1 failed" >&2
             exit 1
         fi
-        after=$(ticks)
+        after=$(cpu_ticks "${pids[@]}")
         tr -d '"' <"$out" | awk -F, -v s="$1" -v p="$3" -v r="$2" -v n="$requests" \
             -v cpu="$((after - before))" -v hz="$(getconf CLK_TCK)" \
             '$1 == "SET" || $1 == "GET" { printf "%s %s %s %s %s %s %s %.2f\n", s, p, $1, r, $2, $5, $7, cpu * 1e6 / hz / n }' >>"$results"

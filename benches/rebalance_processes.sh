@@ -47,36 +47,8 @@ if [[ -z "${LOADER:-}" ]]; then
     LOADER=$target/release/rebalance_load
 fi
 
-work=$(mktemp -d)
-pids=()
-stop_all() {
-    for p in "${pids[@]}"; do
-        kill -TERM "$p" 2>/dev/null || true
-    done
-    for p in "${pids[@]}"; do
-        wait "$p" 2>/dev/null || true
-    done
-    pids=()
-}
-trap 'stop_all; rm -rf "$work"' EXIT
-
-# A client port whose cluster port (+ 10000) is free too.
-free_pair() {
-    python3 - <<'EOF'
-import socket
-while True:
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]
-    if p > 55000:
-        continue
-    t = socket.socket()
-    try:
-        t.bind(("127.0.0.1", p + 10000))
-    except OSError:
-        continue
-    print(p)
-    break
-EOF
-}
+source benches/lib.sh
+bench_init rebalance_processes
 
 wait_for() { # what command...
     local what=$1

@@ -38,37 +38,25 @@ if [[ -z "${FLOOR:-}" ]]; then
 fi
 pipelines=${PIPELINES:-1 16}
 
-work=$(mktemp -d)
-kv_pid=
-redis_pid=
-floor_pid=
+source benches/lib.sh
+bench_init serve_vs_redis
 naive_pid=
-cleanup() {
-    for p in $kv_pid $redis_pid $floor_pid $naive_pid; do
-        kill -TERM "$p" 2>/dev/null || true
-    done
-    for p in $kv_pid $redis_pid $floor_pid $naive_pid; do
-        wait "$p" 2>/dev/null || true
-    done
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 
 "$KVSTORE" serve --port 0 --data-dir "$work/kvstore" >"$work/kv.out" 2>"$work/kv.err" &
 kv_pid=$!
+pids+=($!)
 redis_port=$(free_port)
 redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
     --dir "$work" --daemonize no --logfile "$work/redis.log" &
 redis_pid=$!
+pids+=($!)
 "$FLOOR" >"$work/floor.out" 2>"$work/floor.err" &
 floor_pid=$!
+pids+=($!)
 if [[ -n "${NAIVE:-}" ]]; then
     "$FLOOR" --cluster "$work/naive" >"$work/naive.out" 2>"$work/naive.err" &
     naive_pid=$!
+    pids+=($!)
 fi
 
 ready_port() { # file pattern
@@ -98,11 +86,7 @@ for _ in $(seq 600); do
     sleep 0.1
 done
 [[ -n "$kv_port" ]] || { cat "$work/kv.err" >&2; echo "serve_vs_redis: kvstore not ready" >&2; exit 1; }
-for _ in $(seq 100); do
-    [[ $(redis-cli -p "$redis_port" ping 2>/dev/null) == PONG ]] && break
-    sleep 0.1
-done
-[[ $(redis-cli -p "$redis_port" ping 2>/dev/null) == PONG ]] || { echo "serve_vs_redis: redis-server not ready" >&2; exit 1; }
+wait_ping "$redis_port"
 
 echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(redis-server --version | cut -d' ' -f1-3)"
 echo "# load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -117,8 +101,6 @@ pid_of() {
         naive) echo "$naive_pid" ;;
     esac
 }
-# The server's CPU time so far (user + system), in clock ticks.
-ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 run() { # server port pipeline round
     local out="$work/bench.csv" pid t before after
     pid=$(pid_of "$1")
@@ -126,14 +108,14 @@ run() { # server port pipeline round
     # server's CPU time per request can be told apart: a figure the machine's load moves
     # much less than the throughput.
     for t in set get; do
-        before=$(ticks "$pid")
+        before=$(cpu_ticks "$pid")
         if ! timeout 900 redis-benchmark -p "$2" -t "$t" -n "$requests" -c 50 -d 100 -r 100000 \
             -P "$3" --csv >"$out" 2>"$work/bench.err"; then
             cat "$work/bench.err" "$out" >&2
             echo "serve_vs_redis: redis-benchmark against $1 failed" >&2
             exit 1
         fi
-        after=$(ticks "$pid")
+        after=$(cpu_ticks "$pid")
         # "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
         tr -d '"' <"$out" | awk -F, -v s="$1" -v p="$3" -v r="$4" -v n="$requests" \
             -v cpu="$((after - before))" -v hz="$(getconf CLK_TCK)" \

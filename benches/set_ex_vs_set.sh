@@ -26,25 +26,14 @@ if [[ -z "${KVSTORE:-}" ]]; then
     KVSTORE=target/release/kvstore
 fi
 
-work=$(mktemp -d)
-kv_pid=
-redis_pid=
-cleanup() {
-    for p in $kv_pid $redis_pid; do kill -TERM "$p" 2>/dev/null || true; done
-    for p in $kv_pid $redis_pid; do wait "$p" 2>/dev/null || true; done
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
+source benches/lib.sh
+bench_init set_ex_vs_set
 "$KVSTORE" serve --port 0 --data-dir "$work/kvstore" >"$work/kv.out" 2>"$work/kv.err" &
-kv_pid=$!
+pids+=($!)
 redis_port=$(free_port)
 redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
     --dir "$work" --daemonize no --logfile "$work/redis.log" &
-redis_pid=$!
+pids+=($!)
 kv_port=
 for _ in $(seq 600); do
     if line=$(grep -m1 "ready to accept connections on" "$work/kv.out" "$work/kv.err" 2>/dev/null); then
