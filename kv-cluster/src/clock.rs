@@ -9,9 +9,8 @@
 //! coordinator with a broken clock) must not drag every later version there.
 //!
 //! # The version lease across restarts
-//! `cluster.json` holds a lease above every version this coordinator minted; a write whose
-//! version reaches it first persists a new one [`LEASE_WINDOW`] ahead (`Cluster::extend_lease`,
-//! one `cluster.json` write per window of writes). A lease is at most `LEASE_WINDOW` past the
+//! `cluster.json` holds a lease above every version this coordinator minted, renewed
+//! [`LEASE_WINDOW`] ahead once a window of writes (off the write path, see `lease.rs`). A lease is at most `LEASE_WINDOW` past the
 //! HLC, and the HLC at most [`MAX_SKEW`] past the wall clock, so at a reopen a lease more than
 //! `LEASE_WINDOW + MAX_SKEW` ahead of the wall clock means the clock stepped back. Reopened:
 //! - lease at or behind the wall clock: the clock starts as it is (nothing to wait for);

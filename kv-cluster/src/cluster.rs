@@ -64,9 +64,9 @@ pub struct Cluster {
     pub(crate) opts: ClusterOptions,
     pub(crate) rf: usize,
     pub(crate) hlc: Hlc,
-    /// The persisted version lease (raw): every version handed out is below it. 0 until
-    /// this run has persisted one (the first mint then takes the cold path).
-    pub(crate) lease: AtomicU64,
+    /// The persisted version lease and its renewal (`lease.rs`): every version handed out is
+    /// below it.
+    pub(crate) lease: Arc<crate::lease::Lease>,
     /// The previous run's lease (raw) while this coordinator waits it out (see `clock.rs`):
     /// no version below it is handed out. 0 when there is nothing to wait for.
     pub(crate) not_before: AtomicU64,
@@ -75,8 +75,8 @@ pub struct Cluster {
     pub(crate) lease_jumps: AtomicU64,
     /// The routing snapshot client operations clone. Replaced, never mutated.
     pub(crate) routing: Arc<RoutingTable>,
-    /// The persisted metadata, as last written.
-    pub(crate) meta: Mutex<Meta>,
+    /// The persisted metadata, as last written (shared with the lease's renewal thread).
+    pub(crate) meta: Arc<Mutex<Meta>>,
     /// The membership change running right now, if any (one at a time).
     pub(crate) running: Mutex<Option<(crate::ChangeKind, NodeId)>>,
     /// Serializes membership changes, failing and recovering nodes, and repair: each of them
@@ -187,17 +187,20 @@ impl Cluster {
             node.fence(ring.epoch());
             nodes.insert(id.clone(), node);
         }
+        let rf = meta.replication_factor;
+        let meta = Arc::new(Mutex::new(meta));
         let mut cluster = Cluster {
-            rf: meta.replication_factor,
+            rf,
             hlc,
-            lease: AtomicU64::new(0),
+            lease: crate::lease::Lease::new(
+                dir.clone(),
+                Arc::clone(&meta),
+                opts.renew_lease_in_background,
+            ),
             not_before: AtomicU64::new(0),
             lease_jumps: AtomicU64::new(0),
-            routing: Arc::new(RoutingTable::new(
-                Routing::new(ring, None, nodes),
-                meta.replication_factor,
-            )),
-            meta: Mutex::new(meta),
+            routing: Arc::new(RoutingTable::new(Routing::new(ring, None, nodes), rf)),
+            meta,
             running: Mutex::new(None),
             admin: Arc::new(crate::gate::Gate::default()),
             health: Mutex::default(),
@@ -371,6 +374,8 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         // Before the nodes go: the thread holds the routing table, and with it every node.
         self.repairer = None;
+        // Before the directory's lock goes: a renewal must not write after a reopen.
+        self.lease.join();
     }
 }
 

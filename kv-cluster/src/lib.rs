@@ -204,6 +204,7 @@ mod health;
 mod hints;
 mod key_locks;
 mod last_flush;
+mod lease;
 mod local;
 mod maintain;
 mod memory;

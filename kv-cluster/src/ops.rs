@@ -10,7 +10,6 @@ use kv_node::{Version, Write};
 use kv_ring::{NodeId, Ring, token};
 use smallvec::SmallVec;
 
-use crate::clock::LEASE_WINDOW;
 use crate::cluster::Cluster;
 use crate::error::{Error, Result};
 use crate::follow_up::{FollowUp, Outstanding, OwnedWrite};
@@ -529,8 +528,8 @@ impl Cluster {
     }
 
     /// A version for a new write: from the hybrid logical clock, and below the persisted
-    /// lease, which is pushed [`LEASE_WINDOW`] ahead (one `cluster.json` write) whenever the
-    /// clock reaches it.
+    /// lease, which is renewed half a [`LEASE_WINDOW`](crate::LEASE_WINDOW) before the clock reaches it, off this
+    /// path (`lease.rs`), and persisted here only when the clock reached it first.
     ///
     /// # Errors
     /// [`Error::LeaseWait`](crate::Error::LeaseWait) while a restarted coordinator waits out
@@ -539,15 +538,19 @@ impl Cluster {
     #[inline]
     pub(crate) fn next_version(&self) -> Result<Version> {
         let version = self.hlc.now();
-        if version.as_u64() >= self.lease.load(Ordering::Acquire) {
-            self.extend_lease(version)?;
+        if version.as_u64() >= self.lease.renew_at() {
+            if version.as_u64() >= self.lease.current() {
+                self.extend_lease(version)?;
+            } else {
+                self.lease.renew(version);
+            }
         }
         Ok(version)
     }
 
-    /// Persists a lease [`LEASE_WINDOW`] past `version`, unless one above it is persisted
-    /// already. Cold: once per window of writes (and the first write after a restart that
-    /// waits, which also checks the previous run's lease here rather than on every write).
+    /// Persists a lease [`LEASE_WINDOW`](crate::LEASE_WINDOW) past `version` on this thread, unless one above it
+    /// is persisted already. Cold: the first write of a run (which also checks the previous
+    /// run's lease here rather than on every write), and a renewal that did not land in time.
     #[cold]
     pub(crate) fn extend_lease(&self, version: Version) -> Result<()> {
         let floor = self.not_before.load(Ordering::Acquire);
@@ -561,18 +564,7 @@ impl Cluster {
                 ),
             });
         }
-        let mut meta = self.meta.lock();
-        if version.as_u64() < self.lease.load(Ordering::Acquire) {
-            return Ok(());
-        }
-        let window = LEASE_WINDOW.as_millis() as u64;
-        let lease = Version::from_parts(version.millis() + window, 0).as_u64();
-        let mut next = meta.clone();
-        next.version_lease = lease.max(meta.version_lease);
-        next.store(&self.dir)?;
-        *meta = next;
-        self.lease.store(lease, Ordering::Release);
-        Ok(())
+        self.lease.persist_inline(version)
     }
 
     /// The nodes a write of `token` goes to: the ring's replicas, plus the pending ring's

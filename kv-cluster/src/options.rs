@@ -131,6 +131,7 @@ pub struct ClusterOptions {
     pub(crate) own_hints: Option<NodeId>,
     pub(crate) external_topology: bool,
     pub(crate) other_coordinators: bool,
+    pub(crate) renew_lease_in_background: bool,
     #[cfg(feature = "testing")]
     pub(crate) sabotage: Option<crate::testing::Sabotage>,
 }
@@ -160,6 +161,7 @@ impl fmt::Debug for ClusterOptions {
             .field("own_hints", &self.own_hints)
             .field("external_topology", &self.external_topology)
             .field("other_coordinators", &self.other_coordinators)
+            .field("renew_lease_in_background", &self.renew_lease_in_background)
             .finish_non_exhaustive()
     }
 }
@@ -192,6 +194,7 @@ impl ClusterOptions {
             own_hints: None,
             external_topology: false,
             other_coordinators: false,
+            renew_lease_in_background: true,
             #[cfg(feature = "testing")]
             sabotage: None,
         }
@@ -479,6 +482,31 @@ impl ClusterOptions {
     /// ([`other_coordinators`](ClusterOptions::other_coordinators)).
     pub fn other_coordinators_value(&self) -> bool {
         self.other_coordinators
+    }
+
+    /// Whether the persisted version lease is renewed on a short-lived thread half a lease
+    /// window before writes reach it (`true`, the default: a write waits for the
+    /// `cluster.json` write and its `fsync`s only if a renewal has not landed in half a
+    /// window), or by the write that reaches it (`false`: one write per window waits, which a
+    /// deterministic simulation wants, since a thread's timing is not simulated).
+    ///
+    /// # Example
+    /// ```
+    /// use kv_cluster::ClusterOptions;
+    ///
+    /// assert!(ClusterOptions::new().renew_lease_in_background_value());
+    /// let sim = ClusterOptions::new().renew_lease_in_background(false);
+    /// assert!(!sim.renew_lease_in_background_value());
+    /// ```
+    pub fn renew_lease_in_background(mut self, background: bool) -> Self {
+        self.renew_lease_in_background = background;
+        self
+    }
+
+    /// Whether the version lease is renewed in the background
+    /// ([`renew_lease_in_background`](ClusterOptions::renew_lease_in_background)).
+    pub fn renew_lease_in_background_value(&self) -> bool {
+        self.renew_lease_in_background
     }
 
     /// Breaks a mechanism on purpose (feature `testing` only): see

@@ -126,6 +126,9 @@ pub(crate) async fn run(cfg: NodeConfig) -> turmoil::Result {
         }))
         .coordinator_slot(cfg.index as u8)
         .other_coordinators(true)
+        // A renewal thread's timing is not simulated: the write that reaches the lease
+        // persists it, at a simulated time the seed decides.
+        .renew_lease_in_background(false)
         .replica_timeout(REAL_GUARD);
     match cfg.sabotage {
         Some(Sabotage::OneReplica) => {
