@@ -178,6 +178,11 @@ async fn read_loop(core: &Arc<Core>, p: &Arc<PeerState>, reader: &mut FrameReade
         match core.faults.decide(&p.id, Direction::Inbound) {
             Action::Pass => dispatch(core, p, frame)?,
             Action::Drop => {}
+            Action::Reset => {
+                return Err(Error::InjectedReset {
+                    peer: p.id.to_string(),
+                });
+            }
             Action::Duplicate => {
                 dispatch(core, p, frame.clone())?;
                 dispatch(core, p, frame)?;

@@ -155,6 +155,13 @@ pub enum Error {
         /// The request id.
         request: u64,
     },
+    /// The connection to the peer was cut by [`Faults::reset`](crate::Faults::reset) (tests
+    /// and simulations): it is reestablished with backoff.
+    #[error("connection to {peer} cut by an injected reset")]
+    InjectedReset {
+        /// The peer.
+        peer: String,
+    },
     /// No connection to the peer is up (it is being established or re-established); nothing
     /// was sent.
     #[error("not connected to {peer}")]

@@ -1,5 +1,6 @@
 //! Fault injection in the transport, for tests: drop, delay, duplicate or black-hole the
-//! frames exchanged with a chosen peer, in a chosen direction, switched at run time.
+//! frames exchanged with a chosen peer, in a chosen direction, switched at run time; or cut
+//! the connection to a peer once ([`Faults::reset`]), as a connection reset by the network.
 //!
 //! Faults act on the frames of a [`Peers`](crate::Peers) connection: `Outbound` on what this
 //! node sends (requests, pings), `Inbound` on what it receives (responses, pongs). Every
@@ -11,7 +12,7 @@
 //! Off by default and then free: every frame pays one relaxed atomic load. Random choices
 //! (a drop's probability) come from one RNG seeded by the caller, so a run can be repeated.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -54,6 +55,8 @@ pub(crate) enum Action {
     Drop,
     Delay(Duration),
     Duplicate,
+    /// Cut the connection (inbound only: see [`Faults::reset`]).
+    Reset,
 }
 
 /// A handle on the faults of one [`Peers`](crate::Peers); cheap to clone, shared with the
@@ -87,7 +90,15 @@ struct Inner {
 #[derive(Debug)]
 struct Rules {
     by_peer: HashMap<String, [Option<Fault>; 2]>,
+    /// Peers whose connection is cut at its next inbound frame ([`Faults::reset`]).
+    resets: HashSet<String>,
     rng: StdRng,
+}
+
+impl Rules {
+    fn any(&self) -> bool {
+        !self.by_peer.is_empty() || !self.resets.is_empty()
+    }
 }
 
 fn slot(direction: Direction) -> usize {
@@ -105,6 +116,7 @@ impl Faults {
                 active: AtomicBool::new(false),
                 rules: Mutex::new(Rules {
                     by_peer: HashMap::new(),
+                    resets: HashSet::new(),
                     rng: StdRng::seed_from_u64(seed),
                 }),
             }),
@@ -127,9 +139,7 @@ impl Faults {
                 rules.by_peer.remove(peer);
             }
         }
-        self.inner
-            .active
-            .store(!rules.by_peer.is_empty(), Ordering::Release);
+        self.inner.active.store(rules.any(), Ordering::Release);
     }
 
     /// Black-holes both directions of a peer: a network partition between this node and it.
@@ -142,15 +152,33 @@ impl Faults {
     pub fn heal(&self, peer: &str) {
         let mut rules = self.inner.rules.lock();
         rules.by_peer.remove(peer);
-        self.inner
-            .active
-            .store(!rules.by_peer.is_empty(), Ordering::Release);
+        self.inner.active.store(rules.any(), Ordering::Release);
+    }
+
+    /// Cuts the connection to `peer` once, as a connection reset by the network: at its next
+    /// inbound frame (an answer, or the next pong: within a heartbeat interval) the
+    /// connection is closed, every request in flight on it fails at once with
+    /// [`Error::Disconnected`](crate::Error::Disconnected), and it is reestablished with
+    /// backoff. Other faults of the peer stay as they are.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// let faults = kv_net::Faults::new(7);
+    /// faults.reset("node2");
+    /// assert!(faults.is_active()); // until the connection has been cut
+    /// ```
+    pub fn reset(&self, peer: &str) {
+        let mut rules = self.inner.rules.lock();
+        rules.resets.insert(peer.to_string());
+        self.inner.active.store(true, Ordering::Release);
     }
 
     /// Removes every fault.
     pub fn clear_all(&self) {
         let mut rules = self.inner.rules.lock();
         rules.by_peer.clear();
+        rules.resets.clear();
         self.inner.active.store(false, Ordering::Release);
     }
 
@@ -180,7 +208,12 @@ impl Faults {
             return Action::Pass;
         }
         let mut rules = self.inner.rules.lock();
-        let Rules { by_peer, rng } = &mut *rules;
+        if direction == Direction::Inbound && rules.resets.remove(peer) {
+            let any = rules.any();
+            self.inner.active.store(any, Ordering::Release);
+            return Action::Reset;
+        }
+        let Rules { by_peer, rng, .. } = &mut *rules;
         match by_peer.get(peer).and_then(|both| both[slot(direction)]) {
             None => Action::Pass,
             Some(Fault::BlackHole) => Action::Drop,
@@ -214,6 +247,22 @@ mod tests {
         f.partition("b");
         assert_eq!(f.decide("b", Direction::Inbound), Action::Drop);
         f.heal("b");
+        assert!(!f.is_active());
+    }
+
+    #[test]
+    fn a_reset_cuts_the_next_inbound_frame_once() {
+        let f = Faults::new(1);
+        f.set("a", Direction::Inbound, Fault::Duplicate);
+        f.reset("a");
+        assert_eq!(f.decide("a", Direction::Outbound), Action::Pass);
+        assert_eq!(f.decide("b", Direction::Inbound), Action::Pass);
+        assert_eq!(f.decide("a", Direction::Inbound), Action::Reset);
+        assert_eq!(f.decide("a", Direction::Inbound), Action::Duplicate);
+        f.clear("a", Direction::Inbound);
+        assert!(!f.is_active());
+        f.reset("c");
+        f.clear_all();
         assert!(!f.is_active());
     }
 

@@ -191,7 +191,8 @@ impl Core {
     /// is gone.
     pub(crate) fn send_frame(&self, p: &PeerState, link: &Link, frame: Bytes) -> bool {
         match self.faults.decide(&p.id, Direction::Outbound) {
-            Action::Pass => {}
+            // A reset is decided on inbound frames only.
+            Action::Pass | Action::Reset => {}
             Action::Drop => return true,
             Action::Duplicate => {
                 link.queued.fetch_add(frame.len(), Ordering::Relaxed);

@@ -239,3 +239,37 @@ fn a_partition_stalls_streams_and_refuses_new_ones_until_it_heals() {
     // the partition heals, but its sink is never finished).
     assert_eq!(finished.load(SeqCst), 500);
 }
+
+#[test]
+fn a_reset_fails_the_requests_in_flight_and_the_connection_comes_back() {
+    let server = server(Counts::default());
+    let peers = client(server.local_addr(), fast_options());
+    let reconnects = |peers: &kv_net::Peers<Req, Resp>| peers.status()[0].reconnects;
+    assert_eq!(reconnects(&peers), 0);
+
+    // A slow request in flight when the connection is cut fails at once (at the next pong,
+    // a heartbeat later), long before its answer or its deadline.
+    let (tx, rx) = mpsc::channel();
+    let start = Instant::now();
+    peers.send("server", &Req::Sleep { ms: 2_000, tag: 1 }, LONG, &tx);
+    peers.faults().reset("server");
+    let done = rx.recv_timeout(LONG).unwrap();
+    assert!(
+        matches!(done.result, Err(Error::Disconnected { .. })),
+        "{:?}",
+        done.result
+    );
+    assert!(
+        start.elapsed() < Duration::from_millis(1_500),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(!peers.faults().is_active(), "the reset is one-shot");
+
+    // The connection is reestablished with backoff and serves again.
+    assert!(wait_until(LONG, || reconnects(&peers) == 1 && peers.is_alive("server")));
+    assert_eq!(
+        peers.call_blocking("server", &Req::Echo(3), LONG).unwrap(),
+        Resp::Num(3)
+    );
+}
