@@ -555,7 +555,9 @@ impl ChangeRoles {
         }
         left.retain(|id, _| meta.members.contains_key(id));
         for (id, m) in &meta.members {
-            if m.state != kv_meta::MemberState::Left {
+            if m.state != kv_meta::MemberState::Left || m.raft_id == status.raft_id {
+                // The leader that left hands the lead over itself (node_meta.rs
+                // `hand_over_leadership`); the next leader deregisters it.
                 continue;
             }
             let seen = left

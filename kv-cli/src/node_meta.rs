@@ -376,6 +376,7 @@ impl Follower {
                             self.acknowledge(&raft, &runtime, &state, &cleanup);
                             if !leaving && has_left(&state.meta, self.me.as_str()) {
                                 leaving = true;
+                                self.hand_over_leadership(&raft, &runtime);
                                 leave(self.me.as_str());
                             }
                         }
@@ -555,6 +556,53 @@ impl Follower {
         ))
     }
 }
+
+impl Follower {
+    /// Before a leaver that leads the metadata raft exits, it deregisters itself (it holds
+    /// the entry that made it `Left`: it applied it) and takes itself out of the raft (a
+    /// replacement voter first, [`MetaRaft::retire`]), so the others elect a leader among
+    /// themselves with nothing left to clean up, instead of the next leader waiting
+    /// `LEFT_GRACE` for a leaver that went without a word. Bounded by [`HANDOVER_LIMIT`]:
+    /// what is not done by then is left to the next leader.
+    fn hand_over_leadership(&self, raft: &MetaRaft, runtime: &tokio::runtime::Handle) {
+        let status = raft.status();
+        let me = status.raft_id;
+        if status.leader != Some(me) {
+            return;
+        }
+        eprintln!(
+            "kvstore: {} left the cluster and leads the metadata: it deregisters itself and \
+             leaves the raft before it stops",
+            self.me
+        );
+        let deregister = Command::Deregister {
+            id: self.me.to_string(),
+        };
+        if let Err(e) = runtime.block_on(raft.propose(deregister)) {
+            eprintln!("kvstore: deregistering itself: {e} (left to the next leader)");
+            return;
+        }
+        let deadline = std::time::Instant::now() + HANDOVER_LIMIT;
+        let peers = Arc::clone(self.backend.peers());
+        let is_up = move |node: &str| peers.status().iter().any(|p| p.node_id == node && p.alive);
+        while std::time::Instant::now() < deadline {
+            match runtime.block_on(raft.retire(me, kv_meta::MAX_VOTERS, &is_up)) {
+                Ok(true) => return,
+                Ok(false) => {}
+                Err(e) => eprintln!("kvstore: leaving the metadata raft: {e}"),
+            }
+            if raft.status().leader != Some(me) {
+                // No longer leading: the raft elects a leader among the others.
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!("kvstore: leaving the metadata raft: not done within {HANDOVER_LIMIT:?}");
+    }
+}
+
+/// How long a leaving leader tries to hand the metadata lead over before it exits anyway.
+const HANDOVER_LIMIT: Duration = Duration::from_secs(15);
 
 /// Whether `me` is a member that left the ring (`Left`, waiting for `Deregister`).
 pub fn has_left(meta: &ClusterMeta, me: &str) -> bool {

@@ -494,10 +494,11 @@ impl MetaRaft {
     }
 
     /// One step of taking raft node `raft_id` (a member that left the ring) out of the raft,
-    /// if this node leads and is not that node: while it is a voter, first a
+    /// if this node leads: while it is a voter, first a
     /// [`reconcile_voters`](MetaRaft::reconcile_voters) step (it counts a member that is not
     /// `Normal` as down, so a replacement voter is added before it goes), then it is demoted
-    /// to a learner; a learner is then removed. Returns `true` once it is no raft node (or
+    /// to a learner; a learner is then removed. The leader may retire itself: openraft keeps a
+    /// leader that is only a learner leading, and steps it down once it is no raft node. Returns `true` once it is no raft node (or
     /// never was), `false` while steps remain (call again) or this node cannot act.
     ///
     /// # Errors
@@ -511,7 +512,7 @@ impl MetaRaft {
     ) -> std::result::Result<bool, MetaError> {
         let raft = &self.inner.raft;
         let metrics = raft.metrics().borrow().clone();
-        if metrics.current_leader != Some(self.inner.raft_id) || raft_id == self.inner.raft_id {
+        if metrics.current_leader != Some(self.inner.raft_id) {
             return Ok(false);
         }
         let membership = metrics.membership_config.membership().clone();
