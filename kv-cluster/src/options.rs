@@ -131,6 +131,7 @@ pub struct ClusterOptions {
     pub(crate) own_hints: Option<NodeId>,
     pub(crate) external_topology: bool,
     pub(crate) other_coordinators: bool,
+    pub(crate) drain_on_timer: bool,
     #[cfg(feature = "testing")]
     pub(crate) sabotage: Option<crate::testing::Sabotage>,
 }
@@ -160,6 +161,7 @@ impl fmt::Debug for ClusterOptions {
             .field("own_hints", &self.own_hints)
             .field("external_topology", &self.external_topology)
             .field("other_coordinators", &self.other_coordinators)
+            .field("drain_on_timer", &self.drain_on_timer)
             .finish_non_exhaustive()
     }
 }
@@ -192,6 +194,7 @@ impl ClusterOptions {
             own_hints: None,
             external_topology: false,
             other_coordinators: false,
+            drain_on_timer: false,
             #[cfg(feature = "testing")]
             sabotage: None,
         }
@@ -479,6 +482,34 @@ impl ClusterOptions {
     /// ([`other_coordinators`](ClusterOptions::other_coordinators)).
     pub fn other_coordinators_value(&self) -> bool {
         self.other_coordinators
+    }
+
+    /// Whether [`install_topology_async`](crate::Cluster::install_topology_async) waits for
+    /// the old routing's operations on the timer of the runtime it runs on (a look every
+    /// millisecond, holding no reference to the old routing) instead of handing the wait to
+    /// a short-lived thread. Default `false`.
+    ///
+    /// For a deterministic simulation (kv-sim on turmoil, whose hosts' clocks are their
+    /// runtimes' paused timers): a thread ends the wait, and drops the old routing, at a
+    /// moment the machine decides, so two runs of one seed would differ. The install must
+    /// then run on a runtime with its time driver enabled. A real process keeps the default.
+    ///
+    /// # Example
+    /// ```
+    /// use kv_cluster::ClusterOptions;
+    ///
+    /// assert!(!ClusterOptions::new().drain_on_timer_value());
+    /// assert!(ClusterOptions::new().drain_on_timer(true).drain_on_timer_value());
+    /// ```
+    pub fn drain_on_timer(mut self, on_timer: bool) -> Self {
+        self.drain_on_timer = on_timer;
+        self
+    }
+
+    /// Whether installs drain on the runtime's timer
+    /// ([`drain_on_timer`](ClusterOptions::drain_on_timer)).
+    pub fn drain_on_timer_value(&self) -> bool {
+        self.drain_on_timer
     }
 
     /// Breaks a mechanism on purpose (feature `testing` only): see

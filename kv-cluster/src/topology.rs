@@ -263,7 +263,11 @@ impl Cluster {
         // leaves the new routing installed (its drain thread runs on), and `topology()` must
         // say so.
         *self.topology.lock() = Some(topology);
-        crate::routing::Drained::new(old).await;
+        if self.opts.drain_on_timer {
+            crate::routing::Drained::on_timer(old).await;
+        } else {
+            crate::routing::Drained::new(old).await;
+        }
         // Health and hint stores of nodes no longer routed: after the drain, since an
         // operation of the old routing may still write a hint for one of them.
         self.forget_departed();

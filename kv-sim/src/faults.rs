@@ -38,6 +38,9 @@ pub(crate) struct Faults {
     hosts: &'static [&'static str],
     /// The client hosts (a node cut from everyone is cut from them too).
     clients: u32,
+    /// Every host that is not a node (clients, admin, driver): a crashed node's links to
+    /// them are cut while it crashes ([`Faults::crash`]).
+    others: Vec<String>,
     log: Vec<String>,
     /// Each node that was cut off or crashed, from when to when.
     impaired: Vec<Impaired>,
@@ -57,6 +60,7 @@ impl Faults {
         restarted: Restarted,
         hosts: &'static [&'static str],
         clients: u32,
+        others: Vec<String>,
     ) -> Faults {
         Faults {
             rng: StdRng::seed_from_u64(seed),
@@ -71,6 +75,7 @@ impl Faults {
             restarted,
             hosts,
             clients,
+            others,
             log: Vec::new(),
             impaired: Vec::new(),
         }
@@ -79,6 +84,44 @@ impl Faults {
     /// What was injected, with the simulated times.
     pub(crate) fn into_log(self) -> (Vec<String>, Vec<Impaired>) {
         (self.log, self.impaired)
+    }
+
+    /// Crashes `node` without a word on the wire: what its sockets send while the crashed
+    /// runtime drops them (a FIN or RST each) is discarded.
+    ///
+    /// turmoil drops a crashed host's tasks in the order of tokio's task list, sharded by
+    /// task id, and task ids come from a counter global to the process (every run, every
+    /// test thread), so that order differs from one run of a seed to the next. Each
+    /// segment a dropped socket sent drew its latency from the simulation's rng, so the
+    /// order reshuffled every later latency, and peers saw the connections end in another
+    /// order. Cut one way around the crash, nothing is sent and nothing drawn: the host
+    /// vanishes as a machine does when it loses power, and peers learn of it from their own
+    /// next segment (answered by a reset) or from kv-net's liveness, on simulated time.
+    /// Segments already on the wire to it are kept (they meet closed sockets: resets).
+    fn crash(&mut self, sim: &mut turmoil::Sim<'_>, node: &str) {
+        let others: Vec<&str> = self
+            .hosts
+            .iter()
+            .copied()
+            .filter(|n| *n != node)
+            .chain(self.others.iter().map(String::as_str))
+            .collect();
+        for other in &others {
+            sim.partition_oneway(node, *other);
+        }
+        sim.crash(node);
+        for other in &others {
+            sim.repair_oneway(node, *other);
+        }
+        // The repair made the links from the node healthy: a cut of it that is still on
+        // holds them again (what the node had held on them died with it).
+        if let Some((_, _, pairs)) = &self.held {
+            for (a, b) in pairs {
+                if a == node || b == node {
+                    sim.hold(a.as_str(), b.as_str());
+                }
+            }
+        }
     }
 
     /// Whether `node` may be crashed.
@@ -177,7 +220,7 @@ impl Faults {
                     self.restarted.lock()[i] = true;
                 }
                 let down = Duration::from_millis(self.rng.random_range(0..6000));
-                sim.crash(node);
+                self.crash(sim, node);
                 self.log.push(format!("{now:?} crash {node} for {down:?}"));
                 self.crashed = Some((now + down, node));
                 self.crashed_at = now;

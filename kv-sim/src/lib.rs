@@ -345,6 +345,11 @@ pub fn run(config: &SimConfig) -> Result<Report, SimError> {
         Arc::clone(&restarted),
         hosts,
         config.clients,
+        (0..config.clients)
+            .map(|c| format!("client{c}"))
+            .chain(["admin".to_string()])
+            .chain(meta.as_ref().map(|_| "driver".to_string()))
+            .collect(),
     );
     loop {
         time.store(sim.elapsed().as_millis() as u64, Ordering::Relaxed);

@@ -126,6 +126,7 @@ pub(crate) async fn run(cfg: NodeConfig) -> turmoil::Result {
         }))
         .coordinator_slot(cfg.index as u8)
         .other_coordinators(true)
+        .drain_on_timer(true)
         .replica_timeout(REAL_GUARD);
     match cfg.sabotage {
         Some(Sabotage::OneReplica) => {
@@ -211,18 +212,6 @@ impl kv_remote::ImportTarget for Import {
 
     fn sync_imported(&self) -> kv_cluster::Result<()> {
         self.0.sync()
-    }
-}
-
-/// A waker that wakes the task it was last given, until that is taken away.
-#[derive(Default)]
-struct Relay(parking_lot::Mutex<Option<std::task::Waker>>);
-
-impl std::task::Wake for Relay {
-    fn wake(self: Arc<Self>) {
-        if let Some(w) = self.0.lock().take() {
-            w.wake();
-        }
     }
 }
 
@@ -316,40 +305,17 @@ impl Follower {
         }
     }
 
-    /// Installs `topology` on the coordinator, up to the swap of its routing.
-    ///
-    /// kv-cli's follower also waits for the drain (every operation holding the old routing
-    /// finished); kv-cluster hands that wait to a thread, which wakes the install when it
-    /// sees the last one gone, at a moment that depends on the machine, not on simulated
-    /// time. Waiting for it would make a seed's run differ from one replay to the next, so
-    /// the install is left to drain on its own once the new routing is swapped in (its
-    /// cancellation contract: the routing stays installed). The fence is then raised while
-    /// operations of the old epoch may still be in flight; a replica they reach after its
-    /// fence refuses them as stale and they retry at the new epoch, and the safety of each
-    /// step (membership.md §3.1) rests on the replicas' fences, not on that wait.
-    ///
-    /// The install is polled with a relay waker that is cut once the routing is swapped:
-    /// the drain thread's late wake would otherwise poll this host's task at a moment the
-    /// machine decides, and a spurious poll can reorder the host's tasks.
+    /// Installs `topology` on the coordinator and waits for its drain (every operation
+    /// holding the old routing finished), as kv-cli's follower does before it raises the
+    /// fence and acknowledges. The drain is looked at on the host's simulated timer
+    /// (`ClusterOptions::drain_on_timer`): kv-cluster's default hands it to a thread, which
+    /// ends the wait and drops the old routing at a moment the machine decides, so two runs
+    /// of a seed would differ.
     async fn install(&self, topology: kv_cluster::Topology) -> kv_cluster::Result<()> {
-        use std::task::{Context, Poll, Waker};
-        let epoch = topology.epoch;
-        let relay = Arc::new(Relay::default());
-        let waker = Waker::from(Arc::clone(&relay));
-        let mut install = Box::pin(self.cluster.install_topology_async(topology));
-        std::future::poll_fn(|cx| {
-            *relay.0.lock() = Some(cx.waker().clone());
-            let outcome = match install.as_mut().poll(&mut Context::from_waker(&waker)) {
-                Poll::Ready(r) => Poll::Ready(r.map(|_| ())),
-                Poll::Pending if self.cluster.topology_epoch() >= epoch => Poll::Ready(Ok(())),
-                Poll::Pending => Poll::Pending,
-            };
-            if outcome.is_ready() {
-                relay.0.lock().take();
-            }
-            outcome
-        })
-        .await
+        self.cluster
+            .install_topology_async(topology)
+            .await
+            .map(|_| ())
     }
 
     /// Starts a task for each unfinished stream this node is the source of that is not
