@@ -1,7 +1,10 @@
 //! The seeded fault generator (`docs/membership.md` §4.4, CI mode): every 1–3 s one of a
-//! partition (a node cut from the other nodes, or from everyone), a slow link, or a node
-//! crash bounced after 0–6 s; at most one partition and one crashed node at a time. At
-//! `until` every fault heals and the generator stops.
+//! partition (a node cut from the other nodes, or from everyone) [weight 3], a slow link
+//! [2], a node crash bounced after 0–6 s [3], or a clock skew [1]: one node's clock stepped
+//! by up to ± [`SimConfig::skew_step_ms`](crate::SimConfig::skew_step_ms) for 1–8 s, then
+//! stepped back to its drawn offset (a clock that jumps, then jumps back); at most one
+//! fault of each kind at a time. At `until` every fault heals and the generator stops.
+//! Every clock step is recorded ([`Faults::into_log`]) for the checker's bound.
 //!
 //! A partition is turmoil's `hold` (segments queued, delivered on `release`): TCP across a
 //! cut shorter than its retransmission timeout. turmoil's `partition` drops segments for good
@@ -9,11 +12,13 @@
 //! keeps a connection whose liveness failed, so that would be a permanent cut, not a fault
 //! that heals.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use crate::node::Skew;
 use crate::{Crashes, NODES, Restarted};
 
 /// The links' normal maximum latency, in milliseconds.
@@ -44,6 +49,28 @@ pub(crate) struct Faults {
     log: Vec<String>,
     /// Each node that was cut off or crashed, from when to when.
     impaired: Vec<Impaired>,
+    /// Each node's clock offset (indexed as `hosts`), and the offset drawn for it at the
+    /// start, which a skew fault's end returns it to.
+    clocks: Vec<(Skew, i64)>,
+    /// The largest step of a skew fault, in milliseconds (0: no skew faults).
+    skew_step_ms: i64,
+    /// The skewed node (index into `hosts`) and when its clock steps back.
+    skewed: Option<(Duration, usize)>,
+    /// Every clock offset set: node, from when, the offset in milliseconds.
+    steps: Vec<ClockStep>,
+}
+
+/// A clock offset set on a node from a time on: node, time, offset in milliseconds.
+pub(crate) type ClockStep = (String, Duration, i64);
+
+/// What the fault generator did: its log, the impaired nodes, and the clock steps.
+pub(crate) struct FaultLog {
+    /// What was injected, with the simulated times.
+    pub(crate) log: Vec<String>,
+    /// Each node cut off or crashed, from when to when.
+    pub(crate) impaired: Vec<Impaired>,
+    /// Every clock offset, from the start's on.
+    pub(crate) steps: Vec<ClockStep>,
 }
 
 /// Held links: when they are released, when they were held, and the pairs.
@@ -61,8 +88,25 @@ impl Faults {
         hosts: &'static [&'static str],
         clients: u32,
         others: Vec<String>,
+        clocks: Vec<Skew>,
+        skew_step_ms: u64,
     ) -> Faults {
+        let steps = hosts
+            .iter()
+            .zip(&clocks)
+            .map(|(h, c)| (h.to_string(), Duration::ZERO, c.load(Ordering::Relaxed)))
+            .collect();
         Faults {
+            clocks: clocks
+                .into_iter()
+                .map(|c| {
+                    let base = c.load(Ordering::Relaxed);
+                    (c, base)
+                })
+                .collect(),
+            skew_step_ms: i64::try_from(skew_step_ms).unwrap_or(i64::MAX),
+            skewed: None,
+            steps,
             rng: StdRng::seed_from_u64(seed),
             until,
             next: Duration::from_secs(3),
@@ -82,8 +126,19 @@ impl Faults {
     }
 
     /// What was injected, with the simulated times.
-    pub(crate) fn into_log(self) -> (Vec<String>, Vec<Impaired>) {
-        (self.log, self.impaired)
+    pub(crate) fn into_log(self) -> FaultLog {
+        FaultLog {
+            log: self.log,
+            impaired: self.impaired,
+            steps: self.steps,
+        }
+    }
+
+    /// Sets node `index`'s clock offset from `now` on, and records it.
+    fn set_clock(&mut self, index: usize, now: Duration, offset: i64) {
+        self.clocks[index].0.store(offset, Ordering::Relaxed);
+        self.steps
+            .push((self.hosts[index].to_string(), now, offset));
     }
 
     /// Crashes `node` without a word on the wire: what its sockets send while the crashed
@@ -164,6 +219,15 @@ impl Faults {
             self.log.push(format!("{now:?} fast {a}-{b}"));
             self.slow = None;
         }
+        if let Some((end, index)) = self.skewed
+            && (stopping || now >= end)
+        {
+            let base = self.clocks[index].1;
+            self.set_clock(index, now, base);
+            self.log
+                .push(format!("{now:?} unskew {} to {base}ms", self.hosts[index]));
+            self.skewed = None;
+        }
         if stopping {
             if !self.healed {
                 self.healed = true;
@@ -177,7 +241,7 @@ impl Faults {
         self.next = now + Duration::from_millis(self.rng.random_range(1000..3000));
         let node = self.hosts[self.rng.random_range(0..self.hosts.len())];
         let span = Duration::from_millis(self.rng.random_range(1000..8000));
-        match self.rng.random_range(0..8) {
+        match self.rng.random_range(0..9) {
             0..=2 if self.held.is_none() => {
                 let mut others: Vec<String> = self
                     .hosts
@@ -224,6 +288,18 @@ impl Faults {
                 self.log.push(format!("{now:?} crash {node} for {down:?}"));
                 self.crashed = Some((now + down, node));
                 self.crashed_at = now;
+            }
+            8 if self.skewed.is_none() && self.skew_step_ms > 0 => {
+                let index = self.hosts.iter().position(|h| *h == node).unwrap_or(0);
+                let step = self
+                    .rng
+                    .random_range(-self.skew_step_ms..=self.skew_step_ms);
+                let offset = self.clocks[index].1.saturating_add(step);
+                self.set_clock(index, now, offset);
+                self.log.push(format!(
+                    "{now:?} skew {node} by {step}ms to {offset}ms for {span:?}"
+                ));
+                self.skewed = Some((now + span, index));
             }
             _ => {}
         }

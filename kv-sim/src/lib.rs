@@ -114,10 +114,13 @@ pub struct SimConfig {
     pub clients_until: Duration,
     /// When hint handoff and repair run on every node, one after the other.
     pub repair_at: Duration,
-    /// Each node's wall clock is off by a fixed amount drawn from `-max_skew..=max_skew`
-    /// (milliseconds). The checker orders two writes in real time only when more than twice
-    /// this separates them (see [`check::check`]).
+    /// Each node's wall clock is off by an amount drawn from `-max_skew..=max_skew`
+    /// (milliseconds) at the start. The checker orders two writes in real time only as far
+    /// as the clocks allow (see [`check::Clocks`]).
     pub max_skew_ms: u64,
+    /// The largest step of a clock-skew fault (milliseconds; 0: none drawn): a node's clock
+    /// jumps by up to this much either way for 1–8 s, then back (membership.md §4.3).
+    pub skew_step_ms: u64,
     /// Which nodes the fault generator crashes and bounces, and whether clients go on using
     /// a restarted node as their coordinator.
     pub crashes: Crashes,
@@ -142,6 +145,7 @@ impl SimConfig {
             clients_until: Duration::from_secs(50),
             repair_at: Duration::from_secs(55),
             max_skew_ms: 250,
+            skew_step_ms: 10_000,
             crashes: Crashes::Any,
             sabotage: None,
             changes: seed % 2 == 1,
@@ -185,6 +189,12 @@ pub struct Report {
     /// The membership changes' steps (the metadata's log) and the streams' ends, with
     /// their simulated times; empty in a run without changes.
     pub changes: Vec<String>,
+    /// What the clocks made the coordinators do, with the simulated times: a restarted
+    /// coordinator's wait for its version lease (`lease wait`), a start at its lease
+    /// because its clock had stepped back too far (`lease jump`).
+    pub clock_events: Vec<String>,
+    /// The nodes' clocks as set (for the checker's order of writes).
+    pub clocks: check::Clocks,
     /// The checker's findings (empty: every property holds).
     pub violations: Vec<Violation>,
     /// A hash of the history, the faults, the repair answers and the replicas: two runs of
@@ -257,6 +267,8 @@ pub fn run(config: &SimConfig) -> Result<Report, SimError> {
     };
     let stream_log: node::StreamLog = Arc::default();
     let time: node::GlobalTime = Arc::default();
+    let clock_log: node::ClockLog = Arc::default();
+    let mut skews: Vec<node::Skew> = Vec::new();
     let disks: Vec<node::Disk> = hosts
         .iter()
         .map(|id| node::Disk {
@@ -265,11 +277,18 @@ pub fn run(config: &SimConfig) -> Result<Report, SimError> {
         })
         .collect();
     for (index, disk) in disks.iter().enumerate() {
+        let seed = rng.random();
+        let max = i64::try_from(config.max_skew_ms).unwrap_or(i64::MAX);
+        let skew = Arc::new(std::sync::atomic::AtomicI64::new(
+            rng.random_range(-max..=max),
+        ));
+        skews.push(Arc::clone(&skew));
         let cfg = node::NodeConfig {
             index,
-            seed: rng.random(),
-            skew_ms: rng.random_range(-(config.max_skew_ms as i64)..=config.max_skew_ms as i64),
+            seed,
+            skew,
             time: Arc::clone(&time),
+            clock_log: Arc::clone(&clock_log),
             disk: disk.clone(),
             sabotage: config.sabotage,
             starts: Arc::default(),
@@ -350,6 +369,8 @@ pub fn run(config: &SimConfig) -> Result<Report, SimError> {
             .chain(["admin".to_string()])
             .chain(meta.as_ref().map(|_| "driver".to_string()))
             .collect(),
+        skews,
+        config.skew_step_ms,
     );
     loop {
         time.store(sim.elapsed().as_millis() as u64, Ordering::Relaxed);
@@ -429,9 +450,29 @@ pub fn run(config: &SimConfig) -> Result<Report, SimError> {
     }
     let history = std::mem::take(&mut *history.lock());
     let repairs = std::mem::take(&mut *repairs.lock());
-    let (faults, impaired) = faults.into_log();
-    let margin = Duration::from_millis(2 * config.max_skew_ms);
-    violations.extend(check::check(&history, &replicas, margin));
+    let faults::FaultLog {
+        log: faults,
+        mut impaired,
+        steps,
+    } = faults.into_log();
+    let mut clocks = check::Clocks::default();
+    for (node, at, offset) in &steps {
+        clocks.step(node, *at, *offset);
+    }
+    let mut clock_events = Vec::new();
+    for event in std::mem::take(&mut *clock_log.lock()) {
+        match event {
+            node::ClockEvent::LeaseWait(node, from, to) => {
+                clock_events.push(format!("{to:?} {node} lease wait from {from:?}"));
+                // A node waiting out its lease serves no client: impaired, as a crash is.
+                impaired.push((node.to_string(), from, to));
+            }
+            node::ClockEvent::LeaseJump(node, at) => {
+                clock_events.push(format!("{at:?} {node} lease jump"));
+            }
+        }
+    }
+    violations.extend(check::check(&history, &replicas, &clocks));
     violations.extend(check::availability(
         &history,
         &impaired,
@@ -439,7 +480,7 @@ pub fn run(config: &SimConfig) -> Result<Report, SimError> {
         config.clients_until,
     ));
     let mut h = xxhash_rust::xxh3::Xxh3::new();
-    h.update(format!("{history:?}{faults:?}{repairs:?}{replicas:?}").as_bytes());
+    h.update(format!("{history:?}{faults:?}{repairs:?}{replicas:?}{clock_events:?}").as_bytes());
     if !changes.is_empty() {
         h.update(format!("{changes:?}").as_bytes());
     }
@@ -450,6 +491,8 @@ pub fn run(config: &SimConfig) -> Result<Report, SimError> {
         repairs,
         replicas,
         changes,
+        clock_events,
+        clocks,
         violations,
         trace_hash: h.digest(),
     })

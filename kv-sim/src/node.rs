@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use kv_cluster::{Backend, Clock, Cluster, ClusterOptions, Consistency, MemoryBackend, Replica};
@@ -49,18 +49,40 @@ pub(crate) type GlobalTime = Arc<AtomicU64>;
 /// A fixed Unix time the simulation starts at (2026-01-01), so versions look like real ones.
 const EPOCH_MS: u64 = 1_767_225_600_000;
 
-/// The simulation's global time plus the host's fixed skew.
+/// A host's clock offset from the simulation's global time, in milliseconds: drawn from
+/// the seed at the start, stepped by the fault generator's skew faults (`faults.rs`), kept
+/// across the host's restarts (a clock belongs to the machine, not to the process).
+pub(crate) type Skew = Arc<AtomicI64>;
+
+/// The simulation's global time plus the host's current offset (§4.3): every wall-clock
+/// reading of the host's coordinator (versions, the lease, the observe bound) goes
+/// through it, so a stepped offset is a clock that jumps, forward or back.
 #[derive(Debug)]
 struct SimClock {
     time: GlobalTime,
-    skew_ms: i64,
+    skew: Skew,
 }
 
 impl Clock for SimClock {
     fn now_millis(&self) -> u64 {
         let now = (EPOCH_MS + self.time.load(Ordering::Relaxed)) as i64;
-        now.saturating_add(self.skew_ms).max(0) as u64
+        now.saturating_add(self.skew.load(Ordering::Relaxed)).max(0) as u64
     }
+}
+
+/// What the hosts' clocks made their coordinators do, with the simulated time: a
+/// restarted coordinator's wait for its version lease, and a start at the lease because
+/// the clock was more than `LEASE_WINDOW + MAX_SKEW` behind it (kv-cluster's
+/// `lease_jumps`). The waits also extend the node's impairment for property 5.
+pub(crate) type ClockLog = Arc<parking_lot::Mutex<Vec<ClockEvent>>>;
+
+/// One entry of the [`ClockLog`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ClockEvent {
+    /// The node waited from one time to another before serving clients.
+    LeaseWait(&'static str, Duration, Duration),
+    /// The node started its clock at its lease, at this time.
+    LeaseJump(&'static str, Duration),
 }
 
 /// What a node host is started with.
@@ -68,8 +90,9 @@ impl Clock for SimClock {
 pub(crate) struct NodeConfig {
     pub(crate) index: usize,
     pub(crate) seed: u64,
-    pub(crate) skew_ms: i64,
+    pub(crate) skew: Skew,
     pub(crate) time: GlobalTime,
+    pub(crate) clock_log: ClockLog,
     pub(crate) disk: Disk,
     pub(crate) sabotage: Option<Sabotage>,
     /// How many times the host has started (shared across its restarts).
@@ -122,7 +145,7 @@ pub(crate) async fn run(cfg: NodeConfig) -> turmoil::Result {
         .backend(backend.clone())
         .clock(Arc::new(SimClock {
             time: Arc::clone(&cfg.time),
-            skew_ms: cfg.skew_ms,
+            skew: Arc::clone(&cfg.skew),
         }))
         .coordinator_slot(cfg.index as u8)
         .other_coordinators(true)
@@ -140,6 +163,9 @@ pub(crate) async fn run(cfg: NodeConfig) -> turmoil::Result {
         None => {}
     }
     let cluster = Arc::new(Cluster::open(&cfg.disk.dir, opts)?);
+    if cluster.lease_jumps() > 0 {
+        cfg.clock_log.lock().push(ClockEvent::LeaseJump(id, now()));
+    }
     // A joiner is in no ring the cluster opened: its own storage is opened here, to serve
     // before any ring routes to it (the install that adds it finds it open).
     let replica = match backend.local_replica() {
@@ -182,13 +208,20 @@ pub(crate) async fn run(cfg: NodeConfig) -> turmoil::Result {
     let _server = server;
     // A restarted coordinator mints no version until its clock has passed the lease its
     // previous run persisted (writes are refused until then): clients are served once it
-    // has. The wait is on simulated time, which the global clock follows.
+    // has. The wait is on simulated time, which the global clock follows (a skew fault
+    // may step the clock meanwhile: the wait is asked again).
+    let waited_from = now();
     loop {
         let wait = cluster.lease_wait();
         if wait.is_zero() {
             break;
         }
         tokio::time::sleep(wait).await;
+    }
+    if now() > waited_from {
+        cfg.clock_log
+            .lock()
+            .push(ClockEvent::LeaseWait(id, waited_from, now()));
     }
     let listener =
         turmoil::net::TcpListener::bind((IpAddr::V4(Ipv4Addr::UNSPECIFIED), CLIENT_PORT)).await?;
