@@ -153,6 +153,58 @@ impl SimConfig {
     }
 }
 
+impl SimConfig {
+    /// The command that replays this run exactly: `one_seed` with the seed and every
+    /// setting that differs from [`SimConfig::new`]'s for it (`SIM_CHANGES`, `SIM_CRASHES`,
+    /// `SIM_SKEW_MS`, `SIM_SKEW_STEP_MS`, `SIM_SABOTAGE`), with `--cfg tokio_unstable`, without
+    /// which turmoil does not seed the hosts' runtimes. The other fields (clients, keys,
+    /// times) have no variable: a run that changed them is replayed by its own test.
+    ///
+    /// # Example
+    /// ```
+    /// let mut config = kv_sim::SimConfig::new(0x5eed0002);
+    /// config.changes = true;
+    /// assert_eq!(
+    ///     config.replay_command(),
+    ///     "RUSTFLAGS=\"--cfg tokio_unstable\" SIM_SEED=0x5eed0002 SIM_CHANGES=1 \
+    ///      cargo test -p kv-sim --release -- one_seed --nocapture"
+    /// );
+    /// ```
+    pub fn replay_command(&self) -> String {
+        let usual = SimConfig::new(self.seed);
+        let mut cmd = format!(
+            "RUSTFLAGS=\"--cfg tokio_unstable\" SIM_SEED={:#x}",
+            self.seed
+        );
+        if self.changes != usual.changes {
+            let _ = write!(cmd, " SIM_CHANGES={}", u8::from(self.changes));
+        }
+        if self.crashes != usual.crashes {
+            let crashes = match self.crashes {
+                Crashes::Off => "off",
+                Crashes::Replicas => "replicas",
+                Crashes::Any => "any",
+            };
+            let _ = write!(cmd, " SIM_CRASHES={crashes}");
+        }
+        if self.max_skew_ms != usual.max_skew_ms {
+            let _ = write!(cmd, " SIM_SKEW_MS={}", self.max_skew_ms);
+        }
+        if self.skew_step_ms != usual.skew_step_ms {
+            let _ = write!(cmd, " SIM_SKEW_STEP_MS={}", self.skew_step_ms);
+        }
+        if let Some(sabotage) = self.sabotage {
+            let name = match sabotage {
+                Sabotage::OneReplica => "one-replica",
+                Sabotage::SkipPendingDualWrite => "skip-pending-dual-write",
+            };
+            let _ = write!(cmd, " SIM_SABOTAGE={name}");
+        }
+        cmd.push_str(" cargo test -p kv-sim --release -- one_seed --nocapture");
+        cmd
+    }
+}
+
 /// Why a run could not complete (not a checker finding: those are in [`Report`]).
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
@@ -178,6 +230,8 @@ pub enum SimError {
 pub struct Report {
     /// The seed.
     pub seed: u64,
+    /// The command that replays the run exactly ([`SimConfig::replay_command`]).
+    pub replay: String,
     /// Every client operation.
     pub history: Vec<Op>,
     /// The faults injected, with their simulated times.
@@ -225,11 +279,7 @@ impl Report {
             self.trace_hash
         );
         if !self.violations.is_empty() {
-            let _ = writeln!(
-                s,
-                "replay: SIM_SEED={:#x} cargo test -p kv-sim --release -- one_seed --nocapture",
-                self.seed
-            );
+            let _ = writeln!(s, "replay: {}", self.replay);
         }
         s
     }
@@ -486,6 +536,7 @@ pub fn run(config: &SimConfig) -> Result<Report, SimError> {
     }
     Ok(Report {
         seed: config.seed,
+        replay: config.replay_command(),
         history,
         faults,
         repairs,

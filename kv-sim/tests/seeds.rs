@@ -157,6 +157,24 @@ fn one_seed() {
     if env_u64("SIM_CRASH_REPLICAS") == Some(1) {
         config.crashes = Crashes::Replicas;
     }
+    if let Some(changes) = env_u64("SIM_CHANGES") {
+        config.changes = changes == 1;
+    }
+    match std::env::var("SIM_CRASHES").as_deref() {
+        Ok("off") => config.crashes = Crashes::Off,
+        Ok("replicas") => config.crashes = Crashes::Replicas,
+        Ok("any") => config.crashes = Crashes::Any,
+        Ok(other) => panic!("SIM_CRASHES={other}: off, replicas or any"),
+        Err(_) => {}
+    }
+    match std::env::var("SIM_SABOTAGE").as_deref() {
+        Ok("one-replica") => config.sabotage = Some(Sabotage::OneReplica),
+        Ok("skip-pending-dual-write") => config.sabotage = Some(Sabotage::SkipPendingDualWrite),
+        Ok(other) => panic!("SIM_SABOTAGE={other}: one-replica or skip-pending-dual-write"),
+        Err(_) => {}
+    }
+    // The command this run answers to: a failing seed prints the same.
+    println!("replay: {}", config.replay_command());
     let report = run(&config).unwrap();
     for f in &report.faults {
         println!("fault {f}");
@@ -179,18 +197,22 @@ fn one_seed() {
     assert!(report.violations.is_empty());
 }
 
-/// Runs `count` seeds from `first` twice each, the second run right after the first in
-/// this process (so that anything the first leaves behind in process-global state, such as
-/// tokio's task-id counter, differs between them), with `crashes`, with membership changes
-/// or without; the seeds whose two traces differ, described.
+/// Runs `count` seeds from `first` twice each, with `crashes`, with membership changes or
+/// without: first all of them at once on every core (as `seeds` runs them, their hosts'
+/// tokio tasks numbered from one process-wide counter, interleaved between the threads),
+/// then each again alone on this thread; the seeds whose two traces differ, described.
 fn replay(first: u64, count: u64, crashes: Crashes, changes: bool) -> Vec<String> {
-    let mut differ = Vec::new();
-    for seed in first..first + count {
+    let config = |seed: u64| {
         let mut config = SimConfig::new(seed);
         config.crashes = crashes;
         config.changes = changes;
-        let a = run(&config).unwrap();
-        let b = run(&config).unwrap();
+        config
+    };
+    let parallel = run_configs(count, |i| config(first + i));
+    let mut differ = Vec::new();
+    for a in parallel {
+        let seed = a.seed;
+        let b = run(&config(seed)).unwrap();
         assert!(a.history.len() > 100, "{}", a.history.len());
         if crashes != Crashes::Off {
             assert!(
@@ -210,8 +232,9 @@ fn replay(first: u64, count: u64, crashes: Crashes, changes: bool) -> Vec<String
                 .position(|(x, y)| x != y)
                 .map(|i| format!("op {i}: {} vs {}", a.history[i], b.history[i]));
             differ.push(format!(
-                "seed={seed:#x}: traces differ ({:#x} vs {:#x}); first differing op: {op:?}; \
+                "{}\nseed={seed:#x}: traces differ ({:#x} vs {:#x}); first differing op: {op:?}; \
                  faults equal: {}; first differing change event: {:?}",
+                a.replay,
                 a.trace_hash,
                 b.trace_hash,
                 a.faults == b.faults,
