@@ -80,17 +80,18 @@ type HeldLinks = (Duration, Duration, Vec<(String, String)>);
 pub(crate) type Impaired = (String, Duration, Duration);
 
 impl Faults {
+    /// The generator for a run of `config` (its fault window, crashes, clients and skew
+    /// step), drawing from `seed`, over the node `hosts` and their `clocks` (indexed
+    /// alike), the other hosts `others`.
     pub(crate) fn new(
         seed: u64,
-        until: Duration,
-        crashes: Crashes,
+        config: &crate::SimConfig,
         restarted: Restarted,
         hosts: &'static [&'static str],
-        clients: u32,
         others: Vec<String>,
         clocks: Vec<Skew>,
-        skew_step_ms: u64,
     ) -> Faults {
+        let (until, crashes, clients) = (config.faults_until, config.crashes, config.clients);
         let steps = hosts
             .iter()
             .zip(&clocks)
@@ -104,7 +105,7 @@ impl Faults {
                     (c, base)
                 })
                 .collect(),
-            skew_step_ms: i64::try_from(skew_step_ms).unwrap_or(i64::MAX),
+            skew_step_ms: i64::try_from(config.skew_step_ms).unwrap_or(i64::MAX),
             skewed: None,
             steps,
             rng: StdRng::seed_from_u64(seed),

@@ -409,18 +409,15 @@ pub fn run(config: &SimConfig) -> Result<Report, SimError> {
 
     let mut faults = faults::Faults::new(
         rng.random(),
-        config.faults_until,
-        config.crashes,
+        config,
         Arc::clone(&restarted),
         hosts,
-        config.clients,
         (0..config.clients)
             .map(|c| format!("client{c}"))
             .chain(["admin".to_string()])
             .chain(meta.as_ref().map(|_| "driver".to_string()))
             .collect(),
         skews,
-        config.skew_step_ms,
     );
     loop {
         time.store(sim.elapsed().as_millis() as u64, Ordering::Relaxed);
