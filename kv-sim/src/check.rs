@@ -148,10 +148,10 @@ impl fmt::Display for Violation {
 /// - The first write's version is at most what its coordinator's hybrid clock can have
 ///   reached by the time the write finished, its **ceiling**: the highest reading of any
 ///   node's clock by then (a version read from a node whose clock ran ahead is observed),
-///   but at most [`MAX_SKEW`] past the highest reading of its own (kv-cluster's observe
+///   but at most [`MAX_SKEW`](kv_cluster::MAX_SKEW) past the highest reading of its own (kv-cluster's observe
 ///   bound). A hybrid clock never goes back, so a clock stepped back keeps its highest
 ///   reading; and once a node's clock has stepped back, that node restarted may start at
-///   its version lease, up to [`LEASE_WINDOW`] past its highest version (kv-cluster's
+///   its version lease, up to [`LEASE_WINDOW`](kv_cluster::LEASE_WINDOW) past its highest version (kv-cluster's
 ///   `lease_jumps`), so its highest reading counts that much higher.
 ///
 /// With no clock steps (offsets fixed at the start) this is plain real-time order with a
@@ -174,20 +174,22 @@ impl fmt::Display for Violation {
 /// assert!(clocks.ordered(&set("node1", 0, 10), &set("node2", 100, 110)));
 /// assert!(!clocks.ordered(&set("node1", 0, 10), &set("node2", 11, 20))); // a tick apart
 /// // node1's clock jumps 5 s ahead at 50 ms, back at 60 ms: a write through node1 then
-/// // and a write through node2 at 2 s are no longer ordered (nor at 6 s: node1 may restart
-/// // at its lease, a second past its highest version).
+/// // and a write through node2 at 2 s are no longer ordered, at 5.1 s they are.
 /// clocks.step("node1", Duration::from_millis(50), 5_000);
 /// clocks.step("node1", Duration::from_millis(60), 0);
 /// assert!(!clocks.ordered(&set("node1", 40, 55), &set("node2", 2_000, 2_010)));
-/// assert!(!clocks.ordered(&set("node1", 40, 55), &set("node2", 6_000, 6_010)));
-/// assert!(clocks.ordered(&set("node1", 40, 55), &set("node2", 7_000, 7_010)));
+/// assert!(clocks.ordered(&set("node1", 40, 55), &set("node2", 5_100, 5_110)));
+/// // After the step back, node1 may restart at its lease, a second past its highest
+/// // reading (5.06 s): a write through it then is ordered only from 6.1 s.
+/// assert!(!clocks.ordered(&set("node1", 70, 80), &set("node2", 6_000, 6_010)));
+/// assert!(clocks.ordered(&set("node1", 70, 80), &set("node2", 6_100, 6_110)));
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct Clocks {
     /// Each node's offsets in milliseconds, each from a time on, in time order.
     steps: BTreeMap<String, Vec<(Duration, i64)>>,
-    /// The nodes whose clock was stepped back.
-    stepped_back: std::collections::BTreeSet<String>,
+    /// The nodes whose clock was stepped back, and when it first was (milliseconds).
+    stepped_back: BTreeMap<String, i64>,
 }
 
 /// kv-cluster's bound on how far ahead of its own wall clock a coordinator observes a
@@ -206,7 +208,7 @@ impl Clocks {
         let steps = self.steps.entry(node.to_string()).or_default();
         let before = steps.last().map_or(0, |&(_, o)| o);
         if !steps.is_empty() && offset_ms < before {
-            self.stepped_back.insert(node.to_string());
+            self.stepped_back.entry(node.to_string()).or_insert(ms(at));
         }
         steps.push((at, offset_ms));
     }
@@ -270,7 +272,7 @@ impl Clocks {
     /// The highest version (in clock milliseconds) `node`'s own clock, or its lease after
     /// a restart, can have given it by `t`.
     fn highest_version(&self, node: &str, t: i64) -> i64 {
-        let lease = if self.stepped_back.contains(node) {
+        let lease = if self.stepped_back.get(node).is_some_and(|&back| back <= t) {
             LEASE_WINDOW
         } else {
             0
@@ -619,6 +621,48 @@ mod tests {
             .map(|v| v.property)
             .collect();
         assert_eq!(props, vec![Property::NoLostWrite, Property::Convergence]);
+    }
+
+    /// A clock 10 s ahead: its own writes stay ahead of later ones for 10 s and its
+    /// lease's second; another coordinator observes its versions only up to `MAX_SKEW`
+    /// past its own clock; a clock stepped back lowers the floor of writes through it.
+    #[test]
+    fn clocks_bound_the_order_by_the_steps_applied() {
+        let at = |node: &str, from: u64, to: u64| Op {
+            node: node.into(),
+            ..op(Kind::Set, Some("x"), from, to, Outcome::Ok)
+        };
+        let mut clocks = Clocks::default();
+        clocks.step("node1", Duration::ZERO, 0);
+        clocks.step("node1", Duration::from_millis(5), 10_000);
+        clocks.step("node1", Duration::from_millis(100), 0);
+        assert_eq!(clocks.largest_spread_ms(), 10_000);
+        // Through node1 while ahead: ordered only 10 s later.
+        assert!(!clocks.ordered(&at("node1", 0, 10), &at("node3", 6_000, 6_010)));
+        assert!(!clocks.ordered(&at("node1", 0, 10), &at("node3", 10_000, 10_010)));
+        assert!(clocks.ordered(&at("node1", 0, 10), &at("node3", 10_100, 10_110)));
+        // Through node1 after its clock stepped back: its clock keeps its highest reading
+        // (10.1 s), and restarted it may start at its lease, a second past that.
+        assert!(!clocks.ordered(&at("node1", 200, 210), &at("node3", 11_000, 11_010)));
+        assert!(clocks.ordered(&at("node1", 200, 210), &at("node3", 11_200, 11_210)));
+        // Through node2, which may have observed node1's versions: up to 5 s ahead.
+        assert!(!clocks.ordered(&at("node2", 0, 10), &at("node3", 5_000, 5_010)));
+        assert!(clocks.ordered(&at("node2", 0, 10), &at("node3", 5_100, 5_110)));
+        // Before the step, writes through node1 are ordered as usual.
+        assert!(clocks.ordered(&at("node1", 0, 2), &at("node3", 10, 20)));
+        // The start's offsets alone order what the steps do not.
+        assert!(
+            clocks
+                .at_start()
+                .ordered(&at("node1", 0, 10), &at("node3", 6_000, 6_010))
+        );
+
+        // A clock stepped back 3 s: a write through it is not ordered after one that
+        // finished within those 3 s, elsewhere.
+        let mut back = Clocks::default();
+        back.step("node2", Duration::from_secs(1), -3_000);
+        assert!(!back.ordered(&at("node1", 900, 950), &at("node2", 2_000, 2_010)));
+        assert!(back.ordered(&at("node1", 900, 950), &at("node2", 4_000, 4_010)));
     }
 
     #[test]
