@@ -14,10 +14,11 @@
 //! idealized metadata service (no raft), each node installing every epoch's topology and
 //! fencing its replica, and range streams from each losing replica into kv-remote's
 //! `RangeReceiver` on the gaining one. The key design decision: everything the run waits
-//! for runs on the hosts' simulated runtimes, never on a thread (kv-cluster's drain thread
-//! is not waited for), so that a seed replays exactly: one without crashes and changes
-//! does; one with a change not yet, by a millisecond (see the README, determinism, and for
-//! what is not simulated).
+//! for runs on the hosts' simulated runtimes, never on a thread (kv-cluster's installs
+//! drain on the runtime's timer), and a crashed host says nothing on the wire, so that
+//! every seed replays exactly, with crashes, changes and clock-skew faults (see the README,
+//! determinism, and for what is not simulated); a failing seed prints the command that
+//! replays it ([`SimConfig::replay_command`]).
 //!
 //! ```no_run
 //! let report = kv_sim::run(&kv_sim::SimConfig::new(0x5eed))?;
