@@ -491,8 +491,11 @@ impl ClusterOptions {
     ///
     /// For a deterministic simulation (kv-sim on turmoil, whose hosts' clocks are their
     /// runtimes' paused timers): a thread ends the wait, and drops the old routing, at a
-    /// moment the machine decides, so two runs of one seed would differ. The install must
-    /// then run on a runtime with its time driver enabled. A real process keeps the default.
+    /// moment the machine decides, so two runs of one seed would differ. An install polled
+    /// on a runtime must then have the runtime's time driver enabled (tokio panics on a
+    /// timer without one); outside a runtime (the blocking
+    /// [`install_topology`](crate::Cluster::install_topology)) the thread is used as
+    /// before. A real process keeps the default.
     ///
     /// # Example
     /// ```

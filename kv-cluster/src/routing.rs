@@ -339,8 +339,8 @@ impl Drained {
 
     /// The same, looking every [`DRAIN_TICK`] on the timer of the runtime it is polled on
     /// (which must have its time driver), with no thread and no strong reference: dropped
-    /// after its first poll, it keeps nothing of `old` alive. Panics if polled outside a
-    /// runtime with a timer (only a harness that runs on one selects it).
+    /// after its first poll, it keeps nothing of `old` alive. Made and polled only on a
+    /// runtime (the install checks); tokio panics if that runtime has no time driver.
     pub(crate) fn on_timer(old: Vec<Arc<Routing>>) -> Drained {
         let watched = old.iter().map(Arc::downgrade).collect();
         Drained {

@@ -263,7 +263,8 @@ impl Cluster {
         // leaves the new routing installed (its drain thread runs on), and `topology()` must
         // say so.
         *self.topology.lock() = Some(topology);
-        if self.opts.drain_on_timer {
+        // Outside a runtime (the blocking `install_topology`) there is no timer to look on.
+        if self.opts.drain_on_timer && tokio::runtime::Handle::try_current().is_ok() {
             crate::routing::Drained::on_timer(old).await;
         } else {
             crate::routing::Drained::new(old).await;

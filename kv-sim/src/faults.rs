@@ -153,7 +153,9 @@ impl Faults {
     /// order. Cut one way around the crash, nothing is sent and nothing drawn: the host
     /// vanishes as a machine does when it loses power, and peers learn of it from their own
     /// next segment (answered by a reset) or from kv-net's liveness, on simulated time.
-    /// Segments already on the wire to it are kept (they meet closed sockets: resets).
+    /// Segments already on the wire to it are kept (they meet closed sockets: resets);
+    /// those it sent in its last milliseconds and not yet delivered are lost with it (a
+    /// reply then turns into the client's timeout, `Unknown`).
     fn crash(&mut self, sim: &mut turmoil::Sim<'_>, node: &str) {
         let others: Vec<&str> = self
             .hosts
