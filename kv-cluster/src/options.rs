@@ -132,6 +132,7 @@ pub struct ClusterOptions {
     pub(crate) external_topology: bool,
     pub(crate) other_coordinators: bool,
     pub(crate) renew_lease_in_background: bool,
+    pub(crate) drain_on_timer: bool,
     #[cfg(feature = "testing")]
     pub(crate) sabotage: Option<crate::testing::Sabotage>,
 }
@@ -162,6 +163,7 @@ impl fmt::Debug for ClusterOptions {
             .field("external_topology", &self.external_topology)
             .field("other_coordinators", &self.other_coordinators)
             .field("renew_lease_in_background", &self.renew_lease_in_background)
+            .field("drain_on_timer", &self.drain_on_timer)
             .finish_non_exhaustive()
     }
 }
@@ -195,6 +197,7 @@ impl ClusterOptions {
             external_topology: false,
             other_coordinators: false,
             renew_lease_in_background: true,
+            drain_on_timer: false,
             #[cfg(feature = "testing")]
             sabotage: None,
         }
@@ -507,6 +510,37 @@ impl ClusterOptions {
     /// ([`renew_lease_in_background`](ClusterOptions::renew_lease_in_background)).
     pub fn renew_lease_in_background_value(&self) -> bool {
         self.renew_lease_in_background
+    }
+
+    /// Whether [`install_topology_async`](crate::Cluster::install_topology_async) waits for
+    /// the old routing's operations on the timer of the runtime it runs on (a look every
+    /// millisecond, holding no reference to the old routing) instead of handing the wait to
+    /// a short-lived thread. Default `false`.
+    ///
+    /// For a deterministic simulation (kv-sim on turmoil, whose hosts' clocks are their
+    /// runtimes' paused timers): a thread ends the wait, and drops the old routing, at a
+    /// moment the machine decides, so two runs of one seed would differ. An install polled
+    /// on a runtime must then have the runtime's time driver enabled (tokio panics on a
+    /// timer without one); outside a runtime (the blocking
+    /// [`install_topology`](crate::Cluster::install_topology)) the thread is used as
+    /// before. A real process keeps the default.
+    ///
+    /// # Example
+    /// ```
+    /// use kv_cluster::ClusterOptions;
+    ///
+    /// assert!(!ClusterOptions::new().drain_on_timer_value());
+    /// assert!(ClusterOptions::new().drain_on_timer(true).drain_on_timer_value());
+    /// ```
+    pub fn drain_on_timer(mut self, on_timer: bool) -> Self {
+        self.drain_on_timer = on_timer;
+        self
+    }
+
+    /// Whether installs drain on the runtime's timer
+    /// ([`drain_on_timer`](ClusterOptions::drain_on_timer)).
+    pub fn drain_on_timer_value(&self) -> bool {
+        self.drain_on_timer
     }
 
     /// Breaks a mechanism on purpose (feature `testing` only): see

@@ -294,6 +294,12 @@ pub(crate) fn drain(mut old: Arc<Routing>) {
 /// (one per routing step), so a thread each costs nothing that matters. If no thread can
 /// be started the future polls weak references instead: it wakes itself and returns
 /// `Pending`, so the runtime runs every other ready task before it looks again.
+///
+/// [`Drained::on_timer`] looks on the runtime's timer instead, holding weak references only
+/// (`ClusterOptions::drain_on_timer`, for simulations): a thread would drop the last
+/// snapshot and wake the install at moments the machine decides, not simulated time, and a
+/// self-waking future would keep a paused-clock runtime from ever going idle (its clock
+/// then never advances).
 pub(crate) struct Drained {
     state: DrainState,
 }
@@ -305,9 +311,17 @@ enum DrainState {
     Thread(Arc<parking_lot::Mutex<DrainShared>>),
     /// No thread could be started: polled until nobody holds the snapshots.
     Poll(Vec<std::sync::Weak<Routing>>),
+    /// Looked at on the runtime's timer: the weak snapshots and the next look.
+    Timer(
+        Vec<std::sync::Weak<Routing>>,
+        std::pin::Pin<Box<tokio::time::Sleep>>,
+    ),
     /// Finished.
     Done,
 }
+
+/// How often [`Drained::on_timer`] looks again.
+const DRAIN_TICK: Duration = Duration::from_millis(1);
 
 #[derive(Default)]
 struct DrainShared {
@@ -320,6 +334,17 @@ impl Drained {
     pub(crate) fn new(old: Vec<Arc<Routing>>) -> Drained {
         Drained {
             state: DrainState::Start(old),
+        }
+    }
+
+    /// The same, looking every [`DRAIN_TICK`] on the timer of the runtime it is polled on
+    /// (which must have its time driver), with no thread and no strong reference: dropped
+    /// after its first poll, it keeps nothing of `old` alive. Made and polled only on a
+    /// runtime (the install checks); tokio panics if that runtime has no time driver.
+    pub(crate) fn on_timer(old: Vec<Arc<Routing>>) -> Drained {
+        let watched = old.iter().map(Arc::downgrade).collect();
+        Drained {
+            state: DrainState::Timer(watched, Box::pin(tokio::time::sleep(Duration::ZERO))),
         }
     }
 }
@@ -382,6 +407,21 @@ impl std::future::Future for Drained {
                     }
                     self.state = DrainState::Poll(old);
                     cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                DrainState::Timer(mut old, mut next) => {
+                    old.retain(|o| o.strong_count() > 0);
+                    if old.is_empty() {
+                        return Poll::Ready(());
+                    }
+                    loop {
+                        if next.as_mut().poll(cx).is_pending() {
+                            break;
+                        }
+                        next.as_mut()
+                            .reset(tokio::time::Instant::now() + DRAIN_TICK);
+                    }
+                    self.state = DrainState::Timer(old, next);
                     return Poll::Pending;
                 }
                 DrainState::Done => return Poll::Ready(()),

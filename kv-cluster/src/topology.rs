@@ -263,7 +263,12 @@ impl Cluster {
         // leaves the new routing installed (its drain thread runs on), and `topology()` must
         // say so.
         *self.topology.lock() = Some(topology);
-        crate::routing::Drained::new(old).await;
+        // Outside a runtime (the blocking `install_topology`) there is no timer to look on.
+        if self.opts.drain_on_timer && tokio::runtime::Handle::try_current().is_ok() {
+            crate::routing::Drained::on_timer(old).await;
+        } else {
+            crate::routing::Drained::new(old).await;
+        }
         // Health and hint stores of nodes no longer routed: after the drain, since an
         // operation of the old routing may still write a hint for one of them.
         self.forget_departed();
@@ -417,5 +422,58 @@ mod tests {
                 .unwrap()
         );
         ticker.abort();
+    }
+
+    /// With `drain_on_timer`, the install waits for an operation in flight on the runtime's
+    /// timer and keeps no reference to the old routing: abandoned after the swap, it leaves
+    /// the operation the only holder (no thread drops it later); awaited, it finishes once
+    /// the operation lets go.
+    #[test]
+    fn install_drains_on_the_timer_without_holding_the_old_routing() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let opts = ClusterOptions::new()
+                .backend(Arc::new(MemoryBackend::default()))
+                .drain_on_timer(true);
+            let cluster = Arc::new(Cluster::open(dir.path(), opts).unwrap());
+            let members = RingMember::of_ring(&cluster.ring());
+            let held = cluster.routing();
+            assert_eq!(Arc::strong_count(&held), 2, "ours and the routing table's");
+
+            // Abandoned after one look: the routing is swapped, and nothing but `held`
+            // keeps the old one.
+            let abandoned = tokio::time::timeout(
+                Duration::from_millis(20),
+                cluster.install_topology_async(Topology::stable(10, members.clone())),
+            )
+            .await;
+            assert!(abandoned.is_err(), "the install ended before the drain");
+            assert_eq!(cluster.topology_epoch(), 10);
+            assert_eq!(Arc::strong_count(&held), 1, "the old routing is still held");
+
+            // Awaited: it looks again on the timer and ends once the operation lets go.
+            let held = cluster.routing();
+            let install = {
+                let c = Arc::clone(&cluster);
+                tokio::spawn(async move {
+                    c.install_topology_async(Topology::stable(11, members))
+                        .await
+                })
+            };
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            assert!(!install.is_finished(), "the install ended before the drain");
+            drop(held);
+            let installed = tokio::time::timeout(Duration::from_secs(5), install)
+                .await
+                .expect("the install never saw the drain")
+                .unwrap()
+                .unwrap();
+            assert!(installed);
+            assert_eq!(cluster.topology_epoch(), 11);
+        });
     }
 }

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use kv_cluster::Replica;
@@ -13,6 +13,10 @@ use kv_net::{PeerInfo, StreamSink};
 use kv_node::Record;
 use kv_ring::TokenRange;
 use parking_lot::Mutex;
+// tokio's clock, not the machine's: the same instant in a real process (tokio's `Instant`
+// wraps std's), and simulated time under turmoil, where when a checkpoint syncs (and so
+// when its progress is committed) must not depend on how fast the machine runs.
+use tokio::time::Instant;
 
 use crate::range_stream::{CHECKPOINT_EVERY, Chunk, StreamError, StreamHeader, decode_chunk};
 

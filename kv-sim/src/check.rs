@@ -136,21 +136,196 @@ impl fmt::Display for Violation {
     }
 }
 
+/// The nodes' clocks as the run set them: each node's offset from the simulation's global
+/// time, from each time on (`docs/membership.md` §4.3). It decides which writes the checker
+/// may call ordered in real time ([`Clocks::ordered`]): versions are last-writer-wins on
+/// the coordinators' hybrid clocks, so a write counts as finished before another started
+/// only if every version the first can carry is below every version the second can.
+///
+/// - The second write's version is at least its coordinator's wall clock at some moment
+///   of the write (a hybrid clock never goes below its wall clock): its **floor** is the
+///   lowest reading of that node's clock over the write.
+/// - The first write's version is at most what its coordinator's hybrid clock can have
+///   reached by the time the write finished, its **ceiling**: the highest reading of any
+///   node's clock by then (a version read from a node whose clock ran ahead is observed),
+///   but at most [`MAX_SKEW`](kv_cluster::MAX_SKEW) past the highest reading of its own (kv-cluster's observe
+///   bound). A hybrid clock never goes back, so a clock stepped back keeps its highest
+///   reading; and once a node's clock has stepped back, that node restarted may start at
+///   its version lease, up to [`LEASE_WINDOW`](kv_cluster::LEASE_WINDOW) past its highest version (kv-cluster's
+///   `lease_jumps`), so its highest reading counts that much higher.
+///
+/// With no clock steps (offsets fixed at the start) this is plain real-time order with a
+/// margin of the largest offset minus the second coordinator's, at most twice the largest
+/// skew; a node whose clock was stepped ahead by 10 s makes every write of the next 10 s
+/// or so unordered with writes before it, since the store cannot order them either.
+///
+/// A node with no recorded offset has an exact clock; [`Clocks::default`] is all exact.
+///
+/// # Example
+/// ```
+/// use std::time::Duration;
+/// use kv_sim::check::{Clocks, Kind, Op, Outcome};
+///
+/// let set = |node: &str, from, to| Op {
+///     client: 0, node: node.into(), version: None, kind: Kind::Set, key: 1, value: None,
+///     invoke: Duration::from_millis(from), complete: Duration::from_millis(to), outcome: Outcome::Ok,
+/// };
+/// let mut clocks = Clocks::default();
+/// assert!(clocks.ordered(&set("node1", 0, 10), &set("node2", 100, 110)));
+/// assert!(!clocks.ordered(&set("node1", 0, 10), &set("node2", 11, 20))); // a tick apart
+/// // node1's clock jumps 5 s ahead at 50 ms, back at 60 ms: a write through node1 then
+/// // and a write through node2 at 2 s are no longer ordered, at 5.1 s they are.
+/// clocks.step("node1", Duration::from_millis(50), 5_000);
+/// clocks.step("node1", Duration::from_millis(60), 0);
+/// assert!(!clocks.ordered(&set("node1", 40, 55), &set("node2", 2_000, 2_010)));
+/// assert!(clocks.ordered(&set("node1", 40, 55), &set("node2", 5_100, 5_110)));
+/// // After the step back, node1 may restart at its lease, a second past its highest
+/// // reading (5.06 s): a write through it then is ordered only from 6.1 s.
+/// assert!(!clocks.ordered(&set("node1", 70, 80), &set("node2", 6_000, 6_010)));
+/// assert!(clocks.ordered(&set("node1", 70, 80), &set("node2", 6_100, 6_110)));
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Clocks {
+    /// Each node's offsets in milliseconds, each from a time on, in time order.
+    steps: BTreeMap<String, Vec<(Duration, i64)>>,
+    /// The nodes whose clock was stepped back, and when it first was (milliseconds).
+    stepped_back: BTreeMap<String, i64>,
+}
+
+/// kv-cluster's bound on how far ahead of its own wall clock a coordinator observes a
+/// version, in milliseconds.
+const MAX_SKEW: i64 = kv_cluster::MAX_SKEW.as_millis() as i64;
+/// kv-cluster's version lease window, in milliseconds.
+const LEASE_WINDOW: i64 = kv_cluster::LEASE_WINDOW.as_millis() as i64;
+/// The hosts read the simulation's global time as published before each step; a client
+/// may read it a tick later: two ticks of slack.
+const SLACK_MS: i64 = 2;
+
+impl Clocks {
+    /// Sets `node`'s clock offset to `offset_ms` from `at` on (the start's offsets at
+    /// zero). Steps of one node are given in time order.
+    pub fn step(&mut self, node: &str, at: Duration, offset_ms: i64) {
+        let steps = self.steps.entry(node.to_string()).or_default();
+        let before = steps.last().map_or(0, |&(_, o)| o);
+        if !steps.is_empty() && offset_ms < before {
+            self.stepped_back.entry(node.to_string()).or_insert(ms(at));
+        }
+        steps.push((at, offset_ms));
+    }
+
+    /// The same clocks without their steps: each node's offset as set at the start, for
+    /// ever (what a checker that ignored the skew faults would assume).
+    pub fn at_start(&self) -> Clocks {
+        let mut start = Clocks::default();
+        for (node, steps) in &self.steps {
+            if let Some(&(at, offset)) = steps.first()
+                && at == Duration::ZERO
+            {
+                start.step(node, at, offset);
+            }
+        }
+        start
+    }
+
+    /// The largest distance between two offsets ever set (milliseconds): how far apart
+    /// two clocks have been at most.
+    pub fn largest_spread_ms(&self) -> i64 {
+        let all = self.steps.values().flatten().map(|&(_, o)| o);
+        let (lo, hi) = all.fold((0, 0), |(lo, hi), o| (lo.min(o), hi.max(o)));
+        hi - lo
+    }
+
+    /// Whether `first`'s version is below `then`'s whatever the clocks did (see
+    /// [`Clocks`]): `first` finished before `then` began by more than the clocks allow
+    /// to reorder.
+    pub fn ordered(&self, first: &Op, then: &Op) -> bool {
+        self.ceiling(&first.node, first.complete) + SLACK_MS
+            < self.floor(&then.node, then.invoke, then.complete)
+    }
+
+    /// `node`'s offsets as `(from, until, offset)` spans (the last until the end).
+    fn spans(&self, node: &str) -> Vec<(i64, i64, i64)> {
+        let Some(steps) = self.steps.get(node) else {
+            return vec![(0, i64::MAX, 0)];
+        };
+        let mut spans = Vec::with_capacity(steps.len() + 1);
+        if steps.first().is_none_or(|&(at, _)| at > Duration::ZERO) {
+            spans.push((0, steps.first().map_or(i64::MAX, |&(at, _)| ms(at)), 0));
+        }
+        for (i, &(at, offset)) in steps.iter().enumerate() {
+            let until = steps.get(i + 1).map_or(i64::MAX, |&(next, _)| ms(next));
+            spans.push((ms(at), until, offset));
+        }
+        spans
+    }
+
+    /// The highest reading of `node`'s clock by `t`.
+    fn highest(&self, node: &str, t: i64) -> i64 {
+        self.spans(node)
+            .into_iter()
+            .filter(|&(from, _, _)| from <= t)
+            .map(|(_, until, offset)| until.min(t).saturating_add(offset))
+            .max()
+            .unwrap_or(t)
+    }
+
+    /// The highest version (in clock milliseconds) `node`'s own clock, or its lease after
+    /// a restart, can have given it by `t`.
+    fn highest_version(&self, node: &str, t: i64) -> i64 {
+        let lease = if self.stepped_back.get(node).is_some_and(|&back| back <= t) {
+            LEASE_WINDOW
+        } else {
+            0
+        };
+        self.highest(node, t).saturating_add(lease)
+    }
+
+    /// The highest version (in clock milliseconds) `node` can have minted by `t`: its own,
+    /// or one observed from any node, bounded by its observe bound.
+    fn ceiling(&self, node: &str, t: Duration) -> i64 {
+        let t = ms(t);
+        let any = self
+            .steps
+            .keys()
+            .map(|n| self.highest_version(n, t))
+            .chain([t])
+            .max()
+            .unwrap_or(t);
+        let observed = any.min(self.highest(node, t).saturating_add(MAX_SKEW));
+        observed.max(self.highest_version(node, t))
+    }
+
+    /// The lowest reading of `node`'s clock between `from` and `to`.
+    fn floor(&self, node: &str, from: Duration, to: Duration) -> i64 {
+        let (from, to) = (ms(from), ms(to));
+        self.spans(node)
+            .into_iter()
+            .filter(|&(start, until, _)| start <= to && until > from)
+            .map(|(start, _, offset)| start.max(from).saturating_add(offset))
+            .min()
+            .unwrap_or(from)
+    }
+}
+
+/// `d` in whole milliseconds.
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
 /// Checks properties 1, 2 and 3 on `history` and the final `replicas` (each key's replicas in
 /// the final ring); an empty answer means all hold.
 ///
-/// A write counts as finished before another started only if more than `margin` separates
-/// them: versions are last-writer-wins on the coordinators' wall clocks, so two writes
-/// closer than the largest skew between two coordinators may be ordered either way (the
-/// hybrid clock observes versions on reads only). `margin` is twice the largest skew of
-/// a node's clock; `Duration::ZERO` with unskewed clocks checks plain real-time order.
+/// A write counts as finished before another started only if `clocks` says so
+/// ([`Clocks::ordered`]): versions are last-writer-wins on the coordinators' clocks, so
+/// writes closer than the clocks' skew may be ordered either way.
+/// [`Clocks::default`] (exact clocks) checks plain real-time order.
 ///
 /// # Example
 ///
 /// ```
 /// use std::collections::BTreeMap;
 /// use std::time::Duration;
-/// use kv_sim::check::{check, Kind, Op, Outcome, Property};
+/// use kv_sim::check::{check, Clocks, Kind, Op, Outcome, Property};
 ///
 /// let set = |v: &str, from, to| Op {
 ///     client: 0, node: "node1".into(), version: None, kind: Kind::Set, key: 1, value: Some(v.into()),
@@ -160,11 +335,11 @@ impl fmt::Display for Violation {
 /// // Every replica ended with "a", which finished before "b" started: "b" is lost.
 /// let held = BTreeMap::from([(1, Some((Some("a".to_string()), 7)))]);
 /// let replicas = vec![("node1".to_string(), held.clone()), ("node2".to_string(), held)];
-/// let found = check(&history, &replicas, Duration::ZERO);
+/// let found = check(&history, &replicas, &Clocks::default());
 /// assert_eq!(found.len(), 2); // one per replica
 /// assert!(found.iter().all(|v| v.property == Property::NoLostWrite));
 /// ```
-pub fn check(history: &[Op], replicas: &Replicas, margin: Duration) -> Vec<Violation> {
+pub fn check(history: &[Op], replicas: &Replicas, clocks: &Clocks) -> Vec<Violation> {
     let mut by_key: BTreeMap<u16, Vec<&Op>> = BTreeMap::new();
     for op in history {
         by_key.entry(op.key).or_default().push(op);
@@ -176,8 +351,8 @@ pub fn check(history: &[Op], replicas: &Replicas, margin: Duration) -> Vec<Viola
             .filter(|o| o.kind == Kind::Set)
             .filter_map(|o| o.value.as_deref().map(|v| (v, *o)))
             .collect();
-        no_lost_write(*key, ops, &writes, replicas, margin, &mut found);
-        reads_see_finished_writes(*key, ops, &writes, margin, &mut found);
+        no_lost_write(*key, ops, &writes, replicas, clocks, &mut found);
+        reads_see_finished_writes(*key, ops, &writes, clocks, &mut found);
     }
     convergence(replicas, &mut found);
     found
@@ -268,7 +443,7 @@ fn no_lost_write(
     ops: &[&Op],
     writes: &HashMap<&str, &Op>,
     replicas: &Replicas,
-    margin: Duration,
+    clocks: &Clocks,
     found: &mut Vec<Violation>,
 ) {
     for w in ops
@@ -299,7 +474,7 @@ fn no_lost_write(
                     message: format!("{node} holds {value:?}, which no client wrote"),
                     ops: vec![(*w).clone()],
                 }),
-                Some(f) if f.complete + margin < w.invoke => found.push(Violation {
+                Some(f) if clocks.ordered(f, w) => found.push(Violation {
                     property: Property::NoLostWrite,
                     key,
                     message: format!(
@@ -321,7 +496,7 @@ fn reads_see_finished_writes(
     key: u16,
     ops: &[&Op],
     writes: &HashMap<&str, &Op>,
-    margin: Duration,
+    clocks: &Clocks,
     found: &mut Vec<Violation>,
 ) {
     let acked: Vec<&Op> = ops
@@ -367,7 +542,7 @@ fn reads_see_finished_writes(
             });
             continue;
         }
-        if let Some(newer) = before.iter().find(|w| seen.complete + margin < w.invoke) {
+        if let Some(newer) = before.iter().find(|w| clocks.ordered(seen, w)) {
             found.push(Violation {
                 property: Property::ReadSeesFinishedWrite,
                 key,
@@ -437,15 +612,57 @@ mod tests {
         let mut replicas = everywhere("a");
         // A node that is not a replica of the key in the final ring: not looked at.
         replicas.push(("n3".into(), BTreeMap::new()));
-        assert!(check(std::slice::from_ref(&w), &replicas, Duration::ZERO).is_empty());
+        assert!(check(std::slice::from_ref(&w), &replicas, &Clocks::default()).is_empty());
         // A replica that never saw the key: the acknowledged write is lost there, and the
         // replicas disagree.
         replicas.push(("n4".into(), BTreeMap::from([(3, None)])));
-        let props: Vec<Property> = check(&[w], &replicas, Duration::ZERO)
+        let props: Vec<Property> = check(&[w], &replicas, &Clocks::default())
             .iter()
             .map(|v| v.property)
             .collect();
         assert_eq!(props, vec![Property::NoLostWrite, Property::Convergence]);
+    }
+
+    /// A clock 10 s ahead: its own writes stay ahead of later ones for 10 s and its
+    /// lease's second; another coordinator observes its versions only up to `MAX_SKEW`
+    /// past its own clock; a clock stepped back lowers the floor of writes through it.
+    #[test]
+    fn clocks_bound_the_order_by_the_steps_applied() {
+        let at = |node: &str, from: u64, to: u64| Op {
+            node: node.into(),
+            ..op(Kind::Set, Some("x"), from, to, Outcome::Ok)
+        };
+        let mut clocks = Clocks::default();
+        clocks.step("node1", Duration::ZERO, 0);
+        clocks.step("node1", Duration::from_millis(5), 10_000);
+        clocks.step("node1", Duration::from_millis(100), 0);
+        assert_eq!(clocks.largest_spread_ms(), 10_000);
+        // Through node1 while ahead: ordered only 10 s later.
+        assert!(!clocks.ordered(&at("node1", 0, 10), &at("node3", 6_000, 6_010)));
+        assert!(!clocks.ordered(&at("node1", 0, 10), &at("node3", 10_000, 10_010)));
+        assert!(clocks.ordered(&at("node1", 0, 10), &at("node3", 10_100, 10_110)));
+        // Through node1 after its clock stepped back: its clock keeps its highest reading
+        // (10.1 s), and restarted it may start at its lease, a second past that.
+        assert!(!clocks.ordered(&at("node1", 200, 210), &at("node3", 11_000, 11_010)));
+        assert!(clocks.ordered(&at("node1", 200, 210), &at("node3", 11_200, 11_210)));
+        // Through node2, which may have observed node1's versions: up to 5 s ahead.
+        assert!(!clocks.ordered(&at("node2", 0, 10), &at("node3", 5_000, 5_010)));
+        assert!(clocks.ordered(&at("node2", 0, 10), &at("node3", 5_100, 5_110)));
+        // Before the step, writes through node1 are ordered as usual.
+        assert!(clocks.ordered(&at("node1", 0, 2), &at("node3", 10, 20)));
+        // The start's offsets alone order what the steps do not.
+        assert!(
+            clocks
+                .at_start()
+                .ordered(&at("node1", 0, 10), &at("node3", 6_000, 6_010))
+        );
+
+        // A clock stepped back 3 s: a write through it is not ordered after one that
+        // finished within those 3 s, elsewhere.
+        let mut back = Clocks::default();
+        back.step("node2", Duration::from_secs(1), -3_000);
+        assert!(!back.ordered(&at("node1", 900, 950), &at("node2", 2_000, 2_010)));
+        assert!(back.ordered(&at("node1", 900, 950), &at("node2", 4_000, 4_010)));
     }
 
     #[test]
@@ -454,9 +671,9 @@ mod tests {
             op(Kind::Set, Some("a"), 0, 10, Outcome::Ok),
             op(Kind::Set, Some("b"), 5, 20, Outcome::Unknown),
         ];
-        assert!(check(&h, &everywhere("b"), Duration::ZERO).is_empty());
+        assert!(check(&h, &everywhere("b"), &Clocks::default()).is_empty());
         // "a" winning over a concurrent "b" is as good.
-        assert!(check(&h, &everywhere("a"), Duration::ZERO).is_empty());
+        assert!(check(&h, &everywhere("a"), &Clocks::default()).is_empty());
     }
 
     #[test]
@@ -468,11 +685,11 @@ mod tests {
         let found = check(
             &[w1.clone(), w2.clone(), stale],
             &everywhere("b"),
-            Duration::ZERO,
+            &Clocks::default(),
         );
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(found[0].property, Property::ReadSeesFinishedWrite);
-        assert!(check(&[w1, w2, concurrent], &everywhere("b"), Duration::ZERO).is_empty());
+        assert!(check(&[w1, w2, concurrent], &everywhere("b"), &Clocks::default()).is_empty());
     }
 
     #[test]
@@ -481,7 +698,7 @@ mod tests {
         let r = op(Kind::Get, None, 20, 30, Outcome::Ok);
         let mut replicas = everywhere("a");
         replicas[1].1.insert(3, Some((Some("a".into()), 2)));
-        let found = check(&[w, r], &replicas, Duration::ZERO);
+        let found = check(&[w, r], &replicas, &Clocks::default());
         let props: Vec<Property> = found.iter().map(|v| v.property).collect();
         assert_eq!(
             props,

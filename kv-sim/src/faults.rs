@@ -1,7 +1,10 @@
 //! The seeded fault generator (`docs/membership.md` §4.4, CI mode): every 1–3 s one of a
-//! partition (a node cut from the other nodes, or from everyone), a slow link, or a node
-//! crash bounced after 0–6 s; at most one partition and one crashed node at a time. At
-//! `until` every fault heals and the generator stops.
+//! partition (a node cut from the other nodes, or from everyone) [weight 3], a slow link
+//! [2], a node crash bounced after 0–6 s [3], or a clock skew [1]: one node's clock stepped
+//! by up to ± [`SimConfig::skew_step_ms`](crate::SimConfig::skew_step_ms) for 1–8 s, then
+//! stepped back to its drawn offset (a clock that jumps, then jumps back); at most one
+//! fault of each kind at a time. At `until` every fault heals and the generator stops.
+//! Every clock step is recorded ([`Faults::into_log`]) for the checker's bound.
 //!
 //! A partition is turmoil's `hold` (segments queued, delivered on `release`): TCP across a
 //! cut shorter than its retransmission timeout. turmoil's `partition` drops segments for good
@@ -9,11 +12,13 @@
 //! keeps a connection whose liveness failed, so that would be a permanent cut, not a fault
 //! that heals.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use crate::node::Skew;
 use crate::{Crashes, NODES, Restarted};
 
 /// The links' normal maximum latency, in milliseconds.
@@ -38,9 +43,34 @@ pub(crate) struct Faults {
     hosts: &'static [&'static str],
     /// The client hosts (a node cut from everyone is cut from them too).
     clients: u32,
+    /// Every host that is not a node (clients, admin, driver): a crashed node's links to
+    /// them are cut while it crashes ([`Faults::crash`]).
+    others: Vec<String>,
     log: Vec<String>,
     /// Each node that was cut off or crashed, from when to when.
     impaired: Vec<Impaired>,
+    /// Each node's clock offset (indexed as `hosts`), and the offset drawn for it at the
+    /// start, which a skew fault's end returns it to.
+    clocks: Vec<(Skew, i64)>,
+    /// The largest step of a skew fault, in milliseconds (0: no skew faults).
+    skew_step_ms: i64,
+    /// The skewed node (index into `hosts`) and when its clock steps back.
+    skewed: Option<(Duration, usize)>,
+    /// Every clock offset set: node, from when, the offset in milliseconds.
+    steps: Vec<ClockStep>,
+}
+
+/// A clock offset set on a node from a time on: node, time, offset in milliseconds.
+pub(crate) type ClockStep = (String, Duration, i64);
+
+/// What the fault generator did: its log, the impaired nodes, and the clock steps.
+pub(crate) struct FaultLog {
+    /// What was injected, with the simulated times.
+    pub(crate) log: Vec<String>,
+    /// Each node cut off or crashed, from when to when.
+    pub(crate) impaired: Vec<Impaired>,
+    /// Every clock offset, from the start's on.
+    pub(crate) steps: Vec<ClockStep>,
 }
 
 /// Held links: when they are released, when they were held, and the pairs.
@@ -50,15 +80,34 @@ type HeldLinks = (Duration, Duration, Vec<(String, String)>);
 pub(crate) type Impaired = (String, Duration, Duration);
 
 impl Faults {
+    /// The generator for a run of `config` (its fault window, crashes, clients and skew
+    /// step), drawing from `seed`, over the node `hosts` and their `clocks` (indexed
+    /// alike), the other hosts `others`.
     pub(crate) fn new(
         seed: u64,
-        until: Duration,
-        crashes: Crashes,
+        config: &crate::SimConfig,
         restarted: Restarted,
         hosts: &'static [&'static str],
-        clients: u32,
+        others: Vec<String>,
+        clocks: Vec<Skew>,
     ) -> Faults {
+        let (until, crashes, clients) = (config.faults_until, config.crashes, config.clients);
+        let steps = hosts
+            .iter()
+            .zip(&clocks)
+            .map(|(h, c)| (h.to_string(), Duration::ZERO, c.load(Ordering::Relaxed)))
+            .collect();
         Faults {
+            clocks: clocks
+                .into_iter()
+                .map(|c| {
+                    let base = c.load(Ordering::Relaxed);
+                    (c, base)
+                })
+                .collect(),
+            skew_step_ms: i64::try_from(config.skew_step_ms).unwrap_or(i64::MAX),
+            skewed: None,
+            steps,
             rng: StdRng::seed_from_u64(seed),
             until,
             next: Duration::from_secs(3),
@@ -71,14 +120,66 @@ impl Faults {
             restarted,
             hosts,
             clients,
+            others,
             log: Vec::new(),
             impaired: Vec::new(),
         }
     }
 
     /// What was injected, with the simulated times.
-    pub(crate) fn into_log(self) -> (Vec<String>, Vec<Impaired>) {
-        (self.log, self.impaired)
+    pub(crate) fn into_log(self) -> FaultLog {
+        FaultLog {
+            log: self.log,
+            impaired: self.impaired,
+            steps: self.steps,
+        }
+    }
+
+    /// Sets node `index`'s clock offset from `now` on, and records it.
+    fn set_clock(&mut self, index: usize, now: Duration, offset: i64) {
+        self.clocks[index].0.store(offset, Ordering::Relaxed);
+        self.steps
+            .push((self.hosts[index].to_string(), now, offset));
+    }
+
+    /// Crashes `node` without a word on the wire: what its sockets send while the crashed
+    /// runtime drops them (a FIN or RST each) is discarded.
+    ///
+    /// turmoil drops a crashed host's tasks in the order of tokio's task list, sharded by
+    /// task id, and task ids come from a counter global to the process (every run, every
+    /// test thread), so that order differs from one run of a seed to the next. Each
+    /// segment a dropped socket sent drew its latency from the simulation's rng, so the
+    /// order reshuffled every later latency, and peers saw the connections end in another
+    /// order. Cut one way around the crash, nothing is sent and nothing drawn: the host
+    /// vanishes as a machine does when it loses power, and peers learn of it from their own
+    /// next segment (answered by a reset) or from kv-net's liveness, on simulated time.
+    /// Segments already on the wire to it are kept (they meet closed sockets: resets);
+    /// those it sent in its last milliseconds and not yet delivered are lost with it (a
+    /// reply then turns into the client's timeout, `Unknown`).
+    fn crash(&mut self, sim: &mut turmoil::Sim<'_>, node: &str) {
+        let others: Vec<&str> = self
+            .hosts
+            .iter()
+            .copied()
+            .filter(|n| *n != node)
+            .chain(self.others.iter().map(String::as_str))
+            .collect();
+        for other in &others {
+            sim.partition_oneway(node, *other);
+        }
+        sim.crash(node);
+        for other in &others {
+            sim.repair_oneway(node, *other);
+        }
+        // The repair made the links from the node healthy: a cut of it that is still on
+        // holds them again (what the node had held on them died with it).
+        if let Some((_, _, pairs)) = &self.held {
+            for (a, b) in pairs {
+                if a == node || b == node {
+                    sim.hold(a.as_str(), b.as_str());
+                }
+            }
+        }
     }
 
     /// Whether `node` may be crashed.
@@ -121,6 +222,15 @@ impl Faults {
             self.log.push(format!("{now:?} fast {a}-{b}"));
             self.slow = None;
         }
+        if let Some((end, index)) = self.skewed
+            && (stopping || now >= end)
+        {
+            let base = self.clocks[index].1;
+            self.set_clock(index, now, base);
+            self.log
+                .push(format!("{now:?} unskew {} to {base}ms", self.hosts[index]));
+            self.skewed = None;
+        }
         if stopping {
             if !self.healed {
                 self.healed = true;
@@ -134,7 +244,7 @@ impl Faults {
         self.next = now + Duration::from_millis(self.rng.random_range(1000..3000));
         let node = self.hosts[self.rng.random_range(0..self.hosts.len())];
         let span = Duration::from_millis(self.rng.random_range(1000..8000));
-        match self.rng.random_range(0..8) {
+        match self.rng.random_range(0..9) {
             0..=2 if self.held.is_none() => {
                 let mut others: Vec<String> = self
                     .hosts
@@ -177,10 +287,22 @@ impl Faults {
                     self.restarted.lock()[i] = true;
                 }
                 let down = Duration::from_millis(self.rng.random_range(0..6000));
-                sim.crash(node);
+                self.crash(sim, node);
                 self.log.push(format!("{now:?} crash {node} for {down:?}"));
                 self.crashed = Some((now + down, node));
                 self.crashed_at = now;
+            }
+            8 if self.skewed.is_none() && self.skew_step_ms > 0 => {
+                let index = self.hosts.iter().position(|h| *h == node).unwrap_or(0);
+                let step = self
+                    .rng
+                    .random_range(-self.skew_step_ms..=self.skew_step_ms);
+                let offset = self.clocks[index].1.saturating_add(step);
+                self.set_clock(index, now, offset);
+                self.log.push(format!(
+                    "{now:?} skew {node} by {step}ms to {offset}ms for {span:?}"
+                ));
+                self.skewed = Some((now + span, index));
             }
             _ => {}
         }

@@ -14,10 +14,11 @@
 //! idealized metadata service (no raft), each node installing every epoch's topology and
 //! fencing its replica, and range streams from each losing replica into kv-remote's
 //! `RangeReceiver` on the gaining one. The key design decision: everything the run waits
-//! for runs on the hosts' simulated runtimes, never on a thread (kv-cluster's drain thread
-//! is not waited for), so that a seed replays exactly: one without crashes and changes
-//! does; one with a change not yet, by a millisecond (see the README, determinism, and for
-//! what is not simulated).
+//! for runs on the hosts' simulated runtimes, never on a thread (kv-cluster's installs
+//! drain on the runtime's timer), and a crashed host says nothing on the wire, so that
+//! every seed replays exactly, with crashes, changes and clock-skew faults (see the README,
+//! determinism, and for what is not simulated); a failing seed prints the command that
+//! replays it ([`SimConfig::replay_command`]).
 //!
 //! ```no_run
 //! let report = kv_sim::run(&kv_sim::SimConfig::new(0x5eed))?;
@@ -114,10 +115,13 @@ pub struct SimConfig {
     pub clients_until: Duration,
     /// When hint handoff and repair run on every node, one after the other.
     pub repair_at: Duration,
-    /// Each node's wall clock is off by a fixed amount drawn from `-max_skew..=max_skew`
-    /// (milliseconds). The checker orders two writes in real time only when more than twice
-    /// this separates them (see [`check::check`]).
+    /// Each node's wall clock is off by an amount drawn from `-max_skew..=max_skew`
+    /// (milliseconds) at the start. The checker orders two writes in real time only as far
+    /// as the clocks allow (see [`check::Clocks`]).
     pub max_skew_ms: u64,
+    /// The largest step of a clock-skew fault (milliseconds; 0: none drawn): a node's clock
+    /// jumps by up to this much either way for 1–8 s, then back (membership.md §4.3).
+    pub skew_step_ms: u64,
     /// Which nodes the fault generator crashes and bounces, and whether clients go on using
     /// a restarted node as their coordinator.
     pub crashes: Crashes,
@@ -142,10 +146,63 @@ impl SimConfig {
             clients_until: Duration::from_secs(50),
             repair_at: Duration::from_secs(55),
             max_skew_ms: 250,
+            skew_step_ms: 10_000,
             crashes: Crashes::Any,
             sabotage: None,
             changes: seed % 2 == 1,
         }
+    }
+}
+
+impl SimConfig {
+    /// The command that replays this run exactly: `one_seed` with the seed and every
+    /// setting that differs from [`SimConfig::new`]'s for it (`SIM_CHANGES`, `SIM_CRASHES`,
+    /// `SIM_SKEW_MS`, `SIM_SKEW_STEP_MS`, `SIM_SABOTAGE`), with `--cfg tokio_unstable`, without
+    /// which turmoil does not seed the hosts' runtimes. The other fields (clients, keys,
+    /// times) have no variable: a run that changed them is replayed by its own test.
+    ///
+    /// # Example
+    /// ```
+    /// let mut config = kv_sim::SimConfig::new(0x5eed0002);
+    /// config.changes = true;
+    /// assert_eq!(
+    ///     config.replay_command(),
+    ///     "RUSTFLAGS=\"--cfg tokio_unstable\" SIM_SEED=0x5eed0002 SIM_CHANGES=1 \
+    ///      cargo test -p kv-sim --release -- one_seed --nocapture"
+    /// );
+    /// ```
+    pub fn replay_command(&self) -> String {
+        let usual = SimConfig::new(self.seed);
+        let mut cmd = format!(
+            "RUSTFLAGS=\"--cfg tokio_unstable\" SIM_SEED={:#x}",
+            self.seed
+        );
+        if self.changes != usual.changes {
+            let _ = write!(cmd, " SIM_CHANGES={}", u8::from(self.changes));
+        }
+        if self.crashes != usual.crashes {
+            let crashes = match self.crashes {
+                Crashes::Off => "off",
+                Crashes::Replicas => "replicas",
+                Crashes::Any => "any",
+            };
+            let _ = write!(cmd, " SIM_CRASHES={crashes}");
+        }
+        if self.max_skew_ms != usual.max_skew_ms {
+            let _ = write!(cmd, " SIM_SKEW_MS={}", self.max_skew_ms);
+        }
+        if self.skew_step_ms != usual.skew_step_ms {
+            let _ = write!(cmd, " SIM_SKEW_STEP_MS={}", self.skew_step_ms);
+        }
+        if let Some(sabotage) = self.sabotage {
+            let name = match sabotage {
+                Sabotage::OneReplica => "one-replica",
+                Sabotage::SkipPendingDualWrite => "skip-pending-dual-write",
+            };
+            let _ = write!(cmd, " SIM_SABOTAGE={name}");
+        }
+        cmd.push_str(" cargo test -p kv-sim --release -- one_seed --nocapture");
+        cmd
     }
 }
 
@@ -174,6 +231,8 @@ pub enum SimError {
 pub struct Report {
     /// The seed.
     pub seed: u64,
+    /// The command that replays the run exactly ([`SimConfig::replay_command`]).
+    pub replay: String,
     /// Every client operation.
     pub history: Vec<Op>,
     /// The faults injected, with their simulated times.
@@ -185,6 +244,12 @@ pub struct Report {
     /// The membership changes' steps (the metadata's log) and the streams' ends, with
     /// their simulated times; empty in a run without changes.
     pub changes: Vec<String>,
+    /// What the clocks made the coordinators do, with the simulated times: a restarted
+    /// coordinator's wait for its version lease (`lease wait`), a start at its lease
+    /// because its clock had stepped back too far (`lease jump`).
+    pub clock_events: Vec<String>,
+    /// The nodes' clocks as set (for the checker's order of writes).
+    pub clocks: check::Clocks,
     /// The checker's findings (empty: every property holds).
     pub violations: Vec<Violation>,
     /// A hash of the history, the faults, the repair answers and the replicas: two runs of
@@ -215,11 +280,7 @@ impl Report {
             self.trace_hash
         );
         if !self.violations.is_empty() {
-            let _ = writeln!(
-                s,
-                "replay: SIM_SEED={:#x} cargo test -p kv-sim --release -- one_seed --nocapture",
-                self.seed
-            );
+            let _ = writeln!(s, "replay: {}", self.replay);
         }
         s
     }
@@ -257,6 +318,8 @@ pub fn run(config: &SimConfig) -> Result<Report, SimError> {
     };
     let stream_log: node::StreamLog = Arc::default();
     let time: node::GlobalTime = Arc::default();
+    let clock_log: node::ClockLog = Arc::default();
+    let mut skews: Vec<node::Skew> = Vec::new();
     let disks: Vec<node::Disk> = hosts
         .iter()
         .map(|id| node::Disk {
@@ -265,11 +328,18 @@ pub fn run(config: &SimConfig) -> Result<Report, SimError> {
         })
         .collect();
     for (index, disk) in disks.iter().enumerate() {
+        let seed = rng.random();
+        let max = i64::try_from(config.max_skew_ms).unwrap_or(i64::MAX);
+        let skew = Arc::new(std::sync::atomic::AtomicI64::new(
+            rng.random_range(-max..=max),
+        ));
+        skews.push(Arc::clone(&skew));
         let cfg = node::NodeConfig {
             index,
-            seed: rng.random(),
-            skew_ms: rng.random_range(-(config.max_skew_ms as i64)..=config.max_skew_ms as i64),
+            seed,
+            skew,
             time: Arc::clone(&time),
+            clock_log: Arc::clone(&clock_log),
             disk: disk.clone(),
             sabotage: config.sabotage,
             starts: Arc::default(),
@@ -340,11 +410,15 @@ pub fn run(config: &SimConfig) -> Result<Report, SimError> {
 
     let mut faults = faults::Faults::new(
         rng.random(),
-        config.faults_until,
-        config.crashes,
+        config,
         Arc::clone(&restarted),
         hosts,
-        config.clients,
+        (0..config.clients)
+            .map(|c| format!("client{c}"))
+            .chain(["admin".to_string()])
+            .chain(meta.as_ref().map(|_| "driver".to_string()))
+            .collect(),
+        skews,
     );
     loop {
         time.store(sim.elapsed().as_millis() as u64, Ordering::Relaxed);
@@ -424,9 +498,29 @@ pub fn run(config: &SimConfig) -> Result<Report, SimError> {
     }
     let history = std::mem::take(&mut *history.lock());
     let repairs = std::mem::take(&mut *repairs.lock());
-    let (faults, impaired) = faults.into_log();
-    let margin = Duration::from_millis(2 * config.max_skew_ms);
-    violations.extend(check::check(&history, &replicas, margin));
+    let faults::FaultLog {
+        log: faults,
+        mut impaired,
+        steps,
+    } = faults.into_log();
+    let mut clocks = check::Clocks::default();
+    for (node, at, offset) in &steps {
+        clocks.step(node, *at, *offset);
+    }
+    let mut clock_events = Vec::new();
+    for event in std::mem::take(&mut *clock_log.lock()) {
+        match event {
+            node::ClockEvent::LeaseWait(node, from, to) => {
+                clock_events.push(format!("{to:?} {node} lease wait from {from:?}"));
+                // A node waiting out its lease serves no client: impaired, as a crash is.
+                impaired.push((node.to_string(), from, to));
+            }
+            node::ClockEvent::LeaseJump(node, at) => {
+                clock_events.push(format!("{at:?} {node} lease jump"));
+            }
+        }
+    }
+    violations.extend(check::check(&history, &replicas, &clocks));
     violations.extend(check::availability(
         &history,
         &impaired,
@@ -434,17 +528,20 @@ pub fn run(config: &SimConfig) -> Result<Report, SimError> {
         config.clients_until,
     ));
     let mut h = xxhash_rust::xxh3::Xxh3::new();
-    h.update(format!("{history:?}{faults:?}{repairs:?}{replicas:?}").as_bytes());
+    h.update(format!("{history:?}{faults:?}{repairs:?}{replicas:?}{clock_events:?}").as_bytes());
     if !changes.is_empty() {
         h.update(format!("{changes:?}").as_bytes());
     }
     Ok(Report {
         seed: config.seed,
+        replay: config.replay_command(),
         history,
         faults,
         repairs,
         replicas,
         changes,
+        clock_events,
+        clocks,
         violations,
         trace_hash: h.digest(),
     })

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use kv_cluster::{Backend, Clock, Cluster, ClusterOptions, Consistency, MemoryBackend, Replica};
@@ -49,18 +49,40 @@ pub(crate) type GlobalTime = Arc<AtomicU64>;
 /// A fixed Unix time the simulation starts at (2026-01-01), so versions look like real ones.
 const EPOCH_MS: u64 = 1_767_225_600_000;
 
-/// The simulation's global time plus the host's fixed skew.
+/// A host's clock offset from the simulation's global time, in milliseconds: drawn from
+/// the seed at the start, stepped by the fault generator's skew faults (`faults.rs`), kept
+/// across the host's restarts (a clock belongs to the machine, not to the process).
+pub(crate) type Skew = Arc<AtomicI64>;
+
+/// The simulation's global time plus the host's current offset (§4.3): every wall-clock
+/// reading of the host's coordinator (versions, the lease, the observe bound) goes
+/// through it, so a stepped offset is a clock that jumps, forward or back.
 #[derive(Debug)]
 struct SimClock {
     time: GlobalTime,
-    skew_ms: i64,
+    skew: Skew,
 }
 
 impl Clock for SimClock {
     fn now_millis(&self) -> u64 {
         let now = (EPOCH_MS + self.time.load(Ordering::Relaxed)) as i64;
-        now.saturating_add(self.skew_ms).max(0) as u64
+        now.saturating_add(self.skew.load(Ordering::Relaxed)).max(0) as u64
     }
+}
+
+/// What the hosts' clocks made their coordinators do, with the simulated time: a
+/// restarted coordinator's wait for its version lease, and a start at the lease because
+/// the clock was more than `LEASE_WINDOW + MAX_SKEW` behind it (kv-cluster's
+/// `lease_jumps`). The waits also extend the node's impairment for property 5.
+pub(crate) type ClockLog = Arc<parking_lot::Mutex<Vec<ClockEvent>>>;
+
+/// One entry of the [`ClockLog`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ClockEvent {
+    /// The node waited from one time to another before serving clients.
+    LeaseWait(&'static str, Duration, Duration),
+    /// The node started its clock at its lease, at this time.
+    LeaseJump(&'static str, Duration),
 }
 
 /// What a node host is started with.
@@ -68,8 +90,9 @@ impl Clock for SimClock {
 pub(crate) struct NodeConfig {
     pub(crate) index: usize,
     pub(crate) seed: u64,
-    pub(crate) skew_ms: i64,
+    pub(crate) skew: Skew,
     pub(crate) time: GlobalTime,
+    pub(crate) clock_log: ClockLog,
     pub(crate) disk: Disk,
     pub(crate) sabotage: Option<Sabotage>,
     /// How many times the host has started (shared across its restarts).
@@ -122,13 +145,14 @@ pub(crate) async fn run(cfg: NodeConfig) -> turmoil::Result {
         .backend(backend.clone())
         .clock(Arc::new(SimClock {
             time: Arc::clone(&cfg.time),
-            skew_ms: cfg.skew_ms,
+            skew: Arc::clone(&cfg.skew),
         }))
         .coordinator_slot(cfg.index as u8)
         .other_coordinators(true)
         // A renewal thread's timing is not simulated: the write that reaches the lease
         // persists it, at a simulated time the seed decides.
         .renew_lease_in_background(false)
+        .drain_on_timer(true)
         .replica_timeout(REAL_GUARD);
     match cfg.sabotage {
         Some(Sabotage::OneReplica) => {
@@ -142,6 +166,9 @@ pub(crate) async fn run(cfg: NodeConfig) -> turmoil::Result {
         None => {}
     }
     let cluster = Arc::new(Cluster::open(&cfg.disk.dir, opts)?);
+    if cluster.lease_jumps() > 0 {
+        cfg.clock_log.lock().push(ClockEvent::LeaseJump(id, now()));
+    }
     // A joiner is in no ring the cluster opened: its own storage is opened here, to serve
     // before any ring routes to it (the install that adds it finds it open).
     let replica = match backend.local_replica() {
@@ -184,13 +211,20 @@ pub(crate) async fn run(cfg: NodeConfig) -> turmoil::Result {
     let _server = server;
     // A restarted coordinator mints no version until its clock has passed the lease its
     // previous run persisted (writes are refused until then): clients are served once it
-    // has. The wait is on simulated time, which the global clock follows.
+    // has. The wait is on simulated time, which the global clock follows (a skew fault
+    // may step the clock meanwhile: the wait is asked again).
+    let waited_from = now();
     loop {
         let wait = cluster.lease_wait();
         if wait.is_zero() {
             break;
         }
         tokio::time::sleep(wait).await;
+    }
+    if now() > waited_from {
+        cfg.clock_log
+            .lock()
+            .push(ClockEvent::LeaseWait(id, waited_from, now()));
     }
     let listener =
         turmoil::net::TcpListener::bind((IpAddr::V4(Ipv4Addr::UNSPECIFIED), CLIENT_PORT)).await?;
@@ -214,18 +248,6 @@ impl kv_remote::ImportTarget for Import {
 
     fn sync_imported(&self) -> kv_cluster::Result<()> {
         self.0.sync()
-    }
-}
-
-/// A waker that wakes the task it was last given, until that is taken away.
-#[derive(Default)]
-struct Relay(parking_lot::Mutex<Option<std::task::Waker>>);
-
-impl std::task::Wake for Relay {
-    fn wake(self: Arc<Self>) {
-        if let Some(w) = self.0.lock().take() {
-            w.wake();
-        }
     }
 }
 
@@ -319,40 +341,17 @@ impl Follower {
         }
     }
 
-    /// Installs `topology` on the coordinator, up to the swap of its routing.
-    ///
-    /// kv-cli's follower also waits for the drain (every operation holding the old routing
-    /// finished); kv-cluster hands that wait to a thread, which wakes the install when it
-    /// sees the last one gone, at a moment that depends on the machine, not on simulated
-    /// time. Waiting for it would make a seed's run differ from one replay to the next, so
-    /// the install is left to drain on its own once the new routing is swapped in (its
-    /// cancellation contract: the routing stays installed). The fence is then raised while
-    /// operations of the old epoch may still be in flight; a replica they reach after its
-    /// fence refuses them as stale and they retry at the new epoch, and the safety of each
-    /// step (membership.md §3.1) rests on the replicas' fences, not on that wait.
-    ///
-    /// The install is polled with a relay waker that is cut once the routing is swapped:
-    /// the drain thread's late wake would otherwise poll this host's task at a moment the
-    /// machine decides, and a spurious poll can reorder the host's tasks.
+    /// Installs `topology` on the coordinator and waits for its drain (every operation
+    /// holding the old routing finished), as kv-cli's follower does before it raises the
+    /// fence and acknowledges. The drain is looked at on the host's simulated timer
+    /// (`ClusterOptions::drain_on_timer`): kv-cluster's default hands it to a thread, which
+    /// ends the wait and drops the old routing at a moment the machine decides, so two runs
+    /// of a seed would differ.
     async fn install(&self, topology: kv_cluster::Topology) -> kv_cluster::Result<()> {
-        use std::task::{Context, Poll, Waker};
-        let epoch = topology.epoch;
-        let relay = Arc::new(Relay::default());
-        let waker = Waker::from(Arc::clone(&relay));
-        let mut install = Box::pin(self.cluster.install_topology_async(topology));
-        std::future::poll_fn(|cx| {
-            *relay.0.lock() = Some(cx.waker().clone());
-            let outcome = match install.as_mut().poll(&mut Context::from_waker(&waker)) {
-                Poll::Ready(r) => Poll::Ready(r.map(|_| ())),
-                Poll::Pending if self.cluster.topology_epoch() >= epoch => Poll::Ready(Ok(())),
-                Poll::Pending => Poll::Pending,
-            };
-            if outcome.is_ready() {
-                relay.0.lock().take();
-            }
-            outcome
-        })
-        .await
+        self.cluster
+            .install_topology_async(topology)
+            .await
+            .map(|_| ())
     }
 
     /// Starts a task for each unfinished stream this node is the source of that is not
