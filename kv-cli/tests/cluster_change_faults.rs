@@ -127,6 +127,8 @@ struct Cluster {
     t0: Instant,
     /// What the test did, and when.
     events: Vec<(Duration, String)>,
+    /// What the processes that ended printed on stderr (node, text).
+    ended: Vec<(usize, String)>,
 }
 
 impl Cluster {
@@ -146,6 +148,7 @@ impl Cluster {
             addrs: Vec::new(),
             t0: Instant::now(),
             events: Vec::new(),
+            ended: Vec::new(),
         };
         for i in 0..3 {
             let n = cluster.spawn(i);
@@ -225,8 +228,38 @@ impl Cluster {
         let n = self.nodes[i].take().unwrap();
         let said = n.stderr_so_far();
         n.crash();
+        self.ended.push((i, said.clone()));
         self.note(format!("killed n{}", i + 1));
         said
+    }
+
+    /// Stops node `i` (SIGTERM), keeping what it printed.
+    fn stop(&mut self, i: usize) {
+        let mut n = self.nodes[i].take().unwrap();
+        n.signal(libc::SIGTERM);
+        n.wait_exit(common::EXIT_TIMEOUT);
+        self.ended.push((i, n.stderr()));
+    }
+
+    /// The lines about changes every process printed (the ended ones, then the running
+    /// ones): where the time of a slow change went.
+    fn change_lines(&self) -> String {
+        let running = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| Some((i, n.as_ref()?.stderr_so_far())));
+        self.ended
+            .iter()
+            .cloned()
+            .chain(running)
+            .flat_map(|(i, text)| {
+                text.lines()
+                    .filter(|l| l.contains("change"))
+                    .map(|l| format!("n{}: {l}\n", i + 1))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
     }
 
     fn restart(&mut self, i: usize) {
@@ -494,6 +527,7 @@ fn check_removed(cluster: &mut Cluster, leaver: usize, stay: &[usize], acked: us
     let mut gone = cluster.nodes[leaver].take().unwrap();
     let status = gone.wait_exit(Duration::from_secs(60));
     let said = gone.stderr();
+    cluster.ended.push((leaver, said.clone()));
     assert!(status.success(), "the leaver exited with {status}: {said}");
     assert!(said.contains("left the cluster"), "{said}");
     cluster.note(format!("n{} exited 0", leaver + 1));
@@ -524,9 +558,7 @@ fn check_removed(cluster: &mut Cluster, leaver: usize, stay: &[usize], acked: us
 fn check_every_replica(cluster: &mut Cluster, stay: &[usize], tally: &Tally) {
     let began = Instant::now();
     for &i in stay {
-        let n = cluster.nodes[i].as_mut().unwrap();
-        n.signal(libc::SIGTERM);
-        n.wait_exit(common::EXIT_TIMEOUT);
+        cluster.stop(i);
     }
     let first = stay[0];
     let id = format!("n{}", first + 1);
@@ -598,11 +630,13 @@ fn check_every_replica(cluster: &mut Cluster, stay: &[usize], tally: &Tally) {
     }
     assert!(
         missing.is_empty(),
-        "{} (key, replica) pairs missing of {checked}, e.g. {:?} .. {:?}\ntimeline: {}",
+        "{} (key, replica) pairs missing of {checked}, e.g. {:?} .. {:?}\ntimeline: {}\n\
+         changes:\n{}",
         missing.len(),
         &missing[..missing.len().min(5)],
         &missing[missing.len().saturating_sub(5)..],
-        cluster.timeline()
+        cluster.timeline(),
+        cluster.change_lines()
     );
     drop(stores);
     drop(hints);
@@ -614,7 +648,6 @@ fn check_every_replica(cluster: &mut Cluster, stay: &[usize], tally: &Tally) {
 
     // Restarted, every node serves every acknowledged write.
     for &i in stay {
-        drop(cluster.nodes[i].take());
         cluster.restart(i);
     }
     for &i in stay {
@@ -774,6 +807,7 @@ fn the_leader_killed_mid_stream_of_an_add_and_of_a_removal_loses_nothing_at_100k
     all.acked.extend(remove.acked);
     all.acked_at.extend(remove.acked_at);
     check_every_replica(&mut cluster, &stay, &all);
+    eprint!("{}", cluster.change_lines());
     eprintln!(
         "killed n{} in the add and n{} in the removal of n{}; {:.1?} in all; timeline: {}",
         killed + 1,
@@ -855,6 +889,7 @@ fn the_joiner_and_the_leaver_killed_mid_stream_lose_nothing_at_100k_keys() {
     all.acked.extend(remove.acked);
     all.acked_at.extend(remove.acked_at);
     check_every_replica(&mut cluster, &stay, &all);
+    eprint!("{}", cluster.change_lines());
     eprintln!(
         "removed n{}; {:.1?} in all; timeline: {}",
         leaver + 1,
