@@ -556,6 +556,20 @@ fn check_removed(cluster: &mut Cluster, leaver: usize, stay: &[usize], acked: us
 /// read repair could fill a replica the changes left short. Then restarts them and reads every
 /// key back through each.
 fn check_every_replica(cluster: &mut Cluster, stay: &[usize], tally: &Tally) {
+    // A write's follow-up keeps a hint for a replica that missed an acknowledged write
+    // (it timed out, or refused the write's epoch as stale); the holder hands it off within
+    // seconds. The check below is of the replicas once that settled.
+    for &i in stay {
+        let addr = cluster.addrs[i];
+        poll(Duration::from_secs(30), "the hints are handed off", || {
+            let mut c = connect(addr).ok()?;
+            let info: String = redis::cmd("INFO").arg("cluster").query(&mut c).ok()?;
+            info.lines()
+                .any(|l| l.trim_end() == "kvstore_hints_pending:0")
+                .then_some(())
+        });
+    }
+    cluster.note("no hint pending".to_owned());
     let began = Instant::now();
     for &i in stay {
         cluster.stop(i);
