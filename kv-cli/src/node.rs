@@ -26,7 +26,8 @@
 //!   and is alive again, and hands it the hints held for it and repairs its ranges
 //!   ([`Cluster::catch_up_async`], which records its phase and result for `KVSTORE NODES`
 //!   and `INFO`, and waits on the peers without holding a worker thread); hints held for a
-//!   peer that stayed up (a write's follow-up keeps them) are handed off every 2 s.
+//!   peer that stayed up (a write's follow-up keeps them) are handed off every 2 s while no
+//!   change runs.
 //! - **TLS** on the cluster port (`--tls-ca`, `--tls-cert`, `--tls-key`, [`load_tls`]):
 //!   mutual authentication against the cluster's CA, the node id still the handshake's; a
 //!   refused handshake is logged with its likely cause (`Refusals`). The client port stays
@@ -952,6 +953,9 @@ struct Watcher {
 /// How often, at most, the watcher hands off the hints held for peers that stayed up.
 const HAND_OFF_EVERY: Duration = Duration::from_secs(2);
 
+/// How long, at most, such a handoff holds the admin gate.
+const HAND_OFF_FOR: Duration = Duration::from_secs(2);
+
 /// Every half second, looks at which peers are alive; a peer that was not and now is gets
 /// its hints and a repair of its ranges; hints held for a peer that stayed up are handed
 /// off every [`HAND_OFF_EVERY`]. A task on `runtime`: the catch-ups are
@@ -1020,14 +1024,20 @@ fn watch(
             // Hints for a peer that stayed up: a write's follow-up keeps one for a replica
             // that timed out, or refused the write's epoch as stale, after `W` was met (a
             // write acknowledged at `Mid` on a replica already at `Final`). The catch-up above
-            // runs only for a peer that comes back, so these are handed off here.
-            let pending = peers()
-                .iter()
-                .any(|id| !down.contains(id) && cluster.hints_pending_for(id.as_str()) > 0);
+            // runs only for a peer that comes back, so these are handed off here; only on a
+            // stable topology (the handoff holds the admin gate, which a change's epoch
+            // installs need), and for at most `HAND_OFF_FOR` (a peer that stopped answering
+            // but is not seen down yet; the handoff is idempotent and starts again).
+            let stable = cluster.topology().is_some_and(|t| t.extra_write.is_none());
+            let pending = stable
+                && peers()
+                    .iter()
+                    .any(|id| !down.contains(id) && cluster.hints_pending_for(id.as_str()) > 0);
             if pending && last_hand_off.elapsed() >= HAND_OFF_EVERY {
                 last_hand_off = std::time::Instant::now();
-                if let Err(e) = cluster.hand_off_hints_async().await {
-                    log.error(&me, &e);
+                match tokio::time::timeout(HAND_OFF_FOR, cluster.hand_off_hints_async()).await {
+                    Ok(Err(e)) => log.error(&me, &e),
+                    Ok(Ok(_)) | Err(_) => {}
                 }
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
