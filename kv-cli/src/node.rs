@@ -1035,9 +1035,11 @@ fn watch(
                     .any(|id| !down.contains(id) && cluster.hints_pending_for(id.as_str()) > 0);
             if pending && last_hand_off.elapsed() >= HAND_OFF_EVERY {
                 last_hand_off = std::time::Instant::now();
-                match tokio::time::timeout(HAND_OFF_FOR, cluster.hand_off_hints_async()).await {
-                    Ok(Err(e)) => log.error(&me, &e),
-                    Ok(Ok(_)) | Err(_) => {}
+                // Past `HAND_OFF_FOR` it is dropped (and tried again at the next turn).
+                if let Ok(Err(e)) =
+                    tokio::time::timeout(HAND_OFF_FOR, cluster.hand_off_hints_async()).await
+                {
+                    log.error(&me, &e);
                 }
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
