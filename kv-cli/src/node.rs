@@ -25,7 +25,9 @@
 //! - **Catching up.** A watcher (a task on the node's runtime) notices a peer that was down
 //!   and is alive again, and hands it the hints held for it and repairs its ranges
 //!   ([`Cluster::catch_up_async`], which records its phase and result for `KVSTORE NODES`
-//!   and `INFO`, and waits on the peers without holding a worker thread).
+//!   and `INFO`, and waits on the peers without holding a worker thread); hints held for a
+//!   peer that stayed up (a write's follow-up keeps them) are handed off every 2 s while no
+//!   change runs.
 //! - **TLS** on the cluster port (`--tls-ca`, `--tls-cert`, `--tls-key`, [`load_tls`]):
 //!   mutual authentication against the cluster's CA, the node id still the handshake's; a
 //!   refused handshake is logged with its likely cause (`Refusals`). The client port stays
@@ -948,8 +950,15 @@ struct Watcher {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// How often, at most, the watcher hands off the hints held for peers that stayed up.
+const HAND_OFF_EVERY: Duration = Duration::from_secs(2);
+
+/// How long, at most, such a handoff holds the admin gate.
+const HAND_OFF_FOR: Duration = Duration::from_secs(2);
+
 /// Every half second, looks at which peers are alive; a peer that was not and now is gets
-/// its hints and a repair of its ranges. A task on `runtime`: the catch-ups are
+/// its hints and a repair of its ranges; hints held for a peer that stayed up are handed
+/// off every [`HAND_OFF_EVERY`]. A task on `runtime`: the catch-ups are
 /// [`Cluster::catch_up_async`], which awaits the peers' answers and the admin gate, so a
 /// peer that answers late (or never, until the maintenance timeout) holds no worker thread.
 fn watch(
@@ -979,6 +988,7 @@ fn watch(
         let mut caught_up = false;
         let mut log = Log::default();
         let mut refusals = Refusals::default();
+        let mut last_hand_off = std::time::Instant::now();
         while !stopped.load(Ordering::Relaxed) {
             refusals.check(&backend, &server);
             let all = peers();
@@ -1009,6 +1019,27 @@ fn watch(
                         }
                         Err(e) => log.error(&id, &e),
                     }
+                }
+            }
+            // Hints for a peer that stayed up: a write's follow-up keeps one for a replica
+            // that timed out, or refused the write's epoch as stale, after `W` was met (a
+            // write acknowledged at `Mid` on a replica already at `Final`). The catch-up above
+            // runs only for a peer that comes back, so these are handed off here; only on a
+            // stable topology (the handoff holds the admin gate, which a change's epoch
+            // installs need), and for at most `HAND_OFF_FOR` (a peer that stopped answering
+            // but is not seen down yet; the handoff is idempotent and starts again).
+            let stable = cluster.topology().is_some_and(|t| t.extra_write.is_none());
+            let pending = stable
+                && peers()
+                    .iter()
+                    .any(|id| !down.contains(id) && cluster.hints_pending_for(id.as_str()) > 0);
+            if pending && last_hand_off.elapsed() >= HAND_OFF_EVERY {
+                last_hand_off = std::time::Instant::now();
+                // Past `HAND_OFF_FOR` it is dropped (and tried again at the next turn).
+                if let Ok(Err(e)) =
+                    tokio::time::timeout(HAND_OFF_FOR, cluster.hand_off_hints_async()).await
+                {
+                    log.error(&me, &e);
                 }
             }
             tokio::time::sleep(Duration::from_millis(500)).await;

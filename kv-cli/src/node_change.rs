@@ -665,8 +665,13 @@ impl ChangeRoles {
 }
 
 /// How long a source whose stream ended waits for the task's committed progress to move
-/// before it streams it again (a destination that lost its progress reports).
-const COMMIT_WAIT: Duration = Duration::from_secs(30);
+/// before it streams it again (a destination that lost its progress reports: it was killed
+/// after it synced the last chunk, its reports still queued in memory). The stream again
+/// starts from the committed progress, so only the ranges whose reports were lost are sent
+/// twice; 10 s outlasts an election and the reporter's retries, and a killed destination
+/// costs 10 s rather than 30 s (cluster_change_faults.rs saw the change stand still 20 to
+/// 30 s after the restart, the streams done and unreported).
+const COMMIT_WAIT: Duration = Duration::from_secs(10);
 
 /// Waits until task `key` of the committed change is finished or the change is no longer
 /// streaming, at most `limit` after the task's committed progress last moved.

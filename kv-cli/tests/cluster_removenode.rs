@@ -59,10 +59,13 @@ fn load(n: &Served) {
     }
 }
 
-/// Starts the client load through `via`: a SET of a new key and a GET of a loaded one per
-/// round, each outcome recorded, until `stop` is set.
+/// Starts the client load through `via` (named `names`): a SET of a new key and a GET of a
+/// loaded one per round, each outcome recorded, a failure with when it happened (since `t0`),
+/// the node it went through and the error's text, until `stop` is set.
 fn start_load(
     via: Vec<redis::Connection>,
+    names: Vec<String>,
+    t0: Instant,
     stop: Arc<AtomicBool>,
     acked: Arc<AtomicU64>,
 ) -> std::thread::JoinHandle<Tally> {
@@ -72,18 +75,29 @@ fn start_load(
         let mut i = 0u64;
         while !stop.load(Ordering::Relaxed) {
             let n = clients.len();
-            let c = &mut clients[usize::try_from(i).unwrap() % n];
+            let which = usize::try_from(i).unwrap() % n;
+            let c = &mut clients[which];
+            let sent = t0.elapsed();
+            let failed = |what: String| {
+                format!(
+                    "{what} via {} (sent at {sent:.3?}, failed at {:.3?})",
+                    names[which],
+                    t0.elapsed()
+                )
+            };
             match c.set::<_, _, ()>(format!("live-{i}"), i * 7) {
                 Ok(()) => {
                     tally.acked.push((i, i * 7));
                     acked.fetch_add(1, Ordering::Relaxed);
                 }
-                Err(e) => tally.failures.push(format!("SET live-{i}: {e}")),
+                Err(e) => tally.failures.push(failed(format!("SET live-{i}: {e}"))),
             }
             let k = (i * 7919) % KEYS as u64;
             match c.get::<_, Option<u64>>(format!("load-{k}")) {
                 Ok(Some(v)) if v == k => tally.reads += 1,
-                other => tally.failures.push(format!("GET load-{k}: {other:?}")),
+                other => tally
+                    .failures
+                    .push(failed(format!("GET load-{k}: {other:?}"))),
             }
             i += 1;
         }
@@ -190,8 +204,15 @@ fn grow_to_four_and_shrink_to_three_under_load_with_100k_keys() {
         .iter()
         .map(|&i| nodes[i].as_ref().unwrap().client())
         .collect();
+    let names = stay.iter().map(|&i| format!("n{}", i + 1)).collect();
     let acked = Arc::new(AtomicU64::new(0));
-    let load_thread = start_load(clients, Arc::clone(&stop), Arc::clone(&acked));
+    let load_thread = start_load(
+        clients,
+        names,
+        loaded,
+        Arc::clone(&stop),
+        Arc::clone(&acked),
+    );
     // The keys in the cluster now: loaded and acknowledged by the load.
     let keys_now = || (KEYS as u64 + acked.load(Ordering::Relaxed)) as f64;
 
@@ -345,8 +366,18 @@ fn an_add_aborted_while_streaming_leaves_the_joiner_empty_and_loses_nothing() {
         .collect();
     load(&nodes[0]);
     let stop = Arc::new(AtomicBool::new(false));
+    // Every time in a failure's message is since `t0`; `events` says what happened when.
+    let t0 = Instant::now();
+    let mut events: Vec<String> = Vec::new();
+    let mut note = |what: &str| {
+        let line = format!("{:.3?} {what}", t0.elapsed());
+        eprintln!("{line}");
+        events.push(line);
+    };
     let load_thread = start_load(
         nodes.iter().map(Served::client).collect(),
+        (1..=3).map(|i| format!("n{i}")).collect(),
+        t0,
         Arc::clone(&stop),
         Arc::default(),
     );
@@ -356,6 +387,7 @@ fn an_add_aborted_while_streaming_leaves_the_joiner_empty_and_loses_nothing() {
             .contains("n4=registered")
             .then_some(())
     });
+    note("n4 registered");
     let mut c = nodes[1].client();
     let e = redis::cmd("KVSTORE")
         .arg("CHANGE")
@@ -369,6 +401,7 @@ fn an_add_aborted_while_streaming_leaves_the_joiner_empty_and_loses_nothing() {
         .query(&mut c)
         .unwrap();
     assert!(said.starts_with("OK change "), "{said}");
+    note(&format!("ADDNODE n4: {said}"));
     // The abort epoch: one past the pending one.
     let done_at = started_epoch(&said) + 1;
     poll(
@@ -386,7 +419,9 @@ fn an_add_aborted_while_streaming_leaves_the_joiner_empty_and_loses_nothing() {
         .query(&mut c)
         .unwrap();
     assert!(said.contains("aborting"), "{said}");
+    note(&format!("CHANGE ABORT: {said}"));
     let (copied, took) = wait_done(&nodes[1], done_at, Duration::from_secs(120));
+    note("the abort finished (n2's view)");
     eprintln!("aborted after {copied} keys copied; the abort took {took:?}");
     assert!(
         (copied as usize) < KEYS * 3 / 4,
@@ -400,16 +435,29 @@ fn an_add_aborted_while_streaming_leaves_the_joiner_empty_and_loses_nothing() {
                 .then_some(())
         });
     }
+    note("every node sees n4 registered");
     // The joiner dropped everything it received (it replicates nothing now).
     assert_eq!(local_keys(&joiner), 0.0, "n4 keeps no moved key");
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);
     let tally = load_thread.join().unwrap();
+    note(&format!(
+        "load stopped: {} writes acknowledged, {} reads",
+        tally.acked.len(),
+        tally.reads
+    ));
+    let stderr = |n: &Served| n.stderr_so_far();
     assert!(
         tally.failures.is_empty(),
-        "{} failed, first: {:?}",
+        "{} failed, first: {:?}, last: {:?}\nevents: {events:#?}\n--- n1:\n{}\n--- n2:\n{}\n\
+         --- n3:\n{}\n--- n4:\n{}",
         tally.failures.len(),
-        &tally.failures[..tally.failures.len().min(5)]
+        &tally.failures[..tally.failures.len().min(5)],
+        tally.failures.last(),
+        stderr(&nodes[0]),
+        stderr(&nodes[1]),
+        stderr(&nodes[2]),
+        stderr(&joiner)
     );
     for (i, n) in nodes.iter().enumerate() {
         read_back(n, &format!("n{}", i + 1), &tally.acked);

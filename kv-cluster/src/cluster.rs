@@ -146,6 +146,17 @@ impl Cluster {
         kv_node::durable::create_dir_all(&dir)?;
         let lock = lock_dir(&dir)?;
         let meta = match Meta::load(&dir)? {
+            Some(meta) if reopened_elsewhere(&meta, &opts) => {
+                // The topology comes from outside (a node process's metadata), so the members
+                // stored at the first open are only the ring it opened with then, and may be
+                // gone since (removed, their addresses forgotten): it opens with the caller's
+                // members instead, keeping the stored version lease. The first installed
+                // topology replaces this ring anyway.
+                let mut fresh = new_meta(&opts)?;
+                fresh.version_lease = meta.version_lease;
+                fresh.store(&dir)?;
+                fresh
+            }
             Some(meta) => meta,
             None => {
                 let meta = new_meta(&opts)?;
@@ -396,6 +407,20 @@ pub(crate) fn describe(e: &Error) -> String {
 }
 
 /// A fresh cluster's metadata from the options.
+/// Whether a cluster whose topology comes from outside is opened with other members than
+/// the stored ones (as sets), and no in-process change is stored (that one resumes from the
+/// stored rings).
+fn reopened_elsewhere(stored: &Meta, opts: &ClusterOptions) -> bool {
+    if !opts.external_topology || stored.change.is_some() || opts.initial_nodes.is_empty() {
+        return false;
+    }
+    let mut have: Vec<&str> = stored.members.iter().map(|m| m.id.as_str()).collect();
+    let mut want: Vec<&str> = opts.initial_nodes.iter().map(String::as_str).collect();
+    have.sort_unstable();
+    want.sort_unstable();
+    have != want
+}
+
 fn new_meta(opts: &ClusterOptions) -> Result<Meta> {
     let rf = opts.replication_factor;
     if rf == 0 || opts.initial_nodes.len() < rf {

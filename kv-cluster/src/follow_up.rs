@@ -7,11 +7,16 @@
 //! through, to a task on the caller's tokio runtime ([`FollowUp::spawn`]), which waits for
 //! those answers until the write's deadline (`replica_timeout` from the write's start):
 //!
-//! - a success, or a refusal of the write's epoch as stale on an external topology (the
-//!   retry, or the next write, reaches that replica on the newer routing), keeps nothing;
+//! - a success keeps nothing;
 //! - a transport failure ([`is_transport`]: the node restarted, the connection broke, the
 //!   replica's own request timeout), a dropped answer, or a failure of a replica the
 //!   current routing reports down keeps a hint, as the write path does before it returns;
+//! - a refusal of the write's epoch as stale keeps a hint too: the write was acknowledged
+//!   at its epoch and is not retried, and no later write carries its value, so without one
+//!   the replica lacks it until repair (issue 23: a write acknowledged at `Mid` whose
+//!   replica in the new ring already passed the barrier into `Final` was on two of its
+//!   three replicas of the final ring). The hint is handed off on the routing of its
+//!   delivery, to the key's replicas then if the target no longer is one (`hints.rs`);
 //!   other refusals do not (as there: the replica answered, and repair restores it);
 //! - a replica still silent at the deadline gets a hint.
 //!
@@ -153,8 +158,6 @@ pub(crate) struct FollowUp<T> {
     collector: Collector<T>,
     outstanding: SmallVec<[Outstanding; 2]>,
     keeper: Keeper,
-    /// Whether a stale refusal ends a round (external topology): no hint for it.
-    external: bool,
     /// When the write's deadline passes (`replica_timeout` from its start).
     deadline: Instant,
 }
@@ -186,7 +189,6 @@ impl<T: Send + 'static> FollowUp<T> {
                 rf: cluster.rf,
                 writes,
             },
-            external: cluster.is_external(),
             deadline,
         };
         let inline = runtime.runtime_flavor() == RuntimeFlavor::CurrentThread;
@@ -200,7 +202,6 @@ impl<T: Send + 'static> FollowUp<T> {
             collector,
             mut outstanding,
             keeper,
-            external,
             deadline,
         } = self;
         let keeper = Arc::new(keeper);
@@ -215,8 +216,9 @@ impl<T: Send + 'static> FollowUp<T> {
                     };
                     let o = outstanding.swap_remove(at);
                     if let Err(e) = answer
-                        && !(external && matches!(e, Error::StaleEpoch { .. }))
-                        && (is_transport(&e) || keeper.is_down(&o.target))
+                        && (matches!(e, Error::StaleEpoch { .. })
+                            || is_transport(&e)
+                            || keeper.is_down(&o.target))
                     {
                         missed.push(o);
                     }
