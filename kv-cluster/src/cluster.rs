@@ -406,7 +406,6 @@ pub(crate) fn describe(e: &Error) -> String {
     text
 }
 
-/// A fresh cluster's metadata from the options.
 /// Whether a cluster whose topology comes from outside is opened with other members than
 /// the stored ones (as sets), and no in-process change is stored (that one resumes from the
 /// stored rings).
@@ -421,6 +420,7 @@ fn reopened_elsewhere(stored: &Meta, opts: &ClusterOptions) -> bool {
     have != want
 }
 
+/// A fresh cluster's metadata from the options.
 fn new_meta(opts: &ClusterOptions) -> Result<Meta> {
     let rf = opts.replication_factor;
     if rf == 0 || opts.initial_nodes.len() < rf {
