@@ -41,7 +41,13 @@ pub(crate) struct Faults {
     log: Vec<String>,
     /// Each node that was cut off or crashed, from when to when.
     impaired: Vec<Impaired>,
+    /// The metadata raft's leader, in a run with one: a crash picks it with weight 2
+    /// (membership.md §4.4).
+    leader: Option<Leader>,
 }
+
+/// Who leads the metadata raft now, if known.
+pub(crate) type Leader = Box<dyn Fn() -> Option<&'static str>>;
 
 /// Held links: when they are released, when they were held, and the pairs.
 type HeldLinks = (Duration, Duration, Vec<(String, String)>);
@@ -73,7 +79,35 @@ impl Faults {
             clients,
             log: Vec::new(),
             impaired: Vec::new(),
+            leader: None,
         }
+    }
+
+    /// Crashes pick the metadata raft's leader, as `leader` tells it, half the time.
+    pub(crate) fn with_leader(mut self, leader: Leader) -> Faults {
+        self.leader = Some(leader);
+        self
+    }
+
+    /// Crashes `node` now for `down`, unless a node is crashed already, `node` may not
+    /// crash, or the faults have stopped; whether it did. `why` goes to the log.
+    pub(crate) fn crash_now(
+        &mut self,
+        sim: &mut turmoil::Sim<'_>,
+        node: &'static str,
+        down: Duration,
+        why: &str,
+    ) -> bool {
+        let now = sim.elapsed();
+        if self.crashed.is_some() || !self.may_crash(node) || now >= self.until {
+            return false;
+        }
+        sim.crash(node);
+        self.log
+            .push(format!("{now:?} crash {node} for {down:?} ({why})"));
+        self.crashed = Some((now + down, node));
+        self.crashed_at = now;
+        true
     }
 
     /// What was injected, with the simulated times.
@@ -132,7 +166,13 @@ impl Faults {
             return;
         }
         self.next = now + Duration::from_millis(self.rng.random_range(1000..3000));
-        let node = self.hosts[self.rng.random_range(0..self.hosts.len())];
+        let mut node = self.hosts[self.rng.random_range(0..self.hosts.len())];
+        if let Some(leader) = &self.leader
+            && self.rng.random_bool(0.5)
+            && let Some(l) = leader()
+        {
+            node = l;
+        }
         let span = Duration::from_millis(self.rng.random_range(1000..8000));
         match self.rng.random_range(0..8) {
             0..=2 if self.held.is_none() => {
