@@ -403,7 +403,8 @@ impl Follower {
 
     /// Starts a task for each unfinished stream this node is the source of that is not
     /// running; a failed one is started again on a later tick, from what the destination
-    /// reported synced (its ranges' `done_through`).
+    /// reported synced (its ranges' `done_through`), and so is one that finished but whose
+    /// progress has not committed 5 s later.
     fn start_streams(self: &Arc<Self>, meta: &ClusterMeta, c: &kv_meta::Change) {
         for t in &c.tasks {
             if t.finished || t.from != Source::Node(self.id.to_string()) {
@@ -449,9 +450,13 @@ impl Follower {
                     this.id,
                     task.destination
                 ));
-                if outcome.is_err() {
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
+                // A failed stream starts again a second later; a finished one only if its
+                // progress is still not committed 5 s later (the destination proposes each
+                // checkpoint through raft: a leader crash can lose them). Restarting it at
+                // once would stream it again while its progress is on its way, and every
+                // pass commits a progress entry per range.
+                let pause = if outcome.is_err() { 1 } else { 5 };
+                tokio::time::sleep(Duration::from_secs(pause)).await;
                 this.running.lock().remove(&key);
             });
         }
