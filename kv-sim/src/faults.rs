@@ -167,11 +167,15 @@ impl Faults {
         }
         self.next = now + Duration::from_millis(self.rng.random_range(1000..3000));
         let mut node = self.hosts[self.rng.random_range(0..self.hosts.len())];
-        if let Some(leader) = &self.leader
+        // Half the time the fault falls on the raft leader (a crash of it: weight 2 among
+        // crashes, membership.md §4.4; a partition of it cuts raft's traffic too).
+        let mut leader = "";
+        if let Some(l) = &self.leader
             && self.rng.random_bool(0.5)
-            && let Some(l) = leader()
+            && let Some(l) = l()
         {
             node = l;
+            leader = " (leader)";
         }
         let span = Duration::from_millis(self.rng.random_range(1000..8000));
         match self.rng.random_range(0..8) {
@@ -218,7 +222,8 @@ impl Faults {
                 }
                 let down = Duration::from_millis(self.rng.random_range(0..6000));
                 sim.crash(node);
-                self.log.push(format!("{now:?} crash {node} for {down:?}"));
+                self.log
+                    .push(format!("{now:?} crash {node} for {down:?}{leader}"));
                 self.crashed = Some((now + down, node));
                 self.crashed_at = now;
             }

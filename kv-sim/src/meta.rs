@@ -9,7 +9,6 @@
 //! result from its own `MetaWatch`, when its raft applies it.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -88,7 +87,8 @@ pub(crate) struct Install {
 }
 
 impl Record {
-    /// Records the routing step `cmd` committed at `index` (acks and progress are not).
+    /// Notes a routing command the state machine refused (acks and progress are not: a
+    /// stale one is refused by design).
     fn step(&self, index: u64, cmd: &Command, answer: &MetaResponse) {
         if std::env::var_os("SIM_META_DEBUG").is_some() {
             eprintln!("{:?} #{index} {cmd:?} -> {answer:?}", crate::now());
@@ -96,19 +96,10 @@ impl Record {
         if matches!(cmd, Command::Ack { .. } | Command::Progress { .. }) {
             return;
         }
-        let mut line = format!("{:?} #{index} ", crate::now());
-        match (answer, cmd) {
-            (MetaResponse::Refused(e), _) => {
-                let _ = write!(line, "refused {}: {e}", command_name(cmd));
-            }
-            (MetaResponse::Ok { epoch }, Command::StartChange { kind, node, .. }) => {
-                let _ = write!(line, "epoch {epoch}: start {kind} {node}");
-            }
-            (MetaResponse::Ok { epoch }, _) => {
-                let _ = write!(line, "epoch {epoch}: {}", command_name(cmd));
-            }
+        if let MetaResponse::Refused(e) = answer {
+            let line = format!("{:?} #{index} refused {}: {e}", crate::now(), command_name(cmd));
+            self.inner.lock().notes.push(line);
         }
-        self.inner.lock().steps.insert(index, line);
     }
 
     /// Adds `line` to the log (what the driver could not do).
@@ -120,11 +111,21 @@ impl Record {
     /// its routing step is new to the record.
     pub(crate) fn applied(&self, node: &'static str, index: u64, meta: &ClusterMeta) {
         let mut inner = self.inner.lock();
-        let new_step = !inner.applied.values().any(|(i, _)| *i >= index);
-        if new_step && let Err(e) = meta.check_invariants() {
-            inner
-                .broken
-                .push(format!("{node} at #{index} (epoch {}): {e}", meta.epoch));
+        let latest = inner.applied.values().max_by_key(|(i, _)| *i);
+        let new_step = latest.is_none_or(|(i, _)| *i < index);
+        if new_step {
+            // The first node to apply a state logs the routing steps it took (raft's order:
+            // every later state extends it).
+            let line = latest.and_then(|(_, before)| transition(before, meta));
+            if let Some(line) = line {
+                let at = format!("{:?} #{index} epoch {}: {line}", crate::now(), meta.epoch);
+                inner.steps.insert(index, at);
+            }
+            if let Err(e) = meta.check_invariants() {
+                inner
+                    .broken
+                    .push(format!("{node} at #{index} (epoch {}): {e}", meta.epoch));
+            }
         }
         let keep = inner.applied.get(node).is_none_or(|(i, _)| *i <= index);
         if keep {
@@ -208,6 +209,42 @@ impl Record {
     pub(crate) fn agreement(&self, nodes: &[&'static str]) -> Vec<Violation> {
         let inner = self.inner.lock();
         agreement(&inner.applied, &inner.installs, nodes)
+    }
+}
+
+/// The routing steps from `before` to `after`, for the log: a change started, its step
+/// taken, or its end (several in one line when one applied batch holds several).
+fn transition(before: &ClusterMeta, after: &ClusterMeta) -> Option<String> {
+    let mut steps = Vec::new();
+    match (&before.change, &after.change) {
+        (Some(b), Some(a)) if b.id == a.id => {
+            if b.step != a.step {
+                steps.push(step_name(a.step).to_string());
+            }
+        }
+        (b, a) => {
+            if b.is_some() {
+                steps.push("finish".to_string());
+            }
+            if let Some(a) = a {
+                steps.push(format!("start {} {}", a.kind, a.node));
+                if a.step != Step::Pending {
+                    steps.push(step_name(a.step).to_string());
+                }
+            }
+        }
+    }
+    (!steps.is_empty()).then(|| steps.join(", "))
+}
+
+/// The command that takes a change to `step`, as the log names it.
+fn step_name(step: Step) -> &'static str {
+    match step {
+        Step::Pending => "pending",
+        Step::Streaming => "begin-streaming",
+        Step::Mid => "enter-mid",
+        Step::Final => "enter-final",
+        Step::Aborting => "abort",
     }
 }
 
