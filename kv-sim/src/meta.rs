@@ -107,8 +107,9 @@ impl Record {
         self.inner.lock().notes.push(line);
     }
 
-    /// Notes that `node` applied `meta` up to log `index`; checks the state's invariants when
-    /// its routing step is new to the record.
+    /// Notes that `node` applied `meta` up to log `index` (a copy is kept when the index is
+    /// new for the node); logs the routing step and checks the state's invariants when the
+    /// index is new to the record and the state took a routing step.
     pub(crate) fn applied(&self, node: &'static str, index: u64, meta: &ClusterMeta) {
         let mut inner = self.inner.lock();
         let latest = inner.applied.values().max_by_key(|(i, _)| *i);
@@ -117,17 +118,19 @@ impl Record {
             // The first node to apply a state logs the routing steps it took (raft's order:
             // every later state extends it).
             let line = latest.and_then(|(_, before)| transition(before, meta));
+            // A check rebuilds the rings: once per routing step (acks and progress come by
+            // the thousand), and on the final state (`broken`).
             if let Some(line) = line {
                 let at = format!("{:?} #{index} epoch {}: {line}", crate::now(), meta.epoch);
                 inner.steps.insert(index, at);
-            }
-            if let Err(e) = meta.check_invariants() {
-                inner
-                    .broken
-                    .push(format!("{node} at #{index} (epoch {}): {e}", meta.epoch));
+                if let Err(e) = meta.check_invariants() {
+                    inner
+                        .broken
+                        .push(format!("{node} at #{index} (epoch {}): {e}", meta.epoch));
+                }
             }
         }
-        let keep = inner.applied.get(node).is_none_or(|(i, _)| *i <= index);
+        let keep = inner.applied.get(node).is_none_or(|(i, _)| *i < index);
         if keep {
             inner.applied.insert(node, (index, meta.clone()));
         }
