@@ -129,9 +129,9 @@ pub struct SimConfig {
     pub crashes: Crashes,
     /// A broken variant, if any.
     pub sabotage: Option<Sabotage>,
-    /// Whether membership changes run: the metadata service, the fresh host `node4` added
-    /// at a time drawn from the seed, and in half of these runs a member removed after it
-    /// (see the crate's README).
+    /// Whether membership changes run: kv-meta's raft on every node, the fresh host `node4`
+    /// added at a time drawn from the seed, and in half of these runs a member removed after
+    /// it (see the crate's README).
     pub changes: bool,
 }
 
@@ -475,9 +475,9 @@ pub fn run(config: &SimConfig) -> Result<Report, SimError> {
     })
 }
 
-/// The metadata service bootstrapped with the static ring the node hosts open (kv-cli's
-/// static bootstrap: `BootstrapAt` with exactly the tokens and epoch of that ring, so the
-/// first topology the nodes install is the ring they routed by).
+/// The bootstrap of the metadata raft: the static ring the node hosts open (kv-cli's static
+/// bootstrap: `BootstrapAt` with exactly the tokens and epoch of that ring, so the first
+/// topology the nodes install is the ring they routed by).
 fn bootstrap(scratch: &std::path::Path) -> Result<Command, SimError> {
     let cluster = Cluster::open(
         scratch.join("bootstrap"),
@@ -560,7 +560,12 @@ impl ChangeCrash {
         })
     }
 
-    fn tick(&mut self, sim: &mut turmoil::Sim<'_>, faults: &mut faults::Faults, record: &meta::Record) {
+    fn tick(
+        &mut self,
+        sim: &mut turmoil::Sim<'_>,
+        faults: &mut faults::Faults,
+        record: &meta::Record,
+    ) {
         if self.done {
             return;
         }
@@ -585,7 +590,12 @@ impl ChangeCrash {
         };
         let what = if self.leader { "leader" } else { "joiner" };
         if let Some(node) = target
-            && faults.crash_now(sim, node, self.down, &format!("the {what} in the add's {:?} step", self.step))
+            && faults.crash_now(
+                sim,
+                node,
+                self.down,
+                &format!("the {what} in the add's {:?} step", self.step),
+            )
         {
             self.done = true;
         } else if !at_step {

@@ -97,7 +97,11 @@ impl Record {
             return;
         }
         if let MetaResponse::Refused(e) = answer {
-            let line = format!("{:?} #{index} refused {}: {e}", crate::now(), command_name(cmd));
+            let line = format!(
+                "{:?} #{index} refused {}: {e}",
+                crate::now(),
+                command_name(cmd)
+            );
             self.inner.lock().notes.push(line);
         }
     }
@@ -297,7 +301,8 @@ pub(crate) fn agreement(
             (Some((i, m)), Some((first, fi, fm))) => {
                 if m != fm {
                     violation(format!(
-                        "{node} ended at #{i} (epoch {}), {first} at #{fi} (epoch {}): the                          applied states differ",
+                        "{node} ended at #{i} (epoch {}), {first} at #{fi} (epoch {}): the applied \
+                         states differ",
                         m.epoch, fm.epoch
                     ));
                 }
@@ -516,7 +521,13 @@ mod tests {
 
     fn install(node: &'static str, start: u32, epoch: u64, ring: u64) -> Install {
         let at = Duration::from_millis(epoch);
-        Install { node, start, epoch, ring, at }
+        Install {
+            node,
+            start,
+            epoch,
+            ring,
+            at,
+        }
     }
 
     #[test]
@@ -548,6 +559,9 @@ mod tests {
         let mut other = state.clone();
         other.epoch += 1;
         applied.insert("node2", (9, other));
-        assert_eq!(agreement(&applied, &good, &["node1", "node2", "node3"]).len(), 2);
+        assert_eq!(
+            agreement(&applied, &good, &["node1", "node2", "node3"]).len(),
+            2
+        );
     }
 }

@@ -417,9 +417,9 @@ impl Follower {
                 header: StreamHeader {
                     change: c.id,
                     task: u64::from(t.id),
-                    // The idealized metadata has no leader terms: every stream of a task
-                    // is term 1, and a new one takes over from an older one at the
-                    // receiver (equal terms do).
+                    // Not the raft leader's term yet: every stream of a task is term 1,
+                    // and a new one takes over from an older one at the receiver (equal
+                    // terms do).
                     term: 1,
                     epoch: meta.epoch,
                 },

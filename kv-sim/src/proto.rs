@@ -11,11 +11,19 @@ pub(crate) const MAX_LINE: usize = 4096;
 /// A parsed request line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Request {
-    Set { key: Vec<u8>, value: Vec<u8> },
-    Get { key: Vec<u8> },
+    Set {
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Get {
+        key: Vec<u8>,
+    },
     Repair,
     /// Start a membership change: `add` (true) or remove `node`.
-    Change { add: bool, node: String },
+    Change {
+        add: bool,
+        node: String,
+    },
 }
 
 impl Request {

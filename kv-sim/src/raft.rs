@@ -19,9 +19,9 @@ use kv_meta::{
     BoxFuture, Command, JoinRequest, MemLog, MetaMachine, MetaPeer, MetaRaft, MetaTransport,
     TransportError,
 };
-use openraft::SnapshotPolicy;
 use kv_remote::{MetaClient, RemoteBackend, ReplicaServer};
 use kv_ring::NodeId;
+use openraft::SnapshotPolicy;
 use parking_lot::Mutex;
 
 use crate::meta::{Meta, Record};

@@ -215,10 +215,11 @@ fn replay_is_identical() {
     assert!(differ.is_empty(), "{differ:#?}");
 }
 
-/// The same with membership changes (and no crashes): not yet identical. Its 3 seeds were
-/// identical once, run alone; since then 0x5eed0001 diverges by a millisecond in an
-/// operation through `node4` after its add, even run alone (a dependence on the machine's
-/// clock left somewhere, not found yet; see the kv-sim README).
+/// The same with membership changes (and no crashes): not yet identical. With kv-meta's raft
+/// in, 0x5eed0001 replays and 0x5eed0000 and 0x5eed0002 (changes forced on) differ by a
+/// millisecond in one client operation long after the add, with the same faults and change
+/// steps (a dependence on the machine's clock left somewhere, not found yet; see the kv-sim
+/// README).
 #[test]
 #[ignore = "replay with changes diverges by ~1 ms after an add (kv-sim README, determinism)"]
 fn replay_with_changes_is_identical() {

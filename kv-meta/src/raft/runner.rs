@@ -181,7 +181,14 @@ impl MetaRaft {
                 reason: e.to_string(),
             })?;
         Ok(MetaRaft::assemble(
-            raft_id, id, raft, machine, Some(log), transport, directory, meta_dir,
+            raft_id,
+            id,
+            raft,
+            machine,
+            Some(log),
+            transport,
+            directory,
+            meta_dir,
         ))
     }
 
