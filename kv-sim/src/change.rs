@@ -167,6 +167,20 @@ pub(crate) async fn drive_steps(meta: Meta) {
     loop {
         tokio::time::sleep(TICK).await;
         let raft_id = meta.raft.raft_id();
+        if std::env::var_os("SIM_RAFT_DEBUG").is_some() {
+            let m = meta.raft.raft().metrics().borrow().clone();
+            eprintln!(
+                "{:?} raft {raft_id}: {:?} term {} leader {:?} last {:?} applied {:?} {:?} {:?}",
+                now(),
+                m.state,
+                m.current_term,
+                m.current_leader,
+                m.last_log_index,
+                m.last_applied.map(|l| l.index),
+                m.membership_config.membership(),
+                m.millis_since_quorum_ack
+            );
+        }
         let leads = meta.raft.raft().metrics().borrow().current_leader == Some(raft_id);
         if !leads {
             continue;

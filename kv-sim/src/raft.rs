@@ -194,7 +194,18 @@ pub(crate) async fn start(
             let index = raft.read_index().await?;
             raft.wait_applied(index, ATTEMPT).await
         };
-        if attempt.await.is_ok() {
+        let outcome = attempt.await;
+        if std::env::var_os("SIM_META_DEBUG").is_some() {
+            let m = raft.raft().metrics().borrow().clone();
+            eprintln!(
+                "{:?} {id} catch-up: {outcome:?} (leader {:?}, term {}, state {:?})",
+                crate::now(),
+                m.current_leader,
+                m.current_term,
+                m.state
+            );
+        }
+        if outcome.is_ok() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
