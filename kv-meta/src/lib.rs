@@ -82,10 +82,11 @@ pub use protocol::{
     MetaStatus, request_cluster_uuid,
 };
 pub use raft::{
-    BoxFuture, FORWARD_WINDOW, JOINED_FILE, JoinRequest, Joined, LOG_RECORD_VERSION, Liveness,
-    LogRecord, MAX_FORWARD_HOPS, MAX_VOTERS, MemLog, MetaConnection, MetaLog, MetaMachine,
-    MetaNetwork, MetaNode, MetaPeer, MetaRaft, MetaService, MetaTransport, MetaTypes, MetaWatch,
-    SNAPSHOT_FILE, TransportError, VoterStep, meta_config, voter_target,
+    BoxFuture, FORWARD_WINDOW, JOINED_FILE, JoinRequest, Joined, KvRng, KvRuntime,
+    LOG_RECORD_VERSION, Liveness, LogRecord, MAX_FORWARD_HOPS, MAX_VOTERS, MemLog, MetaConnection,
+    MetaLog, MetaMachine, MetaNetwork, MetaNode, MetaPeer, MetaRaft, MetaService, MetaTransport,
+    MetaTypes, MetaWatch, SNAPSHOT_FILE, TransportError, VoterStep, meta_config, seed_raft_rng,
+    voter_target,
 };
 pub use snapshot::{MAX_SNAPSHOT_LEN, MetaSnapshot, SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
 pub use state::{ClusterMeta, MAX_MEMBERS, Member, MemberState, RateLimit, RingMember};

@@ -1,11 +1,15 @@
-//! The change driver of the simulation: when to start a membership change, and the steps
-//! of one, as kv-cli's driver takes them (`node_change.rs`, membership.md §3.1–3.2), on a
-//! task instead of a thread (threads cannot run in turmoil).
+//! The changes of the simulation: when the operator starts a membership change (host
+//! `driver`, [`operate`]), and the steps of one, taken by the raft leader's driver as kv-cli's
+//! driver takes them (`node_change.rs`, membership.md §3.1–3.2; [`drive_steps`], on every
+//! node host, acting while its raft leads: it takes over after a leader crash), on tasks
+//! instead of threads (threads cannot run in turmoil).
 //!
-//! Each run with changes adds the fresh host `node4` (registered, then `StartChange` of an
-//! add) at a time drawn from the seed; with probability ½ a member drawn then is removed
-//! after the add is done, if there is time before the faults stop. At most one change runs
-//! at a time (the state machine refuses a second). The steps: `Pending` -> `BeginStreaming`
+//! Each run with changes adds the fresh host `node4` (it registers itself with `Join` when
+//! it starts; the operator sends `ADDNODE node4` to a node, which plans the change on its
+//! applied state and proposes it through its raft) at a time drawn from the seed; with
+//! probability ½ a member drawn then is removed (`REMOVENODE`) after the add is done, if
+//! there is time before the faults stop. At most one change runs at a time (the state
+//! machine refuses a second). The steps: `Pending` -> `BeginStreaming`
 //! once every node of either ring acknowledged the pending epoch's fence (B1, kv-cli's rule:
 //! stricter than a quorum of each ring); `Streaming` -> `EnterMid` once every task is
 //! finished (the destinations' progress); `Mid` -> `EnterFinal` once every node of either
@@ -14,14 +18,15 @@
 //! change until it is bounced, as in kv-cli.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
-use kv_meta::{ChangeKind, Command, MemberState, Step};
+use kv_meta::{ChangeKind, ClusterMeta, Command, MemberState, MetaResponse, Step};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::meta::Meta;
-use crate::{JOINER, now};
+use crate::meta::{Meta, Record};
+use crate::{Answer, INITIAL, JOINER, NODES, call, now};
 
 /// How often the driver looks at the metadata (kv-cli's `TICK`).
 const TICK: Duration = Duration::from_millis(200);
@@ -60,94 +65,148 @@ impl Schedule {
     }
 }
 
-/// Runs the schedule's changes to their end (or to `give_up_at`).
-pub(crate) async fn drive(meta: Meta, schedule: Schedule) {
+/// The operator: sends `ADDNODE` and `REMOVENODE` at the schedule's times to a node (the
+/// static members in turn), judging what happened by the most advanced metadata any node
+/// applied ([`Record::latest`]): an answer lost on the way may still have started the change.
+pub(crate) async fn operate(record: Arc<Record>, schedule: Schedule) {
     let mut rng = StdRng::seed_from_u64(schedule.seed);
-    let mut added = false;
     let mut remove_at: Option<Duration> = None;
-    let mut removed = false;
+    let mut victim: Option<String> = None;
+    let mut asks = 0usize;
     loop {
         tokio::time::sleep(TICK).await;
         let now = now();
         if now >= schedule.give_up_at {
             return;
         }
-        let m = meta.snapshot();
-        let Some(c) = &m.change else {
-            let starting = now < schedule.start_until;
-            if !added {
-                if now >= schedule.add_at && starting {
-                    added = true;
-                    start(&meta, ChangeKind::Add, JOINER, now);
-                } else if !starting {
+        let Some(m) = record.latest() else {
+            continue;
+        };
+        if m.change.is_some() {
+            continue;
+        }
+        let state = |id: &str| m.members.get(id).map(|mm| mm.state);
+        let starting = now < schedule.start_until;
+        let line = match state(JOINER) {
+            // Not joined yet, or not added yet.
+            None => continue,
+            Some(MemberState::Registered) if now >= schedule.add_at && starting => {
+                format!("ADDNODE {JOINER}")
+            }
+            Some(MemberState::Registered) if !starting => return,
+            Some(MemberState::Registered) => continue,
+            Some(_) => {
+                // The add is done (or a removal ran): remove a member once, if drawn.
+                let Some(after) = schedule.remove_after else {
+                    return;
+                };
+                let removing = m
+                    .members
+                    .values()
+                    .any(|mm| matches!(mm.state, MemberState::Leaving | MemberState::Left));
+                if removing {
                     return;
                 }
-                continue;
-            }
-            let Some(after) = schedule.remove_after.filter(|_| !removed) else {
-                return;
-            };
-            let at = *remove_at.get_or_insert(now + after);
-            if now >= at {
-                removed = true;
+                let at = *remove_at.get_or_insert(now + after);
+                if now < at {
+                    continue;
+                }
                 if !starting {
                     return;
                 }
-                let normal: Vec<&String> = m
-                    .members
-                    .iter()
-                    .filter(|(id, mm)| {
-                        mm.state == MemberState::Normal && Some(id.as_str()) != schedule.keep
-                    })
-                    .map(|(id, _)| id)
-                    .collect();
-                if normal.is_empty() {
-                    return;
-                }
-                let victim = normal[rng.random_range(0..normal.len())].clone();
-                start(&meta, ChangeKind::Remove, &victim, now);
+                let node = match &victim {
+                    Some(v) => v.clone(),
+                    None => {
+                        let normal: Vec<&String> = m
+                            .members
+                            .iter()
+                            .filter(|(id, mm)| {
+                                mm.state == MemberState::Normal
+                                    && Some(id.as_str()) != schedule.keep
+                            })
+                            .map(|(id, _)| id)
+                            .collect();
+                        if normal.is_empty() {
+                            return;
+                        }
+                        let v = normal[rng.random_range(0..normal.len())].clone();
+                        victim = Some(v.clone());
+                        v
+                    }
+                };
+                format!("REMOVENODE {node}")
             }
-            continue;
         };
-        // Every node of either ring must have fenced the step's epoch.
-        let fenced = |epoch: u64| -> bool {
-            let mut ids: BTreeSet<&str> = c.from_members.iter().map(|m| m.id.as_str()).collect();
-            ids.extend(c.to_members.iter().map(|m| m.id.as_str()));
-            ids.into_iter()
-                .all(|id| m.acks.get(id).copied().unwrap_or(0) >= epoch)
-        };
-        let next = match c.step {
-            Step::Pending if fenced(c.step_epochs[0]) => {
-                Some(Command::BeginStreaming { change: c.id })
-            }
-            Step::Streaming if c.unfinished() == 0 => Some(Command::EnterMid { change: c.id }),
-            Step::Mid if fenced(c.step_epochs[1]) => Some(Command::EnterFinal { change: c.id }),
-            Step::Final => Some(Command::FinishChange { change: c.id }),
-            _ => None,
-        };
-        if let Some(cmd) = next {
-            let _ = meta.propose(&cmd);
+        let node = NODES[asks % INITIAL];
+        asks += 1;
+        let answer = call(node, line.clone(), Duration::from_secs(10)).await;
+        if !matches!(answer, Answer::Reply(crate::proto::Reply::Ok(_))) {
+            record.note(format!("{:?} {line} via {node}: {answer:?}", now));
         }
     }
 }
 
-/// Registers the joiner (for an add) and commits the change's `StartChange`, planned by
-/// kv-meta's planner on the current state.
-fn start(meta: &Meta, kind: ChangeKind, node: &str, now: Duration) {
-    if kind == ChangeKind::Add {
-        let _ = meta.propose(&Command::Register {
-            id: node.to_string(),
-            cluster_addr: format!("{node}:{}", crate::PEER_PORT),
-            client_addr: format!("{node}:{}", crate::CLIENT_PORT),
-        });
-    }
+/// Plans a change of `kind` for `node` on the state `meta` applied and proposes it (the
+/// node's side of `ADDNODE`/`REMOVENODE`): the state machine's epoch, or why not.
+pub(crate) async fn start(meta: &Meta, kind: ChangeKind, node: &str) -> Result<u64, String> {
     let state = meta.snapshot();
-    let started_ms = u64::try_from(now.as_millis()).unwrap_or(u64::MAX);
-    match kv_meta::plan_change(&state, kind, node, started_ms) {
-        // A refusal by the state machine is in the service's log.
-        Ok(plan) => {
-            let _ = meta.propose(&plan);
+    let started_ms = u64::try_from(now().as_millis()).unwrap_or(u64::MAX);
+    let plan = kv_meta::plan_change(&state, kind, node, started_ms).map_err(|e| e.to_string())?;
+    match meta.propose(plan).await {
+        Some(MetaResponse::Ok { epoch }) => Ok(epoch),
+        Some(MetaResponse::Refused(e)) => Err(e.to_string()),
+        None => Err("no metadata leader committed it".to_string()),
+    }
+}
+
+/// The change driver on one node host: every [`TICK`], if this node's raft is the leader, the
+/// next step of the change in progress (as applied here), proposed through raft. Every node
+/// runs one; only the leader's acts, so a new leader takes over where the crashed one left
+/// the change (its steps are all in the replicated state).
+pub(crate) async fn drive_steps(meta: Meta) {
+    loop {
+        tokio::time::sleep(TICK).await;
+        let raft_id = meta.raft.raft_id();
+        if std::env::var_os("SIM_RAFT_DEBUG").is_some() {
+            let m = meta.raft.raft().metrics().borrow().clone();
+            eprintln!(
+                "{:?} raft {raft_id}: {:?} term {} leader {:?} last {:?} applied {:?} {:?} {:?}",
+                now(),
+                m.state,
+                m.current_term,
+                m.current_leader,
+                m.last_log_index,
+                m.last_applied.map(|l| l.index),
+                m.membership_config.membership(),
+                m.millis_since_quorum_ack
+            );
         }
-        Err(e) => meta.note(format!("{now:?} plan {kind} {node} refused: {e}")),
+        let leads = meta.raft.raft().metrics().borrow().current_leader == Some(raft_id);
+        if !leads {
+            continue;
+        }
+        let next = meta.read(next_step);
+        if let Some(cmd) = next {
+            let _ = meta.propose(cmd).await;
+        }
+    }
+}
+
+/// The step the driver takes next in `m`'s change, if one is due.
+fn next_step(m: &ClusterMeta) -> Option<Command> {
+    let c = m.change.as_ref()?;
+    // Every node of either ring must have fenced the step's epoch.
+    let fenced = |epoch: u64| -> bool {
+        let mut ids: BTreeSet<&str> = c.from_members.iter().map(|m| m.id.as_str()).collect();
+        ids.extend(c.to_members.iter().map(|m| m.id.as_str()));
+        ids.into_iter()
+            .all(|id| m.acks.get(id).copied().unwrap_or(0) >= epoch)
+    };
+    match c.step {
+        Step::Pending if fenced(c.step_epochs[0]) => Some(Command::BeginStreaming { change: c.id }),
+        Step::Streaming if c.unfinished() == 0 => Some(Command::EnterMid { change: c.id }),
+        Step::Mid if fenced(c.step_epochs[1]) => Some(Command::EnterFinal { change: c.id }),
+        Step::Final => Some(Command::FinishChange { change: c.id }),
+        _ => None,
     }
 }

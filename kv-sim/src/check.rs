@@ -95,6 +95,9 @@ pub enum Property {
     /// A membership change ran to its end, and the metadata's invariants held after every
     /// command (checked by the run, not by [`check`]).
     ChangeCompletes,
+    /// 4: every node applied the same metadata at the end, installed increasing epochs, and
+    /// no two nodes installed different routings at one epoch (checked by the run).
+    MetadataAgreement,
 }
 
 impl fmt::Display for Property {
@@ -104,6 +107,7 @@ impl fmt::Display for Property {
             Property::ReadSeesFinishedWrite => "2-read-sees-finished-write",
             Property::Convergence => "3-convergence",
             Property::ChangeCompletes => "change-completes",
+            Property::MetadataAgreement => "4-metadata-agreement",
             Property::BoundedUnavailability => "5-bounded-unavailability",
         })
     }

@@ -58,6 +58,9 @@ pub(crate) struct Faults {
     skewed: Option<(Duration, usize)>,
     /// Every clock offset set: node, from when, the offset in milliseconds.
     steps: Vec<ClockStep>,
+    /// The metadata raft's leader, in a run with one: a crash picks it with weight 2
+    /// (membership.md §4.4).
+    leader: Option<Leader>,
 }
 
 /// A clock offset set on a node from a time on: node, time, offset in milliseconds.
@@ -72,6 +75,9 @@ pub(crate) struct FaultLog {
     /// Every clock offset, from the start's on.
     pub(crate) steps: Vec<ClockStep>,
 }
+
+/// Who leads the metadata raft now, if known.
+pub(crate) type Leader = Box<dyn Fn() -> Option<&'static str>>;
 
 /// Held links: when they are released, when they were held, and the pairs.
 type HeldLinks = (Duration, Duration, Vec<(String, String)>);
@@ -123,7 +129,35 @@ impl Faults {
             others,
             log: Vec::new(),
             impaired: Vec::new(),
+            leader: None,
         }
+    }
+
+    /// Crashes pick the metadata raft's leader, as `leader` tells it, half the time.
+    pub(crate) fn with_leader(mut self, leader: Leader) -> Faults {
+        self.leader = Some(leader);
+        self
+    }
+
+    /// Crashes `node` now for `down`, unless a node is crashed already, `node` may not
+    /// crash, or the faults have stopped; whether it did. `why` goes to the log.
+    pub(crate) fn crash_now(
+        &mut self,
+        sim: &mut turmoil::Sim<'_>,
+        node: &'static str,
+        down: Duration,
+        why: &str,
+    ) -> bool {
+        let now = sim.elapsed();
+        if self.crashed.is_some() || !self.may_crash(node) || now >= self.until {
+            return false;
+        }
+        sim.crash(node);
+        self.log
+            .push(format!("{now:?} crash {node} for {down:?} ({why})"));
+        self.crashed = Some((now + down, node));
+        self.crashed_at = now;
+        true
     }
 
     /// What was injected, with the simulated times.
@@ -242,7 +276,17 @@ impl Faults {
             return;
         }
         self.next = now + Duration::from_millis(self.rng.random_range(1000..3000));
-        let node = self.hosts[self.rng.random_range(0..self.hosts.len())];
+        let mut node = self.hosts[self.rng.random_range(0..self.hosts.len())];
+        // Half the time the fault falls on the raft leader (a crash of it: weight 2 among
+        // crashes, membership.md §4.4; a partition of it cuts raft's traffic too).
+        let mut leader = "";
+        if let Some(l) = &self.leader
+            && self.rng.random_bool(0.5)
+            && let Some(l) = l()
+        {
+            node = l;
+            leader = " (leader)";
+        }
         let span = Duration::from_millis(self.rng.random_range(1000..8000));
         match self.rng.random_range(0..9) {
             0..=2 if self.held.is_none() => {
@@ -288,7 +332,8 @@ impl Faults {
                 }
                 let down = Duration::from_millis(self.rng.random_range(0..6000));
                 self.crash(sim, node);
-                self.log.push(format!("{now:?} crash {node} for {down:?}"));
+                self.log
+                    .push(format!("{now:?} crash {node} for {down:?}{leader}"));
                 self.crashed = Some((now + down, node));
                 self.crashed_at = now;
             }

@@ -10,15 +10,17 @@
 //!
 //! In a run with [`SimConfig::changes`] (odd seeds by default) a fourth host is added to
 //! the cluster, and sometimes a member removed after it, while the faults go on: the steps
-//! of kv-cli's change driver over kv-meta's state machine, shared by the hosts as an
-//! idealized metadata service (no raft), each node installing every epoch's topology and
-//! fencing its replica, and range streams from each losing replica into kv-remote's
-//! `RangeReceiver` on the gaining one. The key design decision: everything the run waits
-//! for runs on the hosts' simulated runtimes, never on a thread (kv-cluster's installs
-//! drain on the runtime's timer), and a crashed host says nothing on the wire, so that
-//! every seed replays exactly, with crashes, changes and clock-skew faults (see the README,
-//! determinism, and for what is not simulated); a failing seed prints the command that
-//! replays it ([`SimConfig::replay_command`]).
+//! of kv-cli's change driver, taken by whichever node leads kv-meta's raft (every node host
+//! runs the real `MetaRaft` over the simulated kv-net, its log kept outside the host), each
+//! node installing every epoch's topology its raft applies and fencing its replica, and
+//! range streams from each losing replica into kv-remote's `RangeReceiver` on the gaining
+//! one; the raft leader and the joiner are crashed too, and property 4 (metadata
+//! agreement) is checked. The key design decision: everything the run waits for runs on
+//! the hosts' simulated runtimes, never on a thread (kv-cluster's installs drain on the
+//! runtime's timer), and a crashed host says nothing on the wire, so that a seed replays
+//! exactly, with crashes, changes and clock-skew faults (see the README, determinism, and
+//! for what is not simulated); a failing seed prints the command that replays it
+//! ([`SimConfig::replay_command`]).
 //!
 //! ```no_run
 //! let report = kv_sim::run(&kv_sim::SimConfig::new(0x5eed))?;
@@ -32,6 +34,7 @@ mod faults;
 mod meta;
 mod node;
 mod proto;
+mod raft;
 mod stream;
 
 use std::collections::BTreeMap;
@@ -78,6 +81,9 @@ pub enum Sabotage {
     /// `Streaming` steps writes go to the old replicas only (only seeds with a change can
     /// catch it).
     SkipPendingDualWrite,
+    /// node2 installs the change's steps with the two rings swapped (reads by the other
+    /// ring): a node that mis-applied the metadata. Property 4 must catch it.
+    DivergentInstall,
 }
 
 /// Crash faults.
@@ -127,9 +133,9 @@ pub struct SimConfig {
     pub crashes: Crashes,
     /// A broken variant, if any.
     pub sabotage: Option<Sabotage>,
-    /// Whether membership changes run: the metadata service, the fresh host `node4` added
-    /// at a time drawn from the seed, and in half of these runs a member removed after it
-    /// (see the crate's README).
+    /// Whether membership changes run: kv-meta's raft on every node, the fresh host `node4`
+    /// added at a time drawn from the seed, and in half of these runs a member removed after
+    /// it (see the crate's README).
     pub changes: bool,
 }
 
@@ -198,6 +204,7 @@ impl SimConfig {
             let name = match sabotage {
                 Sabotage::OneReplica => "one-replica",
                 Sabotage::SkipPendingDualWrite => "skip-pending-dual-write",
+                Sabotage::DivergentInstall => "divergent-install",
             };
             let _ = write!(cmd, " SIM_SABOTAGE={name}");
         }
@@ -311,11 +318,14 @@ pub fn run(config: &SimConfig) -> Result<Report, SimError> {
     } else {
         &NODES[..INITIAL]
     };
+    // openraft draws its election timeouts on this thread, which runs every host.
+    kv_meta::seed_raft_rng(config.seed);
     let meta = if config.changes {
-        Some(bootstrap(scratch.path())?)
+        Some(Arc::new(raft::RaftDisks::new(bootstrap(scratch.path())?)))
     } else {
         None
     };
+    let record = meta.as_ref().map(|m| Arc::clone(&m.record));
     let stream_log: node::StreamLog = Arc::default();
     let time: node::GlobalTime = Arc::default();
     let clock_log: node::ClockLog = Arc::default();
@@ -361,9 +371,9 @@ pub fn run(config: &SimConfig) -> Result<Report, SimError> {
         if config.crashes == Crashes::Replicas {
             schedule.keep = Some(NODES[0]);
         }
-        let meta = Arc::clone(meta);
+        let record = Arc::clone(&meta.record);
         sim.client("driver", async move {
-            change::drive(meta, schedule).await;
+            change::operate(record, schedule).await;
             Ok(())
         });
     }
@@ -376,7 +386,7 @@ pub fn run(config: &SimConfig) -> Result<Report, SimError> {
         let restarted = Arc::clone(&restarted);
         let seed: u64 = rng.random();
         let (keys, until) = (config.keys, config.clients_until);
-        let meta = meta.clone();
+        let meta = record.clone();
         sim.client(format!("client{client}"), async move {
             run_client(client, seed, keys, until, history, restarted, meta).await;
             Ok(())
@@ -386,12 +396,15 @@ pub fn run(config: &SimConfig) -> Result<Report, SimError> {
     {
         let repairs = Arc::clone(&repairs);
         let at = config.repair_at;
-        let meta = meta.clone();
+        let meta = record.clone();
         sim.client("admin", async move {
             tokio::time::sleep(at.saturating_sub(now())).await;
-            // A change still running is waited for: repair runs on the final ring.
+            // A change still running is waited for: repair runs on the final ring; and
+            // every node's raft is caught up, so that property 4 compares final states.
             while let Some(m) = &meta {
-                if m.read(|m| m.change.is_none()) || now() >= give_up_at {
+                let done = m.read_latest(|m| m.is_some_and(|m| m.change.is_none()))
+                    && m.all_at_same_index(hosts);
+                if done || now() >= give_up_at {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -420,9 +433,18 @@ pub fn run(config: &SimConfig) -> Result<Report, SimError> {
             .collect(),
         skews,
     );
+    let mut change_crash = None;
+    if let Some(record) = &record {
+        let leader = Arc::clone(record);
+        faults = faults.with_leader(Box::new(move || leader.leader()));
+        change_crash = ChangeCrash::draw(&mut rng);
+    }
     loop {
         time.store(sim.elapsed().as_millis() as u64, Ordering::Relaxed);
         faults.tick(&mut sim);
+        if let (Some(crash), Some(record)) = (&mut change_crash, &record) {
+            crash.tick(&mut sim, &mut faults, record);
+        }
         match sim.step() {
             Ok(true) => break,
             Ok(false) => {}
@@ -442,9 +464,13 @@ pub fn run(config: &SimConfig) -> Result<Report, SimError> {
             }
         }
         Some(meta) => {
+            let meta = &meta.record;
             changes = meta.log();
             changes.extend(std::mem::take(&mut *stream_log.lock()));
-            let last = meta.snapshot();
+            let last = meta
+                .latest()
+                .ok_or_else(|| SimError::Meta("no node applied any metadata".into()))?;
+            violations.extend(meta.agreement(hosts));
             if let Some(c) = &last.change {
                 violations.push(Violation {
                     property: Property::ChangeCompletes,
@@ -547,10 +573,10 @@ pub fn run(config: &SimConfig) -> Result<Report, SimError> {
     })
 }
 
-/// The metadata service bootstrapped with the static ring the node hosts open (kv-cli's
-/// static bootstrap: `BootstrapAt` with exactly the tokens and epoch of that ring, so the
-/// first topology the nodes install is the ring they routed by).
-fn bootstrap(scratch: &std::path::Path) -> Result<meta::Meta, SimError> {
+/// The bootstrap of the metadata raft: the static ring the node hosts open (kv-cli's static
+/// bootstrap: `BootstrapAt` with exactly the tokens and epoch of that ring, so the first
+/// topology the nodes install is the ring they routed by).
+fn bootstrap(scratch: &std::path::Path) -> Result<Command, SimError> {
     let cluster = Cluster::open(
         scratch.join("bootstrap"),
         ClusterOptions::new().backend(Arc::new(MemoryBackend::default())),
@@ -577,12 +603,16 @@ fn bootstrap(scratch: &std::path::Path) -> Result<meta::Meta, SimError> {
         members,
         epoch: cluster.topology_epoch(),
     };
-    meta::MetaService::new(&boot).map_err(SimError::Meta)
+    Ok(boot)
 }
 
-/// The members whose state is one of `states`, in id order.
-fn serving(meta: &meta::Meta, states: &[MemberState]) -> Vec<&'static str> {
-    meta.read(|m| {
+/// The members whose state is one of `states`, in id order, in the most advanced state any
+/// node applied (the static members before any did).
+fn serving(meta: &meta::Record, states: &[MemberState]) -> Vec<&'static str> {
+    meta.read_latest(|m| {
+        let Some(m) = m else {
+            return NODES[..INITIAL].to_vec();
+        };
         NODES
             .iter()
             .copied()
@@ -593,6 +623,84 @@ fn serving(meta: &meta::Meta, states: &[MemberState]) -> Vec<&'static str> {
             })
             .collect()
     })
+}
+
+/// The crash of the raft leader or the joiner at a point of the add, drawn in a quarter of
+/// the runs with a change (membership.md §4.4): once the add reaches `step`, `delay` later.
+#[derive(Debug)]
+struct ChangeCrash {
+    leader: bool,
+    step: kv_meta::Step,
+    delay: Duration,
+    down: Duration,
+    /// When the step was seen.
+    seen: Option<Duration>,
+    done: bool,
+}
+
+impl ChangeCrash {
+    fn draw(rng: &mut StdRng) -> Option<ChangeCrash> {
+        if !rng.random_bool(0.25) {
+            return None;
+        }
+        let steps = [
+            kv_meta::Step::Pending,
+            kv_meta::Step::Streaming,
+            kv_meta::Step::Mid,
+        ];
+        Some(ChangeCrash {
+            leader: rng.random_bool(0.5),
+            step: steps[rng.random_range(0..steps.len())],
+            delay: Duration::from_millis(rng.random_range(0..500)),
+            down: Duration::from_millis(rng.random_range(0..6000)),
+            seen: None,
+            done: false,
+        })
+    }
+
+    fn tick(
+        &mut self,
+        sim: &mut turmoil::Sim<'_>,
+        faults: &mut faults::Faults,
+        record: &meta::Record,
+    ) {
+        if self.done {
+            return;
+        }
+        let now = sim.elapsed();
+        let at_step = record.read_latest(|m| {
+            m.and_then(|m| m.change.as_ref())
+                .is_some_and(|c| c.kind == kv_meta::ChangeKind::Add && c.step == self.step)
+        });
+        if self.seen.is_none() {
+            if at_step {
+                self.seen = Some(now);
+            }
+            return;
+        }
+        if self.seen.is_some_and(|seen| now < seen + self.delay) {
+            return;
+        }
+        let target = if self.leader {
+            record.leader()
+        } else {
+            Some(JOINER)
+        };
+        let what = if self.leader { "leader" } else { "joiner" };
+        if let Some(node) = target
+            && faults.crash_now(
+                sim,
+                node,
+                self.down,
+                &format!("the {what} in the add's {:?} step", self.step),
+            )
+        {
+            self.done = true;
+        } else if !at_step {
+            // The step passed while another crash was on: no crash this run.
+            self.done = true;
+        }
+    }
 }
 
 /// Which nodes crashed (indexes into [`NODES`]), shared by the fault generator and the
@@ -612,7 +720,7 @@ async fn run_client(
     until: Duration,
     history: Arc<Mutex<Vec<Op>>>,
     restarted: Restarted,
-    meta: Option<meta::Meta>,
+    meta: Option<Arc<meta::Record>>,
 ) {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut seq = 0u64;

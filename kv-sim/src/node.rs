@@ -1,29 +1,29 @@
 //! A node host: kv-net, kv-remote's [`ReplicaServer`] and a kv-cluster coordinator (async
 //! API) over an in-memory replica, and the clients' line protocol ([`crate::proto`]); in a
-//! run with membership changes, its follower of the metadata and its range streams.
+//! run with membership changes, its metadata raft ([`crate::raft`]), its follower of the
+//! applied metadata, the change driver (acting while its raft leads) and its range streams.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use kv_cluster::{Backend, Clock, Cluster, ClusterOptions, Consistency, MemoryBackend, Replica};
-use kv_meta::{ClusterMeta, Command, Source, Step};
+use kv_meta::{ChangeKind, ClusterMeta, Command, Source, Step};
 use kv_net::{Identity, PeersOptions, ServerOptions};
 use kv_remote::{
     RangeReceiver, RemoteBackend, ReplicaServer, StreamEvent, StreamHeader, StreamRange,
     StreamReport,
 };
 use kv_ring::NodeId;
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 use crate::meta::{Meta, topology_of};
 use crate::proto::{MAX_LINE, Request};
-use crate::{CLIENT_PORT, CLUSTER, INITIAL, NODES, PEER_PORT, Sabotage, now, stream};
+use crate::raft::RaftDisks;
+use crate::{CLIENT_PORT, CLUSTER, INITIAL, NODES, PEER_PORT, Sabotage, change, now, stream};
 
 /// How long a coordinator waits for a remote replica, on simulated time (kv-net's deadline).
 const REPLICA_TIMEOUT: Duration = Duration::from_secs(1);
@@ -99,9 +99,10 @@ pub(crate) struct NodeConfig {
     pub(crate) starts: Arc<AtomicU32>,
     /// Whether it coordinates client requests after a restart (`Crashes::Any`).
     pub(crate) coordinate_after_restart: bool,
-    /// The metadata service, in a run with membership changes; `None`: the node routes by
-    /// the static ring of its `cluster.json`, as in the first half of the simulation.
-    pub(crate) meta: Option<Meta>,
+    /// What the metadata raft keeps across crashes, in a run with membership changes;
+    /// `None`: the node routes by the static ring of its `cluster.json`, as in the first half
+    /// of the simulation.
+    pub(crate) meta: Option<Arc<RaftDisks>>,
     /// What the streams of a change did (shared by every host; part of the report).
     pub(crate) stream_log: StreamLog,
 }
@@ -163,7 +164,8 @@ pub(crate) async fn run(cfg: NodeConfig) -> turmoil::Result {
         Some(Sabotage::SkipPendingDualWrite) => {
             opts = opts.sabotage(Some(kv_cluster::testing::Sabotage::SkipPendingDualWrite));
         }
-        None => {}
+        // The follower's, below.
+        Some(Sabotage::DivergentInstall) | None => {}
     }
     let cluster = Arc::new(Cluster::open(&cfg.disk.dir, opts)?);
     if cluster.lease_jumps() > 0 {
@@ -183,30 +185,38 @@ pub(crate) async fn run(cfg: NodeConfig) -> turmoil::Result {
             .sim(),
         Arc::clone(&replica),
     )?;
-    if let Some(meta) = &cfg.meta {
+    let mut node_meta = None;
+    if let Some(disks) = &cfg.meta {
+        // As a kv-cli node: bootstrapped (or joined) and caught up with the leader, and the
+        // applied state installed and fenced, before clients are served.
+        let meta = crate::raft::start(cfg.index, &backend, &server, disks).await;
         let follower = Arc::new(Follower {
             id,
             me,
+            start: cfg.starts.load(Ordering::Relaxed),
             cluster: Arc::clone(&cluster),
             local: replica,
             backend,
-            meta: Arc::clone(meta),
+            meta: meta.clone(),
             running: parking_lot::Mutex::default(),
+            acking: Arc::default(),
             stream_log: Arc::clone(&cfg.stream_log),
+            sabotage: cfg.sabotage,
         });
         let receiver = Arc::new(follower.receiver());
         tokio::spawn(stream::serve(receiver));
-        // As a restarted kv-cli node: the metadata's state is installed and fenced before
-        // clients are served.
-        follower.apply(&meta.snapshot()).await;
-        let mut rng =
-            StdRng::seed_from_u64(cfg.seed ^ u64::from(cfg.starts.load(Ordering::Relaxed)));
+        follower.tick().await;
+        tokio::spawn(change::drive_steps(meta.clone()));
+        // The follower wakes on each state its raft applies, and at least every 200 ms (a
+        // stream that failed is started again from a later look).
+        let mut watch = meta.raft.watch();
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(Duration::from_millis(rng.random_range(20..200))).await;
+                let _ = tokio::time::timeout(Duration::from_millis(200), watch.changed()).await;
                 follower.tick().await;
             }
         });
+        node_meta = Some(meta);
     }
     let _server = server;
     // A restarted coordinator mints no version until its clock has passed the lease its
@@ -230,7 +240,12 @@ pub(crate) async fn run(cfg: NodeConfig) -> turmoil::Result {
         turmoil::net::TcpListener::bind((IpAddr::V4(Ipv4Addr::UNSPECIFIED), CLIENT_PORT)).await?;
     loop {
         let (stream, _) = listener.accept().await?;
-        tokio::spawn(serve(Arc::clone(&cluster), stream, coordinates));
+        tokio::spawn(serve(
+            Arc::clone(&cluster),
+            stream,
+            coordinates,
+            node_meta.clone(),
+        ));
     }
 }
 
@@ -259,20 +274,36 @@ impl kv_remote::ImportTarget for Import {
 struct Follower {
     id: &'static str,
     me: NodeId,
+    /// Which start of the host's process this is (property 4's record).
+    start: u32,
     cluster: Arc<Cluster>,
     local: Arc<dyn Replica>,
     backend: Arc<RemoteBackend>,
     meta: Meta,
     /// The tasks streaming from here: `(change, task)`.
     running: parking_lot::Mutex<BTreeSet<(u64, u32)>>,
+    /// An acknowledgement on its way to the leader (one at a time).
+    acking: Arc<AtomicBool>,
     stream_log: StreamLog,
+    sabotage: Option<Sabotage>,
 }
 
 impl Follower {
-    /// One look at the metadata: apply it, and start the streams this node owes.
+    /// One look at the metadata this node applied: record it, apply it, and start the
+    /// streams this node owes.
     async fn tick(self: &Arc<Self>) {
+        {
+            let applied = self.meta.raft.watch();
+            let applied = applied.borrow();
+            let index = applied.last_log_id.map_or(0, |l| l.index);
+            self.meta.record.applied(self.id, index, &applied.meta);
+        }
+        let raft_id = self.meta.raft.raft_id();
+        if self.meta.raft.raft().metrics().borrow().current_leader == Some(raft_id) {
+            self.meta.record.set_leader(self.id);
+        }
         // Most looks find nothing new: the state is copied only when there is something to
-        // do (the start's `apply` installed a topology, so the epoch compares).
+        // do.
         let installed = self.cluster.topology_epoch();
         let idle = self.meta.read(|m| {
             m.epoch == installed
@@ -317,26 +348,44 @@ impl Follower {
                 let _ = self.backend.add_peer(node, addr);
             }
         }
+        let mut topology = topology;
         let epoch = topology.epoch;
         let installed = self.cluster.topology().map(|t| t.epoch);
-        if installed.is_none_or(|e| e < epoch)
-            && let Err(e) = self.install(topology).await
-        {
-            self.stream_log.lock().push(format!(
-                "{:?} {}: install of epoch {epoch} failed: {e}",
-                now(),
-                self.id
-            ));
-            return;
+        if installed.is_none_or(|e| e < epoch) {
+            if self.sabotage == Some(Sabotage::DivergentInstall)
+                && self.id == NODES[1]
+                && let Some(extra) = topology.extra_write.as_mut()
+            {
+                // The test-only divergence: this node routes reads by the other ring of the
+                // step (what a node that mis-applied the change would install).
+                std::mem::swap(&mut topology.read, extra);
+            }
+            let record = topology.clone();
+            if let Err(e) = self.install(topology).await {
+                self.stream_log.lock().push(format!(
+                    "{:?} {}: install of epoch {epoch} failed: {e}",
+                    now(),
+                    self.id
+                ));
+                return;
+            }
+            self.meta.record.installed(self.id, self.start, &record);
         }
         // Raised after the install: a replica request at the new epoch then comes only from
         // a coordinator that routes by it.
         self.local.fence(epoch);
         let acked = meta.acks.get(self.id).copied().unwrap_or(0);
-        if meta.change.is_some() && acked < epoch {
-            let _ = self.meta.propose(&Command::Ack {
+        if meta.change.is_some() && acked < epoch && !self.acking.swap(true, Ordering::Relaxed) {
+            // On its own task: a proposal waits up to kv-meta's forwarding window when no
+            // leader is reachable, and the follower (and a start) must not.
+            let (meta, acking) = (self.meta.clone(), Arc::clone(&self.acking));
+            let ack = Command::Ack {
                 node: self.id.to_string(),
                 epoch,
+            };
+            tokio::spawn(async move {
+                let _ = meta.propose(ack).await;
+                acking.store(false, Ordering::Relaxed);
             });
         }
     }
@@ -356,7 +405,8 @@ impl Follower {
 
     /// Starts a task for each unfinished stream this node is the source of that is not
     /// running; a failed one is started again on a later tick, from what the destination
-    /// reported synced (its ranges' `done_through`).
+    /// reported synced (its ranges' `done_through`), and so is one that finished but whose
+    /// progress has not committed 5 s later.
     fn start_streams(self: &Arc<Self>, meta: &ClusterMeta, c: &kv_meta::Change) {
         for t in &c.tasks {
             if t.finished || t.from != Source::Node(self.id.to_string()) {
@@ -369,9 +419,9 @@ impl Follower {
                 header: StreamHeader {
                     change: c.id,
                     task: u64::from(t.id),
-                    // The idealized metadata has no leader terms: every stream of a task
-                    // is term 1, and a new one takes over from an older one at the
-                    // receiver (equal terms do).
+                    // Not the raft leader's term yet: every stream of a task is term 1,
+                    // and a new one takes over from an older one at the receiver (equal
+                    // terms do).
                     term: 1,
                     epoch: meta.epoch,
                 },
@@ -402,9 +452,13 @@ impl Follower {
                     this.id,
                     task.destination
                 ));
-                if outcome.is_err() {
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
+                // A failed stream starts again a second later; a finished one only if its
+                // progress is still not committed 5 s later (the destination proposes each
+                // checkpoint through raft: a leader crash can lose them). Restarting it at
+                // once would stream it again while its progress is on its way, and every
+                // pass commits a progress entry per range.
+                let pause = if outcome.is_err() { 1 } else { 5 };
+                tokio::time::sleep(Duration::from_secs(pause)).await;
                 this.running.lock().remove(&key);
             });
         }
@@ -413,7 +467,7 @@ impl Follower {
     /// The destination's receiver: imports into the local replica and commits each synced
     /// checkpoint as the task's progress (kv-cli's receiver callback).
     fn receiver(&self) -> RangeReceiver {
-        let meta = Arc::clone(&self.meta);
+        let meta = self.meta.clone();
         RangeReceiver::new(
             Arc::new(Import(Arc::clone(&self.local))),
             move |r: &StreamReport<'_>| {
@@ -441,7 +495,11 @@ impl Follower {
                     })
                 });
                 if let Some(progress) = progress {
-                    let _ = meta.propose(&progress);
+                    // Committed on a task of the host (the receiver reports inline).
+                    let meta = meta.clone();
+                    tokio::spawn(async move {
+                        let _ = meta.propose(progress).await;
+                    });
                 }
             },
         )
@@ -452,7 +510,12 @@ impl Follower {
 /// A node that does not `coordinate` (restarted, under `Crashes::Replicas`) refuses client
 /// reads and writes, so that a request already on its way when the node crashed is not
 /// coordinated with the restarted clock; it still repairs.
-async fn serve(cluster: Arc<Cluster>, stream: turmoil::net::TcpStream, coordinate: bool) {
+async fn serve(
+    cluster: Arc<Cluster>,
+    stream: turmoil::net::TcpStream,
+    coordinate: bool,
+    meta: Option<Meta>,
+) {
     let (rd, mut wr) = stream.into_split();
     let mut line = String::new();
     let mut rd = BufReader::new(rd.take(MAX_LINE as u64));
@@ -482,6 +545,20 @@ async fn serve(cluster: Arc<Cluster>, stream: turmoil::net::TcpStream, coordinat
                 Err(e) => format!("ERR {e}"),
             }
         }
+        Some(Request::Change { add, node }) => match &meta {
+            Some(meta) => {
+                let kind = if add {
+                    ChangeKind::Add
+                } else {
+                    ChangeKind::Remove
+                };
+                match change::start(meta, kind, &node).await {
+                    Ok(epoch) => format!("OK {epoch}"),
+                    Err(e) => format!("ERR {e}"),
+                }
+            }
+            None => "ERR no metadata in this run".to_string(),
+        },
         None => "ERR bad request".to_string(),
     };
     let mut reply = reply.replace('\n', " ");

@@ -1,6 +1,8 @@
 //! The simulated clients' protocol: one request line per connection, one answer line.
 //! `SET k v` → `OK version` | `ERR msg`; `GET k` → `VAL v` | `NIL` | `ERR msg`; `REPAIR` (hint
-//! handoff, then repair) → `REPAIRED ...` | `ERR msg`. RESP is not needed here: the
+//! handoff, then repair) → `REPAIRED ...` | `ERR msg`; `ADDNODE id` / `REMOVENODE id` (the
+//! operator's: the node plans the change on its applied metadata and proposes it through its
+//! raft) → `OK epoch` | `ERR msg`. RESP is not needed here: the
 //! coordinator path under test is the same.
 
 /// Longest line read from a connection.
@@ -9,9 +11,19 @@ pub(crate) const MAX_LINE: usize = 4096;
 /// A parsed request line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Request {
-    Set { key: Vec<u8>, value: Vec<u8> },
-    Get { key: Vec<u8> },
+    Set {
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Get {
+        key: Vec<u8>,
+    },
     Repair,
+    /// Start a membership change: `add` (true) or remove `node`.
+    Change {
+        add: bool,
+        node: String,
+    },
 }
 
 impl Request {
@@ -27,6 +39,14 @@ impl Request {
                 key: words.next()?.as_bytes().to_vec(),
             },
             "REPAIR" => Request::Repair,
+            "ADDNODE" => Request::Change {
+                add: true,
+                node: words.next()?.to_string(),
+            },
+            "REMOVENODE" => Request::Change {
+                add: false,
+                node: words.next()?.to_string(),
+            },
             _ => return None,
         };
         words.next().is_none().then_some(request)
@@ -71,6 +91,14 @@ mod tests {
             })
         );
         assert_eq!(Request::parse("GET k1 extra"), None);
+        assert_eq!(
+            Request::parse("ADDNODE node4\n"),
+            Some(Request::Change {
+                add: true,
+                node: "node4".into()
+            })
+        );
+        assert_eq!(Request::parse("REMOVENODE"), None);
         assert_eq!(Request::parse(""), None);
         assert_eq!(Reply::parse("VAL c1-2\n"), Reply::Val("c1-2".into()));
         assert_eq!(

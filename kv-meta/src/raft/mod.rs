@@ -7,6 +7,7 @@ mod mem_log;
 mod network;
 pub(crate) mod record;
 mod runner;
+mod runtime;
 mod service;
 mod types;
 mod voters;
@@ -22,6 +23,7 @@ pub use runner::{
     FORWARD_WINDOW, JOINED_FILE, JoinRequest, Joined, MAX_FORWARD_HOPS, MAX_VOTERS, MetaRaft,
     meta_config,
 };
+pub use runtime::{KvRng, KvRuntime, seed_raft_rng};
 pub use service::MetaService;
 pub use types::{MetaNode, MetaTypes};
 pub use voters::{Liveness, VoterStep, voter_target};

@@ -18,7 +18,7 @@ use crate::protocol::{MetaReply, MetaRequest, MetaStatus};
 use crate::raft::network::{Directory, MetaNetwork, MetaPeer, MetaTransport};
 use crate::raft::service::{MetaService, serve, status};
 use crate::raft::voters::{self, Liveness, VoterStep};
-use crate::raft::{MetaLog, MetaMachine, MetaNode, MetaTypes, MetaWatch};
+use crate::raft::{MemLog, MetaLog, MetaMachine, MetaNode, MetaTypes, MetaWatch};
 
 /// How many times a request follows [`MetaError::ForwardToLeader`] before giving up.
 pub const MAX_FORWARD_HOPS: u32 = 3;
@@ -127,7 +127,8 @@ pub(crate) struct Shared {
     pub(crate) id: String,
     pub(crate) raft: Raft<MetaTypes>,
     pub(crate) machine: MetaMachine,
-    pub(crate) log: MetaLog,
+    /// The durable log, closed by `shutdown` (`None`: a [`MemLog`] the caller keeps).
+    pub(crate) log: Option<MetaLog>,
     pub(crate) transport: Arc<dyn MetaTransport>,
     pub(crate) directory: Directory,
     pub(crate) dir: PathBuf,
@@ -171,9 +172,7 @@ impl MetaRaft {
         let meta_dir = dir.join("meta");
         let machine = MetaMachine::open(&meta_dir)?;
         let log = MetaLog::open(&meta_dir.join("log")).await?;
-        let config = Arc::new(config.validate().map_err(|e| Error::Raft {
-            reason: e.to_string(),
-        })?);
+        let config = validated(config)?;
         let directory = Directory::new(machine.watch());
         let network = MetaNetwork::new(raft_id, Arc::clone(&transport), directory.clone());
         let raft = Raft::new(raft_id, config, network, log.clone(), machine.clone())
@@ -181,7 +180,115 @@ impl MetaRaft {
             .map_err(|e| Error::Raft {
                 reason: e.to_string(),
             })?;
-        Ok(MetaRaft {
+        Ok(MetaRaft::assemble(
+            raft_id,
+            id,
+            raft,
+            machine,
+            Some(log),
+            transport,
+            directory,
+            meta_dir,
+        ))
+    }
+
+    /// Starts raft node `raft_id` over a log kept in memory by the caller and a state machine
+    /// in memory, nothing on disk: the simulation's form (membership.md §4.2), where `log`
+    /// lives outside the simulated process so that a crash keeps it, as a process crash
+    /// keeps a file. Give it a fresh [`MetaMachine::in_memory`] at each start: openraft
+    /// re-applies `log` up to its saved committed id before this returns, as a restart
+    /// replays the durable log (with no snapshot to start from, so `config` should not
+    /// purge the log: a `snapshot_policy` of `Never`, or far more entries than a run makes).
+    /// [`dir`](MetaRaft::dir) is empty; [`shutdown`](MetaRaft::shutdown) stops raft only.
+    ///
+    /// # Errors
+    /// [`Error::Raft`] for an invalid `config` or a raft that fails to start.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use bytes::Bytes;
+    /// use kv_meta::{BoxFuture, Command, MemLog, MetaMachine, MetaPeer, MetaRaft, MetaTransport};
+    /// use kv_meta::{NewMember, TransportError, meta_config};
+    ///
+    /// struct Nowhere;
+    /// impl MetaTransport for Nowhere {
+    ///     fn call(&self, to: &MetaPeer, _: Bytes, _: Duration)
+    ///         -> BoxFuture<Result<Bytes, TransportError>> {
+    ///         let peer = to.id.clone();
+    ///         Box::pin(async move { Err(TransportError::Unreachable { peer, reason: "alone".into() }) })
+    ///     }
+    /// }
+    ///
+    /// # tokio::runtime::Runtime::new()?.block_on(async {
+    /// let log = MemLog::new();
+    /// let config = meta_config("demo");
+    /// let raft = MetaRaft::open_in_memory(
+    ///     log.clone(), MetaMachine::in_memory(), 1, "n1", config.clone(), Arc::new(Nowhere),
+    /// ).await?;
+    /// let n1 = NewMember {
+    ///     id: "n1".into(),
+    ///     cluster_addr: "n1:7000".into(),
+    ///     client_addr: "n1:7100".into(),
+    ///     weight: 1.0,
+    ///     tokens: vec![1 << 63],
+    /// };
+    /// let bootstrap =
+    ///     Command::Bootstrap { uuid: 7, name: "demo".into(), rf: 1, vnodes: 1, members: vec![n1] };
+    /// raft.bootstrap(&bootstrap, Duration::from_secs(10)).await?;
+    /// raft.shutdown().await?;
+    /// // A "restart" over the same log applies the bootstrap again before it returns.
+    /// let again = MetaRaft::open_in_memory(
+    ///     log, MetaMachine::in_memory(), 1, "n1", config, Arc::new(Nowhere),
+    /// ).await?;
+    /// assert_eq!(again.watch().borrow().meta.epoch, 1);
+    /// # again.shutdown().await?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub async fn open_in_memory(
+        log: MemLog,
+        machine: MetaMachine,
+        raft_id: u64,
+        id: &str,
+        config: Config,
+        transport: Arc<dyn MetaTransport>,
+    ) -> Result<MetaRaft> {
+        let config = validated(config)?;
+        let directory = Directory::new(machine.watch());
+        let network = MetaNetwork::new(raft_id, Arc::clone(&transport), directory.clone());
+        let raft = Raft::new(raft_id, config, network, log, machine.clone())
+            .await
+            .map_err(|e| Error::Raft {
+                reason: e.to_string(),
+            })?;
+        Ok(MetaRaft::assemble(
+            raft_id,
+            id,
+            raft,
+            machine,
+            None,
+            transport,
+            directory,
+            PathBuf::new(),
+        ))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
+        raft_id: u64,
+        id: &str,
+        raft: Raft<MetaTypes>,
+        machine: MetaMachine,
+        log: Option<MetaLog>,
+        transport: Arc<dyn MetaTransport>,
+        directory: Directory,
+        dir: PathBuf,
+    ) -> MetaRaft {
+        MetaRaft {
             inner: Arc::new(Shared {
                 raft_id,
                 id: id.to_string(),
@@ -190,10 +297,10 @@ impl MetaRaft {
                 log,
                 transport,
                 directory,
-                dir: meta_dir,
+                dir,
                 tasks: std::sync::Mutex::default(),
             }),
-        })
+        }
     }
 
     /// Asks `seed` (any member; the request is forwarded to the leader) to register the
@@ -637,7 +744,10 @@ impl MetaRaft {
         self.inner.raft.shutdown().await.map_err(|e| Error::Raft {
             reason: e.to_string(),
         })?;
-        self.inner.log.clone().close().await
+        match &self.inner.log {
+            Some(log) => log.clone().close().await,
+            None => Ok(()),
+        }
     }
 }
 
@@ -749,6 +859,13 @@ impl Joined {
             cluster_uuid: u128::from_le_bytes(uuid),
         }))
     }
+}
+
+/// `config` validated, shared as openraft takes it.
+fn validated(config: Config) -> Result<Arc<Config>> {
+    Ok(Arc::new(config.validate().map_err(|e| Error::Raft {
+        reason: e.to_string(),
+    })?))
 }
 
 fn too_many_hops() -> MetaError {

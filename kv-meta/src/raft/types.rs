@@ -6,6 +6,7 @@ use std::io::Cursor;
 use serde::{Deserialize, Serialize};
 
 use crate::command::{Command, MetaResponse};
+use crate::raft::runtime::KvRuntime;
 
 /// A raft node as the cluster's raft membership records it: its raft id and the address of
 /// its peer port.
@@ -33,8 +34,8 @@ impl fmt::Display for MetaNode {
 openraft::declare_raft_types!(
     /// kv-meta's raft types: [`Command`]s in, [`MetaResponse`]s out, `u64` node ids,
     /// [`MetaNode`]s, snapshots as bytes in memory (a snapshot is small: a 64-node ring with
-    /// 256 vnodes is 130 KB of tokens). The runtime is openraft's tokio one; the seedable
-    /// runtime of membership.md §2.1 (`KvRuntime`) comes with the simulation.
+    /// 256 vnodes is 130 KB of tokens). The runtime is [`KvRuntime`]: tokio's, with a
+    /// seedable generator for election timeouts (membership.md §2.1).
     pub MetaTypes:
         D = Command,
         R = MetaResponse,
@@ -42,5 +43,5 @@ openraft::declare_raft_types!(
         Node = MetaNode,
         Entry = openraft::Entry<MetaTypes>,
         SnapshotData = Cursor<Vec<u8>>,
-        AsyncRuntime = openraft::TokioRuntime,
+        AsyncRuntime = KvRuntime,
 );
