@@ -19,8 +19,16 @@
 //! such waiter, sleeping until the earliest deadline, ended with the cluster.
 //!
 //! An install publishes its epoch *before* it drains the previous routing
-//! (`RoutingTable::install`): the waiting operation still holds its old snapshot, and the
-//! drain could not end before the operation does.
+//! (`RoutingTable::install`), and the waiting operation lets go of its old snapshot before
+//! it waits: the replica's epoch may be more than one step past the operation's, and the
+//! install of the step in between drains the very snapshot the operation routed by. Held
+//! through the wait, that snapshot would hold the drain until the wait's deadline, and the
+//! install of the replica's epoch (which a node's follower starts only after the one
+//! before it drained) would never come before it: a cycle that ended only at the
+//! deadline, failing the operation and stalling the node's routing steps meanwhile. The
+//! retry routes by the snapshot installed then, with the same version, so what the first
+//! attempt left on the old routing's replicas is written again where the newer routing
+//! puts it.
 //!
 //! [`Cluster::install_topology`]: crate::Cluster::install_topology
 //! [`ClusterOptions::replica_timeout`]: crate::ClusterOptions::replica_timeout
@@ -256,7 +264,8 @@ impl Cluster {
 
     /// After an operation failed with `e`: if `e` is a stale refusal on an external
     /// topology, waits for the installed epoch to reach the replica's and returns the
-    /// routing to retry on; else gives `e` back.
+    /// routing to retry on; else gives `e` back. The caller holds no routing snapshot while
+    /// it awaits this (see the module docs: an install's drain would wait for it).
     ///
     /// # Errors
     /// `e` itself when it is not such a refusal; [`Error::StaleCoordinator`] when the

@@ -11,6 +11,8 @@
 //! with a new version: [`Cluster::rewrite`] below, which gives the guarantee written on
 //! [`Cluster::expire`].
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use kv_node::{Cell, Version};
 
@@ -241,7 +243,7 @@ impl Cluster {
             mode,
             ask: Ask::Nothing,
         };
-        self.write_reporting_async(&routing, op).await?;
+        self.write_reporting_async(routing, op).await?;
         Ok(version)
     }
 
@@ -261,7 +263,7 @@ impl Cluster {
     /// As [`get`](Cluster::get).
     pub async fn get_entry_async(&self, key: &[u8]) -> Result<Option<Entry>> {
         let routing = self.routing();
-        let cell = self.read_async(&routing, key, self.opts.read).await?;
+        let cell = self.read_async(routing, key, self.opts.read).await?;
         Ok(cell.and_then(|c| entry_of(c, self.now_millis())))
     }
 
@@ -443,8 +445,7 @@ impl Cluster {
     ) -> Result<(Option<Entry>, bool)> {
         // Serialized with this coordinator's other reporting writes of the key.
         let _serialized = self.key_locks.lock(kv_ring::token(key));
-        let routing = self.routing();
-        let mut current: Option<Cell> = self.read(&routing, key, self.opts.read)?;
+        let mut current: Option<Cell> = self.read(self.routing(), key, self.opts.read)?;
         // Whether the record the replicas hold now is ours, over a concurrent write that
         // must be re-instated if nothing else is written.
         let mut overwrote = false;
@@ -477,12 +478,12 @@ impl Cluster {
                 mode: self.default_mode(),
                 ask: Ask::PreviousValue,
             };
-            let replaced = self.write_reporting(&routing, op)?;
+            let replaced = self.write_reporting(Arc::clone(&routing), op)?;
             if !replaced.applied {
                 if replaced.kept {
                     // A newer write got everywhere first: nothing changed; decide again from
                     // what the key holds now.
-                    current = self.read(&routing, key, self.opts.read)?;
+                    current = self.read(routing, key, self.opts.read)?;
                     overwrote = false;
                     continue;
                 }

@@ -33,7 +33,7 @@ impl Cluster {
         let routing = self.routing();
         let version = self.next_version()?;
         let mode = self.default_mode();
-        self.write(&routing, key, Some(value), version, self.opts.write, mode)?;
+        self.write(routing, key, Some(value), version, self.opts.write, mode)?;
         Ok(version)
     }
 
@@ -61,7 +61,7 @@ impl Cluster {
         let routing = self.routing();
         let version = self.next_version()?;
         let mode = self.default_mode();
-        self.write_async(&routing, key, Some(value), version, self.opts.write, mode)
+        self.write_async(routing, key, Some(value), version, self.opts.write, mode)
             .await?;
         Ok(version)
     }
@@ -74,7 +74,7 @@ impl Cluster {
         let routing = self.routing();
         let version = self.next_version()?;
         let mode = self.default_mode();
-        self.write(&routing, key, None, version, self.opts.write, mode)?;
+        self.write(routing, key, None, version, self.opts.write, mode)?;
         Ok(version)
     }
 
@@ -103,7 +103,7 @@ impl Cluster {
         let routing = self.routing();
         let version = self.next_version()?;
         let mode = self.default_mode();
-        self.write(&routing, key, Some(value), version, w, mode)?;
+        self.write(routing, key, Some(value), version, w, mode)?;
         Ok(version)
     }
 
@@ -148,7 +148,7 @@ impl Cluster {
     pub fn put_sloppy(&self, key: &[u8], value: &[u8], w: Consistency) -> Result<Version> {
         let routing = self.routing();
         let version = self.next_version()?;
-        self.write(&routing, key, Some(value), version, w, Mode::Sloppy)?;
+        self.write(routing, key, Some(value), version, w, Mode::Sloppy)?;
         Ok(version)
     }
 
@@ -160,7 +160,7 @@ impl Cluster {
     pub fn delete_sloppy(&self, key: &[u8], w: Consistency) -> Result<Version> {
         let routing = self.routing();
         let version = self.next_version()?;
-        self.write(&routing, key, None, version, w, Mode::Sloppy)?;
+        self.write(routing, key, None, version, w, Mode::Sloppy)?;
         Ok(version)
     }
 
@@ -172,7 +172,7 @@ impl Cluster {
         let routing = self.routing();
         let version = self.next_version()?;
         let mode = self.default_mode();
-        self.write(&routing, key, None, version, w, mode)?;
+        self.write(routing, key, None, version, w, mode)?;
         Ok(version)
     }
 
@@ -183,7 +183,7 @@ impl Cluster {
     pub fn get_with(&self, key: &[u8], r: Consistency) -> Result<Option<Bytes>> {
         let routing = self.routing();
         Ok(self
-            .read(&routing, key, r)?
+            .read(routing, key, r)?
             .and_then(|c| live(c, || self.now_millis())))
     }
 
@@ -202,7 +202,7 @@ impl Cluster {
     /// As [`get`](Cluster::get).
     pub fn get_versioned(&self, key: &[u8]) -> Result<Option<(Bytes, Version)>> {
         let routing = self.routing();
-        let newest = self.read(&routing, key, self.opts.read)?;
+        let newest = self.read(routing, key, self.opts.read)?;
         Ok(newest.and_then(|c| {
             let version = c.version;
             live(c, || self.now_millis()).map(|v| (v, version))
@@ -215,7 +215,7 @@ impl Cluster {
     /// As [`get`](Cluster::get).
     pub async fn get_async(&self, key: &[u8]) -> Result<Option<Bytes>> {
         let routing = self.routing();
-        let newest = self.read_async(&routing, key, self.opts.read).await?;
+        let newest = self.read_async(routing, key, self.opts.read).await?;
         Ok(newest.and_then(|c| live(c, || self.now_millis())))
     }
 
@@ -301,11 +301,13 @@ impl Cluster {
             .collect::<Result<_>>()?;
         // On an external topology a stale refusal ends the batch; it is retried once, whole
         // and with the same versions, on the newer topology (`epoch_watch.rs`).
-        match self
+        let first = self
             .put_many_once(&routing, pairs, expires, &versions)
-            .await
-        {
+            .await;
+        match first {
             Err(e) if self.ends_round(&e) => {
+                // Not held while it waits: see `refresh`.
+                drop(routing);
                 let (next, started) = self.refresh(e).await?;
                 let again = self.put_many_once(&next, pairs, expires, &versions).await;
                 self.retried(again, started)?;
@@ -520,7 +522,7 @@ impl Cluster {
     pub async fn get_many_async<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<Vec<Option<Bytes>>> {
         let routing = self.routing();
         Ok(self
-            .read_many_async(&routing, keys)
+            .read_many_async(routing, keys)
             .await?
             .into_iter()
             .map(|found| found.and_then(|c| live(c, || self.now_millis())))
@@ -603,7 +605,7 @@ impl Cluster {
 
     fn write(
         &self,
-        routing: &Routing,
+        routing: Arc<Routing>,
         key: &[u8],
         value: Option<&[u8]>,
         version: Version,
@@ -615,7 +617,7 @@ impl Cluster {
 
     async fn write_async(
         &self,
-        routing: &Routing,
+        routing: Arc<Routing>,
         key: &[u8],
         value: Option<&[u8]>,
         version: Version,

@@ -132,7 +132,7 @@ impl Cluster {
     /// [`Error::UnknownNode`] for a replica without a handle.
     pub(crate) fn read(
         &self,
-        routing: &Routing,
+        routing: Arc<Routing>,
         key: &[u8],
         consistency: Consistency,
     ) -> Result<Option<Cell>> {
@@ -149,12 +149,15 @@ impl Cluster {
     /// As [`read`](Cluster::read); [`Error::StaleCoordinator`].
     pub(crate) async fn read_async(
         &self,
-        routing: &Routing,
+        routing: Arc<Routing>,
         key: &[u8],
         consistency: Consistency,
     ) -> Result<Option<Cell>> {
-        match self.read_once(routing, key, consistency).await {
+        let first = self.read_once(&routing, key, consistency).await;
+        match first {
             Err(e) if self.ends_round(&e) => {
+                // Not held while it waits: see `refresh`.
+                drop(routing);
                 let (next, started) = self.refresh(e).await?;
                 let again = self.read_once(&next, key, consistency).await;
                 self.retried(again, started)

@@ -66,11 +66,14 @@ impl Cluster {
     /// As [`read`](Cluster::read) for any key; [`Error::StaleCoordinator`].
     pub(crate) async fn read_many_async<K: AsRef<[u8]>>(
         &self,
-        routing: &Routing,
+        routing: Arc<Routing>,
         keys: &[K],
     ) -> Result<Vec<Option<Cell>>> {
-        match self.read_many_once(routing, keys).await {
+        let first = self.read_many_once(&routing, keys).await;
+        match first {
             Err(e) if self.ends_round(&e) => {
+                // Not held while it waits: see `refresh`.
+                drop(routing);
                 let (next, started) = self.refresh(e).await?;
                 let again = self.read_many_once(&next, keys).await;
                 self.retried(again, started)

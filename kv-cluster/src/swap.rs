@@ -218,7 +218,7 @@ impl Cluster {
                 mode: self.default_mode(),
                 ask,
             };
-            let replaced = self.write_reporting(&routing, op)?;
+            let replaced = self.write_reporting(routing, op)?;
             if replaced.applied || !replaced.kept {
                 return Ok(replaced.newest.filter(|p| p.live));
             }

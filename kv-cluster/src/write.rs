@@ -349,7 +349,11 @@ impl Cluster {
     /// # Errors
     /// [`Error::Unavailable`] before anything is written when too few replicas are up, or
     /// once too few acknowledged; [`Error::UnknownNode`] for a target without a handle.
-    pub(crate) fn write_reporting(&self, routing: &Routing, op: WriteOp<'_>) -> Result<Replaced> {
+    pub(crate) fn write_reporting(
+        &self,
+        routing: Arc<Routing>,
+        op: WriteOp<'_>,
+    ) -> Result<Replaced> {
         crate::block::block_on(self.write_reporting_async(routing, op))
     }
 
@@ -363,15 +367,18 @@ impl Cluster {
     /// As [`write_reporting`](Cluster::write_reporting); [`Error::StaleCoordinator`].
     pub(crate) async fn write_reporting_async(
         &self,
-        routing: &Routing,
+        routing: Arc<Routing>,
         op: WriteOp<'_>,
     ) -> Result<Replaced> {
         // One report over both attempts: a replica that applied the write in the first
         // answers the retry with "kept" (it holds this very version), and what it replaced
         // is known from its first answer only.
         let mut replaced = Replaced::default();
-        match self.write_once(routing, op, &mut replaced).await {
+        let first = self.write_once(&routing, op, &mut replaced).await;
+        match first {
             Err(e) if self.ends_round(&e) => {
+                // Not held while it waits: see `refresh`.
+                drop(routing);
                 let (next, started) = self.refresh(e).await?;
                 let again = self.write_once(&next, op, &mut replaced).await;
                 self.retried(again, started)?;

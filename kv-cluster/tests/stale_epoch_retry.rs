@@ -273,6 +273,45 @@ fn an_install_short_of_the_replicas_epoch_keeps_waiting() {
     }
 }
 
+/// The replicas are two steps ahead and the coordinator installs the steps one at a time,
+/// each after the one before drained (as a node's follower does): the waiting operation
+/// holds no routing, so the step in between drains at once, the replicas' epoch follows,
+/// and the write is retried on it. Holding its snapshot through the wait, the operation
+/// kept that drain (and so the next install) waiting until its own deadline, and failed.
+#[test]
+fn a_waiting_operation_does_not_hold_the_drain_of_an_install_in_between() {
+    for behaviour in [Behaviour::Now, Behaviour::After(Duration::from_millis(1))] {
+        let s = setup(behaviour);
+        s.fence_all(12);
+        let follower = {
+            let cluster = Arc::clone(&s.cluster);
+            let members = s.members.clone();
+            thread::spawn(move || {
+                thread::sleep(INSTALL_AFTER);
+                let start = Instant::now();
+                assert!(
+                    cluster
+                        .install_topology(Topology::stable(11, members.clone()))
+                        .unwrap()
+                );
+                let drained_in = start.elapsed();
+                assert!(
+                    cluster
+                        .install_topology(Topology::stable(12, members))
+                        .unwrap()
+                );
+                drained_in
+            })
+        };
+        let version = s.cluster.put(b"k", b"v").unwrap();
+        let drained_in = follower.join().unwrap();
+        assert!(drained_in < TIMEOUT / 2, "{behaviour:?}: {drained_in:?}");
+        assert_eq!(s.cluster.stale_retries(), 1, "{behaviour:?}");
+        assert_eq!(s.cluster.topology_epoch(), 12);
+        assert_eq!(s.held_by_all(b"k", version), vec![Some(version); 3]);
+    }
+}
+
 /// One replica behind the others is enough to redo the write on the newer routing: the
 /// round ends early even though `W` others acknowledged.
 #[test]
