@@ -11,8 +11,6 @@
 //! with a new version: [`Cluster::rewrite`] below, which gives the guarantee written on
 //! [`Cluster::expire`].
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use kv_node::{Cell, Version};
 
@@ -468,7 +466,6 @@ impl Cluster {
                 },
             };
             check_expires(write.expires)?;
-            let routing = self.routing();
             let op = WriteOp {
                 key,
                 value: write.value.as_deref(),
@@ -478,12 +475,12 @@ impl Cluster {
                 mode: self.default_mode(),
                 ask: Ask::PreviousValue,
             };
-            let replaced = self.write_reporting(Arc::clone(&routing), op)?;
+            let replaced = self.write_reporting(self.routing(), op)?;
             if !replaced.applied {
                 if replaced.kept {
                     // A newer write got everywhere first: nothing changed; decide again from
                     // what the key holds now.
-                    current = self.read(routing, key, self.opts.read)?;
+                    current = self.read(self.routing(), key, self.opts.read)?;
                     overwrote = false;
                     continue;
                 }
