@@ -3,8 +3,10 @@
 //! [2], a node crash bounced after 0–6 s [3], or a clock skew [1]: one node's clock stepped
 //! by up to ± [`SimConfig::skew_step_ms`](crate::SimConfig::skew_step_ms) for 1–8 s, then
 //! stepped back to its drawn offset (a clock that jumps, then jumps back); at most one
-//! fault of each kind at a time. At `until` every fault heals and the generator stops.
-//! Every clock step is recorded ([`Faults::into_log`]) for the checker's bound.
+//! fault of each kind at a time. Besides, at one draw in four (from a generator of its own),
+//! every connection one node has to its peers is dropped (kv-net's `Faults::reset`: closed
+//! at its next frame in, requests in flight failed, reconnected with backoff). At `until`
+//! every fault heals and the generator stops. Every clock step is recorded ([`Faults::into_log`]) for the checker's bound.
 //!
 //! A partition is turmoil's `hold` (segments queued, delivered on `release`): TCP across a
 //! cut shorter than its retransmission timeout. turmoil's `partition` drops segments for good
@@ -18,8 +20,12 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use crate::node::Links;
 use crate::node::Skew;
 use crate::{Crashes, NODES, Restarted};
+
+/// Mixed into the seed of the dropped connections' generator.
+const DROPS_SEED: u64 = 0xd40b_c0de;
 
 /// The links' normal maximum latency, in milliseconds.
 pub(crate) const BASE_LATENCY_MS: u64 = 5;
@@ -61,6 +67,11 @@ pub(crate) struct Faults {
     /// The metadata raft's leader, in a run with one: a crash picks it with weight 2
     /// (membership.md §4.4).
     leader: Option<Leader>,
+    /// Each node's transport faults, to drop its connections with.
+    links: Links,
+    /// The dropped connections' own draws, from a generator of their own, so that adding
+    /// them left every other fault of a seed where it was.
+    drops: StdRng,
 }
 
 /// A clock offset set on a node from a time on: node, time, offset in milliseconds.
@@ -96,6 +107,7 @@ impl Faults {
         hosts: &'static [&'static str],
         others: Vec<String>,
         clocks: Vec<Skew>,
+        links: Links,
     ) -> Faults {
         let (until, crashes, clients) = (config.faults_until, config.crashes, config.clients);
         let steps = hosts
@@ -130,7 +142,27 @@ impl Faults {
             log: Vec::new(),
             impaired: Vec::new(),
             leader: None,
+            links,
+            drops: StdRng::seed_from_u64(seed ^ DROPS_SEED),
         }
+    }
+
+    /// One time in four, cuts every connection a random node has to its peers (kv-net's
+    /// `Faults::reset`: each is closed at its next frame in, its requests in flight fail, and
+    /// it comes back with backoff), as a network dropping connections does. A crashed node's
+    /// switches are its last start's and act on nothing.
+    fn drop_connections(&mut self, now: Duration) {
+        if !self.drops.random_bool(0.25) {
+            return;
+        }
+        let node = self.hosts[self.drops.random_range(0..self.hosts.len())];
+        let Some(faults) = self.links.lock().get(node).cloned() else {
+            return;
+        };
+        for peer in self.hosts.iter().filter(|h| **h != node) {
+            faults.reset(peer);
+        }
+        self.log.push(format!("{now:?} drop {node}'s connections"));
     }
 
     /// Crashes pick the metadata raft's leader, as `leader` tells it, half the time.
@@ -276,6 +308,7 @@ impl Faults {
             return;
         }
         self.next = now + Duration::from_millis(self.rng.random_range(1000..3000));
+        self.drop_connections(now);
         let mut node = self.hosts[self.rng.random_range(0..self.hosts.len())];
         // Half the time the fault falls on the raft leader (a crash of it: weight 2 among
         // crashes, membership.md §4.4; a partition of it cuts raft's traffic too).

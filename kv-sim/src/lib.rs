@@ -327,6 +327,7 @@ pub fn run(config: &SimConfig) -> Result<Report, SimError> {
     };
     let record = meta.as_ref().map(|m| Arc::clone(&m.record));
     let stream_log: node::StreamLog = Arc::default();
+    let links: node::Links = Arc::default();
     let time: node::GlobalTime = Arc::default();
     let clock_log: node::ClockLog = Arc::default();
     let mut skews: Vec<node::Skew> = Vec::new();
@@ -356,6 +357,7 @@ pub fn run(config: &SimConfig) -> Result<Report, SimError> {
             coordinate_after_restart: config.crashes == Crashes::Any,
             meta: meta.clone(),
             stream_log: Arc::clone(&stream_log),
+            links: Arc::clone(&links),
         };
         sim.host(hosts[index], move || node::run(cfg.clone()));
     }
@@ -432,6 +434,7 @@ pub fn run(config: &SimConfig) -> Result<Report, SimError> {
             .chain(meta.as_ref().map(|_| "driver".to_string()))
             .collect(),
         skews,
+        Arc::clone(&links),
     );
     let mut change_crash = None;
     if let Some(record) = &record {

@@ -85,6 +85,11 @@ pub(crate) enum ClockEvent {
     LeaseJump(&'static str, Duration),
 }
 
+/// Each node's kv-net fault switches, by node id, as its latest start registered them: the
+/// fault generator cuts a node's connections to its peers through them
+/// ([`kv_net::Faults::reset`]).
+pub(crate) type Links = Arc<parking_lot::Mutex<std::collections::BTreeMap<String, kv_net::Faults>>>;
+
 /// What a node host is started with.
 #[derive(Debug, Clone)]
 pub(crate) struct NodeConfig {
@@ -105,6 +110,8 @@ pub(crate) struct NodeConfig {
     pub(crate) meta: Option<Arc<RaftDisks>>,
     /// What the streams of a change did (shared by every host; part of the report).
     pub(crate) stream_log: StreamLog,
+    /// Each started node's transport faults, for the fault generator's dropped connections.
+    pub(crate) links: Links,
 }
 
 /// Lines describing each stream's end, with the simulated time.
@@ -142,6 +149,9 @@ pub(crate) async fn run(cfg: NodeConfig) -> turmoil::Result {
         options,
         REPLICA_TIMEOUT,
     )?);
+    cfg.links
+        .lock()
+        .insert(id.to_string(), backend.peers().faults().clone());
     let mut opts = ClusterOptions::new()
         .backend(backend.clone())
         .clock(Arc::new(SimClock {

@@ -127,6 +127,14 @@ fn seeds() {
         count_clock("lease wait"),
         count_clock("lease jump"),
     );
+    println!(
+        "dropped connections: {} times, in {} seeds",
+        count_faults("'s connections"),
+        reports
+            .iter()
+            .filter(|r| r.faults.iter().any(|f| f.contains("'s connections")))
+            .count()
+    );
     // The crashes of the raft leader or the joiner at a point of an add, and whether that
     // seed's changes still completed (a seed whose change did not is a failing seed).
     let mid_change = |r: &&Report, what: &str| r.faults.iter().any(|f| f.contains(what));
