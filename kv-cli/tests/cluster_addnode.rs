@@ -15,10 +15,9 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{ONE_CLUSTER, Served, fields, free_port_pair, poll, start_joiner};
+use common::{ONE_CLUSTER, Served, fields, poll, start_joiner};
 use redis::Commands as _;
 
 /// Keys loaded before the change (debug build: the test's wall time stays under a minute).
@@ -37,14 +36,9 @@ struct Tally {
 fn addnode_through_a_follower_moves_three_quarters_of_the_keys_under_load() {
     let _one = ONE_CLUSTER.lock().unwrap_or_else(|p| p.into_inner());
     let root = common::data_dir();
-    let dirs: Vec<PathBuf> = (1..=4).map(|i| root.path().join(format!("n{i}"))).collect();
-    let ports: Vec<u16> = (0..3).map(|_| free_port_pair()).collect();
+    let (dirs, ports) = common::layout(root.path());
     let nodes: Vec<Served> = (0..3)
-        .map(|i| {
-            let args = common::member_args(i, &ports, &[]);
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            Served::start(&dirs[i], &args)
-        })
+        .map(|i| common::start_member(&dirs, &ports, i, &[]))
         .collect();
     let mut c1 = poll(Duration::from_secs(30), "n1 serves clients", || {
         let mut c = nodes[0].client();
@@ -212,13 +206,8 @@ fn addnode_through_a_follower_moves_three_quarters_of_the_keys_under_load() {
 fn the_change_finishes_after_the_leader_is_killed_mid_stream_and_restarted() {
     let _one = ONE_CLUSTER.lock().unwrap_or_else(|p| p.into_inner());
     let root = common::data_dir();
-    let dirs: Vec<PathBuf> = (1..=4).map(|i| root.path().join(format!("n{i}"))).collect();
-    let ports: Vec<u16> = (0..3).map(|_| free_port_pair()).collect();
-    let start = |i: usize| {
-        let args = common::member_args(i, &ports, &[]);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        Served::start(&dirs[i], &args)
-    };
+    let (dirs, ports) = common::layout(root.path());
+    let start = |i: usize| common::start_member(&dirs, &ports, i, &[]);
     let mut nodes: Vec<Option<Served>> = (0..3).map(|i| Some(start(i))).collect();
     let node = |nodes: &[Option<Served>], i: usize| -> redis::Connection {
         nodes[i].as_ref().unwrap().client()

@@ -18,7 +18,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use common::{ONE_CLUSTER, Served, free_port_pair, poll};
@@ -56,14 +55,9 @@ fn joiner_args(port: u16, seed: &str, extra: &[&str]) -> Vec<String> {
 fn a_fourth_process_joins_catches_up_coordinates_and_restarts_without_asking_again() {
     let _one = ONE_CLUSTER.lock().unwrap_or_else(|p| p.into_inner());
     let root = common::data_dir();
-    let dirs: Vec<PathBuf> = (1..=4).map(|i| root.path().join(format!("n{i}"))).collect();
-    let ports: Vec<u16> = (0..3).map(|_| free_port_pair()).collect();
+    let (dirs, ports) = common::layout(root.path());
     let nodes: Vec<Served> = (0..3)
-        .map(|i| {
-            let args = common::member_args(i, &ports, &[]);
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            Served::start(&dirs[i], &args)
-        })
+        .map(|i| common::start_member(&dirs, &ports, i, &[]))
         .collect();
     // Bootstrapped and caught up everywhere: a write through n1 succeeds.
     let mut c1 = poll(Duration::from_secs(30), "n1 serves clients", || {

@@ -11,12 +11,11 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{ONE_CLUSTER, Served, fields, free_port_pair, poll, start_joiner};
+use common::{ONE_CLUSTER, Served, fields, poll, start_joiner};
 use redis::Commands as _;
 
 /// Keys loaded before the changes (small: the subject is who drives the removal).
@@ -45,14 +44,9 @@ fn wait_done(n: &Served, done_at: u64, limit: Duration) {
 fn the_metadata_leader_removed_hands_over_and_leaves() {
     let _one = ONE_CLUSTER.lock().unwrap_or_else(|p| p.into_inner());
     let root = common::data_dir();
-    let dirs: Vec<PathBuf> = (1..=4).map(|i| root.path().join(format!("n{i}"))).collect();
-    let ports: Vec<u16> = (0..3).map(|_| free_port_pair()).collect();
+    let (dirs, ports) = common::layout(root.path());
     let mut nodes: Vec<Option<Served>> = (0..3)
-        .map(|i| {
-            let args = common::member_args(i, &ports, &[]);
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            Some(Served::start(&dirs[i], &args))
-        })
+        .map(|i| Some(common::start_member(&dirs, &ports, i, &[])))
         .collect();
     let mut c = poll(Duration::from_secs(30), "serves clients", || {
         let mut c = nodes[0].as_ref().unwrap().client();

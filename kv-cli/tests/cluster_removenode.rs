@@ -20,12 +20,11 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{ONE_CLUSTER, Served, fields, free_port_pair, poll, start_joiner};
+use common::{ONE_CLUSTER, Served, fields, poll, start_joiner};
 use redis::Commands as _;
 
 /// Keys loaded before the changes: issue 23's number.
@@ -181,14 +180,9 @@ fn local_keys(n: &Served) -> f64 {
 fn grow_to_four_and_shrink_to_three_under_load_with_100k_keys() {
     let _one = ONE_CLUSTER.lock().unwrap_or_else(|p| p.into_inner());
     let root = common::data_dir();
-    let dirs: Vec<PathBuf> = (1..=4).map(|i| root.path().join(format!("n{i}"))).collect();
-    let ports: Vec<u16> = (0..3).map(|_| free_port_pair()).collect();
+    let (dirs, ports) = common::layout(root.path());
     let mut nodes: Vec<Option<Served>> = (0..3)
-        .map(|i| {
-            let args = common::member_args(i, &ports, &[]);
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            Some(Served::start(&dirs[i], &args))
-        })
+        .map(|i| Some(common::start_member(&dirs, &ports, i, &[])))
         .collect();
     let loaded = Instant::now();
     load(nodes[0].as_ref().unwrap());
@@ -355,14 +349,9 @@ fn grow_to_four_and_shrink_to_three_under_load_with_100k_keys() {
 fn an_add_aborted_while_streaming_leaves_the_joiner_empty_and_loses_nothing() {
     let _one = ONE_CLUSTER.lock().unwrap_or_else(|p| p.into_inner());
     let root = common::data_dir();
-    let dirs: Vec<PathBuf> = (1..=4).map(|i| root.path().join(format!("n{i}"))).collect();
-    let ports: Vec<u16> = (0..3).map(|_| free_port_pair()).collect();
+    let (dirs, ports) = common::layout(root.path());
     let nodes: Vec<Served> = (0..3)
-        .map(|i| {
-            let args = common::member_args(i, &ports, &[]);
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            Served::start(&dirs[i], &args)
-        })
+        .map(|i| common::start_member(&dirs, &ports, i, &[]))
         .collect();
     load(&nodes[0]);
     let stop = Arc::new(AtomicBool::new(false));

@@ -16,10 +16,9 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{ONE_CLUSTER, Served, free_port_pair, poll, start_joiner};
+use common::{ONE_CLUSTER, Served, poll, start_joiner};
 
 /// `KVSTORE CHANGE` through node `n`, as `field -> value`.
 fn change(n: &Served) -> BTreeMap<String, String> {
@@ -51,15 +50,10 @@ const SOURCES: f64 = 3.0;
 fn a_committed_rate_overrides_the_flag_paces_the_streams_and_unlimited_lets_them_finish() {
     let _one = ONE_CLUSTER.lock().unwrap_or_else(|p| p.into_inner());
     let root = common::data_dir();
-    let dirs: Vec<PathBuf> = (1..=4).map(|i| root.path().join(format!("n{i}"))).collect();
-    let ports: Vec<u16> = (0..3).map(|_| free_port_pair()).collect();
+    let (dirs, ports) = common::layout(root.path());
     let flag = ["--stream-rate".to_owned(), "100000".to_owned()];
     let nodes: Vec<Served> = (0..3)
-        .map(|i| {
-            let args = common::member_args(i, &ports, &flag);
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            Served::start(&dirs[i], &args)
-        })
+        .map(|i| common::start_member(&dirs, &ports, i, &flag))
         .collect();
     let mut c1 = poll(Duration::from_secs(30), "n1 serves clients", || {
         let mut c = nodes[0].client();

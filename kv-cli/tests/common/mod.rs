@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpListener};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
@@ -354,6 +354,22 @@ pub fn fields(n: &Served, sub: &str) -> std::collections::BTreeMap<String, Strin
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect()
+}
+
+/// The data directories `n1..n4` under `root` (three members and a joiner) and a free port
+/// pair for each of the three members.
+pub fn layout(root: &Path) -> (Vec<PathBuf>, Vec<u16>) {
+    let dirs = (1..=4).map(|i| root.join(format!("n{i}"))).collect();
+    let ports = (0..3).map(|_| free_port_pair()).collect();
+    (dirs, ports)
+}
+
+/// Starts member `i` (`n{i+1}`) of the cluster on `ports` from `dirs[i]`, with `extra` flags
+/// after [`member_args`]'s.
+pub fn start_member(dirs: &[PathBuf], ports: &[u16], i: usize, extra: &[String]) -> Served {
+    let args = member_args(i, ports, extra);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Served::start(&dirs[i], &args)
 }
 
 /// Starts n4 on `dir` joining (`--join`) the cluster through n1, the first of `ports`.
